@@ -1,0 +1,337 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Addresses of Beacon agents' HTTP APIs: "host:port" or a URL such as
+	// "https://host:port". The client uses one at a time and moves to the
+	// next when it cannot reach it.
+	Addresses []string
+	// Token is sent as "Authorization: Bearer" when set.
+	Token string
+	// HTTPClient overrides the default HTTP client (for TLS settings).
+	HTTPClient *http.Client
+	// Timeout bounds requests that do not block (default 30s). Blocking
+	// queries are bounded by their wait plus this timeout.
+	Timeout time.Duration
+}
+
+// Client talks to a Beacon cluster's HTTP API. It is safe for concurrent use.
+type Client struct {
+	bases   []*url.URL
+	cur     atomic.Int32
+	hc      *http.Client
+	token   string
+	timeout time.Duration
+}
+
+// New returns a Client for the given agents.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Addresses) == 0 {
+		return nil, errors.New("client: no agent address")
+	}
+	c := &Client{hc: cfg.HTTPClient, token: cfg.Token, timeout: cfg.Timeout}
+	if c.hc == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		c.hc = &http.Client{Transport: t}
+	}
+	if c.timeout <= 0 {
+		c.timeout = 30 * time.Second
+	}
+	for _, a := range cfg.Addresses {
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		u, err := url.Parse(a)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("client: bad agent address %q", a)
+		}
+		c.bases = append(c.bases, u)
+	}
+	c.cur.Store(int32(rand.N(len(c.bases))))
+	return c, nil
+}
+
+// Error is an error answered by an agent, with the HTTP status and the
+// body's code and field.
+type Error struct {
+	Status int
+	ErrorBody
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d, %s)", e.ErrorBody.Error, e.Status, e.Code)
+}
+
+// IsNotFound reports whether err is an agent's 404.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// QueryOptions are the filters, consistency mode and blocking parameters of
+// a read. The zero value reads from the agent's local state without filters.
+type QueryOptions struct {
+	Healthy bool
+	Tags    []string
+	Meta    map[string]string
+	// Version is an exact version or a semver range such as ">=1.2.0 <2.0.0".
+	Version string
+	// Consistent makes the read linearizable.
+	Consistent bool
+	// MaxStale bounds how stale a local answer may be.
+	MaxStale time.Duration
+	// WaitIndex blocks until the result's index differs from it, up to WaitTime.
+	WaitIndex uint64
+	WaitTime  time.Duration
+	// Prefix, Limit and Cursor page through Services.
+	Prefix string
+	Limit  int
+	Cursor string
+}
+
+func (q *QueryOptions) values() url.Values {
+	v := url.Values{}
+	if q == nil {
+		return v
+	}
+	if q.Healthy {
+		v.Set("healthy", "true")
+	}
+	for _, t := range q.Tags {
+		v.Add("tag", t)
+	}
+	for k, m := range q.Meta {
+		v.Add("meta", k+":"+m)
+	}
+	if q.Version != "" {
+		v.Set("version", q.Version)
+	}
+	if q.Consistent {
+		v.Set("consistent", "true")
+	}
+	if q.MaxStale > 0 {
+		v.Set("max_stale", q.MaxStale.String())
+	}
+	if q.WaitIndex > 0 {
+		v.Set("index", strconv.FormatUint(q.WaitIndex, 10))
+	}
+	if q.WaitTime > 0 {
+		v.Set("wait", q.WaitTime.String())
+	}
+	if q.Prefix != "" {
+		v.Set("prefix", q.Prefix)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Cursor != "" {
+		v.Set("cursor", q.Cursor)
+	}
+	return v
+}
+
+// QueryMeta describes the answer to a read.
+type QueryMeta struct {
+	// Index is the result's index; pass it as WaitIndex to block for a change.
+	Index       uint64
+	KnownLeader bool
+	// LastContact is how long before the answer the agent heard from the
+	// leader (-1 if never).
+	LastContact time.Duration
+	// Agent is the address of the agent that answered.
+	Agent string
+}
+
+// do sends one request, moving to the next agent when one cannot be
+// reached. Writes move on only when the request surely did not arrive
+// (connection refused), so a write is never sent twice by the client.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any, out any) (*QueryMeta, error) {
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return nil, err
+		}
+	}
+	timeout := c.timeout
+	if w := q.Get("wait"); w != "" && q.Get("index") != "" {
+		d, _ := time.ParseDuration(w)
+		timeout += d + d/16
+	} else if q.Get("index") != "" {
+		timeout += 10*time.Minute + time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	write := method != http.MethodGet
+	var lastErr error
+	for attempt := 0; attempt < len(c.bases); attempt++ {
+		i := int(c.cur.Load()) % len(c.bases)
+		base := c.bases[i]
+		u := *base
+		u.Path = strings.TrimSuffix(base.Path, "/") + path
+		u.RawQuery = q.Encode()
+		var rd io.Reader
+		if payload != nil {
+			rd = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+		if err != nil {
+			return nil, err
+		}
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil || (write && !refused(err)) {
+				return nil, err
+			}
+			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
+			continue
+		}
+		meta, err := decodeResponse(resp, out)
+		if meta != nil {
+			meta.Agent = base.Host
+		}
+		return meta, err
+	}
+	return nil, fmt.Errorf("client: no agent reachable: %w", lastErr)
+}
+
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial")
+}
+
+func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
+	defer resp.Body.Close()
+	meta := &QueryMeta{}
+	meta.Index, _ = strconv.ParseUint(resp.Header.Get("X-Beacon-Index"), 10, 64)
+	meta.KnownLeader = resp.Header.Get("X-Beacon-Known-Leader") == "true"
+	if ms, err := strconv.ParseInt(resp.Header.Get("X-Beacon-Last-Contact"), 10, 64); err == nil {
+		meta.LastContact = time.Duration(ms) * time.Millisecond
+		if ms < 0 {
+			meta.LastContact = -1
+		}
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
+			e.ErrorBody = ErrorBody{Error: strings.TrimSpace(string(b)), Code: "http_" + strconv.Itoa(resp.StatusCode)}
+		}
+		return meta, e
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return meta, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return meta, fmt.Errorf("client: decode response: %w", err)
+	}
+	return meta, nil
+}
+
+func instancePath(service, id string) string {
+	return "/v1/services/" + url.PathEscape(service) + "/instances/" + url.PathEscape(id)
+}
+
+// Register registers (or updates) instance id of service and returns the
+// index it was committed at.
+func (c *Client) Register(ctx context.Context, service, id string, r *Registration) (uint64, error) {
+	var res WriteResult
+	_, err := c.do(ctx, http.MethodPut, instancePath(service, id), url.Values{}, r, &res)
+	return res.Index, err
+}
+
+// Deregister removes instance id of service.
+func (c *Client) Deregister(ctx context.Context, service, id string) (uint64, error) {
+	var res WriteResult
+	_, err := c.do(ctx, http.MethodDelete, instancePath(service, id), url.Values{}, nil, &res)
+	return res.Index, err
+}
+
+// Instances discovers the instances of service that pass q's filters.
+func (c *Client) Instances(ctx context.Context, service string, q *QueryOptions) ([]Instance, *QueryMeta, error) {
+	var out []Instance
+	meta, err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service)+"/instances", q.values(), nil, &out)
+	return out, meta, err
+}
+
+// Instance reads one instance with its checks and recent transitions.
+func (c *Client) Instance(ctx context.Context, service, id string, q *QueryOptions) (*Instance, *QueryMeta, error) {
+	var out Instance
+	meta, err := c.do(ctx, http.MethodGet, instancePath(service, id), q.values(), nil, &out)
+	if err != nil {
+		return nil, meta, err
+	}
+	return &out, meta, nil
+}
+
+// Services lists services with their instance counts by health.
+func (c *Client) Services(ctx context.Context, q *QueryOptions) (*ServiceList, *QueryMeta, error) {
+	var out ServiceList
+	meta, err := c.do(ctx, http.MethodGet, "/v1/services", q.values(), nil, &out)
+	if err != nil {
+		return nil, meta, err
+	}
+	return &out, meta, nil
+}
+
+// Status returns the answering agent's view of Raft.
+func (c *Client) Status(ctx context.Context) (*ClusterStatus, error) {
+	var out ClusterStatus
+	if _, err := c.do(ctx, http.MethodGet, "/v1/cluster/status", url.Values{}, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Members lists the cluster members gossip knows.
+func (c *Client) Members(ctx context.Context) ([]Member, error) {
+	var out []Member
+	_, err := c.do(ctx, http.MethodGet, "/v1/cluster/members", url.Values{}, nil, &out)
+	return out, err
+}
+
+// Join asks the agent to join the gossip peers at addrs.
+func (c *Client) Join(ctx context.Context, addrs []string) (int, error) {
+	var out JoinResult
+	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/join", url.Values{}, JoinRequest{Addresses: addrs}, &out)
+	return out.Joined, err
+}
+
+// Leave asks the agent to leave the cluster gracefully and shut down.
+func (c *Client) Leave(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/leave", url.Values{}, nil, nil)
+	return err
+}
+
+// RemovePeer removes a server from the Raft configuration.
+func (c *Client) RemovePeer(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/peers/"+url.PathEscape(id), url.Values{}, nil, nil)
+	return err
+}

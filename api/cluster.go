@@ -1,0 +1,92 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/beaconhq/beacon/api/client"
+)
+
+// MaxJoinAddresses caps the addresses of one join request.
+const MaxJoinAddresses = 64
+
+// handleStatus: GET /v1/cluster/status.
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st := s.cluster.Status()
+	s.setReadHeaders(w, max(st.AppliedIndex, 1))
+	writeJSON(w, st)
+}
+
+// handleMembers: GET /v1/cluster/members.
+func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
+	s.setReadHeaders(w, max(s.cluster.Status().AppliedIndex, 1))
+	writeJSON(w, s.cluster.Members())
+}
+
+// handleJoin: POST /v1/cluster/join {"addresses": [...]}.
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req client.JoinRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Addresses) == 0 || len(req.Addresses) > MaxJoinAddresses {
+		writeError(w, invalid("addresses", "give 1-%d gossip addresses (host:port)", MaxJoinAddresses))
+		return
+	}
+	for i, a := range req.Addresses {
+		if err := validateHostPort(fmt.Sprintf("addresses[%d]", i), a); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	n, err := s.cluster.Join(req.Addresses)
+	if err != nil {
+		writeError(w, &statusError{http.StatusBadGateway, "join_failed", err.Error()})
+		return
+	}
+	writeJSON(w, client.JoinResult{Joined: n})
+}
+
+// handleLeave: POST /v1/cluster/leave. The node leaves gracefully and then
+// shuts down.
+func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if err := s.cluster.Leave(r.Context()); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]bool{"left": true})
+}
+
+// handleRemovePeer: DELETE /v1/cluster/peers/{id}.
+func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := validateID("id", id); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.cluster.RemovePeer(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]bool{"removed": true})
+}
+
+// handleHealthz: GET /healthz, liveness: the process serves HTTP.
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, map[string]string{"status": "ok"})
+}
+
+// handleReadyz: GET /readyz, readiness: a leader is known and this node
+// heard from it recently (or is it).
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if !s.cluster.KnownLeader() {
+		writeError(w, &statusError{http.StatusServiceUnavailable, "no_leader", "no leader known"})
+		return
+	}
+	if lc := s.cluster.LastContact(); lc > s.cfg.ReadyMaxStale {
+		writeError(w, &statusError{http.StatusServiceUnavailable, "stale", fmt.Sprintf("no contact with the leader for %s", lc.Round(1e6))})
+		return
+	}
+	writeJSON(w, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,123 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+)
+
+func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+func optTime(ns int64) *time.Time {
+	if ns == 0 {
+		return nil
+	}
+	t := unixTime(ns)
+	return &t
+}
+
+// toInstance converts a stored instance to its JSON shape. With checks (a
+// single-instance read) it includes checks and transitions.
+func toInstance(i *fsm.Instance, checks []*fsm.Check, full bool) client.Instance {
+	out := client.Instance{
+		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
+		Tags: i.Tags, Meta: i.Meta, Version: i.Version, Weight: i.Weight, Node: i.Node,
+		Status: string(i.Status), Healthy: i.Healthy(), HealthySince: optTime(i.HealthySince),
+		NodeFailed: i.NodeFailed, Metrics: i.Metrics,
+		CreateIndex: i.CreateIndex, ModifyIndex: i.ModifyIndex,
+	}
+	if i.Maintenance != nil {
+		out.Maintenance = &client.Maintenance{Reason: i.Maintenance.Reason, Since: unixTime(i.Maintenance.Since)}
+	}
+	if i.Drain != nil {
+		out.Draining = &client.Draining{Deadline: unixTime(i.Drain.Deadline), Since: unixTime(i.Drain.Since)}
+	}
+	if full {
+		for _, c := range checks {
+			out.Checks = append(out.Checks, toCheck(c))
+		}
+		for _, t := range i.Transitions {
+			out.Transitions = append(out.Transitions, client.Transition{
+				Time: unixTime(t.Time), Check: t.Check, From: string(t.From), To: string(t.To), Output: t.Output,
+			})
+		}
+	}
+	return out
+}
+
+func toCheck(c *fsm.Check) client.Check {
+	def := client.CheckDefinition{
+		Name: c.Name, Type: string(c.Type), Method: c.Method, Header: c.Header,
+		TLSSkipVerify: c.TLSSkipVerify, GRPCService: c.GRPCService,
+		Interval: client.Duration(c.Interval), Timeout: client.Duration(c.Timeout),
+		TTL:                     client.Duration(c.TTL),
+		FailuresBeforeCritical:  c.FailuresBeforeCritical,
+		SuccessesBeforePassing:  c.SuccessesBeforePassing,
+		InitialStatus:           string(c.InitialStatus),
+		DeregisterCriticalAfter: client.Duration(c.DeregisterCriticalAfter),
+	}
+	switch c.Type {
+	case fsm.CheckHTTP:
+		def.HTTP = c.Target
+	case fsm.CheckTCP:
+		def.TCP = c.Target
+	case fsm.CheckGRPC:
+		def.GRPC = c.Target
+	}
+	out := client.Check{
+		ID: c.ID, Instance: c.Instance, Service: c.Service, CheckDefinition: def,
+		Status: string(c.Status), Output: c.Output, StatusSince: unixTime(c.StatusSince),
+		Owner: c.Owner, Flapping: c.Flapping, CreateIndex: c.CreateIndex, ModifyIndex: c.ModifyIndex,
+	}
+	if c.Flapping {
+		out.FlapUntil = optTime(c.FlapUntil)
+	}
+	return out
+}
+
+// encodeListed is the cached encoding of an instance in discovery lists.
+func encodeListed(i *fsm.Instance) []byte {
+	b, err := json.Marshal(toInstance(i, nil, false))
+	if err != nil {
+		panic(err) // only plain types: cannot fail
+	}
+	return b
+}
+
+// writeInstances writes a JSON array of instances from their cached
+// encodings: each version of an instance is encoded once, however many
+// times it is read.
+func writeInstances(w http.ResponseWriter, insts []*fsm.Instance) {
+	size := 2
+	encs := make([][]byte, len(insts))
+	for n, i := range insts {
+		encs[n] = i.Encoded(encodeListed)
+		size += len(encs[n]) + 1
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	buf.WriteByte('[')
+	for n, e := range encs {
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(e)
+	}
+	buf.WriteByte(']')
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// writeJSON writes v with status 200.
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,98 @@
+package api
+
+import (
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// wildcard matches versions such as 1.x or 2.3.X, which are ranges.
+var wildcard = regexp.MustCompile(`(^|\.)[xX](\.|$)`)
+
+// instanceFilter is the set of discovery filters of a request.
+type instanceFilter struct {
+	healthy bool
+	tags    []string
+	meta    [][2]string
+	// version matches exactly when constraint is nil, else by semver range.
+	version    string
+	constraint *semver.Constraints
+}
+
+// parseInstanceFilter reads healthy=, tag= (repeatable, all must match),
+// meta=key:value (repeatable, all must match) and version= (an exact
+// version, or a semver range such as ">=1.2.0 <2.0.0").
+func parseInstanceFilter(q url.Values) (instanceFilter, error) {
+	var f instanceFilter
+	switch q.Get("healthy") {
+	case "", "false", "0":
+	case "true", "1":
+		f.healthy = true
+	default:
+		return f, invalid("healthy", "must be true or false")
+	}
+	f.tags = q["tag"]
+	for _, m := range q["meta"] {
+		k, v, ok := strings.Cut(m, ":")
+		if !ok || k == "" {
+			return f, invalid("meta", "must be key:value")
+		}
+		f.meta = append(f.meta, [2]string{k, v})
+	}
+	if v := q.Get("version"); v != "" {
+		f.version = v
+		if strings.ContainsAny(v, "<>=~^*, |") || wildcard.MatchString(v) {
+			c, err := semver.NewConstraint(v)
+			if err != nil {
+				return f, invalid("version", "not a version or semver range: %v", err)
+			}
+			f.constraint = c
+		}
+	}
+	return f, nil
+}
+
+func (f *instanceFilter) empty() bool {
+	return !f.healthy && len(f.tags) == 0 && len(f.meta) == 0 && f.version == ""
+}
+
+func (f *instanceFilter) match(i *fsm.Instance) bool {
+	if f.healthy && !i.Healthy() {
+		return false
+	}
+	if !i.HasTags(f.tags) {
+		return false
+	}
+	for _, kv := range f.meta {
+		if v, ok := i.Meta[kv[0]]; !ok || v != kv[1] {
+			return false
+		}
+	}
+	if f.version != "" {
+		if f.constraint == nil {
+			return i.Version == f.version
+		}
+		v, err := semver.NewVersion(i.Version)
+		if err != nil || !f.constraint.Check(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// filter keeps the instances that match, reusing in's backing array.
+func (f *instanceFilter) filter(in []*fsm.Instance) []*fsm.Instance {
+	if f.empty() {
+		return in
+	}
+	out := in[:0]
+	for _, i := range in {
+		if f.match(i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}

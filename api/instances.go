@@ -1,0 +1,107 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-memdb"
+)
+
+// handleRegister: PUT /v1/services/{service}/instances/{id}.
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	var body client.Registration
+	if err := s.decodeBody(w, r, &body); err != nil {
+		writeError(w, err)
+		return
+	}
+	req, err := buildRegister(r.PathValue("service"), r.PathValue("id"), &body, time.Now())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.apply(w, r, fsm.RegisterType, req)
+}
+
+// handleDeregister: DELETE /v1/services/{service}/instances/{id}.
+func (s *Server) handleDeregister(w http.ResponseWriter, r *http.Request) {
+	service, id := r.PathValue("service"), r.PathValue("id")
+	if err := validateService("service", service); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := validateID("id", id); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.apply(w, r, fsm.DeregisterType, &fsm.DeregisterRequest{Service: service, ID: id, Time: time.Now().UnixNano()})
+}
+
+// apply encodes a command, commits it through the cluster and answers with
+// its index once this node has applied it.
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, t fsm.MessageType, req any) {
+	cmd, err := fsm.Encode(t, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	idx, err := s.cluster.Apply(r.Context(), cmd)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
+	writeJSON(w, client.WriteResult{Index: idx})
+}
+
+// handleInstances: GET /v1/services/{service}/instances, the discovery read.
+func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
+	service := r.PathValue("service")
+	if err := validateService("service", service); err != nil {
+		writeError(w, err)
+		return
+	}
+	f, err := parseInstanceFilter(r.URL.Query())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var out []*fsm.Instance
+	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+		idx, insts := s.store.ServiceInstances(ws, service)
+		out = f.filter(insts)
+		return idx, nil
+	}); !ok {
+		return
+	}
+	writeInstances(w, out)
+}
+
+// handleInstance: GET /v1/services/{service}/instances/{id}, one instance
+// with its checks and recent transitions.
+func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
+	service, id := r.PathValue("service"), r.PathValue("id")
+	if err := validateService("service", service); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := validateID("id", id); err != nil {
+		writeError(w, err)
+		return
+	}
+	var inst *fsm.Instance
+	var checks []*fsm.Check
+	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+		var idx uint64
+		idx, inst, checks = s.store.Instance(ws, id)
+		if inst == nil || inst.Service != service {
+			return idx, notFound("instance %q of service %q is not registered", id, service)
+		}
+		return idx, nil
+	}); !ok {
+		return
+	}
+	writeJSON(w, toInstance(inst, checks, true))
+}

@@ -1,0 +1,170 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Writer commits encoded fsm commands through the cluster. Apply returns
+// once the write is applied on this node (read-your-writes).
+type Writer interface {
+	Apply(ctx context.Context, cmd []byte) (uint64, error)
+}
+
+// Consistency tells how fresh this node's catalog is, and can make it fresh.
+type Consistency interface {
+	// ConsistentIndex confirms leadership with a quorum and waits until this
+	// node has applied everything acknowledged before the call.
+	ConsistentIndex(ctx context.Context) (uint64, error)
+	KnownLeader() bool
+	// LastContact is how long ago this node heard from the leader (0 on it).
+	LastContact() time.Duration
+}
+
+// Membership is the cluster as operators see it.
+type Membership interface {
+	Status() client.ClusterStatus
+	Members() []client.Member
+	Join(addrs []string) (int, error)
+	// Leave leaves the cluster gracefully; the agent then shuts down.
+	Leave(ctx context.Context) error
+	RemovePeer(ctx context.Context, id string) error
+}
+
+// Cluster is everything the API needs from the cluster.
+type Cluster interface {
+	Writer
+	Consistency
+	Membership
+}
+
+// Config holds the API's limits and timeouts.
+type Config struct {
+	// MaxBodyBytes caps every request body (413 beyond).
+	MaxBodyBytes int64
+	// DefaultWait is a blocking query's wait when none is given; MaxWait
+	// clamps any wait asked for. A random jitter of up to wait/16 is added.
+	DefaultWait time.Duration
+	MaxWait     time.Duration
+	// ReadyMaxStale is how long without leader contact /readyz tolerates.
+	ReadyMaxStale time.Duration
+
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:      64 << 10,
+		DefaultWait:       5 * time.Minute,
+		MaxWait:           10 * time.Minute,
+		ReadyMaxStale:     5 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	if c.MaxBodyBytes <= 0 {
+		return errors.New("api: max body bytes must be positive")
+	}
+	if c.DefaultWait <= 0 || c.MaxWait < c.DefaultWait {
+		return errors.New("api: need 0 < default wait <= max wait")
+	}
+	return nil
+}
+
+// Server is the public HTTP API of one node.
+type Server struct {
+	cfg     Config
+	store   *fsm.Store
+	cluster Cluster
+	logger  hclog.Logger
+	handler http.Handler
+	srv     *http.Server
+	base    context.Context
+	cancel  context.CancelFunc
+}
+
+// New returns a Server over the node's store and cluster.
+func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, store: store, cluster: cl, logger: logger}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.handler = s.routes()
+	s.srv = s.newHTTPServer()
+	return s
+}
+
+// Handler returns the API's http.Handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves the API on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests, ends blocking queries (their request
+// contexts derive from the server's base context, cancelled first) and waits
+// for the requests in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.cancel()
+	return s.srv.Shutdown(ctx)
+}
+
+func (s *Server) newHTTPServer() *http.Server {
+	return &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		// Blocking queries hold a response for up to MaxWait plus jitter.
+		WriteTimeout:   s.cfg.MaxWait + s.cfg.MaxWait/16 + 30*time.Second,
+		IdleTimeout:    s.cfg.IdleTimeout,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       s.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+}
+
+// routes lists every route of the API in one place.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
+	mux.HandleFunc("DELETE /v1/services/{service}/instances/{id}", s.handleDeregister)
+	mux.HandleFunc("GET /v1/services/{service}/instances/{id}", s.handleInstance)
+	mux.HandleFunc("GET /v1/services/{service}/instances", s.handleInstances)
+	mux.HandleFunc("GET /v1/services", s.handleServices)
+
+	mux.HandleFunc("GET /v1/cluster/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/cluster/members", s.handleMembers)
+	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
+	mux.HandleFunc("POST /v1/cluster/leave", s.handleLeave)
+	mux.HandleFunc("DELETE /v1/cluster/peers/{id}", s.handleRemovePeer)
+
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errNotFoundRoute)
+	})
+	return mux
+}

@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Config is everything a Node needs. Build it from DefaultConfig.
+type Config struct {
+	// NodeName is this server's unique name; it is also its Raft server ID.
+	NodeName string
+	// DataDir holds raft.db (log and stable store), snapshots/ and peers.json.
+	// Ignored when InMemory is set.
+	DataDir string
+	// InMemory keeps the Raft log, stable store and snapshots in memory (dev mode).
+	InMemory bool
+
+	// ClusterAddr is the bind address of the cluster port (Raft and internal RPC).
+	ClusterAddr string
+	// ClusterAdvertise is the address peers dial; defaults to ClusterAddr's
+	// host (or Advertise) and bound port.
+	ClusterAdvertise string
+	// GossipAddr is memberlist's bind address (TCP and UDP).
+	GossipAddr string
+	// Advertise is the IP peers should use for this node when binds are 0.0.0.0.
+	Advertise string
+	// HTTPAdvertise is this node's public API address, published in gossip.
+	HTTPAdvertise string
+
+	// BootstrapExpect forms a new cluster once this many servers have met
+	// through gossip. 0 means never bootstrap (join an existing cluster).
+	BootstrapExpect int
+	// Join lists gossip addresses to join at start, retried with back-off,
+	// and rejoined periodically so that gossip heals after partitions.
+	Join []string
+	// RejoinInterval is how often known peers that are not alive are rejoined.
+	RejoinInterval time.Duration
+
+	// ClusterSecret authenticates the internal RPC between nodes.
+	ClusterSecret []byte
+	// TLSIn and TLSOut, when set, wrap the cluster port in TLS (server and
+	// client side), for Raft and RPC alike.
+	TLSIn, TLSOut *tls.Config
+	// GossipKey, when set, encrypts gossip (16, 24 or 32 bytes).
+	GossipKey []byte
+
+	// Raft timing. Defaults are tuned for a LAN.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// MaxAppendEntries bounds how many log entries go in one batch (and one
+	// fsync); larger batches raise write throughput under concurrency.
+	MaxAppendEntries  int
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	// Gossip timing. Defaults notice a dead node in under two seconds on a LAN.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
+
+	// LeaderWait bounds how long a write waits for a leader before failing
+	// with ErrNoLeader.
+	LeaderWait time.Duration
+	// ReconcileInterval is how often the leader reconciles membership with
+	// the Raft configuration and the catalog, besides reacting to events.
+	ReconcileInterval time.Duration
+	// ReapFailedAfter removes a server from Raft once gossip has reported it
+	// failed for this long (0 disables); never below MinQuorum voters.
+	ReapFailedAfter time.Duration
+	MinQuorum       int
+
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns a configuration for a LAN cluster on the default ports.
+func DefaultConfig() Config {
+	return Config{
+		ClusterAddr:        "0.0.0.0:8751",
+		GossipAddr:         "0.0.0.0:8752",
+		RejoinInterval:     15 * time.Second,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		MaxAppendEntries:   256,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   30 * time.Second,
+		TrailingLogs:       4096,
+		ProbeInterval:      500 * time.Millisecond,
+		ProbeTimeout:       250 * time.Millisecond,
+		SuspicionMult:      2,
+		LeaderWait:         3 * time.Second,
+		ReconcileInterval:  5 * time.Second,
+		MinQuorum:          3,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	if c.NodeName == "" {
+		return errors.New("cluster: node name is required")
+	}
+	if !c.InMemory && c.DataDir == "" {
+		return errors.New("cluster: data dir is required (or in-memory mode)")
+	}
+	for _, a := range []struct{ name, v string }{{"cluster address", c.ClusterAddr}, {"gossip address", c.GossipAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return fmt.Errorf("cluster: %s %q: %w", a.name, a.v, err)
+		}
+	}
+	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil {
+		return fmt.Errorf("cluster: advertise address %q is not an IP", c.Advertise)
+	}
+	if c.BootstrapExpect < 0 {
+		return errors.New("cluster: bootstrap-expect must be >= 0")
+	}
+	if len(c.ClusterSecret) == 0 {
+		return errors.New("cluster: a cluster secret is required")
+	}
+	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return fmt.Errorf("cluster: gossip key must be 16, 24 or 32 bytes, got %d", n)
+	}
+	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
+		return errors.New("cluster: raft timeouts must be positive")
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		return errors.New("cluster: leader lease timeout must not exceed the heartbeat timeout")
+	}
+	if c.MaxAppendEntries <= 0 || c.MaxAppendEntries > 1024 {
+		return errors.New("cluster: max append entries must be in 1..1024")
+	}
+	if c.ProbeInterval <= 0 || c.ProbeTimeout <= 0 || c.SuspicionMult <= 0 {
+		return errors.New("cluster: gossip timings must be positive")
+	}
+	if c.LeaderWait <= 0 || c.ReconcileInterval <= 0 || c.RejoinInterval <= 0 {
+		return errors.New("cluster: leader wait, reconcile and rejoin intervals must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+)
+
+// Member is a cluster member as gossip sees it.
+type Member struct {
+	Name        string
+	GossipAddr  string
+	ClusterAddr string
+	HTTPAddr    string
+	Role        string
+	// Expect is the member's bootstrap-expect setting.
+	Expect  int
+	Version string
+	Status  fsm.NodeStatus
+	// Since is when the member entered Status.
+	Since time.Time
+}
+
+// memberMeta is published in gossip (memberlist caps it at 512 bytes).
+type memberMeta struct {
+	Role    string `json:"r"`
+	Cluster string `json:"c"`
+	HTTP    string `json:"h"`
+	Expect  int    `json:"e,omitempty"`
+	Version string `json:"v,omitempty"`
+}
+
+// gossip wraps memberlist: it keeps our own view of every member ever seen
+// (memberlist forgets dead ones), publishes events for the leader loop, and
+// remembers peers' addresses so a restarted node can rejoin by itself.
+type gossip struct {
+	ml     *memberlist.Memberlist
+	meta   []byte
+	self   string
+	logger hclog.Logger
+	// events receives a signal whenever membership changes. Gossip callbacks
+	// only signal; the leader loop does the work.
+	events chan struct{}
+	// peersFile persists known gossip addresses ("" in memory mode).
+	peersFile string
+
+	mu      sync.Mutex
+	members map[string]*Member
+	known   map[string]struct{}
+	// leaving holds members that announced a graceful leave; memberlist
+	// does not tell a leave from a failure in its events.
+	leaving map[string]time.Time
+	saveMu  sync.Mutex // serialises writes of peersFile
+}
+
+func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error) {
+	metaBytes, err := json.Marshal(meta)
+	if err != nil {
+		return nil, err
+	}
+	if len(metaBytes) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("cluster: gossip metadata too large (%d bytes)", len(metaBytes))
+	}
+	g := &gossip{
+		meta: metaBytes, self: cfg.NodeName, logger: logger,
+		events:  make(chan struct{}, 1),
+		members: map[string]*Member{},
+		known:   map[string]struct{}{},
+		leaving: map[string]time.Time{},
+	}
+	if !cfg.InMemory {
+		g.peersFile = filepath.Join(cfg.DataDir, "peers.json")
+		g.loadPeers()
+	}
+	for _, a := range cfg.Join {
+		g.known[a] = struct{}{}
+	}
+
+	host, portStr, _ := net.SplitHostPort(cfg.GossipAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip port %q: %w", portStr, err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeName
+	mc.BindAddr = host
+	mc.BindPort = port
+	mc.AdvertisePort = port
+	if cfg.Advertise != "" {
+		mc.AdvertiseAddr = cfg.Advertise
+	} else if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		mc.AdvertiseAddr = host
+	}
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval = 100 * time.Millisecond
+	mc.PushPullInterval = 15 * time.Second
+	mc.TCPTimeout = 2 * time.Second
+	mc.DeadNodeReclaimTime = 10 * time.Second
+	mc.SecretKey = cfg.GossipKey
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start gossip: %w", err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// addr returns the advertised gossip address.
+func (g *gossip) addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+func (g *gossip) update(n *memberlist.Node, status fsm.NodeStatus) {
+	var meta memberMeta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil {
+		g.logger.Warn("ignoring member with unreadable metadata", "node", n.Name, "error", err)
+		return
+	}
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	g.mu.Lock()
+	if status == fsm.NodeFailed {
+		if t, ok := g.leaving[n.Name]; ok && time.Since(t) < time.Minute {
+			status = fsm.NodeLeft
+		}
+	}
+	if status == fsm.NodeAlive {
+		delete(g.leaving, n.Name)
+	}
+	m := g.members[n.Name]
+	if m == nil || m.Status != status {
+		g.logger.Info("member "+string(status), "node", n.Name, "addr", addr)
+	}
+	if m == nil {
+		m = &Member{Name: n.Name}
+		g.members[n.Name] = m
+	}
+	if m.Status != status {
+		m.Since = time.Now()
+	}
+	m.GossipAddr, m.ClusterAddr, m.HTTPAddr = addr, meta.Cluster, meta.HTTP
+	m.Role, m.Expect, m.Version, m.Status = meta.Role, meta.Expect, meta.Version, status
+	changed := false
+	if n.Name != g.self {
+		switch status {
+		case fsm.NodeLeft:
+			if _, ok := g.known[addr]; ok {
+				delete(g.known, addr)
+				changed = true
+			}
+		default:
+			if _, ok := g.known[addr]; !ok {
+				g.known[addr] = struct{}{}
+				changed = true
+			}
+		}
+	}
+	g.mu.Unlock()
+	if changed {
+		g.savePeers()
+	}
+	select {
+	case g.events <- struct{}{}:
+	default:
+	}
+}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (g *gossip) NotifyJoin(n *memberlist.Node) { g.update(n, fsm.NodeAlive) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.update(n, fsm.NodeAlive) }
+
+// NotifyLeave implements memberlist.EventDelegate: a graceful leave (if the
+// member announced it) or a failure.
+func (g *gossip) NotifyLeave(n *memberlist.Node) {
+	if n.Name == g.self {
+		g.update(n, fsm.NodeLeft)
+		return
+	}
+	g.update(n, fsm.NodeFailed)
+}
+
+// leaveMsg prefixes the user message announcing a graceful leave.
+const leaveMsg = 'L'
+
+// announceLeave tells every alive member, over TCP, that this node is
+// about to leave, so they record it as left rather than failed.
+func (g *gossip) announceLeave() {
+	msg := append([]byte{leaveMsg}, g.self...)
+	for _, n := range g.ml.Members() {
+		if n.Name == g.self {
+			continue
+		}
+		if err := g.ml.SendReliable(n, msg); err != nil {
+			g.logger.Debug("cannot announce leave", "node", n.Name, "error", err)
+		}
+	}
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (g *gossip) NodeMeta(limit int) []byte { return g.meta }
+
+// NotifyMsg implements memberlist.Delegate: leave announcements.
+func (g *gossip) NotifyMsg(b []byte) {
+	if len(b) < 2 || b[0] != leaveMsg {
+		return
+	}
+	g.mu.Lock()
+	g.leaving[string(b[1:])] = time.Now()
+	g.mu.Unlock()
+}
+
+// GetBroadcasts implements memberlist.Delegate.
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState implements memberlist.Delegate.
+func (g *gossip) LocalState(join bool) []byte { return nil }
+
+// MergeRemoteState implements memberlist.Delegate.
+func (g *gossip) MergeRemoteState(buf []byte, join bool) {}
+
+// snapshot returns a copy of every member, sorted by name.
+func (g *gossip) snapshot() []Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (g *gossip) member(name string) (Member, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m := g.members[name]; m != nil {
+		return *m, true
+	}
+	return Member{}, false
+}
+
+// rejoinTargets returns known addresses of peers that are not alive now.
+func (g *gossip) rejoinTargets(self string) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	alive := map[string]bool{}
+	for _, m := range g.members {
+		if m.Status == fsm.NodeAlive {
+			alive[m.GossipAddr] = true
+		}
+	}
+	var out []string
+	for a := range g.known {
+		if !alive[a] && a != self {
+			out = append(out, a)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (g *gossip) remember(addrs []string) {
+	g.mu.Lock()
+	for _, a := range addrs {
+		g.known[a] = struct{}{}
+	}
+	g.mu.Unlock()
+	g.savePeers()
+}
+
+func (g *gossip) loadPeers() {
+	b, err := os.ReadFile(g.peersFile)
+	if err != nil {
+		return
+	}
+	var addrs []string
+	if err := json.Unmarshal(b, &addrs); err != nil {
+		g.logger.Warn("ignoring unreadable peers file", "path", g.peersFile, "error", err)
+		return
+	}
+	for _, a := range addrs {
+		g.known[a] = struct{}{}
+	}
+}
+
+func (g *gossip) savePeers() {
+	if g.peersFile == "" {
+		return
+	}
+	g.saveMu.Lock()
+	defer g.saveMu.Unlock()
+	g.mu.Lock()
+	addrs := make([]string, 0, len(g.known))
+	for a := range g.known {
+		addrs = append(addrs, a)
+	}
+	g.mu.Unlock()
+	slices.Sort(addrs)
+	b, _ := json.Marshal(addrs)
+	tmp := g.peersFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		g.logger.Warn("cannot save peers", "error", err)
+		return
+	}
+	if err := os.Rename(tmp, g.peersFile); err != nil {
+		g.logger.Warn("cannot save peers", "error", err)
+	}
+}

@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// monitorLeadership follows raft's NotifyCh (LeaderCh is lossy) and runs the
+// leader loop while this node leads.
+func (n *Node) monitorLeadership(ctx context.Context) {
+	var cancel context.CancelFunc
+	var done chan struct{}
+	stop := func() {
+		if cancel != nil {
+			cancel()
+			<-done
+			cancel = nil
+		}
+	}
+	defer stop()
+	for {
+		select {
+		case isLeader := <-n.notifyCh:
+			if !isLeader {
+				if cancel != nil {
+					n.logger.Info("lost leadership")
+				}
+				stop()
+				continue
+			}
+			if cancel != nil {
+				continue
+			}
+			lctx, lcancel := context.WithCancel(ctx)
+			cancel = lcancel
+			done = make(chan struct{})
+			go func() {
+				defer close(done)
+				n.leaderLoop(lctx)
+			}()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// leaderLoop runs while this node leads: a barrier so that the catalog has
+// applied every earlier entry, then the registered leader tasks, then
+// reconciliation of gossip membership with Raft and the catalog, on every
+// membership event and periodically.
+func (n *Node) leaderLoop(ctx context.Context) {
+	n.leaderSince.Store(time.Now().UnixNano())
+	for {
+		err := n.raft.Barrier(n.cfg.LeaderWait).Error()
+		if err == nil {
+			break
+		}
+		n.logger.Warn("leader barrier failed", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n.leaderReady.Store(true)
+	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "index", n.fsm.AppliedIndex())
+
+	var tasks sync.WaitGroup
+	n.tasksMu.Lock()
+	for _, fn := range n.leaderTasks {
+		tasks.Add(1)
+		go func() {
+			defer tasks.Done()
+			fn(ctx)
+		}()
+	}
+	n.tasksMu.Unlock()
+
+	ticker := time.NewTicker(n.cfg.ReconcileInterval)
+	defer ticker.Stop()
+	n.reconcile(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			n.leaderReady.Store(false)
+			tasks.Wait()
+			return
+		case <-n.gossip.events:
+			n.reconcile(ctx)
+		case <-ticker.C:
+			n.reconcile(ctx)
+		}
+	}
+}
+
+// reconcile brings the Raft configuration and the catalog's nodes table in
+// line with gossip. It reads first and writes only what differs, so running
+// it again is free.
+func (n *Node) reconcile(ctx context.Context) {
+	members := n.gossip.snapshot()
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		n.logger.Warn("cannot read raft configuration", "error", err)
+		return
+	}
+	inRaft := map[string]raft.Server{}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		inRaft[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	for _, m := range members {
+		if m.Role != fsm.RoleServer || m.Name == n.cfg.NodeName || ctx.Err() != nil {
+			continue
+		}
+		srv, ok := inRaft[m.Name]
+		switch m.Status {
+		case fsm.NodeAlive:
+			if ok && string(srv.Address) == m.ClusterAddr && srv.Suffrage == raft.Voter {
+				continue
+			}
+			n.logger.Info("adding server to raft", "node", m.Name, "addr", m.ClusterAddr)
+			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.ClusterAddr), 0, 0).Error(); err != nil {
+				n.logger.Warn("cannot add server", "node", m.Name, "error", err)
+			}
+		case fsm.NodeLeft:
+			if !ok {
+				continue
+			}
+			n.logger.Info("removing server that left", "node", m.Name)
+			if err := n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0).Error(); err != nil {
+				n.logger.Warn("cannot remove server", "node", m.Name, "error", err)
+			}
+		case fsm.NodeFailed:
+			if !ok || n.cfg.ReapFailedAfter <= 0 || time.Since(m.Since) < n.cfg.ReapFailedAfter {
+				continue
+			}
+			if srv.Suffrage == raft.Voter && voters-1 < n.cfg.MinQuorum {
+				continue
+			}
+			n.logger.Info("removing server failed for too long", "node", m.Name, "failed_for", time.Since(m.Since).Round(time.Second))
+			if err := n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0).Error(); err != nil {
+				n.logger.Warn("cannot remove server", "node", m.Name, "error", err)
+			} else if srv.Suffrage == raft.Voter {
+				voters--
+			}
+		}
+	}
+	n.syncCatalogNodes(ctx, members)
+}
+
+// syncCatalogNodes writes gossip's view of the members into the catalog,
+// where it drives instance health (an instance on a failed node is critical).
+func (n *Node) syncCatalogNodes(ctx context.Context, members []Member) {
+	_, nodes := n.fsm.Store().Nodes(nil)
+	have := make(map[string]*fsm.Node, len(nodes))
+	for _, nd := range nodes {
+		have[nd.Name] = nd
+	}
+	var req fsm.NodeUpdateRequest
+	for _, m := range members {
+		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: m.Role, Status: m.Status}
+		cur := have[m.Name]
+		delete(have, m.Name)
+		if cur != nil && cur.Address == want.Address && cur.Role == want.Role && cur.Status == want.Status {
+			continue
+		}
+		req.Upserts = append(req.Upserts, want)
+	}
+	// Nodes the catalog knows but gossip has not seen since this node took
+	// office: after a grace period, they are taken to have failed.
+	if time.Since(time.Unix(0, n.leaderSince.Load())) > 2*n.cfg.ReconcileInterval {
+		for _, nd := range have {
+			if nd.Status == fsm.NodeAlive {
+				req.Upserts = append(req.Upserts, fsm.NodeState{Name: nd.Name, Address: nd.Address, Role: nd.Role, Status: fsm.NodeFailed})
+			}
+		}
+	}
+	if len(req.Upserts) == 0 {
+		return
+	}
+	req.Time = time.Now().UnixNano()
+	cmd, err := fsm.Encode(fsm.NodeUpdateType, &req)
+	if err != nil {
+		n.logger.Error("cannot encode node update", "error", err)
+		return
+	}
+	if _, err := n.ApplyLeader(ctx, cmd); err != nil {
+		n.logger.Warn("cannot record node states", "error", err)
+	}
+}

@@ -1,0 +1,168 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// Connection kinds: the first byte a dialer writes on the cluster port.
+const (
+	connRaft byte = 'R'
+	connRPC  byte = 'P'
+)
+
+// mux owns the cluster port. It accepts connections, wraps them in TLS when
+// configured, reads the first byte and hands Raft connections to the Raft
+// transport (through the raft.StreamLayer it implements) and RPC connections
+// to the RPC server.
+type mux struct {
+	ln        net.Listener
+	advertise net.Addr
+	tlsIn     *tls.Config // nil: plain TCP
+	tlsOut    *tls.Config
+	logger    hclog.Logger
+	rpc       func(net.Conn)
+
+	raftConns chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, logger hclog.Logger) *mux {
+	return &mux{
+		ln: ln, advertise: advertise, tlsIn: tlsIn, tlsOut: tlsOut, logger: logger,
+		raftConns: make(chan net.Conn, 16),
+		closed:    make(chan struct{}),
+	}
+}
+
+// serve accepts until the listener closes. rpc handles each RPC connection.
+func (m *mux) serve(rpc func(net.Conn)) {
+	m.rpc = rpc
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			c, err := m.ln.Accept()
+			if err != nil {
+				select {
+				case <-m.closed:
+					return
+				default:
+				}
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				m.logger.Error("cluster port accept failed", "error", err)
+				return
+			}
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.route(c)
+			}()
+		}
+	}()
+}
+
+func (m *mux) route(c net.Conn) {
+	if m.tlsIn != nil {
+		tc := tls.Server(c, m.tlsIn)
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			m.logger.Warn("cluster tls handshake failed", "remote", c.RemoteAddr().String(), "error", err)
+			c.Close()
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		c = tc
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var kind [1]byte
+	if _, err := io.ReadFull(c, kind[:]); err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	switch kind[0] {
+	case connRaft:
+		select {
+		case m.raftConns <- c:
+		case <-m.closed:
+			c.Close()
+		}
+	case connRPC:
+		m.rpc(c)
+	default:
+		m.logger.Warn("unknown connection kind on cluster port", "remote", c.RemoteAddr().String(), "kind", kind[0])
+		c.Close()
+	}
+}
+
+// dial opens a connection of the given kind to a peer's cluster port.
+func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if m.tlsOut != nil {
+		cfg := m.tlsOut.Clone()
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			cfg.ServerName = host
+		}
+		tc := tls.Client(c, cfg)
+		_ = tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cluster: tls handshake with %s: %w", addr, err)
+		}
+		_ = tc.SetDeadline(time.Time{})
+		c = tc
+	}
+	if _, err := c.Write([]byte{kind}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (m *mux) close() {
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		m.ln.Close()
+	})
+}
+
+// wait blocks until the accept loop and in-flight routing have ended.
+func (m *mux) wait() { m.wg.Wait() }
+
+// raftLayer is the raft.StreamLayer view of the mux.
+type raftLayer struct{ m *mux }
+
+func (l raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.raftConns:
+		return c, nil
+	case <-l.m.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l raftLayer) Close() error   { l.m.close(); return nil }
+func (l raftLayer) Addr() net.Addr { return l.m.advertise }
+
+func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.m.dial(string(addr), connRaft, timeout)
+}

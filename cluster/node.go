@@ -1,0 +1,459 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-hclog"
+	sockaddr "github.com/hashicorp/go-sockaddr"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Version is reported in gossip metadata; cmd sets it from the build.
+var Version = "dev"
+
+// Node is one Beacon server: its Raft instance, its gossip membership, the
+// internal RPC on the cluster port, and the leader loop. It is safe for
+// concurrent use once Start has returned.
+type Node struct {
+	cfg    Config
+	logger hclog.Logger
+	fsm    *fsm.FSM
+
+	mux       *mux
+	rpcSrv    *rpcServer
+	pool      *rpcPool
+	transport *raft.NetworkTransport
+	raft      *raft.Raft
+	gossip    *gossip
+	closers   []io.Closer
+	hasState  bool
+
+	notifyCh    chan bool
+	leaderReady atomic.Bool
+	leaderSince atomic.Int64
+	tasksMu     sync.Mutex
+	leaderTasks []func(context.Context)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	left         atomic.Bool
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New checks cfg and returns a Node that is not yet running.
+func New(cfg Config, f *fsm.FSM) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Node{
+		cfg: cfg, logger: logger, fsm: f, notifyCh: make(chan bool, 16),
+		rpcSrv: newRPCServer(cfg.ClusterSecret, logger.Named("rpc")),
+	}, nil
+}
+
+// OnLeader registers fn to run, in its own goroutine, each time this node
+// becomes leader and has applied everything before its term. fn's context is
+// cancelled when leadership is lost or the node shuts down, and the node
+// waits for fn to return. Register tasks before Start.
+func (n *Node) OnLeader(fn func(ctx context.Context)) {
+	n.tasksMu.Lock()
+	n.leaderTasks = append(n.leaderTasks, fn)
+	n.tasksMu.Unlock()
+}
+
+// HandleRPC serves op (>= 16) on the internal RPC. Register before Start.
+func (n *Node) HandleRPC(op Op, fn func(ctx context.Context, payload []byte) ([]byte, error)) {
+	if op < 16 {
+		panic("cluster: ops below 16 are reserved")
+	}
+	n.rpcSrv.handle(op, fn)
+}
+
+// Name returns this node's name (its Raft server ID).
+func (n *Node) Name() string { return n.cfg.NodeName }
+
+// ClusterAddr returns the advertised cluster (Raft and RPC) address.
+func (n *Node) ClusterAddr() string { return n.mux.advertise.String() }
+
+// GossipAddr returns the advertised gossip address.
+func (n *Node) GossipAddr() string { return n.gossip.addr() }
+
+// Start opens the stores and listeners and starts Raft, gossip and the
+// background loops. On error everything started is stopped again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.cancel()
+			n.stop()
+		}
+	}()
+	n.rpcSrv.ctx = n.ctx
+	if err := n.startListener(); err != nil {
+		return err
+	}
+	n.pool = &rpcPool{secret: n.cfg.ClusterSecret, dial: n.mux.dial, peers: map[string]*rpcClient{}}
+	n.registerRPCs()
+	n.mux.serve(n.rpcSrv.serveConn)
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	g, err := newGossip(n.cfg, memberMeta{
+		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
+		Expect: n.cfg.BootstrapExpect, Version: Version,
+	}, n.logger.Named("gossip"))
+	if err != nil {
+		return err
+	}
+	n.gossip = g
+	n.goLoop(n.monitorLeadership)
+	n.goLoop(n.bootstrapLoop)
+	n.goLoop(n.joinLoop)
+	return nil
+}
+
+func (n *Node) goLoop(fn func(context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn(n.ctx)
+	}()
+}
+
+func (n *Node) startListener() error {
+	ln, err := net.Listen("tcp", n.cfg.ClusterAddr)
+	if err != nil {
+		return fmt.Errorf("cluster: listen on %s: %w", n.cfg.ClusterAddr, err)
+	}
+	adv, err := advertiseAddr(n.cfg.ClusterAdvertise, n.cfg.Advertise, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.mux = newMux(ln, adv, n.cfg.TLSIn, n.cfg.TLSOut, n.logger.Named("mux"))
+	return nil
+}
+
+// advertiseAddr picks the address peers use for the cluster port: the
+// explicit one, else the advertise IP or the bound IP with the bound port,
+// else a private IP of this host. 0.0.0.0 is never advertised.
+func advertiseAddr(explicit, advertiseIP string, bound *net.TCPAddr) (net.Addr, error) {
+	if explicit != "" {
+		return net.ResolveTCPAddr("tcp", explicit)
+	}
+	ip := bound.IP
+	if advertiseIP != "" {
+		ip = net.ParseIP(advertiseIP)
+	}
+	if ip == nil || ip.IsUnspecified() {
+		priv, err := sockaddr.GetPrivateIP()
+		if err != nil || priv == "" {
+			return nil, errors.New("cluster: no private IP to advertise; set --advertise")
+		}
+		ip = net.ParseIP(priv)
+	}
+	return &net.TCPAddr{IP: ip, Port: bound.Port}, nil
+}
+
+func (n *Node) startRaft() error {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeName)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.CommitTimeout = 10 * time.Millisecond
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.NotifyCh = n.notifyCh
+	rc.Logger = n.logger.Named("raft")
+	rc.NoLegacyTelemetry = true
+
+	var logs raft.LogStore
+	var stable raft.StableStore
+	var snaps raft.SnapshotStore
+	if n.cfg.InMemory {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("cluster: data dir: %w", err)
+		}
+		bolt, err := raftboltdb.New(raftboltdb.Options{
+			Path: filepath.Join(n.cfg.DataDir, "raft.db"),
+			BoltOptions: &bbolt.Options{
+				Timeout:        time.Second,
+				NoFreelistSync: true,
+				FreelistType:   bbolt.FreelistMapType,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("cluster: open raft log %s: %w", n.cfg.DataDir, err)
+		}
+		n.closers = append(n.closers, bolt)
+		cached, err := raft.NewLogCache(512, bolt)
+		if err != nil {
+			return err
+		}
+		logs, stable = cached, bolt
+		fss, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, n.logger.Named("snapshot"))
+		if err != nil {
+			return fmt.Errorf("cluster: snapshot store: %w", err)
+		}
+		snaps = fss
+	}
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fmt.Errorf("cluster: read raft state: %w", err)
+	}
+	n.hasState = has
+	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftLayer{n.mux},
+		MaxPool: 4,
+		Timeout: 5 * time.Second,
+		Logger:  n.logger.Named("transport"),
+	})
+	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
+	if err != nil {
+		n.transport.Close()
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n.raft = r
+	if n.cfg.BootstrapExpect == 1 && !has {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(n.ClusterAddr()),
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		n.hasState = true
+	}
+	return nil
+}
+
+// Shutdown stops the node: gossip first (peers see it leave or fail), then
+// the loops, Raft, the transport and the stores. It is safe to call twice.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutdownOnce.Do(func() {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.shutdownErr = n.stop()
+	})
+	return n.shutdownErr
+}
+
+func (n *Node) stop() error {
+	var errs []error
+	if n.gossip != nil {
+		// Without a prior Leave, peers see this node fail rather than leave.
+		if err := n.gossip.ml.Shutdown(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.wg.Wait()
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.pool != nil {
+		n.pool.close()
+	}
+	if n.rpcSrv != nil {
+		n.rpcSrv.closeAll()
+	}
+	if n.transport != nil {
+		n.transport.Close()
+	} else if n.mux != nil {
+		n.mux.close()
+	}
+	if n.mux != nil {
+		n.mux.wait()
+	}
+	for _, c := range n.closers {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status is a point-in-time view of this node's Raft state.
+type Status struct {
+	Node        string
+	State       string
+	Leader      string
+	LeaderAddr  string
+	Term        uint64
+	CommitIndex uint64
+	// AppliedIndex is the last index this node's catalog has applied.
+	AppliedIndex uint64
+	LastIndex    uint64
+	// LastContact is how long ago this node heard from the leader (0 on the leader).
+	LastContact time.Duration
+	Peers       []Peer
+}
+
+// Peer is one server in the Raft configuration.
+type Peer struct {
+	ID       string
+	Address  string
+	Suffrage string
+	Leader   bool
+}
+
+// Status reports this node's Raft state and the Raft configuration.
+func (n *Node) Status() Status {
+	addr, id := n.raft.LeaderWithID()
+	s := Status{
+		Node: n.cfg.NodeName, State: n.raft.State().String(),
+		Leader: string(id), LeaderAddr: string(addr),
+		Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(),
+		AppliedIndex: n.fsm.AppliedIndex(), LastIndex: n.raft.LastIndex(),
+		LastContact: n.LastContact(),
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			s.Peers = append(s.Peers, Peer{
+				ID: string(srv.ID), Address: string(srv.Address),
+				Suffrage: srv.Suffrage.String(), Leader: srv.ID == id,
+			})
+		}
+	}
+	return s
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// KnownLeader reports whether this node knows of a current leader.
+func (n *Node) KnownLeader() bool {
+	addr, _ := n.raft.LeaderWithID()
+	return addr != ""
+}
+
+// LastContact is how long ago this node last heard from the leader: 0 on the
+// leader itself, and a large value on a node that never has.
+func (n *Node) LastContact() time.Duration {
+	if n.raft.State() == raft.Leader {
+		return 0
+	}
+	lc := n.raft.LastContact()
+	if lc.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(lc)
+}
+
+// Members returns every member gossip has seen, sorted by name.
+func (n *Node) Members() []Member { return n.gossip.snapshot() }
+
+// Join asks gossip to contact the given addresses and remembers them for
+// rejoining. It returns how many were contacted.
+func (n *Node) Join(addrs []string) (int, error) {
+	count, err := n.gossip.ml.Join(addrs)
+	if count > 0 {
+		n.gossip.remember(addrs)
+	}
+	if err != nil && count == 0 {
+		return 0, fmt.Errorf("cluster: join %v: %w", addrs, err)
+	}
+	return count, nil
+}
+
+// Leave leaves the cluster gracefully: a leader first hands leadership to a
+// peer; the node then asks the leader to remove it from Raft and announces
+// its departure through gossip. The caller shuts the node down afterwards.
+func (n *Node) Leave(ctx context.Context) error {
+	n.left.Store(true)
+	voters := 0
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				voters++
+			}
+		}
+	}
+	if voters > 1 {
+		if n.IsLeader() {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.logger.Warn("leadership transfer before leave failed", "error", err)
+			}
+		}
+		if _, err := n.CallLeader(ctx, opRemove, []byte(n.cfg.NodeName)); err != nil {
+			return fmt.Errorf("cluster: leave: remove from raft: %w", err)
+		}
+	}
+	n.gossip.announceLeave()
+	if err := n.gossip.ml.Leave(5 * time.Second); err != nil {
+		return fmt.Errorf("cluster: leave: gossip: %w", err)
+	}
+	n.logger.Info("left the cluster")
+	return nil
+}
+
+// RemovePeer removes a server from the Raft configuration (through the
+// leader). Use it for a server that is gone for good.
+func (n *Node) RemovePeer(ctx context.Context, id string) error {
+	_, err := n.CallLeader(ctx, opRemove, []byte(id))
+	return err
+}
+
+func (n *Node) registerRPCs() {
+	n.rpcSrv.handle(opApply, func(ctx context.Context, p []byte) ([]byte, error) {
+		idx, err := n.applyLocal(p)
+		return strconv.AppendUint(nil, idx, 10), err
+	})
+	n.rpcSrv.handle(opReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {
+		idx, err := n.readIndexLocal(ctx)
+		return strconv.AppendUint(nil, idx, 10), err
+	})
+	n.rpcSrv.handle(opStatus, func(ctx context.Context, _ []byte) ([]byte, error) {
+		if n.raft.LastIndex() > 0 || n.hasPeers() {
+			return []byte("state"), nil
+		}
+		return []byte("empty"), nil
+	})
+	n.rpcSrv.handle(opRemove, func(ctx context.Context, p []byte) ([]byte, error) {
+		if !n.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		id := raft.ServerID(p)
+		if id == raft.ServerID(n.cfg.NodeName) {
+			return nil, errors.New("cluster: the leader cannot remove itself; transfer leadership first")
+		}
+		if err := n.raft.RemoveServer(id, 0, 0).Error(); err != nil {
+			return nil, err
+		}
+		n.logger.Info("removed server from raft", "node", string(id))
+		return nil, nil
+	})
+}
+
+func (n *Node) hasPeers() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}

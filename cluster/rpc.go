@@ -1,0 +1,474 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// The internal RPC runs on the cluster port, beside Raft. A connection starts
+// with a mutual challenge-response over an HMAC of the cluster secret (so a
+// caller must know the secret, and nothing a client could copy from a request
+// is enough), then carries multiplexed frames:
+//
+//	request:  len u32 | id u64 | op u8     | payload
+//	response: len u32 | id u64 | status u8 | payload   (status 1: payload is "code\x00message")
+//
+// len counts the bytes after itself. Many requests share one connection; a
+// writer goroutine batches frames into as few syscalls as the load allows.
+
+// Op identifies an RPC. Ops below 16 belong to this package; others are
+// registered by the agent (see Node.HandleRPC).
+type Op uint8
+
+const (
+	opApply     Op = 1
+	opReadIndex Op = 2
+	opStatus    Op = 3
+	opRemove    Op = 4
+)
+
+const (
+	rpcMaxFrame   = 8 << 20
+	rpcNonceSize  = 16
+	rpcHandshake  = 10 * time.Second
+	statusOK      = 0
+	statusError   = 1
+	handshakeSalt = "beacon-rpc-v1"
+)
+
+// ErrAuth is returned when a peer fails the cluster-secret handshake.
+var ErrAuth = errors.New("cluster: rpc authentication failed")
+
+// ErrConnLost means the connection broke before a response arrived, so the
+// outcome of the request is unknown.
+var ErrConnLost = errors.New("cluster: rpc connection lost")
+
+// RemoteError is an error returned by the peer's handler.
+type RemoteError struct {
+	Code string
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return e.Msg }
+
+func mac(secret []byte, role byte, a, b []byte) []byte {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte(handshakeSalt))
+	h.Write([]byte{role})
+	h.Write(a)
+	h.Write(b)
+	return h.Sum(nil)
+}
+
+// rpcHandler serves one op. It returns the response payload, or an error
+// whose code (see errorCode) travels to the caller.
+type rpcHandler func(ctx context.Context, payload []byte) ([]byte, error)
+
+type rpcServer struct {
+	secret   []byte
+	logger   hclog.Logger
+	mu       sync.RWMutex
+	handlers map[Op]rpcHandler
+	ctx      context.Context
+
+	connsMu sync.Mutex
+	conns   map[net.Conn]struct{}
+}
+
+// newRPCServer returns a server; its ctx must be set before it serves.
+func newRPCServer(secret []byte, logger hclog.Logger) *rpcServer {
+	return &rpcServer{secret: secret, logger: logger, handlers: map[Op]rpcHandler{}, conns: map[net.Conn]struct{}{}}
+}
+
+func (s *rpcServer) handle(op Op, h rpcHandler) {
+	s.mu.Lock()
+	s.handlers[op] = h
+	s.mu.Unlock()
+}
+
+// serveConn authenticates and then serves one connection until it breaks.
+func (s *rpcServer) serveConn(c net.Conn) {
+	s.connsMu.Lock()
+	if s.conns == nil {
+		s.connsMu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.connsMu.Unlock()
+	defer func() {
+		s.connsMu.Lock()
+		delete(s.conns, c)
+		s.connsMu.Unlock()
+		c.Close()
+	}()
+	if err := s.handshake(c); err != nil {
+		s.logger.Warn("rejected rpc connection", "remote", c.RemoteAddr().String(), "error", err)
+		return
+	}
+	w := newFrameWriter(c)
+	defer w.close()
+	r := bufio.NewReaderSize(c, 32<<10)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	for {
+		id, op, payload, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		s.mu.RLock()
+		h := s.handlers[Op(op)]
+		s.mu.RUnlock()
+		inflight.Add(1)
+		go func() {
+			defer inflight.Done()
+			var resp []byte
+			var herr error
+			if h == nil {
+				herr = fmt.Errorf("cluster: unknown rpc op %d", op)
+			} else {
+				resp, herr = h(s.ctx, payload)
+			}
+			if herr != nil {
+				code, msg := errorCode(herr)
+				w.send(id, statusError, []byte(code+"\x00"+msg))
+				return
+			}
+			w.send(id, statusOK, resp)
+		}()
+	}
+}
+
+func (s *rpcServer) handshake(c net.Conn) error {
+	_ = c.SetDeadline(time.Now().Add(rpcHandshake))
+	defer c.SetDeadline(time.Time{})
+	cn := make([]byte, rpcNonceSize)
+	if _, err := io.ReadFull(c, cn); err != nil {
+		return err
+	}
+	sn := make([]byte, rpcNonceSize)
+	_, _ = rand.Read(sn)
+	if _, err := c.Write(append(append([]byte{}, sn...), mac(s.secret, 's', cn, sn)...)); err != nil {
+		return err
+	}
+	got := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if !hmac.Equal(got, mac(s.secret, 'c', cn, sn)) {
+		return ErrAuth
+	}
+	return nil
+}
+
+// closeAll breaks every served connection and waits for their handlers.
+func (s *rpcServer) closeAll() {
+	s.connsMu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	s.connsMu.Unlock()
+}
+
+func readFrame(r *bufio.Reader) (id uint64, kind byte, payload []byte, err error) {
+	var hdr [13]byte
+	if _, err = io.ReadFull(r, hdr[:4]); err != nil {
+		return
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n < 9 || n > rpcMaxFrame {
+		return 0, 0, nil, fmt.Errorf("cluster: bad rpc frame length %d", n)
+	}
+	if _, err = io.ReadFull(r, hdr[4:13]); err != nil {
+		return
+	}
+	id = binary.BigEndian.Uint64(hdr[4:12])
+	kind = hdr[12]
+	payload = make([]byte, n-9)
+	_, err = io.ReadFull(r, payload)
+	return
+}
+
+// frameWriter serialises frames onto a connection from many goroutines,
+// flushing once per burst rather than once per frame.
+type frameWriter struct {
+	c    net.Conn
+	ch   chan []byte
+	done chan struct{}
+	once sync.Once
+}
+
+func newFrameWriter(c net.Conn) *frameWriter {
+	w := &frameWriter{c: c, ch: make(chan []byte, 256), done: make(chan struct{})}
+	go w.loop()
+	return w
+}
+
+func (w *frameWriter) loop() {
+	bw := bufio.NewWriterSize(w.c, 64<<10)
+	for {
+		var f []byte
+		select {
+		case f = <-w.ch:
+		case <-w.done:
+			return
+		}
+		for {
+			if _, err := bw.Write(f); err != nil {
+				w.c.Close()
+				w.drain()
+				return
+			}
+			select {
+			case f = <-w.ch:
+				continue
+			default:
+			}
+			break
+		}
+		if err := bw.Flush(); err != nil {
+			w.c.Close()
+			w.drain()
+			return
+		}
+	}
+}
+
+// drain discards frames after a write error until close.
+func (w *frameWriter) drain() {
+	for {
+		select {
+		case <-w.ch:
+		case <-w.done:
+			return
+		}
+	}
+}
+
+// send queues a frame; it reports false if the writer has closed.
+func (w *frameWriter) send(id uint64, kind byte, payload []byte) bool {
+	f := make([]byte, 13+len(payload))
+	binary.BigEndian.PutUint32(f[:4], uint32(9+len(payload)))
+	binary.BigEndian.PutUint64(f[4:12], id)
+	f[12] = kind
+	copy(f[13:], payload)
+	select {
+	case w.ch <- f:
+		return true
+	case <-w.done:
+		return false
+	}
+}
+
+func (w *frameWriter) close() { w.once.Do(func() { close(w.done) }) }
+
+// rpcClient is a multiplexed connection to one peer, redialled on demand.
+type rpcClient struct {
+	addr   string
+	secret []byte
+	dial   func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
+
+	mu      sync.Mutex
+	conn    *rpcConn
+	closed  bool
+	dialErr error
+}
+
+type rpcConn struct {
+	c       net.Conn
+	w       *frameWriter
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan rpcResult
+	broken  chan struct{}
+}
+
+type rpcResult struct {
+	status  byte
+	payload []byte
+}
+
+func (rc *rpcClient) get(timeout time.Duration) (*rpcConn, error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.closed {
+		return nil, net.ErrClosed
+	}
+	if rc.conn != nil {
+		select {
+		case <-rc.conn.broken:
+			rc.conn = nil
+		default:
+			return rc.conn, nil
+		}
+	}
+	c, err := rc.dial(rc.addr, connRPC, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := clientHandshake(c, rc.secret, timeout); err != nil {
+		c.Close()
+		return nil, err
+	}
+	conn := &rpcConn{c: c, w: newFrameWriter(c), pending: map[uint64]chan rpcResult{}, broken: make(chan struct{})}
+	go conn.readLoop()
+	rc.conn = conn
+	return conn, nil
+}
+
+func clientHandshake(c net.Conn, secret []byte, timeout time.Duration) error {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	defer c.SetDeadline(time.Time{})
+	cn := make([]byte, rpcNonceSize)
+	_, _ = rand.Read(cn)
+	if _, err := c.Write(cn); err != nil {
+		return err
+	}
+	buf := make([]byte, rpcNonceSize+sha256.Size)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	sn, smac := buf[:rpcNonceSize], buf[rpcNonceSize:]
+	if !hmac.Equal(smac, mac(secret, 's', cn, sn)) {
+		return ErrAuth
+	}
+	_, err := c.Write(mac(secret, 'c', cn, sn))
+	return err
+}
+
+func (conn *rpcConn) readLoop() {
+	r := bufio.NewReaderSize(conn.c, 32<<10)
+	for {
+		id, status, payload, err := readFrame(r)
+		if err != nil {
+			break
+		}
+		conn.mu.Lock()
+		ch := conn.pending[id]
+		delete(conn.pending, id)
+		conn.mu.Unlock()
+		if ch != nil {
+			ch <- rpcResult{status: status, payload: payload}
+		}
+	}
+	conn.mu.Lock()
+	close(conn.broken)
+	conn.pending = nil
+	conn.mu.Unlock()
+	conn.w.close()
+	conn.c.Close()
+}
+
+// call sends one request and waits for its response or ctx.
+func (rc *rpcClient) call(ctx context.Context, op Op, payload []byte) ([]byte, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, max(time.Until(dl), 10*time.Millisecond))
+	}
+	conn, err := rc.get(timeout)
+	if err != nil {
+		return nil, errDial{fmt.Errorf("cluster: rpc to %s: %w", rc.addr, err)}
+	}
+	ch := make(chan rpcResult, 1)
+	conn.mu.Lock()
+	if conn.pending == nil {
+		conn.mu.Unlock()
+		return nil, errDial{errors.New("cluster: rpc connection closed before send")}
+	}
+	conn.nextID++
+	id := conn.nextID
+	conn.pending[id] = ch
+	conn.mu.Unlock()
+	if !conn.w.send(id, byte(op), payload) {
+		return nil, errDial{errors.New("cluster: rpc connection closed before send")}
+	}
+	// From here the request may have reached the peer.
+	select {
+	case res := <-ch:
+		if res.status != statusOK {
+			code, msg, _ := strings.Cut(string(res.payload), "\x00")
+			return nil, &RemoteError{Code: code, Msg: msg}
+		}
+		return res.payload, nil
+	case <-conn.broken:
+		// The response may have been delivered just before the break.
+		select {
+		case res := <-ch:
+			if res.status != statusOK {
+				code, msg, _ := strings.Cut(string(res.payload), "\x00")
+				return nil, &RemoteError{Code: code, Msg: msg}
+			}
+			return res.payload, nil
+		default:
+		}
+		return nil, ErrConnLost
+	case <-ctx.Done():
+		conn.mu.Lock()
+		if conn.pending != nil {
+			delete(conn.pending, id)
+		}
+		conn.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func (rc *rpcClient) close() {
+	rc.mu.Lock()
+	rc.closed = true
+	conn := rc.conn
+	rc.conn = nil
+	rc.mu.Unlock()
+	if conn != nil {
+		conn.c.Close()
+		<-conn.broken
+	}
+}
+
+// rpcPool keeps one client per peer address.
+type rpcPool struct {
+	secret []byte
+	dial   func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
+	mu     sync.Mutex
+	peers  map[string]*rpcClient
+	closed bool
+}
+
+func (p *rpcPool) client(addr string) *rpcClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.peers[addr]; c != nil {
+		return c
+	}
+	c := &rpcClient{addr: addr, secret: p.secret, dial: p.dial, closed: p.closed}
+	p.peers[addr] = c
+	return c
+}
+
+func (p *rpcPool) call(ctx context.Context, addr string, op Op, payload []byte) ([]byte, error) {
+	return p.client(addr).call(ctx, op, payload)
+}
+
+func (p *rpcPool) close() {
+	p.mu.Lock()
+	peers := p.peers
+	p.peers = map[string]*rpcClient{}
+	p.closed = true
+	p.mu.Unlock()
+	for _, c := range peers {
+		c.close()
+	}
+}

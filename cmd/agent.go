@@ -1,0 +1,287 @@
+package cmd
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/cluster"
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// defaultClusterSecret is used when none is configured, so that a cluster
+// started by hand works; production clusters must set their own
+// (docs/operations.md).
+const defaultClusterSecret = "beacon-default-cluster-secret-change-me"
+
+// Agent is a Beacon server as a library: the composition root that wires
+// the catalog, the cluster node and the HTTP API. main and the end-to-end
+// tests both use it.
+type Agent struct {
+	cfg    AgentConfig
+	logger hclog.Logger
+
+	fsm    *fsm.FSM
+	node   *cluster.Node
+	api    *api.Server
+	httpLn net.Listener
+
+	ready        chan struct{}
+	errCh        chan error
+	wg           sync.WaitGroup
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// NewAgent checks cfg and builds an agent that is not running yet.
+func NewAgent(cfg AgentConfig, logger hclog.Logger) (*Agent, error) {
+	if cfg.Dev {
+		cfg.applyDev()
+	}
+	if cfg.Node == "" {
+		return nil, errors.New("agent: node name is required")
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Agent{cfg: cfg, logger: logger, ready: make(chan struct{}), errCh: make(chan error, 4)}, nil
+}
+
+// applyDev turns the config into a single in-memory node on loopback.
+func (c *AgentConfig) applyDev() {
+	if c.Node == "" || c.Node == defaultAgentConfig().Node {
+		c.Node = "dev"
+	}
+	c.BootstrapExpect = 1
+	c.Join = nil
+	c.HTTPAddr = loopback(c.HTTPAddr, "8750")
+	c.RaftAddr = loopback(c.RaftAddr, "8751")
+	c.GossipAddr = loopback(c.GossipAddr, "8752")
+	if c.ClusterSecret == "" {
+		c.ClusterSecret = rand.Text()
+	}
+}
+
+// loopback keeps addr's port but binds it to 127.0.0.1.
+func loopback(addr, defPort string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		port = defPort
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// Start opens the stores, starts Raft, gossip and the HTTP API. On error
+// everything started is stopped.
+func (a *Agent) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = a.stop(context.Background())
+		}
+	}()
+	a.fsm = fsm.New(a.logger.Named("fsm"))
+
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("agent: listen on %s: %w", a.cfg.HTTPAddr, err)
+	}
+	a.httpLn = ln
+	httpAdv, err := advertised(ln.Addr().(*net.TCPAddr), a.cfg.Advertise)
+	if err != nil {
+		return err
+	}
+
+	secret := a.cfg.ClusterSecret
+	if secret == "" {
+		a.logger.Warn("no cluster secret set: node-to-node RPC uses a well-known default; set --cluster-secret")
+		secret = defaultClusterSecret
+	}
+	cc := cluster.DefaultConfig()
+	cc.NodeName = a.cfg.Node
+	cc.DataDir = a.cfg.DataDir
+	cc.InMemory = a.cfg.Dev
+	cc.ClusterAddr = a.cfg.RaftAddr
+	cc.GossipAddr = a.cfg.GossipAddr
+	cc.Advertise = a.cfg.Advertise
+	cc.HTTPAdvertise = httpAdv
+	cc.BootstrapExpect = a.cfg.BootstrapExpect
+	cc.Join = a.cfg.Join
+	cc.ClusterSecret = []byte(secret)
+	cc.RejoinInterval = a.cfg.RejoinInterval
+	cc.LeaderWait = a.cfg.LeaderWait
+	cc.ReapFailedAfter = a.cfg.ReapFailedAfter
+	cc.MinQuorum = a.cfg.MinQuorum
+	cc.Logger = a.logger
+	if a.cfg.Dev {
+		cc.ProbeInterval, cc.ProbeTimeout = time.Second, 500*time.Millisecond
+	}
+	node, err := cluster.New(cc, a.fsm)
+	if err != nil {
+		return err
+	}
+	a.node = node
+	if err := node.Start(ctx); err != nil {
+		return err
+	}
+
+	ac := api.DefaultConfig()
+	ac.Logger = a.logger.Named("http")
+	a.api = api.New(ac, a.fsm.Store(), &clusterAdapter{node: node, leave: a.leaveAndStop})
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.api.Serve(ln); err != nil {
+			a.errCh <- fmt.Errorf("agent: http api: %w", err)
+		}
+	}()
+	close(a.ready)
+	a.logger.Info("agent started", "node", a.cfg.Node, "http", ln.Addr().String(),
+		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dev", a.cfg.Dev)
+	return nil
+}
+
+// advertised returns the address others should use for a bound listener.
+func advertised(bound *net.TCPAddr, advertise string) (string, error) {
+	ip := bound.IP
+	if advertise != "" {
+		ip = net.ParseIP(advertise)
+		if ip == nil {
+			return "", fmt.Errorf("agent: advertise address %q is not an IP", advertise)
+		}
+	}
+	if ip.IsUnspecified() {
+		// Peers learn a reachable address from gossip; publish the port with
+		// an empty host so clients combine it with the member's address.
+		return net.JoinHostPort(hostIP(), strconv.Itoa(bound.Port)), nil
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(bound.Port)), nil
+}
+
+// hostIP returns a non-loopback address of this host, or 127.0.0.1.
+func hostIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// Ready is closed once the agent serves its API.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Err delivers errors that stop the agent while it runs.
+func (a *Agent) Err() <-chan error { return a.errCh }
+
+// HTTPAddr returns the bound address of the HTTP API.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// Node returns the agent's cluster node.
+func (a *Agent) Node() *cluster.Node { return a.node }
+
+// Store returns the agent's replicated catalog.
+func (a *Agent) Store() *fsm.Store { return a.fsm.Store() }
+
+// leaveAndStop runs for POST /v1/cluster/leave: leave the cluster, then shut
+// the agent down once the response has been written.
+func (a *Agent) leaveAndStop(ctx context.Context) error {
+	if err := a.node.Leave(ctx); err != nil {
+		return err
+	}
+	go func() {
+		_ = a.Shutdown(context.Background())
+		a.errCh <- ErrLeft
+	}()
+	return nil
+}
+
+// ErrLeft is delivered on Err after the agent left the cluster on request.
+var ErrLeft = errors.New("agent: left the cluster")
+
+// Shutdown stops the agent outside-in: the HTTP API (waking blocking
+// queries), then the cluster node (gossip, Raft, stores).
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.shutdownOnce.Do(func() { a.shutdownErr = a.stop(ctx) })
+	return a.shutdownErr
+}
+
+func (a *Agent) stop(ctx context.Context) error {
+	var errs []error
+	if a.api != nil {
+		if err := a.api.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	} else if a.httpLn != nil {
+		a.httpLn.Close()
+	}
+	a.wg.Wait()
+	if a.node != nil {
+		if err := a.node.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clusterAdapter presents a *cluster.Node as the api.Cluster interface.
+type clusterAdapter struct {
+	node  *cluster.Node
+	leave func(context.Context) error
+}
+
+func (c *clusterAdapter) Apply(ctx context.Context, cmd []byte) (uint64, error) {
+	return c.node.Apply(ctx, cmd)
+}
+
+func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
+	return c.node.ConsistentIndex(ctx)
+}
+
+func (c *clusterAdapter) KnownLeader() bool          { return c.node.KnownLeader() }
+func (c *clusterAdapter) LastContact() time.Duration { return c.node.LastContact() }
+func (c *clusterAdapter) Join(a []string) (int, error) {
+	return c.node.Join(a)
+}
+func (c *clusterAdapter) Leave(ctx context.Context) error { return c.leave(ctx) }
+func (c *clusterAdapter) RemovePeer(ctx context.Context, id string) error {
+	return c.node.RemovePeer(ctx, id)
+}
+
+func (c *clusterAdapter) Status() client.ClusterStatus {
+	s := c.node.Status()
+	out := client.ClusterStatus{
+		Node: s.Node, State: s.State, Leader: s.Leader, LeaderAddr: s.LeaderAddr,
+		Term: s.Term, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex,
+		LastContactMS: s.LastContact.Milliseconds(), Peers: []client.Peer{},
+	}
+	if s.LastContact == time.Duration(1<<63-1) {
+		out.LastContactMS = -1
+	}
+	for _, p := range s.Peers {
+		out.Peers = append(out.Peers, client.Peer{ID: p.ID, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader})
+	}
+	return out
+}
+
+func (c *clusterAdapter) Members() []client.Member {
+	ms := c.node.Members()
+	out := make([]client.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, client.Member{
+			Name: m.Name, GossipAddr: m.GossipAddr, ClusterAddr: m.ClusterAddr, HTTPAddr: m.HTTPAddr,
+			Role: m.Role, Status: string(m.Status), Since: m.Since.UTC(), Version: m.Version,
+		})
+	}
+	return out
+}

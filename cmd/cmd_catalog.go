@@ -1,0 +1,312 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/spf13/cobra"
+)
+
+type registerOptions struct {
+	f        *Factory
+	file     string
+	service  string
+	id       string
+	reg      client.Registration
+	meta     []string
+	checkTTL time.Duration
+	interval time.Duration
+}
+
+// registerFile is the JSON of `beacon register -f FILE`: a registration plus
+// the service and id it is for.
+type registerFile struct {
+	Service string `json:"service"`
+	ID      string `json:"id"`
+	client.Registration
+}
+
+func newRegisterCmd(f *Factory, runF func(context.Context, *registerOptions) error) *cobra.Command {
+	opts := &registerOptions{f: f}
+	var httpCheck, tcpCheck string
+	c := &cobra.Command{
+		Use:   "register [SERVICE ID]",
+		Short: "Register or update an instance",
+		Long: `Register or update an instance, from flags or from a JSON file:
+
+  beacon register web web-1 --address 10.0.0.5 --port 8080 --tag v2 --meta zone=a --check-http http://10.0.0.5:8080/health
+  beacon register -f web-1.json     # {"service":"web","id":"web-1","address":"10.0.0.5","port":8080,...}`,
+		RunE: func(c *cobra.Command, args []string) error {
+			switch {
+			case opts.file != "" && len(args) == 0:
+			case opts.file == "" && len(args) == 2:
+				opts.service, opts.id = args[0], args[1]
+			default:
+				return usageError{errors.New("give SERVICE ID and flags, or -f FILE")}
+			}
+			for _, m := range opts.meta {
+				k, v, ok := strings.Cut(m, "=")
+				if !ok {
+					return usageError{fmt.Errorf("--meta %q: want key=value", m)}
+				}
+				if opts.reg.Meta == nil {
+					opts.reg.Meta = map[string]string{}
+				}
+				opts.reg.Meta[k] = v
+			}
+			iv := client.Duration(opts.interval)
+			if httpCheck != "" {
+				opts.reg.Checks = append(opts.reg.Checks, client.CheckDefinition{HTTP: httpCheck, Interval: iv})
+			}
+			if tcpCheck != "" {
+				opts.reg.Checks = append(opts.reg.Checks, client.CheckDefinition{TCP: tcpCheck, Interval: iv})
+			}
+			if opts.checkTTL > 0 {
+				opts.reg.Checks = append(opts.reg.Checks, client.CheckDefinition{TTL: client.Duration(opts.checkTTL)})
+			}
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runRegister(c.Context(), opts)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVarP(&opts.file, "file", "f", "", "JSON file with service, id and the registration")
+	fl.StringVar(&opts.reg.Address, "address", "", "instance address (IP or host name)")
+	fl.IntVar(&opts.reg.Port, "port", 0, "instance port")
+	fl.StringArrayVar(&opts.reg.Tags, "tag", nil, "tag (repeatable)")
+	fl.StringArrayVar(&opts.meta, "meta", nil, "metadata key=value (repeatable)")
+	fl.StringVar(&opts.reg.Version, "version", "", "instance version")
+	fl.IntVar(&opts.reg.Weight, "weight", 0, "weight for weighted balancing (default 1)")
+	fl.StringVar(&opts.reg.Node, "node", "", "Beacon node the instance runs beside")
+	fl.StringVar(&httpCheck, "check-http", "", "HTTP health check URL")
+	fl.StringVar(&tcpCheck, "check-tcp", "", "TCP health check host:port")
+	fl.DurationVar(&opts.checkTTL, "check-ttl", 0, "TTL health check period")
+	fl.DurationVar(&opts.interval, "check-interval", 0, "interval of the HTTP/TCP check (default 10s)")
+	return c
+}
+
+func runRegister(ctx context.Context, opts *registerOptions) error {
+	if opts.file != "" {
+		b, err := os.ReadFile(opts.file)
+		if err != nil {
+			return err
+		}
+		var rf registerFile
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rf); err != nil {
+			return usageError{fmt.Errorf("%s: %w", opts.file, err)}
+		}
+		opts.service, opts.id, opts.reg = rf.Service, rf.ID, rf.Registration
+	}
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	idx, err := cl.Register(ctx, opts.service, opts.id, &opts.reg)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(client.WriteResult{Index: idx}, func(w io.Writer) {
+		fmt.Fprintf(w, "registered %s/%s at index %d\n", opts.service, opts.id, idx)
+	})
+}
+
+type deregisterOptions struct {
+	f           *Factory
+	service, id string
+}
+
+func newDeregisterCmd(f *Factory, runF func(context.Context, *deregisterOptions) error) *cobra.Command {
+	opts := &deregisterOptions{f: f}
+	return &cobra.Command{
+		Use:   "deregister SERVICE ID",
+		Short: "Deregister an instance",
+		Args:  exactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.service, opts.id = args[0], args[1]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runDeregister(c.Context(), opts)
+		},
+	}
+}
+
+func runDeregister(ctx context.Context, opts *deregisterOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	idx, err := cl.Deregister(ctx, opts.service, opts.id)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(client.WriteResult{Index: idx}, func(w io.Writer) {
+		fmt.Fprintf(w, "deregistered %s/%s at index %d\n", opts.service, opts.id, idx)
+	})
+}
+
+// queryFlags are the filter and consistency flags shared by reads.
+type queryFlags struct {
+	q    client.QueryOptions
+	meta []string
+}
+
+func (qf *queryFlags) register(c *cobra.Command, filters bool) {
+	fl := c.Flags()
+	if filters {
+		fl.BoolVar(&qf.q.Healthy, "healthy", false, "only healthy (passing, not in maintenance, not draining)")
+		fl.StringArrayVar(&qf.q.Tags, "tag", nil, "require this tag (repeatable)")
+		fl.StringArrayVar(&qf.meta, "meta", nil, "require meta key:value (repeatable)")
+		fl.StringVar(&qf.q.Version, "version", "", `exact version or semver range (">=1.2.0 <2.0.0")`)
+	}
+	fl.BoolVar(&qf.q.Consistent, "consistent", false, "linearizable read (checked with the leader)")
+	fl.DurationVar(&qf.q.MaxStale, "max-stale", 0, "accept a local answer at most this stale")
+}
+
+func (qf *queryFlags) options() (*client.QueryOptions, error) {
+	q := qf.q
+	for _, m := range qf.meta {
+		k, v, ok := strings.Cut(m, ":")
+		if !ok {
+			return nil, usageError{fmt.Errorf("--meta %q: want key:value", m)}
+		}
+		if q.Meta == nil {
+			q.Meta = map[string]string{}
+		}
+		q.Meta[k] = v
+	}
+	return &q, nil
+}
+
+type servicesOptions struct {
+	f      *Factory
+	qf     queryFlags
+	prefix string
+	limit  int
+}
+
+func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) error) *cobra.Command {
+	opts := &servicesOptions{f: f}
+	c := &cobra.Command{
+		Use:   "services",
+		Short: "List services with their instance counts by health",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runServices(c.Context(), opts)
+		},
+	}
+	opts.qf.register(c, true)
+	c.Flags().StringVar(&opts.prefix, "prefix", "", "only services whose names start with this")
+	c.Flags().IntVar(&opts.limit, "limit", 0, "at most this many services (0: all, fetched page by page)")
+	return c
+}
+
+func runServices(ctx context.Context, opts *servicesOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	q, err := opts.qf.options()
+	if err != nil {
+		return err
+	}
+	q.Prefix = opts.prefix
+	var all []client.ServiceSummary
+	for {
+		q.Limit = 500
+		if opts.limit > 0 {
+			q.Limit = min(500, opts.limit-len(all))
+		}
+		page, _, err := cl.Services(ctx, q)
+		if err != nil {
+			return err
+		}
+		all = append(all, page.Services...)
+		if page.NextCursor == "" || (opts.limit > 0 && len(all) >= opts.limit) {
+			break
+		}
+		q.Cursor = page.NextCursor
+	}
+	return opts.f.Print(all, func(w io.Writer) {
+		fmt.Fprintln(w, "SERVICE\tINSTANCES\tPASSING\tWARNING\tCRITICAL\tTAGS")
+		for _, s := range all {
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\n", s.Name, s.Instances, s.Passing, s.Warning, s.Critical, strings.Join(s.Tags, ","))
+		}
+	})
+}
+
+type discoverOptions struct {
+	f       *Factory
+	qf      queryFlags
+	service string
+	watch   bool
+}
+
+func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) error) *cobra.Command {
+	opts := &discoverOptions{f: f}
+	c := &cobra.Command{
+		Use:   "discover SERVICE",
+		Short: "List the instances of a service, with their status",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.service = args[0]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runDiscover(c.Context(), opts)
+		},
+	}
+	opts.qf.register(c, true)
+	c.Flags().BoolVarP(&opts.watch, "watch", "w", false, "keep watching and print each change")
+	return c
+}
+
+func runDiscover(ctx context.Context, opts *discoverOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	q, err := opts.qf.options()
+	if err != nil {
+		return err
+	}
+	for {
+		insts, meta, err := cl.Instances(ctx, opts.service, q)
+		if err != nil {
+			if opts.watch && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if insts == nil {
+			insts = []client.Instance{}
+		}
+		if err := opts.f.Print(insts, func(w io.Writer) {
+			fmt.Fprintln(w, "ID\tADDRESS\tSTATUS\tHEALTHY\tWEIGHT\tVERSION\tTAGS")
+			for _, i := range insts {
+				fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", i.ID, i.Address, i.Port, i.Status, i.Healthy, i.Weight, i.Version, strings.Join(i.Tags, ","))
+			}
+		}); err != nil {
+			return err
+		}
+		if !opts.watch {
+			return nil
+		}
+		q.WaitIndex = meta.Index
+		fmt.Fprintf(opts.f.Out, "--- index %d ---\n", meta.Index)
+	}
+}

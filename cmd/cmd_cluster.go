@@ -1,0 +1,149 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type membersOptions struct{ f *Factory }
+
+func newMembersCmd(f *Factory, runF func(context.Context, *membersOptions) error) *cobra.Command {
+	opts := &membersOptions{f: f}
+	return &cobra.Command{
+		Use:   "members",
+		Short: "List cluster members as gossip sees them",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runMembers(c.Context(), opts)
+		},
+	}
+}
+
+func runMembers(ctx context.Context, opts *membersOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	ms, err := cl.Members(ctx)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(ms, func(w io.Writer) {
+		fmt.Fprintln(w, "NAME\tSTATUS\tROLE\tHTTP\tGOSSIP\tCLUSTER")
+		for _, m := range ms {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Status, m.Role, m.HTTPAddr, m.GossipAddr, m.ClusterAddr)
+		}
+	})
+}
+
+type joinOptions struct {
+	f     *Factory
+	addrs []string
+}
+
+func newJoinCmd(f *Factory, runF func(context.Context, *joinOptions) error) *cobra.Command {
+	opts := &joinOptions{f: f}
+	return &cobra.Command{
+		Use:   "join ADDR...",
+		Short: "Ask the agent at --addr to join the cluster through these gossip addresses",
+		Args:  minArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.addrs = args
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runJoin(c.Context(), opts)
+		},
+	}
+}
+
+func runJoin(ctx context.Context, opts *joinOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	n, err := cl.Join(ctx, opts.addrs)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(map[string]int{"joined": n}, func(w io.Writer) {
+		fmt.Fprintf(w, "contacted %d of %d addresses\n", n, len(opts.addrs))
+	})
+}
+
+type leaveOptions struct{ f *Factory }
+
+func newLeaveCmd(f *Factory, runF func(context.Context, *leaveOptions) error) *cobra.Command {
+	opts := &leaveOptions{f: f}
+	return &cobra.Command{
+		Use:   "leave",
+		Short: "Make the agent at --addr leave the cluster gracefully and shut down",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runLeave(c.Context(), opts)
+		},
+	}
+}
+
+func runLeave(ctx context.Context, opts *leaveOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	if err := cl.Leave(ctx); err != nil {
+		return err
+	}
+	return opts.f.Print(map[string]bool{"left": true}, func(w io.Writer) {
+		fmt.Fprintln(w, "left the cluster")
+	})
+}
+
+type statusOptions struct{ f *Factory }
+
+func newStatusCmd(f *Factory, runF func(context.Context, *statusOptions) error) *cobra.Command {
+	opts := &statusOptions{f: f}
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's Raft state, the leader and the peers",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runStatus(c.Context(), opts)
+		},
+	}
+}
+
+func runStatus(ctx context.Context, opts *statusOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(st, func(w io.Writer) {
+		lc := "never"
+		if st.LastContactMS >= 0 {
+			lc = (time.Duration(st.LastContactMS) * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s (%s)\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
+			st.Node, st.State, st.Leader, st.LeaderAddr, st.Term, st.CommitIndex, st.AppliedIndex, lc)
+		fmt.Fprintln(w, "PEER\tADDRESS\tSUFFRAGE\tLEADER")
+		for _, p := range st.Peers {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)
+		}
+	})
+}

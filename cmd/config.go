@@ -1,0 +1,181 @@
+package cmd
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// AgentConfig is the user-facing configuration of `beacon agent`. It is
+// filled from defaults, then a JSON file (--config; unknown keys are
+// rejected), then BEACON_* environment variables, then flags the user set.
+type AgentConfig struct {
+	Node            string   `json:"node"`
+	DataDir         string   `json:"data_dir"`
+	HTTPAddr        string   `json:"http_addr"`
+	RaftAddr        string   `json:"raft_addr"`
+	GossipAddr      string   `json:"gossip_addr"`
+	Advertise       string   `json:"advertise"`
+	BootstrapExpect int      `json:"bootstrap_expect"`
+	Join            []string `json:"join"`
+	Dev             bool     `json:"dev"`
+	ClusterSecret   string   `json:"cluster_secret"`
+	LogLevel        string   `json:"log_level"`
+	LogJSON         bool     `json:"log_json"`
+
+	RejoinInterval  time.Duration `json:"rejoin_interval"`
+	LeaderWait      time.Duration `json:"leader_wait"`
+	ReapFailedAfter time.Duration `json:"reap_failed_after"`
+	MinQuorum       int           `json:"min_quorum"`
+}
+
+// defaultAgentConfig returns the defaults documented in docs/operations.md.
+func defaultAgentConfig() AgentConfig {
+	host, _ := os.Hostname()
+	return AgentConfig{
+		Node:           host,
+		DataDir:        "beacon-data",
+		HTTPAddr:       "127.0.0.1:8750",
+		RaftAddr:       "0.0.0.0:8751",
+		GossipAddr:     "0.0.0.0:8752",
+		LogLevel:       "info",
+		RejoinInterval: 15 * time.Second,
+		LeaderWait:     3 * time.Second,
+		MinQuorum:      3,
+	}
+}
+
+// option is one setting reachable by flag and environment variable. The
+// table below is the single list of both.
+type option struct {
+	flag, short, env, usage string
+	field                   func(*AgentConfig) any
+}
+
+var agentSettings = []option{
+	{"node", "", "BEACON_NODE", "unique node name (default: host name)", func(c *AgentConfig) any { return &c.Node }},
+	{"data-dir", "", "BEACON_DATA_DIR", "directory for the Raft log, snapshots and peers", func(c *AgentConfig) any { return &c.DataDir }},
+	{"http-addr", "", "BEACON_HTTP_ADDR", "HTTP API bind address", func(c *AgentConfig) any { return &c.HTTPAddr }},
+	{"raft-addr", "", "BEACON_RAFT_ADDR", "cluster port bind address (Raft and internal RPC)", func(c *AgentConfig) any { return &c.RaftAddr }},
+	{"gossip-addr", "", "BEACON_GOSSIP_ADDR", "gossip bind address (TCP and UDP)", func(c *AgentConfig) any { return &c.GossipAddr }},
+	{"advertise", "", "BEACON_ADVERTISE", "IP address advertised to peers when binding 0.0.0.0", func(c *AgentConfig) any { return &c.Advertise }},
+	{"bootstrap-expect", "", "BEACON_BOOTSTRAP_EXPECT", "form a new cluster once this many servers have met", func(c *AgentConfig) any { return &c.BootstrapExpect }},
+	{"join", "", "BEACON_JOIN", "gossip address to join (repeatable; retried, then rejoined periodically)", func(c *AgentConfig) any { return &c.Join }},
+	{"dev", "", "BEACON_DEV", "run a single in-memory node on loopback for quick tries", func(c *AgentConfig) any { return &c.Dev }},
+	{"cluster-secret", "", "BEACON_CLUSTER_SECRET", "shared secret authenticating node-to-node RPC", func(c *AgentConfig) any { return &c.ClusterSecret }},
+	{"log-level", "", "BEACON_LOG_LEVEL", "trace, debug, info, warn or error", func(c *AgentConfig) any { return &c.LogLevel }},
+	{"log-json", "", "BEACON_LOG_JSON", "log JSON lines", func(c *AgentConfig) any { return &c.LogJSON }},
+	{"rejoin-interval", "", "BEACON_REJOIN_INTERVAL", "how often to rejoin known peers that are not alive", func(c *AgentConfig) any { return &c.RejoinInterval }},
+	{"leader-wait", "", "BEACON_LEADER_WAIT", "how long a write waits for a leader before 503", func(c *AgentConfig) any { return &c.LeaderWait }},
+	{"reap-failed-after", "", "BEACON_REAP_FAILED_AFTER", "remove servers failed this long from Raft (0: never)", func(c *AgentConfig) any { return &c.ReapFailedAfter }},
+	{"min-quorum", "", "BEACON_MIN_QUORUM", "never reap below this many voters", func(c *AgentConfig) any { return &c.MinQuorum }},
+}
+
+// registerAgentFlags defines every option as a flag writing into target.
+func registerAgentFlags(fs *pflag.FlagSet, target *AgentConfig) {
+	for _, o := range agentSettings {
+		switch p := o.field(target).(type) {
+		case *string:
+			fs.StringVarP(p, o.flag, o.short, *p, o.usage)
+		case *int:
+			fs.IntVarP(p, o.flag, o.short, *p, o.usage)
+		case *bool:
+			fs.BoolVarP(p, o.flag, o.short, *p, o.usage)
+		case *time.Duration:
+			fs.DurationVarP(p, o.flag, o.short, *p, o.usage)
+		case *[]string:
+			fs.StringArrayVarP(p, o.flag, o.short, *p, o.usage)
+		default:
+			panic(fmt.Sprintf("option %s: unsupported type %T", o.flag, p))
+		}
+	}
+}
+
+// loadAgentConfig layers defaults, the file, the environment and the flags
+// that were set (their values are in flagValues).
+func loadAgentConfig(file string, getenv func(string) string, fs *pflag.FlagSet, flagValues *AgentConfig) (AgentConfig, error) {
+	cfg := defaultAgentConfig()
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return cfg, fmt.Errorf("config file: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("config file %s: %w", file, err)
+		}
+	}
+	for _, o := range agentSettings {
+		v := getenv(o.env)
+		if v == "" {
+			continue
+		}
+		if err := setFromString(o.field(&cfg), v); err != nil {
+			return cfg, fmt.Errorf("%s=%q: %w", o.env, v, err)
+		}
+	}
+	for _, o := range agentSettings {
+		if fs != nil && fs.Changed(o.flag) {
+			copyValue(o.field(&cfg), o.field(flagValues))
+		}
+	}
+	return cfg, nil
+}
+
+func setFromString(dst any, s string) error {
+	switch p := dst.(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+	case *[]string:
+		var out []string
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+		*p = out
+	default:
+		return fmt.Errorf("unsupported type %T", dst)
+	}
+	return nil
+}
+
+func copyValue(dst, src any) {
+	switch d := dst.(type) {
+	case *string:
+		*d = *src.(*string)
+	case *int:
+		*d = *src.(*int)
+	case *bool:
+		*d = *src.(*bool)
+	case *time.Duration:
+		*d = *src.(*time.Duration)
+	case *[]string:
+		*d = append([]string(nil), *src.(*[]string)...)
+	}
+}

@@ -1,0 +1,185 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/spf13/cobra"
+)
+
+// Build information, set with -ldflags at build time.
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// Main runs the beacon command line and returns the process exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f := &Factory{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv}
+	root := NewRootCmd(f)
+	root.SetArgs(os.Args[1:])
+	err := root.ExecuteContext(ctx)
+	return exitCode(f.Err, err)
+}
+
+// usageError marks errors in how the command was called.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitCode prints err as one line and maps it to an exit code. It is the
+// one place that decides exit codes.
+func exitCode(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintln(stderr, "Error:", msg)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}
+
+// Factory carries the IO streams and global flags, and builds the API
+// client lazily so that --help and local commands never touch the network.
+type Factory struct {
+	In     io.Reader
+	Out    io.Writer
+	Err    io.Writer
+	Getenv func(string) string
+
+	Addr   string
+	Token  string
+	Output string
+
+	client *client.Client
+}
+
+// Client returns the API client for --addr (a comma-separated list).
+func (f *Factory) Client() (*client.Client, error) {
+	if f.client != nil {
+		return f.client, nil
+	}
+	var addrs []string
+	for _, a := range strings.Split(f.Addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	c, err := client.New(client.Config{Addresses: addrs, Token: f.Token})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	f.client = c
+	return c, nil
+}
+
+// Print writes v as indented JSON with -o json, else calls table with a
+// tab-aligned writer.
+func (f *Factory) Print(v any, table func(w io.Writer)) error {
+	switch f.Output {
+	case "json":
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(f.Out, string(b))
+		return err
+	case "table", "":
+		tw := tabwriter.NewWriter(f.Out, 0, 4, 2, ' ', 0)
+		table(tw)
+		return tw.Flush()
+	}
+	return usageError{fmt.Errorf("unknown output format %q (use table or json)", f.Output)}
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// NewRootCmd builds the beacon command tree.
+func NewRootCmd(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "beacon",
+		Short:         "Beacon is a service registry replicated with Raft",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(f.Out)
+	root.SetErr(f.Err)
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.Addr, "addr", envOr(f.Getenv, "BEACON_ADDR", "127.0.0.1:8750"), "agent HTTP address(es), comma-separated (env BEACON_ADDR)")
+	pf.StringVar(&f.Token, "token", f.Getenv("BEACON_TOKEN"), "API token (env BEACON_TOKEN)")
+	pf.StringVarP(&f.Output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(
+		newAgentCmd(f, nil),
+		newMembersCmd(f, nil),
+		newJoinCmd(f, nil),
+		newLeaveCmd(f, nil),
+		newStatusCmd(f, nil),
+		newRegisterCmd(f, nil),
+		newDeregisterCmd(f, nil),
+		newServicesCmd(f, nil),
+		newDiscoverCmd(f, nil),
+		newVersionCmd(f),
+	)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(c, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func minArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if err := cobra.MinimumNArgs(n)(c, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func newVersionCmd(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			return f.Print(map[string]string{"version": Version, "commit": Commit}, func(w io.Writer) {
+				fmt.Fprintf(w, "beacon %s (%s)\n", Version, Commit)
+			})
+		},
+	}
+}

@@ -1,0 +1,504 @@
+package fsm
+
+import (
+	"hash/fnv"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// handler applies one decoded command inside a write transaction.
+type handler func(w *writeTxn, body []byte) *RejectError
+
+// writeTxn is one Raft log entry being applied: the shared memdb write
+// transaction plus bookkeeping of what the entry touched, so that indexes
+// are bumped once per entry.
+type writeTxn struct {
+	tx       *memdb.Txn
+	index    uint64
+	tables   map[string]struct{}
+	services map[string]int // service name -> change in instance count
+}
+
+func (w *writeTxn) reset(index uint64) {
+	w.index = index
+	clear(w.tables)
+	clear(w.services)
+}
+
+func (w *writeTxn) insert(table string, obj any) {
+	if err := w.tx.Insert(table, obj); err != nil {
+		panic(err) // schema violations are programming errors
+	}
+	w.tables[table] = struct{}{}
+}
+
+func (w *writeTxn) delete(table string, obj any) {
+	if err := w.tx.Delete(table, obj); err != nil {
+		panic(err)
+	}
+	w.tables[table] = struct{}{}
+}
+
+func (w *writeTxn) first(table, index string, args ...any) any {
+	raw, err := w.tx.First(table, index, args...)
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+func (w *writeTxn) instance(id string) *Instance {
+	if raw := w.first(tableInstances, "id", id); raw != nil {
+		return raw.(*Instance)
+	}
+	return nil
+}
+
+func (w *writeTxn) check(id string) *Check {
+	if raw := w.first(tableChecks, "id", id); raw != nil {
+		return raw.(*Check)
+	}
+	return nil
+}
+
+func (w *writeTxn) checksOf(instance string) []*Check {
+	it, err := w.tx.Get(tableChecks, "instance", instance)
+	if err != nil {
+		panic(err)
+	}
+	var out []*Check
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*Check))
+	}
+	return out
+}
+
+// touch records that service changed, with delta instances added or removed.
+func (w *writeTxn) touch(service string, delta int) {
+	w.services[service] += delta
+}
+
+// finish bumps the service records and table indexes for this entry.
+func (w *writeTxn) finish() {
+	for name, delta := range w.services {
+		svc, _ := w.first(tableServices, "id", name).(*Service)
+		var next Service
+		if svc != nil {
+			next = *svc
+		} else {
+			next = Service{Name: name, CreateIndex: w.index}
+		}
+		next.Instances += delta
+		next.ModifyIndex = w.index
+		if next.Instances <= 0 {
+			if svc != nil {
+				w.delete(tableServices, svc)
+			}
+			continue
+		}
+		w.insert(tableServices, &next)
+	}
+	for t := range w.tables {
+		if err := w.tx.Insert(tableIndex, &indexEntry{Key: t, Value: w.index}); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// dispatchTable lists every command type and its handler, in one place.
+func dispatchTable() map[MessageType]handler {
+	return map[MessageType]handler{
+		RegisterType:     decodeAnd(applyRegister),
+		DeregisterType:   decodeAnd(applyDeregister),
+		CheckUpdateType:  decodeAnd(applyCheckUpdate),
+		AssignChecksType: decodeAnd(applyAssignChecks),
+		NodeUpdateType:   decodeAnd(applyNodeUpdate),
+		MaintenanceType:  decodeAnd(applyMaintenance),
+		MetricsType:      decodeAnd(applyMetrics),
+		TokenSetType:     decodeAnd(applyTokenSet),
+		TokenDeleteType:  decodeAnd(applyTokenDelete),
+	}
+}
+
+// decodeAnd adapts a typed apply function to a handler. A body that cannot be
+// decoded panics: every node would fail the same way, and a node must never
+// silently drift from its peers.
+func decodeAnd[T any](fn func(*writeTxn, *T) *RejectError) handler {
+	return func(w *writeTxn, body []byte) *RejectError {
+		var req T
+		if err := decodeBody(body, &req); err != nil {
+			panic("fsm: undecodable log entry: " + err.Error())
+		}
+		return fn(w, &req)
+	}
+}
+
+// CheckID returns the ID of the check named name on instance.
+func CheckID(instance, name string) string { return instance + ":" + name }
+
+func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
+	if req.ID == "" || req.Service == "" {
+		return reject(ErrInvalid, "register: id and service are required")
+	}
+	old := w.instance(req.ID)
+	if old != nil && old.Service != req.Service {
+		return reject(ErrConflict, "instance %q is registered to service %q", req.ID, old.Service)
+	}
+	var inst *Instance
+	if old != nil {
+		inst = old.Clone()
+	} else {
+		inst = &Instance{CreateIndex: w.index}
+		w.touch(req.Service, +1)
+	}
+	inst.ID, inst.Service, inst.Address, inst.Port = req.ID, req.Service, req.Address, req.Port
+	inst.Tags, inst.Meta, inst.Version, inst.Weight = req.Tags, req.Meta, req.Version, req.Weight
+	if inst.Node != req.Node {
+		inst.Node = req.Node
+		inst.NodeFailed = false
+		if req.Node != "" {
+			if n, _ := w.first(tableNodes, "id", req.Node).(*Node); n != nil {
+				inst.NodeFailed = n.Status != NodeAlive
+			}
+		}
+	}
+	inst.ModifyIndex = w.index
+
+	// Replace the checks: unchanged definitions keep their state.
+	existing := map[string]*Check{}
+	for _, c := range w.checksOf(req.ID) {
+		existing[c.ID] = c
+	}
+	checks := make([]*Check, 0, len(req.Checks))
+	for i := range req.Checks {
+		def := req.Checks[i]
+		id := CheckID(req.ID, def.Name)
+		if c := existing[id]; c != nil && c.CheckDefinition.Equal(&def) {
+			delete(existing, id)
+			checks = append(checks, c)
+			continue
+		}
+		delete(existing, id)
+		c := &Check{
+			ID: id, Instance: req.ID, Service: req.Service, CheckDefinition: def,
+			Status: def.InitialStatus, StatusSince: req.Time, CreateIndex: w.index, ModifyIndex: w.index,
+		}
+		if !c.Status.Valid() {
+			c.Status = Critical
+		}
+		if def.Type != CheckTTL {
+			c.Owner = pickOwner(w, id)
+		}
+		w.insert(tableChecks, c)
+		checks = append(checks, c)
+	}
+	for _, c := range existing {
+		w.delete(tableChecks, c)
+	}
+	refreshStatus(inst, checks, req.Time, "registration", "")
+	w.insert(tableInstances, inst)
+	w.touch(req.Service, 0)
+	return nil
+}
+
+func applyDeregister(w *writeTxn, req *DeregisterRequest) *RejectError {
+	inst := w.instance(req.ID)
+	if inst == nil {
+		return nil
+	}
+	if inst.Service != req.Service {
+		return reject(ErrNotFound, "instance %q is not registered to service %q", req.ID, req.Service)
+	}
+	if req.IfIndex != 0 && inst.ModifyIndex != req.IfIndex {
+		return reject(ErrConflict, "instance %q changed at index %d", req.ID, inst.ModifyIndex)
+	}
+	for _, c := range w.checksOf(req.ID) {
+		w.delete(tableChecks, c)
+	}
+	w.delete(tableInstances, inst)
+	w.touch(inst.Service, -1)
+	return nil
+}
+
+func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
+	var refused []string
+	changed := map[string]struct{}{} // instances whose checks changed
+	for _, u := range req.Updates {
+		c := w.check(u.Check)
+		if c == nil {
+			continue // deregistered meanwhile
+		}
+		if c.Owner != req.Node {
+			refused = append(refused, u.Check)
+			continue
+		}
+		if !u.Status.Valid() {
+			return reject(ErrInvalid, "check %q: invalid status %q", u.Check, u.Status)
+		}
+		if c.Status == u.Status && c.Output == u.Output && c.Flapping == u.Flapping &&
+			c.FlapUntil == u.FlapUntil && c.FlapLevel == u.FlapLevel {
+			continue
+		}
+		n := c.Clone()
+		if n.Status != u.Status {
+			n.StatusSince = req.Time
+		}
+		n.Status, n.Output = u.Status, truncate(u.Output, MaxOutput)
+		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, u.FlapLevel
+		n.ModifyIndex = w.index
+		w.insert(tableChecks, n)
+		if c.Effective() != n.Effective() || c.Status != n.Status {
+			recordTransition(w, n, c.Status, req.Time)
+		}
+		changed[n.Instance] = struct{}{}
+	}
+	for id := range changed {
+		inst := w.instance(id)
+		if inst == nil {
+			continue
+		}
+		n := inst.Clone()
+		refreshStatus(n, w.checksOf(id), req.Time, "", "")
+		n.ModifyIndex = w.index
+		w.insert(tableInstances, n)
+		w.touch(n.Service, 0)
+	}
+	if len(refused) > 0 {
+		sort.Strings(refused)
+		return reject(ErrNotOwner, "node %q does not own checks %s", req.Node, strings.Join(refused, ", "))
+	}
+	return nil
+}
+
+// recordTransition appends a check's status change to its instance's history.
+// It runs before refreshStatus re-reads the checks, so the transition list is
+// updated on the instance version that refreshStatus later copies.
+func recordTransition(w *writeTxn, c *Check, from Health, at int64) {
+	inst := w.instance(c.Instance)
+	if inst == nil {
+		return
+	}
+	n := inst.Clone()
+	to := c.Effective()
+	n.Transitions = appendTransition(n.Transitions, Transition{Time: at, Check: c.ID, From: from, To: to, Output: c.Output})
+	n.ModifyIndex = w.index
+	w.insert(tableInstances, n)
+}
+
+func appendTransition(ts []Transition, t Transition) []Transition {
+	ts = append(ts, t)
+	if len(ts) > MaxTransitions {
+		ts = slices.Clone(ts[len(ts)-MaxTransitions:])
+	}
+	return ts
+}
+
+// refreshStatus recomputes an instance's status from its checks and node and
+// keeps HealthySince in step. why and output describe the cause when the
+// change is not a check's own transition (registration, node failure).
+func refreshStatus(inst *Instance, checks []*Check, now int64, why, output string) {
+	status := Passing
+	for _, c := range checks {
+		status = status.Worse(c.Effective())
+	}
+	if inst.NodeFailed {
+		status = Critical
+	}
+	if status == inst.Status {
+		return
+	}
+	if why != "" && inst.Status != "" {
+		inst.Transitions = appendTransition(inst.Transitions, Transition{Time: now, Check: why, From: inst.Status, To: status, Output: output})
+	}
+	inst.Status = status
+	if status == Passing {
+		inst.HealthySince = now
+	} else {
+		inst.HealthySince = 0
+	}
+}
+
+func applyAssignChecks(w *writeTxn, req *AssignChecksRequest) *RejectError {
+	for _, a := range req.Assignments {
+		c := w.check(a.Check)
+		if c == nil || c.Owner == a.Owner {
+			continue
+		}
+		n := c.Clone()
+		n.Owner = a.Owner
+		n.ModifyIndex = w.index
+		w.insert(tableChecks, n)
+	}
+	return nil
+}
+
+func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
+	for _, u := range req.Upserts {
+		old, _ := w.first(tableNodes, "id", u.Name).(*Node)
+		if old != nil && old.Address == u.Address && old.Role == u.Role && old.Status == u.Status {
+			continue
+		}
+		n := &Node{Name: u.Name, Address: u.Address, Role: u.Role, Status: u.Status, Since: req.Time, CreateIndex: w.index, ModifyIndex: w.index}
+		if old != nil {
+			n.CreateIndex = old.CreateIndex
+			if old.Status == u.Status {
+				n.Since = old.Since
+			}
+		}
+		w.insert(tableNodes, n)
+		if old == nil || (old.Status == NodeAlive) != (u.Status == NodeAlive) {
+			setNodeFailed(w, u.Name, u.Status != NodeAlive, req.Time)
+		}
+	}
+	for _, name := range req.Removes {
+		if n, _ := w.first(tableNodes, "id", name).(*Node); n != nil {
+			w.delete(tableNodes, n)
+		}
+	}
+	return nil
+}
+
+func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
+	it, err := w.tx.Get(tableInstances, "node", node)
+	if err != nil {
+		panic(err)
+	}
+	var insts []*Instance
+	for o := it.Next(); o != nil; o = it.Next() {
+		insts = append(insts, o.(*Instance))
+	}
+	for _, inst := range insts {
+		if inst.NodeFailed == failed {
+			continue
+		}
+		n := inst.Clone()
+		n.NodeFailed = failed
+		out := "node " + node + " is alive"
+		if failed {
+			out = "node " + node + " failed"
+		}
+		refreshStatus(n, w.checksOf(n.ID), now, "node", out)
+		n.ModifyIndex = w.index
+		w.insert(tableInstances, n)
+		w.touch(n.Service, 0)
+	}
+}
+
+func applyMaintenance(w *writeTxn, req *MaintenanceRequest) *RejectError {
+	inst := w.instance(req.ID)
+	if inst == nil || inst.Service != req.Service {
+		return reject(ErrNotFound, "instance %q of service %q is not registered", req.ID, req.Service)
+	}
+	n := inst.Clone()
+	switch req.Mode {
+	case ModeNone:
+		n.Maintenance, n.Drain = nil, nil
+	case ModeMaintenance:
+		n.Maintenance = &Maintenance{Reason: req.Reason, Since: req.Time}
+		if inst.Maintenance != nil && inst.Maintenance.Reason == req.Reason {
+			n.Maintenance.Since = inst.Maintenance.Since
+		}
+	case ModeDrain:
+		n.Drain = &Drain{Deadline: req.Deadline, Since: req.Time}
+		if inst.Drain != nil {
+			n.Drain.Since = inst.Drain.Since
+		}
+	default:
+		return reject(ErrInvalid, "unknown maintenance mode %q", req.Mode)
+	}
+	n.ModifyIndex = w.index
+	w.insert(tableInstances, n)
+	w.touch(n.Service, 0)
+	return nil
+}
+
+func applyMetrics(w *writeTxn, req *MetricsRequest) *RejectError {
+	for _, u := range req.Updates {
+		inst := w.instance(u.Instance)
+		if inst == nil || maps.Equal(inst.Metrics, u.Metrics) {
+			continue
+		}
+		n := inst.Clone()
+		n.Metrics = u.Metrics
+		n.ModifyIndex = w.index
+		w.insert(tableInstances, n)
+		w.touch(n.Service, 0)
+	}
+	return nil
+}
+
+func applyTokenSet(w *writeTxn, req *TokenSetRequest) *RejectError {
+	if req.Token.Accessor == "" || req.Token.SecretHash == "" {
+		return reject(ErrInvalid, "token: accessor and secret hash are required")
+	}
+	t := req.Token
+	if old, _ := w.first(tableTokens, "id", t.Accessor).(*Token); old != nil {
+		t.CreateIndex = old.CreateIndex
+	} else {
+		if other, _ := w.first(tableTokens, "secret", t.SecretHash).(*Token); other != nil {
+			return reject(ErrConflict, "token secret already in use")
+		}
+		t.CreateIndex = w.index
+	}
+	t.ModifyIndex = w.index
+	w.insert(tableTokens, &t)
+	return nil
+}
+
+func applyTokenDelete(w *writeTxn, req *TokenDeleteRequest) *RejectError {
+	if t, _ := w.first(tableTokens, "id", req.Accessor).(*Token); t != nil {
+		w.delete(tableTokens, t)
+	}
+	return nil
+}
+
+// MaxOutput caps the check output kept in the catalog.
+const MaxOutput = 4096
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// pickOwner chooses the node that runs a new check: rendezvous hashing over
+// the alive nodes, so the choice is deterministic on every replica and a
+// node's departure moves only its own checks.
+func pickOwner(w *writeTxn, check string) string {
+	it, err := w.tx.Get(tableNodes, "id")
+	if err != nil {
+		panic(err)
+	}
+	var alive []string
+	for o := it.Next(); o != nil; o = it.Next() {
+		if n := o.(*Node); n.Status == NodeAlive && n.Role == RoleServer {
+			alive = append(alive, n.Name)
+		}
+	}
+	return PickOwner(check, alive)
+}
+
+// RoleServer is the role of a Beacon agent that takes part in Raft and runs checks.
+const RoleServer = "server"
+
+// PickOwner returns the member of nodes with the highest rendezvous score for
+// check, or "" when nodes is empty.
+func PickOwner(check string, nodes []string) string {
+	var best string
+	var bestScore uint64
+	for _, n := range nodes {
+		h := fnv.New64a()
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(check))
+		if s := h.Sum64(); best == "" || s > bestScore || (s == bestScore && n < best) {
+			best, bestScore = n, s
+		}
+	}
+	return best
+}

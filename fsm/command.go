@@ -1,0 +1,210 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// MessageType is the first byte of every command in the Raft log. Numbers are
+// only ever appended. A type with SkipUnknown set may be skipped by a node too
+// old to know it; any other unknown type stops the node (it must not drift).
+type MessageType uint8
+
+// Command types. Append only; never renumber.
+const (
+	RegisterType     MessageType = 1
+	DeregisterType   MessageType = 2
+	CheckUpdateType  MessageType = 3
+	AssignChecksType MessageType = 4
+	NodeUpdateType   MessageType = 5
+	MaintenanceType  MessageType = 6
+	MetricsType      MessageType = 7
+	TokenSetType     MessageType = 8
+	TokenDeleteType  MessageType = 9
+
+	// SkipUnknown marks a command an older node may ignore.
+	SkipUnknown MessageType = 0x80
+)
+
+// String names the type for logs and errors.
+func (t MessageType) String() string {
+	switch t &^ SkipUnknown {
+	case RegisterType:
+		return "register"
+	case DeregisterType:
+		return "deregister"
+	case CheckUpdateType:
+		return "check-update"
+	case AssignChecksType:
+		return "assign-checks"
+	case NodeUpdateType:
+		return "node-update"
+	case MaintenanceType:
+		return "maintenance"
+	case MetricsType:
+		return "metrics"
+	case TokenSetType:
+		return "token-set"
+	case TokenDeleteType:
+		return "token-delete"
+	}
+	return fmt.Sprintf("type-%d", uint8(t))
+}
+
+// RegisterRequest registers an instance, or updates it if its ID exists
+// (an upsert: re-registering bumps the ModifyIndex). Checks replace the
+// instance's checks; a check whose definition is unchanged keeps its status.
+type RegisterRequest struct {
+	ID      string
+	Service string
+	Address string
+	Port    int
+	Tags    []string
+	Meta    map[string]string
+	Version string
+	Weight  int
+	Node    string
+	Checks  []CheckDefinition
+	// Time is the proposer's clock (unix nanoseconds).
+	Time int64
+}
+
+// DeregisterRequest removes an instance and its checks. A missing instance
+// is not an error (deregistering twice is harmless). With IfIndex set, the
+// instance is removed only if its ModifyIndex still equals IfIndex.
+type DeregisterRequest struct {
+	Service string
+	ID      string
+	IfIndex uint64
+	Time    int64
+}
+
+// CheckUpdate sets the status of one check.
+type CheckUpdate struct {
+	Check     string
+	Status    Health
+	Output    string
+	Flapping  bool
+	FlapUntil int64
+	FlapLevel int
+}
+
+// CheckUpdateRequest carries status changes proposed by Node, which must own
+// every check it updates; updates of checks it does not own are refused.
+// TTL checks have no owner node: the leader runs their timers and proposes
+// their updates with Node = "" (only leader-only writes do so).
+type CheckUpdateRequest struct {
+	Node    string
+	Updates []CheckUpdate
+	Time    int64
+}
+
+// Assignment gives a check to an owner node.
+type Assignment struct {
+	Check string
+	Owner string
+}
+
+// AssignChecksRequest records the leader's decision of who runs which check.
+type AssignChecksRequest struct {
+	Assignments []Assignment
+}
+
+// NodeState is a member's state as gossip reports it.
+type NodeState struct {
+	Name    string
+	Address string
+	Role    string
+	Status  NodeStatus
+}
+
+// NodeUpdateRequest upserts nodes in the catalog and removes others. A node
+// marked failed makes every instance on it critical; alive clears that.
+type NodeUpdateRequest struct {
+	Upserts []NodeState
+	Removes []string
+	Time    int64
+}
+
+// Maintenance modes.
+const (
+	ModeNone        = "none"
+	ModeMaintenance = "maintenance"
+	ModeDrain       = "drain"
+)
+
+// MaintenanceRequest puts an instance in maintenance, drains it until a
+// deadline, or returns it to service (ModeNone).
+type MaintenanceRequest struct {
+	Service  string
+	ID       string
+	Mode     string
+	Reason   string
+	Deadline int64
+	Time     int64
+}
+
+// InstanceMetrics are the custom health metrics of one instance.
+type InstanceMetrics struct {
+	Instance string
+	Metrics  map[string]float64
+}
+
+// MetricsRequest replaces the custom metrics of instances.
+type MetricsRequest struct {
+	Updates []InstanceMetrics
+	Time    int64
+}
+
+// TokenSetRequest creates or replaces a token.
+type TokenSetRequest struct {
+	Token Token
+}
+
+// TokenDeleteRequest deletes a token by accessor.
+type TokenDeleteRequest struct {
+	Accessor string
+}
+
+// msgpackHandle is shared by all encoders. Canonical ordering makes the
+// encoding of maps deterministic, so golden tests hold and every node
+// encodes a command the same way.
+var msgpackHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.Canonical = true
+	h.WriteExt = true
+	return h
+}()
+
+// Encode returns t followed by the msgpack encoding of body.
+func Encode(t MessageType, body any) ([]byte, error) {
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(body); err != nil {
+		return nil, fmt.Errorf("fsm: encode %s: %w", t, err)
+	}
+	buf := make([]byte, 1+len(b))
+	buf[0] = byte(t)
+	copy(buf[1:], b)
+	return buf, nil
+}
+
+// ErrShortCommand is returned by Decode for an empty buffer.
+var ErrShortCommand = errors.New("fsm: empty command")
+
+// Decode splits a command into its type and decodes the body into out.
+func Decode(buf []byte, out any) (MessageType, error) {
+	if len(buf) == 0 {
+		return 0, ErrShortCommand
+	}
+	t := MessageType(buf[0])
+	if err := decodeBody(buf[1:], out); err != nil {
+		return t, fmt.Errorf("fsm: decode %s: %w", t, err)
+	}
+	return t, nil
+}
+
+func decodeBody(b []byte, out any) error {
+	return codec.NewDecoderBytes(b, msgpackHandle).Decode(out)
+}

@@ -1,0 +1,145 @@
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// FSM is the Raft state machine over the Store. Raft calls Apply, ApplyBatch,
+// Snapshot and Restore from its single FSM goroutine; every other method is
+// safe for concurrent use.
+type FSM struct {
+	store    *Store
+	logger   hclog.Logger
+	handlers map[MessageType]handler
+
+	applied atomic.Uint64
+	// notify is closed and replaced after every batch, waking WaitForIndex.
+	notifyMu sync.Mutex
+	notify   chan struct{}
+
+	// observer, if set, sees every applied command (for metrics and audit).
+	observer func(Applied)
+
+	wtx writeTxn
+}
+
+// Applied describes one command after it was applied, for observers.
+type Applied struct {
+	Type  MessageType
+	Index uint64
+	Body  []byte
+	Err   *RejectError
+}
+
+// New returns an FSM over an empty store.
+func New(logger hclog.Logger) *FSM {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	f := &FSM{
+		store:  NewStore(),
+		logger: logger,
+		notify: make(chan struct{}),
+		wtx:    writeTxn{tables: map[string]struct{}{}, services: map[string]int{}},
+	}
+	f.handlers = dispatchTable()
+	return f
+}
+
+// SetObserver installs fn to be called, on the FSM goroutine, after each
+// applied command. It must not block. Call it before Raft starts.
+func (f *FSM) SetObserver(fn func(Applied)) { f.observer = fn }
+
+// Store returns the catalog this FSM maintains.
+func (f *FSM) Store() *Store { return f.store }
+
+// AppliedIndex returns the index of the last log entry this FSM has applied
+// (commands and configuration changes; Raft's no-op entries are not seen).
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// WaitForIndex blocks until the FSM has applied index, or ctx ends.
+func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
+	for {
+		f.notifyMu.Lock()
+		ch := f.notify
+		f.notifyMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *FSM) advance(index uint64) {
+	f.applied.Store(index)
+	f.notifyMu.Lock()
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.notifyMu.Unlock()
+}
+
+// Apply applies one log entry. See ApplyBatch.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies a batch of committed entries in one store transaction,
+// so that a burst of registrations costs one commit and one round of
+// wake-ups. Each command's result is an ApplyResult. An entry that cannot
+// be decoded panics: the node must stop rather than drift from its peers.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	st := f.store.cur.Load()
+	tx := st.db.Txn(true)
+	w := &f.wtx
+	w.tx = tx
+	var last uint64
+	var applied []Applied
+	for i, l := range logs {
+		last = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if len(l.Data) == 0 {
+			panic(fmt.Sprintf("fsm: empty log entry at index %d", l.Index))
+		}
+		t := MessageType(l.Data[0])
+		h, ok := f.handlers[t&^SkipUnknown]
+		if !ok {
+			if t&SkipUnknown != 0 {
+				f.logger.Warn("skipping unknown command", "type", uint8(t), "index", l.Index)
+				out[i] = ApplyResult{Index: l.Index}
+				continue
+			}
+			panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), l.Index))
+		}
+		w.reset(l.Index)
+		rerr := h(w, l.Data[1:])
+		w.finish()
+		out[i] = ApplyResult{Index: l.Index, Err: rerr}
+		if f.observer != nil {
+			applied = append(applied, Applied{Type: t, Index: l.Index, Body: l.Data[1:], Err: rerr})
+		}
+	}
+	tx.Commit()
+	w.tx = nil
+	if last > 0 {
+		f.advance(last)
+	}
+	for _, a := range applied {
+		f.observer(a)
+	}
+	return out
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)

@@ -1,0 +1,311 @@
+package fsm
+
+import (
+	"slices"
+	"sync/atomic"
+)
+
+// Health is the status of a check or of an instance. The zero value is not a
+// valid status; records always carry one of the constants below.
+type Health string
+
+// Health values, from best to worst.
+const (
+	Passing  Health = "passing"
+	Warning  Health = "warning"
+	Critical Health = "critical"
+)
+
+// rank orders statuses so that the worst of several can be taken.
+func (h Health) rank() int {
+	switch h {
+	case Passing:
+		return 0
+	case Warning:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// Valid reports whether h is one of Passing, Warning or Critical.
+func (h Health) Valid() bool { return h == Passing || h == Warning || h == Critical }
+
+// Worse returns the worse of h and o.
+func (h Health) Worse(o Health) Health {
+	if o.rank() > h.rank() {
+		return o
+	}
+	return h
+}
+
+// NodeStatus is the catalog's view of a cluster member.
+type NodeStatus string
+
+// Node statuses as gossip reports them.
+const (
+	NodeAlive  NodeStatus = "alive"
+	NodeFailed NodeStatus = "failed"
+	NodeLeft   NodeStatus = "left"
+)
+
+// MaxTransitions is how many recent health transitions each instance keeps.
+const MaxTransitions = 10
+
+// Instance is one registered instance of a service. Instances stored in the
+// Store are immutable: a writer copies, changes and inserts a new value, so a
+// reader may keep and share a *Instance without locks.
+type Instance struct {
+	ID      string
+	Service string
+	Address string
+	Port    int
+	Tags    []string
+	Meta    map[string]string
+	Version string
+	Weight  int
+	// Node is the cluster member this instance runs beside, if any. When gossip
+	// reports that member failed, the instance is critical.
+	Node string
+
+	// Status is the worst of the instance's checks and of its node's health.
+	Status Health
+	// HealthySince is when Status last became passing (unix nanoseconds, set
+	// from the proposer's clock), or 0 while it is not passing.
+	HealthySince int64
+	// NodeFailed is set while gossip reports Node failed.
+	NodeFailed  bool
+	Maintenance *Maintenance
+	Drain       *Drain
+	// Metrics are the custom numeric health metrics last reported for the
+	// instance (through TTL updates), coalesced by the leader.
+	Metrics     map[string]float64
+	Transitions []Transition
+
+	CreateIndex uint64
+	ModifyIndex uint64
+
+	// encoded caches an encoding of this immutable value (see Encoded).
+	encoded atomic.Pointer[[]byte]
+}
+
+// Maintenance marks an instance as taken out of service by an operator.
+type Maintenance struct {
+	Reason string
+	Since  int64
+}
+
+// Drain marks an instance that must receive no new requests and is
+// deregistered at Deadline (unix nanoseconds).
+type Drain struct {
+	Deadline int64
+	Since    int64
+}
+
+// Transition is one recorded change of an instance's health.
+type Transition struct {
+	Time   int64
+	Check  string
+	From   Health
+	To     Health
+	Output string
+}
+
+// Healthy reports whether the instance may receive traffic: passing, not in
+// maintenance and not draining.
+func (i *Instance) Healthy() bool {
+	return i.Status == Passing && i.Maintenance == nil && i.Drain == nil
+}
+
+// HasTags reports whether the instance carries every tag in tags.
+func (i *Instance) HasTags(tags []string) bool {
+	for _, t := range tags {
+		if !slices.Contains(i.Tags, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// Encoded returns a cached encoding of the instance, computing it with enc
+// the first time. The cache lives as long as this immutable value, so the
+// read path encodes each version of an instance once, however often it is
+// read. All callers must pass an equivalent enc.
+func (i *Instance) Encoded(enc func(*Instance) []byte) []byte {
+	if p := i.encoded.Load(); p != nil {
+		return *p
+	}
+	b := enc(i)
+	i.encoded.Store(&b)
+	return b
+}
+
+// Clone returns a deep copy without the encoding cache, ready to be changed
+// and inserted as a new version.
+func (i *Instance) Clone() *Instance {
+	c := &Instance{
+		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
+		Tags: slices.Clone(i.Tags), Meta: cloneMap(i.Meta), Version: i.Version,
+		Weight: i.Weight, Node: i.Node, Status: i.Status, HealthySince: i.HealthySince,
+		NodeFailed: i.NodeFailed, Metrics: cloneMap(i.Metrics),
+		Transitions: slices.Clone(i.Transitions),
+		CreateIndex: i.CreateIndex, ModifyIndex: i.ModifyIndex,
+	}
+	if i.Maintenance != nil {
+		m := *i.Maintenance
+		c.Maintenance = &m
+	}
+	if i.Drain != nil {
+		d := *i.Drain
+		c.Drain = &d
+	}
+	return c
+}
+
+// CheckType names the kind of probe a check runs.
+type CheckType string
+
+// Check types. No check type runs a command.
+const (
+	CheckHTTP CheckType = "http"
+	CheckTCP  CheckType = "tcp"
+	CheckGRPC CheckType = "grpc"
+	CheckTTL  CheckType = "ttl"
+)
+
+// CheckDefinition is what a registration declares about a check. Durations
+// are nanoseconds so the replicated form has no time.Duration.
+type CheckDefinition struct {
+	// Name is unique within the instance; the check's ID is Instance:Name.
+	Name string
+	Type CheckType
+	// Target is the URL (http), host:port (tcp, grpc) or empty (ttl).
+	Target        string
+	Method        string
+	Header        map[string][]string
+	TLSSkipVerify bool
+	GRPCService   string
+
+	Interval int64
+	Timeout  int64
+	TTL      int64
+
+	FailuresBeforeCritical  int
+	SuccessesBeforePassing  int
+	InitialStatus           Health
+	DeregisterCriticalAfter int64
+}
+
+// Equal reports whether two definitions describe the same probe, so that a
+// re-registration that keeps a check unchanged keeps its status.
+func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
+	if len(d.Header) != len(o.Header) {
+		return false
+	}
+	for k, v := range d.Header {
+		if !slices.Equal(v, o.Header[k]) {
+			return false
+		}
+	}
+	return d.Name == o.Name && d.Type == o.Type && d.Target == o.Target &&
+		d.Method == o.Method && d.TLSSkipVerify == o.TLSSkipVerify &&
+		d.GRPCService == o.GRPCService && d.Interval == o.Interval &&
+		d.Timeout == o.Timeout && d.TTL == o.TTL &&
+		d.FailuresBeforeCritical == o.FailuresBeforeCritical &&
+		d.SuccessesBeforePassing == o.SuccessesBeforePassing &&
+		d.InitialStatus == o.InitialStatus &&
+		d.DeregisterCriticalAfter == o.DeregisterCriticalAfter
+}
+
+// Check is a health check of one instance with its replicated state.
+type Check struct {
+	ID       string
+	Instance string
+	Service  string
+	CheckDefinition
+
+	Status Health
+	Output string
+	// StatusSince is when Status was entered (unix nanoseconds, proposer's clock).
+	StatusSince int64
+	// Owner is the node that runs the check; the leader assigns it. Status
+	// updates proposed by any other node are refused.
+	Owner string
+	// Flapping is set while the check changes status too often; FlapUntil is
+	// when its hold-down ends and FlapLevel how many hold-downs in a row it
+	// has had (for exponential back-off). All three are decided by the owner.
+	Flapping  bool
+	FlapUntil int64
+	FlapLevel int
+
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Clone returns a deep copy, ready to be changed and inserted.
+func (c *Check) Clone() *Check {
+	n := *c
+	if c.Header != nil {
+		n.Header = make(map[string][]string, len(c.Header))
+		for k, v := range c.Header {
+			n.Header[k] = slices.Clone(v)
+		}
+	}
+	return &n
+}
+
+// Effective is the status the check contributes to its instance: a flapping
+// check counts as critical so that load balancers stop churning.
+func (c *Check) Effective() Health {
+	if c.Flapping {
+		return Critical
+	}
+	return c.Status
+}
+
+// Service is the catalog's record of a service name. It exists while at
+// least one instance does; its ModifyIndex is the index of the last write
+// that touched any of its instances or their checks.
+type Service struct {
+	Name        string
+	Instances   int
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Node is a cluster member as the catalog sees it.
+type Node struct {
+	Name    string
+	Address string
+	Role    string
+	Status  NodeStatus
+	// Since is when Status was entered (unix nanoseconds, proposer's clock).
+	Since       int64
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Token is an API token. Only a hash of the secret is stored.
+type Token struct {
+	Accessor string
+	// SecretHash is the hex SHA-256 of the secret.
+	SecretHash  string
+	Description string
+	// Policy is "management", "read" or "write".
+	Policy string
+	// Prefixes limit a write policy to service names with one of these prefixes.
+	Prefixes    []string
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	if m == nil {
+		return nil
+	}
+	c := make(map[K]V, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}

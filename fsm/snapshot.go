@@ -1,0 +1,159 @@
+package fsm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+)
+
+// SnapshotVersion is the version of the snapshot stream format.
+const SnapshotVersion = 1
+
+// snapshotHeader opens every snapshot stream.
+type snapshotHeader struct {
+	Version int
+	// Index is the last log index the FSM had applied when the snapshot was taken.
+	Index uint64
+}
+
+// Record kinds in a snapshot stream. Append only.
+const (
+	recordInstance byte = 1
+	recordCheck    byte = 2
+	recordService  byte = 3
+	recordNode     byte = 4
+	recordToken    byte = 5
+	recordIndex    byte = 6
+	recordEnd      byte = 0xff
+)
+
+// snapshotTables lists what a snapshot carries, in order.
+var snapshotTables = []struct {
+	table string
+	kind  byte
+}{
+	{tableServices, recordService},
+	{tableInstances, recordInstance},
+	{tableChecks, recordCheck},
+	{tableNodes, recordNode},
+	{tableTokens, recordToken},
+	{tableIndex, recordIndex},
+}
+
+type snapshot struct {
+	tx    *memdb.Txn
+	index uint64
+}
+
+// Snapshot captures the store as of now. It only opens a read transaction;
+// the records are written by Persist, concurrently with further applies.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &snapshot{tx: f.store.cur.Load().db.Txn(false), index: f.applied.Load()}, nil
+}
+
+// Persist streams the header and then one record at a time.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := codec.NewEncoder(bw, msgpackHandle)
+	if err := enc.Encode(snapshotHeader{Version: SnapshotVersion, Index: s.index}); err != nil {
+		return fmt.Errorf("fsm: snapshot header: %w", err)
+	}
+	for _, t := range snapshotTables {
+		it, err := s.tx.Get(t.table, "id")
+		if err != nil {
+			return err
+		}
+		for o := it.Next(); o != nil; o = it.Next() {
+			if err := enc.Encode(t.kind); err != nil {
+				return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
+			}
+			if err := enc.Encode(o); err != nil {
+				return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
+			}
+		}
+	}
+	if err := enc.Encode(recordEnd); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// Release is a no-op: a read transaction holds nothing to free.
+func (s *snapshot) Release() {}
+
+// ErrBadSnapshot is returned for a snapshot stream that cannot be read.
+var ErrBadSnapshot = errors.New("fsm: bad snapshot")
+
+// Restore replaces the whole store with the snapshot's content. The new store
+// is built aside and swapped in, and then readers blocked on the old one are
+// woken so they re-run against the new state.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	next, index, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.store.swap(next)
+	f.advance(index)
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*storeState, uint64, error) {
+	dec := codec.NewDecoder(bufio.NewReaderSize(r, 64<<10), msgpackHandle)
+	var hdr snapshotHeader
+	if err := dec.Decode(&hdr); err != nil {
+		return nil, 0, fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
+	}
+	if hdr.Version != SnapshotVersion {
+		return nil, 0, fmt.Errorf("%w: version %d, want %d", ErrBadSnapshot, hdr.Version, SnapshotVersion)
+	}
+	st := newStoreState()
+	tx := st.db.Txn(true)
+	defer tx.Abort()
+	for {
+		var kind byte
+		if err := dec.Decode(&kind); err != nil {
+			return nil, 0, fmt.Errorf("%w: record kind: %v", ErrBadSnapshot, err)
+		}
+		var obj any
+		var table string
+		switch kind {
+		case recordEnd:
+			tx.Commit()
+			return st, hdr.Index, nil
+		case recordInstance:
+			obj, table = &Instance{}, tableInstances
+		case recordCheck:
+			obj, table = &Check{}, tableChecks
+		case recordService:
+			obj, table = &Service{}, tableServices
+		case recordNode:
+			obj, table = &Node{}, tableNodes
+		case recordToken:
+			obj, table = &Token{}, tableTokens
+		case recordIndex:
+			obj, table = &indexEntry{}, tableIndex
+		default:
+			return nil, 0, fmt.Errorf("%w: unknown record kind %d", ErrBadSnapshot, kind)
+		}
+		if err := dec.Decode(obj); err != nil {
+			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
+		}
+		if err := tx.Insert(table, obj); err != nil {
+			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
+		}
+	}
+}

@@ -1,0 +1,371 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Store is the replicated catalog. Reads are safe from any goroutine and
+// never block writers; each read sees one consistent version. Every read
+// takes an optional watch set (nil is fine) to which it adds the channels
+// that close when its result may have changed, and returns the index of that
+// result, which is never 0.
+type Store struct {
+	cur atomic.Pointer[storeState]
+}
+
+// storeState is one generation of the store; Restore replaces it whole.
+type storeState struct {
+	db *memdb.MemDB
+	// abandon closes when this generation is replaced, waking every reader
+	// blocked on it.
+	abandon chan struct{}
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	s := &Store{}
+	s.cur.Store(newStoreState())
+	return s
+}
+
+func newStoreState() *storeState {
+	db, err := memdb.NewMemDB(schema())
+	if err != nil {
+		panic(fmt.Sprintf("fsm: bad schema: %v", err)) // a programming error
+	}
+	return &storeState{db: db, abandon: make(chan struct{})}
+}
+
+// swap installs a new generation and wakes readers of the old one.
+func (s *Store) swap(next *storeState) {
+	old := s.cur.Swap(next)
+	close(old.abandon)
+}
+
+func (s *Store) read(ws memdb.WatchSet) *memdb.Txn {
+	st := s.cur.Load()
+	if ws != nil {
+		ws.Add(st.abandon)
+	}
+	return st.db.Txn(false)
+}
+
+// AbandonCh closes when the current generation of the store is replaced by a
+// snapshot restore.
+func (s *Store) AbandonCh() <-chan struct{} { return s.cur.Load().abandon }
+
+func atLeastOne(i uint64) uint64 {
+	if i == 0 {
+		return 1
+	}
+	return i
+}
+
+func tableIndexTxn(tx *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
+	var max uint64
+	for _, t := range tables {
+		ch, raw, err := tx.FirstWatch(tableIndex, "id", t)
+		if err != nil {
+			panic(err)
+		}
+		if ws != nil {
+			ws.Add(ch)
+		}
+		if raw != nil && raw.(*indexEntry).Value > max {
+			max = raw.(*indexEntry).Value
+		}
+	}
+	return max
+}
+
+// LastIndex returns the highest index that changed any table.
+func (s *Store) LastIndex() uint64 {
+	tx := s.read(nil)
+	return atLeastOne(tableIndexTxn(tx, nil, tableInstances, tableChecks, tableServices, tableNodes, tableTokens))
+}
+
+// ServiceInstances returns every instance of service, ordered by ID. The
+// index is that of the last write that touched the service (including the
+// deletion of its last instance), so watchers of one service are never woken
+// by changes to another.
+func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*Instance) {
+	tx := s.read(ws)
+	ch, raw, err := tx.FirstWatch(tableServices, "id", service)
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return atLeastOne(tableIndexTxn(tx, nil, tableServices)), nil
+	}
+	svc := raw.(*Service)
+	it, err := tx.Get(tableInstances, "service", service)
+	if err != nil {
+		panic(err)
+	}
+	out := make([]*Instance, 0, svc.Instances)
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*Instance))
+	}
+	return atLeastOne(svc.ModifyIndex), out
+}
+
+// Instance returns one instance and its checks, or nil if it is not
+// registered. The index is the highest ModifyIndex of the instance and its
+// checks, or the instances table's index if it is absent.
+func (s *Store) Instance(ws memdb.WatchSet, id string) (uint64, *Instance, []*Check) {
+	tx := s.read(ws)
+	ch, raw, err := tx.FirstWatch(tableInstances, "id", id)
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
+	}
+	inst := raw.(*Instance)
+	idx := inst.ModifyIndex
+	checks := instanceChecks(tx, ws, id)
+	for _, c := range checks {
+		idx = max(idx, c.ModifyIndex)
+	}
+	return atLeastOne(idx), inst, checks
+}
+
+func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, id string) []*Check {
+	it, err := tx.Get(tableChecks, "instance", id)
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	var out []*Check
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*Check))
+	}
+	return out
+}
+
+// Instances returns every instance in the catalog.
+func (s *Store) Instances(ws memdb.WatchSet) (uint64, []*Instance) {
+	return listTable[*Instance](s, ws, tableInstances)
+}
+
+// NodeInstances returns the instances registered with Node = node.
+func (s *Store) NodeInstances(ws memdb.WatchSet, node string) (uint64, []*Instance) {
+	return listIndex[*Instance](s, ws, tableInstances, "node", node)
+}
+
+// Services returns up to limit services whose names start with prefix and sort
+// after the name after, and whether more follow. limit <= 0 means no limit.
+// The index is that of the services table.
+func (s *Store) Services(ws memdb.WatchSet, prefix, after string, limit int) (uint64, []*Service, bool) {
+	tx := s.read(ws)
+	idx := tableIndexTxn(tx, ws, tableServices)
+	start := prefix
+	if after >= start {
+		start = after + "\x00"
+	}
+	it, err := tx.LowerBound(tableServices, "id", start)
+	if err != nil {
+		panic(err)
+	}
+	var out []*Service
+	for o := it.Next(); o != nil; o = it.Next() {
+		svc := o.(*Service)
+		if !strings.HasPrefix(svc.Name, prefix) {
+			break
+		}
+		if limit > 0 && len(out) == limit {
+			return atLeastOne(idx), out, true
+		}
+		out = append(out, svc)
+	}
+	return atLeastOne(idx), out, false
+}
+
+// Checks returns all checks, or those of one service when service is set.
+func (s *Store) Checks(ws memdb.WatchSet, service string) (uint64, []*Check) {
+	if service == "" {
+		return listTable[*Check](s, ws, tableChecks)
+	}
+	return listIndex[*Check](s, ws, tableChecks, "service", service)
+}
+
+// ChecksOwnedBy returns the checks the node owner runs.
+func (s *Store) ChecksOwnedBy(ws memdb.WatchSet, owner string) (uint64, []*Check) {
+	return listIndex[*Check](s, ws, tableChecks, "owner", owner)
+}
+
+// Check returns one check or nil.
+func (s *Store) Check(ws memdb.WatchSet, id string) *Check {
+	tx := s.read(ws)
+	ch, raw, err := tx.FirstWatch(tableChecks, "id", id)
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return nil
+	}
+	return raw.(*Check)
+}
+
+// Nodes returns the cluster members the catalog knows.
+func (s *Store) Nodes(ws memdb.WatchSet) (uint64, []*Node) {
+	return listTable[*Node](s, ws, tableNodes)
+}
+
+// Node returns one node or nil.
+func (s *Store) Node(name string) *Node {
+	raw, err := s.read(nil).First(tableNodes, "id", name)
+	if err != nil {
+		panic(err)
+	}
+	if raw == nil {
+		return nil
+	}
+	return raw.(*Node)
+}
+
+// Tokens returns every token.
+func (s *Store) Tokens(ws memdb.WatchSet) (uint64, []*Token) {
+	return listTable[*Token](s, ws, tableTokens)
+}
+
+// TokenBySecretHash returns the token whose secret hashes to hash, or nil.
+func (s *Store) TokenBySecretHash(hash string) *Token {
+	raw, err := s.read(nil).First(tableTokens, "secret", hash)
+	if err != nil {
+		panic(err)
+	}
+	if raw == nil {
+		return nil
+	}
+	return raw.(*Token)
+}
+
+func listTable[T any](s *Store, ws memdb.WatchSet, table string) (uint64, []T) {
+	tx := s.read(ws)
+	idx := tableIndexTxn(tx, ws, table)
+	it, err := tx.Get(table, "id")
+	if err != nil {
+		panic(err)
+	}
+	var out []T
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(T))
+	}
+	return atLeastOne(idx), out
+}
+
+func listIndex[T any](s *Store, ws memdb.WatchSet, table, index, value string) (uint64, []T) {
+	tx := s.read(ws)
+	it, err := tx.Get(table, index, value)
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	idx := tableIndexTxn(tx, nil, table)
+	var out []T
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(T))
+	}
+	return atLeastOne(idx), out
+}
+
+// ServiceSummary counts a service's instances by status.
+type ServiceSummary struct {
+	Name      string
+	Tags      []string
+	Instances int
+	Passing   int
+	Warning   int
+	Critical  int
+	// Unavailable counts instances in maintenance or draining (whatever their status).
+	Unavailable int
+	ModifyIndex uint64
+}
+
+// ServiceSummaries returns, from one consistent view, up to limit summaries
+// of services whose names start with prefix and sort after the name after,
+// keeping only services with at least one instance for which match returns
+// true (match may be nil). more reports whether further services follow.
+// The index is that of the services table.
+func (s *Store) ServiceSummaries(ws memdb.WatchSet, prefix, after string, limit int, match func(*Instance) bool) (uint64, []ServiceSummary, bool) {
+	tx := s.read(ws)
+	idx := tableIndexTxn(tx, ws, tableServices)
+	start := prefix
+	if after >= start {
+		start = after + "\x00"
+	}
+	it, err := tx.LowerBound(tableServices, "id", start)
+	if err != nil {
+		panic(err)
+	}
+	var out []ServiceSummary
+	for o := it.Next(); o != nil; o = it.Next() {
+		svc := o.(*Service)
+		if !strings.HasPrefix(svc.Name, prefix) {
+			break
+		}
+		sum, ok := summarize(tx, svc, match)
+		if !ok {
+			continue
+		}
+		if limit > 0 && len(out) == limit {
+			return atLeastOne(idx), out, true
+		}
+		out = append(out, sum)
+	}
+	return atLeastOne(idx), out, false
+}
+
+func summarize(tx *memdb.Txn, svc *Service, match func(*Instance) bool) (ServiceSummary, bool) {
+	sum := ServiceSummary{Name: svc.Name, ModifyIndex: svc.ModifyIndex}
+	it, err := tx.Get(tableInstances, "service", svc.Name)
+	if err != nil {
+		panic(err)
+	}
+	matched := match == nil
+	tags := map[string]struct{}{}
+	for o := it.Next(); o != nil; o = it.Next() {
+		inst := o.(*Instance)
+		matched = matched || match(inst)
+		sum.Instances++
+		switch inst.Status {
+		case Passing:
+			sum.Passing++
+		case Warning:
+			sum.Warning++
+		default:
+			sum.Critical++
+		}
+		if inst.Maintenance != nil || inst.Drain != nil {
+			sum.Unavailable++
+		}
+		for _, t := range inst.Tags {
+			tags[t] = struct{}{}
+		}
+	}
+	sum.Tags = make([]string, 0, len(tags))
+	for t := range tags {
+		sum.Tags = append(sum.Tags, t)
+	}
+	sort.Strings(sum.Tags)
+	return sum, matched
+}
