@@ -87,7 +87,7 @@ func DefaultConfig() Config {
 		RejoinInterval:     15 * time.Second,
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
 		MaxAppendEntries:   256,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,

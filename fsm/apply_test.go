@@ -281,7 +281,9 @@ func TestRegister(t *testing.T) {
 			setup: func(t testing.TB) [][]byte {
 				return cmds(fsmtest.NodeUpdate(t, t0, fsmtest.Server("n1", fsm.NodeFailed)))
 			},
-			cmd: func(t testing.TB) []byte { return fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("n1"), fsmtest.WithTime(t0)) },
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("n1"), fsmtest.WithTime(t0))
+			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
 				inst, _ := instance(t, f, "web-1")
 				if inst.Status != fsm.Critical || !inst.NodeFailed || inst.HealthySince != 0 {
@@ -614,8 +616,10 @@ func TestCheckUpdate(t *testing.T) {
 			unchanged: true,
 		},
 		{
-			name:      "an update of a check deregistered meanwhile is ignored",
-			cmd:       func(t testing.TB) []byte { return fsmtest.CheckUpdate(t, "s1", t0, fsm.CheckUpdate{Check: "web-9:http", Status: fsm.Passing}) },
+			name: "an update of a check deregistered meanwhile is ignored",
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.CheckUpdate(t, "s1", t0, fsm.CheckUpdate{Check: "web-9:http", Status: fsm.Passing})
+			},
 			unchanged: true,
 		},
 		{
@@ -740,8 +744,10 @@ func TestAssignChecks(t *testing.T) {
 			unchanged: true,
 		},
 		{
-			name:      "assigning a missing check is ignored",
-			cmd:       func(t testing.TB) []byte { return fsmtest.AssignChecks(t, fsm.Assignment{Check: "web-9:http", Owner: "s1"}) },
+			name: "assigning a missing check is ignored",
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.AssignChecks(t, fsm.Assignment{Check: "web-9:http", Owner: "s1"})
+			},
 			unchanged: true,
 		},
 	})
@@ -829,9 +835,11 @@ func TestNodeUpdate(t *testing.T) {
 			},
 		},
 		{
-			name:  "a failed node that leaves keeps its instances as they are",
-			setup: func(t testing.TB) [][]byte { return cmds(fsmtest.NodeUpdate(t, t0+5, fsmtest.Server("s1", fsm.NodeFailed))) },
-			cmd:   func(t testing.TB) []byte { return fsmtest.NodeUpdate(t, t0+6, fsmtest.Server("s1", fsm.NodeLeft)) },
+			name: "a failed node that leaves keeps its instances as they are",
+			setup: func(t testing.TB) [][]byte {
+				return cmds(fsmtest.NodeUpdate(t, t0+5, fsmtest.Server("s1", fsm.NodeFailed)))
+			},
+			cmd: func(t testing.TB) []byte { return fsmtest.NodeUpdate(t, t0+6, fsmtest.Server("s1", fsm.NodeLeft)) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
 				if inst, _ := instance(t, f, "web-1"); inst.Status != fsm.Critical || inst.ModifyIndex == res.Index {
 					t.Errorf("web-1 = %+v, want critical and not rewritten", inst.Clone())

@@ -201,6 +201,11 @@ func checkInvariants(t *testing.T, d dump, idx uint64) {
 		if len(i.Transitions) > fsm.MaxTransitions {
 			t.Errorf("instance %q keeps %d transitions", i.ID, len(i.Transitions))
 		}
+		for _, tr := range i.Transitions {
+			if tr.From == tr.To {
+				t.Errorf("instance %q records a transition from %s to itself: %+v", i.ID, tr.From, tr)
+			}
+		}
 	}
 	type indexed struct {
 		what           string

@@ -115,7 +115,9 @@ func TestWatchSets(t *testing.T) {
 		{"a reader of service a is woken by a new instance of a", serviceA,
 			func(t testing.TB) []byte { return fsmtest.Register(t, "a-2", "a") }, true},
 		{"a reader of service a is woken by a re-registration in a", serviceA,
-			func(t testing.TB) []byte { return fsmtest.Register(t, "a-1", "a", fsmtest.WithNode("s1"), fsmtest.WithAddress("10.0.0.2", 80), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))) }, true},
+			func(t testing.TB) []byte {
+				return fsmtest.Register(t, "a-1", "a", fsmtest.WithNode("s1"), fsmtest.WithAddress("10.0.0.2", 80), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", "")))
+			}, true},
 		{"a reader of service a is woken by a check update in a", serviceA,
 			func(t testing.TB) []byte { return ttlUpdateOf(t, "a-1", fsm.Passing) }, true},
 		{"a reader of service a is woken by maintenance in a", serviceA,
@@ -133,7 +135,9 @@ func TestWatchSets(t *testing.T) {
 		{"a reader of service a is not woken by a token", serviceA,
 			func(t testing.TB) []byte { return fsmtest.TokenSet(t, fsm.Token{Accessor: "x", SecretHash: "y"}) }, false},
 		{"a reader of an instance is woken by a check reassignment", instanceA,
-			func(t testing.TB) []byte { return fsmtest.AssignChecks(t, fsm.Assignment{Check: "a-1:ttl", Owner: "s1"}) }, true},
+			func(t testing.TB) []byte {
+				return fsmtest.AssignChecks(t, fsm.Assignment{Check: "a-1:ttl", Owner: "s1"})
+			}, true},
 		{"a reader of an instance is not woken by another instance", instanceA,
 			func(t testing.TB) []byte { return fsmtest.Register(t, "b-1", "b", fsmtest.WithAddress("10.0.0.9", 1)) }, false},
 		{"a reader of the service list is woken by a new service", services,

@@ -1,0 +1,309 @@
+// Package clustertest starts real Beacon agents in-process on loopback for
+// tests: real Raft over TCP, raft-boltdb files in t.TempDir(), real
+// memberlist gossip and real HTTP. Logs go to t.Log, so they show only when
+// a test fails.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/cmd"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Cluster is a set of in-process agents. Its methods must be called from the
+// test goroutine.
+type Cluster struct {
+	t      testing.TB
+	nodes  []*Node
+	secret string
+	logs   *testLog
+	mutate func(*cmd.AgentConfig)
+}
+
+// Node is one agent of the cluster, with the config it runs with. The
+// bound ports are kept so a restart comes back at the same addresses.
+type Node struct {
+	Name   string
+	Config cmd.AgentConfig
+	Agent  *cmd.Agent
+	client *client.Client
+}
+
+// Option changes how a cluster is started.
+type Option func(*Cluster)
+
+// WithConfig lets a test adjust every agent's configuration before start.
+func WithConfig(fn func(*cmd.AgentConfig)) Option { return func(c *Cluster) { c.mutate = fn } }
+
+// New starts n agents that bootstrap a cluster together (bootstrap-expect n,
+// each joining the first's gossip address) and waits for a leader. The
+// cluster is shut down when the test ends.
+func New(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster test: skipped with -short")
+	}
+	c := &Cluster{t: t, secret: "clustertest-secret", logs: &testLog{t: t}}
+	for _, o := range opts {
+		o(c)
+	}
+	t.Cleanup(c.shutdown)
+	var seed string
+	for i := 0; i < n; i++ {
+		cfg := c.baseConfig(fmt.Sprintf("node%d", i+1))
+		cfg.BootstrapExpect = n
+		if i == 0 {
+			cfg.GossipAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+			seed = cfg.GossipAddr
+		}
+		cfg.Join = []string{seed}
+		c.start(cfg)
+	}
+	c.WaitForLeader()
+	return c
+}
+
+func (c *Cluster) baseConfig(name string) cmd.AgentConfig {
+	cfg := cmd.AgentConfig{
+		Node:           name,
+		DataDir:        c.t.TempDir(),
+		HTTPAddr:       "127.0.0.1:0",
+		RaftAddr:       "127.0.0.1:0",
+		GossipAddr:     "127.0.0.1:0",
+		ClusterSecret:  c.secret,
+		LogLevel:       "debug",
+		RejoinInterval: 2 * time.Second,
+		LeaderWait:     5 * time.Second,
+		MinQuorum:      3,
+	}
+	if c.mutate != nil {
+		c.mutate(&cfg)
+	}
+	return cfg
+}
+
+// start runs an agent and records the ports it bound, so that Restart can
+// bring it back at the same addresses.
+func (c *Cluster) start(cfg cmd.AgentConfig) *Node {
+	c.t.Helper()
+	a, err := cmd.NewAgent(cfg, c.logs.logger(cfg.Node))
+	if err != nil {
+		c.t.Fatalf("new agent %s: %v", cfg.Node, err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		c.t.Fatalf("start agent %s: %v", cfg.Node, err)
+	}
+	cfg.HTTPAddr = a.HTTPAddr()
+	cfg.RaftAddr = a.Node().ClusterAddr()
+	cfg.GossipAddr = a.Node().GossipAddr()
+	cl, err := client.New(client.Config{Addresses: []string{cfg.HTTPAddr}})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		if n.Name == cfg.Node {
+			n.Config, n.Agent, n.client = cfg, a, cl
+			return n
+		}
+	}
+	n := &Node{Name: cfg.Node, Config: cfg, Agent: a, client: cl}
+	c.nodes = append(c.nodes, n)
+	return n
+}
+
+// AddNode starts one more agent that neither bootstraps nor joins: the test
+// joins it (as `beacon join` would).
+func (c *Cluster) AddNode(name string) *Node {
+	c.t.Helper()
+	return c.start(c.baseConfig(name))
+}
+
+// Nodes returns every node started, running or not.
+func (c *Cluster) Nodes() []*Node { return c.nodes }
+
+// Node returns the i-th node (0-based).
+func (c *Cluster) Node(i int) *Node { return c.nodes[i] }
+
+// Client returns an API client bound to the i-th node only.
+func (c *Cluster) Client(i int) *client.Client { return c.nodes[i].client }
+
+// Running reports whether the node's agent runs.
+func (n *Node) Running() bool { return n.Agent != nil }
+
+// HTTPAddr returns the node's API address.
+func (n *Node) HTTPAddr() string { return n.Config.HTTPAddr }
+
+// Client returns an API client bound to this node only.
+func (n *Node) Client() *client.Client { return n.client }
+
+// Stop shuts the i-th agent down (as SIGTERM would, without leaving).
+func (c *Cluster) Stop(i int) {
+	c.t.Helper()
+	n := c.nodes[i]
+	if n.Agent == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Agent.Shutdown(ctx); err != nil {
+		c.t.Logf("stop %s: %v", n.Name, err)
+	}
+	n.Agent = nil
+}
+
+// Restart starts a stopped node again with the same data dir and addresses.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	n := c.nodes[i]
+	if n.Agent != nil {
+		c.t.Fatalf("restart %s: still running", n.Name)
+	}
+	c.start(n.Config)
+}
+
+// Leader returns the index of the node that is leader now, or -1.
+func (c *Cluster) Leader() int {
+	for i, n := range c.nodes {
+		if n.Agent != nil && n.Agent.Node().IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitForLeader waits until one running node leads and every running voter
+// agrees on it, and returns its index.
+func (c *Cluster) WaitForLeader() int {
+	c.t.Helper()
+	var leader int
+	Eventually(c.t, 30*time.Second, func() bool {
+		leader = c.Leader()
+		if leader < 0 {
+			return false
+		}
+		name := c.nodes[leader].Name
+		for _, n := range c.nodes {
+			if n.Agent == nil {
+				continue
+			}
+			st := n.Agent.Node().Status()
+			inConfig := false
+			for _, p := range st.Peers {
+				inConfig = inConfig || p.ID == n.Name
+			}
+			if inConfig && st.Leader != name {
+				return false
+			}
+		}
+		return true
+	}, "a leader agreed on by every running node")
+	return leader
+}
+
+// WaitForIndex waits until every running node has applied index.
+func (c *Cluster) WaitForIndex(index uint64) {
+	c.t.Helper()
+	Eventually(c.t, 30*time.Second, func() bool {
+		for _, n := range c.nodes {
+			if n.Agent != nil && n.Agent.Node().Status().AppliedIndex < index {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("every node at index %d", index))
+}
+
+// WaitForVoters waits until the leader's Raft configuration has exactly n voters.
+func (c *Cluster) WaitForVoters(n int) {
+	c.t.Helper()
+	Eventually(c.t, 30*time.Second, func() bool {
+		l := c.Leader()
+		if l < 0 {
+			return false
+		}
+		voters := 0
+		for _, p := range c.nodes[l].Agent.Node().Status().Peers {
+			if p.Suffrage == "Voter" {
+				voters++
+			}
+		}
+		return voters == n
+	}, fmt.Sprintf("%d voters", n))
+}
+
+func (c *Cluster) shutdown() {
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		if n.Agent == nil {
+			continue
+		}
+		wg.Add(1)
+		go func(a *cmd.Agent) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = a.Shutdown(ctx)
+		}(n.Agent)
+		n.Agent = nil
+	}
+	wg.Wait()
+	c.logs.close()
+}
+
+// Eventually polls cond every 10ms until it holds, failing the test with
+// what after timeout.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// freePort returns a TCP port that was free a moment ago (for the seed's
+// gossip address, which others must know before it starts).
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// testLog sends agent logs to t.Log until the cluster shuts down.
+type testLog struct {
+	t      testing.TB
+	mu     sync.Mutex
+	closed bool
+}
+
+func (l *testLog) logger(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: l, TimeFormat: "15:04:05.000"})
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.t.Log(string(p[:len(p)-1]))
+	}
+	return len(p), nil
+}
+
+func (l *testLog) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+}

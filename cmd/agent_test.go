@@ -1,0 +1,259 @@
+package cmd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/cluster/clustertest"
+	"github.com/beaconhq/beacon/cmd"
+	"github.com/hashicorp/go-hclog"
+)
+
+func reg(addr string, port int) *client.Registration {
+	return &client.Registration{Address: addr, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"zone": "a"}, Version: "1.2.3"}
+}
+
+// registerRetry registers, retrying while the cluster answers 503 (an
+// election under a loaded test machine): registration is idempotent.
+func registerRetry(t *testing.T, cl *client.Client, service, id string, r *client.Registration) uint64 {
+	t.Helper()
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		var idx uint64
+		if idx, err = cl.Register(context.Background(), service, id, r); err == nil {
+			return idx
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("register %s/%s: %v", service, id, err)
+	return 0
+}
+
+func follower(c *clustertest.Cluster) int {
+	l := c.Leader()
+	for i := range c.Nodes() {
+		if i != l && c.Node(i).Running() {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
+	c := clustertest.New(t, 3)
+	ctx := context.Background()
+	c.WaitForVoters(3)
+
+	f := follower(c)
+	idx := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
+	// Read-your-writes on the node written to: no waiting.
+	insts, meta, err := c.Client(f).Instances(ctx, "web", nil)
+	if err != nil || len(insts) != 1 || meta.Index < idx {
+		t.Fatalf("follower read after its own write: %v %+v %+v", err, insts, meta)
+	}
+	c.WaitForIndex(idx)
+	for i := range c.Nodes() {
+		insts, meta, err := c.Client(i).Instances(ctx, "web", nil)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if len(insts) != 1 || insts[0].ID != "web-1" || insts[0].Address != "10.0.0.1" || insts[0].Meta["zone"] != "a" {
+			t.Fatalf("node %d sees %+v", i, insts)
+		}
+		if meta.Index != idx || !meta.KnownLeader {
+			t.Fatalf("node %d meta %+v, want index %d and a known leader", i, meta, idx)
+		}
+		// A consistent read from every node, too.
+		if insts, _, err := c.Client(i).Instances(ctx, "web", &client.QueryOptions{Consistent: true}); err != nil || len(insts) != 1 {
+			t.Fatalf("node %d consistent read: %v %v", i, err, insts)
+		}
+	}
+
+	// Re-registering is an update that bumps the modify index only.
+	idx2 := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.2", 8081))
+	inst, _, err := c.Client(f).Instance(ctx, "web", "web-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.Address != "10.0.0.2" || inst.CreateIndex != idx || inst.ModifyIndex != idx2 {
+		t.Fatalf("after update: %+v (create %d modify %d), want create %d modify %d", inst, inst.CreateIndex, inst.ModifyIndex, idx, idx2)
+	}
+
+	// Deregistering through another follower removes it everywhere.
+	other := (f + 1) % 3
+	if other == c.Leader() {
+		other = (other + 1) % 3
+	}
+	didx, err := c.Client(other).Deregister(ctx, "web", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitForIndex(didx)
+	for i := range c.Nodes() {
+		insts, meta, err := c.Client(i).Instances(ctx, "web", nil)
+		if err != nil || len(insts) != 0 || meta.Index < didx {
+			t.Fatalf("node %d after deregister: %v %+v %+v", i, err, insts, meta)
+		}
+	}
+}
+
+func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing.T) {
+	c := clustertest.New(t, 3)
+	ctx := context.Background()
+	c.WaitForVoters(3)
+	acked := map[string]bool{}
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("api-%d", i)
+		registerRetry(t, c.Client(i%3), "api", id, reg("10.1.0.1", 9000+i))
+		acked[id] = true
+	}
+	old := c.Leader()
+	c.Stop(old)
+	newLeader := c.WaitForLeader()
+	if newLeader == old {
+		t.Fatalf("leader did not change")
+	}
+	// Writes resume through the survivors.
+	for i := 20; i < 40; i++ {
+		id := fmt.Sprintf("api-%d", i)
+		n := (old + 1 + i%2) % 3
+		registerRetry(t, c.Client(n), "api", id, reg("10.1.0.1", 9000+i))
+		acked[id] = true
+	}
+	insts, meta, err := c.Client(newLeader).Instances(ctx, "api", &client.QueryOptions{Consistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, i := range insts {
+		got[i.ID] = true
+	}
+	for id := range acked {
+		if !got[id] {
+			t.Errorf("acknowledged registration %s lost", id)
+		}
+	}
+	// The old leader restarts from its data dir and catches up.
+	c.Restart(old)
+	c.WaitForIndex(meta.Index)
+	insts, _, err = c.Client(old).Instances(ctx, "api", nil)
+	if err != nil || len(insts) != len(acked) {
+		t.Fatalf("restarted node sees %d instances (err %v), want %d", len(insts), err, len(acked))
+	}
+	c.WaitForVoters(3)
+}
+
+func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
+	c := clustertest.New(t, 3)
+	ctx := context.Background()
+	c.WaitForVoters(3)
+	registerRetry(t, c.Client(0), "db", "db-1", reg("10.2.0.1", 5432))
+	n4 := c.AddNode("node4")
+	// The same calls `beacon join` and `beacon leave` make.
+	if n, err := n4.Client().Join(ctx, []string{c.Node(0).Config.GossipAddr}); err != nil || n != 1 {
+		t.Fatalf("join: %d %v", n, err)
+	}
+	c.WaitForVoters(4)
+	clustertest.Eventually(t, 30*time.Second, func() bool {
+		insts, _, err := n4.Client().Instances(ctx, "db", nil)
+		return err == nil && len(insts) == 1
+	}, "the new node to replicate the catalog")
+
+	if err := n4.Client().Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	c.WaitForVoters(3)
+	select {
+	case err := <-n4.Agent.Err():
+		if !errors.Is(err, cmd.ErrLeft) {
+			t.Fatalf("agent stopped with %v, want ErrLeft", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not stop after leaving")
+	}
+	n4.Agent = nil
+	clustertest.Eventually(t, 30*time.Second, func() bool {
+		ms, err := c.Client(0).Members(ctx)
+		if err != nil {
+			return false
+		}
+		for _, m := range ms {
+			if m.Name == "node4" {
+				return m.Status == "left"
+			}
+		}
+		return false
+	}, "node4 listed as left")
+}
+
+func TestWriteWithoutQuorumFailsWith503AndRetryAfter(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) { cfg.LeaderWait = time.Second }))
+	c.WaitForVoters(3)
+	keep := follower(c)
+	for i := range c.Nodes() {
+		if i != keep {
+			c.Stop(i)
+		}
+	}
+	clustertest.Eventually(t, 30*time.Second, func() bool {
+		return !c.Node(keep).Agent.Node().KnownLeader()
+	}, "the survivor to lose its leader")
+	req, _ := http.NewRequest(http.MethodPut, "http://"+c.Node(keep).HTTPAddr()+"/v1/services/web/instances/w1",
+		strings.NewReader(`{"address":"10.0.0.1","port":80}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"code":"no_leader"`) {
+		t.Fatalf("got %d %q (Retry-After %q), want 503 no_leader with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	// Default reads still answer locally and say how stale they are.
+	_, meta, err := c.Client(keep).Instances(context.Background(), "web", nil)
+	if err != nil || meta.KnownLeader || meta.LastContact < 0 && meta.LastContact != -1 {
+		t.Fatalf("stale local read: %v %+v", err, meta)
+	}
+	if _, _, err := c.Client(keep).Instances(context.Background(), "web", &client.QueryOptions{Consistent: true}); err == nil {
+		t.Fatal("consistent read without a quorum succeeded")
+	}
+}
+
+func TestDevAgentRunsAloneInMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an agent")
+	}
+	a, err := cmd.NewAgent(cmd.AgentConfig{
+		Dev: true, Node: "dev", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		LeaderWait: 5 * time.Second, RejoinInterval: time.Minute,
+	}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown(context.Background())
+	cl, _ := client.New(client.Config{Addresses: []string{a.HTTPAddr()}})
+	ctx := context.Background()
+	clustertest.Eventually(t, 10*time.Second, func() bool {
+		st, err := cl.Status(ctx)
+		return err == nil && st.State == "Leader"
+	}, "the dev node to lead")
+	registerRetry(t, cl, "web", "w1", reg("127.0.0.1", 8080))
+	insts, _, err := cl.Instances(ctx, "web", &client.QueryOptions{Consistent: true})
+	if err != nil || len(insts) != 1 {
+		t.Fatalf("dev read: %v %v", err, insts)
+	}
+}

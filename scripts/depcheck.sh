@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Checks that imports flow one way (docs/architecture.md, "Packages"):
+#   fsm imports nothing of ours; cluster, health and api import fsm (api also
+#   api/client) and never each other; lb imports nothing of ours; api/client
+#   imports only the standard library; cmd may import everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mod=$(go list -m)
+
+# allowed[pkg] = project packages it may import (space-separated, relative)
+declare -A allowed=(
+  [fsm]=""
+  [fsm/fsmtest]="fsm"
+  [cluster]="fsm"
+  [health]="fsm"
+  [api]="fsm api/client"
+  [api/client]=""
+  [lb]=""
+  [cluster/clustertest]="cmd api/client"
+)
+
+fail=0
+while read -r pkg imports; do
+  rel=${pkg#"$mod"}; rel=${rel#/}
+  [[ -z "$rel" ]] && continue
+  top=$rel
+  [[ -v "allowed[$rel]" ]] || { [[ $rel == cmd* ]] && continue; }
+  if [[ ! -v "allowed[$rel]" ]]; then
+    # a sub-package not listed takes its parent's rule
+    top=${rel%%/*}
+    [[ -v "allowed[$top]" ]] || continue
+  fi
+  for imp in $imports; do
+    [[ $imp == "$mod"* ]] || continue
+    irel=${imp#"$mod"/}
+    ok=0
+    for a in ${allowed[$top]}; do [[ $irel == "$a" ]] && ok=1; done
+    [[ $irel == "$rel"/* ]] && ok=1   # own sub-packages
+    if [[ $ok == 0 ]]; then echo "depcheck: $rel must not import $irel"; fail=1; fi
+  done
+done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./...)
+
+# api/client is standard library only, so any Go program can import it.
+nonstd=$(go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./api/client | grep -v "^$mod/api/client$" || true)
+if [[ -n "$nonstd" ]]; then echo "depcheck: api/client must use only the standard library, found: $nonstd"; fail=1; fi
+
+[[ $fail == 0 ]] && echo "depcheck: ok"
+exit $fail
