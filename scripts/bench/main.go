@@ -1,0 +1,591 @@
+// Command bench measures a Beacon cluster the way docs/benchmarks.md
+// describes: three agents on loopback (fsync on), committed registrations per
+// second at 64 concurrent clients, discovery reads per second on one node and
+// spread over three, leader failover time, dead-node detection time and RSS
+// per node with 10k instances. Every load loop is bounded in count and time.
+//
+//	go run ./scripts/bench -beacon bin/beacon [-etcd PATH] [-duration 10s]
+//
+// With -etcd, the same write and read loads run against a 3-member etcd
+// cluster over its HTTP/JSON gateway, side by side, and the report gives
+// Beacon/etcd ratios.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+var (
+	beaconBin = flag.String("beacon", "bin/beacon", "beacon binary")
+	etcdBin   = flag.String("etcd", "", "etcd binary for a side-by-side baseline (optional)")
+	duration  = flag.Duration("duration", 10*time.Second, "length of each load phase")
+	clients   = flag.Int("clients", 64, "concurrent clients")
+	instances = flag.Int("instances", 10000, "catalog size for the memory measurement")
+	trials    = flag.Int("failovers", 5, "leader kills for the failover measurement")
+	phases    = flag.String("phases", "write,read,failover,detect,memory", "phases to run")
+	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
+	keep      = flag.Bool("keep", false, "keep the data directory")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name  string
+	value string
+}
+
+var results []result
+
+func report(name, format string, args ...any) {
+	v := fmt.Sprintf(format, args...)
+	results = append(results, result{name, v})
+	fmt.Printf("%-48s %s\n", name, v)
+}
+
+func run() error {
+	dir, err := os.MkdirTemp("", "beacon-bench-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	fmt.Printf("# beacon bench: %d cores, %d clients, %s per phase, data in %s\n", numCPU(), *clients, *duration, dir)
+	want := map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		want[strings.TrimSpace(p)] = true
+	}
+
+	c := &cluster{dir: dir, bin: *beaconBin}
+	defer c.stopAll()
+	if err := c.start(3); err != nil {
+		return err
+	}
+	var beaconW, beaconR float64
+	if want["write"] {
+		beaconW = benchWrites("beacon", c.apis(), registerReq)
+	}
+	if want["read"] {
+		beaconR = benchReads(c)
+	}
+	if want["failover"] {
+		benchFailover(c)
+	}
+	if want["detect"] {
+		benchDetect(c)
+	}
+	if want["memory"] {
+		benchMemory(c)
+	}
+	c.stopAll()
+
+	if *etcdBin != "" && (want["write"] || want["read"]) {
+		e := &etcdCluster{dir: filepath.Join(dir, "etcd"), bin: *etcdBin}
+		if err := e.start(); err != nil {
+			return fmt.Errorf("etcd baseline: %w", err)
+		}
+		defer e.stop()
+		if want["write"] {
+			w := benchWrites("etcd", e.clientURLs(), etcdPutReq)
+			if w > 0 {
+				report("ratio: beacon/etcd committed writes", "%.2f", beaconW/w)
+			}
+		}
+		if want["read"] {
+			r := benchLoad("etcd reads, one member", []string{e.clientURLs()[0]}, etcdRangeReq, false)
+			if r > 0 {
+				report("ratio: beacon/etcd reads on one node", "%.2f", beaconR/r)
+			}
+		}
+	}
+	return nil
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+// ---- the Beacon cluster under test ----
+
+type cluster struct {
+	dir   string
+	bin   string
+	procs []*exec.Cmd
+	names []string
+}
+
+func (c *cluster) port(i, k int) int { return *basePort + 10*i + k }
+func (c *cluster) api(i int) string  { return fmt.Sprintf("http://127.0.0.1:%d", c.port(i, 0)) }
+func (c *cluster) apis() []string {
+	var out []string
+	for i := range c.procs {
+		out = append(out, c.api(i))
+	}
+	return out
+}
+
+func (c *cluster) start(n int) error {
+	c.procs = make([]*exec.Cmd, n)
+	c.names = make([]string, n)
+	for i := 0; i < n; i++ {
+		c.names[i] = fmt.Sprintf("b%d", i+1)
+		if err := c.startNode(i, n); err != nil {
+			return err
+		}
+	}
+	return c.waitLeader(30 * time.Second)
+}
+
+func (c *cluster) startNode(i, n int) error {
+	args := []string{"agent", "--node", c.names[i], "--data-dir", filepath.Join(c.dir, c.names[i]),
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 0)),
+		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 1)),
+		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 2)),
+		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench", "--log-level", "warn"}
+	for j := 0; j < n; j++ {
+		if j != i {
+			args = append(args, "--join", fmt.Sprintf("127.0.0.1:%d", c.port(j, 2)))
+		}
+	}
+	cmd := exec.Command(c.bin, args...)
+	logf, err := os.Create(filepath.Join(c.dir, c.names[i]+".log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	c.procs[i] = cmd
+	return nil
+}
+
+func (c *cluster) stopAll() {
+	for _, p := range c.procs {
+		if p != nil && p.Process != nil {
+			_ = p.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = p.Process.Kill()
+				<-done
+			}
+		}
+	}
+	c.procs = nil
+}
+
+type status struct {
+	Node, State, Leader string
+	Peers               []struct{ ID string }
+}
+
+func getStatus(api string) (status, error) {
+	var st status
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get(api + "/v1/cluster/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// leader returns the index of the node that leads, per its own status.
+func (c *cluster) leader() int {
+	for i, p := range c.procs {
+		if p == nil {
+			continue
+		}
+		if st, err := getStatus(c.api(i)); err == nil && st.State == "Leader" {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *cluster) waitLeader(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l := c.leader(); l >= 0 {
+			if st, _ := getStatus(c.api(l)); len(st.Peers) == len(c.procs) {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no leader with %d peers within %s", len(c.procs), timeout)
+}
+
+// ---- load generation ----
+
+var seq atomic.Int64
+
+// a request maker returns method, URL path+query and body for request n.
+type reqFunc func(base string, n int64) (string, string, []byte)
+
+func registerReq(base string, n int64) (string, string, []byte) {
+	body := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"}`,
+		(n>>16)&255, (n>>8)&255, n&255, 1024+n%60000, n%3, n%10)
+	return http.MethodPut, fmt.Sprintf("%s/v1/services/bench-%d/instances/i-%d", base, n%100, n), []byte(body)
+}
+
+func etcdPutReq(base string, n int64) (string, string, []byte) {
+	key := fmt.Sprintf("/services/bench-%d/i-%d", n%100, n)
+	val := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"}`,
+		(n>>16)&255, (n>>8)&255, n&255, 1024+n%60000, n%3, n%10)
+	body, _ := json.Marshal(map[string]string{"key": b64(key), "value": b64(val)})
+	return http.MethodPost, base + "/v3/kv/put", body
+}
+
+func etcdRangeReq(base string, n int64) (string, string, []byte) {
+	body, _ := json.Marshal(map[string]string{"key": b64("/read/"), "range_end": b64("/read0")})
+	return http.MethodPost, base + "/v3/kv/range", body
+}
+
+func discoverReq(base string, n int64) (string, string, []byte) {
+	return http.MethodGet, base + "/v1/services/read/instances", nil
+}
+
+func newHTTPClient() *http.Client {
+	t := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+}
+
+// benchLoad runs *clients workers for *duration against the bases (client i
+// uses bases[i%len]) and reports successful requests per second and latency.
+func benchLoad(name string, bases []string, mk reqFunc, writes bool) float64 {
+	hc := newHTTPClient()
+	var ok, fail atomic.Int64
+	lat := make([][]time.Duration, *clients)
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < *clients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			base := bases[w%len(bases)]
+			for i := 0; i < 10_000_000 && ctx.Err() == nil; i++ {
+				n := seq.Add(1)
+				method, url, body := mk(base, n)
+				var rd io.Reader
+				if body != nil {
+					rd = bytes.NewReader(body)
+				}
+				req, _ := http.NewRequestWithContext(ctx, method, url, rd)
+				t0 := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						fail.Add(1)
+					}
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					fail.Add(1)
+					continue
+				}
+				ok.Add(1)
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}(w)
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	rate := float64(ok.Load()) / el
+	kind := "req/s"
+	if writes {
+		kind = "committed writes/s"
+	}
+	report(name, "%8.0f %s  p50 %s  p99 %s  (%d ok, %d failed)", rate, kind, pct(all, 50), pct(all, 99), ok.Load(), fail.Load())
+	return rate
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	i := len(d) * p / 100
+	if i >= len(d) {
+		i = len(d) - 1
+	}
+	return d[i].Round(10 * time.Microsecond)
+}
+
+func benchWrites(system string, bases []string, mk reqFunc) float64 {
+	return benchLoad(system+" registrations, spread over 3 nodes", bases, mk, true)
+}
+
+// benchReads fills a service with 10 instances and reads it.
+func benchReads(c *cluster) float64 {
+	hc := newHTTPClient()
+	for i := 0; i < 10; i++ {
+		body := fmt.Sprintf(`{"address":"10.9.0.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.2.%d"}`, i, i)
+		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("%s/v1/services/read/instances/r-%d", c.api(0), i), strings.NewReader(body))
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	// Wait until every node has applied the ten registrations.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		n := 0
+		for _, api := range c.apis() {
+			var insts []json.RawMessage
+			if resp, err := hc.Get(api + "/v1/services/read/instances"); err == nil {
+				_ = json.NewDecoder(resp.Body).Decode(&insts)
+				resp.Body.Close()
+			}
+			if len(insts) == 10 {
+				n++
+			}
+		}
+		if n == len(c.procs) {
+			break
+		}
+	}
+	l := c.leader()
+	f := (l + 1) % len(c.procs)
+	one := benchLoad("discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
+	benchLoad("discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
+	return one
+}
+
+// benchFailover kills the leader with SIGKILL and measures the time until a
+// write is accepted by a survivor; the old leader is restarted each time.
+func benchFailover(c *cluster) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	var times []time.Duration
+	for t := 0; t < *trials; t++ {
+		if err := c.waitLeader(30 * time.Second); err != nil {
+			fmt.Println("failover:", err)
+			return
+		}
+		l := c.leader()
+		_ = c.procs[l].Process.Kill()
+		_ = c.procs[l].Wait()
+		t0 := time.Now()
+		s := (l + 1) % len(c.procs)
+		for i := 0; time.Since(t0) < 30*time.Second; i++ {
+			method, url, body := registerReq(c.api(s), 900000+int64(t*1000+i))
+			req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+			resp, err := hc.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					times = append(times, time.Since(t0))
+					break
+				}
+			}
+		}
+		if err := c.startNode(l, len(c.procs)); err != nil {
+			fmt.Println("failover restart:", err)
+			return
+		}
+	}
+	report("leader failover (SIGKILL) to accepted write", "p50 %s  max %s  (%d trials)", pct(times, 50), pct(times, 100), len(times))
+}
+
+// benchDetect kills a follower and measures the time until every survivor
+// reports it failed in /v1/cluster/members.
+func benchDetect(c *cluster) {
+	if err := c.waitLeader(30 * time.Second); err != nil {
+		fmt.Println("detect:", err)
+		return
+	}
+	l := c.leader()
+	f := (l + 1) % len(c.procs)
+	victim := c.names[f]
+	_ = c.procs[f].Process.Kill()
+	_ = c.procs[f].Wait()
+	t0 := time.Now()
+	seen := map[int]time.Duration{}
+	for time.Since(t0) < 30*time.Second && len(seen) < len(c.procs)-1 {
+		for i := range c.procs {
+			if i == f || seen[i] > 0 {
+				continue
+			}
+			var ms []struct{ Name, Status string }
+			resp, err := http.Get(c.api(i) + "/v1/cluster/members")
+			if err != nil {
+				continue
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&ms)
+			resp.Body.Close()
+			for _, m := range ms {
+				if m.Name == victim && m.Status == "failed" {
+					seen[i] = time.Since(t0)
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var ds []time.Duration
+	for _, d := range seen {
+		ds = append(ds, d)
+	}
+	report("dead node noticed by every survivor (gossip)", "max %s  (%d of %d survivors)", pct(ds, 100), len(ds), len(c.procs)-1)
+	_ = c.startNode(f, len(c.procs))
+	_ = c.waitLeader(30 * time.Second)
+}
+
+// benchMemory registers *instances instances and reads each agent's RSS.
+func benchMemory(c *cluster) {
+	if err := c.waitLeader(30 * time.Second); err != nil {
+		fmt.Println("memory:", err)
+		return
+	}
+	hc := newHTTPClient()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < *clients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for {
+				n := next.Add(1)
+				if n > int64(*instances) {
+					return
+				}
+				method, url, body := registerReq(c.api(w%len(c.procs)), 2_000_000+n)
+				for try := 0; try < 5; try++ {
+					req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+					if resp, err := hc.Do(req); err == nil {
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusOK {
+							break
+						}
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	time.Sleep(2 * time.Second) // let followers apply and the runtime settle
+	var parts []string
+	for i, p := range c.procs {
+		parts = append(parts, fmt.Sprintf("%s %d MB", c.names[i], rssMB(p.Process.Pid)))
+	}
+	report(fmt.Sprintf("RSS per node with %d+ instances", *instances), "%s", strings.Join(parts, ", "))
+}
+
+func rssMB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.Atoi(f[1])
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+// ---- the etcd baseline ----
+
+type etcdCluster struct {
+	dir   string
+	bin   string
+	procs []*exec.Cmd
+}
+
+func (e *etcdCluster) clientURLs() []string {
+	return []string{"http://127.0.0.1:28379", "http://127.0.0.1:28479", "http://127.0.0.1:28579"}
+}
+
+func (e *etcdCluster) start() error {
+	initial := "e1=http://127.0.0.1:28380,e2=http://127.0.0.1:28480,e3=http://127.0.0.1:28580"
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("e%d", i)
+		cport, pport := 28279+100*i, 28280+100*i
+		cmd := exec.Command(e.bin, "--name", name, "--data-dir", filepath.Join(e.dir, name),
+			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
+			"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
+			"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
+			"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
+			"--initial-cluster", initial, "--initial-cluster-state", "new", "--log-level", "error")
+		logf, err := os.Create(filepath.Join(filepath.Dir(e.dir), name+".log"))
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		e.procs = append(e.procs, cmd)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		method, url, body := etcdPutReq(e.clientURLs()[0], 0)
+		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return e.fillReads()
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("etcd cluster did not answer")
+}
+
+func (e *etcdCluster) fillReads() error {
+	for i := 0; i < 10; i++ {
+		val := fmt.Sprintf(`{"address":"10.9.0.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.2.%d"}`, i, i)
+		body, _ := json.Marshal(map[string]string{"key": b64(fmt.Sprintf("/read/r-%d", i)), "value": b64(val)})
+		resp, err := http.Post(e.clientURLs()[0]+"/v3/kv/put", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+	}
+	return nil
+}
+
+func (e *etcdCluster) stop() {
+	for _, p := range e.procs {
+		_ = p.Process.Signal(syscall.SIGTERM)
+		_ = p.Wait()
+	}
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
