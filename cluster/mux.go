@@ -35,6 +35,12 @@ type mux struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+
+	// conns are the accepted connections still open; close() closes them so
+	// that Raft's per-connection handlers (which only stop when a read
+	// fails) end with the node.
+	connsMu sync.Mutex
+	conns   map[net.Conn]struct{}
 }
 
 func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, logger hclog.Logger) *mux {
@@ -42,6 +48,7 @@ func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, logg
 		ln: ln, advertise: advertise, tlsIn: tlsIn, tlsOut: tlsOut, logger: logger,
 		raftConns: make(chan net.Conn, 16),
 		closed:    make(chan struct{}),
+		conns:     map[net.Conn]struct{}{},
 	}
 }
 
@@ -64,6 +71,11 @@ func (m *mux) serve(rpc func(net.Conn)) {
 					continue
 				}
 				m.logger.Error("cluster port accept failed", "error", err)
+				return
+			}
+			c = &trackedConn{Conn: c, m: m}
+			if !m.track(c) {
+				c.Close()
 				return
 			}
 			m.wg.Add(1)
@@ -138,10 +150,46 @@ func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, err
 	return c, nil
 }
 
+// track remembers an accepted connection; it reports false once closed.
+func (m *mux) track(c net.Conn) bool {
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	if m.conns == nil {
+		return false
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+// trackedConn forgets itself in the mux when closed.
+type trackedConn struct {
+	net.Conn
+	m    *mux
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.m.connsMu.Lock()
+		if c.m.conns != nil {
+			delete(c.m.conns, c)
+		}
+		c.m.connsMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
 func (m *mux) close() {
 	m.closeOnce.Do(func() {
 		close(m.closed)
 		m.ln.Close()
+		m.connsMu.Lock()
+		conns := m.conns
+		m.conns = nil
+		m.connsMu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
 	})
 }
 

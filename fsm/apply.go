@@ -144,6 +144,16 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	if req.ID == "" || req.Service == "" {
 		return reject(ErrInvalid, "register: id and service are required")
 	}
+	if strings.ContainsRune(req.ID, 0) || strings.ContainsRune(req.Service, 0) {
+		return reject(ErrInvalid, "register: id and service must not contain NUL")
+	}
+	names := map[string]bool{}
+	for _, d := range req.Checks {
+		if names[d.Name] {
+			return reject(ErrInvalid, "register: check %q declared twice", d.Name)
+		}
+		names[d.Name] = true
+	}
 	old := w.instance(req.ID)
 	if old != nil && old.Service != req.Service {
 		return reject(ErrConflict, "instance %q is registered to service %q", req.ID, old.Service)
@@ -225,6 +235,11 @@ func applyDeregister(w *writeTxn, req *DeregisterRequest) *RejectError {
 }
 
 func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
+	for _, u := range req.Updates {
+		if !u.Status.Valid() {
+			return reject(ErrInvalid, "check %q: invalid status %q", u.Check, u.Status)
+		}
+	}
 	var refused []string
 	changed := map[string]struct{}{} // instances whose checks changed
 	for _, u := range req.Updates {
@@ -236,10 +251,8 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 			refused = append(refused, u.Check)
 			continue
 		}
-		if !u.Status.Valid() {
-			return reject(ErrInvalid, "check %q: invalid status %q", u.Check, u.Status)
-		}
-		if c.Status == u.Status && c.Output == u.Output && c.Flapping == u.Flapping &&
+		out := truncate(u.Output, MaxOutput)
+		if c.Status == u.Status && c.Output == out && c.Flapping == u.Flapping &&
 			c.FlapUntil == u.FlapUntil && c.FlapLevel == u.FlapLevel {
 			continue
 		}
@@ -247,12 +260,12 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		if n.Status != u.Status {
 			n.StatusSince = req.Time
 		}
-		n.Status, n.Output = u.Status, truncate(u.Output, MaxOutput)
+		n.Status, n.Output = u.Status, out
 		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, u.FlapLevel
 		n.ModifyIndex = w.index
 		w.insert(tableChecks, n)
-		if c.Effective() != n.Effective() || c.Status != n.Status {
-			recordTransition(w, n, c.Status, req.Time)
+		if c.Effective() != n.Effective() {
+			recordTransition(w, n, c.Effective(), req.Time)
 		}
 		changed[n.Instance] = struct{}{}
 	}
@@ -337,6 +350,11 @@ func applyAssignChecks(w *writeTxn, req *AssignChecksRequest) *RejectError {
 }
 
 func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
+	for _, u := range req.Upserts {
+		if u.Name == "" {
+			return reject(ErrInvalid, "node update: name is required")
+		}
+	}
 	for _, u := range req.Upserts {
 		old, _ := w.first(tableNodes, "id", u.Name).(*Node)
 		if old != nil && old.Address == u.Address && old.Role == u.Role && old.Status == u.Status {
@@ -436,12 +454,12 @@ func applyTokenSet(w *writeTxn, req *TokenSetRequest) *RejectError {
 		return reject(ErrInvalid, "token: accessor and secret hash are required")
 	}
 	t := req.Token
+	if other, _ := w.first(tableTokens, "secret", t.SecretHash).(*Token); other != nil && other.Accessor != t.Accessor {
+		return reject(ErrConflict, "token secret already in use")
+	}
 	if old, _ := w.first(tableTokens, "id", t.Accessor).(*Token); old != nil {
 		t.CreateIndex = old.CreateIndex
 	} else {
-		if other, _ := w.first(tableTokens, "secret", t.SecretHash).(*Token); other != nil {
-			return reject(ErrConflict, "token secret already in use")
-		}
 		t.CreateIndex = w.index
 	}
 	t.ModifyIndex = w.index

@@ -265,7 +265,9 @@ func (c *Check) Effective() Health {
 
 // Service is the catalog's record of a service name. It exists while at
 // least one instance does; its ModifyIndex is the index of the last write
-// that touched any of its instances or their checks.
+// that changed any of its instances (registration, health, maintenance,
+// metrics, deregistration). A change of check ownership alone does not
+// change the service's instances, so it leaves ModifyIndex alone.
 type Service struct {
 	Name        string
 	Instances   int

@@ -279,10 +279,10 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"a record of the wrong shape is rejected", snapshotStream(t, header{Version: fsm.SnapshotVersion, Index: 5}, byte(4), "not a node", byte(0xff))},
 		{"a stream without its end marker is rejected", good[:len(good)-1]},
 	}
-	// Cut the good snapshot everywhere in its first KiB and then at a
-	// stride: a truncated snapshot must never restore.
+	// Cut the good snapshot at every byte of its header and first records,
+	// then at a stride: a truncated snapshot must never restore.
 	for n := 0; n < len(good)-1; n++ {
-		if n < 1024 || n%97 == 0 {
+		if n < 256 || n%61 == 0 {
 			cases = append(cases, tc{fmt.Sprintf("a snapshot cut to %d of %d bytes is rejected", n, len(good)), good[:n]})
 		}
 	}

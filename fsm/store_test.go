@@ -40,7 +40,7 @@ func TestStoreIndexIsNeverZero(t *testing.T) {
 	}
 }
 
-func TestServiceInstancesIndex(t *testing.T) {
+func TestReadIndexes(t *testing.T) {
 	f := newFSM(t)
 	applyAll(t, f, 1,
 		fsmtest.Register(t, "a-1", "a"),
@@ -49,7 +49,7 @@ func TestServiceInstancesIndex(t *testing.T) {
 		fsmtest.Register(t, "b-2", "b"),
 	)
 	s := f.Store()
-	t.Run("is the service's ModifyIndex, not the latest write", func(t *testing.T) {
+	t.Run("ServiceInstances is the service's ModifyIndex, not the latest write", func(t *testing.T) {
 		if idx, insts := s.ServiceInstances(nil, "a"); idx != 3 || len(insts) != 2 {
 			t.Errorf("ServiceInstances(a) = %d, %d instances; want 3, 2", idx, len(insts))
 		}
@@ -57,13 +57,13 @@ func TestServiceInstancesIndex(t *testing.T) {
 			t.Errorf("ServiceInstances(b) = %d, want 4", idx)
 		}
 	})
-	t.Run("returns the instances ordered by ID", func(t *testing.T) {
+	t.Run("ServiceInstances returns the instances ordered by ID", func(t *testing.T) {
 		_, insts := s.ServiceInstances(nil, "a")
 		if len(insts) != 2 || insts[0].ID != "a-1" || insts[1].ID != "a-2" {
 			t.Errorf("instances = %v", insts)
 		}
 	})
-	t.Run("after the last instance goes is the index of that deletion", func(t *testing.T) {
+	t.Run("ServiceInstances after the last instance goes is the index of that deletion", func(t *testing.T) {
 		applyAll(t, f, 5, fsmtest.Deregister(t, "a", "a-1"), fsmtest.Deregister(t, "a", "a-2"))
 		idx, insts := s.ServiceInstances(nil, "a")
 		if len(insts) != 0 || idx < 6 {
@@ -75,7 +75,7 @@ func TestServiceInstancesIndex(t *testing.T) {
 			t.Errorf("ServiceInstances(never-registered) = %d, want the services table's index, 6", idx)
 		}
 	})
-	t.Run("of an instance is the highest of it and its checks", func(t *testing.T) {
+	t.Run("Instance is the highest index of the instance and its checks", func(t *testing.T) {
 		g := checkedFSM(t)
 		fsmtest.MustApply(t, g, 7, ttlUpdate(t, t0+1, fsm.Passing, ""))
 		fsmtest.MustApply(t, g, 9, fsmtest.AssignChecks(t, fsm.Assignment{Check: httpID, Owner: "s2"}))
@@ -196,6 +196,7 @@ func TestWatchSets(t *testing.T) {
 }
 
 func ttlUpdateOf(t testing.TB, inst string, s fsm.Health) []byte {
+	t.Helper()
 	return fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: inst + ":ttl", Status: s})
 }
 
