@@ -500,18 +500,19 @@ func benchMemory(c *cluster) {
 	time.Sleep(2 * time.Second) // let followers apply and the runtime settle
 	var parts []string
 	for i, p := range c.procs {
-		parts = append(parts, fmt.Sprintf("%s %d MB", c.names[i], rssMB(p.Process.Pid)))
+		parts = append(parts, fmt.Sprintf("%s %d MB (anon %d, file %d)", c.names[i], rssMB(p.Process.Pid, "VmRSS:"),
+			rssMB(p.Process.Pid, "RssAnon:"), rssMB(p.Process.Pid, "RssFile:")))
 	}
 	report(fmt.Sprintf("RSS per node with %d+ instances", *instances), "%s", strings.Join(parts, ", "))
 }
 
-func rssMB(pid int) int {
+func rssMB(pid int, field string) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field) {
 			f := strings.Fields(line)
 			kb, _ := strconv.Atoi(f[1])
 			return kb / 1024
