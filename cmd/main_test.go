@@ -9,6 +9,5 @@ import (
 // TestMain fails the package if any test leaves goroutines behind: every
 // agent a test starts must shut down completely.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-	)
+	goleak.VerifyTestMain(m)
 }
