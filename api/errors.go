@@ -40,6 +40,7 @@ func (e *statusError) Error() string { return e.msg }
 var (
 	errNotFoundRoute = &statusError{http.StatusNotFound, "no_route", "no such route"}
 	errTooLarge      = &statusError{http.StatusRequestEntityTooLarge, "too_large", "request body too large"}
+	errBodyTimeout   = &statusError{http.StatusRequestTimeout, "body_timeout", "request body not received within the server's read timeout"}
 )
 
 func notFound(format string, args ...any) error {
