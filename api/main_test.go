@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
@@ -31,6 +33,11 @@ type testServer struct {
 	api  *Server
 	url  string
 	http *http.Client
+	// arrivals, once set by watchArrivals, receives the URL of every
+	// request as the API starts on it.
+	// It is a pointer so that a copy of a testServer with another t (for
+	// a subtest) shares it.
+	arrivals *atomic.Pointer[chan string]
 }
 
 // newTestServer serves a new API over an empty catalog. opts change the
@@ -43,13 +50,52 @@ func newTestServer(t testing.TB, opts ...func(*Config)) *testServer {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := New(cfg, cl.Store(), cl)
-	hs := httptest.NewServer(s.Handler())
+	ts := &testServer{t: t, cl: cl, api: New(cfg, cl.Store(), cl), arrivals: new(atomic.Pointer[chan string])}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ch := ts.arrivals.Load(); ch != nil {
+			select {
+			case *ch <- r.URL.String():
+			default:
+			}
+		}
+		ts.api.Handler().ServeHTTP(w, r)
+	}))
 	t.Cleanup(hs.Close)
 	// Redirects are answers too: the tests see them rather than follow them.
 	hc := *hs.Client()
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &testServer{t: t, cl: cl, api: s, url: hs.URL, http: &hc}
+	ts.url, ts.http = hs.URL, &hc
+	return ts
+}
+
+// watchArrivals starts recording the requests that reach the API, for
+// awaitArrival.
+func (ts *testServer) watchArrivals() {
+	ch := make(chan string, 1024)
+	ts.arrivals.Store(&ch)
+}
+
+// awaitArrival waits until a request whose URL contains substr reaches the
+// API (the request is then in the handler: a blocking query is about to
+// block or blocks already). watchArrivals must have been called before the
+// request was sent.
+func (ts *testServer) awaitArrival(substr string) {
+	ts.t.Helper()
+	ch := ts.arrivals.Load()
+	if ch == nil {
+		ts.t.Fatalf("awaitArrival without watchArrivals")
+	}
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case u := <-*ch:
+			if strings.Contains(u, substr) {
+				return
+			}
+		case <-timeout:
+			ts.t.Fatalf("no request for %q reached the API", substr)
+		}
+	}
 }
 
 // testLogger logs to t.Log, so logs show only when a test fails.

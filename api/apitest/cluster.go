@@ -29,6 +29,7 @@ type Cluster struct {
 	applies int
 
 	mu          sync.Mutex
+	consistent  int
 	knownLeader bool
 	lastContact time.Duration
 	joinErr     error
@@ -95,7 +96,17 @@ func (c *Cluster) ConsistentIndex(ctx context.Context) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	c.mu.Lock()
+	c.consistent++
+	c.mu.Unlock()
 	return c.fsm.AppliedIndex(), nil
+}
+
+// ConsistentReads returns how many times ConsistentIndex was called.
+func (c *Cluster) ConsistentReads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.consistent
 }
 
 // KnownLeader reports whether a leader is known (true unless SetLeader said
