@@ -480,6 +480,9 @@ func checkJSON(body []byte) error {
 	var stack []frame
 	for {
 		tok, err := dec.Token()
+		if err == io.EOF && len(stack) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		if err == io.EOF {
 			return nil
 		}
