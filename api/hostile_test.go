@@ -218,6 +218,8 @@ var hostileCases = []hostileCase{
 	invalidCase("an HTTP check with port 99999 is refused", withChecks(httpCheck("http://10.0.0.9:99999/health")), "checks[0].http"),
 	invalidCase("an HTTP check of the link-local metadata address is refused", withChecks(httpCheck("http://169.254.169.254/latest/meta-data/")), "checks[0].http"),
 	invalidCase("an HTTP check of an IPv6 link-local address is refused", withChecks(httpCheck("http://[fe80::1]/health")), "checks[0].http"),
+	invalidCase("an HTTP check of a host with an underscore is refused", withChecks(httpCheck("http://web_1:8080/health")), "checks[0].http"),
+	invalidCase("an HTTP check of an address written as one integer is refused", withChecks(httpCheck("http://2852039166/")), "checks[0].http"),
 	invalidCase("an HTTP check with a newline is refused", withChecks(httpCheck("http://10.0.0.9/health\nHost: evil")), "checks[0].http"),
 	invalidCase("an HTTP check with a TRACE method is refused", withChecks(map[string]any{"http": "http://10.0.0.9/", "method": "TRACE"}), "checks[0].method"),
 	invalidCase("an HTTP check header with a CR LF is refused", withChecks(map[string]any{"http": "http://10.0.0.9/", "header": map[string]any{"X-A": []string{"v\r\nX-Evil: 1"}}}), "checks[0].header.X-A"),

@@ -430,7 +430,11 @@ func decodeJSON(body []byte, v any) error {
 			if ute.Type == durationType {
 				return invalid(ute.Field, "must be a duration string such as \"10s\"")
 			}
-			return invalid(ute.Field, "must be %s", jsonKind(ute.Type))
+			want := jsonKind(ute.Type)
+			if want == "an integer" && strings.HasPrefix(ute.Value, "number") {
+				want = "an integer in range" // a fraction, or too large
+			}
+			return invalid(ute.Field, "must be %s, not %s", want, truncateForError(ute.Value))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return invalid(f, "unknown field")
@@ -450,7 +454,7 @@ func jsonKind(t reflect.Type) string {
 		return "true or false"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer in range"
+		return "an integer"
 	case reflect.Float32, reflect.Float64:
 		return "a number"
 	case reflect.String:
