@@ -40,6 +40,8 @@ func (e *statusError) Error() string { return e.msg }
 var (
 	errNotFoundRoute = &statusError{http.StatusNotFound, "no_route", "no such route"}
 	errTooLarge      = &statusError{http.StatusRequestEntityTooLarge, "too_large", "request body too large"}
+	errShuttingDown  = &statusError{http.StatusServiceUnavailable, "shutting_down", "the node is shutting down"}
+	errBodyTimeout   = &statusError{http.StatusRequestTimeout, "body_timeout", "request body not received within the server's read timeout"}
 )
 
 func notFound(format string, args ...any) error {

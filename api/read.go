@@ -110,6 +110,11 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, query func(ws 
 		}
 		if err := ws.WatchCtx(wctx); err != nil {
 			if err := ctx.Err(); err != nil {
+				if s.base.Err() != nil {
+					// Shutdown ended the query, not the client: tell it to
+					// retry, elsewhere or later.
+					err = errShuttingDown
+				}
 				writeError(w, err)
 				return 0, false
 			}

@@ -3,8 +3,11 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
@@ -146,7 +149,12 @@ func (s *Server) newHTTPServer() *http.Server {
 	}
 }
 
-// routes lists every route of the API in one place.
+// routes lists every route of the API in one place. What http.ServeMux
+// would answer by itself is answered with JSON errors like every other:
+// an unknown path is 404, a known path asked with another method is 405
+// with Allow, and a path that is not canonical (".", ".." or empty
+// segments) is 404 rather than a redirect to its cleaned form, which would
+// resend a write to a path the client did not name.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
@@ -164,7 +172,49 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, &statusError{http.StatusMethodNotAllowed, "method_not_allowed",
+				fmt.Sprintf("method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", "))})
+			return
+		}
 		writeError(w, errNotFoundRoute)
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && cleanPath(p) != p {
+			writeError(w, errNotFoundRoute)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// allowedMethods lists the methods some route other than the catch-all
+// serves at r's path.
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut} {
+		probe := r.WithContext(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
+}
+
+// cleanPath is the canonical form of p as http.ServeMux computes it:
+// rooted, without "." or ".." or empty segments, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }

@@ -8,10 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/beaconhq/beacon/api/client"
@@ -48,7 +52,7 @@ var (
 	idPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	servicePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 	metaKeyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
-	hostPattern    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+	labelPattern   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	versionPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
 )
 
@@ -76,19 +80,32 @@ func validateService(field, v string) error {
 	return nil
 }
 
-// printable reports whether s is valid UTF-8 without control characters.
+// printable reports whether s is valid UTF-8 without control characters,
+// format characters (bidirectional overrides, zero-width characters, the
+// byte order mark) or line and paragraph separators: what an operator reads
+// in a listing is then what is stored.
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+		if r < utf8.RuneSelf {
+			if r < 0x20 || r == 0x7f {
+				return false
+			}
+			continue
+		}
+		if unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
 			return false
 		}
 	}
 	return true
 }
 
+// validateHost accepts an IP address or a host name: dot-separated labels
+// of 1-63 letters, digits and '-' that neither start nor end with '-', the
+// last of which is not all digits (so 10.0.0.999 is refused as the typo it
+// is, and 2852039166 cannot pass for an address).
 func validateHost(field, v string) error {
 	switch {
 	case v == "":
@@ -97,8 +114,31 @@ func validateHost(field, v string) error {
 		return invalid(field, "longer than %d characters", MaxAddressLen)
 	case net.ParseIP(v) != nil:
 		return nil
-	case !hostPattern.MatchString(v):
+	}
+	labels := strings.Split(v, ".")
+	for _, l := range labels {
+		if !labelPattern.MatchString(l) {
+			return invalid(field, "must be an IP address or a host name")
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
 		return invalid(field, "must be an IP address or a host name")
+	}
+	return nil
+}
+
+// validateCheckHost refuses check targets that are literal addresses a
+// check must never probe: link-local (where cloud metadata services
+// answer), multicast and unspecified. Names are left to the health checker,
+// which checks the address it connects to.
+func validateCheckHost(field, host string) error {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	ip = ip.Unmap()
+	if ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return invalid(field, "must not be a link-local, multicast or unspecified address")
 	}
 	return nil
 }
@@ -115,6 +155,14 @@ func validateHostPort(field, v string) error {
 		return invalid(field, "port must be 1-65535")
 	}
 	return nil
+}
+
+func validateCheckHostPort(field, v string) error {
+	if err := validateHostPort(field, v); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(v)
+	return validateCheckHost(field, host)
 }
 
 func parsePort(s string) (int, error) {
@@ -227,6 +275,12 @@ func buildCheck(field string, c *client.CheckDefinition, i int) (fsm.CheckDefini
 				return def, invalid(field+".http", "port must be 1-65535")
 			}
 		}
+		if err := validateHost(field+".http", u.Hostname()); err != nil {
+			return def, err
+		}
+		if err := validateCheckHost(field+".http", u.Hostname()); err != nil {
+			return def, err
+		}
 		if len(c.HTTP) > 2048 || !printable(c.HTTP) {
 			return def, invalid(field+".http", "must be at most 2048 printable characters")
 		}
@@ -256,12 +310,12 @@ func buildCheck(field string, c *client.CheckDefinition, i int) (fsm.CheckDefini
 		def.TLSSkipVerify = c.TLSSkipVerify
 	case c.TCP != "":
 		def.Type, def.Target = fsm.CheckTCP, c.TCP
-		if err := validateHostPort(field+".tcp", c.TCP); err != nil {
+		if err := validateCheckHostPort(field+".tcp", c.TCP); err != nil {
 			return def, err
 		}
 	case c.GRPC != "":
 		def.Type, def.Target, def.GRPCService = fsm.CheckGRPC, c.GRPC, c.GRPCService
-		if err := validateHostPort(field+".grpc", c.GRPC); err != nil {
+		if err := validateCheckHostPort(field+".grpc", c.GRPC); err != nil {
 			return def, err
 		}
 		if len(c.GRPCService) > 256 || !printable(c.GRPCService) {
@@ -337,18 +391,32 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return mbe
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A client too slow to send its body within ReadTimeout.
+			return errBodyTimeout
 		}
 		return &statusError{http.StatusBadRequest, "bad_body", "cannot read request body: " + err.Error()}
 	}
 	return decodeJSON(body, v)
 }
 
-// decodeJSON is the strict decoder behind decodeBody.
+var durationType = reflect.TypeFor[client.Duration]()
+
+// decodeJSON is the strict decoder behind decodeBody: body must be one
+// JSON object, in UTF-8, that checkJSON accepts and whose fields all exist
+// in v.
 func decodeJSON(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	start := bytes.TrimLeft(body, " \t\r\n")
+	switch {
+	case len(start) == 0:
 		return &statusError{http.StatusBadRequest, "bad_json", "request body is empty; a JSON object is required"}
+	case !utf8.Valid(body):
+		return &statusError{http.StatusBadRequest, "bad_json", "request body is not valid UTF-8"}
+	case start[0] != '{':
+		return &statusError{http.StatusBadRequest, "bad_json", "request body must be a JSON object"}
 	}
 	if err := checkJSON(body); err != nil {
 		return err
@@ -358,8 +426,15 @@ func decodeJSON(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var ute *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &ute):
-			return invalid(ute.Field, "must be a JSON %s", ute.Type.Kind())
+		case errors.As(err, &ute) && ute.Field != "":
+			if ute.Type == durationType {
+				return invalid(ute.Field, "must be a duration string such as \"10s\"")
+			}
+			want := jsonKind(ute.Type)
+			if want == "an integer" && strings.HasPrefix(ute.Value, "number") {
+				want = "an integer in range" // a fraction, or too large
+			}
+			return invalid(ute.Field, "must be %s, not %s", want, truncateForError(ute.Value))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return invalid(f, "unknown field")
@@ -372,52 +447,135 @@ func decodeJSON(body []byte, v any) error {
 	return nil
 }
 
-// checkJSON rejects duplicate object keys and excessive nesting, which the
-// standard decoder accepts silently.
+// jsonKind names the JSON value that decodes into t.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "a JSON " + t.String()
+}
+
+// checkJSON rejects what the standard decoder accepts silently: duplicate
+// object keys, including keys that differ only in case (encoding/json
+// matches field names case-insensitively, so {"port":1,"PORT":2} would set
+// the port twice), and nesting deeper than MaxJSONDepth. A duplicate is
+// reported with its path, such as "meta.zone" or "checks[1].http".
 func checkJSON(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	type frame struct {
-		object bool
-		keys   map[string]struct{}
-		expect bool // next string token in an object is a key
+		path   string              // where the container is: "", "meta", "checks[1]"
+		keys   map[string]struct{} // folded keys seen; nil in an array
+		key    string              // the last key read, in an object
+		n      int                 // elements seen, in an array
+		expect bool                // the next token is a key, in an object
 	}
 	var stack []frame
 	for {
 		tok, err := dec.Token()
+		if err == io.EOF && len(stack) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			return &statusError{http.StatusBadRequest, "bad_json", "invalid JSON: " + err.Error()}
 		}
-		if len(stack) > 0 && stack[len(stack)-1].object {
-			top := &stack[len(stack)-1]
-			if top.expect {
-				if key, ok := tok.(string); ok {
-					if _, dup := top.keys[key]; dup {
-						return invalid(key, "duplicate key")
-					}
-					top.keys[key] = struct{}{}
-					top.expect = false
-					continue
+		d, isDelim := tok.(json.Delim)
+		if isDelim && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		// tok is a key, or begins a value inside the top container.
+		var parent *frame
+		if len(stack) > 0 {
+			parent = &stack[len(stack)-1]
+			if parent.keys != nil && parent.expect {
+				key, ok := tok.(string)
+				if !ok {
+					return &statusError{http.StatusBadRequest, "bad_json", "invalid JSON: object key is not a string"}
 				}
-			} else if d, ok := tok.(json.Delim); !ok || d == '{' || d == '[' {
-				top.expect = true // a value: the next string is a key again
+				fk := foldKey(key)
+				if _, dup := parent.keys[fk]; dup {
+					return invalid(joinPath(parent.path, key), "duplicate key")
+				}
+				parent.keys[fk] = struct{}{}
+				parent.key, parent.expect = key, false
+				continue
 			}
 		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{object: true, keys: map[string]struct{}{}, expect: true})
-		case json.Delim('['):
-			stack = append(stack, frame{})
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			if len(stack) > 0 && stack[len(stack)-1].object {
-				stack[len(stack)-1].expect = true
+		var path string
+		if isDelim && parent != nil {
+			// Only containers need their path, for the keys inside them.
+			if parent.keys != nil {
+				path = joinPath(parent.path, parent.key)
+			} else {
+				path = fmt.Sprintf("%s[%d]", parent.path, parent.n)
 			}
+		}
+		if parent != nil {
+			parent.expect = true
+			parent.n++
+		}
+		switch d {
+		case '{':
+			stack = append(stack, frame{path: path, keys: map[string]struct{}{}, expect: true})
+		case '[':
+			stack = append(stack, frame{path: path})
 		}
 		if len(stack) > MaxJSONDepth {
 			return &statusError{http.StatusBadRequest, "bad_json", fmt.Sprintf("JSON nested deeper than %d levels", MaxJSONDepth)}
 		}
 	}
+}
+
+func joinPath(parent, key string) string {
+	if parent == "" {
+		return key
+	}
+	return parent + "." + key
+}
+
+// foldKey maps s to one representative of the strings equal to it under
+// strings.EqualFold (which is how encoding/json matches field names): each
+// rune becomes the smallest rune of its case-folding orbit, so "port",
+// "PORT" and "Port" all fold to "PORT", and the Kelvin sign to "K".
+func foldKey(s string) string {
+	ascii, lower := true, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+		lower = lower || ('a' <= c && c <= 'z')
+	}
+	if ascii {
+		if !lower {
+			return s
+		}
+		return strings.ToUpper(s) // in ASCII the upper case is the smallest
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
 }

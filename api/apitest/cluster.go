@@ -1,0 +1,218 @@
+package apitest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// NodeName is the name the fake cluster's only node goes by.
+const NodeName = "apitest"
+
+// Cluster is a one-node cluster over a real fsm.FSM. It implements the api
+// package's Cluster interface (Writer, Consistency and Membership). Every
+// method is safe for concurrent use.
+type Cluster struct {
+	fsm *fsm.FSM
+
+	// applyMu serialises Apply, as Raft's single FSM goroutine would.
+	applyMu sync.Mutex
+	index   uint64
+	applies int
+
+	mu          sync.Mutex
+	consistent  int
+	knownLeader bool
+	lastContact time.Duration
+	joinErr     error
+	joined      [][]string
+	left        int
+	removed     []string
+}
+
+// NewCluster returns a cluster with an empty catalog that knows its leader
+// (itself) and has a last contact of 0, as a leader does. logger may be nil.
+func NewCluster(logger hclog.Logger) *Cluster {
+	return &Cluster{fsm: fsm.New(logger), knownLeader: true}
+}
+
+// FSM returns the state machine writes are applied to.
+func (c *Cluster) FSM() *fsm.FSM { return c.fsm }
+
+// Store returns the catalog the API reads.
+func (c *Cluster) Store() *fsm.Store { return c.fsm.Store() }
+
+// Apply applies cmd to the FSM as the next Raft log entry and returns its
+// index, or the error the FSM rejected it with, the way cluster.Node.Apply
+// does once the entry is committed and applied on this node. A cancelled
+// ctx fails before anything is applied. An undecodable command panics in
+// the FSM, as it would on every node of a real cluster.
+func (c *Cluster) Apply(ctx context.Context, cmd []byte) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	l, resp := c.applyNext(cmd)
+	res, ok := resp.(fsm.ApplyResult)
+	if !ok {
+		return l.Index, fmt.Errorf("apitest: unexpected apply response %T", resp)
+	}
+	if res.Err != nil {
+		return res.Index, res.Err
+	}
+	return res.Index, nil
+}
+
+func (c *Cluster) applyNext(cmd []byte) (*raft.Log, any) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.index++
+	c.applies++
+	l := &raft.Log{
+		Index: c.index, Term: 1, Type: raft.LogCommand,
+		// Raft hands the FSM its own copy of the entry.
+		Data: slices.Clone(cmd), AppendedAt: time.Now(),
+	}
+	return l, c.fsm.Apply(l)
+}
+
+// Applies returns how many commands Apply has been given, accepted or not.
+func (c *Cluster) Applies() int {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	return c.applies
+}
+
+// ConsistentIndex returns the FSM's applied index: on a single node that is
+// everything acknowledged.
+func (c *Cluster) ConsistentIndex(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	c.consistent++
+	c.mu.Unlock()
+	return c.fsm.AppliedIndex(), nil
+}
+
+// ConsistentReads returns how many times ConsistentIndex was called.
+func (c *Cluster) ConsistentReads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.consistent
+}
+
+// KnownLeader reports whether a leader is known (true unless SetLeader said
+// otherwise).
+func (c *Cluster) KnownLeader() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.knownLeader
+}
+
+// LastContact returns how long ago the leader was heard from (0 unless
+// SetLeader said otherwise).
+func (c *Cluster) LastContact() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastContact
+}
+
+// SetLeader changes what KnownLeader and LastContact report, to simulate a
+// follower that lost its leader.
+func (c *Cluster) SetLeader(known bool, lastContact time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.knownLeader, c.lastContact = known, lastContact
+}
+
+// Status describes the one node as the leader of a one-voter configuration.
+func (c *Cluster) Status() client.ClusterStatus {
+	applied := c.fsm.AppliedIndex()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := client.ClusterStatus{
+		Node: NodeName, State: "Leader", Term: 1,
+		CommitIndex: applied, AppliedIndex: applied, LastIndex: applied,
+		LastContactMS: c.lastContact.Milliseconds(),
+		Peers:         []client.Peer{{ID: NodeName, Address: "127.0.0.1:8751", Suffrage: "Voter", Leader: true}},
+	}
+	if c.knownLeader {
+		st.Leader, st.LeaderAddr = NodeName, "127.0.0.1:8751"
+	} else {
+		st.State = "Follower"
+		st.Peers[0].Leader = false
+	}
+	return st
+}
+
+// Members returns the one node, alive.
+func (c *Cluster) Members() []client.Member {
+	return []client.Member{{
+		Name: NodeName, GossipAddr: "127.0.0.1:8752", ClusterAddr: "127.0.0.1:8751",
+		HTTPAddr: "127.0.0.1:8750", Role: "server", Status: "alive",
+	}}
+}
+
+// Join records addrs and reports them all joined, or fails with the error
+// given to SetJoinError.
+func (c *Cluster) Join(addrs []string) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.joinErr != nil {
+		return 0, c.joinErr
+	}
+	c.joined = append(c.joined, slices.Clone(addrs))
+	return len(addrs), nil
+}
+
+// SetJoinError makes every later Join fail with err (nil: succeed again).
+func (c *Cluster) SetJoinError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.joinErr = err
+}
+
+// Joined returns the address lists Join was called with, in order.
+func (c *Cluster) Joined() [][]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.joined)
+}
+
+// Leave records the call; a real node would leave and shut down.
+func (c *Cluster) Leave(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.left++
+	return nil
+}
+
+// Left returns how many times Leave was called.
+func (c *Cluster) Left() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.left
+}
+
+// RemovePeer records the id; it never fails.
+func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removed = append(c.removed, id)
+	return nil
+}
+
+// Removed returns the ids RemovePeer was called with, in order.
+func (c *Cluster) Removed() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.removed)
+}
