@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -18,7 +17,6 @@ type FSM struct {
 	logger   hclog.Logger
 	handlers map[MessageType]handler
 
-	applied atomic.Uint64
 	// notify is closed and replaced after every batch, waking WaitForIndex.
 	notifyMu sync.Mutex
 	notify   chan struct{}
@@ -61,7 +59,7 @@ func (f *FSM) Store() *Store { return f.store }
 
 // AppliedIndex returns the index of the last log entry this FSM has applied
 // (commands and configuration changes; Raft's no-op entries are not seen).
-func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+func (f *FSM) AppliedIndex() uint64 { return f.store.applied.Load() }
 
 // WaitForIndex blocks until the FSM has applied index, or ctx ends.
 func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
@@ -69,7 +67,7 @@ func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 		f.notifyMu.Lock()
 		ch := f.notify
 		f.notifyMu.Unlock()
-		if f.applied.Load() >= index {
+		if f.store.applied.Load() >= index {
 			return nil
 		}
 		select {
@@ -81,7 +79,7 @@ func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 }
 
 func (f *FSM) advance(index uint64) {
-	f.applied.Store(index)
+	f.store.applied.Store(index)
 	f.notifyMu.Lock()
 	close(f.notify)
 	f.notify = make(chan struct{})

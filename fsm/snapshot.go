@@ -53,7 +53,7 @@ type snapshot struct {
 // Snapshot captures the store as of now. It only opens a read transaction;
 // the records are written by Persist, concurrently with further applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &snapshot{tx: f.store.cur.Load().db.Txn(false), index: f.applied.Load()}, nil
+	return &snapshot{tx: f.store.cur.Load().db.Txn(false), index: f.store.applied.Load()}, nil
 }
 
 // Persist streams the header and then one record at a time.
