@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -63,16 +64,26 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f, err := parseInstanceFilter(r.URL.Query())
+	q := r.URL.Query()
+	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	var out []*fsm.Instance
-	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+	var first, out []*fsm.Instance
+	runs := 0
+	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.ServiceInstances(ws, service)
 		out = f.filter(insts)
+		if runs == 0 {
+			first = out
+		}
+		runs++
 		return idx, nil
+	}, func() bool {
+		// Stored instances are immutable, so the same pointers in the same
+		// order are the same answer.
+		return slices.Equal(first, out)
 	}); !ok {
 		return
 	}
@@ -93,14 +104,14 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	var inst *fsm.Instance
 	var checks []*fsm.Check
-	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+	if _, ok := s.runQuery(w, r, r.URL.Query(), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, inst, checks = s.store.Instance(ws, id)
 		if inst == nil || inst.Service != service {
 			return idx, notFound("instance %q of service %q is not registered", id, service)
 		}
 		return idx, nil
-	}); !ok {
+	}, nil); !ok {
 		return
 	}
 	writeJSON(w, toInstance(inst, checks, true))

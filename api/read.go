@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -21,12 +24,11 @@ const (
 type queryOptions struct {
 	consistent bool
 	maxStale   time.Duration // 0: not set
-	minIndex   uint64
+	minIndex   uint64        // 0: not blocking
 	wait       time.Duration
 }
 
-func (s *Server) parseQuery(r *http.Request) (queryOptions, error) {
-	q := r.URL.Query()
+func (s *Server) parseQuery(q url.Values) (queryOptions, error) {
 	var o queryOptions
 	if _, ok := q["consistent"]; ok {
 		switch q.Get("consistent") {
@@ -60,82 +62,162 @@ func (s *Server) parseQuery(r *http.Request) (queryOptions, error) {
 		if err != nil || d < 0 {
 			return o, invalid("wait", "must be a duration such as 30s")
 		}
-		o.wait = min(d, s.cfg.MaxWait)
+		if d > 0 {
+			o.wait = min(d, s.cfg.MaxWait)
+		}
 	}
 	return o, nil
 }
 
-// runQuery runs query under the read's consistency mode and, when the
-// request carries ?index=N, blocks until the result's index passes N or the
-// wait ends. query fills in its result through its closure and returns the
-// result's index; it must add to ws everything its result depends on. It
-// sets the read headers and returns the index, or writes the error and
-// returns false.
-func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, query func(ws memdb.WatchSet) (uint64, error)) (uint64, bool) {
-	o, err := s.parseQuery(r)
+// BlockingStats counts this node's blocking queries.
+type BlockingStats struct {
+	// Active is how many blocking queries are waiting now.
+	Active int64
+	// Wakeups counts watch sets that fired: each is one re-run of a blocked
+	// query, whether or not its result had changed.
+	Wakeups uint64
+	// Rejected counts blocking queries refused (429) because MaxBlockingQueries
+	// were already waiting.
+	Rejected uint64
+}
+
+// blockingCounters are the live counters behind BlockingStats.
+type blockingCounters struct {
+	active   atomic.Int64
+	wakeups  atomic.Uint64
+	rejected atomic.Uint64
+}
+
+// BlockingStats returns the current blocking-query counters. It is safe for
+// concurrent use.
+func (s *Server) BlockingStats() BlockingStats {
+	return BlockingStats{
+		Active:   s.blocking.active.Load(),
+		Wakeups:  s.blocking.wakeups.Load(),
+		Rejected: s.blocking.rejected.Load(),
+	}
+}
+
+func (s *Server) errTooManyBlocking() error {
+	return &statusError{http.StatusTooManyRequests, "too_many_blocking_queries",
+		fmt.Sprintf("this node already holds %d blocking queries (its limit); retry later or on another node", s.cfg.MaxBlockingQueries)}
+}
+
+// runQuery runs a read under its consistency mode and, when the request
+// carries ?index=N, blocks until the result's index passes N or the wait
+// ends. It sets the read headers and returns the result's index, or writes
+// the error and returns false.
+//
+// query fills in the handler's result through its closure and returns the
+// result's index; it must add to ws (nil for a read that does not block)
+// every channel that closes when its result may change. unchanged, if not
+// nil, reports whether the result of the latest run equals that of the
+// first run of this request: a blocked query whose watch fired keeps waiting
+// while it does, so a change to records the read filters out wakes nobody.
+//
+// A blocked query returns early when the store is replaced by a snapshot
+// restore, and at once when the index went backwards (the node applied the
+// client's index, yet the result's index is lower: a restore happened since).
+// A query whose index is ahead of what this node applied waits for the node
+// to catch up.
+func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), unchanged func() bool) (uint64, bool) {
+	o, err := s.parseQuery(q)
 	if err != nil {
 		writeError(w, err)
 		return 0, false
 	}
 	ctx := r.Context()
 	if o.consistent || (o.maxStale > 0 && s.cluster.LastContact() > o.maxStale) {
-		// Too stale, or asked to be linearizable: obtain a read index from
+		// Asked to be linearizable, or too stale: obtain a read index from
 		// the leader (a quorum round trip) and wait to have applied it.
 		if _, err := s.cluster.ConsistentIndex(ctx); err != nil {
 			writeError(w, err)
 			return 0, false
 		}
 	}
-	wctx := ctx
-	if o.minIndex > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
-		defer cancel()
+	if o.minIndex == 0 {
+		idx, err := query(nil)
+		if err != nil {
+			writeError(w, err)
+			return 0, false
+		}
+		idx = max(idx, 1)
+		s.setReadHeaders(w, idx)
+		return idx, true
 	}
-	for {
+
+	if s.blocking.active.Add(1) > int64(s.cfg.MaxBlockingQueries) {
+		s.blocking.active.Add(-1)
+		s.blocking.rejected.Add(1)
+		writeError(w, s.errTooManyBlocking())
+		return 0, false
+	}
+	defer s.blocking.active.Add(-1)
+
+	generation := s.store.AbandonCh()
+	wctx, cancel := context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
+	defer cancel()
+	for first := true; ; first = false {
 		ws := memdb.NewWatchSet()
 		idx, err := query(ws)
 		if err != nil {
 			writeError(w, err)
 			return 0, false
 		}
-		if idx == 0 {
-			idx = 1
-		}
-		// Return when the result moved past the client's index, when the
-		// index went backwards (a snapshot restore), or when not blocking.
-		if o.minIndex == 0 || idx != o.minIndex {
+		idx = max(idx, 1)
+		changed := idx > o.minIndex && (first || unchanged == nil || !unchanged())
+		backwards := idx < o.minIndex && s.store.AppliedIndex() >= o.minIndex
+		if changed || backwards || isClosed(generation) {
 			s.setReadHeaders(w, idx)
 			return idx, true
 		}
 		if err := ws.WatchCtx(wctx); err != nil {
-			if err := ctx.Err(); err != nil {
-				if s.base.Err() != nil {
-					// Shutdown ended the query, not the client: tell it to
-					// retry, elsewhere or later.
-					err = errShuttingDown
-				}
-				writeError(w, err)
+			switch {
+			case s.base.Err() != nil:
+				writeError(w, errShuttingDown)
+				return 0, false
+			case ctx.Err() != nil:
+				writeError(w, ctx.Err())
 				return 0, false
 			}
+			// The wait ended: answer with the result as it is.
 			s.setReadHeaders(w, idx)
 			return idx, true
 		}
+		s.blocking.wakeups.Add(1)
 	}
 }
 
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+var (
+	headerIndex       = http.CanonicalHeaderKey(HeaderIndex)
+	headerKnownLeader = http.CanonicalHeaderKey(HeaderKnownLeader)
+	headerLastContact = http.CanonicalHeaderKey(HeaderLastContact)
+	valTrue           = []string{"true"}
+	valFalse          = []string{"false"}
+)
+
 func (s *Server) setReadHeaders(w http.ResponseWriter, idx uint64) {
 	h := w.Header()
-	h.Set(HeaderIndex, strconv.FormatUint(idx, 10))
+	h[headerIndex] = []string{strconv.FormatUint(idx, 10)}
+	// The shared slices are never modified: net/http only reads them.
 	if s.cluster.KnownLeader() {
-		h.Set(HeaderKnownLeader, "true")
+		h[headerKnownLeader] = valTrue
 	} else {
-		h.Set(HeaderKnownLeader, "false")
+		h[headerKnownLeader] = valFalse
 	}
 	lc := s.cluster.LastContact()
 	ms := lc.Milliseconds()
 	if lc == time.Duration(1<<63-1) {
 		ms = -1
 	}
-	h.Set(HeaderLastContact, strconv.FormatInt(ms, 10))
+	h[headerLastContact] = []string{strconv.FormatInt(ms, 10)}
 }
