@@ -108,10 +108,10 @@ func (c *fakeCluster) KnownLeader() bool { return !c.noLeader.Load() }
 func (c *fakeCluster) LastContact() time.Duration {
 	return time.Duration(c.lastContact.Load())
 }
-func (c *fakeCluster) Status() client.ClusterStatus                 { return client.ClusterStatus{} }
-func (c *fakeCluster) Members() []client.Member                     { return nil }
-func (c *fakeCluster) Join([]string) (int, error)                   { return 0, errors.New("not here") }
-func (c *fakeCluster) Leave(context.Context) error                  { return errors.New("not here") }
+func (c *fakeCluster) Status() client.ClusterStatus                   { return client.ClusterStatus{} }
+func (c *fakeCluster) Members() []client.Member                       { return nil }
+func (c *fakeCluster) Join([]string) (int, error)                     { return 0, errors.New("not here") }
+func (c *fakeCluster) Leave(context.Context) error                    { return errors.New("not here") }
 func (c *fakeCluster) RemovePeer(ctx context.Context, _ string) error { return errors.New("not here") }
 
 // testServer is an api.Server on a loopback listener over a fake cluster.
