@@ -51,6 +51,10 @@ func ttl(initial string) []client.CheckDefinition {
 	return []client.CheckDefinition{{TTL: client.Duration(time.Hour), InitialStatus: initial}}
 }
 
+// The tests that stop nodes come first: the package's goleak check runs
+// after the last test, and gossip probes of a dead peer take a moment to
+// end after shutdown.
+
 func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 	c := clustertest.New(t, 3)
 	c.WaitForVoters(3)
@@ -165,6 +169,141 @@ func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestDNSOnEveryNodeAndRefusedWhenStale(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+		cfg.DNSAddr = "127.0.0.1:0"
+		cfg.DNSTTL = 3 * time.Second
+		cfg.DNSMaxStale = time.Second
+	}))
+	c.WaitForVoters(3)
+	idx := registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 8080, Tags: []string{"v1"}})
+	registerRetry(t, c.Client(1), "web", "web-2", &client.Registration{Address: "10.0.0.2", Port: 8081, Checks: ttl("critical")})
+	last := registerRetry(t, c.Client(2), "web", "web-3", &client.Registration{Address: "10.0.0.3", Port: 8082, Tags: []string{"v1"}, Weight: 7})
+	c.WaitForIndex(max(idx, last))
+	query := func(i int, name string, qtype uint16) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, c.Node(i).Agent.DNSAddr())
+		if err != nil {
+			t.Fatalf("node %d %s: %v", i, name, err)
+		}
+		return r
+	}
+	for i := range c.Nodes() {
+		r := query(i, "web.service.beacon.", dns.TypeA)
+		var got []string
+		for _, rr := range r.Answer {
+			got = append(got, rr.(*dns.A).A.String())
+			if rr.Header().Ttl != 3 {
+				t.Errorf("node %d: TTL %d, want 3", i, rr.Header().Ttl)
+			}
+		}
+		sort.Strings(got)
+		if !slices.Equal(got, []string{"10.0.0.1", "10.0.0.3"}) {
+			t.Errorf("node %d A: %v", i, got)
+		}
+		r = query(i, "v1.web.service.beacon.", dns.TypeSRV)
+		var srv []string
+		for _, rr := range r.Answer {
+			s := rr.(*dns.SRV)
+			srv = append(srv, fmt.Sprintf("%d/%d", s.Port, s.Weight))
+		}
+		sort.Strings(srv)
+		if !slices.Equal(srv, []string{"8080/1", "8082/7"}) {
+			t.Errorf("node %d SRV: %v", i, srv)
+		}
+		if r := query(i, "nothing.service.beacon.", dns.TypeA); r.Rcode != dns.RcodeNameError {
+			t.Errorf("node %d unknown: %s", i, dns.RcodeToString[r.Rcode])
+		}
+	}
+	keep := follower(c)
+	for i := range c.Nodes() {
+		if i != keep {
+			c.Stop(i)
+		}
+	}
+	clustertest.Eventually(t, 30*time.Second, func() bool {
+		return query(keep, "web.service.beacon.", dns.TypeA).Rcode == dns.RcodeServerFailure
+	}, "the cut-off follower to answer SERVFAIL")
+	if lc := c.Node(keep).Agent.Node().LastContact(); lc <= time.Second {
+		t.Errorf("SERVFAIL with a last contact of %s", lc)
+	}
+	if !strings.HasPrefix(c.Node(keep).Agent.DNSAddr(), "127.0.0.1:") {
+		t.Errorf("DNS address %q", c.Node(keep).Agent.DNSAddr())
+	}
+}
+
+func TestWatchSurvivesTheAgentItTalksToBeingStopped(t *testing.T) {
+	c := clustertest.New(t, 3)
+	c.WaitForVoters(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var addrs []string
+	for _, n := range c.Nodes() {
+		addrs = append(addrs, n.HTTPAddr())
+	}
+	cl, err := client.New(client.Config{Addresses: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 80})
+	updates, err := cl.Watch(ctx, "web", &client.QueryOptions{Healthy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() client.WatchUpdate {
+		t.Helper()
+		select {
+		case u := <-updates:
+			return u
+		case <-time.After(60 * time.Second):
+			t.Fatal("no update")
+			return client.WatchUpdate{}
+		}
+	}
+	u := next()
+	if got := ids(u.Instances); !slices.Equal(got, []string{"web-1"}) {
+		// The watch may start on a node that had not applied web-1 yet.
+		if u = next(); !slices.Equal(ids(u.Instances), []string{"web-1"}) {
+			t.Fatalf("first updates: %v", ids(u.Instances))
+		}
+	}
+	for round, id := range []string{"web-2", "web-3"} {
+		victim := -1
+		for i, n := range c.Nodes() {
+			if n.HTTPAddr() == u.Meta.Agent {
+				victim = i
+			}
+		}
+		if victim < 0 {
+			t.Fatalf("update from unknown agent %s", u.Meta.Agent)
+		}
+		t.Logf("round %d: stopping node %d, which the watch talks to", round, victim)
+		c.Stop(victim)
+		writer := (victim + 1) % 3
+		if !c.Node(writer).Running() {
+			writer = (victim + 2) % 3
+		}
+		c.WaitForLeader()
+		registerRetry(t, c.Client(writer), "web", id, &client.Registration{Address: "10.0.0.2", Port: 80})
+		for {
+			u = next()
+			if slices.Contains(ids(u.Instances), id) {
+				break
+			}
+		}
+		if u.Meta.Agent == c.Node(victim).HTTPAddr() {
+			t.Fatalf("update from the stopped agent")
+		}
+		if round == 0 {
+			// Bring it back so the next round keeps a quorum.
+			c.Restart(victim)
+			c.WaitForLeader()
+		}
+	}
 }
 
 func TestPaginationWalksFiveThousandServicesWhileRegistrationsContinue(t *testing.T) {
@@ -389,140 +528,5 @@ func TestBlockedReaderOfOneServiceSleepsThroughChangesToAnother(t *testing.T) {
 	}
 	if woken := srv.BlockingStats().Wakeups - before.Wakeups; woken != 0 {
 		t.Errorf("the reader of a was woken %d times by changes to b", woken)
-	}
-}
-
-func TestWatchSurvivesTheAgentItTalksToBeingStopped(t *testing.T) {
-	c := clustertest.New(t, 3)
-	c.WaitForVoters(3)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var addrs []string
-	for _, n := range c.Nodes() {
-		addrs = append(addrs, n.HTTPAddr())
-	}
-	cl, err := client.New(client.Config{Addresses: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 80})
-	updates, err := cl.Watch(ctx, "web", &client.QueryOptions{Healthy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := func() client.WatchUpdate {
-		t.Helper()
-		select {
-		case u := <-updates:
-			return u
-		case <-time.After(60 * time.Second):
-			t.Fatal("no update")
-			return client.WatchUpdate{}
-		}
-	}
-	u := next()
-	if got := ids(u.Instances); !slices.Equal(got, []string{"web-1"}) {
-		// The watch may start on a node that had not applied web-1 yet.
-		if u = next(); !slices.Equal(ids(u.Instances), []string{"web-1"}) {
-			t.Fatalf("first updates: %v", ids(u.Instances))
-		}
-	}
-	for round, id := range []string{"web-2", "web-3"} {
-		victim := -1
-		for i, n := range c.Nodes() {
-			if n.HTTPAddr() == u.Meta.Agent {
-				victim = i
-			}
-		}
-		if victim < 0 {
-			t.Fatalf("update from unknown agent %s", u.Meta.Agent)
-		}
-		t.Logf("round %d: stopping node %d, which the watch talks to", round, victim)
-		c.Stop(victim)
-		writer := (victim + 1) % 3
-		if !c.Node(writer).Running() {
-			writer = (victim + 2) % 3
-		}
-		c.WaitForLeader()
-		registerRetry(t, c.Client(writer), "web", id, &client.Registration{Address: "10.0.0.2", Port: 80})
-		for {
-			u = next()
-			if slices.Contains(ids(u.Instances), id) {
-				break
-			}
-		}
-		if u.Meta.Agent == c.Node(victim).HTTPAddr() {
-			t.Fatalf("update from the stopped agent")
-		}
-		if round == 0 {
-			// Bring it back so the next round keeps a quorum.
-			c.Restart(victim)
-			c.WaitForLeader()
-		}
-	}
-}
-
-func TestDNSOnEveryNodeAndRefusedWhenStale(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
-		cfg.DNSAddr = "127.0.0.1:0"
-		cfg.DNSTTL = 3 * time.Second
-		cfg.DNSMaxStale = time.Second
-	}))
-	c.WaitForVoters(3)
-	idx := registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 8080, Tags: []string{"v1"}})
-	registerRetry(t, c.Client(1), "web", "web-2", &client.Registration{Address: "10.0.0.2", Port: 8081, Checks: ttl("critical")})
-	last := registerRetry(t, c.Client(2), "web", "web-3", &client.Registration{Address: "10.0.0.3", Port: 8082, Tags: []string{"v1"}, Weight: 7})
-	c.WaitForIndex(max(idx, last))
-	query := func(i int, name string, qtype uint16) *dns.Msg {
-		t.Helper()
-		m := new(dns.Msg)
-		m.SetQuestion(name, qtype)
-		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, c.Node(i).Agent.DNSAddr())
-		if err != nil {
-			t.Fatalf("node %d %s: %v", i, name, err)
-		}
-		return r
-	}
-	for i := range c.Nodes() {
-		r := query(i, "web.service.beacon.", dns.TypeA)
-		var got []string
-		for _, rr := range r.Answer {
-			got = append(got, rr.(*dns.A).A.String())
-			if rr.Header().Ttl != 3 {
-				t.Errorf("node %d: TTL %d, want 3", i, rr.Header().Ttl)
-			}
-		}
-		sort.Strings(got)
-		if !slices.Equal(got, []string{"10.0.0.1", "10.0.0.3"}) {
-			t.Errorf("node %d A: %v", i, got)
-		}
-		r = query(i, "v1.web.service.beacon.", dns.TypeSRV)
-		var srv []string
-		for _, rr := range r.Answer {
-			s := rr.(*dns.SRV)
-			srv = append(srv, fmt.Sprintf("%d/%d", s.Port, s.Weight))
-		}
-		sort.Strings(srv)
-		if !slices.Equal(srv, []string{"8080/1", "8082/7"}) {
-			t.Errorf("node %d SRV: %v", i, srv)
-		}
-		if r := query(i, "nothing.service.beacon.", dns.TypeA); r.Rcode != dns.RcodeNameError {
-			t.Errorf("node %d unknown: %s", i, dns.RcodeToString[r.Rcode])
-		}
-	}
-	keep := follower(c)
-	for i := range c.Nodes() {
-		if i != keep {
-			c.Stop(i)
-		}
-	}
-	clustertest.Eventually(t, 30*time.Second, func() bool {
-		return query(keep, "web.service.beacon.", dns.TypeA).Rcode == dns.RcodeServerFailure
-	}, "the cut-off follower to answer SERVFAIL")
-	if lc := c.Node(keep).Agent.Node().LastContact(); lc <= time.Second {
-		t.Errorf("SERVFAIL with a last contact of %s", lc)
-	}
-	if !strings.HasPrefix(c.Node(keep).Agent.DNSAddr(), "127.0.0.1:") {
-		t.Errorf("DNS address %q", c.Node(keep).Agent.DNSAddr())
 	}
 }
