@@ -70,20 +70,16 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var first, out []*fsm.Instance
-	runs := 0
+	var kept, out []*fsm.Instance
 	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.ServiceInstances(ws, service)
 		out = f.filter(insts)
-		if runs == 0 {
-			first = out
-		}
-		runs++
 		return idx, nil
-	}, func() bool {
+	}, &resultMemo{
+		keep: func() { kept = out },
 		// Stored instances are immutable, so the same pointers in the same
 		// order are the same answer.
-		return slices.Equal(first, out)
+		same: func() bool { return slices.Equal(kept, out) },
 	}); !ok {
 		return
 	}

@@ -69,6 +69,14 @@ func (s *Server) parseQuery(q url.Values) (queryOptions, error) {
 	return o, nil
 }
 
+// resultMemo compares the results of a blocked query's runs.
+type resultMemo struct {
+	// keep remembers the latest run's result as the one the client has.
+	keep func()
+	// same reports whether the latest run's result equals the kept one.
+	same func() bool
+}
+
 // BlockingStats counts this node's blocking queries.
 type BlockingStats struct {
 	// Active is how many blocking queries are waiting now.
@@ -110,17 +118,17 @@ func (s *Server) errTooManyBlocking() error {
 //
 // query fills in the handler's result through its closure and returns the
 // result's index; it must add to ws (nil for a read that does not block)
-// every channel that closes when its result may change. unchanged, if not
-// nil, reports whether the result of the latest run equals that of the
-// first run of this request: a blocked query whose watch fired keeps waiting
-// while it does, so a change to records the read filters out wakes nobody.
+// every channel that closes when its result may change. memo, if not nil,
+// lets a blocked query that woke to a new index keep waiting while its
+// result is still the one the client has (the result at the client's
+// index), so a change to records the read filters out wakes nobody.
 //
 // A blocked query returns early when the store is replaced by a snapshot
 // restore, and at once when the index went backwards (the node applied the
 // client's index, yet the result's index is lower: a restore happened since).
 // A query whose index is ahead of what this node applied waits for the node
 // to catch up.
-func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), unchanged func() bool) (uint64, bool) {
+func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), memo *resultMemo) (uint64, bool) {
 	o, err := s.parseQuery(q)
 	if err != nil {
 		writeError(w, err)
@@ -157,7 +165,8 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 	generation := s.store.AbandonCh()
 	wctx, cancel := context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
 	defer cancel()
-	for first := true; ; first = false {
+	kept := false
+	for {
 		ws := memdb.NewWatchSet()
 		idx, err := query(ws)
 		if err != nil {
@@ -165,7 +174,12 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 			return 0, false
 		}
 		idx = max(idx, 1)
-		changed := idx > o.minIndex && (first || unchanged == nil || !unchanged())
+		if memo != nil && idx == o.minIndex && !kept {
+			// This is what the client has: the same records at its index.
+			memo.keep()
+			kept = true
+		}
+		changed := idx > o.minIndex && (!kept || !memo.same())
 		backwards := idx < o.minIndex && s.store.AppliedIndex() >= o.minIndex
 		if changed || backwards || isClosed(generation) {
 			s.setReadHeaders(w, idx)

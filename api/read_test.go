@@ -366,6 +366,21 @@ func TestBlockingQueries(t *testing.T) {
 			t.Errorf("woke at %d with %v, want %d with a1, a2, a3", r.index, r.ids(t), idx)
 		}
 	})
+	t.Run("a reader ahead of a lagging node compares with the result at its own index", func(t *testing.T) {
+		ts := newTestServer(t, nil)
+		ts.register(t, inst{id: "a1", service: "a"})
+		// The client saw a1 and a2 at this index elsewhere; this node has
+		// only a1 so far, which must not count as what the client has.
+		ahead := ts.commitElsewhere(fsmtest.Register(t, "a2", "a", fsmtest.WithAddress("10.0.0.2", 80)))
+		ch := ts.blocked(t, fmt.Sprintf("/v1/services/a/instances?index=%d&wait=1m", ahead))
+		ts.register(t, inst{id: "b1", service: "b"}) // applies a2, then b1
+		waitFor(t, func() bool { return ts.srv.BlockingStats().Wakeups >= 1 }, "the catch-up to wake the reader")
+		gone := ts.apply(fsmtest.Deregister(t, "a", "a2"))
+		r := receive(t, ch)
+		if r.index != gone || !slices.Equal(r.ids(t), []string{"a1"}) {
+			t.Errorf("woke at %d with %v, want %d with a1 alone", r.index, r.ids(t), gone)
+		}
+	})
 	t.Run("the wait is clamped to the maximum", func(t *testing.T) {
 		ts := newTestServer(t, func(c *api.Config) { c.DefaultWait, c.MaxWait = 100*time.Millisecond, 200*time.Millisecond })
 		idx := ts.register(t, inst{id: "a1", service: "a"})
