@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # dns-smoke.sh — checks Beacon's DNS interface with dig against a dev agent.
 #
-# Builds bin/beacon, starts `beacon agent --dev --dns-addr 127.0.0.1:PORT` on
-# loopback, registers a few instances with the CLI and asks dig for A, AAAA,
-# SRV, tag-filtered, unknown and truncated answers. Skips (exit 0) when dig is
-# not installed (Debian: apt-get install -y dnsutils).
+# Builds bin/beacon, starts `beacon agent --dev --dns-addr 127.0.0.1:0` on
+# loopback (free ports, read back from its log), registers a few instances
+# with the CLI and asks dig for A, AAAA, SRV, tag-filtered, unknown and
+# truncated answers. Skips (exit 0) when dig is not installed (Debian:
+# apt-get install -y dnsutils).
 #
-#   scripts/dns-smoke.sh            # ports 18750-18753 by default
-#   BASE_PORT=28750 scripts/dns-smoke.sh
+#   scripts/dns-smoke.sh
+#   BEACON_BIN=/path/to/beacon scripts/dns-smoke.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,17 +17,21 @@ if ! command -v dig >/dev/null 2>&1; then
   exit 0
 fi
 
-BASE_PORT=${BASE_PORT:-18750}
-HTTP=127.0.0.1:$BASE_PORT
-DNS_PORT=$((BASE_PORT + 3))
 BIN=${BEACON_BIN:-bin/beacon}
-[[ -x $BIN && -z ${BEACON_BIN:-} ]] || make -s build >/dev/null
+[[ -n ${BEACON_BIN:-} ]] || make -s build >/dev/null
 tmp=$(mktemp -d)
-trap 'kill $agent 2>/dev/null || true; wait $agent 2>/dev/null || true; rm -rf "$tmp"' EXIT
+agent=""
+trap '[[ -n $agent ]] && { kill $agent 2>/dev/null; wait $agent 2>/dev/null; }; rm -rf "$tmp"' EXIT
 
-"$BIN" agent --dev --node dns-smoke --http-addr "$HTTP" --raft-addr 127.0.0.1:$((BASE_PORT + 1)) \
-  --gossip-addr 127.0.0.1:$((BASE_PORT + 2)) --dns-addr 127.0.0.1:$DNS_PORT --dns-ttl 7s >"$tmp/agent.log" 2>&1 &
+"$BIN" agent --dev --node dns-smoke --http-addr 127.0.0.1:0 --raft-addr 127.0.0.1:0 \
+  --gossip-addr 127.0.0.1:0 --dns-addr 127.0.0.1:0 --dns-ttl 7s >"$tmp/agent.log" 2>&1 &
 agent=$!
+for _ in $(seq 100); do grep -q "agent started" "$tmp/agent.log" && break; sleep 0.1; done
+HTTP=$(sed -n 's/.*agent started:.* http=\([^ ]*\).*/\1/p' "$tmp/agent.log")
+DNS_PORT=$(sed -n 's/.*agent started:.* dns=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/agent.log")
+if [[ -z $HTTP || -z $DNS_PORT ]]; then
+  echo "dns-smoke: the agent did not start"; cat "$tmp/agent.log"; exit 1
+fi
 
 beacon() { "$BIN" --addr "$HTTP" "$@"; }
 for _ in $(seq 100); do beacon status >/dev/null 2>&1 && break; sleep 0.1; done
