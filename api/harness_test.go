@@ -105,6 +105,13 @@ func (c *fakeCluster) ConsistentIndex(ctx context.Context) (uint64, error) {
 }
 
 func (c *fakeCluster) KnownLeader() bool { return !c.noLeader.Load() }
+
+// LastIndex counts the entries committed elsewhere and not applied here.
+func (c *fakeCluster) LastIndex() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next - 1
+}
 func (c *fakeCluster) LastContact() time.Duration {
 	return time.Duration(c.lastContact.Load())
 }

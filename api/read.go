@@ -124,10 +124,9 @@ func (s *Server) errTooManyBlocking() error {
 // index), so a change to records the read filters out wakes nobody.
 //
 // A blocked query returns early when the store is replaced by a snapshot
-// restore, and at once when the index went backwards (the node applied the
-// client's index, yet the result's index is lower: a restore happened since).
-// A query whose index is ahead of what this node applied waits for the node
-// to catch up.
+// restore. A client index above the result's answers at once, unless this
+// node has that index in its Raft log without having applied it yet: then
+// the query waits for the node to catch up (and for a change past it).
 func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), memo *resultMemo) (uint64, bool) {
 	o, err := s.parseQuery(q)
 	if err != nil {
@@ -180,8 +179,20 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 			kept = true
 		}
 		changed := idx > o.minIndex && (!kept || !memo.same())
-		backwards := idx < o.minIndex && s.store.AppliedIndex() >= o.minIndex
-		if changed || backwards || isClosed(generation) {
+		// A result behind the client's index: if this node has not applied
+		// that index yet but has it in its log, it is lagging and catches
+		// up in a moment: wait for it, so the client never goes back in
+		// time. Otherwise the index went back (a restore) or is not one
+		// this node knows (another cluster, a made-up value): answer now.
+		catchingUp := false
+		if idx < o.minIndex {
+			applied := s.store.AppliedIndex()
+			catchingUp = applied < o.minIndex && o.minIndex <= s.cluster.LastIndex()
+			if catchingUp {
+				ws.Add(s.store.AppliedCh())
+			}
+		}
+		if changed || (idx < o.minIndex && !catchingUp) || isClosed(generation) {
 			s.setReadHeaders(w, idx)
 			return idx, true
 		}

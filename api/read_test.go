@@ -322,11 +322,12 @@ func TestBlockingQueries(t *testing.T) {
 		var snap bytes.Buffer
 		persist(t, ts.fsm, &snap)
 		ts.register(t, inst{id: "b2", service: "b"})
+		list := ts.get(t, "/v1/services").index
 		chans := []<-chan response{
 			ts.blocked(t, fmt.Sprintf("/v1/services/a/instances?index=%d&wait=1m", idxA)),
 			ts.blocked(t, fmt.Sprintf("/v1/services/b/instances?index=%d&wait=1m", idxB+1)),
 			ts.blocked(t, "/v1/services/none/instances?index=1&wait=1m"),
-			ts.blocked(t, "/v1/services?index=1000&wait=1m"),
+			ts.blocked(t, fmt.Sprintf("/v1/services?index=%d&wait=1m", list)),
 		}
 		if err := ts.fsm.Restore(nopCloser{&snap}); err != nil {
 			t.Fatal(err)
@@ -336,6 +337,25 @@ func TestBlockingQueries(t *testing.T) {
 			if r.status != http.StatusOK {
 				t.Errorf("reader %d: %d %s", i, r.status, r.body)
 			}
+		}
+	})
+	t.Run("an index of another service that a lagging node has yet to apply answers once it has", func(t *testing.T) {
+		ts := newTestServer(t, nil)
+		idx := ts.register(t, inst{id: "a1", service: "a"})
+		ahead := ts.commitElsewhere(fsmtest.Register(t, "b1", "b", fsmtest.WithAddress("10.0.0.2", 80)))
+		ch := ts.blocked(t, fmt.Sprintf("/v1/services/a/instances?index=%d&wait=1m", ahead))
+		notYet(t, ch, "this node has not applied the client's index")
+		ts.register(t, inst{id: "c1", service: "c"}) // applies b1, then c1: a never changes
+		if r := receive(t, ch); r.status != http.StatusOK || r.index != idx {
+			t.Errorf("got %d at %d, want 200 at a's index %d", r.status, r.index, idx)
+		}
+	})
+	t.Run("an index no node has reached answers at once", func(t *testing.T) {
+		ts := newTestServer(t, nil)
+		idx := ts.register(t, inst{id: "a1", service: "a"})
+		r := ts.get(t, fmt.Sprintf("/v1/services/a/instances?index=%d&wait=1m", idx+1000))
+		if r.status != http.StatusOK || r.index != idx {
+			t.Errorf("got %d at %d, want 200 at %d", r.status, r.index, idx)
 		}
 	})
 	t.Run("an index this node has applied but the result is behind means a restore: answer at once", func(t *testing.T) {

@@ -29,6 +29,9 @@ type Consistency interface {
 	KnownLeader() bool
 	// LastContact is how long ago this node heard from the leader (0 on it).
 	LastContact() time.Duration
+	// LastIndex is the index of the last entry in this node's Raft log,
+	// committed or not: an index up to it will be applied here soon.
+	LastIndex() uint64
 }
 
 // Membership is the cluster as operators see it.

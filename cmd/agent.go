@@ -299,6 +299,7 @@ func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
 
 func (c *clusterAdapter) KnownLeader() bool          { return c.node.KnownLeader() }
 func (c *clusterAdapter) LastContact() time.Duration { return c.node.LastContact() }
+func (c *clusterAdapter) LastIndex() uint64          { return c.node.LastIndex() }
 func (c *clusterAdapter) Join(a []string) (int, error) {
 	return c.node.Join(a)
 }

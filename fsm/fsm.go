@@ -3,7 +3,6 @@ package fsm
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -16,10 +15,6 @@ type FSM struct {
 	store    *Store
 	logger   hclog.Logger
 	handlers map[MessageType]handler
-
-	// notify is closed and replaced after every batch, waking WaitForIndex.
-	notifyMu sync.Mutex
-	notify   chan struct{}
 
 	// observer, if set, sees every applied command (for metrics and audit).
 	observer func(Applied)
@@ -43,7 +38,6 @@ func New(logger hclog.Logger) *FSM {
 	f := &FSM{
 		store:  NewStore(),
 		logger: logger,
-		notify: make(chan struct{}),
 		wtx:    writeTxn{tables: map[string]struct{}{}, services: map[string]int{}},
 	}
 	f.handlers = dispatchTable()
@@ -64,9 +58,7 @@ func (f *FSM) AppliedIndex() uint64 { return f.store.applied.Load() }
 // WaitForIndex blocks until the FSM has applied index, or ctx ends.
 func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 	for {
-		f.notifyMu.Lock()
-		ch := f.notify
-		f.notifyMu.Unlock()
+		ch := f.store.AppliedCh()
 		if f.store.applied.Load() >= index {
 			return nil
 		}
@@ -78,13 +70,7 @@ func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 	}
 }
 
-func (f *FSM) advance(index uint64) {
-	f.store.applied.Store(index)
-	f.notifyMu.Lock()
-	close(f.notify)
-	f.notify = make(chan struct{})
-	f.notifyMu.Unlock()
-}
+func (f *FSM) advance(index uint64) { f.store.advance(index) }
 
 // Apply applies one log entry. See ApplyBatch.
 func (f *FSM) Apply(l *raft.Log) interface{} {

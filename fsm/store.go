@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-memdb"
@@ -19,6 +20,9 @@ type Store struct {
 	// applied is the index of the last log entry applied to the store
 	// (through Apply or a snapshot restore).
 	applied atomic.Uint64
+	// notify is closed and replaced every time applied advances.
+	notifyMu sync.Mutex
+	notify   chan struct{}
 }
 
 // storeState is one generation of the store; Restore replaces it whole.
@@ -31,9 +35,26 @@ type storeState struct {
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	s := &Store{}
+	s := &Store{notify: make(chan struct{})}
 	s.cur.Store(newStoreState())
 	return s
+}
+
+// AppliedCh returns a channel that closes the next time the applied index
+// advances (see AppliedIndex).
+func (s *Store) AppliedCh() <-chan struct{} {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	return s.notify
+}
+
+// advance records that the store now reflects the log up to index.
+func (s *Store) advance(index uint64) {
+	s.applied.Store(index)
+	s.notifyMu.Lock()
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.notifyMu.Unlock()
 }
 
 func newStoreState() *storeState {
@@ -59,9 +80,8 @@ func (s *Store) read(ws memdb.WatchSet) *memdb.Txn {
 }
 
 // AppliedIndex returns the index of the last Raft log entry reflected in
-// the store. It only grows, also across a snapshot restore (Raft restores
-// snapshots taken at a higher index than it applied), even though the
-// indexes of the records may then go back.
+// the store. It never goes back, not even when a restore installs an older
+// snapshot (whose records' indexes may then be lower than before).
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
 // AbandonCh closes when the current generation of the store is replaced by a
