@@ -88,7 +88,7 @@ func statusOf(err error) (int, string, string) {
 }
 
 // writeError writes err as a JSON error body with the status statusOf picks.
-// 503s carry Retry-After.
+// 503s and 429s carry Retry-After.
 func writeError(w http.ResponseWriter, err error) {
 	status, code, field := statusOf(err)
 	msg := err.Error()
@@ -101,7 +101,7 @@ func writeError(w http.ResponseWriter, err error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		h.Set("Retry-After", "1")
 	}
 	w.WriteHeader(status)

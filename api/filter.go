@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/beaconhq/beacon/fsm"
@@ -45,7 +47,7 @@ func parseInstanceFilter(q url.Values) (instanceFilter, error) {
 	if v := q.Get("version"); v != "" {
 		f.version = v
 		if strings.ContainsAny(v, "<>=~^*, |") || wildcard.MatchString(v) {
-			c, err := semver.NewConstraint(v)
+			c, err := parseConstraint(v)
 			if err != nil {
 				return f, invalid("version", "not a version or semver range: %v", err)
 			}
@@ -75,8 +77,8 @@ func (f *instanceFilter) match(i *fsm.Instance) bool {
 		if f.constraint == nil {
 			return i.Version == f.version
 		}
-		v, err := semver.NewVersion(i.Version)
-		if err != nil || !f.constraint.Check(v) {
+		v := parseVersion(i.Version)
+		if v == nil || !f.constraint.Check(v) {
 			return false
 		}
 	}
@@ -95,4 +97,59 @@ func (f *instanceFilter) filter(in []*fsm.Instance) []*fsm.Instance {
 		}
 	}
 	return out
+}
+
+// Parsed versions and ranges are cached, so a range filter does not parse
+// every instance's version on every read. Both caches stop growing at
+// maxCached entries (a catalog has few distinct versions; a client sending
+// ever new ranges only loses the cache).
+const maxCached = 4096
+
+type cache[V any] struct {
+	m sync.Map // string -> V
+	n atomic.Int64
+}
+
+func (c *cache[V]) get(key string, parse func(string) V) V {
+	if v, ok := c.m.Load(key); ok {
+		return v.(V)
+	}
+	v := parse(key)
+	if c.n.Load() < maxCached {
+		if _, loaded := c.m.LoadOrStore(key, v); !loaded {
+			c.n.Add(1)
+		}
+	}
+	return v
+}
+
+type parsedConstraint struct {
+	c   *semver.Constraints
+	err error
+}
+
+var (
+	versions    cache[*semver.Version]
+	constraints cache[parsedConstraint]
+)
+
+// parseVersion returns the semantic version v, or nil if it is not one.
+func parseVersion(v string) *semver.Version {
+	return versions.get(v, func(s string) *semver.Version {
+		ver, err := semver.NewVersion(s)
+		if err != nil {
+			return nil
+		}
+		return ver
+	})
+}
+
+// parseConstraint parses a semver range. *semver.Constraints is safe for
+// concurrent Check calls, so one parsed value serves every request.
+func parseConstraint(r string) (*semver.Constraints, error) {
+	p := constraints.get(r, func(s string) parsedConstraint {
+		c, err := semver.NewConstraint(s)
+		return parsedConstraint{c, err}
+	})
+	return p.c, p.err
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -63,16 +64,22 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f, err := parseInstanceFilter(r.URL.Query())
+	q := r.URL.Query()
+	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	var out []*fsm.Instance
-	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+	var kept, out []*fsm.Instance
+	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.ServiceInstances(ws, service)
 		out = f.filter(insts)
 		return idx, nil
+	}, &resultMemo{
+		keep: func() { kept = out },
+		// Stored instances are immutable, so the same pointers in the same
+		// order are the same answer.
+		same: func() bool { return slices.Equal(kept, out) },
 	}); !ok {
 		return
 	}
@@ -93,14 +100,14 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	var inst *fsm.Instance
 	var checks []*fsm.Check
-	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+	if _, ok := s.runQuery(w, r, r.URL.Query(), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, inst, checks = s.store.Instance(ws, id)
 		if inst == nil || inst.Service != service {
 			return idx, notFound("instance %q of service %q is not registered", id, service)
 		}
 		return idx, nil
-	}); !ok {
+	}, nil); !ok {
 		return
 	}
 	writeJSON(w, toInstance(inst, checks, true))

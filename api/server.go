@@ -29,6 +29,9 @@ type Consistency interface {
 	KnownLeader() bool
 	// LastContact is how long ago this node heard from the leader (0 on it).
 	LastContact() time.Duration
+	// LastIndex is the index of the last entry in this node's Raft log,
+	// committed or not: an index up to it will be applied here soon.
+	LastIndex() uint64
 }
 
 // Membership is the cluster as operators see it.
@@ -56,6 +59,9 @@ type Config struct {
 	// clamps any wait asked for. A random jitter of up to wait/16 is added.
 	DefaultWait time.Duration
 	MaxWait     time.Duration
+	// MaxBlockingQueries caps the blocking queries this node holds at once;
+	// one more is refused with 429 too_many_blocking_queries.
+	MaxBlockingQueries int
 	// ReadyMaxStale is how long without leader contact /readyz tolerates.
 	ReadyMaxStale time.Duration
 
@@ -66,16 +72,21 @@ type Config struct {
 	Logger hclog.Logger
 }
 
+// DefaultMaxBlockingQueries is the default cap on concurrent blocking
+// queries per node: well above the 10,000 a node is sized to hold.
+const DefaultMaxBlockingQueries = 20000
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		MaxBodyBytes:      64 << 10,
-		DefaultWait:       5 * time.Minute,
-		MaxWait:           10 * time.Minute,
-		ReadyMaxStale:     5 * time.Second,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		MaxBodyBytes:       64 << 10,
+		DefaultWait:        5 * time.Minute,
+		MaxWait:            10 * time.Minute,
+		MaxBlockingQueries: DefaultMaxBlockingQueries,
+		ReadyMaxStale:      5 * time.Second,
+		ReadHeaderTimeout:  10 * time.Second,
+		ReadTimeout:        30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
 	}
 }
 
@@ -86,6 +97,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultWait <= 0 || c.MaxWait < c.DefaultWait {
 		return errors.New("api: need 0 < default wait <= max wait")
+	}
+	if c.MaxBlockingQueries <= 0 {
+		return errors.New("api: max blocking queries must be positive")
 	}
 	return nil
 }
@@ -100,6 +114,8 @@ type Server struct {
 	srv     *http.Server
 	base    context.Context
 	cancel  context.CancelFunc
+
+	blocking blockingCounters
 }
 
 // New returns a Server over the node's store and cluster.

@@ -39,11 +39,11 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	}
 	var sums []fsm.ServiceSummary
 	var more bool
-	if _, ok := s.runQuery(w, r, func(ws memdb.WatchSet) (uint64, error) {
+	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, sums, more = s.store.ServiceSummaries(ws, prefix, cursor, limit, match)
 		return idx, nil
-	}); !ok {
+	}, nil); !ok {
 		return
 	}
 	out := client.ServiceList{Services: make([]client.ServiceSummary, 0, len(sums))}

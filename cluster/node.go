@@ -355,6 +355,10 @@ func (n *Node) KnownLeader() bool {
 	return addr != ""
 }
 
+// LastIndex returns the index of the last entry in this node's Raft log,
+// committed or not.
+func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
+
 // LastContact is how long ago this node last heard from the leader: 0 on the
 // leader itself, and a large value on a node that never has.
 func (n *Node) LastContact() time.Duration {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/api/dns"
 	"github.com/beaconhq/beacon/cluster"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
@@ -33,6 +34,7 @@ type Agent struct {
 	node   *cluster.Node
 	api    *api.Server
 	httpLn net.Listener
+	dns    *dns.Server
 
 	ready        chan struct{}
 	errCh        chan error
@@ -65,6 +67,9 @@ func (c *AgentConfig) applyDev() {
 	c.HTTPAddr = loopback(c.HTTPAddr, "8750")
 	c.RaftAddr = loopback(c.RaftAddr, "8751")
 	c.GossipAddr = loopback(c.GossipAddr, "8752")
+	if c.DNSAddr != "" {
+		c.DNSAddr = loopback(c.DNSAddr, dns.DefaultPort)
+	}
 	if c.ClusterSecret == "" {
 		c.ClusterSecret = rand.Text()
 	}
@@ -134,7 +139,33 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 
 	ac := api.DefaultConfig()
 	ac.Logger = a.logger.Named("http")
+	if a.cfg.MaxBlockingQueries > 0 {
+		ac.MaxBlockingQueries = a.cfg.MaxBlockingQueries
+	}
+	if err := ac.Validate(); err != nil {
+		return err
+	}
 	a.api = api.New(ac, a.fsm.Store(), &clusterAdapter{node: node, leave: a.leaveAndStop})
+	if a.cfg.DNSAddr != "" {
+		dc := dns.DefaultConfig()
+		dc.Addr = a.cfg.DNSAddr
+		if a.cfg.DNSDomain != "" {
+			dc.Domain = a.cfg.DNSDomain
+		}
+		dc.TTL, dc.AllowStale = a.cfg.DNSTTL, a.cfg.DNSAllowStale
+		if a.cfg.DNSMaxStale > 0 {
+			dc.MaxStale = a.cfg.DNSMaxStale
+		}
+		dc.Logger = a.logger.Named("dns")
+		ds, err := dns.New(dc, a.fsm.Store(), node)
+		if err != nil {
+			return err
+		}
+		if err := ds.Start(); err != nil {
+			return err
+		}
+		a.dns = ds
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -144,7 +175,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}()
 	close(a.ready)
 	a.logger.Info("agent started", "node", a.cfg.Node, "http", ln.Addr().String(),
-		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dev", a.cfg.Dev)
+		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dns", a.DNSAddr(), "dev", a.cfg.Dev)
 	return nil
 }
 
@@ -187,6 +218,18 @@ func (a *Agent) Err() <-chan error { return a.errCh }
 // HTTPAddr returns the bound address of the HTTP API.
 func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
 
+// DNSAddr returns the bound address of the DNS server (UDP and TCP), or ""
+// when DNS is off.
+func (a *Agent) DNSAddr() string {
+	if a.dns == nil {
+		return ""
+	}
+	return a.dns.Addr()
+}
+
+// API returns the agent's HTTP API server (for its blocking-query counters).
+func (a *Agent) API() *api.Server { return a.api }
+
 // Node returns the agent's cluster node.
 func (a *Agent) Node() *cluster.Node { return a.node }
 
@@ -209,8 +252,9 @@ func (a *Agent) leaveAndStop(ctx context.Context) error {
 // ErrLeft is delivered on Err after the agent left the cluster on request.
 var ErrLeft = errors.New("agent: left the cluster")
 
-// Shutdown stops the agent outside-in: the HTTP API (waking blocking
-// queries), then the cluster node (gossip, Raft, stores).
+// Shutdown stops the agent outside-in: DNS and the HTTP API (ending
+// blocking queries with 503 shutting_down), then the cluster node (gossip,
+// Raft, stores).
 func (a *Agent) Shutdown(ctx context.Context) error {
 	a.shutdownOnce.Do(func() { a.shutdownErr = a.stop(ctx) })
 	return a.shutdownErr
@@ -218,6 +262,11 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 
 func (a *Agent) stop(ctx context.Context) error {
 	var errs []error
+	if a.dns != nil {
+		if err := a.dns.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if a.api != nil {
 		if err := a.api.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
@@ -250,6 +299,7 @@ func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
 
 func (c *clusterAdapter) KnownLeader() bool          { return c.node.KnownLeader() }
 func (c *clusterAdapter) LastContact() time.Duration { return c.node.LastContact() }
+func (c *clusterAdapter) LastIndex() uint64          { return c.node.LastIndex() }
 func (c *clusterAdapter) Join(a []string) (int, error) {
 	return c.node.Join(a)
 }

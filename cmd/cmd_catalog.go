@@ -194,6 +194,7 @@ type servicesOptions struct {
 	qf     queryFlags
 	prefix string
 	limit  int
+	cursor string
 }
 
 func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) error) *cobra.Command {
@@ -201,7 +202,14 @@ func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) err
 	c := &cobra.Command{
 		Use:   "services",
 		Short: "List services with their instance counts by health",
-		Args:  exactArgs(0),
+		Long: `List services with their instance counts by health. Filters keep the services
+with at least one matching instance; pages are fetched until the list ends, or
+until --limit services (then the cursor of the next page goes to stderr):
+
+  beacon services --prefix pay --tag v2 --meta zone:eu-1a
+  beacon services --limit 100                 # first page; prints "next cursor: NAME"
+  beacon services --limit 100 --cursor NAME   # the page after it`,
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -212,6 +220,7 @@ func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) err
 	opts.qf.register(c, true)
 	c.Flags().StringVar(&opts.prefix, "prefix", "", "only services whose names start with this")
 	c.Flags().IntVar(&opts.limit, "limit", 0, "at most this many services (0: all, fetched page by page)")
+	c.Flags().StringVar(&opts.cursor, "cursor", "", "start after this service name (the next cursor a limited listing printed)")
 	return c
 }
 
@@ -224,8 +233,8 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 	if err != nil {
 		return err
 	}
-	q.Prefix = opts.prefix
-	var all []client.ServiceSummary
+	q.Prefix, q.Cursor = opts.prefix, opts.cursor
+	all := []client.ServiceSummary{}
 	for {
 		q.Limit = 500
 		if opts.limit > 0 {
@@ -236,7 +245,11 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 			return err
 		}
 		all = append(all, page.Services...)
-		if page.NextCursor == "" || (opts.limit > 0 && len(all) >= opts.limit) {
+		if page.NextCursor == "" {
+			break
+		}
+		if opts.limit > 0 && len(all) >= opts.limit {
+			fmt.Fprintf(opts.f.Err, "next cursor: %s\n", page.NextCursor)
 			break
 		}
 		q.Cursor = page.NextCursor
@@ -254,6 +267,8 @@ type discoverOptions struct {
 	qf      queryFlags
 	service string
 	watch   bool
+	index   uint64
+	wait    time.Duration
 }
 
 func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) error) *cobra.Command {
@@ -261,7 +276,17 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
 	c := &cobra.Command{
 		Use:   "discover SERVICE",
 		Short: "List the instances of a service, with their status",
-		Args:  exactArgs(1),
+		Long: `List the instances of a service, with filters and a consistency mode:
+
+  beacon discover web --healthy --tag v2 --meta zone:eu-1a --version '>=1.2.0 <2.0.0'
+  beacon discover web --consistent            # linearizable, checked with the leader
+  beacon discover web --max-stale 2s          # local unless this node is more stale
+  beacon discover web --index 42 --wait 30s   # one blocking query: wait for a change past 42
+  beacon discover web --watch                 # print the list again at every change (Ctrl-C ends)
+
+--watch follows the service with blocking queries and moves to the next agent of
+--addr (comma-separated) when one fails.`,
+		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.service = args[0]
 			if runF != nil {
@@ -272,6 +297,8 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
 	}
 	opts.qf.register(c, true)
 	c.Flags().BoolVarP(&opts.watch, "watch", "w", false, "keep watching and print each change")
+	c.Flags().Uint64Var(&opts.index, "index", 0, "block until the result's index passes this one (a blocking query)")
+	c.Flags().DurationVar(&opts.wait, "wait", 0, "longest wait of a blocking query (default 5m on the agent, at most 10m)")
 	return c
 }
 
@@ -284,29 +311,38 @@ func runDiscover(ctx context.Context, opts *discoverOptions) error {
 	if err != nil {
 		return err
 	}
-	for {
-		insts, meta, err := cl.Instances(ctx, opts.service, q)
+	q.WaitTime = opts.wait
+	if !opts.watch {
+		q.WaitIndex = opts.index
+		insts, _, err := cl.Instances(ctx, opts.service, q)
 		if err != nil {
-			if opts.watch && ctx.Err() != nil {
-				return nil
-			}
 			return err
 		}
-		if insts == nil {
-			insts = []client.Instance{}
-		}
-		if err := opts.f.Print(insts, func(w io.Writer) {
-			fmt.Fprintln(w, "ID\tADDRESS\tSTATUS\tHEALTHY\tWEIGHT\tVERSION\tTAGS")
-			for _, i := range insts {
-				fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", i.ID, i.Address, i.Port, i.Status, i.Healthy, i.Weight, i.Version, strings.Join(i.Tags, ","))
-			}
-		}); err != nil {
-			return err
-		}
-		if !opts.watch {
-			return nil
-		}
-		q.WaitIndex = meta.Index
-		fmt.Fprintf(opts.f.Out, "--- index %d ---\n", meta.Index)
+		return printInstances(opts.f, insts)
 	}
+	updates, err := cl.Watch(ctx, opts.service, q)
+	if err != nil {
+		return err
+	}
+	for u := range updates {
+		if err := printInstances(opts.f, u.Instances); err != nil {
+			return err
+		}
+		if opts.f.Output != "json" {
+			fmt.Fprintf(opts.f.Out, "--- index %d from %s ---\n", u.Meta.Index, u.Meta.Agent)
+		}
+	}
+	return nil // interrupted
+}
+
+func printInstances(f *Factory, insts []client.Instance) error {
+	if insts == nil {
+		insts = []client.Instance{}
+	}
+	return f.Print(insts, func(w io.Writer) {
+		fmt.Fprintln(w, "ID\tADDRESS\tSTATUS\tHEALTHY\tWEIGHT\tVERSION\tTAGS")
+		for _, i := range insts {
+			fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", i.ID, i.Address, i.Port, i.Status, i.Healthy, i.Weight, i.Version, strings.Join(i.Tags, ","))
+		}
+	})
 }

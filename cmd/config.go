@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/beaconhq/beacon/api"
 	"github.com/spf13/pflag"
 )
 
@@ -33,6 +34,14 @@ type AgentConfig struct {
 	LeaderWait      time.Duration `json:"leader_wait"`
 	ReapFailedAfter time.Duration `json:"reap_failed_after"`
 	MinQuorum       int           `json:"min_quorum"`
+
+	MaxBlockingQueries int `json:"max_blocking_queries"`
+
+	DNSAddr       string        `json:"dns_addr"`
+	DNSDomain     string        `json:"dns_domain"`
+	DNSTTL        time.Duration `json:"dns_ttl"`
+	DNSMaxStale   time.Duration `json:"dns_max_stale"`
+	DNSAllowStale bool          `json:"dns_allow_stale"`
 }
 
 // defaultAgentConfig returns the defaults documented in docs/operations.md.
@@ -48,6 +57,12 @@ func defaultAgentConfig() AgentConfig {
 		RejoinInterval: 15 * time.Second,
 		LeaderWait:     3 * time.Second,
 		MinQuorum:      3,
+
+		MaxBlockingQueries: api.DefaultMaxBlockingQueries,
+
+		DNSDomain:   "beacon.",
+		DNSTTL:      5 * time.Second,
+		DNSMaxStale: 5 * time.Second,
 	}
 }
 
@@ -75,6 +90,12 @@ var agentSettings = []option{
 	{"leader-wait", "", "BEACON_LEADER_WAIT", "how long a write waits for a leader before 503", func(c *AgentConfig) any { return &c.LeaderWait }},
 	{"reap-failed-after", "", "BEACON_REAP_FAILED_AFTER", "remove servers failed this long from Raft (0: never)", func(c *AgentConfig) any { return &c.ReapFailedAfter }},
 	{"min-quorum", "", "BEACON_MIN_QUORUM", "never reap below this many voters", func(c *AgentConfig) any { return &c.MinQuorum }},
+	{"max-blocking-queries", "", "BEACON_MAX_BLOCKING_QUERIES", "concurrent blocking queries this node holds before answering 429", func(c *AgentConfig) any { return &c.MaxBlockingQueries }},
+	{"dns-addr", "", "BEACON_DNS_ADDR", "serve DNS (UDP and TCP) on this address, e.g. 127.0.0.1:8753 (port 8753 if none; default: off)", func(c *AgentConfig) any { return &c.DNSAddr }},
+	{"dns-domain", "", "BEACON_DNS_DOMAIN", "DNS zone answered", func(c *AgentConfig) any { return &c.DNSDomain }},
+	{"dns-ttl", "", "BEACON_DNS_TTL", "TTL of DNS records", func(c *AgentConfig) any { return &c.DNSTTL }},
+	{"dns-max-stale", "", "BEACON_DNS_MAX_STALE", "answer SERVFAIL after this long without contact with the leader", func(c *AgentConfig) any { return &c.DNSMaxStale }},
+	{"dns-allow-stale", "", "BEACON_DNS_ALLOW_STALE", "answer DNS even when out of contact with the leader longer than --dns-max-stale", func(c *AgentConfig) any { return &c.DNSAllowStale }},
 }
 
 // registerAgentFlags defines every option as a flag writing into target.

@@ -97,15 +97,29 @@ func (w *writeTxn) finish() {
 		if next.Instances <= 0 {
 			if svc != nil {
 				w.delete(tableServices, svc)
+				w.setIndex(tombstonePrefix+name, w.index)
 			}
 			continue
+		}
+		if svc == nil {
+			w.deleteIndex(tombstonePrefix + name)
 		}
 		w.insert(tableServices, &next)
 	}
 	for t := range w.tables {
-		if err := w.tx.Insert(tableIndex, &indexEntry{Key: t, Value: w.index}); err != nil {
-			panic(err)
-		}
+		w.setIndex(t, w.index)
+	}
+}
+
+func (w *writeTxn) setIndex(key string, index uint64) {
+	if err := w.tx.Insert(tableIndex, &indexEntry{Key: key, Value: index}); err != nil {
+		panic(err)
+	}
+}
+
+func (w *writeTxn) deleteIndex(key string) {
+	if _, err := w.tx.DeleteAll(tableIndex, "id", key); err != nil {
+		panic(err)
 	}
 }
 
@@ -264,10 +278,14 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, u.FlapLevel
 		n.ModifyIndex = w.index
 		w.insert(tableChecks, n)
+		// Only a change of the status the check contributes concerns the
+		// instance (its status is the worst of these). A new output alone, or
+		// flap bookkeeping, changes the check and nothing else, so discovery
+		// watchers sleep on.
 		if c.Effective() != n.Effective() {
 			recordTransition(w, n, c.Effective(), req.Time)
+			changed[n.Instance] = struct{}{}
 		}
-		changed[n.Instance] = struct{}{}
 	}
 	for id := range changed {
 		inst := w.instance(id)

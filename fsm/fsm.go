@@ -3,8 +3,6 @@ package fsm
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -17,11 +15,6 @@ type FSM struct {
 	store    *Store
 	logger   hclog.Logger
 	handlers map[MessageType]handler
-
-	applied atomic.Uint64
-	// notify is closed and replaced after every batch, waking WaitForIndex.
-	notifyMu sync.Mutex
-	notify   chan struct{}
 
 	// observer, if set, sees every applied command (for metrics and audit).
 	observer func(Applied)
@@ -45,7 +38,6 @@ func New(logger hclog.Logger) *FSM {
 	f := &FSM{
 		store:  NewStore(),
 		logger: logger,
-		notify: make(chan struct{}),
 		wtx:    writeTxn{tables: map[string]struct{}{}, services: map[string]int{}},
 	}
 	f.handlers = dispatchTable()
@@ -61,15 +53,13 @@ func (f *FSM) Store() *Store { return f.store }
 
 // AppliedIndex returns the index of the last log entry this FSM has applied
 // (commands and configuration changes; Raft's no-op entries are not seen).
-func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+func (f *FSM) AppliedIndex() uint64 { return f.store.applied.Load() }
 
 // WaitForIndex blocks until the FSM has applied index, or ctx ends.
 func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 	for {
-		f.notifyMu.Lock()
-		ch := f.notify
-		f.notifyMu.Unlock()
-		if f.applied.Load() >= index {
+		ch := f.store.AppliedCh()
+		if f.store.applied.Load() >= index {
 			return nil
 		}
 		select {
@@ -80,13 +70,7 @@ func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 	}
 }
 
-func (f *FSM) advance(index uint64) {
-	f.applied.Store(index)
-	f.notifyMu.Lock()
-	close(f.notify)
-	f.notify = make(chan struct{})
-	f.notifyMu.Unlock()
-}
+func (f *FSM) advance(index uint64) { f.store.advance(index) }
 
 // Apply applies one log entry. See ApplyBatch.
 func (f *FSM) Apply(l *raft.Log) interface{} {

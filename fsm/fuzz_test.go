@@ -159,9 +159,18 @@ func checkInvariants(t *testing.T, d dump, idx uint64) {
 		count[i.Service]++
 		byID[i.ID] = i
 	}
+	newest := map[string]uint64{}
+	for _, i := range d.Instances {
+		newest[i.Service] = max(newest[i.Service], i.ModifyIndex)
+	}
 	for _, s := range d.Services {
 		if s.Instances != count[s.Name] {
 			t.Errorf("service %q counts %d instances, holds %d", s.Name, s.Instances, count[s.Name])
+		}
+		// Discovery readers watch only the service record: every write to
+		// an instance must rewrite it too.
+		if s.ModifyIndex < newest[s.Name] {
+			t.Errorf("service %q at index %d, but one of its instances changed at %d", s.Name, s.ModifyIndex, newest[s.Name])
 		}
 		delete(count, s.Name)
 	}

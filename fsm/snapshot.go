@@ -53,7 +53,7 @@ type snapshot struct {
 // Snapshot captures the store as of now. It only opens a read transaction;
 // the records are written by Persist, concurrently with further applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &snapshot{tx: f.store.cur.Load().db.Txn(false), index: f.applied.Load()}, nil
+	return &snapshot{tx: f.store.cur.Load().db.Txn(false), index: f.store.applied.Load()}, nil
 }
 
 // Persist streams the header and then one record at a time.
@@ -107,7 +107,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.store.swap(next)
-	f.advance(index)
+	// Raft installs a snapshot at a log index past everything applied; an
+	// operator's restore of an older snapshot supersedes the entries applied
+	// so far just the same. Either way the applied index must not go back:
+	// blocking queries and read-your-writes compare client indexes with it.
+	f.advance(max(f.store.applied.Load(), index))
 	return nil
 }
 

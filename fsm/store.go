@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-memdb"
@@ -16,6 +17,12 @@ import (
 // result, which is never 0.
 type Store struct {
 	cur atomic.Pointer[storeState]
+	// applied is the index of the last log entry applied to the store
+	// (through Apply or a snapshot restore).
+	applied atomic.Uint64
+	// notify is closed and replaced every time applied advances.
+	notifyMu sync.Mutex
+	notify   chan struct{}
 }
 
 // storeState is one generation of the store; Restore replaces it whole.
@@ -28,9 +35,26 @@ type storeState struct {
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	s := &Store{}
+	s := &Store{notify: make(chan struct{})}
 	s.cur.Store(newStoreState())
 	return s
+}
+
+// AppliedCh returns a channel that closes the next time the applied index
+// advances (see AppliedIndex).
+func (s *Store) AppliedCh() <-chan struct{} {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	return s.notify
+}
+
+// advance records that the store now reflects the log up to index.
+func (s *Store) advance(index uint64) {
+	s.applied.Store(index)
+	s.notifyMu.Lock()
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.notifyMu.Unlock()
 }
 
 func newStoreState() *storeState {
@@ -55,9 +79,51 @@ func (s *Store) read(ws memdb.WatchSet) *memdb.Txn {
 	return st.db.Txn(false)
 }
 
+// AppliedIndex returns the index of the last Raft log entry reflected in
+// the store. It never goes back, not even when a restore installs an older
+// snapshot (whose records' indexes may then be lower than before).
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
 // AbandonCh closes when the current generation of the store is replaced by a
 // snapshot restore.
 func (s *Store) AbandonCh() <-chan struct{} { return s.cur.Load().abandon }
+
+// tombstonePrefix prefixes the index-table keys that remember, for each
+// service whose last instance was deregistered, the index of that deletion,
+// so that the empty result of a deleted service keeps a meaningful index.
+// A tombstone is removed when the service comes back.
+const tombstonePrefix = "deleted-service/"
+
+func tombstone(tx *memdb.Txn, service string) uint64 {
+	raw, err := tx.First(tableIndex, "id", tombstonePrefix+service)
+	if err != nil {
+		panic(err)
+	}
+	if raw == nil {
+		return 0
+	}
+	return raw.(*indexEntry).Value
+}
+
+// maxTombstone returns the highest deletion index among tombstones of
+// services named from..to (inclusive) that start with prefix; an empty to
+// means no upper bound.
+func maxTombstone(tx *memdb.Txn, prefix, from, to string) uint64 {
+	it, err := tx.LowerBound(tableIndex, "id", tombstonePrefix+from)
+	if err != nil {
+		panic(err)
+	}
+	var m uint64
+	for o := it.Next(); o != nil; o = it.Next() {
+		e := o.(*indexEntry)
+		name, ok := strings.CutPrefix(e.Key, tombstonePrefix)
+		if !ok || !strings.HasPrefix(name, prefix) || (to != "" && name > to) {
+			break
+		}
+		m = max(m, e.Value)
+	}
+	return m
+}
 
 func atLeastOne(i uint64) uint64 {
 	if i == 0 {
@@ -90,9 +156,11 @@ func (s *Store) LastIndex() uint64 {
 }
 
 // ServiceInstances returns every instance of service, ordered by ID. The
-// index is that of the last write that touched the service (including the
-// deletion of its last instance), so watchers of one service are never woken
-// by changes to another.
+// index is that of the last write that touched the service: its record's
+// ModifyIndex while it has instances, else the index of the deletion of its
+// last instance, else (a service never registered) 1. So the index of one
+// service never moves for changes to another, and watchers of one service
+// are never woken with a new index by changes to another.
 func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*Instance) {
 	tx := s.read(ws)
 	ch, raw, err := tx.FirstWatch(tableServices, "id", service)
@@ -103,7 +171,7 @@ func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*
 		ws.Add(ch)
 	}
 	if raw == nil {
-		return atLeastOne(tableIndexTxn(tx, nil, tableServices)), nil
+		return atLeastOne(tombstone(tx, service)), nil
 	}
 	svc := raw.(*Service)
 	it, err := tx.Get(tableInstances, "service", service)
@@ -305,10 +373,15 @@ type ServiceSummary struct {
 // of services whose names start with prefix and sort after the name after,
 // keeping only services with at least one instance for which match returns
 // true (match may be nil). more reports whether further services follow.
-// The index is that of the services table.
+//
+// The index is that of the page: the highest ModifyIndex of the services
+// the page scanned (matching or not, up to and including the one that shows
+// more follow) and of the deletions of services in that range, so a change
+// to a service on another page does not move it. The watch set fires on any
+// change to the services table; a reader compares indexes to tell.
 func (s *Store) ServiceSummaries(ws memdb.WatchSet, prefix, after string, limit int, match func(*Instance) bool) (uint64, []ServiceSummary, bool) {
 	tx := s.read(ws)
-	idx := tableIndexTxn(tx, ws, tableServices)
+	tableIndexTxn(tx, ws, tableServices)
 	start := prefix
 	if after >= start {
 		start = after + "\x00"
@@ -318,21 +391,26 @@ func (s *Store) ServiceSummaries(ws memdb.WatchSet, prefix, after string, limit 
 		panic(err)
 	}
 	var out []ServiceSummary
+	var idx uint64
+	more, last := false, ""
 	for o := it.Next(); o != nil; o = it.Next() {
 		svc := o.(*Service)
 		if !strings.HasPrefix(svc.Name, prefix) {
 			break
 		}
+		idx = max(idx, svc.ModifyIndex)
 		sum, ok := summarize(tx, svc, match)
 		if !ok {
 			continue
 		}
 		if limit > 0 && len(out) == limit {
-			return atLeastOne(idx), out, true
+			more, last = true, svc.Name
+			break
 		}
 		out = append(out, sum)
 	}
-	return atLeastOne(idx), out, false
+	idx = max(idx, maxTombstone(tx, prefix, start, last))
+	return atLeastOne(idx), out, more
 }
 
 func summarize(tx *memdb.Txn, svc *Service, match func(*Instance) bool) (ServiceSummary, bool) {

@@ -71,8 +71,29 @@ func TestReadIndexes(t *testing.T) {
 		}
 		// A client that saw index 3 must see a larger one now, so that its
 		// blocking query returns the empty result.
-		if idx, _ := s.ServiceInstances(nil, "never-registered"); idx < 6 {
-			t.Errorf("ServiceInstances(never-registered) = %d, want the services table's index, 6", idx)
+		if idx != 6 {
+			t.Errorf("ServiceInstances(a) = %d, want 6, the deletion of its last instance", idx)
+		}
+	})
+	t.Run("of a deleted service does not move for changes to other services", func(t *testing.T) {
+		applyAll(t, f, 7, fsmtest.Register(t, "b-3", "b"), fsmtest.Deregister(t, "b", "b-1"))
+		if idx, _ := s.ServiceInstances(nil, "a"); idx != 6 {
+			t.Errorf("ServiceInstances(a) = %d, want still 6", idx)
+		}
+	})
+	t.Run("of a service never registered is 1 whatever else changes", func(t *testing.T) {
+		if idx, insts := s.ServiceInstances(nil, "never-registered"); idx != 1 || insts != nil {
+			t.Errorf("ServiceInstances(never-registered) = %d, %v; want 1, none", idx, insts)
+		}
+	})
+	t.Run("of a service that comes back is that of its new registration", func(t *testing.T) {
+		applyAll(t, f, 9, fsmtest.Register(t, "a-3", "a"))
+		if idx, insts := s.ServiceInstances(nil, "a"); idx != 9 || len(insts) != 1 {
+			t.Errorf("ServiceInstances(a) = %d, %d instances; want 9, 1", idx, len(insts))
+		}
+		applyAll(t, f, 10, fsmtest.Deregister(t, "a", "a-3"))
+		if idx, _ := s.ServiceInstances(nil, "a"); idx != 10 {
+			t.Errorf("ServiceInstances(a) after a second deletion = %d, want 10", idx)
 		}
 	})
 	t.Run("Instance is the highest index of the instance and its checks", func(t *testing.T) {
@@ -128,6 +149,18 @@ func TestWatchSets(t *testing.T) {
 			func(t testing.TB) []byte { return fsmtest.Deregister(t, "a", "a-1") }, true},
 		{"a reader of service a is not woken by a new instance of b", serviceA,
 			func(t testing.TB) []byte { return fsmtest.Register(t, "b-2", "b") }, false},
+		{"a reader of service a is not woken by a new check output alone", serviceA,
+			func(t testing.TB) []byte {
+				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a-1:ttl", Status: fsm.Critical, Output: "still down"})
+			}, false},
+		{"a reader of the service list is not woken by a new check output alone", services,
+			func(t testing.TB) []byte {
+				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a-1:ttl", Status: fsm.Critical, Output: "still down"})
+			}, false},
+		{"a reader of an instance is woken by a new output of its check", instanceA,
+			func(t testing.TB) []byte {
+				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a-1:ttl", Status: fsm.Critical, Output: "still down"})
+			}, true},
 		{"a reader of service a is not woken by a check update in b", serviceA,
 			func(t testing.TB) []byte { return ttlUpdateOf(t, "b-1", fsm.Passing) }, false},
 		{"a reader of service a is not woken when b goes", serviceA,
@@ -445,4 +478,56 @@ func TestConcurrentReads(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+func TestServiceSummariesIndex(t *testing.T) {
+	f := newFSM(t)
+	applyAll(t, f, 1,
+		fsmtest.Register(t, "a-1", "a"), // 1
+		fsmtest.Register(t, "b-1", "b"), // 2
+		fsmtest.Register(t, "c-1", "c"), // 3
+		fsmtest.Register(t, "d-1", "d"), // 4
+		fsmtest.Register(t, "e-1", "e"), // 5
+	)
+	s := f.Store()
+	page := func(after string) (uint64, []string, bool) {
+		idx, sums, more := s.ServiceSummaries(nil, "", after, 2, nil)
+		var names []string
+		for _, sum := range sums {
+			names = append(names, sum.Name)
+		}
+		return idx, names, more
+	}
+	t.Run("is the highest index among the services the page covers", func(t *testing.T) {
+		idx, names, more := page("")
+		// a and b, plus c, which shows that more follow.
+		if idx != 3 || !slices.Equal(names, []string{"a", "b"}) || !more {
+			t.Errorf("page = %d %v %t, want 3 [a b] true", idx, names, more)
+		}
+		if idx, _, _ := page("b"); idx != 5 {
+			t.Errorf("second page index = %d, want 5", idx)
+		}
+	})
+	t.Run("does not move for a change to a service on a later page", func(t *testing.T) {
+		applyAll(t, f, 6, fsmtest.Register(t, "e-2", "e"), fsmtest.Register(t, "z-1", "z"))
+		if idx, _, _ := page(""); idx != 3 {
+			t.Errorf("first page index = %d, want still 3", idx)
+		}
+	})
+	t.Run("moves when a service of the page is deleted", func(t *testing.T) {
+		applyAll(t, f, 8, fsmtest.Deregister(t, "b", "b-1"))
+		idx, names, _ := page("")
+		if idx != 8 || !slices.Equal(names, []string{"a", "c"}) {
+			t.Errorf("first page = %d %v, want 8 [a c]", idx, names)
+		}
+	})
+	t.Run("of a prefix with no services left is its last deletion", func(t *testing.T) {
+		applyAll(t, f, 9, fsmtest.Deregister(t, "z", "z-1"))
+		if idx, sums, _ := s.ServiceSummaries(nil, "z", "", 0, nil); idx != 9 || len(sums) != 0 {
+			t.Errorf("ServiceSummaries(z) = %d %v, want 9 and nothing", idx, sums)
+		}
+		if idx, _, _ := s.ServiceSummaries(nil, "y", "", 0, nil); idx != 1 {
+			t.Errorf("ServiceSummaries(y) = %d, want 1", idx)
+		}
+	})
 }

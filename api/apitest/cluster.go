@@ -125,6 +125,10 @@ func (c *Cluster) LastContact() time.Duration {
 	return c.lastContact
 }
 
+// LastIndex returns the last index applied: this one-node log holds nothing
+// it has not applied.
+func (c *Cluster) LastIndex() uint64 { return c.fsm.AppliedIndex() }
+
 // SetLeader changes what KnownLeader and LastContact report, to simulate a
 // follower that lost its leader.
 func (c *Cluster) SetLeader(known bool, lastContact time.Duration) {

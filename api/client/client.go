@@ -216,6 +216,13 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if meta != nil {
 			meta.Agent = base.Host
 		}
+		var ae *Error
+		if !write && errors.As(err, &ae) && ae.Code == "shutting_down" {
+			// A read may go to any agent: try the next one.
+			lastErr = err
+			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
+			continue
+		}
 		return meta, err
 	}
 	return nil, fmt.Errorf("client: no agent reachable: %w", lastErr)

@@ -1,0 +1,79 @@
+package api_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// discardWriter is the cheapest http.ResponseWriter, so that the handler's
+// own allocations are what a benchmark counts.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
+func benchCatalog(b *testing.B) *testServer {
+	ts := newTestServer(b, nil)
+	for i := range 10 {
+		h := fsm.Passing
+		if i%4 == 3 {
+			h = fsm.Critical
+		}
+		ts.register(b, inst{id: fmt.Sprintf("web-%d", i), service: "web", tags: []string{"v1", fmt.Sprintf("t%d", i%2)},
+			meta: map[string]string{"zone": "a"}, version: "1.2.3", address: fmt.Sprintf("10.0.0.%d", i+1), health: h})
+	}
+	return ts
+}
+
+// BenchmarkDiscoveryHandler measures one discovery read in the handler
+// alone (no network): time and allocations per read of a 10-instance service.
+func BenchmarkDiscoveryHandler(b *testing.B) {
+	ts := benchCatalog(b)
+	h := ts.srv.Handler()
+	for _, q := range []string{"", "?healthy=true", "?tag=t1&meta=zone:a", "?version=%3E%3D1.0.0%20%3C2.0.0", "?max_stale=5s"} {
+		b.Run("query="+q, func(b *testing.B) {
+			req, _ := http.NewRequest(http.MethodGet, "/v1/services/web/instances"+q, nil)
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
+
+// BenchmarkDiscoveryHTTP measures discovery reads over HTTP/1.1 on loopback
+// with keep-alive connections from parallel clients, and reports reads/s.
+// Client and server share the machine's cores, as in `make bench`.
+func BenchmarkDiscoveryHTTP(b *testing.B) {
+	ts := benchCatalog(b)
+	url := ts.base + "/v1/services/web/instances?healthy=true"
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	defer hc.Transport.(*http.Transport).CloseIdleConnections()
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := hc.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "reads/s")
+}
