@@ -33,6 +33,7 @@ type Agent struct {
 	node   *cluster.Node
 	api    *api.Server
 	httpLn net.Listener
+	lb     *agentLB // nil without --lb-addr
 
 	ready        chan struct{}
 	errCh        chan error
@@ -142,6 +143,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			a.errCh <- fmt.Errorf("agent: http api: %w", err)
 		}
 	}()
+	if err := a.startLB(ctx); err != nil {
+		return err
+	}
 	close(a.ready)
 	a.logger.Info("agent started", "node", a.cfg.Node, "http", ln.Addr().String(),
 		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dev", a.cfg.Dev)
@@ -224,6 +228,9 @@ func (a *Agent) stop(ctx context.Context) error {
 		}
 	} else if a.httpLn != nil {
 		a.httpLn.Close()
+	}
+	if err := a.stopLB(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	a.wg.Wait()
 	if a.node != nil {

@@ -33,6 +33,13 @@ type AgentConfig struct {
 	LeaderWait      time.Duration `json:"leader_wait"`
 	ReapFailedAfter time.Duration `json:"reap_failed_after"`
 	MinQuorum       int           `json:"min_quorum"`
+
+	// An embedded load balancer (docs/lb.md), off unless LBAddr is set.
+	LBAddr      string   `json:"lb_addr"`
+	LBAdminAddr string   `json:"lb_admin_addr"`
+	LBZone      string   `json:"lb_zone"`
+	LBStrategy  []string `json:"lb_strategy"`
+	LBDomain    []string `json:"lb_domain"`
 }
 
 // defaultAgentConfig returns the defaults documented in docs/operations.md.
@@ -75,6 +82,11 @@ var agentSettings = []option{
 	{"leader-wait", "", "BEACON_LEADER_WAIT", "how long a write waits for a leader before 503", func(c *AgentConfig) any { return &c.LeaderWait }},
 	{"reap-failed-after", "", "BEACON_REAP_FAILED_AFTER", "remove servers failed this long from Raft (0: never)", func(c *AgentConfig) any { return &c.ReapFailedAfter }},
 	{"min-quorum", "", "BEACON_MIN_QUORUM", "never reap below this many voters", func(c *AgentConfig) any { return &c.MinQuorum }},
+	{"lb-addr", "", "BEACON_LB_ADDR", "run a load balancer in the agent on this address (off when empty)", func(c *AgentConfig) any { return &c.LBAddr }},
+	{"lb-admin-addr", "", "BEACON_LB_ADMIN_ADDR", "admin address of the embedded load balancer (/lb/status, /metrics)", func(c *AgentConfig) any { return &c.LBAdminAddr }},
+	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *AgentConfig) any { return &c.LBZone }},
+	{"lb-strategy", "", "BEACON_LB_STRATEGY", "strategy of the embedded load balancer, or SERVICE=STRATEGY (repeatable)", func(c *AgentConfig) any { return &c.LBStrategy }},
+	{"lb-domain", "", "BEACON_LB_DOMAIN", "host routing domain of the embedded load balancer (repeatable)", func(c *AgentConfig) any { return &c.LBDomain }},
 }
 
 // registerAgentFlags defines every option as a flag writing into target.
