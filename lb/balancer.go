@@ -29,6 +29,7 @@ type Balancer struct {
 	routes   atomic.Pointer[[]prefixRoute]       // longest prefix first
 	changed  atomic.Pointer[chan struct{}]       // closed on every table swap
 	listReg  atomic.Pointer[registryState]       // the service list's follower
+	listIdx  atomic.Uint64                       // index of the service list applied
 	routesMu sync.Mutex
 
 	mu       sync.Mutex // guards the lifecycle and the services map's writers
@@ -81,7 +82,7 @@ func (b *Balancer) Start(ctx context.Context) error {
 	b.ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if len(b.cfg.Services) > 0 {
 		b.listReg.Store(&registryState{Connected: true})
-		b.setServices(b.cfg.Services)
+		b.setServices(b.cfg.Services, 0)
 		return nil
 	}
 	b.wg.Add(1)
@@ -92,7 +93,7 @@ func (b *Balancer) Start(ctx context.Context) error {
 			if err != nil {
 				return 0, Source{}, nil, err
 			}
-			return l.Index, l.Source, func() { b.setServices(l.Names) }, nil
+			return l.Index, l.Source, func() { b.setServices(l.Names, l.Index) }, nil
 		})
 	}()
 	return nil
@@ -100,7 +101,7 @@ func (b *Balancer) Start(ctx context.Context) error {
 
 // setServices starts followers for new services and stops those of
 // services that are gone.
-func (b *Balancer) setServices(names []string) {
+func (b *Balancer) setServices(names []string, index uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.ctx.Err() != nil {
@@ -113,6 +114,7 @@ func (b *Balancer) setServices(names []string) {
 			next[n] = s
 			continue
 		}
+		b.logger.Debug("following service", "service", n)
 		s := newService(b, n)
 		ctx, cancel := context.WithCancel(b.ctx)
 		s.cancel = cancel
@@ -131,11 +133,13 @@ func (b *Balancer) setServices(names []string) {
 	}
 	b.services.Store(&next)
 	for _, s := range gone {
+		b.logger.Debug("service gone: no longer following it", "service", s.name)
 		s.cancel()
 	}
 	if len(gone) > 0 {
 		b.rebuildRoutes()
 	}
+	b.listIdx.Store(index)
 	b.notify()
 }
 
@@ -193,11 +197,17 @@ func (b *Balancer) Table(service string) *Table {
 	return nil
 }
 
-// WaitForIndex waits until service's table was built from index or later.
+// WaitForIndex waits until service's table was built from index or later,
+// or the service list read at index or later no longer has the service (its
+// last instance left; the balancer answers for it as for any unknown name).
 func (b *Balancer) WaitForIndex(ctx context.Context, service string, index uint64) error {
 	for {
 		ch := *b.changed.Load()
-		if t := b.Table(service); t != nil && t.index >= index {
+		if s := b.service(service); s != nil {
+			if t := s.table.Load(); t != nil && t.index >= index {
+				return nil
+			}
+		} else if len(b.cfg.Services) == 0 && b.listIdx.Load() >= index {
 			return nil
 		}
 		select {

@@ -181,6 +181,8 @@ func (s *service) rebuildLocked() {
 			s.rebuildLocked()
 		})
 	}
+	s.b.logger.Debug("routing table updated", "service", s.name, "index", t.index, "mode", t.mode,
+		"routed", len(t.routed), "registered", len(t.entries), "source", t.source.Node)
 	wasPanic := s.panicking.Swap(t.mode == ModePanic)
 	switch {
 	case t.mode == ModePanic && !wasPanic:
