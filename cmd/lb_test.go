@@ -398,7 +398,9 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 	}
 }
 
-func bytesContains(b []byte, s string) bool { return slices.ContainsFunc([]string{string(b)}, func(x string) bool { return len(x) >= len(s) && contains(x, s) }) }
+func bytesContains(b []byte, s string) bool {
+	return slices.ContainsFunc([]string{string(b)}, func(x string) bool { return len(x) >= len(s) && contains(x, s) })
+}
 
 func contains(s, sub string) bool {
 	for i := 0; i+len(sub) <= len(s); i++ {
