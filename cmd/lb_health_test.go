@@ -48,7 +48,7 @@ func (cb *checkedBackend) checkedReg() *client.Registration {
 	r := cb.reg()
 	r.Checks = []client.CheckDefinition{{
 		Name: "http", HTTP: fmt.Sprintf("http://127.0.0.1:%d/health", cb.port),
-		Interval: client.Duration(200 * time.Millisecond), Timeout: client.Duration(time.Second),
+		Interval: client.Duration(200 * time.Millisecond), Timeout: client.Duration(150 * time.Millisecond),
 		FailuresBeforeCritical: 2, SuccessesBeforePassing: 2,
 	}}
 	return r
