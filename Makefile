@@ -11,7 +11,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/beaconhq/beacon/cmd.Version=$(VERSION) -X github.com/beaconhq/beacon/cmd.Commit=$(COMMIT)
 PKGS := ./...
 
-.PHONY: all build test unit lint vet fmt-check depcheck bench clean
+.PHONY: all build test unit lint vet fmt-check depcheck bench bench-lb clean
 
 all: build
 
@@ -40,6 +40,11 @@ fmt-check:
 ## depcheck: imports flow one way (docs/architecture.md)
 depcheck:
 	@./scripts/depcheck.sh
+
+## bench-lb: requests/s and added latency through `beacon lb` vs the backend directly
+## (and nginx when installed); BENCH_LB_FLAGS="-wrk -duration 20s" to change it
+bench-lb: build
+	$(GO) run ./scripts/benchlb -beacon $(BIN) $(BENCH_LB_FLAGS)
 
 clean:
 	rm -rf bin dist

@@ -35,6 +35,7 @@ type Agent struct {
 	api    *api.Server
 	httpLn net.Listener
 	dns    *dns.Server
+	lb     *agentLB // nil without --lb-addr
 
 	ready        chan struct{}
 	errCh        chan error
@@ -173,6 +174,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			a.errCh <- fmt.Errorf("agent: http api: %w", err)
 		}
 	}()
+	if err := a.startLB(ctx); err != nil {
+		return err
+	}
 	close(a.ready)
 	a.logger.Info("agent started", "node", a.cfg.Node, "http", ln.Addr().String(),
 		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dns", a.DNSAddr(), "dev", a.cfg.Dev)
@@ -273,6 +277,9 @@ func (a *Agent) stop(ctx context.Context) error {
 		}
 	} else if a.httpLn != nil {
 		a.httpLn.Close()
+	}
+	if err := a.stopLB(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	a.wg.Wait()
 	if a.node != nil {

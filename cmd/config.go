@@ -42,6 +42,12 @@ type AgentConfig struct {
 	DNSTTL        time.Duration `json:"dns_ttl"`
 	DNSMaxStale   time.Duration `json:"dns_max_stale"`
 	DNSAllowStale bool          `json:"dns_allow_stale"`
+	// An embedded load balancer (docs/lb.md), off unless LBAddr is set.
+	LBAddr      string   `json:"lb_addr"`
+	LBAdminAddr string   `json:"lb_admin_addr"`
+	LBZone      string   `json:"lb_zone"`
+	LBStrategy  []string `json:"lb_strategy"`
+	LBDomain    []string `json:"lb_domain"`
 }
 
 // defaultAgentConfig returns the defaults documented in docs/operations.md.
@@ -96,6 +102,11 @@ var agentSettings = []option{
 	{"dns-ttl", "", "BEACON_DNS_TTL", "TTL of DNS records", func(c *AgentConfig) any { return &c.DNSTTL }},
 	{"dns-max-stale", "", "BEACON_DNS_MAX_STALE", "answer SERVFAIL after this long without contact with the leader", func(c *AgentConfig) any { return &c.DNSMaxStale }},
 	{"dns-allow-stale", "", "BEACON_DNS_ALLOW_STALE", "answer DNS even when out of contact with the leader longer than --dns-max-stale", func(c *AgentConfig) any { return &c.DNSAllowStale }},
+	{"lb-addr", "", "BEACON_LB_ADDR", "run a load balancer in the agent on this address (off when empty)", func(c *AgentConfig) any { return &c.LBAddr }},
+	{"lb-admin-addr", "", "BEACON_LB_ADMIN_ADDR", "admin address of the embedded load balancer (/lb/status, /metrics)", func(c *AgentConfig) any { return &c.LBAdminAddr }},
+	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *AgentConfig) any { return &c.LBZone }},
+	{"lb-strategy", "", "BEACON_LB_STRATEGY", "strategy of the embedded load balancer, or SERVICE=STRATEGY (repeatable)", func(c *AgentConfig) any { return &c.LBStrategy }},
+	{"lb-domain", "", "BEACON_LB_DOMAIN", "host routing domain of the embedded load balancer (repeatable)", func(c *AgentConfig) any { return &c.LBDomain }},
 }
 
 // registerAgentFlags defines every option as a flag writing into target.

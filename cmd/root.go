@@ -147,6 +147,7 @@ func NewRootCmd(f *Factory) *cobra.Command {
 		newDeregisterCmd(f, nil),
 		newServicesCmd(f, nil),
 		newDiscoverCmd(f, nil),
+		newLBCmd(f, nil),
 		newVersionCmd(f),
 	)
 	return root

@@ -1,0 +1,15 @@
+// Package lb is Beacon's load balancer: balancing strategies, the immutable
+// routing table, the followers that keep one table per service current from
+// the registry, and the reverse proxy that routes requests through them.
+//
+// The package imports nothing else of Beacon's. It sees the registry through
+// the Catalog interface (cmd plugs in the Go client for the standalone
+// `beacon lb`, or an agent's local store for an embedded balancer) and
+// describes instances with its own Backend type.
+//
+// The request path takes no shared locks: each service's Table is an
+// immutable value swapped with atomic.Pointer by its follower, strategies pick
+// with atomic counters, and per-instance counters (in flight, failures,
+// ejection) are atomics that survive table rebuilds. See docs/lb.md for the
+// routing rules, the strategies and the failure handling.
+package lb

@@ -1,0 +1,454 @@
+package lb
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Response headers the balancer sets.
+const (
+	// HeaderPanic is "true" on responses routed in panic mode.
+	HeaderPanic = "X-Beacon-Lb-Panic"
+	// HeaderMode is the mode of the table that routed the request when it
+	// is not "normal" or "zone" (spillover, panic, warning).
+	HeaderMode = "X-Beacon-Lb-Mode"
+)
+
+// Error codes of the JSON bodies the balancer answers with.
+const (
+	CodeNoRoute       = "no_route"
+	CodeNotReady      = "not_ready"
+	CodeNoInstance    = "no_healthy_instance"
+	CodeUnreachable   = "upstream_unreachable"
+	CodeTimeout       = "upstream_timeout"
+	CodeShuttingDown  = "shutting_down"
+	statusClientGone  = 499 // logged only: the client is not there to read it
+	maxDrainOnRetry   = 64 << 10
+	copyBufferSize    = 32 << 10
+	upstreamHostDummy = "upstream.invalid"
+)
+
+// ErrorBody is the JSON body of the balancer's own error responses.
+type ErrorBody struct {
+	Error   string `json:"error"`
+	Code    string `json:"code"`
+	Service string `json:"service,omitempty"`
+}
+
+// errNoInstance ends a request whose every candidate has been tried.
+var errNoInstance = errors.New("lb: no instance left to try")
+
+// proxy routes requests through the tables with httputil.ReverseProxy: the
+// handler chooses the service, Rewrite shapes the outgoing request, and the
+// Transport (a retrier) picks instances and retries.
+type proxy struct {
+	b        *Balancer
+	rp       *httputil.ReverseProxy
+	upstream *http.Transport
+}
+
+type ctxKey struct{}
+
+// reqState travels with a request through the ReverseProxy to the retrier.
+type reqState struct {
+	svc        *service
+	table      *Table
+	key        Key
+	strip      string
+	idempotent bool
+	body       *replayBody
+}
+
+func newProxy(b *Balancer) *proxy {
+	cfg := &b.cfg
+	p := &proxy{b: b}
+	p.upstream = &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    &retrier{p: p},
+		ErrorHandler: p.errorHandler,
+		BufferPool:   newBufferPool(),
+		ErrorLog:     b.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	return p
+}
+
+func (p *proxy) close() { p.upstream.CloseIdleConnections() }
+
+// ServeHTTP routes one request.
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	svc, strip := p.b.routeFor(r)
+	if svc == nil {
+		writeError(w, http.StatusNotFound, ErrorBody{
+			Error: fmt.Sprintf("no service routes host %q or path %q", r.Host, r.URL.Path), Code: CodeNoRoute,
+		})
+		return
+	}
+	t := svc.table.Load()
+	if t == nil {
+		reg := svc.reg.Load()
+		msg := fmt.Sprintf("the routing table of service %q is not loaded yet", svc.name)
+		if reg.LastError != "" {
+			msg += " (registry: " + reg.LastError + ")"
+		}
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: msg, Code: CodeNotReady, Service: svc.name})
+		return
+	}
+	if len(t.routed) == 0 {
+		svc.unavailable.Add(1)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: noInstanceMessage(t), Code: CodeNoInstance, Service: svc.name})
+		return
+	}
+	switch t.mode {
+	case ModePanic:
+		w.Header().Set(HeaderPanic, "true")
+		w.Header().Set(HeaderMode, t.mode)
+	case ModeSpillover, ModeWarning:
+		w.Header().Set(HeaderMode, t.mode)
+	}
+	st := &reqState{svc: svc, table: t, strip: strip, idempotent: idempotent(r)}
+	if t.strategy == Hash {
+		st.key = requestKey(r, t.hashKey)
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		st.body = &replayBody{src: r.Body, limit: p.b.cfg.RetryBufferBytes}
+		r.Body = st.body
+	}
+	ctx := context.WithValue(r.Context(), ctxKey{}, st)
+	if d := p.b.cfg.RequestTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	svc.budget.deposit()
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func noInstanceMessage(t *Table) string {
+	return fmt.Sprintf("no instance of service %q can take traffic: %d registered, %d available (not draining or in maintenance), %d passing",
+		t.service, len(t.entries), t.available, t.passing)
+}
+
+// idempotent reports whether r may be sent twice: an idempotent method, or
+// a request that carries an idempotency key.
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
+
+// requestKey extracts the hash key of r.
+func requestKey(r *http.Request, k HashKey) Key {
+	switch k.Source {
+	case "header":
+		if v := r.Header.Get(k.Name); v != "" {
+			return KeyOf(v)
+		}
+	case "cookie":
+		if c, err := r.Cookie(k.Name); err == nil && c.Value != "" {
+			return KeyOf(c.Value)
+		}
+	default:
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		if host != "" {
+			return KeyOf(host)
+		}
+	}
+	return Key{}
+}
+
+// rewrite shapes the outgoing request: the instance is chosen later, by the
+// retrier, so the URL's host is a placeholder here.
+func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(ctxKey{}).(*reqState)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = upstreamHostDummy
+	if st.strip != "" {
+		pr.Out.URL.Path = stripPrefix(pr.In.URL.Path, st.strip)
+		if pr.In.URL.RawPath != "" {
+			pr.Out.URL.RawPath = stripPrefix(pr.In.URL.RawPath, st.strip)
+		}
+		pr.Out.Header.Set("X-Forwarded-Prefix", st.strip)
+	}
+	pr.SetXForwarded()
+	if p.b.cfg.PassHost {
+		pr.Out.Host = pr.In.Host
+	} else {
+		pr.Out.Host = ""
+	}
+}
+
+func stripPrefix(path, prefix string) string {
+	rest := strings.TrimPrefix(path, prefix)
+	if rest == "" || rest[0] != '/' {
+		rest = "/" + rest
+	}
+	return rest
+}
+
+// errorHandler answers when no instance gave a response.
+func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	service := ""
+	if st != nil {
+		service = st.svc.name
+	}
+	body := ErrorBody{Service: service}
+	status := http.StatusBadGateway
+	var ne net.Error
+	switch {
+	case r.Context().Err() != nil && errors.Is(r.Context().Err(), context.Canceled):
+		p.b.logger.Debug("client went away", "service", service, "status", statusClientGone)
+		return
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		status, body.Code = http.StatusGatewayTimeout, CodeTimeout
+		body.Error = fmt.Sprintf("no instance of service %q answered in time: %v", service, err)
+	case errors.Is(err, errNoInstance):
+		status, body.Code = http.StatusServiceUnavailable, CodeNoInstance
+		body.Error = fmt.Sprintf("every instance of service %q tried has failed", service)
+	default:
+		body.Code = CodeUnreachable
+		body.Error = fmt.Sprintf("no instance of service %q could be reached: %v", service, err)
+	}
+	p.b.logger.Debug("proxy error", "service", service, "status", status, "error", err)
+	writeError(w, status, body)
+}
+
+func writeError(w http.ResponseWriter, status int, body ErrorBody) {
+	b, _ := json.Marshal(body)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// retrier is the ReverseProxy's Transport: it picks an instance from the
+// request's table, sends the request there, records the outcome (in flight,
+// failures, ejection) and tries another instance when that is safe.
+type retrier struct{ p *proxy }
+
+func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	st, ok := req.Context().Value(ctxKey{}).(*reqState)
+	if !ok {
+		return nil, errors.New("lb: request without routing state")
+	}
+	cfg := &rt.p.b.cfg
+	t := st.table
+	var triedBuf [4]int
+	tried := triedBuf[:0]
+	for attempt := 0; ; attempt++ {
+		now := time.Now().UnixNano()
+		i, e := t.pick(st.key, tried, now)
+		if e == nil {
+			return nil, errNoInstance
+		}
+		tried = append(tried, i)
+		out := *req
+		u := *req.URL
+		u.Host = e.target
+		out.URL = &u
+		if st.body != nil {
+			out.Body = st.body.attempt()
+		}
+		e.state.inflight.Add(1)
+		e.state.requests.Add(1)
+		resp, err := rt.p.upstream.RoundTrip(&out)
+		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && req.Context().Err() == nil
+		if err != nil {
+			e.state.inflight.Add(-1)
+			if req.Context().Err() != nil {
+				// The client left or the request timed out: not the
+				// instance's fault.
+				return nil, err
+			}
+			rt.failed(st, e, now)
+			if more && rt.canRetryError(st, err) && rt.budget(st) {
+				continue
+			}
+			return nil, err
+		}
+		if slices.Contains(cfg.RetryStatuses, resp.StatusCode) {
+			rt.failed(st, e, now)
+			if more && st.idempotent && st.body.replayable() && rt.budget(st) {
+				_, _ = io.CopyN(io.Discard, resp.Body, maxDrainOnRetry)
+				resp.Body.Close()
+				e.state.inflight.Add(-1)
+				continue
+			}
+		} else {
+			e.state.succeed(now, cfg)
+		}
+		resp.Body = countBody(resp.Body, e.state)
+		return resp, nil
+	}
+}
+
+func (rt *retrier) failed(st *reqState, e *entry, now int64) {
+	cfg := &rt.p.b.cfg
+	if d := e.state.fail(now, cfg, func() bool { return st.table.canEject(cfg, now) }); d > 0 {
+		rt.p.b.logger.Warn("instance ejected after consecutive failures", "service", st.svc.name, "instance", e.ID, "for", d)
+	}
+}
+
+// canRetryError: a request that surely did not reach the instance (the
+// connection could not be made and nothing of the body was read) may go
+// elsewhere whatever its method; one that may have reached it only if it is
+// idempotent and its body can be sent again.
+func (rt *retrier) canRetryError(st *reqState, err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" && st.body.untouched() {
+		return true
+	}
+	return st.idempotent && st.body.replayable()
+}
+
+func (rt *retrier) budget(st *reqState) bool {
+	if st.svc.budget.withdraw(time.Now().UnixNano()) {
+		st.svc.retries.Add(1)
+		return true
+	}
+	st.svc.budgetOut.Add(1)
+	return false
+}
+
+// replayBody wraps a request body so that it can be sent again: it keeps
+// what it reads up to a limit. Its Close does nothing (the server closes
+// the real body when the handler returns). The mutex is per request, never
+// shared.
+type replayBody struct {
+	mu       sync.Mutex
+	src      io.ReadCloser
+	limit    int
+	buf      []byte
+	read     int64
+	eof      bool
+	overflow bool
+}
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.src.Read(p)
+	b.read += int64(n)
+	if !b.overflow {
+		if len(b.buf)+n > b.limit {
+			b.overflow, b.buf = true, nil
+		} else {
+			b.buf = append(b.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *replayBody) Close() error { return nil }
+
+// untouched reports whether nothing was read yet (true for no body).
+func (b *replayBody) untouched() bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.read == 0
+}
+
+// replayable reports whether the body can be sent again in full.
+func (b *replayBody) replayable() bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.read == 0 || (b.eof && !b.overflow)
+}
+
+// attempt returns the body to send with the next attempt.
+func (b *replayBody) attempt() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.read == 0 {
+		return b
+	}
+	return io.NopCloser(bytes.NewReader(b.buf))
+}
+
+// countBody keeps a request counted in flight until its response body is
+// closed. A 101 Switching Protocols body is the upgraded connection and
+// must stay writable.
+func countBody(rc io.ReadCloser, st *instanceState) io.ReadCloser {
+	c := countedBody{rc: rc, st: st, done: new(atomic.Bool)}
+	if rw, ok := rc.(io.ReadWriteCloser); ok {
+		return &countedConn{countedBody: c, w: rw}
+	}
+	return &c
+}
+
+type countedBody struct {
+	rc   io.ReadCloser
+	st   *instanceState
+	done *atomic.Bool
+}
+
+func (c *countedBody) Read(p []byte) (int, error) { return c.rc.Read(p) }
+
+func (c *countedBody) Close() error {
+	if c.done.CompareAndSwap(false, true) {
+		c.st.inflight.Add(-1)
+	}
+	return c.rc.Close()
+}
+
+type countedConn struct {
+	countedBody
+	w io.Writer
+}
+
+func (c *countedConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// bufferPool recycles the proxy's copy buffers.
+type bufferPool struct{ pool sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
+}
+
+func (p *bufferPool) Get() []byte { return *(p.pool.Get().(*[]byte)) }
+
+func (p *bufferPool) Put(b []byte) {
+	if cap(b) == copyBufferSize {
+		b = b[:copyBufferSize]
+		p.pool.Put(&b)
+	}
+}

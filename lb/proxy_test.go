@@ -1,0 +1,724 @@
+package lb
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// threeBackends starts three backends registered as service web.
+func threeBackends(t *testing.T, cat *memCatalog, weights ...int) ([]*testBackend, uint64) {
+	t.Helper()
+	var bes []*testBackend
+	var recs []Backend
+	for i := 0; i < 3; i++ {
+		tb := startBackend(t, fmt.Sprintf("web-%d", i+1))
+		rec := tb.backend()
+		if len(weights) > i {
+			rec.Weight = weights[i]
+		}
+		bes = append(bes, tb)
+		recs = append(recs, rec)
+	}
+	return bes, cat.Set("web", recs...)
+}
+
+func TestStrategiesDistributeOverRealBackends(t *testing.T) {
+	t.Run("round-robin is exact", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		b, url := startBalancer(t, cat, nil)
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		for i := 0; i < 300; i++ {
+			if code, _, _ := get(t, c, url+"/web/"); code != 200 {
+				t.Fatalf("status %d", code)
+			}
+		}
+		for _, be := range bes {
+			if n := be.hits.Load(); n != 100 {
+				t.Fatalf("%s got %d of 300 requests, want exactly 100", be.name, n)
+			}
+		}
+	})
+	t.Run("weighted follows the registered weights", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat, 1, 2, 5)
+		b, url := startBalancer(t, cat, func(c *Config) { c.Strategy = Weighted })
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		for i := 0; i < 800; i++ {
+			get(t, c, url+"/web/")
+		}
+		for i, want := range []int64{100, 200, 500} {
+			if n := bes[i].hits.Load(); n < want*97/100 || n > want*103/100 {
+				t.Fatalf("%s got %d of 800 requests, want %d±3%%", bes[i].name, n, want)
+			}
+		}
+	})
+	t.Run("random follows the weights within a few per cent", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat, 1, 1, 2)
+		b, url := startBalancer(t, cat, func(c *Config) { c.Strategy = Random })
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		const n = 2000
+		for i := 0; i < n; i++ {
+			get(t, c, url+"/web/")
+		}
+		for i, want := range []float64{0.25, 0.25, 0.5} {
+			if share := float64(bes[i].hits.Load()) / n; share < want-0.05 || share > want+0.05 {
+				t.Fatalf("%s got %.3f of the requests, want %.2f±0.05", bes[i].name, share, want)
+			}
+		}
+	})
+	t.Run("least-requests prefers idle backends", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		// web-1 is slow, so requests pile up there; the others answer at once.
+		bes[0].handle(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(50 * time.Millisecond)
+			fmt.Fprint(w, "web-1")
+		})
+		b, url := startBalancer(t, cat, func(c *Config) { c.Strategy = LeastRequests })
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		const total = 600
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= total {
+					resp, err := c.Get(url + "/web/")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		// Round-robin would send it exactly a third (200).
+		if n := bes[0].hits.Load(); n > total/10 {
+			t.Fatalf("the slow, busy backend got %d of %d requests, want under %d", n, total, total/10)
+		}
+		t.Logf("slow backend %d, fast ones %d and %d", bes[0].hits.Load(), bes[1].hits.Load(), bes[2].hits.Load())
+	})
+	t.Run("hash keeps each key on one backend", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		b, url := startBalancer(t, cat, func(c *Config) {
+			c.Strategy = Hash
+			c.HashKey = HashKey{Source: "header", Name: "X-User"}
+		})
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		owners := map[string]bool{}
+		for u := 0; u < 30; u++ {
+			user := fmt.Sprint("user-", u)
+			_, first, _ := get(t, c, url+"/web/", "X-User", user)
+			owners[first] = true
+			for i := 0; i < 5; i++ {
+				if _, got, _ := get(t, c, url+"/web/", "X-User", user); got != first {
+					t.Fatalf("%s went to %s, then to %s", user, first, got)
+				}
+			}
+		}
+		if len(owners) != len(bes) {
+			t.Fatalf("30 keys landed on %d backends", len(owners))
+		}
+	})
+}
+
+func TestRoutingByHostPathAndDeclaredPrefix(t *testing.T) {
+	cat := newMemCatalog()
+	echo := func(tb *testBackend) {
+		tb.handle(func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(map[string]string{
+				"backend": tb.name, "path": r.URL.Path, "query": r.URL.RawQuery, "host": r.Host,
+				"xff": r.Header.Get("X-Forwarded-For"), "xfh": r.Header.Get("X-Forwarded-Host"),
+				"xfp": r.Header.Get("X-Forwarded-Proto"), "prefix": r.Header.Get("X-Forwarded-Prefix"),
+			})
+		})
+	}
+	web, api, shop, blog := startBackend(t, "web"), startBackend(t, "api"), startBackend(t, "shop"), startBackend(t, "blog")
+	for _, tb := range []*testBackend{web, api, shop, blog} {
+		echo(tb)
+	}
+	shopRec := shop.backend()
+	shopRec.Meta = map[string]string{MetaRoutePrefix: "/store"}
+	blogRec := blog.backend()
+	blogRec.Meta = map[string]string{MetaRoutePrefix: "/news/", MetaRouteStrip: "true"}
+	cat.Set("web", web.backend())
+	cat.Set("api", api.backend())
+	cat.Set("shop", shopRec)
+	last := cat.Set("blog", blogRec)
+	b, url := startBalancer(t, cat, func(c *Config) { c.Domains = []string{"svc.example"} })
+	for _, s := range []string{"web", "api", "shop", "blog"} {
+		waitTable(t, b, s, 1)
+	}
+	waitTable(t, b, "blog", last)
+	eventually(t, func() bool { return len(b.Status().Routes) == 2 }, "declared routes")
+	c := newClient(t)
+	cases := []struct {
+		name, path, host     string
+		backend, wantPath    string
+		wantPrefix, wantHost string
+	}{
+		{"a host SERVICE.DOMAIN routes to the service, path untouched", "/web/x?q=1", "api.svc.example:8080", "api", "/web/x", "", "api.svc.example:8080"},
+		{"a path /SERVICE/... routes there with the prefix stripped", "/api/v1/users?q=1", "other", "api", "/v1/users", "/api", "other"},
+		{"the bare /SERVICE path becomes /", "/web", "other", "web", "/", "/web", "other"},
+		{"a prefix declared in meta routes without stripping", "/store/cart", "other", "shop", "/store/cart", "", "other"},
+		{"a declared prefix with route_strip is stripped", "/news/today", "other", "blog", "/today", "/news", "other"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, _ := get(t, c, url+tc.path, "Host", tc.host)
+			if code != 200 {
+				t.Fatalf("status %d: %s", code, body)
+			}
+			var got map[string]string
+			if err := json.Unmarshal([]byte(body), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got["backend"] != tc.backend || got["path"] != tc.wantPath || got["prefix"] != tc.wantPrefix || got["host"] != tc.wantHost {
+				t.Fatalf("got %v, want backend %s path %s prefix %q host %s", got, tc.backend, tc.wantPath, tc.wantPrefix, tc.wantHost)
+			}
+			if got["query"] != "" && got["query"] != "q=1" {
+				t.Fatalf("query %q lost", got["query"])
+			}
+			if got["xff"] != "127.0.0.1" || got["xfp"] != "http" || got["xfh"] != tc.host {
+				t.Fatalf("forwarded headers %v", got)
+			}
+		})
+	}
+	t.Run("an unknown service is a 404 with a JSON body", func(t *testing.T) {
+		code, body, hdr := get(t, c, url+"/nope/x", "Host", "nope.svc.example")
+		var eb ErrorBody
+		if code != 404 || hdr.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &eb) != nil || eb.Code != CodeNoRoute {
+			t.Fatalf("got %d %q", code, body)
+		}
+	})
+}
+
+func TestNoPassingInstanceIsA503WithAClearBody(t *testing.T) {
+	cat := newMemCatalog()
+	w := startBackend(t, "w")
+	rec := w.backend()
+	rec.Status = Warning
+	idx := cat.Set("web", rec)
+	b, url := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	c := newClient(t)
+	code, body, hdr := get(t, c, url+"/web/")
+	var eb ErrorBody
+	if err := json.Unmarshal([]byte(body), &eb); err != nil || code != 503 || eb.Code != CodeNoInstance || eb.Service != "web" ||
+		!strings.Contains(eb.Error, "1 registered") || hdr.Get("Retry-After") == "" {
+		t.Fatalf("got %d %q %v", code, body, hdr)
+	}
+	if w.hits.Load() != 0 {
+		t.Fatal("a warning instance got traffic")
+	}
+	t.Run("unless falling back to warning instances is configured", func(t *testing.T) {
+		b2, url2 := startBalancer(t, cat, func(c *Config) { c.FallbackToWarning = true })
+		waitTable(t, b2, "web", idx)
+		code, body, hdr := get(t, c, url2+"/web/")
+		if code != 200 || body != "w" || hdr.Get(HeaderMode) != ModeWarning {
+			t.Fatalf("got %d %q mode %q", code, body, hdr.Get(HeaderMode))
+		}
+	})
+}
+
+// hammer sends GETs from workers until stop is closed and counts results.
+type hammer struct {
+	ok, failed atomic.Int64
+	errs       sync.Map
+	wg         sync.WaitGroup
+	stop       chan struct{}
+}
+
+func startHammer(t *testing.T, c *http.Client, url string, workers int, hdr ...string) *hammer {
+	h := &hammer{stop: make(chan struct{})}
+	for w := 0; w < workers; w++ {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			for {
+				select {
+				case <-h.stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				for i := 0; i+1 < len(hdr); i += 2 {
+					req.Header.Set(hdr[i], hdr[i+1])
+				}
+				resp, err := c.Do(req)
+				if err != nil {
+					h.failed.Add(1)
+					h.errs.Store(err.Error(), true)
+					continue
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 {
+					h.failed.Add(1)
+					h.errs.Store(fmt.Sprintf("%d %s %v", resp.StatusCode, body, err), true)
+					continue
+				}
+				h.ok.Add(1)
+			}
+		}()
+	}
+	return h
+}
+
+func (h *hammer) finish(t *testing.T) {
+	t.Helper()
+	close(h.stop)
+	h.wg.Wait()
+	if n := h.failed.Load(); n > 0 {
+		var errs []string
+		h.errs.Range(func(k, _ any) bool { errs = append(errs, k.(string)); return len(errs) < 5 })
+		t.Fatalf("%d of %d requests failed: %v", n, n+h.ok.Load(), errs)
+	}
+}
+
+func TestBackendKilledMidTrafficCostsIdempotentRequestsNothing(t *testing.T) {
+	cat := newMemCatalog()
+	bes, idx := threeBackends(t, cat)
+	// Slow answers make sure requests are in flight on the victim when it dies.
+	for _, tb := range bes {
+		name := tb.name
+		tb.handle(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Millisecond)
+			fmt.Fprint(w, name)
+		})
+	}
+	b, url := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	h := startHammer(t, newClient(t), url+"/web/", 8)
+	eventually(t, func() bool { return bes[1].hits.Load() > 50 }, "traffic on the victim")
+	bes[1].kill()
+	killedAt := h.ok.Load()
+	eventually(t, func() bool { return h.ok.Load() > killedAt+500 }, "500 more requests after the kill")
+	var victim InstanceStatus
+	for _, in := range b.Status().Services[0].Instances {
+		if in.ID == "web-2" {
+			victim = in
+		}
+	}
+	if !victim.Ejected {
+		t.Errorf("the dead backend is not ejected: %+v", victim)
+	}
+	// The registry notices (here: deregistration) and the table drops it.
+	idx = cat.Set("web", bes[0].backend(), bes[2].backend())
+	waitTable(t, b, "web", idx)
+	eventually(t, func() bool { return h.ok.Load() > killedAt+700 }, "more requests")
+	h.finish(t)
+	if got := b.Table("web").Routed(); len(got) != 2 {
+		t.Fatalf("routed %v after deregistration", got)
+	}
+	t.Logf("%d requests, none failed; victim: %d failures, %d ejections; %d retries",
+		h.ok.Load(), victim.Failures, victim.Ejections, b.Status().Services[0].Retries)
+}
+
+func TestRetries(t *testing.T) {
+	t.Run("idempotent requests are retried on 502, 503 and 504", func(t *testing.T) {
+		for _, status := range []int{502, 503, 504} {
+			cat := newMemCatalog()
+			bes, idx := threeBackends(t, cat)
+			bes[0].handle(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })
+			b, url := startBalancer(t, cat, func(c *Config) { c.EjectAfter = 0 })
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			for i := 0; i < 30; i++ {
+				if code, body, _ := get(t, c, url+"/web/"); code != 200 {
+					t.Fatalf("status %d %q: not retried on %d", code, body, status)
+				}
+			}
+			if bes[0].hits.Load() == 0 {
+				t.Fatal("the failing backend was never tried: the test proves nothing")
+			}
+		}
+	})
+	t.Run("a POST is not retried once it reached an instance", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		for _, tb := range bes {
+			tb.handle(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+		}
+		b, url := startBalancer(t, cat, nil)
+		waitTable(t, b, "web", idx)
+		resp, err := newClient(t).Post(url+"/web/", "text/plain", strings.NewReader("order-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 || bes[0].hits.Load()+bes[1].hits.Load()+bes[2].hits.Load() != 1 {
+			t.Fatalf("status %d after %d attempts, want 503 after 1", resp.StatusCode, bes[0].hits.Load()+bes[1].hits.Load()+bes[2].hits.Load())
+		}
+	})
+	t.Run("a POST that could not connect goes to another instance with its body", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		var bodies sync.Map
+		for _, tb := range bes {
+			name := tb.name
+			tb.handle(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				bodies.Store(string(body), name)
+				fmt.Fprint(w, name)
+			})
+		}
+		bes[0].kill()
+		bes[1].kill()
+		b, url := startBalancer(t, cat, func(c *Config) { c.EjectAfter = 0 })
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		for i := 0; i < 20; i++ {
+			payload := fmt.Sprintf("order-%d-%s", i, strings.Repeat("x", 1000))
+			resp, err := c.Post(url+"/web/", "text/plain", strings.NewReader(payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(got) != "web-3" {
+				t.Fatalf("POST %d: %d %q", i, resp.StatusCode, got)
+			}
+			if who, ok := bodies.Load(payload); !ok || who != "web-3" {
+				t.Fatalf("POST %d: body did not arrive whole", i)
+			}
+		}
+	})
+	t.Run("a PUT with a body is replayed after an error status", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		var got sync.Map
+		for i, tb := range bes {
+			name := tb.name
+			tb.handle(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if i < 2 {
+					w.WriteHeader(502)
+					return
+				}
+				got.Store(string(body), name)
+			})
+		}
+		b, url := startBalancer(t, cat, func(c *Config) { c.EjectAfter = 0 })
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		for i := 0; i < 10; i++ {
+			payload := bytes.Repeat([]byte{byte('a' + i)}, 5000)
+			req, _ := http.NewRequest(http.MethodPut, url+"/web/", bytes.NewReader(payload))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if _, ok := got.Load(string(payload)); resp.StatusCode != 200 || !ok {
+				t.Fatalf("PUT %d: status %d, body arrived: %v", i, resp.StatusCode, ok)
+			}
+		}
+	})
+	t.Run("the budget bounds retries", func(t *testing.T) {
+		cat := newMemCatalog()
+		bes, idx := threeBackends(t, cat)
+		for _, tb := range bes {
+			tb.handle(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+		}
+		b, url := startBalancer(t, cat, func(c *Config) {
+			c.EjectAfter, c.RetryBudgetRatio, c.RetryBudgetMinPerSecond = 0, 0, 0.1
+		})
+		waitTable(t, b, "web", idx)
+		c := newClient(t)
+		for i := 0; i < 100; i++ {
+			get(t, c, url+"/web/")
+		}
+		st := b.Status().Services[0]
+		attempts := bes[0].hits.Load() + bes[1].hits.Load() + bes[2].hits.Load()
+		if st.Retries > 12 || attempts > 112 || st.RetryBudgetExhausted == 0 {
+			t.Fatalf("%d retries (%d attempts, %d refused) for 100 requests: budget not enforced", st.Retries, attempts, st.RetryBudgetExhausted)
+		}
+	})
+}
+
+func TestDrainingInstanceFinishesInFlightRequestsAndGetsNoNewOnes(t *testing.T) {
+	for _, how := range []string{"draining", "deregistered"} {
+		t.Run("an instance "+how, func(t *testing.T) {
+			cat := newMemCatalog()
+			bes, idx := threeBackends(t, cat)
+			started, release := make(chan struct{}, 1), make(chan struct{})
+			bes[0].handle(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Query().Get("slow") != "" {
+					started <- struct{}{}
+					<-release
+				}
+				fmt.Fprint(w, "web-1")
+			})
+			b, url := startBalancer(t, cat, nil)
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			// Round-robin: the first request goes to web-1 (ordered by ID).
+			type result struct {
+				code int
+				body string
+				err  error
+			}
+			res := make(chan result, 1)
+			go func() {
+				resp, err := c.Get(url + "/web/?slow=1")
+				if err != nil {
+					res <- result{err: err}
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				res <- result{resp.StatusCode, string(body), err}
+			}()
+			<-started
+			if how == "draining" {
+				idx = cat.Update("web", "web-1", func(b *Backend) { b.Draining = true })
+			} else {
+				idx = cat.Set("web", bes[1].backend(), bes[2].backend())
+			}
+			waitTable(t, b, "web", idx)
+			before := bes[0].hits.Load()
+			for i := 0; i < 50; i++ {
+				if code, body, _ := get(t, c, url+"/web/"); code != 200 || body == "web-1" {
+					t.Fatalf("new request answered %d by %q", code, body)
+				}
+			}
+			if bes[0].hits.Load() != before {
+				t.Fatal("the leaving instance got new requests")
+			}
+			close(release)
+			if r := <-res; r.err != nil || r.code != 200 || r.body != "web-1" {
+				t.Fatalf("in-flight request: %d %q %v", r.code, r.body, r.err)
+			}
+		})
+	}
+}
+
+func TestRegistryUnreachableKeepsTheLastTable(t *testing.T) {
+	cat := newMemCatalog()
+	bes, idx := threeBackends(t, cat)
+	b, url := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	c := newClient(t)
+	cat.SetDown(true)
+	eventually(t, func() bool { s := b.Status(); return !s.Registry.Connected && !s.Services[0].Registry.Connected }, "status to show the registry unreachable")
+	for i := 0; i < 30; i++ {
+		if code, _, _ := get(t, c, url+"/web/"); code != 200 {
+			t.Fatalf("status %d without a registry", code)
+		}
+	}
+	adm := httptest.NewServer(b.AdminHandler())
+	defer adm.Close()
+	_, metrics, _ := get(t, c, adm.URL+"/metrics")
+	if !strings.Contains(metrics, `beacon_lb_service_registry_connected{service="web"} 0`) {
+		t.Fatalf("metrics do not say the registry is unreachable:\n%s", metrics)
+	}
+	st := b.Status().Services[0]
+	if st.Registry.LastError == "" || st.Registry.ErrorSince == nil || st.Routed != 3 {
+		t.Fatalf("status %+v", st)
+	}
+	cat.SetDown(false)
+	idx = cat.Set("web", bes[0].backend())
+	waitTable(t, b, "web", idx)
+	if !b.Status().Services[0].Registry.Connected {
+		t.Fatal("still disconnected after the registry came back")
+	}
+}
+
+func TestWebSocketUpgradesPassThrough(t *testing.T) {
+	cat := newMemCatalog()
+	ws := startBackend(t, "ws")
+	ws.handle(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want an upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.Flush()
+		// Echo lines back, upper-cased, until the client closes.
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			brw.WriteString(strings.ToUpper(line))
+			brw.Flush()
+		}
+	})
+	idx := cat.Set("chat", ws.backend())
+	b, url := startBalancer(t, cat, nil)
+	waitTable(t, b, "chat", idx)
+	conn, br := rawUpgrade(t, strings.TrimPrefix(url, "http://"), "/chat/socket", "lb")
+	defer conn.Close()
+	for _, msg := range []string{"hello\n", "again\n"} {
+		conn.Write([]byte(msg))
+		got, err := br.ReadString('\n')
+		if err != nil || got != strings.ToUpper(msg) {
+			t.Fatalf("echo of %q: %q %v", msg, got, err)
+		}
+	}
+	if n := b.Status().Services[0].Instances[0].InFlight; n != 1 {
+		t.Fatalf("an open WebSocket counts %d in flight, want 1", n)
+	}
+	conn.Close()
+	eventually(t, func() bool { return b.Status().Services[0].Instances[0].InFlight == 0 }, "the closed WebSocket to leave the in-flight count")
+}
+
+func TestClientsMaySpeakHTTP2InCleartext(t *testing.T) {
+	cat := newMemCatalog()
+	tb := startBackend(t, "web-1")
+	idx := cat.Set("web", tb.backend())
+	b, url := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(url + "/web/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(body) != "web-1" {
+		t.Fatalf("got %s %d %q, want HTTP/2 200 web-1", resp.Proto, resp.StatusCode, body)
+	}
+}
+
+func TestPanicModeIsVisibleInResponses(t *testing.T) {
+	cat := newMemCatalog()
+	bes, _ := threeBackends(t, cat)
+	recs := []Backend{bes[0].backend(), bes[1].backend(), bes[2].backend()}
+	recs[1].Status, recs[2].Status = Critical, Critical
+	idx := cat.Set("web", recs...)
+	b, url := startBalancer(t, cat, func(c *Config) { c.PanicThreshold = 0.5 })
+	waitTable(t, b, "web", idx)
+	c := newClient(t)
+	for i := 0; i < 30; i++ {
+		if code, _, hdr := get(t, c, url+"/web/"); code != 200 || hdr.Get(HeaderPanic) != "true" {
+			t.Fatalf("status %d panic header %q", code, hdr.Get(HeaderPanic))
+		}
+	}
+	if bes[1].hits.Load() == 0 || bes[2].hits.Load() == 0 {
+		t.Fatal("panic mode did not spread traffic to the critical instances")
+	}
+	recs[1].Status = Passing
+	idx = cat.Set("web", recs...)
+	waitTable(t, b, "web", idx)
+	before := bes[2].hits.Load()
+	for i := 0; i < 30; i++ {
+		if _, _, hdr := get(t, c, url+"/web/"); hdr.Get(HeaderPanic) != "" {
+			t.Fatal("still in panic with 2 of 3 passing")
+		}
+	}
+	if bes[2].hits.Load() != before {
+		t.Fatal("the critical instance got traffic after panic mode ended")
+	}
+}
+
+func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
+	cat := newMemCatalog()
+	tb := startBackend(t, "web-1")
+	started, release := make(chan struct{}), make(chan struct{})
+	tb.handle(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		fmt.Fprint(w, "done")
+	})
+	idx := cat.Set("web", tb.backend())
+	b, url := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	c := newClient(t)
+	res := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(url + "/web/")
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- string(body)
+	}()
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- b.Shutdown(context.Background()) }()
+	eventually(t, func() bool { return b.Status().ShuttingDown }, "shutdown to start")
+	select {
+	case err := <-shut:
+		t.Fatalf("shutdown returned (%v) with a request in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if got := <-res; got != "done" {
+		t.Fatalf("in-flight request got %q", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdminStatusShowsEachTable(t *testing.T) {
+	cat := newMemCatalog()
+	bes, idx := threeBackends(t, cat, 1, 2, 3)
+	b, url := startBalancer(t, cat, func(c *Config) {
+		c.Strategy = Weighted
+		c.Strategies = map[string]Strategy{"api": Hash}
+	})
+	waitTable(t, b, "web", idx)
+	c := newClient(t)
+	get(t, c, url+"/web/")
+	adm := httptest.NewServer(b.AdminHandler())
+	defer adm.Close()
+	code, body, _ := get(t, c, adm.URL+"/lb/status?service=web")
+	var st Status
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || len(st.Services) != 1 {
+		t.Fatalf("status %d %s", code, body)
+	}
+	s := st.Services[0]
+	if s.Strategy != Weighted || s.Index != idx || !s.Loaded || s.Mode != ModeNormal || len(s.Instances) != 3 || !s.Registry.Connected {
+		t.Fatalf("service status %+v", s)
+	}
+	for i, in := range s.Instances {
+		if in.ID != bes[i].name || in.Weight != i+1 || in.EffectiveWeight != float64(i+1) || !in.Routed || in.Status != Passing {
+			t.Fatalf("instance status %+v", in)
+		}
+	}
+	for _, want := range []string{`"in_flight"`, `"ejected"`, `"effective_weight"`, `"registry"`, `"requests": 1`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("status lacks %s:\n%s", want, body)
+		}
+	}
+	if code, _, _ := get(t, c, adm.URL+"/lb/status?service=nope"); code != 404 {
+		t.Fatalf("unknown service status: %d", code)
+	}
+	if code, _, _ := get(t, c, adm.URL+"/readyz"); code != 200 {
+		t.Fatalf("readyz %d", code)
+	}
+}

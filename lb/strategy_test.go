@@ -1,0 +1,187 @@
+package lb
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+	"testing"
+)
+
+func cands(weights ...float64) []Candidate {
+	out := make([]Candidate, len(weights))
+	for i, w := range weights {
+		out[i] = Candidate{ID: fmt.Sprintf("i%d", i), Weight: w, InFlight: new(atomic.Int64)}
+	}
+	return out
+}
+
+func countPicks(p Picker, n, rounds int, key func(int) Key) []int {
+	got := make([]int, n)
+	for r := 0; r < rounds; r++ {
+		k := Key{}
+		if key != nil {
+			k = key(r)
+		}
+		if i := p.Pick(k, nil); i >= 0 {
+			got[i]++
+		}
+	}
+	return got
+}
+
+func TestRoundRobinGivesEveryCandidateExactlyItsTurn(t *testing.T) {
+	p := NewPicker(RoundRobin, cands(5, 1, 1), nil) // weights are ignored
+	got := countPicks(p, 3, 300, nil)
+	for i, n := range got {
+		if n != 100 {
+			t.Fatalf("candidate %d picked %d times of 300, want exactly 100 (%v)", i, n, got)
+		}
+	}
+	var seq []int
+	for r := 0; r < 6; r++ {
+		seq = append(seq, p.Pick(Key{}, nil))
+	}
+	if fmt.Sprint(seq) != "[0 1 2 0 1 2]" {
+		t.Fatalf("sequence %v, want strict rotation", seq)
+	}
+}
+
+func TestSmoothWeightedRoundRobin(t *testing.T) {
+	t.Run("interleaves picks the way nginx does", func(t *testing.T) {
+		p := NewPicker(Weighted, cands(5, 1, 1), nil)
+		var seq []int
+		for r := 0; r < 7; r++ {
+			seq = append(seq, p.Pick(Key{}, nil))
+		}
+		// nginx's documented sequence for weights 5,1,1: a a b a c a a.
+		if fmt.Sprint(seq) != "[0 0 1 0 2 0 0]" {
+			t.Fatalf("sequence %v, want [0 0 1 0 2 0 0]", seq)
+		}
+	})
+	t.Run("gives each candidate its exact share per cycle", func(t *testing.T) {
+		p := NewPicker(Weighted, cands(1, 2, 3, 4), nil)
+		got := countPicks(p, 4, 1000, nil)
+		for i, n := range got {
+			if want := 100 * (i + 1); n != want {
+				t.Fatalf("candidate %d picked %d of 1000, want %d (%v)", i, n, want, got)
+			}
+		}
+	})
+	t.Run("keeps fractional weights in proportion", func(t *testing.T) {
+		p := NewPicker(Weighted, cands(0.1, 1), nil)
+		got := countPicks(p, 2, 11000, nil)
+		if got[0] != 1000 || got[1] != 10000 {
+			t.Fatalf("picks %v, want [1000 10000]", got)
+		}
+	})
+}
+
+func TestRandomFollowsWeightsWithinAFewPercent(t *testing.T) {
+	p := NewPicker(Random, cands(1, 2, 7), nil)
+	const n = 100000
+	got := countPicks(p, 3, n, nil)
+	for i, w := range []float64{0.1, 0.2, 0.7} {
+		share := float64(got[i]) / n
+		if math.Abs(share-w) > 0.02 {
+			t.Fatalf("candidate %d got share %.3f, want %.2f±0.02 (%v)", i, share, w, got)
+		}
+	}
+}
+
+func TestLeastRequestsPrefersIdleCandidates(t *testing.T) {
+	t.Run("a busy candidate is never chosen over an idle one when two are compared", func(t *testing.T) {
+		cs := cands(1, 1)
+		cs[0].InFlight.Store(10)
+		p := NewPicker(LeastRequests, cs, nil)
+		got := countPicks(p, 2, 1000, nil)
+		if got[0] != 0 {
+			t.Fatalf("busy candidate got %d of 1000 picks", got[0])
+		}
+	})
+	t.Run("among many, the busy ones get a small share", func(t *testing.T) {
+		cs := cands(1, 1, 1, 1)
+		cs[0].InFlight.Store(5)
+		cs[1].InFlight.Store(5)
+		p := NewPicker(LeastRequests, cs, nil)
+		got := countPicks(p, 4, 10000, nil)
+		// Only a draw of the two busy ones picks a busy one: 1/6 of the draws.
+		if busy := got[0] + got[1]; busy > 2200 || busy < 1100 {
+			t.Fatalf("busy candidates got %d of 10000 picks, want about 1667 (%v)", busy, got)
+		}
+	})
+	t.Run("load is weighed against weight", func(t *testing.T) {
+		cs := cands(10, 1)
+		cs[0].InFlight.Store(3) // (3+1)/10 < (0+1)/1
+		p := NewPicker(LeastRequests, cs, nil)
+		got := countPicks(p, 2, 1000, nil)
+		if got[1] > 0 && got[0] < 900 {
+			t.Fatalf("heavy candidate with spare capacity got %d of 1000 (%v)", got[0], got)
+		}
+	})
+}
+
+func TestHashKeepsKeysAndMovesAboutOneNthWhenAnInstanceLeaves(t *testing.T) {
+	const n, keys = 10, 20000
+	all := cands(1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+	p := NewPicker(Hash, all, nil)
+	before := make([]string, keys)
+	perInstance := map[string]int{}
+	for k := 0; k < keys; k++ {
+		key := KeyOf(fmt.Sprintf("user-%d", k))
+		i := p.Pick(key, nil)
+		before[k] = all[i].ID
+		perInstance[all[i].ID]++
+		if j := p.Pick(key, nil); j != i {
+			t.Fatalf("key %d moved from %d to %d without a change", k, i, j)
+		}
+	}
+	for id, c := range perInstance {
+		if c < keys/n/2 || c > keys/n*2 {
+			t.Fatalf("instance %s owns %d of %d keys: ring badly balanced %v", id, c, keys, perInstance)
+		}
+	}
+	// A rebuilt picker over the same candidates (another balancer) agrees.
+	p2 := NewPicker(Hash, cands(1, 1, 1, 1, 1, 1, 1, 1, 1, 1), nil)
+	for k := 0; k < keys; k += 97 {
+		if all[p2.Pick(KeyOf(fmt.Sprintf("user-%d", k)), nil)].ID != before[k] {
+			t.Fatalf("key %d maps differently on another picker", k)
+		}
+	}
+	// Remove i3: only its keys move.
+	rest := append(append([]Candidate{}, all[:3]...), all[4:]...)
+	p3 := NewPicker(Hash, rest, nil)
+	moved := 0
+	for k := 0; k < keys; k++ {
+		now := rest[p3.Pick(KeyOf(fmt.Sprintf("user-%d", k)), nil)].ID
+		if now != before[k] {
+			moved++
+			if before[k] != "i3" {
+				t.Fatalf("key %d moved from %s to %s though %s stayed", k, before[k], now, before[k])
+			}
+		}
+	}
+	share := float64(moved) / keys
+	if share < 0.05 || share > 0.15 {
+		t.Fatalf("%.3f of keys moved, want about 1/%d", share, n)
+	}
+	t.Logf("removing 1 of %d instances moved %.2f%% of %d keys", n, 100*share, keys)
+}
+
+func TestPickersHonourSkip(t *testing.T) {
+	for _, s := range Strategies {
+		t.Run(string(s)+" skips rejected candidates and gives up when all are", func(t *testing.T) {
+			p := NewPicker(s, cands(1, 2, 3), nil)
+			for r := 0; r < 200; r++ {
+				if i := p.Pick(KeyOf(fmt.Sprint(r)), func(i int) bool { return i != 1 }); i != 1 {
+					t.Fatalf("picked %d, only 1 is allowed", i)
+				}
+			}
+			if i := p.Pick(KeyOf("x"), func(int) bool { return true }); i != -1 {
+				t.Fatalf("picked %d with every candidate skipped", i)
+			}
+			if i := NewPicker(s, nil, nil).Pick(Key{}, nil); i != -1 {
+				t.Fatalf("picked %d from no candidates", i)
+			}
+		})
+	}
+}
