@@ -217,8 +217,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 			meta.Agent = base.Host
 		}
 		var ae *Error
-		if !write && errors.As(err, &ae) && ae.Code == "shutting_down" {
-			// A read may go to any agent: try the next one.
+		if !write && errors.As(err, &ae) && ae.Status >= 500 {
+			// A read may go to any agent: one that is shutting down or out
+			// of touch with the leader should not stop it, so try the next.
 			lastErr = err
 			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
 			continue
