@@ -55,7 +55,11 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	// MaxAppendEntries bounds how many log entries go in one batch (and one
 	// fsync); larger batches raise write throughput under concurrency.
-	MaxAppendEntries  int
+	MaxAppendEntries int
+	// CommitTimeout is how long the leader waits without new entries before
+	// sending followers an AppendEntries anyway; it carries the commit index,
+	// so it bounds how late a follower learns that its forwarded write committed.
+	CommitTimeout     time.Duration
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -89,6 +93,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		MaxAppendEntries:   256,
+		CommitTimeout:      10 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       4096,

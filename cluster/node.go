@@ -183,7 +183,7 @@ func (n *Node) startRaft() error {
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
 	rc.BatchApplyCh = true
-	rc.CommitTimeout = 10 * time.Millisecond
+	rc.CommitTimeout = n.cfg.CommitTimeout
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.SnapshotInterval = n.cfg.SnapshotInterval
 	rc.TrailingLogs = n.cfg.TrailingLogs

@@ -125,6 +125,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	cc.LeaderWait = a.cfg.LeaderWait
 	cc.ReapFailedAfter = a.cfg.ReapFailedAfter
 	cc.MinQuorum = a.cfg.MinQuorum
+	if a.cfg.RaftCommitTimeout > 0 {
+		cc.CommitTimeout = a.cfg.RaftCommitTimeout
+	}
 	cc.Logger = a.logger
 	if a.cfg.Dev {
 		cc.ProbeInterval, cc.ProbeTimeout = time.Second, 500*time.Millisecond

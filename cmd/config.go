@@ -34,6 +34,9 @@ type AgentConfig struct {
 	LeaderWait      time.Duration `json:"leader_wait"`
 	ReapFailedAfter time.Duration `json:"reap_failed_after"`
 	MinQuorum       int           `json:"min_quorum"`
+	// RaftCommitTimeout tunes how soon followers learn of commits when no
+	// new entries flow (cluster.Config.CommitTimeout).
+	RaftCommitTimeout time.Duration `json:"raft_commit_timeout"`
 
 	MaxBlockingQueries int `json:"max_blocking_queries"`
 
@@ -54,15 +57,16 @@ type AgentConfig struct {
 func defaultAgentConfig() AgentConfig {
 	host, _ := os.Hostname()
 	return AgentConfig{
-		Node:           host,
-		DataDir:        "beacon-data",
-		HTTPAddr:       "127.0.0.1:8750",
-		RaftAddr:       "0.0.0.0:8751",
-		GossipAddr:     "0.0.0.0:8752",
-		LogLevel:       "info",
-		RejoinInterval: 15 * time.Second,
-		LeaderWait:     3 * time.Second,
-		MinQuorum:      3,
+		Node:              host,
+		DataDir:           "beacon-data",
+		HTTPAddr:          "127.0.0.1:8750",
+		RaftAddr:          "0.0.0.0:8751",
+		GossipAddr:        "0.0.0.0:8752",
+		LogLevel:          "info",
+		RejoinInterval:    15 * time.Second,
+		LeaderWait:        3 * time.Second,
+		MinQuorum:         3,
+		RaftCommitTimeout: 10 * time.Millisecond,
 
 		MaxBlockingQueries: api.DefaultMaxBlockingQueries,
 
@@ -96,6 +100,7 @@ var agentSettings = []option{
 	{"leader-wait", "", "BEACON_LEADER_WAIT", "how long a write waits for a leader before 503", func(c *AgentConfig) any { return &c.LeaderWait }},
 	{"reap-failed-after", "", "BEACON_REAP_FAILED_AFTER", "remove servers failed this long from Raft (0: never)", func(c *AgentConfig) any { return &c.ReapFailedAfter }},
 	{"min-quorum", "", "BEACON_MIN_QUORUM", "never reap below this many voters", func(c *AgentConfig) any { return &c.MinQuorum }},
+	{"raft-commit-timeout", "", "BEACON_RAFT_COMMIT_TIMEOUT", "how soon followers learn of commits when no new entries flow", func(c *AgentConfig) any { return &c.RaftCommitTimeout }},
 	{"max-blocking-queries", "", "BEACON_MAX_BLOCKING_QUERIES", "concurrent blocking queries this node holds before answering 429", func(c *AgentConfig) any { return &c.MaxBlockingQueries }},
 	{"dns-addr", "", "BEACON_DNS_ADDR", "serve DNS (UDP and TCP) on this address, e.g. 127.0.0.1:8753 (port 8753 if none; default: off)", func(c *AgentConfig) any { return &c.DNSAddr }},
 	{"dns-domain", "", "BEACON_DNS_DOMAIN", "DNS zone answered", func(c *AgentConfig) any { return &c.DNSDomain }},
