@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -76,4 +77,22 @@ func BenchmarkDiscoveryHTTP(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "reads/s")
+}
+
+// BenchmarkRegisterHandler measures one registration in the handler over a
+// real FSM (no Raft, no network): the API's own cost per write — decoding,
+// validation, encoding — plus the FSM's apply.
+func BenchmarkRegisterHandler(b *testing.B) {
+	ts := newTestServer(b, nil)
+	h := ts.srv.Handler()
+	body := []byte(`{"address":"10.0.1.2","port":8080,"tags":["bench","v1"],"meta":{"zone":"z1"},"version":"1.0.2"}`)
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("/v1/services/bench-%d/instances/i-%d", i%100, i), bytes.NewReader(body))
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
 }
