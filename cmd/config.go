@@ -42,6 +42,15 @@ type AgentConfig struct {
 	DNSTTL        time.Duration `json:"dns_ttl"`
 	DNSMaxStale   time.Duration `json:"dns_max_stale"`
 	DNSAllowStale bool          `json:"dns_allow_stale"`
+
+	// Health checking (docs/health.md).
+	CheckDenyCIDR   []string      `json:"check_deny_cidr"`
+	FlapThreshold   int           `json:"flap_threshold"`
+	FlapWindow      time.Duration `json:"flap_window"`
+	FlapHoldDown    time.Duration `json:"flap_hold_down"`
+	FlapMaxHoldDown time.Duration `json:"flap_max_hold_down"`
+	TTLGrace        time.Duration `json:"ttl_grace"`
+	MetricsPeriod   time.Duration `json:"metrics_period"`
 }
 
 // defaultAgentConfig returns the defaults documented in docs/operations.md.
@@ -63,6 +72,14 @@ func defaultAgentConfig() AgentConfig {
 		DNSDomain:   "beacon.",
 		DNSTTL:      5 * time.Second,
 		DNSMaxStale: 5 * time.Second,
+
+		CheckDenyCIDR:   []string{"169.254.0.0/16"},
+		FlapThreshold:   5,
+		FlapWindow:      time.Minute,
+		FlapHoldDown:    30 * time.Second,
+		FlapMaxHoldDown: 10 * time.Minute,
+		TTLGrace:        10 * time.Second,
+		MetricsPeriod:   10 * time.Second,
 	}
 }
 
@@ -96,6 +113,13 @@ var agentSettings = []option{
 	{"dns-ttl", "", "BEACON_DNS_TTL", "TTL of DNS records", func(c *AgentConfig) any { return &c.DNSTTL }},
 	{"dns-max-stale", "", "BEACON_DNS_MAX_STALE", "answer SERVFAIL after this long without contact with the leader", func(c *AgentConfig) any { return &c.DNSMaxStale }},
 	{"dns-allow-stale", "", "BEACON_DNS_ALLOW_STALE", "answer DNS even when out of contact with the leader longer than --dns-max-stale", func(c *AgentConfig) any { return &c.DNSAllowStale }},
+	{"check-deny-cidr", "", "BEACON_CHECK_DENY_CIDR", "CIDR health checks may not connect to (repeatable; replaces the default 169.254.0.0/16; \"none\" denies nothing)", func(c *AgentConfig) any { return &c.CheckDenyCIDR }},
+	{"flap-threshold", "", "BEACON_FLAP_THRESHOLD", "status changes within --flap-window that make a check flapping (0: off)", func(c *AgentConfig) any { return &c.FlapThreshold }},
+	{"flap-window", "", "BEACON_FLAP_WINDOW", "window in which flapping status changes are counted", func(c *AgentConfig) any { return &c.FlapWindow }},
+	{"flap-hold-down", "", "BEACON_FLAP_HOLD_DOWN", "first hold-down of a flapping check (doubles each time in a row)", func(c *AgentConfig) any { return &c.FlapHoldDown }},
+	{"flap-max-hold-down", "", "BEACON_FLAP_MAX_HOLD_DOWN", "longest hold-down of a flapping check", func(c *AgentConfig) any { return &c.FlapMaxHoldDown }},
+	{"ttl-grace", "", "BEACON_TTL_GRACE", "extra time TTL checks get after a leader change", func(c *AgentConfig) any { return &c.TTLGrace }},
+	{"metrics-period", "", "BEACON_METRICS_PERIOD", "custom health metrics are replicated at most once per instance per period", func(c *AgentConfig) any { return &c.MetricsPeriod }},
 }
 
 // registerAgentFlags defines every option as a flag writing into target.

@@ -147,6 +147,9 @@ func NewRootCmd(f *Factory) *cobra.Command {
 		newDeregisterCmd(f, nil),
 		newServicesCmd(f, nil),
 		newDiscoverCmd(f, nil),
+		newChecksCmd(f, nil),
+		newCheckCmd(f, nil),
+		newMaintCmd(f, nil),
 		newVersionCmd(f),
 	)
 	return root
