@@ -18,7 +18,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	req, err := buildRegister(r.PathValue("service"), r.PathValue("id"), &body, time.Now())
+	req, err := buildRegister(r.PathValue("service"), r.PathValue("id"), &body, time.Now(), s.cfg.CheckDenyCIDRs)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"time"
@@ -68,6 +69,14 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
+
+	// CheckDenyCIDRs are address ranges health checks may not target;
+	// registrations whose check target is an IP literal in them get a 400
+	// (the checker refuses resolved addresses in them at connect time too).
+	CheckDenyCIDRs []netip.Prefix
+	// TTL takes TTL check reports (the agent's health subsystem). Without
+	// it the TTL routes answer 503.
+	TTL TTLReporter
 
 	Logger hclog.Logger
 }
@@ -178,6 +187,12 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/services/{service}/instances/{id}", s.handleInstance)
 	mux.HandleFunc("GET /v1/services/{service}/instances", s.handleInstances)
 	mux.HandleFunc("GET /v1/services", s.handleServices)
+	mux.HandleFunc("PUT /v1/services/{service}/instances/{id}/maintenance", s.handleMaintenance)
+
+	mux.HandleFunc("GET /v1/checks", s.handleChecks)
+	mux.HandleFunc("PUT /v1/checks/{id}/pass", s.handleTTL("pass"))
+	mux.HandleFunc("PUT /v1/checks/{id}/warn", s.handleTTL("warn"))
+	mux.HandleFunc("PUT /v1/checks/{id}/fail", s.handleTTL("fail"))
 
 	mux.HandleFunc("GET /v1/cluster/status", s.handleStatus)
 	mux.HandleFunc("GET /v1/cluster/members", s.handleMembers)

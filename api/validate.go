@@ -174,7 +174,7 @@ func parsePort(s string) (int, error) {
 }
 
 // buildRegister validates a registration and turns it into a command.
-func buildRegister(service, id string, r *client.Registration, now time.Time) (*fsm.RegisterRequest, error) {
+func buildRegister(service, id string, r *client.Registration, now time.Time, deny []netip.Prefix) (*fsm.RegisterRequest, error) {
 	if err := validateService("service", service); err != nil {
 		return nil, err
 	}
@@ -231,7 +231,7 @@ func buildRegister(service, id string, r *client.Registration, now time.Time) (*
 	}
 	names := map[string]bool{}
 	for i := range r.Checks {
-		def, err := buildCheck(fmt.Sprintf("checks[%d]", i), &r.Checks[i], i)
+		def, err := buildCheck(fmt.Sprintf("checks[%d]", i), &r.Checks[i], i, deny)
 		if err != nil {
 			return nil, err
 		}
@@ -252,7 +252,7 @@ func truncateForError(s string) string {
 }
 
 // buildCheck validates one check definition and fills in defaults.
-func buildCheck(field string, c *client.CheckDefinition, i int) (fsm.CheckDefinition, error) {
+func buildCheck(field string, c *client.CheckDefinition, i int, deny []netip.Prefix) (fsm.CheckDefinition, error) {
 	var def fsm.CheckDefinition
 	set := 0
 	for _, v := range []bool{c.HTTP != "", c.TCP != "", c.GRPC != "", c.TTL != 0} {
@@ -270,15 +270,18 @@ func buildCheck(field string, c *client.CheckDefinition, i int) (fsm.CheckDefini
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 			return def, invalid(field+".http", "must be an http:// or https:// URL with a host")
 		}
+		if err := validateHost(field+".http", u.Hostname()); err != nil {
+			return def, invalid(field+".http", "must be an http:// or https:// URL with an IP address or host name")
+		}
 		if u.Port() != "" {
 			if p, err := parsePort(u.Port()); err != nil || p == 0 {
 				return def, invalid(field+".http", "port must be 1-65535")
 			}
 		}
-		if err := validateHost(field+".http", u.Hostname()); err != nil {
+		if err := validateCheckHost(field+".http", u.Hostname()); err != nil {
 			return def, err
 		}
-		if err := validateCheckHost(field+".http", u.Hostname()); err != nil {
+		if err := checkDenied(field+".http", u.Hostname(), deny); err != nil {
 			return def, err
 		}
 		if len(c.HTTP) > 2048 || !printable(c.HTTP) {
@@ -313,9 +316,15 @@ func buildCheck(field string, c *client.CheckDefinition, i int) (fsm.CheckDefini
 		if err := validateCheckHostPort(field+".tcp", c.TCP); err != nil {
 			return def, err
 		}
+		if err := checkDeniedHostPort(field+".tcp", c.TCP, deny); err != nil {
+			return def, err
+		}
 	case c.GRPC != "":
 		def.Type, def.Target, def.GRPCService = fsm.CheckGRPC, c.GRPC, c.GRPCService
 		if err := validateCheckHostPort(field+".grpc", c.GRPC); err != nil {
+			return def, err
+		}
+		if err := checkDeniedHostPort(field+".grpc", c.GRPC, deny); err != nil {
 			return def, err
 		}
 		if len(c.GRPCService) > 256 || !printable(c.GRPCService) {
@@ -382,6 +391,31 @@ func buildCheck(field string, c *client.CheckDefinition, i int) (fsm.CheckDefini
 	}
 	def.DeregisterCriticalAfter = int64(c.DeregisterCriticalAfter)
 	return def, nil
+}
+
+// checkDenied rejects a check target host that is an IP literal in one of
+// the denied ranges. Host names are checked by the prober at connect time,
+// on the address they resolve to.
+func checkDenied(field, host string, deny []netip.Prefix) error {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	a = a.Unmap().WithZone("")
+	for _, p := range deny {
+		if p.Contains(a) {
+			return invalid(field, "target address %s is in a denied range (%s)", a, p)
+		}
+	}
+	return nil
+}
+
+func checkDeniedHostPort(field, hostport string, deny []netip.Prefix) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return invalid(field, "must be host:port")
+	}
+	return checkDenied(field, host, deny)
 }
 
 // decodeBody reads a JSON body of at most MaxBodyBytes into v. Unknown

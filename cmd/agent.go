@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/beaconhq/beacon/api/dns"
 	"github.com/beaconhq/beacon/cluster"
 	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/health"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -32,10 +34,14 @@ type Agent struct {
 
 	fsm    *fsm.FSM
 	node   *cluster.Node
+	health *health.Health
 	api    *api.Server
 	httpLn net.Listener
 	dns    *dns.Server
 	lb     *agentLB // nil without --lb-addr
+	// stopChecks ends the health runner; checksDone closes when it returned.
+	stopChecks context.CancelFunc
+	checksDone chan struct{}
 
 	ready        chan struct{}
 	errCh        chan error
@@ -137,15 +143,42 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.node = node
+
+	hc, err := a.healthConfig()
+	if err != nil {
+		return err
+	}
+	h, err := health.New(hc, a.fsm, healthAdapter{node})
+	if err != nil {
+		return err
+	}
+	a.health = h
+	node.OnLeader(h.Lead)
+	node.HandleRPC(opHealth, func(ctx context.Context, p []byte) ([]byte, error) {
+		resp, err := h.ServeRPC(ctx, p)
+		if errors.Is(err, health.ErrNotLeader) {
+			err = cluster.ErrNotLeader // CallLeader retries on the leader
+		}
+		return resp, err
+	})
+
 	if err := node.Start(ctx); err != nil {
 		return err
 	}
+	hctx, stopChecks := context.WithCancel(context.Background())
+	a.stopChecks, a.checksDone = stopChecks, make(chan struct{})
+	go func() {
+		defer close(a.checksDone)
+		h.Run(hctx)
+	}()
 
 	ac := api.DefaultConfig()
 	ac.Logger = a.logger.Named("http")
 	if a.cfg.MaxBlockingQueries > 0 {
 		ac.MaxBlockingQueries = a.cfg.MaxBlockingQueries
 	}
+	ac.CheckDenyCIDRs = hc.DenyCIDRs
+	ac.TTL = h
 	if err := ac.Validate(); err != nil {
 		return err
 	}
@@ -260,8 +293,8 @@ func (a *Agent) leaveAndStop(ctx context.Context) error {
 var ErrLeft = errors.New("agent: left the cluster")
 
 // Shutdown stops the agent outside-in: DNS and the HTTP API (ending
-// blocking queries with 503 shutting_down), then the cluster node (gossip,
-// Raft, stores).
+// blocking queries with 503 shutting_down), the health checks, then the
+// cluster node (gossip, Raft, stores).
 func (a *Agent) Shutdown(ctx context.Context) error {
 	a.shutdownOnce.Do(func() { a.shutdownErr = a.stop(ctx) })
 	return a.shutdownErr
@@ -285,6 +318,10 @@ func (a *Agent) stop(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	a.wg.Wait()
+	if a.stopChecks != nil {
+		a.stopChecks()
+		<-a.checksDone
+	}
 	if a.node != nil {
 		if err := a.node.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
@@ -293,11 +330,62 @@ func (a *Agent) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// opHealth is the internal RPC op of the health subsystem (TTL reports
+// travelling to the leader). Ops of the agent's packages are numbered here.
+const opHealth cluster.Op = 16
+
+// healthConfig builds the health subsystem's configuration.
+func (a *Agent) healthConfig() (health.Config, error) {
+	hc := health.DefaultConfig()
+	hc.Node = a.cfg.Node
+	hc.Logger = a.logger.Named("health")
+	if a.cfg.CheckDenyCIDR != nil {
+		hc.DenyCIDRs = nil
+		for _, s := range a.cfg.CheckDenyCIDR {
+			if s == "none" {
+				continue
+			}
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return hc, fmt.Errorf("agent: check deny CIDR %q: %w", s, err)
+			}
+			hc.DenyCIDRs = append(hc.DenyCIDRs, p.Masked())
+		}
+	}
+	hc.Flap = health.FlapPolicy{
+		Threshold: a.cfg.FlapThreshold, Window: a.cfg.FlapWindow,
+		HoldDown: a.cfg.FlapHoldDown, MaxHoldDown: a.cfg.FlapMaxHoldDown,
+	}
+	hc.TTLGrace = a.cfg.TTLGrace
+	if a.cfg.MetricsPeriod > 0 {
+		hc.MetricsPeriod = a.cfg.MetricsPeriod
+	}
+	return hc, hc.Validate()
+}
+
+// healthAdapter presents a *cluster.Node as the health.Cluster interface.
+type healthAdapter struct{ node *cluster.Node }
+
+func (h healthAdapter) Apply(ctx context.Context, cmd []byte) (uint64, error) {
+	return h.node.Apply(ctx, cmd)
+}
+
+func (h healthAdapter) ApplyLeader(ctx context.Context, cmd []byte) (uint64, error) {
+	return h.node.ApplyLeader(ctx, cmd)
+}
+
+func (h healthAdapter) CallLeader(ctx context.Context, payload []byte) ([]byte, error) {
+	return h.node.CallLeader(ctx, opHealth, payload)
+}
+
 // clusterAdapter presents a *cluster.Node as the api.Cluster interface.
 type clusterAdapter struct {
 	node  *cluster.Node
 	leave func(context.Context) error
 }
+
+// Health returns the agent's health subsystem.
+func (a *Agent) Health() *health.Health { return a.health }
 
 func (c *clusterAdapter) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	return c.node.Apply(ctx, cmd)

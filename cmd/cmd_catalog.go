@@ -342,7 +342,14 @@ func printInstances(f *Factory, insts []client.Instance) error {
 	return f.Print(insts, func(w io.Writer) {
 		fmt.Fprintln(w, "ID\tADDRESS\tSTATUS\tHEALTHY\tWEIGHT\tVERSION\tTAGS")
 		for _, i := range insts {
-			fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", i.ID, i.Address, i.Port, i.Status, i.Healthy, i.Weight, i.Version, strings.Join(i.Tags, ","))
+			status := i.Status
+			switch {
+			case i.Maintenance != nil:
+				status += " (maintenance)"
+			case i.Draining != nil:
+				status += " (draining)"
+			}
+			fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", i.ID, i.Address, i.Port, status, i.Healthy, i.Weight, i.Version, strings.Join(i.Tags, ","))
 		}
 	})
 }

@@ -51,6 +51,15 @@ type AgentConfig struct {
 	LBZone      string   `json:"lb_zone"`
 	LBStrategy  []string `json:"lb_strategy"`
 	LBDomain    []string `json:"lb_domain"`
+
+	// Health checking (docs/health.md).
+	CheckDenyCIDR   []string      `json:"check_deny_cidr"`
+	FlapThreshold   int           `json:"flap_threshold"`
+	FlapWindow      time.Duration `json:"flap_window"`
+	FlapHoldDown    time.Duration `json:"flap_hold_down"`
+	FlapMaxHoldDown time.Duration `json:"flap_max_hold_down"`
+	TTLGrace        time.Duration `json:"ttl_grace"`
+	MetricsPeriod   time.Duration `json:"metrics_period"`
 }
 
 // defaultAgentConfig returns the defaults documented in docs/operations.md.
@@ -73,6 +82,14 @@ func defaultAgentConfig() AgentConfig {
 		DNSDomain:   "beacon.",
 		DNSTTL:      5 * time.Second,
 		DNSMaxStale: 5 * time.Second,
+
+		CheckDenyCIDR:   []string{"169.254.0.0/16"},
+		FlapThreshold:   5,
+		FlapWindow:      time.Minute,
+		FlapHoldDown:    30 * time.Second,
+		FlapMaxHoldDown: 10 * time.Minute,
+		TTLGrace:        10 * time.Second,
+		MetricsPeriod:   10 * time.Second,
 	}
 }
 
@@ -112,6 +129,13 @@ var agentSettings = []option{
 	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *AgentConfig) any { return &c.LBZone }},
 	{"lb-strategy", "", "BEACON_LB_STRATEGY", "strategy of the embedded load balancer, or SERVICE=STRATEGY (repeatable)", func(c *AgentConfig) any { return &c.LBStrategy }},
 	{"lb-domain", "", "BEACON_LB_DOMAIN", "host routing domain of the embedded load balancer (repeatable)", func(c *AgentConfig) any { return &c.LBDomain }},
+	{"check-deny-cidr", "", "BEACON_CHECK_DENY_CIDR", "CIDR health checks may not connect to (repeatable; replaces the default 169.254.0.0/16; \"none\" denies nothing)", func(c *AgentConfig) any { return &c.CheckDenyCIDR }},
+	{"flap-threshold", "", "BEACON_FLAP_THRESHOLD", "status changes within --flap-window that make a check flapping (0: off)", func(c *AgentConfig) any { return &c.FlapThreshold }},
+	{"flap-window", "", "BEACON_FLAP_WINDOW", "window in which flapping status changes are counted", func(c *AgentConfig) any { return &c.FlapWindow }},
+	{"flap-hold-down", "", "BEACON_FLAP_HOLD_DOWN", "first hold-down of a flapping check (doubles each time in a row)", func(c *AgentConfig) any { return &c.FlapHoldDown }},
+	{"flap-max-hold-down", "", "BEACON_FLAP_MAX_HOLD_DOWN", "longest hold-down of a flapping check", func(c *AgentConfig) any { return &c.FlapMaxHoldDown }},
+	{"ttl-grace", "", "BEACON_TTL_GRACE", "extra time TTL checks get after a leader change", func(c *AgentConfig) any { return &c.TTLGrace }},
+	{"metrics-period", "", "BEACON_METRICS_PERIOD", "custom health metrics are replicated at most once per instance per period", func(c *AgentConfig) any { return &c.MetricsPeriod }},
 }
 
 // registerAgentFlags defines every option as a flag writing into target.

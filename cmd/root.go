@@ -148,6 +148,9 @@ func NewRootCmd(f *Factory) *cobra.Command {
 		newServicesCmd(f, nil),
 		newDiscoverCmd(f, nil),
 		newLBCmd(f, nil),
+		newChecksCmd(f, nil),
+		newCheckCmd(f, nil),
+		newMaintCmd(f, nil),
 		newVersionCmd(f),
 	)
 	return root

@@ -343,3 +343,56 @@ func (c *Client) RemovePeer(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/peers/"+url.PathEscape(id), url.Values{}, nil, nil)
 	return err
 }
+
+// CheckFilter selects checks in Checks. Empty fields match everything.
+type CheckFilter struct {
+	Service  string
+	Instance string
+	Owner    string
+	// Status is passing, warning, critical (a flapping check counts as
+	// critical) or flapping.
+	Status string
+}
+
+// Checks lists health checks with their state, filtered by f; q sets the
+// consistency mode and blocking (its discovery filters are ignored).
+func (c *Client) Checks(ctx context.Context, f CheckFilter, q *QueryOptions) ([]Check, *QueryMeta, error) {
+	v := url.Values{}
+	if q != nil {
+		qq := QueryOptions{Consistent: q.Consistent, MaxStale: q.MaxStale, WaitIndex: q.WaitIndex, WaitTime: q.WaitTime}
+		v = qq.values()
+	}
+	for k, s := range map[string]string{"service": f.Service, "instance": f.Instance, "owner": f.Owner, "status": f.Status} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	var out []Check
+	meta, err := c.do(ctx, http.MethodGet, "/v1/checks", v, nil, &out)
+	return out, meta, err
+}
+
+// ReportTTL reports a TTL check's state: verb is "pass", "warn" or "fail";
+// u (optional) carries output and custom metrics.
+func (c *Client) ReportTTL(ctx context.Context, checkID, verb string, u *TTLUpdate) (uint64, error) {
+	switch verb {
+	case "pass", "warn", "fail":
+	default:
+		return 0, fmt.Errorf("client: TTL verb must be pass, warn or fail, not %q", verb)
+	}
+	var body any
+	if u != nil {
+		body = u
+	}
+	var res WriteResult
+	_, err := c.do(ctx, http.MethodPut, "/v1/checks/"+url.PathEscape(checkID)+"/"+verb, url.Values{}, body, &res)
+	return res.Index, err
+}
+
+// Maintenance puts an instance in maintenance, drains it, or returns it to
+// service (see MaintenanceRequest).
+func (c *Client) Maintenance(ctx context.Context, service, id string, m *MaintenanceRequest) (uint64, error) {
+	var res WriteResult
+	_, err := c.do(ctx, http.MethodPut, instancePath(service, id)+"/maintenance", url.Values{}, m, &res)
+	return res.Index, err
+}

@@ -242,3 +242,30 @@ type ErrorBody struct {
 	Code  string `json:"code"`
 	Field string `json:"field,omitempty"`
 }
+
+// TTLUpdate is the optional body of PUT /v1/checks/{id}/pass, /warn and
+// /fail: the check's output (kept up to 4 KiB) and custom numeric health
+// metrics of the instance (replaced as a whole by each report that carries
+// any; replicated at most once per instance per coalescing period).
+type TTLUpdate struct {
+	Output  string             `json:"output,omitempty"`
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+}
+
+// Maintenance modes of MaintenanceRequest.
+const (
+	ModeMaintenance = "maintenance"
+	ModeDrain       = "drain"
+	ModeNone        = "none"
+)
+
+// MaintenanceRequest is the body of PUT
+// /v1/services/{service}/instances/{id}/maintenance. Mode "maintenance"
+// takes the instance out of service (with an optional Reason); "drain"
+// sends it no new requests and deregisters it Deadline from now; "none"
+// returns it to service (ending maintenance and draining).
+type MaintenanceRequest struct {
+	Mode     string   `json:"mode"`
+	Reason   string   `json:"reason,omitempty"`
+	Deadline Duration `json:"deadline,omitempty"`
+}

@@ -1,0 +1,108 @@
+package health
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// FlapPolicy decides when a check is flapping: Threshold or more debounced
+// status changes within Window. A flapping check is held (it counts as
+// critical) for HoldDown, doubled for each hold-down in a row up to
+// MaxHoldDown, and leaves the state at the end of a hold-down once fewer than
+// Threshold changes fall within the last Window. Threshold 0 disables
+// flapping detection.
+type FlapPolicy struct {
+	Threshold   int
+	Window      time.Duration
+	HoldDown    time.Duration
+	MaxHoldDown time.Duration
+}
+
+// holdDown returns the hold-down of the level-th flapping episode in a row (level >= 1).
+func (p FlapPolicy) holdDown(level int) time.Duration {
+	d := p.HoldDown
+	for i := 1; i < level && d < p.MaxHoldDown; i++ {
+		d *= 2
+	}
+	return min(d, p.MaxHoldDown)
+}
+
+// Validate reports the first problem with p.
+func (p FlapPolicy) Validate() error {
+	if p.Threshold == 0 {
+		return nil
+	}
+	if p.Threshold < 2 {
+		return errors.New("health: flap threshold must be 0 (off) or at least 2")
+	}
+	if p.Window <= 0 || p.HoldDown <= 0 || p.MaxHoldDown < p.HoldDown {
+		return errors.New("health: flap window and hold-down must be positive, max hold-down at least the hold-down")
+	}
+	return nil
+}
+
+// Config configures the health checking of one agent.
+type Config struct {
+	// Node is this agent's node name: the owner name of the checks it runs.
+	Node string
+	// DenyCIDRs are address ranges no check may connect to; every resolved
+	// address is checked at connect time.
+	DenyCIDRs []netip.Prefix
+	// Flap is the flapping policy of every check.
+	Flap FlapPolicy
+	// TTLGrace is added to every TTL when a new leader re-arms the timers,
+	// so that reports lost during the election do not expire healthy checks.
+	TTLGrace time.Duration
+	// MetricsPeriod is the coalescing period of custom metrics: each
+	// instance's metrics are replicated at most once per period, and only
+	// when they changed.
+	MetricsPeriod time.Duration
+	// MinScanInterval bounds how often the leader rescans the catalog after
+	// changes (assignments, deadlines), so bursts of writes cost one scan.
+	MinScanInterval time.Duration
+	// MaxOutput caps the output kept per check (bytes).
+	MaxOutput int
+	Logger    hclog.Logger
+}
+
+// DefaultDenyCIDRs is the default deny list: the link-local range that
+// holds cloud metadata endpoints.
+func DefaultDenyCIDRs() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
+}
+
+// DefaultConfig returns the documented defaults (docs/health.md).
+func DefaultConfig() Config {
+	return Config{
+		DenyCIDRs: DefaultDenyCIDRs(),
+		Flap: FlapPolicy{
+			Threshold: 5, Window: time.Minute,
+			HoldDown: 30 * time.Second, MaxHoldDown: 10 * time.Minute,
+		},
+		TTLGrace:        10 * time.Second,
+		MetricsPeriod:   10 * time.Second,
+		MinScanInterval: 50 * time.Millisecond,
+		MaxOutput:       4096,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	if c.Node == "" {
+		return errors.New("health: node name is required")
+	}
+	if err := c.Flap.Validate(); err != nil {
+		return err
+	}
+	if c.TTLGrace < 0 || c.MetricsPeriod <= 0 || c.MinScanInterval < 0 {
+		return errors.New("health: ttl grace must be >= 0 and the metrics period positive")
+	}
+	if c.MaxOutput <= 0 {
+		return fmt.Errorf("health: max output must be positive, got %d", c.MaxOutput)
+	}
+	return nil
+}

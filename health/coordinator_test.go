@@ -1,0 +1,266 @@
+package health
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// fsmCluster applies commands straight to a real FSM, as a one-node leader
+// would, and routes the health RPC to the Health it belongs to.
+type fsmCluster struct {
+	f   *fsm.FSM
+	h   *Health
+	mu  sync.Mutex
+	idx uint64
+}
+
+func (c *fsmCluster) Apply(ctx context.Context, cmd []byte) (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idx++
+	res := c.f.Apply(&raft.Log{Index: c.idx, Term: 1, Type: raft.LogCommand, Data: cmd}).(fsm.ApplyResult)
+	if res.Err != nil {
+		return res.Index, res.Err
+	}
+	return res.Index, nil
+}
+
+func (c *fsmCluster) ApplyLeader(ctx context.Context, cmd []byte) (uint64, error) {
+	return c.Apply(ctx, cmd)
+}
+
+func (c *fsmCluster) CallLeader(ctx context.Context, payload []byte) ([]byte, error) {
+	return c.h.ServeRPC(ctx, payload)
+}
+
+func (c *fsmCluster) must(t *testing.T, typ fsm.MessageType, req any) {
+	t.Helper()
+	cmd, err := fsm.Encode(typ, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apply(context.Background(), cmd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newTestHealth(t *testing.T, mutate func(*Config)) (*Health, *fsmCluster) {
+	cfg := DefaultConfig()
+	cfg.Node = "n1"
+	cfg.Flap.Threshold = 0
+	cfg.TTLGrace = 10 * time.Second
+	cfg.MetricsPeriod = 5 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	f := fsm.New(nil)
+	cl := &fsmCluster{f: f}
+	h, err := New(cfg, f, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.h = h
+	cl.must(t, fsm.NodeUpdateType, &fsm.NodeUpdateRequest{Upserts: []fsm.NodeState{{Name: "n1", Role: fsm.RoleServer, Status: fsm.NodeAlive}}, Time: time.Now().UnixNano()})
+	return h, cl
+}
+
+func registerTTL(t *testing.T, cl *fsmCluster, id string, ttl, deregisterAfter time.Duration) {
+	cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: id, Service: "jobs", Address: "10.0.0.1", Port: 1, Time: time.Now().UnixNano(),
+		Checks: []fsm.CheckDefinition{{Name: "hb", Type: fsm.CheckTTL, TTL: int64(ttl), InitialStatus: fsm.Passing, DeregisterCriticalAfter: int64(deregisterAfter)}}})
+}
+
+func status(h *Health, check string) fsm.Health {
+	if c := h.store.Check(nil, check); c != nil {
+		return c.Status
+	}
+	return ""
+}
+
+// lead runs the coordinator until the test's cleanup.
+func lead(t *testing.T, h *Health) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Lead(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	synctest.Wait()
+}
+
+func TestANewLeaderGivesEveryTTLItsGraceThenExpiresIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		registerTTL(t, cl, "j1", 30*time.Second, 0)
+		lead(t, h)
+		time.Sleep(39 * time.Second)
+		synctest.Wait()
+		if s := status(h, "j1:hb"); s != fsm.Passing {
+			t.Fatalf("%s within TTL+grace (40s) after the leader started", s)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if s := status(h, "j1:hb"); s != fsm.Critical {
+			t.Fatalf("%s after TTL+grace without a report", s)
+		}
+		if c := h.store.Check(nil, "j1:hb"); c.Output != "TTL expired: no report within 30s" {
+			t.Fatalf("output %q", c.Output)
+		}
+
+		// A report revives it; from then on the TTL alone counts.
+		if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "back", nil); err != nil {
+			t.Fatal(err)
+		}
+		if s := status(h, "j1:hb"); s != fsm.Passing {
+			t.Fatalf("%s right after a pass report", s)
+		}
+		time.Sleep(29 * time.Second)
+		synctest.Wait()
+		if s := status(h, "j1:hb"); s != fsm.Passing {
+			t.Fatalf("%s within the TTL of the last report", s)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if s := status(h, "j1:hb"); s != fsm.Critical {
+			t.Fatalf("%s a TTL after the last report", s)
+		}
+	})
+}
+
+func TestReportsThatChangeNothingWriteNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		registerTTL(t, cl, "j1", 30*time.Second, 0)
+		lead(t, h)
+		// The first report gives the new check its first output: one write.
+		if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "first", nil); err != nil {
+			t.Fatal(err)
+		}
+		before := cl.f.AppliedIndex()
+		for i := 0; i < 20; i++ {
+			if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "output that changes "+time.Now().String(), nil); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+		}
+		if got := cl.f.AppliedIndex(); got != before {
+			t.Fatalf("20 pass reports of a passing check wrote %d entries", got-before)
+		}
+		if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Warning, "slow", nil); err != nil || status(h, "j1:hb") != fsm.Warning {
+			t.Fatalf("warn report: %v, status %s", err, status(h, "j1:hb"))
+		}
+	})
+}
+
+func TestMetricsAreCoalescedPerInstance(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		registerTTL(t, cl, "j1", time.Minute, 0)
+		lead(t, h)
+		metrics := func() map[string]float64 {
+			_, inst, _ := h.store.Instance(nil, "j1")
+			return inst.Metrics
+		}
+		report := func(load float64) {
+			t.Helper()
+			if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "", map[string]float64{"load": load}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		report(1) // the first report is written at once
+		if m := metrics(); m["load"] != 1 || h.Stats().MetricsWrites != 1 {
+			t.Fatalf("metrics %v after the first report (%d writes)", m, h.Stats().MetricsWrites)
+		}
+		for i := 2; i <= 5; i++ { // four more within the 5s period
+			time.Sleep(time.Second)
+			report(float64(i))
+		}
+		if m := metrics(); m["load"] != 1 {
+			t.Fatalf("metrics %v written within the period", m)
+		}
+		time.Sleep(time.Second + time.Millisecond)
+		synctest.Wait()
+		if m := metrics(); m["load"] != 5 || h.Stats().MetricsWrites != 2 {
+			t.Fatalf("metrics %v after the period (%d writes), want the last report in one more write", m, h.Stats().MetricsWrites)
+		}
+		time.Sleep(10 * time.Second)
+		report(5) // unchanged: nothing to write
+		synctest.Wait()
+		if h.Stats().MetricsWrites != 2 {
+			t.Fatalf("%d writes after an unchanged report", h.Stats().MetricsWrites)
+		}
+	})
+}
+
+func TestDeregisterCriticalAfterAndDrainDeadlines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, func(c *Config) { c.TTLGrace = 0 })
+		registerTTL(t, cl, "gone", 10*time.Second, 20*time.Second)
+		registerTTL(t, cl, "back", 10*time.Second, 20*time.Second)
+		cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: "drained", Service: "jobs", Address: "10.0.0.1", Port: 3})
+		cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: "kept", Service: "jobs", Address: "10.0.0.1", Port: 4})
+		now := time.Now()
+		cl.must(t, fsm.MaintenanceType, &fsm.MaintenanceRequest{Service: "jobs", ID: "drained", Mode: fsm.ModeDrain, Deadline: now.Add(15 * time.Second).UnixNano(), Time: now.UnixNano()})
+		cl.must(t, fsm.MaintenanceType, &fsm.MaintenanceRequest{Service: "jobs", ID: "kept", Mode: fsm.ModeDrain, Deadline: now.Add(15 * time.Second).UnixNano(), Time: now.UnixNano()})
+		lead(t, h)
+		exists := func(id string) bool { _, inst, _ := h.store.Instance(nil, id); return inst != nil }
+
+		time.Sleep(11 * time.Second) // both TTLs expired at 10s
+		synctest.Wait()
+		if status(h, "gone:hb") != fsm.Critical || status(h, "back:hb") != fsm.Critical {
+			t.Fatal("TTLs did not expire")
+		}
+		cl.must(t, fsm.MaintenanceType, &fsm.MaintenanceRequest{Service: "jobs", ID: "kept", Mode: fsm.ModeNone, Time: time.Now().UnixNano()})
+		time.Sleep(5 * time.Second) // 16s: the drain deadline passed
+		synctest.Wait()
+		if exists("drained") || !exists("kept") {
+			t.Fatalf("after the drain deadline: drained exists %v, kept (drain cancelled) exists %v", exists("drained"), exists("kept"))
+		}
+		if _, err := h.ReportTTL(context.Background(), "back:hb", fsm.Passing, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(15 * time.Second) // 31s: gone has been critical for 21s
+		synctest.Wait()
+		if exists("gone") || !exists("back") {
+			t.Fatalf("after deregister_critical_after: gone exists %v, back (recovered) exists %v", exists("gone"), exists("back"))
+		}
+		if st := h.Stats(); st.DeregisteredCritical != 1 || st.DeregisteredDrained != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+func TestChecksAreAssignedToAliveServersAndMovedOffFailedOnes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		cl.must(t, fsm.NodeUpdateType, &fsm.NodeUpdateRequest{Upserts: []fsm.NodeState{
+			{Name: "n2", Role: fsm.RoleServer, Status: fsm.NodeAlive}, {Name: "n3", Role: fsm.RoleServer, Status: fsm.NodeAlive}}})
+		for i := 0; i < 30; i++ {
+			cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: "w" + string(rune('a'+i)), Service: "web", Address: "10.0.0.1", Port: 80,
+				Checks: []fsm.CheckDefinition{{Name: "tcp", Type: fsm.CheckTCP, Target: "10.0.0.1:80", Interval: int64(time.Hour), Timeout: int64(time.Second)}}})
+		}
+		lead(t, h)
+		owners := func() map[string]int {
+			_, cs := h.store.Checks(nil, "web")
+			m := map[string]int{}
+			for _, c := range cs {
+				m[c.Owner]++
+			}
+			return m
+		}
+		if m := owners(); len(m) != 3 || m[""] != 0 {
+			t.Fatalf("owners %v, want the three servers", m)
+		}
+		before := owners()
+		cl.must(t, fsm.NodeUpdateType, &fsm.NodeUpdateRequest{Upserts: []fsm.NodeState{{Name: "n2", Role: fsm.RoleServer, Status: fsm.NodeFailed}}})
+		time.Sleep(time.Second)
+		synctest.Wait()
+		after := owners()
+		if after["n2"] != 0 || after["n1"]+after["n3"] != 30 || after["n1"] < before["n1"] || after["n3"] < before["n3"] {
+			t.Fatalf("owners %v after n2 failed (before %v): n2's checks must move, the others stay", after, before)
+		}
+	})
+}

@@ -1,0 +1,498 @@
+package health
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-memdb"
+)
+
+// maxBatch bounds the entries of one assignment command and the TTL reports
+// handled together.
+const maxBatch = 512
+
+// retryAfter is how long the coordinator waits before retrying a write that
+// failed (an election, a full apply queue).
+const retryAfter = time.Second
+
+// coordinator is the leader's side of health checking. One goroutine (run)
+// owns all its state; TTL reports arrive on reqs.
+type coordinator struct {
+	h    *Health
+	ctx  context.Context
+	reqs chan *ttlRequest
+
+	ttl     map[string]*ttlState // by check ID
+	timers  ttlHeap
+	metrics map[string]*metricState // by instance ID
+
+	scanAt   time.Time // when the next scan is due (zero: none)
+	lastScan time.Time
+	retryAt  time.Time // when failed TTL writes are retried (zero: none)
+	// deadline is the earliest deregister_critical_after or drain deadline.
+	deadline time.Time
+	first    bool
+}
+
+type ttlState struct {
+	create   uint64
+	ttl      time.Duration
+	deadline time.Time // zero once expired, until the next report
+	tr       *tracker
+}
+
+type metricState struct {
+	written time.Time          // when this leader last replicated the instance's metrics
+	pending map[string]float64 // latest unreplicated report, nil if none
+}
+
+type ttlRequest struct {
+	report ttlReport
+	at     time.Time
+	resp   chan ttlReply
+}
+
+type ttlReply struct {
+	index uint64
+	err   error
+}
+
+// ttlHeap orders TTL deadlines; entries whose state moved on are skipped
+// when popped (lazy deletion).
+type ttlEntry struct {
+	at    time.Time
+	check string
+}
+type ttlHeap []ttlEntry
+
+func (h ttlHeap) Len() int           { return len(h) }
+func (h ttlHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h ttlHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *ttlHeap) Push(x any)        { *h = append(*h, x.(ttlEntry)) }
+func (h *ttlHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// Lead runs the coordinator until ctx ends. Register it as a leader task:
+// it assigns checks to live nodes, runs TTL timers (re-armed with
+// Config.TTLGrace when it starts), coalesces custom metrics and enforces
+// deregister_critical_after and draining deadlines.
+func (h *Health) Lead(ctx context.Context) {
+	c := &coordinator{
+		h: h, ctx: ctx, reqs: make(chan *ttlRequest, maxBatch),
+		ttl: map[string]*ttlState{}, metrics: map[string]*metricState{}, first: true,
+	}
+	h.setCoordinator(c)
+	defer h.setCoordinator(nil)
+	h.logger.Info("health coordinator started")
+	c.run()
+}
+
+func (c *coordinator) run() {
+	h := c.h
+	var wake <-chan error
+	watch := newWatcher(c.ctx)
+	defer watch.stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	c.scanAt = time.Now()
+	for {
+		now := time.Now()
+		if !c.scanAt.IsZero() && !now.Before(c.scanAt) {
+			wake = watch.watch(c.scan(now))
+			c.lastScan = now
+		}
+		c.expire(now)
+		c.flushMetrics(now, nil)
+		if !c.retryAt.IsZero() && !now.Before(c.retryAt) {
+			c.retryAt = time.Time{}
+			c.syncTTL(now)
+		}
+		if !c.deadline.IsZero() && !now.Before(c.deadline) && c.scanAt.IsZero() {
+			c.scanAt = now
+			continue
+		}
+		timer.Reset(max(time.Until(c.nextWake()), 0))
+		select {
+		case <-c.ctx.Done():
+			h.logger.Info("health coordinator stopped")
+			return
+		case <-wake:
+			wake = nil
+			if c.scanAt.IsZero() {
+				c.scanAt = c.lastScan.Add(h.cfg.MinScanInterval)
+			}
+		case r := <-c.reqs:
+			batch := []*ttlRequest{r}
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case r := <-c.reqs:
+					batch = append(batch, r)
+				default:
+					break drain
+				}
+			}
+			c.handleReports(batch)
+		case <-timer.C:
+		}
+	}
+}
+
+// nextWake is the earliest time something is due.
+func (c *coordinator) nextWake() time.Time {
+	next := time.Now().Add(time.Hour)
+	consider := func(t time.Time) {
+		if !t.IsZero() && t.Before(next) {
+			next = t
+		}
+	}
+	consider(c.scanAt)
+	consider(c.retryAt)
+	consider(c.deadline)
+	if len(c.timers) > 0 {
+		consider(c.timers[0].at)
+	}
+	for _, m := range c.metrics {
+		if m.pending != nil {
+			consider(m.written.Add(c.h.cfg.MetricsPeriod))
+		}
+	}
+	return next
+}
+
+// scan reads the catalog and brings it in line: check owners, TTL timers,
+// deregistration deadlines. It returns the watch set to wait on.
+func (c *coordinator) scan(now time.Time) memdb.WatchSet {
+	h := c.h
+	c.scanAt = time.Time{}
+	ws := memdb.NewWatchSet()
+	_, checks := h.store.Checks(ws, "")
+	_, nodes := h.store.Nodes(ws)
+	_, insts := h.store.Instances(ws)
+
+	var alive []string
+	for _, n := range nodes {
+		if n.Status == fsm.NodeAlive && n.Role == fsm.RoleServer {
+			alive = append(alive, n.Name)
+		}
+	}
+	byID := make(map[string]*fsm.Instance, len(insts))
+	for _, i := range insts {
+		byID[i.ID] = i
+	}
+
+	var assign []fsm.Assignment
+	seenTTL := map[string]bool{}
+	deregister := map[string]string{} // instance -> why
+	c.deadline = time.Time{}
+	due := func(at time.Time, inst, why string) {
+		if !now.Before(at) {
+			deregister[inst] = why
+		} else if c.deadline.IsZero() || at.Before(c.deadline) {
+			c.deadline = at
+		}
+	}
+	for _, ch := range checks {
+		if ch.Type == fsm.CheckTTL {
+			seenTTL[ch.ID] = true
+			c.armTTL(ch, now)
+		} else if len(alive) > 0 {
+			if want := fsm.PickOwner(ch.ID, alive); want != ch.Owner {
+				assign = append(assign, fsm.Assignment{Check: ch.ID, Owner: want})
+			}
+		}
+		if ch.DeregisterCriticalAfter > 0 && ch.Status == fsm.Critical {
+			due(time.Unix(0, ch.StatusSince).Add(time.Duration(ch.DeregisterCriticalAfter)), ch.Instance, "critical")
+		}
+	}
+	for id := range c.ttl {
+		if !seenTTL[id] {
+			delete(c.ttl, id)
+		}
+	}
+	for id := range c.metrics {
+		if byID[id] == nil {
+			delete(c.metrics, id)
+		}
+	}
+	for _, i := range insts {
+		if i.Drain != nil {
+			due(time.Unix(0, i.Drain.Deadline), i.ID, "drained")
+		}
+	}
+	c.first = false
+
+	for len(assign) > 0 {
+		n := min(len(assign), maxBatch)
+		if _, err := c.apply(fsm.AssignChecksType, &fsm.AssignChecksRequest{Assignments: assign[:n]}); err != nil {
+			h.logger.Warn("cannot assign checks", "error", err)
+			c.scanAt = now.Add(retryAfter)
+			break
+		}
+		h.stats.reassignments.Add(uint64(n))
+		h.logger.Debug("assigned checks", "count", n)
+		assign = assign[n:]
+	}
+	ids := make([]string, 0, len(deregister))
+	for id := range deregister {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		inst := byID[id]
+		if inst == nil {
+			continue
+		}
+		_, err := c.apply(fsm.DeregisterType, &fsm.DeregisterRequest{Service: inst.Service, ID: id, IfIndex: inst.ModifyIndex, Time: now.UnixNano()})
+		switch {
+		case err == nil:
+			h.logger.Info("deregistered instance", "service", inst.Service, "instance", id, "reason", deregister[id])
+			if deregister[id] == "drained" {
+				h.stats.deregisteredDrained.Add(1)
+			} else {
+				h.stats.deregisteredCritical.Add(1)
+			}
+		case errors.Is(err, fsm.ErrConflict):
+			// It changed since we looked (recovered, drain cancelled): the
+			// watch brings us back with fresh state.
+		default:
+			h.logger.Warn("cannot deregister instance", "instance", id, "error", err)
+			c.scanAt = now.Add(retryAfter)
+		}
+	}
+	return ws
+}
+
+// armTTL creates the timer state of a TTL check the coordinator has not
+// seen yet (or that was redefined). On the first scan after taking office
+// every timer gets Config.TTLGrace on top of its TTL: the new leader does
+// not know when the last reports arrived.
+func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
+	if st := c.ttl[ch.ID]; st != nil && st.create == ch.CreateIndex {
+		return
+	}
+	ttl := time.Duration(ch.TTL)
+	st := &ttlState{create: ch.CreateIndex, ttl: ttl, deadline: now.Add(ttl), tr: newTracker(ch, c.h.cfg.Flap, false)}
+	if c.first {
+		st.deadline = st.deadline.Add(c.h.cfg.TTLGrace)
+	}
+	c.ttl[ch.ID] = st
+	heap.Push(&c.timers, ttlEntry{at: st.deadline, check: ch.ID})
+}
+
+// expire marks TTL checks whose deadline passed as critical.
+func (c *coordinator) expire(now time.Time) {
+	var touched []string
+	for len(c.timers) > 0 && !now.Before(c.timers[0].at) {
+		e := heap.Pop(&c.timers).(ttlEntry)
+		st := c.ttl[e.check]
+		if st == nil || st.deadline.IsZero() || !st.deadline.Equal(e.at) {
+			continue // a report moved the deadline, or the check is gone
+		}
+		st.deadline = time.Time{}
+		c.h.stats.ttlExpiries.Add(1)
+		out := fmt.Sprintf("TTL expired: no report within %s", st.ttl)
+		if _, started := st.tr.observe(now, Result{Status: fsm.Critical, Output: out}); started {
+			c.h.stats.flapEpisodes.Add(1)
+		}
+		touched = append(touched, e.check)
+	}
+	if len(touched) > 0 {
+		c.writeTTL(touched, now)
+	}
+}
+
+// writeTTL replicates the tracker state of the given TTL checks where it
+// differs from the catalog, in one command, and returns its index (or the
+// highest ModifyIndex of the checks when nothing needed writing).
+func (c *coordinator) writeTTL(ids []string, now time.Time) (uint64, error) {
+	var updates []fsm.CheckUpdate
+	var idx uint64
+	for _, id := range ids {
+		st := c.ttl[id]
+		cur := c.h.store.Check(nil, id)
+		if st == nil || cur == nil {
+			continue
+		}
+		idx = max(idx, cur.ModifyIndex)
+		if st.tr.flapping && !cur.Flapping {
+			c.h.logger.Warn("check is flapping", "check", id, "until", st.tr.flapUntil.Format(time.RFC3339))
+		}
+		if st.tr.needsWrite(cur) {
+			updates = append(updates, st.tr.update(id, c.h.cfg.MaxOutput))
+		}
+	}
+	if len(updates) == 0 {
+		return idx, nil
+	}
+	c.h.stats.proposals.Add(uint64(len(updates)))
+	widx, err := c.apply(fsm.CheckUpdateType, &fsm.CheckUpdateRequest{Updates: updates, Time: now.UnixNano()})
+	if err != nil {
+		c.h.stats.proposalErrors.Add(uint64(len(updates)))
+		c.h.logger.Warn("cannot update ttl checks", "count", len(updates), "error", err)
+		c.retryAt = now.Add(retryAfter)
+		return 0, err
+	}
+	return widx, nil
+}
+
+// syncTTL retries the writes of every TTL check whose state differs.
+func (c *coordinator) syncTTL(now time.Time) {
+	ids := make([]string, 0, len(c.ttl))
+	for id := range c.ttl {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for len(ids) > 0 {
+		n := min(len(ids), maxBatch)
+		if _, err := c.writeTTL(ids[:n], now); err != nil {
+			return
+		}
+		ids = ids[n:]
+	}
+}
+
+// handleReports applies a batch of TTL reports: it moves their deadlines,
+// feeds their trackers and writes what changed in one command, then answers
+// every report with the index a reader must reach to see its effect.
+func (c *coordinator) handleReports(batch []*ttlRequest) {
+	h := c.h
+	now := time.Now()
+	var ids []string
+	touched := map[string]bool{}
+	var ok []*ttlRequest
+	var metricsDue []string
+	for _, r := range batch {
+		ch := h.store.Check(nil, r.report.Check)
+		switch {
+		case ch == nil:
+			r.resp <- ttlReply{err: &fsm.RejectError{Kind: fsm.ErrNotFound, Msg: fmt.Sprintf("check %q is not registered", r.report.Check)}}
+			continue
+		case ch.Type != fsm.CheckTTL:
+			r.resp <- ttlReply{err: &fsm.RejectError{Kind: fsm.ErrInvalid, Msg: fmt.Sprintf("check %q is a %s check, not a ttl check", ch.ID, ch.Type)}}
+			continue
+		}
+		h.stats.ttlReports.Add(1)
+		c.armTTL(ch, now)
+		st := c.ttl[ch.ID]
+		st.deadline = now.Add(st.ttl)
+		heap.Push(&c.timers, ttlEntry{at: st.deadline, check: ch.ID})
+		if _, started := st.tr.observe(now, Result{Status: r.report.Status, Output: r.report.Output}); started {
+			h.stats.flapEpisodes.Add(1)
+		}
+		if !touched[ch.ID] {
+			touched[ch.ID] = true
+			ids = append(ids, ch.ID)
+		}
+		if r.report.Metrics != nil && c.noteMetrics(ch.Instance, r.report.Metrics, now) {
+			metricsDue = append(metricsDue, ch.Instance)
+		}
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	idx, err := c.writeTTL(ids, now)
+	if err == nil && len(metricsDue) > 0 {
+		var midx uint64
+		midx, err = c.flushMetrics(now, metricsDue)
+		idx = max(idx, midx)
+	}
+	for _, r := range ok {
+		r.resp <- ttlReply{index: idx, err: err}
+	}
+}
+
+// noteMetrics records an instance's reported metrics. It reports whether
+// they should be written now (they changed and the instance's period has
+// passed); otherwise they wait for flushMetrics.
+func (c *coordinator) noteMetrics(inst string, m map[string]float64, now time.Time) bool {
+	_, cur, _ := c.h.store.Instance(nil, inst)
+	ms := c.metrics[inst]
+	if ms == nil {
+		ms = &metricState{}
+		c.metrics[inst] = ms
+	}
+	if cur == nil || maps.Equal(cur.Metrics, m) {
+		ms.pending = nil
+		return false
+	}
+	ms.pending = m
+	return now.Sub(ms.written) >= c.h.cfg.MetricsPeriod
+}
+
+// flushMetrics writes pending metrics whose period has passed (of only the
+// given instances when only is not nil) in one command.
+func (c *coordinator) flushMetrics(now time.Time, only []string) (uint64, error) {
+	var req fsm.MetricsRequest
+	consider := func(id string, ms *metricState) {
+		if ms == nil || ms.pending == nil || now.Sub(ms.written) < c.h.cfg.MetricsPeriod {
+			return
+		}
+		req.Updates = append(req.Updates, fsm.InstanceMetrics{Instance: id, Metrics: ms.pending})
+	}
+	if only != nil {
+		for _, id := range only {
+			consider(id, c.metrics[id])
+		}
+	} else {
+		for id, ms := range c.metrics {
+			consider(id, ms)
+		}
+	}
+	if len(req.Updates) == 0 {
+		return 0, nil
+	}
+	sort.Slice(req.Updates, func(i, j int) bool { return req.Updates[i].Instance < req.Updates[j].Instance })
+	req.Time = now.UnixNano()
+	idx, err := c.apply(fsm.MetricsType, &req)
+	if err != nil {
+		c.h.logger.Warn("cannot write custom metrics", "count", len(req.Updates), "error", err)
+		for _, u := range req.Updates {
+			// Retry after retryAfter rather than at once.
+			c.metrics[u.Instance].written = now.Add(retryAfter - c.h.cfg.MetricsPeriod)
+		}
+		return 0, err
+	}
+	for _, u := range req.Updates {
+		ms := c.metrics[u.Instance]
+		ms.written, ms.pending = now, nil
+	}
+	c.h.stats.metricsWrites.Add(uint64(len(req.Updates)))
+	return idx, nil
+}
+
+func (c *coordinator) apply(t fsm.MessageType, req any) (uint64, error) {
+	cmd, err := fsm.Encode(t, req)
+	if err != nil {
+		return 0, err
+	}
+	return c.h.cl.ApplyLeader(c.ctx, cmd)
+}
+
+// watcher waits on one watch set at a time, cancelling the previous wait.
+type watcher struct {
+	parent context.Context
+	cancel context.CancelFunc
+}
+
+func newWatcher(parent context.Context) *watcher { return &watcher{parent: parent, cancel: func() {}} }
+
+func (w *watcher) watch(ws memdb.WatchSet) <-chan error {
+	w.cancel()
+	ctx, cancel := context.WithCancel(w.parent)
+	w.cancel = cancel
+	return ws.WatchCh(ctx)
+}
+
+func (w *watcher) stop() { w.cancel() }

@@ -1,0 +1,128 @@
+package health
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Run probes the checks this node owns until ctx ends. It follows the
+// catalog with a watch, so a check assigned to this node starts at once and
+// one taken away stops at once. Each check has its own goroutine: the first
+// probe comes at a random offset within the interval (so checks spread
+// out), then one every interval after the previous probe ended.
+func (h *Health) Run(ctx context.Context) {
+	type running struct {
+		create uint64
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	checks := map[string]*running{}
+	stop := func(id string) {
+		r := checks[id]
+		r.cancel()
+		<-r.done
+		delete(checks, id)
+		h.stats.running.Add(-1)
+	}
+	defer func() {
+		for id := range checks {
+			stop(id)
+		}
+	}()
+	for {
+		ws := memdb.NewWatchSet()
+		_, owned := h.store.ChecksOwnedBy(ws, h.cfg.Node)
+		seen := make(map[string]bool, len(owned))
+		for _, c := range owned {
+			if c.Type == fsm.CheckTTL {
+				continue
+			}
+			seen[c.ID] = true
+			if r := checks[c.ID]; r != nil {
+				if r.create == c.CreateIndex {
+					continue
+				}
+				stop(c.ID) // redefined: restart with the new definition
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			r := &running{create: c.CreateIndex, cancel: cancel, done: make(chan struct{})}
+			checks[c.ID] = r
+			h.stats.running.Add(1)
+			go func(c *fsm.Check) {
+				defer close(r.done)
+				h.runCheck(cctx, c)
+			}(c)
+		}
+		for id := range checks {
+			if !seen[id] {
+				stop(id)
+			}
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			return
+		}
+	}
+}
+
+// runCheck probes c until ctx ends and proposes its debounced state.
+func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
+	interval := time.Duration(c.Interval)
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	t := newTracker(c, h.cfg.Flap, true)
+	timer := time.NewTimer(rand.N(interval))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		res := h.prober.Probe(ctx, c)
+		if ctx.Err() != nil {
+			return // stopped mid-probe: the result means nothing
+		}
+		h.stats.probes.Add(1)
+		if res.Status != fsm.Passing {
+			h.stats.probesFailed.Add(1)
+		}
+		now := time.Now()
+		if _, started := t.observe(now, res); started {
+			h.stats.flapEpisodes.Add(1)
+			h.logger.Warn("check is flapping", "check", c.ID, "until", t.flapUntil.Format(time.RFC3339), "level", t.flapLevel)
+		}
+		cur := h.store.Check(nil, c.ID)
+		if cur == nil || cur.Owner != h.cfg.Node || cur.CreateIndex != c.CreateIndex {
+			return // deregistered, redefined or moved: the watch stops us
+		}
+		if t.needsWrite(cur) {
+			h.propose(ctx, cur, t, now)
+		}
+		timer.Reset(interval)
+	}
+}
+
+// propose replicates the tracker's state of check cur. A failure is only
+// logged: the next probe compares again and retries.
+func (h *Health) propose(ctx context.Context, cur *fsm.Check, t *tracker, now time.Time) {
+	u := t.update(cur.ID, h.cfg.MaxOutput)
+	cmd, err := fsm.Encode(fsm.CheckUpdateType, &fsm.CheckUpdateRequest{Node: h.cfg.Node, Updates: []fsm.CheckUpdate{u}, Time: now.UnixNano()})
+	if err != nil {
+		h.logger.Error("cannot encode check update", "check", cur.ID, "error", err)
+		return
+	}
+	h.stats.proposals.Add(1)
+	if _, err := h.cl.Apply(ctx, cmd); err != nil {
+		h.stats.proposalErrors.Add(1)
+		h.logger.Debug("check update not applied", "check", cur.ID, "error", err)
+		return
+	}
+	if u.Status != cur.Status || u.Flapping != cur.Flapping {
+		h.logger.Info("check status changed", "check", cur.ID, "from", cur.Status, "to", u.Status, "flapping", u.Flapping)
+	}
+}

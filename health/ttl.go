@@ -1,0 +1,104 @@
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// rpcTTL is the first byte of a TTL report on the health RPC; other kinds
+// may follow.
+const rpcTTL = 'T'
+
+// MaxMetrics caps the custom metrics of one report.
+const MaxMetrics = 32
+
+// ttlReport is a TTL update travelling to the leader.
+type ttlReport struct {
+	Check   string             `json:"c"`
+	Status  fsm.Health         `json:"s"`
+	Output  string             `json:"o,omitempty"`
+	Metrics map[string]float64 `json:"m,omitempty"`
+}
+
+type ttlAnswer struct {
+	Index uint64 `json:"i"`
+}
+
+// ReportTTL delivers a TTL report (pass, warn or fail, with optional output
+// and custom metrics) for check id to the leader, from any node. It returns
+// an index this node has applied, so a read on this node afterwards sees the
+// report's effect. A report that changes nothing writes nothing. Errors:
+// *fsm.RejectError with fsm.ErrNotFound (no such check) or fsm.ErrInvalid
+// (not a TTL check, bad status or metrics), or the cluster's errors.
+func (h *Health) ReportTTL(ctx context.Context, id string, status fsm.Health, output string, metrics map[string]float64) (uint64, error) {
+	if !status.Valid() {
+		return 0, &fsm.RejectError{Kind: fsm.ErrInvalid, Msg: fmt.Sprintf("invalid status %q", status)}
+	}
+	if len(metrics) > MaxMetrics {
+		return 0, &fsm.RejectError{Kind: fsm.ErrInvalid, Msg: fmt.Sprintf("more than %d metrics", MaxMetrics)}
+	}
+	for k, v := range metrics {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return 0, &fsm.RejectError{Kind: fsm.ErrInvalid, Msg: fmt.Sprintf("metric %q is not a finite number", k)}
+		}
+	}
+	b, err := json.Marshal(ttlReport{Check: id, Status: status, Output: capOutput(output, h.cfg.MaxOutput), Metrics: metrics})
+	if err != nil {
+		return 0, err
+	}
+	resp, err := h.cl.CallLeader(ctx, append([]byte{rpcTTL}, b...))
+	if err != nil {
+		return 0, err
+	}
+	var a ttlAnswer
+	if err := json.Unmarshal(resp, &a); err != nil {
+		return 0, fmt.Errorf("health: bad answer from leader: %w", err)
+	}
+	if err := h.fsm.WaitForIndex(ctx, a.Index); err != nil {
+		return a.Index, err
+	}
+	return a.Index, nil
+}
+
+// ServeRPC handles the health RPC on the leader (register it with the
+// cluster's internal RPC). It answers ErrNotLeader when this node does not
+// run the coordinator.
+func (h *Health) ServeRPC(ctx context.Context, payload []byte) ([]byte, error) {
+	if len(payload) == 0 || payload[0] != rpcTTL {
+		return nil, fmt.Errorf("health: unknown rpc payload")
+	}
+	var rep ttlReport
+	if err := json.Unmarshal(payload[1:], &rep); err != nil {
+		return nil, fmt.Errorf("health: bad ttl report: %w", err)
+	}
+	c := h.coordinator()
+	if c == nil {
+		return nil, ErrNotLeader
+	}
+	req := &ttlRequest{report: rep, at: time.Now(), resp: make(chan ttlReply, 1)}
+	select {
+	case c.reqs <- req:
+	case <-c.ctx.Done():
+		return nil, ErrNotLeader
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-req.resp:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return json.Marshal(ttlAnswer{Index: r.index})
+	case <-c.ctx.Done():
+		// Leadership ended before the report was handled; a report is
+		// safe to deliver again, so let the caller retry on the new leader.
+		return nil, ErrNotLeader
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
