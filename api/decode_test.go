@@ -201,7 +201,7 @@ func FuzzDecodeJSON(f *testing.F) {
 		f.Add([]byte(tc.body))
 	}
 	f.Add([]byte(body(nil)))
-	f.Add([]byte(withChecks(map[string]any{"http": "http://10.0.0.9/", "header": map[string]any{"X-A": []string{"b"}}})))
+	f.Add([]byte(withChecks(map[string]any{"http": "http://10.0.0.9:80/", "header": map[string]any{"X-A": []string{"b"}}})))
 	f.Add([]byte(`{"addresses":["10.0.0.1:8752"]}`))
 	f.Add([]byte(nestObjects(MaxJSONDepth)))
 	f.Add([]byte(`{"k":1,"\u212a":2}`))

@@ -124,7 +124,7 @@ func FuzzRegister(f *testing.F) {
 		}
 	}
 	f.Add("web", "web-1", []byte(body(nil)))
-	f.Add("web", "web-2", []byte(withChecks(map[string]any{"http": "http://10.0.0.9/", "method": "post", "header": map[string]any{"X-A": []string{"b"}}},
+	f.Add("web", "web-2", []byte(withChecks(map[string]any{"http": "http://10.0.0.9:80/", "method": "post", "header": map[string]any{"X-A": []string{"b"}}},
 		map[string]any{"name": "hb", "ttl": "10s", "deregister_critical_after": "1m"}, map[string]any{"tcp": "db.internal:5432", "interval": "1s", "timeout": "1s"},
 		map[string]any{"grpc": "[::1]:50051", "grpc_service": "x", "failures_before_critical": 3})))
 	f.Add("db", "db-1", []byte(`{"address":"::1","port":1,"tags":[],"meta":{},"weight":0,"version":"1.0.0+build","node":"n1"}`))

@@ -22,7 +22,8 @@ func TestCheckTargetsAreValidatedAndTheDenyListApplies(t *testing.T) {
 		field string // "" when valid
 	}{
 		{"an http URL with host and port is valid", client.CheckDefinition{HTTP: "http://10.0.0.1:8080/health"}, ""},
-		{"an https URL with a host name and the scheme's port is valid", client.CheckDefinition{HTTP: "https://web.internal/health"}, ""},
+		{"an https URL with a host name and a port is valid", client.CheckDefinition{HTTP: "https://web.internal:8443/health"}, ""},
+		{"a URL without a port is refused", client.CheckDefinition{HTTP: "https://web.internal/health"}, "checks[0].http"},
 		{"a non-http scheme is refused", client.CheckDefinition{HTTP: "file:///etc/passwd"}, "checks[0].http"},
 		{"a URL without a host is refused", client.CheckDefinition{HTTP: "http:///health"}, "checks[0].http"},
 		{"user info in the URL is refused", client.CheckDefinition{HTTP: "http://u:p@10.0.0.1/"}, "checks[0].http"},

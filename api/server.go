@@ -96,6 +96,9 @@ func DefaultConfig() Config {
 		ReadHeaderTimeout:  10 * time.Second,
 		ReadTimeout:        30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
+		// The same default as the health checker's (health.DefaultDenyCIDRs):
+		// the link-local ranges, where cloud metadata services answer.
+		CheckDenyCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")},
 	}
 }
 

@@ -127,18 +127,19 @@ func validateHost(field, v string) error {
 	return nil
 }
 
-// validateCheckHost refuses check targets that are literal addresses a
-// check must never probe: link-local (where cloud metadata services
-// answer), multicast and unspecified. Names are left to the health checker,
-// which checks the address it connects to.
+// validateCheckHost refuses check targets that are literal addresses no
+// check can probe: multicast and unspecified. Ranges an operator denies
+// (by default the link-local ones, where cloud metadata services answer)
+// are refused by checkDenied, and names by the health checker at connect
+// time, on the address they resolve to.
 func validateCheckHost(field, host string) error {
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		return nil
 	}
 	ip = ip.Unmap()
-	if ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return invalid(field, "must not be a link-local, multicast or unspecified address")
+	if ip.IsMulticast() || ip.IsUnspecified() {
+		return invalid(field, "must not be a multicast or unspecified address")
 	}
 	return nil
 }
@@ -273,10 +274,10 @@ func buildCheck(field string, c *client.CheckDefinition, i int, deny []netip.Pre
 		if err := validateHost(field+".http", u.Hostname()); err != nil {
 			return def, invalid(field+".http", "must be an http:// or https:// URL with an IP address or host name")
 		}
-		if u.Port() != "" {
-			if p, err := parsePort(u.Port()); err != nil || p == 0 {
-				return def, invalid(field+".http", "port must be 1-65535")
-			}
+		// The port is required (as for tcp and grpc targets), so a check
+		// never probes a port the registrant did not name.
+		if p, err := parsePort(u.Port()); err != nil || p == 0 {
+			return def, invalid(field+".http", "must name a port 1-65535, e.g. http://10.0.0.5:8080/health")
 		}
 		if err := validateCheckHost(field+".http", u.Hostname()); err != nil {
 			return def, err

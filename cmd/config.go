@@ -83,7 +83,7 @@ func defaultAgentConfig() AgentConfig {
 		DNSTTL:      5 * time.Second,
 		DNSMaxStale: 5 * time.Second,
 
-		CheckDenyCIDR:   []string{"169.254.0.0/16"},
+		CheckDenyCIDR:   []string{"169.254.0.0/16", "fe80::/10"},
 		FlapThreshold:   5,
 		FlapWindow:      time.Minute,
 		FlapHoldDown:    30 * time.Second,
@@ -129,7 +129,7 @@ var agentSettings = []option{
 	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *AgentConfig) any { return &c.LBZone }},
 	{"lb-strategy", "", "BEACON_LB_STRATEGY", "strategy of the embedded load balancer, or SERVICE=STRATEGY (repeatable)", func(c *AgentConfig) any { return &c.LBStrategy }},
 	{"lb-domain", "", "BEACON_LB_DOMAIN", "host routing domain of the embedded load balancer (repeatable)", func(c *AgentConfig) any { return &c.LBDomain }},
-	{"check-deny-cidr", "", "BEACON_CHECK_DENY_CIDR", "CIDR health checks may not connect to (repeatable; replaces the default 169.254.0.0/16; \"none\" denies nothing)", func(c *AgentConfig) any { return &c.CheckDenyCIDR }},
+	{"check-deny-cidr", "", "BEACON_CHECK_DENY_CIDR", "CIDR health checks may not connect to (repeatable; replaces the default 169.254.0.0/16 and fe80::/10; \"none\" denies nothing)", func(c *AgentConfig) any { return &c.CheckDenyCIDR }},
 	{"flap-threshold", "", "BEACON_FLAP_THRESHOLD", "status changes within --flap-window that make a check flapping (0: off)", func(c *AgentConfig) any { return &c.FlapThreshold }},
 	{"flap-window", "", "BEACON_FLAP_WINDOW", "window in which flapping status changes are counted", func(c *AgentConfig) any { return &c.FlapWindow }},
 	{"flap-hold-down", "", "BEACON_FLAP_HOLD_DOWN", "first hold-down of a flapping check (doubles each time in a row)", func(c *AgentConfig) any { return &c.FlapHoldDown }},

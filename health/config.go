@@ -69,10 +69,10 @@ type Config struct {
 	Logger    hclog.Logger
 }
 
-// DefaultDenyCIDRs is the default deny list: the link-local range that
-// holds cloud metadata endpoints.
+// DefaultDenyCIDRs is the default deny list: the IPv4 and IPv6 link-local
+// ranges (cloud metadata endpoints answer at 169.254.169.254).
 func DefaultDenyCIDRs() []netip.Prefix {
-	return []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
+	return []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")}
 }
 
 // DefaultConfig returns the documented defaults (docs/health.md).
