@@ -66,7 +66,7 @@ func NewAgent(cfg AgentConfig, logger hclog.Logger) (*Agent, error) {
 
 // applyDev turns the config into a single in-memory node on loopback.
 func (c *AgentConfig) applyDev() {
-	if c.Node == "" || c.Node == defaultAgentConfig().Node {
+	if c.Node == "" || c.Node == DefaultAgentConfig().Node {
 		c.Node = "dev"
 	}
 	c.BootstrapExpect = 1

@@ -18,7 +18,7 @@ type agentOptions struct {
 
 func newAgentCmd(f *Factory, runF func(context.Context, *agentOptions) error) *cobra.Command {
 	opts := &agentOptions{}
-	var flagValues AgentConfig = defaultAgentConfig()
+	var flagValues AgentConfig = DefaultAgentConfig()
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a Beacon server",

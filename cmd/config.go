@@ -62,8 +62,8 @@ type AgentConfig struct {
 	MetricsPeriod   time.Duration `json:"metrics_period"`
 }
 
-// defaultAgentConfig returns the defaults documented in docs/operations.md.
-func defaultAgentConfig() AgentConfig {
+// DefaultAgentConfig returns the defaults documented in docs/operations.md.
+func DefaultAgentConfig() AgentConfig {
 	host, _ := os.Hostname()
 	return AgentConfig{
 		Node:              host,
@@ -161,7 +161,7 @@ func registerAgentFlags(fs *pflag.FlagSet, target *AgentConfig) {
 // loadAgentConfig layers defaults, the file, the environment and the flags
 // that were set (their values are in flagValues).
 func loadAgentConfig(file string, getenv func(string) string, fs *pflag.FlagSet, flagValues *AgentConfig) (AgentConfig, error) {
-	cfg := defaultAgentConfig()
+	cfg := DefaultAgentConfig()
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {

@@ -71,19 +71,18 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
+// baseConfig is the agent's documented defaults with loopback addresses on
+// ports the kernel picks, a data dir in t.TempDir(), and a faster rejoin and
+// longer leader wait, which loaded test machines need.
 func (c *Cluster) baseConfig(name string) cmd.AgentConfig {
-	cfg := cmd.AgentConfig{
-		Node:           name,
-		DataDir:        c.t.TempDir(),
-		HTTPAddr:       "127.0.0.1:0",
-		RaftAddr:       "127.0.0.1:0",
-		GossipAddr:     "127.0.0.1:0",
-		ClusterSecret:  c.secret,
-		LogLevel:       "debug",
-		RejoinInterval: 2 * time.Second,
-		LeaderWait:     5 * time.Second,
-		MinQuorum:      3,
-	}
+	cfg := cmd.DefaultAgentConfig()
+	cfg.Node = name
+	cfg.DataDir = c.t.TempDir()
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ClusterSecret = c.secret
+	cfg.LogLevel = "debug"
+	cfg.RejoinInterval = 2 * time.Second
+	cfg.LeaderWait = 5 * time.Second
 	if c.mutate != nil {
 		c.mutate(&cfg)
 	}
@@ -208,7 +207,10 @@ func (c *Cluster) WaitForLeader() int {
 	return leader
 }
 
-// WaitForIndex waits until every running node has applied index.
+// WaitForIndex waits until every running node has applied index. index
+// must be one the catalog sees — the index a write returned, or a read's
+// X-Beacon-Index — not a Raft index such as Status().LastIndex, which may be
+// a no-op entry that no FSM ever applies.
 func (c *Cluster) WaitForIndex(index uint64) {
 	c.t.Helper()
 	Eventually(c.t, 30*time.Second, func() bool {
