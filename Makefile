@@ -41,6 +41,15 @@ fmt-check:
 depcheck:
 	@./scripts/depcheck.sh
 
+## bench: the project's performance targets, side by side with etcd (built from the
+## module proxy): committed registrations/s, discovery reads/s, failover, dead-node
+## detection, RSS with 10k instances; then the load balancer; figures in docs/benchmarks.md
+bench: build
+	@etcd=$$(./scripts/build-etcd.sh); \
+	$(GO) run ./scripts/bench -beacon $(BIN) $${etcd:+-etcd $$etcd} $(BENCH_FLAGS)
+	$(MAKE) --no-print-directory bench-lb
+	$(GO) test -run '^$$' -bench 'BenchmarkDiscoveryHandler|BenchmarkRegisterHandler' -benchtime 2s ./api/
+
 ## bench-lb: requests/s and added latency through `beacon lb` vs the backend directly
 ## (and nginx when installed); BENCH_LB_FLAGS="-wrk -duration 20s" to change it
 bench-lb: build

@@ -86,6 +86,8 @@ func run() error {
 		return err
 	}
 	var beaconW, beaconR float64
+	var beaconF time.Duration
+	var beaconM int
 	if want["write"] {
 		beaconW = benchWrites("beacon", c.apis(), registerReq)
 	}
@@ -93,17 +95,17 @@ func run() error {
 		beaconR = benchReads(c)
 	}
 	if want["failover"] {
-		benchFailover(c)
+		beaconF = benchFailover(c)
 	}
 	if want["detect"] {
 		benchDetect(c)
 	}
 	if want["memory"] {
-		benchMemory(c)
+		beaconM = benchMemory(c)
 	}
 	c.stopAll()
 
-	if *etcdBin != "" && (want["write"] || want["read"]) {
+	if *etcdBin != "" {
 		e := &etcdCluster{dir: filepath.Join(dir, "etcd"), bin: *etcdBin}
 		if err := e.start(); err != nil {
 			return fmt.Errorf("etcd baseline: %w", err)
@@ -119,6 +121,16 @@ func run() error {
 			r := benchLoad("etcd reads, one member", []string{e.clientURLs()[0]}, etcdRangeReq, false)
 			if r > 0 {
 				report("ratio: beacon/etcd reads on one node", "%.2f", beaconR/r)
+			}
+		}
+		if want["failover"] {
+			if f := e.failover(); f > 0 && beaconF > 0 {
+				report("ratio: beacon/etcd failover time (lower is better)", "%.2f", beaconF.Seconds()/f.Seconds())
+			}
+		}
+		if want["memory"] {
+			if m := e.memory(); m > 0 && beaconM > 0 {
+				report("ratio: beacon/etcd RSS (lower is better)", "%.2f", float64(beaconM)/float64(m))
 			}
 		}
 	}
@@ -389,13 +401,13 @@ func benchReads(c *cluster) float64 {
 
 // benchFailover kills the leader with SIGKILL and measures the time until a
 // write is accepted by a survivor; the old leader is restarted each time.
-func benchFailover(c *cluster) {
+func benchFailover(c *cluster) time.Duration {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	var times []time.Duration
 	for t := 0; t < *trials; t++ {
 		if err := c.waitLeader(30 * time.Second); err != nil {
 			fmt.Println("failover:", err)
-			return
+			return 0
 		}
 		l := c.leader()
 		_ = c.procs[l].Process.Kill()
@@ -416,10 +428,11 @@ func benchFailover(c *cluster) {
 		}
 		if err := c.startNode(l, len(c.procs)); err != nil {
 			fmt.Println("failover restart:", err)
-			return
+			return 0
 		}
 	}
-	report("leader failover (SIGKILL) to accepted write", "p50 %s  max %s  (%d trials)", pct(times, 50), pct(times, 100), len(times))
+	report("beacon leader failover (SIGKILL) to accepted write", "p50 %s  max %s  (%d trials)", pct(times, 50), pct(times, 100), len(times))
+	return pct(times, 50)
 }
 
 // benchDetect kills a follower and measures the time until every survivor
@@ -466,10 +479,10 @@ func benchDetect(c *cluster) {
 }
 
 // benchMemory registers *instances instances and reads each agent's RSS.
-func benchMemory(c *cluster) {
+func benchMemory(c *cluster) int {
 	if err := c.waitLeader(30 * time.Second); err != nil {
 		fmt.Println("memory:", err)
-		return
+		return 0
 	}
 	hc := newHTTPClient()
 	var next atomic.Int64
@@ -497,13 +510,23 @@ func benchMemory(c *cluster) {
 		}(w)
 	}
 	wg.Wait()
-	time.Sleep(2 * time.Second) // let followers apply and the runtime settle
+	return reportRSS("beacon", c.procs)
+}
+
+// reportRSS waits for the processes to settle after a load and reports
+// their RSS; it returns the largest, in MB.
+func reportRSS(system string, procs []*exec.Cmd) int {
+	time.Sleep(2 * time.Second) // let followers apply and the runtimes settle
 	var parts []string
-	for i, p := range c.procs {
-		parts = append(parts, fmt.Sprintf("%s %d MB (anon %d, file %d)", c.names[i], rssMB(p.Process.Pid, "VmRSS:"),
+	most := 0
+	for i, p := range procs {
+		rss := rssMB(p.Process.Pid, "VmRSS:")
+		most = max(most, rss)
+		parts = append(parts, fmt.Sprintf("#%d %d MB (anon %d, file %d)", i+1, rss,
 			rssMB(p.Process.Pid, "RssAnon:"), rssMB(p.Process.Pid, "RssFile:")))
 	}
-	report(fmt.Sprintf("RSS per node with %d+ instances", *instances), "%s", strings.Join(parts, ", "))
+	report(fmt.Sprintf("%s RSS per node with %d+ records", system, *instances), "%s", strings.Join(parts, ", "))
+	return most
 }
 
 func rssMB(pid int, field string) int {
@@ -533,40 +556,142 @@ func (e *etcdCluster) clientURLs() []string {
 	return []string{"http://127.0.0.1:28379", "http://127.0.0.1:28479", "http://127.0.0.1:28579"}
 }
 
-func (e *etcdCluster) start() error {
+func (e *etcdCluster) member(i int) *exec.Cmd {
 	initial := "e1=http://127.0.0.1:28380,e2=http://127.0.0.1:28480,e3=http://127.0.0.1:28580"
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("e%d", i)
-		cport, pport := 28279+100*i, 28280+100*i
-		cmd := exec.Command(e.bin, "--name", name, "--data-dir", filepath.Join(e.dir, name),
-			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
-			"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
-			"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
-			"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
-			"--initial-cluster", initial, "--initial-cluster-state", "new", "--log-level", "error")
-		logf, err := os.Create(filepath.Join(filepath.Dir(e.dir), name+".log"))
-		if err != nil {
-			return err
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		e.procs = append(e.procs, cmd)
+	name := fmt.Sprintf("e%d", i+1)
+	cport, pport := 28379+100*i, 28380+100*i
+	return exec.Command(e.bin, "--name", name, "--data-dir", filepath.Join(e.dir, name),
+		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
+		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
+		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
+		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
+		"--initial-cluster", initial, "--initial-cluster-state", "new", "--log-level", "error")
+}
+
+func (e *etcdCluster) startMember(i int) error {
+	cmd := e.member(i)
+	logf, err := os.OpenFile(filepath.Join(filepath.Dir(e.dir), fmt.Sprintf("e%d.log", i+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		method, url, body := etcdPutReq(e.clientURLs()[0], 0)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	e.procs[i] = cmd
+	return nil
+}
+
+func (e *etcdCluster) start() error {
+	e.procs = make([]*exec.Cmd, 3)
+	for i := range e.procs {
+		if err := e.startMember(i); err != nil {
+			return err
+		}
+	}
+	if !e.putOK(e.clientURLs()[0], 0, 30*time.Second) {
+		return fmt.Errorf("etcd cluster did not answer")
+	}
+	return e.fillReads()
+}
+
+// putOK retries a put on base until it succeeds or the timeout passes.
+func (e *etcdCluster) putOK(base string, n int64, timeout time.Duration) bool {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		method, url, body := etcdPutReq(base, n)
 		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := hc.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return e.fillReads()
+				return true
 			}
+		} else {
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("etcd cluster did not answer")
+	return false
+}
+
+// leader returns the index of the member that leads, per its own status.
+func (e *etcdCluster) leader() int {
+	for i, u := range e.clientURLs() {
+		if e.procs[i] == nil {
+			continue
+		}
+		resp, err := http.Post(u+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Header struct {
+				MemberID string `json:"member_id"`
+			} `json:"header"`
+			Leader string `json:"leader"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if st.Leader != "" && st.Leader == st.Header.MemberID {
+			return i
+		}
+	}
+	return -1
+}
+
+// failover kills the leader with SIGKILL and measures the time until a put
+// is accepted by a survivor, as benchFailover does for Beacon.
+func (e *etcdCluster) failover() time.Duration {
+	var times []time.Duration
+	for t := 0; t < *trials; t++ {
+		l := -1
+		for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			l = e.leader()
+		}
+		if l < 0 {
+			fmt.Println("etcd failover: no leader")
+			break
+		}
+		_ = e.procs[l].Process.Kill()
+		_ = e.procs[l].Wait()
+		e.procs[l] = nil
+		t0 := time.Now()
+		if e.putOK(e.clientURLs()[(l+1)%3], 900000+int64(t), 30*time.Second) {
+			times = append(times, time.Since(t0))
+		}
+		if err := e.startMember(l); err != nil {
+			fmt.Println("etcd failover restart:", err)
+			break
+		}
+		e.putOK(e.clientURLs()[l], 0, 30*time.Second)
+	}
+	report("etcd leader failover (SIGKILL) to accepted put", "p50 %s  max %s  (%d trials)", pct(times, 50), pct(times, 100), len(times))
+	return pct(times, 50)
+}
+
+// memory puts *instances keys like benchMemory's registrations and reports RSS.
+func (e *etcdCluster) memory() int {
+	hc := newHTTPClient()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < *clients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for {
+				n := next.Add(1)
+				if n > int64(*instances) {
+					return
+				}
+				method, url, body := etcdPutReq(e.clientURLs()[w%3], 2_000_000+n)
+				req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+				if resp, err := hc.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return reportRSS("etcd", e.procs)
 }
 
 func (e *etcdCluster) fillReads() error {
@@ -584,8 +709,10 @@ func (e *etcdCluster) fillReads() error {
 
 func (e *etcdCluster) stop() {
 	for _, p := range e.procs {
-		_ = p.Process.Signal(syscall.SIGTERM)
-		_ = p.Wait()
+		if p != nil {
+			_ = p.Process.Signal(syscall.SIGTERM)
+			_ = p.Wait()
+		}
 	}
 }
 
