@@ -25,7 +25,9 @@ func newOperatorCmd(f *Factory) *cobra.Command {
 		Use:   "operator",
 		Short: "Cluster operations for operators",
 		Args:  exactArgs(0),
-		RunE:  func(c *cobra.Command, args []string) error { return usageError{errors.New("missing subcommand (raft)")} },
+		RunE: func(c *cobra.Command, args []string) error {
+			return usageError{errors.New("missing subcommand (raft)")}
+		},
 	}
 	raftCmd := &cobra.Command{
 		Use:   "raft",
