@@ -61,8 +61,7 @@ func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, &statusError{http.StatusRequestEntityTooLarge, "too_large",
-				fmt.Sprintf("snapshot larger than the limit of %d bytes", s.cfg.MaxSnapshotBytes)})
+			writeError(w, mbe)
 			return
 		}
 		writeError(w, &statusError{http.StatusBadRequest, "bad_body", "cannot read request body: " + err.Error()})

@@ -240,12 +240,19 @@ func (g *gossip) NotifyMsg(b []byte) {
 
 // forceLeft records a member that is not alive as left: it is no longer
 // rejoined, and the leader's reconcile treats it as gone for good. A member
-// that is alive in this node's view is left alone; if a force-left member
-// comes back, memberlist reports it alive again.
+// that is still alive in this node's view (gossip has not noticed its
+// failure yet) is recorded as leaving instead, so that the failure, when
+// noticed, counts as a leave. If a force-left member comes back, memberlist
+// reports it alive again.
 func (g *gossip) forceLeft(name string) {
 	g.mu.Lock()
 	m := g.members[name]
-	if m == nil || m.Status == fsm.NodeAlive || name == g.self {
+	if m == nil || name == g.self {
+		g.mu.Unlock()
+		return
+	}
+	if m.Status == fsm.NodeAlive {
+		g.leaving[name] = time.Now()
 		g.mu.Unlock()
 		return
 	}
