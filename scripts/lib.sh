@@ -88,6 +88,15 @@ has_leader() {
   [[ $n -eq $1 ]]
 }
 
+# all_ready: each of n1, n2 and n3 answers /readyz (knows a recent leader).
+all_ready() {
+  local n
+  for n in "$N1" "$N2" "$N3"; do "$BEACON" --addr "$n" health >/dev/null 2>&1 || return 1; done
+}
+
+# settled: every agent is ready and the Raft configuration has 3 voters.
+settled() { all_ready && has_leader 3; }
+
 # healthy_count SERVICE prints how many instances of SERVICE are healthy.
 healthy_count() { beacon discover "$1" --healthy 2>/dev/null | awk 'NR > 1' | wc -l; }
 healthy_is() { [[ $(healthy_count "$1") -eq $2 ]]; }

@@ -9,7 +9,7 @@ log "starting 3 agents, 2 load balancers and 3 demo instances (compose project $
 "${COMPOSE[@]}" up -d --remove-orphans
 
 log "waiting for the agents to elect a leader"
-if ! wait_for 90 "a leader with 3 voters" has_leader 3; then
+if ! wait_for 90 "a leader with 3 voters, every agent ready" settled; then
   "${COMPOSE[@]}" ps
   "${COMPOSE[@]}" logs --no-color --tail 30 n1 n2 n3 >&2
   die "no leader after 90s (see the logs above)"
