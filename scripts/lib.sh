@@ -27,7 +27,7 @@ LB2=127.0.0.1:${BEACON_LB2_PORT:-28080}
 LB1_ADMIN=127.0.0.1:${BEACON_LB1_ADMIN_PORT:-18081}
 LB2_ADMIN=127.0.0.1:${BEACON_LB2_ADMIN_PORT:-28081}
 AGENTS="$N1,$N2,$N3"
-DOMAIN=beacon.test
+DOMAIN=service.beacon
 
 if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RED=$'\033[31m' GREEN=$'\033[32m' OFF=$'\033[0m'
 else BOLD="" DIM="" RED="" GREEN="" OFF=""; fi

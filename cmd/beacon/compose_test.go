@@ -56,7 +56,7 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 		})
 		for _, lb := range []struct{ svc, host, path string }{
 			{"lb1", "", "/web/"},
-			{"lb2", "web.beacon.test", "/"},
+			{"lb2", "web.service.beacon", "/"},
 		} {
 			dc.eventually(60*time.Second, lb.svc+" routing to a demo instance", func() bool {
 				body, err := dc.httpGet(ctx, dc.port(lb.svc, 8080), lb.path, lb.host)
