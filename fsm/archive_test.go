@@ -209,3 +209,59 @@ func TestWriteArchiveIsConsistentUnderConcurrentApplies(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkWriteArchive measures saving a catalog of n instances (each with
+// tags, meta, a version and one HTTP check, in services of 100 instances)
+// and reports the archive's size. Reading it back (ReadArchive checks and
+// decodes every record) is BenchmarkReadArchive.
+func BenchmarkWriteArchive(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		f := archiveBenchFSM(b, n)
+		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				var buf bytes.Buffer
+				if _, err := f.Store().WriteArchive(&buf, fsm.ArchiveMeta{Index: f.AppliedIndex()}); err != nil {
+					b.Fatal(err)
+				}
+				size = buf.Len()
+			}
+			b.ReportMetric(float64(size), "archive-bytes")
+			b.ReportMetric(float64(size)/float64(n), "bytes/instance")
+		})
+	}
+}
+
+func BenchmarkReadArchive(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		f := archiveBenchFSM(b, n)
+		var buf bytes.Buffer
+		if _, err := f.Store().WriteArchive(&buf, fsm.ArchiveMeta{Index: f.AppliedIndex()}); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := fsm.ReadArchive(bytes.NewReader(buf.Bytes()), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func archiveBenchFSM(b *testing.B, n int) *fsm.FSM {
+	b.Helper()
+	f := fsm.New(nil)
+	for i := range n {
+		svc := fmt.Sprintf("service-%03d", i/100)
+		id := fmt.Sprintf("%s-%05d", svc, i)
+		addr := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		fsmtest.MustApply(b, f, uint64(i+1), fsmtest.Register(b, id, svc, func(r *fsm.RegisterRequest) {
+			r.Address, r.Port, r.Version, r.Time = addr, 8080, "1.4.2", t0
+			r.Tags = []string{"prod", "v1"}
+			r.Meta = map[string]string{"zone": "eu-west-1a", "team": "payments"}
+			r.Checks = []fsm.CheckDefinition{fsmtest.HTTPCheck("http", "http://"+addr+":8080/healthz", fsm.Passing)}
+		}))
+	}
+	return f
+}
