@@ -70,8 +70,9 @@ wait_for 30 "LB1 to stop routing to web-2" not_routed web-2 &&
   note "routing: LB1 no longer sends requests to web-2 ($((SECONDS - start))s): $(routed_by "$LB1" 12)"
 
 step "7. Start web-2 again: its check passes and it is back"
+start=$SECONDS
 run docker start "$(ctr web2)" >/dev/null
-wait_for 60 "web-2 healthy again" healthy_is web 3 && note "web-2 is healthy again after $((SECONDS - start))s"
+wait_for 60 "web-2 healthy again" healthy_is web 3 && note "web-2 is healthy again $((SECONDS - start))s after its start"
 run "$BEACON" --addr "$N1" discover web
 
 step "8. Stop web-3 gracefully (docker stop: SIGTERM): it deregisters itself"

@@ -37,7 +37,12 @@ note() { printf '%s    %s%s\n' "$DIM" "$*" "$OFF"; }
 die()  { printf '%serror: %s%s\n' "$RED" "$*" "$OFF" >&2; exit 1; }
 
 # run shows a command, then runs it.
-run() { printf '%s$ %s%s\n' "$DIM" "$*" "$OFF"; "$@"; }
+run() {
+  local a shown=()
+  for a in "$@"; do [[ $a == *[[:space:]]* ]] && a="'$a'"; shown+=("$a"); done
+  printf '%s$ %s%s\n' "$DIM" "${shown[*]}" "$OFF"
+  "$@"
+}
 
 # beacon runs the CLI against every agent (it fails over between them).
 beacon() { "$BEACON" --addr "$AGENTS" "$@"; }

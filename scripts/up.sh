@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 need_cli
 
 log "starting 3 agents, 2 load balancers and 3 demo instances (compose project $PROJECT)"
+started=$SECONDS
 "${COMPOSE[@]}" up -d --remove-orphans
 
 log "waiting for the agents to elect a leader"
@@ -14,7 +15,7 @@ if ! wait_for 90 "a leader with 3 voters, every agent ready" settled; then
   "${COMPOSE[@]}" logs --no-color --tail 30 n1 n2 n3 >&2
   die "no leader after 90s (see the logs above)"
 fi
-note "leader: $(leader_of "$AGENTS")"
+note "leader: $(leader_of "$AGENTS"), $((SECONDS - started))s after docker-compose up"
 
 log "waiting for the demo instances to pass their health checks"
 if ! wait_for 45 "3 healthy instances of web" healthy_is web 3; then
@@ -24,6 +25,7 @@ lbs_ok=1
 for lb in "$LB1" "$LB2"; do
   wait_for 20 "LB $lb to route /web/" lb_routes "$lb" || lbs_ok=0
 done
+((lbs_ok)) && note "both load balancers route to the demo instances, $((SECONDS - started))s after docker-compose up"
 
 cat <<MSG
 
