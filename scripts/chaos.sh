@@ -51,7 +51,7 @@ heal() {
     [[ $state == paused ]] && docker unpause "$id" >/dev/null
     [[ $state == exited || $state == created ]] && docker start "$id" >/dev/null
     if [[ -z $(docker inspect -f "{{with index .NetworkSettings.Networks \"$NET\"}}{{.IPAddress}}{{end}}" "$id") ]]; then
-      docker network connect --ip "${IP[$s]}" "$NET" "$id"
+      docker network connect --ip "${IP[$s]}" --alias "$s" "$NET" "$id"
     fi
   done
 }
@@ -97,7 +97,7 @@ while ((SECONDS < end)); do
     pause) docker pause "$id" >/dev/null; sleep "$hold"; docker unpause "$id" >/dev/null ;;
     partition)
       docker network disconnect "$NET" "$id"; sleep "$hold"
-      docker network connect --ip "${IP[$svc]}" "$NET" "$id" ;;
+      docker network connect --ip "${IP[$svc]}" --alias "$svc" "$NET" "$id" ;;
   esac
   faults=$((faults + 1))
   wait_for 60 "every agent ready after healing $svc" settled || die "the cluster did not recover from $kind $svc"

@@ -97,7 +97,7 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 	reconnected := false
 	defer func() {
 		if !reconnected {
-			_, _ = dc.try("docker", "network", "connect", "--ip", ip, dc.network(), dc.container(isolated))
+			_, _ = dc.try("docker", "network", "connect", "--ip", ip, "--alias", isolated, dc.network(), dc.container(isolated))
 		}
 	}()
 	dc.register(leader, "e2e", "majority-1", "10.0.0.2", 9001)
@@ -113,9 +113,9 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 		t.Fatalf("a local read on the isolated node should work and miss the majority's write: %v\n%s", err, out)
 	}
 
-	// Reconnect at the same address: it converges (sees the majority's
-	// write, never the write it refused).
-	dc.docker("network", "connect", "--ip", ip, dc.network(), dc.container(isolated))
+	// Reconnect at the same address and name: it converges (sees the
+	// majority's write, never the write it refused).
+	dc.docker("network", "connect", "--ip", ip, "--alias", isolated, dc.network(), dc.container(isolated))
 	reconnected = true
 	dc.eventually(60*time.Second, isolated+" converged after the partition", func() bool {
 		return dc.hasInstances(isolated, "e2e", "majority-1") && dc.leaderOf(isolated) != ""
@@ -134,7 +134,8 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 	if peers := dc.voters(dc.port("n4", 8750)); peers != 0 {
 		t.Fatalf("n4 has %d raft peers before joining", peers)
 	}
-	dc.cli("n4", "join", "n1:8752")
+	// Through the node that was partitioned: its service name resolves again.
+	dc.cli("n4", "join", isolated+":8752")
 	dc.eventually(60*time.Second, "4 voters after n4 joined", func() bool { return dc.voters(dc.port(leader, 8750)) == 4 })
 	dc.eventually(30*time.Second, "the catalog on n4", func() bool { return dc.hasInstances("n4", "e2e", "majority-1") })
 	dc.cli("n4", "leave")
