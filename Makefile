@@ -29,8 +29,11 @@ image: build
 	@mkdir -p dist/data
 	@if [ -r $(CA_BUNDLE) ]; then cp $(CA_BUNDLE) dist/ca-certificates.crt; \
 	else echo "warning: no CA bundle at $(CA_BUNDLE); HTTPS health checks will fail" >&2; : > dist/ca-certificates.crt; fi
-	DOCKER_BUILDKIT=0 docker build --quiet --tag $(IMAGE) . >/dev/null
-	@echo "built image $(IMAGE)"
+	@old=$$(docker images -q $(IMAGE)); \
+	DOCKER_BUILDKIT=0 docker build --quiet --tag $(IMAGE) . >dist/docker-build.log 2>&1 || { cat dist/docker-build.log; exit 1; }; \
+	new=$$(docker images -q $(IMAGE)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then docker rmi $$old >/dev/null 2>&1 || true; fi; \
+	echo "built image $(IMAGE) ($$new)"
 
 ## up: build everything, start the compose cluster, wait for a leader, print where to look
 up: image
