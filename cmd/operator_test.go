@@ -1,7 +1,6 @@
 package cmd_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,50 +10,26 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 )
 
-// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// beacon runs the CLI in-process against addr and returns its stdout.
-func beacon(ctx context.Context, t *testing.T, addr string, args ...string) (string, error) {
+// cli runs the CLI in-process against addr and returns its stdout.
+func cli(ctx context.Context, t *testing.T, addr string, args ...string) (string, error) {
 	t.Helper()
-	out, errb := &syncBuffer{}, &syncBuffer{}
-	f := &cmd.Factory{In: strings.NewReader(""), Out: out, Err: errb, Getenv: func(string) string { return "" }}
-	root := cmd.NewRootCmd(f)
-	root.SetArgs(append([]string{"--addr", addr}, args...))
-	err := root.ExecuteContext(ctx)
-	if errb.String() != "" {
-		t.Logf("beacon %s: stderr:\n%s", strings.Join(args, " "), errb)
+	out, errOut, err := beacon(ctx, addr, args...)
+	if errOut != "" {
+		t.Logf("beacon %s: stderr:\n%s", strings.Join(args, " "), errOut)
 	}
-	return out.String(), err
+	return out, err
 }
 
 func mustBeacon(t *testing.T, addr string, args ...string) string {
 	t.Helper()
-	out, err := beacon(context.Background(), t, addr, args...)
+	out, err := cli(context.Background(), t, addr, args...)
 	if err != nil {
 		t.Fatalf("beacon %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -118,7 +93,7 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	}
 	for i := range c.Nodes() {
 		clustertest.Eventually(t, 10*time.Second, func() bool {
-			out, err := beacon(context.Background(), t, c.Node(i).HTTPAddr(), "services")
+			out, err := cli(context.Background(), t, c.Node(i).HTTPAddr(), "services")
 			return err == nil && strings.Contains(out, "web") && !strings.Contains(out, "db")
 		}, "the restored catalog on "+c.Node(i).Name)
 	}
@@ -127,12 +102,12 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	b, _ := os.ReadFile(file)
 	bad := filepath.Join(t.TempDir(), "bad.snap")
 	os.WriteFile(bad, b[:len(b)/2], 0o600)
-	if _, err := beacon(context.Background(), t, addr, "snapshot", "restore", bad); err == nil || !strings.Contains(err.Error(), "truncated") {
+	if _, err := cli(context.Background(), t, addr, "snapshot", "restore", bad); err == nil || !strings.Contains(err.Error(), "truncated") {
 		t.Fatalf("restore of a truncated file: %v", err)
 	}
 
 	// force-leave of an unknown node fails with the API's 404.
-	if _, err := beacon(context.Background(), t, addr, "force-leave", "nobody"); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+	if _, err := cli(context.Background(), t, addr, "force-leave", "nobody"); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
 		t.Fatalf("force-leave nobody: %v", err)
 	}
 
@@ -143,7 +118,7 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	c.WaitForLeader()
 	var err error
 	for range 50 {
-		if _, err = beacon(context.Background(), t, addr, "operator", "raft", "remove-peer", goneName); err == nil || !strings.Contains(err.Error(), "HTTP 503") {
+		if _, err = cli(context.Background(), t, addr, "operator", "raft", "remove-peer", goneName); err == nil || !strings.Contains(err.Error(), "HTTP 503") {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -164,13 +139,13 @@ func TestHealthExitsNonZeroUnlessTheEndpointAnswers2xx(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	addr := ln.Addr().String()
 	ctx := context.Background()
-	if out, err := beacon(ctx, t, addr, "health"); err != nil || !strings.Contains(out, "healthy") {
+	if out, err := cli(ctx, t, addr, "health"); err != nil || !strings.Contains(out, "healthy") {
 		t.Fatalf("health of a ready agent: %v %q", err, out)
 	}
-	if _, err := beacon(ctx, t, addr, "health", "--path", "/down"); err == nil || !strings.Contains(err.Error(), "503") {
+	if _, err := cli(ctx, t, addr, "health", "--path", "/down"); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("health of a 503: %v", err)
 	}
-	if _, err := beacon(ctx, t, "127.0.0.1:1", "health"); err == nil {
+	if _, err := cli(ctx, t, "127.0.0.1:1", "health"); err == nil {
 		t.Fatal("health of nothing listening succeeded")
 	}
 }
@@ -182,7 +157,7 @@ func TestDemoRegistersItselfServesKeepsItsRegistrationAndDeregistersOnStop(t *te
 	done := make(chan error, 1)
 	go func() {
 		// The first agent refuses connections: the demo moves to the next.
-		_, err := beacon(ctx, t, "127.0.0.1:1,"+node, "demo", "--service", "web", "--id", "web-1",
+		_, err := cli(ctx, t, "127.0.0.1:1,"+node, "demo", "--service", "web", "--id", "web-1",
 			"--listen", "127.0.0.1:0", "--address", "127.0.0.1", "--version", "1.2.3", "--tag", "demo",
 			"--sync-interval", "100ms")
 		done <- err
