@@ -46,25 +46,19 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 		return dc.hasInstances("n1", "web", "web-1", "web-2", "web-3")
 	})
 
-	// Route through LB1 (path routing) and LB2 (host routing) to a demo
-	// instance. The load balancer is built on another branch; until `beacon
-	// lb` exists in this build, the compose file's LB services exit at once
-	// and this step is reported as pending rather than faked.
-	if dc.hasCommand("lb") {
-		dc.eventually(60*time.Second, "3 healthy web instances", func() bool {
-			return len(dc.discover("n1", "web", "--healthy")) == 3
+	// Route through LB1 (path routing) and LB2 (host routing) to a healthy
+	// demo instance.
+	dc.eventually(60*time.Second, "3 healthy web instances", func() bool {
+		return len(dc.discover("n1", "web", "--healthy")) == 3
+	})
+	for _, lb := range []struct{ svc, host, path string }{
+		{"lb1", "", "/web/"},
+		{"lb2", "web.service.beacon", "/"},
+	} {
+		dc.eventually(60*time.Second, lb.svc+" routing to a demo instance", func() bool {
+			body, err := dc.httpGet(ctx, dc.port(lb.svc, 8080), lb.path, lb.host)
+			return err == nil && strings.Contains(body, "instance web-")
 		})
-		for _, lb := range []struct{ svc, host, path string }{
-			{"lb1", "", "/web/"},
-			{"lb2", "web.service.beacon", "/"},
-		} {
-			dc.eventually(60*time.Second, lb.svc+" routing to a demo instance", func() bool {
-				body, err := dc.httpGet(ctx, dc.port(lb.svc, 8080), lb.path, lb.host)
-				return err == nil && strings.Contains(body, "instance web-")
-			})
-		}
-	} else {
-		t.Log("PENDING: this build has no `beacon lb`; routing through LB1 and LB2 is not checked")
 	}
 
 	// Kill the leader; writes keep going through the survivors.
@@ -80,6 +74,14 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 	}
 	for _, n := range survivors {
 		dc.eventually(20*time.Second, "six e2e instances on "+n, func() bool { return len(dc.discover(n, "e2e")) == 6 })
+	}
+
+	// The load balancers keep routing without the killed agent.
+	for _, lb := range []string{"lb1", "lb2"} {
+		dc.eventually(30*time.Second, lb+" routing with "+killed+" down", func() bool {
+			body, err := dc.httpGet(ctx, dc.port(lb, 8080), "/web/", "")
+			return err == nil && strings.Contains(body, "instance web-")
+		})
 	}
 
 	// The killed node comes back from its volume and catches up.
@@ -408,11 +410,6 @@ func (dc *composeCluster) exec(service string, args ...string) (string, error) {
 func (dc *composeCluster) cli(service string, args ...string) string {
 	dc.t.Helper()
 	return dc.mustRun(beaconBin, append([]string{"--addr", dc.port(service, 8750)}, args...)...)
-}
-
-func (dc *composeCluster) hasCommand(name string) bool {
-	_, err := dc.try(beaconBin, name, "--help")
-	return err == nil
 }
 
 func (dc *composeCluster) eventually(timeout time.Duration, what string, cond func() bool) {
