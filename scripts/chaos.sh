@@ -33,7 +33,7 @@ settled || die "the cluster is not up with a leader, 3 voters and every agent re
 AGENT_SVCS=(n1 n2 n3)
 DEMO_SVCS=(web1 web2 web3)
 declare -A IP
-for s in "${AGENT_SVCS[@]}" "${DEMO_SVCS[@]}"; do IP[$s]=$(ip "$s"); done
+for s in "${AGENT_SVCS[@]}" "${DEMO_SVCS[@]}"; do IP[$s]=$(ctr_ip "$s"); done
 NET=$(network)
 
 work=$(mktemp -d -t beacon-chaos.XXXXXX)

@@ -63,8 +63,8 @@ ctr() {
 # network prints the name of our project's compose network.
 network() { printf '%s_beacon\n' "$PROJECT"; }
 
-# ip SERVICE prints the container's address on our network.
-ip() { docker inspect -f "{{(index .NetworkSettings.Networks \"$(network)\").IPAddress}}" "$(ctr "$1")"; }
+# ctr_ip SERVICE prints the container's address on our network.
+ctr_ip() { docker inspect -f "{{(index .NetworkSettings.Networks \"$(network)\").IPAddress}}" "$(ctr "$1")"; }
 
 # wait_for SECONDS WHAT CMD... runs CMD every half second until it succeeds;
 # after SECONDS it gives up and returns 1.
