@@ -66,6 +66,8 @@ func statusOf(err error) (int, string, string) {
 		return se.status, se.code, ""
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "too_large", ""
+	case errors.Is(err, fsm.ErrBadSnapshot):
+		return http.StatusBadRequest, "bad_snapshot", ""
 	case errors.Is(err, fsm.ErrNotFound):
 		return http.StatusNotFound, "not_found", ""
 	case errors.Is(err, fsm.ErrConflict):

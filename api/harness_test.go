@@ -120,6 +120,10 @@ func (c *fakeCluster) Members() []client.Member                       { return n
 func (c *fakeCluster) Join([]string) (int, error)                     { return 0, errors.New("not here") }
 func (c *fakeCluster) Leave(context.Context) error                    { return errors.New("not here") }
 func (c *fakeCluster) RemovePeer(ctx context.Context, _ string) error { return errors.New("not here") }
+func (c *fakeCluster) ForceLeave(ctx context.Context, _ string) error { return errors.New("not here") }
+func (c *fakeCluster) Restore(ctx context.Context, _ []byte) (uint64, error) {
+	return 0, errors.New("not here")
+}
 
 // testServer is an api.Server on a loopback listener over a fake cluster.
 type testServer struct {

@@ -45,11 +45,22 @@ type Membership interface {
 	RemovePeer(ctx context.Context, id string) error
 }
 
+// Operator is what operators do to the whole cluster through any node.
+type Operator interface {
+	// Restore replaces every node's catalog with a snapshot archive's
+	// content (checked again by the leader) and returns the catalog's index
+	// after the restore, once this node has applied it.
+	Restore(ctx context.Context, archive []byte) (uint64, error)
+	// ForceLeave marks a failed member left and removes it from Raft.
+	ForceLeave(ctx context.Context, node string) error
+}
+
 // Cluster is everything the API needs from the cluster.
 type Cluster interface {
 	Writer
 	Consistency
 	Membership
+	Operator
 }
 
 // Config holds the API's limits and timeouts.
@@ -65,6 +76,8 @@ type Config struct {
 	MaxBlockingQueries int
 	// ReadyMaxStale is how long without leader contact /readyz tolerates.
 	ReadyMaxStale time.Duration
+	// MaxSnapshotBytes caps the snapshot archive a restore uploads (413 beyond).
+	MaxSnapshotBytes int64
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -85,6 +98,13 @@ type Config struct {
 // queries per node: well above the 10,000 a node is sized to hold.
 const DefaultMaxBlockingQueries = 20000
 
+// DefaultMaxSnapshotBytes is the default cap on an uploaded snapshot
+// archive (gzip-compressed; 100,000 synthetic instances take 2.5 MB, see
+// docs/api.md). A
+// restore sent to a follower travels to the leader in one internal RPC frame,
+// so it must stay below that frame limit too.
+const DefaultMaxSnapshotBytes = 32 << 20
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -93,6 +113,7 @@ func DefaultConfig() Config {
 		MaxWait:            10 * time.Minute,
 		MaxBlockingQueries: DefaultMaxBlockingQueries,
 		ReadyMaxStale:      5 * time.Second,
+		MaxSnapshotBytes:   DefaultMaxSnapshotBytes,
 		ReadHeaderTimeout:  10 * time.Second,
 		ReadTimeout:        30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
@@ -112,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBlockingQueries <= 0 {
 		return errors.New("api: max blocking queries must be positive")
+	}
+	if c.MaxSnapshotBytes <= 0 {
+		return errors.New("api: max snapshot bytes must be positive")
 	}
 	return nil
 }
@@ -202,6 +226,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
 	mux.HandleFunc("POST /v1/cluster/leave", s.handleLeave)
 	mux.HandleFunc("DELETE /v1/cluster/peers/{id}", s.handleRemovePeer)
+	mux.HandleFunc("POST /v1/cluster/force-leave/{node}", s.handleForceLeave)
+
+	mux.HandleFunc("GET /v1/snapshot", s.handleSnapshotSave)
+	mux.HandleFunc("PUT /v1/snapshot", s.handleSnapshotRestore)
 
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)

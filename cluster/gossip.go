@@ -197,8 +197,13 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 	g.update(n, fsm.NodeFailed)
 }
 
-// leaveMsg prefixes the user message announcing a graceful leave.
-const leaveMsg = 'L'
+// User messages between members (sent over TCP with SendReliable).
+const (
+	// leaveMsg + name: the sender is about to leave gracefully.
+	leaveMsg = 'L'
+	// forceLeaveMsg + name: an operator forced that failed member out.
+	forceLeaveMsg = 'F'
+)
 
 // announceLeave tells every alive member, over TCP, that this node is
 // about to leave, so they record it as left rather than failed.
@@ -217,14 +222,67 @@ func (g *gossip) announceLeave() {
 // NodeMeta implements memberlist.Delegate.
 func (g *gossip) NodeMeta(limit int) []byte { return g.meta }
 
-// NotifyMsg implements memberlist.Delegate: leave announcements.
+// NotifyMsg implements memberlist.Delegate: leave and force-leave
+// announcements.
 func (g *gossip) NotifyMsg(b []byte) {
-	if len(b) < 2 || b[0] != leaveMsg {
+	if len(b) < 2 {
 		return
 	}
+	switch b[0] {
+	case leaveMsg:
+		g.mu.Lock()
+		g.leaving[string(b[1:])] = time.Now()
+		g.mu.Unlock()
+	case forceLeaveMsg:
+		g.forceLeft(string(b[1:]))
+	}
+}
+
+// forceLeft records a member that is not alive as left: it is no longer
+// rejoined, and the leader's reconcile treats it as gone for good. A member
+// that is still alive in this node's view (gossip has not noticed its
+// failure yet) is recorded as leaving instead, so that the failure, when
+// noticed, counts as a leave. If a force-left member comes back, memberlist
+// reports it alive again.
+func (g *gossip) forceLeft(name string) {
 	g.mu.Lock()
-	g.leaving[string(b[1:])] = time.Now()
+	m := g.members[name]
+	if m == nil || name == g.self {
+		g.mu.Unlock()
+		return
+	}
+	if m.Status == fsm.NodeAlive {
+		g.leaving[name] = time.Now()
+		g.mu.Unlock()
+		return
+	}
+	if m.Status != fsm.NodeLeft {
+		g.logger.Info("member left (forced)", "node", name, "addr", m.GossipAddr)
+		m.Status, m.Since = fsm.NodeLeft, time.Now()
+	}
+	_, changed := g.known[m.GossipAddr]
+	delete(g.known, m.GossipAddr)
 	g.mu.Unlock()
+	if changed {
+		g.savePeers()
+	}
+	select {
+	case g.events <- struct{}{}:
+	default:
+	}
+}
+
+// announceForceLeave tells every alive member that name was forced out.
+func (g *gossip) announceForceLeave(name string) {
+	msg := append([]byte{forceLeaveMsg}, name...)
+	for _, n := range g.ml.Members() {
+		if n.Name == g.self || n.Name == name {
+			continue
+		}
+		if err := g.ml.SendReliable(n, msg); err != nil {
+			g.logger.Warn("cannot announce force-leave", "node", n.Name, "left", name, "error", err)
+		}
+	}
 }
 
 // GetBroadcasts implements memberlist.Delegate.

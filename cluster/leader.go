@@ -21,6 +21,15 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 			cancel = nil
 		}
 	}
+	start := func() {
+		lctx, lcancel := context.WithCancel(ctx)
+		cancel = lcancel
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			n.leaderLoop(lctx)
+		}()
+	}
 	defer stop()
 	for {
 		select {
@@ -35,13 +44,14 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 			if cancel != nil {
 				continue
 			}
-			lctx, lcancel := context.WithCancel(ctx)
-			cancel = lcancel
-			done = make(chan struct{})
-			go func() {
-				defer close(done)
-				n.leaderLoop(lctx)
-			}()
+			start()
+		case <-n.restartCh:
+			// The catalog was replaced under the leader tasks (a restore).
+			if cancel != nil && n.IsLeader() {
+				n.logger.Info("restarting leader tasks")
+				stop()
+				start()
+			}
 		case <-ctx.Done():
 			return
 		}
@@ -138,10 +148,7 @@ func (n *Node) reconcile(ctx context.Context) {
 				n.logger.Warn("cannot remove server", "node", m.Name, "error", err)
 			}
 		case fsm.NodeFailed:
-			if !ok || n.cfg.ReapFailedAfter <= 0 || time.Since(m.Since) < n.cfg.ReapFailedAfter {
-				continue
-			}
-			if srv.Suffrage == raft.Voter && voters-1 < n.cfg.MinQuorum {
+			if !ok || !reapable(n.cfg, m, srv, voters, time.Now()) {
 				continue
 			}
 			n.logger.Info("removing server failed for too long", "node", m.Name, "failed_for", time.Since(m.Since).Round(time.Second))
@@ -153,6 +160,18 @@ func (n *Node) reconcile(ctx context.Context) {
 		}
 	}
 	n.syncCatalogNodes(ctx, members)
+}
+
+// reapable reports whether the leader removes failed server m (srv in the
+// Raft configuration, which has voters voters) from Raft now: reaping is on
+// (ReapFailedAfter > 0), m has been failed for at least ReapFailedAfter,
+// and removing it leaves at least MinQuorum voters (a non-voter can always
+// go).
+func reapable(cfg Config, m Member, srv raft.Server, voters int, now time.Time) bool {
+	if cfg.ReapFailedAfter <= 0 || m.Status != fsm.NodeFailed || now.Sub(m.Since) < cfg.ReapFailedAfter {
+		return false
+	}
+	return srv.Suffrage != raft.Voter || voters-1 >= cfg.MinQuorum
 }
 
 // syncCatalogNodes writes gossip's view of the members into the catalog,

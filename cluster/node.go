@@ -42,6 +42,8 @@ type Node struct {
 	hasState  bool
 
 	notifyCh    chan bool
+	restartCh   chan struct{} // restartLeaderLoop
+	restoreMu   sync.Mutex    // one restore at a time
 	leaderReady atomic.Bool
 	leaderSince atomic.Int64
 	tasksMu     sync.Mutex
@@ -66,7 +68,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		logger = hclog.NewNullLogger()
 	}
 	return &Node{
-		cfg: cfg, logger: logger, fsm: f, notifyCh: make(chan bool, 16),
+		cfg: cfg, logger: logger, fsm: f, notifyCh: make(chan bool, 16), restartCh: make(chan struct{}, 1),
 		rpcSrv: newRPCServer(cfg.ClusterSecret, logger.Named("rpc")),
 	}, nil
 }
@@ -454,6 +456,10 @@ func (n *Node) registerRPCs() {
 		}
 		n.logger.Info("removed server from raft", "node", string(id))
 		return nil, nil
+	})
+	n.rpcSrv.handle(opRestore, n.restoreLocal)
+	n.rpcSrv.handle(opForceLeave, func(ctx context.Context, p []byte) ([]byte, error) {
+		return n.forceLeaveLocal(ctx, string(p))
 	})
 }
 

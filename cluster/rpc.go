@@ -41,7 +41,7 @@ const (
 )
 
 const (
-	rpcMaxFrame   = 8 << 20
+	rpcMaxFrame   = 40 << 20 // a snapshot restore (32 MiB at most) travels in one frame
 	rpcNonceSize  = 16
 	rpcHandshake  = 10 * time.Second
 	statusOK      = 0

@@ -406,6 +406,14 @@ func (c *clusterAdapter) RemovePeer(ctx context.Context, id string) error {
 	return c.node.RemovePeer(ctx, id)
 }
 
+func (c *clusterAdapter) Restore(ctx context.Context, archive []byte) (uint64, error) {
+	return c.node.Restore(ctx, archive)
+}
+
+func (c *clusterAdapter) ForceLeave(ctx context.Context, node string) error {
+	return c.node.ForceLeave(ctx, node)
+}
+
 func (c *clusterAdapter) Status() client.ClusterStatus {
 	s := c.node.Status()
 	out := client.ClusterStatus{

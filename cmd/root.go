@@ -151,6 +151,11 @@ func NewRootCmd(f *Factory) *cobra.Command {
 		newChecksCmd(f, nil),
 		newCheckCmd(f, nil),
 		newMaintCmd(f, nil),
+		newOperatorCmd(f),
+		newSnapshotCmd(f),
+		newForceLeaveCmd(f, nil),
+		newHealthCmd(f, nil),
+		newDemoCmd(f, nil),
 		newVersionCmd(f),
 	)
 	return root

@@ -16,10 +16,11 @@ var (
 )
 
 var errorCodes = map[string]error{
-	"not_found": ErrNotFound,
-	"conflict":  ErrConflict,
-	"not_owner": ErrNotOwner,
-	"invalid":   ErrInvalid,
+	"not_found":    ErrNotFound,
+	"conflict":     ErrConflict,
+	"not_owner":    ErrNotOwner,
+	"invalid":      ErrInvalid,
+	"bad_snapshot": ErrBadSnapshot,
 }
 
 // RejectError is a command rejected by Apply, with the reason. It wraps one

@@ -1,8 +1,10 @@
 package apitest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -18,8 +20,8 @@ import (
 const NodeName = "apitest"
 
 // Cluster is a one-node cluster over a real fsm.FSM. It implements the api
-// package's Cluster interface (Writer, Consistency and Membership). Every
-// method is safe for concurrent use.
+// package's Cluster interface (Writer, Consistency, Membership and
+// Operator). Every method is safe for concurrent use.
 type Cluster struct {
 	fsm *fsm.FSM
 
@@ -36,6 +38,8 @@ type Cluster struct {
 	joined      [][]string
 	left        int
 	removed     []string
+	forced      []string
+	forceErr    error
 }
 
 // NewCluster returns a cluster with an empty catalog that knows its leader
@@ -219,4 +223,51 @@ func (c *Cluster) Removed() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.removed)
+}
+
+// Restore restores a snapshot archive into the FSM as the next log index, the
+// way a Raft user restore lands on every node of a real cluster, and returns
+// that index. A damaged archive fails with an fsm.ErrBadSnapshot rejection.
+func (c *Cluster) Restore(ctx context.Context, archive []byte) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	ar, err := fsm.ReadArchive(bytes.NewReader(archive), 0)
+	if err != nil {
+		return 0, &fsm.RejectError{Kind: fsm.ErrBadSnapshot, Msg: err.Error()}
+	}
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.index++
+	var stream bytes.Buffer
+	if err := ar.WriteSnapshot(&stream, c.index); err != nil {
+		return 0, err
+	}
+	if err := c.fsm.Restore(io.NopCloser(&stream)); err != nil {
+		return 0, err
+	}
+	return c.index, nil
+}
+
+// ForceLeave records the node and returns the error set by
+// SetForceLeaveError, if any.
+func (c *Cluster) ForceLeave(ctx context.Context, node string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forced = append(c.forced, node)
+	return c.forceErr
+}
+
+// SetForceLeaveError makes ForceLeave fail with err (nil: succeed).
+func (c *Cluster) SetForceLeaveError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forceErr = err
+}
+
+// ForcedOut returns the nodes ForceLeave was called with, in order.
+func (c *Cluster) ForcedOut() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.forced)
 }

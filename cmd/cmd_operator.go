@@ -1,0 +1,385 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/spf13/cobra"
+)
+
+// Operator commands: Raft peers, snapshots, force-leave and the health probe
+// the container image uses.
+
+func newOperatorCmd(f *Factory) *cobra.Command {
+	op := &cobra.Command{
+		Use:   "operator",
+		Short: "Cluster operations for operators",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			return usageError{errors.New("missing subcommand (raft)")}
+		},
+	}
+	raftCmd := &cobra.Command{
+		Use:   "raft",
+		Short: "Inspect and change the Raft configuration",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			return usageError{errors.New("missing subcommand (list-peers or remove-peer)")}
+		},
+	}
+	raftCmd.AddCommand(newListPeersCmd(f, nil), newRemovePeerCmd(f, nil))
+	op.AddCommand(raftCmd)
+	return op
+}
+
+type listPeersOptions struct{ f *Factory }
+
+func newListPeersCmd(f *Factory, runF func(context.Context, *listPeersOptions) error) *cobra.Command {
+	opts := &listPeersOptions{f: f}
+	return &cobra.Command{
+		Use:   "list-peers",
+		Short: "List the Raft peers, with the leader and who votes",
+		Long: `List the servers of the Raft configuration as the agent at --addr sees it
+(GET /v1/cluster/status): their ID (the node name), cluster address, whether
+each is the leader or a follower, and whether it votes.`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runListPeers(c.Context(), opts)
+		},
+	}
+}
+
+func runListPeers(ctx context.Context, opts *listPeersOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(st.Peers, func(w io.Writer) {
+		fmt.Fprintln(w, "ID\tADDRESS\tSTATE\tVOTER")
+		for _, p := range st.Peers {
+			state := "follower"
+			if p.Leader {
+				state = "leader"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%t\n", p.ID, p.Address, state, p.Suffrage == "Voter")
+		}
+	})
+}
+
+type removePeerOptions struct {
+	f  *Factory
+	id string
+}
+
+func newRemovePeerCmd(f *Factory, runF func(context.Context, *removePeerOptions) error) *cobra.Command {
+	opts := &removePeerOptions{f: f}
+	return &cobra.Command{
+		Use:   "remove-peer ID",
+		Short: "Remove a server that is gone for good from the Raft configuration",
+		Long: `Remove a server from the Raft configuration, through the leader
+(DELETE /v1/cluster/peers/ID). Use it for a server that died and will not
+come back; a server that is still running should leave instead (beacon leave).`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.id = args[0]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runRemovePeer(c.Context(), opts)
+		},
+	}
+}
+
+func runRemovePeer(ctx context.Context, opts *removePeerOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	if err := cl.RemovePeer(ctx, opts.id); err != nil {
+		return err
+	}
+	return opts.f.Print(map[string]string{"removed": opts.id}, func(w io.Writer) {
+		fmt.Fprintf(w, "removed %s from the raft configuration\n", opts.id)
+	})
+}
+
+type forceLeaveOptions struct {
+	f    *Factory
+	node string
+}
+
+func newForceLeaveCmd(f *Factory, runF func(context.Context, *forceLeaveOptions) error) *cobra.Command {
+	opts := &forceLeaveOptions{f: f}
+	return &cobra.Command{
+		Use:   "force-leave NODE",
+		Short: "Mark a failed member as left and remove it from Raft",
+		Long: `Mark a member that failed (and will not come back) as left: the leader records
+it as left, stops rejoining it, tells every alive member to do the same, and
+removes it from the Raft configuration. An alive member is refused: make it
+leave with 'beacon leave'. If a force-left node comes back, it is a member again.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.node = args[0]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runForceLeave(c.Context(), opts)
+		},
+	}
+}
+
+func runForceLeave(ctx context.Context, opts *forceLeaveOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	if err := cl.ForceLeave(ctx, opts.node); err != nil {
+		return err
+	}
+	return opts.f.Print(map[string]string{"left": opts.node}, func(w io.Writer) {
+		fmt.Fprintf(w, "%s is marked left and removed from raft\n", opts.node)
+	})
+}
+
+func newSnapshotCmd(f *Factory) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Save, restore and inspect snapshots of the whole catalog",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			return usageError{errors.New("missing subcommand (save, restore or inspect)")}
+		},
+	}
+	c.AddCommand(newSnapshotSaveCmd(f, nil), newSnapshotRestoreCmd(f, nil), newSnapshotInspectCmd(f, nil))
+	return c
+}
+
+type snapshotOptions struct {
+	f     *Factory
+	file  string
+	stale bool
+}
+
+func newSnapshotSaveCmd(f *Factory, runF func(context.Context, *snapshotOptions) error) *cobra.Command {
+	opts := &snapshotOptions{f: f}
+	c := &cobra.Command{
+		Use:   "save FILE",
+		Short: "Save a snapshot of the catalog to FILE",
+		Long: `Save a snapshot archive of the whole catalog to FILE (GET /v1/snapshot). The
+archive holds every write acknowledged before the command ran; --stale saves
+what the agent holds even when the cluster has no leader. The file is
+checked after download and written atomically (FILE.tmp, then renamed).`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.file = args[0]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runSnapshotSave(c.Context(), opts)
+		},
+	}
+	c.Flags().BoolVar(&opts.stale, "stale", false, "save the agent's own state without asking the leader")
+	return c
+}
+
+func runSnapshotSave(ctx context.Context, opts *snapshotOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if _, err := cl.SaveSnapshot(ctx, &buf, opts.stale); err != nil {
+		return err
+	}
+	ar, err := fsm.ReadArchive(bytes.NewReader(buf.Bytes()), 0)
+	if err != nil {
+		return fmt.Errorf("the agent sent a damaged snapshot: %w", err)
+	}
+	if err := writeFileAtomic(opts.file, buf.Bytes()); err != nil {
+		return err
+	}
+	info := snapshotInfo(ar.Info)
+	return opts.f.Print(info, func(w io.Writer) {
+		fmt.Fprintf(w, "saved snapshot at index %d (%d services, %d instances, %d checks; %d bytes) to %s\n",
+			info.Index, info.Counts.Services, info.Counts.Instances, info.Counts.Checks, buf.Len(), opts.file)
+	})
+}
+
+// writeFileAtomic writes b to path through a synced temporary file.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func snapshotInfo(i fsm.ArchiveInfo) client.SnapshotInfo {
+	return client.SnapshotInfo{
+		Format: i.Format, Index: i.Index, Node: i.Node, Created: i.Created, Size: i.Size, SHA256: i.SHA256,
+		Counts: client.SnapshotCounts{Services: i.Counts.Services, Instances: i.Counts.Instances,
+			Checks: i.Counts.Checks, Nodes: i.Counts.Nodes, Tokens: i.Counts.Tokens},
+	}
+}
+
+func newSnapshotRestoreCmd(f *Factory, runF func(context.Context, *snapshotOptions) error) *cobra.Command {
+	opts := &snapshotOptions{f: f}
+	return &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Replace the catalog of every node with a saved snapshot",
+		Long: `Restore a snapshot archive saved by 'beacon snapshot save' (PUT /v1/snapshot).
+The file is checked first (here and again by the cluster); then the leader
+restores it through Raft, which installs it on every node. Everything
+registered since the snapshot was saved is gone afterwards; writes in flight
+during the restore fail with 503 unknown_outcome and may be retried.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.file = args[0]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runSnapshotRestore(c.Context(), opts)
+		},
+	}
+}
+
+func runSnapshotRestore(ctx context.Context, opts *snapshotOptions) error {
+	b, err := os.ReadFile(opts.file)
+	if err != nil {
+		return err
+	}
+	if _, err := fsm.ReadArchive(bytes.NewReader(b), 0); err != nil {
+		return fmt.Errorf("%s: %w", opts.file, err)
+	}
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	res, err := cl.RestoreSnapshot(ctx, b)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(res, func(w io.Writer) {
+		fmt.Fprintf(w, "restored snapshot of index %d (%d services, %d instances) at index %d\n",
+			res.Snapshot.Index, res.Snapshot.Counts.Services, res.Snapshot.Counts.Instances, res.Index)
+	})
+}
+
+func newSnapshotInspectCmd(f *Factory, runF func(context.Context, *snapshotOptions) error) *cobra.Command {
+	opts := &snapshotOptions{f: f}
+	return &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Check a snapshot file and show what it holds (no agent needed)",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.file = args[0]
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runSnapshotInspect(c.Context(), opts)
+		},
+	}
+}
+
+func runSnapshotInspect(_ context.Context, opts *snapshotOptions) error {
+	fh, err := os.Open(opts.file)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	ar, err := fsm.ReadArchive(fh, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", opts.file, err)
+	}
+	info := snapshotInfo(ar.Info)
+	return opts.f.Print(info, func(w io.Writer) {
+		fmt.Fprintf(w, "format:\t%d\nindex:\t%d\nnode:\t%s\ncreated:\t%s\nsize:\t%d bytes (gzip)\nsha256:\t%s\n",
+			info.Format, info.Index, info.Node, info.Created.Format(time.RFC3339), info.Size, info.SHA256)
+		fmt.Fprintf(w, "services:\t%d\ninstances:\t%d\nchecks:\t%d\nnodes:\t%d\ntokens:\t%d\n",
+			info.Counts.Services, info.Counts.Instances, info.Counts.Checks, info.Counts.Nodes, info.Counts.Tokens)
+	})
+}
+
+type healthOptions struct {
+	f       *Factory
+	path    string
+	timeout time.Duration
+}
+
+func newHealthCmd(f *Factory, runF func(context.Context, *healthOptions) error) *cobra.Command {
+	opts := &healthOptions{f: f}
+	c := &cobra.Command{
+		Use:   "health",
+		Short: "Exit 0 if the agent at --addr is ready, non-zero otherwise",
+		Long: `Probe an HTTP endpoint and exit 0 if it answers 2xx, 1 otherwise. By default it
+asks the agent's /readyz (a leader is known and recent), which is what the
+container image uses as its health check:
+
+  beacon health --addr 127.0.0.1:8750
+  beacon health --addr 127.0.0.1:8080 --path /healthz     # a demo service`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runHealth(c.Context(), opts)
+		},
+	}
+	c.Flags().StringVar(&opts.path, "path", "/readyz", "path to probe")
+	c.Flags().DurationVar(&opts.timeout, "timeout", 3*time.Second, "give up after this long")
+	return c
+}
+
+func runHealth(ctx context.Context, opts *healthOptions) error {
+	addr, _, _ := strings.Cut(opts.f.Addr, ",")
+	addr = strings.TrimSpace(addr)
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(addr, "/")+opts.path, nil)
+	if err != nil {
+		return usageError{err}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("not healthy: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("not healthy: %s answered %d: %s", req.URL, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	_, err = fmt.Fprintf(opts.f.Out, "healthy: %s answered %d\n", req.URL, resp.StatusCode)
+	return err
+}

@@ -1,0 +1,117 @@
+# Shared by the compose scripts (up.sh, demo.sh, smoke.sh, chaos.sh): source
+# it, do not run it. Everything here touches only the containers of our own
+# compose project ($BEACON_PROJECT, default "beacon").
+#
+# Settings (environment; the defaults match docker-compose.yml):
+#   BEACON_PROJECT        compose project name            (beacon)
+#   COMPOSE               compose command                  (docker-compose)
+#   BEACON_BIN            the beacon CLI on this host      (bin/beacon)
+#   BEACON_N1_PORT..N4    agents' API ports on 127.0.0.1   (18750 28750 38750 48750)
+#   BEACON_LB1_PORT, BEACON_LB2_PORT              LB ports (18080 28080)
+#   BEACON_LB1_ADMIN_PORT, BEACON_LB2_ADMIN_PORT  LB admin (18081 28081)
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROJECT=${BEACON_PROJECT:-beacon}
+read -r -a COMPOSE <<<"${COMPOSE:-docker-compose}"
+COMPOSE+=(-p "$PROJECT" -f "$ROOT/docker-compose.yml")
+BEACON=${BEACON_BIN:-$ROOT/bin/beacon}
+
+N1=127.0.0.1:${BEACON_N1_PORT:-18750}
+N2=127.0.0.1:${BEACON_N2_PORT:-28750}
+N3=127.0.0.1:${BEACON_N3_PORT:-38750}
+N4=127.0.0.1:${BEACON_N4_PORT:-48750}
+LB1=127.0.0.1:${BEACON_LB1_PORT:-18080}
+LB2=127.0.0.1:${BEACON_LB2_PORT:-28080}
+LB1_ADMIN=127.0.0.1:${BEACON_LB1_ADMIN_PORT:-18081}
+LB2_ADMIN=127.0.0.1:${BEACON_LB2_ADMIN_PORT:-28081}
+AGENTS="$N1,$N2,$N3"
+DOMAIN=service.beacon
+
+if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RED=$'\033[31m' GREEN=$'\033[32m' OFF=$'\033[0m'
+else BOLD="" DIM="" RED="" GREEN="" OFF=""; fi
+
+log()  { printf '%s==> %s%s\n' "$BOLD" "$*" "$OFF"; }
+note() { printf '%s    %s%s\n' "$DIM" "$*" "$OFF"; }
+die()  { printf '%serror: %s%s\n' "$RED" "$*" "$OFF" >&2; exit 1; }
+
+# run shows a command, then runs it.
+run() {
+  local a shown=()
+  for a in "$@"; do [[ $a == *[[:space:]]* ]] && a="'$a'"; shown+=("$a"); done
+  printf '%s$ %s%s\n' "$DIM" "${shown[*]}" "$OFF"
+  "$@"
+}
+
+# beacon runs the CLI against every agent (it fails over between them).
+beacon() { "$BEACON" --addr "$AGENTS" "$@"; }
+
+need_cli() {
+  [[ -x $BEACON ]] || die "$BEACON not found: run 'make build' (or 'make up')"
+  command -v "${COMPOSE[0]}" >/dev/null || die "${COMPOSE[0]} not found"
+}
+
+# ctr SERVICE prints the container ID of a service of our project.
+ctr() {
+  local id
+  id=$("${COMPOSE[@]}" ps -q "$1" 2>/dev/null | head -1)
+  [[ -n $id ]] || die "no container for service $1 in project $PROJECT (is the cluster up?)"
+  printf '%s\n' "$id"
+}
+
+# network prints the name of our project's compose network.
+network() { printf '%s_beacon\n' "$PROJECT"; }
+
+# ctr_ip SERVICE prints the container's address on our network.
+ctr_ip() { docker inspect -f "{{(index .NetworkSettings.Networks \"$(network)\").IPAddress}}" "$(ctr "$1")"; }
+
+# wait_for SECONDS WHAT CMD... runs CMD every half second until it succeeds;
+# after SECONDS it gives up and returns 1.
+wait_for() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      printf '%s    timed out after %ss waiting for %s%s\n' "$RED" "$timeout" "$what" "$OFF" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# leader_of ADDR prints the leader the agent at ADDR knows, if any.
+leader_of() { "$BEACON" --addr "$1" status 2>/dev/null | awk '$1 == "leader:" && $2 != "()" {print $2}'; }
+
+# has_leader N: some agent knows a leader, and the leader's Raft
+# configuration has N voters.
+has_leader() {
+  local l n
+  l=$(leader_of "$AGENTS")
+  [[ -n $l ]] || return 1
+  n=$(beacon operator raft list-peers 2>/dev/null | awk 'NR > 1 && $4 == "true"' | wc -l)
+  [[ $n -eq $1 ]]
+}
+
+# all_ready: each of n1, n2 and n3 answers /readyz (knows a recent leader).
+all_ready() {
+  local n
+  for n in "$N1" "$N2" "$N3"; do "$BEACON" --addr "$n" health >/dev/null 2>&1 || return 1; done
+}
+
+# settled: every agent is ready and the Raft configuration has 3 voters.
+settled() { all_ready && has_leader 3; }
+
+# healthy_count SERVICE prints how many instances of SERVICE are healthy.
+healthy_count() { beacon discover "$1" --healthy 2>/dev/null | awk 'NR > 1' | wc -l; }
+healthy_is() { [[ $(healthy_count "$1") -eq $2 ]]; }
+
+
+# lb_get LB PATH [HOST] fetches PATH through a load balancer.
+lb_get() {
+  if [[ -n ${3:-} ]]; then curl -fsS --max-time 3 -H "Host: $3" "http://$1$2"
+  else curl -fsS --max-time 3 "http://$1$2"; fi
+}
+
+# lb_routes LB: the load balancer answers /web/ from a demo instance.
+lb_routes() { lb_get "$1" /web/ | grep -q 'instance web-'; }
