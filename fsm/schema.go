@@ -1,6 +1,10 @@
 package fsm
 
-import "github.com/hashicorp/go-memdb"
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
 
 // Table names.
 const (
@@ -25,6 +29,9 @@ func schema() *memdb.DBSchema {
 			"id":      {Name: "id", Unique: true, Indexer: str("ID")},
 			"service": {Name: "service", Indexer: str("Service")},
 			"node":    {Name: "node", AllowMissing: true, Indexer: str("Node")},
+			// Only draining instances have an entry, so the leader finds
+			// the drain deadlines it enforces without scanning the catalog.
+			"draining": {Name: "draining", AllowMissing: true, Indexer: drainingIndexer{}},
 		}},
 		tableChecks: {Name: tableChecks, Indexes: map[string]*memdb.IndexSchema{
 			"id":       {Name: "id", Unique: true, Indexer: str("ID")},
@@ -46,4 +53,29 @@ func schema() *memdb.DBSchema {
 			"id": {Name: "id", Unique: true, Indexer: str("Key")},
 		}},
 	}}
+}
+
+// drainingIndexer indexes an instance by ID only while it is draining.
+type drainingIndexer struct{}
+
+func (drainingIndexer) FromObject(obj any) (bool, []byte, error) {
+	inst, ok := obj.(*Instance)
+	if !ok {
+		return false, nil, fmt.Errorf("fsm: draining index: %T is not an instance", obj)
+	}
+	if inst.Drain == nil {
+		return false, nil, nil
+	}
+	return true, []byte(inst.ID + "\x00"), nil
+}
+
+func (drainingIndexer) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 0 {
+		return nil, fmt.Errorf("fsm: draining index takes no arguments")
+	}
+	return []byte{}, nil
+}
+
+func (drainingIndexer) PrefixFromArgs(args ...any) ([]byte, error) {
+	return drainingIndexer{}.FromArgs(args...)
 }

@@ -229,6 +229,24 @@ func (s *Store) Instances(ws memdb.WatchSet) (uint64, []*Instance) {
 	return listTable[*Instance](s, ws, tableInstances)
 }
 
+// DrainingInstances returns the instances that are draining. The watch set
+// fires only when one starts, stops or changes while draining.
+func (s *Store) DrainingInstances(ws memdb.WatchSet) []*Instance {
+	tx := s.read(ws)
+	it, err := tx.Get(tableInstances, "draining_prefix")
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	var out []*Instance
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*Instance))
+	}
+	return out
+}
+
 // NodeInstances returns the instances registered with Node = node.
 func (s *Store) NodeInstances(ws memdb.WatchSet, node string) (uint64, []*Instance) {
 	return listIndex[*Instance](s, ws, tableInstances, "node", node)

@@ -85,7 +85,7 @@ func DefaultConfig() Config {
 		},
 		TTLGrace:        10 * time.Second,
 		MetricsPeriod:   10 * time.Second,
-		MinScanInterval: 50 * time.Millisecond,
+		MinScanInterval: 200 * time.Millisecond,
 		MaxOutput:       4096,
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -38,6 +39,8 @@ type coordinator struct {
 	// deadline is the earliest deregister_critical_after or drain deadline.
 	deadline time.Time
 	first    bool
+	// aliveKey names the alive servers the owners were last computed for.
+	aliveKey string
 }
 
 type ttlState struct {
@@ -175,21 +178,28 @@ func (c *coordinator) nextWake() time.Time {
 func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 	h := c.h
 	c.scanAt = time.Time{}
+	// The scan watches the checks, the nodes and the draining instances —
+	// not every instance — so registrations without checks cost the leader
+	// nothing, and its work grows with the number of checks, not of instances.
 	ws := memdb.NewWatchSet()
 	_, checks := h.store.Checks(ws, "")
 	_, nodes := h.store.Nodes(ws)
-	_, insts := h.store.Instances(ws)
+	drains := h.store.DrainingInstances(ws)
 
 	var alive []string
+	isAlive := map[string]bool{}
 	for _, n := range nodes {
 		if n.Status == fsm.NodeAlive && n.Role == fsm.RoleServer {
 			alive = append(alive, n.Name)
+			isAlive[n.Name] = true
 		}
 	}
-	byID := make(map[string]*fsm.Instance, len(insts))
-	for _, i := range insts {
-		byID[i.ID] = i
-	}
+	// Owners are recomputed for every check only when the set of alive
+	// servers changed (rendezvous hashing moves just the checks whose best
+	// node came or went); otherwise only checks without a live owner move.
+	aliveKey := strings.Join(alive, "\x00")
+	rebalance := aliveKey != c.aliveKey
+	c.aliveKey = aliveKey
 
 	var assign []fsm.Assignment
 	seenTTL := map[string]bool{}
@@ -206,7 +216,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 		if ch.Type == fsm.CheckTTL {
 			seenTTL[ch.ID] = true
 			c.armTTL(ch, now)
-		} else if len(alive) > 0 {
+		} else if len(alive) > 0 && (rebalance || !isAlive[ch.Owner]) {
 			if want := fsm.PickOwner(ch.ID, alive); want != ch.Owner {
 				assign = append(assign, fsm.Assignment{Check: ch.ID, Owner: want})
 			}
@@ -221,14 +231,12 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 		}
 	}
 	for id := range c.metrics {
-		if byID[id] == nil {
+		if _, inst, _ := h.store.Instance(nil, id); inst == nil {
 			delete(c.metrics, id)
 		}
 	}
-	for _, i := range insts {
-		if i.Drain != nil {
-			due(time.Unix(0, i.Drain.Deadline), i.ID, "drained")
-		}
+	for _, i := range drains {
+		due(time.Unix(0, i.Drain.Deadline), i.ID, "drained")
 	}
 	c.first = false
 
@@ -249,7 +257,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		inst := byID[id]
+		_, inst, _ := h.store.Instance(nil, id)
 		if inst == nil {
 			continue
 		}
