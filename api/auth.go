@@ -46,6 +46,9 @@ const (
 
 // identity is who a request comes from, once its token is checked.
 type identity struct {
+	// err is why the request's credentials were refused; routes that need
+	// no token ignore it, every other route answers with it.
+	err      error
 	accessor string
 	// policy is PolicyManagement, PolicyRead, PolicyWrite, or "" for an
 	// anonymous request.
@@ -132,7 +135,15 @@ func requestToken(r *http.Request) (string, error) {
 // depends only on the SHA-256 of the guess, which tells an attacker nothing
 // about any secret (finding a secret from its hash is a preimage attack).
 // The secret itself is never compared, logged or kept.
-func (s *Server) authenticate(r *http.Request) (identity, error) {
+func (s *Server) authenticate(r *http.Request) identity {
+	id, err := s.identify(r)
+	if err != nil {
+		return identity{err: err, accessor: AccessorAnonymous}
+	}
+	return id
+}
+
+func (s *Server) identify(r *http.Request) (identity, error) {
 	tok, err := requestToken(r)
 	if err != nil {
 		return identity{}, err
@@ -236,10 +247,16 @@ func policyFor(pattern string) policy {
 
 // authorize checks the request's identity against the route's policy.
 func (s *Server) authorize(r *http.Request, p policy) error {
-	if !s.cfg.Auth.Enabled() || p == policyOpen {
+	if p == policyOpen {
 		return nil
 	}
 	id := identityFrom(r.Context())
+	if id.err != nil {
+		return id.err
+	}
+	if !s.cfg.Auth.Enabled() {
+		return nil
+	}
 	switch p {
 	case policyRead:
 		if id.anonymous() && !s.cfg.Auth.AnonymousRead {

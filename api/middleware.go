@@ -69,8 +69,11 @@ func (s *Server) securityRoutes(mux *router) {
 	mux.HandleFunc("DELETE /v1/tokens/{accessor}", s.handleTokenDelete)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	if s.cfg.EnablePprof {
-		// No /debug/pprof/cmdline: the command line may hold secrets.
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		// The command line may hold secrets (--management-token): not served.
+		mux.HandleFunc("GET /debug/pprof/cmdline", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, &statusError{http.StatusNotFound, "not_served", "the command line is not served: it may hold secrets"})
+		})
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
@@ -122,16 +125,12 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			}
 		}()
 
-		id, err := s.authenticate(r)
-		if err != nil {
-			s.deny(sw, r, err)
-			return
-		}
+		id := s.authenticate(r)
 		ctx := withIdentity(r.Context(), id)
 		ctx = context.WithValue(ctx, stateKey{}, st)
 		ctx = context.WithValue(ctx, actorKey{}, Actor{Accessor: id.accessor, Remote: r.RemoteAddr})
 		r = r.WithContext(ctx)
-		if s.limiter != nil && isWrite(r) {
+		if s.limiter != nil && isWrite(r) && id.err == nil {
 			if ok, wait := s.limiter.allow(remoteIP(r), start); !ok {
 				m.rateLimited.Inc()
 				sw.Header().Set("Retry-After", retryAfter(wait))

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/fsm"
@@ -64,7 +66,8 @@ func buildToken(req *client.TokenRequest) (policy string, prefixes []string, des
 	if len(req.Description) > MaxTokenDescriptionLen {
 		return "", nil, "", invalid("description", "longer than %d bytes", MaxTokenDescriptionLen)
 	}
-	if !printable(req.Description) {
+	// The JSON decoder turns invalid UTF-8 into U+FFFD; refuse it here.
+	if !printable(req.Description) || strings.ContainsRune(req.Description, utf8.RuneError) {
 		return "", nil, "", invalid("description", "must be printable UTF-8 without control characters")
 	}
 	return req.Policy, req.Prefixes, req.Description, nil

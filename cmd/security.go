@@ -115,3 +115,7 @@ func withClusterActor(ctx context.Context) context.Context {
 	}
 	return ctx
 }
+
+// Routes returns every route pattern of the agent's HTTP API with the
+// policy it requires (docs/security.md).
+func (a *Agent) Routes() map[string]string { return a.api.Routes() }
