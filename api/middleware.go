@@ -22,7 +22,9 @@ type router struct {
 }
 
 func (s *Server) newRouter() *router {
-	return &router{s: s, mux: http.NewServeMux()}
+	rt := &router{s: s, mux: http.NewServeMux()}
+	s.table = rt
+	return rt
 }
 
 // HandleFunc registers h for pattern, behind pattern's policy.
@@ -54,10 +56,8 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.mux.Ser
 // "management"). Tests and docs use it.
 func (s *Server) Routes() map[string]string {
 	out := map[string]string{}
-	if rt, ok := s.router.(*router); ok {
-		for _, p := range rt.patterns {
-			out[p] = policyFor(p).String()
-		}
+	for _, p := range s.table.patterns {
+		out[p] = policyFor(p).String()
 	}
 	return out
 }

@@ -1,11 +1,8 @@
 package api
 
 import (
-	"bufio"
-	"context"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -253,56 +250,6 @@ func FuzzRequestToken(f *testing.F) {
 			t.Fatalf("token %q from nowhere", tok)
 		}
 	})
-}
-
-// secCluster is the smallest api.Cluster for tests that need a server but
-// no cluster behind it: any method not overridden panics.
-type secCluster struct{ Cluster }
-
-func (secCluster) KnownLeader() bool          { return true }
-func (secCluster) LastContact() time.Duration { return 0 }
-
-// TestSlowClientsAreCutOffByTheServerTimeouts opens connections that send
-// their headers, or their body, too slowly, and sees the server close them.
-func TestSlowClientsAreCutOffByTheServerTimeouts(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.ReadHeaderTimeout, cfg.ReadTimeout = 300*time.Millisecond, 600*time.Millisecond
-	s := New(cfg, fsm.NewStore(), secCluster{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		<-done
-	}()
-	cases := []struct{ name, send string }{
-		{"headers that never end", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "},
-		{"a body that never comes", "PUT /v1/services/web/instances/w1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"address\":"},
-	}
-	for _, tc := range cases {
-		t.Run("the server closes a connection with "+tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := io.WriteString(c, tc.send); err != nil {
-				t.Fatal(err)
-			}
-			// Far longer than the timeouts; the server must close first.
-			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-			_, err = io.Copy(io.Discard, bufio.NewReader(c))
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatal("the server kept the connection open")
-			}
-		})
-	}
 }
 
 func TestAuthenticateComparesHashesNotSecrets(t *testing.T) {

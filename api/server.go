@@ -173,8 +173,8 @@ type Server struct {
 	cancel  context.CancelFunc
 
 	blocking blockingCounters
-	// router is the route table inside handler's middleware (middleware.go).
-	router         http.Handler
+	// table is the route table inside handler's middleware (middleware.go).
+	table          *router
 	metrics        *httpMetrics
 	metricsHandler http.Handler
 	limiter        *writeLimiter
@@ -190,8 +190,7 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 	s := &Server{cfg: cfg, store: store, cluster: cl, logger: logger}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.initSecurity()
-	s.router = s.routes()
-	s.handler = s.wrap(s.router)
+	s.handler = s.wrap(s.routes())
 	s.srv = s.newHTTPServer()
 	return s
 }
