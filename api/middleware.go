@@ -199,7 +199,7 @@ type httpMetrics struct {
 }
 
 func newHTTPMetrics() *httpMetrics {
-	return &httpMetrics{
+	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "beacon_http_requests_total",
 			Help: "HTTP API requests answered, by route pattern, method and status code.",
@@ -226,6 +226,11 @@ func newHTTPMetrics() *httpMetrics {
 			Help: "Requests refused by authentication or authorization, by error code (unauthenticated, invalid_token, permission_denied, token_in_url, invalid).",
 		}, []string{"code"}),
 	}
+	// Series that alerts watch exist from the start, at zero.
+	for _, code := range []string{"unauthenticated", "invalid_token", "permission_denied"} {
+		m.denied.WithLabelValues(code)
+	}
+	return m
 }
 
 func (m *httpMetrics) collectors() []prometheus.Collector {

@@ -23,7 +23,7 @@ type metrics struct {
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		raftApply: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "beacon_raft_apply_duration_seconds",
 			Help:    "Time the leader took to commit and apply one command through Raft.",
@@ -43,6 +43,11 @@ func newMetrics() *metrics {
 			Help: "Connections to the cluster port refused, by reason (tls: handshake or certificate; secret: cluster-secret handshake).",
 		}, []string{"reason"}),
 	}
+	// Series that alerts watch exist from the start, at zero.
+	m.connRejected.WithLabelValues("tls")
+	m.connRejected.WithLabelValues("secret")
+	m.forwarded.WithLabelValues("apply", "ok")
+	return m
 }
 
 // register exports m and the node's state collector through reg.

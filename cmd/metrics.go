@@ -34,7 +34,7 @@ type fsmMetrics struct {
 }
 
 func newFSMMetrics() *fsmMetrics {
-	return &fsmMetrics{
+	m := &fsmMetrics{
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "beacon_fsm_applied_total",
 			Help: "Commands this node's catalog applied, by type and result (ok or the rejection code).",
@@ -44,6 +44,10 @@ func newFSMMetrics() *fsmMetrics {
 			Help: "Check status changes committed to the catalog, by the new status.",
 		}, []string{"status"}),
 	}
+	for _, s := range []fsm.Health{fsm.Passing, fsm.Warning, fsm.Critical} {
+		m.transitions.WithLabelValues(string(s))
+	}
+	return m
 }
 
 // observe runs on the FSM goroutine after each applied command; it only
