@@ -111,16 +111,10 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		blocking := r.Method == http.MethodGet && r.URL.Query().Get("index") != ""
 		m := s.metrics
 		m.inflight.Inc()
-		if blocking {
-			m.blocking.Inc()
-		}
 		defer func() {
 			m.inflight.Dec()
-			code := sw.code()
-			m.requests.WithLabelValues(st.route, r.Method, code).Inc()
-			if blocking {
-				m.blocking.Dec()
-			} else {
+			m.requests.WithLabelValues(st.route, r.Method, sw.code()).Inc()
+			if !blocking {
 				m.duration.WithLabelValues(st.route, r.Method).Observe(time.Since(start).Seconds())
 			}
 		}()
@@ -193,7 +187,6 @@ type httpMetrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	inflight    prometheus.Gauge
-	blocking    prometheus.Gauge
 	rateLimited prometheus.Counter
 	denied      *prometheus.CounterVec
 }
@@ -213,10 +206,6 @@ func newHTTPMetrics() *httpMetrics {
 			Name: "beacon_http_requests_in_flight",
 			Help: "HTTP API requests being served now, blocking queries included.",
 		}),
-		blocking: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "beacon_http_blocking_queries",
-			Help: "Blocking queries (reads with ?index=) held by this node now.",
-		}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "beacon_http_rate_limited_total",
 			Help: "Writes refused with 429 by the per-client write rate limit.",
@@ -234,7 +223,7 @@ func newHTTPMetrics() *httpMetrics {
 }
 
 func (m *httpMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.duration, m.inflight, m.blocking, m.rateLimited, m.denied}
+	return []prometheus.Collector{m.requests, m.duration, m.inflight, m.rateLimited, m.denied}
 }
 
 // newMetricsHandler serves g in the Prometheus exposition formats.
@@ -254,6 +243,20 @@ func (s *Server) initSecurity() {
 		for _, c := range s.metrics.collectors() {
 			s.cfg.Metrics.MustRegister(c)
 		}
+		s.cfg.Metrics.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "beacon_http_blocking_queries",
+				Help: "Blocking queries (reads with ?index=) waiting on this node now.",
+			}, func() float64 { return float64(s.BlockingStats().Active) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "beacon_http_blocking_queries_rejected_total",
+				Help: "Blocking queries refused with 429 because --max-blocking-queries were already waiting.",
+			}, func() float64 { return float64(s.BlockingStats().Rejected) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "beacon_http_blocking_wakeups_total",
+				Help: "Times a blocked query's watch fired and it re-ran (whether or not its result changed).",
+			}, func() float64 { return float64(s.BlockingStats().Wakeups) }),
+		)
 	}
 	s.metricsHandler = newMetricsHandler(s.cfg.Gatherer)
 	s.limiter = newWriteLimiter(s.cfg.WriteRateLimit, s.cfg.WriteBurst)

@@ -165,16 +165,24 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	hm := newHealthMetrics()
+	hc.ProbeObserver = hm.observeProbe
 	h, err := health.New(hc, a.fsm, healthAdapter{node})
 	if err != nil {
 		return err
 	}
 	a.health = h
+	if err := hm.register(a.metrics, h); err != nil {
+		return err
+	}
 	node.OnLeader(h.Lead)
 	node.HandleRPC(opHealth, func(ctx context.Context, p []byte) ([]byte, error) {
 		resp, err := h.ServeRPC(ctx, p)
 		if errors.Is(err, health.ErrNotLeader) {
 			err = cluster.ErrNotLeader // CallLeader retries on the leader
+		}
+		if err == nil {
+			a.auditTTL(ctx, p, resp)
 		}
 		return resp, err
 	})
@@ -396,7 +404,7 @@ func (h healthAdapter) ApplyLeader(ctx context.Context, cmd []byte) (uint64, err
 }
 
 func (h healthAdapter) CallLeader(ctx context.Context, payload []byte) ([]byte, error) {
-	return h.node.CallLeader(ctx, opHealth, payload)
+	return h.node.CallLeader(withClusterActor(ctx), opHealth, payload)
 }
 
 // clusterAdapter presents a *cluster.Node as the api.Cluster interface.

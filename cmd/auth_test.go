@@ -49,9 +49,9 @@ type rawResult struct {
 	err    client.ErrorBody
 }
 
-// do sends one request with the token in the Authorization header (none
+// rawDo sends one request with the token in the Authorization header (none
 // if tok is "") and decodes an error body if there is one.
-func do(t *testing.T, hc *http.Client, method, url, tok, body string) rawResult {
+func rawDo(t *testing.T, hc *http.Client, method, url, tok, body string) rawResult {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -82,8 +82,8 @@ func do(t *testing.T, hc *http.Client, method, url, tok, body string) rawResult 
 	return r
 }
 
-// retry503 repeats fn while it answers 503 (an election on a loaded machine).
-func retry503(t *testing.T, fn func() rawResult) rawResult {
+// retryRaw503 repeats fn while it answers 503 (an election on a loaded machine).
+func retryRaw503(t *testing.T, fn func() rawResult) rawResult {
 	t.Helper()
 	var r rawResult
 	for i := 0; i < 50; i++ {
@@ -137,9 +137,9 @@ var (
 	permDenied      = expectation{http.StatusForbidden, "permission_denied"}
 )
 
-// expect says what a request by who on a route of policy pol gets; inPrefix
+// expectFor says what a request by who on a route of policy pol gets; inPrefix
 // says whether the route's service starts with web-.
-func expect(pol, who string, inPrefix, anonymousRead bool) expectation {
+func expectFor(pol, who string, inPrefix, anonymousRead bool) expectation {
 	if pol == "open" {
 		return allowed
 	}
@@ -166,10 +166,10 @@ func expect(pol, who string, inPrefix, anonymousRead bool) expectation {
 	return permDenied // management
 }
 
-// example turns a route pattern into a request against the fixtures: the
+// exampleRequest turns a route pattern into a request against the fixtures: the
 // services web-a (instance web-a-1, TTL check web-a-1:ttl) and db (db-1,
 // db-1:ttl).
-func example(pattern, service string) (method, path, body string) {
+func exampleRequest(pattern, service string) (method, path, body string) {
 	method, path, ok := strings.Cut(pattern, " ")
 	if !ok {
 		method, path = http.MethodGet, "/no/such/route"
@@ -209,8 +209,8 @@ func registerFixtures(t *testing.T, base string) {
 	for _, svc := range []string{"web-a", "db"} {
 		inst := svc + "-1"
 		body := `{"address":"10.9.0.1","port":8080,"checks":[{"name":"ttl","ttl":"1h"}]}`
-		r := retry503(t, func() rawResult {
-			return do(t, nil, http.MethodPut, base+"/v1/services/"+svc+"/instances/"+inst, testManagementToken, body)
+		r := retryRaw503(t, func() rawResult {
+			return rawDo(t, nil, http.MethodPut, base+"/v1/services/"+svc+"/instances/"+inst, testManagementToken, body)
 		})
 		if r.status != http.StatusOK {
 			t.Fatalf("register fixture %s: %d %s", inst, r.status, r.body)
@@ -252,14 +252,14 @@ func TestEveryRouteEnforcesItsPolicy(t *testing.T) {
 				for _, svc := range services {
 					registerFixtures(t, base)
 					for _, who := range []string{whoNone, whoWrong, whoRead, whoPrefix, whoManagement} {
-						want := expect(pol, who, svc == "web-a", anon)
-						method, path, body := example(pattern, svc)
+						want := expectFor(pol, who, svc == "web-a", anon)
+						method, path, body := exampleRequest(pattern, svc)
 						name := fmt.Sprintf("%s on %s (%s) by %s", method, path, pol, who)
 						t.Run(name, func(t *testing.T) {
 							if want == allowed && destructive[pattern] {
 								t.Skip("would stop the agent under test")
 							}
-							r := retry503(t, func() rawResult { return do(t, nil, method, base+path, tokens[who], body) })
+							r := retryRaw503(t, func() rawResult { return rawDo(t, nil, method, base+path, tokens[who], body) })
 							if want == allowed {
 								switch r.err.Code {
 								case "unauthenticated", "invalid_token", "permission_denied":
@@ -347,13 +347,13 @@ func TestTokensReplicateSoEveryNodeEnforcesThem(t *testing.T) {
 	c.WaitForIndex(tok.Index)
 	for i := range c.Nodes() {
 		base := "http://" + c.Node(i).HTTPAddr()
-		r := retry503(t, func() rawResult {
-			return do(t, nil, http.MethodPut, base+"/v1/services/payments/instances/p-"+fmt.Sprint(i), tok.Secret, `{"address":"10.0.0.9","port":443}`)
+		r := retryRaw503(t, func() rawResult {
+			return rawDo(t, nil, http.MethodPut, base+"/v1/services/payments/instances/p-"+fmt.Sprint(i), tok.Secret, `{"address":"10.0.0.9","port":443}`)
 		})
 		if r.status != http.StatusOK {
 			t.Fatalf("node %d: write with the new token: %d %s", i, r.status, r.body)
 		}
-		if r := do(t, nil, http.MethodPut, base+"/v1/services/web/instances/w-1", tok.Secret, `{"address":"10.0.0.9","port":443}`); r.status != http.StatusForbidden {
+		if r := rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/w-1", tok.Secret, `{"address":"10.0.0.9","port":443}`); r.status != http.StatusForbidden {
 			t.Fatalf("node %d: write outside the prefix: %d %s", i, r.status, r.body)
 		}
 	}
@@ -362,7 +362,7 @@ func TestTokensReplicateSoEveryNodeEnforcesThem(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Accessor != tok.Accessor || list[0].Description != "payments deployer" {
 		t.Fatalf("list: %v %+v", err, list)
 	}
-	raw := do(t, nil, http.MethodGet, "http://"+c.Node(0).HTTPAddr()+"/v1/tokens", testManagementToken, "")
+	raw := rawDo(t, nil, http.MethodGet, "http://"+c.Node(0).HTTPAddr()+"/v1/tokens", testManagementToken, "")
 	if bytes.Contains(raw.body, []byte(tok.Secret)) || bytes.Contains(raw.body, []byte("secret")) || bytes.Contains(raw.body, []byte("hash")) {
 		t.Fatalf("token list leaks: %s", raw.body)
 	}
@@ -373,7 +373,7 @@ func TestTokensReplicateSoEveryNodeEnforcesThem(t *testing.T) {
 	}
 	c.WaitForIndex(idx)
 	for i := range c.Nodes() {
-		r := do(t, nil, http.MethodGet, "http://"+c.Node(i).HTTPAddr()+"/v1/services", tok.Secret, "")
+		r := rawDo(t, nil, http.MethodGet, "http://"+c.Node(i).HTTPAddr()+"/v1/services", tok.Secret, "")
 		if r.status != http.StatusForbidden || r.err.Code != "invalid_token" {
 			t.Fatalf("node %d after delete: %d %s", i, r.status, r.body)
 		}
@@ -481,7 +481,7 @@ func TestHostileInputsToTokenRoutesChangeNothing(t *testing.T) {
 	st, _ := c.Client(0).Status(context.Background())
 	for _, tc := range cases {
 		t.Run(tc.name+" is refused", func(t *testing.T) {
-			r := do(t, nil, tc.method, base+tc.path, testManagementToken, tc.body)
+			r := rawDo(t, nil, tc.method, base+tc.path, testManagementToken, tc.body)
 			if r.status != tc.status {
 				t.Fatalf("got %d %s, want %d", r.status, r.body, tc.status)
 			}
@@ -505,7 +505,7 @@ func TestWritesBeyondTheRateLimitGet429WithRetryAfter(t *testing.T) {
 	var limited rawResult
 	ok := 0
 	for i := 0; i < 20; i++ {
-		r := do(t, nil, http.MethodPut, base+"/v1/services/web/instances/w-1", "", `{"address":"10.0.0.1","port":80}`)
+		r := rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/w-1", "", `{"address":"10.0.0.1","port":80}`)
 		if r.status == http.StatusTooManyRequests {
 			limited = r
 			break
@@ -523,7 +523,7 @@ func TestWritesBeyondTheRateLimitGet429WithRetryAfter(t *testing.T) {
 	}
 	// Reads are not limited.
 	for i := 0; i < 10; i++ {
-		if r := do(t, nil, http.MethodGet, base+"/v1/services", "", ""); r.status != http.StatusOK {
+		if r := rawDo(t, nil, http.MethodGet, base+"/v1/services", "", ""); r.status != http.StatusOK {
 			t.Fatalf("read %d: %d", i, r.status)
 		}
 	}
@@ -532,21 +532,21 @@ func TestWritesBeyondTheRateLimitGet429WithRetryAfter(t *testing.T) {
 func TestPprofIsOffByDefaultAndNeedsTheManagementToken(t *testing.T) {
 	t.Run("off by default", func(t *testing.T) {
 		c := clustertest.New(t, 1)
-		if r := do(t, nil, http.MethodGet, "http://"+c.Node(0).HTTPAddr()+"/debug/pprof/", "", ""); r.status != http.StatusNotFound {
+		if r := rawDo(t, nil, http.MethodGet, "http://"+c.Node(0).HTTPAddr()+"/debug/pprof/", "", ""); r.status != http.StatusNotFound {
 			t.Fatalf("got %d", r.status)
 		}
 	})
 	t.Run("on with auth", func(t *testing.T) {
 		c := clustertest.New(t, 1, withAuth(true, func(c *cmd.AgentConfig) { c.EnablePprof = true }))
 		base := "http://" + c.Node(0).HTTPAddr()
-		if r := do(t, nil, http.MethodGet, base+"/debug/pprof/", "", ""); r.status != http.StatusUnauthorized {
+		if r := rawDo(t, nil, http.MethodGet, base+"/debug/pprof/", "", ""); r.status != http.StatusUnauthorized {
 			t.Fatalf("anonymous: %d", r.status)
 		}
-		if r := do(t, nil, http.MethodGet, base+"/debug/pprof/goroutine?debug=1", testManagementToken, ""); r.status != http.StatusOK || !bytes.Contains(r.body, []byte("goroutine")) {
+		if r := rawDo(t, nil, http.MethodGet, base+"/debug/pprof/goroutine?debug=1", testManagementToken, ""); r.status != http.StatusOK || !bytes.Contains(r.body, []byte("goroutine")) {
 			t.Fatalf("management: %d", r.status)
 		}
 		// The command line may hold secrets: not served.
-		if r := do(t, nil, http.MethodGet, base+"/debug/pprof/cmdline", testManagementToken, ""); r.status == http.StatusOK {
+		if r := rawDo(t, nil, http.MethodGet, base+"/debug/pprof/cmdline", testManagementToken, ""); r.status == http.StatusOK {
 			t.Fatalf("cmdline served")
 		}
 	})
@@ -592,25 +592,25 @@ func TestAgentRefusesInsecureOrInvalidSecuritySettings(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe for the agents' concurrent loggers.
-type syncBuffer struct {
+// logCapture is a bytes.Buffer safe for the agents' concurrent loggers.
+type logCapture struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *logCapture) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *logCapture) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-func (s *syncBuffer) lines(substr ...string) []string {
+func (s *logCapture) lines(substr ...string) []string {
 	var out []string
 	for _, l := range strings.Split(s.String(), "\n") {
 		match := true
@@ -628,15 +628,15 @@ func (s *syncBuffer) lines(substr ...string) []string {
 // finds the leader's audit line with the token's accessor, the client's
 // address, the receiving node and the Raft index.
 func TestAuditLogNamesWhoWhatAndIndexOnTheLeader(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logCapture{}
 	c := clustertest.New(t, 3, withAuth(true), withToken(testManagementToken), clustertest.WithLogWriter(logs))
 	c.WaitForVoters(3)
 	f := follower(c)
 	tok := createToken(t, c.Client(f), client.TokenRequest{Policy: "write", Prefixes: []string{"web"}})
 	base := "http://" + c.Node(f).HTTPAddr()
 	var idx string
-	r := retry503(t, func() rawResult {
-		return do(t, nil, http.MethodPut, base+"/v1/services/web/instances/web-7", tok.Secret, `{"address":"10.0.0.7","port":8080}`)
+	r := retryRaw503(t, func() rawResult {
+		return rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/web-7", tok.Secret, `{"address":"10.0.0.7","port":8080}`)
 	})
 	if r.status != http.StatusOK {
 		t.Fatalf("register: %d %s", r.status, r.body)
@@ -650,11 +650,11 @@ func TestAuditLogNamesWhoWhatAndIndexOnTheLeader(t *testing.T) {
 	clustertest.Eventually(t, 10*time.Second, func() bool {
 		return len(logs.lines("audit: write accepted", "op=token-set", "accessor=management", "token="+tok.Accessor, "policy=write")) == 1
 	}, "the token creation's audit line")
-	if r := do(t, nil, http.MethodDelete, base+"/v1/services/db/instances/db-1", tok.Secret, ""); r.status != http.StatusForbidden {
+	if r := rawDo(t, nil, http.MethodDelete, base+"/v1/services/db/instances/db-1", tok.Secret, ""); r.status != http.StatusForbidden {
 		t.Fatalf("deregister outside the prefix: %d", r.status)
 	}
-	r = retry503(t, func() rawResult {
-		return do(t, nil, http.MethodDelete, base+"/v1/services/web/instances/web-7", tok.Secret, "")
+	r = retryRaw503(t, func() rawResult {
+		return rawDo(t, nil, http.MethodDelete, base+"/v1/services/web/instances/web-7", tok.Secret, "")
 	})
 	clustertest.Eventually(t, 10*time.Second, func() bool {
 		return len(logs.lines("audit: write accepted", "op=deregister", "instance=web-7", "accessor="+tok.Accessor)) == 1
@@ -662,6 +662,34 @@ func TestAuditLogNamesWhoWhatAndIndexOnTheLeader(t *testing.T) {
 	if n := len(logs.lines("audit: write accepted", "service=db")); n != 0 {
 		t.Fatalf("a refused write was audited")
 	}
+	// A TTL report that changes the check's status is a write: audited on
+	// the leader with the check; maintenance too.
+	r = retryRaw503(t, func() rawResult {
+		return rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/web-8", tok.Secret,
+			`{"address":"10.0.0.8","port":8080,"checks":[{"name":"ttl","ttl":"1h"}]}`)
+	})
+	if r.status != http.StatusOK {
+		t.Fatalf("register with a TTL check: %d %s", r.status, r.body)
+	}
+	r = retryRaw503(t, func() rawResult {
+		return rawDo(t, nil, http.MethodPut, base+"/v1/checks/web-8:ttl/pass", tok.Secret, "")
+	})
+	if r.status != http.StatusOK {
+		t.Fatalf("ttl pass: %d %s", r.status, r.body)
+	}
+	clustertest.Eventually(t, 10*time.Second, func() bool {
+		return len(logs.lines(leader+".audit: write accepted", "op=check-update", "check=web-8:ttl", "status=passing", "accessor="+tok.Accessor, "via="+c.Node(f).Name)) == 1
+	}, "the TTL report's audit line on the leader")
+	r = retryRaw503(t, func() rawResult {
+		return rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/web-8/maintenance", tok.Secret, `{"mode":"maintenance","reason":"kernel upgrade"}`)
+	})
+	if r.status != http.StatusOK {
+		t.Fatalf("maintenance: %d %s", r.status, r.body)
+	}
+	clustertest.Eventually(t, 10*time.Second, func() bool {
+		return len(logs.lines("audit: write accepted", "op=maintenance", "instance=web-8", "accessor="+tok.Accessor)) == 1
+	}, "the maintenance audit line")
+
 	// A join is audited on the node that received it.
 	if _, err := c.Client(f).Join(context.Background(), []string{c.Node(0).Config.GossipAddr}); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -106,6 +107,24 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		last = registerRetry(t, c.Client(f), "web", fmt.Sprintf("web-%d", i), reg("10.0.0.1", 8000+i))
 	}
+	// An instance with an HTTP check against a real server: its owner
+	// probes it, and the check turns passing.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	checked := reg("127.0.0.1", 9999)
+	checked.Checks = []client.CheckDefinition{{Name: "http", HTTP: srv.URL + "/healthz", Interval: client.Duration(200 * time.Millisecond), Timeout: client.Duration(150 * time.Millisecond)}}
+	last = registerRetry(t, c.Client(f), "api", "api-1", checked)
+	clustertest.Eventually(t, 20*time.Second, func() bool {
+		inst, _, err := c.Client(f).Instance(ctx, "api", "api-1", nil)
+		return err == nil && inst.Status == "passing"
+	}, "the HTTP check to pass")
+	clustertest.Eventually(t, 20*time.Second, func() bool {
+		runs := 0.0
+		for i := range c.Nodes() {
+			runs += scrape(t, c.Node(i).HTTPAddr()).sum("beacon_health_check_runs_total", `type="http"`, `status="passing"`)
+		}
+		return runs >= 2
+	}, "check runs counted on the owner")
 	if err := <-done; err != nil {
 		t.Fatalf("blocking query: %v", err)
 	}
@@ -128,17 +147,24 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 	if got := after[f].sum("beacon_http_blocking_queries"); got != 0 {
 		t.Errorf("blocking queries in flight after it returned: %v", got)
 	}
+	runs, durations := 0.0, 0.0
 	for i := range c.Nodes() {
+		runs += after[i].sum("beacon_health_check_runs_total", `type="http"`)
+		durations += after[i].sum("beacon_health_check_duration_seconds_count", `type="http"`)
+		moved(i, "beacon_health_transitions_total", 1, `status="passing"`)
 		moved(i, "beacon_raft_commit_index", 5)
 		moved(i, "beacon_raft_applied_index", 5)
 		moved(i, "beacon_catalog_index", 5)
 		moved(i, "beacon_fsm_applied_total", 5, `type="register"`, `result="ok"`)
 		s := after[i]
-		if got := s.sum("beacon_catalog_instances"); got != 5 {
-			t.Errorf("node %d: %v instances, want 5", i, got)
+		if got := s.sum("beacon_catalog_instances"); got != 6 {
+			t.Errorf("node %d: %v instances, want 6", i, got)
 		}
-		if got := s.sum("beacon_catalog_services"); got != 1 {
-			t.Errorf("node %d: %v services, want 1", i, got)
+		if got := s.sum("beacon_catalog_services"); got != 2 {
+			t.Errorf("node %d: %v services, want 2", i, got)
+		}
+		if got := s.sum("beacon_catalog_checks", `status="passing"`); got != 1 {
+			t.Errorf("node %d: %v passing checks, want 1", i, got)
 		}
 		if got := s.sum("beacon_gossip_members", `status="alive"`); got != 3 {
 			t.Errorf("node %d: %v alive members, want 3", i, got)
@@ -156,6 +182,10 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 		if s.sum("beacon_raft_term") < 1 || s.sum("go_goroutines") < 1 || s.sum("process_resident_memory_bytes") <= 0 {
 			t.Errorf("node %d: term, goroutines or RSS missing", i)
 		}
+	}
+
+	if runs < 2 || durations != runs {
+		t.Errorf("check runs %v, durations observed %v", runs, durations)
 	}
 
 	// A stopped node shows as failed in gossip, and alive once restarted.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/cluster"
+	"github.com/beaconhq/beacon/health"
 )
 
 // minManagementTokenLen is the shortest management token accepted: a
@@ -119,3 +120,27 @@ func withClusterActor(ctx context.Context) context.Context {
 // Routes returns every route pattern of the agent's HTTP API with the
 // policy it requires (docs/security.md).
 func (a *Agent) Routes() map[string]string { return a.api.Routes() }
+
+// auditTTL writes the audit line of a TTL report the leader accepted (it
+// runs in the health RPC handler, on the leader, with the Actor the report
+// was forwarded with). A report that changed nothing wrote nothing: it gets
+// a debug line only, so that heartbeats do not flood the audit log.
+func (a *Agent) auditTTL(ctx context.Context, payload, resp []byte) {
+	actor, ok := cluster.ActorFrom(ctx)
+	if !ok {
+		return
+	}
+	check, status, ok := health.ReportOf(payload)
+	idx, ok2 := health.AnswerIndex(resp)
+	if !ok || !ok2 {
+		return
+	}
+	audit := a.logger.Named("audit")
+	if c := a.fsm.Store().Check(nil, check); c != nil && idx > 0 && c.ModifyIndex == idx {
+		audit.Info("write accepted", "op", "check-update", "index", idx, "accessor", actor.Accessor,
+			"remote", actor.Remote, "via", actor.Node, "check", check, "status", string(status))
+		return
+	}
+	audit.Debug("ttl report accepted without change", "accessor", actor.Accessor, "remote", actor.Remote,
+		"via", actor.Node, "check", check, "status", string(status))
+}

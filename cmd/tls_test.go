@@ -145,7 +145,7 @@ func TestKeygenMakesAValidGossipKey(t *testing.T) {
 // secureCluster starts n agents with TLS everywhere (HTTPS with client
 // certificates, mTLS on the cluster port), gossip encryption and tokens, and
 // clients that use all of it.
-func secureCluster(t *testing.T, n int, dir string, gossipKey string, logs *syncBuffer) *clustertest.Cluster {
+func secureCluster(t *testing.T, n int, dir string, gossipKey string, logs *logCapture) *clustertest.Cluster {
 	t.Helper()
 	tc := clientTLS(t, dir)
 	opts := []clustertest.Option{
@@ -198,7 +198,7 @@ func newGossipKey(t *testing.T) string {
 func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 	dir, rogue := pki(t)
 	key := newGossipKey(t)
-	logs := &syncBuffer{}
+	logs := &logCapture{}
 	c := secureCluster(t, 3, dir, key, logs)
 	c.WaitForVoters(3)
 	ctx := context.Background()
@@ -321,7 +321,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 func TestNoSecretAppearsInAnyLogLine(t *testing.T) {
 	dir, _ := pki(t)
 	key := newGossipKey(t)
-	logs := &syncBuffer{}
+	logs := &logCapture{}
 	c := secureCluster(t, 3, dir, key, logs)
 	c.WaitForVoters(3)
 	ctx := context.Background()
@@ -333,20 +333,20 @@ func TestNoSecretAppearsInAnyLogLine(t *testing.T) {
 	wrong := "bcn_WRONGTOKENTHATNOBODYMADE42"
 	for i := range c.Nodes() {
 		base := "https://" + c.Node(i).HTTPAddr()
-		retry503(t, func() rawResult {
-			return do(t, hc, http.MethodPut, base+"/v1/services/web/instances/w"+fmt.Sprint(i), write.Secret, `{"address":"10.0.0.1","port":80}`)
+		retryRaw503(t, func() rawResult {
+			return rawDo(t, hc, http.MethodPut, base+"/v1/services/web/instances/w"+fmt.Sprint(i), write.Secret, `{"address":"10.0.0.1","port":80}`)
 		})
-		do(t, hc, http.MethodPut, base+"/v1/services/db/instances/d1", write.Secret, `{"address":"10.0.0.1","port":80}`)
-		do(t, hc, http.MethodPut, base+"/v1/services/web/instances/w9", read.Secret, `{"address":"10.0.0.1","port":80}`)
-		do(t, hc, http.MethodGet, base+"/v1/services", wrong, "")
-		do(t, hc, http.MethodGet, base+"/v1/services?token="+read.Secret, "", "")
-		do(t, hc, http.MethodGet, base+"/v1/tokens", read.Secret, "")
-		do(t, hc, http.MethodGet, base+"/metrics", read.Secret, "")
+		rawDo(t, hc, http.MethodPut, base+"/v1/services/db/instances/d1", write.Secret, `{"address":"10.0.0.1","port":80}`)
+		rawDo(t, hc, http.MethodPut, base+"/v1/services/web/instances/w9", read.Secret, `{"address":"10.0.0.1","port":80}`)
+		rawDo(t, hc, http.MethodGet, base+"/v1/services", wrong, "")
+		rawDo(t, hc, http.MethodGet, base+"/v1/services?token="+read.Secret, "", "")
+		rawDo(t, hc, http.MethodGet, base+"/v1/tokens", read.Secret, "")
+		rawDo(t, hc, http.MethodGet, base+"/metrics", read.Secret, "")
 	}
 	if _, err := c.Client(0).DeleteToken(ctx, read.Accessor); err != nil {
 		t.Fatal(err)
 	}
-	do(t, hc, http.MethodGet, "https://"+c.Node(0).HTTPAddr()+"/v1/services", read.Secret, "")
+	rawDo(t, hc, http.MethodGet, "https://"+c.Node(0).HTTPAddr()+"/v1/services", read.Secret, "")
 	other := c.AddNodeWith("node4", func(cfg *cmd.AgentConfig) { cfg.GossipKey = newGossipKey(t) })
 	_, _ = c.Client(0).Join(ctx, []string{other.Config.GossipAddr})
 	clustertest.Eventually(t, 10*time.Second, func() bool { return len(logs.lines("gossip encryption key mismatch")) > 0 }, "the key mismatch to be logged")
