@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -134,6 +135,24 @@ type Config struct {
 	RegistryBackoffMax time.Duration
 
 	Logger hclog.Logger
+
+	// Observer, when set, sees every attempt on an instance and every
+	// ejection (the agent turns them into latency and ejection metrics).
+	Observer Observer
+	// ExtraMetrics, when set, writes more series in the Prometheus text
+	// format after the balancer's own on the admin GET /metrics.
+	ExtraMetrics func(io.Writer)
+}
+
+// Observer receives the outcome of each proxied attempt and each ejection.
+// Its methods run on the request path: they must be safe for concurrent use
+// and must not block.
+type Observer interface {
+	// Attempt reports one attempt on instance of service: the status of the
+	// instance's answer (0 when err is set) and the time to its headers.
+	Attempt(service, instance string, status int, err error, took time.Duration)
+	// Ejected reports that instance was ejected for d.
+	Ejected(service, instance string, d time.Duration)
 }
 
 // DefaultConfig returns the documented defaults (docs/lb.md).
