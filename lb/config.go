@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -136,6 +137,13 @@ type Config struct {
 
 	Logger hclog.Logger
 
+	// DenyCIDRs are address ranges the balancer never connects to, checked
+	// on the resolved address at connect time (so a host name that resolves
+	// into one is refused too): an instance registered there (a cloud
+	// metadata endpoint, say) gets no traffic. Default: the link-local
+	// ranges 169.254.0.0/16 and fe80::/10.
+	DenyCIDRs []netip.Prefix
+
 	// Observer, when set, sees every attempt on an instance and every
 	// ejection (the agent turns them into latency and ejection metrics).
 	Observer Observer
@@ -181,6 +189,7 @@ func DefaultConfig() Config {
 		PassHost:                true,
 		RegistryBackoffMin:      50 * time.Millisecond,
 		RegistryBackoffMax:      5 * time.Second,
+		DenyCIDRs:               []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")},
 	}
 }
 

@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -77,7 +79,7 @@ func newProxy(b *Balancer) *proxy {
 	cfg := &b.cfg
 	p := &proxy{b: b}
 	p.upstream = &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: denyControl(cfg.DenyCIDRs)}).DialContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
@@ -461,5 +463,26 @@ func (p *bufferPool) Put(b []byte) {
 	if cap(b) == copyBufferSize {
 		b = b[:copyBufferSize]
 		p.pool.Put(&b)
+	}
+}
+
+// denyControl refuses, at connect time, addresses in deny: the dialer calls
+// it with the resolved address, so no host name can lead around the list.
+func denyControl(deny []netip.Prefix) func(network, address string, c syscall.RawConn) error {
+	if len(deny) == 0 {
+		return nil
+	}
+	return func(network, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("lb: cannot check upstream address %q: %w", address, err)
+		}
+		a := ap.Addr().Unmap()
+		for _, p := range deny {
+			if p.Contains(a) {
+				return fmt.Errorf("lb: upstream address %s is in the deny list (%s)", a, p)
+			}
+		}
+		return nil
 	}
 }
