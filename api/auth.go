@@ -215,7 +215,8 @@ var routePolicies = map[string]policy{
 // managementPrefixes are paths whose routes need the management token
 // whatever their method: tokens, snapshots (they hold token hashes), operator
 // commands, cluster changes and profiling.
-var managementPrefixes = []string{"/v1/tokens", "/v1/snapshot", "/v1/operator", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/peers", "/debug/"}
+var managementPrefixes = []string{"/v1/tokens", "/v1/snapshot", "/v1/operator", "/v1/cluster/join", "/v1/cluster/leave",
+	"/v1/cluster/peers", "/v1/cluster/force-leave", "/debug/"}
 
 // defaultPolicy is the policy of a route not listed in routePolicies: the
 // management token for the management paths and for every method that

@@ -102,12 +102,19 @@ func (n *Node) auditWrite(ctx context.Context, cmd []byte, index uint64) {
 // auditRemove logs the removal of a server from Raft (remove-peer, or a
 // node's graceful leave), asked for by the Actor in ctx.
 func (n *Node) auditRemove(ctx context.Context, id string, index uint64) {
+	n.auditEvent(ctx, "remove-peer", index, "node", id)
+}
+
+// auditEvent logs an accepted change that is not an FSM command (a Raft
+// configuration change, a snapshot restore, a forced leave), asked for by the
+// Actor in ctx; index is its Raft index (0 when it made no Raft entry).
+func (n *Node) auditEvent(ctx context.Context, op string, index uint64, kv ...any) {
 	a, ok := ActorFrom(ctx)
 	if !ok {
 		return
 	}
-	n.audit.Info("write accepted", "op", "remove-peer", "index", index,
-		"accessor", a.Accessor, "remote", a.Remote, "via", a.Node, "node", id)
+	n.audit.Info("write accepted", append([]any{"op", op, "index", index,
+		"accessor", a.Accessor, "remote", a.Remote, "via", a.Node}, kv...)...)
 }
 
 // maxAuditChecks bounds the check updates listed in one audit line.

@@ -436,11 +436,11 @@ func (c *clusterAdapter) RemovePeer(ctx context.Context, id string) error {
 }
 
 func (c *clusterAdapter) Restore(ctx context.Context, archive []byte) (uint64, error) {
-	return c.node.Restore(ctx, archive)
+	return c.node.Restore(withClusterActor(ctx), archive)
 }
 
 func (c *clusterAdapter) ForceLeave(ctx context.Context, node string) error {
-	return c.node.ForceLeave(ctx, node)
+	return c.node.ForceLeave(withClusterActor(ctx), node)
 }
 
 func (c *clusterAdapter) Status() client.ClusterStatus {

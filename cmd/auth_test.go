@@ -690,6 +690,18 @@ func TestAuditLogNamesWhoWhatAndIndexOnTheLeader(t *testing.T) {
 		return len(logs.lines("audit: write accepted", "op=maintenance", "instance=web-8", "accessor="+tok.Accessor)) == 1
 	}, "the maintenance audit line")
 
+	// A snapshot restore (management token) is audited on the leader.
+	var archive bytes.Buffer
+	if _, err := c.Client(f).SaveSnapshot(context.Background(), &archive, false); err != nil {
+		t.Fatalf("save snapshot: %v", err)
+	}
+	if _, err := c.Client(f).RestoreSnapshot(context.Background(), archive.Bytes()); err != nil {
+		t.Fatalf("restore snapshot: %v", err)
+	}
+	clustertest.Eventually(t, 10*time.Second, func() bool {
+		return len(logs.lines("audit: write accepted", "op=snapshot-restore", "accessor=management", "via="+c.Node(f).Name)) == 1
+	}, "the restore's audit line")
+
 	// A join is audited on the node that received it.
 	if _, err := c.Client(f).Join(context.Background(), []string{c.Node(0).Config.GossipAddr}); err != nil {
 		t.Fatal(err)
