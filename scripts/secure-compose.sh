@@ -83,8 +83,8 @@ up() {
   init
   compose up -d n1 n2 n3
   echo "secure-compose: waiting for a leader"
-  for _ in $(seq 1 60); do
-    cli status >/dev/null 2>&1 && break
+  for _ in $(seq 1 90); do
+    cli status -o json 2>/dev/null | grep -q '"leader": *"[^"]' && break
     sleep 1
   done
   cli status
