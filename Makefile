@@ -5,6 +5,11 @@
 #
 SHELL := /bin/bash
 GO ?= go
+# The Go release we build and test with. go1.26.8's standard library has
+# vulnerabilities fixed in go1.27.3 (govulncheck finds them: docs/security.md);
+# the go command fetches this toolchain from the module proxy once (~76 MB).
+# Shells outside make need the same export (README).
+export GOTOOLCHAIN := go1.27.3
 BIN := bin/beacon
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -16,7 +21,7 @@ COMPOSE ?= docker-compose
 COMPOSE_PROJECT ?= beacon
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build test unit lint vet fmt-check depcheck bench bench-lb clean image up down
+.PHONY: all build test unit lint vet fmt-check depcheck vulncheck bench bench-lb clean image up down
 
 all: build
 
@@ -51,8 +56,8 @@ test: lint build
 unit:
 	$(GO) test -short -count=1 $(PKGS)
 
-## lint: go vet, gofmt and the import-direction check
-lint: vet fmt-check depcheck
+## lint: go vet, gofmt, the import-direction check and govulncheck
+lint: vet fmt-check depcheck vulncheck
 
 vet:
 	$(GO) vet $(PKGS)
@@ -78,6 +83,34 @@ bench: build
 ## (and nginx when installed); BENCH_LB_FLAGS="-wrk -duration 20s" to change it
 bench-lb: build
 	$(GO) run ./scripts/benchlb -beacon $(BIN) $(BENCH_LB_FLAGS)
+
+## vulncheck: govulncheck, offline, against a vulnerability database built from
+## the golang.org/x/vulndb module (its data/osv holds one OSV file per entry;
+## the module's own cmd/indexdb turns them into the v1 database layout that
+## `govulncheck -db file://` reads). Pinned versions; tools go to bin/tools.
+GOVULNCHECK_VERSION := v1.9.0
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+TOOLS := $(CURDIR)/bin/tools/$(GOTOOLCHAIN)
+VULNDB := $(CURDIR)/bin/vulndb/$(VULNDB_VERSION)
+
+vulncheck: $(TOOLS)/govulncheck $(VULNDB)/index/db.json
+	$(TOOLS)/govulncheck -db file://$(VULNDB) ./...
+
+# Built with the same toolchain as the code: govulncheck type-checks the
+# standard library of the go command it runs with.
+$(TOOLS)/govulncheck:
+	GOBIN=$(TOOLS) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+
+$(TOOLS)/indexdb:
+	GOBIN=$(TOOLS) $(GO) install golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION)
+
+$(VULNDB)/index/db.json: $(TOOLS)/indexdb
+	@tmp=$$(mktemp -d); \
+	src=$$(cd $$tmp && $(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	rm -rf $$tmp; \
+	test -d "$$src/data/osv" || { echo "vulncheck: golang.org/x/vulndb@$(VULNDB_VERSION) has no data/osv"; exit 1; }; \
+	rm -rf $(VULNDB); $(TOOLS)/indexdb -vulns "$$src/data/osv" -out $(VULNDB) && \
+	echo "vulncheck: database of $$(ls $(VULNDB)/ID/*.json | wc -l) entries in $(VULNDB)"
 
 clean:
 	rm -rf bin dist

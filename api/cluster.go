@@ -45,6 +45,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &statusError{http.StatusBadGateway, "join_failed", err.Error()})
 		return
 	}
+	s.auditJoin(r, req.Addresses, n)
 	writeJSON(w, client.JoinResult{Joined: n})
 }
 

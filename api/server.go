@@ -14,6 +14,7 @@ import (
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Writer commits encoded fsm commands through the cluster. Apply returns
@@ -92,6 +93,26 @@ type Config struct {
 	TTL TTLReporter
 
 	Logger hclog.Logger
+
+	// Security and observability (docs/security.md, docs/metrics.md).
+
+	// Auth turns token checks on (auth.go); the zero value leaves the API open.
+	Auth AuthConfig
+	// WriteRateLimit is the writes per second one client IP may make (an
+	// IPv6 client counts per /64), with bursts of WriteBurst; beyond, 429
+	// with Retry-After. 0 disables the limit.
+	WriteRateLimit float64
+	WriteBurst     int
+	// Metrics, when set, receives the API's collectors; Gatherer is what
+	// GET /metrics serves (the agent's whole registry).
+	Metrics  prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// EnablePprof mounts net/http/pprof under /debug/pprof/ (management
+	// token required when auth is on).
+	EnablePprof bool
+	// AuditLogger receives the audit lines of changes that are not Raft
+	// writes (gossip joins); Raft writes are logged by the cluster's leader.
+	AuditLogger hclog.Logger
 }
 
 // DefaultMaxBlockingQueries is the default cap on concurrent blocking
@@ -152,6 +173,12 @@ type Server struct {
 	cancel  context.CancelFunc
 
 	blocking blockingCounters
+	// table is the route table inside handler's middleware (middleware.go).
+	table          *router
+	metrics        *httpMetrics
+	metricsHandler http.Handler
+	limiter        *writeLimiter
+	audit          hclog.Logger
 }
 
 // New returns a Server over the node's store and cluster.
@@ -162,7 +189,8 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 	}
 	s := &Server{cfg: cfg, store: store, cluster: cl, logger: logger}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.handler = s.routes()
+	s.initSecurity()
+	s.handler = s.wrap(s.routes())
 	s.srv = s.newHTTPServer()
 	return s
 }
@@ -208,7 +236,7 @@ func (s *Server) newHTTPServer() *http.Server {
 // segments) is 404 rather than a redirect to its cleaned form, which would
 // resend a write to a path the client did not name.
 func (s *Server) routes() http.Handler {
-	mux := http.NewServeMux()
+	mux := s.newRouter() // a ServeMux that checks each route's policy (auth.go)
 	mux.HandleFunc("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
 	mux.HandleFunc("DELETE /v1/services/{service}/instances/{id}", s.handleDeregister)
 	mux.HandleFunc("GET /v1/services/{service}/instances/{id}", s.handleInstance)
@@ -233,8 +261,9 @@ func (s *Server) routes() http.Handler {
 
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	s.securityRoutes(mux) // tokens, /metrics, pprof (middleware.go)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if allow := allowedMethods(mux, r); len(allow) > 0 {
+		if allow := allowedMethods(mux.mux, r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 			writeError(w, &statusError{http.StatusMethodNotAllowed, "method_not_allowed",
 				fmt.Sprintf("method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", "))})

@@ -460,6 +460,12 @@ func decodeJSON(body []byte, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			// The same field path on every Go release (typeerror.go).
+			if verr := locateTypeError(body, reflect.TypeOf(v)); verr != nil {
+				return verr
+			}
+		}
 		switch {
 		case errors.As(err, &ute) && ute.Field != "":
 			if ute.Type == durationType {

@@ -113,7 +113,11 @@ func (n *Node) joinLoop(ctx context.Context) {
 			n.logger.Info("joined cluster", "contacted", count)
 			break
 		}
-		n.logger.Warn("join failed; retrying", "addrs", n.cfg.Join, "error", err, "retry_in", backoff)
+		if err != nil && keyMismatch(err.Error()) {
+			n.logger.Error("join refused: "+gossipKeyHint, "addrs", n.cfg.Join, "error", err, "retry_in", backoff)
+		} else {
+			n.logger.Warn("join failed; retrying", "addrs", n.cfg.Join, "error", err, "retry_in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return

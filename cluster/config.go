@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config is everything a Node needs. Build it from DefaultConfig.
@@ -84,6 +85,12 @@ type Config struct {
 	MinQuorum       int
 
 	Logger hclog.Logger
+	// AuditLogger receives one line per accepted client write this node
+	// commits as leader (default: Logger.Named("audit")).
+	AuditLogger hclog.Logger
+	// Metrics, when set, receives the node's Prometheus collectors
+	// (docs/metrics.md). Pass a per-agent registry, never a global one.
+	Metrics prometheus.Registerer
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.

@@ -83,6 +83,10 @@ func fromRemote(err error) error {
 // known and retries only where the request certainly did not run (not the
 // leader, connection refused); a lost answer is ErrUnknownOutcome.
 func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, error) {
+	if a, ok := ActorFrom(ctx); ok && a.Node == "" {
+		a.Node = n.cfg.NodeName
+		ctx = WithActor(ctx, a)
+	}
 	deadline := time.Now().Add(n.cfg.LeaderWait)
 	backoff := 5 * time.Millisecond
 	var lastErr error = ErrNoLeader
@@ -95,7 +99,13 @@ func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, e
 			n.rpcSrv.mu.RUnlock()
 			resp, err = h(ctx, payload)
 		} else if addr, _ := n.raft.LeaderWithID(); addr != "" {
-			resp, err = n.pool.call(ctx, string(addr), op, payload)
+			wireOp, wire := op, payload
+			if a, ok := ActorFrom(ctx); ok {
+				// Carry who asked to the leader, which writes the audit line.
+				wireOp, wire = op|opWithActor, append(encodeActor(a), payload...)
+			}
+			resp, err = n.pool.call(ctx, string(addr), wireOp, wire)
+			n.metrics.forwarded.WithLabelValues(opName(op), forwardOutcome(err)).Inc()
 			if errors.Is(err, ErrConnLost) {
 				return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
@@ -138,6 +148,7 @@ func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, e
 // reads its write on the node it wrote to. A command the FSM rejected returns
 // its *fsm.RejectError.
 func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
+	start := time.Now()
 	resp, err := n.CallLeader(ctx, opApply, cmd)
 	idx, _ := strconv.ParseUint(string(resp), 10, 64)
 	if err != nil {
@@ -146,21 +157,29 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
 		return idx, err
 	}
+	n.metrics.writeLatency.Observe(time.Since(start).Seconds())
 	return idx, nil
 }
 
 // ApplyLeader commits cmd only if this node is the leader, never forwarding.
-// Leader tasks use it so that a deposed leader's decisions are dropped.
+// Leader tasks use it so that a deposed leader's decisions are dropped. A
+// ctx carrying an Actor (a client's request relayed to the leader) gets an
+// audit line once the write is accepted.
 func (n *Node) ApplyLeader(ctx context.Context, cmd []byte) (uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return 0, ErrNotLeader
 	}
-	return n.applyLocal(cmd)
+	return n.applyLocal(ctx, cmd)
 }
 
-func (n *Node) applyLocal(cmd []byte) (uint64, error) {
+// applyLocal runs cmd through this node's Raft (it must lead) and, when ctx
+// carries an Actor, writes the audit line of the accepted write.
+func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
+	start := time.Now()
 	f := n.raft.Apply(cmd, n.cfg.LeaderWait)
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	n.metrics.raftApply.Observe(time.Since(start).Seconds())
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return 0, ErrNotLeader
 		}
@@ -176,6 +195,7 @@ func (n *Node) applyLocal(cmd []byte) (uint64, error) {
 	if res.Err != nil {
 		return res.Index, res.Err
 	}
+	n.auditWrite(ctx, cmd, res.Index)
 	return res.Index, nil
 }
 

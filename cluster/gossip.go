@@ -3,12 +3,15 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,7 +115,10 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 	mc.SecretKey = cfg.GossipKey
 	mc.Delegate = g
 	mc.Events = g
-	mc.Logger = logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	mc.Logger = log.New(&gossipLog{
+		inner:  logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}),
+		logger: logger,
+	}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start gossip: %w", err)
@@ -381,4 +387,43 @@ func (g *gossip) savePeers() {
 	if err := os.Rename(tmp, g.peersFile); err != nil {
 		g.logger.Warn("cannot save peers", "error", err)
 	}
+}
+
+// keyMismatch reports whether a memberlist error or log line says that a
+// peer's gossip encryption differs from ours: another key, or encryption on
+// one side only.
+func keyMismatch(msg string) bool {
+	for _, s := range []string{
+		"No installed keys could decrypt", "no installed keys could decrypt",
+		"Decrypt packet failed",
+		"encryption is configured but remote state is not encrypted",
+		"remote state is encrypted and encryption is not configured",
+	} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// gossipKeyHint is what an operator reads when gossip keys differ.
+const gossipKeyHint = "gossip encryption key mismatch: a peer uses another --gossip-key (or none); every node needs the same key"
+
+// gossipLog receives memberlist's log lines. A line that shows a gossip
+// key mismatch becomes one clear error line; every other line goes to the
+// hclog adapter, which infers its level from memberlist's [ERR]/[WARN]/...
+// prefix.
+type gossipLog struct {
+	inner  io.Writer
+	logger hclog.Logger
+}
+
+func (g *gossipLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if keyMismatch(line) {
+		// memberlist ends its lines with "from=ADDR" or the connection.
+		g.logger.Error(gossipKeyHint, "detail", strings.TrimPrefix(strings.TrimPrefix(line, "[ERR] "), "memberlist: "))
+		return len(p), nil
+	}
+	return g.inner.Write(p)
 }

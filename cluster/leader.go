@@ -135,6 +135,13 @@ func (n *Node) reconcile(ctx context.Context) {
 			if ok && string(srv.Address) == m.ClusterAddr && srv.Suffrage == raft.Voter {
 				continue
 			}
+			if err := n.probePeer(ctx, m.ClusterAddr); err != nil {
+				// Gossip let it in, but it cannot pass the cluster port's TLS
+				// or secret handshake: a voter we cannot reach would only
+				// weaken the quorum.
+				n.logger.Warn("not adding server to raft: its cluster port refused our credentials or is unreachable", "node", m.Name, "addr", m.ClusterAddr, "error", err)
+				continue
+			}
 			n.logger.Info("adding server to raft", "node", m.Name, "addr", m.ClusterAddr)
 			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.ClusterAddr), 0, 0).Error(); err != nil {
 				n.logger.Warn("cannot add server", "node", m.Name, "error", err)
@@ -213,4 +220,14 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member) {
 	if _, err := n.ApplyLeader(ctx, cmd); err != nil {
 		n.logger.Warn("cannot record node states", "error", err)
 	}
+}
+
+// probePeer checks that this node can open an authenticated connection to
+// a peer's cluster port (TLS as configured, then the cluster-secret
+// handshake) and get an answer.
+func (n *Node) probePeer(ctx context.Context, addr string) error {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := n.pool.call(cctx, addr, opStatus, nil)
+	return err
 }

@@ -20,15 +20,19 @@ const (
 )
 
 // mux owns the cluster port. It accepts connections, wraps them in TLS when
-// configured, reads the first byte and hands Raft connections to the Raft
-// transport (through the raft.StreamLayer it implements) and RPC connections
-// to the RPC server.
+// configured, reads the first byte, authenticates the peer with the
+// cluster-secret handshake (both kinds of connection: a Raft connection is
+// as powerful as an RPC one, since AppendEntries writes the catalog), and
+// hands Raft connections to the Raft transport (through the raft.StreamLayer
+// it implements) and RPC connections to the RPC server.
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr
 	tlsIn     *tls.Config // nil: plain TCP
 	tlsOut    *tls.Config
+	secret    []byte
 	logger    hclog.Logger
+	metrics   *metrics
 	rpc       func(net.Conn)
 
 	raftConns chan net.Conn
@@ -43,9 +47,9 @@ type mux struct {
 	conns   map[net.Conn]struct{}
 }
 
-func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, logger hclog.Logger) *mux {
+func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, secret []byte, logger hclog.Logger, m *metrics) *mux {
 	return &mux{
-		ln: ln, advertise: advertise, tlsIn: tlsIn, tlsOut: tlsOut, logger: logger,
+		ln: ln, advertise: advertise, tlsIn: tlsIn, tlsOut: tlsOut, secret: secret, logger: logger, metrics: m,
 		raftConns: make(chan net.Conn, 16),
 		closed:    make(chan struct{}),
 		conns:     map[net.Conn]struct{}{},
@@ -92,6 +96,7 @@ func (m *mux) route(c net.Conn) {
 		tc := tls.Server(c, m.tlsIn)
 		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 		if err := tc.Handshake(); err != nil {
+			m.metrics.connRejected.WithLabelValues("tls").Inc()
 			m.logger.Warn("cluster tls handshake failed", "remote", c.RemoteAddr().String(), "error", err)
 			c.Close()
 			return
@@ -106,6 +111,18 @@ func (m *mux) route(c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	if kind[0] != connRaft && kind[0] != connRPC {
+		m.logger.Warn("unknown connection kind on cluster port", "remote", c.RemoteAddr().String(), "kind", kind[0])
+		c.Close()
+		return
+	}
+	if err := serverHandshake(c, m.secret); err != nil {
+		m.metrics.connRejected.WithLabelValues("secret").Inc()
+		m.logger.Warn("rejected cluster connection: cluster secret handshake failed (is --cluster-secret the same on every server?)",
+			"remote", c.RemoteAddr().String(), "error", err)
+		c.Close()
+		return
+	}
 	switch kind[0] {
 	case connRaft:
 		select {
@@ -115,13 +132,11 @@ func (m *mux) route(c net.Conn) {
 		}
 	case connRPC:
 		m.rpc(c)
-	default:
-		m.logger.Warn("unknown connection kind on cluster port", "remote", c.RemoteAddr().String(), "kind", kind[0])
-		c.Close()
 	}
 }
 
-// dial opens a connection of the given kind to a peer's cluster port.
+// dial opens an authenticated connection of the given kind to a peer's
+// cluster port.
 func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.Dial("tcp", addr)
@@ -146,6 +161,10 @@ func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, err
 	if _, err := c.Write([]byte{kind}); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if err := clientHandshake(c, m.secret, timeout); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cluster: handshake with %s: %w", addr, err)
 	}
 	return c, nil
 }

@@ -40,6 +40,9 @@ type Node struct {
 	gossip    *gossip
 	closers   []io.Closer
 	hasState  bool
+	// audit logs accepted writes that carry an Actor (see audit.go).
+	audit   hclog.Logger
+	metrics *metrics
 
 	notifyCh    chan bool
 	restartCh   chan struct{} // restartLeaderLoop
@@ -67,10 +70,18 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Node{
+	n := &Node{
 		cfg: cfg, logger: logger, fsm: f, notifyCh: make(chan bool, 16), restartCh: make(chan struct{}, 1),
-		rpcSrv: newRPCServer(cfg.ClusterSecret, logger.Named("rpc")),
-	}, nil
+		rpcSrv:  newRPCServer(logger.Named("rpc")),
+		audit:   auditLogger(cfg, logger),
+		metrics: newMetrics(),
+	}
+	if cfg.Metrics != nil {
+		if err := n.registerMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
 }
 
 // OnLeader registers fn to run, in its own goroutine, each time this node
@@ -83,10 +94,12 @@ func (n *Node) OnLeader(fn func(ctx context.Context)) {
 	n.tasksMu.Unlock()
 }
 
-// HandleRPC serves op (>= 16) on the internal RPC. Register before Start.
+// HandleRPC serves op (16 to 127) on the internal RPC. Register before
+// Start. A request sent by CallLeader with an Actor in its context reaches
+// fn with that Actor in ctx (see ActorFrom).
 func (n *Node) HandleRPC(op Op, fn func(ctx context.Context, payload []byte) ([]byte, error)) {
-	if op < 16 {
-		panic("cluster: ops below 16 are reserved")
+	if op < 16 || op >= opWithActor {
+		panic("cluster: ops below 16 are reserved and ops from 128 up are not valid")
 	}
 	n.rpcSrv.handle(op, fn)
 }
@@ -114,7 +127,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startListener(); err != nil {
 		return err
 	}
-	n.pool = &rpcPool{secret: n.cfg.ClusterSecret, dial: n.mux.dial, peers: map[string]*rpcClient{}}
+	n.pool = &rpcPool{dial: n.mux.dial, peers: map[string]*rpcClient{}}
 	n.registerRPCs()
 	n.mux.serve(n.rpcSrv.serveConn)
 	if err := n.startRaft(); err != nil {
@@ -152,7 +165,7 @@ func (n *Node) startListener() error {
 		ln.Close()
 		return err
 	}
-	n.mux = newMux(ln, adv, n.cfg.TLSIn, n.cfg.TLSOut, n.logger.Named("mux"))
+	n.mux = newMux(ln, adv, n.cfg.TLSIn, n.cfg.TLSOut, n.cfg.ClusterSecret, n.logger.Named("mux"), n.metrics)
 	return nil
 }
 
@@ -385,6 +398,9 @@ func (n *Node) Join(addrs []string) (int, error) {
 		n.gossip.remember(addrs)
 	}
 	if err != nil && count == 0 {
+		if keyMismatch(err.Error()) {
+			return 0, fmt.Errorf("cluster: join %v: %s: %w", addrs, gossipKeyHint, err)
+		}
 		return 0, fmt.Errorf("cluster: join %v: %w", addrs, err)
 	}
 	return count, nil
@@ -430,7 +446,7 @@ func (n *Node) RemovePeer(ctx context.Context, id string) error {
 
 func (n *Node) registerRPCs() {
 	n.rpcSrv.handle(opApply, func(ctx context.Context, p []byte) ([]byte, error) {
-		idx, err := n.applyLocal(p)
+		idx, err := n.applyLocal(ctx, p)
 		return strconv.AppendUint(nil, idx, 10), err
 	})
 	n.rpcSrv.handle(opReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {
@@ -451,10 +467,12 @@ func (n *Node) registerRPCs() {
 		if id == raft.ServerID(n.cfg.NodeName) {
 			return nil, errors.New("cluster: the leader cannot remove itself; transfer leadership first")
 		}
-		if err := n.raft.RemoveServer(id, 0, 0).Error(); err != nil {
+		f := n.raft.RemoveServer(id, 0, 0)
+		if err := f.Error(); err != nil {
 			return nil, err
 		}
 		n.logger.Info("removed server from raft", "node", string(id))
+		n.auditRemove(ctx, string(id), f.Index())
 		return nil, nil
 	})
 	n.rpcSrv.handle(opRestore, n.restoreLocal)

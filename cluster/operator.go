@@ -84,6 +84,8 @@ func (n *Node) restoreLocal(ctx context.Context, archive []byte) ([]byte, error)
 	counts, _ := ar.Counts()
 	n.logger.Info("restored snapshot", "index", target, "archive_index", ar.Info.Index,
 		"archive_node", ar.Info.Node, "services", counts.Services, "instances", counts.Instances)
+	n.auditEvent(ctx, "snapshot-restore", target, "archive_index", ar.Info.Index, "archive_node", ar.Info.Node,
+		"services", counts.Services, "instances", counts.Instances)
 	// Leader tasks hold state derived from the old catalog (timers, owners):
 	// start them again from the restored one, and reconcile the catalog's
 	// nodes table with gossip at once.
@@ -134,15 +136,19 @@ func (n *Node) forceLeaveLocal(ctx context.Context, name string) ([]byte, error)
 		n.gossip.forceLeft(name)
 		n.gossip.announceForceLeave(name)
 	}
+	var index uint64
 	if inRaft {
-		if err := n.raft.RemoveServer(raft.ServerID(name), 0, 0).Error(); err != nil {
+		f := n.raft.RemoveServer(raft.ServerID(name), 0, 0)
+		if err := f.Error(); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) {
 				return nil, ErrNotLeader
 			}
 			return nil, fmt.Errorf("cluster: force-leave %q: remove from raft: %w", name, err)
 		}
+		index = f.Index()
 		n.logger.Info("removed server from raft", "node", name, "reason", "force-leave")
 	}
 	n.logger.Info("forced member to leave", "node", name, "was", string(m.Status))
+	n.auditEvent(ctx, "force-leave", index, "node", name, "was", string(m.Status))
 	return nil, nil
 }

@@ -18,10 +18,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// The internal RPC runs on the cluster port, beside Raft. A connection starts
-// with a mutual challenge-response over an HMAC of the cluster secret (so a
-// caller must know the secret, and nothing a client could copy from a request
-// is enough), then carries multiplexed frames:
+// The internal RPC runs on the cluster port, beside Raft. Every connection on
+// that port (Raft's and RPC's) starts with a mutual challenge-response over an
+// HMAC of the cluster secret (so a caller must know the secret, and nothing a
+// client could copy from a request is enough; see serverHandshake), then an
+// RPC connection carries multiplexed frames:
 //
 //	request:  len u32 | id u64 | op u8     | payload
 //	response: len u32 | id u64 | status u8 | payload   (status 1: payload is "code\x00message")
@@ -78,7 +79,6 @@ func mac(secret []byte, role byte, a, b []byte) []byte {
 type rpcHandler func(ctx context.Context, payload []byte) ([]byte, error)
 
 type rpcServer struct {
-	secret   []byte
 	logger   hclog.Logger
 	mu       sync.RWMutex
 	handlers map[Op]rpcHandler
@@ -88,9 +88,10 @@ type rpcServer struct {
 	conns   map[net.Conn]struct{}
 }
 
-// newRPCServer returns a server; its ctx must be set before it serves.
-func newRPCServer(secret []byte, logger hclog.Logger) *rpcServer {
-	return &rpcServer{secret: secret, logger: logger, handlers: map[Op]rpcHandler{}, conns: map[net.Conn]struct{}{}}
+// newRPCServer returns a server; its ctx must be set before it serves. The
+// mux has authenticated every connection it is given.
+func newRPCServer(logger hclog.Logger) *rpcServer {
+	return &rpcServer{logger: logger, handlers: map[Op]rpcHandler{}, conns: map[net.Conn]struct{}{}}
 }
 
 func (s *rpcServer) handle(op Op, h rpcHandler) {
@@ -99,7 +100,7 @@ func (s *rpcServer) handle(op Op, h rpcHandler) {
 	s.mu.Unlock()
 }
 
-// serveConn authenticates and then serves one connection until it breaks.
+// serveConn serves one (authenticated) connection until it breaks.
 func (s *rpcServer) serveConn(c net.Conn) {
 	s.connsMu.Lock()
 	if s.conns == nil {
@@ -115,10 +116,6 @@ func (s *rpcServer) serveConn(c net.Conn) {
 		s.connsMu.Unlock()
 		c.Close()
 	}()
-	if err := s.handshake(c); err != nil {
-		s.logger.Warn("rejected rpc connection", "remote", c.RemoteAddr().String(), "error", err)
-		return
-	}
 	w := newFrameWriter(c)
 	defer w.close()
 	r := bufio.NewReaderSize(c, 32<<10)
@@ -128,6 +125,17 @@ func (s *rpcServer) serveConn(c net.Conn) {
 		id, op, payload, err := readFrame(r)
 		if err != nil {
 			return
+		}
+		ctx := s.ctx
+		if Op(op)&opWithActor != 0 {
+			// The request carries who asked for it (for the audit log).
+			var a Actor
+			var err error
+			if a, payload, err = decodeActor(payload); err != nil {
+				return
+			}
+			ctx = WithActor(ctx, a)
+			op &^= byte(opWithActor)
 		}
 		s.mu.RLock()
 		h := s.handlers[Op(op)]
@@ -140,7 +148,7 @@ func (s *rpcServer) serveConn(c net.Conn) {
 			if h == nil {
 				herr = fmt.Errorf("cluster: unknown rpc op %d", op)
 			} else {
-				resp, herr = h(s.ctx, payload)
+				resp, herr = h(ctx, payload)
 			}
 			if herr != nil {
 				code, msg := errorCode(herr)
@@ -152,7 +160,14 @@ func (s *rpcServer) serveConn(c net.Conn) {
 	}
 }
 
-func (s *rpcServer) handshake(c net.Conn) error {
+// serverHandshake authenticates a peer that dialled the cluster port: it
+// reads the client's nonce, answers with its own nonce and its HMAC over both
+// (proving it knows the secret), and checks the client's HMAC (with another
+// role byte, so the server's answer cannot be reflected back as the client's).
+// Fresh nonces on both sides defeat replay. The handshake authenticates the
+// connection's start only; on an untrusted network, TLS on the cluster port
+// protects what follows.
+func serverHandshake(c net.Conn, secret []byte) error {
 	_ = c.SetDeadline(time.Now().Add(rpcHandshake))
 	defer c.SetDeadline(time.Time{})
 	cn := make([]byte, rpcNonceSize)
@@ -161,14 +176,14 @@ func (s *rpcServer) handshake(c net.Conn) error {
 	}
 	sn := make([]byte, rpcNonceSize)
 	_, _ = rand.Read(sn)
-	if _, err := c.Write(append(append([]byte{}, sn...), mac(s.secret, 's', cn, sn)...)); err != nil {
+	if _, err := c.Write(append(append([]byte{}, sn...), mac(secret, 's', cn, sn)...)); err != nil {
 		return err
 	}
 	got := make([]byte, sha256.Size)
 	if _, err := io.ReadFull(c, got); err != nil {
 		return err
 	}
-	if !hmac.Equal(got, mac(s.secret, 'c', cn, sn)) {
+	if !hmac.Equal(got, mac(secret, 'c', cn, sn)) {
 		return ErrAuth
 	}
 	return nil
@@ -277,10 +292,10 @@ func (w *frameWriter) send(id uint64, kind byte, payload []byte) bool {
 func (w *frameWriter) close() { w.once.Do(func() { close(w.done) }) }
 
 // rpcClient is a multiplexed connection to one peer, redialled on demand.
+// The dial function returns connections the mux has authenticated.
 type rpcClient struct {
-	addr   string
-	secret []byte
-	dial   func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
+	addr string
+	dial func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
 
 	mu      sync.Mutex
 	conn    *rpcConn
@@ -320,16 +335,13 @@ func (rc *rpcClient) get(timeout time.Duration) (*rpcConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := clientHandshake(c, rc.secret, timeout); err != nil {
-		c.Close()
-		return nil, err
-	}
 	conn := &rpcConn{c: c, w: newFrameWriter(c), pending: map[uint64]chan rpcResult{}, broken: make(chan struct{})}
 	go conn.readLoop()
 	rc.conn = conn
 	return conn, nil
 }
 
+// clientHandshake is the dialler's side of serverHandshake.
 func clientHandshake(c net.Conn, secret []byte, timeout time.Duration) error {
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
@@ -440,7 +452,6 @@ func (rc *rpcClient) close() {
 
 // rpcPool keeps one client per peer address.
 type rpcPool struct {
-	secret []byte
 	dial   func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
 	mu     sync.Mutex
 	peers  map[string]*rpcClient
@@ -453,7 +464,7 @@ func (p *rpcPool) client(addr string) *rpcClient {
 	if c := p.peers[addr]; c != nil {
 		return c
 	}
-	c := &rpcClient{addr: addr, secret: p.secret, dial: p.dial, closed: p.closed}
+	c := &rpcClient{addr: addr, dial: p.dial, closed: p.closed}
 	p.peers[addr] = c
 	return c
 }

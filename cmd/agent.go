@@ -18,6 +18,7 @@ import (
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/health"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // defaultClusterSecret is used when none is configured, so that a cluster
@@ -42,6 +43,8 @@ type Agent struct {
 	// stopChecks ends the health runner; checksDone closes when it returned.
 	stopChecks context.CancelFunc
 	checksDone chan struct{}
+	// metrics is the agent's own Prometheus registry (metrics.go).
+	metrics *prometheus.Registry
 
 	ready        chan struct{}
 	errCh        chan error
@@ -60,6 +63,9 @@ func NewAgent(cfg AgentConfig, logger hclog.Logger) (*Agent, error) {
 	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
+	}
+	if err := cfg.validateSecurity(); err != nil {
+		return nil, err
 	}
 	return &Agent{cfg: cfg, logger: logger, ready: make(chan struct{}), errCh: make(chan error, 4)}, nil
 }
@@ -100,12 +106,20 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		}
 	}()
 	a.fsm = fsm.New(a.logger.Named("fsm"))
+	if a.metrics, err = newAgentRegistry(a.fsm); err != nil {
+		return err
+	}
+	tlsc, err := a.cfg.tlsConfigs()
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on %s: %w", a.cfg.HTTPAddr, err)
 	}
 	a.httpLn = ln
+	ln = secureListener(ln, tlsc)
 	httpAdv, err := advertised(ln.Addr().(*net.TCPAddr), a.cfg.Advertise)
 	if err != nil {
 		return err
@@ -138,6 +152,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Dev {
 		cc.ProbeInterval, cc.ProbeTimeout = time.Second, 500*time.Millisecond
 	}
+	if err := a.secureCluster(&cc, tlsc); err != nil {
+		return err
+	}
 	node, err := cluster.New(cc, a.fsm)
 	if err != nil {
 		return err
@@ -148,16 +165,24 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	hm := newHealthMetrics()
+	hc.ProbeObserver = hm.observeProbe
 	h, err := health.New(hc, a.fsm, healthAdapter{node})
 	if err != nil {
 		return err
 	}
 	a.health = h
+	if err := hm.register(a.metrics, h); err != nil {
+		return err
+	}
 	node.OnLeader(h.Lead)
 	node.HandleRPC(opHealth, func(ctx context.Context, p []byte) ([]byte, error) {
 		resp, err := h.ServeRPC(ctx, p)
 		if errors.Is(err, health.ErrNotLeader) {
 			err = cluster.ErrNotLeader // CallLeader retries on the leader
+		}
+		if err == nil {
+			a.auditTTL(ctx, p, resp)
 		}
 		return resp, err
 	})
@@ -179,6 +204,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	ac.CheckDenyCIDRs = hc.DenyCIDRs
 	ac.TTL = h
+	a.secureAPI(&ac, tlsc)
 	if err := ac.Validate(); err != nil {
 		return err
 	}
@@ -272,6 +298,9 @@ func (a *Agent) API() *api.Server { return a.api }
 
 // Node returns the agent's cluster node.
 func (a *Agent) Node() *cluster.Node { return a.node }
+
+// Metrics returns the agent's Prometheus registry (what GET /metrics serves).
+func (a *Agent) Metrics() *prometheus.Registry { return a.metrics }
 
 // Store returns the agent's replicated catalog.
 func (a *Agent) Store() *fsm.Store { return a.fsm.Store() }
@@ -375,7 +404,7 @@ func (h healthAdapter) ApplyLeader(ctx context.Context, cmd []byte) (uint64, err
 }
 
 func (h healthAdapter) CallLeader(ctx context.Context, payload []byte) ([]byte, error) {
-	return h.node.CallLeader(ctx, opHealth, payload)
+	return h.node.CallLeader(withClusterActor(ctx), opHealth, payload)
 }
 
 // clusterAdapter presents a *cluster.Node as the api.Cluster interface.
@@ -388,7 +417,7 @@ type clusterAdapter struct {
 func (a *Agent) Health() *health.Health { return a.health }
 
 func (c *clusterAdapter) Apply(ctx context.Context, cmd []byte) (uint64, error) {
-	return c.node.Apply(ctx, cmd)
+	return c.node.Apply(withClusterActor(ctx), cmd)
 }
 
 func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
@@ -401,17 +430,17 @@ func (c *clusterAdapter) LastIndex() uint64          { return c.node.LastIndex()
 func (c *clusterAdapter) Join(a []string) (int, error) {
 	return c.node.Join(a)
 }
-func (c *clusterAdapter) Leave(ctx context.Context) error { return c.leave(ctx) }
+func (c *clusterAdapter) Leave(ctx context.Context) error { return c.leave(withClusterActor(ctx)) }
 func (c *clusterAdapter) RemovePeer(ctx context.Context, id string) error {
-	return c.node.RemovePeer(ctx, id)
+	return c.node.RemovePeer(withClusterActor(ctx), id)
 }
 
 func (c *clusterAdapter) Restore(ctx context.Context, archive []byte) (uint64, error) {
-	return c.node.Restore(ctx, archive)
+	return c.node.Restore(withClusterActor(ctx), archive)
 }
 
 func (c *clusterAdapter) ForceLeave(ctx context.Context, node string) error {
-	return c.node.ForceLeave(ctx, node)
+	return c.node.ForceLeave(withClusterActor(ctx), node)
 }
 
 func (c *clusterAdapter) Status() client.ClusterStatus {

@@ -44,11 +44,14 @@ func (a *Agent) startLB(ctx context.Context) error {
 		return err
 	}
 	cfg.Logger = a.logger.Named("lb")
+	lm := newLBMetrics()
+	lm.observe(&cfg)
 	cat := &storeCatalog{store: a.fsm.Store(), leader: a.node, name: "local:" + a.cfg.Node, wait: time.Minute}
 	bal, err := lb.New(cfg, cat)
 	if err != nil {
 		return err
 	}
+	lm.bal = bal
 	l := &agentLB{bal: bal, done: make(chan struct{})}
 	if l.ln, err = net.Listen("tcp", a.cfg.LBAddr); err != nil {
 		return fmt.Errorf("agent: load balancer listen on %s: %w", a.cfg.LBAddr, err)

@@ -110,7 +110,14 @@ func runDemo(ctx context.Context, opts *demoOptions) error {
 		if a = strings.TrimSpace(a); a == "" {
 			continue
 		}
-		cl, err := client.New(client.Config{Addresses: []string{a}, Timeout: 5 * time.Second})
+		// --token and the TLS flags apply (a secured cluster).
+		cc, err := opts.f.TLS.clientConfig([]string{a}, opts.f.Token)
+		if err != nil {
+			ln.Close()
+			return usageError{err}
+		}
+		cc.Timeout = 5 * time.Second
+		cl, err := client.New(cc)
 		if err != nil {
 			ln.Close()
 			return usageError{err}

@@ -40,6 +40,11 @@ balancers may follow the same cluster. docs/lb.md describes every option.
 				opts.cfg.Registry = splitList([]string{f.Addr})
 			}
 			opts.cfg.Token = f.Token
+			tc, err := f.TLS.config()
+			if err != nil {
+				return usageError{err}
+			}
+			opts.cfg.RegistryTLS = tc
 			if !c.Flags().Changed("domain") {
 				opts.flags.domains = nil
 			}

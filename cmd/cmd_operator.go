@@ -362,8 +362,22 @@ container image uses as its health check:
 func runHealth(ctx context.Context, opts *healthOptions) error {
 	addr, _, _ := strings.Cut(opts.f.Addr, ",")
 	addr = strings.TrimSpace(addr)
+	// With the CLI's TLS flags (--ca-cert, BEACON_CACERT, ...) the agent
+	// speaks HTTPS.
+	tc, err := opts.f.TLS.config()
+	if err != nil {
+		return usageError{err}
+	}
+	hc := http.DefaultClient
+	if tc != nil {
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+		if tc != nil {
+			addr = "https://" + addr
+		} else {
+			addr = "http://" + addr
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
 	defer cancel()
@@ -371,7 +385,7 @@ func runHealth(ctx context.Context, opts *healthOptions) error {
 	if err != nil {
 		return usageError{err}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("not healthy: %w", err)
 	}

@@ -60,6 +60,23 @@ type AgentConfig struct {
 	FlapMaxHoldDown time.Duration `json:"flap_max_hold_down"`
 	TTLGrace        time.Duration `json:"ttl_grace"`
 	MetricsPeriod   time.Duration `json:"metrics_period"`
+
+	// Security and observability (docs/security.md). The defaults of
+	// `beacon agent` (defaultAgentConfig) verify TLS peers and allow
+	// anonymous reads; a zero AgentConfig verifies nothing and allows none.
+	ManagementToken         string `json:"management_token"`
+	AnonymousRead           bool   `json:"anonymous_read"`
+	GossipKey               string `json:"gossip_key"`
+	TLSCertFile             string `json:"tls_cert_file"`
+	TLSKeyFile              string `json:"tls_key_file"`
+	TLSCAFile               string `json:"tls_ca_file"`
+	TLSHTTPClientCAFile     string `json:"tls_http_client_ca_file"`
+	TLSVerifyIncoming       bool   `json:"tls_verify_incoming"`
+	TLSVerifyOutgoing       bool   `json:"tls_verify_outgoing"`
+	TLSVerifyServerHostname bool   `json:"tls_verify_server_hostname"`
+	WriteRateLimit          int    `json:"write_rate_limit"`
+	WriteBurst              int    `json:"write_burst"`
+	EnablePprof             bool   `json:"enable_pprof"`
 }
 
 // DefaultAgentConfig returns the defaults documented in docs/operations.md.
@@ -90,6 +107,13 @@ func DefaultAgentConfig() AgentConfig {
 		FlapMaxHoldDown: 10 * time.Minute,
 		TTLGrace:        10 * time.Second,
 		MetricsPeriod:   10 * time.Second,
+
+		AnonymousRead:           true,
+		TLSVerifyIncoming:       true,
+		TLSVerifyOutgoing:       true,
+		TLSVerifyServerHostname: true,
+		WriteRateLimit:          200,
+		WriteBurst:              400,
 	}
 }
 
@@ -136,7 +160,25 @@ var agentSettings = []option{
 	{"flap-max-hold-down", "", "BEACON_FLAP_MAX_HOLD_DOWN", "longest hold-down of a flapping check", func(c *AgentConfig) any { return &c.FlapMaxHoldDown }},
 	{"ttl-grace", "", "BEACON_TTL_GRACE", "extra time TTL checks get after a leader change", func(c *AgentConfig) any { return &c.TTLGrace }},
 	{"metrics-period", "", "BEACON_METRICS_PERIOD", "custom health metrics are replicated at most once per instance per period", func(c *AgentConfig) any { return &c.MetricsPeriod }},
+	// Security and observability (docs/security.md).
+	{"management-token", "", "BEACON_MANAGEMENT_TOKEN", "management token; setting it turns token auth on (same value on every agent; needs --cluster-secret)", func(c *AgentConfig) any { return &c.ManagementToken }},
+	{"anonymous-read", "", "BEACON_ANONYMOUS_READ", "with auth on, let requests without a token read (false: they get 401)", func(c *AgentConfig) any { return &c.AnonymousRead }},
+	{"gossip-key", "", "BEACON_GOSSIP_KEY", "base64 AES key (16, 24 or 32 bytes) encrypting gossip; `beacon keygen` makes one", func(c *AgentConfig) any { return &c.GossipKey }},
+	{"tls-cert-file", "", "BEACON_TLS_CERT_FILE", "PEM certificate of this node: serves HTTPS and TLS on the cluster port", func(c *AgentConfig) any { return &c.TLSCertFile }},
+	{"tls-key-file", "", "BEACON_TLS_KEY_FILE", "PEM private key of --tls-cert-file", func(c *AgentConfig) any { return &c.TLSKeyFile }},
+	{"tls-ca-file", "", "BEACON_TLS_CA_FILE", "PEM CA bundle that signs the servers' certificates (verifies peers on the cluster port)", func(c *AgentConfig) any { return &c.TLSCAFile }},
+	{"tls-http-client-ca-file", "", "BEACON_TLS_HTTP_CLIENT_CA_FILE", "PEM CA bundle; if set, API clients must present a certificate it signed (mTLS)", func(c *AgentConfig) any { return &c.TLSHTTPClientCAFile }},
+	{"tls-verify-incoming", "", "BEACON_TLS_VERIFY_INCOMING", "cluster port: require peers' certificates signed by --tls-ca-file", func(c *AgentConfig) any { return &c.TLSVerifyIncoming }},
+	{"tls-verify-outgoing", "", "BEACON_TLS_VERIFY_OUTGOING", "cluster port: verify the certificate of the peer dialled against --tls-ca-file", func(c *AgentConfig) any { return &c.TLSVerifyOutgoing }},
+	{"tls-verify-server-hostname", "", "BEACON_TLS_VERIFY_SERVER_HOSTNAME", "cluster port: the peer dialled must hold a server certificate (name server.beacon)", func(c *AgentConfig) any { return &c.TLSVerifyServerHostname }},
+	{"write-rate-limit", "", "BEACON_WRITE_RATE_LIMIT", "writes per second one client IP may make before 429 (0: no limit)", func(c *AgentConfig) any { return &c.WriteRateLimit }},
+	{"write-burst", "", "BEACON_WRITE_BURST", "writes one client IP may burst above --write-rate-limit", func(c *AgentConfig) any { return &c.WriteBurst }},
+	{"enable-pprof", "", "BEACON_ENABLE_PPROF", "serve net/http/pprof under /debug/pprof/ (management token required when auth is on)", func(c *AgentConfig) any { return &c.EnablePprof }},
 }
+
+// secretSettings are the options whose values never appear in an error
+// message or a log line.
+var secretSettings = map[string]bool{"cluster-secret": true, "management-token": true, "gossip-key": true}
 
 // registerAgentFlags defines every option as a flag writing into target.
 func registerAgentFlags(fs *pflag.FlagSet, target *AgentConfig) {
@@ -179,6 +221,9 @@ func loadAgentConfig(file string, getenv func(string) string, fs *pflag.FlagSet,
 			continue
 		}
 		if err := setFromString(o.field(&cfg), v); err != nil {
+			if secretSettings[o.flag] {
+				return cfg, fmt.Errorf("%s: %w", o.env, err)
+			}
 			return cfg, fmt.Errorf("%s=%q: %w", o.env, v, err)
 		}
 	}

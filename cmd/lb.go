@@ -20,6 +20,10 @@ type LBConfig struct {
 	// follows one and fails over to the others.
 	Registry []string
 	Token    string
+	// RegistryTLS, when set, is how the balancer talks HTTPS to the
+	// registry nodes (addresses without a scheme then mean https://);
+	// `beacon lb` builds it from --ca-cert, --client-cert and friends.
+	RegistryTLS *tls.Config
 	// Listen is the proxy's address (default :8080); AdminAddr serves
 	// /lb/status, /metrics, /healthz and /readyz ("" disables it).
 	Listen    string
@@ -76,15 +80,18 @@ func NewLoadBalancer(cfg LBConfig, logger hclog.Logger) (*LoadBalancer, error) {
 		}
 		cfg.LB.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	cat, err := newRegistryCatalog(cfg.Registry, cfg.Token, cfg.RegistryWait)
+	cat, err := newRegistryCatalog(cfg.Registry, cfg.Token, cfg.RegistryWait, cfg.RegistryTLS)
 	if err != nil {
 		return nil, err
 	}
 	cfg.LB.Logger = logger
+	lm := newLBMetrics()
+	lm.observe(&cfg.LB)
 	bal, err := lb.New(cfg.LB, cat)
 	if err != nil {
 		return nil, err
 	}
+	lm.bal = bal
 	return &LoadBalancer{cfg: cfg, logger: logger, bal: bal, errCh: make(chan error, 2)}, nil
 }
 

@@ -2,9 +2,11 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,16 +30,20 @@ type registryCatalog struct {
 
 // newRegistryCatalog returns a catalog over the agents at addrs. wait is the
 // longest a blocking read waits before it returns unchanged.
-func newRegistryCatalog(addrs []string, token string, wait time.Duration) (*registryCatalog, error) {
+func newRegistryCatalog(addrs []string, token string, wait time.Duration, tc *tls.Config) (*registryCatalog, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("lb: no registry address")
 	}
 	// Each followed service holds one long poll: keep enough connections.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 1024
+	tr.TLSClientConfig = tc
 	hc := &http.Client{Transport: tr}
 	c := &registryCatalog{addrs: addrs, wait: wait}
 	for _, a := range addrs {
+		if tc != nil && !strings.Contains(a, "://") {
+			a = "https://" + a
+		}
 		cl, err := client.New(client.Config{Addresses: []string{a}, Token: token, HTTPClient: hc, Timeout: 10 * time.Second})
 		if err != nil {
 			return nil, err

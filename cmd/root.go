@@ -72,6 +72,8 @@ type Factory struct {
 	Addr   string
 	Token  string
 	Output string
+	// TLS holds the client's HTTPS options (tlsconfig.go).
+	TLS clientTLSFlags
 
 	client *client.Client
 }
@@ -87,7 +89,11 @@ func (f *Factory) Client() (*client.Client, error) {
 			addrs = append(addrs, a)
 		}
 	}
-	c, err := client.New(client.Config{Addresses: addrs, Token: f.Token})
+	cfg, err := f.TLS.clientConfig(addrs, f.Token)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -135,6 +141,7 @@ func NewRootCmd(f *Factory) *cobra.Command {
 	pf.StringVar(&f.Addr, "addr", envOr(f.Getenv, "BEACON_ADDR", "127.0.0.1:8750"), "agent HTTP address(es), comma-separated (env BEACON_ADDR)")
 	pf.StringVar(&f.Token, "token", f.Getenv("BEACON_TOKEN"), "API token (env BEACON_TOKEN)")
 	pf.StringVarP(&f.Output, "output", "o", "table", "output format: table or json")
+	addClientTLSFlags(pf, &f.TLS, f.Getenv)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddCommand(
@@ -157,6 +164,9 @@ func NewRootCmd(f *Factory) *cobra.Command {
 		newHealthCmd(f, nil),
 		newDemoCmd(f, nil),
 		newVersionCmd(f),
+		newTokenCmd(f),
+		newTLSCmd(f),
+		newKeygenCmd(f, nil),
 	)
 	return root
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -67,6 +68,11 @@ type Config struct {
 	// MaxOutput caps the output kept per check (bytes).
 	MaxOutput int
 	Logger    hclog.Logger
+	// ProbeObserver, when set, is called after every probe this node runs,
+	// from the check's goroutine, with the check's type, the probe's status
+	// and how long it took. It must not block. The agent counts check runs
+	// and their durations with it (docs/metrics.md).
+	ProbeObserver func(typ fsm.CheckType, status fsm.Health, took time.Duration)
 }
 
 // DefaultDenyCIDRs is the default deny list: the IPv4 and IPv6 link-local

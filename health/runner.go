@@ -83,9 +83,13 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 			return
 		case <-timer.C:
 		}
+		start := time.Now()
 		res := h.prober.Probe(ctx, c)
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result means nothing
+		}
+		if obs := h.cfg.ProbeObserver; obs != nil {
+			obs(c.Type, res.Status, time.Since(start))
 		}
 		h.stats.probes.Add(1)
 		if res.Status != fsm.Passing {

@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -134,6 +136,31 @@ type Config struct {
 	RegistryBackoffMax time.Duration
 
 	Logger hclog.Logger
+
+	// DenyCIDRs are address ranges the balancer never connects to, checked
+	// on the resolved address at connect time (so a host name that resolves
+	// into one is refused too): an instance registered there (a cloud
+	// metadata endpoint, say) gets no traffic. Default: the link-local
+	// ranges 169.254.0.0/16 and fe80::/10.
+	DenyCIDRs []netip.Prefix
+
+	// Observer, when set, sees every attempt on an instance and every
+	// ejection (the agent turns them into latency and ejection metrics).
+	Observer Observer
+	// ExtraMetrics, when set, writes more series in the Prometheus text
+	// format after the balancer's own on the admin GET /metrics.
+	ExtraMetrics func(io.Writer)
+}
+
+// Observer receives the outcome of each proxied attempt and each ejection.
+// Its methods run on the request path: they must be safe for concurrent use
+// and must not block.
+type Observer interface {
+	// Attempt reports one attempt on instance of service: the status of the
+	// instance's answer (0 when err is set) and the time to its headers.
+	Attempt(service, instance string, status int, err error, took time.Duration)
+	// Ejected reports that instance was ejected for d.
+	Ejected(service, instance string, d time.Duration)
 }
 
 // DefaultConfig returns the documented defaults (docs/lb.md).
@@ -162,6 +189,7 @@ func DefaultConfig() Config {
 		PassHost:                true,
 		RegistryBackoffMin:      50 * time.Millisecond,
 		RegistryBackoffMax:      5 * time.Second,
+		DenyCIDRs:               []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")},
 	}
 }
 

@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -77,7 +79,7 @@ func newProxy(b *Balancer) *proxy {
 	cfg := &b.cfg
 	p := &proxy{b: b}
 	p.upstream = &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: denyControl(cfg.DenyCIDRs)}).DialContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
@@ -281,7 +283,15 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		e.state.inflight.Add(1)
 		e.state.requests.Add(1)
+		start := time.Now()
 		resp, err := rt.p.upstream.RoundTrip(&out)
+		if o := cfg.Observer; o != nil {
+			status := 0
+			if err == nil {
+				status = resp.StatusCode
+			}
+			o.Attempt(st.svc.name, e.ID, status, err, time.Since(start))
+		}
 		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && req.Context().Err() == nil
 		if err != nil {
 			e.state.inflight.Add(-1)
@@ -316,6 +326,9 @@ func (rt *retrier) failed(st *reqState, e *entry, now int64) {
 	cfg := &rt.p.b.cfg
 	if d := e.state.fail(now, cfg, func() bool { return st.table.canEject(cfg, now) }); d > 0 {
 		rt.p.b.logger.Warn("instance ejected after consecutive failures", "service", st.svc.name, "instance", e.ID, "for", d)
+		if o := cfg.Observer; o != nil {
+			o.Ejected(st.svc.name, e.ID, d)
+		}
 	}
 }
 
@@ -450,5 +463,26 @@ func (p *bufferPool) Put(b []byte) {
 	if cap(b) == copyBufferSize {
 		b = b[:copyBufferSize]
 		p.pool.Put(&b)
+	}
+}
+
+// denyControl refuses, at connect time, addresses in deny: the dialer calls
+// it with the resolved address, so no host name can lead around the list.
+func denyControl(deny []netip.Prefix) func(network, address string, c syscall.RawConn) error {
+	if len(deny) == 0 {
+		return nil
+	}
+	return func(network, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("lb: cannot check upstream address %q: %w", address, err)
+		}
+		a := ap.Addr().Unmap()
+		for _, p := range deny {
+			if p.Contains(a) {
+				return fmt.Errorf("lb: upstream address %s is in the deny list (%s)", a, p)
+			}
+		}
+		return nil
 	}
 }

@@ -288,6 +288,9 @@ func (b *Balancer) writeMetrics(w http.ResponseWriter) {
 			}
 		}
 	}
+	if b.cfg.ExtraMetrics != nil {
+		b.cfg.ExtraMetrics(bw)
+	}
 }
 
 // quote writes a Prometheus label value.

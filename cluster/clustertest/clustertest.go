@@ -7,6 +7,7 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -26,6 +27,8 @@ type Cluster struct {
 	secret string
 	logs   *testLog
 	mutate func(*cmd.AgentConfig)
+	// clientCfg adjusts the API clients handed out (a token, TLS).
+	clientCfg func(*client.Config)
 }
 
 // Node is one agent of the cluster, with the config it runs with. The
@@ -42,6 +45,15 @@ type Option func(*Cluster)
 
 // WithConfig lets a test adjust every agent's configuration before start.
 func WithConfig(fn func(*cmd.AgentConfig)) Option { return func(c *Cluster) { c.mutate = fn } }
+
+// WithClient lets a test adjust the configuration of the API clients the
+// cluster hands out (Client, Node.Client), e.g. to add a token or TLS. The
+// addresses it receives are host:port.
+func WithClient(fn func(*client.Config)) Option { return func(c *Cluster) { c.clientCfg = fn } }
+
+// WithLogWriter copies every agent's log lines to w as well as to t.Log
+// (for tests that read the logs). w must be safe for concurrent use.
+func WithLogWriter(w io.Writer) Option { return func(c *Cluster) { c.logs.tee = w } }
 
 // New starts n agents that bootstrap a cluster together (bootstrap-expect n,
 // each joining the first's gossip address) and waits for a leader. The
@@ -103,7 +115,11 @@ func (c *Cluster) start(cfg cmd.AgentConfig) *Node {
 	cfg.HTTPAddr = a.HTTPAddr()
 	cfg.RaftAddr = a.Node().ClusterAddr()
 	cfg.GossipAddr = a.Node().GossipAddr()
-	cl, err := client.New(client.Config{Addresses: []string{cfg.HTTPAddr}})
+	ccfg := client.Config{Addresses: []string{cfg.HTTPAddr}}
+	if c.clientCfg != nil {
+		c.clientCfg(&ccfg)
+	}
+	cl, err := client.New(ccfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -123,6 +139,15 @@ func (c *Cluster) start(cfg cmd.AgentConfig) *Node {
 func (c *Cluster) AddNode(name string) *Node {
 	c.t.Helper()
 	return c.start(c.baseConfig(name))
+}
+
+// AddNodeWith is AddNode with a last change to the node's configuration
+// (another certificate, another gossip key).
+func (c *Cluster) AddNodeWith(name string, fn func(*cmd.AgentConfig)) *Node {
+	c.t.Helper()
+	cfg := c.baseConfig(name)
+	fn(&cfg)
+	return c.start(cfg)
 }
 
 // Nodes returns every node started, running or not.
@@ -287,6 +312,7 @@ func freePort(t testing.TB) int {
 // testLog sends agent logs to t.Log until the cluster shuts down.
 type testLog struct {
 	t      testing.TB
+	tee    io.Writer
 	mu     sync.Mutex
 	closed bool
 }
@@ -298,6 +324,9 @@ func (l *testLog) logger(name string) hclog.Logger {
 func (l *testLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.tee != nil {
+		_, _ = l.tee.Write(p)
+	}
 	if !l.closed {
 		l.t.Log(string(p[:len(p)-1]))
 	}

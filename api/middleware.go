@@ -1,0 +1,275 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// router is the API's ServeMux with every route wrapped in the check of its
+// policy (auth.go): routes() registers handlers on it exactly as on a
+// ServeMux, and no route can escape authorization.
+type router struct {
+	s        *Server
+	mux      *http.ServeMux
+	patterns []string
+}
+
+func (s *Server) newRouter() *router {
+	rt := &router{s: s, mux: http.NewServeMux()}
+	s.table = rt
+	return rt
+}
+
+// HandleFunc registers h for pattern, behind pattern's policy.
+func (rt *router) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	rt.Handle(pattern, http.HandlerFunc(h))
+}
+
+// Handle registers h for pattern, behind pattern's policy.
+func (rt *router) Handle(pattern string, h http.Handler) {
+	p := policyFor(pattern)
+	rt.patterns = append(rt.patterns, pattern)
+	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st := stateFrom(r.Context()); st != nil {
+			st.route = pattern
+		}
+		if err := rt.s.authorize(r, p); err != nil {
+			rt.s.deny(w, r, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+// ServeHTTP implements http.Handler.
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.mux.ServeHTTP(w, r) }
+
+// Routes returns the patterns of every registered route, in order, with
+// the policy each needs ("open", "read", "service-write", "check-write",
+// "management"). Tests and docs use it.
+func (s *Server) Routes() map[string]string {
+	out := map[string]string{}
+	for _, p := range s.table.patterns {
+		out[p] = policyFor(p).String()
+	}
+	return out
+}
+
+// securityRoutes adds the routes of tokens, metrics and profiling.
+func (s *Server) securityRoutes(mux *router) {
+	mux.HandleFunc("POST /v1/tokens", s.handleTokenCreate)
+	mux.HandleFunc("GET /v1/tokens", s.handleTokenList)
+	mux.HandleFunc("DELETE /v1/tokens/{accessor}", s.handleTokenDelete)
+	mux.HandleFunc("GET /metrics", s.handleMetrics)
+	if s.cfg.EnablePprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		// The command line may hold secrets (--management-token): not served.
+		mux.HandleFunc("GET /debug/pprof/cmdline", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, &statusError{http.StatusNotFound, "not_served", "the command line is not served: it may hold secrets"})
+		})
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+}
+
+// handleMetrics: GET /metrics, the Prometheus exposition of the agent.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.metricsHandler == nil {
+		writeError(w, &statusError{http.StatusNotFound, "metrics_disabled", "metrics are not enabled on this agent"})
+		return
+	}
+	s.metricsHandler.ServeHTTP(w, r)
+}
+
+// requestState travels with a request through the middleware: the router
+// records the matched route pattern in it for the metrics.
+type requestState struct{ route string }
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *requestState {
+	st, _ := ctx.Value(stateKey{}).(*requestState)
+	return st
+}
+
+// wrap is the middleware around the router: metrics, authentication, the
+// write rate limit. Authorization happens per route, in the router.
+func (s *Server) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		st := &requestState{route: "unmatched"}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		blocking := r.Method == http.MethodGet && r.URL.Query().Get("index") != ""
+		m := s.metrics
+		m.inflight.Inc()
+		defer func() {
+			m.inflight.Dec()
+			m.requests.WithLabelValues(st.route, r.Method, sw.code()).Inc()
+			if !blocking {
+				m.duration.WithLabelValues(st.route, r.Method).Observe(time.Since(start).Seconds())
+			}
+		}()
+
+		id := s.authenticate(r)
+		ctx := withIdentity(r.Context(), id)
+		ctx = context.WithValue(ctx, stateKey{}, st)
+		ctx = context.WithValue(ctx, actorKey{}, Actor{Accessor: id.accessor, Remote: r.RemoteAddr})
+		r = r.WithContext(ctx)
+		if s.limiter != nil && isWrite(r) && id.err == nil {
+			if ok, wait := s.limiter.allow(remoteIP(r), start); !ok {
+				m.rateLimited.Inc()
+				sw.Header().Set("Retry-After", retryAfter(wait))
+				writeError(sw, &statusError{http.StatusTooManyRequests, "rate_limited",
+					"too many writes from this client; retry after " + retryAfter(wait) + "s"})
+				return
+			}
+		}
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// deny answers a request refused by authentication or authorization. The
+// token is never logged.
+func (s *Server) deny(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, _ := statusOf(err)
+	s.metrics.denied.WithLabelValues(code).Inc()
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="beacon"`)
+	}
+	s.logger.Debug("request denied", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr,
+		"accessor", identityFrom(r.Context()).accessor, "code", code)
+	writeError(w, err)
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming handlers flush through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		w.wrote = true
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() string { return strconv.Itoa(w.status) }
+
+// httpMetrics are the API's Prometheus series (docs/metrics.md).
+type httpMetrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	inflight    prometheus.Gauge
+	rateLimited prometheus.Counter
+	denied      *prometheus.CounterVec
+}
+
+func newHTTPMetrics() *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "beacon_http_requests_total",
+			Help: "HTTP API requests answered, by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "beacon_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP API request, by route pattern and method (blocking queries, which wait by design, excluded).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "method"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "beacon_http_requests_in_flight",
+			Help: "HTTP API requests being served now, blocking queries included.",
+		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "beacon_http_rate_limited_total",
+			Help: "Writes refused with 429 by the per-client write rate limit.",
+		}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "beacon_http_denied_total",
+			Help: "Requests refused by authentication or authorization, by error code (unauthenticated, invalid_token, permission_denied, token_in_url, invalid).",
+		}, []string{"code"}),
+	}
+	// Series that alerts watch exist from the start, at zero.
+	for _, code := range []string{"unauthenticated", "invalid_token", "permission_denied"} {
+		m.denied.WithLabelValues(code)
+	}
+	return m
+}
+
+func (m *httpMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.duration, m.inflight, m.rateLimited, m.denied}
+}
+
+// newMetricsHandler serves g in the Prometheus exposition formats.
+func newMetricsHandler(g prometheus.Gatherer) http.Handler {
+	if g == nil {
+		return nil
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// initSecurity builds the server's metrics, rate limiter and audit logger
+// from its config. Registering twice in one registry is a programming error
+// and panics.
+func (s *Server) initSecurity() {
+	s.metrics = newHTTPMetrics()
+	if s.cfg.Metrics != nil {
+		for _, c := range s.metrics.collectors() {
+			s.cfg.Metrics.MustRegister(c)
+		}
+		s.cfg.Metrics.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "beacon_http_blocking_queries",
+				Help: "Blocking queries (reads with ?index=) waiting on this node now.",
+			}, func() float64 { return float64(s.BlockingStats().Active) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "beacon_http_blocking_queries_rejected_total",
+				Help: "Blocking queries refused with 429 because --max-blocking-queries were already waiting.",
+			}, func() float64 { return float64(s.BlockingStats().Rejected) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "beacon_http_blocking_wakeups_total",
+				Help: "Times a blocked query's watch fired and it re-ran (whether or not its result changed).",
+			}, func() float64 { return float64(s.BlockingStats().Wakeups) }),
+		)
+	}
+	s.metricsHandler = newMetricsHandler(s.cfg.Gatherer)
+	s.limiter = newWriteLimiter(s.cfg.WriteRateLimit, s.cfg.WriteBurst)
+	s.audit = s.cfg.AuditLogger
+	if s.audit == nil {
+		s.audit = s.logger.Named("audit")
+	}
+}
+
+// auditJoin logs an accepted join. A join is a gossip action of the node
+// that received it, not a Raft write, so that node logs it (without index).
+func (s *Server) auditJoin(r *http.Request, addrs []string, contacted int) {
+	a, _ := ActorFrom(r.Context())
+	s.audit.Info("join accepted", "op", "join", "accessor", a.Accessor, "remote", a.Remote,
+		"addresses", strings.Join(addrs, ","), "contacted", contacted)
+}

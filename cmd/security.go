@@ -1,0 +1,146 @@
+package cmd
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/cluster"
+	"github.com/beaconhq/beacon/health"
+)
+
+// minManagementTokenLen is the shortest management token accepted: a
+// token short enough to guess is no lock.
+const minManagementTokenLen = 16
+
+// validateSecurity checks the security settings before anything starts.
+// Messages never include a secret's value.
+func (c AgentConfig) validateSecurity() error {
+	if c.ManagementToken != "" {
+		if len(c.ManagementToken) < minManagementTokenLen {
+			return fmt.Errorf("agent: --management-token must be at least %d characters (try: head -c 24 /dev/urandom | base64)", minManagementTokenLen)
+		}
+		if c.ClusterSecret == "" {
+			return errors.New("agent: auth is on (--management-token) but no --cluster-secret is set; node-to-node traffic would be authenticated by a well-known default. Set the same --cluster-secret on every server")
+		}
+	}
+	if _, err := decodeGossipKey(c.GossipKey); err != nil {
+		return err
+	}
+	if c.WriteRateLimit < 0 || c.WriteBurst < 0 {
+		return errors.New("agent: --write-rate-limit and --write-burst must not be negative")
+	}
+	_, err := c.tlsConfigs()
+	return err
+}
+
+// decodeGossipKey decodes --gossip-key; "" means no encryption.
+func decodeGossipKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, errors.New("agent: --gossip-key is not valid base64 (make one with `beacon keygen`)")
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("agent: --gossip-key must decode to 16, 24 or 32 bytes, not %d (make one with `beacon keygen`)", n)
+	}
+	return key, nil
+}
+
+// secureCluster puts the security and metrics settings into the cluster
+// configuration.
+func (a *Agent) secureCluster(cc *cluster.Config, t agentTLS) error {
+	key, err := decodeGossipKey(a.cfg.GossipKey)
+	if err != nil {
+		return err
+	}
+	cc.GossipKey = key
+	cc.TLSIn, cc.TLSOut = t.in, t.out
+	cc.Metrics = a.metrics
+	cc.AuditLogger = a.logger.Named("audit")
+	if a.cfg.ManagementToken != "" && key == nil {
+		a.logger.Warn("auth is on but gossip is not encrypted: anyone who reaches the gossip port can join as a member; set --gossip-key (beacon keygen)")
+	}
+	return nil
+}
+
+// secureAPI puts the security and metrics settings into the API
+// configuration.
+func (a *Agent) secureAPI(ac *api.Config, t agentTLS) {
+	if a.cfg.ManagementToken != "" {
+		ac.Auth = api.AuthConfig{
+			ManagementTokenHash: api.HashToken(a.cfg.ManagementToken),
+			AnonymousRead:       a.cfg.AnonymousRead,
+		}
+		if t.http == nil && !loopbackAddr(a.cfg.HTTPAddr) {
+			a.logger.Warn("auth is on but the API is plain HTTP: tokens cross the network in clear text; set --tls-cert-file and --tls-key-file")
+		}
+	}
+	ac.WriteRateLimit = float64(a.cfg.WriteRateLimit)
+	ac.WriteBurst = a.cfg.WriteBurst
+	ac.Metrics = a.metrics
+	ac.Gatherer = a.metrics
+	ac.EnablePprof = a.cfg.EnablePprof
+	ac.AuditLogger = a.logger.Named("audit")
+}
+
+// secureListener wraps the API listener in TLS when configured.
+func secureListener(ln net.Listener, t agentTLS) net.Listener {
+	if t.http == nil {
+		return ln
+	}
+	return tls.NewListener(ln, t.http)
+}
+
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// withClusterActor turns the API's record of who made a request into the
+// cluster's, so that the leader's audit line names them.
+func withClusterActor(ctx context.Context) context.Context {
+	if a, ok := api.ActorFrom(ctx); ok {
+		return cluster.WithActor(ctx, cluster.Actor{Accessor: a.Accessor, Remote: a.Remote})
+	}
+	return ctx
+}
+
+// Routes returns every route pattern of the agent's HTTP API with the
+// policy it requires (docs/security.md).
+func (a *Agent) Routes() map[string]string { return a.api.Routes() }
+
+// auditTTL writes the audit line of a TTL report the leader accepted (it
+// runs in the health RPC handler, on the leader, with the Actor the report
+// was forwarded with). A report that changed nothing wrote nothing: it gets
+// a debug line only, so that heartbeats do not flood the audit log.
+func (a *Agent) auditTTL(ctx context.Context, payload, resp []byte) {
+	actor, ok := cluster.ActorFrom(ctx)
+	if !ok {
+		return
+	}
+	check, status, ok := health.ReportOf(payload)
+	idx, ok2 := health.AnswerIndex(resp)
+	if !ok || !ok2 {
+		return
+	}
+	audit := a.logger.Named("audit")
+	if c := a.fsm.Store().Check(nil, check); c != nil && idx > 0 && c.ModifyIndex == idx {
+		audit.Info("write accepted", "op", "check-update", "index", idx, "accessor", actor.Accessor,
+			"remote", actor.Remote, "via", actor.Node, "check", check, "status", string(status))
+		return
+	}
+	audit.Debug("ttl report accepted without change", "accessor", actor.Accessor, "remote", actor.Remote,
+		"via", actor.Node, "check", check, "status", string(status))
+}

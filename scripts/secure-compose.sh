@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The secure compose variant (docker-compose.yml + docker-compose.secure.yml;
+# docs/security.md, "Secure compose").
+#
+#   scripts/secure-compose.sh init   make .secure/: a CA (key in .secure/ca), server
+#                                    certificates for n1..n4, client certificates for the
+#                                    load balancers, the demo services and you (ops), and
+#                                    .secure/env with a random management token, cluster
+#                                    secret and gossip key. Never overwrites.
+#   scripts/secure-compose.sh up     init if needed, start the agents, create a read token
+#                                    for the load balancers and a write token (prefix "web")
+#                                    for the demo services, then start everything
+#   scripts/secure-compose.sh env    print the exports that point the CLI at the cluster
+#   scripts/secure-compose.sh down   stop and remove containers and volumes
+#
+# Needs bin/beacon (make build) and the image (make image).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BEACON=${BEACON:-bin/beacon}
+DIR=${BEACON_SECURE_DIR:-.secure}
+NET=${BEACON_NET:-10.87.50}
+PORT=${BEACON_N1_PORT:-18750}
+compose() {
+  docker-compose -p "${BEACON_PROJECT:-beacon}" -f docker-compose.yml -f docker-compose.secure.yml --env-file "$DIR/env" "$@"
+}
+
+init() {
+  mkdir -p "$DIR/ca" "$DIR/tls"
+  chmod 700 "$DIR" "$DIR/ca"
+  [[ -f $DIR/ca/beacon-ca.pem ]] || "$BEACON" tls ca create --dir "$DIR/ca" --common-name "Beacon compose CA"
+  cp -f "$DIR/ca/beacon-ca.pem" "$DIR/tls/beacon-ca.pem"
+  local sign=(--ca "$DIR/ca/beacon-ca.pem" --ca-key "$DIR/ca/beacon-ca-key.pem" --dir "$DIR/tls")
+  for i in 1 2 3 4; do
+    # The service name (n1) is how peers and clients reach it; the IP is fixed by the compose file.
+    [[ -f $DIR/tls/n$i.pem ]] || "$BEACON" tls cert create --node "n$i" --ip "$NET.1$i" "${sign[@]}"
+  done
+  for c in lb1 lb2 web1 web2 web3 ops; do
+    [[ -f $DIR/tls/$c.pem ]] || "$BEACON" tls cert create --node "$c" --client "${sign[@]}"
+  done
+  if [[ ! -f $DIR/env ]]; then
+    (
+      umask 077
+      {
+        echo "BEACON_MANAGEMENT_TOKEN=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
+        echo "BEACON_CLUSTER_SECRET=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_')"
+        echo "BEACON_GOSSIP_KEY=$("$BEACON" keygen)"
+        echo "BEACON_LB_TOKEN="
+        echo "BEACON_DEMO_TOKEN="
+      } >"$DIR/env"
+    )
+  fi
+  # The image runs as uid 65532, which must read the keys it is given.
+  if [[ $(id -u) == 0 ]]; then
+    chown -R 65532:65532 "$DIR/tls"
+  else
+    echo "secure-compose: not root: making $DIR/tls/*-key.pem world-readable for the containers (dev only)" >&2
+    chmod 0644 "$DIR"/tls/*-key.pem
+  fi
+  echo "secure-compose: material in $DIR (keep $DIR/ca and $DIR/env secret)"
+}
+
+# cli runs bin/beacon against n1 with the management token.
+cli() {
+  # shellcheck disable=SC1090
+  (set -a; . "$DIR/env"; set +a
+    BEACON_ADDR="https://127.0.0.1:$PORT" BEACON_TOKEN="$BEACON_MANAGEMENT_TOKEN" \
+      BEACON_CACERT="$DIR/tls/beacon-ca.pem" "$BEACON" "$@")
+}
+
+set_env() { # set_env KEY VALUE in $DIR/env
+  local tmp
+  tmp=$(mktemp "$DIR/env.XXXX")
+  grep -v "^$1=" "$DIR/env" >"$tmp" || true
+  echo "$1=$2" >>"$tmp"
+  chmod 600 "$tmp"
+  mv "$tmp" "$DIR/env"
+}
+
+secret_of() { sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p'; }
+
+up() {
+  init
+  compose up -d n1 n2 n3
+  echo "secure-compose: waiting for a leader"
+  for _ in $(seq 1 90); do
+    cli status -o json 2>/dev/null | grep -q '"leader": *"[^"]' && break
+    sleep 1
+  done
+  cli status
+  if ! grep -q '^BEACON_LB_TOKEN=.' "$DIR/env"; then
+    set_env BEACON_LB_TOKEN "$(cli token create --policy read --description "compose load balancers" -o json | secret_of)"
+  fi
+  if ! grep -q '^BEACON_DEMO_TOKEN=.' "$DIR/env"; then
+    set_env BEACON_DEMO_TOKEN "$(cli token create --policy write --prefix web --description "compose demo services" -o json | secret_of)"
+  fi
+  compose up -d
+  env_exports
+}
+
+env_exports() {
+  echo "# Point the CLI at the secure cluster:"
+  echo "export BEACON_ADDR=https://127.0.0.1:$PORT BEACON_CACERT=$PWD/$DIR/tls/beacon-ca.pem"
+  echo "export BEACON_TOKEN=\$(sed -n 's/^BEACON_MANAGEMENT_TOKEN=//p' $PWD/$DIR/env)"
+}
+
+case ${1:-} in
+init) init ;;
+up) up ;;
+env) env_exports ;;
+down) compose down -v ;;
+*)
+  sed -n '2,16p' "$0"
+  exit 2
+  ;;
+esac
