@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,6 +46,9 @@ type mux struct {
 	// fails) end with the node.
 	connsMu sync.Mutex
 	conns   map[net.Conn]struct{}
+	// raftHandlers counts connections handed to Raft whose handler has not
+	// closed them yet.
+	raftHandlers sync.WaitGroup
 }
 
 func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, secret []byte, logger hclog.Logger, m *metrics) *mux {
@@ -92,6 +96,7 @@ func (m *mux) serve(rpc func(net.Conn)) {
 }
 
 func (m *mux) route(c net.Conn) {
+	tracked, _ := c.(*trackedConn)
 	if m.tlsIn != nil {
 		tc := tls.Server(c, m.tlsIn)
 		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
@@ -125,6 +130,11 @@ func (m *mux) route(c net.Conn) {
 	}
 	switch kind[0] {
 	case connRaft:
+		// From here Raft's handler owns the connection; close() waits
+		// for it to let go (it closes the connection when it returns).
+		if tracked != nil {
+			tracked.handOver()
+		}
 		select {
 		case m.raftConns <- c:
 		case <-m.closed:
@@ -180,11 +190,18 @@ func (m *mux) track(c net.Conn) bool {
 	return true
 }
 
-// trackedConn forgets itself in the mux when closed.
+// trackedConn forgets itself in the mux when closed. A connection handed to
+// Raft counts in the mux's raftHandlers until its handler closes it.
 type trackedConn struct {
 	net.Conn
-	m    *mux
-	once sync.Once
+	m      *mux
+	once   sync.Once
+	handed atomic.Bool
+}
+
+func (c *trackedConn) handOver() {
+	c.m.raftHandlers.Add(1)
+	c.handed.Store(true)
 }
 
 func (c *trackedConn) Close() error {
@@ -194,6 +211,9 @@ func (c *trackedConn) Close() error {
 			delete(c.m.conns, c)
 		}
 		c.m.connsMu.Unlock()
+		if c.handed.Load() {
+			c.m.raftHandlers.Done()
+		}
 	})
 	return c.Conn.Close()
 }
@@ -207,13 +227,42 @@ func (m *mux) close() {
 		m.conns = nil
 		m.connsMu.Unlock()
 		for c := range conns {
-			c.Close()
+			// Close the socket but leave the trackedConn to its owner: a
+			// Raft handler still running closes it when it returns.
+			c.(*trackedConn).Conn.Close()
+			if !c.(*trackedConn).handed.Load() {
+				c.Close()
+			}
 		}
 	})
 }
 
-// wait blocks until the accept loop and in-flight routing have ended.
-func (m *mux) wait() { m.wg.Wait() }
+// wait blocks until the accept loop and in-flight routing have ended, and
+// then until Raft's connection handlers have returned: a heartbeat being
+// handled when Raft shut down still writes to the stable store, which must
+// stay open until it is done.
+func (m *mux) wait() {
+	m.wg.Wait()
+	for {
+		select {
+		case c := <-m.raftConns: // handed over, never accepted
+			c.Close()
+			continue
+		default:
+		}
+		break
+	}
+	done := make(chan struct{})
+	go func() {
+		m.raftHandlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		m.logger.Warn("raft connection handlers still running at shutdown")
+	}
+}
 
 // raftLayer is the raft.StreamLayer view of the mux.
 type raftLayer struct{ m *mux }
