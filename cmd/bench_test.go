@@ -19,6 +19,7 @@ func BenchmarkRegister(b *testing.B) {
 	c := clustertest.New(b, 3)
 	c.WaitForVoters(3)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
+	defer hc.CloseIdleConnections()
 	var n atomic.Int64
 	b.SetParallelism(32) // 2 cores x 32 = 64 clients
 	b.ResetTimer()

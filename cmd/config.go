@@ -112,7 +112,7 @@ func DefaultAgentConfig() AgentConfig {
 		TLSVerifyIncoming:       true,
 		TLSVerifyOutgoing:       true,
 		TLSVerifyServerHostname: true,
-		WriteRateLimit:          200,
+		WriteRateLimit:          0,
 		WriteBurst:              400,
 	}
 }

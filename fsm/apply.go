@@ -13,18 +13,29 @@ import (
 // handler applies one decoded command inside a write transaction.
 type handler func(w *writeTxn, body []byte) *RejectError
 
-// writeTxn is one Raft log entry being applied: the shared memdb write
-// transaction plus bookkeeping of what the entry touched, so that indexes
-// are bumped once per entry.
+// writeTxn is a batch of Raft log entries being applied in one memdb write
+// transaction. index is the entry being applied now. What the entries touch
+// (table indexes, service records) is accumulated and written once, at the
+// end of the batch: every entry in it commits together, so only the final
+// values matter, and a burst of registrations to one service rewrites that
+// service's record once instead of once per entry.
 type writeTxn struct {
 	tx       *memdb.Txn
 	index    uint64
-	tables   map[string]struct{}
-	services map[string]int // service name -> change in instance count
+	tables   map[string]uint64 // table -> last index in the batch that changed it
+	services map[string]*serviceTouch
 }
 
-func (w *writeTxn) reset(index uint64) {
-	w.index = index
+// serviceTouch follows one service's instance count through a batch.
+type serviceTouch struct {
+	existed bool   // it had a record when the batch started
+	count   int    // its instance count after the entries so far
+	index   uint64 // the last entry that touched it
+	created uint64 // CreateIndex of its record after the batch
+}
+
+func (w *writeTxn) begin(tx *memdb.Txn) {
+	w.tx = tx
 	clear(w.tables)
 	clear(w.services)
 }
@@ -33,14 +44,14 @@ func (w *writeTxn) insert(table string, obj any) {
 	if err := w.tx.Insert(table, obj); err != nil {
 		panic(err) // schema violations are programming errors
 	}
-	w.tables[table] = struct{}{}
+	w.tables[table] = max(w.tables[table], w.index)
 }
 
 func (w *writeTxn) delete(table string, obj any) {
 	if err := w.tx.Delete(table, obj); err != nil {
 		panic(err)
 	}
-	w.tables[table] = struct{}{}
+	w.tables[table] = max(w.tables[table], w.index)
 }
 
 func (w *writeTxn) first(table, index string, args ...any) any {
@@ -77,37 +88,47 @@ func (w *writeTxn) checksOf(instance string) []*Check {
 	return out
 }
 
-// touch records that service changed, with delta instances added or removed.
+// touch records that the current entry changed service, adding delta
+// instances (negative: removing).
 func (w *writeTxn) touch(service string, delta int) {
-	w.services[service] += delta
+	st := w.services[service]
+	if st == nil {
+		st = &serviceTouch{}
+		if svc, _ := w.first(tableServices, "id", service).(*Service); svc != nil {
+			st.existed, st.count, st.created = true, svc.Instances, svc.CreateIndex
+		}
+		w.services[service] = st
+	}
+	before := st.count
+	st.count += delta
+	st.index = w.index
+	if before <= 0 && st.count > 0 {
+		st.created = w.index
+	}
 }
 
-// finish bumps the service records and table indexes for this entry.
+// finish writes what the batch's entries touched: each service's record
+// (created, updated, or deleted with a tombstone keeping its deletion index)
+// and the index of every table that changed.
 func (w *writeTxn) finish() {
-	for name, delta := range w.services {
-		svc, _ := w.first(tableServices, "id", name).(*Service)
-		var next Service
-		if svc != nil {
-			next = *svc
-		} else {
-			next = Service{Name: name, CreateIndex: w.index}
-		}
-		next.Instances += delta
-		next.ModifyIndex = w.index
-		if next.Instances <= 0 {
-			if svc != nil {
-				w.delete(tableServices, svc)
-				w.setIndex(tombstonePrefix+name, w.index)
+	for name, st := range w.services {
+		w.index = st.index
+		if st.count <= 0 {
+			if st.existed {
+				if svc, _ := w.first(tableServices, "id", name).(*Service); svc != nil {
+					w.delete(tableServices, svc)
+				}
 			}
+			w.setIndex(tombstonePrefix+name, st.index)
 			continue
 		}
-		if svc == nil {
+		if !st.existed {
 			w.deleteIndex(tombstonePrefix + name)
 		}
-		w.insert(tableServices, &next)
+		w.insert(tableServices, &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index})
 	}
-	for t := range w.tables {
-		w.setIndex(t, w.index)
+	for t, idx := range w.tables {
+		w.setIndex(t, idx)
 	}
 }
 

@@ -38,7 +38,7 @@ func New(logger hclog.Logger) *FSM {
 	f := &FSM{
 		store:  NewStore(),
 		logger: logger,
-		wtx:    writeTxn{tables: map[string]struct{}{}, services: map[string]int{}},
+		wtx:    writeTxn{tables: map[string]uint64{}, services: map[string]*serviceTouch{}},
 	}
 	f.handlers = dispatchTable()
 	return f
@@ -86,7 +86,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	st := f.store.cur.Load()
 	tx := st.db.Txn(true)
 	w := &f.wtx
-	w.tx = tx
+	w.begin(tx)
 	var last uint64
 	var applied []Applied
 	for i, l := range logs {
@@ -107,14 +107,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), l.Index))
 		}
-		w.reset(l.Index)
+		w.index = l.Index
 		rerr := h(w, l.Data[1:])
-		w.finish()
 		out[i] = ApplyResult{Index: l.Index, Err: rerr}
 		if f.observer != nil {
 			applied = append(applied, Applied{Type: t, Index: l.Index, Body: l.Data[1:], Err: rerr})
 		}
 	}
+	w.finish()
 	tx.Commit()
 	w.tx = nil
 	if last > 0 {
