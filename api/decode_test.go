@@ -86,32 +86,6 @@ func TestCheckJSON(t *testing.T) {
 	}
 }
 
-func TestFoldKeyAgreesWithEqualFold(t *testing.T) {
-	words := []string{"port", "PORT", "Port", "pOrT", "k", "K", "\u212a", "s", "S", "ſ", "ss", "ß", "ẞ",
-		"é", "É", "e\u0301", "Σ", "σ", "ς", "", "\xff", "\xfe", "a\xffb", "A\xfeB", "ǅ", "ǆ", "Ǆ", "İ", "i", "ı", "I"}
-	for _, a := range words {
-		for _, b := range words {
-			if got, want := foldKey(a) == foldKey(b), strings.EqualFold(a, b); got != want {
-				t.Errorf("foldKey(%q) == foldKey(%q) is %v; strings.EqualFold says %v", a, b, got, want)
-			}
-		}
-	}
-}
-
-// FuzzFoldKey checks that foldKey groups strings exactly as strings.EqualFold
-// (and so encoding/json's field matching) does.
-func FuzzFoldKey(f *testing.F) {
-	f.Add("port", "PORT")
-	f.Add("k", "\u212a")
-	f.Add("ſ", "S")
-	f.Add("\xff", "\xfe")
-	f.Fuzz(func(t *testing.T, a, b string) {
-		if got, want := foldKey(a) == foldKey(b), strings.EqualFold(a, b); got != want {
-			t.Fatalf("foldKey(%q)=%q, foldKey(%q)=%q; strings.EqualFold says %v", a, foldKey(a), b, foldKey(b), want)
-		}
-	})
-}
-
 func TestDecodeJSON(t *testing.T) {
 	t.Run("a valid registration decodes", func(t *testing.T) {
 		var reg client.Registration

@@ -513,73 +513,209 @@ func jsonKind(t reflect.Type) string {
 // matches field names case-insensitively, so {"port":1,"PORT":2} would set
 // the port twice), and nesting deeper than MaxJSONDepth. A duplicate is
 // reported with its path, such as "meta.zone" or "checks[1].http".
+//
+// It is a byte scanner, not a tokenizer: it runs on every write, and on the
+// common path (keys without escapes) it allocates nothing. Syntax it does not
+// need to understand (numbers, literals) is only skipped; decodeJSON's
+// decoder, which runs next, checks it.
 func checkJSON(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	type frame struct {
-		path   string              // where the container is: "", "meta", "checks[1]"
-		keys   map[string]struct{} // folded keys seen; nil in an array
-		key    string              // the last key read, in an object
-		n      int                 // elements seen, in an array
-		expect bool                // the next token is a key, in an object
-	}
-	var stack []frame
+	sc := jsonScanner{b: body}
 	for {
-		tok, err := dec.Token()
-		if err == io.EOF && len(stack) > 0 {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == io.EOF {
+		sc.space()
+		if sc.i == len(sc.b) {
 			return nil
 		}
-		if err != nil {
-			return &statusError{http.StatusBadRequest, "bad_json", "invalid JSON: " + err.Error()}
-		}
-		d, isDelim := tok.(json.Delim)
-		if isDelim && (d == '}' || d == ']') {
-			stack = stack[:len(stack)-1]
-			continue
-		}
-		// tok is a key, or begins a value inside the top container.
-		var parent *frame
-		if len(stack) > 0 {
-			parent = &stack[len(stack)-1]
-			if parent.keys != nil && parent.expect {
-				key, ok := tok.(string)
-				if !ok {
-					return &statusError{http.StatusBadRequest, "bad_json", "invalid JSON: object key is not a string"}
-				}
-				fk := foldKey(key)
-				if _, dup := parent.keys[fk]; dup {
-					return invalid(joinPath(parent.path, key), "duplicate key")
-				}
-				parent.keys[fk] = struct{}{}
-				parent.key, parent.expect = key, false
-				continue
-			}
-		}
-		var path string
-		if isDelim && parent != nil {
-			// Only containers need their path, for the keys inside them.
-			if parent.keys != nil {
-				path = joinPath(parent.path, parent.key)
-			} else {
-				path = fmt.Sprintf("%s[%d]", parent.path, parent.n)
-			}
-		}
-		if parent != nil {
-			parent.expect = true
-			parent.n++
-		}
-		switch d {
-		case '{':
-			stack = append(stack, frame{path: path, keys: map[string]struct{}{}, expect: true})
-		case '[':
-			stack = append(stack, frame{path: path})
-		}
-		if len(stack) > MaxJSONDepth {
-			return &statusError{http.StatusBadRequest, "bad_json", fmt.Sprintf("JSON nested deeper than %d levels", MaxJSONDepth)}
+		if err := sc.value(0); err != nil {
+			return err
 		}
 	}
+}
+
+// jsonScanner walks a JSON text. path holds, for each open container, where
+// it is (an object key or an array index), to name a duplicate's field.
+type jsonScanner struct {
+	b    []byte
+	i    int
+	path []jsonStep
+}
+
+type jsonStep struct {
+	key   string // in an object: the current key
+	index int    // in an array: the current element
+	array bool
+}
+
+func (sc *jsonScanner) syntax(what string) error {
+	return &statusError{http.StatusBadRequest, "bad_json", fmt.Sprintf("invalid JSON: %s at offset %d", what, sc.i)}
+}
+
+func (sc *jsonScanner) space() {
+	for sc.i < len(sc.b) {
+		switch sc.b[sc.i] {
+		case ' ', '\t', '\n', '\r':
+			sc.i++
+		default:
+			return
+		}
+	}
+}
+
+// value scans one value at the given depth (the number of containers open).
+func (sc *jsonScanner) value(depth int) error {
+	sc.space()
+	if sc.i == len(sc.b) {
+		return sc.syntax("unexpected end of input")
+	}
+	switch c := sc.b[sc.i]; {
+	case c == '{' || c == '[':
+		if depth+1 > MaxJSONDepth {
+			return &statusError{http.StatusBadRequest, "bad_json", fmt.Sprintf("JSON nested deeper than %d levels", MaxJSONDepth)}
+		}
+		if c == '{' {
+			return sc.object(depth + 1)
+		}
+		return sc.array(depth + 1)
+	case c == '"':
+		_, _, err := sc.str()
+		return err
+	case c == '-' || (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n':
+		start := sc.i
+		for sc.i < len(sc.b) && !strings.ContainsRune(" \t\n\r,]}:", rune(sc.b[sc.i])) && sc.b[sc.i] != '"' {
+			sc.i++
+		}
+		if sc.i == start {
+			return sc.syntax("empty value")
+		}
+		return nil
+	default:
+		return sc.syntax(fmt.Sprintf("unexpected %q", c))
+	}
+}
+
+// str scans a string starting at its opening quote and returns its raw
+// contents and whether they hold escapes.
+func (sc *jsonScanner) str() ([]byte, bool, error) {
+	sc.i++ // the opening quote
+	start, escaped := sc.i, false
+	for sc.i < len(sc.b) {
+		switch c := sc.b[sc.i]; {
+		case c == '"':
+			raw := sc.b[start:sc.i]
+			sc.i++
+			return raw, escaped, nil
+		case c == '\\':
+			escaped = true
+			sc.i += 2
+		case c < 0x20:
+			return nil, false, sc.syntax("control character in string")
+		default:
+			sc.i++
+		}
+	}
+	return nil, false, sc.syntax("unterminated string")
+}
+
+func (sc *jsonScanner) object(depth int) error {
+	sc.i++ // '{'
+	sc.path = append(sc.path, jsonStep{})
+	defer func() { sc.path = sc.path[:len(sc.path)-1] }()
+	// keys seen so far in this object, as raw bytes; escaped keys are
+	// decoded first. Objects are small, so a linear scan beats a map.
+	var keys [][]byte
+	sc.space()
+	if sc.i < len(sc.b) && sc.b[sc.i] == '}' {
+		sc.i++
+		return nil
+	}
+	for {
+		sc.space()
+		if sc.i == len(sc.b) || sc.b[sc.i] != '"' {
+			return sc.syntax("object key is not a string")
+		}
+		raw, escaped, err := sc.str()
+		if err != nil {
+			return err
+		}
+		key := raw
+		if escaped {
+			var s string
+			if err := json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s); err != nil {
+				return sc.syntax("bad escape in key")
+			}
+			key = []byte(s)
+		}
+		for _, k := range keys {
+			if bytes.EqualFold(k, key) {
+				return invalid(sc.field(string(key)), "duplicate key")
+			}
+		}
+		keys = append(keys, key)
+		sc.path[len(sc.path)-1].key = string(key)
+		sc.space()
+		if sc.i == len(sc.b) || sc.b[sc.i] != ':' {
+			return sc.syntax("missing colon after key")
+		}
+		sc.i++
+		if err := sc.value(depth); err != nil {
+			return err
+		}
+		sc.space()
+		if sc.i == len(sc.b) {
+			return sc.syntax("unexpected end of input")
+		}
+		switch sc.b[sc.i] {
+		case ',':
+			sc.i++
+		case '}':
+			sc.i++
+			return nil
+		default:
+			return sc.syntax("expected , or }")
+		}
+	}
+}
+
+func (sc *jsonScanner) array(depth int) error {
+	sc.i++ // '['
+	sc.path = append(sc.path, jsonStep{array: true})
+	defer func() { sc.path = sc.path[:len(sc.path)-1] }()
+	sc.space()
+	if sc.i < len(sc.b) && sc.b[sc.i] == ']' {
+		sc.i++
+		return nil
+	}
+	for n := 0; ; n++ {
+		sc.path[len(sc.path)-1].index = n
+		if err := sc.value(depth); err != nil {
+			return err
+		}
+		sc.space()
+		if sc.i == len(sc.b) {
+			return sc.syntax("unexpected end of input")
+		}
+		switch sc.b[sc.i] {
+		case ',':
+			sc.i++
+		case ']':
+			sc.i++
+			return nil
+		default:
+			return sc.syntax("expected , or ]")
+		}
+	}
+}
+
+// field names key inside the innermost open object, by its path.
+func (sc *jsonScanner) field(key string) string {
+	var p string
+	for _, st := range sc.path[:len(sc.path)-1] {
+		if st.array {
+			p = fmt.Sprintf("%s[%d]", p, st.index)
+		} else {
+			p = joinPath(p, st.key)
+		}
+	}
+	return joinPath(p, key)
 }
 
 func joinPath(parent, key string) string {
@@ -587,36 +723,4 @@ func joinPath(parent, key string) string {
 		return key
 	}
 	return parent + "." + key
-}
-
-// foldKey maps s to one representative of the strings equal to it under
-// strings.EqualFold (which is how encoding/json matches field names): each
-// rune becomes the smallest rune of its case-folding orbit, so "port",
-// "PORT" and "Port" all fold to "PORT", and the Kelvin sign to "K".
-func foldKey(s string) string {
-	ascii, lower := true, false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-		lower = lower || ('a' <= c && c <= 'z')
-	}
-	if ascii {
-		if !lower {
-			return s
-		}
-		return strings.ToUpper(s) // in ASCII the upper case is the smallest
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for _, r := range s {
-		m := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			m = min(m, f)
-		}
-		b.WriteRune(m)
-	}
-	return b.String()
 }

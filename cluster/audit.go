@@ -126,7 +126,13 @@ const maxAuditChecks = 16
 func describe(cmd []byte) []any {
 	switch fsm.MessageType(cmd[0]) &^ fsm.SkipUnknown {
 	case fsm.RegisterType:
-		var r fsm.RegisterRequest
+		// Only the fields the line shows: decoding tags, meta and check
+		// definitions again on every write would cost the leader for nothing.
+		var r struct {
+			ID, Service, Address string
+			Port                 int
+			Checks               []struct{ Name string }
+		}
 		if _, err := fsm.Decode(cmd, &r); err == nil {
 			return []any{"service", r.Service, "instance", r.ID, "address", r.Address, "port", r.Port, "checks", len(r.Checks)}
 		}

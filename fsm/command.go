@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
@@ -180,15 +181,35 @@ var msgpackHandle = func() *codec.MsgpackHandle {
 
 // Encode returns t followed by the msgpack encoding of body.
 func Encode(t MessageType, body any) ([]byte, error) {
-	var b []byte
-	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(body); err != nil {
+	pe := encoders.Get().(*pooledEncoder)
+	defer encoders.Put(pe)
+	pe.buf = pe.buf[:0]
+	pe.enc.ResetBytes(&pe.buf)
+	if err := pe.enc.Encode(body); err != nil {
 		return nil, fmt.Errorf("fsm: encode %s: %w", t, err)
 	}
-	buf := make([]byte, 1+len(b))
-	buf[0] = byte(t)
-	copy(buf[1:], b)
-	return buf, nil
+	out := make([]byte, 1+len(pe.buf))
+	out[0] = byte(t)
+	copy(out[1:], pe.buf)
+	return out, nil
 }
+
+// pooledEncoder is an encoder with its scratch buffer. go-msgpack's
+// encoders and decoders are costly to build (they allocate buffers and
+// lookup state), and every write encodes and decodes a command, so they are
+// reused.
+type pooledEncoder struct {
+	enc *codec.Encoder
+	buf []byte
+}
+
+var encoders = sync.Pool{New: func() any {
+	pe := &pooledEncoder{buf: make([]byte, 0, 512)}
+	pe.enc = codec.NewEncoderBytes(&pe.buf, msgpackHandle)
+	return pe
+}}
+
+var decoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, msgpackHandle) }}
 
 // ErrShortCommand is returned by Decode for an empty buffer.
 var ErrShortCommand = errors.New("fsm: empty command")
@@ -206,5 +227,10 @@ func Decode(buf []byte, out any) (MessageType, error) {
 }
 
 func decodeBody(b []byte, out any) error {
-	return codec.NewDecoderBytes(b, msgpackHandle).Decode(out)
+	dec := decoders.Get().(*codec.Decoder)
+	dec.ResetBytes(b)
+	err := dec.Decode(out)
+	dec.ResetBytes(nil) // do not keep the input alive in the pool
+	decoders.Put(dec)
+	return err
 }
