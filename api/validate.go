@@ -659,18 +659,8 @@ func (sc *jsonScanner) object(depth int) error {
 		if err := sc.value(depth); err != nil {
 			return err
 		}
-		sc.space()
-		if sc.i == len(sc.b) {
-			return sc.syntax("unexpected end of input")
-		}
-		switch sc.b[sc.i] {
-		case ',':
-			sc.i++
-		case '}':
-			sc.i++
-			return nil
-		default:
-			return sc.syntax("expected , or }")
+		if done, err := sc.separator('}'); done || err != nil {
+			return err
 		}
 	}
 }
@@ -689,20 +679,28 @@ func (sc *jsonScanner) array(depth int) error {
 		if err := sc.value(depth); err != nil {
 			return err
 		}
-		sc.space()
-		if sc.i == len(sc.b) {
-			return sc.syntax("unexpected end of input")
-		}
-		switch sc.b[sc.i] {
-		case ',':
-			sc.i++
-		case ']':
-			sc.i++
-			return nil
-		default:
-			return sc.syntax("expected , or ]")
+		if done, err := sc.separator(']'); done || err != nil {
+			return err
 		}
 	}
+}
+
+// separator consumes the comma after a container's member, or its closing
+// byte (then done is true).
+func (sc *jsonScanner) separator(closing byte) (done bool, err error) {
+	sc.space()
+	if sc.i == len(sc.b) {
+		return false, sc.syntax("unexpected end of input")
+	}
+	switch sc.b[sc.i] {
+	case ',':
+		sc.i++
+		return false, nil
+	case closing:
+		sc.i++
+		return true, nil
+	}
+	return false, sc.syntax(fmt.Sprintf("expected , or %c", closing))
 }
 
 // field names key inside the innermost open object, by its path.
