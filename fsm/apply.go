@@ -218,10 +218,13 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	}
 	inst.ModifyIndex = w.index
 
-	// Replace the checks: unchanged definitions keep their state.
+	// Replace the checks: unchanged definitions keep their state. A new
+	// instance has none (deregistering deletes an instance's checks with it).
 	existing := map[string]*Check{}
-	for _, c := range w.checksOf(req.Service, req.ID) {
-		existing[c.ID] = c
+	if old != nil {
+		for _, c := range w.checksOf(req.Service, req.ID) {
+			existing[c.ID] = c
+		}
 	}
 	checks := make([]*Check, 0, len(req.Checks))
 	for i := range req.Checks {
