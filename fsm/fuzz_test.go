@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -69,6 +71,9 @@ func FuzzDecode(f *testing.F) {
 func FuzzRestore(f *testing.F) {
 	f.Add(persist(f, populate(f)))
 	f.Add(persist(f, fsm.New(nil)))
+	if v1, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.bin")); err == nil {
+		f.Add(v1)
+	}
 	f.Add(snapshotStream(f, header{Version: fsm.SnapshotVersion, Index: 3}, byte(3), fsm.Service{Name: "web", Instances: 1}, byte(0xff)))
 	addGoldenSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
