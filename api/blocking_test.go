@@ -119,7 +119,7 @@ func TestBlockingQueryReturnsWhenTheResultChanges(t *testing.T) {
 			target: "/v1/services/web/instances/web-1",
 			change: func(ts *testServer) {
 				ts.applyCmd(fsm.CheckUpdateType, &fsm.CheckUpdateRequest{Time: time.Now().UnixNano(),
-					Updates: []fsm.CheckUpdate{{Check: "web-1:heartbeat", Status: fsm.Passing}}})
+					Updates: []fsm.CheckUpdate{{Check: "web:web-1:heartbeat", Status: fsm.Passing}}})
 			},
 			check: func(t *testing.T, r response) {
 				var inst client.Instance

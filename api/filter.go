@@ -69,7 +69,7 @@ func (f *instanceFilter) match(i *fsm.Instance) bool {
 		return false
 	}
 	for _, kv := range f.meta {
-		if v, ok := i.Meta[kv[0]]; !ok || v != kv[1] {
+		if v, ok := i.MetaValue(kv[0]); !ok || v != kv[1] {
 			return false
 		}
 	}

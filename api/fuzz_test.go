@@ -302,7 +302,7 @@ func assertRoundTrip(t *testing.T, service, id string, reg *client.Registration,
 		if s.HTTP != c.HTTP || s.TCP != c.TCP || s.GRPC != c.GRPC || s.TTL != c.TTL || s.GRPCService != c.GRPCService ||
 			(c.Interval != 0 && s.Interval != c.Interval) || (c.Timeout != 0 && s.Timeout != c.Timeout) ||
 			(c.InitialStatus != "" && s.InitialStatus != c.InitialStatus) || !reflect.DeepEqual(emptyMapToNil(s.Header), emptyMapToNil(c.Header)) ||
-			s.DeregisterCriticalAfter != c.DeregisterCriticalAfter || s.ID != id+":"+s.Name || s.Status != s.InitialStatus {
+			s.DeregisterCriticalAfter != c.DeregisterCriticalAfter || s.ID != fsm.CheckID(service, id, s.Name) || s.Status != s.InitialStatus {
 			t.Fatalf("check %d stored as %+v; registered %+v", i, s, c)
 		}
 		if s.FailuresBeforeCritical < 1 || s.SuccessesBeforePassing < 1 || time.Duration(s.Timeout) <= 0 {

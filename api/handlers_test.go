@@ -90,7 +90,7 @@ func TestRegisterAnswersWithTheIndexAndStoresEveryField(t *testing.T) {
 		if !reflect.DeepEqual(c.CheckDefinition, w) {
 			t.Errorf("check %q:\n got  %+v\n want %+v", c.Name, c.CheckDefinition, w)
 		}
-		if c.ID != "web-1:"+c.Name || c.Instance != "web-1" || c.Service != "web" {
+		if c.ID != "web:web-1:"+c.Name || c.Instance != "web-1" || c.Service != "web" {
 			t.Errorf("check %q: id %q instance %q service %q", c.Name, c.ID, c.Instance, c.Service)
 		}
 	}
@@ -244,16 +244,16 @@ func TestInstanceReadHasChecksAndTransitions(t *testing.T) {
 	}
 	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	idx := ts.applyCmd(fsm.CheckUpdateType, &fsm.CheckUpdateRequest{Time: at.UnixNano(),
-		Updates: []fsm.CheckUpdate{{Check: "web-1:heartbeat", Status: fsm.Passing, Output: "all good"}}})
+		Updates: []fsm.CheckUpdate{{Check: "web:web-1:heartbeat", Status: fsm.Passing, Output: "all good"}}})
 	got = ts.getInstance("web", "web-1")
 	if got.Status != "passing" || !got.Healthy || got.HealthySince == nil || !got.HealthySince.Equal(at) || got.ModifyIndex != idx {
 		t.Fatalf("after the TTL passed at index %d: %+v", idx, got)
 	}
 	c := got.Checks[0]
-	if c.ID != "web-1:heartbeat" || c.Status != "passing" || c.Output != "all good" || !c.StatusSince.Equal(at) || c.ModifyIndex != idx {
+	if c.ID != "web:web-1:heartbeat" || c.Status != "passing" || c.Output != "all good" || !c.StatusSince.Equal(at) || c.ModifyIndex != idx {
 		t.Fatalf("check: %+v", c)
 	}
-	want := []client.Transition{{Time: at, Check: "web-1:heartbeat", From: "critical", To: "passing", Output: "all good"}}
+	want := []client.Transition{{Time: at, Check: "web:web-1:heartbeat", From: "critical", To: "passing", Output: "all good"}}
 	if !reflect.DeepEqual(got.Transitions, want) {
 		t.Fatalf("transitions %+v, want %+v", got.Transitions, want)
 	}
@@ -501,5 +501,42 @@ func TestHeadOnReadRoutes(t *testing.T) {
 		if r := ts.do(http.MethodHead, route, nil); r.status != http.StatusOK || r.header.Get(HeaderIndex) == "" || len(r.body) != 0 {
 			t.Errorf("HEAD %s: %s, %s %q", route, r, HeaderIndex, r.header.Get(HeaderIndex))
 		}
+	}
+}
+
+// Instance IDs are unique per service, as the paths scope them: web/web-1
+// and api/web-1 are two instances, each with its own checks, read,
+// discovered and deregistered apart.
+func TestSameIDInTwoServices(t *testing.T) {
+	ts := newTestServer(t)
+	ttl := []client.CheckDefinition{{Name: "heartbeat", TTL: client.Duration(10 * time.Second), InitialStatus: "passing"}}
+	ts.register("web", "web-1", client.Registration{Address: "10.0.0.1", Port: 80, Meta: map[string]string{"zone": "a"}, Checks: ttl})
+	apiIdx := ts.register("api", "web-1", client.Registration{Address: "10.0.0.2", Port: 90, Meta: map[string]string{"zone": "b"}, Checks: ttl})
+
+	web, api := ts.getInstance("web", "web-1"), ts.getInstance("api", "web-1")
+	if web.Address != "10.0.0.1" || web.Meta["zone"] != "a" || api.Address != "10.0.0.2" || api.Meta["zone"] != "b" || api.CreateIndex != apiIdx {
+		t.Fatalf("web/web-1 = %+v\napi/web-1 = %+v\nwant each its own registration", web, api)
+	}
+	if len(web.Checks) != 1 || web.Checks[0].ID != "web:web-1:heartbeat" || len(api.Checks) != 1 || api.Checks[0].ID != "api:web-1:heartbeat" {
+		t.Fatalf("checks %+v and %+v, want web:web-1:heartbeat and api:web-1:heartbeat", web.Checks, api.Checks)
+	}
+	for _, svc := range []string{"web", "api"} {
+		if ids := ts.discover(svc, "meta=zone:a"); svc == "web" && !reflect.DeepEqual(ids, []string{"web-1"}) || svc == "api" && len(ids) != 0 {
+			t.Errorf("discover %s?meta=zone:a = %v", svc, ids)
+		}
+	}
+
+	if r := ts.do(http.MethodDelete, "/v1/services/api/instances/web-1", nil); r.status != http.StatusOK {
+		t.Fatalf("deregister api/web-1: %s", r)
+	}
+	if r := ts.do(http.MethodGet, "/v1/services/api/instances/web-1", nil); r.status != http.StatusNotFound {
+		t.Fatalf("api/web-1 after its deregistration: %s, want 404", r)
+	}
+	if got := ts.getInstance("web", "web-1"); got.ModifyIndex != web.ModifyIndex || len(got.Checks) != 1 {
+		t.Fatalf("web/web-1 changed by api/web-1's deregistration: %+v", got)
+	}
+	// Deregistering what is not there is harmless, as always.
+	if r := ts.do(http.MethodDelete, "/v1/services/api/instances/web-1", nil); r.status != http.StatusOK {
+		t.Fatalf("deregister api/web-1 again: %s", r)
 	}
 }

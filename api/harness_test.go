@@ -305,10 +305,10 @@ func (ts *testServer) register(t testing.TB, i inst) uint64 {
 	}))
 }
 
-// setHealth moves the TTL check of instance id (see register) to h.
-func (ts *testServer) setHealth(t testing.TB, id string, h fsm.Health, output string) uint64 {
+// setHealth moves the TTL check of instance id of service (see register) to h.
+func (ts *testServer) setHealth(t testing.TB, service, id string, h fsm.Health, output string) uint64 {
 	t.Helper()
-	return ts.apply(fsmtest.CheckUpdate(t, "", time.Now().UnixNano(), fsm.CheckUpdate{Check: id + ":ttl", Status: h, Output: output}))
+	return ts.apply(fsmtest.CheckUpdate(t, "", time.Now().UnixNano(), fsm.CheckUpdate{Check: fsm.CheckID(service, id, "ttl"), Status: h, Output: output}))
 }
 
 // persist writes a snapshot of f to w, as Raft would.

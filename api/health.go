@@ -32,7 +32,7 @@ const (
 	MaxMetricNameLen  = 64
 	MinDrainDeadline  = time.Second
 	MaxDrainDeadline  = 24 * time.Hour
-	maxCheckIDLen     = MaxIDLen + 1 + MaxCheckNameLen
+	maxCheckIDLen     = MaxServiceLen + 1 + MaxIDLen + 1 + MaxCheckNameLen
 	checkStatusFilter = "passing, warning, critical or flapping"
 )
 
@@ -74,14 +74,18 @@ func (s *Server) handleTTL(verb string) http.HandlerFunc {
 	}
 }
 
-// validateCheckID accepts INSTANCE:NAME, the form check IDs take.
+// validateCheckID accepts SERVICE:INSTANCE:NAME, the form check IDs take
+// (fsm.CheckID). None of the three parts may contain ':'.
 func validateCheckID(field, id string) error {
-	inst, name, ok := strings.Cut(id, ":")
-	if !ok || len(id) > maxCheckIDLen {
-		return invalid(field, "must be a check ID: INSTANCE:NAME")
+	parts := strings.Split(id, ":")
+	if len(parts) != 3 || len(id) > maxCheckIDLen {
+		return invalid(field, "must be a check ID: SERVICE:INSTANCE:NAME")
 	}
-	if !idPattern.MatchString(inst) || !idPattern.MatchString(name) || len(name) > MaxCheckNameLen {
-		return invalid(field, "must be a check ID: INSTANCE:NAME of letters, digits, '.', '_' and '-'")
+	service, inst, name := parts[0], parts[1], parts[2]
+	if len(service) > MaxServiceLen || !servicePattern.MatchString(service) ||
+		len(inst) > MaxIDLen || !idPattern.MatchString(inst) ||
+		len(name) > MaxCheckNameLen || !idPattern.MatchString(name) {
+		return invalid(field, "must be a check ID: SERVICE:INSTANCE:NAME, a service name, an instance ID and a check name")
 	}
 	return nil
 }

@@ -62,6 +62,9 @@ func (f *fakeTTL) ReportTTL(ctx context.Context, id string, status fsm.Health, o
 	return 7, f.err
 }
 
+// verbOf returns the last segment of a TTL route.
+func verbOf(path string) string { return path[strings.LastIndex(path, "/")+1:] }
+
 func TestTTLRoutes(t *testing.T) {
 	cases := []struct {
 		name, path, body string
@@ -69,15 +72,21 @@ func TestTTLRoutes(t *testing.T) {
 		status           int
 		want             fsm.Health
 	}{
-		{"pass without a body", "/v1/checks/web-1:ttl/pass", "", nil, 200, fsm.Passing},
-		{"warn with output and metrics", "/v1/checks/web-1:ttl/warn", `{"output":"slow","metrics":{"load":0.4,"queue":12}}`, nil, 200, fsm.Warning},
-		{"fail", "/v1/checks/web-1:ttl/fail", `{"output":"down"}`, nil, 200, fsm.Critical},
+		{"pass without a body", "/v1/checks/web:web-1:ttl/pass", "", nil, 200, fsm.Passing},
+		{"warn with output and metrics", "/v1/checks/web:web-1:ttl/warn", `{"output":"slow","metrics":{"load":0.4,"queue":12}}`, nil, 200, fsm.Warning},
+		{"fail", "/v1/checks/web:web-1:ttl/fail", `{"output":"down"}`, nil, 200, fsm.Critical},
 		{"an id without a check name is a 400", "/v1/checks/web-1/pass", "", nil, 400, ""},
-		{"a metric name starting with a digit is a 400", "/v1/checks/web-1:ttl/pass", `{"metrics":{"1x":1}}`, nil, 400, ""},
-		{"a non-numeric metric is a 400", "/v1/checks/web-1:ttl/pass", `{"metrics":{"x":"1"}}`, nil, 400, ""},
-		{"an unknown field is a 400", "/v1/checks/web-1:ttl/pass", `{"note":"x"}`, nil, 400, ""},
-		{"an unknown check is a 404", "/v1/checks/web-1:ttl/pass", "", &fsm.RejectError{Kind: fsm.ErrNotFound, Msg: "no"}, 404, fsm.Passing},
-		{"an unknown verb is a 404", "/v1/checks/web-1:ttl/maybe", "", nil, 404, ""},
+		{"an id of the old form INSTANCE:NAME is a 400", "/v1/checks/web-1:ttl/pass", "", nil, 400, ""},
+		{"an id with four parts is a 400", "/v1/checks/web:web-1:ttl:x/pass", "", nil, 400, ""},
+		{"an id with an empty instance is a 400", "/v1/checks/web::ttl/pass", "", nil, 400, ""},
+		{"an id whose service is not a service name is a 400", "/v1/checks/Web:web-1:ttl/pass", "", nil, 400, ""},
+		{"an id whose service is too long is a 400", "/v1/checks/" + strings.Repeat("s", MaxServiceLen+1) + ":web-1:ttl/pass", "", nil, 400, ""},
+		{"an id of the longest parts is taken", "/v1/checks/" + strings.Repeat("s", MaxServiceLen) + ":" + strings.Repeat("i", MaxIDLen) + ":" + strings.Repeat("n", MaxCheckNameLen) + "/pass", "", nil, 200, fsm.Passing},
+		{"a metric name starting with a digit is a 400", "/v1/checks/web:web-1:ttl/pass", `{"metrics":{"1x":1}}`, nil, 400, ""},
+		{"a non-numeric metric is a 400", "/v1/checks/web:web-1:ttl/pass", `{"metrics":{"x":"1"}}`, nil, 400, ""},
+		{"an unknown field is a 400", "/v1/checks/web:web-1:ttl/pass", `{"note":"x"}`, nil, 400, ""},
+		{"an unknown check is a 404", "/v1/checks/web:web-1:ttl/pass", "", &fsm.RejectError{Kind: fsm.ErrNotFound, Msg: "no"}, 404, fsm.Passing},
+		{"an unknown verb is a 404", "/v1/checks/web:web-1:ttl/maybe", "", nil, 404, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,7 +100,7 @@ func TestTTLRoutes(t *testing.T) {
 			if rec.Code != tc.status || f.status != tc.want {
 				t.Fatalf("got %d %s (reported %q), want %d (%q)", rec.Code, rec.Body, f.status, tc.status, tc.want)
 			}
-			if tc.status == 200 && (f.id != "web-1:ttl" || rec.Header().Get(HeaderIndex) != "7") {
+			if tc.status == 200 && (!strings.HasSuffix(tc.path, "/"+f.id+"/"+verbOf(tc.path)) || rec.Header().Get(HeaderIndex) != "7") {
 				t.Fatalf("reported %q, index header %q", f.id, rec.Header().Get(HeaderIndex))
 			}
 			if strings.Contains(tc.body, "queue") && f.metrics["queue"] != 12 {

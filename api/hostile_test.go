@@ -21,7 +21,7 @@ type hostileCase struct {
 	code   string
 	field  string
 	// reachesFSM is set for requests that are valid as far as the API can
-	// tell and are refused by the FSM (conflicts): they take a log entry
+	// tell and are refused by the FSM (missing instances): they take a log entry
 	// but change no record.
 	reachesFSM bool
 	// allow is the Allow header a 405 must carry.
@@ -249,8 +249,11 @@ var hostileCases = []hostileCase{
 	invalidCase("a check type that disagrees with its target is refused", withChecks(map[string]any{"type": "tcp", "http": "http://10.0.0.9:80/"}), "checks[0].type"),
 
 	// Writes the FSM refuses.
-	{name: "an id registered under another service is a conflict", target: "/v1/services/api/instances/web-1", body: body(nil), status: http.StatusConflict, code: "conflict", reachesFSM: true},
-	{name: "deregistering under the wrong service is not found", method: http.MethodDelete, target: "/v1/services/api/instances/web-1", status: http.StatusNotFound, code: "not_found", reachesFSM: true},
+	// (Registering web-1 under another service is no longer refused: IDs are
+	// unique per service, so it registers a second instance; deregistering
+	// api/web-1 removes nothing and succeeds, as any missing instance does.
+	// TestSameIDInTwoServices covers both.)
+	{name: "maintenance of an id under a service it is not in is not found", target: "/v1/services/api/instances/web-1/maintenance", body: `{"mode":"maintenance"}`, status: http.StatusNotFound, code: "not_found", reachesFSM: true},
 	{name: "deregistering a bad id is refused", method: http.MethodDelete, target: "/v1/services/web/instances/..%2Fweb-1", status: http.StatusBadRequest, code: "invalid", field: "id"},
 	{name: "deregistering under a bad service name is refused", method: http.MethodDelete, target: "/v1/services/WEB/instances/web-1", status: http.StatusBadRequest, code: "invalid", field: "service"},
 

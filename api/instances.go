@@ -102,8 +102,8 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	var checks []*fsm.Check
 	if _, ok := s.runQuery(w, r, r.URL.Query(), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
-		idx, inst, checks = s.store.Instance(ws, id)
-		if inst == nil || inst.Service != service {
+		idx, inst, checks = s.store.Instance(ws, service, id)
+		if inst == nil {
 			return idx, notFound("instance %q of service %q is not registered", id, service)
 		}
 		return idx, nil

@@ -247,13 +247,13 @@ func TestBlockingQueries(t *testing.T) {
 		ts := newTestServer(t, nil)
 		idx := ts.register(t, inst{id: "a1", service: "a", health: fsm.Passing})
 		ch := ts.blocked(t, fmt.Sprintf("/v1/services/a/instances?index=%d&wait=1m", idx))
-		ts.setHealth(t, "a1", fsm.Passing, "all good, 12ms")
-		ts.setHealth(t, "a1", fsm.Passing, "all good, 15ms")
+		ts.setHealth(t, "a", "a1", fsm.Passing, "all good, 12ms")
+		ts.setHealth(t, "a", "a1", fsm.Passing, "all good, 15ms")
 		notYet(t, ch, "only the check output changed")
 		if w := ts.srv.BlockingStats().Wakeups; w != 0 {
 			t.Errorf("%d wake-ups, want 0", w)
 		}
-		idx2 := ts.setHealth(t, "a1", fsm.Critical, "down")
+		idx2 := ts.setHealth(t, "a", "a1", fsm.Critical, "down")
 		if r := receive(t, ch); r.index != idx2 || r.instances(t)[0].Status != "critical" {
 			t.Errorf("woke at %d with %s, want %d critical", r.index, r.body, idx2)
 		}
@@ -263,11 +263,11 @@ func TestBlockingQueries(t *testing.T) {
 		ts.register(t, inst{id: "a1", service: "a", health: fsm.Passing})
 		idx := ts.register(t, inst{id: "a2", service: "a", health: fsm.Critical})
 		ch := ts.blocked(t, fmt.Sprintf("/v1/services/a/instances?healthy=true&index=%d&wait=1m", idx))
-		ts.setHealth(t, "a2", fsm.Warning, "")
+		ts.setHealth(t, "a", "a2", fsm.Warning, "")
 		ts.register(t, inst{id: "a3", service: "a", health: fsm.Critical})
 		waitFor(t, func() bool { return ts.srv.BlockingStats().Wakeups >= 1 }, "the watch to fire")
 		notYet(t, ch, "no healthy instance changed")
-		idx2 := ts.setHealth(t, "a2", fsm.Passing, "")
+		idx2 := ts.setHealth(t, "a", "a2", fsm.Passing, "")
 		r := receive(t, ch)
 		if r.index != idx2 || !slices.Equal(r.ids(t), []string{"a1", "a2"}) {
 			t.Errorf("woke at %d with %v, want %d with a1, a2", r.index, r.ids(t), idx2)
@@ -295,7 +295,7 @@ func TestBlockingQueries(t *testing.T) {
 		ts := newTestServer(t, nil)
 		idx := ts.register(t, inst{id: "a1", service: "a", health: fsm.Passing})
 		ch := ts.blocked(t, fmt.Sprintf("/v1/services/a/instances/a1?index=%d&wait=1m", idx))
-		idx2 := ts.setHealth(t, "a1", fsm.Passing, "new output")
+		idx2 := ts.setHealth(t, "a", "a1", fsm.Passing, "new output")
 		if r := receive(t, ch); r.index != idx2 || !bytes.Contains(r.body, []byte("new output")) {
 			t.Errorf("woke at %d with %s, want %d with the new output", r.index, r.body, idx2)
 		}

@@ -257,7 +257,7 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 		n := c.Node(l).Agent.Store().Node(goneName)
 		return n != nil && n.Status == fsm.NodeLeft
 	}, goneName+" left in the catalog")
-	if _, inst, _ := c.Node(other).Agent.Store().Instance(nil, "web-on-gone"); inst == nil || inst.Status != fsm.Critical {
+	if _, inst, _ := c.Node(other).Agent.Store().Instance(nil, "web", "web-on-gone"); inst == nil || inst.Status != fsm.Critical {
 		t.Fatalf("instance on the force-left node: %+v", inst)
 	}
 	// Forcing it out again is harmless.

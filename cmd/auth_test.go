@@ -167,8 +167,8 @@ func expectFor(pol, who string, inPrefix, anonymousRead bool) expectation {
 }
 
 // exampleRequest turns a route pattern into a request against the fixtures: the
-// services web-a (instance web-a-1, TTL check web-a-1:ttl) and db (db-1,
-// db-1:ttl).
+// services web-a (instance web-a-1, TTL check web-a:web-a-1:ttl) and db
+// (db-1, db:db-1:ttl).
 func exampleRequest(pattern, service string) (method, path, body string) {
 	method, path, ok := strings.Cut(pattern, " ")
 	if !ok {
@@ -180,7 +180,7 @@ func exampleRequest(pattern, service string) (method, path, body string) {
 	}
 	id := inst
 	if strings.HasPrefix(path, "/v1/checks/") {
-		id = inst + ":ttl"
+		id = service + ":" + inst + ":ttl"
 	}
 	if strings.HasPrefix(path, "/v1/cluster/peers/") {
 		id = "no-such-peer"
@@ -672,13 +672,13 @@ func TestAuditLogNamesWhoWhatAndIndexOnTheLeader(t *testing.T) {
 		t.Fatalf("register with a TTL check: %d %s", r.status, r.body)
 	}
 	r = retryRaw503(t, func() rawResult {
-		return rawDo(t, nil, http.MethodPut, base+"/v1/checks/web-8:ttl/pass", tok.Secret, "")
+		return rawDo(t, nil, http.MethodPut, base+"/v1/checks/web:web-8:ttl/pass", tok.Secret, "")
 	})
 	if r.status != http.StatusOK {
 		t.Fatalf("ttl pass: %d %s", r.status, r.body)
 	}
 	clustertest.Eventually(t, 10*time.Second, func() bool {
-		return len(logs.lines(leader+".audit: write accepted", "op=check-update", "check=web-8:ttl", "status=passing", "accessor="+tok.Accessor, "via="+c.Node(f).Name)) == 1
+		return len(logs.lines(leader+".audit: write accepted", "op=check-update", "check=web:web-8:ttl", "status=passing", "accessor="+tok.Accessor, "via="+c.Node(f).Name)) == 1
 	}, "the TTL report's audit line on the leader")
 	r = retryRaw503(t, func() rawResult {
 		return rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/web-8/maintenance", tok.Secret, `{"mode":"maintenance","reason":"kernel upgrade"}`)

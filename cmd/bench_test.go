@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/beaconhq/beacon/cluster/clustertest"
 )
@@ -28,14 +29,22 @@ func BenchmarkRegister(b *testing.B) {
 			i := n.Add(1)
 			body := fmt.Sprintf(`{"address":"10.0.%d.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.0.0"}`, (i>>8)&255, i&255)
 			url := fmt.Sprintf("http://%s/v1/services/svc-%d/instances/i-%d", c.Node(int(i%3)).HTTPAddr(), i%50, i)
-			req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader([]byte(body)))
-			resp, err := hc.Do(req)
-			if err != nil {
-				b.Error(err)
-				return
+			// A 503 (an election under load) is retried: writes are idempotent.
+			var resp *http.Response
+			for try := 0; ; try++ {
+				req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader([]byte(body)))
+				var err error
+				if resp, err = hc.Do(req); err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable || try == 20 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				b.Errorf("status %d", resp.StatusCode)
 				return

@@ -106,11 +106,11 @@ func newCheckCmd(f *Factory, runF func(context.Context, *checkOptions) error) *c
 	c := &cobra.Command{
 		Use:   "check pass|warn|fail CHECK-ID",
 		Short: "Report the state of a TTL check",
-		Long: `Report the state of a TTL check (IDs are INSTANCE:NAME, see beacon checks), with
-optional output and custom numeric health metrics:
+		Long: `Report the state of a TTL check (IDs are SERVICE:INSTANCE:NAME, see beacon checks),
+with optional output and custom numeric health metrics:
 
-  beacon check pass web-1:ttl --output "ok" --metric load=0.4 --metric queue=12
-  beacon check fail web-1:ttl --output "database unreachable"`,
+  beacon check pass web:web-1:ttl --output "ok" --metric load=0.4 --metric queue=12
+  beacon check fail web:web-1:ttl --output "database unreachable"`,
 		Args: exactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.verb, opts.id = args[0], args[1]

@@ -21,12 +21,12 @@ func TestCheckCommandParsesVerbOutputAndMetrics(t *testing.T) {
 		usage bool
 		check func(*checkOptions) bool
 	}{
-		{"pass with output and metrics", []string{"pass", "web-1:ttl", "--output", "ok", "--metric", "load=0.4", "--metric", "queue=12"}, false,
+		{"pass with output and metrics", []string{"pass", "web:web-1:ttl", "--output", "ok", "--metric", "load=0.4", "--metric", "queue=12"}, false,
 			func(o *checkOptions) bool {
-				return o.verb == "pass" && o.id == "web-1:ttl" && o.output == "ok" && len(o.metrics) == 2
+				return o.verb == "pass" && o.id == "web:web-1:ttl" && o.output == "ok" && len(o.metrics) == 2
 			}},
-		{"fail without flags", []string{"fail", "web-1:ttl"}, false, func(o *checkOptions) bool { return o.verb == "fail" }},
-		{"an unknown verb is a usage error", []string{"ok", "web-1:ttl"}, true, nil},
+		{"fail without flags", []string{"fail", "web:web-1:ttl"}, false, func(o *checkOptions) bool { return o.verb == "fail" }},
+		{"an unknown verb is a usage error", []string{"ok", "web:web-1:ttl"}, true, nil},
 		{"a metric that is not a number is a usage error", []string{"pass", "x:y", "--metric", "load=high"}, true, nil},
 		{"a missing id is a usage error", []string{"pass"}, true, nil},
 	}

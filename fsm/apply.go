@@ -62,8 +62,11 @@ func (w *writeTxn) first(table, index string, args ...any) any {
 	return raw
 }
 
-func (w *writeTxn) instance(id string) *Instance {
-	if raw := w.first(tableInstances, "id", id); raw != nil {
+func (w *writeTxn) instance(service, id string) *Instance {
+	if service == "" || id == "" {
+		return nil // no such key; the indexer refuses an empty id
+	}
+	if raw := w.first(tableInstances, "id", service, id); raw != nil {
 		return raw.(*Instance)
 	}
 	return nil
@@ -76,8 +79,8 @@ func (w *writeTxn) check(id string) *Check {
 	return nil
 }
 
-func (w *writeTxn) checksOf(instance string) []*Check {
-	it, err := w.tx.Get(tableChecks, "instance", instance)
+func (w *writeTxn) checksOf(service, instance string) []*Check {
+	it, err := w.tx.Get(tableChecks, "instance", service, instance)
 	if err != nil {
 		panic(err)
 	}
@@ -172,8 +175,13 @@ func decodeAnd[T any](fn func(*writeTxn, *T) *RejectError) handler {
 	}
 }
 
-// CheckID returns the ID of the check named name on instance.
-func CheckID(instance, name string) string { return instance + ":" + name }
+// CheckID returns the ID of the check named name on instance of service:
+// SERVICE:INSTANCE:NAME. Service names, instance IDs and check names contain
+// no ':' (the API refuses them), so the ID is unique in the catalog and
+// unambiguous.
+func CheckID(service, instance, name string) string {
+	return service + ":" + instance + ":" + name
+}
 
 func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	if req.ID == "" || req.Service == "" {
@@ -189,10 +197,7 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		}
 		names[d.Name] = true
 	}
-	old := w.instance(req.ID)
-	if old != nil && old.Service != req.Service {
-		return reject(ErrConflict, "instance %q is registered to service %q", req.ID, old.Service)
-	}
+	old := w.instance(req.Service, req.ID)
 	var inst *Instance
 	if old != nil {
 		inst = old.Clone()
@@ -201,7 +206,7 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		w.touch(req.Service, +1)
 	}
 	inst.ID, inst.Service, inst.Address, inst.Port = req.ID, req.Service, req.Address, req.Port
-	inst.Tags, inst.Meta, inst.Version, inst.Weight = req.Tags, req.Meta, req.Version, req.Weight
+	inst.Tags, inst.Meta, inst.Version, inst.Weight = req.Tags, MetaFromMap(req.Meta), req.Version, req.Weight
 	if inst.Node != req.Node {
 		inst.Node = req.Node
 		inst.NodeFailed = false
@@ -213,15 +218,18 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	}
 	inst.ModifyIndex = w.index
 
-	// Replace the checks: unchanged definitions keep their state.
+	// Replace the checks: unchanged definitions keep their state. A new
+	// instance has none (deregistering deletes an instance's checks with it).
 	existing := map[string]*Check{}
-	for _, c := range w.checksOf(req.ID) {
-		existing[c.ID] = c
+	if old != nil {
+		for _, c := range w.checksOf(req.Service, req.ID) {
+			existing[c.ID] = c
+		}
 	}
 	checks := make([]*Check, 0, len(req.Checks))
 	for i := range req.Checks {
 		def := req.Checks[i]
-		id := CheckID(req.ID, def.Name)
+		id := CheckID(req.Service, req.ID, def.Name)
 		if c := existing[id]; c != nil && c.CheckDefinition.Equal(&def) {
 			delete(existing, id)
 			checks = append(checks, c)
@@ -251,17 +259,14 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 }
 
 func applyDeregister(w *writeTxn, req *DeregisterRequest) *RejectError {
-	inst := w.instance(req.ID)
+	inst := w.instance(req.Service, req.ID)
 	if inst == nil {
 		return nil
 	}
-	if inst.Service != req.Service {
-		return reject(ErrNotFound, "instance %q is not registered to service %q", req.ID, req.Service)
-	}
 	if req.IfIndex != 0 && inst.ModifyIndex != req.IfIndex {
-		return reject(ErrConflict, "instance %q changed at index %d", req.ID, inst.ModifyIndex)
+		return reject(ErrConflict, "instance %q of service %q changed at index %d", req.ID, req.Service, inst.ModifyIndex)
 	}
-	for _, c := range w.checksOf(req.ID) {
+	for _, c := range w.checksOf(req.Service, req.ID) {
 		w.delete(tableChecks, c)
 	}
 	w.delete(tableInstances, inst)
@@ -276,7 +281,7 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		}
 	}
 	var refused []string
-	changed := map[string]struct{}{} // instances whose checks changed
+	changed := map[instanceKey]struct{}{} // instances whose checks changed
 	for _, u := range req.Updates {
 		c := w.check(u.Check)
 		if c == nil {
@@ -305,16 +310,16 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		// watchers sleep on.
 		if c.Effective() != n.Effective() {
 			recordTransition(w, n, c.Effective(), req.Time)
-			changed[n.Instance] = struct{}{}
+			changed[instanceKey{n.Service, n.Instance}] = struct{}{}
 		}
 	}
-	for id := range changed {
-		inst := w.instance(id)
+	for k := range changed {
+		inst := w.instance(k.service, k.id)
 		if inst == nil {
 			continue
 		}
 		n := inst.Clone()
-		refreshStatus(n, w.checksOf(id), req.Time, "", "")
+		refreshStatus(n, w.checksOf(k.service, k.id), req.Time, "", "")
 		n.ModifyIndex = w.index
 		w.insert(tableInstances, n)
 		w.touch(n.Service, 0)
@@ -326,11 +331,14 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 	return nil
 }
 
+// instanceKey identifies an instance: IDs are unique within a service.
+type instanceKey struct{ service, id string }
+
 // recordTransition appends a check's status change to its instance's history.
 // It runs before refreshStatus re-reads the checks, so the transition list is
 // updated on the instance version that refreshStatus later copies.
 func recordTransition(w *writeTxn, c *Check, from Health, at int64) {
-	inst := w.instance(c.Instance)
+	inst := w.instance(c.Service, c.Instance)
 	if inst == nil {
 		return
 	}
@@ -438,7 +446,7 @@ func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
 		if failed {
 			out = "node " + node + " failed"
 		}
-		refreshStatus(n, w.checksOf(n.ID), now, "node", out)
+		refreshStatus(n, w.checksOf(n.Service, n.ID), now, "node", out)
 		n.ModifyIndex = w.index
 		w.insert(tableInstances, n)
 		w.touch(n.Service, 0)
@@ -446,8 +454,8 @@ func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
 }
 
 func applyMaintenance(w *writeTxn, req *MaintenanceRequest) *RejectError {
-	inst := w.instance(req.ID)
-	if inst == nil || inst.Service != req.Service {
+	inst := w.instance(req.Service, req.ID)
+	if inst == nil {
 		return reject(ErrNotFound, "instance %q of service %q is not registered", req.ID, req.Service)
 	}
 	n := inst.Clone()
@@ -475,7 +483,7 @@ func applyMaintenance(w *writeTxn, req *MaintenanceRequest) *RejectError {
 
 func applyMetrics(w *writeTxn, req *MetricsRequest) *RejectError {
 	for _, u := range req.Updates {
-		inst := w.instance(u.Instance)
+		inst := w.instance(u.Service, u.Instance)
 		if inst == nil || maps.Equal(inst.Metrics, u.Metrics) {
 			continue
 		}

@@ -86,6 +86,15 @@ func meta(kv ...string) map[string]string {
 	return m
 }
 
+// pairs returns key/value pairs as an instance stores its meta.
+func pairs(kv ...string) []fsm.Pair {
+	var out []fsm.Pair
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, fsm.Pair{Key: kv[i], Value: kv[i+1]})
+	}
+	return out
+}
+
 func assertInstance(t *testing.T, got, want *fsm.Instance) {
 	t.Helper()
 	if !reflect.DeepEqual(got.Clone(), want) {
@@ -114,10 +123,10 @@ func TestRegister(t *testing.T) {
 			name: "a new instance creates the instance and its service at the entry's index",
 			cmd:  func(t testing.TB) []byte { return fsmtest.Register(t, "web-1", "web", full) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				inst, checks := instance(t, f, "web-1")
+				inst, checks := instance(t, f, "web", "web-1")
 				assertInstance(t, inst, &fsm.Instance{
 					ID: "web-1", Service: "web", Address: "10.0.0.1", Port: 8080,
-					Tags: []string{"a", "b"}, Meta: meta("zone", "z1"), Version: "1.2.3", Weight: 5,
+					Tags: []string{"a", "b"}, Meta: pairs("zone", "z1"), Version: "1.2.3", Weight: 5,
 					Status: fsm.Passing, HealthySince: t0,
 					CreateIndex: res.Index, ModifyIndex: res.Index,
 				})
@@ -149,10 +158,10 @@ func TestRegister(t *testing.T) {
 				})
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				assertInstance(t, inst, &fsm.Instance{
 					ID: "web-1", Service: "web", Address: "10.0.0.2", Port: 9090,
-					Tags: []string{"c"}, Meta: meta("zone", "z2", "rack", "r1"), Version: "2.0.0", Weight: 7,
+					Tags: []string{"c"}, Meta: pairs("rack", "r1", "zone", "z2"), Version: "2.0.0", Weight: 7,
 					// Still passing, so still healthy since the first registration.
 					Status: fsm.Passing, HealthySince: t0,
 					CreateIndex: 1, ModifyIndex: res.Index,
@@ -168,18 +177,18 @@ func TestRegister(t *testing.T) {
 			setup: func(t testing.TB) [][]byte {
 				return cmds(
 					fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))),
-					fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: "web-1:ttl", Status: fsm.Passing, Output: "ok"}),
+					fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: "web:web-1:ttl", Status: fsm.Passing, Output: "ok"}),
 				)
 			},
 			cmd: func(t testing.TB) []byte {
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0+2), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", "")))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				c := check(t, f, "web-1:ttl")
+				c := check(t, f, "web:web-1:ttl")
 				if c.Status != fsm.Passing || c.Output != "ok" || c.StatusSince != t0+1 || c.CreateIndex != 1 || c.ModifyIndex != 2 {
 					t.Errorf("check = %+v, want the passing check of index 2 unchanged", *c)
 				}
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Passing || inst.HealthySince != t0+1 {
 					t.Errorf("instance status %s since %d, want passing since %d", inst.Status, inst.HealthySince, t0+1)
 				}
@@ -190,18 +199,18 @@ func TestRegister(t *testing.T) {
 			setup: func(t testing.TB) [][]byte {
 				return cmds(
 					fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))),
-					fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: "web-1:ttl", Status: fsm.Passing, Output: "ok"}),
+					fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: "web:web-1:ttl", Status: fsm.Passing, Output: "ok"}),
 				)
 			},
 			cmd: func(t testing.TB) []byte {
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0+2), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Warning)))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				c := check(t, f, "web-1:ttl")
+				c := check(t, f, "web:web-1:ttl")
 				if c.Status != fsm.Warning || c.Output != "" || c.StatusSince != t0+2 || c.CreateIndex != res.Index || c.ModifyIndex != res.Index {
 					t.Errorf("check = %+v, want a new warning check at index %d", *c, res.Index)
 				}
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Warning || inst.HealthySince != 0 {
 					t.Errorf("instance status %s since %d, want warning since 0", inst.Status, inst.HealthySince)
 				}
@@ -224,10 +233,10 @@ func TestRegister(t *testing.T) {
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithChecks(def))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if c := check(t, f, "web-1:ttl"); c.Status != fsm.Critical || c.TTL != 60e9 {
+				if c := check(t, f, "web:web-1:ttl"); c.Status != fsm.Critical || c.TTL != 60e9 {
 					t.Errorf("check = %+v, want critical with the new TTL", *c)
 				}
-				if inst, _ := instance(t, f, "web-1"); inst.Status != fsm.Critical {
+				if inst, _ := instance(t, f, "web", "web-1"); inst.Status != fsm.Critical {
 					t.Errorf("instance status = %s, want critical", inst.Status)
 				}
 			},
@@ -241,11 +250,11 @@ func TestRegister(t *testing.T) {
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithChecks(fsmtest.TTLCheck("a", fsm.Passing)))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if c := f.Store().Check(nil, "web-1:b"); c != nil {
+				if c := f.Store().Check(nil, "web:web-1:b"); c != nil {
 					t.Errorf("check web-1:b still stored: %+v", *c)
 				}
-				inst, checks := instance(t, f, "web-1")
-				if len(checks) != 1 || checks[0].ID != "web-1:a" {
+				inst, checks := instance(t, f, "web", "web-1")
+				if len(checks) != 1 || checks[0].ID != "web:web-1:a" {
 					t.Errorf("checks = %v, want only web-1:a", checks)
 				}
 				if inst.Status != fsm.Passing {
@@ -254,17 +263,33 @@ func TestRegister(t *testing.T) {
 			},
 		},
 		{
-			name:      "registering an instance under another service is a conflict and changes nothing",
-			setup:     func(t testing.TB) [][]byte { return cmds(fsmtest.Register(t, "web-1", "web", full)) },
-			cmd:       func(t testing.TB) []byte { return fsmtest.Register(t, "web-1", "api", full) },
-			wantErr:   fsm.ErrConflict,
-			unchanged: true,
+			name: "the same ID under another service is another instance, with checks of its own",
+			setup: func(t testing.TB) [][]byte {
+				return cmds(fsmtest.Register(t, "web-1", "web", full, fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Passing))))
+			},
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.Register(t, "web-1", "api", fsmtest.WithAddress("10.0.0.9", 9000), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Warning)))
+			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if res.Err.Code() != "conflict" {
-					t.Errorf("code = %q, want conflict", res.Err.Code())
+				web, webChecks := instance(t, f, "web", "web-1")
+				api, apiChecks := instance(t, f, "api", "web-1")
+				if web.Address != "10.0.0.1" || web.ModifyIndex == res.Index || api.Address != "10.0.0.9" || api.CreateIndex != res.Index {
+					t.Errorf("web/web-1 = %+v, api/web-1 = %+v; want each its own registration", web.Clone(), api.Clone())
 				}
-				if service(f, "api") != nil {
-					t.Errorf("service api was created")
+				if len(webChecks) != 1 || webChecks[0].ID != "web:web-1:ttl" || webChecks[0].Status != fsm.Passing {
+					t.Errorf("web/web-1 checks = %v, want its passing web:web-1:ttl", webChecks)
+				}
+				if len(apiChecks) != 1 || apiChecks[0].ID != "api:web-1:ttl" || apiChecks[0].Status != fsm.Warning {
+					t.Errorf("api/web-1 checks = %v, want its warning api:web-1:ttl", apiChecks)
+				}
+				if s := service(f, "web"); s == nil || s.Instances != 1 || s.ModifyIndex == res.Index {
+					t.Errorf("service web = %+v, want untouched with 1 instance", s)
+				}
+				if s := service(f, "api"); s == nil || s.Instances != 1 || s.CreateIndex != res.Index {
+					t.Errorf("service api = %+v, want created with 1 instance", s)
+				}
+				if _, insts := f.Store().ServiceInstances(nil, "api"); len(insts) != 1 || insts[0] != api {
+					t.Errorf("ServiceInstances(api) = %v, want api/web-1 only", insts)
 				}
 			},
 		},
@@ -289,7 +314,7 @@ func TestRegister(t *testing.T) {
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("n1"), fsmtest.WithTime(t0))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Critical || !inst.NodeFailed || inst.HealthySince != 0 {
 					t.Errorf("instance = %+v, want critical with NodeFailed", inst.Clone())
 				}
@@ -299,7 +324,7 @@ func TestRegister(t *testing.T) {
 			name: "an instance on a node the catalog does not know registers healthy",
 			cmd:  func(t testing.TB) []byte { return fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("n9")) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if inst, _ := instance(t, f, "web-1"); inst.Status != fsm.Passing || inst.NodeFailed {
+				if inst, _ := instance(t, f, "web", "web-1"); inst.Status != fsm.Passing || inst.NodeFailed {
 					t.Errorf("instance = %+v, want passing without NodeFailed", inst.Clone())
 				}
 			},
@@ -316,7 +341,7 @@ func TestRegister(t *testing.T) {
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("n2"), fsmtest.WithTime(t0+1))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Passing || inst.NodeFailed || inst.HealthySince != t0+1 {
 					t.Errorf("instance = %+v, want passing since %d", inst.Clone(), t0+1)
 				}
@@ -342,7 +367,7 @@ func TestRegister(t *testing.T) {
 					}
 					return
 				}
-				inst, checks := instance(t, f, "web-1")
+				inst, checks := instance(t, f, "web", "web-1")
 				var stored []string
 				for _, c := range checks {
 					stored = append(stored, c.ID+"="+string(c.Status))
@@ -374,11 +399,11 @@ func TestRegister(t *testing.T) {
 				if _, insts := f.Store().ServiceInstances(nil, "web"); len(insts) != 1 {
 					t.Errorf("ServiceInstances(web) returns %d instances, want only a", len(insts))
 				}
-				if _, _, checks := f.Store().Instance(nil, "a"); len(checks) != 1 {
+				if _, _, checks := f.Store().Instance(nil, "web", "a"); len(checks) != 1 {
 					t.Errorf("Instance(a) returns %d checks, want its own only", len(checks))
 				}
 				fsmtest.MustApply(t, f, res.Index+1, fsmtest.Deregister(t, "web", "a"))
-				if f.Store().Check(nil, "a\x00x:ttl") == nil {
+				if f.Store().Check(nil, "web\x00b:a\x00x:ttl") == nil {
 					t.Errorf("deregistering a deleted the check of a\\x00x")
 				}
 			},
@@ -412,7 +437,7 @@ func TestDeregister(t *testing.T) {
 			},
 			cmd: func(t testing.TB) []byte { return fsmtest.Deregister(t, "web", "web-1") },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if _, inst, _ := f.Store().Instance(nil, "web-1"); inst != nil {
+				if _, inst, _ := f.Store().Instance(nil, "web", "web-1"); inst != nil {
 					t.Errorf("instance still stored")
 				}
 				if _, checks := f.Store().Checks(nil, ""); len(checks) != 0 {
@@ -473,24 +498,44 @@ func TestDeregister(t *testing.T) {
 				return fsmtest.Deregister(t, "web", "web-1", func(r *fsm.DeregisterRequest) { r.IfIndex = 1 })
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if _, inst, _ := f.Store().Instance(nil, "web-1"); inst != nil {
+				if _, inst, _ := f.Store().Instance(nil, "web", "web-1"); inst != nil {
 					t.Errorf("instance still stored")
 				}
 			},
 		},
 		{
-			name:      "an instance named under the wrong service is not found and stays",
+			name: "the same ID under another service names another instance: only that one goes",
+			setup: func(t testing.TB) [][]byte {
+				return append(two(t), fsmtest.Register(t, "web-1", "api", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))))
+			},
+			cmd: func(t testing.TB) []byte { return fsmtest.Deregister(t, "api", "web-1") },
+			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
+				if _, inst, _ := f.Store().Instance(nil, "api", "web-1"); inst != nil {
+					t.Errorf("api/web-1 still stored")
+				}
+				if _, checks := instance(t, f, "web", "web-1"); len(checks) != 1 || checks[0].ID != "web:web-1:ttl" {
+					t.Errorf("web/web-1 checks = %v, want web:web-1:ttl kept", checks)
+				}
+				if f.Store().Check(nil, "api:web-1:ttl") != nil {
+					t.Errorf("api:web-1:ttl still stored")
+				}
+				if s := service(f, "web"); s == nil || s.ModifyIndex == res.Index {
+					t.Errorf("service web = %+v, want untouched", s)
+				}
+			},
+		},
+		{
+			name:      "an instance named under a service it is not in is missing: a no-op",
 			setup:     two,
 			cmd:       func(t testing.TB) []byte { return fsmtest.Deregister(t, "api", "web-1") },
-			wantErr:   fsm.ErrNotFound,
 			unchanged: true,
 		},
 	})
 }
 
 const (
-	httpID = "web-1:http"
-	ttlID  = "web-1:ttl"
+	httpID = "web:web-1:http"
+	ttlID  = "web:web-1:ttl"
 )
 
 // checkedFSM holds one alive server s1 (index 1) and web-1 (index 2, time
@@ -528,7 +573,7 @@ func bothPassing(t testing.TB) [][]byte {
 
 func wantInstanceStatus(t *testing.T, f *fsm.FSM, status fsm.Health, since int64) {
 	t.Helper()
-	inst, _ := instance(t, f, "web-1")
+	inst, _ := instance(t, f, "web", "web-1")
 	if inst.Status != status || inst.HealthySince != since {
 		t.Errorf("instance status %s, healthy since %d; want %s, %d", inst.Status, inst.HealthySince, status, since)
 	}
@@ -545,7 +590,7 @@ func TestCheckUpdate(t *testing.T) {
 				if c.Status != fsm.Passing || c.Output != "200 OK" || c.StatusSince != t0+5 || c.CreateIndex != 2 || c.ModifyIndex != res.Index {
 					t.Errorf("check = %+v", *c)
 				}
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Critical || inst.ModifyIndex != res.Index {
 					t.Errorf("instance %s at %d, want critical (its TTL check is) at %d", inst.Status, inst.ModifyIndex, res.Index)
 				}
@@ -682,7 +727,7 @@ func TestCheckUpdate(t *testing.T) {
 		{
 			name: "an update of a check deregistered meanwhile is ignored",
 			cmd: func(t testing.TB) []byte {
-				return fsmtest.CheckUpdate(t, "s1", t0, fsm.CheckUpdate{Check: "web-9:http", Status: fsm.Passing})
+				return fsmtest.CheckUpdate(t, "s1", t0, fsm.CheckUpdate{Check: "web:web-9:http", Status: fsm.Passing})
 			},
 			unchanged: true,
 		},
@@ -702,7 +747,7 @@ func TestCheckUpdate(t *testing.T) {
 			},
 			cmd: func(t testing.TB) []byte {
 				return fsmtest.CheckUpdate(t, "", t0+5,
-					fsm.CheckUpdate{Check: "web-2:ttl", Status: fsm.Passing},
+					fsm.CheckUpdate{Check: "web:web-2:ttl", Status: fsm.Passing},
 					fsm.CheckUpdate{Check: ttlID, Status: fsm.Health("bogus")})
 			},
 			wantErr:   fsm.ErrInvalid,
@@ -730,7 +775,7 @@ func TestCheckUpdate(t *testing.T) {
 
 func mustInstance(t *testing.T, f *fsm.FSM) *fsm.Instance {
 	t.Helper()
-	inst, _ := instance(t, f, "web-1")
+	inst, _ := instance(t, f, "web", "web-1")
 	return inst
 }
 
@@ -810,7 +855,7 @@ func TestAssignChecks(t *testing.T) {
 		{
 			name: "assigning a missing check is ignored",
 			cmd: func(t testing.TB) []byte {
-				return fsmtest.AssignChecks(t, fsm.Assignment{Check: "web-9:http", Owner: "s1"})
+				return fsmtest.AssignChecks(t, fsm.Assignment{Check: "web:web-9:http", Owner: "s1"})
 			},
 			unchanged: true,
 		},
@@ -846,7 +891,7 @@ func TestNodeUpdate(t *testing.T) {
 			name: "a failed node makes its instances critical and says why",
 			cmd:  func(t testing.TB) []byte { return fsmtest.NodeUpdate(t, t0+5, fsmtest.Server("s1", fsm.NodeFailed)) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Critical || !inst.NodeFailed || inst.HealthySince != 0 || inst.ModifyIndex != res.Index {
 					t.Errorf("web-1 = %+v, want critical with NodeFailed at %d", inst.Clone(), res.Index)
 				}
@@ -854,7 +899,7 @@ func TestNodeUpdate(t *testing.T) {
 				if got := lastTransition(t, inst); got != want {
 					t.Errorf("last transition = %+v, want %+v", got, want)
 				}
-				if other, _ := instance(t, f, "web-2"); other.Status != fsm.Passing || other.ModifyIndex != 3 {
+				if other, _ := instance(t, f, "web", "web-2"); other.Status != fsm.Passing || other.ModifyIndex != 3 {
 					t.Errorf("web-2 on s2 changed: %+v", other.Clone())
 				}
 				if s := service(f, "web"); s.ModifyIndex != res.Index {
@@ -876,7 +921,7 @@ func TestNodeUpdate(t *testing.T) {
 			},
 			cmd: func(t testing.TB) []byte { return fsmtest.NodeUpdate(t, t0+9, fsmtest.Server("s1", fsm.NodeAlive)) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				inst, _ := instance(t, f, "web-1")
+				inst, _ := instance(t, f, "web", "web-1")
 				if inst.Status != fsm.Passing || inst.NodeFailed || inst.HealthySince != t0+9 {
 					t.Errorf("web-1 = %+v, want passing since %d", inst.Clone(), t0+9)
 				}
@@ -884,7 +929,7 @@ func TestNodeUpdate(t *testing.T) {
 				if got := lastTransition(t, inst); got != want {
 					t.Errorf("last transition = %+v, want %+v", got, want)
 				}
-				if other, _ := instance(t, f, "web-3"); other.Status != fsm.Critical || other.NodeFailed {
+				if other, _ := instance(t, f, "web", "web-3"); other.Status != fsm.Critical || other.NodeFailed {
 					t.Errorf("web-3 = %+v, want critical from its check, without NodeFailed", other.Clone())
 				}
 			},
@@ -893,7 +938,7 @@ func TestNodeUpdate(t *testing.T) {
 			name: "a node that left counts as failed",
 			cmd:  func(t testing.TB) []byte { return fsmtest.NodeUpdate(t, t0+5, fsmtest.Server("s1", fsm.NodeLeft)) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if inst, _ := instance(t, f, "web-1"); inst.Status != fsm.Critical || !inst.NodeFailed {
+				if inst, _ := instance(t, f, "web", "web-1"); inst.Status != fsm.Critical || !inst.NodeFailed {
 					t.Errorf("web-1 = %+v, want critical", inst.Clone())
 				}
 			},
@@ -905,7 +950,7 @@ func TestNodeUpdate(t *testing.T) {
 			},
 			cmd: func(t testing.TB) []byte { return fsmtest.NodeUpdate(t, t0+6, fsmtest.Server("s1", fsm.NodeLeft)) },
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if inst, _ := instance(t, f, "web-1"); inst.Status != fsm.Critical || inst.ModifyIndex == res.Index {
+				if inst, _ := instance(t, f, "web", "web-1"); inst.Status != fsm.Critical || inst.ModifyIndex == res.Index {
 					t.Errorf("web-1 = %+v, want critical and not rewritten", inst.Clone())
 				}
 				if n := f.Store().Node("s1"); n.Status != fsm.NodeLeft || n.Since != t0+6 {
@@ -985,7 +1030,7 @@ func TestPickOwner(t *testing.T) {
 		f := newFSM(t)
 		applyAll(t, f, 1, fsmtest.NodeUpdate(t, t0, nodes...), register(t))
 		for id, owner := range owners(t, f) {
-			if id == "web-1:ttl" {
+			if id == "web:web-1:ttl" {
 				if owner != "" {
 					t.Errorf("TTL check owned by %q, want no owner", owner)
 				}
@@ -1157,7 +1202,7 @@ func TestMetrics(t *testing.T) {
 		f := newFSM(t)
 		applyAll(t, f, 1,
 			fsmtest.Register(t, "web-1", "web"),
-			fsmtest.Metrics(t, t0, fsm.InstanceMetrics{Instance: "web-1", Metrics: map[string]float64{"a": 1, "b": 2.5}}),
+			fsmtest.Metrics(t, t0, fsm.InstanceMetrics{Service: "web", Instance: "web-1", Metrics: map[string]float64{"a": 1, "b": 2.5}}),
 		)
 		return f
 	}
@@ -1165,7 +1210,7 @@ func TestMetrics(t *testing.T) {
 		{
 			name: "metrics replace the instance's metrics",
 			cmd: func(t testing.TB) []byte {
-				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Instance: "web-1", Metrics: map[string]float64{"c": -3}})
+				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Service: "web", Instance: "web-1", Metrics: map[string]float64{"c": -3}})
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
 				inst := mustInstance(t, f)
@@ -1180,16 +1225,38 @@ func TestMetrics(t *testing.T) {
 		{
 			name: "equal metrics are a no-op",
 			cmd: func(t testing.TB) []byte {
-				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Instance: "web-1", Metrics: map[string]float64{"b": 2.5, "a": 1}})
+				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Service: "web", Instance: "web-1", Metrics: map[string]float64{"b": 2.5, "a": 1}})
 			},
 			unchanged: true,
 		},
 		{
 			name: "metrics of an unknown instance are ignored",
 			cmd: func(t testing.TB) []byte {
-				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Instance: "web-9", Metrics: map[string]float64{"a": 1}})
+				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Service: "web", Instance: "web-9", Metrics: map[string]float64{"a": 1}})
 			},
 			unchanged: true,
+		},
+		{
+			name: "metrics without a service (an entry from before Service was added) name no instance",
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Instance: "web-1", Metrics: map[string]float64{"a": 7}})
+			},
+			unchanged: true,
+		},
+		{
+			name:  "metrics of the same ID in another service change only that instance",
+			setup: func(t testing.TB) [][]byte { return cmds(fsmtest.Register(t, "web-1", "api")) },
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.Metrics(t, t0+1, fsm.InstanceMetrics{Service: "api", Instance: "web-1", Metrics: map[string]float64{"a": 7}})
+			},
+			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
+				if inst := mustInstance(t, f); !reflect.DeepEqual(inst.Metrics, map[string]float64{"a": 1, "b": 2.5}) || inst.ModifyIndex == res.Index {
+					t.Errorf("web/web-1 metrics %v at %d, want unchanged", inst.Metrics, inst.ModifyIndex)
+				}
+				if inst, _ := instance(t, f, "api", "web-1"); !reflect.DeepEqual(inst.Metrics, map[string]float64{"a": 7}) || inst.ModifyIndex != res.Index {
+					t.Errorf("api/web-1 metrics %v at %d, want {a: 7} at %d", inst.Metrics, inst.ModifyIndex, res.Index)
+				}
+			},
 		},
 	})
 }
@@ -1327,7 +1394,7 @@ func TestApplyEntries(t *testing.T) {
 		cmd := fsmtest.Register(t, "web-1", "web")
 		cmd[0] |= byte(fsm.SkipUnknown)
 		fsmtest.MustApply(t, f, 1, cmd)
-		instance(t, f, "web-1")
+		instance(t, f, "web", "web-1")
 	})
 	for _, tc := range []struct {
 		name string
@@ -1367,7 +1434,7 @@ func TestApplyEntries(t *testing.T) {
 		var seen []fsm.Applied
 		f.SetObserver(func(a fsm.Applied) { seen = append(seen, a) })
 		applyAll(t, f, 1, fsmtest.Register(t, "web-1", "web"))
-		fsmtest.Apply(t, f, 2, fsmtest.Register(t, "web-1", "api"))
+		fsmtest.Apply(t, f, 2, fsmtest.Deregister(t, "web", "web-1", func(r *fsm.DeregisterRequest) { r.IfIndex = 9 }))
 		fsmtest.Apply(t, f, 3, []byte{byte(fsm.SkipUnknown | 0x7f)})
 		if len(seen) != 2 {
 			t.Fatalf("observer saw %d commands, want 2 (skipped entries are not applied)", len(seen))

@@ -175,8 +175,8 @@ func ReadArchive(r io.Reader, maxSize int64) (*Archive, error) {
 	switch {
 	case info.Format != ArchiveFormat:
 		return nil, fmt.Errorf("%w: archive format %d is not supported (this build reads format %d)", ErrBadSnapshot, info.Format, ArchiveFormat)
-	case info.StreamVersion != SnapshotVersion:
-		return nil, fmt.Errorf("%w: snapshot stream version %d is not supported (this build reads version %d)", ErrBadSnapshot, info.StreamVersion, SnapshotVersion)
+	case info.StreamVersion < OldestSnapshotVersion || info.StreamVersion > SnapshotVersion:
+		return nil, fmt.Errorf("%w: snapshot stream version %d is not supported (this build reads versions %d to %d)", ErrBadSnapshot, info.StreamVersion, OldestSnapshotVersion, SnapshotVersion)
 	case info.Compression != "gzip":
 		return nil, fmt.Errorf("%w: compression %q is not supported", ErrBadSnapshot, info.Compression)
 	case info.Size <= 0:

@@ -8,10 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/fsm/fsmtest"
@@ -133,6 +137,45 @@ func gz(b []byte) []byte {
 	w.Write(b)
 	w.Close()
 	return buf.Bytes()
+}
+
+// An archive saved before instances were keyed by service (stream version
+// 1) is read and converted, and written again as version 2.
+func TestReadArchiveReadsAVersion1Stream(t *testing.T) {
+	v1, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := populate(t).AppliedIndex() // the fixture was taken from populate
+	good, _ := writeArchive(t, newFSM(t).Store(), index)
+	file := reseal(t, withPayload(t, good, gz(v1)), func(i map[string]any) { i["stream_version"] = 1 })
+	a, err := fsm.ReadArchive(bytes.NewReader(file), 0)
+	if err != nil {
+		t.Fatalf("ReadArchive: %v", err)
+	}
+	var stream bytes.Buffer
+	if err := a.WriteSnapshot(&stream, index+10); err != nil {
+		t.Fatal(err)
+	}
+	f := newFSM(t)
+	restore(t, f, stream.Bytes())
+	if c := f.Store().Check(nil, "web:web-1:full"); c == nil || c.Service != "web" || c.Instance != "web-1" {
+		t.Fatalf("check web:web-1:full = %+v, want the converted version-1 check web-1:full", c)
+	}
+	var got header
+	snapshotHeaderOf(t, stream.Bytes(), &got)
+	if got.Version != fsm.SnapshotVersion || got.Index != index+10 {
+		t.Fatalf("rewritten stream header %+v, want version %d at index %d", got, fsm.SnapshotVersion, index+10)
+	}
+}
+
+// snapshotHeaderOf decodes the header that opens a snapshot stream.
+func snapshotHeaderOf(t *testing.T, stream []byte, h *header) {
+	t.Helper()
+	hd := &codec.MsgpackHandle{}
+	if err := codec.NewDecoderBytes(stream, hd).Decode(h); err != nil {
+		t.Fatalf("snapshot header: %v", err)
+	}
 }
 
 func TestReadArchiveRefusesDamagedOrForeignFilesSayingWhy(t *testing.T) {

@@ -72,7 +72,7 @@ func goldenCommands() []goldenCommand {
 		}},
 		{"metrics", fsm.MetricsType, &fsm.MetricsRequest{
 			Updates: []fsm.InstanceMetrics{
-				{Instance: "web-1", Metrics: map[string]float64{"rps": 12.5, "p99_ms": 40, "errors": 0.25}},
+				{Instance: "web-1", Metrics: map[string]float64{"rps": 12.5, "p99_ms": 40, "errors": 0.25}, Service: "web"},
 			},
 			Time: 1_700_000_000_123_456_789,
 		}},
@@ -210,7 +210,7 @@ func TestEncodedCommandsApply(t *testing.T) {
 	if r, ok := res.(fsm.ApplyResult); !ok || r.Err != nil {
 		t.Fatalf("Apply = %#v", res)
 	}
-	if _, inst, _ := f.Store().Instance(nil, "web-1"); inst == nil {
+	if _, inst, _ := f.Store().Instance(nil, "web", "web-1"); inst == nil {
 		t.Fatalf("a registration made with fsm.Encode was accepted but not stored")
 	}
 	dereg, err := fsm.Encode(fsm.DeregisterType, &fsm.DeregisterRequest{Service: "web", ID: "web-1"})
@@ -218,7 +218,7 @@ func TestEncodedCommandsApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	noPanic(t, func() { res = f.Apply(fsmtest.Log(2, dereg)) })
-	if _, inst, _ := f.Store().Instance(nil, "web-1"); inst != nil {
+	if _, inst, _ := f.Store().Instance(nil, "web", "web-1"); inst != nil {
 		t.Fatalf("a deregistration made with fsm.Encode did not remove the instance")
 	}
 }

@@ -54,9 +54,12 @@ func (t MessageType) String() string {
 	return fmt.Sprintf("type-%d", uint8(t))
 }
 
-// RegisterRequest registers an instance, or updates it if its ID exists
-// (an upsert: re-registering bumps the ModifyIndex). Checks replace the
-// instance's checks; a check whose definition is unchanged keeps its status.
+// RegisterRequest registers an instance, or updates it if the service
+// already has an instance with this ID (an upsert: re-registering bumps the
+// ModifyIndex). IDs are unique per service: the same ID under another
+// service is another instance. Checks replace the instance's checks; a check
+// whose definition is unchanged keeps its status. Meta travels as a map and
+// is stored as sorted pairs (Instance.Meta).
 type RegisterRequest struct {
 	ID      string
 	Service string
@@ -84,6 +87,7 @@ type DeregisterRequest struct {
 
 // CheckUpdate sets the status of one check.
 type CheckUpdate struct {
+	// Check is the check's ID, SERVICE:INSTANCE:NAME.
 	Check     string
 	Status    Health
 	Output    string
@@ -147,10 +151,13 @@ type MaintenanceRequest struct {
 	Time     int64
 }
 
-// InstanceMetrics are the custom health metrics of one instance.
+// InstanceMetrics are the custom health metrics of one instance, named by
+// its Service and Instance ID. (Service was appended to the command; an
+// entry without it names no instance and changes nothing.)
 type InstanceMetrics struct {
 	Instance string
 	Metrics  map[string]float64
+	Service  string
 }
 
 // MetricsRequest replaces the custom metrics of instances.

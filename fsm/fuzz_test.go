@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -69,6 +71,9 @@ func FuzzDecode(f *testing.F) {
 func FuzzRestore(f *testing.F) {
 	f.Add(persist(f, populate(f)))
 	f.Add(persist(f, fsm.New(nil)))
+	if v1, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.bin")); err == nil {
+		f.Add(v1)
+	}
 	f.Add(snapshotStream(f, header{Version: fsm.SnapshotVersion, Index: 3}, byte(3), fsm.Service{Name: "web", Instances: 1}, byte(0xff)))
 	addGoldenSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -106,15 +111,16 @@ func FuzzApply(f *testing.F) {
 	addGoldenSeeds(f)
 	// Commands that touch the records populate creates.
 	for _, b := range [][]byte{
-		fsmtest.CheckUpdate(f, "", t0+10, fsm.CheckUpdate{Check: "web-1:ttl", Status: fsm.Critical, Output: "late"}),
-		fsmtest.CheckUpdate(f, "", t0+10, fsm.CheckUpdate{Check: "web-1:ttl", Status: fsm.Passing}, fsm.CheckUpdate{Check: "api-1:http", Status: fsm.Warning}),
+		fsmtest.CheckUpdate(f, "", t0+10, fsm.CheckUpdate{Check: "web:web-1:ttl", Status: fsm.Critical, Output: "late"}),
+		fsmtest.CheckUpdate(f, "", t0+10, fsm.CheckUpdate{Check: "web:web-1:ttl", Status: fsm.Passing}, fsm.CheckUpdate{Check: "api:api-1:http", Status: fsm.Warning}),
 		fsmtest.Register(f, "web-1", "web", fsmtest.WithNode("s2"), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Passing))),
+		fsmtest.Register(f, "web-1", "api", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Passing))),
 		fsmtest.Deregister(f, "web", "web-2"),
 		fsmtest.NodeUpdate(f, t0+10, fsmtest.Server("s1", fsm.NodeFailed), fsmtest.Server("s2", fsm.NodeAlive)),
 		fsmtest.NodeRemove(f, t0+10, "s1"),
-		fsmtest.AssignChecks(f, fsm.Assignment{Check: "api-1:http", Owner: "s9"}),
+		fsmtest.AssignChecks(f, fsm.Assignment{Check: "api:api-1:http", Owner: "s9"}),
 		fsmtest.Maintenance(f, "web", "web-1", fsm.ModeNone),
-		fsmtest.Metrics(f, t0+10, fsm.InstanceMetrics{Instance: "web-2", Metrics: map[string]float64{"x": 1}}),
+		fsmtest.Metrics(f, t0+10, fsm.InstanceMetrics{Service: "web", Instance: "web-2", Metrics: map[string]float64{"x": 1}}),
 		fsmtest.TokenSet(f, fsm.Token{Accessor: "acc-2", SecretHash: "hash-1"}),
 		fsmtest.TokenDelete(f, "acc-1"),
 	} {
@@ -153,11 +159,15 @@ func FuzzApply(f *testing.F) {
 // index idx.
 func checkInvariants(t *testing.T, d dump, idx uint64) {
 	t.Helper()
+	type key struct{ service, id string }
 	count := map[string]int{}
-	byID := map[string]*fsm.Instance{}
+	byID := map[key]*fsm.Instance{}
 	for _, i := range d.Instances {
 		count[i.Service]++
-		byID[i.ID] = i
+		if byID[key{i.Service, i.ID}] != nil {
+			t.Errorf("instance %q of service %q is stored twice", i.ID, i.Service)
+		}
+		byID[key{i.Service, i.ID}] = i
 	}
 	newest := map[string]uint64{}
 	for _, i := range d.Instances {
@@ -177,27 +187,28 @@ func checkInvariants(t *testing.T, d dump, idx uint64) {
 	for name := range count {
 		t.Errorf("instances of service %q have no service record", name)
 	}
-	worst := map[string]fsm.Health{}
+	worst := map[key]fsm.Health{}
 	for _, c := range d.Checks {
-		inst := byID[c.Instance]
+		k := key{c.Service, c.Instance}
+		inst := byID[k]
 		if inst == nil {
-			t.Errorf("check %q belongs to missing instance %q", c.ID, c.Instance)
+			t.Errorf("check %q belongs to missing instance %q of service %q", c.ID, c.Instance, c.Service)
 			continue
 		}
-		if c.Service != inst.Service || c.ID != fsm.CheckID(c.Instance, c.Name) {
-			t.Errorf("check %q (service %q) does not match instance %q (service %q)", c.ID, c.Service, inst.ID, inst.Service)
+		if c.ID != fsm.CheckID(c.Service, c.Instance, c.Name) {
+			t.Errorf("check %q is not named after service %q, instance %q and name %q", c.ID, c.Service, c.Instance, c.Name)
 		}
 		if !c.Status.Valid() {
 			t.Errorf("check %q has status %q", c.ID, c.Status)
 		}
-		w, ok := worst[c.Instance]
+		w, ok := worst[k]
 		if !ok {
 			w = fsm.Passing
 		}
-		worst[c.Instance] = w.Worse(c.Effective())
+		worst[k] = w.Worse(c.Effective())
 	}
 	for _, i := range d.Instances {
-		want, ok := worst[i.ID]
+		want, ok := worst[key{i.Service, i.ID}]
 		if !ok {
 			want = fsm.Passing
 		}
@@ -222,7 +233,7 @@ func checkInvariants(t *testing.T, d dump, idx uint64) {
 	}
 	var recs []indexed
 	for _, r := range d.Instances {
-		recs = append(recs, indexed{"instance " + r.ID, r.CreateIndex, r.ModifyIndex})
+		recs = append(recs, indexed{"instance " + r.Service + "/" + r.ID, r.CreateIndex, r.ModifyIndex})
 	}
 	for _, r := range d.Checks {
 		recs = append(recs, indexed{"check " + r.ID, r.CreateIndex, r.ModifyIndex})

@@ -50,13 +50,13 @@ func applyAll(t testing.TB, f *fsm.FSM, first uint64, cmds ...[]byte) uint64 {
 	return idx
 }
 
-// instance returns the stored instance id and its checks, failing the test if
-// the instance is absent.
-func instance(t testing.TB, f *fsm.FSM, id string) (*fsm.Instance, []*fsm.Check) {
+// instance returns the stored instance id of service and its checks,
+// failing the test if the instance is absent.
+func instance(t testing.TB, f *fsm.FSM, service, id string) (*fsm.Instance, []*fsm.Check) {
 	t.Helper()
-	_, inst, checks := f.Store().Instance(nil, id)
+	_, inst, checks := f.Store().Instance(nil, service, id)
 	if inst == nil {
-		t.Fatalf("instance %q is not registered", id)
+		t.Fatalf("instance %q of service %q is not registered", id, service)
 	}
 	return inst, checks
 }

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"cmp"
 	"slices"
 	"sync/atomic"
 )
@@ -55,13 +56,18 @@ const MaxTransitions = 10
 // Instance is one registered instance of a service. Instances stored in the
 // Store are immutable: a writer copies, changes and inserts a new value, so a
 // reader may keep and share a *Instance without locks.
+//
+// An instance is identified by (Service, ID): IDs are unique within a
+// service, and two services may each have an instance with the same ID.
 type Instance struct {
 	ID      string
 	Service string
 	Address string
 	Port    int
 	Tags    []string
-	Meta    map[string]string
+	// Meta is the instance's metadata, sorted by key with unique keys (see
+	// MetaFromMap). A sorted slice costs a fraction of a map per instance.
+	Meta    []Pair
 	Version string
 	Weight  int
 	// Node is the cluster member this instance runs beside, if any. When gossip
@@ -87,6 +93,48 @@ type Instance struct {
 
 	// encoded caches an encoding of this immutable value (see Encoded).
 	encoded atomic.Pointer[[]byte]
+}
+
+// Pair is one key/value entry of an instance's metadata.
+type Pair struct {
+	Key   string
+	Value string
+}
+
+// MetaFromMap returns m's entries sorted by key, or nil for an empty map.
+func MetaFromMap(m map[string]string) []Pair {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]Pair, 0, len(m))
+	for k, v := range m {
+		out = append(out, Pair{Key: k, Value: v})
+	}
+	slices.SortFunc(out, func(a, b Pair) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
+// MetaMap returns the instance's metadata as a new map, or nil if it has none.
+func (i *Instance) MetaMap() map[string]string {
+	if len(i.Meta) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(i.Meta))
+	for _, p := range i.Meta {
+		m[p.Key] = p.Value
+	}
+	return m
+}
+
+// MetaValue returns the value of the metadata key and whether it is set.
+func (i *Instance) MetaValue(key string) (string, bool) {
+	// Instances carry a handful of keys: a linear scan beats a binary search.
+	for _, p := range i.Meta {
+		if p.Key == key {
+			return p.Value, true
+		}
+	}
+	return "", false
 }
 
 // Maintenance marks an instance as taken out of service by an operator.
@@ -145,7 +193,7 @@ func (i *Instance) Encoded(enc func(*Instance) []byte) []byte {
 func (i *Instance) Clone() *Instance {
 	c := &Instance{
 		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
-		Tags: slices.Clone(i.Tags), Meta: cloneMap(i.Meta), Version: i.Version,
+		Tags: slices.Clone(i.Tags), Meta: slices.Clone(i.Meta), Version: i.Version,
 		Weight: i.Weight, Node: i.Node, Status: i.Status, HealthySince: i.HealthySince,
 		NodeFailed: i.NodeFailed, Metrics: cloneMap(i.Metrics),
 		Transitions: slices.Clone(i.Transitions),
@@ -176,7 +224,8 @@ const (
 // CheckDefinition is what a registration declares about a check. Durations
 // are nanoseconds so the replicated form has no time.Duration.
 type CheckDefinition struct {
-	// Name is unique within the instance; the check's ID is Instance:Name.
+	// Name is unique within the instance; the check's ID is
+	// SERVICE:INSTANCE:NAME (CheckID).
 	Name string
 	Type CheckType
 	// Target is the URL (http), host:port (tcp, grpc) or empty (ttl).
@@ -219,7 +268,9 @@ func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
 
 // Check is a health check of one instance with its replicated state.
 type Check struct {
-	ID       string
+	// ID is CheckID(Service, Instance, Name), unique in the catalog.
+	ID string
+	// Instance and Service identify the instance the check belongs to.
 	Instance string
 	Service  string
 	CheckDefinition

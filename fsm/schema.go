@@ -26,16 +26,17 @@ func schema() *memdb.DBSchema {
 	str := func(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		tableInstances: {Name: tableInstances, Indexes: map[string]*memdb.IndexSchema{
-			"id":      {Name: "id", Unique: true, Indexer: str("ID")},
-			"service": {Name: "service", Indexer: str("Service")},
-			"node":    {Name: "node", AllowMissing: true, Indexer: str("Node")},
+			// (Service, ID): one service's instances are a prefix of the
+			// primary index, so no separate service index is kept.
+			"id":   {Name: "id", Unique: true, Indexer: instanceKeyIndexer{}},
+			"node": {Name: "node", AllowMissing: true, Indexer: str("Node")},
 			// Only draining instances have an entry, so the leader finds
 			// the drain deadlines it enforces without scanning the catalog.
 			"draining": {Name: "draining", AllowMissing: true, Indexer: drainingIndexer{}},
 		}},
 		tableChecks: {Name: tableChecks, Indexes: map[string]*memdb.IndexSchema{
 			"id":       {Name: "id", Unique: true, Indexer: str("ID")},
-			"instance": {Name: "instance", Indexer: str("Instance")},
+			"instance": {Name: "instance", Indexer: checkInstanceIndexer{}},
 			"service":  {Name: "service", Indexer: str("Service")},
 			"owner":    {Name: "owner", AllowMissing: true, Indexer: str("Owner")},
 		}},
@@ -55,7 +56,87 @@ func schema() *memdb.DBSchema {
 	}}
 }
 
-// drainingIndexer indexes an instance by ID only while it is draining.
+// serviceKey returns the key of an instance of service with id in the
+// instances table's primary index: "SERVICE\x00ID\x00". With id == "" it
+// returns "SERVICE\x00", the prefix of every instance of the service.
+// Neither part contains NUL (applyRegister refuses it), so keys are
+// unambiguous and a service's prefix matches no other service's instances.
+func serviceKey(service, id string) []byte {
+	n := len(service) + 1
+	if id != "" {
+		n += len(id) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, service...)
+	b = append(b, 0)
+	if id != "" {
+		b = append(b, id...)
+		b = append(b, 0)
+	}
+	return b
+}
+
+// keyArgs reads the (service[, id]) arguments of a lookup in a
+// (service, id) index.
+func keyArgs(index string, args []any) ([]byte, error) {
+	if len(args) < 1 || len(args) > 2 {
+		return nil, fmt.Errorf("fsm: %s index takes a service and an optional id, got %d arguments", index, len(args))
+	}
+	service, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("fsm: %s index: service is %T, not a string", index, args[0])
+	}
+	id := ""
+	if len(args) == 2 {
+		if id, ok = args[1].(string); !ok {
+			return nil, fmt.Errorf("fsm: %s index: id is %T, not a string", index, args[1])
+		}
+		if id == "" {
+			return nil, fmt.Errorf("fsm: %s index: empty id", index)
+		}
+	}
+	return serviceKey(service, id), nil
+}
+
+// instanceKeyIndexer is the instances table's primary index on (Service,
+// ID). It is memdb.CompoundIndex of two string fields, written out so that
+// a key costs one allocation. Lookups take (service, id) for one instance or
+// (service) for all of a service's instances.
+type instanceKeyIndexer struct{}
+
+func (instanceKeyIndexer) FromObject(obj any) (bool, []byte, error) {
+	inst, ok := obj.(*Instance)
+	if !ok {
+		return false, nil, fmt.Errorf("fsm: instance index: %T is not an instance", obj)
+	}
+	if inst.Service == "" || inst.ID == "" {
+		return false, nil, fmt.Errorf("fsm: instance index: service and id are required")
+	}
+	return true, serviceKey(inst.Service, inst.ID), nil
+}
+
+func (instanceKeyIndexer) FromArgs(args ...any) ([]byte, error) { return keyArgs("instance", args) }
+
+// checkInstanceIndexer indexes checks by the (Service, Instance) of their
+// instance, with the same keys as instanceKeyIndexer.
+type checkInstanceIndexer struct{}
+
+func (checkInstanceIndexer) FromObject(obj any) (bool, []byte, error) {
+	c, ok := obj.(*Check)
+	if !ok {
+		return false, nil, fmt.Errorf("fsm: check instance index: %T is not a check", obj)
+	}
+	if c.Service == "" || c.Instance == "" {
+		return false, nil, fmt.Errorf("fsm: check instance index: service and instance are required")
+	}
+	return true, serviceKey(c.Service, c.Instance), nil
+}
+
+func (checkInstanceIndexer) FromArgs(args ...any) ([]byte, error) {
+	return keyArgs("check instance", args)
+}
+
+// drainingIndexer indexes an instance by (Service, ID) only while it is draining.
 type drainingIndexer struct{}
 
 func (drainingIndexer) FromObject(obj any) (bool, []byte, error) {
@@ -66,7 +147,7 @@ func (drainingIndexer) FromObject(obj any) (bool, []byte, error) {
 	if inst.Drain == nil {
 		return false, nil, nil
 	}
-	return true, []byte(inst.ID + "\x00"), nil
+	return true, serviceKey(inst.Service, inst.ID), nil
 }
 
 func (drainingIndexer) FromArgs(args ...any) ([]byte, error) {

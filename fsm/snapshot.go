@@ -5,14 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 )
 
-// SnapshotVersion is the version of the snapshot stream format.
-const SnapshotVersion = 1
+// SnapshotVersion is the version of the snapshot stream format that
+// Persist writes. Restore also reads every version from
+// OldestSnapshotVersion on, converting older records as it goes.
+//
+// Version 2 stores Instance.Meta as sorted key/value pairs (version 1: a
+// map) and check IDs as SERVICE:INSTANCE:NAME (version 1: INSTANCE:NAME).
+const SnapshotVersion = 2
+
+// OldestSnapshotVersion is the oldest snapshot stream version Restore reads.
+const OldestSnapshotVersion = 1
 
 // snapshotHeader opens every snapshot stream.
 type snapshotHeader struct {
@@ -121,9 +130,10 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 	if err := dec.Decode(&hdr); err != nil {
 		return nil, 0, fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
 	}
-	if hdr.Version != SnapshotVersion {
-		return nil, 0, fmt.Errorf("%w: version %d, want %d", ErrBadSnapshot, hdr.Version, SnapshotVersion)
+	if hdr.Version < OldestSnapshotVersion || hdr.Version > SnapshotVersion {
+		return nil, 0, fmt.Errorf("%w: version %d, want %d to %d", ErrBadSnapshot, hdr.Version, OldestSnapshotVersion, SnapshotVersion)
 	}
+	v1 := hdr.Version == 1
 	st := newStoreState()
 	tx := st.db.Txn(true)
 	defer tx.Abort()
@@ -153,11 +163,43 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		default:
 			return nil, 0, fmt.Errorf("%w: unknown record kind %d", ErrBadSnapshot, kind)
 		}
-		if err := dec.Decode(obj); err != nil {
+		if v1 && kind == recordInstance {
+			// A version-1 instance carries Meta as a map.
+			old := &instanceV1{}
+			if err := dec.Decode(old); err != nil {
+				return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
+			}
+			obj = old.upgrade()
+		} else if err := dec.Decode(obj); err != nil {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
+		}
+		if c, ok := obj.(*Check); ok && v1 {
+			c.ID = CheckID(c.Service, c.Instance, c.Name)
 		}
 		if err := tx.Insert(table, obj); err != nil {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
 		}
 	}
+}
+
+// instanceV1 is an instance as a version-1 snapshot holds it: the outer Meta
+// (a map) shadows Instance.Meta when decoding.
+type instanceV1 struct {
+	Instance
+	Meta map[string]string
+}
+
+// upgrade returns the instance in today's form: Meta as sorted pairs, and
+// transitions caused by a check naming it by its new ID.
+func (o *instanceV1) upgrade() *Instance {
+	inst := &o.Instance
+	inst.Meta = MetaFromMap(o.Meta)
+	for i, t := range inst.Transitions {
+		// Version-1 check IDs were INSTANCE:NAME; other causes
+		// ("registration", "node") have no ':'.
+		if strings.Count(t.Check, ":") == 1 {
+			inst.Transitions[i].Check = inst.Service + ":" + t.Check
+		}
+	}
+	return inst
 }

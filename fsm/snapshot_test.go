@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -95,13 +97,13 @@ func populate(t testing.TB) *fsm.FSM {
 		}),
 		fsmtest.Register(t, "web-2", "web", fsmtest.WithNode("s2"), fsmtest.WithAddress("10.0.0.2", 8080), fsmtest.WithTime(t0+1)),
 		fsmtest.Register(t, "api-1", "api", fsmtest.WithAddress("10.0.0.3", 9000), fsmtest.WithChecks(fsmtest.HTTPCheck("http", "http://10.0.0.3/", fsm.Passing))),
-		fsmtest.CheckUpdate(t, fsm.PickOwner("web-1:full", []string{"s1", "s2"}), t0+2,
-			fsm.CheckUpdate{Check: "web-1:full", Status: fsm.Passing, Output: "200 OK", FlapLevel: 1}),
-		fsmtest.CheckUpdate(t, fsm.PickOwner("api-1:http", []string{"s1", "s2"}), t0+3,
-			fsm.CheckUpdate{Check: "api-1:http", Status: fsm.Passing, Output: "flaps", Flapping: true, FlapUntil: t0 + 1000, FlapLevel: 3}),
+		fsmtest.CheckUpdate(t, fsm.PickOwner("web:web-1:full", []string{"s1", "s2"}), t0+2,
+			fsm.CheckUpdate{Check: "web:web-1:full", Status: fsm.Passing, Output: "200 OK", FlapLevel: 1}),
+		fsmtest.CheckUpdate(t, fsm.PickOwner("api:api-1:http", []string{"s1", "s2"}), t0+3,
+			fsm.CheckUpdate{Check: "api:api-1:http", Status: fsm.Passing, Output: "flaps", Flapping: true, FlapUntil: t0 + 1000, FlapLevel: 3}),
 		fsmtest.Maintenance(t, "web", "web-1", fsm.ModeMaintenance, func(r *fsm.MaintenanceRequest) { r.Reason, r.Time = "kernel upgrade", t0+4 }),
 		fsmtest.Maintenance(t, "web", "web-1", fsm.ModeDrain, func(r *fsm.MaintenanceRequest) { r.Deadline, r.Time = t0+500, t0+5 }),
-		fsmtest.Metrics(t, t0+6, fsm.InstanceMetrics{Instance: "web-1", Metrics: map[string]float64{"rps": 12.5, "p99_ms": 40}}),
+		fsmtest.Metrics(t, t0+6, fsm.InstanceMetrics{Service: "web", Instance: "web-1", Metrics: map[string]float64{"rps": 12.5, "p99_ms": 40}}),
 		fsmtest.NodeUpdate(t, t0+7, fsmtest.Server("s2", fsm.NodeFailed)),
 		fsmtest.TokenSet(t, fsm.Token{Accessor: "acc-1", SecretHash: "hash-1", Description: "deployer", Policy: "write", Prefixes: []string{"web", "api"}}),
 		fsmtest.TokenSet(t, fsm.Token{Accessor: "acc-2", SecretHash: "hash-2", Description: "reader", Policy: "read"}),
@@ -209,6 +211,38 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			t.Errorf("two snapshots of the same state differ")
 		}
 	})
+}
+
+// TestRestoreReadsVersion1 restores testdata/snapshot-v1.bin, which the
+// version-1 code wrote from populate's commands: instances with Meta as a
+// map, check IDs INSTANCE:NAME. Restore converts them, so the catalog equals
+// what today's code builds from the same commands, but for check owners:
+// rendezvous hashing over the new IDs may pick others, and a restore keeps
+// the owners the snapshot holds.
+func TestRestoreReadsVersion1(t *testing.T) {
+	v1, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFSM(t)
+	restore(t, f, v1)
+	got, want := dumpStore(f.Store()), dumpStore(populate(t).Store())
+	for _, d := range []dump{got, want} {
+		for _, c := range d.Checks {
+			if c.Owner == "" && c.Type != fsm.CheckTTL {
+				t.Errorf("check %s has no owner", c.ID)
+			}
+			c.Owner = ""
+		}
+	}
+	assertSameStore(t, want, got)
+	if inst, _ := instance(t, f, "web", "web-1"); !reflect.DeepEqual(inst.Meta, []fsm.Pair{{Key: "rack", Value: "1"}, {Key: "zone", Value: "a"}}) {
+		t.Errorf("meta = %v, want rack=1, zone=a in key order", inst.Meta)
+	}
+	// What it persists is version 2, and reads back the same.
+	g := newFSM(t)
+	restore(t, g, persist(t, f))
+	assertSameStore(t, dumpStore(f.Store()), dumpStore(g.Store()))
 }
 
 func TestRestoreWakesReaders(t *testing.T) {

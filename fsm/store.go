@@ -174,7 +174,10 @@ func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*
 		return atLeastOne(tombstone(tx, service)), nil
 	}
 	svc := raw.(*Service)
-	it, err := tx.Get(tableInstances, "service", service)
+	// The service's instances are the prefix SERVICE\x00 of the primary
+	// index. The service row's watch channel (added above) is what wakes a
+	// reader: every write that touches one of these instances rewrites it.
+	it, err := tx.Get(tableInstances, "id", service)
 	if err != nil {
 		panic(err)
 	}
@@ -185,12 +188,17 @@ func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*
 	return atLeastOne(svc.ModifyIndex), out
 }
 
-// Instance returns one instance and its checks, or nil if it is not
-// registered. The index is the highest ModifyIndex of the instance and its
-// checks, or the instances table's index if it is absent.
-func (s *Store) Instance(ws memdb.WatchSet, id string) (uint64, *Instance, []*Check) {
+// Instance returns the instance id of service and its checks, or nil if it
+// is not registered. The index is the highest ModifyIndex of the instance
+// and its checks, or the instances table's index if it is absent.
+func (s *Store) Instance(ws memdb.WatchSet, service, id string) (uint64, *Instance, []*Check) {
 	tx := s.read(ws)
-	ch, raw, err := tx.FirstWatch(tableInstances, "id", id)
+	if service == "" || id == "" {
+		// No instance has an empty service or ID (the index refuses them),
+		// so there is nothing to watch.
+		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
+	}
+	ch, raw, err := tx.FirstWatch(tableInstances, "id", service, id)
 	if err != nil {
 		panic(err)
 	}
@@ -202,15 +210,15 @@ func (s *Store) Instance(ws memdb.WatchSet, id string) (uint64, *Instance, []*Ch
 	}
 	inst := raw.(*Instance)
 	idx := inst.ModifyIndex
-	checks := instanceChecks(tx, ws, id)
+	checks := instanceChecks(tx, ws, service, id)
 	for _, c := range checks {
 		idx = max(idx, c.ModifyIndex)
 	}
 	return atLeastOne(idx), inst, checks
 }
 
-func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, id string) []*Check {
-	it, err := tx.Get(tableChecks, "instance", id)
+func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, service, id string) []*Check {
+	it, err := tx.Get(tableChecks, "instance", service, id)
 	if err != nil {
 		panic(err)
 	}
@@ -224,7 +232,7 @@ func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, id string) []*Check {
 	return out
 }
 
-// Instances returns every instance in the catalog.
+// Instances returns every instance in the catalog, ordered by service and ID.
 func (s *Store) Instances(ws memdb.WatchSet) (uint64, []*Instance) {
 	return listTable[*Instance](s, ws, tableInstances)
 }
@@ -433,7 +441,7 @@ func (s *Store) ServiceSummaries(ws memdb.WatchSet, prefix, after string, limit 
 
 func summarize(tx *memdb.Txn, svc *Service, match func(*Instance) bool) (ServiceSummary, bool) {
 	sum := ServiceSummary{Name: svc.Name, ModifyIndex: svc.ModifyIndex}
-	it, err := tx.Get(tableInstances, "service", svc.Name)
+	it, err := tx.Get(tableInstances, "id", svc.Name)
 	if err != nil {
 		panic(err)
 	}

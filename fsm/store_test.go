@@ -21,7 +21,7 @@ func TestStoreIndexIsNeverZero(t *testing.T) {
 	reads := map[string]func() uint64{
 		"LastIndex":        s.LastIndex,
 		"ServiceInstances": func() uint64 { i, _ := s.ServiceInstances(nil, "web"); return i },
-		"Instance":         func() uint64 { i, _, _ := s.Instance(nil, "web-1"); return i },
+		"Instance":         func() uint64 { i, _, _ := s.Instance(nil, "web", "web-1"); return i },
 		"Instances":        func() uint64 { i, _ := s.Instances(nil); return i },
 		"NodeInstances":    func() uint64 { i, _ := s.NodeInstances(nil, "s1"); return i },
 		"Services":         func() uint64 { i, _, _ := s.Services(nil, "", "", 0); return i },
@@ -96,14 +96,35 @@ func TestReadIndexes(t *testing.T) {
 			t.Errorf("ServiceInstances(a) after a second deletion = %d, want 10", idx)
 		}
 	})
+	t.Run("ServiceInstances and Instance keep apart services whose names extend each other", func(t *testing.T) {
+		g := newFSM(t)
+		applyAll(t, g, 1,
+			fsmtest.Register(t, "x", "web", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))),
+			fsmtest.Register(t, "x", "web-a", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))),
+			fsmtest.Register(t, "y", "we"),
+		)
+		for svc, want := range map[string]uint64{"we": 3, "web": 1, "web-a": 2} {
+			_, insts := g.Store().ServiceInstances(nil, svc)
+			if len(insts) != 1 || insts[0].Service != svc || insts[0].CreateIndex != want {
+				t.Errorf("ServiceInstances(%s) = %v, want only its instance of index %d", svc, insts, want)
+			}
+		}
+		_, inst, checks := g.Store().Instance(nil, "web", "x")
+		if inst == nil || inst.Service != "web" || len(checks) != 1 || checks[0].ID != "web:x:ttl" {
+			t.Errorf("Instance(web, x) = %v with checks %v, want web's x with web:x:ttl only", inst, checks)
+		}
+		if _, inst, _ := g.Store().Instance(nil, "we", "x"); inst != nil {
+			t.Errorf("Instance(we, x) = %+v, want none", inst.Clone())
+		}
+	})
 	t.Run("Instance is the highest index of the instance and its checks", func(t *testing.T) {
 		g := checkedFSM(t)
 		fsmtest.MustApply(t, g, 7, ttlUpdate(t, t0+1, fsm.Passing, ""))
 		fsmtest.MustApply(t, g, 9, fsmtest.AssignChecks(t, fsm.Assignment{Check: httpID, Owner: "s2"}))
-		if idx, _, _ := g.Store().Instance(nil, "web-1"); idx != 9 {
+		if idx, _, _ := g.Store().Instance(nil, "web", "web-1"); idx != 9 {
 			t.Errorf("Instance index = %d, want 9 (the reassigned check)", idx)
 		}
-		if idx, inst, _ := g.Store().Instance(nil, "web-9"); inst != nil || idx != 7 {
+		if idx, inst, _ := g.Store().Instance(nil, "web", "web-9"); inst != nil || idx != 7 {
 			t.Errorf("Instance(missing) = %d, %v; want the instances table index, 7", idx, inst)
 		}
 	})
@@ -124,7 +145,7 @@ func TestWatchSets(t *testing.T) {
 	}
 	type read func(s *fsm.Store, ws memdb.WatchSet)
 	serviceA := func(s *fsm.Store, ws memdb.WatchSet) { s.ServiceInstances(ws, "a") }
-	instanceA := func(s *fsm.Store, ws memdb.WatchSet) { s.Instance(ws, "a-1") }
+	instanceA := func(s *fsm.Store, ws memdb.WatchSet) { s.Instance(ws, "a", "a-1") }
 	services := func(s *fsm.Store, ws memdb.WatchSet) { s.Services(ws, "", "", 0) }
 	missing := func(s *fsm.Store, ws memdb.WatchSet) { s.ServiceInstances(ws, "c") }
 	tests := []struct {
@@ -140,7 +161,7 @@ func TestWatchSets(t *testing.T) {
 				return fsmtest.Register(t, "a-1", "a", fsmtest.WithNode("s1"), fsmtest.WithAddress("10.0.0.2", 80), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", "")))
 			}, true},
 		{"a reader of service a is woken by a check update in a", serviceA,
-			func(t testing.TB) []byte { return ttlUpdateOf(t, "a-1", fsm.Passing) }, true},
+			func(t testing.TB) []byte { return ttlUpdateOf(t, "a", "a-1", fsm.Passing) }, true},
 		{"a reader of service a is woken by maintenance in a", serviceA,
 			func(t testing.TB) []byte { return fsmtest.Maintenance(t, "a", "a-1", fsm.ModeDrain) }, true},
 		{"a reader of service a is woken by its node failing", serviceA,
@@ -151,26 +172,32 @@ func TestWatchSets(t *testing.T) {
 			func(t testing.TB) []byte { return fsmtest.Register(t, "b-2", "b") }, false},
 		{"a reader of service a is not woken by a new check output alone", serviceA,
 			func(t testing.TB) []byte {
-				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a-1:ttl", Status: fsm.Critical, Output: "still down"})
+				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a:a-1:ttl", Status: fsm.Critical, Output: "still down"})
 			}, false},
 		{"a reader of the service list is not woken by a new check output alone", services,
 			func(t testing.TB) []byte {
-				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a-1:ttl", Status: fsm.Critical, Output: "still down"})
+				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a:a-1:ttl", Status: fsm.Critical, Output: "still down"})
 			}, false},
 		{"a reader of an instance is woken by a new output of its check", instanceA,
 			func(t testing.TB) []byte {
-				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a-1:ttl", Status: fsm.Critical, Output: "still down"})
+				return fsmtest.CheckUpdate(t, "", t0+2, fsm.CheckUpdate{Check: "a:a-1:ttl", Status: fsm.Critical, Output: "still down"})
 			}, true},
 		{"a reader of service a is not woken by a check update in b", serviceA,
-			func(t testing.TB) []byte { return ttlUpdateOf(t, "b-1", fsm.Passing) }, false},
+			func(t testing.TB) []byte { return ttlUpdateOf(t, "b", "b-1", fsm.Passing) }, false},
 		{"a reader of service a is not woken when b goes", serviceA,
 			func(t testing.TB) []byte { return fsmtest.Deregister(t, "b", "b-1") }, false},
 		{"a reader of service a is not woken by a token", serviceA,
 			func(t testing.TB) []byte { return fsmtest.TokenSet(t, fsm.Token{Accessor: "x", SecretHash: "y"}) }, false},
 		{"a reader of an instance is woken by a check reassignment", instanceA,
 			func(t testing.TB) []byte {
-				return fsmtest.AssignChecks(t, fsm.Assignment{Check: "a-1:ttl", Owner: "s1"})
+				return fsmtest.AssignChecks(t, fsm.Assignment{Check: "a:a-1:ttl", Owner: "s1"})
 			}, true},
+		{"a reader of an instance is not woken by the same ID registered in another service", instanceA,
+			func(t testing.TB) []byte {
+				return fsmtest.Register(t, "a-1", "b", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", "")))
+			}, false},
+		{"a reader of an instance is not woken by a check of the same ID in another service", instanceA,
+			func(t testing.TB) []byte { return ttlUpdateOf(t, "b", "b-1", fsm.Passing) }, false},
 		{"a reader of an instance is not woken by another instance", instanceA,
 			func(t testing.TB) []byte { return fsmtest.Register(t, "b-1", "b", fsmtest.WithAddress("10.0.0.9", 1)) }, false},
 		{"a reader of the service list is woken by a new service", services,
@@ -228,9 +255,9 @@ func TestWatchSets(t *testing.T) {
 	})
 }
 
-func ttlUpdateOf(t testing.TB, inst string, s fsm.Health) []byte {
+func ttlUpdateOf(t testing.TB, service, inst string, s fsm.Health) []byte {
 	t.Helper()
-	return fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: inst + ":ttl", Status: s})
+	return fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: fsm.CheckID(service, inst, "ttl"), Status: s})
 }
 
 func TestServicesPagination(t *testing.T) {
@@ -310,8 +337,9 @@ func TestApplyBatch(t *testing.T) {
 		var data []byte
 		switch {
 		case i == 50:
-			// A rejected command in the middle of the batch.
-			data = fsmtest.Register(t, "i-0", "other")
+			// A rejected command in the middle of the batch: i-0 was
+			// registered at index 10.
+			data = fsmtest.Deregister(t, "s", "i-0", func(r *fsm.DeregisterRequest) { r.IfIndex = 1 })
 		case i%10 == 9:
 			data = fsmtest.Deregister(t, "s", fmt.Sprintf("i-%d", i-1))
 		default:
@@ -371,7 +399,7 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 		fsmtest.NodeUpdate(t, t0+2, fsmtest.Server("s2", fsm.NodeFailed)),
 		fsmtest.Maintenance(t, "web", "web-1", fsm.ModeMaintenance),
 		fsmtest.Deregister(t, "web", "web-2"),
-		fsmtest.Metrics(t, t0+3, fsm.InstanceMetrics{Instance: "web-1", Metrics: map[string]float64{"rps": 10}}),
+		fsmtest.Metrics(t, t0+3, fsm.InstanceMetrics{Service: "web", Instance: "web-1", Metrics: map[string]float64{"rps": 10}}),
 		fsmtest.TokenSet(t, fsm.Token{Accessor: "a", SecretHash: "h"}),
 	)
 	one, batch := newFSM(t), newFSM(t)

@@ -188,7 +188,7 @@ func TestTargetsGoCriticalAfterExactlyTheThresholdAndRecoverOnEveryNode(t *testi
 		tg := newTarget(t)
 		register(t, cl, "svc", "h1", &client.Registration{Address: "127.0.0.1", Port: 80,
 			Checks: []client.CheckDefinition{def(client.CheckDefinition{Name: "web", HTTP: tg.url("/h1")})}})
-		exact(t, "h1", "h1:web",
+		exact(t, "h1", "svc:h1:web",
 			func(s bool) time.Time { return tg.setSick("/h1", s) },
 			func(from, to time.Time, healthy bool) int { return tg.count("/h1", from, to, healthy) })
 	})
@@ -197,7 +197,7 @@ func TestTargetsGoCriticalAfterExactlyTheThresholdAndRecoverOnEveryNode(t *testi
 		g := newGRPCTarget(t)
 		register(t, cl, "svc", "g1", &client.Registration{Address: "127.0.0.1", Port: 80,
 			Checks: []client.CheckDefinition{def(client.CheckDefinition{Name: "rpc", GRPC: g.addr})}})
-		exact(t, "g1", "g1:rpc", func(s bool) time.Time { return g.setServing(!s) }, g.count)
+		exact(t, "g1", "svc:g1:rpc", func(s bool) time.Time { return g.setServing(!s) }, g.count)
 	})
 
 	t.Run("TCP", func(t *testing.T) {
@@ -214,7 +214,7 @@ func TestTargetsGoCriticalAfterExactlyTheThresholdAndRecoverOnEveryNode(t *testi
 		at := tt.up(t)
 		waitInstance(t, c, 30*time.Second, "svc", "t1", "passing again", hasStatus("passing"))
 		inst, _, _ := cl.Instance(context.Background(), "svc", "t1", nil)
-		tr, _ := transitionTo(inst, "t1:port", "passing")
+		tr, _ := transitionTo(inst, "svc:t1:port", "passing")
 		// The accept loop may record a connection a moment after the
 		// prober saw it open; the next probe is a full interval later.
 		if n := tt.count(at, tr.Add(tcpInterval/2)); n != successesBeforePassing {
@@ -271,7 +271,7 @@ func TestKilledOwnersChecksAreReassignedAndKeepDetecting(t *testing.T) {
 	}, "every check of the killed node owned by a live node")
 	// A late proposal from the old owner is refused.
 	stale, err := fsm.Encode(fsm.CheckUpdateType, &fsm.CheckUpdateRequest{Node: name, Time: time.Now().UnixNano(),
-		Updates: []fsm.CheckUpdate{{Check: moved[0] + ":http", Status: fsm.Critical, Output: "stale"}}})
+		Updates: []fsm.CheckUpdate{{Check: "web:" + moved[0] + ":http", Status: fsm.Critical, Output: "stale"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestLeaderFailoverDoesNotExpireHeartbeatingTTLInstances(t *testing.T) {
 			tick := time.NewTicker(every)
 			defer tick.Stop()
 			for {
-				_, err := cl.ReportTTL(ctx, fmt.Sprintf("t%d:hb", k), "pass", &client.TTLUpdate{Output: "ok"})
+				_, err := cl.ReportTTL(ctx, fmt.Sprintf("ttl:t%d:hb", k), "pass", &client.TTLUpdate{Output: "ok"})
 				if err == nil {
 					mu.Lock()
 					if failedOver {

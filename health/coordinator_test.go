@@ -98,33 +98,33 @@ func TestANewLeaderGivesEveryTTLItsGraceThenExpiresIt(t *testing.T) {
 		lead(t, h)
 		time.Sleep(39 * time.Second)
 		synctest.Wait()
-		if s := status(h, "j1:hb"); s != fsm.Passing {
+		if s := status(h, "jobs:j1:hb"); s != fsm.Passing {
 			t.Fatalf("%s within TTL+grace (40s) after the leader started", s)
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		if s := status(h, "j1:hb"); s != fsm.Critical {
+		if s := status(h, "jobs:j1:hb"); s != fsm.Critical {
 			t.Fatalf("%s after TTL+grace without a report", s)
 		}
-		if c := h.store.Check(nil, "j1:hb"); c.Output != "TTL expired: no report within 30s" {
+		if c := h.store.Check(nil, "jobs:j1:hb"); c.Output != "TTL expired: no report within 30s" {
 			t.Fatalf("output %q", c.Output)
 		}
 
 		// A report revives it; from then on the TTL alone counts.
-		if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "back", nil); err != nil {
+		if _, err := h.ReportTTL(context.Background(), "jobs:j1:hb", fsm.Passing, "back", nil); err != nil {
 			t.Fatal(err)
 		}
-		if s := status(h, "j1:hb"); s != fsm.Passing {
+		if s := status(h, "jobs:j1:hb"); s != fsm.Passing {
 			t.Fatalf("%s right after a pass report", s)
 		}
 		time.Sleep(29 * time.Second)
 		synctest.Wait()
-		if s := status(h, "j1:hb"); s != fsm.Passing {
+		if s := status(h, "jobs:j1:hb"); s != fsm.Passing {
 			t.Fatalf("%s within the TTL of the last report", s)
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		if s := status(h, "j1:hb"); s != fsm.Critical {
+		if s := status(h, "jobs:j1:hb"); s != fsm.Critical {
 			t.Fatalf("%s a TTL after the last report", s)
 		}
 	})
@@ -136,12 +136,12 @@ func TestReportsThatChangeNothingWriteNothing(t *testing.T) {
 		registerTTL(t, cl, "j1", 30*time.Second, 0)
 		lead(t, h)
 		// The first report gives the new check its first output: one write.
-		if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "first", nil); err != nil {
+		if _, err := h.ReportTTL(context.Background(), "jobs:j1:hb", fsm.Passing, "first", nil); err != nil {
 			t.Fatal(err)
 		}
 		before := cl.f.AppliedIndex()
 		for i := 0; i < 20; i++ {
-			if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "output that changes "+time.Now().String(), nil); err != nil {
+			if _, err := h.ReportTTL(context.Background(), "jobs:j1:hb", fsm.Passing, "output that changes "+time.Now().String(), nil); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Second)
@@ -149,8 +149,8 @@ func TestReportsThatChangeNothingWriteNothing(t *testing.T) {
 		if got := cl.f.AppliedIndex(); got != before {
 			t.Fatalf("20 pass reports of a passing check wrote %d entries", got-before)
 		}
-		if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Warning, "slow", nil); err != nil || status(h, "j1:hb") != fsm.Warning {
-			t.Fatalf("warn report: %v, status %s", err, status(h, "j1:hb"))
+		if _, err := h.ReportTTL(context.Background(), "jobs:j1:hb", fsm.Warning, "slow", nil); err != nil || status(h, "jobs:j1:hb") != fsm.Warning {
+			t.Fatalf("warn report: %v, status %s", err, status(h, "jobs:j1:hb"))
 		}
 	})
 }
@@ -161,12 +161,12 @@ func TestMetricsAreCoalescedPerInstance(t *testing.T) {
 		registerTTL(t, cl, "j1", time.Minute, 0)
 		lead(t, h)
 		metrics := func() map[string]float64 {
-			_, inst, _ := h.store.Instance(nil, "j1")
+			_, inst, _ := h.store.Instance(nil, "jobs", "j1")
 			return inst.Metrics
 		}
 		report := func(load float64) {
 			t.Helper()
-			if _, err := h.ReportTTL(context.Background(), "j1:hb", fsm.Passing, "", map[string]float64{"load": load}); err != nil {
+			if _, err := h.ReportTTL(context.Background(), "jobs:j1:hb", fsm.Passing, "", map[string]float64{"load": load}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -206,11 +206,11 @@ func TestDeregisterCriticalAfterAndDrainDeadlines(t *testing.T) {
 		cl.must(t, fsm.MaintenanceType, &fsm.MaintenanceRequest{Service: "jobs", ID: "drained", Mode: fsm.ModeDrain, Deadline: now.Add(15 * time.Second).UnixNano(), Time: now.UnixNano()})
 		cl.must(t, fsm.MaintenanceType, &fsm.MaintenanceRequest{Service: "jobs", ID: "kept", Mode: fsm.ModeDrain, Deadline: now.Add(15 * time.Second).UnixNano(), Time: now.UnixNano()})
 		lead(t, h)
-		exists := func(id string) bool { _, inst, _ := h.store.Instance(nil, id); return inst != nil }
+		exists := func(id string) bool { _, inst, _ := h.store.Instance(nil, "jobs", id); return inst != nil }
 
 		time.Sleep(11 * time.Second) // both TTLs expired at 10s
 		synctest.Wait()
-		if status(h, "gone:hb") != fsm.Critical || status(h, "back:hb") != fsm.Critical {
+		if status(h, "jobs:gone:hb") != fsm.Critical || status(h, "jobs:back:hb") != fsm.Critical {
 			t.Fatal("TTLs did not expire")
 		}
 		cl.must(t, fsm.MaintenanceType, &fsm.MaintenanceRequest{Service: "jobs", ID: "kept", Mode: fsm.ModeNone, Time: time.Now().UnixNano()})
@@ -219,7 +219,7 @@ func TestDeregisterCriticalAfterAndDrainDeadlines(t *testing.T) {
 		if exists("drained") || !exists("kept") {
 			t.Fatalf("after the drain deadline: drained exists %v, kept (drain cancelled) exists %v", exists("drained"), exists("kept"))
 		}
-		if _, err := h.ReportTTL(context.Background(), "back:hb", fsm.Passing, "", nil); err != nil {
+		if _, err := h.ReportTTL(context.Background(), "jobs:back:hb", fsm.Passing, "", nil); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(15 * time.Second) // 31s: gone has been critical for 21s
@@ -261,6 +261,39 @@ func TestChecksAreAssignedToAliveServersAndMovedOffFailedOnes(t *testing.T) {
 		after := owners()
 		if after["n2"] != 0 || after["n1"]+after["n3"] != 30 || after["n1"] < before["n1"] || after["n3"] < before["n3"] {
 			t.Fatalf("owners %v after n2 failed (before %v): n2's checks must move, the others stay", after, before)
+		}
+	})
+}
+
+// Instance IDs are unique per service: the coordinator keeps the metrics
+// and the deregistration decisions of jobs/j1 and cron/j1 apart.
+func TestTheSameIDInTwoServicesIsTwoInstances(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, func(c *Config) { c.TTLGrace = 0 })
+		registerTTL(t, cl, "j1", 10*time.Second, 20*time.Second)
+		cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: "j1", Service: "cron", Address: "10.0.0.2", Port: 2, Time: time.Now().UnixNano(),
+			Checks: []fsm.CheckDefinition{{Name: "hb", Type: fsm.CheckTTL, TTL: int64(time.Minute), InitialStatus: fsm.Passing, DeregisterCriticalAfter: int64(20 * time.Second)}}})
+		lead(t, h)
+		instance := func(service string) *fsm.Instance { _, inst, _ := h.store.Instance(nil, service, "j1"); return inst }
+
+		if _, err := h.ReportTTL(context.Background(), "cron:j1:hb", fsm.Passing, "", map[string]float64{"load": 3}); err != nil {
+			t.Fatal(err)
+		}
+		if m := instance("cron").Metrics; m["load"] != 3 {
+			t.Fatalf("cron/j1 metrics %v, want load 3", m)
+		}
+		if m := instance("jobs").Metrics; m != nil {
+			t.Fatalf("jobs/j1 metrics %v, want none: the report was cron/j1's", m)
+		}
+		// jobs/j1 misses its 10s TTL and is critical from then on: it is
+		// deregistered 20s later, while cron/j1 (TTL 1m, reported) stays.
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		if instance("jobs") != nil || instance("cron") == nil {
+			t.Fatalf("after deregister_critical_after: jobs/j1 %v, cron/j1 %v; want jobs/j1 gone and cron/j1 kept", instance("jobs"), instance("cron"))
+		}
+		if s := status(h, "cron:j1:hb"); s != fsm.Passing {
+			t.Fatalf("cron:j1:hb is %s, want passing", s)
 		}
 	})
 }

@@ -31,7 +31,7 @@ type coordinator struct {
 
 	ttl     map[string]*ttlState // by check ID
 	timers  ttlHeap
-	metrics map[string]*metricState // by instance ID
+	metrics map[instanceKey]*metricState
 
 	scanAt   time.Time // when the next scan is due (zero: none)
 	lastScan time.Time
@@ -48,6 +48,13 @@ type ttlState struct {
 	ttl      time.Duration
 	deadline time.Time // zero once expired, until the next report
 	tr       *tracker
+}
+
+// instanceKey names an instance: IDs are unique within a service only.
+type instanceKey struct{ service, id string }
+
+func (k instanceKey) less(o instanceKey) bool {
+	return k.service < o.service || (k.service == o.service && k.id < o.id)
 }
 
 type metricState struct {
@@ -92,7 +99,7 @@ func (h *ttlHeap) Pop() any {
 func (h *Health) Lead(ctx context.Context) {
 	c := &coordinator{
 		h: h, ctx: ctx, reqs: make(chan *ttlRequest, maxBatch),
-		ttl: map[string]*ttlState{}, metrics: map[string]*metricState{}, first: true,
+		ttl: map[string]*ttlState{}, metrics: map[instanceKey]*metricState{}, first: true,
 	}
 	h.setCoordinator(c)
 	defer h.setCoordinator(nil)
@@ -203,9 +210,9 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 
 	var assign []fsm.Assignment
 	seenTTL := map[string]bool{}
-	deregister := map[string]string{} // instance -> why
+	deregister := map[instanceKey]string{} // instance -> why
 	c.deadline = time.Time{}
-	due := func(at time.Time, inst, why string) {
+	due := func(at time.Time, inst instanceKey, why string) {
 		if !now.Before(at) {
 			deregister[inst] = why
 		} else if c.deadline.IsZero() || at.Before(c.deadline) {
@@ -222,7 +229,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 			}
 		}
 		if ch.DeregisterCriticalAfter > 0 && ch.Status == fsm.Critical {
-			due(time.Unix(0, ch.StatusSince).Add(time.Duration(ch.DeregisterCriticalAfter)), ch.Instance, "critical")
+			due(time.Unix(0, ch.StatusSince).Add(time.Duration(ch.DeregisterCriticalAfter)), instanceKey{ch.Service, ch.Instance}, "critical")
 		}
 	}
 	for id := range c.ttl {
@@ -230,13 +237,13 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 			delete(c.ttl, id)
 		}
 	}
-	for id := range c.metrics {
-		if _, inst, _ := h.store.Instance(nil, id); inst == nil {
-			delete(c.metrics, id)
+	for k := range c.metrics {
+		if _, inst, _ := h.store.Instance(nil, k.service, k.id); inst == nil {
+			delete(c.metrics, k)
 		}
 	}
 	for _, i := range drains {
-		due(time.Unix(0, i.Drain.Deadline), i.ID, "drained")
+		due(time.Unix(0, i.Drain.Deadline), instanceKey{i.Service, i.ID}, "drained")
 	}
 	c.first = false
 
@@ -251,21 +258,21 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 		h.logger.Debug("assigned checks", "count", n)
 		assign = assign[n:]
 	}
-	ids := make([]string, 0, len(deregister))
-	for id := range deregister {
-		ids = append(ids, id)
+	keys := make([]instanceKey, 0, len(deregister))
+	for k := range deregister {
+		keys = append(keys, k)
 	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		_, inst, _ := h.store.Instance(nil, id)
+	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
+	for _, k := range keys {
+		_, inst, _ := h.store.Instance(nil, k.service, k.id)
 		if inst == nil {
 			continue
 		}
-		_, err := c.apply(fsm.DeregisterType, &fsm.DeregisterRequest{Service: inst.Service, ID: id, IfIndex: inst.ModifyIndex, Time: now.UnixNano()})
+		_, err := c.apply(fsm.DeregisterType, &fsm.DeregisterRequest{Service: k.service, ID: k.id, IfIndex: inst.ModifyIndex, Time: now.UnixNano()})
 		switch {
 		case err == nil:
-			h.logger.Info("deregistered instance", "service", inst.Service, "instance", id, "reason", deregister[id])
-			if deregister[id] == "drained" {
+			h.logger.Info("deregistered instance", "service", k.service, "instance", k.id, "reason", deregister[k])
+			if deregister[k] == "drained" {
 				h.stats.deregisteredDrained.Add(1)
 			} else {
 				h.stats.deregisteredCritical.Add(1)
@@ -274,7 +281,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 			// It changed since we looked (recovered, drain cancelled): the
 			// watch brings us back with fresh state.
 		default:
-			h.logger.Warn("cannot deregister instance", "instance", id, "error", err)
+			h.logger.Warn("cannot deregister instance", "service", k.service, "instance", k.id, "error", err)
 			c.scanAt = now.Add(retryAfter)
 		}
 	}
@@ -379,7 +386,7 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 	var ids []string
 	touched := map[string]bool{}
 	var ok []*ttlRequest
-	var metricsDue []string
+	var metricsDue []instanceKey
 	for _, r := range batch {
 		ch := h.store.Check(nil, r.report.Check)
 		switch {
@@ -402,8 +409,8 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 			touched[ch.ID] = true
 			ids = append(ids, ch.ID)
 		}
-		if r.report.Metrics != nil && c.noteMetrics(ch.Instance, r.report.Metrics, now) {
-			metricsDue = append(metricsDue, ch.Instance)
+		if k := (instanceKey{ch.Service, ch.Instance}); r.report.Metrics != nil && c.noteMetrics(k, r.report.Metrics, now) {
+			metricsDue = append(metricsDue, k)
 		}
 		ok = append(ok, r)
 	}
@@ -424,8 +431,8 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 // noteMetrics records an instance's reported metrics. It reports whether
 // they should be written now (they changed and the instance's period has
 // passed); otherwise they wait for flushMetrics.
-func (c *coordinator) noteMetrics(inst string, m map[string]float64, now time.Time) bool {
-	_, cur, _ := c.h.store.Instance(nil, inst)
+func (c *coordinator) noteMetrics(inst instanceKey, m map[string]float64, now time.Time) bool {
+	_, cur, _ := c.h.store.Instance(nil, inst.service, inst.id)
 	ms := c.metrics[inst]
 	if ms == nil {
 		ms = &metricState{}
@@ -441,39 +448,42 @@ func (c *coordinator) noteMetrics(inst string, m map[string]float64, now time.Ti
 
 // flushMetrics writes pending metrics whose period has passed (of only the
 // given instances when only is not nil) in one command.
-func (c *coordinator) flushMetrics(now time.Time, only []string) (uint64, error) {
+func (c *coordinator) flushMetrics(now time.Time, only []instanceKey) (uint64, error) {
 	var req fsm.MetricsRequest
-	consider := func(id string, ms *metricState) {
+	consider := func(k instanceKey, ms *metricState) {
 		if ms == nil || ms.pending == nil || now.Sub(ms.written) < c.h.cfg.MetricsPeriod {
 			return
 		}
-		req.Updates = append(req.Updates, fsm.InstanceMetrics{Instance: id, Metrics: ms.pending})
+		req.Updates = append(req.Updates, fsm.InstanceMetrics{Service: k.service, Instance: k.id, Metrics: ms.pending})
 	}
 	if only != nil {
-		for _, id := range only {
-			consider(id, c.metrics[id])
+		for _, k := range only {
+			consider(k, c.metrics[k])
 		}
 	} else {
-		for id, ms := range c.metrics {
-			consider(id, ms)
+		for k, ms := range c.metrics {
+			consider(k, ms)
 		}
 	}
 	if len(req.Updates) == 0 {
 		return 0, nil
 	}
-	sort.Slice(req.Updates, func(i, j int) bool { return req.Updates[i].Instance < req.Updates[j].Instance })
+	sort.Slice(req.Updates, func(i, j int) bool {
+		a, b := req.Updates[i], req.Updates[j]
+		return instanceKey{a.Service, a.Instance}.less(instanceKey{b.Service, b.Instance})
+	})
 	req.Time = now.UnixNano()
 	idx, err := c.apply(fsm.MetricsType, &req)
 	if err != nil {
 		c.h.logger.Warn("cannot write custom metrics", "count", len(req.Updates), "error", err)
 		for _, u := range req.Updates {
 			// Retry after retryAfter rather than at once.
-			c.metrics[u.Instance].written = now.Add(retryAfter - c.h.cfg.MetricsPeriod)
+			c.metrics[instanceKey{u.Service, u.Instance}].written = now.Add(retryAfter - c.h.cfg.MetricsPeriod)
 		}
 		return 0, err
 	}
 	for _, u := range req.Updates {
-		ms := c.metrics[u.Instance]
+		ms := c.metrics[instanceKey{u.Service, u.Instance}]
 		ms.written, ms.pending = now, nil
 	}
 	c.h.stats.metricsWrites.Add(uint64(len(req.Updates)))

@@ -31,7 +31,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 
 	// Metrics reach discovery on every node.
 	retry(t, "report", func() error {
-		_, err := cl.ReportTTL(ctx, "j1:hb", "pass", &client.TTLUpdate{Output: "ok", Metrics: map[string]float64{"load": 0.4, "queue": 12}})
+		_, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", &client.TTLUpdate{Output: "ok", Metrics: map[string]float64{"load": 0.4, "queue": 12}})
 		return err
 	})
 	clustertest.Eventually(t, 30*time.Second, func() bool {
@@ -58,7 +58,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	start := time.Now()
 	for k := 0; k < 20; k++ {
 		retry(t, "report", func() error {
-			_, err := cl.ReportTTL(ctx, "j1:hb", "pass", &client.TTLUpdate{Metrics: map[string]float64{"load": float64(k)}})
+			_, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", &client.TTLUpdate{Metrics: map[string]float64{"load": float64(k)}})
 			return err
 		})
 	}
@@ -75,7 +75,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	go func() {
 		defer close(hbDone)
 		for hbCtx.Err() == nil {
-			_, _ = cl.ReportTTL(hbCtx, "j1:hb", "pass", nil)
+			_, _ = cl.ReportTTL(hbCtx, "jobs:j1:hb", "pass", nil)
 			select {
 			case <-hbCtx.Done():
 			case <-time.After(200 * time.Millisecond):
@@ -100,9 +100,9 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	// j1 fails and recovers before deregister_critical_after: it stays.
 	stopHB()
 	<-hbDone
-	retry(t, "fail", func() error { _, err := cl.ReportTTL(ctx, "j1:hb", "fail", nil); return err })
+	retry(t, "fail", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "fail", nil); return err })
 	waitInstance(t, c, 30*time.Second, "jobs", "j1", "critical", hasStatus("critical"))
-	retry(t, "pass", func() error { _, err := cl.ReportTTL(ctx, "j1:hb", "pass", nil); return err })
+	retry(t, "pass", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", nil); return err })
 	waitInstance(t, c, 30*time.Second, "jobs", "j1", "passing", hasStatus("passing"))
 	if st := leader.Stats(); st.DeregisteredCritical != 1 {
 		t.Fatalf("%d instances deregistered as critical, want only j2", st.DeregisteredCritical)

@@ -72,8 +72,8 @@ heartbeat() { # heartbeat CHECK: report pass every second through any live node
     sleep 1
   done
 }
-heartbeat job-1:hb & hb_pids+=($!); hb1=$!
-heartbeat job-2:hb & hb_pids+=($!)
+heartbeat jobs:job-1:hb & hb_pids+=($!); hb1=$!
+heartbeat jobs:job-2:hb & hb_pids+=($!)
 
 healthy_on() { curl -sf -m 2 "http://$(api "$1")/v1/services/$2/instances?healthy=true" | grep -c "\"id\":\"$3\"" || true; }
 wait_healthy() { # wait_healthy SERVICE ID

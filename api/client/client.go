@@ -372,8 +372,9 @@ func (c *Client) Checks(ctx context.Context, f CheckFilter, q *QueryOptions) ([]
 	return out, meta, err
 }
 
-// ReportTTL reports a TTL check's state: verb is "pass", "warn" or "fail";
-// u (optional) carries output and custom metrics.
+// ReportTTL reports a TTL check's state: checkID is SERVICE:INSTANCE:NAME
+// (Check.ID), verb is "pass", "warn" or "fail"; u (optional) carries output
+// and custom metrics.
 func (c *Client) ReportTTL(ctx context.Context, checkID, verb string, u *TTLUpdate) (uint64, error) {
 	switch verb {
 	case "pass", "warn", "fail":

@@ -100,7 +100,8 @@ const (
 	StatusCritical = "critical"
 )
 
-// Instance is a registered instance as discovery returns it.
+// Instance is a registered instance as discovery returns it. ID is unique
+// within Service; (Service, ID) names the instance.
 type Instance struct {
 	ID      string            `json:"id"`
 	Service string            `json:"service"`
@@ -151,6 +152,7 @@ type Transition struct {
 
 // Check is a health check with its current state.
 type Check struct {
+	// ID is SERVICE:INSTANCE:NAME, unique in the catalog.
 	ID       string `json:"id"`
 	Instance string `json:"instance"`
 	Service  string `json:"service"`

@@ -1,0 +1,87 @@
+package fsm_test
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+)
+
+// benchRegistrations returns n registrations shaped like those of
+// scripts/bench's memory phase: 100 services, two tags, one meta key, a
+// version, no checks.
+func benchRegistrations(tb testing.TB, n int) [][]byte {
+	tb.Helper()
+	cmds := make([][]byte, n)
+	for i := range n {
+		cmds[i] = fsmtest.Register(tb, fmt.Sprintf("i-%d", 2_000_000+i), fmt.Sprintf("bench-%d", i%100), func(r *fsm.RegisterRequest) {
+			r.Address = fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
+			r.Port = 1024 + i%60000
+			r.Tags = []string{"bench", "v1"}
+			r.Meta = map[string]string{"zone": fmt.Sprintf("z%d", i%3)}
+			r.Version = fmt.Sprintf("1.0.%d", i%10)
+			r.Time = int64(i)
+		})
+	}
+	return cmds
+}
+
+// applyBatches applies cmds from index first in batches of 64, as Raft
+// hands a busy FSM its committed entries.
+func applyBatches(f *fsm.FSM, first uint64, cmds [][]byte) {
+	const batch = 64
+	logs := make([]*raft.Log, 0, batch)
+	for i, c := range cmds {
+		logs = append(logs, &raft.Log{Index: first + uint64(i), Type: raft.LogCommand, Data: c})
+		if len(logs) == batch || i == len(cmds)-1 {
+			f.ApplyBatch(logs)
+			logs = logs[:0]
+		}
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkCatalogMemory reports the live heap of a catalog of 10,000
+// instances (B/instance and MB), the figure behind the RSS target of
+// docs/benchmarks.md. Run it with -benchtime=1x:
+//
+//	go test -run '^$' -bench CatalogMemory -benchtime 1x ./fsm/
+func BenchmarkCatalogMemory(b *testing.B) {
+	const n = 10_000
+	cmds := benchRegistrations(b, n)
+	var perInstance float64
+	for range b.N {
+		before := heapInUse()
+		f := fsm.New(nil)
+		applyBatches(f, 1, cmds)
+		after := heapInUse()
+		if _, insts := f.Store().Instances(nil); len(insts) != n {
+			b.Fatalf("%d instances, want %d", len(insts), n)
+		}
+		perInstance = float64(after-before) / n
+		runtime.KeepAlive(f)
+	}
+	b.ReportMetric(perInstance, "B/instance")
+	b.ReportMetric(perInstance*n/(1<<20), "MB/10k")
+}
+
+// BenchmarkApplyRegister measures the FSM's cost of one new registration
+// (allocations per op include its share of the batch's commit).
+func BenchmarkApplyRegister(b *testing.B) {
+	cmds := benchRegistrations(b, b.N)
+	f := fsm.New(nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	applyBatches(f, 1, cmds)
+}
