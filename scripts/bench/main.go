@@ -43,6 +43,7 @@ var (
 	phases    = flag.String("phases", "write,read,failover,detect,memory", "phases to run")
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
+	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
 )
 
 func main() {
@@ -89,7 +90,14 @@ func run() error {
 	var beaconF time.Duration
 	var beaconM int
 	if want["write"] {
-		beaconW = benchWrites("beacon", c.apis(), registerReq)
+		targets := c.apis()
+		switch *writeTo {
+		case "leader":
+			targets = []string{c.api(c.leader())}
+		case "follower":
+			targets = []string{c.api((c.leader() + 1) % len(c.procs))}
+		}
+		beaconW = benchLoad(fmt.Sprintf("beacon registrations, to %s", *writeTo), targets, registerReq, true)
 	}
 	if want["read"] {
 		beaconR = benchReads(c)
