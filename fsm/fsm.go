@@ -57,16 +57,14 @@ func (f *FSM) AppliedIndex() uint64 { return f.store.applied.Load() }
 
 // WaitForIndex blocks until the FSM has applied index, or ctx ends.
 func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
-	for {
-		ch := f.store.AppliedCh()
-		if f.store.applied.Load() >= index {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if f.store.applied.Load() >= index {
+		return nil
+	}
+	select {
+	case <-f.store.appliedWaitCh(index):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"container/heap"
 	"fmt"
 	"sort"
 	"strings"
@@ -23,6 +24,43 @@ type Store struct {
 	// notify is closed and replaced every time applied advances.
 	notifyMu sync.Mutex
 	notify   chan struct{}
+	// waiters wait for a given index (WaitForIndex): advance wakes only
+	// those it reached, not every writer waiting on this node.
+	waiters waiterHeap
+}
+
+// indexWaiter is closed once the store has applied index.
+type indexWaiter struct {
+	index uint64
+	ch    chan struct{}
+}
+
+// waiterHeap is a min-heap of waiters by index.
+type waiterHeap []indexWaiter
+
+func (h waiterHeap) Len() int           { return len(h) }
+func (h waiterHeap) Less(i, j int) bool { return h[i].index < h[j].index }
+func (h waiterHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *waiterHeap) Push(x any)        { *h = append(*h, x.(indexWaiter)) }
+func (h *waiterHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return w
+}
+
+// appliedWaitCh returns a channel that closes once the store has applied
+// index (at once if it has).
+func (s *Store) appliedWaitCh(index uint64) <-chan struct{} {
+	ch := make(chan struct{})
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	if s.applied.Load() >= index {
+		close(ch)
+		return ch
+	}
+	heap.Push(&s.waiters, indexWaiter{index: index, ch: ch})
+	return ch
 }
 
 // storeState is one generation of the store; Restore replaces it whole.
@@ -50,10 +88,13 @@ func (s *Store) AppliedCh() <-chan struct{} {
 
 // advance records that the store now reflects the log up to index.
 func (s *Store) advance(index uint64) {
-	s.applied.Store(index)
 	s.notifyMu.Lock()
+	s.applied.Store(index)
 	close(s.notify)
 	s.notify = make(chan struct{})
+	for len(s.waiters) > 0 && s.waiters[0].index <= index {
+		close(heap.Pop(&s.waiters).(indexWaiter).ch)
+	}
 	s.notifyMu.Unlock()
 }
 
