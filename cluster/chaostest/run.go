@@ -47,20 +47,20 @@ type Result struct {
 	// the longest after any heal.
 	FinalRecovery, MaxRecovery time.Duration
 
-	Linearizability   porcupine.CheckResult
-	LinOps            int
-	LinTook           time.Duration
-	Lost              []LostWrite
-	LeaderViolations  []string
-	Terms             int
-	Monotonic         []MonotonicViolation
-	Staleness         []StalenessViolation
-	StalenessChecked  int
-	RestartHonest     int
-	RestartDishonest  []RestartRegression
+	Linearizability  porcupine.CheckResult
+	LinOps           int
+	LinTook          time.Duration
+	Lost             []LostWrite
+	LeaderViolations []string
+	Terms            int
+	Monotonic        []MonotonicViolation
+	Staleness        []StalenessViolation
+	StalenessChecked int
+	RestartHonest    int
+	RestartDishonest []RestartRegression
 	// Understated lists default reads whose Last-Contact understated their
 	// staleness by more than a second (reported, not failed).
-	Understated []Understatement
+	Understated       []Understatement
 	Crashes           []string
 	Problems          []string
 	Samples           []Sample
