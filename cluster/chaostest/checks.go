@@ -220,6 +220,8 @@ func RestartRegressions(ops []Op) (honest, dishonest []RestartRegression) {
 // Isolation is a span during which a node was cut off from every peer.
 type Isolation struct {
 	Node int
+	// Leader is set when the node led at the cut.
+	Leader bool
 	// From is when the cut was in place; To when it was lifted.
 	From, To time.Duration
 }
@@ -246,10 +248,16 @@ const StalenessGrace = 2 * time.Second
 // stalenessSlack covers messages in flight when the cut went in.
 const stalenessSlack = 500 * time.Millisecond
 
+// LeaderStepDownSlack is how much more an isolated leader may understate:
+// it counts Last-Contact from the moment it stepped down, which is one to
+// two leader lease periods (500ms each by default) after its last contact
+// with a quorum.
+const LeaderStepDownSlack = time.Second
+
 // CheckStaleness checks X-Beacon-Last-Contact on default reads answered by
 // an isolated node: from StalenessGrace after the cut, the header must show
 // at least the time since the cut (less a small slack for messages in
-// flight), or -1 (never). It returns the violations and how many reads were
+// flight, and LeaderStepDownSlack more for a node that led), or -1 (never). It returns the violations and how many reads were
 // checked (so a run that checked none is visible).
 func CheckStaleness(ops []Op, isolations []Isolation) ([]StalenessViolation, int) {
 	var out []StalenessViolation
@@ -265,6 +273,9 @@ func CheckStaleness(ops []Op, isolations []Isolation) ([]StalenessViolation, int
 			}
 			checked++
 			atLeast := o.Call - iso.From - stalenessSlack
+			if iso.Leader {
+				atLeast -= LeaderStepDownSlack
+			}
 			if o.LastContact >= 0 && o.LastContact < atLeast {
 				out = append(out, StalenessViolation{Read: *o, AtLeast: atLeast})
 			}

@@ -207,7 +207,7 @@ func Isolations(faults []Fault) []Isolation {
 	var out []Isolation
 	for _, f := range faults {
 		if f.Kind == PartitionLeader || f.Kind == PartitionFollower {
-			out = append(out, Isolation{Node: f.Node, From: f.Start, To: f.Healed})
+			out = append(out, Isolation{Node: f.Node, Leader: f.Kind == PartitionLeader, From: f.Start, To: f.Healed})
 		}
 	}
 	return out

@@ -2,6 +2,8 @@ package chaostest
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -262,5 +264,8 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		}
 	}
 	writeFaults(filepath.Join(cfg.Dir, "summary.txt"), res)
+	if b, err := json.MarshalIndent(res.Faults, "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "faults.json"), b, 0o644)
+	}
 	return res, nil
 }
