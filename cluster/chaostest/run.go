@@ -3,8 +3,8 @@ package chaostest
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
