@@ -278,3 +278,83 @@ func TestPausedOldLeader(t *testing.T) {
 }
 
 var _ = chaostest.HTTPPort
+
+// TestRestartedFollowerSaysItIsBehind restarts a follower that missed
+// writes: until it has caught up, its default reads must say they may be
+// stale (Last-Contact -1, "never current since start") rather than answer an
+// old or empty catalog with the few milliseconds since the leader's last
+// heartbeat, and /readyz must not report it ready.
+func TestRestartedFollowerSaysItIsBehind(t *testing.T) {
+	c := startCluster(t)
+	ctx := context.Background()
+	leader, err := c.WaitForLeader(ctx, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := (leader + 1) % len(c.Nodes)
+	register(t, c, leader, "r0", "v0")
+	waitFor(t, 10*time.Second, "r0 on the follower", func() bool {
+		r := read(c, f, "r0", nil, time.Second)
+		return r.err == nil && r.value == "v0"
+	})
+	if err := c.Nodes[f].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Writes the follower misses, over a few seconds, so that the leader
+	// backs off from the dead peer.
+	var last uint64
+	for k := 0; k < 40; k++ {
+		register(t, c, leader, "r1", "v"+time.Now().Format("150405.000"))
+		st, err := c.Status(ctx, leader, time.Second)
+		if err == nil {
+			last = st.AppliedIndex
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := c.Restart(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	var sawBehind, sawCurrent bool
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && !sawCurrent {
+		// Readiness first: a node that says it is ready must then answer
+		// at least what the leader had before the restart.
+		ready := readyz(c, f)
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, meta, err := c.Client(f).Instances(rctx, staleService, nil)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if meta.Index < last {
+			sawBehind = true
+			if ready {
+				t.Fatalf("restarted follower said ready, then answered index %d < %d", meta.Index, last)
+			}
+			if meta.LastContact >= 0 {
+				t.Fatalf("restarted follower answered index %d (< %d, the leader's before the restart) with Last-Contact %s, Known-Leader %v: it claims to be current",
+					meta.Index, last, meta.LastContact, meta.KnownLeader)
+			}
+		} else {
+			sawCurrent = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sawCurrent {
+		t.Fatalf("the restarted follower never caught up to index %d", last)
+	}
+	t.Logf("saw the follower behind before it caught up: %v", sawBehind)
+}
+
+// readyz reports whether node i answers GET /readyz with 200.
+func readyz(c *chaostest.Cluster, i int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Nodes[i].HTTPAddr()+"/readyz", nil)
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
