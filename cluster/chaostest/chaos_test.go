@@ -2,14 +2,15 @@ package chaostest_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/beaconhq/beacon/cluster/chaostest"
 )
 
@@ -118,18 +119,6 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-// keysOf is used by the stale-read test to print maps in order.
-func keysOf(m map[string]string) string {
-	var ks []string
-	for k, v := range m {
-		ks = append(ks, k+"="+v)
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ",")
-}
-
-var _ = time.Second
-
 func tail(path string, lines int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -140,4 +129,52 @@ func tail(path string, lines int) string {
 		ls = ls[len(ls)-lines:]
 	}
 	return strings.Join(ls, "\n")
+}
+
+// TestRecheck re-runs the history checkers on a saved run directory
+// (CHAOS_RECHECK=/path/to/seed-N; skipped otherwise), for instance after a
+// checker changed, and writes porcupine's visualisation there if the
+// history is not linearizable.
+func TestRecheck(t *testing.T) {
+	dir := os.Getenv("CHAOS_RECHECK")
+	if dir == "" {
+		t.Skip("recheck: set CHAOS_RECHECK to a run directory")
+	}
+	f, err := os.Open(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := chaostest.ReadJSON(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var faults []chaostest.Fault
+	if b, err := os.ReadFile(filepath.Join(dir, "faults.json")); err == nil {
+		if err := json.Unmarshal(b, &faults); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lin := chaostest.CheckLinearizability(ops, 5*time.Minute)
+	t.Logf("linearizability: %s (%d porcupine ops, %s)", lin.Result, lin.Ops, lin.Took)
+	if lin.Result == porcupine.Illegal {
+		path := filepath.Join(dir, "linearizability.html")
+		if err := lin.WriteVisualization(path); err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("not linearizable; visualisation in %s", path)
+	}
+	for _, l := range chaostest.CheckLostWrites(ops) {
+		t.Errorf("lost write: %s", l)
+	}
+	for _, m := range chaostest.CheckMonotonicReads(ops) {
+		t.Errorf("monotonic reads: %s", m)
+	}
+	stale, checked := chaostest.CheckStaleness(ops, chaostest.Isolations(faults))
+	for _, s := range stale {
+		t.Errorf("staleness: %s", s)
+	}
+	honest, dishonest := chaostest.RestartRegressions(ops)
+	t.Logf("%d ops, %d faults, staleness checked on %d reads, %d understated, restart regressions %d/%d",
+		len(ops), len(faults), checked, len(chaostest.UnderstatedStaleness(ops, time.Second)), len(honest), len(dishonest))
 }

@@ -277,8 +277,6 @@ func TestPausedOldLeader(t *testing.T) {
 	}
 }
 
-var _ = chaostest.HTTPPort
-
 // TestRestartedFollowerSaysItIsBehind restarts a follower that missed
 // writes: until it has caught up, its default reads must say they may be
 // stale (Last-Contact -1, "never current since start") rather than answer an
