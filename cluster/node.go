@@ -131,10 +131,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.pool = &rpcPool{dial: n.mux.dial, peers: map[string]*rpcClient{}}
 	n.registerRPCs()
-	n.mux.serve(n.rpcSrv.serveConn)
 	if err := n.startRaft(); err != nil {
 		return err
 	}
+	// Serve the cluster port only once Raft exists: the RPC handlers use it,
+	// and peers that still take a restarted node for the leader send it
+	// forwarded writes and read-index requests the moment it listens.
+	// Connections wait in the listen backlog until then.
+	n.mux.serve(n.rpcSrv.serveConn)
 	g, err := newGossip(n.cfg, memberMeta{
 		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
 		Expect: n.cfg.BootstrapExpect, Version: Version,

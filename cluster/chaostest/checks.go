@@ -176,10 +176,11 @@ type RestartRegression struct {
 
 // RestartRegressions lists reads whose index is below what an earlier
 // incarnation of the same node returned for the same key. Honest is the
-// subset that told the client it was stale (no leader known, or no contact
-// with one); the rest (Dishonest) answered with an old state while claiming
-// recent contact with a leader, the window in which a restarted follower
-// hears from the leader but has not yet caught up.
+// subset that told the client it was stale (no leader known, or
+// Last-Contact -1: not caught up since it started); the rest (Dishonest)
+// answered with an old state while claiming to be current, as restarted
+// followers did while they heard the leader's heartbeats but had not yet
+// received its log (fixed in cluster/freshness.go).
 func RestartRegressions(ops []Op) (honest, dishonest []RestartRegression) {
 	type nk struct {
 		node int
@@ -369,12 +370,9 @@ func (u Understatement) String() string {
 // understated how stale they were by more than margin. A read that returns
 // an index below an acknowledged put's (of its key, or any put for a read of
 // the whole service) did not see that put, so its answer was at least as
-// old as the time since the put was acknowledged. Last-Contact measures
-// contact with a leader, not how far behind the node is, so it can
-// understate legitimately while a node catches up after a heal; this is
-// reported, not failed. The worst case is an old leader resuming from a
-// pause: it answers from its stale state with Last-Contact 0 until it hears
-// of the new term.
+// old as the time since the put was acknowledged. Before
+// cluster/freshness.go, Last-Contact measured only contact with a leader
+// and understated by seconds after restarts, heals and pauses.
 func UnderstatedStaleness(ops []Op, margin time.Duration) []Understatement {
 	var puts []*Op
 	for i := range ops {

@@ -61,7 +61,7 @@ type Result struct {
 	RestartHonest    int
 	RestartDishonest []RestartRegression
 	// Understated lists default reads whose Last-Contact understated their
-	// staleness by more than a second (reported, not failed).
+	// staleness by more than a second.
 	Understated       []Understatement
 	Crashes           []string
 	Problems          []string
@@ -72,10 +72,13 @@ type Result struct {
 }
 
 // Violations counts every safety violation found: a non-linearizable
-// history, each lost write, each term with two leaders, each read that went
-// back in time, each understated Last-Contact and each agent crash.
+// history, each term with two leaders, each read that went back in time,
+// each understated Last-Contact (on an isolated node, on a restarted node
+// behind its earlier self, or by more than a second anywhere) and each agent
+// crash. Lost writes are counted apart.
 func (r *Result) Violations() int {
-	v := len(r.LeaderViolations) + len(r.Monotonic) + len(r.Staleness) + len(r.Crashes)
+	v := len(r.LeaderViolations) + len(r.Monotonic) + len(r.Staleness) + len(r.Crashes) +
+		len(r.Understated) + len(r.RestartDishonest)
 	if r.Linearizability == porcupine.Illegal {
 		v++
 	}
@@ -139,10 +142,10 @@ func (r *Result) Details() string {
 			fmt.Fprintf(&b, "understated staleness: ... %d more\n", len(r.Understated)-i)
 			break
 		}
-		fmt.Fprintf(&b, "understated staleness (reported, not failed): %s\n", u)
+		fmt.Fprintf(&b, "understated staleness: %s\n", u)
 	}
 	for _, d := range r.RestartDishonest {
-		fmt.Fprintf(&b, "restart regression claiming contact (reported, not failed): %s read op %d returned index %d < %d before the restart, Last-Contact %s\n",
+		fmt.Fprintf(&b, "restart regression claiming to be current: %s read op %d returned index %d < %d before the restart, Last-Contact %s\n",
 			d.Read.NodeName, d.Read.ID, d.Read.Index, d.Before, d.Read.LastContact)
 	}
 	if r.HistoryPath != "" {
