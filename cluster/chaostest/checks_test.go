@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -335,5 +338,26 @@ func TestParseFaults(t *testing.T) {
 	}
 	if _, err := chaostest.ParseFaults("kill-everything"); err == nil {
 		t.Fatal("an unknown fault was accepted")
+	}
+}
+
+func TestSampleNodeReadsHeapAndGoroutinesFromPprof(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	s, err := chaostest.SampleNode(context.Background(), srv.Client(), strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HeapInuse == 0 || s.Goroutines < 2 {
+		t.Fatalf("implausible sample %+v", s)
+	}
+	table := chaostest.SampleTable([]chaostest.Sample{
+		{At: time.Second, Node: "n1", HeapInuse: 8 << 20, Goroutines: 40},
+		{At: time.Minute, Node: "n1", HeapInuse: 10 << 20, Goroutines: 38},
+	})
+	if !strings.Contains(table, "+2.0 MiB") || !strings.Contains(table, "-2") {
+		t.Fatalf("growth missing from the table:\n%s", table)
 	}
 }
