@@ -20,6 +20,7 @@ type LostWrite struct {
 	Why   string
 }
 
+// String describes the lost write in one line.
 func (l LostWrite) String() string {
 	final := l.Final
 	if final == "" {
@@ -98,6 +99,7 @@ type MonotonicViolation struct {
 	ReadYourWrite bool
 }
 
+// String describes the monotonic violation in one line.
 func (m MonotonicViolation) String() string {
 	what := "read"
 	if m.ReadYourWrite {
@@ -235,6 +237,7 @@ type StalenessViolation struct {
 	AtLeast time.Duration
 }
 
+// String describes the staleness violation in one line.
 func (s StalenessViolation) String() string {
 	return fmt.Sprintf("%s: read op %d at %s answered X-Beacon-Last-Contact %s, but the node had been isolated for at least %s",
 		s.Read.NodeName, s.Read.ID, s.Read.Call.Round(time.Millisecond), s.Read.LastContact, s.AtLeast.Round(time.Millisecond))
@@ -360,6 +363,7 @@ type Understatement struct {
 	Stale  time.Duration
 }
 
+// String describes the understatement in one line.
 func (u Understatement) String() string {
 	return fmt.Sprintf("%s: read op %d at %s answered index %d with Last-Contact %s, but missed put op %d (index %d) acknowledged %s earlier",
 		u.Read.NodeName, u.Read.ID, u.Read.Call.Round(time.Millisecond), u.Read.Index, u.Read.LastContact,

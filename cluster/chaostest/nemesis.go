@@ -83,6 +83,7 @@ type Fault struct {
 	Recovery      time.Duration
 }
 
+// String describes the fault in one line.
 func (f Fault) String() string {
 	return fmt.Sprintf("%s n%d at %s for %s (recovered in %s)", f.Kind, f.Node+1,
 		f.Start.Round(time.Millisecond), (f.Healed - f.Start).Round(time.Millisecond), f.Recovery.Round(time.Millisecond))
