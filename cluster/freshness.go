@@ -67,9 +67,19 @@ func (n *Node) LastContact() time.Duration {
 	return now.Sub(syncedAt)
 }
 
-// syncLoop maintains n.fresh (see freshness).
+// markSynced records that the catalog is current as of at.
+func (n *Node) markSynced(at time.Time) {
+	n.fresh.mu.Lock()
+	n.fresh.synced, n.fresh.syncedAt, n.fresh.tick = true, at, time.Now()
+	n.fresh.mu.Unlock()
+}
+
+// syncLoop maintains n.fresh (see freshness). It ticks often enough that a
+// node that just learned of a leader proves itself current within a few
+// tens of milliseconds (one read-index round trip), and that a stall of
+// the process is noticed well within the heartbeat timeout.
 func (n *Node) syncLoop(ctx context.Context) {
-	every := max(n.cfg.HeartbeatTimeout/5, 10*time.Millisecond)
+	every := max(n.cfg.HeartbeatTimeout/20, 5*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -103,9 +113,7 @@ func (n *Node) syncLoop(ctx context.Context) {
 		}
 		start := time.Now()
 		if n.resync(ctx, leader) {
-			n.fresh.mu.Lock()
-			n.fresh.synced, n.fresh.syncedAt, n.fresh.tick = true, start, time.Now()
-			n.fresh.mu.Unlock()
+			n.markSynced(start)
 		}
 	}
 }
