@@ -2,6 +2,7 @@
 #
 #   make up      start a 3-node cluster, two load balancers and demo services (docker compose)
 #   make test    run every test (race detector on), vet, gofmt and the dependency check
+#   make chaos   the fault suite: CHAOS_RUNS runs of CHAOS_DURATION each (docs/chaos.md)
 #
 SHELL := /bin/bash
 GO ?= go
@@ -21,7 +22,7 @@ COMPOSE ?= docker-compose
 COMPOSE_PROJECT ?= beacon
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build test unit lint vet fmt-check depcheck vulncheck bench bench-lb clean image up down
+.PHONY: all build test unit lint vet fmt-check depcheck vulncheck bench bench-lb clean image up down chaos soak
 
 all: build
 
@@ -48,9 +49,21 @@ up: image
 down:
 	BEACON_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) --profile join-demo down --volumes --remove-orphans --timeout 10
 
-## test: lint, then every test with the race detector
+## test: lint, then every test with the race detector (includes one short
+## chaos run, about 2-3 minutes, against the freshly built bin/beacon)
 test: lint build
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	CHAOS_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## chaos: the fault suite (root: network namespaces). Configure with
+## CHAOS_RUNS (default 1), CHAOS_DURATION (90s), CHAOS_SEED (random, printed),
+## CHAOS_FAULTS, CHAOS_OUT; e.g. make chaos CHAOS_RUNS=20 CHAOS_DURATION=60s
+chaos: build
+	CHAOS_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 0 -v -run '^TestChaos$$' ./cluster/chaostest/
+
+## soak: sustained load without faults for CHAOS_SOAK (default 10m), with
+## heap and goroutines sampled from every agent through --enable-pprof
+soak: build
+	CHAOS_SOAK=$${CHAOS_SOAK:-10m} CHAOS_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 0 -v -run '^TestSoak$$' ./cluster/chaostest/
 
 ## unit: fast tests only (no clusters, no processes, no containers)
 unit:

@@ -77,6 +77,8 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		}
 	}
 	n.leaderReady.Store(true)
+	// Elected by a quorum and caught up through the barrier: current.
+	n.markSynced(time.Now())
 	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "index", n.fsm.AppliedIndex())
 
 	var tasks sync.WaitGroup

@@ -56,6 +56,8 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	fresh freshness
+
 	left         atomic.Bool
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -129,10 +131,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.pool = &rpcPool{dial: n.mux.dial, peers: map[string]*rpcClient{}}
 	n.registerRPCs()
-	n.mux.serve(n.rpcSrv.serveConn)
 	if err := n.startRaft(); err != nil {
 		return err
 	}
+	// Serve the cluster port only once Raft exists: the RPC handlers use it,
+	// and peers that still take a restarted node for the leader send it
+	// forwarded writes and read-index requests the moment it listens.
+	// Connections wait in the listen backlog until then.
+	n.mux.serve(n.rpcSrv.serveConn)
 	g, err := newGossip(n.cfg, memberMeta{
 		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
 		Expect: n.cfg.BootstrapExpect, Version: Version,
@@ -141,7 +147,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.gossip = g
+	n.fresh.tick = time.Now()
 	n.goLoop(n.monitorLeadership)
+	n.goLoop(n.syncLoop)
 	n.goLoop(n.bootstrapLoop)
 	n.goLoop(n.joinLoop)
 	return nil
@@ -373,19 +381,6 @@ func (n *Node) KnownLeader() bool {
 // LastIndex returns the index of the last entry in this node's Raft log,
 // committed or not.
 func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
-
-// LastContact is how long ago this node last heard from the leader: 0 on the
-// leader itself, and a large value on a node that never has.
-func (n *Node) LastContact() time.Duration {
-	if n.raft.State() == raft.Leader {
-		return 0
-	}
-	lc := n.raft.LastContact()
-	if lc.IsZero() {
-		return time.Duration(1<<63 - 1)
-	}
-	return time.Since(lc)
-}
 
 // Members returns every member gossip has seen, sorted by name.
 func (n *Node) Members() []Member { return n.gossip.snapshot() }

@@ -1,0 +1,132 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// never is what LastContact reports for a node that has no known-current
+// moment: it never caught up with a leader since it started.
+const never = time.Duration(1<<63 - 1)
+
+// freshness tracks whether this node's catalog is known to be current, so
+// that LastContact bounds how stale a local read may be, not only when a
+// leader was last heard from. The two differ in ways the chaos suite
+// (cluster/chaostest) measured:
+//
+//   - A restarted follower restores its last snapshot (or nothing) and
+//     applies the rest of its log only when the leader's replication reaches
+//     it, which trails the leader's heartbeats by seconds after the leader
+//     backed off from the dead peer: for that long it answered an empty or
+//     old catalog while heartbeats made its Last-Contact a few milliseconds.
+//   - After a partition heals, heartbeats resume before the missing entries
+//     arrive, with the same effect.
+//   - A leader resuming from a pause (SIGSTOP, a VM freeze) still believes it
+//     leads and answered Last-Contact 0 from its old state.
+//
+// So a node is "synced" only once it has proved it caught up: a follower by
+// a read-index round trip to the leader (ConsistentIndex), a leader by a
+// quorum check after its barrier. It falls out of sync when it goes longer
+// than the heartbeat timeout without hearing from the leader (or, as leader,
+// without confirming its leadership), or when its own loop stalled that long
+// (the process was paused). While out of sync, LastContact counts from the
+// last moment the node was known current (never, after a restart).
+type freshness struct {
+	mu       sync.Mutex
+	synced   bool
+	syncedAt time.Time // last moment the catalog was known current
+	tick     time.Time // last run of syncLoop
+}
+
+// LastContact is how long ago this node's catalog was last known to be
+// current: 0 on a leader that holds its leadership, the time since the
+// leader was last heard from on a follower that is caught up, the time since
+// it fell behind otherwise, and a very large value on a node that has not
+// caught up since it started.
+func (n *Node) LastContact() time.Duration {
+	now := time.Now()
+	n.fresh.mu.Lock()
+	synced, syncedAt, tick := n.fresh.synced, n.fresh.syncedAt, n.fresh.tick
+	n.fresh.mu.Unlock()
+	// A stale tick means this process itself stalled: what it knew before
+	// may be out of date, whatever raft still believes.
+	if synced && now.Sub(tick) <= n.cfg.HeartbeatTimeout {
+		if n.raft.State() == raft.Leader {
+			return 0
+		}
+		if lc := n.raft.LastContact(); !lc.IsZero() {
+			return now.Sub(lc)
+		}
+	}
+	if syncedAt.IsZero() {
+		return never
+	}
+	return now.Sub(syncedAt)
+}
+
+// markSynced records that the catalog is current as of at.
+func (n *Node) markSynced(at time.Time) {
+	n.fresh.mu.Lock()
+	n.fresh.synced, n.fresh.syncedAt, n.fresh.tick = true, at, time.Now()
+	n.fresh.mu.Unlock()
+}
+
+// syncLoop maintains n.fresh (see freshness). It ticks often enough that a
+// node that just learned of a leader proves itself current within a few
+// tens of milliseconds (one read-index round trip), and that a stall of
+// the process is noticed well within the heartbeat timeout.
+func (n *Node) syncLoop(ctx context.Context) {
+	every := max(n.cfg.HeartbeatTimeout/20, 5*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		leader := n.raft.State() == raft.Leader
+		n.fresh.mu.Lock()
+		stalled := now.Sub(n.fresh.tick) > n.cfg.HeartbeatTimeout
+		n.fresh.tick = now
+		if n.fresh.synced {
+			lc := n.raft.LastContact()
+			switch {
+			case stalled:
+				n.fresh.synced = false
+			case leader && n.leaderReady.Load():
+				n.fresh.syncedAt = now
+			case !leader && !lc.IsZero() && now.Sub(lc) <= n.cfg.HeartbeatTimeout:
+				n.fresh.syncedAt = lc
+			default:
+				n.fresh.synced = false
+			}
+		}
+		synced := n.fresh.synced
+		n.fresh.mu.Unlock()
+		if synced || !n.KnownLeader() && !leader {
+			continue
+		}
+		start := time.Now()
+		if n.resync(ctx, leader) {
+			n.markSynced(start)
+		}
+	}
+}
+
+// resync proves this node current: a leader confirms its leadership with a
+// quorum after its barrier; a follower obtains a read index from the leader
+// and applies up to it.
+func (n *Node) resync(ctx context.Context, leader bool) bool {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
+	defer cancel()
+	if leader {
+		return n.leaderReady.Load() && n.raft.VerifyLeader().Error() == nil && n.leaderReady.Load()
+	}
+	_, err := n.ConsistentIndex(ctx)
+	return err == nil
+}
