@@ -145,6 +145,8 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 	if o.minIndex == 0 {
 		idx, err := query(nil)
 		if err != nil {
+			// A read that found nothing (404) still says how fresh that is.
+			s.setReadHeaders(w, max(idx, 1))
 			writeError(w, err)
 			return 0, false
 		}
@@ -169,6 +171,7 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 		ws := memdb.NewWatchSet()
 		idx, err := query(ws)
 		if err != nil {
+			s.setReadHeaders(w, max(idx, 1))
 			writeError(w, err)
 			return 0, false
 		}

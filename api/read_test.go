@@ -455,3 +455,14 @@ func TestBlockingQueries(t *testing.T) {
 		}
 	})
 }
+
+func TestAReadThatFindsNothingStillCarriesTheReadHeaders(t *testing.T) {
+	ts := newTestServer(t, nil)
+	r := ts.get(t, "/v1/services/web/instances/missing")
+	if r.status != http.StatusNotFound {
+		t.Fatalf("status %d, want 404", r.status)
+	}
+	if r.index == 0 || r.header.Get(api.HeaderKnownLeader) == "" || r.header.Get(api.HeaderLastContact) == "" {
+		t.Fatalf("a 404 read lacks the read headers: %v", r.header)
+	}
+}
