@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,6 +20,9 @@ const (
 	connRaft byte = 'R'
 	connRPC  byte = 'P'
 )
+
+// raftRefusedRetry bounds how long a Raft dial retries a refused connection.
+const raftRefusedRetry = time.Second
 
 // mux owns the cluster port. It accepts connections, wraps them in TLS when
 // configured, reads the first byte, authenticates the peer with the
@@ -150,6 +154,25 @@ func (m *mux) route(c net.Conn) {
 func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.Dial("tcp", addr)
+	if kind == connRaft {
+		// A refused connection is retried for up to raftRefusedRetry before
+		// Raft sees the failure. Raft backs off exponentially per failed
+		// RPC to a peer (up to 10 s, uninterruptibly), and a stopped
+		// process refuses at once: without this, a peer down for a few
+		// seconds collects enough failures that, once back, it waits
+		// seconds more for the leader to retry, and writes forwarded
+		// through it wait too. Counted in seconds of outage rather than in
+		// instant refusals, the back-off stays short.
+		deadline := time.Now().Add(min(timeout, raftRefusedRetry))
+		for err != nil && errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline) {
+			select {
+			case <-m.closed:
+				return nil, err
+			case <-time.After(50 * time.Millisecond):
+			}
+			c, err = d.Dial("tcp", addr)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
