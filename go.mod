@@ -2,6 +2,13 @@ module github.com/beaconhq/beacon
 
 go 1.26.8
 
+// raft v1.8.0 pulls github.com/hashicorp/go-metrics v0.7.0, which no longer
+// has the go-metrics/compat package that raft-boltdb/v2 v2.3.1 imports, so the
+// two do not build together as resolved by default. We keep raft v1.8 (the
+// release line the project targets) and pin go-metrics to v0.6.0, which still
+// has compat, rather than fall back to raft v1.7.3: the pin touches only
+// metrics plumbing, not consensus code. Remove it once raft-boltdb stops
+// importing compat.
 replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.0
 
 require (
