@@ -83,8 +83,10 @@ func run() error {
 
 	c := &cluster{dir: dir, bin: *beaconBin}
 	defer c.stopAll()
-	if err := c.start(3); err != nil {
-		return err
+	if want["write"] || want["read"] || want["failover"] || want["detect"] {
+		if err := c.start(3); err != nil {
+			return err
+		}
 	}
 	var beaconW, beaconR float64
 	var beaconF time.Duration
@@ -108,10 +110,18 @@ func run() error {
 	if want["detect"] {
 		benchDetect(c)
 	}
-	if want["memory"] {
-		beaconM = benchMemory(c)
-	}
 	c.stopAll()
+	if want["memory"] {
+		// A fresh cluster, so that the figure is the RSS with *instances
+		// records and not with everything the earlier phases wrote.
+		mc := &cluster{dir: filepath.Join(dir, "memory"), bin: *beaconBin}
+		defer mc.stopAll()
+		if err := mc.start(3); err != nil {
+			return err
+		}
+		beaconM = benchMemory(mc)
+		mc.stopAll()
+	}
 
 	if *etcdBin != "" {
 		e := &etcdCluster{dir: filepath.Join(dir, "etcd"), bin: *etcdBin}
@@ -137,6 +147,13 @@ func run() error {
 			}
 		}
 		if want["memory"] {
+			// A fresh etcd cluster too, for the same reason.
+			e.stop()
+			e = &etcdCluster{dir: filepath.Join(dir, "etcd-memory"), bin: *etcdBin}
+			if err := e.start(); err != nil {
+				return fmt.Errorf("etcd baseline: %w", err)
+			}
+			defer e.stop()
 			if m := e.memory(); m > 0 && beaconM > 0 {
 				report("ratio: beacon/etcd RSS (lower is better)", "%.2f", float64(beaconM)/float64(m))
 			}
@@ -195,6 +212,9 @@ func (c *cluster) startNode(i, n int) error {
 		}
 	}
 	cmd := exec.Command(c.bin, args...)
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
 	logf, err := os.Create(filepath.Join(c.dir, c.names[i]+".log"))
 	if err != nil {
 		return err
@@ -590,7 +610,7 @@ func reportRSS(system string, procs []*exec.Cmd) int {
 		parts = append(parts, fmt.Sprintf("#%d %d MB (anon %d, file %d)", i+1, rss,
 			rssMB(p.Process.Pid, "RssAnon:"), rssMB(p.Process.Pid, "RssFile:")))
 	}
-	report(fmt.Sprintf("%s RSS per node with %d+ records", system, *instances), "%s", strings.Join(parts, ", "))
+	report(fmt.Sprintf("%s RSS per node, fresh cluster + %d records", system, *instances), "%s", strings.Join(parts, ", "))
 	return most
 }
 
@@ -779,6 +799,7 @@ func (e *etcdCluster) stop() {
 			_ = p.Wait()
 		}
 	}
+	e.procs = nil
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
