@@ -39,7 +39,7 @@ var (
 	duration  = flag.Duration("duration", 10*time.Second, "length of each load phase")
 	clients   = flag.Int("clients", 64, "concurrent clients")
 	instances = flag.Int("instances", 10000, "catalog size for the memory measurement")
-	trials    = flag.Int("failovers", 5, "leader kills for the failover measurement")
+	trials    = flag.Int("trials", 5, "kills per failover and detection measurement")
 	phases    = flag.String("phases", "write,read,failover,detect,memory", "phases to run")
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
@@ -521,46 +521,71 @@ func benchFailover(c *cluster) time.Duration {
 }
 
 // benchDetect kills a follower and measures the time until every survivor
-// reports it failed in /v1/cluster/members.
+// reports it failed in /v1/cluster/members, over *trials kills; the victim is
+// restarted and seen alive by every node before the next trial.
 func benchDetect(c *cluster) {
-	if err := c.waitLeader(30 * time.Second); err != nil {
-		fmt.Println("detect:", err)
-		return
+	var worst []time.Duration // per trial, the slowest survivor
+	for t := 0; t < *trials; t++ {
+		if err := c.waitLeader(30 * time.Second); err != nil {
+			fmt.Println("detect:", err)
+			return
+		}
+		l := c.leader()
+		f := (l + 1 + t%2) % len(c.procs) // alternate between the two followers
+		victim := c.names[f]
+		if !c.waitMemberStatus(victim, "alive", -1, 30*time.Second) {
+			fmt.Println("detect: ", victim, "not alive everywhere before the trial")
+			return
+		}
+		_ = c.procs[f].Process.Kill()
+		_ = c.procs[f].Wait()
+		t0 := time.Now()
+		if !c.waitMemberStatus(victim, "failed", f, 30*time.Second) {
+			fmt.Println("detect: ", victim, "not reported failed by every survivor within 30s")
+			return
+		}
+		worst = append(worst, time.Since(t0))
+		if err := c.startNode(f, len(c.procs)); err != nil {
+			fmt.Println("detect restart:", err)
+			return
+		}
 	}
-	l := c.leader()
-	f := (l + 1) % len(c.procs)
-	victim := c.names[f]
-	_ = c.procs[f].Process.Kill()
-	_ = c.procs[f].Wait()
-	t0 := time.Now()
-	seen := map[int]time.Duration{}
-	for time.Since(t0) < 30*time.Second && len(seen) < len(c.procs)-1 {
+	report("dead node noticed by every survivor (gossip)", "p50 %s  max %s  (%d kills)", pct(worst, 50), pct(worst, 100), len(worst))
+	_ = c.waitLeader(30 * time.Second)
+}
+
+// waitMemberStatus polls /v1/cluster/members on every node but skip until
+// each reports the member with the status, or the timeout passes.
+func (c *cluster) waitMemberStatus(member, want string, skip int, timeout time.Duration) bool {
+	hc := &http.Client{Timeout: time.Second}
+	seen := map[int]bool{}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		for i := range c.procs {
-			if i == f || seen[i] > 0 {
+			if i == skip || seen[i] {
 				continue
 			}
 			var ms []struct{ Name, Status string }
-			resp, err := http.Get(c.api(i) + "/v1/cluster/members")
+			resp, err := hc.Get(c.api(i) + "/v1/cluster/members")
 			if err != nil {
 				continue
 			}
 			_ = json.NewDecoder(resp.Body).Decode(&ms)
 			resp.Body.Close()
 			for _, m := range ms {
-				if m.Name == victim && m.Status == "failed" {
-					seen[i] = time.Since(t0)
+				if m.Name == member && m.Status == want {
+					seen[i] = true
 				}
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		n := len(c.procs)
+		if skip >= 0 {
+			n--
+		}
+		if len(seen) == n {
+			return true
+		}
 	}
-	var ds []time.Duration
-	for _, d := range seen {
-		ds = append(ds, d)
-	}
-	report("dead node noticed by every survivor (gossip)", "max %s  (%d of %d survivors)", pct(ds, 100), len(ds), len(c.procs)-1)
-	_ = c.startNode(f, len(c.procs))
-	_ = c.waitLeader(30 * time.Second)
+	return false
 }
 
 // benchMemory registers *instances instances and reads each agent's RSS.
