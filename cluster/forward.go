@@ -192,6 +192,7 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
 	if !ok {
 		return f.Index(), fmt.Errorf("cluster: unexpected apply response %T", f.Response())
 	}
+	n.nudge.note(n.raft.LastIndex())
 	if res.Err != nil {
 		return res.Index, res.Err
 	}

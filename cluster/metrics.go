@@ -17,6 +17,7 @@ type metrics struct {
 	writeLatency prometheus.Histogram
 	forwarded    *prometheus.CounterVec
 	connRejected *prometheus.CounterVec
+	nudges       prometheus.Counter
 }
 
 // latencyBuckets span a local fsync (sub-millisecond) to a leader wait.
@@ -42,6 +43,10 @@ func newMetrics() *metrics {
 			Name: "beacon_cluster_connections_rejected_total",
 			Help: "Connections to the cluster port refused, by reason (tls: handshake or certificate; secret: cluster-secret handshake).",
 		}, []string{"reason"}),
+		nudges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "beacon_raft_commit_nudges_total",
+			Help: "Barriers the leader appended so that followers learn at once that a write committed (no later entry would have told them before CommitTimeout).",
+		}),
 	}
 	// Series that alerts watch exist from the start, at zero.
 	m.connRejected.WithLabelValues("tls")
@@ -53,7 +58,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}

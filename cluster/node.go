@@ -57,6 +57,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	fresh freshness
+	nudge *commitNudge
 
 	left         atomic.Bool
 	shutdownOnce sync.Once
@@ -77,6 +78,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		rpcSrv:  newRPCServer(logger.Named("rpc")),
 		audit:   auditLogger(cfg, logger),
 		metrics: newMetrics(),
+		nudge:   newCommitNudge(),
 	}
 	if cfg.Metrics != nil {
 		if err := n.registerMetrics(cfg.Metrics); err != nil {
@@ -152,6 +154,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goLoop(n.syncLoop)
 	n.goLoop(n.bootstrapLoop)
 	n.goLoop(n.joinLoop)
+	n.goLoop(n.nudgeLoop)
 	return nil
 }
 

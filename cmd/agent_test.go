@@ -108,6 +108,47 @@ func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
 	}
 }
 
+// A follower learns that an entry committed only from the leader's next
+// AppendEntries, which Raft sends for new entries or after CommitTimeout.
+// With CommitTimeout at a minute, only the leader's commit nudge (a barrier
+// after a write that nothing follows) tells the followers in time: a write
+// through the leader must reach every follower, and a write forwarded by a
+// follower (answered once that follower has applied it) must return, in
+// seconds, not in a minute.
+func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+		cfg.RaftCommitTimeout = time.Minute
+	}))
+	c.WaitForVoters(3)
+	for i := 0; i < 3; i++ {
+		l := c.WaitForLeader()
+		idx := registerRetry(t, c.Client(l), "nudge", fmt.Sprintf("via-leader-%d", i), reg("10.0.0.1", 8080))
+		clustertest.Eventually(t, 10*time.Second, func() bool {
+			for _, n := range c.Nodes() {
+				if n.Agent.Node().Status().AppliedIndex < idx {
+					return false
+				}
+			}
+			return true
+		}, fmt.Sprintf("every node at index %d (a write through the leader)", idx))
+	}
+	f := follower(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx, err := c.Client(f).Register(ctx, "nudge", "via-follower", reg("10.0.0.2", 8080))
+	if err != nil {
+		t.Fatalf("a write forwarded by a follower did not return within 10s: %v", err)
+	}
+	clustertest.Eventually(t, 10*time.Second, func() bool {
+		for _, n := range c.Nodes() {
+			if n.Agent.Node().Status().AppliedIndex < idx {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("every node at index %d (a write through a follower)", idx))
+}
+
 func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing.T) {
 	c := clustertest.New(t, 3)
 	ctx := context.Background()
