@@ -534,14 +534,14 @@ func benchDetect(c *cluster) {
 		f := (l + 1 + t%2) % len(c.procs) // alternate between the two followers
 		victim := c.names[f]
 		if !c.waitMemberStatus(victim, "alive", -1, 30*time.Second) {
-			fmt.Println("detect: ", victim, "not alive everywhere before the trial")
+			fmt.Println("detect:", victim, "not alive everywhere before the trial")
 			return
 		}
 		_ = c.procs[f].Process.Kill()
 		_ = c.procs[f].Wait()
 		t0 := time.Now()
 		if !c.waitMemberStatus(victim, "failed", f, 30*time.Second) {
-			fmt.Println("detect: ", victim, "not reported failed by every survivor within 30s")
+			fmt.Println("detect:", victim, "not reported failed by every survivor within 30s")
 			return
 		}
 		worst = append(worst, time.Since(t0))
