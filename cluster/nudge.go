@@ -62,8 +62,8 @@ func (c *commitNudge) take() uint64 {
 // otherwise reach the followers only after CommitTimeout. One barrier at a
 // time: writes that complete meanwhile are covered by the next decision.
 func (n *Node) nudgeLoop(ctx context.Context) {
-	t := time.NewTimer(0)
-	<-t.C
+	t := time.NewTimer(nudgeDelay)
+	t.Stop()
 	defer t.Stop()
 	for {
 		select {
