@@ -122,15 +122,8 @@ func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
 	c.WaitForVoters(3)
 	for i := 0; i < 3; i++ {
 		l := c.WaitForLeader()
-		idx := registerRetry(t, c.Client(l), "nudge", fmt.Sprintf("via-leader-%d", i), reg("10.0.0.1", 8080))
-		clustertest.Eventually(t, 10*time.Second, func() bool {
-			for _, n := range c.Nodes() {
-				if n.Agent.Node().Status().AppliedIndex < idx {
-					return false
-				}
-			}
-			return true
-		}, fmt.Sprintf("every node at index %d (a write through the leader)", idx))
+		// WaitForIndex gives up after 30 s, half the commit timeout.
+		c.WaitForIndex(registerRetry(t, c.Client(l), "nudge", fmt.Sprintf("via-leader-%d", i), reg("10.0.0.1", 8080)))
 	}
 	f := follower(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -139,14 +132,7 @@ func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a write forwarded by a follower did not return within 10s: %v", err)
 	}
-	clustertest.Eventually(t, 10*time.Second, func() bool {
-		for _, n := range c.Nodes() {
-			if n.Agent.Node().Status().AppliedIndex < idx {
-				return false
-			}
-		}
-		return true
-	}, fmt.Sprintf("every node at index %d (a write through a follower)", idx))
+	c.WaitForIndex(idx)
 }
 
 func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing.T) {
