@@ -599,6 +599,13 @@ func benchMemory(c *cluster) int {
 		fmt.Println("memory:", err)
 		return 0
 	}
+	fill(c.apis(), registerReq)
+	return reportRSS("beacon", c.procs)
+}
+
+// fill sends *instances writes made by mk over *clients workers (worker w
+// uses bases[w%len]), each tried up to 5 times until it answers 200.
+func fill(bases []string, mk reqFunc) {
 	hc := newHTTPClient()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -606,26 +613,23 @@ func benchMemory(c *cluster) int {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for {
-				n := next.Add(1)
-				if n > int64(*instances) {
-					return
-				}
-				method, url, body := registerReq(c.api(w%len(c.procs)), 2_000_000+n)
+			for n := next.Add(1); n <= int64(*instances); n = next.Add(1) {
+				method, url, body := mk(bases[w%len(bases)], 2_000_000+n)
 				for try := 0; try < 5; try++ {
 					req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-					if resp, err := hc.Do(req); err == nil {
-						resp.Body.Close()
-						if resp.StatusCode == http.StatusOK {
-							break
-						}
+					resp, err := hc.Do(req)
+					if err != nil {
+						continue
+					}
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						break
 					}
 				}
 			}
 		}(w)
 	}
 	wg.Wait()
-	return reportRSS("beacon", c.procs)
 }
 
 // reportRSS waits for the processes to settle after a load and reports
@@ -785,27 +789,7 @@ func (e *etcdCluster) failover() time.Duration {
 
 // memory puts *instances keys like benchMemory's registrations and reports RSS.
 func (e *etcdCluster) memory() int {
-	hc := newHTTPClient()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < *clients; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for {
-				n := next.Add(1)
-				if n > int64(*instances) {
-					return
-				}
-				method, url, body := etcdPutReq(e.clientURLs()[w%3], 2_000_000+n)
-				req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-				if resp, err := hc.Do(req); err == nil {
-					resp.Body.Close()
-				}
-			}
-		}(w)
-	}
-	wg.Wait()
+	fill(e.clientURLs(), etcdPutReq)
 	return reportRSS("etcd", e.procs)
 }
 
