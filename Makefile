@@ -22,7 +22,7 @@ COMPOSE ?= docker-compose
 COMPOSE_PROJECT ?= beacon
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build test unit lint vet fmt-check depcheck vulncheck bench bench-lb clean image up down chaos soak
+.PHONY: all build test test-nested unit lint vet fmt-check depcheck vulncheck bench bench-lb clean image up down chaos soak
 
 all: build
 
@@ -53,6 +53,19 @@ down:
 ## chaos run, about 2-3 minutes, against the freshly built bin/beacon)
 test: lint build
 	CHAOS_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory test-nested
+
+# Nested Go modules (a go.mod below the root) hold tests that drive Beacon with
+# real consumers' code (the Consul API client, Prometheus, a browser) whose
+# module graphs stay out of Beacon's own go.mod. Each runs with its own go test.
+NESTED := $(sort $(patsubst %/go.mod,%,$(shell git ls-files '*/go.mod' 2>/dev/null)))
+
+## test-nested: the nested modules' tests alone (docs/consul.md, docs/ui.md)
+test-nested: build
+	@for m in $(NESTED); do \
+	  echo "== go test ./... in $$m (nested module)"; \
+	  (cd $$m && BEACON_BINARY=$(CURDIR)/$(BIN) $(GO) vet ./... && BEACON_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m ./...) || exit 1; \
+	done
 
 ## chaos: the fault suite (root: network namespaces). Configure with
 ## CHAOS_RUNS (default 1), CHAOS_DURATION (90s), CHAOS_SEED (random, printed),
