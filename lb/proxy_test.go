@@ -778,3 +778,49 @@ func TestAdminStatusShowsEachTable(t *testing.T) {
 		t.Fatalf("readyz %d", code)
 	}
 }
+
+// A backend answering 500 is ejected by default (Envoy's consecutive_5xx),
+// but a 500 is not retried: the request may have done something.
+func TestAnInstanceAnswering500IsEjectedButNotRetried(t *testing.T) {
+	for _, on5xx := range []bool{true, false} {
+		t.Run(fmt.Sprint("eject-on-5xx=", on5xx), func(t *testing.T) {
+			cat := newMemCatalog()
+			bes, idx := threeBackends(t, cat)
+			bes[0].handle(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+			b, url := startBalancer(t, cat, func(c *Config) {
+				c.EjectOn5xx, c.EjectBase, c.EjectMax = on5xx, time.Hour, time.Hour
+			})
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			const total = 300
+			failed := 0
+			for i := 0; i < total; i++ {
+				code, _, _ := get(t, c, url+"/web/")
+				if code == 500 {
+					failed++
+				} else if code != 200 {
+					t.Fatalf("status %d", code)
+				}
+			}
+			if hits := bes[0].hits.Load(); int(hits) != failed {
+				t.Fatalf("the failing backend got %d attempts and %d requests failed: a 500 was retried", hits, failed)
+			}
+			st := b.Status().Services[0]
+			var ejections uint64
+			for _, in := range st.Instances {
+				if in.ID == "web-1" {
+					ejections = in.Ejections
+				}
+			}
+			if on5xx {
+				// Round-robin sends it every third request; after 5 in a
+				// row it is ejected (for an hour here).
+				if failed != 5 || ejections != 1 {
+					t.Fatalf("%d of %d requests failed, %d ejections; want 5 failures then an ejection", failed, total, ejections)
+				}
+			} else if failed != total/3 || ejections != 0 {
+				t.Fatalf("%d of %d requests failed, %d ejections; want every third and none (500s do not count)", failed, total, ejections)
+			}
+		})
+	}
+}
