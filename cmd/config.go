@@ -99,11 +99,11 @@ func DefaultAgentConfig() AgentConfig {
 
 		MaxBlockingQueries: api.DefaultMaxBlockingQueries,
 
-		DNSDomain:   "beacon.",
+		DNSDomain: "beacon.",
 
 		ConsulDatacenter: "dc1",
-		DNSTTL:      5 * time.Second,
-		DNSMaxStale: 5 * time.Second,
+		DNSTTL:           5 * time.Second,
+		DNSMaxStale:      5 * time.Second,
 
 		CheckDenyCIDR:   []string{"169.254.0.0/16", "fe80::/10"},
 		FlapThreshold:   5,
