@@ -42,6 +42,9 @@ type Config struct {
 	DNSTTL        time.Duration `json:"dns_ttl"`
 	DNSMaxStale   time.Duration `json:"dns_max_stale"`
 	DNSAllowStale bool          `json:"dns_allow_stale"`
+	// ConsulDatacenter is the datacenter name the Consul API presents
+	// (docs/consul.md).
+	ConsulDatacenter string `json:"consul_datacenter"`
 	// An embedded load balancer (docs/lb.md), off unless LBAddr is set.
 	LBAddr      string   `json:"lb_addr"`
 	LBAdminAddr string   `json:"lb_admin_addr"`
@@ -102,6 +105,8 @@ func DefaultConfig() Config {
 		DNSDomain:   "beacon.",
 		DNSTTL:      5 * time.Second,
 		DNSMaxStale: 5 * time.Second,
+
+		ConsulDatacenter: "dc1",
 
 		CheckDenyCIDR:   []string{"169.254.0.0/16", "fe80::/10"},
 		FlapThreshold:   5,

@@ -44,6 +44,7 @@ var agentSettings = []option{
 	{"dns-ttl", "", "BEACON_DNS_TTL", "TTL of DNS records", func(c *agent.Config) any { return &c.DNSTTL }},
 	{"dns-max-stale", "", "BEACON_DNS_MAX_STALE", "answer SERVFAIL after this long without contact with the leader", func(c *agent.Config) any { return &c.DNSMaxStale }},
 	{"dns-allow-stale", "", "BEACON_DNS_ALLOW_STALE", "answer DNS even when out of contact with the leader longer than --dns-max-stale", func(c *agent.Config) any { return &c.DNSAllowStale }},
+	{"consul-datacenter", "", "BEACON_CONSUL_DATACENTER", "datacenter name the Consul-compatible API presents (docs/consul.md)", func(c *agent.Config) any { return &c.ConsulDatacenter }},
 	{"lb-addr", "", "BEACON_LB_ADDR", "run a load balancer in the agent on this address (off when empty)", func(c *agent.Config) any { return &c.LBAddr }},
 	{"lb-admin-addr", "", "BEACON_LB_ADMIN_ADDR", "admin address of the embedded load balancer (/lb/status, /metrics)", func(c *agent.Config) any { return &c.LBAdminAddr }},
 	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *agent.Config) any { return &c.LBZone }},

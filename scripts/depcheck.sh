@@ -18,8 +18,10 @@ declare -A allowed=(
   [health]="fsm"
   [api]="fsm api/client"
   [api/client]=""
+  # the Consul endpoints reuse the API's validation, tokens and errors
+  [api/consul]="fsm api api/client"
   [lb]=""
-  [agent]="fsm cluster health api api/client api/dns lb"
+  [agent]="fsm cluster health api api/client api/dns api/consul lb"
   [agent/agenttest]="agent api/client"
   [lb/registry]="lb api/client"
   # the fault suite drives the built binary over HTTP, like a user
