@@ -1,20 +1,18 @@
 package client
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -26,11 +24,22 @@ type Config struct {
 	Addresses []string
 	// Token is sent as "Authorization: Bearer" when set.
 	Token string
-	// HTTPClient overrides the default HTTP client (for TLS settings).
+	// TLS, when set, makes the client's own transport speak HTTPS with it;
+	// addresses without a scheme then mean https://.
+	TLS *tls.Config
+	// HTTPClient replaces the client's own HTTP client (TLS is then
+	// ignored). Its transport should wait for "100 Continue" at least
+	// AttemptTimeout (http.Transport.ExpectContinueTimeout), or a write to
+	// an agent that hangs is not retried elsewhere (failover.go).
 	HTTPClient *http.Client
-	// Timeout bounds requests that do not block (default 30s). Blocking
-	// queries are bounded by their wait plus this timeout.
+	// Timeout bounds a whole call, every attempt included (default 30s).
+	// A blocking query is bounded by its wait plus this timeout.
 	Timeout time.Duration
+	// AttemptTimeout bounds one attempt on one agent, from connecting to
+	// the response headers (default 2s); a blocking query's attempt is its
+	// wait plus this. When it runs out the next agent is tried (a write
+	// only when it was surely not sent), so a hung agent costs one attempt.
+	AttemptTimeout time.Duration
 }
 
 // Client talks to a Beacon cluster's HTTP API. It is safe for concurrent use.
@@ -40,6 +49,7 @@ type Client struct {
 	hc      *http.Client
 	token   string
 	timeout time.Duration
+	attempt time.Duration
 }
 
 // New returns a Client for the given agents.
@@ -47,18 +57,23 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Addresses) == 0 {
 		return nil, errors.New("client: no agent address")
 	}
-	c := &Client{hc: cfg.HTTPClient, token: cfg.Token, timeout: cfg.Timeout}
-	if c.hc == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
-		c.hc = &http.Client{Transport: t}
-	}
+	c := &Client{hc: cfg.HTTPClient, token: cfg.Token, timeout: cfg.Timeout, attempt: cfg.AttemptTimeout}
 	if c.timeout <= 0 {
 		c.timeout = 30 * time.Second
 	}
+	if c.attempt <= 0 {
+		c.attempt = DefaultAttemptTimeout
+	}
+	scheme := "http://"
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: NewTransport(cfg.TLS, c.attempt)}
+		if cfg.TLS != nil {
+			scheme = "https://"
+		}
+	}
 	for _, a := range cfg.Addresses {
 		if !strings.Contains(a, "://") {
-			a = "http://" + a
+			a = scheme + a
 		}
 		u, err := url.Parse(a)
 		if err != nil || u.Host == "" {
@@ -166,79 +181,6 @@ type QueryMeta struct {
 	NextCursor string
 }
 
-// do sends one request, moving to the next agent when one cannot be
-// reached. Writes move on only when the request surely did not arrive
-// (connection refused), so a write is never sent twice by the client.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any, out any) (*QueryMeta, error) {
-	var payload []byte
-	if body != nil {
-		var err error
-		if payload, err = json.Marshal(body); err != nil {
-			return nil, err
-		}
-	}
-	timeout := c.timeout
-	if w := q.Get("wait"); w != "" && q.Get("index") != "" {
-		d, _ := time.ParseDuration(w)
-		timeout += d + d/16
-	} else if q.Get("index") != "" {
-		timeout += 10*time.Minute + time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	write := method != http.MethodGet
-	var lastErr error
-	for attempt := 0; attempt < len(c.bases); attempt++ {
-		i := int(c.cur.Load()) % len(c.bases)
-		base := c.bases[i]
-		u := *base
-		u.Path = strings.TrimSuffix(base.Path, "/") + path
-		u.RawQuery = q.Encode()
-		var rd io.Reader
-		if payload != nil {
-			rd = bytes.NewReader(payload)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-		if err != nil {
-			return nil, err
-		}
-		if payload != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if c.token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.token)
-		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil || (write && !refused(err)) {
-				return nil, err
-			}
-			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
-			continue
-		}
-		meta, err := decodeResponse(resp, out)
-		if meta != nil {
-			meta.Agent = base.Host
-		}
-		var ae *Error
-		if !write && errors.As(err, &ae) && ae.Status >= 500 {
-			// A read may go to any agent: one that is shutting down or out
-			// of touch with the leader should not stop it, so try the next.
-			lastErr = err
-			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
-			continue
-		}
-		return meta, err
-	}
-	return nil, fmt.Errorf("client: no agent reachable: %w", lastErr)
-}
-
-func refused(err error) bool {
-	var op *net.OpError
-	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial")
-}
-
 func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
 	defer resp.Body.Close()
 	meta := &QueryMeta{}
@@ -334,13 +276,13 @@ func (c *Client) Members(ctx context.Context) ([]Member, error) {
 // Join asks the agent to join the gossip peers at addrs.
 func (c *Client) Join(ctx context.Context, addrs []string) (int, error) {
 	var out JoinResult
-	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/join", url.Values{}, JoinRequest{Addresses: addrs}, &out)
+	_, err := c.do(longCall(ctx), http.MethodPost, "/v1/cluster/join", url.Values{}, JoinRequest{Addresses: addrs}, &out)
 	return out.Joined, err
 }
 
 // Leave asks the agent to leave the cluster gracefully and shut down.
 func (c *Client) Leave(ctx context.Context) error {
-	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/leave", url.Values{}, nil, nil)
+	_, err := c.do(longCall(ctx), http.MethodPost, "/v1/cluster/leave", url.Values{}, nil, nil)
 	return err
 }
 

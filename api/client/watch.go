@@ -29,10 +29,11 @@ const (
 // result and then each result that differs from the last one delivered;
 // a query that ends without a change delivers nothing.
 //
-// When the agent it talks to fails (cannot be reached, shuts down, is
-// overloaded with blocking queries, or answers an error), Watch moves to the
-// next agent address and retries with jittered exponential back-off (50 ms
-// up to 5 s), for as long as ctx lasts: a consumer keeps its last update
+// When the agent it talks to fails (cannot be reached, hangs, shuts down, is
+// overloaded with blocking queries, or answers an error), the query moves to
+// the next agent (the client's fail-over policy, failover.go); when no agent
+// answered, Watch retries with jittered exponential back-off (50 ms up to
+// 5 s), for as long as ctx lasts: a consumer keeps its last update
 // while no agent answers. The channel is closed when ctx ends; it is
 // unbuffered, so a slow consumer only delays the next query.
 //
@@ -69,7 +70,7 @@ func (w *watch) run(ctx context.Context, insts []Instance, meta *QueryMeta, err 
 	defer close(w.out)
 	for {
 		if err != nil {
-			if ctx.Err() != nil || !w.retryAfter(ctx, meta) {
+			if ctx.Err() != nil || !w.retryAfter(ctx) {
 				return
 			}
 		} else if !w.deliver(ctx, insts, meta) {
@@ -101,15 +102,10 @@ func (w *watch) deliver(ctx context.Context, insts []Instance, meta *QueryMeta) 
 	}
 }
 
-// retryAfter moves off the agent that failed and sleeps the back-off. It
-// returns false when ctx ended.
-func (w *watch) retryAfter(ctx context.Context, meta *QueryMeta) bool {
-	if meta != nil && meta.Agent != "" {
-		w.c.avoid(meta.Agent)
-	} else {
-		// Not even a connection: do already tried every address once.
-		w.c.avoid(w.c.currentHost())
-	}
+// retryAfter sleeps the back-off after a query that no agent answered (the
+// client's fail-over policy already tried each of them once). It returns
+// false when ctx ended.
+func (w *watch) retryAfter(ctx context.Context) bool {
 	w.backoff = min(max(w.backoff*2, watchMinBackoff), watchMaxBackoff)
 	sleep := w.backoff/2 + rand.N(w.backoff/2+1)
 	t := time.NewTimer(sleep)
@@ -126,16 +122,4 @@ func (w *watch) retryAfter(ctx context.Context, meta *QueryMeta) bool {
 func permanent(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests
-}
-
-// avoid moves the client off the agent at host if it is the current one.
-func (c *Client) avoid(host string) {
-	i := int(c.cur.Load())
-	if c.bases[i%len(c.bases)].Host == host {
-		c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
-	}
-}
-
-func (c *Client) currentHost() string {
-	return c.bases[int(c.cur.Load())%len(c.bases)].Host
 }

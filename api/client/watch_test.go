@@ -59,6 +59,9 @@ func newAgent(t *testing.T, cat *catalog) *fakeAgent {
 
 func (a *fakeAgent) serve(w http.ResponseWriter, r *http.Request) {
 	a.queries.Add(1)
+	// A healthy agent knows its leader (the client moves off one that
+	// does not).
+	w.Header().Set("X-Beacon-Known-Leader", "true")
 	if code := a.failWith.Load(); code != 0 {
 		w.WriteHeader(int(code))
 		_ = json.NewEncoder(w).Encode(client.ErrorBody{Error: "failing on purpose", Code: "test_" + strconv.Itoa(int(code))})
