@@ -5,10 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/spf13/pflag"
@@ -73,20 +71,7 @@ func (o clientTLSFlags) clientConfig(addrs []string, token string) (client.Confi
 	if err != nil {
 		return cfg, err
 	}
-	if tc == nil {
-		return cfg, nil
-	}
-	cfg.Addresses = make([]string, len(addrs))
-	for i, a := range addrs {
-		if !strings.Contains(a, "://") {
-			a = "https://" + a
-		}
-		cfg.Addresses[i] = a
-	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
-	t.TLSClientConfig = tc
-	cfg.HTTPClient = &http.Client{Transport: t}
+	cfg.TLS = tc
 	return cfg, nil
 }
 

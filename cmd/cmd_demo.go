@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -88,7 +87,7 @@ type demoServer struct {
 	host     string
 	failing  atomic.Bool
 	requests atomic.Int64
-	clients  []*client.Client
+	cl       *client.Client
 }
 
 func runDemo(ctx context.Context, opts *demoOptions) error {
@@ -105,29 +104,17 @@ func runDemo(ctx context.Context, opts *demoOptions) error {
 	}
 	d := &demoServer{opts: opts, logger: logger}
 	d.host, _ = os.Hostname()
-	// One client per agent, so that a failing agent (even one that hangs
-	// rather than refusing) costs one attempt, and the next goes elsewhere.
-	for _, a := range strings.Split(opts.f.Addr, ",") {
-		if a = strings.TrimSpace(a); a == "" {
-			continue
-		}
-		// --token and the TLS flags apply (a secured cluster).
-		cc, err := opts.f.TLS.clientConfig([]string{a}, opts.f.Token)
-		if err != nil {
-			ln.Close()
-			return usageError{err}
-		}
-		cc.Timeout = 5 * time.Second
-		cl, err := client.New(cc)
-		if err != nil {
-			ln.Close()
-			return usageError{err}
-		}
-		d.clients = append(d.clients, cl)
-	}
-	if len(d.clients) == 0 {
+	// --addr, --token, the TLS flags and --attempt-timeout apply; the
+	// client's fail-over policy moves past an agent that is down or hangs.
+	cc, err := opts.f.clientConfig()
+	if err != nil {
 		ln.Close()
-		return usageError{errors.New("no agent address (--addr)")}
+		return err
+	}
+	cc.Timeout = 5 * time.Second
+	if d.cl, err = client.New(cc); err != nil {
+		ln.Close()
+		return usageError{err}
 	}
 
 	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
@@ -153,8 +140,8 @@ func runDemo(ctx context.Context, opts *demoOptions) error {
 	// stop serving the requests in flight.
 	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.retry(dctx, "deregister", func(ctx context.Context, cl *client.Client) error {
-		_, err := cl.Deregister(ctx, opts.service, opts.id)
+	if err := d.retry(dctx, "deregister", func(ctx context.Context) error {
+		_, err := d.cl.Deregister(ctx, opts.service, opts.id)
 		if client.IsNotFound(err) {
 			return nil
 		}
@@ -188,8 +175,8 @@ func (d *demoServer) registration() *client.Registration {
 // keepRegistered registers the instance (retrying until it succeeds) and
 // then, every sync interval, registers it again if it is missing.
 func (d *demoServer) keepRegistered(ctx context.Context) {
-	register := func(ctx context.Context, cl *client.Client) error {
-		_, err := cl.Register(ctx, d.opts.service, d.opts.id, d.registration())
+	register := func(ctx context.Context) error {
+		_, err := d.cl.Register(ctx, d.opts.service, d.opts.id, d.registration())
 		return err
 	}
 	if d.retry(ctx, "register", register) == nil {
@@ -204,8 +191,8 @@ func (d *demoServer) keepRegistered(ctx context.Context) {
 		case <-t.C:
 		}
 		var missing bool
-		err := d.retry(ctx, "check registration", func(ctx context.Context, cl *client.Client) error {
-			_, _, err := cl.Instance(ctx, d.opts.service, d.opts.id, nil)
+		err := d.retry(ctx, "check registration", func(ctx context.Context) error {
+			_, _, err := d.cl.Instance(ctx, d.opts.service, d.opts.id, nil)
 			missing = client.IsNotFound(err)
 			if missing {
 				return nil
@@ -221,14 +208,14 @@ func (d *demoServer) keepRegistered(ctx context.Context) {
 	}
 }
 
-// retry runs fn against the agents in turn, with back-off, until it
-// succeeds or ctx ends. Bad requests (4xx other than 404 and 429) are not
-// retried: they would fail again.
-func (d *demoServer) retry(ctx context.Context, what string, fn func(context.Context, *client.Client) error) error {
+// retry runs fn, with back-off, until it succeeds or ctx ends. Each run
+// already tries every agent (the client's fail-over policy); retry waits
+// for the cluster to come back when none answered. Bad requests (4xx other
+// than 429) are not retried: they would fail again.
+func (d *demoServer) retry(ctx context.Context, what string, fn func(context.Context) error) error {
 	backoff := 250 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		cl := d.clients[attempt%len(d.clients)]
-		err := fn(ctx, cl)
+	for {
+		err := fn(ctx)
 		if err == nil {
 			return nil
 		}
@@ -240,15 +227,15 @@ func (d *demoServer) retry(ctx context.Context, what string, fn func(context.Con
 			d.logger.Error(what+" refused", "error", err)
 			return err
 		}
-		if attempt%len(d.clients) == len(d.clients)-1 {
-			d.logger.Warn(what+" failed on every agent; retrying", "error", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
+		d.logger.Warn(what+" failed; retrying", "error", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
 		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/spf13/cobra"
@@ -72,6 +73,8 @@ type Factory struct {
 	Addr   string
 	Token  string
 	Output string
+	// AttemptTimeout bounds one request to one agent (--attempt-timeout).
+	AttemptTimeout time.Duration
 	// TLS holds the client's HTTPS options (tlsconfig.go).
 	TLS clientTLSFlags
 
@@ -83,6 +86,22 @@ func (f *Factory) Client() (*client.Client, error) {
 	if f.client != nil {
 		return f.client, nil
 	}
+	cfg, err := f.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	f.client = c
+	return c, nil
+}
+
+// clientConfig is the API client configuration of the global flags: the
+// agents of --addr (a comma-separated list), the token, TLS and the attempt
+// timeout of the client's fail-over policy.
+func (f *Factory) clientConfig() (client.Config, error) {
 	var addrs []string
 	for _, a := range strings.Split(f.Addr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -91,14 +110,10 @@ func (f *Factory) Client() (*client.Client, error) {
 	}
 	cfg, err := f.TLS.clientConfig(addrs, f.Token)
 	if err != nil {
-		return nil, usageError{err}
+		return cfg, usageError{err}
 	}
-	c, err := client.New(cfg)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	f.client = c
-	return c, nil
+	cfg.AttemptTimeout = f.AttemptTimeout
+	return cfg, nil
 }
 
 // Print writes v as indented JSON with -o json, else calls table with a
@@ -141,6 +156,11 @@ func NewRootCmd(f *Factory) *cobra.Command {
 	pf.StringVar(&f.Addr, "addr", envOr(f.Getenv, "BEACON_ADDR", "127.0.0.1:8750"), "agent HTTP address(es), comma-separated (env BEACON_ADDR)")
 	pf.StringVar(&f.Token, "token", f.Getenv("BEACON_TOKEN"), "API token (env BEACON_TOKEN)")
 	pf.StringVarP(&f.Output, "output", "o", "table", "output format: table or json")
+	attempt := client.DefaultAttemptTimeout
+	if d, err := time.ParseDuration(f.Getenv("BEACON_ATTEMPT_TIMEOUT")); err == nil && d > 0 {
+		attempt = d
+	}
+	pf.DurationVar(&f.AttemptTimeout, "attempt-timeout", attempt, "longest wait for one agent's answer before the next address is tried (env BEACON_ATTEMPT_TIMEOUT)")
 	addClientTLSFlags(pf, &f.TLS, f.Getenv)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 

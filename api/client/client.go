@@ -36,9 +36,10 @@ type Config struct {
 	// A blocking query is bounded by its wait plus this timeout.
 	Timeout time.Duration
 	// AttemptTimeout bounds one attempt on one agent, from connecting to
-	// the response headers (default 2s); a blocking query's attempt is its
-	// wait plus this. When it runs out the next agent is tried (a write
-	// only when it was surely not sent), so a hung agent costs one attempt.
+	// the response headers (default 2s), when there is more than one agent;
+	// a blocking query's attempt is its wait plus this. When it runs out the
+	// next agent is tried (a write only when it was surely not sent), so a
+	// hung agent costs one attempt.
 	AttemptTimeout time.Duration
 }
 

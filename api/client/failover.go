@@ -20,10 +20,11 @@ import (
 // the load balancer's registry catalog, `beacon demo`, Watch):
 //
 //   - A call tries the agents in turn, starting with the one that answered
-//     last, each at most once. Each attempt is bounded by AttemptTimeout
-//     from connecting to the response headers (a blocking query's attempt by
-//     its wait plus that), so an agent that hangs (a paused process, a
-//     black-holed address) costs one attempt, not the whole call.
+//     last, each at most once. With more than one agent, each attempt is
+//     bounded by AttemptTimeout from connecting to the response headers (a
+//     blocking query's attempt by its wait plus that), so an agent that
+//     hangs (a paused process, a black-holed address) costs one attempt, not
+//     the whole call. With one agent, Timeout alone bounds the call.
 //   - A read moves to the next agent on a connection failure, an attempt
 //     timeout, a 5xx or a 429 (an agent shutting down, cut off from its
 //     leader, or holding too many blocking queries). A read answered by an
@@ -65,8 +66,9 @@ type Attempt struct {
 }
 
 // AttemptsError is returned when no agent answered a call: it lists every
-// agent tried, in order. It unwraps to the last attempt's error (an *Error
-// when that agent answered), so errors.As sees the last answer.
+// agent tried, in order. It unwraps to the attempts' errors, the last
+// attempt's first, so errors.As finds the last answer (an *Error) first and
+// errors.Is(err, ErrAttemptTimeout) tells whether any agent hung.
 type AttemptsError struct {
 	Attempts []Attempt
 }
@@ -79,8 +81,14 @@ func (e *AttemptsError) Error() string {
 	return fmt.Sprintf("client: no agent answered (%d tried): %s", len(e.Attempts), strings.Join(parts, "; "))
 }
 
-// Unwrap returns the last attempt's error.
-func (e *AttemptsError) Unwrap() error { return e.Attempts[len(e.Attempts)-1].Err }
+// Unwrap returns the attempts' errors, the last attempt's first.
+func (e *AttemptsError) Unwrap() []error {
+	out := make([]error, len(e.Attempts))
+	for i, a := range e.Attempts {
+		out[len(out)-1-i] = a.Err
+	}
+	return out
+}
 
 // do runs one call with a JSON body and a JSON answer decoded into out,
 // under the fail-over policy above.
@@ -114,7 +122,9 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+wait)
 	defer cancel()
 	attemptTimeout := c.attempt
-	if ctx.Value(longCallKey{}) != nil {
+	if ctx.Value(longCallKey{}) != nil || len(c.bases) == 1 {
+		// With one agent there is no other to try: the call's bound is
+		// the attempt's.
 		attemptTimeout = c.timeout
 	}
 	a := attempt{c: c, method: method, path: path, query: q.Encode(), payload: payload, contentType: contentType, handle: handle,

@@ -303,14 +303,23 @@ func TestFailoverPolicy(t *testing.T) {
 	})
 
 	t.Run("a blocking query's attempt lasts its wait plus the attempt timeout", func(t *testing.T) {
-		slow := newRecordingAgent(t)
+		slow, dead := newRecordingAgent(t), deadAddr(t)
 		slow.delay.Store(int64(2 * testAttempt))
-		c := orderedClient(t, testAttempt, slow.addr())
+		c := orderedClient(t, testAttempt, slow.addr(), dead)
 		if _, _, err := c.Instances(ctx, "web", &client.QueryOptions{WaitIndex: 3, WaitTime: 2 * testAttempt}); err != nil {
 			t.Fatalf("a blocking query answered after its wait was cut short: %v", err)
 		}
 		if _, _, err := c.Instances(ctx, "web", nil); !errors.Is(err, client.ErrAttemptTimeout) {
 			t.Fatalf("a read answered after twice the attempt timeout: %v", err)
+		}
+	})
+
+	t.Run("with one agent the call's timeout alone bounds it", func(t *testing.T) {
+		slow := newRecordingAgent(t)
+		slow.delay.Store(int64(2 * testAttempt))
+		c := orderedClient(t, testAttempt, slow.addr())
+		if _, _, err := c.Instances(ctx, "web", nil); err != nil {
+			t.Fatalf("a slow answer from the only agent: %v", err)
 		}
 	})
 

@@ -7,23 +7,21 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/lb"
 )
 
-// Catalog presents a Beacon cluster, reached through the Go client,
-// as an lb.Catalog. It keeps one client per registry address and follows one
-// node at a time: when that node cannot be reached or answers 5xx, it moves
-// to the next; when the node answers without a known leader (it may be cut
-// off from the cluster), the next read goes to another node.
+// Catalog presents a Beacon cluster, reached through the Go client, as an
+// lb.Catalog. The client's fail-over policy (api/client, failover.go) picks
+// the agent: it follows one at a time, moves to the next when that one
+// cannot be reached, hangs, or answers 5xx or 429, and after an answer from
+// an agent that knows no leader (it may be cut off from the cluster) asks
+// another next time.
 type Catalog struct {
-	addrs   []string
-	clients []*client.Client
-	cur     atomic.Int32
-	wait    time.Duration
+	cl   *client.Client
+	wait time.Duration
 }
 
 // NewCatalog returns a catalog over the agents at addrs. wait is the
@@ -33,54 +31,28 @@ func NewCatalog(addrs []string, token string, wait time.Duration, tc *tls.Config
 		return nil, errors.New("lb: no registry address")
 	}
 	// Each followed service holds one long poll: keep enough connections.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr := client.NewTransport(tc, client.DefaultAttemptTimeout)
 	tr.MaxIdleConnsPerHost = 1024
-	tr.TLSClientConfig = tc
-	hc := &http.Client{Transport: tr}
-	c := &Catalog{addrs: addrs, wait: wait}
+	cfg := client.Config{Token: token, HTTPClient: &http.Client{Transport: tr}, Timeout: 10 * time.Second}
 	for _, a := range addrs {
 		if tc != nil && !strings.Contains(a, "://") {
 			a = "https://" + a
 		}
-		cl, err := client.New(client.Config{Addresses: []string{a}, Token: token, HTTPClient: hc, Timeout: 10 * time.Second})
-		if err != nil {
-			return nil, err
-		}
-		c.clients = append(c.clients, cl)
+		cfg.Addresses = append(cfg.Addresses, a)
 	}
-	return c, nil
+	cl, err := client.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Catalog{cl: cl, wait: wait}, nil
 }
 
-// read runs fn against the followed node, failing over to the others.
-func (c *Catalog) read(ctx context.Context, fn func(*client.Client) (*client.QueryMeta, error)) (lb.Source, error) {
-	n := len(c.clients)
-	start := int(c.cur.Load()) % n
-	var lastErr error
-	for k := 0; k < n; k++ {
-		i := (start + k) % n
-		meta, err := fn(c.clients[i])
-		if err == nil {
-			if k > 0 {
-				c.cur.CompareAndSwap(int32(start), int32(i))
-			}
-			src := lb.Source{Node: c.addrs[i], KnownLeader: meta.KnownLeader, LastContact: meta.LastContact}
-			if !meta.KnownLeader && n > 1 {
-				// Its answer is all we have now; ask another node next time.
-				c.cur.CompareAndSwap(int32(i), int32((i+1)%n))
-			}
-			return src, nil
-		}
-		if ctx.Err() != nil {
-			return lb.Source{}, err
-		}
-		var ce *client.Error
-		if errors.As(err, &ce) && ce.Status < 500 && ce.Status != http.StatusTooManyRequests {
-			return lb.Source{}, err // our request is at fault, not the node
-		}
-		lastErr = err
-		c.cur.CompareAndSwap(int32(i), int32((i+1)%n))
+// source describes the agent that answered a read.
+func source(meta *client.QueryMeta) lb.Source {
+	if meta == nil {
+		return lb.Source{}
 	}
-	return lb.Source{}, fmt.Errorf("no registry node answered (%d tried): %w", n, lastErr)
+	return lb.Source{Node: meta.Agent, KnownLeader: meta.KnownLeader, LastContact: meta.LastContact}
 }
 
 func (c *Catalog) query(index uint64) *client.QueryOptions {
@@ -92,38 +64,28 @@ func (c *Catalog) query(index uint64) *client.QueryOptions {
 
 // Services implements lb.Catalog.
 func (c *Catalog) Services(ctx context.Context, index uint64) (*lb.ServiceList, error) {
-	var out lb.ServiceList
-	src, err := c.read(ctx, func(cl *client.Client) (*client.QueryMeta, error) {
-		list, meta, err := cl.Services(ctx, c.query(index))
-		if err != nil {
-			return nil, err
-		}
-		out.Index, out.Names = meta.Index, make([]string, 0, len(list.Services))
-		for _, s := range list.Services {
-			out.Names = append(out.Names, s.Name)
-		}
-		return meta, nil
-	})
-	out.Source = src
-	return &out, err
+	list, meta, err := c.cl.Services(ctx, c.query(index))
+	if err != nil {
+		return &lb.ServiceList{}, fmt.Errorf("registry: %w", err)
+	}
+	out := &lb.ServiceList{Index: meta.Index, Names: make([]string, 0, len(list.Services)), Source: source(meta)}
+	for _, s := range list.Services {
+		out.Names = append(out.Names, s.Name)
+	}
+	return out, nil
 }
 
 // Instances implements lb.Catalog.
 func (c *Catalog) Instances(ctx context.Context, service string, index uint64) (*lb.InstanceList, error) {
-	var out lb.InstanceList
-	src, err := c.read(ctx, func(cl *client.Client) (*client.QueryMeta, error) {
-		insts, meta, err := cl.Instances(ctx, service, c.query(index))
-		if err != nil {
-			return nil, err
-		}
-		out.Index, out.Backends = meta.Index, make([]lb.Backend, 0, len(insts))
-		for i := range insts {
-			out.Backends = append(out.Backends, clientBackend(&insts[i]))
-		}
-		return meta, nil
-	})
-	out.Source = src
-	return &out, err
+	insts, meta, err := c.cl.Instances(ctx, service, c.query(index))
+	if err != nil {
+		return &lb.InstanceList{}, fmt.Errorf("registry: %w", err)
+	}
+	out := &lb.InstanceList{Index: meta.Index, Backends: make([]lb.Backend, 0, len(insts)), Source: source(meta)}
+	for i := range insts {
+		out.Backends = append(out.Backends, clientBackend(&insts[i]))
+	}
+	return out, nil
 }
 
 func clientBackend(i *client.Instance) lb.Backend {
