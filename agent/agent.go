@@ -172,6 +172,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 	hc.Logger = a.logger.Named("health")
+	hc.AuditTTL = a.auditTTL
 	hm := newHealthMetrics()
 	hc.ProbeObserver = hm.observeProbe
 	h, err := health.New(hc, a.fsm, healthAdapter{node})
@@ -187,9 +188,6 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		resp, err := h.ServeRPC(ctx, p)
 		if errors.Is(err, health.ErrNotLeader) {
 			err = cluster.ErrNotLeader // CallLeader retries on the leader
-		}
-		if err == nil {
-			a.auditTTL(ctx, p, resp)
 		}
 		return resp, err
 	})

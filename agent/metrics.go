@@ -61,11 +61,8 @@ func (m *fsmMetrics) observe(a fsm.Applied) {
 		result = a.Err.Code()
 	}
 	m.applied.WithLabelValues(a.Type.String(), result).Inc()
-	if a.Err != nil || a.Type&^fsm.SkipUnknown != fsm.CheckUpdateType {
-		return
-	}
-	var req fsm.CheckUpdateRequest
-	if _, err := fsm.Decode(append([]byte{byte(a.Type)}, a.Body...), &req); err != nil {
+	req, ok := a.Cmd.(*fsm.CheckUpdateRequest)
+	if a.Err != nil || !ok {
 		return
 	}
 	for _, u := range req.Updates {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/cluster"
-	"github.com/beaconhq/beacon/health"
+	"github.com/beaconhq/beacon/fsm"
 )
 
 // minManagementTokenLen is the shortest management token accepted: a
@@ -121,18 +121,14 @@ func withClusterActor(ctx context.Context) context.Context {
 // policy it requires (docs/security.md).
 func (a *Agent) Routes() map[string]string { return a.api.Routes() }
 
-// auditTTL writes the audit line of a TTL report the leader accepted (it
-// runs in the health RPC handler, on the leader, with the Actor the report
-// was forwarded with). A report that changed nothing wrote nothing: it gets
-// a debug line only, so that heartbeats do not flood the audit log.
-func (a *Agent) auditTTL(ctx context.Context, payload, resp []byte) {
+// auditTTL writes the audit line of a TTL report the leader accepted (the
+// health subsystem calls it on the leader, with the context the report was
+// forwarded with, which carries its Actor). A report that changed nothing
+// wrote nothing: it gets a debug line only, so that heartbeats do not flood
+// the audit log.
+func (a *Agent) auditTTL(ctx context.Context, check string, status fsm.Health, idx uint64) {
 	actor, ok := cluster.ActorFrom(ctx)
 	if !ok {
-		return
-	}
-	check, status, ok := health.ReportOf(payload)
-	idx, ok2 := health.AnswerIndex(resp)
-	if !ok || !ok2 {
 		return
 	}
 	audit := a.logger.Named("audit")

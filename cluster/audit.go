@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"strings"
 
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
@@ -87,16 +86,20 @@ func auditLogger(cfg Config, logger hclog.Logger) hclog.Logger {
 	return logger.Named("audit")
 }
 
-// auditWrite logs an accepted write that carries an Actor: who, what and
-// the Raft index. It runs on the leader.
-func (n *Node) auditWrite(ctx context.Context, cmd []byte, index uint64) {
+// auditWrite logs an accepted write that carries an Actor: who, what (the
+// command's own description, from the FSM that decoded it) and the Raft
+// index. It runs on the leader.
+func (n *Node) auditWrite(ctx context.Context, cmd []byte, res fsm.ApplyResult) {
 	a, ok := ActorFrom(ctx)
 	if !ok {
 		return
 	}
-	kv := []any{"op", fsm.MessageType(cmd[0]).String(), "index", index,
+	kv := []any{"op", fsm.MessageType(cmd[0]).String(), "index", res.Index,
 		"accessor", a.Accessor, "remote", a.Remote, "via", a.Node}
-	n.audit.Info("write accepted", append(kv, describe(cmd)...)...)
+	if res.Cmd != nil {
+		kv = append(kv, res.Cmd.Describe()...)
+	}
+	n.audit.Info("write accepted", kv...)
 }
 
 // auditRemove logs the removal of a server from Raft (remove-peer, or a
@@ -115,60 +118,4 @@ func (n *Node) auditEvent(ctx context.Context, op string, index uint64, kv ...an
 	}
 	n.audit.Info("write accepted", append([]any{"op", op, "index", index,
 		"accessor", a.Accessor, "remote", a.Remote, "via", a.Node}, kv...)...)
-}
-
-// maxAuditChecks bounds the check updates listed in one audit line.
-const maxAuditChecks = 16
-
-// describe returns the key/value pairs that say what cmd does, for the
-// audit log. It never returns secrets (token commands carry only a hash of
-// the secret, and describe leaves even that out).
-func describe(cmd []byte) []any {
-	switch fsm.MessageType(cmd[0]) &^ fsm.SkipUnknown {
-	case fsm.RegisterType:
-		// Only the fields the line shows: decoding tags, meta and check
-		// definitions again on every write would cost the leader for nothing.
-		var r struct {
-			ID, Service, Address string
-			Port                 int
-			Checks               []struct{ Name string }
-		}
-		if _, err := fsm.Decode(cmd, &r); err == nil {
-			return []any{"service", r.Service, "instance", r.ID, "address", r.Address, "port", r.Port, "checks", len(r.Checks)}
-		}
-	case fsm.DeregisterType:
-		var r fsm.DeregisterRequest
-		if _, err := fsm.Decode(cmd, &r); err == nil {
-			return []any{"service", r.Service, "instance", r.ID}
-		}
-	case fsm.MaintenanceType:
-		var r fsm.MaintenanceRequest
-		if _, err := fsm.Decode(cmd, &r); err == nil {
-			return []any{"service", r.Service, "instance", r.ID, "mode", r.Mode, "reason", r.Reason}
-		}
-	case fsm.CheckUpdateType:
-		var r fsm.CheckUpdateRequest
-		if _, err := fsm.Decode(cmd, &r); err == nil {
-			var parts []string
-			for i, u := range r.Updates {
-				if i == maxAuditChecks {
-					parts = append(parts, "...")
-					break
-				}
-				parts = append(parts, u.Check+"="+string(u.Status))
-			}
-			return []any{"checks", strings.Join(parts, ",")}
-		}
-	case fsm.TokenSetType:
-		var r fsm.TokenSetRequest
-		if _, err := fsm.Decode(cmd, &r); err == nil {
-			return []any{"token", r.Token.Accessor, "policy", r.Token.Policy, "prefixes", strings.Join(r.Token.Prefixes, ",")}
-		}
-	case fsm.TokenDeleteType:
-		var r fsm.TokenDeleteRequest
-		if _, err := fsm.Decode(cmd, &r); err == nil {
-			return []any{"token", r.Accessor}
-		}
-	}
-	return nil
 }

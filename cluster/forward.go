@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -150,7 +149,7 @@ func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, e
 func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	start := time.Now()
 	resp, err := n.CallLeader(ctx, opApply, cmd)
-	idx, _ := strconv.ParseUint(string(resp), 10, 64)
+	idx, _ := parseIndex(resp)
 	if err != nil {
 		return idx, err
 	}
@@ -196,7 +195,7 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
 	if res.Err != nil {
 		return res.Index, res.Err
 	}
-	n.auditWrite(ctx, cmd, res.Index)
+	n.auditWrite(ctx, cmd, res)
 	return res.Index, nil
 }
 
@@ -208,9 +207,9 @@ func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	idx, err := strconv.ParseUint(string(resp), 10, 64)
+	idx, err := parseIndex(resp)
 	if err != nil {
-		return 0, fmt.Errorf("cluster: bad read index %q", resp)
+		return 0, err
 	}
 	return idx, n.fsm.WaitForIndex(ctx, idx)
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -456,11 +455,11 @@ func (n *Node) isPeer(id raft.ServerID) bool {
 func (n *Node) registerRPCs() {
 	n.rpcSrv.handle(opApply, func(ctx context.Context, p []byte) ([]byte, error) {
 		idx, err := n.applyLocal(ctx, p)
-		return strconv.AppendUint(nil, idx, 10), err
+		return appendIndex(nil, idx), err
 	})
 	n.rpcSrv.handle(opReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {
 		idx, err := n.readIndexLocal(ctx)
-		return strconv.AppendUint(nil, idx, 10), err
+		return appendIndex(nil, idx), err
 	})
 	n.rpcSrv.handle(opStatus, func(ctx context.Context, _ []byte) ([]byte, error) {
 		if n.raft.LastIndex() > 0 || n.hasPeers() {

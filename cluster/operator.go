@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -44,9 +43,9 @@ func (n *Node) Restore(ctx context.Context, archive []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	idx, err := strconv.ParseUint(string(resp), 10, 64)
+	idx, err := parseIndex(resp)
 	if err != nil {
-		return 0, fmt.Errorf("cluster: restore: bad index %q from the leader", resp)
+		return 0, fmt.Errorf("cluster: restore: %w from the leader", err)
 	}
 	if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
 		return idx, err
@@ -90,7 +89,7 @@ func (n *Node) restoreLocal(ctx context.Context, archive []byte) ([]byte, error)
 	// start them again from the restored one, and reconcile the catalog's
 	// nodes table with gossip at once.
 	n.restartLeaderLoop()
-	return strconv.AppendUint(nil, target, 10), nil
+	return appendIndex(nil, target), nil
 }
 
 // restartLeaderLoop asks monitorLeadership to stop and start the leader loop.

@@ -11,7 +11,7 @@ import (
 )
 
 // handler applies one decoded command inside a write transaction.
-type handler func(w *writeTxn, body []byte) *RejectError
+type handler func(w *writeTxn, body []byte) (Command, *RejectError)
 
 // writeTxn is a batch of Raft log entries being applied in one memdb write
 // transaction. index is the entry being applied now. What the entries touch
@@ -162,16 +162,20 @@ func dispatchTable() map[MessageType]handler {
 	}
 }
 
-// decodeAnd adapts a typed apply function to a handler. A body that cannot be
-// decoded panics: every node would fail the same way, and a node must never
-// silently drift from its peers.
-func decodeAnd[T any](fn func(*writeTxn, *T) *RejectError) handler {
-	return func(w *writeTxn, body []byte) *RejectError {
-		var req T
-		if err := decodeBody(body, &req); err != nil {
+// decodeAnd adapts a typed apply function to a handler, which also returns
+// the decoded command. A body that cannot be decoded panics: every node
+// would fail the same way, and a node must never silently drift from its
+// peers.
+func decodeAnd[T any, PT interface {
+	*T
+	Command
+}](fn func(*writeTxn, PT) *RejectError) handler {
+	return func(w *writeTxn, body []byte) (Command, *RejectError) {
+		req := PT(new(T))
+		if err := decodeBody(body, req); err != nil {
 			panic("fsm: undecodable log entry: " + err.Error())
 		}
-		return fn(w, &req)
+		return req, fn(w, req)
 	}
 }
 

@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -1444,6 +1445,28 @@ func TestApplyEntries(t *testing.T) {
 		}
 		if seen[1].Index != 2 || !errors.Is(seen[1].Err, fsm.ErrConflict) {
 			t.Errorf("second = %+v, want the conflict at index 2", seen[1])
+		}
+		// The command arrives decoded: observers never decode it again.
+		if r, ok := seen[0].Cmd.(*fsm.RegisterRequest); !ok || r.ID != "web-1" || r.Service != "web" {
+			t.Errorf("first command = %#v, want the decoded registration", seen[0].Cmd)
+		}
+		if d, ok := seen[1].Cmd.(*fsm.DeregisterRequest); !ok || d.IfIndex != 9 {
+			t.Errorf("second command = %#v, want the decoded deregistration", seen[1].Cmd)
+		}
+	})
+	t.Run("the result carries the decoded command, whose description holds no secret", func(t *testing.T) {
+		f := newFSM(t)
+		res := fsmtest.Apply(t, f, 1, fsmtest.TokenSet(t, fsm.Token{Accessor: "acc-1", SecretHash: "deadbeefcafe", Policy: "write", Prefixes: []string{"web-", "api-"}}))
+		if res.Err != nil || res.Cmd == nil {
+			t.Fatalf("result = %+v", res)
+		}
+		got := fmt.Sprint(res.Cmd.Describe())
+		if got != "[token acc-1 policy write prefixes web-,api-]" || strings.Contains(got, "deadbeef") {
+			t.Errorf("description = %s", got)
+		}
+		res = fsmtest.Apply(t, f, 2, fsmtest.CheckUpdate(t, "n1", 1, fsm.CheckUpdate{Check: "a:b:c", Status: fsm.Critical}))
+		if got := fmt.Sprint(res.Cmd.Describe()); got != "[checks a:b:c=critical]" {
+			t.Errorf("check update description = %s", got)
 		}
 	})
 }

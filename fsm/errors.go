@@ -57,8 +57,10 @@ func RejectFromCode(code, msg string) *RejectError {
 }
 
 // ApplyResult is what Apply returns for each command: the log index it was
-// applied at and, if the command was rejected, why.
+// applied at, if the command was rejected, why, and the decoded command (nil
+// for an unknown command skipped), which the leader's audit line describes.
 type ApplyResult struct {
 	Index uint64
 	Err   *RejectError
+	Cmd   Command
 }

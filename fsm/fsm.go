@@ -22,11 +22,12 @@ type FSM struct {
 	wtx writeTxn
 }
 
-// Applied describes one command after it was applied, for observers.
+// Applied describes one command after it was applied, for observers: its
+// type, index, the decoded command and, if it was rejected, why.
 type Applied struct {
 	Type  MessageType
 	Index uint64
-	Body  []byte
+	Cmd   Command
 	Err   *RejectError
 }
 
@@ -106,10 +107,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), l.Index))
 		}
 		w.index = l.Index
-		rerr := h(w, l.Data[1:])
-		out[i] = ApplyResult{Index: l.Index, Err: rerr}
+		cmd, rerr := h(w, l.Data[1:])
+		out[i] = ApplyResult{Index: l.Index, Err: rerr, Cmd: cmd}
 		if f.observer != nil {
-			applied = append(applied, Applied{Type: t, Index: l.Index, Body: l.Data[1:], Err: rerr})
+			applied = append(applied, Applied{Type: t, Index: l.Index, Cmd: cmd, Err: rerr})
 		}
 	}
 	w.finish()

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -73,6 +74,12 @@ type Config struct {
 	// and how long it took. It must not block. The agent counts check runs
 	// and their durations with it (docs/metrics.md).
 	ProbeObserver func(typ fsm.CheckType, status fsm.Health, took time.Duration)
+	// AuditTTL, when set, is called on the leader after it accepted a TTL
+	// report, with the context the report arrived with (the cluster puts
+	// who sent it there), the check, the status reported and the index a
+	// reader must reach to see its effect. The agent writes its audit line
+	// with it. It must not block.
+	AuditTTL func(ctx context.Context, check string, status fsm.Health, index uint64)
 }
 
 // DefaultDenyCIDRs is the default deny list: the IPv4 and IPv6 link-local

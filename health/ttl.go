@@ -93,6 +93,9 @@ func (h *Health) ServeRPC(ctx context.Context, payload []byte) ([]byte, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
+		if h.cfg.AuditTTL != nil {
+			h.cfg.AuditTTL(ctx, rep.Check, rep.Status, r.index)
+		}
 		return json.Marshal(ttlAnswer{Index: r.index})
 	case <-c.ctx.Done():
 		// Leadership ended before the report was handled; a report is
@@ -101,27 +104,4 @@ func (h *Health) ServeRPC(ctx context.Context, payload []byte) ([]byte, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// ReportOf returns the check and status a health RPC payload reports, for
-// the agent's audit log; ok is false for anything but a TTL report.
-func ReportOf(payload []byte) (check string, status fsm.Health, ok bool) {
-	if len(payload) == 0 || payload[0] != rpcTTL {
-		return "", "", false
-	}
-	var rep ttlReport
-	if json.Unmarshal(payload[1:], &rep) != nil {
-		return "", "", false
-	}
-	return rep.Check, rep.Status, true
-}
-
-// AnswerIndex returns the index of a health RPC answer (the index a reader
-// must reach to see the report's effect).
-func AnswerIndex(resp []byte) (uint64, bool) {
-	var a ttlAnswer
-	if json.Unmarshal(resp, &a) != nil {
-		return 0, false
-	}
-	return a.Index, true
 }
