@@ -21,7 +21,7 @@ func appendIndex(b []byte, idx uint64) []byte {
 func parseIndex(b []byte) (uint64, error) {
 	if len(b) > 0 && b[0] == 0 {
 		idx, n := binary.Uvarint(b[1:])
-		if n <= 0 || n != len(b)-1 {
+		if n <= 0 || n != len(b)-1 || n != len(binary.AppendUvarint(nil, idx)) {
 			return 0, fmt.Errorf("cluster: bad index %x", b)
 		}
 		return idx, nil
