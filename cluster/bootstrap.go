@@ -87,7 +87,7 @@ func (n *Node) peersHaveState(ctx context.Context, servers []Member) (existing, 
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := n.pool.call(cctx, m.ClusterAddr, opStatus, nil)
+		resp, err := n.pool.call(cctx, m.ClusterAddr, opStatus, nil, 2*time.Second)
 		cancel()
 		if err != nil {
 			n.logger.Debug("cannot ask peer for raft state", "node", m.Name, "error", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -76,6 +77,13 @@ type Config struct {
 	// LeaderWait bounds how long a write waits for a leader before failing
 	// with ErrNoLeader.
 	LeaderWait time.Duration
+	// StallAfter is how long a follower that hears the leader may leave an
+	// index the leader committed unapplied before it reports its
+	// replication stalled (metric, log, the API's /readyz). 0: 5s.
+	StallAfter time.Duration
+	// ShutdownTimeout bounds Shutdown's wait for Raft, the transport and
+	// the loops; what is still running then is logged and abandoned. 0: 5s.
+	ShutdownTimeout time.Duration
 	// ReconcileInterval is how often the leader reconciles membership with
 	// the Raft configuration and the catalog, besides reacting to events.
 	ReconcileInterval time.Duration
@@ -91,6 +99,12 @@ type Config struct {
 	// Metrics, when set, receives the node's Prometheus collectors
 	// (docs/metrics.md). Pass a per-agent registry, never a global one.
 	Metrics prometheus.Registerer
+
+	// pipelineForTest turns hashicorp/raft's pipelined replication back on
+	// (MaxRPCsInFlight 2), for the test that shows the stall it causes.
+	pipelineForTest bool
+	// wrapLogStore, when set (tests), wraps the Raft log store.
+	wrapLogStore func(raft.LogStore) raft.LogStore
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.
