@@ -107,7 +107,7 @@ func reportOneShots(name string, shots []oneShot) {
 // benchOneShot: SIGSTOP of the leader on loopback.
 func benchOneShot(c *cluster) {
 	var shots []oneShot
-	for t := 0; t < *trials; t++ {
+	for t, attempts := 0, 0; t < *trials && attempts < 3**trials; t, attempts = t+1, attempts+1 {
 		if err := c.waitLeader(30 * time.Second); err != nil {
 			fmt.Println("oneshot:", err)
 			return
@@ -117,6 +117,11 @@ func benchOneShot(c *cluster) {
 		f := (l + 1 + t%2) % len(c.procs)
 		if st, _, _ := oneShotWrite(c.api(f), 800000+int64(t)*2); st != http.StatusOK {
 			fmt.Println("oneshot: warm-up write failed with status", st)
+		}
+		if now := c.leader(); now != l {
+			fmt.Printf("  trial %d: leadership moved from n%d to n%d before the stop; settling again\n", t+1, l+1, now+1)
+			t--
+			continue
 		}
 		_ = c.procs[l].Process.Signal(syscall.SIGSTOP)
 		t0 := time.Now()
@@ -206,7 +211,7 @@ func benchOneShotCompose() {
 		return
 	}
 	var shots []oneShot
-	for t := 0; t < *trials; t++ {
+	for t, attempts := 0, 0; t < *trials && attempts < 3**trials; t, attempts = t+1, attempts+1 {
 		l := c.settle(90 * time.Second)
 		if l < 0 {
 			fmt.Println("oneshot-compose: the cluster did not settle")
@@ -216,6 +221,13 @@ func benchOneShotCompose() {
 		f := (l + 1 + t%2) % 3
 		if st, _, _ := oneShotWrite(c.api(f), 700000+int64(t)*2); st != http.StatusOK {
 			fmt.Println("oneshot-compose: warm-up write failed with status", st)
+		}
+		// Leadership may have moved since settle (a restarted node's
+		// catch-up on a busy machine): kill whoever leads now.
+		if now := c.leader(); now != l {
+			fmt.Printf("  trial %d: leadership moved from n%d to n%d before the kill; settling again\n", t+1, l+1, now+1)
+			t--
+			continue
 		}
 		id := c.container(l)
 		if out, err := exec.Command("docker", "kill", id).CombinedOutput(); err != nil {
