@@ -99,6 +99,9 @@ type Config struct {
 	// Metrics, when set, receives the node's Prometheus collectors
 	// (docs/metrics.md). Pass a per-agent registry, never a global one.
 	Metrics prometheus.Registerer
+	// Version is the build's version, reported in gossip metadata
+	// (default "dev").
+	Version string
 
 	// pipelineForTest turns hashicorp/raft's pipelined replication back on
 	// (MaxRPCsInFlight 2), for the test that shows the stall it causes.
