@@ -306,7 +306,10 @@ const onceExtension = "beacon-req1:"
 // and looks for the id in its log after index low: an entry there was
 // committed (it is in this leader's log, so it will be), and the write is
 // not run again; an entry that is not there never will be committed, since
-// every future leader's log descends from this one's.
+// every future leader's log descends from this one's. For an attempt found
+// in the log it answers that attempt's result (accepted, or the FSM's
+// rejection) when the FSM remembers it (fsm.Outcome), errCommittedEarlier
+// otherwise.
 func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, resend bool, cmd []byte) (uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return 0, ErrNotLeader
@@ -323,6 +326,17 @@ func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, 
 			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		}
 		if found {
+			// Answer what the earlier attempt's answer would have said,
+			// if this node's FSM still knows it.
+			if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
+				return idx, fmt.Errorf("%w at index %d", errCommittedEarlier, idx)
+			}
+			if known, rej := n.fsm.Outcome(idx); known {
+				if rej != nil {
+					return idx, rej
+				}
+				return idx, nil
+			}
 			return idx, fmt.Errorf("%w at index %d", errCommittedEarlier, idx)
 		}
 	}
