@@ -73,6 +73,11 @@ type Instance struct {
 	// Node is the cluster member this instance runs beside, if any. When gossip
 	// reports that member failed, the instance is critical.
 	Node string
+	// Trusted is set when the management token registered the instance
+	// (RegisterRequest.Trusted): load balancers honour its route prefix
+	// outside the service's own path. Omitted from the encoding when false,
+	// so records without it encode as before.
+	Trusted bool `codec:",omitempty"`
 
 	// Status is the worst of the instance's checks and of its node's health.
 	Status Health
@@ -194,7 +199,7 @@ func (i *Instance) Clone() *Instance {
 	c := &Instance{
 		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
 		Tags: slices.Clone(i.Tags), Meta: slices.Clone(i.Meta), Version: i.Version,
-		Weight: i.Weight, Node: i.Node, Status: i.Status, HealthySince: i.HealthySince,
+		Weight: i.Weight, Node: i.Node, Trusted: i.Trusted, Status: i.Status, HealthySince: i.HealthySince,
 		NodeFailed: i.NodeFailed, Metrics: cloneMap(i.Metrics),
 		Transitions: slices.Clone(i.Transitions),
 		CreateIndex: i.CreateIndex, ModifyIndex: i.ModifyIndex,
@@ -243,6 +248,11 @@ type CheckDefinition struct {
 	SuccessesBeforePassing  int
 	InitialStatus           Health
 	DeregisterCriticalAfter int64
+	// AnyTarget is set when the management token registered the check: it
+	// may probe any host the deny list allows. Otherwise the prober connects
+	// only to the instance's own address (or to an allowed range). Omitted
+	// when false, so the log format of existing commands does not change.
+	AnyTarget bool `codec:",omitempty"`
 }
 
 // Equal reports whether two definitions describe the same probe, so that a
@@ -263,7 +273,8 @@ func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
 		d.FailuresBeforeCritical == o.FailuresBeforeCritical &&
 		d.SuccessesBeforePassing == o.SuccessesBeforePassing &&
 		d.InitialStatus == o.InitialStatus &&
-		d.DeregisterCriticalAfter == o.DeregisterCriticalAfter
+		d.DeregisterCriticalAfter == o.DeregisterCriticalAfter &&
+		d.AnyTarget == o.AnyTarget
 }
 
 // Check is a health check of one instance with its replicated state.

@@ -2,7 +2,8 @@
 # Checks that imports flow one way (docs/architecture.md, "Packages"):
 #   fsm imports nothing of ours; cluster, health and api import fsm (api also
 #   api/client) and never each other; lb imports nothing of ours; api/client
-#   imports only the standard library; cmd may import everything.
+#   imports only the standard library; cmd may import everything; connlimit
+#   (api and lb may import it) imports nothing of ours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -13,9 +14,11 @@ declare -A allowed=(
   [fsm/fsmtest]="fsm"
   [cluster]="fsm"
   [health]="fsm"
-  [api]="fsm api/client"
+  [api]="fsm api/client connlimit"
   [api/client]=""
-  [lb]=""
+  [lb]="connlimit"
+  # standard library only: the per-client connection cap of api and lb
+  [connlimit]=""
   [cluster/clustertest]="cmd api/client"
   # the fault suite drives the built binary over HTTP, like a user
   [cluster/chaostest]="api/client"
