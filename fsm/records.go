@@ -3,7 +3,9 @@ package fsm
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Health is the status of a check or of an instance. The zero value is not a
@@ -372,4 +374,43 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 		c[k] = v
 	}
 	return c
+}
+
+// EscapeControl returns s with its control characters escaped, so check
+// output cannot drive a terminal or forge lines where it is printed: C0
+// (newline and tab included), DEL and bytes that are not UTF-8 become \xHH,
+// C1 characters (U+0080-U+009F, among them the one-byte CSI) become \u00HH.
+// Printable text, in any script, is kept.
+func EscapeControl(s string) string {
+	clean := true
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789abcdef"
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7f:
+			c := s[i]
+			b.WriteString(`\x`)
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+		case r >= 0x80 && r <= 0x9f:
+			b.WriteString(`\u00`)
+			b.WriteByte(hex[r>>4])
+			b.WriteByte(hex[r&0xf])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
