@@ -95,10 +95,10 @@ func TestHTTPCheckOutputIsAShortEscapedExcerpt(t *testing.T) {
 func TestEscapeControl(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain text, ünïcode ✓": "plain text, ünïcode ✓",
-		"a\tb\r\nc":              `a\x09b\x0d\x0ac`,
-		"\x1b]0;title\x07":       `\x1b]0;title\x07`,
-		"\u0085\u009b\x7f":       `\u0085\u009b\x7f`,
-		"bad \xff utf8":          `bad \xff utf8`,
+		"a\tb\r\nc":             `a\x09b\x0d\x0ac`,
+		"\x1b]0;title\x07":      `\x1b]0;title\x07`,
+		"\u0085\u009b\x7f":      `\u0085\u009b\x7f`,
+		"bad \xff utf8":         `bad \xff utf8`,
 	} {
 		if got := fsm.EscapeControl(in); got != want {
 			t.Errorf("EscapeControl(%q) = %q, want %q", in, got, want)
