@@ -84,7 +84,7 @@ func (c *AgentConfig) applyDev() {
 		c.DNSAddr = loopback(c.DNSAddr, dns.DefaultPort)
 	}
 	if c.ClusterSecret == "" {
-		c.ClusterSecret = rand.Text()
+		c.ClusterSecret = rand.Text() + rand.Text() // 52 characters, 260 random bits
 	}
 }
 
@@ -205,6 +205,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ac.CheckDenyCIDRs = hc.DenyCIDRs
 	ac.TTL = h
 	a.secureAPI(&ac, tlsc)
+	if err := a.hardenAPI(&ac, hc); err != nil {
+		return err
+	}
 	if err := ac.Validate(); err != nil {
 		return err
 	}
@@ -364,8 +367,8 @@ func (a *Agent) stop(ctx context.Context) error {
 const opHealth cluster.Op = 16
 
 // healthConfig builds the health subsystem's configuration.
-func (a *Agent) healthConfig() (health.Config, error) {
-	hc := health.DefaultConfig()
+func (a *Agent) healthConfig() (hc health.Config, err error) {
+	hc = health.DefaultConfig()
 	hc.Node = a.cfg.Node
 	hc.Logger = a.logger.Named("health")
 	if a.cfg.CheckDenyCIDR != nil {
@@ -386,6 +389,9 @@ func (a *Agent) healthConfig() (health.Config, error) {
 		HoldDown: a.cfg.FlapHoldDown, MaxHoldDown: a.cfg.FlapMaxHoldDown,
 	}
 	hc.TTLGrace = a.cfg.TTLGrace
+	if hc.AllowCIDRs, err = parseCIDRs("check allow", a.cfg.CheckAllowCIDR); err != nil {
+		return hc, err
+	}
 	if a.cfg.MetricsPeriod > 0 {
 		hc.MetricsPeriod = a.cfg.MetricsPeriod
 	}

@@ -28,6 +28,8 @@ func (c *AgentConfig) lbConfig() (lb.Config, error) {
 	if len(c.LBDomain) > 0 {
 		f.domains = c.LBDomain
 	}
+	f.allowLoopback, f.denyCIDRs = c.LBAllowLoopback, c.LBDenyCIDR
+	f.denyAddrs = c.ownAddrs()
 	if err := f.apply(&cfg); err != nil {
 		return cfg, fmt.Errorf("agent: load balancer: %w", err)
 	}

@@ -21,7 +21,7 @@ import (
 
 const (
 	testManagementToken = "test-management-token-0123456789"
-	testClusterSecret   = "test-cluster-secret-abcdef"
+	testClusterSecret   = "test-cluster-secret-abcdef-0123456789"
 )
 
 // withAuth turns auth on in every agent of a test cluster.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/lb"
 	"github.com/hashicorp/go-hclog"
 )
@@ -53,6 +54,7 @@ func DefaultLBConfig() LBConfig {
 type LoadBalancer struct {
 	cfg     LBConfig
 	logger  hclog.Logger
+	cat     *registryCatalog
 	bal     *lb.Balancer
 	ln      net.Listener
 	adminLn net.Listener
@@ -92,7 +94,7 @@ func NewLoadBalancer(cfg LBConfig, logger hclog.Logger) (*LoadBalancer, error) {
 		return nil, err
 	}
 	lm.bal = bal
-	return &LoadBalancer{cfg: cfg, logger: logger, bal: bal, errCh: make(chan error, 2)}, nil
+	return &LoadBalancer{cfg: cfg, logger: logger, cat: cat, bal: bal, errCh: make(chan error, 2)}, nil
 }
 
 // Start binds the listeners, starts following the registry and serves.
@@ -110,6 +112,13 @@ func (l *LoadBalancer) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("lb: admin listen on %s: %w", l.cfg.AdminAddr, err)
 		}
 	}
+	refuseAgents(ctx, l.bal, l.cfg.Registry, func(ctx context.Context) (ms []client.Member, err error) {
+		_, err = l.cat.read(ctx, func(c *client.Client) (*client.QueryMeta, error) {
+			ms, err = c.Members(ctx)
+			return &client.QueryMeta{KnownLeader: true}, err
+		})
+		return ms, err
+	}, l.logger)
 	if err := l.bal.Start(ctx); err != nil {
 		return err
 	}
@@ -173,6 +182,11 @@ type lbFlags struct {
 	strategies []string
 	hashKeys   []string
 	services   []string
+	// allowLoopback, denyCIDRs and denyAddrs are the dial guard's settings
+	// (docs/security.md, "Check and proxy targets").
+	allowLoopback bool
+	denyCIDRs     []string
+	denyAddrs     []string
 }
 
 // apply parses the flags into cfg.
@@ -184,6 +198,9 @@ func (f *lbFlags) apply(cfg *lb.Config) error {
 		}
 	}
 	cfg.Services = append(cfg.Services, splitList(f.services)...)
+	if err := f.applyGuard(cfg); err != nil {
+		return err
+	}
 	for _, s := range splitList(f.strategies) {
 		svc, name, per := strings.Cut(s, "=")
 		if !per {

@@ -92,6 +92,7 @@ func startLB(t *testing.T, name string, registry []string, mutate func(*cmd.LBCo
 	cfg := cmd.DefaultLBConfig()
 	cfg.Registry = registry
 	cfg.Listen, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.LB.AllowLoopback = true // the test instances listen on 127.0.0.1
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -402,6 +403,7 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
 		cfg.LBAddr, cfg.LBAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.LBAllowLoopback = true
 	}))
 	c.WaitForVoters(3)
 	b1, b2 := startBackend(t, "web-1"), startBackend(t, "web-2")

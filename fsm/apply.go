@@ -584,6 +584,12 @@ func pickOwner(w *writeTxn, check string) string {
 // RoleServer is the role of a Beacon agent that takes part in Raft and runs checks.
 const RoleServer = "server"
 
+// RoleUntrusted is the role the leader records for a gossip member that
+// says it is a server but is not in the Raft configuration (it failed the
+// cluster port's TLS or secret handshake, or is not added yet): it is
+// listed, and gets no checks.
+const RoleUntrusted = "untrusted"
+
 // PickOwner returns the member of nodes with the highest rendezvous score for
 // check, or "" when nodes is empty.
 func PickOwner(check string, nodes []string) string {

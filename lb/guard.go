@@ -86,6 +86,11 @@ func (g *dialGuard) add(ap netip.AddrPort, why string) {
 	g.endpoints.Store(&next)
 }
 
+// Refuse adds an endpoint the balancer never connects to (why ends the
+// refusal's message): `beacon lb` adds the agents it follows once it has
+// read their addresses. An unspecified address stands for this host.
+func (b *Balancer) Refuse(ap netip.AddrPort, why string) { b.guard.add(ap, why) }
+
 // localAddrs lists the addresses of this host's interfaces and the
 // loopback addresses, which an unspecified listen address stands for.
 func localAddrs() []netip.Addr {

@@ -204,7 +204,7 @@ func (c *cluster) startNode(i, n int) error {
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 0)),
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 1)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 2)),
-		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench", "--log-level", "warn",
+		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench-cluster-secret-0123456789abcdef", "--log-level", "warn",
 		// Every benchmark client shares 127.0.0.1: no per-client write limit.
 		"--write-rate-limit", "0"}
 	for j := 0; j < n; j++ {
