@@ -64,6 +64,9 @@ func rawDo(t *testing.T, hc *http.Client, method, url, tok, body string) rawResu
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if hc == nil {
 		hc = http.DefaultClient
 	}
