@@ -38,7 +38,11 @@ func (s *Server) registerPolicy(r *http.Request) registerPolicy {
 	if s.cfg.Auth.Enabled() {
 		privileged = identityFrom(r.Context()).policy == PolicyManagement
 	}
-	return registerPolicy{privileged: privileged, deny: s.cfg.CheckDenyCIDRs, allow: s.cfg.CheckAllowCIDRs}
+	return registerPolicy{privileged: privileged, deny: s.cfg.CheckDenyCIDRs, allow: s.cfg.CheckAllowCIDRs,
+		registered: func(name string) bool {
+			_, insts := s.store.ServiceInstances(nil, name)
+			return len(insts) > 0
+		}}
 }
 
 // unchangedRegistration reports whether req would change nothing, and the

@@ -44,6 +44,10 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 			rt.s.deny(w, r, err)
 			return
 		}
+		if err := rt.s.site.checkBody(r); err != nil {
+			writeError(w, err)
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 }
@@ -119,7 +123,7 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			}
 		}()
 
-		if err := s.site.check(r); err != nil {
+		if err := s.site.checkOrigin(r); err != nil {
 			s.metrics.denied.WithLabelValues(codeOf(err)).Inc()
 			writeError(sw, err)
 			return

@@ -96,8 +96,19 @@ func SiteMiddleware(cfg SiteConfig, authOn bool, next http.Handler) http.Handler
 	})
 }
 
-// check returns why r is refused, or nil.
+// check returns why r is refused, or nil: checkOrigin, then checkBody.
 func (g *siteGuard) check(r *http.Request) error {
+	if err := g.checkOrigin(r); err != nil {
+		return err
+	}
+	return g.checkBody(r)
+}
+
+// checkOrigin applies the Host, Sec-Fetch-Site and Origin rules. The API
+// runs it before authentication; the media type rule runs once the route
+// has authorized the request, so a request a route refuses anyway gets
+// that refusal.
+func (g *siteGuard) checkOrigin(r *http.Request) error {
 	if g.checkHost && !g.anyHost && !g.hostAllowed(r.Host) {
 		return errHostNotAllowed
 	}
@@ -109,7 +120,7 @@ func (g *siteGuard) check(r *http.Request) error {
 	if o := r.Header.Get("Origin"); o != "" && !g.sameOrigin(r, o) && !g.origins[strings.ToLower(o)] {
 		return errCrossSite
 	}
-	return g.checkBody(r)
+	return nil
 }
 
 func (g *siteGuard) hostAllowed(host string) bool {

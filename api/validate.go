@@ -184,6 +184,8 @@ type registerPolicy struct {
 	// deny are the ranges no check may target; allow the ranges any check
 	// may target besides the instance's own address.
 	deny, allow []netip.Prefix
+	// registered reports whether a service of that name is in the catalog.
+	registered func(service string) bool
 }
 
 // buildRegister validates a registration and turns it into a command.
@@ -223,7 +225,7 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, po
 		}
 	}
 	if p, ok := r.Meta[metaRoutePrefix]; ok {
-		if err := validateRoutePrefix(service, p, pol.privileged); err != nil {
+		if err := validateRoutePrefix(service, p, pol.privileged, pol.registered); err != nil {
 			return nil, err
 		}
 	}
@@ -292,7 +294,7 @@ func validateInstanceAddr(field, host string) error {
 // it must lie inside the service's own path, /SERVICE or below, unless the
 // registration is privileged; even then it may not be "/" (every request)
 // nor take another service's path, which the load balancers also refuse.
-func validateRoutePrefix(service, p string, privileged bool) error {
+func validateRoutePrefix(service, p string, privileged bool, registered func(string) bool) error {
 	n := "/" + strings.Trim(p, "/")
 	if n == "/" {
 		return invalid("meta."+metaRoutePrefix, "must name a path below /, e.g. /%s/v2", service)
@@ -305,9 +307,10 @@ func validateRoutePrefix(service, p string, privileged bool) error {
 		return &statusError{http.StatusForbidden, "permission_denied",
 			fmt.Sprintf("permission denied: meta.%s %q lies outside /%s; only the management token may route other paths to a service", metaRoutePrefix, truncateForError(p), service)}
 	}
-	if validateService("service", first) == nil {
-		// It would capture /first, the path of a service of that name
-		// (now or later): refused even for the management token.
+	if registered != nil && registered(first) {
+		// It would capture /first, the path of a registered service:
+		// refused even for the management token. (A service registered
+		// later takes its path back: the balancers check again.)
 		return invalid("meta."+metaRoutePrefix, "%q would shadow the path of service %q", truncateForError(p), first)
 	}
 	return nil

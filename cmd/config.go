@@ -109,15 +109,15 @@ func DefaultAgentConfig() AgentConfig {
 		DNSTTL:      5 * time.Second,
 		DNSMaxStale: 5 * time.Second,
 
-		CheckDenyCIDR:   []string{"169.254.0.0/16", "fe80::/10"},
+		CheckDenyCIDR: []string{"169.254.0.0/16", "fe80::/10"},
 
 		HTTPMaxConnsPerClient: api.DefaultConfig().MaxConnsPerClient,
-		FlapThreshold:   5,
-		FlapWindow:      time.Minute,
-		FlapHoldDown:    30 * time.Second,
-		FlapMaxHoldDown: 10 * time.Minute,
-		TTLGrace:        10 * time.Second,
-		MetricsPeriod:   10 * time.Second,
+		FlapThreshold:         5,
+		FlapWindow:            time.Minute,
+		FlapHoldDown:          30 * time.Second,
+		FlapMaxHoldDown:       10 * time.Minute,
+		TTLGrace:              10 * time.Second,
+		MetricsPeriod:         10 * time.Second,
 
 		AnonymousRead:           true,
 		TLSVerifyIncoming:       true,
