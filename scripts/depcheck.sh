@@ -16,6 +16,8 @@ declare -A allowed=(
   [health]="fsm"
   [api]="fsm api/client connlimit"
   [api/client]=""
+  # the Consul endpoints reuse the API's validation, tokens and errors
+  [api/consul]="fsm api api/client"
   [lb]="connlimit"
   # standard library only: the per-client connection cap of api and lb
   [connlimit]=""
