@@ -526,6 +526,7 @@ func TestAgentRefusesInsecureOrInvalidSecuritySettings(t *testing.T) {
 		{"a TLS certificate without key", func(c *agent.Config) { c.TLSCertFile = "x.pem" }, "both", ""},
 		{"a CA without certificate", func(c *agent.Config) { c.TLSCAFile = "ca.pem" }, "no --tls-cert-file", ""},
 		{"a negative rate limit", func(c *agent.Config) { c.WriteRateLimit = -1 }, "negative", ""},
+		{"a cluster secret under 32 bytes", func(c *agent.Config) { c.ClusterSecret = "thirty-one-bytes-long-secret-xx" }, "at least 32 bytes", "thirty-one-bytes-long-secret-xx"},
 	}
 	for _, tc := range cases {
 		t.Run("refuses "+tc.name, func(t *testing.T) {
