@@ -96,8 +96,8 @@ func (s *Server) nodeView(n *fsm.Node) *Node {
 // nodeOf returns the Consul node an instance runs on: the catalog's record
 // of its agent, or a node made from the instance (no agent, or one the
 // catalog no longer knows).
-func (s *Server) nodeOf(inst *fsm.Instance, nodes map[string]*fsm.Node) *Node {
-	if n := nodes[inst.Node]; n != nil {
+func (s *Server) nodeOf(inst *fsm.Instance, n *fsm.Node) *Node {
+	if n != nil {
 		return s.nodeView(n)
 	}
 	name := nodeName(inst)
