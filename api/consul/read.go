@@ -443,10 +443,19 @@ func instanceChecks(inst *fsm.Instance, checks []*fsm.Check) []*HealthCheck {
 	return append(out, syntheticChecks(inst)...)
 }
 
-// writeChecks filters and encodes a list of checks.
+// writeChecks filters and encodes a list of checks. A node's check shows
+// once, however many of its instances carry it (_node_maintenance).
 func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 	out := make([]*HealthCheck, 0, len(hcs))
+	type key struct{ node, id string }
+	seen := map[key]bool{}
 	for _, hc := range hcs {
+		if hc.ServiceID == "" {
+			if seen[key{hc.Node, hc.CheckID}] {
+				continue
+			}
+			seen[key{hc.Node, hc.CheckID}] = true
+		}
 		if ok, err := expr.match(hc); err != nil {
 			return nil, err
 		} else if ok {
