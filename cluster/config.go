@@ -43,7 +43,8 @@ type Config struct {
 	// RejoinInterval is how often known peers that are not alive are rejoined.
 	RejoinInterval time.Duration
 
-	// ClusterSecret authenticates the internal RPC between nodes.
+	// ClusterSecret authenticates the internal RPC between nodes; at least
+	// MinClusterSecretLen bytes.
 	ClusterSecret []byte
 	// TLSIn and TLSOut, when set, wrap the cluster port in TLS (server and
 	// client side), for Raft and RPC alike.
@@ -133,6 +134,10 @@ func DefaultConfig() Config {
 	}
 }
 
+// MinClusterSecretLen is the shortest cluster secret accepted: 32 bytes
+// (e.g. head -c 32 /dev/urandom | base64, 44 characters).
+const MinClusterSecretLen = 32
+
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
 	if c.NodeName == "" {
@@ -152,8 +157,8 @@ func (c Config) Validate() error {
 	if c.BootstrapExpect < 0 {
 		return errors.New("cluster: bootstrap-expect must be >= 0")
 	}
-	if len(c.ClusterSecret) == 0 {
-		return errors.New("cluster: a cluster secret is required")
+	if len(c.ClusterSecret) < MinClusterSecretLen {
+		return fmt.Errorf("cluster: the cluster secret must be at least %d bytes (got %d): it is the only key of the cluster port's handshake", MinClusterSecretLen, len(c.ClusterSecret))
 	}
 	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		return fmt.Errorf("cluster: gossip key must be 16, 24 or 32 bytes, got %d", n)

@@ -439,7 +439,16 @@ func (n *Node) KnownLeader() bool {
 func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 
 // Members returns every member gossip has seen, sorted by name.
-func (n *Node) Members() []Member { return n.gossip.snapshot() }
+// A member that says it is a server but is not in the Raft configuration
+// is listed with the role "untrusted" (fsm.RoleUntrusted).
+func (n *Node) Members() []Member {
+	ms := n.gossip.snapshot()
+	inRaft := n.raftServers()
+	for i := range ms {
+		ms[i].Role = trustedRole(ms[i], inRaft)
+	}
+	return ms
+}
 
 // Join asks gossip to contact the given addresses and remembers them for
 // rejoining. It returns how many were contacted.
