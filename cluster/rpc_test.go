@@ -103,7 +103,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				want := fmt.Sprintf("echo:%d", i)
-				got, err := p.pool.call(ctx, p.addr(), opStatus, []byte(fmt.Sprint(i)))
+				got, err := p.pool.call(ctx, p.addr(), opStatus, []byte(fmt.Sprint(i)), 5*time.Second)
 				if err != nil || string(got) != want {
 					errs <- fmt.Errorf("call %d: %q %v", i, got, err)
 				}
@@ -123,7 +123,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 	})
 
 	t.Run("an index travels as a number", func(t *testing.T) {
-		got, err := p.pool.call(ctx, p.addr(), opReadIndex, nil)
+		got, err := p.pool.call(ctx, p.addr(), opReadIndex, nil, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 	})
 
 	t.Run("a handler's error arrives with its code", func(t *testing.T) {
-		_, err := p.pool.call(ctx, p.addr(), opReadIndex, []byte("reject"))
+		_, err := p.pool.call(ctx, p.addr(), opReadIndex, []byte("reject"), 5*time.Second)
 		var re *RemoteError
 		if !errors.As(err, &re) || re.Code != "not_found" || re.Msg != "no such thing" {
 			t.Fatalf("got %#v", err)
@@ -141,11 +141,11 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 		if !errors.Is(fromRemote(err), fsm.ErrNotFound) {
 			t.Fatalf("fromRemote(%v) = %v", err, fromRemote(err))
 		}
-		_, err = p.pool.call(ctx, p.addr(), opReadIndex, []byte("no-leader"))
+		_, err = p.pool.call(ctx, p.addr(), opReadIndex, []byte("no-leader"), 5*time.Second)
 		if !errors.Is(fromRemote(err), ErrNoLeader) {
 			t.Fatalf("no leader: %v", fromRemote(err))
 		}
-		_, err = p.pool.call(ctx, p.addr(), Op(99), nil)
+		_, err = p.pool.call(ctx, p.addr(), Op(99), nil, 5*time.Second)
 		if !errors.As(err, &re) || re.Code != "internal" {
 			t.Fatalf("unknown op: %#v", err)
 		}
@@ -153,7 +153,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 
 	t.Run("the actor travels with the request", func(t *testing.T) {
 		a := Actor{Accessor: "acc", Remote: "10.0.0.9:1234", Node: "n2"}
-		got, err := p.pool.call(ctx, p.addr(), opReadIndex|opWithActor, append(encodeActor(a), "actor"...))
+		got, err := p.pool.call(ctx, p.addr(), opReadIndex|opWithActor, append(encodeActor(a), "actor"...), 5*time.Second)
 		if err != nil || string(got) != "acc|10.0.0.9:1234|n2" {
 			t.Fatalf("got %q %v", got, err)
 		}
@@ -162,7 +162,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 	t.Run("the caller's deadline ends a call whose handler does not answer", func(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		defer cancel()
-		if _, err := p.pool.call(cctx, p.addr(), opRemove, nil); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := p.pool.call(cctx, p.addr(), opRemove, nil, 5*time.Second); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -170,7 +170,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 	t.Run("a connection lost before the answer is ErrConnLost, and the next call redials", func(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
-			_, err := p.pool.call(ctx, p.addr(), opRemove, nil)
+			_, err := p.pool.call(ctx, p.addr(), opRemove, nil, 5*time.Second)
 			done <- err
 		}()
 		// Wait for the request to be pending on the client, then break
@@ -204,7 +204,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 			t.Fatalf("got %v, want ErrConnLost", err)
 		}
 		close(release) // the handlers still blocked on the server end
-		if got, err := p.pool.call(ctx, p.addr(), opStatus, []byte("again")); err != nil || string(got) != "echo:again" {
+		if got, err := p.pool.call(ctx, p.addr(), opStatus, []byte("again"), 5*time.Second); err != nil || string(got) != "echo:again" {
 			t.Fatalf("after the break: %q %v", got, err)
 		}
 	})
@@ -213,7 +213,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 func TestClusterPortRefusesWhoLacksTheSecret(t *testing.T) {
 	p := newPort(t, "secret", "another-secret")
 	p.rpc.handle(opStatus, func(ctx context.Context, b []byte) ([]byte, error) { return []byte("never"), nil })
-	_, err := p.pool.call(context.Background(), p.addr(), opStatus, nil)
+	_, err := p.pool.call(context.Background(), p.addr(), opStatus, nil, 5*time.Second)
 	if !errors.Is(err, ErrAuth) {
 		t.Fatalf("got %v, want ErrAuth", err)
 	}
@@ -245,7 +245,7 @@ func TestClusterPortRoutesRaftConnectionsAndDropsUnknownKinds(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	c, err := p.client.dial(p.addr(), connRaft, 5*time.Second)
+	c, err := p.client.dial(context.Background(), p.addr(), connRaft, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
