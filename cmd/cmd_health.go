@@ -72,7 +72,9 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 		for _, c := range checks {
 			status := c.Status
 			if c.Flapping {
-				status += " (flapping)"
+				// Status is critical while flapping (what routing does);
+				// say what the results themselves are.
+				status += " (flapping; results " + c.ResultStatus + ")"
 			}
 			owner := c.Owner
 			if owner == "" {
