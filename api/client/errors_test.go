@@ -28,7 +28,10 @@ func TestNoAgentReachableNamesEveryAddressTried(t *testing.T) {
 		do   func() error
 	}{
 		{"a read", func() error { _, _, err := c.Instances(context.Background(), "web", nil); return err }},
-		{"a write", func() error { _, err := c.Register(context.Background(), "web", "w1", &client.Registration{Address: "10.0.0.1", Port: 1}); return err }},
+		{"a write", func() error {
+			_, err := c.Register(context.Background(), "web", "w1", &client.Registration{Address: "10.0.0.1", Port: 1})
+			return err
+		}},
 		{"a snapshot", func() error { _, err := c.SaveSnapshot(context.Background(), &strings.Builder{}, false); return err }},
 	} {
 		t.Run(call.name, func(t *testing.T) {
