@@ -56,7 +56,7 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 	if err != nil {
 		return err
 	}
-	q, err := opts.qf.options()
+	q, err := opts.qf.options(opts.f.Err)
 	if err != nil {
 		return err
 	}

@@ -260,16 +260,16 @@ func decodeResponse(resp *http.Response, out any, addr string) (*QueryMeta, erro
 	if resp.StatusCode >= 300 {
 		e := &Error{Status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if !fromAgent(resp, b) {
-			return meta, notAgent(addr, resp)
+		if !fromAgent(resp) {
+			return meta, notAgent(addr, resp, b)
 		}
 		if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
 			e.ErrorBody = ErrorBody{Error: strings.TrimSpace(string(b)), Code: "http_" + strconv.Itoa(resp.StatusCode)}
 		}
 		return meta, e
 	}
-	if !fromAgent(resp, nil) {
-		return meta, notAgent(addr, resp)
+	if !fromAgent(resp) {
+		return meta, notAgent(addr, resp, nil)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)

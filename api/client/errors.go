@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,8 +67,9 @@ func brief(err error) string {
 type NotAgentError struct {
 	Addr   string
 	Status int
-	// Server and ContentType describe what answered, when it said.
-	Server, ContentType string
+	// Server and ContentType describe what answered, when it said;
+	// Message is the error of a JSON error body, if it had one.
+	Server, ContentType, Message string
 }
 
 func (e *NotAgentError) Error() string {
@@ -80,26 +80,26 @@ func (e *NotAgentError) Error() string {
 	if e.ContentType != "" {
 		what += ", " + e.ContentType
 	}
+	if e.Message != "" {
+		what += fmt.Sprintf(", saying %q", e.Message)
+	}
 	return fmt.Sprintf("client: %s is not a Beacon agent API: it answered HTTP %d%s without Beacon's headers (a load balancer or another web server?)", e.Addr, e.Status, what)
 }
 
-// fromAgent reports whether resp (whose body is b, read in full for an
-// error status) comes from a Beacon agent. Agents mark every answer with
-// HeaderAgent; older agents' answers still carry X-Beacon-Index (reads and
-// writes) or an error body of exactly Beacon's form.
-func fromAgent(resp *http.Response, b []byte) bool {
-	if resp.Header.Get(HeaderAgent) != "" || resp.Header.Get("X-Beacon-Index") != "" {
-		return true
-	}
-	if resp.StatusCode < 300 {
-		return false
-	}
-	var eb ErrorBody
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	return dec.Decode(&eb) == nil && eb.Code != "" && eb.Error != ""
+// fromAgent reports whether resp comes from a Beacon agent. Agents mark
+// every answer with HeaderAgent; older agents' reads and writes still carry
+// X-Beacon-Index.
+func fromAgent(resp *http.Response) bool {
+	return resp.Header.Get(HeaderAgent) != "" || resp.Header.Get("X-Beacon-Index") != ""
 }
 
-func notAgent(addr string, resp *http.Response) error {
-	return &NotAgentError{Addr: addr, Status: resp.StatusCode, Server: resp.Header.Get("Server"), ContentType: resp.Header.Get("Content-Type")}
+// notAgent describes what answered instead of an agent; b is the start of
+// the body of an error answer (nil otherwise).
+func notAgent(addr string, resp *http.Response, b []byte) error {
+	e := &NotAgentError{Addr: addr, Status: resp.StatusCode, Server: resp.Header.Get("Server"), ContentType: resp.Header.Get("Content-Type")}
+	var eb ErrorBody
+	if len(b) > 0 && json.Unmarshal(b, &eb) == nil && len(eb.Error) <= 200 {
+		e.Message = eb.Error
+	}
+	return e
 }
