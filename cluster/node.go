@@ -259,7 +259,7 @@ func (n *Node) startRaft() error {
 		Stream:  raftLayer{n.mux},
 		MaxPool: 4,
 		Timeout: 5 * time.Second,
-		Logger:  n.logger.Named("transport"),
+		Logger:  quietClose{n.logger.Named("transport")},
 	})
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {
