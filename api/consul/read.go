@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"bytes"
 	"net/http"
 	"net/url"
 	"slices"
@@ -21,22 +20,27 @@ type serviceRead struct {
 	nodes  map[string]*fsm.Node
 }
 
-// readService reads service with its checks and the nodes. The index is the
-// highest of the service's index, its checks' and the nodes table's, so it
-// moves with every change the result can show and never goes back.
-func (s *Server) readService(ws memdb.WatchSet, service string, withChecks bool) serviceRead {
+// readService reads service with its checks and the nodes, from one view
+// (fsm.Store.ServiceHealth). The index is the highest of the service's
+// index, its checks' and the nodes table's, so it moves with every change
+// the result can show and never goes back.
+func (s *Server) readService(ws memdb.WatchSet, service string) serviceRead {
 	var rd serviceRead
-	rd.idx, rd.insts = s.store.ServiceInstances(ws, service)
-	if withChecks && len(rd.insts) > 0 {
-		_, checks := s.store.Checks(ws, service)
+	var checks []*fsm.Check
+	var nodes []*fsm.Node
+	rd.idx, rd.insts, checks, nodes = s.store.ServiceHealth(ws, service)
+	if len(checks) > 0 {
+		// Checks come ordered by ID (SERVICE:INSTANCE:NAME), so each
+		// instance's checks are one run of the slice: no copying.
 		rd.checks = make(map[string][]*fsm.Check, len(rd.insts))
-		for _, c := range checks {
-			rd.idx = max(rd.idx, c.ModifyIndex)
-			rd.checks[c.Instance] = append(rd.checks[c.Instance], c)
+		start := 0
+		for i, c := range checks {
+			if i+1 == len(checks) || checks[i+1].Instance != c.Instance {
+				rd.checks[c.Instance] = checks[start : i+1 : i+1]
+				start = i + 1
+			}
 		}
 	}
-	nidx, nodes := s.store.Nodes(ws)
-	rd.idx = max(rd.idx, nidx)
 	rd.nodes = make(map[string]*fsm.Node, len(nodes))
 	for _, n := range nodes {
 		rd.nodes[n.Name] = n
@@ -148,18 +152,19 @@ func (s *Server) encodedEntry(inst *fsm.Instance, checks []*fsm.Check, rd *servi
 
 // handleHealthService: GET /v1/health/service/:name, the discovery read of
 // Prometheus, fabio, consul-template and Spring.
-func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	f, err := parseInstanceFilter(r.URL.Query())
+	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		rd := s.readService(ws, name, true)
-		var buf bytes.Buffer
-		buf.WriteByte('[')
-		n := 0
+	s.blockingChunks(w, r, q, func(ws memdb.WatchSet) (uint64, [][]byte, error) {
+		rd := s.readService(ws, name)
+		// The answer is written from the entries' cached encodings with
+		// the brackets and commas between them, never copied whole.
+		chunks := make([][]byte, 0, 2*len(rd.insts)+1)
+		chunks = append(chunks, openBracket)
 		for _, inst := range rd.insts {
 			checks := rd.checks[inst.ID]
 			if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.nodes[inst.Node])) {
@@ -180,28 +185,32 @@ func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return rd.idx, nil, err
 			}
-			if n > 0 {
-				buf.WriteByte(',')
+			if len(chunks) > 1 {
+				chunks = append(chunks, comma)
 			}
-			buf.Write(enc)
-			n++
+			chunks = append(chunks, enc)
 		}
-		buf.WriteByte(']')
-		return rd.idx, buf.Bytes(), nil
+		return rd.idx, append(chunks, closeBracket), nil
 	})
 }
 
+var (
+	openBracket  = []byte("[")
+	closeBracket = []byte("]")
+	comma        = []byte(",")
+)
+
 // handleCatalogService: GET /v1/catalog/service/:name.
-func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	f, err := parseInstanceFilter(r.URL.Query())
+	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	f.passing = false // not a catalog parameter
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		rd := s.readService(ws, name, false)
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+		rd := s.readService(ws, name)
 		out := []*CatalogService{}
 		for _, inst := range rd.insts {
 			if !inst.HasTags(f.tags) {
@@ -225,8 +234,7 @@ func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request) {
 
 // handleCatalogServices: GET /v1/catalog/services, service names with the
 // union of their instances' tags.
-func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request, q url.Values) {
 	nodeMeta, err := parseNodeMeta(q)
 	if err != nil {
 		writeError(w, err)
@@ -237,7 +245,7 @@ func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, sums, _ := s.store.ServiceSummaries(ws, "", "", 0, nil)
 		out := make(map[string][]string, len(sums))
 		if nodeMeta == nil && expr == nil {
@@ -299,8 +307,7 @@ func (s *Server) nodeList(ws memdb.WatchSet) (uint64, []*Node, map[string]*fsm.N
 }
 
 // handleCatalogNodes: GET /v1/catalog/nodes.
-func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request, q url.Values) {
 	nodeMeta, err := parseNodeMeta(q)
 	if err != nil {
 		writeError(w, err)
@@ -311,7 +318,7 @@ func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, nodes, _ := s.nodeList(ws)
 		out := make([]*Node, 0, len(nodes))
 		for _, n := range nodes {
@@ -345,14 +352,14 @@ func (s *Server) nodeInstances(ws memdb.WatchSet, node string) (uint64, []*fsm.I
 }
 
 // handleCatalogNode: GET /v1/catalog/node/:node, null for an unknown node.
-func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, insts, rec := s.nodeInstances(ws, node)
 		if rec == nil {
 			return idx, []byte("null"), nil
@@ -372,14 +379,14 @@ func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleCatalogNodeServices: GET /v1/catalog/node-services/:node.
-func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, insts, rec := s.nodeInstances(ws, node)
 		if rec == nil {
 			return idx, []byte("null"), nil
@@ -399,7 +406,7 @@ func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Reques
 }
 
 // handleDatacenters: GET /v1/catalog/datacenters.
-func (s *Server) handleDatacenters(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleDatacenters(w http.ResponseWriter, r *http.Request, q url.Values) {
 	s.simpleRead(w, s.store.LastIndex(), []string{s.cfg.Datacenter})
 }
 
@@ -427,15 +434,15 @@ func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 }
 
 // handleHealthChecks: GET /v1/health/checks/:service.
-func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		rd := s.readService(ws, name, true)
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+		rd := s.readService(ws, name)
 		var hcs []*HealthCheck
 		for _, inst := range rd.insts {
 			hcs = append(hcs, instanceChecks(inst, rd.checks[inst.ID])...)
@@ -447,7 +454,7 @@ func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request) {
 
 // handleHealthState: GET /v1/health/state/:state (any, passing, warning,
 // critical), over every check of the catalog and every node's serfHealth.
-func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request, q url.Values) {
 	state := r.PathValue("state")
 	switch state {
 	case "any", "passing", "warning", "critical":
@@ -455,12 +462,12 @@ func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("state", "must be any, passing, warning or critical"))
 		return
 	}
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		hcs, idx := s.allChecks(ws, "")
 		keep := hcs[:0]
 		for _, hc := range hcs {
@@ -511,14 +518,14 @@ func (s *Server) allChecks(ws memdb.WatchSet, node string) ([]*HealthCheck, uint
 }
 
 // handleHealthNode: GET /v1/health/node/:node.
-func (s *Server) handleHealthNode(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthNode(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		hcs, idx := s.allChecks(ws, node)
 		body, err := writeChecks(hcs, expr)
 		return idx, body, err
