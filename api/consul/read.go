@@ -11,13 +11,44 @@ import (
 	"github.com/hashicorp/go-memdb"
 )
 
-// serviceRead is one consistent-enough read of a service: its instances,
-// their checks by instance ID, and the catalog's nodes.
+// serviceRead is one view of a service: its instances, their checks (in
+// runs by instance) and the catalog's nodes.
 type serviceRead struct {
-	idx    uint64
-	insts  []*fsm.Instance
-	checks map[string][]*fsm.Check
-	nodes  map[string]*fsm.Node
+	idx   uint64
+	insts []*fsm.Instance
+	runs  []checkRun
+	nodes []*fsm.Node
+}
+
+// checkRun is the checks of one instance.
+type checkRun struct {
+	instance string
+	checks   []*fsm.Check
+}
+
+// checksOf returns the checks of instance id. Runs are found by a linear
+// scan: a service has a handful to a few hundred instances, and a map
+// would cost more to build than the scans cost.
+func (rd *serviceRead) checksOf(id string) []*fsm.Check {
+	for i := range rd.runs {
+		if rd.runs[i].instance == id {
+			return rd.runs[i].checks
+		}
+	}
+	return nil
+}
+
+// node returns the catalog's record of a node, or nil.
+func (rd *serviceRead) node(name string) *fsm.Node {
+	if name == "" {
+		return nil
+	}
+	for _, n := range rd.nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
 }
 
 // readService reads service with its checks and the nodes, from one view
@@ -27,23 +58,18 @@ type serviceRead struct {
 func (s *Server) readService(ws memdb.WatchSet, service string) serviceRead {
 	var rd serviceRead
 	var checks []*fsm.Check
-	var nodes []*fsm.Node
-	rd.idx, rd.insts, checks, nodes = s.store.ServiceHealth(ws, service)
+	rd.idx, rd.insts, checks, rd.nodes = s.store.ServiceHealth(ws, service)
 	if len(checks) > 0 {
 		// Checks come ordered by ID (SERVICE:INSTANCE:NAME), so each
 		// instance's checks are one run of the slice: no copying.
-		rd.checks = make(map[string][]*fsm.Check, len(rd.insts))
+		rd.runs = make([]checkRun, 0, len(rd.insts))
 		start := 0
 		for i, c := range checks {
 			if i+1 == len(checks) || checks[i+1].Instance != c.Instance {
-				rd.checks[c.Instance] = checks[start : i+1 : i+1]
+				rd.runs = append(rd.runs, checkRun{c.Instance, checks[start : i+1 : i+1]})
 				start = i + 1
 			}
 		}
-	}
-	rd.nodes = make(map[string]*fsm.Node, len(nodes))
-	for _, n := range nodes {
-		rd.nodes[n.Name] = n
 	}
 	return rd
 }
@@ -122,10 +148,10 @@ type entryCache struct {
 
 // entry builds the health entry of an instance.
 func (s *Server) entry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead) *ServiceEntry {
-	node := s.nodeOf(inst, rd.nodes)
+	node := s.nodeOf(inst, rd.node(inst.Node))
 	hcs := make([]*HealthCheck, 0, len(checks)+2)
 	if inst.Node != "" {
-		hcs = append(hcs, serfCheck(node.Node, rd.nodes[inst.Node], inst.NodeFailed))
+		hcs = append(hcs, serfCheck(node.Node, rd.node(inst.Node), inst.NodeFailed))
 	}
 	for _, c := range checks {
 		hcs = append(hcs, checkView(c, inst))
@@ -138,7 +164,7 @@ func (s *Server) entry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead)
 // instance's cache slot, building it when the instance, its checks or its
 // node changed.
 func (s *Server) encodedEntry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead) ([]byte, error) {
-	node := rd.nodes[inst.Node]
+	node := rd.node(inst.Node)
 	if c, ok := inst.Aux().(*entryCache); ok && c.node == node && c.dc == s.cfg.Datacenter && slices.Equal(c.checks, checks) {
 		return c.enc, nil
 	}
@@ -166,8 +192,8 @@ func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request, q u
 		chunks := make([][]byte, 0, 2*len(rd.insts)+1)
 		chunks = append(chunks, openBracket)
 		for _, inst := range rd.insts {
-			checks := rd.checks[inst.ID]
-			if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.nodes[inst.Node])) {
+			checks := rd.checksOf(inst.ID)
+			if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.node(inst.Node))) {
 				continue
 			}
 			if f.nodeMeta != nil || f.expr != nil {
@@ -216,7 +242,7 @@ func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request, q 
 			if !inst.HasTags(f.tags) {
 				continue
 			}
-			cs := s.catalogView(inst, s.nodeOf(inst, rd.nodes))
+			cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
 			if !metaMatches(cs.NodeMeta, f.nodeMeta) {
 				continue
 			}
@@ -258,14 +284,11 @@ func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request, q
 		// A filter selects instances (as catalog/service shows them); a
 		// service is listed with the tags of its matching instances.
 		_, nodes := s.store.Nodes(ws)
-		rd := serviceRead{nodes: map[string]*fsm.Node{}}
-		for _, n := range nodes {
-			rd.nodes[n.Name] = n
-		}
+		rd := serviceRead{nodes: nodes}
 		_, insts := s.store.Instances(ws)
 		tags := map[string]map[string]struct{}{}
 		for _, inst := range insts {
-			cs := s.catalogView(inst, s.nodeOf(inst, rd.nodes))
+			cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
 			if !metaMatches(cs.NodeMeta, nodeMeta) {
 				continue
 			}
@@ -420,10 +443,19 @@ func instanceChecks(inst *fsm.Instance, checks []*fsm.Check) []*HealthCheck {
 	return append(out, syntheticChecks(inst)...)
 }
 
-// writeChecks filters and encodes a list of checks.
+// writeChecks filters and encodes a list of checks. A node's check shows
+// once, however many of its instances carry it (_node_maintenance).
 func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 	out := make([]*HealthCheck, 0, len(hcs))
+	type key struct{ node, id string }
+	seen := map[key]bool{}
 	for _, hc := range hcs {
+		if hc.ServiceID == "" {
+			if seen[key{hc.Node, hc.CheckID}] {
+				continue
+			}
+			seen[key{hc.Node, hc.CheckID}] = true
+		}
 		if ok, err := expr.match(hc); err != nil {
 			return nil, err
 		} else if ok {
@@ -445,7 +477,7 @@ func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request, q ur
 		rd := s.readService(ws, name)
 		var hcs []*HealthCheck
 		for _, inst := range rd.insts {
-			hcs = append(hcs, instanceChecks(inst, rd.checks[inst.ID])...)
+			hcs = append(hcs, instanceChecks(inst, rd.checksOf(inst.ID))...)
 		}
 		body, err := writeChecks(hcs, expr)
 		return rd.idx, body, err

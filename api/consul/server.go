@@ -174,6 +174,7 @@ func (s *Server) routes() *http.ServeMux {
 		{"PUT /v1/agent/service/register", api.AccessRead, s.handleAgentRegister},
 		{"PUT /v1/agent/service/deregister/{id}", api.AccessRead, s.handleAgentDeregister},
 		{"PUT /v1/agent/service/maintenance/{id}", api.AccessRead, s.handleAgentMaintenance},
+		{"PUT /v1/agent/maintenance", api.AccessRead, s.handleNodeMaintenance},
 		{"PUT /v1/agent/check/pass/{id}", api.AccessRead, s.handleCheckVerb(fsm.Passing)},
 		{"PUT /v1/agent/check/warn/{id}", api.AccessRead, s.handleCheckVerb(fsm.Warning)},
 		{"PUT /v1/agent/check/fail/{id}", api.AccessRead, s.handleCheckVerb(fsm.Critical)},

@@ -587,3 +587,50 @@ func (s *Server) handleCatalogDeregister(w http.ResponseWriter, r *http.Request,
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte("true"))
 }
+
+// nodeMaintPrefix marks the maintenance reason of instances put in
+// maintenance by PUT /v1/agent/maintenance: Beacon has no node-level
+// maintenance, so the agent's instances each enter maintenance, and these
+// show as the node's _node_maintenance check rather than a service's.
+const nodeMaintPrefix = "node maintenance: "
+
+// handleNodeMaintenance: PUT /v1/agent/maintenance?enable=&reason=. Every
+// instance this agent registered enters (or, if it entered this way,
+// leaves) maintenance; instances registered later are not affected.
+func (s *Server) handleNodeMaintenance(w http.ResponseWriter, r *http.Request, q url.Values) {
+	if !q.Has("enable") {
+		writeError(w, invalid("enable", "Missing value for enable"))
+		return
+	}
+	enable, err := boolParam(q, "enable")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	reason := q.Get("reason")
+	if len(nodeMaintPrefix)+len(reason) > MaxReasonLen || !api.Printable(reason) {
+		writeError(w, invalid("reason", "must be at most %d printable characters", MaxReasonLen-len(nodeMaintPrefix)))
+		return
+	}
+	_, insts := s.localInstances()
+	var idx uint64
+	for _, inst := range insts {
+		inNode := inst.Maintenance != nil && strings.HasPrefix(inst.Maintenance.Reason, nodeMaintPrefix)
+		if (enable && inst.Maintenance != nil && !inNode) || (!enable && !inNode) {
+			continue // in maintenance of its own, or not in node maintenance
+		}
+		if err := s.authorizeWrite(r, inst.Service); err != nil {
+			writeError(w, err)
+			return
+		}
+		req := &fsm.MaintenanceRequest{Service: inst.Service, ID: inst.ID, Mode: fsm.ModeNone, Time: time.Now().UnixNano()}
+		if enable {
+			req.Mode, req.Reason = fsm.ModeMaintenance, nodeMaintPrefix+reason
+		}
+		if idx, err = s.apply(r, fsm.MaintenanceType, req); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeOK(w, max(idx, s.store.LastIndex()))
+}
