@@ -465,7 +465,10 @@ func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
 	return c.node.ConsistentIndex(ctx)
 }
 
-func (c *clusterAdapter) KnownLeader() bool          { return c.node.KnownLeader() }
+func (c *clusterAdapter) KnownLeader() bool { return c.node.KnownLeader() }
+func (c *clusterAdapter) ReplicationStalled() (bool, string) {
+	return c.node.ReplicationStalled()
+}
 func (c *clusterAdapter) LastContact() time.Duration { return c.node.LastContact() }
 func (c *clusterAdapter) LastIndex() uint64          { return c.node.LastIndex() }
 func (c *clusterAdapter) Join(a []string) (int, error) {

@@ -57,6 +57,13 @@ type Operator interface {
 	ForceLeave(ctx context.Context, node string) error
 }
 
+// StallReporter is optionally implemented by the Cluster: a follower that
+// hears the leader but has stopped applying its log reports it, and /readyz
+// answers 503 replication_stalled.
+type StallReporter interface {
+	ReplicationStalled() (bool, string)
+}
+
 // Cluster is everything the API needs from the cluster.
 type Cluster interface {
 	Writer

@@ -98,7 +98,7 @@ func (n *Node) peersHaveState(ctx context.Context, servers *[]Member) (existing,
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := n.pool.call(cctx, m.ClusterAddr, opStatus, nil)
+		resp, err := n.pool.call(cctx, m.ClusterAddr, opStatus, nil, 2*time.Second)
 		cancel()
 		if err != nil && refusedCredentials(err) {
 			n.logger.Warn("ignoring gossip member for bootstrap: its cluster port refused our credentials or we refused its certificate", "node", m.Name, "addr", m.ClusterAddr, "error", err)

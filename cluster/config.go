@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -77,6 +78,13 @@ type Config struct {
 	// LeaderWait bounds how long a write waits for a leader before failing
 	// with ErrNoLeader.
 	LeaderWait time.Duration
+	// StallAfter is how long a follower that hears the leader may leave an
+	// index the leader committed unapplied before it reports its
+	// replication stalled (metric, log, the API's /readyz). 0: 5s.
+	StallAfter time.Duration
+	// ShutdownTimeout bounds Shutdown's wait for Raft, the transport and
+	// the loops; what is still running then is logged and abandoned. 0: 5s.
+	ShutdownTimeout time.Duration
 	// ReconcileInterval is how often the leader reconciles membership with
 	// the Raft configuration and the catalog, besides reacting to events.
 	ReconcileInterval time.Duration
@@ -95,6 +103,12 @@ type Config struct {
 	// Version is the build's version, reported in gossip metadata
 	// (default "dev").
 	Version string
+
+	// pipelineForTest turns hashicorp/raft's pipelined replication back on
+	// (MaxRPCsInFlight 2), for the test that shows the stall it causes.
+	pipelineForTest bool
+	// wrapLogStore, when set (tests), wraps the Raft log store.
+	wrapLogStore func(raft.LogStore) raft.LogStore
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.

@@ -257,6 +257,6 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft ma
 func (n *Node) probePeer(ctx context.Context, addr string) error {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := n.pool.call(cctx, addr, opStatus, nil)
+	_, err := n.pool.call(cctx, addr, opStatus, nil, 2*time.Second)
 	return err
 }

@@ -45,6 +45,9 @@ var (
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
+	// The oneshot-compose phase (oneshot.go).
+	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
+	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
 )
 
 func main() {
@@ -84,7 +87,7 @@ func run() error {
 
 	c := &cluster{dir: dir, bin: *beaconBin}
 	defer c.stopAll()
-	if want["write"] || want["read"] || want["failover"] || want["detect"] {
+	if want["write"] || want["read"] || want["failover"] || want["detect"] || want["oneshot"] {
 		if err := c.start(3); err != nil {
 			return err
 		}
@@ -110,6 +113,12 @@ func run() error {
 	}
 	if want["detect"] {
 		benchDetect(c)
+	}
+	if want["oneshot"] {
+		benchOneShot(c)
+	}
+	if want["oneshot-compose"] {
+		benchOneShotCompose()
 	}
 	c.stopAll()
 	if want["memory"] {
