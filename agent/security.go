@@ -129,13 +129,15 @@ func (a *Agent) Routes() map[string]string { return a.api.Routes() }
 // forwarded with, which carries its Actor). A report that changed nothing
 // wrote nothing: it gets a debug line only, so that heartbeats do not flood
 // the audit log.
-func (a *Agent) auditTTL(ctx context.Context, check string, status fsm.Health, idx uint64) {
+func (a *Agent) auditTTL(ctx context.Context, check string, status fsm.Health, idx uint64, wrote bool) {
 	actor, ok := cluster.ActorFrom(ctx)
 	if !ok {
 		return
 	}
 	audit := a.logger.Named("audit")
-	if c := a.fsm.Store().Check(nil, check); c != nil && idx > 0 && c.ModifyIndex == idx {
+	// Only a report that was written, and only once per write: a heartbeat
+	// answers with the check's last index, which is not a write of its own.
+	if wrote {
 		audit.Info("write accepted", "op", "check-update", "index", idx, "accessor", actor.Accessor,
 			"remote", actor.Remote, "via", actor.Node, "check", check, "status", string(status))
 		return

@@ -83,9 +83,11 @@ type Config struct {
 	// AuditTTL, when set, is called on the leader after it accepted a TTL
 	// report, with the context the report arrived with (the cluster puts
 	// who sent it there), the check, the status reported and the index a
-	// reader must reach to see its effect. The agent writes its audit line
-	// with it. It must not block.
-	AuditTTL func(ctx context.Context, check string, status fsm.Health, index uint64)
+	// reader must reach to see its effect, and whether the report was
+	// written at that index (false when it changed nothing, as a heartbeat
+	// of a passing check). The agent writes its audit line with it: once per
+	// write, heartbeats not at all. It must not block.
+	AuditTTL func(ctx context.Context, check string, status fsm.Health, index uint64, wrote bool)
 }
 
 // DefaultDenyCIDRs is the default deny list: the IPv4 and IPv6 link-local

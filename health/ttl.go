@@ -27,6 +27,9 @@ type ttlReport struct {
 
 type ttlAnswer struct {
 	Index uint64 `json:"i"`
+	// Wrote: the report changed the check and Index is that write's
+	// (false for a heartbeat that changed nothing).
+	Wrote bool `json:"w,omitempty"`
 }
 
 // ReportTTL delivers a TTL report (pass, warn or fail, with optional output
@@ -94,9 +97,9 @@ func (h *Health) ServeRPC(ctx context.Context, payload []byte) ([]byte, error) {
 			return nil, r.err
 		}
 		if h.cfg.AuditTTL != nil {
-			h.cfg.AuditTTL(ctx, rep.Check, rep.Status, r.index)
+			h.cfg.AuditTTL(ctx, rep.Check, rep.Status, r.index, r.wrote)
 		}
-		return json.Marshal(ttlAnswer{Index: r.index})
+		return json.Marshal(ttlAnswer{Index: r.index, Wrote: r.wrote})
 	case <-c.ctx.Done():
 		// Leadership ended before the report was handled; a report is
 		// safe to deliver again, so let the caller retry on the new leader.

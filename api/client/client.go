@@ -182,7 +182,7 @@ type QueryMeta struct {
 	NextCursor string
 }
 
-func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
+func decodeResponse(resp *http.Response, out any, addr string) (*QueryMeta, error) {
 	defer resp.Body.Close()
 	meta := &QueryMeta{}
 	meta.Index, _ = strconv.ParseUint(resp.Header.Get("X-Beacon-Index"), 10, 64)
@@ -197,10 +197,16 @@ func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
 	if resp.StatusCode >= 300 {
 		e := &Error{Status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if !fromAgent(resp) {
+			return meta, notAgent(addr, resp, b)
+		}
 		if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
 			e.ErrorBody = ErrorBody{Error: strings.TrimSpace(string(b)), Code: "http_" + strconv.Itoa(resp.StatusCode)}
 		}
 		return meta, e
+	}
+	if !fromAgent(resp) {
+		return meta, notAgent(addr, resp, nil)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)

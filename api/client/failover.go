@@ -100,8 +100,8 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 			return nil, err
 		}
 	}
-	return c.call(ctx, method, path, q, payload, "application/json", func(resp *http.Response) (*QueryMeta, error) {
-		return decodeResponse(resp, out)
+	return c.call(ctx, method, path, q, payload, "application/json", func(resp *http.Response, addr string) (*QueryMeta, error) {
+		return decodeResponse(resp, out, addr)
 	})
 }
 
@@ -110,7 +110,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 // answered (closing its body) into the call's result. An *Error from handle
 // is the agent's answer, which the policy may fail over from.
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, payload []byte, contentType string,
-	handle func(*http.Response) (*QueryMeta, error)) (*QueryMeta, error) {
+	handle func(resp *http.Response, addr string) (*QueryMeta, error)) (*QueryMeta, error) {
 	var wait time.Duration
 	if q.Get("index") != "" {
 		wait = 10 * time.Minute // the agent's longest wait
@@ -156,7 +156,22 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 			break
 		}
 	}
-	return nil, &AttemptsError{Attempts: tried}
+	return nil, noAgentAnswered(tried)
+}
+
+// noAgentAnswered is the error of a call no agent answered: an
+// *UnreachableError when none could be reached at all, else an
+// *AttemptsError.
+func noAgentAnswered(tried []Attempt) error {
+	ue := &UnreachableError{}
+	for _, a := range tried {
+		var ae *Error
+		if errors.As(a.Err, &ae) {
+			return &AttemptsError{Attempts: tried}
+		}
+		ue.Addrs, ue.Errs = append(ue.Addrs, a.Agent), append(ue.Errs, a.Err)
+	}
+	return ue
 }
 
 type longCallKey struct{}
@@ -174,7 +189,7 @@ type attempt struct {
 	method, path, query string
 	payload             []byte
 	contentType         string
-	handle              func(*http.Response) (*QueryMeta, error)
+	handle              func(resp *http.Response, addr string) (*QueryMeta, error)
 	write, expect       bool
 	timeout             time.Duration
 }
@@ -233,7 +248,7 @@ func (a *attempt) try(ctx context.Context, base *url.URL) (meta *QueryMeta, next
 		}
 		return nil, true, err
 	}
-	meta, err = a.handle(resp)
+	meta, err = a.handle(resp, base.Host)
 	if meta != nil {
 		meta.Agent = base.Host
 	}

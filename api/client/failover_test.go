@@ -90,6 +90,7 @@ func newRecordingAgent(t *testing.T) *recordingAgent {
 	a := &recordingAgent{}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		w.Header().Set(client.HeaderAgent, "1") // as every agent's answer
 		a.mu.Lock()
 		a.requests = append(a.requests, r.Method+" "+r.URL.Path+" "+string(b))
 		a.mu.Unlock()
@@ -315,7 +316,9 @@ func TestFailoverPolicy(t *testing.T) {
 		if _, _, err := c.Instances(ctx, "web", &client.QueryOptions{WaitIndex: 3, WaitTime: 2 * testAttempt}); err != nil {
 			t.Fatalf("a blocking query answered after its wait was cut short: %v", err)
 		}
-		if _, _, err := c.Instances(ctx, "web", nil); !errors.Is(err, client.ErrAttemptTimeout) {
+		_, _, err := c.Instances(ctx, "web", nil)
+		var ue *client.UnreachableError
+		if !errors.As(err, &ue) || len(ue.Errs) != 2 || !errors.Is(ue.Errs[0], client.ErrAttemptTimeout) {
 			t.Fatalf("a read answered after twice the attempt timeout: %v", err)
 		}
 	})

@@ -49,13 +49,16 @@ func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer, stale bool) (*Qu
 	if stale {
 		q.Set("stale", "true")
 	}
-	return c.call(longCall(ctx), http.MethodGet, "/v1/snapshot", q, nil, "", func(resp *http.Response) (*QueryMeta, error) {
+	return c.call(longCall(ctx), http.MethodGet, "/v1/snapshot", q, nil, "", func(resp *http.Response, addr string) (*QueryMeta, error) {
 		if resp.StatusCode >= 300 {
-			return decodeResponse(resp, nil)
+			return decodeResponse(resp, nil, addr)
 		}
 		defer resp.Body.Close()
 		// The headers carry the index; the body is the archive, not JSON.
-		meta, _ := decodeResponse(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: http.NoBody}, nil)
+		meta, err := decodeResponse(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: http.NoBody}, nil, addr)
+		if err != nil {
+			return meta, err
+		}
 		if _, err := io.Copy(w, resp.Body); err != nil {
 			return meta, fmt.Errorf("client: read snapshot: %w", err)
 		}
@@ -68,8 +71,8 @@ func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer, stale bool) (*Qu
 // with a 400 (code bad_snapshot) before anything changes.
 func (c *Client) RestoreSnapshot(ctx context.Context, archive []byte) (*RestoreResult, error) {
 	var out RestoreResult
-	_, err := c.call(longCall(ctx), http.MethodPut, "/v1/snapshot", url.Values{}, archive, SnapshotContentType, func(resp *http.Response) (*QueryMeta, error) {
-		return decodeResponse(resp, &out)
+	_, err := c.call(longCall(ctx), http.MethodPut, "/v1/snapshot", url.Values{}, archive, SnapshotContentType, func(resp *http.Response, addr string) (*QueryMeta, error) {
+		return decodeResponse(resp, &out, addr)
 	})
 	if err != nil {
 		return nil, err

@@ -62,6 +62,7 @@ func (a *fakeAgent) serve(w http.ResponseWriter, r *http.Request) {
 	// A healthy agent knows its leader (the client moves off one that
 	// does not).
 	w.Header().Set("X-Beacon-Known-Leader", "true")
+	w.Header().Set(client.HeaderAgent, "1") // as every agent's answer
 	if code := a.failWith.Load(); code != 0 {
 		w.WriteHeader(int(code))
 		_ = json.NewEncoder(w).Encode(client.ErrorBody{Error: "failing on purpose", Code: "test_" + strconv.Itoa(int(code))})

@@ -546,7 +546,7 @@ func (dc *composeCluster) register(service, name, id, addr string, port int) {
 		if err == nil {
 			return
 		}
-		if !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "no agent answered") {
+		if !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "no agent answered") && !strings.Contains(out, "no agent reachable") {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
