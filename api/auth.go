@@ -161,6 +161,12 @@ func (s *Server) identify(r *http.Request) (identity, error) {
 	}
 	hexHash := hex.EncodeToString(h)
 	t := s.store.TokenBySecretHash(hexHash)
+	if t == nil {
+		// A token created through this node a moment ago may be
+		// committed but not applied here yet (waitAcked).
+		s.waitAcked(r.Context())
+		t = s.store.TokenBySecretHash(hexHash)
+	}
 	if t == nil || subtle.ConstantTimeCompare([]byte(t.SecretHash), []byte(hexHash)) != 1 {
 		return identity{}, errInvalidToken
 	}

@@ -161,6 +161,24 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	return idx, nil
 }
 
+// ApplyAcked commits cmd through the leader and returns its log index as
+// soon as the leader has committed and applied it, without waiting for this
+// node's own apply: a write forwarded by a follower is answered one
+// replication round sooner. Read-your-writes on this node is kept by its
+// reads instead: the index is noted in the store (fsm.Store.NoteAcked) and
+// every read on this node waits until it has applied it (WaitAcked).
+func (n *Node) ApplyAcked(ctx context.Context, cmd []byte) (uint64, error) {
+	start := time.Now()
+	resp, err := n.CallLeader(ctx, opApply, cmd)
+	idx, _ := strconv.ParseUint(string(resp), 10, 64)
+	if err != nil {
+		return idx, err
+	}
+	n.fsm.Store().NoteAcked(idx)
+	n.metrics.writeLatency.Observe(time.Since(start).Seconds())
+	return idx, nil
+}
+
 // ApplyLeader commits cmd only if this node is the leader, never forwarding.
 // Leader tasks use it so that a deposed leader's decisions are dropped. A
 // ctx carrying an Actor (a client's request relayed to the leader) gets an

@@ -416,8 +416,10 @@ type clusterAdapter struct {
 // Health returns the agent's health subsystem.
 func (a *Agent) Health() *health.Health { return a.health }
 
+// Apply answers once the leader has committed the write; the API's reads
+// on this node wait for it (fsm.Store.WaitAcked).
 func (c *clusterAdapter) Apply(ctx context.Context, cmd []byte) (uint64, error) {
-	return c.node.Apply(withClusterActor(ctx), cmd)
+	return c.node.ApplyAcked(withClusterActor(ctx), cmd)
 }
 
 func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
