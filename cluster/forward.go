@@ -221,14 +221,11 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
 // ConsistentIndex makes the next local read linearizable: it obtains a read
 // index from the leader (which confirms its leadership with a quorum round
 // trip) and waits until this node has applied it.
+// Reads waiting at the same moment share one read index (readBatcher).
 func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
-	resp, err := n.CallLeader(ctx, opReadIndex, nil)
+	idx, err := n.readIndex(ctx)
 	if err != nil {
 		return 0, err
-	}
-	idx, err := strconv.ParseUint(string(resp), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("cluster: bad read index %q", resp)
 	}
 	return idx, n.fsm.WaitForIndex(ctx, idx)
 }

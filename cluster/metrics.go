@@ -18,6 +18,9 @@ type metrics struct {
 	forwarded    *prometheus.CounterVec
 	connRejected *prometheus.CounterVec
 	nudges       prometheus.Counter
+	// readIndexBatches counts read index requests; with
+	// beacon_http_requests_total it shows how many reads share one.
+	readIndexBatches prometheus.Counter
 }
 
 // latencyBuckets span a local fsync (sub-millisecond) to a leader wait.
@@ -47,6 +50,10 @@ func newMetrics() *metrics {
 			Name: "beacon_raft_commit_nudges_total",
 			Help: "Barriers the leader appended so that followers learn at once that a write committed (no later entry would have told them before CommitTimeout).",
 		}),
+		readIndexBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "beacon_read_index_batches_total",
+			Help: "Read indexes this node obtained for consistent reads; the reads waiting at the same moment share one.",
+		}),
 	}
 	// Series that alerts watch exist from the start, at zero.
 	m.connRejected.WithLabelValues("tls")
@@ -58,7 +65,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.readIndexBatches, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}

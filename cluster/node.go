@@ -58,6 +58,7 @@ type Node struct {
 
 	fresh freshness
 	nudge *commitNudge
+	reads readBatcher
 
 	left         atomic.Bool
 	shutdownOnce sync.Once

@@ -3,8 +3,11 @@ package cmd_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/cluster/clustertest"
 )
 
@@ -29,4 +32,62 @@ func TestAFollowerAnswersOnCommitAndStillReadsItsWrites(t *testing.T) {
 			t.Fatalf("write %d: the follower lists %d instances (%v), want %d", i, len(insts), err, i+1)
 		}
 	}
+}
+
+// Consistent reads on a follower that wait at the same moment share one read
+// index, and each still sees every write completed before it began.
+func TestConcurrentConsistentReadsShareReadIndexesAndStayLinearizable(t *testing.T) {
+	c := clustertest.New(t, 3)
+	ctx := context.Background()
+	c.WaitForVoters(3)
+	l := c.WaitForLeader()
+	f := follower(c)
+	var done atomic.Uint64 // index of the last write known complete
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			idx, err := c.Client(l).Register(ctx, "lin", "w", reg("10.0.0.1", 1000+i%1000))
+			if err != nil {
+				t.Errorf("write %d: %v", i, err)
+				return
+			}
+			done.Store(idx)
+		}
+	}()
+	before := scrape(t, c.Node(f).HTTPAddr()).sum("beacon_read_index_batches_total")
+	const readers, each = 16, 25
+	var wg sync.WaitGroup
+	for r := 0; r < readers; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				floor := done.Load()
+				_, meta, err := c.Client(f).Instances(ctx, "lin", &client.QueryOptions{Consistent: true})
+				if err != nil {
+					t.Errorf("consistent read: %v", err)
+					return
+				}
+				if meta.Index < floor {
+					t.Errorf("a consistent read began after the write at %d and answered index %d", floor, meta.Index)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-writerDone
+	batches := scrape(t, c.Node(f).HTTPAddr()).sum("beacon_read_index_batches_total") - before
+	if batches <= 0 || batches >= readers*each {
+		t.Fatalf("%v read indexes for %d consistent reads, want fewer (shared) and more than none", batches, readers*each)
+	}
+	t.Logf("%d consistent reads took %v read indexes", readers*each, batches)
 }
