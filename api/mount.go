@@ -32,6 +32,9 @@ func (rt *router) handleOpen(pattern string, h http.Handler) {
 		if st := stateFrom(r.Context()); st != nil {
 			st.route = pattern
 		}
+		// Mounted protocols read the catalog: read-your-writes as on the
+		// API's own routes (waitAcked).
+		rt.s.waitAcked(r.Context())
 		h.ServeHTTP(w, r)
 	}))
 }

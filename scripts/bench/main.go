@@ -155,9 +155,15 @@ func run() error {
 			}
 		}
 		if want["read"] {
-			r := benchLoad("etcd reads, one member", []string{e.clientURLs()[0]}, etcdRangeReq, false)
-			if r > 0 {
-				report("ratio: beacon/etcd reads on one node", "%.2f", beaconR/r)
+			// etcd's default range is linearizable (a ReadIndex round);
+			// serializable is its local read, like Beacon's default.
+			ser := benchLoad("etcd serializable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdSerializableReq, false)
+			lin := benchLoad("etcd linearizable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdRangeReq, false)
+			if ser > 0 {
+				report("ratio: beacon default / etcd serializable reads", "%.2f", beaconR/ser)
+			}
+			if lin > 0 {
+				report("ratio: beacon consistent / etcd linearizable reads", "%.2f", beaconConsistent/lin)
 			}
 		}
 		if want["failover"] {
@@ -493,7 +499,21 @@ func benchReads(c *cluster) float64 {
 	f := (l + 1) % len(c.procs)
 	one := benchLoad("discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
 	benchLoad("discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
+	beaconConsistent = benchLoad("consistent reads (?consistent), one follower", []string{c.api(f)}, consistentReq, false)
 	return one
+}
+
+// beaconConsistent is the consistent read rate, compared with etcd's
+// linearizable ranges.
+var beaconConsistent float64
+
+func consistentReq(base string, n int64) (string, string, []byte) {
+	return http.MethodGet, base + "/v1/services/read/instances?consistent", nil
+}
+
+func etcdSerializableReq(base string, n int64) (string, string, []byte) {
+	body, _ := json.Marshal(map[string]any{"key": b64("/read/"), "range_end": b64("/read0"), "serializable": true})
+	return http.MethodPost, base + "/v3/kv/range", body
 }
 
 // benchFailover kills the leader with SIGKILL and measures the time until a
@@ -828,6 +848,16 @@ func (e *etcdCluster) leader() int {
 
 // failover kills the leader with SIGKILL and measures the time until a put
 // is accepted by a survivor, as benchFailover does for Beacon.
+// follower returns a member that is not the leader (member 0 when none is
+// known).
+func (e *etcdCluster) follower() int {
+	l := -1
+	for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		l = e.leader()
+	}
+	return (max(l, 0) + 1) % 3
+}
+
 func (e *etcdCluster) failover() time.Duration {
 	var times []time.Duration
 	for t := 0; t < *trials; t++ {
