@@ -43,8 +43,9 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 		if st := stateFrom(r.Context()); st != nil {
 			st.route = pattern
 		}
-		if !forwardOnly {
-			rt.s.waitAcked(r.Context())
+		if !forwardOnly && !rt.s.waitAcked(r.Context()) {
+			writeError(w, errNotCaughtUp)
+			return
 		}
 		if err := rt.s.authorize(r, p); err != nil {
 			rt.s.deny(w, r, err)
@@ -63,18 +64,19 @@ var forwardOnlyRoutes = map[string]bool{
 }
 
 // ackedWaitMax bounds how long a request waits for this node to apply the
-// writes it acknowledged: past it (this node lost its leader right after
-// the write), it answers from the catalog as it is, like any read on a
-// node without a leader (X-Beacon-Known-Leader says so).
+// writes it acknowledged. Past it (this node lost its leader right after the
+// write) the request fails with 503 rather than answer without the write.
 const ackedWaitMax = 2 * time.Second
+
+var errNotCaughtUp = &statusError{http.StatusServiceUnavailable, "not_caught_up",
+	"this node has not applied a write it acknowledged yet (it may have lost contact with the leader); retry, or ask another node"}
 
 // waitAcked keeps read-your-writes on this node: a write this node
 // acknowledged once the leader had committed it (cluster.Node.ApplyAcked)
-// may not be applied here yet, and a request after it must see it.
-func (s *Server) waitAcked(ctx context.Context) {
-	if s.store != nil {
-		s.store.WaitAcked(ctx, ackedWaitMax)
-	}
+// may not be applied here yet, and a request after it must see it. It
+// reports whether the node has applied every write it acknowledged.
+func (s *Server) waitAcked(ctx context.Context) bool {
+	return s.store == nil || s.store.WaitAcked(ctx, ackedWaitMax)
 }
 
 // ServeHTTP implements http.Handler.

@@ -34,7 +34,10 @@ func (rt *router) handleOpen(pattern string, h http.Handler) {
 		}
 		// Mounted protocols read the catalog: read-your-writes as on the
 		// API's own routes (waitAcked).
-		rt.s.waitAcked(r.Context())
+		if !rt.s.waitAcked(r.Context()) {
+			writeError(w, errNotCaughtUp)
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 }

@@ -114,8 +114,12 @@ func parseService(labels []string) (service, tag string, ok bool) {
 // service answers NAME (and TAG) with the healthy instances' records.
 func (s *Server) service(m *dns.Msg, q dns.Question, service, tag string) {
 	// A registration this node acknowledged a moment ago is answered here
-	// too (fsm.Store.WaitAcked), within a resolver's patience.
-	s.store.WaitAcked(context.Background(), time.Second)
+	// too (fsm.Store.WaitAcked), within a resolver's patience; a node that
+	// cannot apply it fails rather than answer without it.
+	if !s.store.WaitAcked(context.Background(), time.Second) {
+		m.Rcode = dns.RcodeServerFailure
+		return
+	}
 	_, insts := s.store.ServiceInstances(nil, service)
 	exists := false
 	healthy := insts[:0:0]
