@@ -1,4 +1,4 @@
-package cmd_test
+package agent_test
 
 import (
 	"context"
@@ -7,18 +7,18 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
 )
 
 // A write through a follower is answered once the leader committed it
 // (cluster.Node.ApplyAcked), before the follower applied it; the
 // follower's reads wait for it, so the writer still reads its write there.
 func TestAFollowerAnswersOnCommitAndStillReadsItsWrites(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
-	f := follower(c)
+	f := c.Follower()
 	cl := c.Client(f)
 	for i := 0; i < 40; i++ {
 		id := fmt.Sprintf("seq-%d", i)
@@ -37,11 +37,11 @@ func TestAFollowerAnswersOnCommitAndStillReadsItsWrites(t *testing.T) {
 // Consistent reads on a follower that wait at the same moment share one read
 // index, and each still sees every write completed before it began.
 func TestConcurrentConsistentReadsShareReadIndexesAndStayLinearizable(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
 	l := c.WaitForLeader()
-	f := follower(c)
+	f := c.Follower()
 	var done atomic.Uint64 // index of the last write known complete
 	stop := make(chan struct{})
 	writerDone := make(chan struct{})
