@@ -50,29 +50,28 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
-// sendReadIndex obtains the read index of c from the leader, then sends the
-// batch gathered meanwhile, if any. It does not depend on any one reader's
-// context: a reader that gives up does not fail the others.
+// sendReadIndex obtains the read index of c from the leader, then of each
+// batch gathered meanwhile, until none waits. It does not depend on any one
+// reader's context: a reader that gives up does not fail the others.
 func (n *Node) sendReadIndex(c *readCall) {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaderWait)
-	resp, err := n.CallLeader(ctx, opReadIndex, nil)
-	cancel()
-	if err == nil {
-		c.idx, err = strconv.ParseUint(string(resp), 10, 64)
-		if err != nil {
-			err = fmt.Errorf("cluster: bad read index %q", resp)
+	for c != nil {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaderWait)
+		resp, err := n.CallLeader(ctx, opReadIndex, nil)
+		cancel()
+		if err == nil {
+			c.idx, err = strconv.ParseUint(string(resp), 10, 64)
+			if err != nil {
+				err = fmt.Errorf("cluster: bad read index %q", resp)
+			}
 		}
-	}
-	c.err = err
-	n.metrics.readIndexBatches.Inc()
-	close(c.done)
-	b := &n.reads
-	b.mu.Lock()
-	next := b.next
-	b.next = nil
-	b.sending = next != nil
-	b.mu.Unlock()
-	if next != nil {
-		n.sendReadIndex(next)
+		c.err = err
+		n.metrics.readIndexBatches.Inc()
+		close(c.done)
+		b := &n.reads
+		b.mu.Lock()
+		c = b.next
+		b.next = nil
+		b.sending = c != nil
+		b.mu.Unlock()
 	}
 }
