@@ -55,7 +55,10 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 // reader's context: a reader that gives up does not fail the others.
 func (n *Node) sendReadIndex(c *readCall) {
 	for c != nil {
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaderWait)
+		// CallLeader gives up after LeaderWait without a leader (and says
+		// ErrNoLeader); this bound only keeps a lost RPC from holding the
+		// batch forever.
+		ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.LeaderWait)
 		resp, err := n.CallLeader(ctx, opReadIndex, nil)
 		cancel()
 		if err == nil {
