@@ -18,6 +18,8 @@ type metrics struct {
 	forwarded    *prometheus.CounterVec
 	connRejected *prometheus.CounterVec
 	nudges       prometheus.Counter
+	stalled      prometheus.Gauge
+	stalls       prometheus.Counter
 	// readIndexBatches counts read index requests; with
 	// beacon_http_requests_total it shows how many reads share one.
 	readIndexBatches prometheus.Counter
@@ -54,6 +56,14 @@ func newMetrics() *metrics {
 			Name: "beacon_read_index_batches_total",
 			Help: "Read indexes this node obtained for consistent reads; the reads waiting at the same moment share one.",
 		}),
+		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "beacon_raft_replication_stalled",
+			Help: "1 while this follower hears the leader's heartbeats but has not applied an index the leader committed more than the stall time ago (StallAfter, 5s).",
+		}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "beacon_raft_replication_stalls_total",
+			Help: "Replication stalls this follower detected (see beacon_raft_replication_stalled).",
+		}),
 	}
 	// Series that alerts watch exist from the start, at zero.
 	m.connRejected.WithLabelValues("tls")
@@ -65,7 +75,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.readIndexBatches, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}
@@ -83,6 +93,12 @@ func opName(op Op) string {
 		return "status"
 	case opRemove:
 		return "remove_peer"
+	case opRestore:
+		return "restore"
+	case opForceLeave:
+		return "force_leave"
+	case opLeaderCommit:
+		return "leader_commit"
 	}
 	return "agent"
 }

@@ -46,6 +46,9 @@ var (
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
 	profDir   = flag.String("profile-dir", "", "memory phase: save each agent's heap profile (agents run with --enable-pprof) in this directory")
+	// The oneshot-compose phase (oneshot.go).
+	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
+	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
 )
 
 func main() {
@@ -85,7 +88,7 @@ func run() error {
 
 	c := &cluster{dir: dir, bin: *beaconBin}
 	defer c.stopAll()
-	if want["write"] || want["seq"] || want["read"] || want["failover"] || want["detect"] {
+	if want["write"] || want["seq"] || want["read"] || want["failover"] || want["detect"] || want["oneshot"] {
 		if err := c.start(3); err != nil {
 			return err
 		}
@@ -115,6 +118,12 @@ func run() error {
 	}
 	if want["detect"] {
 		benchDetect(c)
+	}
+	if want["oneshot"] {
+		benchOneShot(c)
+	}
+	if want["oneshot-compose"] {
+		benchOneShotCompose()
 	}
 	c.stopAll()
 	if want["memory"] {
@@ -228,7 +237,7 @@ func (c *cluster) startNode(i, n int) error {
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 0)),
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 1)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 2)),
-		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench", "--log-level", "warn",
+		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench-cluster-secret-0123456789abcdef", "--log-level", "warn",
 		// Every benchmark client shares 127.0.0.1: no per-client write limit.
 		"--write-rate-limit", "0"}
 	if *profDir != "" {
@@ -410,6 +419,7 @@ func benchLoadN(n int, name string, bases []string, mk reqFunc, writes bool) (fl
 					rd = bytes.NewReader(body)
 				}
 				req, _ := http.NewRequestWithContext(ctx, method, url, rd)
+				req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 				t0 := time.Now()
 				resp, err := hc.Do(req)
 				if err != nil {
@@ -474,6 +484,7 @@ func benchReads(c *cluster) float64 {
 	for i := 0; i < 10; i++ {
 		body := fmt.Sprintf(`{"address":"10.9.0.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.2.%d"}`, i, i)
 		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("%s/v1/services/read/instances/r-%d", c.api(0), i), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 		if resp, err := hc.Do(req); err == nil {
 			resp.Body.Close()
 		}
@@ -556,6 +567,7 @@ func benchFailover(c *cluster) time.Duration {
 		for i := 0; time.Since(t0) < 30*time.Second; i++ {
 			method, url, body := registerReq(c.api(s), 900000+int64(t*1000+i))
 			req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 			resp, err := hc.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -706,6 +718,7 @@ func fill(bases []string, mk reqFunc) {
 				method, url, body := mk(bases[w%len(bases)], 2_000_000+n)
 				for try := 0; try < 5; try++ {
 					req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+					req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 					resp, err := hc.Do(req)
 					if err != nil {
 						continue
@@ -809,6 +822,7 @@ func (e *etcdCluster) putOK(base string, n int64, timeout time.Duration) bool {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		method, url, body := etcdPutReq(base, n)
 		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 		if resp, err := hc.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
