@@ -265,6 +265,9 @@ func (a *Agent) mountConsul(cl consul.Cluster, ttl consul.TTLReporter, deny []ne
 	}
 	cc.NodeName = a.cfg.Node
 	cc.NodeAddress, _, _ = net.SplitHostPort(httpAdv)
+	if a.cfg.MaxBlockingQueries > 0 {
+		cc.MaxBlockingQueries = a.cfg.MaxBlockingQueries
+	}
 	cc.CheckDenyCIDRs = deny
 	cc.TTL = ttl
 	cc.Auth = a.api
