@@ -66,6 +66,10 @@ func (a *Agent) startLB(ctx context.Context) error {
 		return err
 	}
 	a.lb = l
+	if l.adminLn != nil {
+		addr := l.adminLn.Addr().String()
+		a.lbAdmin.Store(&addr)
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
