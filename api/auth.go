@@ -155,6 +155,12 @@ func (s *Server) identify(r *http.Request) (identity, error) {
 	if tok == "" {
 		return identity{accessor: AccessorAnonymous}, nil
 	}
+	return s.identifySecret(tok)
+}
+
+// identifySecret finds the identity of a presented token secret (auth on).
+func (s *Server) identifySecret(tok string) (identity, error) {
+	auth := s.cfg.Auth
 	h := HashToken(tok)
 	if subtle.ConstantTimeCompare(h, auth.ManagementTokenHash) == 1 {
 		return identity{accessor: AccessorManagement, policy: PolicyManagement}, nil

@@ -55,7 +55,9 @@ func parseInstanceFilter(q url.Values) (instanceFilter, error) {
 	}
 	if v := q.Get("version"); v != "" {
 		f.version = v
-		if strings.ContainsAny(v, "<>=~^*, |") || wildcard.MatchString(v) {
+		// An exact version is what a registration may carry; anything else
+		// must be a range, or the filter would quietly match nothing.
+		if !versionPattern.MatchString(v) || strings.ContainsAny(v, "<>=~^*, |") || wildcard.MatchString(v) {
 			c, err := parseConstraint(v)
 			if err != nil {
 				return f, invalid("version", "not a version or semver range: %v", err)

@@ -134,7 +134,13 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("status", "must be %s", checkStatusFilter))
 		return
 	}
+	pg, err := parsePage(q)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	var kept, matched []*fsm.Check
+	var next string
 	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, checks := s.store.Checks(ws, service)
 		matched = nil
@@ -156,6 +162,7 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 			}
 			matched = append(matched, c)
 		}
+		matched, next = pageOf(pg, matched, func(c *fsm.Check) string { return c.ID })
 		return idx, nil
 	}, &resultMemo{
 		keep: func() { kept = matched },
@@ -164,6 +171,9 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 		same: func() bool { return slices.Equal(kept, matched) },
 	}); !ok {
 		return
+	}
+	if next != "" {
+		w.Header().Set(HeaderNextCursor, next)
 	}
 	out := make([]client.Check, 0, len(matched))
 	for _, c := range matched {

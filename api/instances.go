@@ -70,10 +70,16 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	pg, err := parsePage(q)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	var kept, out []*fsm.Instance
+	var next string
 	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.ServiceInstances(ws, service)
-		out = f.filter(insts)
+		out, next = pageOf(pg, f.filter(insts), func(i *fsm.Instance) string { return i.ID })
 		return idx, nil
 	}, &resultMemo{
 		keep: func() { kept = out },
@@ -82,6 +88,9 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		same: func() bool { return slices.Equal(kept, out) },
 	}); !ok {
 		return
+	}
+	if next != "" {
+		w.Header().Set(HeaderNextCursor, next)
 	}
 	writeInstances(w, out)
 }

@@ -19,6 +19,8 @@ type router struct {
 	s        *Server
 	mux      *http.ServeMux
 	patterns []string
+	// mounted are the patterns added with Mount (open policy).
+	mounted []string
 }
 
 func (s *Server) newRouter() *router {
@@ -58,6 +60,9 @@ func (s *Server) Routes() map[string]string {
 	out := map[string]string{}
 	for _, p := range s.table.patterns {
 		out[p] = policyFor(p).String()
+	}
+	for _, p := range s.table.mounted {
+		out[p] = "mounted"
 	}
 	return out
 }

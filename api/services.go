@@ -2,14 +2,13 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-memdb"
 )
 
-// MaxPageSize caps limit= on GET /v1/services.
+// MaxPageSize caps limit= on the lists (services, instances, checks).
 const MaxPageSize = 1000
 
 // handleServices: GET /v1/services. Filters: prefix=, tag= and meta=
@@ -23,16 +22,12 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	limit := 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxPageSize {
-			writeError(w, invalid("limit", "must be 1-%d", MaxPageSize))
-			return
-		}
-		limit = n
+	pg, err := parsePage(q)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
-	prefix, cursor := q.Get("prefix"), q.Get("cursor")
+	prefix, cursor, limit := q.Get("prefix"), pg.cursor, pg.limit
 	var match func(*fsm.Instance) bool
 	if !f.empty() {
 		match = f.match

@@ -442,6 +442,20 @@ func (n *Node) RemovePeer(ctx context.Context, id string) error {
 	return err
 }
 
+// isPeer reports whether id is in the Raft configuration.
+func (n *Node) isPeer(id raft.ServerID) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return true // let RemoveServer decide
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *Node) registerRPCs() {
 	n.rpcSrv.handle(opApply, func(ctx context.Context, p []byte) ([]byte, error) {
 		idx, err := n.applyLocal(ctx, p)
@@ -464,6 +478,11 @@ func (n *Node) registerRPCs() {
 		id := raft.ServerID(p)
 		if id == raft.ServerID(n.cfg.NodeName) {
 			return nil, errors.New("cluster: the leader cannot remove itself; transfer leadership first")
+		}
+		if !n.isPeer(id) {
+			// Raft would append a configuration that changes nothing and
+			// report success; an operator who typed a wrong ID must hear it.
+			return nil, &fsm.RejectError{Kind: fsm.ErrNotFound, Msg: fmt.Sprintf("cluster: %q is not a Raft peer (beacon operator raft list-peers shows them)", id)}
 		}
 		f := n.raft.RemoveServer(id, 0, 0)
 		if err := f.Error(); err != nil {

@@ -235,6 +235,14 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 	if err := c.Client(c.Leader()).ForceLeave(ctx, "no-such-node"); !errors.As(err, &ce) || ce.Status != 404 {
 		t.Fatalf("force-leave of an unknown member: %v, want 404", err)
 	}
+	// remove-peer of an ID that never was a peer is a 404 too, through a
+	// follower (forwarded) as through the leader, and changes nothing.
+	for _, i := range []int{gone, c.Leader()} {
+		if err := c.Client(i).RemovePeer(ctx, "n9"); !errors.As(err, &ce) || ce.Status != 404 {
+			t.Fatalf("remove-peer of a never-peer via node %d: %v, want 404", i, err)
+		}
+	}
+	c.WaitForVoters(3)
 
 	c.Stop(gone)
 	l := c.WaitForLeader()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/api/consul"
 	"github.com/beaconhq/beacon/api/dns"
 	"github.com/beaconhq/beacon/cluster"
 	"github.com/beaconhq/beacon/fsm"
@@ -214,7 +215,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err := ac.Validate(); err != nil {
 		return err
 	}
-	a.api = api.New(ac, a.fsm.Store(), &clusterAdapter{node: node, leave: a.leaveAndStop})
+	cadapter := &clusterAdapter{node: node, leave: a.leaveAndStop}
+	a.api = api.New(ac, a.fsm.Store(), cadapter)
+	if err := a.mountConsul(cadapter, h, hc.DenyCIDRs, httpAdv); err != nil {
+		return err
+	}
 	if a.cfg.DNSAddr != "" {
 		dc := dns.DefaultConfig()
 		dc.Addr = a.cfg.DNSAddr
@@ -248,6 +253,29 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	close(a.ready)
 	a.logger.Info("agent started", "node", a.cfg.Node, "http", ln.Addr().String(),
 		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dns", a.DNSAddr(), "dev", a.cfg.Dev)
+	return nil
+}
+
+// mountConsul serves the Consul-compatible API (api/consul) on the API's
+// listener.
+func (a *Agent) mountConsul(cl consul.Cluster, ttl consul.TTLReporter, deny []netip.Prefix, httpAdv string) error {
+	cc := consul.DefaultConfig()
+	if a.cfg.ConsulDatacenter != "" {
+		cc.Datacenter = a.cfg.ConsulDatacenter
+	}
+	cc.NodeName = a.cfg.Node
+	cc.NodeAddress, _, _ = net.SplitHostPort(httpAdv)
+	cc.CheckDenyCIDRs = deny
+	cc.TTL = ttl
+	cc.Auth = a.api
+	cc.Logger = a.logger.Named("consul")
+	cs, err := consul.New(cc, a.fsm.Store(), cl)
+	if err != nil {
+		return err
+	}
+	for _, p := range consul.Prefixes {
+		a.api.Mount(p, cs.Handler())
+	}
 	return nil
 }
 

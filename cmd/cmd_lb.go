@@ -80,6 +80,7 @@ balancers may follow the same cluster. docs/lb.md describes every option.
 	fl.Float64Var(&lc.RetryBudgetMinPerSecond, "retry-budget-min", lc.RetryBudgetMinPerSecond, "retries allowed per second whatever the ratio")
 	fl.IntVar(&lc.RetryBufferBytes, "retry-buffer", lc.RetryBufferBytes, "request body bytes kept to retry idempotent requests")
 	fl.IntVar(&lc.EjectAfter, "eject-after", lc.EjectAfter, "consecutive failures that eject an instance (0 disables)")
+	fl.BoolVar(&lc.EjectOn5xx, "eject-on-5xx", lc.EjectOn5xx, "count every 5xx answer as a failure for ejection (false: only connection failures and the retry statuses)")
 	fl.DurationVar(&lc.EjectBase, "eject-base", lc.EjectBase, "first ejection time, doubled for each ejection in a row")
 	fl.DurationVar(&lc.EjectMax, "eject-max", lc.EjectMax, "longest ejection time")
 	fl.Float64Var(&lc.MaxEjectedShare, "max-ejected-share", lc.MaxEjectedShare, "share of a service's instances that may be ejected at once")

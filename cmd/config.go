@@ -45,6 +45,9 @@ type AgentConfig struct {
 	DNSTTL        time.Duration `json:"dns_ttl"`
 	DNSMaxStale   time.Duration `json:"dns_max_stale"`
 	DNSAllowStale bool          `json:"dns_allow_stale"`
+	// ConsulDatacenter is the datacenter name the Consul API presents
+	// (docs/consul.md).
+	ConsulDatacenter string `json:"consul_datacenter"`
 	// An embedded load balancer (docs/lb.md), off unless LBAddr is set.
 	LBAddr      string   `json:"lb_addr"`
 	LBAdminAddr string   `json:"lb_admin_addr"`
@@ -98,9 +101,11 @@ func DefaultAgentConfig() AgentConfig {
 
 		MaxBlockingQueries: api.DefaultMaxBlockingQueries,
 
-		DNSDomain:   "beacon.",
-		DNSTTL:      5 * time.Second,
-		DNSMaxStale: 5 * time.Second,
+		DNSDomain: "beacon.",
+
+		ConsulDatacenter: "dc1",
+		DNSTTL:           5 * time.Second,
+		DNSMaxStale:      5 * time.Second,
 
 		CheckDenyCIDR:   []string{"169.254.0.0/16", "fe80::/10"},
 		FlapThreshold:   5,
@@ -150,6 +155,7 @@ var agentSettings = []option{
 	{"dns-ttl", "", "BEACON_DNS_TTL", "TTL of DNS records", func(c *AgentConfig) any { return &c.DNSTTL }},
 	{"dns-max-stale", "", "BEACON_DNS_MAX_STALE", "answer SERVFAIL after this long without contact with the leader", func(c *AgentConfig) any { return &c.DNSMaxStale }},
 	{"dns-allow-stale", "", "BEACON_DNS_ALLOW_STALE", "answer DNS even when out of contact with the leader longer than --dns-max-stale", func(c *AgentConfig) any { return &c.DNSAllowStale }},
+	{"consul-datacenter", "", "BEACON_CONSUL_DATACENTER", "datacenter name the Consul-compatible API presents (docs/consul.md)", func(c *AgentConfig) any { return &c.ConsulDatacenter }},
 	{"lb-addr", "", "BEACON_LB_ADDR", "run a load balancer in the agent on this address (off when empty)", func(c *AgentConfig) any { return &c.LBAddr }},
 	{"lb-admin-addr", "", "BEACON_LB_ADMIN_ADDR", "admin address of the embedded load balancer (/lb/status, /metrics)", func(c *AgentConfig) any { return &c.LBAdminAddr }},
 	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *AgentConfig) any { return &c.LBZone }},

@@ -111,6 +111,11 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 		t.Fatalf("force-leave nobody: %v", err)
 	}
 
+	// remove-peer of an ID that never was a peer fails with the API's 404.
+	if _, err := cli(context.Background(), t, addr, "operator", "raft", "remove-peer", "n9"); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Fatalf("remove-peer n9: %v", err)
+	}
+
 	// remove-peer of a stopped server.
 	gone := followerOtherThan(c, f)
 	goneName := c.Node(gone).Name

@@ -93,6 +93,8 @@ type Instance struct {
 
 	// encoded caches an encoding of this immutable value (see Encoded).
 	encoded atomic.Pointer[[]byte]
+	// aux is a second cache slot, for another API's encoding (see Aux).
+	aux atomic.Pointer[any]
 }
 
 // Pair is one key/value entry of an instance's metadata.
@@ -187,6 +189,20 @@ func (i *Instance) Encoded(enc func(*Instance) []byte) []byte {
 	i.encoded.Store(&b)
 	return b
 }
+
+// Aux returns what StoreAux last stored on this immutable value, or nil. It
+// is a cache slot for an encoding that depends on more than the instance
+// (the Consul API's health entries also show its checks and node), so the
+// caller must check that what it loads is still valid. Not copied by Clone.
+func (i *Instance) Aux() any {
+	if p := i.aux.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// StoreAux replaces the value in the Aux cache slot. Safe for concurrent use.
+func (i *Instance) StoreAux(v any) { i.aux.Store(&v) }
 
 // Clone returns a deep copy without the encoding cache, ready to be changed
 // and inserted as a new version.

@@ -102,11 +102,12 @@ type Config struct {
 	// retried once sent).
 	RetryBufferBytes int
 
-	// EjectAfter consecutive failures (connection failures and the
-	// RetryStatuses) eject an instance for EjectBase, doubling with each
+	// EjectAfter consecutive failures (connection failures, any 5xx when
+	// EjectOn5xx, and the RetryStatuses) eject an instance for EjectBase, doubling with each
 	// further ejection up to EjectMax. At most MaxEjectedShare of a
 	// service's routed instances (and at least one) are ejected at a time.
 	EjectAfter      int
+	EjectOn5xx      bool
 	EjectBase       time.Duration
 	EjectMax        time.Duration
 	MaxEjectedShare float64
@@ -178,6 +179,7 @@ func DefaultConfig() Config {
 		RetryBudgetMinPerSecond: 10,
 		RetryBufferBytes:        64 << 10,
 		EjectAfter:              5,
+		EjectOn5xx:              true,
 		EjectBase:               10 * time.Second,
 		EjectMax:                5 * time.Minute,
 		MaxEjectedShare:         0.5,

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -24,6 +25,14 @@ type instanceState struct {
 	// for EjectMax after its last ejection.
 	level    atomic.Int64
 	ejection atomic.Uint64 // ejections in total
+}
+
+// outlierStatus reports whether a response status counts as a failure for
+// outlier ejection: any 5xx (Envoy's consecutive_5xx) unless EjectOn5xx is
+// off, and then the RetryStatuses (gateway failures). Retries stay limited
+// to the RetryStatuses: a 500 may have changed something.
+func (c *Config) outlierStatus(code int) bool {
+	return (c.EjectOn5xx && code >= 500 && code <= 599) || slices.Contains(c.RetryStatuses, code)
 }
 
 // ejected reports whether the instance is ejected at now (unix nanoseconds).

@@ -306,16 +306,16 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		if slices.Contains(cfg.RetryStatuses, resp.StatusCode) {
+		if cfg.outlierStatus(resp.StatusCode) {
 			rt.failed(st, e, now)
-			if more && st.idempotent && st.body.replayable() && rt.budget(st) {
-				_, _ = io.CopyN(io.Discard, resp.Body, maxDrainOnRetry)
-				resp.Body.Close()
-				e.state.inflight.Add(-1)
-				continue
-			}
 		} else {
 			e.state.succeed(now, cfg)
+		}
+		if slices.Contains(cfg.RetryStatuses, resp.StatusCode) && more && st.idempotent && st.body.replayable() && rt.budget(st) {
+			_, _ = io.CopyN(io.Discard, resp.Body, maxDrainOnRetry)
+			resp.Body.Close()
+			e.state.inflight.Add(-1)
+			continue
 		}
 		resp.Body = countBody(resp.Body, e.state)
 		return resp, nil

@@ -84,9 +84,26 @@ func TestStrategiesDistributeOverRealBackends(t *testing.T) {
 	t.Run("least-requests prefers idle backends", func(t *testing.T) {
 		cat := newMemCatalog()
 		bes, idx := threeBackends(t, cat)
-		// web-1 is slow, so requests pile up there; the others answer at once.
+		// web-1 holds the first `held` requests it gets until the test
+		// releases them, so it always has that many in flight, and answers
+		// later ones at once. With `workers` clients, the other two never
+		// have more than 2*(workers-held) in flight (a request each, plus
+		// one whose count the proxy has not dropped yet), fewer than
+		// web-1: least-requests must not send it anything more, however
+		// slow the machine, bar picks racing web-1's first requests.
+		const total, workers, held = 600, 8, 6
+		release := make(chan struct{})
+		var releaseOnce sync.Once
+		free := func() { releaseOnce.Do(func() { close(release) }) }
+		t.Cleanup(free)
+		var holding atomic.Int64
 		bes[0].handle(func(w http.ResponseWriter, r *http.Request) {
-			time.Sleep(50 * time.Millisecond)
+			if holding.Add(1) <= held {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}
 			fmt.Fprint(w, "web-1")
 		})
 		b, url := startBalancer(t, cat, func(c *Config) { c.Strategy = LeastRequests })
@@ -94,8 +111,7 @@ func TestStrategiesDistributeOverRealBackends(t *testing.T) {
 		c := newClient(t)
 		var wg sync.WaitGroup
 		var next atomic.Int64
-		const total = 600
-		for w := 0; w < 8; w++ {
+		for w := 0; w < workers; w++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -110,13 +126,53 @@ func TestStrategiesDistributeOverRealBackends(t *testing.T) {
 				}
 			}()
 		}
+		eventually(t, func() bool { return bes[0].hits.Load()+bes[1].hits.Load()+bes[2].hits.Load() >= total },
+			"every request to reach a backend")
+		free()
 		wg.Wait()
-		// Round-robin would send it exactly a third (200).
-		if n := bes[0].hits.Load(); n > total/10 {
-			t.Fatalf("the slow, busy backend got %d of %d requests, want under %d", n, total, total/10)
+		// Round-robin would send it a third (200).
+		if n := bes[0].hits.Load(); n > workers {
+			t.Fatalf("the busy backend got %d of %d requests, want at most %d", n, total, workers)
 		}
-		t.Logf("slow backend %d, fast ones %d and %d", bes[0].hits.Load(), bes[1].hits.Load(), bes[2].hits.Load())
+		t.Logf("busy backend %d, idle ones %d and %d", bes[0].hits.Load(), bes[1].hits.Load(), bes[2].hits.Load())
 	})
+	for _, workers := range []int{1, 16} {
+		t.Run(fmt.Sprintf("least-requests follows the weights with %d clients", workers), func(t *testing.T) {
+			cat := newMemCatalog()
+			bes, idx := threeBackends(t, cat, 1, 2, 3)
+			b, url := startBalancer(t, cat, func(c *Config) { c.Strategy = LeastRequests })
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			const total = 1200
+			var wg sync.WaitGroup
+			var next atomic.Int64
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= total {
+						resp, err := c.Get(url + "/web/")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							t.Errorf("status %d", resp.StatusCode)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			for i, want := range []float64{1.0 / 6, 2.0 / 6, 3.0 / 6} {
+				if share := float64(bes[i].hits.Load()) / total; share < want-0.06 || share > want+0.06 {
+					t.Fatalf("%s got %.3f of the requests, want %.2f±0.06", bes[i].name, share, want)
+				}
+			}
+		})
+	}
 	t.Run("hash keeps each key on one backend", func(t *testing.T) {
 		cat := newMemCatalog()
 		bes, idx := threeBackends(t, cat)
@@ -720,5 +776,51 @@ func TestAdminStatusShowsEachTable(t *testing.T) {
 	}
 	if code, _, _ := get(t, c, adm.URL+"/readyz"); code != 200 {
 		t.Fatalf("readyz %d", code)
+	}
+}
+
+// A backend answering 500 is ejected by default (Envoy's consecutive_5xx),
+// but a 500 is not retried: the request may have done something.
+func TestAnInstanceAnswering500IsEjectedButNotRetried(t *testing.T) {
+	for _, on5xx := range []bool{true, false} {
+		t.Run(fmt.Sprint("eject-on-5xx=", on5xx), func(t *testing.T) {
+			cat := newMemCatalog()
+			bes, idx := threeBackends(t, cat)
+			bes[0].handle(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+			b, url := startBalancer(t, cat, func(c *Config) {
+				c.EjectOn5xx, c.EjectBase, c.EjectMax = on5xx, time.Hour, time.Hour
+			})
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			const total = 300
+			failed := 0
+			for i := 0; i < total; i++ {
+				code, _, _ := get(t, c, url+"/web/")
+				if code == 500 {
+					failed++
+				} else if code != 200 {
+					t.Fatalf("status %d", code)
+				}
+			}
+			if hits := bes[0].hits.Load(); int(hits) != failed {
+				t.Fatalf("the failing backend got %d attempts and %d requests failed: a 500 was retried", hits, failed)
+			}
+			st := b.Status().Services[0]
+			var ejections uint64
+			for _, in := range st.Instances {
+				if in.ID == "web-1" {
+					ejections = in.Ejections
+				}
+			}
+			if on5xx {
+				// Round-robin sends it every third request; after 5 in a
+				// row it is ejected (for an hour here).
+				if failed != 5 || ejections != 1 {
+					t.Fatalf("%d of %d requests failed, %d ejections; want 5 failures then an ejection", failed, total, ejections)
+				}
+			} else if failed != total/3 || ejections != 0 {
+				t.Fatalf("%d of %d requests failed, %d ejections; want every third and none (500s do not count)", failed, total, ejections)
+			}
+		})
 	}
 }

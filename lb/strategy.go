@@ -19,8 +19,9 @@ const (
 	// Weighted is smooth weighted round-robin (nginx's algorithm) over the
 	// candidates' effective weights.
 	Weighted Strategy = "weighted"
-	// LeastRequests draws two candidates at random (weighted) and takes the
-	// one with fewer requests in flight per unit of weight.
+	// LeastRequests prefers candidates with fewer requests in flight:
+	// Envoy's least-request (two random choices when the weights are equal,
+	// a draw by weight over load otherwise).
 	LeastRequests Strategy = "least-requests"
 	// Random draws one candidate at random, weighted.
 	Random Strategy = "random"
@@ -259,31 +260,64 @@ type randomPicker struct{ w weightedDraw }
 
 func (p *randomPicker) Pick(_ Key, skip func(int) bool) int { return p.w.pickDrawn(skip) }
 
-// leastRequests is the power of two random choices over in-flight counts.
+// leastRequests is Envoy's least-request balancing. When every candidate has
+// the same weight it is the power of two random choices: draw two, take the
+// one with fewer requests in flight. When weights differ it draws one
+// candidate with probability proportional to its weight divided by its load,
+//
+//	effective_i = weight_i / (1 + in_flight_i / (weight_i / mean weight))
+//
+// (Envoy schedules the same kind of effective weight with an EDF queue; a
+// random draw needs no lock). Idle candidates are drawn exactly by weight;
+// under load the in-flight count is measured against each candidate's share,
+// so candidates that answer equally fast keep the weighted split at any
+// concurrency, while a slow one, whose requests pile up, loses traffic.
+// Drawing by weight and then comparing load per weight would count the
+// weight twice: at light load the heaviest candidate would win nearly every
+// comparison.
 type leastRequests struct {
 	cands []Candidate
 	w     weightedDraw
+	// share[i] is cands[i]'s weight over the mean weight; nil when every
+	// weight is equal (the two-choices path).
+	share []float64
 }
 
 func newLeastRequests(cands []Candidate) *leastRequests {
-	return &leastRequests{cands: cands, w: newWeightedDraw(cands)}
+	p := &leastRequests{cands: cands, w: newWeightedDraw(cands)}
+	sum, equal := 0.0, true
+	for _, c := range cands {
+		sum += weightOf(c)
+		equal = equal && weightOf(c) == weightOf(cands[0])
+	}
+	if !equal {
+		mean := sum / float64(len(cands))
+		p.share = make([]float64, len(cands))
+		for i, c := range cands {
+			p.share[i] = weightOf(c) / mean
+		}
+	}
+	return p
 }
 
-// score is the load per unit of weight; the lower the better.
-func (p *leastRequests) score(i int) float64 {
-	c := &p.cands[i]
-	var inflight int64
-	if c.InFlight != nil {
-		inflight = c.InFlight.Load()
+func weightOf(c Candidate) float64 {
+	if c.Weight <= 0 {
+		return 1
 	}
-	w := c.Weight
-	if w <= 0 {
-		w = 1
+	return c.Weight
+}
+
+func (p *leastRequests) inflight(i int) int64 {
+	if f := p.cands[i].InFlight; f != nil {
+		return f.Load()
 	}
-	return float64(inflight+1) / w
+	return 0
 }
 
 func (p *leastRequests) Pick(_ Key, skip func(int) bool) int {
+	if p.share != nil {
+		return p.pickWeighted(skip)
+	}
 	a := p.w.pickDrawn(skip)
 	if a < 0 || len(p.cands) == 1 {
 		return a
@@ -295,8 +329,8 @@ func (p *leastRequests) Pick(_ Key, skip func(int) bool) int {
 		}
 	}
 	if b < 0 {
-		// The draws keep landing on a (heavy weight or everything else
-		// skipped): compare with its neighbour that is not skipped.
+		// The draws keep landing on a (everything else skipped, or bad
+		// luck): compare with its neighbour that is not skipped.
 		for j := 1; j < len(p.cands); j++ {
 			if i := (a + j) % len(p.cands); skip == nil || !skip(i) {
 				b = i
@@ -307,10 +341,41 @@ func (p *leastRequests) Pick(_ Key, skip func(int) bool) int {
 			return a
 		}
 	}
-	if p.score(b) < p.score(a) {
+	if p.inflight(b) < p.inflight(a) {
 		return b
 	}
 	return a
+}
+
+// pickWeighted draws by effective weight. It reads every candidate's
+// in-flight count once, so its cost grows with the number of candidates.
+func (p *leastRequests) pickWeighted(skip func(int) bool) int {
+	var stack [64]float64
+	eff := stack[:0]
+	total := 0.0
+	for i, c := range p.cands {
+		e := 0.0
+		if skip == nil || !skip(i) {
+			e = weightOf(c) / (1 + float64(p.inflight(i))/p.share[i])
+		}
+		eff = append(eff, e)
+		total += e
+	}
+	if total <= 0 {
+		return -1
+	}
+	x := rand.Float64() * total
+	last := -1
+	for i, e := range eff {
+		if e <= 0 {
+			continue
+		}
+		if x -= e; x < 0 {
+			return i
+		}
+		last = i
+	}
+	return last // rounding left x at or just above zero
 }
 
 // hashRing is consistent hashing with virtual nodes.

@@ -110,14 +110,88 @@ func TestLeastRequestsPrefersIdleCandidates(t *testing.T) {
 		}
 	})
 	t.Run("load is weighed against weight", func(t *testing.T) {
+		// Weights 10 and 1 (shares 1.82 and 0.18 of the mean): 3 in flight
+		// on the heavy one is little for its share, so it keeps most picks.
 		cs := cands(10, 1)
-		cs[0].InFlight.Store(3) // (3+1)/10 < (0+1)/1
+		cs[0].InFlight.Store(3)
 		p := NewPicker(LeastRequests, cs, nil)
-		got := countPicks(p, 2, 1000, nil)
-		if got[1] > 0 && got[0] < 900 {
-			t.Fatalf("heavy candidate with spare capacity got %d of 1000 (%v)", got[0], got)
+		got := countPicks(p, 2, 10000, nil)
+		// effective 10/(1+3/1.818) = 3.77 against 1: 79%.
+		if share := float64(got[0]) / 10000; share < 0.75 || share > 0.83 {
+			t.Fatalf("heavy candidate with spare capacity got %.3f of the picks, want about 0.79 (%v)", share, got)
 		}
 	})
+}
+
+// TestLeastRequestsSplitsByWeightAtAnyConcurrency keeps `conc` picks in
+// flight and completes the oldest before each new pick: instances that
+// answer equally fast. The split must follow the weights whether requests
+// come one at a time or 64 at once (issue 19: drawing by weight and then
+// comparing load per weight gave 0/4/24/71% for weights 1:2:3:4).
+func TestLeastRequestsSplitsByWeightAtAnyConcurrency(t *testing.T) {
+	for _, conc := range []int{1, 2, 4, 16, 64} {
+		t.Run(fmt.Sprint("concurrency ", conc), func(t *testing.T) {
+			cs := cands(1, 2, 3, 4)
+			p := NewPicker(LeastRequests, cs, nil)
+			got := simulateLoad(p, cs, 40000, func(int) int { return conc })
+			for i, w := range []float64{0.1, 0.2, 0.3, 0.4} {
+				if share := float64(got[i]) / 40000; math.Abs(share-w) > 0.025 {
+					t.Fatalf("candidate %d got %.3f of the picks, want %.2f±0.025 (%v)", i, share, w, got)
+				}
+			}
+		})
+	}
+	t.Run("a slow candidate loses traffic under load", func(t *testing.T) {
+		cs := cands(1, 2, 3, 4)
+		p := NewPicker(LeastRequests, cs, nil)
+		// Requests to candidate 3 stay in flight four times as long.
+		got := simulateLoad(p, cs, 40000, func(i int) int {
+			if i == 3 {
+				return 64
+			}
+			return 16
+		})
+		if share := float64(got[3]) / 40000; share > 0.30 {
+			t.Fatalf("the slow candidate (weight 40%%) got %.3f of the picks (%v)", share, got)
+		}
+	})
+}
+
+// simulateLoad makes n picks; a pick of candidate i completes after hold(i)
+// further picks (so hold(i) requests of i's kind are in flight).
+func simulateLoad(p Picker, cs []Candidate, n int, hold func(int) int) []int {
+	got := make([]int, len(cs))
+	type pending struct{ i, until int }
+	var inflight []pending
+	for step := 0; step < n; step++ {
+		kept := inflight[:0]
+		for _, q := range inflight {
+			if q.until <= step {
+				cs[q.i].InFlight.Add(-1)
+			} else {
+				kept = append(kept, q)
+			}
+		}
+		inflight = kept
+		i := p.Pick(Key{}, nil)
+		got[i]++
+		cs[i].InFlight.Add(1)
+		inflight = append(inflight, pending{i, step + hold(i)})
+	}
+	return got
+}
+
+func TestLeastRequestsSkipsWithWeights(t *testing.T) {
+	cs := cands(1, 2, 3)
+	p := NewPicker(LeastRequests, cs, nil)
+	for r := 0; r < 1000; r++ {
+		if i := p.Pick(Key{}, func(i int) bool { return i != 1 }); i != 1 {
+			t.Fatalf("picked %d, want the only candidate not skipped (1)", i)
+		}
+	}
+	if i := p.Pick(Key{}, func(int) bool { return true }); i != -1 {
+		t.Fatalf("picked %d with every candidate skipped, want -1", i)
+	}
 }
 
 func TestHashKeepsKeysAndMovesAboutOneNthWhenAnInstanceLeaves(t *testing.T) {

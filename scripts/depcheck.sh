@@ -15,6 +15,8 @@ declare -A allowed=(
   [health]="fsm"
   [api]="fsm api/client"
   [api/client]=""
+  # the Consul endpoints reuse the API's validation, tokens and errors
+  [api/consul]="fsm api api/client"
   [lb]=""
   [cluster/clustertest]="cmd api/client"
   # the fault suite drives the built binary over HTTP, like a user

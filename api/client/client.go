@@ -102,7 +102,9 @@ type QueryOptions struct {
 	// WaitIndex blocks until the result's index differs from it, up to WaitTime.
 	WaitIndex uint64
 	WaitTime  time.Duration
-	// Prefix, Limit and Cursor page through Services.
+	// Limit and Cursor page through Services, Instances and Checks (the
+	// next page's cursor is ServiceList.NextCursor or QueryMeta.NextCursor);
+	// Prefix filters Services.
 	Prefix string
 	Limit  int
 	Cursor string
@@ -159,6 +161,9 @@ type QueryMeta struct {
 	LastContact time.Duration
 	// Agent is the address of the agent that answered.
 	Agent string
+	// NextCursor is the Cursor of the next page of an instance or check
+	// list read with a Limit ("" on the last page).
+	NextCursor string
 }
 
 // do sends one request, moving to the next agent when one cannot be
@@ -239,6 +244,7 @@ func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
 	meta := &QueryMeta{}
 	meta.Index, _ = strconv.ParseUint(resp.Header.Get("X-Beacon-Index"), 10, 64)
 	meta.KnownLeader = resp.Header.Get("X-Beacon-Known-Leader") == "true"
+	meta.NextCursor = resp.Header.Get("X-Beacon-Next-Cursor")
 	if ms, err := strconv.ParseInt(resp.Header.Get("X-Beacon-Last-Contact"), 10, 64); err == nil {
 		meta.LastContact = time.Duration(ms) * time.Millisecond
 		if ms < 0 {
@@ -355,11 +361,11 @@ type CheckFilter struct {
 }
 
 // Checks lists health checks with their state, filtered by f; q sets the
-// consistency mode and blocking (its discovery filters are ignored).
+// consistency mode, blocking and paging (its discovery filters are ignored).
 func (c *Client) Checks(ctx context.Context, f CheckFilter, q *QueryOptions) ([]Check, *QueryMeta, error) {
 	v := url.Values{}
 	if q != nil {
-		qq := QueryOptions{Consistent: q.Consistent, MaxStale: q.MaxStale, WaitIndex: q.WaitIndex, WaitTime: q.WaitTime}
+		qq := QueryOptions{Consistent: q.Consistent, MaxStale: q.MaxStale, WaitIndex: q.WaitIndex, WaitTime: q.WaitTime, Limit: q.Limit, Cursor: q.Cursor}
 		v = qq.values()
 	}
 	for k, s := range map[string]string{"service": f.Service, "instance": f.Instance, "owner": f.Owner, "status": f.Status} {

@@ -1,0 +1,273 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Writer commits encoded fsm commands through the cluster and returns once
+// this node has applied them (read-your-writes).
+type Writer interface {
+	Apply(ctx context.Context, cmd []byte) (uint64, error)
+}
+
+// Cluster is what the Consul endpoints need of the cluster. The agent's
+// adapter for the native API (api.Cluster) satisfies it.
+type Cluster interface {
+	Writer
+	// ConsistentIndex confirms leadership with a quorum and waits until this
+	// node has applied everything acknowledged before the call.
+	ConsistentIndex(ctx context.Context) (uint64, error)
+	KnownLeader() bool
+	LastContact() time.Duration
+	// LastIndex is the last index in this node's Raft log.
+	LastIndex() uint64
+	Status() client.ClusterStatus
+	Members() []client.Member
+	Join(addrs []string) (int, error)
+	Leave(ctx context.Context) error
+	ForceLeave(ctx context.Context, node string) error
+}
+
+// TTLReporter takes TTL check reports (the agent's health subsystem).
+type TTLReporter interface {
+	ReportTTL(ctx context.Context, id string, status fsm.Health, output string, metrics map[string]float64) (uint64, error)
+}
+
+// Authorizer checks a token against what a request needs (api.Server).
+type Authorizer interface {
+	Authorize(secret string, access api.Access, service string) error
+}
+
+// Config is the Consul endpoints' configuration.
+type Config struct {
+	// Datacenter is the one datacenter this cluster presents ("dc1" by
+	// default); ?dc= naming another gets a 400.
+	Datacenter string
+	// NodeName is this agent's name: the Consul node of what it registers.
+	NodeName string
+	// NodeAddress is the address other agents and clients reach this agent
+	// at (host only); registrations without an Address take it.
+	NodeAddress string
+	// DefaultWait and MaxWait bound blocking queries (Consul's defaults are
+	// 5m and 10m); a jitter of up to wait/16 is added.
+	DefaultWait time.Duration
+	MaxWait     time.Duration
+	// MaxBodyBytes caps request bodies.
+	MaxBodyBytes int64
+	// CheckDenyCIDRs are address ranges checks may not target (as api.Config).
+	CheckDenyCIDRs []netip.Prefix
+	// TTL takes TTL reports; without it the check update routes answer 503.
+	TTL TTLReporter
+	// Auth checks tokens; nil lets every request through (auth off).
+	Auth   Authorizer
+	Logger hclog.Logger
+	// Version is reported as Config.Version in /v1/agent/self.
+	Version string
+}
+
+// DefaultConfig returns the defaults: datacenter dc1, Consul's waits.
+func DefaultConfig() Config {
+	return Config{
+		Datacenter:   "dc1",
+		DefaultWait:  5 * time.Minute,
+		MaxWait:      10 * time.Minute,
+		MaxBodyBytes: 64 << 10,
+		Version:      "1.21.0",
+	}
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	switch {
+	case c.Datacenter == "" || strings.ContainsAny(c.Datacenter, " /?&#"):
+		return errors.New("consul: datacenter must be a non-empty name")
+	case c.NodeName == "":
+		return errors.New("consul: node name is required")
+	case c.DefaultWait <= 0 || c.MaxWait < c.DefaultWait:
+		return errors.New("consul: need 0 < default wait <= max wait")
+	case c.MaxBodyBytes <= 0:
+		return errors.New("consul: max body bytes must be positive")
+	}
+	return nil
+}
+
+// Server serves Consul's API for one node. Its handler is safe for
+// concurrent use; it holds no state of its own beyond its config.
+type Server struct {
+	cfg     Config
+	store   *fsm.Store
+	cluster Cluster
+	logger  hclog.Logger
+	mux     *http.ServeMux
+}
+
+// New returns the Consul endpoints over the node's store and cluster.
+func New(cfg Config, store *fsm.Store, cl Cluster) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, store: store, cluster: cl, logger: cfg.Logger}
+	s.mux = s.routes()
+	return s, nil
+}
+
+// Prefixes are the path prefixes the Consul endpoints occupy; the agent
+// mounts Handler on each (api.Server.Mount). None collides with Beacon's
+// own routes.
+var Prefixes = []string{"/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/"}
+
+// Handler returns the http.Handler of the Consul endpoints.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// route is one endpoint with the access it needs. service, if set, names
+// the service a write concerns (for write tokens with prefixes); routes
+// whose service is only known from the body authorize in the handler.
+type route struct {
+	pattern string
+	access  api.Access
+	h       http.HandlerFunc
+}
+
+// routes lists every endpoint in one place (docs/consul.md has the table).
+func (s *Server) routes() *http.ServeMux {
+	rs := []route{
+		// Catalog.
+		{"GET /v1/catalog/services", api.AccessRead, s.handleCatalogServices},
+		{"GET /v1/catalog/service/{name}", api.AccessRead, s.handleCatalogService},
+		{"GET /v1/catalog/nodes", api.AccessRead, s.handleCatalogNodes},
+		{"GET /v1/catalog/node/{node}", api.AccessRead, s.handleCatalogNode},
+		{"GET /v1/catalog/node-services/{node}", api.AccessRead, s.handleCatalogNodeServices},
+		{"GET /v1/catalog/datacenters", api.AccessRead, s.handleDatacenters},
+		{"PUT /v1/catalog/register", api.AccessRead, s.handleCatalogRegister},
+		{"PUT /v1/catalog/deregister", api.AccessRead, s.handleCatalogDeregister},
+		// Health.
+		{"GET /v1/health/service/{name}", api.AccessRead, s.handleHealthService},
+		{"GET /v1/health/checks/{name}", api.AccessRead, s.handleHealthChecks},
+		{"GET /v1/health/state/{state}", api.AccessRead, s.handleHealthState},
+		{"GET /v1/health/node/{node}", api.AccessRead, s.handleHealthNode},
+		// Agent.
+		{"GET /v1/agent/self", api.AccessRead, s.handleAgentSelf},
+		{"GET /v1/agent/members", api.AccessRead, s.handleAgentMembers},
+		{"GET /v1/agent/services", api.AccessRead, s.handleAgentServices},
+		{"GET /v1/agent/service/{id}", api.AccessRead, s.handleAgentService},
+		{"GET /v1/agent/checks", api.AccessRead, s.handleAgentChecks},
+		// Writes whose service is known only from the body or the catalog
+		// check the write token inside the handler (AccessRead here just
+		// rejects a bad token early).
+		{"PUT /v1/agent/service/register", api.AccessRead, s.handleAgentRegister},
+		{"PUT /v1/agent/service/deregister/{id}", api.AccessRead, s.handleAgentDeregister},
+		{"PUT /v1/agent/service/maintenance/{id}", api.AccessRead, s.handleAgentMaintenance},
+		{"PUT /v1/agent/check/pass/{id}", api.AccessRead, s.handleCheckVerb(fsm.Passing)},
+		{"PUT /v1/agent/check/warn/{id}", api.AccessRead, s.handleCheckVerb(fsm.Warning)},
+		{"PUT /v1/agent/check/fail/{id}", api.AccessRead, s.handleCheckVerb(fsm.Critical)},
+		{"PUT /v1/agent/check/update/{id}", api.AccessRead, s.handleCheckUpdate},
+		{"PUT /v1/agent/join/{addr}", api.AccessManagement, s.handleJoin},
+		{"PUT /v1/agent/leave", api.AccessManagement, s.handleLeave},
+		{"PUT /v1/agent/force-leave/{node}", api.AccessManagement, s.handleForceLeave},
+		// Status.
+		{"GET /v1/status/leader", api.AccessRead, s.handleStatusLeader},
+		{"GET /v1/status/peers", api.AccessRead, s.handleStatusPeers},
+	}
+	mux := http.NewServeMux()
+	for _, r := range rs {
+		mux.HandleFunc(r.pattern, s.guard(r.access, r.h))
+	}
+	// Anything else under the Consul prefixes: a clear 404 (or 405).
+	for _, p := range Prefixes {
+		mux.HandleFunc(p, s.handleUnsupported)
+	}
+	return mux
+}
+
+// guard checks the token, the datacenter and the query before a handler.
+func (s *Server) guard(access api.Access, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, err := requestToken(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if s.cfg.Auth != nil {
+			if err := s.cfg.Auth.Authorize(tok, access, ""); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		if dc := r.URL.Query().Get("dc"); dc != "" && dc != s.cfg.Datacenter {
+			writeError(w, api.StatusError(http.StatusBadRequest, "unknown_datacenter",
+				"No path to datacenter: this cluster is datacenter "+quote(s.cfg.Datacenter)+", not "+quote(dc)))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// authorizeWrite checks that the request's token may write service.
+func (s *Server) authorizeWrite(r *http.Request, service string) error {
+	if s.cfg.Auth == nil {
+		return nil
+	}
+	tok, err := requestToken(r)
+	if err != nil {
+		return err
+	}
+	return s.cfg.Auth.Authorize(tok, api.AccessServiceWrite, service)
+}
+
+// requestToken is the token a request carries: X-Consul-Token or
+// "Authorization: Bearer". Tokens in the URL (?token=) are refused, as on
+// Beacon's own routes: they end up in logs.
+func requestToken(r *http.Request) (string, error) {
+	if r.URL.Query().Has("token") {
+		return "", api.StatusError(http.StatusBadRequest, "token_in_url",
+			"tokens are never accepted in the URL (they end up in logs); send the X-Consul-Token header")
+	}
+	x := strings.TrimSpace(r.Header.Get("X-Consul-Token"))
+	var bearer string
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		tok = strings.TrimSpace(tok)
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return "", api.StatusError(http.StatusUnauthorized, "unauthenticated", `the Authorization header must be "Bearer TOKEN"`)
+		}
+		bearer = tok
+	}
+	if x != "" && bearer != "" && x != bearer {
+		return "", api.StatusError(http.StatusBadRequest, "invalid", "the Authorization and X-Consul-Token headers carry different tokens")
+	}
+	if x != "" {
+		return x, nil
+	}
+	return bearer, nil
+}
+
+func (s *Server) handleUnsupported(w http.ResponseWriter, r *http.Request) {
+	writeError(w, api.StatusError(http.StatusNotFound, "unsupported",
+		"this Consul endpoint is not served by Beacon (see docs/consul.md): "+r.Method+" "+r.URL.Path))
+}
+
+func writeError(w http.ResponseWriter, err error) { api.WriteError(w, err) }
+
+func invalid(field, format string, args ...any) error { return api.Invalid(field, format, args...) }
+
+func notFound(msg string) error { return api.StatusError(http.StatusNotFound, "not_found", msg) }
+
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return `"` + s + `"`
+}

@@ -1,0 +1,590 @@
+package consul
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// MaxReasonLen caps a maintenance reason (as Beacon's own API does).
+const MaxReasonLen = 256
+
+// decode reads a JSON body of at most MaxBodyBytes into v. Unknown fields
+// are ignored (Consul clients send fields Beacon has no use for); the
+// fields Beacon refuses are modelled so that their use is an error.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return mbe
+		}
+		return api.StatusError(http.StatusBadRequest, "bad_body", "cannot read request body: "+err.Error())
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return nil
+		}
+		return api.StatusError(http.StatusBadRequest, "bad_json", "request body is empty; a JSON object is required")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) && ute.Field != "" {
+			return invalid(ute.Field, "must be %s, not %s", ute.Type.Kind(), ute.Value)
+		}
+		return api.StatusError(http.StatusBadRequest, "bad_json", "Request decode failed: "+err.Error())
+	}
+	return nil
+}
+
+// apply encodes a command and commits it through the cluster.
+func (s *Server) apply(r *http.Request, t fsm.MessageType, req any) (uint64, error) {
+	cmd, err := fsm.Encode(t, req)
+	if err != nil {
+		return 0, err
+	}
+	return s.cluster.Apply(r.Context(), cmd)
+}
+
+// writeOK answers a write as Consul does: 200 with an empty body.
+func writeOK(w http.ResponseWriter, idx uint64) {
+	w.Header().Set(HeaderIndex, fmt.Sprint(max(idx, 1)))
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleAgentRegister: PUT /v1/agent/service/register. The instance is
+// registered cluster-wide with this agent as its node.
+func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
+	var reg Registration
+	if err := s.decode(w, r, &reg, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.authorizeWrite(r, reg.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	req, err := s.buildRegister(&reg, s.cfg.NodeName, time.Now())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	idx, err := s.apply(r, fsm.RegisterType, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeOK(w, idx)
+}
+
+// refusedCheckFields are the check kinds Beacon never runs: they would run
+// a command, reach into a container or the host, or need an agent on the
+// instance's host.
+func refusedCheckField(c *CheckRegistration) string {
+	switch {
+	case len(c.ScriptArgs) > 0:
+		return "ScriptArgs"
+	case len(c.Args) > 0:
+		return "Args"
+	case c.DockerContainerID != "":
+		return "DockerContainerID"
+	case c.Shell != "":
+		return "Shell"
+	case c.H2PING != "":
+		return "H2PING"
+	case c.OSService != "":
+		return "OSService"
+	case c.UDP != "":
+		return "UDP"
+	case c.AliasNode != "":
+		return "AliasNode"
+	case c.AliasService != "":
+		return "AliasService"
+	case c.Body != "":
+		return "Body"
+	case c.TCPUseTLS:
+		return "TCPUseTLS"
+	case c.GRPCUseTLS:
+		return "GRPCUseTLS"
+	case c.H2PingUseTLS:
+		return "H2PingUseTLS"
+	case c.TLSServerName != "":
+		return "TLSServerName"
+	}
+	return ""
+}
+
+// buildRegister turns a Consul registration into Beacon's, validated with
+// the native API's rules (api.BuildRegister), with errors naming the
+// Consul fields.
+func (s *Server) buildRegister(reg *Registration, node string, now time.Time) (*fsm.RegisterRequest, error) {
+	switch {
+	case reg.Kind != "" && reg.Kind != "typical":
+		return nil, invalid("Kind", "service kind %q is not supported: Beacon has no Connect proxies or gateways", reg.Kind)
+	case reg.Proxy != nil:
+		return nil, invalid("Proxy", "is not supported: Beacon has no Connect proxies")
+	case reg.Connect != nil:
+		return nil, invalid("Connect", "is not supported: Beacon has no Connect")
+	case reg.SocketPath != "":
+		return nil, invalid("SocketPath", "is not supported: instances are reached at an address and port")
+	case reg.Namespace != "" && reg.Namespace != "default":
+		return nil, invalid("Namespace", "Beacon has one namespace, \"default\"")
+	case reg.Partition != "" && reg.Partition != "default":
+		return nil, invalid("Partition", "Beacon has one partition, \"default\"")
+	}
+	if err := api.ValidateService("Name", reg.Name); err != nil {
+		return nil, err
+	}
+	id := reg.ID
+	if id == "" {
+		id = reg.Name
+	}
+	if err := api.ValidateID("ID", id); err != nil {
+		return nil, err
+	}
+	addr := reg.Address
+	if addr == "" {
+		addr = s.cfg.NodeAddress
+	}
+	body := client.Registration{Address: addr, Port: reg.Port, Tags: reg.Tags, Meta: reg.Meta, Node: node}
+	if reg.Weights != nil {
+		body.Weight = reg.Weights.Passing
+	}
+	var checks []*CheckRegistration
+	if reg.Check != nil {
+		checks = append(checks, reg.Check)
+	}
+	for _, c := range reg.Checks {
+		if c != nil {
+			checks = append(checks, c)
+		}
+	}
+	fields := make([]string, len(checks))
+	for i, c := range checks {
+		fields[i] = "Check"
+		if reg.Check == nil || i > 0 {
+			fields[i] = fmt.Sprintf("Checks[%d]", i-boolInt(reg.Check != nil))
+		}
+		def, err := s.buildCheck(fields[i], c, id, i, len(checks))
+		if err != nil {
+			return nil, err
+		}
+		body.Checks = append(body.Checks, def)
+	}
+	req, err := api.BuildRegister(reg.Name, id, &body, now, s.cfg.CheckDenyCIDRs)
+	if err != nil {
+		return nil, consulField(err, fields)
+	}
+	return req, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// buildCheck turns one Consul check into a Beacon check definition. The
+// check's Beacon name comes from its Consul ID (checkName): Consul's
+// default IDs service:<id> (one check) and service:<id>:N (several, from 1).
+func (s *Server) buildCheck(field string, c *CheckRegistration, instance string, i, n int) (client.CheckDefinition, error) {
+	var def client.CheckDefinition
+	if f := refusedCheckField(c); f != "" {
+		return def, invalid(field+"."+f, "is not supported: Beacon runs HTTP, TCP, gRPC and TTL checks only, and never runs commands")
+	}
+	cid := c.CheckID
+	if cid == "" {
+		cid = c.ID
+	}
+	if cid == "" {
+		cid = defaultCheckPrefix + instance
+		if n > 1 {
+			cid += fmt.Sprintf(":%d", i+1)
+		}
+	}
+	name, ok := checkName(cid, instance)
+	if !ok {
+		return def, invalid(field+".CheckID", "%q: a check ID is service:<service id>[:N] or a name of letters, digits, '.', '_' and '-'", cid)
+	}
+	def.Name = name
+	def.Method, def.Header, def.TLSSkipVerify = c.Method, c.Header, c.TLSSkipVerify
+	def.TCP = c.TCP
+	def.TTL = client.Duration(c.TTL)
+	if c.HTTP != "" {
+		def.HTTP = withDefaultPort(c.HTTP)
+	}
+	if c.GRPC != "" {
+		def.GRPC, def.GRPCService, _ = strings.Cut(c.GRPC, "/")
+	}
+	def.Interval, def.Timeout = client.Duration(c.Interval), client.Duration(c.Timeout)
+	if def.TTL != 0 {
+		def.Interval, def.Timeout = 0, 0 // a TTL check has neither in Beacon
+	} else if def.Interval != 0 && def.Timeout > def.Interval {
+		def.Timeout = def.Interval // Consul lets a timeout exceed the interval; Beacon does not
+	}
+	def.FailuresBeforeCritical, def.SuccessesBeforePassing = c.FailuresBeforeCritical, c.SuccessBeforePassing
+	switch c.Status {
+	case "", "passing", "warning", "critical":
+		def.InitialStatus = c.Status
+	default:
+		return def, invalid(field+".Status", "must be passing, warning or critical")
+	}
+	def.DeregisterCriticalAfter = client.Duration(c.DeregisterCriticalServiceAfter)
+	if def.DeregisterCriticalAfter > 0 && def.DeregisterCriticalAfter < client.Duration(api.MinDeregisterAfter) {
+		def.DeregisterCriticalAfter = client.Duration(api.MinDeregisterAfter)
+	}
+	return def, nil
+}
+
+// withDefaultPort adds the scheme's port to an HTTP check URL without one
+// (Beacon requires it; Consul implies it).
+func withDefaultPort(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Port() != "" {
+		return raw
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	u.Host = net.JoinHostPort(u.Hostname(), port)
+	return u.String()
+}
+
+// nativeFields maps the native API's field names in validation errors to
+// the Consul registration's.
+var nativeFields = map[string]string{
+	"service": "Name", "id": "ID", "address": "Address", "port": "Port", "meta": "Meta",
+	"version": "Meta", "weight": "Weights.Passing", "node": "Node", "checks": "Checks",
+	"http": "HTTP", "tcp": "TCP", "grpc": "GRPC", "grpc_service": "GRPC", "ttl": "TTL",
+	"interval": "Interval", "timeout": "Timeout", "method": "Method", "header": "Header",
+	"name": "CheckID", "type": "Type", "failures_before_critical": "FailuresBeforeCritical",
+	"successes_before_passing": "SuccessBeforePassing", "initial_status": "Status",
+	"deregister_critical_after": "DeregisterCriticalServiceAfter",
+}
+
+var checkField = regexp.MustCompile(`^checks\[(\d+)\]`)
+
+// consulField renames the field of a native validation error.
+func consulField(err error, checkFields []string) error {
+	var ve *api.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	f := ve.Field
+	prefix := ""
+	if m := checkField.FindStringSubmatch(f); m != nil {
+		var i int
+		fmt.Sscanf(m[1], "%d", &i)
+		if i < len(checkFields) {
+			prefix = checkFields[i]
+		}
+		f = strings.TrimPrefix(strings.TrimPrefix(f, m[0]), ".")
+	}
+	parts := strings.SplitN(f, ".", 2)
+	head, rest, _ := strings.Cut(parts[0], "[")
+	if n, ok := nativeFields[head]; ok {
+		head = n
+	}
+	if rest != "" {
+		head += "[" + rest
+	}
+	if len(parts) == 2 {
+		head += "." + parts[1]
+	}
+	switch {
+	case prefix != "" && head != "":
+		head = prefix + "." + head
+	case prefix != "":
+		head = prefix
+	}
+	return &api.ValidationError{Field: head, Msg: ve.Msg}
+}
+
+// handleAgentDeregister: PUT /v1/agent/service/deregister/:id.
+func (s *Server) handleAgentDeregister(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	inst := s.findInstance(id)
+	if inst == nil {
+		writeError(w, notFound("Unknown service ID "+quote(id)+". Ensure that the service ID is passed, not the service name."))
+		return
+	}
+	if err := s.authorizeWrite(r, inst.Service); err != nil {
+		writeError(w, err)
+		return
+	}
+	idx, err := s.apply(r, fsm.DeregisterType, &fsm.DeregisterRequest{Service: inst.Service, ID: inst.ID, Time: time.Now().UnixNano()})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeOK(w, idx)
+}
+
+// handleAgentMaintenance: PUT /v1/agent/service/maintenance/:id?enable=&reason=.
+func (s *Server) handleAgentMaintenance(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("enable") {
+		writeError(w, invalid("enable", "Missing value for enable"))
+		return
+	}
+	enable, err := boolParam(q, "enable")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	reason := q.Get("reason")
+	if len(reason) > MaxReasonLen || !api.Printable(reason) {
+		writeError(w, invalid("reason", "must be at most %d printable characters", MaxReasonLen))
+		return
+	}
+	id := r.PathValue("id")
+	inst := s.findInstance(id)
+	if inst == nil {
+		writeError(w, notFound("Unknown service ID "+quote(id)))
+		return
+	}
+	if err := s.authorizeWrite(r, inst.Service); err != nil {
+		writeError(w, err)
+		return
+	}
+	req := &fsm.MaintenanceRequest{Service: inst.Service, ID: inst.ID, Mode: fsm.ModeNone, Time: time.Now().UnixNano()}
+	if enable {
+		req.Mode, req.Reason = fsm.ModeMaintenance, reason
+	}
+	idx, err := s.apply(r, fsm.MaintenanceType, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeOK(w, idx)
+}
+
+// handleCheckVerb: PUT /v1/agent/check/pass|warn|fail/:id?note=.
+func (s *Server) handleCheckVerb(status fsm.Health) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.reportTTL(w, r, status, r.URL.Query().Get("note"))
+	}
+}
+
+// handleCheckUpdate: PUT /v1/agent/check/update/:id, body {Status, Output}.
+func (s *Server) handleCheckUpdate(w http.ResponseWriter, r *http.Request) {
+	var body CheckUpdate
+	if err := s.decode(w, r, &body, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	var status fsm.Health
+	switch body.Status {
+	case "passing", "warning", "critical":
+		status = fsm.Health(body.Status)
+	default:
+		writeError(w, invalid("Status", "must be passing, warning or critical"))
+		return
+	}
+	s.reportTTL(w, r, status, body.Output)
+}
+
+// maxOutput caps a TTL report's output (Consul's default is 4 KiB).
+const maxOutput = 4096
+
+func (s *Server) reportTTL(w http.ResponseWriter, r *http.Request, status fsm.Health, output string) {
+	id := r.PathValue("id")
+	c := s.findCheck(id)
+	if c == nil {
+		// Spring Cloud Consul re-registers its service when it sees this.
+		writeError(w, notFound("Unknown check ID "+quote(id)+". Ensure that the check ID is passed, not the check name."))
+		return
+	}
+	if err := s.authorizeWrite(r, c.Service); err != nil {
+		writeError(w, err)
+		return
+	}
+	if c.Type != fsm.CheckTTL {
+		writeError(w, api.StatusError(http.StatusBadRequest, "not_ttl", "CheckID "+quote(id)+" does not have associated TTL"))
+		return
+	}
+	if s.cfg.TTL == nil {
+		writeError(w, api.StatusError(http.StatusServiceUnavailable, "unavailable", "this agent does not take TTL reports"))
+		return
+	}
+	if len(output) > maxOutput {
+		output = output[:maxOutput]
+	}
+	idx, err := s.cfg.TTL.ReportTTL(r.Context(), c.ID, status, output, nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeOK(w, idx)
+}
+
+// handleJoin: PUT /v1/agent/join/:addr (a gossip address).
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	if wan, _ := boolParam(r.URL.Query(), "wan"); wan {
+		writeError(w, invalid("wan", "Beacon has no WAN pool: one cluster is one datacenter"))
+		return
+	}
+	addr := r.PathValue("addr")
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "8752") // Beacon's default gossip port
+	}
+	if _, err := s.cluster.Join([]string{addr}); err != nil {
+		writeError(w, api.StatusError(http.StatusBadGateway, "join_failed", "join "+addr+": "+err.Error()))
+		return
+	}
+	writeOK(w, s.store.LastIndex())
+}
+
+// handleLeave: PUT /v1/agent/leave. This agent leaves and shuts down.
+func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if err := s.cluster.Leave(r.Context()); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeOK(w, s.store.LastIndex())
+}
+
+// handleForceLeave: PUT /v1/agent/force-leave/:node.
+func (s *Server) handleForceLeave(w http.ResponseWriter, r *http.Request) {
+	if err := s.cluster.ForceLeave(r.Context(), r.PathValue("node")); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeOK(w, s.store.LastIndex())
+}
+
+// handleCatalogRegister: PUT /v1/catalog/register, a service on a named
+// node (e.g. an external service registered by a tool), with checks that
+// have a definition Beacon can run.
+func (s *Server) handleCatalogRegister(w http.ResponseWriter, r *http.Request) {
+	var cr CatalogRegistration
+	if err := s.decode(w, r, &cr, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if cr.Node == "" {
+		writeError(w, invalid("Node", "is required"))
+		return
+	}
+	if err := api.ValidateID("Node", cr.Node); err != nil {
+		writeError(w, err)
+		return
+	}
+	if cr.Service == nil {
+		writeError(w, invalid("Service", "is required: Beacon's nodes are its agents, so a catalog registration registers a service"))
+		return
+	}
+	sv := cr.Service
+	reg := Registration{
+		Kind: sv.Kind, ID: sv.ID, Name: sv.Service, Tags: sv.Tags, Port: sv.Port, Address: sv.Address,
+		Meta: sv.Meta, Weights: sv.Weights, Namespace: sv.Namespace, Partition: sv.Partition,
+	}
+	if reg.Address == "" {
+		reg.Address = cr.Address
+	}
+	checks := cr.Checks
+	if cr.Check != nil {
+		checks = append([]*CatalogCheck{cr.Check}, checks...)
+	}
+	for i, c := range checks {
+		if c == nil {
+			continue
+		}
+		field := fmt.Sprintf("Checks[%d]", i)
+		if c.ServiceID == "" && c.CheckID != serfCheckID {
+			writeError(w, invalid(field+".ServiceID", "node checks are not supported: Beacon derives node health from gossip (serfHealth)"))
+			return
+		}
+		if c.CheckID == serfCheckID {
+			continue
+		}
+		d := c.Definition
+		if d == nil || (d.HTTP == "" && d.TCP == "" && d.GRPC == "") {
+			writeError(w, invalid(field+".Definition", "a check without an HTTP, TCP or GRPC definition is not supported: Beacon runs every check itself"))
+			return
+		}
+		interval, timeout := d.Interval, d.Timeout
+		if interval == 0 {
+			interval = d.IntervalDuration
+		}
+		if timeout == 0 {
+			timeout = d.TimeoutDuration
+		}
+		reg.Checks = append(reg.Checks, &CheckRegistration{
+			CheckID: c.CheckID, Name: c.Name, Status: c.Status, HTTP: d.HTTP, Header: d.Header, Method: d.Method,
+			Body: d.Body, TLSSkipVerify: d.TLSSkipVerify, TCP: d.TCP, GRPC: d.GRPC, Interval: interval, Timeout: timeout,
+			DeregisterCriticalServiceAfter: d.DeregisterCriticalServiceAfter,
+		})
+	}
+	if err := s.authorizeWrite(r, reg.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	req, err := s.buildRegister(&reg, cr.Node, time.Now())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	idx, err := s.apply(r, fsm.RegisterType, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set(HeaderIndex, fmt.Sprint(idx))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte("true"))
+}
+
+// handleCatalogDeregister: PUT /v1/catalog/deregister {Node, ServiceID}.
+func (s *Server) handleCatalogDeregister(w http.ResponseWriter, r *http.Request) {
+	var cd CatalogDeregistration
+	if err := s.decode(w, r, &cd, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if cd.Node == "" {
+		writeError(w, invalid("Node", "is required"))
+		return
+	}
+	if cd.ServiceID == "" {
+		field := "ServiceID"
+		if cd.CheckID != "" {
+			field = "CheckID"
+		}
+		writeError(w, invalid(field, "only services can be deregistered from the catalog: Beacon's nodes are its agents and their checks belong to services"))
+		return
+	}
+	_, insts := s.store.NodeInstances(nil, cd.Node)
+	var idx uint64
+	for _, inst := range insts {
+		if inst.ID != cd.ServiceID {
+			continue
+		}
+		if err := s.authorizeWrite(r, inst.Service); err != nil {
+			writeError(w, err)
+			return
+		}
+		var err error
+		if idx, err = s.apply(r, fsm.DeregisterType, &fsm.DeregisterRequest{Service: inst.Service, ID: inst.ID, Time: time.Now().UnixNano()}); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	w.Header().Set(HeaderIndex, fmt.Sprint(max(idx, s.store.LastIndex())))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte("true"))
+}

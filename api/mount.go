@@ -1,0 +1,120 @@
+package api
+
+import (
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// This file is what the API offers to packages that serve another protocol
+// on its listener (api/consul): mounting their handler behind the API's
+// middleware, the API's token checks, its validation of registrations and
+// its error bodies. They use it so that one registration, one token and one
+// error look the same whichever protocol carried them.
+
+// Mount serves h for the ServeMux pattern (e.g. "/v1/catalog/") on this
+// API's listener, behind the API's middleware (metrics, the write rate
+// limit) but without a route policy: h authorizes its own requests (with
+// Authorize). Mount must be called before Serve; patterns must not collide
+// with the API's own routes (ServeMux panics if they do).
+func (s *Server) Mount(pattern string, h http.Handler) {
+	s.table.handleOpen(pattern, h)
+}
+
+// handleOpen registers h for pattern with the open policy.
+func (rt *router) handleOpen(pattern string, h http.Handler) {
+	rt.patterns = append(rt.patterns, pattern)
+	rt.mounted = append(rt.mounted, pattern)
+	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st := stateFrom(r.Context()); st != nil {
+			st.route = pattern
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+// Access is what a request mounted with Mount needs of its token.
+type Access int
+
+// Accesses, from least to most.
+const (
+	// AccessRead: any valid token, or none when anonymous reads are on.
+	AccessRead Access = iota
+	// AccessServiceWrite: the management token or a write token with a
+	// prefix of the service named.
+	AccessServiceWrite
+	// AccessManagement: the management token.
+	AccessManagement
+)
+
+// Authorize checks a presented token secret ("" for none) against access;
+// service names the service written for AccessServiceWrite. It returns nil
+// when the request may go on, else an error WriteError renders as 401 or
+// 403. With auth off every request is allowed.
+func (s *Server) Authorize(secret string, access Access, service string) error {
+	auth := s.cfg.Auth
+	if !auth.Enabled() {
+		return nil
+	}
+	var id identity
+	var err error
+	if secret == "" {
+		id = identity{accessor: AccessorAnonymous}
+	} else if id, err = s.identifySecret(secret); err != nil {
+		return err
+	}
+	switch access {
+	case AccessRead:
+		if id.anonymous() && !auth.AnonymousRead {
+			return errTokenRequired
+		}
+		return nil
+	case AccessServiceWrite:
+		if id.anonymous() {
+			return errTokenRequired
+		}
+		if !id.canWrite(service) {
+			return denied("this token cannot write service " + quote(service))
+		}
+		return nil
+	default:
+		if id.anonymous() {
+			return errTokenRequired
+		}
+		if id.policy != PolicyManagement {
+			return denied("this route needs the management token")
+		}
+		return nil
+	}
+}
+
+// WriteError writes err as the API writes every error: a JSON body
+// {"error", "code", "field"} with the status the error maps to.
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+
+// StatusError returns an error WriteError renders with status and code.
+func StatusError(status int, code, msg string) error { return &statusError{status, code, msg} }
+
+// Invalid returns a ValidationError (a 400) naming field.
+func Invalid(field, format string, args ...any) error { return invalid(field, format, args...) }
+
+// BuildRegister validates a registration exactly as PUT
+// /v1/services/{service}/instances/{id} does and turns it into the fsm
+// command. Errors are *ValidationError naming the field (in the native
+// API's field names).
+func BuildRegister(service, id string, r *client.Registration, now time.Time, deny []netip.Prefix) (*fsm.RegisterRequest, error) {
+	return buildRegister(service, id, r, now, deny)
+}
+
+// ValidateService and ValidateID apply the native API's rules to a service
+// name and an instance ID; field names the input in errors.
+func ValidateService(field, v string) error { return validateService(field, v) }
+
+// ValidateID: see ValidateService.
+func ValidateID(field, v string) error { return validateID(field, v) }
+
+// Printable reports whether s has no control or format characters.
+func Printable(s string) bool { return printable(s) }
