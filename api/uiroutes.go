@@ -35,11 +35,11 @@ func (s *Server) uiRoutes(mux *router) {
 		http.Redirect(w, r, "/ui/", http.StatusFound)
 	})
 	mux.Handle("GET /ui/", ui.Handler())
-	mux.HandleFunc("GET /v1/ui/whoami", s.handleWhoami)
-	mux.HandleFunc("GET /v1/ui/watch", s.handleWatch)
-	mux.HandleFunc("GET /v1/ui/summary", s.handleSummary)
-	mux.HandleFunc("GET /v1/ui/transitions", s.handleTransitions)
-	mux.HandleFunc("GET /v1/ui/lbs", s.handleLBs)
+	mux.HandleFunc("GET /v1/ui/whoami", params(s.handleWhoami))
+	mux.HandleFunc("GET /v1/ui/watch", params(s.handleWatch, readParams))
+	mux.HandleFunc("GET /v1/ui/summary", params(s.handleSummary, readParams))
+	mux.HandleFunc("GET /v1/ui/transitions", params(s.handleTransitions, readParams, []string{"limit"}))
+	mux.HandleFunc("GET /v1/ui/lbs", params(s.handleLBs))
 }
 
 // Whoami is the body of GET /v1/ui/whoami.

@@ -174,7 +174,10 @@ func TestUILoadBalancersAreFetchedOnlyAtTheirStatusPath(t *testing.T) {
 	ts := newTestServer(t, func(c *api.Config) {
 		c.UILoadBalancers = func() []string { return []string{addr(good), addr(html), "not an address"} }
 	})
-	r := ts.get(t, "/v1/ui/lbs?path=/etc/passwd&addr=10.0.0.1:80")
+	if r := ts.get(t, "/v1/ui/lbs?addr=10.0.0.1:80"); r.status != http.StatusBadRequest {
+		t.Fatalf("a parameter was accepted: %d", r.status)
+	}
+	r := ts.get(t, "/v1/ui/lbs")
 	var got []api.LBReport
 	if err := json.Unmarshal(r.body, &got); err != nil {
 		t.Fatalf("%s: %v", r.body, err)
