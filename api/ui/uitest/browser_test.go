@@ -57,7 +57,13 @@ func newBrowser(t *testing.T, w, h int) *browser {
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
+	// The first action starts the browser. Headless windows are at least
+	// 500 pixels wide: a phone's width is emulated.
+	start := []chromedp.Action[chromedp.Void]{}
+	if w < 500 {
+		start = append(start, chromedp.EmulateViewport(int64(w), int64(h), chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+	}
+	if err := chromedp.Do(ctx, start...); err != nil {
 		cancel()
 		cancelAlloc()
 		t.Fatalf("start chromium: %v", err)

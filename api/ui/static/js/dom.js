@@ -46,6 +46,12 @@ export function badge(text, kind) {
 }
 
 export function table(headers, rows, opts = {}) {
+  const names = headers.map((c) => (Array.isArray(c) ? c[0] : c));
+  // Each cell carries its column's name, which narrow screens show beside
+  // the value when rows are stacked (style.css).
+  for (const row of rows) {
+    [...row.children].forEach((td, i) => { if (names[i]) td.dataset.label = names[i]; });
+  }
   return h('div', { class: 'table-wrap' },
     h('table', { 'aria-label': opts.label },
       h('thead', null, h('tr', null, headers.map((c) => {

@@ -47,8 +47,8 @@ export function service(name, params) {
       h('td', { class: 'mono' }, `${i.address}:${i.port}`),
       h('td', null, badge(i.status), i.node_failed ? [' ', badge('node failed', 'critical')] : null),
       h('td', null, state_(i)),
-      h('td', { class: 'num' }, num(i.weight)),
-      h('td', { class: 'num', title: weights.get(i.id)?.title }, weights.get(i.id)?.text ?? '—'),
+      h('td', { class: 'num hide-narrow' }, num(i.weight)),
+      h('td', { class: 'num hide-narrow', title: weights.get(i.id)?.title }, weights.get(i.id)?.text ?? '—'),
       h('td', { class: 'hide-narrow' }, i.version ?? ''),
       h('td', { class: 'hide-narrow' }, tags(i.tags), meta(i.meta)),
       h('td', { class: 'hide-narrow' }, i.node ?? ''),
@@ -58,7 +58,7 @@ export function service(name, params) {
       h('span', { class: 'muted' }, `${num(shown.length)} instance${shown.length === 1 ? '' : 's'}, page ${page + 1} of ${pages}`),
       h('button', { type: 'button', disabled: page >= pages - 1, dataset: { key: 'next' }, onclick: () => { page++; render(); } }, 'Next →'));
     replace(results,
-      table(['Instance', 'Address', 'Health', 'State', ['Weight', 'num'], ['Effective', 'num'], ['Version', 'hide-narrow'], ['Tags and meta', 'hide-narrow'], ['Node', 'hide-narrow'], 'Actions'],
+      table(['Instance', 'Address', 'Health', 'State', ['Weight', 'num hide-narrow'], ['Effective', 'num hide-narrow'], ['Version', 'hide-narrow'], ['Tags and meta', 'hide-narrow'], ['Node', 'hide-narrow'], 'Actions'],
         rows, { label: 'Instances', empty: all.length ? 'No instance matches.' : 'No instances registered.' }),
       pager);
   }
