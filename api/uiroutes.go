@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -39,7 +40,7 @@ func (s *Server) uiRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/ui/watch", params(s.handleWatch, readParams))
 	mux.HandleFunc("GET /v1/ui/summary", params(s.handleSummary, readParams))
 	mux.HandleFunc("GET /v1/ui/transitions", params(s.handleTransitions, readParams, []string{"limit"}))
-	mux.HandleFunc("GET /v1/ui/lbs", params(s.handleLBs))
+	mux.HandleFunc("GET /v1/ui/lbs", params(s.handleLBs, []string{"service"}))
 }
 
 // Whoami is the body of GET /v1/ui/whoami.
@@ -145,11 +146,19 @@ type LBReport struct {
 	Error  string          `json:"error,omitempty"`
 }
 
-// handleLBs: GET /v1/ui/lbs, the routing tables of the load balancers the
-// agent was configured with (Config.UILoadBalancers). The agent fetches
-// only GET http://ADDR/lb/status of those addresses: no client can make it
-// fetch anything else.
+// handleLBs: GET /v1/ui/lbs[?service=NAME], the routing tables (of one
+// service) of the load balancers the agent was configured with
+// (Config.UILoadBalancers). The agent fetches only GET
+// http://ADDR/lb/status[?service=NAME] of those addresses, NAME a valid
+// service name: no client can make it fetch anything else.
 func (s *Server) handleLBs(w http.ResponseWriter, r *http.Request) {
+	service := r.URL.Query().Get("service")
+	if service != "" {
+		if err := validateService("service", service); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	var addrs []string
 	if s.cfg.UILoadBalancers != nil {
 		addrs = s.cfg.UILoadBalancers()
@@ -160,7 +169,7 @@ func (s *Server) handleLBs(w http.ResponseWriter, r *http.Request) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = s.fetchLBStatus(r.Context(), addr)
+			out[i] = s.fetchLBStatus(r.Context(), addr, service)
 		}()
 	}
 	wg.Wait()
@@ -169,7 +178,7 @@ func (s *Server) handleLBs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-func (s *Server) fetchLBStatus(ctx context.Context, addr string) LBReport {
+func (s *Server) fetchLBStatus(ctx context.Context, addr, service string) LBReport {
 	rep := LBReport{Addr: addr}
 	if err := validateHostPort("addr", addr); err != nil {
 		rep.Error = err.Error()
@@ -177,7 +186,11 @@ func (s *Server) fetchLBStatus(ctx context.Context, addr string) LBReport {
 	}
 	ctx, cancel := context.WithTimeout(ctx, lbStatusTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/lb/status", nil)
+	target := "http://" + addr + "/lb/status"
+	if service != "" {
+		target += "?service=" + url.QueryEscape(service)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		rep.Error = err.Error()
 		return rep
@@ -194,6 +207,9 @@ func (s *Server) fetchLBStatus(ctx context.Context, addr string) LBReport {
 		rep.Error = err.Error()
 	case len(body) > maxLBStatusBytes:
 		rep.Error = fmt.Sprintf("status larger than %d bytes", maxLBStatusBytes)
+	case resp.StatusCode == http.StatusNotFound && service != "":
+		// The balancer does not follow that service: nothing to show.
+		rep.Status = json.RawMessage(`{"services":[]}`)
 	case resp.StatusCode != http.StatusOK:
 		rep.Error = fmt.Sprintf("status %d", resp.StatusCode)
 	case !json.Valid(body) || len(body) == 0 || body[0] != '{':

@@ -194,9 +194,16 @@ func TestUILoadBalancersAreFetchedOnlyAtTheirStatusPath(t *testing.T) {
 	if got[2].Error == "" {
 		t.Fatalf("a bad address was fetched: %+v", got[2])
 	}
+	// One service's table: the name is checked, then passed on escaped.
+	if r := ts.get(t, "/v1/ui/lbs?service=..%2Fx"); r.status != http.StatusBadRequest {
+		t.Fatalf("a bad service name was accepted: %d", r.status)
+	}
+	if r := ts.get(t, "/v1/ui/lbs?service=web"); r.status != http.StatusOK {
+		t.Fatalf("service=web: %d %s", r.status, r.body)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(paths) != 1 || paths[0] != "GET /lb/status" {
+	if len(paths) != 2 || paths[0] != "GET /lb/status" || paths[1] != "GET /lb/status?service=web" {
 		t.Fatalf("the balancer was asked %v", paths)
 	}
 }

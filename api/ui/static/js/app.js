@@ -66,7 +66,7 @@ function onConnection(ok, err) {
     banner.hidden = true;
     refreshNow();
   } else {
-    replace(banner, 'Connection to the agent lost — retrying. ', h('span', { class: 'muted-on-banner' }, err?.message ?? ''));
+    replace(banner, 'Connection to the agent lost — retrying', err?.message ? ` (${err.message})` : '', '. The page shows what it last read.');
     banner.hidden = false;
   }
 }

@@ -2,7 +2,7 @@
 // target, thresholds, status, output and flapping, the transition
 // timeline, and the actions.
 
-import { api, path } from '../api.js';
+import { api, path, query } from '../api.js';
 import { h, replace, badge, table, tags, meta, ago, num, serviceHref } from '../dom.js';
 import { instanceActions } from '../actions.js';
 import { state_, effectiveWeights } from './service.js';
@@ -15,7 +15,7 @@ export function instance(service, id) {
     async refresh() {
       const [inst, lbs] = await Promise.all([
         api('GET', path('v1', 'services', service, 'instances', id)),
-        api('GET', '/v1/ui/lbs').catch(() => ({ data: [] })),
+        api('GET', `/v1/ui/lbs${query({ service })}`).catch(() => ({ data: [] })),
       ]).catch((e) => {
         if (e.status === 404) return [null, null];
         throw e;

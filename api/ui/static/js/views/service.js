@@ -72,7 +72,7 @@ export function service(name, params) {
       else if (state.health) q.status = state.health;
       const [insts, lbs] = await Promise.all([
         api('GET', path('v1', 'services', name, 'instances') + query(q)),
-        api('GET', '/v1/ui/lbs').catch(() => ({ data: [] })),
+        api('GET', `/v1/ui/lbs${query({ service: name })}`).catch(() => ({ data: [] })),
       ]);
       all = insts.data;
       weights = effectiveWeights(name, lbs.data);
