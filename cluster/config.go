@@ -91,6 +91,9 @@ type Config struct {
 	// Metrics, when set, receives the node's Prometheus collectors
 	// (docs/metrics.md). Pass a per-agent registry, never a global one.
 	Metrics prometheus.Registerer
+	// Version is the build's version, reported in gossip metadata
+	// (default "dev").
+	Version string
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.

@@ -21,9 +21,6 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// Version is reported in gossip metadata; cmd sets it from the build.
-var Version = "dev"
-
 // Node is one Beacon server: its Raft instance, its gossip membership, the
 // internal RPC on the cluster port, and the leader loop. It is safe for
 // concurrent use once Start has returned.
@@ -143,7 +140,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.mux.serve(n.rpcSrv.serveConn)
 	g, err := newGossip(n.cfg, memberMeta{
 		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
-		Expect: n.cfg.BootstrapExpect, Version: Version,
+		Expect: n.cfg.BootstrapExpect, Version: n.version(),
 	}, n.logger.Named("gossip"))
 	if err != nil {
 		return err
@@ -501,4 +498,12 @@ func (n *Node) registerRPCs() {
 func (n *Node) hasPeers() bool {
 	f := n.raft.GetConfiguration()
 	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// version is the build version reported in gossip metadata.
+func (n *Node) version() string {
+	if n.cfg.Version == "" {
+		return "dev"
+	}
+	return n.cfg.Version
 }

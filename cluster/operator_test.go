@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 	"github.com/beaconhq/beacon/fsm"
 	"go.uber.org/goleak"
 )
@@ -51,18 +51,8 @@ func register(t *testing.T, cl *client.Client, service, id string, node string) 
 	return idx
 }
 
-func follower(c *clustertest.Cluster, not ...int) int {
-	l := c.Leader()
-	for i := range c.Nodes() {
-		if i != l && c.Node(i).Running() && !slices.Contains(not, i) {
-			return i
-		}
-	}
-	return -1
-}
-
 // ids lists the instance IDs of service on node i, read from its own store.
-func ids(c *clustertest.Cluster, i int, service string) []string {
+func ids(c *agenttest.Cluster, i int, service string) []string {
 	_, insts := c.Node(i).Agent.Store().ServiceInstances(nil, service)
 	var out []string
 	for _, in := range insts {
@@ -72,10 +62,10 @@ func ids(c *clustertest.Cluster, i int, service string) []string {
 }
 
 func TestSnapshotRestoreThroughAFollowerReplacesTheCatalogOfEveryNode(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
-	f := follower(c)
-	g := follower(c, f)
+	f := c.Follower()
+	g := c.Follower(f)
 	register(t, c.Client(f), "web", "web-1", "")
 	idx := register(t, c.Client(g), "web", "web-2", "")
 
@@ -155,7 +145,7 @@ func TestSnapshotRestoreThroughAFollowerReplacesTheCatalogOfEveryNode(t *testing
 }
 
 func TestSnapshotRestoreRefusesDamagedArchivesAndLeavesTheCatalogAlone(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	idx := register(t, c.Client(0), "web", "web-1", "")
 	c.WaitForIndex(idx)
@@ -198,7 +188,7 @@ func TestSnapshotRestoreRefusesDamagedArchivesAndLeavesTheCatalogAlone(t *testin
 	}
 }
 
-func memberStatus(c *clustertest.Cluster, i int, name string) string {
+func memberStatus(c *agenttest.Cluster, i int, name string) string {
 	for _, m := range c.Node(i).Agent.Node().Members() {
 		if m.Name == name {
 			return string(m.Status)
@@ -207,7 +197,7 @@ func memberStatus(c *clustertest.Cluster, i int, name string) string {
 	return ""
 }
 
-func voters(c *clustertest.Cluster, i int) []string {
+func voters(c *agenttest.Cluster, i int) []string {
 	var out []string
 	for _, p := range c.Node(i).Agent.Node().Status().Peers {
 		if p.Suffrage == "Voter" {
@@ -219,10 +209,10 @@ func voters(c *clustertest.Cluster, i int) []string {
 }
 
 func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
-	gone := follower(c)
+	gone := c.Follower()
 	goneName := c.Node(gone).Name
 	idx := register(t, c.Client(c.Leader()), "web", "web-on-gone", goneName)
 	c.WaitForIndex(idx)
@@ -246,8 +236,8 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 
 	c.Stop(gone)
 	l := c.WaitForLeader()
-	other := follower(c, gone)
-	clustertest.Eventually(t, 30*time.Second, func() bool { return memberStatus(c, l, goneName) == "failed" }, goneName+" failed")
+	other := c.Follower(gone)
+	agenttest.Eventually(t, 30*time.Second, func() bool { return memberStatus(c, l, goneName) == "failed" }, goneName+" failed")
 	// Through a follower, which forwards to the leader.
 	retry(t, "force-leave", func() error { return c.Client(other).ForceLeave(ctx, goneName) })
 
@@ -256,12 +246,12 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 		t.Fatalf("voters after force-leave: %v", got)
 	}
 	for _, i := range []int{l, other} {
-		clustertest.Eventually(t, 10*time.Second, func() bool { return memberStatus(c, i, goneName) == "left" },
+		agenttest.Eventually(t, 10*time.Second, func() bool { return memberStatus(c, i, goneName) == "left" },
 			fmt.Sprintf("%s left in %s's view", goneName, c.Node(i).Name))
 	}
 	// The catalog's nodes table follows the leader's view; the instance on
 	// the gone node stays critical.
-	clustertest.Eventually(t, 15*time.Second, func() bool {
+	agenttest.Eventually(t, 15*time.Second, func() bool {
 		n := c.Node(l).Agent.Store().Node(goneName)
 		return n != nil && n.Status == fsm.NodeLeft
 	}, goneName+" left in the catalog")
@@ -274,7 +264,7 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 	// If it comes back after all, it is a member and a voter again.
 	c.Restart(gone)
 	c.WaitForVoters(3)
-	clustertest.Eventually(t, 30*time.Second, func() bool { return memberStatus(c, c.Leader(), goneName) == "alive" }, goneName+" alive again")
+	agenttest.Eventually(t, 30*time.Second, func() bool { return memberStatus(c, c.Leader(), goneName) == "alive" }, goneName+" alive again")
 }
 
 // TestReapRemovesAFailedServerAfterTheTimeButNeverBelowTheMinimumQuorum
@@ -283,13 +273,13 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 // two reconcile rounds after it became due.
 func TestReapRemovesAFailedServerAfterTheTimeButNeverBelowTheMinimumQuorum(t *testing.T) {
 	const reapAfter = 2 * time.Second
-	c := clustertest.New(t, 5, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+	c := agenttest.New(t, 5, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.ReapFailedAfter = reapAfter
 		cfg.MinQuorum = 4
 	}))
 	c.WaitForVoters(5)
-	a := follower(c)
-	b := follower(c, a)
+	a := c.Follower()
+	b := c.Follower(a)
 	names := []string{c.Node(a).Name, c.Node(b).Name}
 	c.Stop(a)
 	c.Stop(b)
@@ -312,7 +302,7 @@ func TestReapRemovesAFailedServerAfterTheTimeButNeverBelowTheMinimumQuorum(t *te
 	}
 	// Both are past due now; the reconcile loop runs every 5s and on every
 	// membership event. Over two rounds the kept one must stay.
-	clustertest.Eventually(t, 10*time.Second, func() bool {
+	agenttest.Eventually(t, 10*time.Second, func() bool {
 		return memberStatus(c, l, kept) == "failed"
 	}, kept+" failed in the leader's view")
 	deadline := time.Now().Add(12 * time.Second)

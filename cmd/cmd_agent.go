@@ -6,19 +6,19 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/beaconhq/beacon/cluster"
+	"github.com/beaconhq/beacon/agent"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 )
 
 type agentOptions struct {
 	configFile string
-	cfg        AgentConfig
+	cfg        agent.Config
 }
 
 func newAgentCmd(f *Factory, runF func(context.Context, *agentOptions) error) *cobra.Command {
 	opts := &agentOptions{}
-	var flagValues AgentConfig = DefaultAgentConfig()
+	flagValues := agent.DefaultConfig()
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a Beacon server",
@@ -56,8 +56,9 @@ func runAgent(ctx context.Context, f *Factory, opts *agentOptions) error {
 		Name: "beacon", Level: level, JSONFormat: opts.cfg.LogJSON, Output: f.Err,
 		TimeFormat: time.RFC3339Nano,
 	})
-	cluster.Version = Version
-	a, err := NewAgent(opts.cfg, logger)
+	cfg := opts.cfg
+	cfg.Version, cfg.Logger = Version, logger
+	a, err := agent.New(cfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -69,7 +70,7 @@ func runAgent(ctx context.Context, f *Factory, opts *agentOptions) error {
 	case <-ctx.Done():
 		logger.Info("shutting down")
 	case runErr = <-a.Err():
-		if errors.Is(runErr, ErrLeft) {
+		if errors.Is(runErr, agent.ErrLeft) {
 			runErr = nil
 		}
 	}

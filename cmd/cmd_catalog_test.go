@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
 	"github.com/beaconhq/beacon/cmd"
 )
 
@@ -49,7 +49,7 @@ func run(ctx context.Context, out, errOut *syncBuffer, addr string, args ...stri
 }
 
 func TestCLIDiscoverAndServices(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx := context.Background()
 	for _, r := range []struct {
@@ -65,7 +65,7 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 	} {
 		c.WaitForIndex(registerRetry(t, c.Client(0), r.svc, r.id, &r.reg))
 	}
-	addr := c.Node(follower(c)).HTTPAddr()
+	addr := c.Node(c.Follower()).HTTPAddr()
 
 	discover := func(t *testing.T, args ...string) []string {
 		t.Helper()
@@ -124,9 +124,9 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 			_, _, err := run(wctx, &out, &errOut, strings.Join(addrs, ","), "discover", "shop", "--watch", "--healthy", "--wait", "10s")
 			done <- err
 		}()
-		clustertest.Eventually(t, 30*time.Second, func() bool { return strings.Count(out.String(), "--- index") == 1 }, "the first listing")
+		agenttest.Eventually(t, 30*time.Second, func() bool { return strings.Count(out.String(), "--- index") == 1 }, "the first listing")
 		registerRetry(t, c.Client(1), "shop", "shop-4", &client.Registration{Address: "10.0.0.4", Port: 80})
-		clustertest.Eventually(t, 30*time.Second, func() bool {
+		agenttest.Eventually(t, 30*time.Second, func() bool {
 			return strings.Count(out.String(), "--- index") == 2 && strings.Contains(out.String(), "shop-4")
 		}, "the change to be printed")
 		cancel()
@@ -195,4 +195,16 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 // regexpLine reports whether a line of out matches the regular expression re.
 func regexpLine(out, re string) bool {
 	return regexp.MustCompile(`(?m)^` + re).MatchString(out)
+}
+
+func ttl(initial string) []client.CheckDefinition {
+	return []client.CheckDefinition{{TTL: client.Duration(time.Hour), InitialStatus: initial}}
+}
+
+func ids(insts []client.Instance) []string {
+	out := []string{}
+	for _, i := range insts {
+		out = append(out, i.ID)
+	}
+	return out
 }

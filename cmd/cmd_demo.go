@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -100,7 +101,7 @@ func runDemo(ctx context.Context, opts *demoOptions) error {
 		opts.port = ln.Addr().(*net.TCPAddr).Port
 	}
 	if opts.address == "" {
-		opts.address = hostIP()
+		opts.address = agent.HostIP()
 	}
 	d := &demoServer{opts: opts, logger: logger}
 	d.host, _ = os.Hostname()

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 )
 
 func testFactory() *Factory {
@@ -93,20 +91,5 @@ func TestChecksCommandRejectsAnUnknownStatus(t *testing.T) {
 	var ue usageError
 	if err := c.Execute(); !errors.As(err, &ue) {
 		t.Fatalf("got %v, want a usage error", err)
-	}
-}
-
-func TestHealthConfigFromAgentFlags(t *testing.T) {
-	a := &Agent{logger: hclog.NewNullLogger(), cfg: AgentConfig{Node: "n1", CheckDenyCIDR: []string{"10.0.0.1/8", "none"}, MetricsPeriod: time.Second}}
-	hc, err := a.healthConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(hc.DenyCIDRs) != 1 || hc.DenyCIDRs[0].String() != "10.0.0.0/8" || hc.MetricsPeriod != time.Second {
-		t.Fatalf("deny %v period %s", hc.DenyCIDRs, hc.MetricsPeriod)
-	}
-	a.cfg.CheckDenyCIDR = []string{"not-a-cidr"}
-	if _, err := a.healthConfig(); err == nil {
-		t.Fatal("a bad CIDR was accepted")
 	}
 }

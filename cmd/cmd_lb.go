@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/beaconhq/beacon/lb"
+	"github.com/beaconhq/beacon/lb/registry"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 )
 
 type lbOptions struct {
-	cfg             LBConfig
-	flags           lbFlags
+	cfg             registry.Config
+	flags           lb.Options
 	registry        []string
 	shutdownTimeout time.Duration
 	logLevel        string
@@ -19,7 +21,7 @@ type lbOptions struct {
 }
 
 func newLBCmd(f *Factory, runF func(context.Context, *lbOptions) error) *cobra.Command {
-	opts := &lbOptions{cfg: DefaultLBConfig(), shutdownTimeout: 30 * time.Second, logLevel: "info"}
+	opts := &lbOptions{cfg: registry.DefaultConfig(), shutdownTimeout: 30 * time.Second, logLevel: "info"}
 	c := &cobra.Command{
 		Use:   "lb",
 		Short: "Run a load balancer that follows the registry",
@@ -35,9 +37,9 @@ balancers may follow the same cluster. docs/lb.md describes every option.
   curl -H 'Host: web.service.beacon' localhost:8080/    # or: curl localhost:8080/web/`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			opts.cfg.Registry = splitList(opts.registry)
+			opts.cfg.Registry = lb.SplitList(opts.registry)
 			if len(opts.cfg.Registry) == 0 {
-				opts.cfg.Registry = splitList([]string{f.Addr})
+				opts.cfg.Registry = lb.SplitList([]string{f.Addr})
 			}
 			opts.cfg.Token = f.Token
 			tc, err := f.TLS.config()
@@ -46,9 +48,9 @@ balancers may follow the same cluster. docs/lb.md describes every option.
 			}
 			opts.cfg.RegistryTLS = tc
 			if !c.Flags().Changed("domain") {
-				opts.flags.domains = nil
+				opts.flags.Domains = nil
 			}
-			if err := opts.flags.apply(&opts.cfg.LB); err != nil {
+			if err := opts.flags.Apply(&opts.cfg.LB); err != nil {
 				return usageError{err}
 			}
 			if runF != nil {
@@ -63,11 +65,11 @@ balancers may follow the same cluster. docs/lb.md describes every option.
 	fl.StringVar(&opts.cfg.Listen, "listen", opts.cfg.Listen, "proxy listen address")
 	fl.StringVar(&opts.cfg.AdminAddr, "admin-addr", opts.cfg.AdminAddr, `admin address: /lb/status, /metrics, /healthz, /readyz ("" disables)`)
 	fl.DurationVar(&opts.cfg.RegistryWait, "registry-wait", opts.cfg.RegistryWait, "longest wait of a blocking read of the registry")
-	fl.StringArrayVar(&opts.flags.domains, "domain", lc.Domains, "host routing domain: SERVICE.DOMAIN goes to SERVICE (repeatable)")
+	fl.StringArrayVar(&opts.flags.Domains, "domain", lc.Domains, "host routing domain: SERVICE.DOMAIN goes to SERVICE (repeatable)")
 	fl.BoolVar(&lc.PathRouting, "path-routing", lc.PathRouting, "route /SERVICE/... to SERVICE, stripping /SERVICE")
-	fl.StringArrayVar(&opts.flags.services, "service", nil, "follow only these services (repeatable; default: every service)")
-	fl.StringArrayVar(&opts.flags.strategies, "strategy", nil, "round-robin, weighted, least-requests, random or hash; SERVICE=STRATEGY for one service (repeatable)")
-	fl.StringArrayVar(&opts.flags.hashKeys, "hash-key", nil, "key of the hash strategy: ip, header:NAME or cookie:NAME; SERVICE=KEY for one service")
+	fl.StringArrayVar(&opts.flags.Services, "service", nil, "follow only these services (repeatable; default: every service)")
+	fl.StringArrayVar(&opts.flags.Strategies, "strategy", nil, "round-robin, weighted, least-requests, random or hash; SERVICE=STRATEGY for one service (repeatable)")
+	fl.StringArrayVar(&opts.flags.HashKeys, "hash-key", nil, "key of the hash strategy: ip, header:NAME or cookie:NAME; SERVICE=KEY for one service")
 	fl.StringVar(&lc.Zone, "zone", lc.Zone, "this balancer's zone: prefer instances with meta zone=ZONE")
 	fl.IntVar(&lc.ZoneMinHealthy, "zone-min-healthy", lc.ZoneMinHealthy, "spill over to other zones when fewer are passing in ours")
 	fl.Float64Var(&lc.PanicThreshold, "panic-threshold", lc.PanicThreshold, "route to every instance when fewer than this share pass (0 disables)")
@@ -108,7 +110,7 @@ func runLB(ctx context.Context, f *Factory, opts *lbOptions) error {
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name: "beacon-lb", Level: level, JSONFormat: opts.logJSON, Output: f.Err, TimeFormat: time.RFC3339Nano,
 	})
-	l, err := NewLoadBalancer(opts.cfg, logger)
+	l, err := registry.New(opts.cfg, logger)
 	if err != nil {
 		return usageError{err}
 	}

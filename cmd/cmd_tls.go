@@ -1,24 +1,12 @@
 package cmd
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha1"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
-	"regexp"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
 	"github.com/spf13/cobra"
 )
 
@@ -75,34 +63,8 @@ func runTLSCACreate(opts *tlsCAOptions) error {
 	if opts.days <= 0 {
 		return usageError{errors.New("--days must be positive")}
 	}
-	certFile, keyFile := filepath.Join(opts.dir, "beacon-ca.pem"), filepath.Join(opts.dir, "beacon-ca-key.pem")
-	if err := refuseExisting(certFile, keyFile); err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certFile, keyFile, err := agent.CreateCA(opts.dir, opts.days, opts.name)
 	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: opts.name, Organization: []string{"Beacon"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(0, 0, opts.days),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		SubjectKeyId:          keyID(&key.PublicKey),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	if err := writePEM(keyFile, key, nil); err != nil {
-		return err
-	}
-	if err := writePEM(certFile, nil, der); err != nil {
 		return err
 	}
 	fmt.Fprintf(opts.f.Out, "Wrote %s and %s (keep the key offline: whoever holds it can mint certificates the cluster trusts)\n", certFile, keyFile)
@@ -150,73 +112,27 @@ func runTLSCertCreate(opts *tlsCertOptions) error {
 	if opts.node == "" {
 		return usageError{errors.New("--node is required")}
 	}
-	if err := validateCertName(opts.node); err != nil {
+	if err := agent.CheckCertName(opts.node); err != nil {
 		return usageError{err}
 	}
 	if opts.days <= 0 {
 		return usageError{errors.New("--days must be positive")}
 	}
-	var ips []net.IP
-	if !opts.client {
-		ips = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	}
+	req := agent.CertRequest{Node: opts.node, DNS: opts.dns, Client: opts.client, CAFile: opts.ca, CAKeyFile: opts.caKey, Dir: opts.dir, Days: opts.days}
 	for _, s := range opts.ips {
 		ip := net.ParseIP(s)
 		if ip == nil {
 			return usageError{fmt.Errorf("--ip %q is not an IP address", s)}
 		}
-		ips = append(ips, ip)
-	}
-	dns := []string{opts.node}
-	if !opts.client {
-		dns = append(dns, ServerTLSName, "localhost")
+		req.IPs = append(req.IPs, ip)
 	}
 	for _, d := range opts.dns {
-		if err := validateCertName(d); err != nil {
+		if err := agent.CheckCertName(d); err != nil {
 			return usageError{fmt.Errorf("--dns: %w", err)}
 		}
-		dns = append(dns, d)
 	}
-	caCert, caKey, err := loadCA(opts.ca, opts.caKey)
+	c, err := agent.CreateCert(req)
 	if err != nil {
-		return err
-	}
-	certFile, keyFile := filepath.Join(opts.dir, opts.node+".pem"), filepath.Join(opts.dir, opts.node+"-key.pem")
-	if err := refuseExisting(certFile, keyFile); err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: opts.node, Organization: []string{"Beacon"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(0, 0, opts.days),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		// Servers dial each other, so their certificates serve both ends.
-		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:       dns,
-		IPAddresses:    ips,
-		SubjectKeyId:   keyID(&key.PublicKey),
-		AuthorityKeyId: caCert.SubjectKeyId,
-	}
-	if opts.client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	if caCert.NotAfter.Before(tmpl.NotAfter) {
-		tmpl.NotAfter = caCert.NotAfter
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return fmt.Errorf("sign certificate: %w", err)
-	}
-	if err := writePEM(keyFile, key, nil); err != nil {
-		return err
-	}
-	if err := writePEM(certFile, nil, der); err != nil {
 		return err
 	}
 	kind := "server"
@@ -224,99 +140,6 @@ func runTLSCertCreate(opts *tlsCertOptions) error {
 		kind = "client"
 	}
 	fmt.Fprintf(opts.f.Out, "Wrote %s certificate %s and key %s (names %v, IPs %v, valid until %s)\n",
-		kind, certFile, keyFile, dns, ips, tmpl.NotAfter.UTC().Format(time.DateOnly))
+		kind, c.CertFile, c.KeyFile, c.DNS, c.IPs, c.NotAfter.UTC().Format(time.DateOnly))
 	return nil
-}
-
-var hostname = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$`)
-
-// validateCertName accepts a node or DNS name that is safe as a file name.
-func validateCertName(s string) error {
-	if len(s) > 253 || !hostname.MatchString(s) {
-		return fmt.Errorf("%q is not a valid name (letters, digits, '.', '-' and '_')", s)
-	}
-	return nil
-}
-
-func loadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
-	cb, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read CA certificate (make one with `beacon tls ca create`): %w", err)
-	}
-	kb, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read CA key: %w", err)
-	}
-	cp, _ := pem.Decode(cb)
-	if cp == nil || cp.Type != "CERTIFICATE" {
-		return nil, nil, fmt.Errorf("%s: no PEM certificate", certFile)
-	}
-	cert, err := x509.ParseCertificate(cp.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", certFile, err)
-	}
-	if !cert.IsCA {
-		return nil, nil, fmt.Errorf("%s is not a CA certificate", certFile)
-	}
-	kp, _ := pem.Decode(kb)
-	if kp == nil {
-		return nil, nil, fmt.Errorf("%s: no PEM key", keyFile)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(kp.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, nil, fmt.Errorf("%s: unsupported key type %T", keyFile, k)
-	}
-	return cert, signer, nil
-}
-
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	return n.Add(n, big.NewInt(1))
-}
-
-func keyID(pub *ecdsa.PublicKey) []byte {
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	sum := sha1.Sum(der) // RFC 5280 §4.2.1.2 method 1: an identifier, not a security control
-	return sum[:]
-}
-
-// refuseExisting fails if any of files exists.
-func refuseExisting(files ...string) error {
-	for _, f := range files {
-		if _, err := os.Stat(f); err == nil {
-			return fmt.Errorf("%s exists; not overwriting it", f)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	return nil
-}
-
-// writePEM writes a key (mode 0600) or a certificate (0644), failing if the
-// file exists.
-func writePEM(path string, key *ecdsa.PrivateKey, certDER []byte) error {
-	var block *pem.Block
-	mode := os.FileMode(0o644)
-	if key != nil {
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return err
-		}
-		block, mode = &pem.Block{Type: "PRIVATE KEY", Bytes: der}, 0o600
-	} else {
-		block = &pem.Block{Type: "CERTIFICATE", Bytes: certDER}
-	}
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if err := pem.Encode(fh, block); err != nil {
-		fh.Close()
-		return err
-	}
-	return fh.Close()
 }

@@ -1,7 +1,7 @@
-// Package cmd is the beacon command line and the composition root: Agent
-// wires the catalog (fsm), the cluster node (cluster) and the HTTP API (api)
-// together and is the one place that sees every concrete type. Configuration
-// is layered: defaults, then a JSON file, then BEACON_* environment
-// variables, then flags (config.go holds the single table of options). Main
-// maps errors to exit codes.
+// Package cmd is the beacon command line: cobra commands, the single table
+// of agent options (config.go) that layers defaults, a JSON file, BEACON_*
+// environment variables and flags into an agent.Config, printing, and Main,
+// which maps errors to exit codes. The server itself is package agent, the
+// standalone balancer package lb/registry; nothing but cmd/beacon imports
+// cmd.
 package cmd

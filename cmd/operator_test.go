@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
 )
 
 // cli runs the CLI in-process against addr and returns its stdout.
@@ -37,16 +37,16 @@ func mustBeacon(t *testing.T, addr string, args ...string) string {
 }
 
 func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
-	f := follower(c)
+	f := c.Follower()
 	addr := c.Node(f).HTTPAddr()
 
 	// list-peers: one row per server, one leader, all voters.
 	// A follower may learn the configuration a moment after the leader.
 	var out string
 	var lines []string
-	clustertest.Eventually(t, 10*time.Second, func() bool {
+	agenttest.Eventually(t, 10*time.Second, func() bool {
 		out = mustBeacon(t, addr, "operator", "raft", "list-peers")
 		lines = strings.Split(strings.TrimSpace(out), "\n")
 		return len(lines) == 4
@@ -87,12 +87,12 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	}
 	mustBeacon(t, addr, "deregister", "web", "web-1")
 	registerRetry(t, c.Client(f), "db", "db-1", reg("10.0.0.5", 5432))
-	other := c.Node(followerOtherThan(c, f)).HTTPAddr()
+	other := c.Node(c.Follower(f)).HTTPAddr()
 	if out := mustBeacon(t, other, "snapshot", "restore", file); !strings.Contains(out, "2 instances") {
 		t.Fatalf("snapshot restore: %q", out)
 	}
 	for i := range c.Nodes() {
-		clustertest.Eventually(t, 10*time.Second, func() bool {
+		agenttest.Eventually(t, 10*time.Second, func() bool {
 			out, err := cli(context.Background(), t, c.Node(i).HTTPAddr(), "services")
 			return err == nil && strings.Contains(out, "web") && !strings.Contains(out, "db")
 		}, "the restored catalog on "+c.Node(i).Name)
@@ -117,7 +117,7 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	}
 
 	// remove-peer of a stopped server.
-	gone := followerOtherThan(c, f)
+	gone := c.Follower(f)
 	goneName := c.Node(gone).Name
 	c.Stop(gone)
 	c.WaitForLeader()
@@ -156,7 +156,7 @@ func TestHealthExitsNonZeroUnlessTheEndpointAnswers2xx(t *testing.T) {
 }
 
 func TestDemoRegistersItselfServesKeepsItsRegistrationAndDeregistersOnStop(t *testing.T) {
-	c := clustertest.New(t, 1)
+	c := agenttest.New(t, 1)
 	node := c.Node(0).HTTPAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -173,7 +173,7 @@ func TestDemoRegistersItselfServesKeepsItsRegistrationAndDeregistersOnStop(t *te
 	})
 	cl := c.Client(0)
 	var inst *client.Instance
-	clustertest.Eventually(t, 20*time.Second, func() bool {
+	agenttest.Eventually(t, 20*time.Second, func() bool {
 		inst, _, _ = cl.Instance(context.Background(), "web", "web-1", nil)
 		return inst != nil
 	}, "the demo to register")
@@ -200,7 +200,7 @@ func TestDemoRegistersItselfServesKeepsItsRegistrationAndDeregistersOnStop(t *te
 	if _, err := cl.Deregister(context.Background(), "web", "web-1"); err != nil {
 		t.Fatal(err)
 	}
-	clustertest.Eventually(t, 10*time.Second, func() bool {
+	agenttest.Eventually(t, 10*time.Second, func() bool {
 		i, _, _ := cl.Instance(context.Background(), "web", "web-1", nil)
 		return i != nil
 	}, "the demo to register again")
@@ -214,16 +214,6 @@ func TestDemoRegistersItselfServesKeepsItsRegistrationAndDeregistersOnStop(t *te
 	if _, _, err := cl.Instance(context.Background(), "web", "web-1", nil); !client.IsNotFound(err) {
 		t.Fatalf("after stop: %v, want not found", err)
 	}
-}
-
-func followerOtherThan(c *clustertest.Cluster, not int) int {
-	l := c.Leader()
-	for i := range c.Nodes() {
-		if i != l && i != not && c.Node(i).Running() {
-			return i
-		}
-	}
-	return -1
 }
 
 func listen(t *testing.T) net.Listener {

@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
 )
 
 // untilGone measures, on every running node at once, how long after start
 // healthy=true discovery of service stops returning id. It polls each node
 // every 2ms and returns one duration per node.
-func untilGone(b *testing.B, c *clustertest.Cluster, service, id string, start time.Time) []time.Duration {
+func untilGone(b *testing.B, c *agenttest.Cluster, service, id string, start time.Time) []time.Duration {
 	nodes := running(c)
 	out := make([]time.Duration, len(nodes))
 	var wg sync.WaitGroup
@@ -71,7 +71,7 @@ func report(b *testing.B, name string, ds []time.Duration) {
 //
 //	go test ./health -run '^$' -bench TargetDeath -benchtime 10x
 func BenchmarkTargetDeathToUnhealthyEverywhere(b *testing.B) {
-	c := clustertest.New(b, 3)
+	c := agenttest.New(b, 3)
 	c.WaitForVoters(3)
 	var all []time.Duration
 	for n := 0; n < b.N; n++ {
@@ -101,7 +101,7 @@ func BenchmarkTargetDeathToUnhealthyEverywhere(b *testing.B) {
 func BenchmarkNodeKill(b *testing.B) {
 	for _, which := range []string{"follower", "leader"} {
 		b.Run(which, func(b *testing.B) {
-			c := clustertest.New(b, 3)
+			c := agenttest.New(b, 3)
 			c.WaitForVoters(3)
 			tg := newTarget(b)
 			for k := 0; k < 12; k++ {
@@ -119,7 +119,7 @@ func BenchmarkNodeKill(b *testing.B) {
 				register(b, c.Client((victim+1)%3), "db", "db-1", &client.Registration{Address: "127.0.0.1", Port: 5432, Node: name})
 				waitInstance(b, c, 60*time.Second, "db", "db-1", "passing", func(i *client.Instance) bool { return i.Status == "passing" && !i.NodeFailed })
 				var moved []string
-				clustertest.Eventually(b, 60*time.Second, func() bool {
+				agenttest.Eventually(b, 60*time.Second, func() bool {
 					moved = moved[:0]
 					for _, ch := range checksOf(b, c, (victim+1)%3, client.CheckFilter{Service: "web"}) {
 						if ch.Owner == name {
@@ -136,7 +136,7 @@ func BenchmarkNodeKill(b *testing.B) {
 				wg.Add(3)
 				go func() {
 					defer wg.Done()
-					clustertest.Eventually(b, 60*time.Second, func() bool {
+					agenttest.Eventually(b, 60*time.Second, func() bool {
 						ms, err := c.Client(survivor).Members(context.Background())
 						if err != nil {
 							return false
@@ -152,7 +152,7 @@ func BenchmarkNodeKill(b *testing.B) {
 				}()
 				go func() {
 					defer wg.Done()
-					clustertest.Eventually(b, 60*time.Second, func() bool {
+					agenttest.Eventually(b, 60*time.Second, func() bool {
 						cs, _, err := c.Client(survivor).Checks(context.Background(), client.CheckFilter{Service: "web"}, nil)
 						if err != nil {
 							return false
@@ -165,7 +165,7 @@ func BenchmarkNodeKill(b *testing.B) {
 						return true
 					}, "the victim's checks reassigned")
 					reassigned = append(reassigned, time.Since(start))
-					clustertest.Eventually(b, 60*time.Second, func() bool {
+					agenttest.Eventually(b, 60*time.Second, func() bool {
 						for _, id := range moved {
 							if len(tg.since("/"+id, start.Add(reassigned[len(reassigned)-1]))) == 0 {
 								return false

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 	"github.com/beaconhq/beacon/fsm"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -145,7 +145,7 @@ const (
 // served between the switch and the transition's time (the proposer's
 // clock; the next probe starts an interval after the proposal).
 func TestTargetsGoCriticalAfterExactlyTheThresholdAndRecoverOnEveryNode(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	cl := c.Client(0)
 	const interval = 200 * time.Millisecond
 	def := func(d client.CheckDefinition) client.CheckDefinition {
@@ -228,7 +228,7 @@ func TestTargetsGoCriticalAfterExactlyTheThresholdAndRecoverOnEveryNode(t *testi
 // is still detected), and instances registered with node = the dead node
 // turn critical; when the node comes back they recover through their checks.
 func TestKilledOwnersChecksAreReassignedAndKeepDetecting(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	tg := newTarget(t)
 	const n = 9
@@ -261,7 +261,7 @@ func TestKilledOwnersChecksAreReassignedAndKeepDetecting(t *testing.T) {
 
 	c.Stop(victim)
 	survivor := running(c)[0]
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		for _, ch := range checksOf(t, c, survivor, client.CheckFilter{Service: "web"}) {
 			if ch.Owner == name || ch.Owner == "" {
 				return false
@@ -284,7 +284,7 @@ func TestKilledOwnersChecksAreReassignedAndKeepDetecting(t *testing.T) {
 
 	// The moved checks keep running on their new owners...
 	since := time.Now()
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		for _, id := range moved {
 			if len(tg.since("/"+id, since)) < 2 {
 				return false
@@ -308,7 +308,7 @@ func TestKilledOwnersChecksAreReassignedAndKeepDetecting(t *testing.T) {
 func TestLeaderFailoverDoesNotExpireHeartbeatingTTLInstances(t *testing.T) {
 	const ttl = 2 * time.Second
 	const every = 400 * time.Millisecond
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) { cfg.TTLGrace = 3 * time.Second }))
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) { cfg.TTLGrace = 3 * time.Second }))
 	c.WaitForVoters(3)
 	var addrs []string
 	for _, nd := range c.Nodes() {
@@ -355,7 +355,7 @@ func TestLeaderFailoverDoesNotExpireHeartbeatingTTLInstances(t *testing.T) {
 			}
 		}(k)
 	}
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		st := c.Node(c.Leader()).Agent.Health().Stats()
 		return st.TTLReports >= 2*n
 	}, "every instance to report")
@@ -369,7 +369,7 @@ func TestLeaderFailoverDoesNotExpireHeartbeatingTTLInstances(t *testing.T) {
 	// Wait until every instance has reported for longer than a TTL plus the
 	// grace after the failover (with one report per 400ms).
 	need := int((ttl+3*time.Second)/every) + 3
-	clustertest.Eventually(t, 60*time.Second, func() bool {
+	agenttest.Eventually(t, 60*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, v := range okAfter {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
 )
 
 // target is a real HTTP service on loopback whose health the test controls.
@@ -122,7 +122,7 @@ func register(t testing.TB, cl *client.Client, service, id string, r *client.Reg
 }
 
 // running returns the indexes of the running nodes.
-func running(c *clustertest.Cluster) []int {
+func running(c *agenttest.Cluster) []int {
 	var out []int
 	for i, n := range c.Nodes() {
 		if n.Running() {
@@ -134,9 +134,9 @@ func running(c *clustertest.Cluster) []int {
 
 // waitInstance waits until cond holds for the instance as every running
 // node sees it (a local read on each).
-func waitInstance(t testing.TB, c *clustertest.Cluster, timeout time.Duration, service, id string, what string, cond func(*client.Instance) bool) {
+func waitInstance(t testing.TB, c *agenttest.Cluster, timeout time.Duration, service, id string, what string, cond func(*client.Instance) bool) {
 	t.Helper()
-	clustertest.Eventually(t, timeout, func() bool {
+	agenttest.Eventually(t, timeout, func() bool {
 		for _, i := range running(c) {
 			inst, _, err := c.Client(i).Instance(context.Background(), service, id, nil)
 			if err != nil || !cond(inst) {
@@ -152,7 +152,7 @@ func hasStatus(s string) func(*client.Instance) bool {
 }
 
 // healthyIDs returns the IDs discovery with healthy=true returns on node i.
-func healthyIDs(t testing.TB, c *clustertest.Cluster, i int, service string) map[string]bool {
+func healthyIDs(t testing.TB, c *agenttest.Cluster, i int, service string) map[string]bool {
 	insts, _, err := c.Client(i).Instances(context.Background(), service, &client.QueryOptions{Healthy: true})
 	if err != nil {
 		return nil
@@ -176,7 +176,7 @@ func transitionTo(inst *client.Instance, check, status string) (time.Time, bool)
 }
 
 // checksOf returns the checks of service as node i sees them.
-func checksOf(t testing.TB, c *clustertest.Cluster, i int, f client.CheckFilter) []client.Check {
+func checksOf(t testing.TB, c *agenttest.Cluster, i int, f client.CheckFilter) []client.Check {
 	t.Helper()
 	cs, _, err := c.Client(i).Checks(context.Background(), f, nil)
 	if err != nil {

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 )
 
 // flatFor is how long the steady-state test watches the Raft index (the
@@ -21,7 +21,7 @@ var flatFor = flag.Duration("flat", time.Minute, "how long TestSteadyState watch
 // instance critical for deregister_critical_after is removed by the leader,
 // while one that recovered in time stays.
 func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) { cfg.MetricsPeriod = time.Second }))
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) { cfg.MetricsPeriod = time.Second }))
 	cl := c.Client(1)
 	ctx := context.Background()
 	ttlCheck := client.CheckDefinition{Name: "hb", TTL: client.Duration(time.Second), InitialStatus: "passing",
@@ -34,7 +34,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 		_, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", &client.TTLUpdate{Output: "ok", Metrics: map[string]float64{"load": 0.4, "queue": 12}})
 		return err
 	})
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		for _, i := range running(c) {
 			insts, _, err := c.Client(i).Instances(ctx, "jobs", &client.QueryOptions{Healthy: true})
 			if err != nil {
@@ -88,7 +88,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	if len(inst.Checks) != 1 || inst.Checks[0].Output == "" || inst.Healthy {
 		t.Fatalf("expired TTL check: %+v", inst.Checks)
 	}
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		for _, i := range running(c) {
 			if _, _, err := c.Client(i).Instance(ctx, "jobs", "j2", nil); !client.IsNotFound(err) {
 				return false
@@ -112,7 +112,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 // Maintenance and draining take an instance out of healthy discovery on
 // every node; draining deregisters it at its deadline unless cancelled.
 func TestMaintenanceAndDraining(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	cl := c.Client(2)
 	ctx := context.Background()
 	for _, id := range []string{"a", "b", "c"} {
@@ -120,7 +120,7 @@ func TestMaintenanceAndDraining(t *testing.T) {
 	}
 	healthyEverywhere := func(want string) {
 		t.Helper()
-		clustertest.Eventually(t, 30*time.Second, func() bool {
+		agenttest.Eventually(t, 30*time.Second, func() bool {
 			for _, i := range running(c) {
 				if got := healthyIDs(t, c, i, "api"); fmt.Sprint(sortedKeys(got)) != want {
 					return false
@@ -149,7 +149,7 @@ func TestMaintenanceAndDraining(t *testing.T) {
 	maint("c", client.MaintenanceRequest{Mode: client.ModeDrain, Deadline: client.Duration(5 * time.Second)})
 	healthyEverywhere("[a]")
 	maint("c", client.MaintenanceRequest{Mode: client.ModeNone})
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		for _, i := range running(c) {
 			if _, _, err := c.Client(i).Instance(ctx, "api", "b", nil); !client.IsNotFound(err) {
 				return false
@@ -179,7 +179,7 @@ func TestMaintenanceAndDraining(t *testing.T) {
 // A target that toggles on every probe is held flapping (visible in the
 // API) instead of toggling, and the Raft writes it causes stay bounded.
 func TestFlappingTargetIsHeldWithBoundedWrites(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.FlapThreshold, cfg.FlapWindow = 4, 5*time.Second
 		cfg.FlapHoldDown, cfg.FlapMaxHoldDown = time.Second, 4*time.Second
 	}))
@@ -190,7 +190,7 @@ func TestFlappingTargetIsHeldWithBoundedWrites(t *testing.T) {
 		Checks: []client.CheckDefinition{{Name: "http", HTTP: tg.url("/f1"), Interval: client.Duration(interval)}}})
 	waitInstance(t, c, 30*time.Second, "flappy", "f1", "passing", hasStatus("passing"))
 	tg.setToggle("/f1", true)
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		for _, i := range running(c) {
 			if len(checksOf(t, c, i, client.CheckFilter{Status: "flapping"})) != 1 {
 				return false
@@ -207,7 +207,7 @@ func TestFlappingTargetIsHeldWithBoundedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	from := time.Now()
-	clustertest.Eventually(t, 60*time.Second, func() bool { return len(tg.since("/f1", from)) >= 60 }, "60 more probes")
+	agenttest.Eventually(t, 60*time.Second, func() bool { return len(tg.since("/f1", from)) >= 60 }, "60 more probes")
 	st2, _ := cl.Status(context.Background())
 	if writes := st2.LastIndex - st.LastIndex; writes > 8 {
 		t.Fatalf("%d Raft writes during 60 probes of a flapping target", writes)
@@ -231,7 +231,7 @@ func TestFlappingTargetIsHeldWithBoundedWrites(t *testing.T) {
 // node stays flat while 100 instances are checked for a minute, and each
 // check runs on exactly one node (counted at the target).
 func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	tg := newTarget(t)
 	const n = 100
@@ -243,7 +243,7 @@ func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
 			// so a stall of this shared test machine is not a transition.
 			Checks: []client.CheckDefinition{{Name: "http", HTTP: tg.url("/" + id), Interval: client.Duration(interval), FailuresBeforeCritical: 3}}})
 	}
-	clustertest.Eventually(t, 60*time.Second, func() bool {
+	agenttest.Eventually(t, 60*time.Second, func() bool {
 		for _, i := range running(c) {
 			if len(healthyIDs(t, c, i, "steady")) != n {
 				return false
@@ -285,7 +285,7 @@ func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
 	var start []uint64
 	var from time.Time
 	for attempt := 0; ; attempt++ {
-		clustertest.Eventually(t, 60*time.Second, func() bool {
+		agenttest.Eventually(t, 60*time.Second, func() bool {
 			return same() && len(healthyIDs(t, c, 0, "steady")) == n
 		}, "all nodes at the same index with every instance passing")
 		start, from = index(), time.Now()
@@ -295,7 +295,7 @@ func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
 		for time.Now().Before(deadline) && !moved {
 			if got := index(); fmt.Sprint(got) != fmt.Sprint(start) {
 				moved = true
-				clustertest.Eventually(t, 30*time.Second, same, "the nodes to agree on the index")
+				agenttest.Eventually(t, 30*time.Second, same, "the nodes to agree on the index")
 				after := cause()
 				if after == before || attempt == 2 {
 					t.Fatalf("Raft index moved from %v to %v after %s of steady checking (%s)", start, index(), time.Since(from).Round(time.Millisecond), after)

@@ -3,9 +3,10 @@
 // the registry, and the reverse proxy that routes requests through them.
 //
 // The package imports nothing else of Beacon's. It sees the registry through
-// the Catalog interface (cmd plugs in the Go client for the standalone
-// `beacon lb`, or an agent's local store for an embedded balancer) and
-// describes instances with its own Backend type.
+// the Catalog interface (lb/registry plugs in the Go client for the
+// standalone `beacon lb`, package agent its local store for an embedded
+// balancer) and describes instances with its own Backend type. Server is the
+// listener lifecycle both use.
 //
 // The request path takes no shared locks: each service's Table is an
 // immutable value swapped with atomic.Pointer by its follower, strategies pick

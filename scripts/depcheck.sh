@@ -2,7 +2,10 @@
 # Checks that imports flow one way (docs/architecture.md, "Packages"):
 #   fsm imports nothing of ours; cluster, health and api import fsm (api also
 #   api/client) and never each other; lb imports nothing of ours; api/client
-#   imports only the standard library; cmd may import everything.
+#   imports only the standard library; agent (the server as a library) may
+#   import every library package; agent/agenttest imports agent and
+#   api/client; lb/registry only lb and api/client; cmd may import
+#   everything, and nothing imports cmd but cmd/beacon (tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -18,7 +21,9 @@ declare -A allowed=(
   # the Consul endpoints reuse the API's validation, tokens and errors
   [api/consul]="fsm api api/client"
   [lb]=""
-  [cluster/clustertest]="cmd api/client"
+  [agent]="fsm cluster health api api/client api/dns api/consul lb"
+  [agent/agenttest]="agent api/client"
+  [lb/registry]="lb api/client"
   # the fault suite drives the built binary over HTTP, like a user
   [cluster/chaostest]="api/client"
 )
@@ -43,6 +48,15 @@ while read -r pkg imports; do
     if [[ $ok == 0 ]]; then echo "depcheck: $rel must not import $irel"; fail=1; fi
   done
 done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./...)
+
+# Nothing but cmd/beacon (and cmd's own tests) imports cmd, not even a test.
+while read -r pkg imports; do
+  rel=${pkg#"$mod"}; rel=${rel#/}
+  [[ $rel == cmd || $rel == cmd/beacon ]] && continue
+  for imp in $imports; do
+    if [[ $imp == "$mod/cmd" || $imp == "$mod/cmd/"* ]]; then echo "depcheck: $rel must not import ${imp#"$mod"/}"; fail=1; fi
+  done
+done < <(go list -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./...)
 
 # api/client is standard library only, so any Go program can import it.
 nonstd=$(go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./api/client | grep -v "^$mod/api/client$" || true)

@@ -7,10 +7,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
+	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cmd"
 )
 
 // Example registers two instances, discovers them with filters, and
@@ -83,13 +81,13 @@ func names(u client.WatchUpdate) []string {
 	return out
 }
 
-// startDevAgent runs `beacon agent --dev` in-process on free ports and
-// waits until it leads.
+// startDevAgent runs a dev agent (agent.New with Dev, as `beacon agent
+// --dev`) in-process on ports the kernel picks and waits until it leads.
 func startDevAgent() (string, func()) {
-	a, err := cmd.NewAgent(cmd.AgentConfig{
+	a, err := agent.New(agent.Config{
 		Dev: true, Node: "example", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		LeaderWait: 10 * time.Second, RejoinInterval: time.Minute,
-	}, hclog.NewNullLogger())
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -40,9 +40,9 @@ func (c *catalog) set(index uint64, ids ...string) {
 	c.changed = make(chan struct{})
 }
 
-// agent is a fake Beacon agent serving GET /v1/services/web/instances with
+// fakeAgent is a fake Beacon agent serving GET /v1/services/web/instances with
 // blocking-query semantics over a shared catalog, or failing on demand.
-type agent struct {
+type fakeAgent struct {
 	*httptest.Server
 	cat      *catalog
 	failWith atomic.Int32 // HTTP status to answer instead, 0 for none
@@ -50,14 +50,14 @@ type agent struct {
 	blocked  atomic.Int64
 }
 
-func newAgent(t *testing.T, cat *catalog) *agent {
-	a := &agent{cat: cat}
+func newAgent(t *testing.T, cat *catalog) *fakeAgent {
+	a := &fakeAgent{cat: cat}
 	a.Server = httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.Close)
 	return a
 }
 
-func (a *agent) serve(w http.ResponseWriter, r *http.Request) {
+func (a *fakeAgent) serve(w http.ResponseWriter, r *http.Request) {
 	a.queries.Add(1)
 	if code := a.failWith.Load(); code != 0 {
 		w.WriteHeader(int(code))
@@ -103,9 +103,9 @@ func (a *agent) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *agent) host() string { return strings.TrimPrefix(a.URL, "http://") }
+func (a *fakeAgent) host() string { return strings.TrimPrefix(a.URL, "http://") }
 
-func newClient(t *testing.T, agents ...*agent) *client.Client {
+func newClient(t *testing.T, agents ...*fakeAgent) *client.Client {
 	t.Helper()
 	var addrs []string
 	for _, a := range agents {

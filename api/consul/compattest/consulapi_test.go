@@ -12,14 +12,14 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 )
 
 // consulClient is a Consul API client pointed at node i of the cluster,
 // configured as for a Consul agent at that address.
-func consulClient(t testing.TB, c *clustertest.Cluster, i int, token string) *consulapi.Client {
+func consulClient(t testing.TB, c *agenttest.Cluster, i int, token string) *consulapi.Client {
 	t.Helper()
 	cfg := consulapi.DefaultConfig()
 	cfg.Address = c.Node(i).HTTPAddr()
@@ -58,7 +58,7 @@ func (hs *healthServer) hostPort() (string, int) {
 // waitFor polls cond until it holds or 15 seconds pass.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	clustertest.Eventually(t, 15*time.Second, cond, what)
+	agenttest.Eventually(t, 15*time.Second, cond, what)
 }
 
 func statusOf(t testing.TB, cl *consulapi.Client, service, checkID string) string {
@@ -78,7 +78,7 @@ func statusOf(t testing.TB, cl *consulapi.Client, service, checkID string) strin
 }
 
 func TestConsulClientAgainstCluster(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	cl := consulClient(t, c, 0, "")
 	other := consulClient(t, c, 2, "")
 	hs := newHealthServer(t)
@@ -320,10 +320,10 @@ func TestConsulClientAgainstCluster(t *testing.T) {
 }
 
 func TestConsulClientWithTokens(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.ManagementToken = "root-secret-0123456789"
 		cfg.AnonymousRead = false
-	}), clustertest.WithClient(func(cc *client.Config) { cc.Token = "root-secret-0123456789" }))
+	}), agenttest.WithClient(func(cc *client.Config) { cc.Token = "root-secret-0123456789" }))
 	anon := consulClient(t, c, 1, "")
 	root := consulClient(t, c, 1, "root-secret-0123456789")
 	reg := &consulapi.AgentServiceRegistration{ID: "web-1", Name: "web", Port: 8080, Address: "127.0.0.1"}

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/prometheus/discovery/consul"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 
-	"github.com/beaconhq/beacon/cluster/clustertest"
+	"github.com/beaconhq/beacon/agent/agenttest"
 )
 
 // targets keeps the latest target group per source, as Prometheus'
@@ -65,7 +65,7 @@ func (ts *targets) view(service string) string {
 // while the catalog changes through node 1. Each change must reach the
 // target groups within a second.
 func TestPrometheusDiscoveryFollowsTheCatalog(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	writer := consulClient(t, c, 0, "")
 
 	conf := consul.DefaultSDConfig
@@ -96,7 +96,7 @@ func TestPrometheusDiscoveryFollowsTheCatalog(t *testing.T) {
 	within := func(what, service, want string) {
 		t.Helper()
 		start := time.Now()
-		clustertest.Eventually(t, 10*time.Second, func() bool { return tg.view(service) == want }, what)
+		agenttest.Eventually(t, 10*time.Second, func() bool { return tg.view(service) == want }, what)
 		if took := time.Since(start); took > time.Second {
 			// Loaded machines stretch this; report rather than flake.
 			t.Logf("%s took %s (target: within 1s)", what, took)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/beaconhq/beacon/cluster/clustertest"
+	"github.com/beaconhq/beacon/agent/agenttest"
 )
 
 // springClient replays a Spring Cloud Consul application's requests over
@@ -54,7 +54,7 @@ const springRegistration = `{"ID":"orders-8080","Name":"orders","Tags":["secure=
  "Check":{"TTL":"30s","DeregisterCriticalServiceAfter":"1m","Status":"passing"}}`
 
 func TestSpringCloudConsulHeartbeatSequence(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	app := &springClient{t: t, base: "http://" + c.Node(0).HTTPAddr(), hc: &http.Client{Timeout: 30 * time.Second}}
 	peer := &springClient{t: t, base: "http://" + c.Node(1).HTTPAddr(), hc: &http.Client{Timeout: 30 * time.Second}}
 
@@ -86,7 +86,7 @@ func TestSpringCloudConsulHeartbeatSequence(t *testing.T) {
 		}
 		return ids
 	}
-	clustertest.Eventually(t, 10*time.Second, func() bool { return len(discover()) == 1 }, "orders discovered")
+	agenttest.Eventually(t, 10*time.Second, func() bool { return len(discover()) == 1 }, "orders discovered")
 
 	// Heartbeats.
 	for i := 0; i < 3; i++ {
@@ -129,11 +129,11 @@ func TestSpringCloudConsulHeartbeatSequence(t *testing.T) {
 			t.Fatalf("catalog watch never showed orders back: %s", b)
 		}
 	}
-	clustertest.Eventually(t, 10*time.Second, func() bool { return len(discover()) == 1 }, "orders rediscovered")
+	agenttest.Eventually(t, 10*time.Second, func() bool { return len(discover()) == 1 }, "orders rediscovered")
 
 	// Shutdown: deregister.
 	if code, _, b := app.do(http.MethodPut, "/v1/agent/service/deregister/orders-8080", ""); code != 200 {
 		t.Fatalf("deregister: %d %s", code, b)
 	}
-	clustertest.Eventually(t, 10*time.Second, func() bool { return len(discover()) == 0 }, "orders gone")
+	agenttest.Eventually(t, 10*time.Second, func() bool { return len(discover()) == 0 }, "orders gone")
 }

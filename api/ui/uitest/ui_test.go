@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 	"github.com/chromedp/chromedp"
 )
 
@@ -46,7 +46,7 @@ func (b *backend) port() int { return b.Listener.Addr().(*net.TCPAddr).Port }
 
 // withLB gives every agent an embedded load balancer (ports picked by the
 // kernel), so the UI has routing tables to show.
-func withLB(c *cmd.AgentConfig) {
+func withLB(c *agent.Config) {
 	c.LBAddr, c.LBAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 }
 
@@ -72,7 +72,7 @@ func instance(t *testing.T, cl *client.Client, service, id string) *client.Insta
 
 // fixtures registers web-1 (HTTP check on be), web-2 (TTL, passing) and
 // api-1, and waits for web-1 to pass.
-func fixtures(t *testing.T, c *clustertest.Cluster, be *backend) {
+func fixtures(t *testing.T, c *agenttest.Cluster, be *backend) {
 	t.Helper()
 	cl := c.Client(1)
 	register(t, cl, "web", "web-1", &client.Registration{Address: "127.0.0.1", Port: be.port(), Tags: []string{"demo", "v1"},
@@ -81,21 +81,21 @@ func fixtures(t *testing.T, c *clustertest.Cluster, be *backend) {
 	register(t, cl, "web", "web-2", &client.Registration{Address: "127.0.0.2", Port: 8080, Tags: []string{"demo", "canary"}, Version: "2.0.0",
 		Checks: []client.CheckDefinition{{Name: "heartbeat", TTL: client.Duration(time.Hour), InitialStatus: "passing"}}})
 	register(t, cl, "api", "api-1", &client.Registration{Address: "127.0.0.3", Port: 9090})
-	clustertest.Eventually(t, 15*time.Second, func() bool {
+	agenttest.Eventually(t, 15*time.Second, func() bool {
 		return instance(t, cl, "web", "web-1").Status == client.StatusPassing
 	}, "web-1 passing")
 }
 
-func newCluster(t *testing.T, opts ...func(*cmd.AgentConfig)) *clustertest.Cluster {
-	return clustertest.New(t, 3, clustertest.WithConfig(func(c *cmd.AgentConfig) {
+func newCluster(t *testing.T, opts ...func(*agent.Config)) *agenttest.Cluster {
+	return agenttest.New(t, 3, agenttest.WithConfig(func(c *agent.Config) {
 		withLB(c)
 		for _, o := range opts {
 			o(c)
 		}
-	}), clustertest.WithClient(func(cc *client.Config) { cc.Token = managementToken }))
+	}), agenttest.WithClient(func(cc *client.Config) { cc.Token = managementToken }))
 }
 
-func base(c *clustertest.Cluster, i int) string { return "http://" + c.Node(i).HTTPAddr() }
+func base(c *agenttest.Cluster, i int) string { return "http://" + c.Node(i).HTTPAddr() }
 
 // TestEveryPageLoadsWithoutConsoleErrors opens each page of the UI on a
 // 3-node cluster, at desktop and phone width, in light and dark, and fails
@@ -250,7 +250,7 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 			name = "anonymous reads off"
 		}
 		t.Run(name, func(t *testing.T) {
-			c := newCluster(t, func(ac *cmd.AgentConfig) {
+			c := newCluster(t, func(ac *agent.Config) {
 				ac.ManagementToken = managementToken
 				ac.AnonymousRead = anon
 			})
@@ -277,7 +277,7 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 					t.Fatal("the token is in the URL")
 				}
 				drainFromUI(b, "10m")
-				clustertest.Eventually(t, 10*time.Second, func() bool { return instance(t, c.Client(1), "web", "web-2").Draining != nil }, "web-2 draining")
+				agenttest.Eventually(t, 10*time.Second, func() bool { return instance(t, c.Client(1), "web", "web-2").Draining != nil }, "web-2 draining")
 				return
 			}
 			b.waitJS(15*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the page, read anonymously")
@@ -297,7 +297,7 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 				t.Fatalf("sessionStorage holds %q", s)
 			}
 			drainFromUI(b, "10m")
-			clustertest.Eventually(t, 10*time.Second, func() bool { return instance(t, c.Client(1), "web", "web-2").Draining != nil }, "web-2 draining")
+			agenttest.Eventually(t, 10*time.Second, func() bool { return instance(t, c.Client(1), "web", "web-2").Draining != nil }, "web-2 draining")
 		})
 	}
 }

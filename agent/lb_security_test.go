@@ -1,4 +1,4 @@
-package cmd_test
+package agent_test
 
 import (
 	"context"
@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
+	"github.com/beaconhq/beacon/lb/registry"
+	"github.com/hashicorp/go-hclog"
 )
 
 // TestLoadBalancerFollowsASecureRegistryAndCountsAttempts runs `beacon lb`
@@ -34,18 +35,18 @@ func TestLoadBalancerFollowsASecureRegistryAndCountsAttempts(t *testing.T) {
 	dead := freeTCPPort(t)
 	registerRetry(t, c.Client(0), "web", "web-dead", &client.Registration{Address: "127.0.0.1", Port: dead})
 
-	var registry []string
+	var addrs []string
 	for i := range c.Nodes() {
-		registry = append(registry, c.Node(i).HTTPAddr()) // no scheme: https because of RegistryTLS
+		addrs = append(addrs, c.Node(i).HTTPAddr()) // no scheme: https because of RegistryTLS
 	}
-	l := startLB(t, "lb", registry, func(cfg *cmd.LBConfig) {
+	l := startLB(t, "lb", addrs, func(cfg *registry.Config) {
 		cfg.Token = read.Secret
 		cfg.RegistryTLS = clientTLS(t, dir)
 		cfg.RegistryWait = 5 * time.Second
 		cfg.LB.PathRouting = true
 		cfg.LB.EjectAfter = 2
 	})
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		resp, err := http.Get("http://" + l.Addr() + "/web/")
 		if err != nil {
 			return false
@@ -86,7 +87,7 @@ func TestLoadBalancerFollowsASecureRegistryAndCountsAttempts(t *testing.T) {
 	if _, err := c.Client(0).Deregister(context.Background(), "web", "web-dead"); err != nil {
 		t.Fatal(err)
 	}
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		return scrape(t, l.AdminAddr()).sum("beacon_lb_attempts_total", `instance="web-dead"`) == 0
 	}, "the deregistered instance's series to go")
 }
@@ -99,4 +100,26 @@ func freeTCPPort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startLB runs a `beacon lb` (as a library) against the given registry nodes.
+func startLB(t *testing.T, name string, addrs []string, mutate func(*registry.Config)) *registry.Balancer {
+	t.Helper()
+	cfg := registry.DefaultConfig()
+	cfg.Registry = addrs
+	cfg.Listen, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	mutate(&cfg)
+	l, err := registry.New(cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = l.Shutdown(ctx)
+	})
+	return l
 }

@@ -1,4 +1,4 @@
-package cmd_test
+package agent_test
 
 import (
 	"context"
@@ -15,28 +15,10 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 )
-
-// retry503 runs fn until it succeeds or fails with something other than a
-// 503 (an election on a loaded machine); writes are idempotent.
-func retry503(t testing.TB, what string, fn func() error) {
-	t.Helper()
-	var err error
-	for attempt := 0; attempt < 50; attempt++ {
-		if err = fn(); err == nil {
-			return
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
 
 func ids(insts []client.Instance) []string {
 	out := []string{}
@@ -56,10 +38,10 @@ func ttl(initial string) []client.CheckDefinition {
 // end after shutdown.
 
 func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx := context.Background()
-	f := follower(c)
+	f := c.Follower()
 	var last uint64
 	for _, r := range []struct {
 		id  string
@@ -143,14 +125,14 @@ func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 	}
 
 	t.Run("a follower cut off from the quorum answers default and max_stale reads locally, and refuses fresh ones", func(t *testing.T) {
-		keep := follower(c)
+		keep := c.Follower()
 		for i := range c.Nodes() {
 			if i != keep {
 				c.Stop(i)
 			}
 		}
 		cl := c.Client(keep)
-		clustertest.Eventually(t, 30*time.Second, func() bool {
+		agenttest.Eventually(t, 30*time.Second, func() bool {
 			_, meta, err := cl.Instances(ctx, "web", nil)
 			return err == nil && meta.LastContact > 2*time.Second
 		}, "the last contact to pass 2s")
@@ -172,7 +154,7 @@ func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 }
 
 func TestDNSOnEveryNodeAndRefusedWhenStale(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.DNSAddr = "127.0.0.1:0"
 		cfg.DNSTTL = 3 * time.Second
 		cfg.DNSMaxStale = time.Second
@@ -219,13 +201,13 @@ func TestDNSOnEveryNodeAndRefusedWhenStale(t *testing.T) {
 			t.Errorf("node %d unknown: %s", i, dns.RcodeToString[r.Rcode])
 		}
 	}
-	keep := follower(c)
+	keep := c.Follower()
 	for i := range c.Nodes() {
 		if i != keep {
 			c.Stop(i)
 		}
 	}
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		return query(keep, "web.service.beacon.", dns.TypeA).Rcode == dns.RcodeServerFailure
 	}, "the cut-off follower to answer SERVFAIL")
 	if lc := c.Node(keep).Agent.Node().LastContact(); lc <= time.Second {
@@ -237,7 +219,7 @@ func TestDNSOnEveryNodeAndRefusedWhenStale(t *testing.T) {
 }
 
 func TestWatchSurvivesTheAgentItTalksToBeingStopped(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -307,7 +289,7 @@ func TestWatchSurvivesTheAgentItTalksToBeingStopped(t *testing.T) {
 }
 
 func TestPaginationWalksFiveThousandServicesWhileRegistrationsContinue(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx := context.Background()
 	const total, workers = 5000, 16
@@ -326,7 +308,7 @@ func TestPaginationWalksFiveThousandServicesWhileRegistrationsContinue(t *testin
 					return
 				}
 				name := fmt.Sprintf("svc-%05d", n)
-				retry503(t, "register "+name, func() error {
+				agenttest.Retry503(t, "register "+name, func() error {
 					idx, err := cl.Register(ctx, name, name+"-1", &client.Registration{Address: "10.0.0.1", Port: 80, Tags: []string{fmt.Sprintf("t%d", n%7)}})
 					for cur := maxIdx.Load(); idx > cur && !maxIdx.CompareAndSwap(cur, idx); cur = maxIdx.Load() {
 					}
@@ -370,7 +352,7 @@ func TestPaginationWalksFiveThousandServicesWhileRegistrationsContinue(t *testin
 		}
 	}()
 
-	f := follower(c)
+	f := c.Follower()
 	for _, tc := range []struct {
 		name  string
 		q     client.QueryOptions
@@ -402,7 +384,7 @@ func TestPaginationWalksFiveThousandServicesWhileRegistrationsContinue(t *testin
 				q.Cursor = page.NextCursor
 				// Let at least one registration land between two pages.
 				w := writes.Load()
-				clustertest.Eventually(t, 30*time.Second, func() bool { return writes.Load() > w }, "a registration during the walk")
+				agenttest.Eventually(t, 30*time.Second, func() bool { return writes.Load() > w }, "a registration during the walk")
 			}
 			for i := 1; i < len(names); i++ {
 				if names[i] <= names[i-1] {
@@ -444,10 +426,10 @@ func percentiles(ds []time.Duration) (time.Duration, time.Duration, time.Duratio
 }
 
 func TestBlockingQueryOnAFollowerWakesForARegistrationOnAnotherNode(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx := context.Background()
-	f := follower(c)
+	f := c.Follower()
 	srv := c.Node(f).Agent.API()
 	idx := registerRetry(t, c.Client(0), "lat", "lat-0", &client.Registration{Address: "10.0.0.1", Port: 80})
 	c.WaitForIndex(idx)
@@ -471,11 +453,11 @@ func TestBlockingQueryOnAFollowerWakesForARegistrationOnAnotherNode(t *testing.T
 			insts, m, err := c.Client(f).Instances(ctx, "lat", &client.QueryOptions{WaitIndex: meta.Index, WaitTime: time.Minute})
 			done <- result{insts, m, err, time.Now()}
 		}()
-		clustertest.Eventually(t, 10*time.Second, func() bool { return srv.BlockingStats().Active > before }, "the reader to block")
+		agenttest.Eventually(t, 10*time.Second, func() bool { return srv.BlockingStats().Active > before }, "the reader to block")
 		id := fmt.Sprintf("lat-%d", n)
 		writeStart := time.Now()
 		var widx uint64
-		retry503(t, "register", func() error {
+		agenttest.Retry503(t, "register", func() error {
 			var err error
 			widx, err = c.Client(writer).Register(ctx, "lat", id, &client.Registration{Address: "10.0.0.1", Port: 80 + n})
 			return err
@@ -500,10 +482,10 @@ func TestBlockingQueryOnAFollowerWakesForARegistrationOnAnotherNode(t *testing.T
 }
 
 func TestBlockedReaderOfOneServiceSleepsThroughChangesToAnother(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx := context.Background()
-	f := follower(c)
+	f := c.Follower()
 	srv := c.Node(f).Agent.API()
 	idx := registerRetry(t, c.Client(f), "a", "a-1", &client.Registration{Address: "10.0.0.1", Port: 80})
 	registerRetry(t, c.Client(f), "b", "b-1", &client.Registration{Address: "10.0.0.1", Port: 80})
@@ -517,7 +499,7 @@ func TestBlockedReaderOfOneServiceSleepsThroughChangesToAnother(t *testing.T) {
 		_, meta, err := c.Client(f).Instances(ctx, "a", &client.QueryOptions{WaitIndex: idx, WaitTime: 3 * time.Second})
 		done <- result{meta, err}
 	}()
-	clustertest.Eventually(t, 10*time.Second, func() bool { return srv.BlockingStats().Active > before.Active }, "the reader to block")
+	agenttest.Eventually(t, 10*time.Second, func() bool { return srv.BlockingStats().Active > before.Active }, "the reader to block")
 	var bIdx uint64
 	for n := range 20 {
 		bIdx = registerRetry(t, c.Client(n%3), "b", fmt.Sprintf("b-%d", n+2), &client.Registration{Address: "10.0.0.1", Port: 80})

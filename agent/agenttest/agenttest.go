@@ -1,21 +1,23 @@
-// Package clustertest starts real Beacon agents in-process on loopback for
+// Package agenttest starts real Beacon agents in-process on loopback for
 // tests: real Raft over TCP, raft-boltdb files in t.TempDir(), real
-// memberlist gossip and real HTTP. Logs go to t.Log, so they show only when
-// a test fails.
-package clustertest
+// memberlist gossip and real HTTP. Every port is bound by the component
+// that uses it (port 0) and read back from it, never picked beforehand. Logs
+// go to t.Log, so they show only when a test fails.
+package agenttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
+	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cmd"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -26,7 +28,7 @@ type Cluster struct {
 	nodes  []*Node
 	secret string
 	logs   *testLog
-	mutate func(*cmd.AgentConfig)
+	mutate func(*agent.Config)
 	// clientCfg adjusts the API clients handed out (a token, TLS).
 	clientCfg func(*client.Config)
 }
@@ -35,8 +37,8 @@ type Cluster struct {
 // bound ports are kept so a restart comes back at the same addresses.
 type Node struct {
 	Name   string
-	Config cmd.AgentConfig
-	Agent  *cmd.Agent
+	Config agent.Config
+	Agent  *agent.Agent
 	client *client.Client
 }
 
@@ -44,7 +46,7 @@ type Node struct {
 type Option func(*Cluster)
 
 // WithConfig lets a test adjust every agent's configuration before start.
-func WithConfig(fn func(*cmd.AgentConfig)) Option { return func(c *Cluster) { c.mutate = fn } }
+func WithConfig(fn func(*agent.Config)) Option { return func(c *Cluster) { c.mutate = fn } }
 
 // WithClient lets a test adjust the configuration of the API clients the
 // cluster hands out (Client, Node.Client), e.g. to add a token or TLS. The
@@ -68,16 +70,20 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		o(c)
 	}
 	t.Cleanup(c.shutdown)
+	// The first agent binds its gossip port itself; the others join the
+	// address it reports.
 	var seed string
 	for i := 0; i < n; i++ {
 		cfg := c.baseConfig(fmt.Sprintf("node%d", i+1))
 		cfg.BootstrapExpect = n
-		if i == 0 {
-			cfg.GossipAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-			seed = cfg.GossipAddr
+		if i > 0 {
+			cfg.Join = []string{seed}
 		}
-		cfg.Join = []string{seed}
-		c.start(cfg)
+		nd := c.start(cfg)
+		if i == 0 {
+			seed = nd.Config.GossipAddr
+			nd.Config.Join = []string{seed} // a restart rejoins its old address
+		}
 	}
 	c.WaitForLeader()
 	return c
@@ -86,8 +92,8 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 // baseConfig is the agent's documented defaults with loopback addresses on
 // ports the kernel picks, a data dir in t.TempDir(), and a faster rejoin and
 // longer leader wait, which loaded test machines need.
-func (c *Cluster) baseConfig(name string) cmd.AgentConfig {
-	cfg := cmd.DefaultAgentConfig()
+func (c *Cluster) baseConfig(name string) agent.Config {
+	cfg := agent.DefaultConfig()
 	cfg.Node = name
 	cfg.DataDir = c.t.TempDir()
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -103,9 +109,10 @@ func (c *Cluster) baseConfig(name string) cmd.AgentConfig {
 
 // start runs an agent and records the ports it bound, so that Restart can
 // bring it back at the same addresses.
-func (c *Cluster) start(cfg cmd.AgentConfig) *Node {
+func (c *Cluster) start(cfg agent.Config) *Node {
 	c.t.Helper()
-	a, err := cmd.NewAgent(cfg, c.logs.logger(cfg.Node))
+	cfg.Logger = c.logs.logger(cfg.Node)
+	a, err := agent.New(cfg)
 	if err != nil {
 		c.t.Fatalf("new agent %s: %v", cfg.Node, err)
 	}
@@ -143,7 +150,7 @@ func (c *Cluster) AddNode(name string) *Node {
 
 // AddNodeWith is AddNode with a last change to the node's configuration
 // (another certificate, another gossip key).
-func (c *Cluster) AddNodeWith(name string, fn func(*cmd.AgentConfig)) *Node {
+func (c *Cluster) AddNodeWith(name string, fn func(*agent.Config)) *Node {
 	c.t.Helper()
 	cfg := c.baseConfig(name)
 	fn(&cfg)
@@ -193,13 +200,40 @@ func (c *Cluster) Restart(i int) {
 	c.start(n.Config)
 }
 
-// Leader returns the index of the node that is leader now, or -1.
+// Leader returns the index of the leader, waiting (up to 30 s, then failing
+// the test) while no running node leads, as during an election.
 func (c *Cluster) Leader() int {
+	c.t.Helper()
+	l := c.LeaderNow()
+	if l >= 0 {
+		return l
+	}
+	Eventually(c.t, 30*time.Second, func() bool { l = c.LeaderNow(); return l >= 0 }, "a leader")
+	return l
+}
+
+// LeaderNow returns the index of the node that is leader now, or -1.
+func (c *Cluster) LeaderNow() int {
 	for i, n := range c.nodes {
 		if n.Agent != nil && n.Agent.Node().IsLeader() {
 			return i
 		}
 	}
+	return -1
+}
+
+// Follower returns the index of a running node that does not lead, other
+// than those in not, waiting for a leader first; it fails the test if there
+// is none.
+func (c *Cluster) Follower(not ...int) int {
+	c.t.Helper()
+	l := c.Leader()
+	for i, n := range c.nodes {
+		if i != l && n.Running() && !slices.Contains(not, i) {
+			return i
+		}
+	}
+	c.t.Fatalf("no running follower (leader %d, excluded %v)", l, not)
 	return -1
 }
 
@@ -209,7 +243,7 @@ func (c *Cluster) WaitForLeader() int {
 	c.t.Helper()
 	var leader int
 	Eventually(c.t, 30*time.Second, func() bool {
-		leader = c.Leader()
+		leader = c.LeaderNow()
 		if leader < 0 {
 			return false
 		}
@@ -252,7 +286,7 @@ func (c *Cluster) WaitForIndex(index uint64) {
 func (c *Cluster) WaitForVoters(n int) {
 	c.t.Helper()
 	Eventually(c.t, 30*time.Second, func() bool {
-		l := c.Leader()
+		l := c.LeaderNow()
 		if l < 0 {
 			return false
 		}
@@ -273,7 +307,7 @@ func (c *Cluster) shutdown() {
 			continue
 		}
 		wg.Add(1)
-		go func(a *cmd.Agent) {
+		go func(a *agent.Agent) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -283,6 +317,25 @@ func (c *Cluster) shutdown() {
 	}
 	wg.Wait()
 	c.logs.close()
+}
+
+// Retry503 runs fn until it succeeds, failing the test at once on an error
+// that is not a 503 (an election on a loaded machine answers 503), and after
+// 30 s of 503s. fn must be safe to repeat (registrations are idempotent).
+func Retry503(t testing.TB, what string, fn func() error) {
+	t.Helper()
+	var err error
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err = fn(); err == nil {
+			return
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Eventually polls cond every 10ms until it holds, failing the test with
@@ -296,17 +349,6 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, what stri
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// freePort returns a TCP port that was free a moment ago (for the seed's
-// gossip address, which others must know before it starts).
-func freePort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // testLog sends agent logs to t.Log until the cluster shuts down.

@@ -1,4 +1,4 @@
-package cmd_test
+package registry_test
 
 import (
 	"context"
@@ -17,11 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/lb"
+	"github.com/beaconhq/beacon/lb/registry"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -87,16 +88,16 @@ func deregisterRetry(t *testing.T, cl *client.Client, service, id string) uint64
 }
 
 // startLB runs a `beacon lb` (as a library) against the given registry nodes.
-func startLB(t *testing.T, name string, registry []string, mutate func(*cmd.LBConfig)) *cmd.LoadBalancer {
+func startLB(t *testing.T, name string, addrs []string, mutate func(*registry.Config)) *registry.Balancer {
 	t.Helper()
-	cfg := cmd.DefaultLBConfig()
-	cfg.Registry = registry
+	cfg := registry.DefaultConfig()
+	cfg.Registry = addrs
 	cfg.Listen, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: testWriter{t}})
-	l, err := cmd.NewLoadBalancer(cfg, logger)
+	l, err := registry.New(cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func startTraffic(c *http.Client, urls []string, workers int) *traffic {
 func (tr *traffic) waitFor(t *testing.T, more int64) {
 	t.Helper()
 	target := tr.ok.Load() + more
-	clustertest.Eventually(t, 30*time.Second, func() bool { return tr.ok.Load() >= target || tr.failed.Load() > 0 }, fmt.Sprintf("%d more requests", more))
+	agenttest.Eventually(t, 30*time.Second, func() bool { return tr.ok.Load() >= target || tr.failed.Load() > 0 }, fmt.Sprintf("%d more requests", more))
 }
 
 func (tr *traffic) finish(t *testing.T) {
@@ -217,7 +218,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	addrs := []string{c.Node(0).HTTPAddr(), c.Node(1).HTTPAddr(), c.Node(2).HTTPAddr()}
 	var bes []*backend
@@ -227,15 +228,15 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 		bes = append(bes, b)
 		idx = registerRetry(t, c.Client(i), "web", b.name, b.reg())
 	}
-	lb1 := startLB(t, "lb1", addrs, func(cfg *cmd.LBConfig) {
+	lb1 := startLB(t, "lb1", addrs, func(cfg *registry.Config) {
 		cfg.LB.Strategies = map[string]lb.Strategy{"cart": lb.Hash}
 		cfg.LB.HashKeys = map[string]lb.HashKey{"cart": {Source: "header", Name: "X-User"}}
 	})
-	lb2 := startLB(t, "lb2", []string{addrs[2], addrs[1], addrs[0]}, func(cfg *cmd.LBConfig) {
+	lb2 := startLB(t, "lb2", []string{addrs[2], addrs[1], addrs[0]}, func(cfg *registry.Config) {
 		cfg.LB.Strategies = map[string]lb.Strategy{"cart": lb.Hash}
 		cfg.LB.HashKeys = map[string]lb.HashKey{"cart": {Source: "header", Name: "X-User"}}
 	})
-	lbs := []*cmd.LoadBalancer{lb1, lb2}
+	lbs := []*registry.Balancer{lb1, lb2}
 	for _, l := range lbs {
 		waitLB(t, l.Balancer(), "web", idx)
 	}
@@ -343,7 +344,7 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 }
 
 func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	addrs := []string{c.Node(0).HTTPAddr(), c.Node(1).HTTPAddr(), c.Node(2).HTTPAddr()}
 	b1, b2 := startBackend(t, "web-1"), startBackend(t, "web-2")
@@ -366,19 +367,19 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 	b3 := startBackend(t, "web-3")
 	idx = registerRetry(t, c.Client(2), "web", "web-3", b3.reg())
 	waitLB(t, bal, "web", idx)
-	clustertest.Eventually(t, 10*time.Second, func() bool {
+	agenttest.Eventually(t, 10*time.Second, func() bool {
 		st := bal.Status()
 		return st.Services[0].Registry.Node != addrs[0] && st.Services[0].Registry.Connected &&
 			st.Registry.Node != addrs[0] && st.Registry.Connected
 	}, "both followers to follow another node")
 	tr.waitFor(t, 100)
-	clustertest.Eventually(t, 10*time.Second, func() bool { return b3.hits.Load() > 0 }, "traffic to the new instance")
+	agenttest.Eventually(t, 10*time.Second, func() bool { return b3.hits.Load() > 0 }, "traffic to the new instance")
 
 	// With no registry reachable at all, the last table keeps serving and
 	// the status says so.
 	c.Stop(1)
 	c.Stop(2)
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		st := bal.Status()
 		return !st.Registry.Connected && !st.Services[0].Registry.Connected
 	}, "the status to report the registry unreachable")
@@ -400,7 +401,7 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 }
 
 func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.LBAddr, cfg.LBAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	}))
 	c.WaitForVoters(3)
@@ -446,7 +447,7 @@ func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 			}
 		}
 	}()
-	clustertest.Eventually(t, 10*time.Second, func() bool {
+	agenttest.Eventually(t, 10*time.Second, func() bool {
 		return a.LB().Status().Services[0].Instances[0].InFlight == 1
 	}, "a request in flight on web-1")
 	cmdBytes, err := fsm.Encode(fsm.MaintenanceType, &fsm.MaintenanceRequest{
@@ -484,4 +485,20 @@ func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 	if err != nil || len(st.Services) != 1 || !st.Services[0].Instances[0].Draining || st.Services[0].Instances[0].Routed {
 		t.Fatalf("admin status: %v %+v", err, st)
 	}
+}
+
+func reg(addr string, port int) *client.Registration {
+	return &client.Registration{Address: addr, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"zone": "a"}, Version: "1.2.3"}
+}
+
+// registerRetry registers, retrying while the cluster answers 503 (an
+// election on a loaded test machine): registration is idempotent.
+func registerRetry(t testing.TB, cl *client.Client, service, id string, r *client.Registration) uint64 {
+	t.Helper()
+	var idx uint64
+	agenttest.Retry503(t, "register "+service+"/"+id, func() (err error) {
+		idx, err = cl.Register(context.Background(), service, id, r)
+		return err
+	})
+	return idx
 }

@@ -1,4 +1,4 @@
-package cmd_test
+package agent_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/beaconhq/beacon/cluster/clustertest"
+	"github.com/beaconhq/beacon/agent/agenttest"
 )
 
 // BenchmarkRegister commits registrations through all three nodes of an
@@ -17,7 +17,7 @@ import (
 // is measured on separate processes by `make bench`; this benchmark is for
 // profiling the write path: go test -run=^$ -bench=Register -cpuprofile cpu.out ./cmd).
 func BenchmarkRegister(b *testing.B) {
-	c := clustertest.New(b, 3)
+	c := agenttest.New(b, 3)
 	c.WaitForVoters(3)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
 	defer hc.CloseIdleConnections()
@@ -55,7 +55,7 @@ func BenchmarkRegister(b *testing.B) {
 
 // BenchmarkDiscover reads a 10-instance service from one node.
 func BenchmarkDiscover(b *testing.B) {
-	c := clustertest.New(b, 3)
+	c := agenttest.New(b, 3)
 	c.WaitForVoters(3)
 	var idx uint64
 	for i := 0; i < 10; i++ {

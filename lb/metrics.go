@@ -1,4 +1,4 @@
-package cmd
+package lb
 
 import (
 	"io"
@@ -6,17 +6,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/beaconhq/beacon/lb"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 )
 
-// lbMetrics turns a balancer's Observer hooks into Prometheus series: the
+// promObserver turns a balancer's Observer hooks into Prometheus series: the
 // attempts on each instance by answer, their latency, and ejections. They
 // live in their own registry and are appended to the balancer's admin
 // GET /metrics (lb.Config.ExtraMetrics), after the balancer's own series
 // (requests, failures, retries, in flight, ejected, weights).
-type lbMetrics struct {
+type promObserver struct {
 	reg       *prometheus.Registry
 	attempts  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
@@ -24,13 +23,13 @@ type lbMetrics struct {
 
 	// bal is the balancer observed, set once it is built; its status says
 	// which instances still exist, so series of gone instances are dropped.
-	bal  *lb.Balancer
+	bal  *Balancer
 	mu   sync.Mutex
 	seen map[[2]string]struct{}
 }
 
-func newLBMetrics() *lbMetrics {
-	m := &lbMetrics{
+func newPromObserver() *promObserver {
+	m := &promObserver{
 		reg: prometheus.NewRegistry(),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "beacon_lb_attempts_total",
@@ -52,13 +51,13 @@ func newLBMetrics() *lbMetrics {
 }
 
 // observe wires m into a balancer's configuration.
-func (m *lbMetrics) observe(cfg *lb.Config) {
+func (m *promObserver) observe(cfg *Config) {
 	cfg.Observer = m
 	cfg.ExtraMetrics = m.write
 }
 
-// Attempt implements lb.Observer.
-func (m *lbMetrics) Attempt(service, instance string, status int, err error, took time.Duration) {
+// Attempt implements Observer.
+func (m *promObserver) Attempt(service, instance string, status int, err error, took time.Duration) {
 	code := "error"
 	if err == nil {
 		code = strconv.Itoa(status)
@@ -68,13 +67,13 @@ func (m *lbMetrics) Attempt(service, instance string, status int, err error, too
 	m.latency.WithLabelValues(service, instance).Observe(took.Seconds())
 }
 
-// Ejected implements lb.Observer.
-func (m *lbMetrics) Ejected(service, instance string, d time.Duration) {
+// Ejected implements Observer.
+func (m *promObserver) Ejected(service, instance string, d time.Duration) {
 	m.note(service, instance)
 	m.ejections.WithLabelValues(service, instance).Inc()
 }
 
-func (m *lbMetrics) note(service, instance string) {
+func (m *promObserver) note(service, instance string) {
 	k := [2]string{service, instance}
 	m.mu.Lock()
 	m.seen[k] = struct{}{}
@@ -84,7 +83,7 @@ func (m *lbMetrics) note(service, instance string) {
 // write drops the series of instances the balancer no longer routes to
 // (deployments replace instances; their series must not pile up), then
 // writes the rest in the Prometheus text format.
-func (m *lbMetrics) write(w io.Writer) {
+func (m *promObserver) write(w io.Writer) {
 	if m.bal != nil {
 		live := map[[2]string]bool{}
 		for _, s := range m.bal.Status().Services {

@@ -1,4 +1,4 @@
-package cmd_test
+package agent_test
 
 import (
 	"bufio"
@@ -17,10 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
+	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cmd"
 )
 
 // The measurement of many concurrent blocking queries runs the agent in a
@@ -29,7 +27,7 @@ import (
 // machine's open-file limit: the agent holds one socket per watcher, the
 // test holds the other end.
 //
-//	BEACON_WATCHERS=10000 go test -run TestManyBlockingQueries -v -timeout 20m ./cmd
+//	BEACON_WATCHERS=10000 go test -run TestManyBlockingQueries -v -timeout 20m ./agent
 const (
 	envWatchers = "BEACON_WATCHERS"
 	envHelper   = "BEACON_WATCHERS_HELPER"
@@ -54,10 +52,10 @@ func TestWatchersHelperProcess(t *testing.T) {
 		t.Skip("helper process for TestManyBlockingQueries")
 	}
 	limit, _ := strconv.Atoi(os.Getenv(envHelper))
-	a, err := cmd.NewAgent(cmd.AgentConfig{
+	a, err := agent.New(agent.Config{
 		Dev: true, Node: "watchers", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		LeaderWait: 10 * time.Second, RejoinInterval: time.Minute, MaxBlockingQueries: limit,
-	}, hclog.NewNullLogger())
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cmd_test
+package agent_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -83,10 +83,10 @@ func (s series) sum(name string, want ...string) float64 {
 // and after writes through a follower, while a blocking query waits, and
 // after a node stops, and checks that the series of docs/metrics.md move.
 func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	ctx := context.Background()
-	f, l := follower(c), c.Leader()
+	f, l := c.Follower(), c.Leader()
 	before := []series{scrape(t, c.Node(0).HTTPAddr()), scrape(t, c.Node(1).HTTPAddr()), scrape(t, c.Node(2).HTTPAddr())}
 
 	// A blocking query held by the follower shows in flight.
@@ -99,7 +99,7 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 		_, _, err := c.Client(f).Instances(ctx, "web", &client.QueryOptions{WaitIndex: meta.Index, WaitTime: 30 * time.Second})
 		done <- err
 	}()
-	clustertest.Eventually(t, 10*time.Second, func() bool {
+	agenttest.Eventually(t, 10*time.Second, func() bool {
 		return scrape(t, c.Node(f).HTTPAddr()).sum("beacon_http_blocking_queries") == 1
 	}, "one blocking query in flight on the follower")
 
@@ -114,11 +114,11 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 	checked := reg("127.0.0.1", 9999)
 	checked.Checks = []client.CheckDefinition{{Name: "http", HTTP: srv.URL + "/healthz", Interval: client.Duration(200 * time.Millisecond), Timeout: client.Duration(150 * time.Millisecond)}}
 	last = registerRetry(t, c.Client(f), "api", "api-1", checked)
-	clustertest.Eventually(t, 20*time.Second, func() bool {
+	agenttest.Eventually(t, 20*time.Second, func() bool {
 		inst, _, err := c.Client(f).Instance(ctx, "api", "api-1", nil)
 		return err == nil && inst.Status == "passing"
 	}, "the HTTP check to pass")
-	clustertest.Eventually(t, 20*time.Second, func() bool {
+	agenttest.Eventually(t, 20*time.Second, func() bool {
 		runs := 0.0
 		for i := range c.Nodes() {
 			runs += scrape(t, c.Node(i).HTTPAddr()).sum("beacon_health_check_runs_total", `type="http"`, `status="passing"`)
@@ -190,11 +190,11 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 
 	// A stopped node shows as failed in gossip, and alive once restarted.
 	c.Stop(f)
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		return scrape(t, c.Node(l).HTTPAddr()).sum("beacon_gossip_members", `status="failed"`) == 1
 	}, "the stopped node counted as failed")
 	c.Restart(f)
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		s := scrape(t, c.Node(l).HTTPAddr())
 		return s.sum("beacon_gossip_members", `status="alive"`) == 3 && s.sum("beacon_gossip_members", `status="failed"`) == 0
 	}, "the restarted node counted as alive again")

@@ -1,4 +1,4 @@
-package cmd_test
+package registry_test
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
+	"github.com/beaconhq/beacon/lb/registry"
 )
 
 // checkedBackend is a backend whose /health answers 500 while sick is set.
@@ -67,10 +67,10 @@ func healthChecking(t *testing.T, addr string) bool {
 
 // waitStatus waits until every node reports instance id with status, and
 // returns the highest index at which one of them read it.
-func waitStatus(t *testing.T, c *clustertest.Cluster, service, id, status string) uint64 {
+func waitStatus(t *testing.T, c *agenttest.Cluster, service, id, status string) uint64 {
 	t.Helper()
 	var idx uint64
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		idx = 0
 		for i, n := range c.Nodes() {
 			if !n.Running() {
@@ -88,7 +88,7 @@ func waitStatus(t *testing.T, c *clustertest.Cluster, service, id, status string
 }
 
 func TestHealthTransitionsDriveEveryBalancersTable(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
 	if !healthChecking(t, c.Node(0).HTTPAddr()) {
 		t.Skip("health checking (issue 3) is not on this branch: GET /v1/checks is missing")
@@ -104,8 +104,8 @@ func TestHealthTransitionsDriveEveryBalancersTable(t *testing.T) {
 	for _, b := range bes {
 		idx = max(idx, waitStatus(t, c, "web", b.name, client.StatusPassing))
 	}
-	lbs := []*cmd.LoadBalancer{startLB(t, "lb1", addrs, nil), startLB(t, "lb2", []string{addrs[2], addrs[1], addrs[0]}, nil)}
-	routes := func(l *cmd.LoadBalancer, id string) bool {
+	lbs := []*registry.Balancer{startLB(t, "lb1", addrs, nil), startLB(t, "lb2", []string{addrs[2], addrs[1], addrs[0]}, nil)}
+	routes := func(l *registry.Balancer, id string) bool {
 		t := l.Balancer().Table("web")
 		return t != nil && slices.Contains(t.Routed(), id)
 	}

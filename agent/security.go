@@ -1,4 +1,4 @@
-package cmd
+package agent
 
 import (
 	"context"
@@ -20,7 +20,7 @@ const minManagementTokenLen = 16
 
 // validateSecurity checks the security settings before anything starts.
 // Messages never include a secret's value.
-func (c AgentConfig) validateSecurity() error {
+func (c Config) validateSecurity() error {
 	if c.ManagementToken != "" {
 		if len(c.ManagementToken) < minManagementTokenLen {
 			return fmt.Errorf("agent: --management-token must be at least %d characters (try: head -c 24 /dev/urandom | base64)", minManagementTokenLen)

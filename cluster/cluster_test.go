@@ -1,4 +1,4 @@
-package cmd_test
+package cluster_test
 
 import (
 	"context"
@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
-	"github.com/hashicorp/go-hclog"
 )
 
 func reg(addr string, port int) *client.Registration {
@@ -21,41 +20,23 @@ func reg(addr string, port int) *client.Registration {
 }
 
 // registerRetry registers, retrying while the cluster answers 503 (an
-// election under a loaded test machine): registration is idempotent.
-func registerRetry(t *testing.T, cl *client.Client, service, id string, r *client.Registration) uint64 {
+// election on a loaded test machine): registration is idempotent.
+func registerRetry(t testing.TB, cl *client.Client, service, id string, r *client.Registration) uint64 {
 	t.Helper()
-	var err error
-	for attempt := 0; attempt < 20; attempt++ {
-		var idx uint64
-		if idx, err = cl.Register(context.Background(), service, id, r); err == nil {
-			return idx
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("register %s/%s: %v", service, id, err)
-	return 0
-}
-
-func follower(c *clustertest.Cluster) int {
-	l := c.Leader()
-	for i := range c.Nodes() {
-		if i != l && c.Node(i).Running() {
-			return i
-		}
-	}
-	return -1
+	var idx uint64
+	agenttest.Retry503(t, "register "+service+"/"+id, func() (err error) {
+		idx, err = cl.Register(context.Background(), service, id, r)
+		return err
+	})
+	return idx
 }
 
 func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
 
-	f := follower(c)
+	f := c.Follower()
 	idx := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
 	// Read-your-writes on the node written to: no waiting.
 	insts, meta, err := c.Client(f).Instances(ctx, "web", nil)
@@ -116,7 +97,7 @@ func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
 // follower (answered once that follower has applied it) must return, in
 // seconds, not in a minute.
 func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) {
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.RaftCommitTimeout = time.Minute
 	}))
 	c.WaitForVoters(3)
@@ -125,7 +106,7 @@ func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
 		// WaitForIndex gives up after 30 s, half the commit timeout.
 		c.WaitForIndex(registerRetry(t, c.Client(l), "nudge", fmt.Sprintf("via-leader-%d", i), reg("10.0.0.1", 8080)))
 	}
-	f := follower(c)
+	f := c.Follower()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	idx, err := c.Client(f).Register(ctx, "nudge", "via-follower", reg("10.0.0.2", 8080))
@@ -136,7 +117,7 @@ func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
 }
 
 func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
 	acked := map[string]bool{}
@@ -182,7 +163,7 @@ func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing
 }
 
 func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
-	c := clustertest.New(t, 3)
+	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
 	registerRetry(t, c.Client(0), "db", "db-1", reg("10.2.0.1", 5432))
@@ -192,7 +173,7 @@ func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
 		t.Fatalf("join: %d %v", n, err)
 	}
 	c.WaitForVoters(4)
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		insts, _, err := n4.Client().Instances(ctx, "db", nil)
 		return err == nil && len(insts) == 1
 	}, "the new node to replicate the catalog")
@@ -203,14 +184,14 @@ func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
 	c.WaitForVoters(3)
 	select {
 	case err := <-n4.Agent.Err():
-		if !errors.Is(err, cmd.ErrLeft) {
+		if !errors.Is(err, agent.ErrLeft) {
 			t.Fatalf("agent stopped with %v, want ErrLeft", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("agent did not stop after leaving")
 	}
 	n4.Agent = nil
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		ms, err := c.Client(0).Members(ctx)
 		if err != nil {
 			return false
@@ -225,15 +206,15 @@ func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
 }
 
 func TestWriteWithoutQuorumFailsWith503AndRetryAfter(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.WithConfig(func(cfg *cmd.AgentConfig) { cfg.LeaderWait = time.Second }))
+	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) { cfg.LeaderWait = time.Second }))
 	c.WaitForVoters(3)
-	keep := follower(c)
+	keep := c.Follower()
 	for i := range c.Nodes() {
 		if i != keep {
 			c.Stop(i)
 		}
 	}
-	clustertest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 30*time.Second, func() bool {
 		return !c.Node(keep).Agent.Node().KnownLeader()
 	}, "the survivor to lose its leader")
 	req, _ := http.NewRequest(http.MethodPut, "http://"+c.Node(keep).HTTPAddr()+"/v1/services/web/instances/w1",
@@ -254,33 +235,5 @@ func TestWriteWithoutQuorumFailsWith503AndRetryAfter(t *testing.T) {
 	}
 	if _, _, err := c.Client(keep).Instances(context.Background(), "web", &client.QueryOptions{Consistent: true}); err == nil {
 		t.Fatal("consistent read without a quorum succeeded")
-	}
-}
-
-func TestDevAgentRunsAloneInMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an agent")
-	}
-	a, err := cmd.NewAgent(cmd.AgentConfig{
-		Dev: true, Node: "dev", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
-		LeaderWait: 5 * time.Second, RejoinInterval: time.Minute,
-	}, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown(context.Background())
-	cl, _ := client.New(client.Config{Addresses: []string{a.HTTPAddr()}})
-	ctx := context.Background()
-	clustertest.Eventually(t, 10*time.Second, func() bool {
-		st, err := cl.Status(ctx)
-		return err == nil && st.State == "Leader"
-	}, "the dev node to lead")
-	registerRetry(t, cl, "web", "w1", reg("127.0.0.1", 8080))
-	insts, _, err := cl.Instances(ctx, "web", &client.QueryOptions{Consistent: true})
-	if err != nil || len(insts) != 1 {
-		t.Fatalf("dev read: %v %v", err, insts)
 	}
 }

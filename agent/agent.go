@@ -1,4 +1,7 @@
-package cmd
+// Package agent is a Beacon server as a library: Config, New, Start, Ready,
+// Err and Shutdown, like etcd's server/embed. `beacon agent` (cmd) builds a
+// Config from flags, environment and file and runs one.
+package agent
 
 import (
 	"context"
@@ -20,6 +23,7 @@ import (
 	"github.com/beaconhq/beacon/cluster"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/health"
+	"github.com/beaconhq/beacon/lb"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,7 +37,7 @@ const defaultClusterSecret = "beacon-default-cluster-secret-change-me"
 // the catalog, the cluster node and the HTTP API. main and the end-to-end
 // tests both use it.
 type Agent struct {
-	cfg    AgentConfig
+	cfg    Config
 	logger hclog.Logger
 
 	fsm    *fsm.FSM
@@ -42,7 +46,7 @@ type Agent struct {
 	api    *api.Server
 	httpLn net.Listener
 	dns    *dns.Server
-	lb     *agentLB // nil without --lb-addr
+	lb     *lb.Server // nil without LBAddr
 	// lbAdmin is the embedded balancer's bound admin address, for the web
 	// UI (read by HTTP handlers while the balancer starts).
 	lbAdmin atomic.Pointer[string]
@@ -53,32 +57,32 @@ type Agent struct {
 	metrics *prometheus.Registry
 
 	ready        chan struct{}
+	stopping     chan struct{} // closed when the agent begins to stop
 	errCh        chan error
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
 
-// NewAgent checks cfg and builds an agent that is not running yet.
-func NewAgent(cfg AgentConfig, logger hclog.Logger) (*Agent, error) {
+// New checks cfg (with Dev, after turning it into a single in-memory node
+// on loopback) and builds an agent that is not running yet.
+func New(cfg Config) (*Agent, error) {
 	if cfg.Dev {
 		cfg.applyDev()
 	}
-	if cfg.Node == "" {
-		return nil, errors.New("agent: node name is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	logger := cfg.Logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	if err := cfg.validateSecurity(); err != nil {
-		return nil, err
-	}
-	return &Agent{cfg: cfg, logger: logger, ready: make(chan struct{}), errCh: make(chan error, 4)}, nil
+	return &Agent{cfg: cfg, logger: logger, ready: make(chan struct{}), stopping: make(chan struct{}), errCh: make(chan error, 4)}, nil
 }
 
 // applyDev turns the config into a single in-memory node on loopback.
-func (c *AgentConfig) applyDev() {
-	if c.Node == "" || c.Node == DefaultAgentConfig().Node {
+func (c *Config) applyDev() {
+	if c.Node == "" || c.Node == DefaultConfig().Node {
 		c.Node = "dev"
 	}
 	c.BootstrapExpect = 1
@@ -108,7 +112,7 @@ func loopback(addr, defPort string) string {
 func (a *Agent) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
-			_ = a.stop(context.Background())
+			_ = a.Shutdown(context.Background())
 		}
 	}()
 	a.fsm = fsm.New(a.logger.Named("fsm"))
@@ -155,6 +159,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		cc.CommitTimeout = a.cfg.RaftCommitTimeout
 	}
 	cc.Logger = a.logger
+	cc.Version = a.cfg.Version
 	if a.cfg.Dev {
 		cc.ProbeInterval, cc.ProbeTimeout = time.Second, 500*time.Millisecond
 	}
@@ -167,10 +172,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.node = node
 
-	hc, err := a.healthConfig()
+	hc, err := a.cfg.healthConfig()
 	if err != nil {
 		return err
 	}
+	hc.Logger = a.logger.Named("health")
 	hm := newHealthMetrics()
 	hc.ProbeObserver = hm.observeProbe
 	h, err := health.New(hc, a.fsm, healthAdapter{node})
@@ -291,13 +297,13 @@ func advertised(bound *net.TCPAddr, advertise string) (string, error) {
 	if ip.IsUnspecified() {
 		// Peers learn a reachable address from gossip; publish the port with
 		// an empty host so clients combine it with the member's address.
-		return net.JoinHostPort(hostIP(), strconv.Itoa(bound.Port)), nil
+		return net.JoinHostPort(HostIP(), strconv.Itoa(bound.Port)), nil
 	}
 	return net.JoinHostPort(ip.String(), strconv.Itoa(bound.Port)), nil
 }
 
-// hostIP returns a non-loopback address of this host, or 127.0.0.1.
-func hostIP() string {
+// HostIP returns a non-loopback IPv4 address of this host, or 127.0.0.1.
+func HostIP() string {
 	addrs, err := net.InterfaceAddrs()
 	if err == nil {
 		for _, a := range addrs {
@@ -364,6 +370,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 }
 
 func (a *Agent) stop(ctx context.Context) error {
+	close(a.stopping)
 	var errs []error
 	if a.dns != nil {
 		if err := a.dns.Shutdown(ctx); err != nil {
@@ -397,14 +404,14 @@ func (a *Agent) stop(ctx context.Context) error {
 // travelling to the leader). Ops of the agent's packages are numbered here.
 const opHealth cluster.Op = 16
 
-// healthConfig builds the health subsystem's configuration.
-func (a *Agent) healthConfig() (health.Config, error) {
+// healthConfig builds the health subsystem's configuration (without its
+// logger).
+func (c Config) healthConfig() (health.Config, error) {
 	hc := health.DefaultConfig()
-	hc.Node = a.cfg.Node
-	hc.Logger = a.logger.Named("health")
-	if a.cfg.CheckDenyCIDR != nil {
+	hc.Node = c.Node
+	if c.CheckDenyCIDR != nil {
 		hc.DenyCIDRs = nil
-		for _, s := range a.cfg.CheckDenyCIDR {
+		for _, s := range c.CheckDenyCIDR {
 			if s == "none" {
 				continue
 			}
@@ -416,12 +423,12 @@ func (a *Agent) healthConfig() (health.Config, error) {
 		}
 	}
 	hc.Flap = health.FlapPolicy{
-		Threshold: a.cfg.FlapThreshold, Window: a.cfg.FlapWindow,
-		HoldDown: a.cfg.FlapHoldDown, MaxHoldDown: a.cfg.FlapMaxHoldDown,
+		Threshold: c.FlapThreshold, Window: c.FlapWindow,
+		HoldDown: c.FlapHoldDown, MaxHoldDown: c.FlapMaxHoldDown,
 	}
-	hc.TTLGrace = a.cfg.TTLGrace
-	if a.cfg.MetricsPeriod > 0 {
-		hc.MetricsPeriod = a.cfg.MetricsPeriod
+	hc.TTLGrace = c.TTLGrace
+	if c.MetricsPeriod > 0 {
+		hc.MetricsPeriod = c.MetricsPeriod
 	}
 	return hc, hc.Validate()
 }

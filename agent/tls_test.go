@@ -1,8 +1,8 @@
-package cmd_test
+package agent_test
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -17,45 +17,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
+	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/cluster/clustertest"
-	"github.com/beaconhq/beacon/cmd"
 )
 
-// beaconCLI runs the beacon command line in-process.
-func beaconCLI(t *testing.T, env map[string]string, args ...string) (string, error) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	f := &cmd.Factory{Out: &out, Err: &errb, Getenv: func(k string) string { return env[k] }}
-	root := cmd.NewRootCmd(f)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	return out.String() + errb.String(), err
-}
-
-// pki makes, with `beacon tls`, a CA and server certificates for
-// node1..node4 and a client certificate "cli" in one directory, and a second
-// CA with its own node4 certificate in another.
+// pki makes a CA and server certificates for node1..node4 and a client
+// certificate "cli" in one directory, and a second CA with its own node4
+// certificate in another (what `beacon tls` makes).
 func pki(t *testing.T) (dir, rogue string) {
 	t.Helper()
 	dir, rogue = t.TempDir(), t.TempDir()
-	must := func(args ...string) {
+	mkCA := func(dir, name string) {
 		t.Helper()
-		if out, err := beaconCLI(t, nil, args...); err != nil {
-			t.Fatalf("beacon %v: %v\n%s", args, err, out)
+		if _, _, err := agent.CreateCA(dir, 30, name); err != nil {
+			t.Fatal(err)
 		}
 	}
-	must("tls", "ca", "create", "--dir", dir)
-	for i := 1; i <= 4; i++ {
-		must("tls", "cert", "create", "--node", fmt.Sprintf("node%d", i), "--dir", dir,
-			"--ca", filepath.Join(dir, "beacon-ca.pem"), "--ca-key", filepath.Join(dir, "beacon-ca-key.pem"))
+	mkCert := func(dir, node string, isClient bool) {
+		t.Helper()
+		_, err := agent.CreateCert(agent.CertRequest{Node: node, Client: isClient, Dir: dir, Days: 30,
+			CAFile: filepath.Join(dir, "beacon-ca.pem"), CAKeyFile: filepath.Join(dir, "beacon-ca-key.pem")})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	must("tls", "cert", "create", "--node", "cli", "--client", "--dir", dir,
-		"--ca", filepath.Join(dir, "beacon-ca.pem"), "--ca-key", filepath.Join(dir, "beacon-ca-key.pem"))
-	must("tls", "ca", "create", "--dir", rogue, "--common-name", "Rogue CA")
-	must("tls", "cert", "create", "--node", "node4", "--dir", rogue,
-		"--ca", filepath.Join(rogue, "beacon-ca.pem"), "--ca-key", filepath.Join(rogue, "beacon-ca-key.pem"))
+	mkCA(dir, "Beacon CA")
+	for i := 1; i <= 4; i++ {
+		mkCert(dir, fmt.Sprintf("node%d", i), false)
+	}
+	mkCert(dir, "cli", true)
+	mkCA(rogue, "Rogue CA")
+	mkCert(rogue, "node4", false)
 	return dir, rogue
 }
 
@@ -76,80 +70,14 @@ func parseCert(t *testing.T, file string) *x509.Certificate {
 	return c
 }
 
-func TestTLSCommandsMakeCertificatesThatVerify(t *testing.T) {
-	dir := t.TempDir()
-	if out, err := beaconCLI(t, nil, "tls", "ca", "create", "--dir", dir); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	ca, caKey := filepath.Join(dir, "beacon-ca.pem"), filepath.Join(dir, "beacon-ca-key.pem")
-	if out, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "n1", "--ip", "10.1.2.3", "--dns", "n1.example.com", "--dir", dir, "--ca", ca, "--ca-key", caKey); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	if out, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "ops", "--client", "--dir", dir, "--ca", ca, "--ca-key", caKey); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(parseCert(t, ca))
-	srv := parseCert(t, filepath.Join(dir, "n1.pem"))
-	for _, name := range []string{cmd.ServerTLSName, "n1", "n1.example.com", "localhost", "10.1.2.3", "127.0.0.1"} {
-		if _, err := srv.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-			t.Errorf("server certificate for %q: %v", name, err)
-		}
-	}
-	if _, err := srv.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		t.Errorf("a server certificate must also authenticate the server as a client (nodes dial each other): %v", err)
-	}
-	cli := parseCert(t, filepath.Join(dir, "ops.pem"))
-	if _, err := cli.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		t.Errorf("client certificate: %v", err)
-	}
-	if _, err := cli.Verify(x509.VerifyOptions{Roots: roots, DNSName: cmd.ServerTLSName, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
-		t.Error("a client certificate must not pass as a server's")
-	}
-	if srv.PublicKeyAlgorithm != x509.ECDSA {
-		t.Errorf("key algorithm %v, want ECDSA", srv.PublicKeyAlgorithm)
-	}
-	for _, f := range []string{"beacon-ca-key.pem", "n1-key.pem", "ops-key.pem"} {
-		st, err := os.Stat(filepath.Join(dir, f))
-		if err != nil || st.Mode().Perm() != 0o600 {
-			t.Errorf("%s: mode %v (%v), want 0600", f, st.Mode().Perm(), err)
-		}
-	}
-	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "n1.pem"), filepath.Join(dir, "n1-key.pem")); err != nil {
-		t.Errorf("key pair: %v", err)
-	}
-	// Nothing is overwritten, and names cannot escape the directory.
-	if _, err := beaconCLI(t, nil, "tls", "ca", "create", "--dir", dir); err == nil {
-		t.Error("a second CA overwrote the first")
-	}
-	if _, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "../evil", "--dir", dir, "--ca", ca, "--ca-key", caKey); err == nil {
-		t.Error("a node name with a path was accepted")
-	}
-}
-
-func TestKeygenMakesAValidGossipKey(t *testing.T) {
-	out, err := beaconCLI(t, nil, "keygen")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
-	if err != nil || len(key) != 32 {
-		t.Fatalf("keygen printed %q (%v)", out, err)
-	}
-	out2, _ := beaconCLI(t, nil, "keygen")
-	if out2 == out {
-		t.Fatal("two keys are the same")
-	}
-}
-
 // secureCluster starts n agents with TLS everywhere (HTTPS with client
 // certificates, mTLS on the cluster port), gossip encryption and tokens, and
 // clients that use all of it.
-func secureCluster(t *testing.T, n int, dir string, gossipKey string, logs *logCapture) *clustertest.Cluster {
+func secureCluster(t *testing.T, n int, dir string, gossipKey string, logs *logCapture) *agenttest.Cluster {
 	t.Helper()
 	tc := clientTLS(t, dir)
-	opts := []clustertest.Option{
-		withAuth(false, func(c *cmd.AgentConfig) {
+	opts := []agenttest.Option{
+		withAuth(false, func(c *agent.Config) {
 			c.GossipKey = gossipKey
 			c.TLSCertFile = filepath.Join(dir, c.Node+".pem")
 			c.TLSKeyFile = filepath.Join(dir, c.Node+"-key.pem")
@@ -157,16 +85,16 @@ func secureCluster(t *testing.T, n int, dir string, gossipKey string, logs *logC
 			c.TLSHTTPClientCAFile = filepath.Join(dir, "beacon-ca.pem")
 			c.TLSVerifyIncoming, c.TLSVerifyOutgoing, c.TLSVerifyServerHostname = true, true, true
 		}),
-		clustertest.WithClient(func(c *client.Config) {
+		agenttest.WithClient(func(c *client.Config) {
 			c.Token = testManagementToken
 			c.Addresses = []string{"https://" + c.Addresses[0]}
 			c.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 		}),
 	}
 	if logs != nil {
-		opts = append(opts, clustertest.WithLogWriter(logs))
+		opts = append(opts, agenttest.WithLogWriter(logs))
 	}
-	return clustertest.New(t, n, opts...)
+	return agenttest.New(t, n, opts...)
 }
 
 // clientTLS trusts the test CA and presents the "cli" client certificate.
@@ -182,11 +110,11 @@ func clientTLS(t *testing.T, dir string) *tls.Config {
 }
 
 func newGossipKey(t *testing.T) string {
-	out, err := beaconCLI(t, nil, "keygen")
-	if err != nil {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(out)
+	return base64.StdEncoding.EncodeToString(key)
 }
 
 // TestSecureClusterFormsReplicatesAndFailsOver runs three agents with TLS on
@@ -203,7 +131,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 	c.WaitForVoters(3)
 	ctx := context.Background()
 
-	f := follower(c)
+	f := c.Follower()
 	idx := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
 	c.WaitForIndex(idx)
 	for i := range c.Nodes() {
@@ -233,25 +161,8 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 		}
 	})
 
-	t.Run("the CLI talks HTTPS with --ca-cert and a client certificate", func(t *testing.T) {
-		env := map[string]string{
-			"BEACON_ADDR": c.Node(f).HTTPAddr(), "BEACON_TOKEN": testManagementToken,
-			"BEACON_CACERT":      filepath.Join(dir, "beacon-ca.pem"),
-			"BEACON_CLIENT_CERT": filepath.Join(dir, "cli.pem"), "BEACON_CLIENT_KEY": filepath.Join(dir, "cli-key.pem"),
-		}
-		out, err := beaconCLI(t, env, "discover", "web")
-		if err != nil || !strings.Contains(out, "web-1") {
-			t.Fatalf("beacon discover over HTTPS: %v\n%s", err, out)
-		}
-		delete(env, "BEACON_CACERT")
-		env["BEACON_ADDR"] = "https://" + c.Node(f).HTTPAddr()
-		if out, err := beaconCLI(t, env, "discover", "web"); err == nil {
-			t.Fatalf("the CLI trusted an unknown CA: %s", out)
-		}
-	})
-
 	t.Run("a node with a certificate from another CA is not let into Raft", func(t *testing.T) {
-		bad := c.AddNodeWith("node4", func(cfg *cmd.AgentConfig) {
+		bad := c.AddNodeWith("node4", func(cfg *agent.Config) {
 			cfg.TLSCertFile = filepath.Join(rogue, "node4.pem")
 			cfg.TLSKeyFile = filepath.Join(rogue, "node4-key.pem")
 		})
@@ -259,7 +170,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 		if _, err := c.Client(0).Join(ctx, []string{bad.Config.GossipAddr}); err != nil {
 			t.Fatalf("join: %v", err)
 		}
-		clustertest.Eventually(t, 30*time.Second, func() bool {
+		agenttest.Eventually(t, 30*time.Second, func() bool {
 			return len(logs.lines("not adding server to raft", "node=node4")) > 0 &&
 				len(logs.lines("cluster tls handshake failed")) > 0
 		}, "the leader to refuse node4 and log the TLS failure")
@@ -268,7 +179,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 	})
 
 	t.Run("a node with another gossip key cannot join and the log says why", func(t *testing.T) {
-		other := c.AddNodeWith("node5", func(cfg *cmd.AgentConfig) {
+		other := c.AddNodeWith("node5", func(cfg *agent.Config) {
 			cfg.GossipKey = newGossipKey(t)
 			cfg.TLSCertFile = filepath.Join(dir, "node4.pem")
 			cfg.TLSKeyFile = filepath.Join(dir, "node4-key.pem")
@@ -278,7 +189,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Code != "join_failed" || !strings.Contains(ce.ErrorBody.Error, "gossip encryption key mismatch") {
 			t.Fatalf("join with another key: %v", err)
 		}
-		clustertest.Eventually(t, 10*time.Second, func() bool {
+		agenttest.Eventually(t, 10*time.Second, func() bool {
 			return len(logs.lines("[ERROR]", "gossip encryption key mismatch")) > 0
 		}, "an error line naming the gossip key mismatch")
 		ms, err := c.Client(0).Members(ctx)
@@ -347,9 +258,9 @@ func TestNoSecretAppearsInAnyLogLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	rawDo(t, hc, http.MethodGet, "https://"+c.Node(0).HTTPAddr()+"/v1/services", read.Secret, "")
-	other := c.AddNodeWith("node4", func(cfg *cmd.AgentConfig) { cfg.GossipKey = newGossipKey(t) })
+	other := c.AddNodeWith("node4", func(cfg *agent.Config) { cfg.GossipKey = newGossipKey(t) })
 	_, _ = c.Client(0).Join(ctx, []string{other.Config.GossipAddr})
-	clustertest.Eventually(t, 10*time.Second, func() bool { return len(logs.lines("gossip encryption key mismatch")) > 0 }, "the key mismatch to be logged")
+	agenttest.Eventually(t, 10*time.Second, func() bool { return len(logs.lines("gossip encryption key mismatch")) > 0 }, "the key mismatch to be logged")
 	otherKey := other.Config.GossipKey
 	c.Stop(3)
 

@@ -1,4 +1,4 @@
-package cmd
+package registry
 
 import (
 	"context"
@@ -11,26 +11,24 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
-	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/lb"
-	"github.com/hashicorp/go-memdb"
 )
 
-// registryCatalog presents a Beacon cluster, reached through the Go client,
+// Catalog presents a Beacon cluster, reached through the Go client,
 // as an lb.Catalog. It keeps one client per registry address and follows one
 // node at a time: when that node cannot be reached or answers 5xx, it moves
 // to the next; when the node answers without a known leader (it may be cut
 // off from the cluster), the next read goes to another node.
-type registryCatalog struct {
+type Catalog struct {
 	addrs   []string
 	clients []*client.Client
 	cur     atomic.Int32
 	wait    time.Duration
 }
 
-// newRegistryCatalog returns a catalog over the agents at addrs. wait is the
+// NewCatalog returns a catalog over the agents at addrs. wait is the
 // longest a blocking read waits before it returns unchanged.
-func newRegistryCatalog(addrs []string, token string, wait time.Duration, tc *tls.Config) (*registryCatalog, error) {
+func NewCatalog(addrs []string, token string, wait time.Duration, tc *tls.Config) (*Catalog, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("lb: no registry address")
 	}
@@ -39,7 +37,7 @@ func newRegistryCatalog(addrs []string, token string, wait time.Duration, tc *tl
 	tr.MaxIdleConnsPerHost = 1024
 	tr.TLSClientConfig = tc
 	hc := &http.Client{Transport: tr}
-	c := &registryCatalog{addrs: addrs, wait: wait}
+	c := &Catalog{addrs: addrs, wait: wait}
 	for _, a := range addrs {
 		if tc != nil && !strings.Contains(a, "://") {
 			a = "https://" + a
@@ -54,7 +52,7 @@ func newRegistryCatalog(addrs []string, token string, wait time.Duration, tc *tl
 }
 
 // read runs fn against the followed node, failing over to the others.
-func (c *registryCatalog) read(ctx context.Context, fn func(*client.Client) (*client.QueryMeta, error)) (lb.Source, error) {
+func (c *Catalog) read(ctx context.Context, fn func(*client.Client) (*client.QueryMeta, error)) (lb.Source, error) {
 	n := len(c.clients)
 	start := int(c.cur.Load()) % n
 	var lastErr error
@@ -85,7 +83,7 @@ func (c *registryCatalog) read(ctx context.Context, fn func(*client.Client) (*cl
 	return lb.Source{}, fmt.Errorf("no registry node answered (%d tried): %w", n, lastErr)
 }
 
-func (c *registryCatalog) query(index uint64) *client.QueryOptions {
+func (c *Catalog) query(index uint64) *client.QueryOptions {
 	if index == 0 {
 		return &client.QueryOptions{}
 	}
@@ -93,7 +91,7 @@ func (c *registryCatalog) query(index uint64) *client.QueryOptions {
 }
 
 // Services implements lb.Catalog.
-func (c *registryCatalog) Services(ctx context.Context, index uint64) (*lb.ServiceList, error) {
+func (c *Catalog) Services(ctx context.Context, index uint64) (*lb.ServiceList, error) {
 	var out lb.ServiceList
 	src, err := c.read(ctx, func(cl *client.Client) (*client.QueryMeta, error) {
 		list, meta, err := cl.Services(ctx, c.query(index))
@@ -111,7 +109,7 @@ func (c *registryCatalog) Services(ctx context.Context, index uint64) (*lb.Servi
 }
 
 // Instances implements lb.Catalog.
-func (c *registryCatalog) Instances(ctx context.Context, service string, index uint64) (*lb.InstanceList, error) {
+func (c *Catalog) Instances(ctx context.Context, service string, index uint64) (*lb.InstanceList, error) {
 	var out lb.InstanceList
 	src, err := c.read(ctx, func(cl *client.Client) (*client.QueryMeta, error) {
 		insts, meta, err := cl.Instances(ctx, service, c.query(index))
@@ -135,90 +133,6 @@ func clientBackend(i *client.Instance) lb.Backend {
 	}
 	if i.HealthySince != nil {
 		b.HealthySince = *i.HealthySince
-	}
-	return b
-}
-
-// leaderView is what the store catalog reports about the local node's
-// contact with its leader.
-type leaderView interface {
-	KnownLeader() bool
-	LastContact() time.Duration
-}
-
-// storeCatalog presents an agent's local replicated store as an lb.Catalog,
-// for a balancer embedded in the agent: blocking reads are memdb watches.
-type storeCatalog struct {
-	store  *fsm.Store
-	leader leaderView
-	name   string
-	wait   time.Duration
-}
-
-func (c *storeCatalog) source() lb.Source {
-	lc := c.leader.LastContact()
-	if lc == time.Duration(1<<63-1) {
-		lc = -1
-	}
-	return lb.Source{Node: c.name, KnownLeader: c.leader.KnownLeader(), LastContact: lc}
-}
-
-// watch runs read until its index differs from index, or the wait ends.
-func (c *storeCatalog) watch(ctx context.Context, index uint64, read func(ws memdb.WatchSet) uint64) error {
-	wctx, cancel := context.WithTimeout(ctx, c.wait)
-	defer cancel()
-	for {
-		ws := memdb.NewWatchSet()
-		idx := read(ws)
-		if index == 0 || idx != index {
-			return nil
-		}
-		if err := ws.WatchCtx(wctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return nil // the wait ended: answer unchanged
-		}
-	}
-}
-
-// Services implements lb.Catalog.
-func (c *storeCatalog) Services(ctx context.Context, index uint64) (*lb.ServiceList, error) {
-	out := &lb.ServiceList{}
-	err := c.watch(ctx, index, func(ws memdb.WatchSet) uint64 {
-		idx, svcs, _ := c.store.Services(ws, "", "", 0)
-		out.Index, out.Names = idx, out.Names[:0]
-		for _, s := range svcs {
-			out.Names = append(out.Names, s.Name)
-		}
-		return idx
-	})
-	out.Source = c.source()
-	return out, err
-}
-
-// Instances implements lb.Catalog.
-func (c *storeCatalog) Instances(ctx context.Context, service string, index uint64) (*lb.InstanceList, error) {
-	out := &lb.InstanceList{}
-	err := c.watch(ctx, index, func(ws memdb.WatchSet) uint64 {
-		idx, insts := c.store.ServiceInstances(ws, service)
-		out.Index, out.Backends = idx, make([]lb.Backend, 0, len(insts))
-		for _, i := range insts {
-			out.Backends = append(out.Backends, storeBackend(i))
-		}
-		return idx
-	})
-	out.Source = c.source()
-	return out, err
-}
-
-func storeBackend(i *fsm.Instance) lb.Backend {
-	b := lb.Backend{
-		ID: i.ID, Address: i.Address, Port: i.Port, Weight: i.Weight, Status: lb.Health(i.Status),
-		Draining: i.Drain != nil, Maintenance: i.Maintenance != nil, Meta: i.MetaMap(), Metrics: i.Metrics,
-	}
-	if i.HealthySince != 0 {
-		b.HealthySince = time.Unix(0, i.HealthySince)
 	}
 	return b
 }
