@@ -77,7 +77,7 @@ func fixtures(t *testing.T, c *agenttest.Cluster, be *backend) {
 	cl := c.Client(1)
 	register(t, cl, "web", "web-1", &client.Registration{Address: "127.0.0.1", Port: be.port(), Tags: []string{"demo", "v1"},
 		Meta: map[string]string{"zone": "eu-1a"}, Version: "1.0.0", Weight: 10,
-		Checks: []client.CheckDefinition{{HTTP: be.URL + "/healthz", Interval: client.Duration(time.Second), FailuresBeforeCritical: 1, SuccessesBeforePassing: 1}}})
+		Checks: []client.CheckDefinition{{HTTP: be.URL + "/healthz", Interval: client.Duration(2 * time.Second), FailuresBeforeCritical: 1, SuccessesBeforePassing: 1}}})
 	register(t, cl, "web", "web-2", &client.Registration{Address: "127.0.0.2", Port: 8080, Tags: []string{"demo", "canary"}, Version: "2.0.0",
 		Checks: []client.CheckDefinition{{Name: "heartbeat", TTL: client.Duration(time.Hour), InitialStatus: "passing"}}})
 	register(t, cl, "api", "api-1", &client.Registration{Address: "127.0.0.3", Port: 9090})
@@ -108,7 +108,7 @@ func TestEveryPageLoadsWithoutConsoleErrors(t *testing.T) {
 		{"overview", "#/", `document.querySelectorAll('table[aria-label="Members"] tbody tr').length === 3 && document.body.innerText.includes("node")`},
 		{"services", "#/services", `[...document.querySelectorAll('table[aria-label="Services"] a')].map(a => a.textContent).join() === "api,web"`},
 		{"service", "#/services/web", `document.querySelectorAll('tr[data-instance]').length === 2`},
-		{"instance", "#/services/web/web-1", `document.querySelector('tr[data-check] .badge.passing') !== null`},
+		{"instance", "#/services/web/web-1", `document.querySelector('tr[data-check] .badge') !== null && document.querySelector('ol.timeline, main p.muted') !== null`},
 		{"lbs", "#/lbs", `document.querySelector('section.lb table[aria-label="Routing table of web"]') !== null`},
 	}
 	for _, size := range []struct {
