@@ -104,6 +104,7 @@ bench: build
 	$(GO) run ./scripts/bench -beacon $(BIN) $${etcd:+-etcd $$etcd} $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-lb
 	$(GO) test -run '^$$' -bench 'BenchmarkDiscoveryHandler|BenchmarkRegisterHandler' -benchtime 2s ./api/
+	$(GO) test -run '^$$' -bench 'BenchmarkConsulRatio' -benchtime 2s ./api/consul/
 
 ## bench-lb: requests/s and added latency through `beacon lb` vs the backend directly
 ## (and nginx when installed); BENCH_LB_FLAGS="-wrk -duration 20s" to change it

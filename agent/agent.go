@@ -94,7 +94,7 @@ func (c *Config) applyDev() {
 		c.DNSAddr = loopback(c.DNSAddr, dns.DefaultPort)
 	}
 	if c.ClusterSecret == "" {
-		c.ClusterSecret = rand.Text()
+		c.ClusterSecret = rand.Text() + rand.Text() // 52 characters, 260 random bits
 	}
 }
 
@@ -218,6 +218,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ac.TTL = h
 	ac.UILoadBalancers = a.uiLoadBalancers
 	a.secureAPI(&ac, tlsc)
+	if err := a.hardenAPI(&ac, hc); err != nil {
+		return err
+	}
 	if err := ac.Validate(); err != nil {
 		return err
 	}
@@ -406,8 +409,8 @@ const opHealth cluster.Op = 16
 
 // healthConfig builds the health subsystem's configuration (without its
 // logger).
-func (c Config) healthConfig() (health.Config, error) {
-	hc := health.DefaultConfig()
+func (c Config) healthConfig() (hc health.Config, err error) {
+	hc = health.DefaultConfig()
 	hc.Node = c.Node
 	if c.CheckDenyCIDR != nil {
 		hc.DenyCIDRs = nil
@@ -427,6 +430,9 @@ func (c Config) healthConfig() (health.Config, error) {
 		HoldDown: c.FlapHoldDown, MaxHoldDown: c.FlapMaxHoldDown,
 	}
 	hc.TTLGrace = c.TTLGrace
+	if hc.AllowCIDRs, err = parseCIDRs("check allow", c.CheckAllowCIDR); err != nil {
+		return hc, err
+	}
 	if c.MetricsPeriod > 0 {
 		hc.MetricsPeriod = c.MetricsPeriod
 	}
@@ -465,7 +471,10 @@ func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
 	return c.node.ConsistentIndex(ctx)
 }
 
-func (c *clusterAdapter) KnownLeader() bool          { return c.node.KnownLeader() }
+func (c *clusterAdapter) KnownLeader() bool { return c.node.KnownLeader() }
+func (c *clusterAdapter) ReplicationStalled() (bool, string) {
+	return c.node.ReplicationStalled()
+}
 func (c *clusterAdapter) LastContact() time.Duration { return c.node.LastContact() }
 func (c *clusterAdapter) LastIndex() uint64          { return c.node.LastIndex() }
 func (c *clusterAdapter) Join(a []string) (int, error) {

@@ -21,7 +21,7 @@ import (
 
 const (
 	testManagementToken = "test-management-token-0123456789"
-	testClusterSecret   = "test-cluster-secret-abcdef"
+	testClusterSecret   = "test-cluster-secret-abcdef-0123456789"
 )
 
 // withAuth turns auth on in every agent of a test cluster.
@@ -63,6 +63,9 @@ func rawDo(t *testing.T, hc *http.Client, method, url, tok, body string) rawResu
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if hc == nil {
 		hc = http.DefaultClient
@@ -523,6 +526,7 @@ func TestAgentRefusesInsecureOrInvalidSecuritySettings(t *testing.T) {
 		{"a TLS certificate without key", func(c *agent.Config) { c.TLSCertFile = "x.pem" }, "both", ""},
 		{"a CA without certificate", func(c *agent.Config) { c.TLSCAFile = "ca.pem" }, "no --tls-cert-file", ""},
 		{"a negative rate limit", func(c *agent.Config) { c.WriteRateLimit = -1 }, "negative", ""},
+		{"a cluster secret under 32 bytes", func(c *agent.Config) { c.ClusterSecret = "thirty-one-bytes-long-secret-xx" }, "at least 32 bytes", "thirty-one-bytes-long-secret-xx"},
 	}
 	for _, tc := range cases {
 		t.Run("refuses "+tc.name, func(t *testing.T) {

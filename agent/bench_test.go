@@ -33,6 +33,7 @@ func BenchmarkRegister(b *testing.B) {
 			var resp *http.Response
 			for try := 0; ; try++ {
 				req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader([]byte(body)))
+				req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 				var err error
 				if resp, err = hc.Do(req); err != nil {
 					b.Error(err)
@@ -61,6 +62,7 @@ func BenchmarkDiscover(b *testing.B) {
 	for i := 0; i < 10; i++ {
 		body := fmt.Sprintf(`{"address":"10.9.0.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.2.%d"}`, i, i)
 		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/v1/services/read/instances/r-%d", c.Node(0).HTTPAddr(), i), bytes.NewReader([]byte(body)))
+		req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			b.Fatal(err)

@@ -86,6 +86,7 @@ func storeBackend(i *fsm.Instance) lb.Backend {
 	b := lb.Backend{
 		ID: i.ID, Address: i.Address, Port: i.Port, Weight: i.Weight, Status: lb.Health(i.Status),
 		Draining: i.Drain != nil, Maintenance: i.Maintenance != nil, Meta: i.MetaMap(), Metrics: i.Metrics,
+		Trusted: i.Trusted,
 	}
 	if i.HealthySince != 0 {
 		b.HealthySince = time.Unix(0, i.HealthySince)

@@ -80,6 +80,15 @@ type Config struct {
 	WriteBurst              int    `json:"write_burst"`
 	EnablePprof             bool   `json:"enable_pprof"`
 
+	// Hardening (docs/security.md, issue 15).
+	CheckAllowCIDR         []string `json:"check_allow_cidr"`
+	TrustOpenRegistrations bool     `json:"trust_open_registrations"`
+	HTTPAllowedHost        []string `json:"http_allowed_host"`
+	HTTPAllowedOrigin      []string `json:"http_allowed_origin"`
+	HTTPMaxConnsPerClient  int      `json:"http_max_conns_per_client"`
+	LBAllowLoopback        bool     `json:"lb_allow_loopback"`
+	LBDenyCIDR             []string `json:"lb_deny_cidr"`
+
 	// Version is the build's version, reported to peers in gossip
 	// ("dev" when empty).
 	Version string `json:"-"`
@@ -124,6 +133,8 @@ func DefaultConfig() Config {
 		TLSVerifyServerHostname: true,
 		WriteRateLimit:          0,
 		WriteBurst:              400,
+
+		HTTPMaxConnsPerClient: api.DefaultConfig().MaxConnsPerClient,
 	}
 }
 

@@ -17,7 +17,8 @@ import (
 func (c Config) lbConfig() (lb.Config, error) {
 	cfg := lb.DefaultConfig()
 	cfg.Zone = c.LBZone
-	o := lb.Options{Strategies: c.LBStrategy}
+	o := lb.Options{Strategies: c.LBStrategy, AllowLoopback: c.LBAllowLoopback, DenyCIDRs: c.LBDenyCIDR,
+		DenyAddrs: []string{c.HTTPAddr, c.RaftAddr, c.GossipAddr}} // never its own agent's ports
 	if len(c.LBDomain) > 0 {
 		o.Domains = c.LBDomain
 	}

@@ -108,6 +108,7 @@ func startLB(t *testing.T, name string, addrs []string, mutate func(*registry.Co
 	cfg := registry.DefaultConfig()
 	cfg.Registry = addrs
 	cfg.Listen, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.LB.AllowLoopback = true // the test instances listen on 127.0.0.1
 	mutate(&cfg)
 	l, err := registry.New(cfg, hclog.NewNullLogger())
 	if err != nil {

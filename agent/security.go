@@ -32,6 +32,9 @@ func (c Config) validateSecurity() error {
 	if _, err := decodeGossipKey(c.GossipKey); err != nil {
 		return err
 	}
+	if c.ClusterSecret != "" && len(c.ClusterSecret) < cluster.MinClusterSecretLen {
+		return fmt.Errorf("agent: --cluster-secret must be at least %d bytes (try: head -c 32 /dev/urandom | base64)", cluster.MinClusterSecretLen)
+	}
 	if c.WriteRateLimit < 0 || c.WriteBurst < 0 {
 		return errors.New("agent: --write-rate-limit and --write-burst must not be negative")
 	}

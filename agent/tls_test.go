@@ -21,6 +21,7 @@ import (
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
 )
 
 // pki makes a CA and server certificates for node1..node4 and a client
@@ -175,6 +176,38 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 				len(logs.lines("cluster tls handshake failed")) > 0
 		}, "the leader to refuse node4 and log the TLS failure")
 		c.WaitForVoters(3)
+		// It is listed, as untrusted, and given no checks (issue 15): the
+		// leader records it so in the catalog, and check owners are chosen
+		// among the Raft members only.
+		leader := c.Leader()
+		agenttest.Eventually(t, 30*time.Second, func() bool {
+			n := c.Node(leader).Agent.Store().Node("node4")
+			return n != nil && n.Role == fsm.RoleUntrusted
+		}, "the leader to record node4 as untrusted")
+		ms, err := c.Client(0).Members(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Name == "node4" && m.Role != fsm.RoleUntrusted {
+				t.Fatalf("node4 listed as %q, want untrusted", m.Role)
+			}
+		}
+		for i := 0; i < 24; i++ {
+			registerRetry(t, c.Client(0), "chk", fmt.Sprintf("chk-%d", i), &client.Registration{
+				Address: "127.0.0.1", Port: 9, Checks: []client.CheckDefinition{{TCP: "127.0.0.1:9", Interval: client.Duration(time.Second)}},
+			})
+		}
+		// node4 never catches up: read consistently rather than wait on every node.
+		checks, _, err := c.Client(0).Checks(ctx, client.CheckFilter{Service: "chk"}, &client.QueryOptions{Consistent: true})
+		if err != nil || len(checks) != 24 {
+			t.Fatalf("checks: %v (%d)", err, len(checks))
+		}
+		for _, ch := range checks {
+			if ch.Owner == "node4" || ch.Owner == "" {
+				t.Fatalf("check %s assigned to %q", ch.ID, ch.Owner)
+			}
+		}
 		c.Stop(3)
 	})
 

@@ -89,5 +89,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &statusError{http.StatusServiceUnavailable, "stale", fmt.Sprintf("no contact with the leader for %s", lc.Round(1e6))})
 		return
 	}
+	if sr, ok := s.cluster.(StallReporter); ok {
+		if stalled, msg := sr.ReplicationStalled(); stalled {
+			writeError(w, &statusError{http.StatusServiceUnavailable, "replication_stalled", msg})
+			return
+		}
+	}
 	writeJSON(w, map[string]string{"status": "ready"})
 }

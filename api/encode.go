@@ -26,7 +26,7 @@ func toInstance(i *fsm.Instance, checks []*fsm.Check, full bool) client.Instance
 	out := client.Instance{
 		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
 		Tags: i.Tags, Meta: i.MetaMap(), Version: i.Version, Weight: i.Weight, Node: i.Node,
-		Status: string(i.Status), Healthy: i.Healthy(), HealthySince: optTime(i.HealthySince),
+		Trusted: i.Trusted, Status: string(i.Status), Healthy: i.Healthy(), HealthySince: optTime(i.HealthySince),
 		NodeFailed: i.NodeFailed, Metrics: i.Metrics,
 		CreateIndex: i.CreateIndex, ModifyIndex: i.ModifyIndex,
 	}

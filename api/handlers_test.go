@@ -481,6 +481,10 @@ func TestClusterRoutes(t *testing.T) {
 	if r := ts.do(http.MethodGet, "/readyz", nil); r.status != http.StatusOK {
 		t.Fatalf("readyz with a leader: %s", r)
 	}
+	msg := "replication stalled: applied index 7, the leader committed 9 at least 6s ago"
+	ts.cl.SetStalled(msg)
+	assertError(t, ts.do(http.MethodGet, "/readyz", nil), http.StatusServiceUnavailable, "replication_stalled", "")
+	ts.cl.SetStalled("")
 	ts.cl.SetLeader(true, time.Minute)
 	assertError(t, ts.do(http.MethodGet, "/readyz", nil), http.StatusServiceUnavailable, "stale", "")
 	ts.cl.SetLeader(false, time.Duration(1<<63-1))

@@ -3,9 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -104,13 +102,9 @@ func validateMetrics(m map[string]float64) error {
 
 // decodeOptionalBody is decodeBody for routes whose body may be absent.
 func (s *Server) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return mbe
-		}
-		return &statusError{http.StatusBadRequest, "bad_body", "cannot read request body: " + err.Error()}
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil

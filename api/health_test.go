@@ -37,7 +37,7 @@ func TestCheckTargetsAreValidatedAndTheDenyListApplies(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := buildRegister("web", "w1", &client.Registration{Address: "10.0.0.1", Port: 80, Checks: []client.CheckDefinition{tc.check}}, time.Now(), deny)
+			_, err := buildRegister("web", "w1", &client.Registration{Address: "10.0.0.1", Port: 80, Checks: []client.CheckDefinition{tc.check}}, time.Now(), registerPolicy{deny: deny})
 			var ve *ValidationError
 			switch {
 			case tc.field == "" && err != nil:
@@ -95,6 +95,8 @@ func TestTTLRoutes(t *testing.T) {
 			cfg.TTL = f
 			s := New(cfg, fsm.NewStore(), nil)
 			req := httptest.NewRequest(http.MethodPut, tc.path, strings.NewReader(tc.body))
+			req.Host = "localhost"
+			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
 			s.Handler().ServeHTTP(rec, req)
 			if rec.Code != tc.status || f.status != tc.want {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -18,12 +19,52 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	req, err := buildRegister(r.PathValue("service"), r.PathValue("id"), &body, time.Now(), s.cfg.CheckDenyCIDRs)
+	req, err := buildRegister(r.PathValue("service"), r.PathValue("id"), &body, time.Now(), s.registerPolicy(r))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	if idx, ok := s.unchangedRegistration(r.Context(), req); ok {
+		w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
+		writeJSON(w, client.WriteResult{Index: idx})
+		return
+	}
 	s.apply(w, r, fsm.RegisterType, req)
+}
+
+// registerPolicy says what the request's identity may register.
+func (s *Server) registerPolicy(r *http.Request) registerPolicy {
+	privileged := s.cfg.TrustOpenRegistrations
+	if s.cfg.Auth.Enabled() {
+		privileged = identityFrom(r.Context()).policy == PolicyManagement
+	}
+	return registerPolicy{privileged: privileged, deny: s.cfg.CheckDenyCIDRs, allow: s.cfg.CheckAllowCIDRs,
+		registered: func(name string) bool {
+			_, insts := s.store.ServiceInstances(nil, name)
+			return len(insts) > 0
+		}}
+}
+
+// unchangedRegistration reports whether req would change nothing, and the
+// index at which that holds. The local catalog is asked first (most
+// registrations change something, and cost nothing more); when it says
+// "unchanged", the node catches up with the leader (a read barrier, not a
+// Raft entry) and asks again, so a stale follower never swallows a real
+// change. An identical periodic re-registration so appends nothing to the
+// Raft log and wakes no watcher.
+func (s *Server) unchangedRegistration(ctx context.Context, req *fsm.RegisterRequest) (uint64, bool) {
+	same := func() bool {
+		_, inst, checks := s.store.Instance(nil, req.Service, req.ID)
+		return inst != nil && fsm.SameRegistration(inst, checks, req)
+	}
+	if s.cluster == nil || !same() {
+		return 0, false
+	}
+	idx, err := s.cluster.ConsistentIndex(ctx)
+	if err != nil || !same() {
+		return 0, false
+	}
+	return idx, true
 }
 
 // handleDeregister: DELETE /v1/services/{service}/instances/{id}.

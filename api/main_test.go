@@ -141,7 +141,12 @@ func (ts *testServer) do(method, target string, body []byte) response {
 	path, query, _ := strings.Cut(target, "?")
 	req.URL.Opaque, req.URL.RawQuery = path, query
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		// The media type the route takes (site.go).
+		ct := "application/json"
+		if strings.HasPrefix(path, "/v1/snapshot") {
+			ct = client.SnapshotContentType
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	resp, err := ts.http.Do(req)
 	if err != nil {

@@ -46,6 +46,10 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 			rt.s.deny(w, r, err)
 			return
 		}
+		if err := rt.s.site.checkBody(r); err != nil {
+			writeError(w, err)
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 }
@@ -124,6 +128,11 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			}
 		}()
 
+		if err := s.site.checkOrigin(r); err != nil {
+			s.metrics.denied.WithLabelValues(codeOf(err)).Inc()
+			writeError(sw, err)
+			return
+		}
 		id := s.authenticate(r)
 		ctx := withIdentity(r.Context(), id)
 		ctx = context.WithValue(ctx, stateKey{}, st)
@@ -140,6 +149,11 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(sw, r)
 	})
+}
+
+func codeOf(err error) string {
+	_, code, _ := statusOf(err)
+	return code
 }
 
 // deny answers a request refused by authentication or authorization. The
@@ -265,6 +279,7 @@ func (s *Server) initSecurity() {
 	}
 	s.metricsHandler = newMetricsHandler(s.cfg.Gatherer)
 	s.limiter = newWriteLimiter(s.cfg.WriteRateLimit, s.cfg.WriteBurst)
+	s.site = newSiteGuard(s.cfg.Site, s.cfg.Auth.Enabled())
 	s.audit = s.cfg.AuditLogger
 	if s.audit == nil {
 		s.audit = s.logger.Named("audit")

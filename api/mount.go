@@ -102,11 +102,14 @@ func StatusError(status int, code, msg string) error { return &statusError{statu
 func Invalid(field, format string, args ...any) error { return invalid(field, format, args...) }
 
 // BuildRegister validates a registration exactly as PUT
-// /v1/services/{service}/instances/{id} does and turns it into the fsm
-// command. Errors are *ValidationError naming the field (in the native
-// API's field names).
-func BuildRegister(service, id string, r *client.Registration, now time.Time, deny []netip.Prefix) (*fsm.RegisterRequest, error) {
-	return buildRegister(service, id, r, now, deny)
+// /v1/services/{service}/instances/{id} does for a client without the
+// management token, and turns it into the fsm command: a route_prefix must
+// stay inside /SERVICE, and a check's target must be the instance's address
+// or lie in allow (the agent's --check-allow-cidr). Errors are
+// *ValidationError naming the field (in the native API's field names), or
+// 403s.
+func BuildRegister(service, id string, r *client.Registration, now time.Time, deny []netip.Prefix, allow ...netip.Prefix) (*fsm.RegisterRequest, error) {
+	return buildRegister(service, id, r, now, registerPolicy{deny: deny, allow: allow})
 }
 
 // ValidateService and ValidateID apply the native API's rules to a service

@@ -2,9 +2,7 @@ package api
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -57,14 +55,9 @@ func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 // is wrong, before anything changes; 413 above MaxSnapshotBytes), then
 // restored on every node through the leader.
 func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxSnapshotBytes))
+	body, err := readBody(w, r, s.cfg.MaxSnapshotBytes)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, mbe)
-			return
-		}
-		writeError(w, &statusError{http.StatusBadRequest, "bad_body", "cannot read request body: " + err.Error()})
+		writeError(w, err)
 		return
 	}
 	ar, err := fsm.ReadArchive(bytes.NewReader(body), 0)

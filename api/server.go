@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/connlimit"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,13 @@ type Operator interface {
 	ForceLeave(ctx context.Context, node string) error
 }
 
+// StallReporter is optionally implemented by the Cluster: a follower that
+// hears the leader but has stopped applying its log reports it, and /readyz
+// answers 503 replication_stalled.
+type StallReporter interface {
+	ReplicationStalled() (bool, string)
+}
+
 // Cluster is everything the API needs from the cluster.
 type Cluster interface {
 	Writer
@@ -88,6 +96,24 @@ type Config struct {
 	// registrations whose check target is an IP literal in them get a 400
 	// (the checker refuses resolved addresses in them at connect time too).
 	CheckDenyCIDRs []netip.Prefix
+	// CheckAllowCIDRs are ranges any registrant's health checks may target
+	// besides the instance's own address (--check-allow-cidr). Without, a
+	// check's target host must be the instance's address (or a name that
+	// resolves to it when the check runs) unless the registration is
+	// privileged (see TrustOpenRegistrations).
+	CheckAllowCIDRs []netip.Prefix
+	// TrustOpenRegistrations, with auth off, gives every registration what
+	// only the management token gets with auth on: route prefixes outside
+	// /SERVICE and checks aimed at any host. Off by default; for a trusted
+	// lab that relied on it (--trust-open-registrations).
+	TrustOpenRegistrations bool
+	// Site holds the rules against cross-site requests and DNS rebinding
+	// (site.go).
+	Site SiteConfig
+	// MaxConnsPerClient caps the connections one client IP holds open (an
+	// IPv6 client counts per /64); one more is answered 429 and closed. 0
+	// disables the cap.
+	MaxConnsPerClient int
 	// TTL takes TTL check reports (the agent's health subsystem). Without
 	// it the TTL routes answer 503.
 	TTL TTLReporter
@@ -143,7 +169,8 @@ func DefaultConfig() Config {
 		MaxSnapshotBytes:   DefaultMaxSnapshotBytes,
 		ReadHeaderTimeout:  10 * time.Second,
 		ReadTimeout:        30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
+		IdleTimeout:        30 * time.Second,
+		MaxConnsPerClient:  connlimit.DefaultMaxPerClient,
 		// The same default as the health checker's (health.DefaultDenyCIDRs):
 		// the link-local ranges, where cloud metadata services answer.
 		CheckDenyCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")},
@@ -163,6 +190,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSnapshotBytes <= 0 {
 		return errors.New("api: max snapshot bytes must be positive")
+	}
+	if c.MaxConnsPerClient < 0 {
+		return errors.New("api: max connections per client must not be negative")
 	}
 	return nil
 }
@@ -185,6 +215,7 @@ type Server struct {
 	metricsHandler http.Handler
 	limiter        *writeLimiter
 	audit          hclog.Logger
+	site           *siteGuard
 	// lbClient reads the /lb/status of Config.UILoadBalancers.
 	lbClient *http.Client
 }
@@ -206,9 +237,10 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves the API on ln until Shutdown.
+// Serve serves the API on ln until Shutdown, with at most
+// Config.MaxConnsPerClient connections per client IP.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	err := s.srv.Serve(connlimit.Wrap(ln, s.cfg.MaxConnsPerClient))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

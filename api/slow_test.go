@@ -87,20 +87,20 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}{
 		{
 			name:       "a body sent slowly is cut off by the read timeout with a 408",
-			head:       fmt.Sprintf("PUT /v1/services/web/instances/slow-1 HTTP/1.1\r\nHost: beacon\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(slow)),
+			head:       fmt.Sprintf("PUT /v1/services/web/instances/slow-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(slow)),
 			trickled:   slow,
 			wantStatus: http.StatusRequestTimeout,
 		},
 		{
 			name:       "a chunked body sent slowly is cut off by the read timeout with a 408",
-			head:       "PUT /v1/services/web/instances/slow-2 HTTP/1.1\r\nHost: beacon\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+			head:       "PUT /v1/services/web/instances/slow-2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
 			trickled:   []byte(fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(slow), slow)),
 			wantStatus: http.StatusRequestTimeout,
 		},
 		{
 			name:     "headers sent slowly are cut off by the read header timeout",
 			head:     "PUT /v1/services/web/instances/slow-3 HTTP/1.1\r\n",
-			trickled: []byte("Host: beacon\r\nX-Padding: " + string(make([]byte, 4096)) + "\r\n\r\n"),
+			trickled: []byte("Host: localhost\r\nX-Padding: " + string(make([]byte, 4096)) + "\r\n\r\n"),
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

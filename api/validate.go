@@ -174,8 +174,22 @@ func parsePort(s string) (int, error) {
 	return p, nil
 }
 
+// registerPolicy is what a registration may do beyond the rules every
+// registration follows.
+type registerPolicy struct {
+	// privileged: the management token (or any client with auth off and
+	// Config.TrustOpenRegistrations): route prefixes outside /SERVICE and
+	// checks aimed at any host.
+	privileged bool
+	// deny are the ranges no check may target; allow the ranges any check
+	// may target besides the instance's own address.
+	deny, allow []netip.Prefix
+	// registered reports whether a service of that name is in the catalog.
+	registered func(service string) bool
+}
+
 // buildRegister validates a registration and turns it into a command.
-func buildRegister(service, id string, r *client.Registration, now time.Time, deny []netip.Prefix) (*fsm.RegisterRequest, error) {
+func buildRegister(service, id string, r *client.Registration, now time.Time, pol registerPolicy) (*fsm.RegisterRequest, error) {
 	if err := validateService("service", service); err != nil {
 		return nil, err
 	}
@@ -183,6 +197,9 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, de
 		return nil, err
 	}
 	if err := validateHost("address", r.Address); err != nil {
+		return nil, err
+	}
+	if err := validateInstanceAddr("address", r.Address); err != nil {
 		return nil, err
 	}
 	if r.Port < 1 || r.Port > 65535 {
@@ -207,6 +224,11 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, de
 			return nil, invalid("meta."+k, "value must be at most %d printable characters", MaxMetaValueLen)
 		}
 	}
+	if p, ok := r.Meta[metaRoutePrefix]; ok {
+		if err := validateRoutePrefix(service, p, pol.privileged, pol.registered); err != nil {
+			return nil, err
+		}
+	}
 	if r.Version != "" && (len(r.Version) > MaxVersionLen || !versionPattern.MatchString(r.Version)) {
 		return nil, invalid("version", "must be at most %d characters of letters, digits, '.', '+', '_' or '-'", MaxVersionLen)
 	}
@@ -228,14 +250,18 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, de
 	req := &fsm.RegisterRequest{
 		ID: id, Service: service, Address: r.Address, Port: r.Port,
 		Tags: r.Tags, Meta: r.Meta, Version: r.Version, Weight: weight, Node: r.Node,
-		Time: now.UnixNano(),
+		Trusted: pol.privileged, Time: now.UnixNano(),
 	}
 	names := map[string]bool{}
 	for i := range r.Checks {
-		def, err := buildCheck(fmt.Sprintf("checks[%d]", i), &r.Checks[i], i, deny)
+		def, err := buildCheck(fmt.Sprintf("checks[%d]", i), &r.Checks[i], i, pol.deny)
 		if err != nil {
 			return nil, err
 		}
+		if err := checkTargetScope(fmt.Sprintf("checks[%d]", i), &def, r.Address, pol); err != nil {
+			return nil, err
+		}
+		def.AnyTarget = pol.privileged
 		if names[def.Name] {
 			return nil, invalid(fmt.Sprintf("checks[%d].name", i), "duplicate check name %q", def.Name)
 		}
@@ -243,6 +269,88 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, de
 		req.Checks = append(req.Checks, def)
 	}
 	return req, nil
+}
+
+// metaRoutePrefix is the meta key load balancers read a route prefix from
+// (lb.MetaRoutePrefix).
+const metaRoutePrefix = "route_prefix"
+
+// validateInstanceAddr refuses instance addresses no proxy may dial: the
+// unspecified addresses (0.0.0.0 and :: mean "this host" to a dialer),
+// multicast and the IPv4 broadcast address.
+func validateInstanceAddr(field, host string) error {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	a = a.Unmap()
+	if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return invalid(field, "must not be an unspecified, multicast or broadcast address")
+	}
+	return nil
+}
+
+// validateRoutePrefix checks a declared route prefix (meta route_prefix):
+// it must lie inside the service's own path, /SERVICE or below, unless the
+// registration is privileged; even then it may not be "/" (every request)
+// nor take another service's path, which the load balancers also refuse.
+func validateRoutePrefix(service, p string, privileged bool, registered func(string) bool) error {
+	n := "/" + strings.Trim(p, "/")
+	if n == "/" {
+		return invalid("meta."+metaRoutePrefix, "must name a path below /, e.g. /%s/v2", service)
+	}
+	first, _, _ := strings.Cut(n[1:], "/")
+	if first == service {
+		return nil
+	}
+	if !privileged {
+		return &statusError{http.StatusForbidden, "permission_denied",
+			fmt.Sprintf("permission denied: meta.%s %q lies outside /%s; only the management token may route other paths to a service", metaRoutePrefix, truncateForError(p), service)}
+	}
+	if registered != nil && registered(first) {
+		// It would capture /first, the path of a registered service:
+		// refused even for the management token. (A service registered
+		// later takes its path back: the balancers check again.)
+		return invalid("meta."+metaRoutePrefix, "%q would shadow the path of service %q", truncateForError(p), first)
+	}
+	return nil
+}
+
+// checkTargetScope keeps an unprivileged check on its own instance: an IP
+// literal target must be the instance's address (when that is an IP
+// literal too) or lie in an allowed range. A host name, on either side, is
+// resolved and compared by the prober when the check runs (health.Prober),
+// which refuses a target that does not resolve to the instance.
+func checkTargetScope(field string, def *fsm.CheckDefinition, instAddr string, pol registerPolicy) error {
+	if pol.privileged || def.Type == fsm.CheckTTL {
+		return nil
+	}
+	host := def.Target
+	if def.Type == fsm.CheckHTTP {
+		u, err := url.Parse(def.Target)
+		if err != nil {
+			return invalid(field+".http", "must be a URL")
+		}
+		host = u.Hostname()
+	} else if h, _, err := net.SplitHostPort(def.Target); err == nil {
+		host = h
+	}
+	target, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	target = target.Unmap().WithZone("")
+	for _, p := range pol.allow {
+		if p.Contains(target) {
+			return nil
+		}
+	}
+	inst, err := netip.ParseAddr(instAddr)
+	if err != nil || inst.Unmap().WithZone("") == target {
+		return nil
+	}
+	return &statusError{http.StatusForbidden, "permission_denied",
+		fmt.Sprintf("permission denied: %s targets %s, not the instance's address %s; only the management token (or --check-allow-cidr) lets a check probe another host", field, target, instAddr)}
 }
 
 func truncateForError(s string) string {
@@ -423,19 +531,34 @@ func checkDeniedHostPort(field, hostport string, deny []netip.Prefix) error {
 // fields, duplicate keys, nesting deeper than MaxJSONDepth and trailing data
 // are all rejected with a 400 that says what was wrong.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, v)
+}
+
+// readBody reads a request body of at most limit bytes. A body that
+// declares a larger Content-Length is refused with 413 before anything is
+// read (a client announcing 1 GB gets its answer at once, not a 408 after
+// ReadTimeout).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
-			return mbe
+			return nil, mbe
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// A client too slow to send its body within ReadTimeout.
-			return errBodyTimeout
+			return nil, errBodyTimeout
 		}
-		return &statusError{http.StatusBadRequest, "bad_body", "cannot read request body: " + err.Error()}
+		return nil, &statusError{http.StatusBadRequest, "bad_body", "cannot read request body: " + err.Error()}
 	}
-	return decodeJSON(body, v)
+	return body, nil
 }
 
 var durationType = reflect.TypeFor[client.Duration]()

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -50,9 +52,12 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 		if mismatch || len(servers) < expect {
 			continue
 		}
-		existing, ok := n.peersHaveState(ctx, servers)
+		existing, ok := n.peersHaveState(ctx, &servers)
 		if !ok {
 			continue // a peer did not answer; try again
+		}
+		if len(servers) < expect {
+			continue // an untrusted member was dropped; wait for real ones
 		}
 		if existing {
 			n.logger.Info("found an existing cluster; waiting to be added by its leader")
@@ -80,15 +85,26 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 }
 
 // peersHaveState asks each peer whether it has Raft state. ok is false if a
-// peer could not be asked.
-func (n *Node) peersHaveState(ctx context.Context, servers []Member) (existing, ok bool) {
-	for _, m := range servers {
+// peer could not be asked. A member whose cluster port refuses our
+// credentials (or whose certificate we refuse) is not a server of this
+// cluster, whatever gossip says: it is dropped from *servers, so a stranger
+// on the gossip port can neither become a voter nor hold the bootstrap up.
+func (n *Node) peersHaveState(ctx context.Context, servers *[]Member) (existing, ok bool) {
+	kept := (*servers)[:0:0]
+	defer func() { *servers = kept }()
+	for _, m := range *servers {
 		if m.Name == n.cfg.NodeName {
+			kept = append(kept, m)
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := n.pool.call(cctx, m.ClusterAddr, opStatus, nil)
+		resp, err := n.pool.call(cctx, m.ClusterAddr, opStatus, nil, 2*time.Second)
 		cancel()
+		if err != nil && refusedCredentials(err) {
+			n.logger.Warn("ignoring gossip member for bootstrap: its cluster port refused our credentials or we refused its certificate", "node", m.Name, "addr", m.ClusterAddr, "error", err)
+			continue
+		}
+		kept = append(kept, m)
 		if err != nil {
 			n.logger.Debug("cannot ask peer for raft state", "node", m.Name, "error", err)
 			return false, false
@@ -98,6 +114,15 @@ func (n *Node) peersHaveState(ctx context.Context, servers []Member) (existing, 
 		}
 	}
 	return false, true
+}
+
+// refusedCredentials reports whether err is a definite authentication
+// failure (the cluster secret, or a certificate either side refused), as
+// opposed to a peer that is slow or unreachable.
+func refusedCredentials(err error) bool {
+	var cve *tls.CertificateVerificationError
+	var alert tls.AlertError
+	return errors.Is(err, ErrAuth) || errors.As(err, &cve) || errors.As(err, &alert)
 }
 
 // joinLoop joins the --join addresses at start, retrying with back-off until

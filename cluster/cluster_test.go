@@ -219,6 +219,7 @@ func TestWriteWithoutQuorumFailsWith503AndRetryAfter(t *testing.T) {
 	}, "the survivor to lose its leader")
 	req, _ := http.NewRequest(http.MethodPut, "http://"+c.Node(keep).HTTPAddr()+"/v1/services/web/instances/w1",
 		strings.NewReader(`{"address":"10.0.0.1","port":80}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -42,7 +43,8 @@ type Config struct {
 	// RejoinInterval is how often known peers that are not alive are rejoined.
 	RejoinInterval time.Duration
 
-	// ClusterSecret authenticates the internal RPC between nodes.
+	// ClusterSecret authenticates the internal RPC between nodes; at least
+	// MinClusterSecretLen bytes.
 	ClusterSecret []byte
 	// TLSIn and TLSOut, when set, wrap the cluster port in TLS (server and
 	// client side), for Raft and RPC alike.
@@ -76,6 +78,13 @@ type Config struct {
 	// LeaderWait bounds how long a write waits for a leader before failing
 	// with ErrNoLeader.
 	LeaderWait time.Duration
+	// StallAfter is how long a follower that hears the leader may leave an
+	// index the leader committed unapplied before it reports its
+	// replication stalled (metric, log, the API's /readyz). 0: 5s.
+	StallAfter time.Duration
+	// ShutdownTimeout bounds Shutdown's wait for Raft, the transport and
+	// the loops; what is still running then is logged and abandoned. 0: 5s.
+	ShutdownTimeout time.Duration
 	// ReconcileInterval is how often the leader reconciles membership with
 	// the Raft configuration and the catalog, besides reacting to events.
 	ReconcileInterval time.Duration
@@ -94,6 +103,12 @@ type Config struct {
 	// Version is the build's version, reported in gossip metadata
 	// (default "dev").
 	Version string
+
+	// pipelineForTest turns hashicorp/raft's pipelined replication back on
+	// (MaxRPCsInFlight 2), for the test that shows the stall it causes.
+	pipelineForTest bool
+	// wrapLogStore, when set (tests), wraps the Raft log store.
+	wrapLogStore func(raft.LogStore) raft.LogStore
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.
@@ -119,6 +134,10 @@ func DefaultConfig() Config {
 	}
 }
 
+// MinClusterSecretLen is the shortest cluster secret accepted: 32 bytes
+// (e.g. head -c 32 /dev/urandom | base64, 44 characters).
+const MinClusterSecretLen = 32
+
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
 	if c.NodeName == "" {
@@ -138,8 +157,8 @@ func (c Config) Validate() error {
 	if c.BootstrapExpect < 0 {
 		return errors.New("cluster: bootstrap-expect must be >= 0")
 	}
-	if len(c.ClusterSecret) == 0 {
-		return errors.New("cluster: a cluster secret is required")
+	if len(c.ClusterSecret) < MinClusterSecretLen {
+		return fmt.Errorf("cluster: the cluster secret must be at least %d bytes (got %d): it is the only key of the cluster port's handshake", MinClusterSecretLen, len(c.ClusterSecret))
 	}
 	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		return fmt.Errorf("cluster: gossip key must be 16, 24 or 32 bytes, got %d", n)

@@ -1,11 +1,15 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -36,6 +40,11 @@ var (
 	ErrUnknownOutcome error = &Error{"unknown_outcome", "cluster: outcome unknown"}
 )
 
+// errCommittedEarlier: a re-sent write found its earlier attempt committed.
+// The caller sees ErrUnknownOutcome (the write is in the catalog, but
+// whether the catalog accepted or rejected it is not known here).
+var errCommittedEarlier error = &Error{"already_committed", "cluster: an earlier attempt of this write was committed"}
+
 // errDial marks a request that never left this node, so retrying is safe.
 type errDial struct{ err error }
 
@@ -55,6 +64,8 @@ func errorCode(err error) (code, msg string) {
 		return "unknown_outcome", err.Error()
 	case errors.Is(err, ErrNoLeader):
 		return "no_leader", err.Error()
+	case errors.Is(err, errCommittedEarlier):
+		return "already_committed", err.Error()
 	}
 	return "internal", err.Error()
 }
@@ -72,75 +83,304 @@ func fromRemote(err error) error {
 		return fmt.Errorf("%w: %s", ErrUnknownOutcome, re.Msg)
 	case "no_leader":
 		return fmt.Errorf("%w: %s", ErrNoLeader, re.Msg)
+	case "already_committed":
+		return fmt.Errorf("%w: %s", errCommittedEarlier, re.Msg)
 	case "internal":
 		return errors.New(re.Msg)
 	}
 	return fsm.RejectFromCode(re.Code, re.Msg)
 }
 
+// forwardDialTimeout bounds connecting to the leader (TCP, TLS and the
+// cluster-secret handshake) for one forwarded request. A leader that was
+// killed without closing its sockets (its host or container gone, SYNs
+// dropped) or that is paused (the kernel completes the TCP handshake, the
+// process never answers) costs at most this per attempt; the attempt is
+// also abandoned at once when Raft reports another leader.
+const forwardDialTimeout = time.Second
+
+// errLeaderChanged ends an in-flight forwarded request when Raft reports
+// that the leader it was sent to is no longer the leader (or no leader is
+// known): the request was sent, so its outcome is unknown.
+var errLeaderChanged = errors.New("cluster: the leader changed while the request was in flight")
+
 // CallLeader runs op on the leader: locally when this node leads, otherwise
-// over the internal RPC. It waits up to Config.LeaderWait for a leader to be
-// known and retries only where the request certainly did not run (not the
-// leader, connection refused); a lost answer is ErrUnknownOutcome.
+// over the internal RPC. Everything it does fits in one budget of
+// Config.LeaderWait (or ctx's deadline, if sooner): waiting for a leader,
+// connecting to it (forwardDialTimeout per try) and waiting for its answer.
+//
+// It follows leader changes. A request that certainly did not run (the
+// connection could not be made, the peer is not the leader) is re-sent to
+// the next leader Raft reports, or run locally once this node leads. A
+// request that was sent and got no answer before the leader changed (or the
+// connection broke) has an unknown outcome: a write (opApply) is re-sent with
+// its request id, and the next leader first looks for that id in its log
+// (see applyOnceLocal), so it is applied once; a read index is simply asked
+// again; any other operation fails with ErrUnknownOutcome at once.
 func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, error) {
 	if a, ok := ActorFrom(ctx); ok && a.Node == "" {
 		a.Node = n.cfg.NodeName
 		ctx = WithActor(ctx, a)
 	}
-	deadline := time.Now().Add(n.cfg.LeaderWait)
+	budget, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
+	defer cancel()
+	var req *onceRequest
+	if op == opApply {
+		req = newOnceRequest(n.raft.CommitIndex(), payload)
+	}
 	backoff := 5 * time.Millisecond
 	var lastErr error = ErrNoLeader
 	for {
+		// Take the change channel before reading the leader, so that a
+		// change in between still wakes this attempt.
+		changed := n.leaderChanged()
 		var resp []byte
 		var err error
-		if n.raft.State() == raft.Leader {
-			n.rpcSrv.mu.RLock()
-			h := n.rpcSrv.handlers[op]
-			n.rpcSrv.mu.RUnlock()
-			resp, err = h(ctx, payload)
-		} else if addr, _ := n.raft.LeaderWithID(); addr != "" {
-			wireOp, wire := op, payload
-			if a, ok := ActorFrom(ctx); ok {
-				// Carry who asked to the leader, which writes the audit line.
-				wireOp, wire = op|opWithActor, append(encodeActor(a), payload...)
+		switch addr, _ := n.raft.LeaderWithID(); {
+		case n.raft.State() == raft.Leader:
+			if req != nil {
+				var idx uint64
+				idx, err = n.applyOnceLocal(budget, req.id[:], 0, req.low, req.resend, payload)
+				resp = strconv.AppendUint(nil, idx, 10)
+			} else {
+				n.rpcSrv.mu.RLock()
+				h := n.rpcSrv.handlers[op]
+				n.rpcSrv.mu.RUnlock()
+				resp, err = h(budget, payload)
 			}
-			resp, err = n.pool.call(ctx, string(addr), wireOp, wire)
-			n.metrics.forwarded.WithLabelValues(opName(op), forwardOutcome(err)).Inc()
-			if errors.Is(err, ErrConnLost) {
-				return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
-			}
-			err = fromRemote(err)
-		} else {
+		case addr != "":
+			resp, err = n.forward(budget, changed, string(addr), op, payload, req)
+		default:
 			err = ErrNoLeader
 		}
 		var de errDial
 		switch {
 		case err == nil:
 			return resp, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
 		case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader), errors.As(err, &de):
+			// Certainly not run: try the next leader.
+			if req != nil && req.resend && errors.Is(err, ErrNoLeader) {
+				err = fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			}
 			lastErr = err
+		case errors.Is(err, errCommittedEarlier):
+			return nil, fmt.Errorf("%w: %v (the result of that attempt is not known here)", ErrUnknownOutcome, err)
+		case errors.Is(err, ErrUnknownOutcome):
+			// Sent, and no answer from that leader.
+			switch {
+			case budget.Err() != nil:
+				return nil, err
+			case op == opReadIndex:
+				lastErr = err
+			case req != nil && !req.unsafe:
+				req.resend = true
+				lastErr = err
+				n.metrics.forwarded.WithLabelValues(opName(op), "resent").Inc()
+			default:
+				return nil, err
+			}
 		default:
 			return resp, err
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			if errors.Is(lastErr, ErrNoLeader) {
+		if budget.Err() != nil {
+			if errors.Is(lastErr, ErrNoLeader) || errors.Is(lastErr, ErrUnknownOutcome) {
 				return nil, lastErr
 			}
 			return nil, fmt.Errorf("%w: %v", ErrNoLeader, lastErr)
 		}
+		// Wait a little, or until Raft reports a new leader.
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		t := time.NewTimer(sleep)
 		select {
 		case <-t.C:
-		case <-ctx.Done():
+		case <-changed:
 			t.Stop()
-			return nil, ctx.Err()
+		case <-budget.Done():
+			t.Stop()
 		}
 		backoff = min(backoff*2, 100*time.Millisecond)
 	}
+}
+
+// forward sends one request to the leader at addr and waits for its answer
+// until the budget ends or Raft reports another leader. Its errors are
+// those of CallLeader's classification: errDial (not sent), ErrNotLeader or
+// ErrNoLeader from the peer (not run), ErrUnknownOutcome (sent, no answer),
+// or the peer's own error.
+func (n *Node) forward(budget context.Context, changed <-chan struct{}, addr string, op Op, payload []byte, req *onceRequest) ([]byte, error) {
+	ctx, cancel := context.WithCancelCause(budget)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-changed:
+			cancel(errLeaderChanged)
+		case <-ctx.Done():
+		}
+	}()
+	wireOp, wire := op, payload
+	if req != nil && !req.legacy {
+		wireOp, wire = opApplyOnce, req.encode(n.raft.CurrentTerm(), payload)
+	}
+	if a, ok := ActorFrom(ctx); ok {
+		// Carry who asked to the leader, which writes the audit line.
+		wireOp, wire = wireOp|opWithActor, append(encodeActor(a), wire...)
+	}
+	resp, err := n.pool.call(ctx, addr, wireOp, wire, forwardDialTimeout)
+	n.metrics.forwarded.WithLabelValues(opName(op), forwardOutcome(err)).Inc()
+	var re *RemoteError
+	var de errDial
+	switch {
+	case err == nil:
+		return resp, nil
+	case errors.As(err, &de):
+		return nil, err
+	case errors.Is(err, ErrConnLost):
+		return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		cause := context.Cause(ctx)
+		if errors.Is(cause, errLeaderChanged) {
+			return nil, fmt.Errorf("%w: %s stopped answering: %v", ErrUnknownOutcome, addr, cause)
+		}
+		return nil, fmt.Errorf("%w: no answer from the leader %s within %s", ErrUnknownOutcome, addr, n.cfg.LeaderWait)
+	case errors.As(err, &re) && req != nil && !req.legacy && re.Code == "internal" && strings.Contains(re.Msg, "unknown rpc op"):
+		// A leader that predates opApplyOnce: send plain applies to it,
+		// which are not safe to re-send after an unknown outcome.
+		req.legacy, req.unsafe = true, true
+		return nil, errDial{err}
+	}
+	return nil, fromRemote(err)
+}
+
+// onceRequest is a forwarded write with the id that lets a later leader tell
+// whether an earlier attempt was committed.
+type onceRequest struct {
+	id  [16]byte
+	low uint64 // the commit index when the write was received: any attempt's entry is above it
+	// resend: an earlier attempt's outcome is unknown.
+	resend bool
+	// legacy: the leader does not know opApplyOnce; unsafe: a plain apply
+	// was sent, so an unknown outcome cannot be resolved.
+	legacy, unsafe bool
+}
+
+func newOnceRequest(low uint64, _ []byte) *onceRequest {
+	r := &onceRequest{low: low}
+	_, _ = crand.Read(r.id[:])
+	return r
+}
+
+// onceHeader is the length of opApplyOnce's header: id, term, low, flags.
+const onceHeader = 16 + 8 + 8 + 1
+
+// encode builds opApplyOnce's payload: the header, then the command. term
+// is the term in which this node saw the peer as leader: the peer refuses
+// the request if its term differs, so a request that reaches a leader late
+// (after the sender gave up on it and re-sent it elsewhere) is not run.
+func (r *onceRequest) encode(term uint64, cmd []byte) []byte {
+	b := make([]byte, onceHeader, onceHeader+len(cmd))
+	copy(b, r.id[:])
+	binary.BigEndian.PutUint64(b[16:], term)
+	binary.BigEndian.PutUint64(b[24:], r.low)
+	if r.resend {
+		b[32] = 1
+	}
+	return append(b, cmd...)
+}
+
+func decodeOnce(p []byte) (id []byte, term, low uint64, resend bool, cmd []byte, err error) {
+	if len(p) < onceHeader {
+		return nil, 0, 0, false, nil, errors.New("cluster: short apply-once request")
+	}
+	return p[:16], binary.BigEndian.Uint64(p[16:]), binary.BigEndian.Uint64(p[24:]), p[32] == 1, p[onceHeader:], nil
+}
+
+// onceExtension marks a log entry's Extensions as a request id.
+const onceExtension = "beacon-req1:"
+
+// applyOnceLocal commits cmd on this node, which must lead (in term, unless
+// term is 0), tagging the log entry with the request id. When resend is set
+// an earlier attempt may have reached another leader, so it first waits
+// until this leader has applied everything of earlier terms (its barrier)
+// and looks for the id in its log after index low: an entry there was
+// committed (it is in this leader's log, so it will be), and the write is
+// not run again; an entry that is not there never will be committed, since
+// every future leader's log descends from this one's. For an attempt found
+// in the log it answers that attempt's result (accepted, or the FSM's
+// rejection) when the FSM remembers it (fsm.Outcome), errCommittedEarlier
+// otherwise.
+func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, resend bool, cmd []byte) (uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	if term != 0 && n.raft.CurrentTerm() != term {
+		return 0, fmt.Errorf("%w: request sent for term %d, this leader is in term %d", ErrNotLeader, term, n.raft.CurrentTerm())
+	}
+	if resend {
+		if err := n.waitLeaderReady(ctx); err != nil {
+			return 0, err
+		}
+		idx, found, err := n.findRequest(id, low)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		}
+		if found {
+			// Answer what the earlier attempt's answer would have said,
+			// if this node's FSM still knows it.
+			if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
+				return idx, fmt.Errorf("%w at index %d", errCommittedEarlier, idx)
+			}
+			if known, rej := n.fsm.Outcome(idx); known {
+				if rej != nil {
+					return idx, rej
+				}
+				return idx, nil
+			}
+			return idx, fmt.Errorf("%w at index %d", errCommittedEarlier, idx)
+		}
+	}
+	return n.applyLocalExt(ctx, cmd, append([]byte(onceExtension), id...))
+}
+
+// findRequest looks for a log entry tagged with id above index low.
+func (n *Node) findRequest(id []byte, low uint64) (uint64, bool, error) {
+	const maxScan = 1 << 16
+	last := n.raft.LastIndex()
+	if last > low+maxScan {
+		return 0, false, fmt.Errorf("cluster: %d entries since the request arrived, too many to search", last-low)
+	}
+	tag := append([]byte(onceExtension), id...)
+	var l raft.Log
+	for i := last; i > low; i-- {
+		if err := n.logs.GetLog(i, &l); err != nil {
+			return 0, false, fmt.Errorf("cluster: read log entry %d: %w", i, err)
+		}
+		if bytes.Equal(l.Extensions, tag) {
+			return i, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// waitLeaderReady waits until this leader has applied every entry of
+// earlier terms (leaderReady), or fails with ErrNotLeader.
+func (n *Node) waitLeaderReady(ctx context.Context) error {
+	wait := time.NewTimer(n.cfg.LeaderWait)
+	defer wait.Stop()
+	for !n.leaderReady.Load() {
+		if n.raft.State() != raft.Leader {
+			return ErrNotLeader
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-wait.C:
+			return ErrNotLeader
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Apply commits cmd (an fsm-encoded command) through the leader and returns
@@ -175,8 +415,13 @@ func (n *Node) ApplyLeader(ctx context.Context, cmd []byte) (uint64, error) {
 // applyLocal runs cmd through this node's Raft (it must lead) and, when ctx
 // carries an Actor, writes the audit line of the accepted write.
 func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
+	return n.applyLocalExt(ctx, cmd, nil)
+}
+
+// applyLocalExt is applyLocal with the log entry's Extensions set to ext.
+func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, error) {
 	start := time.Now()
-	f := n.raft.Apply(cmd, n.cfg.LeaderWait)
+	f := n.raft.ApplyLog(raft.Log{Data: cmd, Extensions: ext}, n.cfg.LeaderWait)
 	err := f.Error()
 	n.metrics.raftApply.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -220,19 +465,8 @@ func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
 // office covers earlier terms; so its applied index, taken before a
 // successful quorum check, bounds every acknowledged write.
 func (n *Node) readIndexLocal(ctx context.Context) (uint64, error) {
-	wait := time.NewTimer(n.cfg.LeaderWait)
-	defer wait.Stop()
-	for !n.leaderReady.Load() {
-		if n.raft.State() != raft.Leader {
-			return 0, ErrNotLeader
-		}
-		select {
-		case <-time.After(5 * time.Millisecond):
-		case <-wait.C:
-			return 0, ErrNotLeader
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	if err := n.waitLeaderReady(ctx); err != nil {
+		return 0, err
 	}
 	idx := n.fsm.AppliedIndex()
 	if err := n.raft.VerifyLeader().Error(); err != nil {

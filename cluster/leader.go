@@ -168,7 +168,30 @@ func (n *Node) reconcile(ctx context.Context) {
 			}
 		}
 	}
-	n.syncCatalogNodes(ctx, members)
+	n.syncCatalogNodes(ctx, members, n.raftServers())
+}
+
+// raftServers returns the IDs in the Raft configuration, or nil when it
+// cannot be read.
+func (n *Node) raftServers() map[string]bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, s := range f.Configuration().Servers {
+		out[string(s.ID)] = true
+	}
+	return out
+}
+
+// trustedRole is the role recorded for a member: a member that says it is
+// a server but is not in the Raft configuration (inRaft) is untrusted.
+func trustedRole(m Member, inRaft map[string]bool) string {
+	if m.Role == fsm.RoleServer && inRaft != nil && !inRaft[m.Name] {
+		return fsm.RoleUntrusted
+	}
+	return m.Role
 }
 
 // reapable reports whether the leader removes failed server m (srv in the
@@ -185,7 +208,11 @@ func reapable(cfg Config, m Member, srv raft.Server, voters int, now time.Time) 
 
 // syncCatalogNodes writes gossip's view of the members into the catalog,
 // where it drives instance health (an instance on a failed node is critical).
-func (n *Node) syncCatalogNodes(ctx context.Context, members []Member) {
+//
+// Only members in the Raft configuration keep the server role, so only they
+// are given checks: a member gossip let in whose cluster port refused the
+// leader's credentials (or never answered) is recorded as untrusted.
+func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft map[string]bool) {
 	_, nodes := n.fsm.Store().Nodes(nil)
 	have := make(map[string]*fsm.Node, len(nodes))
 	for _, nd := range nodes {
@@ -193,7 +220,7 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member) {
 	}
 	var req fsm.NodeUpdateRequest
 	for _, m := range members {
-		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: m.Role, Status: m.Status}
+		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: trustedRole(m, inRaft), Status: m.Status}
 		cur := have[m.Name]
 		delete(have, m.Name)
 		if cur != nil && cur.Address == want.Address && cur.Role == want.Role && cur.Status == want.Status {
@@ -230,6 +257,6 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member) {
 func (n *Node) probePeer(ctx context.Context, addr string) error {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := n.pool.call(cctx, addr, opStatus, nil)
+	_, err := n.pool.call(cctx, addr, opStatus, nil, 2*time.Second)
 	return err
 }

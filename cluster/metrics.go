@@ -18,6 +18,8 @@ type metrics struct {
 	forwarded    *prometheus.CounterVec
 	connRejected *prometheus.CounterVec
 	nudges       prometheus.Counter
+	stalled      prometheus.Gauge
+	stalls       prometheus.Counter
 }
 
 // latencyBuckets span a local fsync (sub-millisecond) to a leader wait.
@@ -47,6 +49,14 @@ func newMetrics() *metrics {
 			Name: "beacon_raft_commit_nudges_total",
 			Help: "Barriers the leader appended so that followers learn at once that a write committed (no later entry would have told them before CommitTimeout).",
 		}),
+		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "beacon_raft_replication_stalled",
+			Help: "1 while this follower hears the leader's heartbeats but has not applied an index the leader committed more than the stall time ago (StallAfter, 5s).",
+		}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "beacon_raft_replication_stalls_total",
+			Help: "Replication stalls this follower detected (see beacon_raft_replication_stalled).",
+		}),
 	}
 	// Series that alerts watch exist from the start, at zero.
 	m.connRejected.WithLabelValues("tls")
@@ -58,7 +68,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}
@@ -76,6 +86,12 @@ func opName(op Op) string {
 		return "status"
 	case opRemove:
 		return "remove_peer"
+	case opRestore:
+		return "restore"
+	case opForceLeave:
+		return "force_leave"
+	case opLeaderCommit:
+		return "leader_commit"
 	}
 	return "agent"
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -53,6 +54,54 @@ type mux struct {
 	// raftHandlers counts connections handed to Raft whose handler has not
 	// closed them yet.
 	raftHandlers sync.WaitGroup
+
+	// paused, when set (tests: pauseForTest), holds every read, write,
+	// accept and dial on the cluster port until it is closed: to its peers
+	// the node looks like a paused process (connections open, no answers).
+	paused atomic.Pointer[chan struct{}]
+}
+
+// pauseForTest freezes the node's cluster traffic (see mux.paused) and
+// returns the function that resumes it.
+func (m *mux) pauseForTest() (resume func()) {
+	ch := make(chan struct{})
+	m.paused.Store(&ch)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.paused.Store(nil)
+			close(ch)
+		})
+	}
+}
+
+// waitPaused blocks while the mux is paused, or until the mux closes.
+func (m *mux) waitPaused() {
+	if ch := m.paused.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-m.closed:
+		}
+	}
+}
+
+// pausableConn is a connection whose reads and writes wait while the mux is
+// paused (tests).
+type pausableConn struct {
+	net.Conn
+	m *mux
+}
+
+func (c pausableConn) Read(b []byte) (int, error) {
+	c.m.waitPaused()
+	n, err := c.Conn.Read(b)
+	c.m.waitPaused()
+	return n, err
+}
+
+func (c pausableConn) Write(b []byte) (int, error) {
+	c.m.waitPaused()
+	return c.Conn.Write(b)
 }
 
 func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, secret []byte, logger hclog.Logger, m *metrics) *mux {
@@ -85,7 +134,7 @@ func (m *mux) serve(rpc func(net.Conn)) {
 				m.logger.Error("cluster port accept failed", "error", err)
 				return
 			}
-			c = &trackedConn{Conn: c, m: m}
+			c = &trackedConn{Conn: pausableConn{c, m}, m: m}
 			if !m.track(c) {
 				c.Close()
 				return
@@ -150,10 +199,20 @@ func (m *mux) route(c net.Conn) {
 }
 
 // dial opens an authenticated connection of the given kind to a peer's
-// cluster port.
-func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	c, err := d.Dial("tcp", addr)
+// cluster port. Connecting, TLS and the secret handshake together take at
+// most timeout, and stop when ctx ends.
+func (m *mux) dial(ctx context.Context, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if ch := m.paused.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	d := net.Dialer{}
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if kind == connRaft {
 		// A refused connection is retried for up to raftRefusedRetry before
 		// Raft sees the failure. Raft backs off exponentially per failed
@@ -168,14 +227,23 @@ func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, err
 			select {
 			case <-m.closed:
 				return nil, err
+			case <-ctx.Done():
+				return nil, err
 			case <-time.After(50 * time.Millisecond):
 			}
-			c, err = d.Dial("tcp", addr)
+			c, err = d.DialContext(ctx, "tcp", addr)
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
+	c = pausableConn{c, m}
+	// Until the handshakes are done, ctx ending breaks the connection's
+	// blocked reads and writes.
+	deadline, _ := ctx.Deadline()
+	_ = c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
 	if m.tlsOut != nil {
 		cfg := m.tlsOut.Clone()
 		if cfg.ServerName == "" {
@@ -183,22 +251,26 @@ func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, err
 			cfg.ServerName = host
 		}
 		tc := tls.Client(c, cfg)
-		_ = tc.SetDeadline(time.Now().Add(timeout))
-		if err := tc.Handshake(); err != nil {
+		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("cluster: tls handshake with %s: %w", addr, err)
 		}
-		_ = tc.SetDeadline(time.Time{})
 		c = tc
 	}
 	if _, err := c.Write([]byte{kind}); err != nil {
 		c.Close()
 		return nil, err
 	}
-	if err := clientHandshake(c, m.secret, timeout); err != nil {
+	if err := clientHandshake(c, m.secret); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("cluster: handshake with %s: %w", addr, err)
 	}
+	if !stop() {
+		// ctx ended as the handshake finished: the deadline may be set.
+		c.Close()
+		return nil, fmt.Errorf("cluster: dial %s: %w", addr, ctx.Err())
+	}
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }
 
@@ -303,5 +375,5 @@ func (l raftLayer) Close() error   { l.m.close(); return nil }
 func (l raftLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return l.m.dial(string(addr), connRaft, timeout)
+	return l.m.dial(context.Background(), string(addr), connRaft, timeout)
 }

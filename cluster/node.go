@@ -34,9 +34,15 @@ type Node struct {
 	pool      *rpcPool
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
-	gossip    *gossip
-	closers   []io.Closer
-	hasState  bool
+	logs      raft.LogStore // for findRequest
+	leaderObs *raft.Observer
+	// leaderCh is closed (and replaced) at every leader change Raft reports.
+	leaderMu sync.Mutex
+	leaderCh chan struct{}
+	stall    stallDetector
+	gossip   *gossip
+	closers  []io.Closer
+	hasState bool
 	// audit logs accepted writes that carry an Actor (see audit.go).
 	audit   hclog.Logger
 	metrics *metrics
@@ -58,6 +64,7 @@ type Node struct {
 
 	left         atomic.Bool
 	shutdownOnce sync.Once
+	stopStep     atomic.Value // string: what stop is doing
 	shutdownErr  error
 }
 
@@ -72,10 +79,11 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, logger: logger, fsm: f, notifyCh: make(chan bool, 16), restartCh: make(chan struct{}, 1),
-		rpcSrv:  newRPCServer(logger.Named("rpc")),
-		audit:   auditLogger(cfg, logger),
-		metrics: newMetrics(),
-		nudge:   newCommitNudge(),
+		rpcSrv:   newRPCServer(logger.Named("rpc")),
+		audit:    auditLogger(cfg, logger),
+		metrics:  newMetrics(),
+		nudge:    newCommitNudge(),
+		leaderCh: make(chan struct{}),
 	}
 	if cfg.Metrics != nil {
 		if err := n.registerMetrics(cfg.Metrics); err != nil {
@@ -152,6 +160,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goLoop(n.bootstrapLoop)
 	n.goLoop(n.joinLoop)
 	n.goLoop(n.nudgeLoop)
+	n.goLoop(n.stallLoop)
 	return nil
 }
 
@@ -247,16 +256,25 @@ func (n *Node) startRaft() error {
 		}
 		snaps = fss
 	}
+	if n.cfg.wrapLogStore != nil {
+		logs = n.cfg.wrapLogStore(logs)
+	}
+	n.logs = logs
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return fmt.Errorf("cluster: read raft state: %w", err)
 	}
 	n.hasState = has
+	inFlight := 1 // no pipelining: see DESIGN.md, "Replication without pipelining"
+	if n.cfg.pipelineForTest {
+		inFlight = 2
+	}
 	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftLayer{n.mux},
-		MaxPool: 4,
-		Timeout: 5 * time.Second,
-		Logger:  n.logger.Named("transport"),
+		Stream:          raftLayer{n.mux},
+		MaxPool:         4,
+		Timeout:         5 * time.Second,
+		MaxRPCsInFlight: inFlight,
+		Logger:          n.logger.Named("transport"),
 	})
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {
@@ -264,6 +282,7 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft = r
+	n.watchLeader()
 	if n.cfg.BootstrapExpect == 1 && !has {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(n.ClusterAddr()),
@@ -276,32 +295,68 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
+// defaultShutdownTimeout is Config.ShutdownTimeout's default.
+const defaultShutdownTimeout = 5 * time.Second
+
 // Shutdown stops the node: gossip first (peers see it leave or fail), then
 // the loops, Raft, the transport and the stores. It is safe to call twice.
+// It returns within Config.ShutdownTimeout (or when ctx ends, if sooner):
+// a step still running then (Raft waiting on a stuck replication goroutine,
+// say) is logged and abandoned, with the stores it would have closed after
+// it left open, and Shutdown returns an error naming it.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		if n.cancel != nil {
 			n.cancel()
 		}
-		n.shutdownErr = n.stop()
+		timeout := n.cfg.ShutdownTimeout
+		if timeout <= 0 {
+			timeout = defaultShutdownTimeout
+		}
+		done := make(chan error, 1)
+		go func() { done <- n.stop() }()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case n.shutdownErr = <-done:
+		case <-t.C:
+			n.shutdownErr = n.abandon(timeout)
+		case <-ctx.Done():
+			n.shutdownErr = n.abandon(timeout)
+		}
 	})
 	return n.shutdownErr
 }
 
+// abandon reports a shutdown that did not finish.
+func (n *Node) abandon(timeout time.Duration) error {
+	step, _ := n.stopStep.Load().(string)
+	n.logger.Error("shutdown did not finish in time; abandoning it (the goroutines of this step and the stores closed after it stay open)",
+		"step", step, "timeout", timeout)
+	return fmt.Errorf("cluster: shutdown abandoned after %s while %s", timeout, step)
+}
+
 func (n *Node) stop() error {
 	var errs []error
+	n.stopStep.Store("stopping gossip")
 	if n.gossip != nil {
 		// Without a prior Leave, peers see this node fail rather than leave.
 		if err := n.gossip.ml.Shutdown(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	n.stopStep.Store("waiting for the node's loops")
 	n.wg.Wait()
 	if n.raft != nil {
+		n.stopStep.Store("stopping raft (replication and apply goroutines)")
+		if n.leaderObs != nil {
+			n.raft.DeregisterObserver(n.leaderObs)
+		}
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	n.stopStep.Store("closing connections")
 	if n.pool != nil {
 		n.pool.close()
 	}
@@ -316,6 +371,7 @@ func (n *Node) stop() error {
 	if n.mux != nil {
 		n.mux.wait()
 	}
+	n.stopStep.Store("closing the stores")
 	for _, c := range n.closers {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)
@@ -383,7 +439,16 @@ func (n *Node) KnownLeader() bool {
 func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 
 // Members returns every member gossip has seen, sorted by name.
-func (n *Node) Members() []Member { return n.gossip.snapshot() }
+// A member that says it is a server but is not in the Raft configuration
+// is listed with the role "untrusted" (fsm.RoleUntrusted).
+func (n *Node) Members() []Member {
+	ms := n.gossip.snapshot()
+	inRaft := n.raftServers()
+	for i := range ms {
+		ms[i].Role = trustedRole(ms[i], inRaft)
+	}
+	return ms
+}
 
 // Join asks gossip to contact the given addresses and remembers them for
 // rejoining. It returns how many were contacted.
@@ -457,6 +522,20 @@ func (n *Node) registerRPCs() {
 	n.rpcSrv.handle(opApply, func(ctx context.Context, p []byte) ([]byte, error) {
 		idx, err := n.applyLocal(ctx, p)
 		return strconv.AppendUint(nil, idx, 10), err
+	})
+	n.rpcSrv.handle(opApplyOnce, func(ctx context.Context, p []byte) ([]byte, error) {
+		id, term, low, resend, cmd, err := decodeOnce(p)
+		if err != nil {
+			return nil, err
+		}
+		idx, err := n.applyOnceLocal(ctx, id, term, low, resend, cmd)
+		return strconv.AppendUint(nil, idx, 10), err
+	})
+	n.rpcSrv.handle(opLeaderCommit, func(ctx context.Context, _ []byte) ([]byte, error) {
+		if n.raft.State() != raft.Leader {
+			return nil, ErrNotLeader
+		}
+		return strconv.AppendUint(nil, n.raft.CommitIndex(), 10), nil
 	})
 	n.rpcSrv.handle(opReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {
 		idx, err := n.readIndexLocal(ctx)

@@ -39,6 +39,9 @@ const (
 	opReadIndex Op = 2
 	opStatus    Op = 3
 	opRemove    Op = 4
+	// opRestore 5 and opForceLeave 6: operator.go.
+	opApplyOnce    Op = 7
+	opLeaderCommit Op = 8
 )
 
 const (
@@ -295,7 +298,7 @@ func (w *frameWriter) close() { w.once.Do(func() { close(w.done) }) }
 // The dial function returns connections the mux has authenticated.
 type rpcClient struct {
 	addr string
-	dial func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
+	dial func(ctx context.Context, addr string, kind byte, timeout time.Duration) (net.Conn, error)
 
 	mu      sync.Mutex
 	conn    *rpcConn
@@ -317,7 +320,7 @@ type rpcResult struct {
 	payload []byte
 }
 
-func (rc *rpcClient) get(timeout time.Duration) (*rpcConn, error) {
+func (rc *rpcClient) get(ctx context.Context, timeout time.Duration) (*rpcConn, error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.closed {
@@ -331,7 +334,7 @@ func (rc *rpcClient) get(timeout time.Duration) (*rpcConn, error) {
 			return rc.conn, nil
 		}
 	}
-	c, err := rc.dial(rc.addr, connRPC, timeout)
+	c, err := rc.dial(ctx, rc.addr, connRPC, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -342,9 +345,8 @@ func (rc *rpcClient) get(timeout time.Duration) (*rpcConn, error) {
 }
 
 // clientHandshake is the dialler's side of serverHandshake.
-func clientHandshake(c net.Conn, secret []byte, timeout time.Duration) error {
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	defer c.SetDeadline(time.Time{})
+// The caller sets the connection's deadline.
+func clientHandshake(c net.Conn, secret []byte) error {
 	cn := make([]byte, rpcNonceSize)
 	_, _ = rand.Read(cn)
 	if _, err := c.Write(cn); err != nil {
@@ -385,13 +387,11 @@ func (conn *rpcConn) readLoop() {
 	conn.c.Close()
 }
 
-// call sends one request and waits for its response or ctx.
-func (rc *rpcClient) call(ctx context.Context, op Op, payload []byte) ([]byte, error) {
-	timeout := 5 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, max(time.Until(dl), 10*time.Millisecond))
-	}
-	conn, err := rc.get(timeout)
+// call sends one request and waits for its response or ctx. A new
+// connection must be made within dialTimeout (and ctx); an error before the
+// request was handed to the connection is an errDial (it was not sent).
+func (rc *rpcClient) call(ctx context.Context, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
+	conn, err := rc.get(ctx, dialTimeout)
 	if err != nil {
 		return nil, errDial{fmt.Errorf("cluster: rpc to %s: %w", rc.addr, err)}
 	}
@@ -452,7 +452,7 @@ func (rc *rpcClient) close() {
 
 // rpcPool keeps one client per peer address.
 type rpcPool struct {
-	dial   func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
+	dial   func(ctx context.Context, addr string, kind byte, timeout time.Duration) (net.Conn, error)
 	mu     sync.Mutex
 	peers  map[string]*rpcClient
 	closed bool
@@ -469,8 +469,8 @@ func (p *rpcPool) client(addr string) *rpcClient {
 	return c
 }
 
-func (p *rpcPool) call(ctx context.Context, addr string, op Op, payload []byte) ([]byte, error) {
-	return p.client(addr).call(ctx, op, payload)
+func (p *rpcPool) call(ctx context.Context, addr string, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
+	return p.client(addr).call(ctx, op, payload, dialTimeout)
 }
 
 func (p *rpcPool) close() {

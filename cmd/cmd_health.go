@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/spf13/cobra"
 )
 
@@ -85,8 +86,11 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 }
 
 // oneLine shortens s to one line of at most n runes for tables.
+//
+// Control characters (terminal escapes among them) are printed escaped
+// (fsm.EscapeControl): check output comes from the services checked.
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = fsm.EscapeControl(strings.Join(strings.Fields(s), " "))
 	if r := []rune(s); len(r) > n {
 		return string(r[:n-1]) + "…"
 	}

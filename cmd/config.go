@@ -72,6 +72,14 @@ var agentSettings = []option{
 	{"write-rate-limit", "", "BEACON_WRITE_RATE_LIMIT", "writes per second one client IP may make before 429 (0: no limit)", func(c *agent.Config) any { return &c.WriteRateLimit }},
 	{"write-burst", "", "BEACON_WRITE_BURST", "writes one client IP may burst above --write-rate-limit", func(c *agent.Config) any { return &c.WriteBurst }},
 	{"enable-pprof", "", "BEACON_ENABLE_PPROF", "serve net/http/pprof under /debug/pprof/ (management token required when auth is on)", func(c *agent.Config) any { return &c.EnablePprof }},
+	// Hardening (docs/security.md).
+	{"check-allow-cidr", "", "BEACON_CHECK_ALLOW_CIDR", "CIDR any registrant's health checks may target besides the instance's own address (repeatable)", func(c *agent.Config) any { return &c.CheckAllowCIDR }},
+	{"trust-open-registrations", "", "BEACON_TRUST_OPEN_REGISTRATIONS", "with auth off, let every registration do what needs the management token with auth on: route prefixes outside /SERVICE, checks aimed at any host (trusted labs only)", func(c *agent.Config) any { return &c.TrustOpenRegistrations }},
+	{"http-allowed-host", "", "BEACON_HTTP_ALLOWED_HOST", "with auth off, a further name the API's Host header may carry besides loopback and the agent's own names and addresses (repeatable; \"*\": any)", func(c *agent.Config) any { return &c.HTTPAllowedHost }},
+	{"http-allowed-origin", "", "BEACON_HTTP_ALLOWED_ORIGIN", "an origin (scheme://host:port) whose browser requests the API accepts (repeatable)", func(c *agent.Config) any { return &c.HTTPAllowedOrigin }},
+	{"http-max-conns-per-client", "", "BEACON_HTTP_MAX_CONNS_PER_CLIENT", "connections one client IP may hold open on the API (0: no cap)", func(c *agent.Config) any { return &c.HTTPMaxConnsPerClient }},
+	{"lb-allow-loopback", "", "BEACON_LB_ALLOW_LOOPBACK", "let the embedded load balancer connect to loopback instances", func(c *agent.Config) any { return &c.LBAllowLoopback }},
+	{"lb-deny-cidr", "", "BEACON_LB_DENY_CIDR", "CIDR the embedded load balancer never connects to, besides the link-local ranges (repeatable)", func(c *agent.Config) any { return &c.LBDenyCIDR }},
 }
 
 // secretSettings are the options whose values never appear in an error

@@ -17,7 +17,7 @@ const testManagementToken = "test-management-token-0123456789"
 
 func TestTokenCommandsCreateListAndDelete(t *testing.T) {
 	c := agenttest.New(t, 1, agenttest.WithConfig(func(c *agent.Config) {
-		c.ManagementToken, c.ClusterSecret, c.AnonymousRead = testManagementToken, "test-cluster-secret-abcdef", true
+		c.ManagementToken, c.ClusterSecret, c.AnonymousRead = testManagementToken, "test-cluster-secret-abcdef-0123456789", true
 	}))
 	addr := c.Node(0).HTTPAddr()
 	run := func(args ...string) (string, error) {

@@ -198,6 +198,11 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		names[d.Name] = true
 	}
 	old := w.instance(req.Service, req.ID)
+	if old != nil && SameRegistration(old, w.checksOf(req.Service, req.ID), req) {
+		// A periodic re-registration that changes nothing writes nothing:
+		// no index moves, no watcher wakes.
+		return nil
+	}
 	var inst *Instance
 	if old != nil {
 		inst = old.Clone()
@@ -207,6 +212,7 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	}
 	inst.ID, inst.Service, inst.Address, inst.Port = req.ID, req.Service, req.Address, req.Port
 	inst.Tags, inst.Meta, inst.Version, inst.Weight = req.Tags, MetaFromMap(req.Meta), req.Version, req.Weight
+	inst.Trusted = req.Trusted
 	if inst.Node != req.Node {
 		inst.Node = req.Node
 		inst.NodeFailed = false
@@ -256,6 +262,33 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	w.insert(tableInstances, inst)
 	w.touch(req.Service, 0)
 	return nil
+}
+
+// SameRegistration reports whether registering req would leave inst (with
+// its checks) as it is: same address, tags, meta, version, weight, node,
+// trust and check definitions.
+func SameRegistration(inst *Instance, checks []*Check, req *RegisterRequest) bool {
+	if inst.Address != req.Address || inst.Port != req.Port || inst.Version != req.Version ||
+		inst.Weight != req.Weight || inst.Node != req.Node || inst.Trusted != req.Trusted ||
+		!slices.Equal(inst.Tags, req.Tags) || len(inst.Meta) != len(req.Meta) || len(checks) != len(req.Checks) {
+		return false
+	}
+	for _, p := range inst.Meta {
+		if v, ok := req.Meta[p.Key]; !ok || v != p.Value {
+			return false
+		}
+	}
+	byName := make(map[string]*Check, len(checks))
+	for _, c := range checks {
+		byName[c.Name] = c
+	}
+	for i := range req.Checks {
+		c := byName[req.Checks[i].Name]
+		if c == nil || !c.CheckDefinition.Equal(&req.Checks[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func applyDeregister(w *writeTxn, req *DeregisterRequest) *RejectError {
@@ -550,6 +583,12 @@ func pickOwner(w *writeTxn, check string) string {
 
 // RoleServer is the role of a Beacon agent that takes part in Raft and runs checks.
 const RoleServer = "server"
+
+// RoleUntrusted is the role the leader records for a gossip member that
+// says it is a server but is not in the Raft configuration (it failed the
+// cluster port's TLS or secret handshake, or is not added yet): it is
+// listed, and gets no checks.
+const RoleUntrusted = "untrusted"
 
 // PickOwner returns the member of nodes with the highest rendezvous score for
 // check, or "" when nodes is empty.

@@ -71,6 +71,10 @@ type RegisterRequest struct {
 	Weight  int
 	Node    string
 	Checks  []CheckDefinition
+	// Trusted: the management token registered it (Instance.Trusted).
+	// Omitted when false: the golden encoding of a register is unchanged,
+	// and a node that predates the field ignores it.
+	Trusted bool `codec:",omitempty"`
 	// Time is the proposer's clock (unix nanoseconds).
 	Time int64
 }

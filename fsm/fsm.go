@@ -18,6 +18,7 @@ type FSM struct {
 
 	// observer, if set, sees every applied command (for metrics and audit).
 	observer func(Applied)
+	outcomes outcomes
 
 	wtx writeTxn
 }
@@ -108,6 +109,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		w.index = l.Index
 		rerr := h(w, l.Data[1:])
 		out[i] = ApplyResult{Index: l.Index, Err: rerr}
+		if rerr != nil {
+			f.outcomes.reject(l.Index, rerr)
+		}
 		if f.observer != nil {
 			applied = append(applied, Applied{Type: t, Index: l.Index, Body: l.Data[1:], Err: rerr})
 		}

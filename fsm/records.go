@@ -3,7 +3,9 @@ package fsm
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Health is the status of a check or of an instance. The zero value is not a
@@ -73,6 +75,11 @@ type Instance struct {
 	// Node is the cluster member this instance runs beside, if any. When gossip
 	// reports that member failed, the instance is critical.
 	Node string
+	// Trusted is set when the management token registered the instance
+	// (RegisterRequest.Trusted): load balancers honour its route prefix
+	// outside the service's own path. Omitted from the encoding when false,
+	// so records without it encode as before.
+	Trusted bool `codec:",omitempty"`
 
 	// Status is the worst of the instance's checks and of its node's health.
 	Status Health
@@ -210,7 +217,7 @@ func (i *Instance) Clone() *Instance {
 	c := &Instance{
 		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
 		Tags: slices.Clone(i.Tags), Meta: slices.Clone(i.Meta), Version: i.Version,
-		Weight: i.Weight, Node: i.Node, Status: i.Status, HealthySince: i.HealthySince,
+		Weight: i.Weight, Node: i.Node, Trusted: i.Trusted, Status: i.Status, HealthySince: i.HealthySince,
 		NodeFailed: i.NodeFailed, Metrics: cloneMap(i.Metrics),
 		Transitions: slices.Clone(i.Transitions),
 		CreateIndex: i.CreateIndex, ModifyIndex: i.ModifyIndex,
@@ -259,6 +266,11 @@ type CheckDefinition struct {
 	SuccessesBeforePassing  int
 	InitialStatus           Health
 	DeregisterCriticalAfter int64
+	// AnyTarget is set when the management token registered the check: it
+	// may probe any host the deny list allows. Otherwise the prober connects
+	// only to the instance's own address (or to an allowed range). Omitted
+	// when false, so the log format of existing commands does not change.
+	AnyTarget bool `codec:",omitempty"`
 }
 
 // Equal reports whether two definitions describe the same probe, so that a
@@ -279,7 +291,8 @@ func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
 		d.FailuresBeforeCritical == o.FailuresBeforeCritical &&
 		d.SuccessesBeforePassing == o.SuccessesBeforePassing &&
 		d.InitialStatus == o.InitialStatus &&
-		d.DeregisterCriticalAfter == o.DeregisterCriticalAfter
+		d.DeregisterCriticalAfter == o.DeregisterCriticalAfter &&
+		d.AnyTarget == o.AnyTarget
 }
 
 // Check is a health check of one instance with its replicated state.
@@ -377,4 +390,43 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 		c[k] = v
 	}
 	return c
+}
+
+// EscapeControl returns s with its control characters escaped, so check
+// output cannot drive a terminal or forge lines where it is printed: C0
+// (newline and tab included), DEL and bytes that are not UTF-8 become \xHH,
+// C1 characters (U+0080-U+009F, among them the one-byte CSI) become \u00HH.
+// Printable text, in any script, is kept.
+func EscapeControl(s string) string {
+	clean := true
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789abcdef"
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7f:
+			c := s[i]
+			b.WriteString(`\x`)
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+		case r >= 0x80 && r <= 0x9f:
+			b.WriteString(`\u00`)
+			b.WriteByte(hex[r>>4])
+			b.WriteByte(hex[r&0xf])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }

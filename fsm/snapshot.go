@@ -116,6 +116,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.store.swap(next)
+	f.outcomes.restored(max(f.store.applied.Load(), index))
 	// Raft installs a snapshot at a log index past everything applied; an
 	// operator's restore of an older snapshot supersedes the entries applied
 	// so far just the same. Either way the applied index must not go back:

@@ -82,7 +82,7 @@ func populate(t testing.TB) *fsm.FSM {
 		TLSSkipVerify: true, GRPCService: "grpc.health.v1.Health",
 		Interval: 10e9, Timeout: 2e9, TTL: 60e9,
 		FailuresBeforeCritical: 3, SuccessesBeforePassing: 2,
-		InitialStatus: fsm.Warning, DeregisterCriticalAfter: 600e9,
+		InitialStatus: fsm.Warning, DeregisterCriticalAfter: 600e9, AnyTarget: true,
 	}
 	f := newFSM(t)
 	applyAll(t, f, 1,
@@ -93,6 +93,7 @@ func populate(t testing.TB) *fsm.FSM {
 		fsmtest.Register(t, "web-1", "web", func(r *fsm.RegisterRequest) {
 			r.Address, r.Port, r.Tags, r.Meta = "10.0.0.1", 8080, []string{"primary", "v2"}, meta("zone", "a", "rack", "1")
 			r.Version, r.Weight, r.Node, r.Time = "2.1.0", 10, "s1", t0+1
+			r.Trusted = true
 			r.Checks = []fsm.CheckDefinition{full, fsmtest.TTLCheck("ttl", fsm.Passing)}
 		}),
 		fsmtest.Register(t, "web-2", "web", fsmtest.WithNode("s2"), fsmtest.WithAddress("10.0.0.2", 8080), fsmtest.WithTime(t0+1)),
@@ -234,6 +235,13 @@ func TestRestoreReadsVersion1(t *testing.T) {
 			}
 			c.Owner = ""
 		}
+	}
+	// Fields added after version 1 (issue 15) are absent from it.
+	for _, i := range want.Instances {
+		i.Trusted = false
+	}
+	for _, c := range want.Checks {
+		c.AnyTarget = false
 	}
 	assertSameStore(t, want, got)
 	if inst, _ := instance(t, f, "web", "web-1"); !reflect.DeepEqual(inst.Meta, []fsm.Pair{{Key: "rack", Value: "1"}, {Key: "zone", Value: "a"}}) {

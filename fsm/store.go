@@ -514,3 +514,60 @@ func summarize(tx *memdb.Txn, svc *Service, match func(*Instance) bool) (Service
 	sort.Strings(sum.Tags)
 	return sum, matched
 }
+
+// ServiceHealth returns, from one consistent view, what a health read of
+// service shows: its instances (ordered by ID), their checks (ordered by
+// check ID, so each instance's checks are one run) and the catalog's
+// nodes. The index is the highest of the service's (ServiceInstances),
+// its checks' ModifyIndex and the nodes table's, so it moves with every
+// change the result can show and never goes back. ws fires on a change to
+// the service, its checks or any node.
+func (s *Store) ServiceHealth(ws memdb.WatchSet, service string) (uint64, []*Instance, []*Check, []*Node) {
+	tx := s.read(ws)
+	ch, raw, err := tx.FirstWatch(tableServices, "id", service)
+	if err != nil {
+		panic(err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	var idx uint64
+	var insts []*Instance
+	var checks []*Check
+	if raw == nil {
+		idx = tombstone(tx, service)
+	} else {
+		svc := raw.(*Service)
+		idx = svc.ModifyIndex
+		it, err := tx.Get(tableInstances, "id", service)
+		if err != nil {
+			panic(err)
+		}
+		insts = make([]*Instance, 0, svc.Instances)
+		for o := it.Next(); o != nil; o = it.Next() {
+			insts = append(insts, o.(*Instance))
+		}
+		cit, err := tx.Get(tableChecks, "service", service)
+		if err != nil {
+			panic(err)
+		}
+		if ws != nil {
+			ws.Add(cit.WatchCh())
+		}
+		for o := cit.Next(); o != nil; o = cit.Next() {
+			c := o.(*Check)
+			idx = max(idx, c.ModifyIndex)
+			checks = append(checks, c)
+		}
+	}
+	idx = max(idx, tableIndexTxn(tx, ws, tableNodes))
+	nit, err := tx.Get(tableNodes, "id")
+	if err != nil {
+		panic(err)
+	}
+	var nodes []*Node
+	for o := nit.Next(); o != nil; o = nit.Next() {
+		nodes = append(nodes, o.(*Node))
+	}
+	return atLeastOne(idx), insts, checks, nodes
+}

@@ -30,6 +30,7 @@ func TestStoreIndexIsNeverZero(t *testing.T) {
 		"ChecksOwnedBy":    func() uint64 { i, _ := s.ChecksOwnedBy(nil, "s1"); return i },
 		"Nodes":            func() uint64 { i, _ := s.Nodes(nil); return i },
 		"Tokens":           func() uint64 { i, _ := s.Tokens(nil); return i },
+		"ServiceHealth":    func() uint64 { i, _, _, _ := s.ServiceHealth(nil, "web"); return i },
 	}
 	for name, read := range reads {
 		t.Run(name+" of an empty store is not 0", func(t *testing.T) {
@@ -558,4 +559,40 @@ func TestServiceSummariesIndex(t *testing.T) {
 			t.Errorf("ServiceSummaries(y) = %d, want 1", idx)
 		}
 	})
+}
+
+func TestServiceHealthIndexFollowsChecksAndNodesAndNeverGoesBack(t *testing.T) {
+	f := newFSM(t)
+	s := f.Store()
+	fsmtest.MustApply(t, f, 1, fsmtest.NodeUpdate(t, 1, fsmtest.Server("s1", fsm.NodeAlive)))
+	fsmtest.MustApply(t, f, 2, fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("s1"), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Critical))))
+	fsmtest.MustApply(t, f, 3, fsmtest.Register(t, "db-1", "db"))
+	idx, insts, checks, nodes := s.ServiceHealth(nil, "web")
+	if idx != 2 || len(insts) != 1 || len(checks) != 1 || len(nodes) != 1 {
+		t.Fatalf("index %d, %d instances, %d checks, %d nodes", idx, len(insts), len(checks), len(nodes))
+	}
+	// An output-only change moves the check, not the service: the index
+	// still moves, since the answer shows the output.
+	ws := memdb.NewWatchSet()
+	s.ServiceHealth(ws, "web")
+	fsmtest.MustApply(t, f, 4, fsmtest.CheckUpdate(t, "", 1, fsm.CheckUpdate{Check: fsm.CheckID("web", "web-1", "ttl"), Status: fsm.Critical, Output: "x"}))
+	if ws.Watch(time.After(5 * time.Second)) {
+		t.Fatal("an output change did not fire the watch")
+	}
+	if idx, _, _, _ := s.ServiceHealth(nil, "web"); idx != 4 {
+		t.Fatalf("after output change: %d", idx)
+	}
+	// Another service's change does not move it; a node change does.
+	fsmtest.MustApply(t, f, 5, fsmtest.Register(t, "db-2", "db"))
+	if idx, _, _, _ := s.ServiceHealth(nil, "web"); idx != 4 {
+		t.Fatalf("after another service changed: %d", idx)
+	}
+	fsmtest.MustApply(t, f, 6, fsmtest.NodeUpdate(t, 2, fsmtest.Server("s1", fsm.NodeFailed)))
+	if idx, _, _, _ := s.ServiceHealth(nil, "web"); idx != 6 {
+		t.Fatalf("after node failed: %d", idx)
+	}
+	fsmtest.MustApply(t, f, 7, fsmtest.Deregister(t, "web", "web-1"))
+	if idx, insts, checks, _ := s.ServiceHealth(nil, "web"); idx != 7 || len(insts) != 0 || len(checks) != 0 {
+		t.Fatalf("after deregister: %d %d %d", idx, len(insts), len(checks))
+	}
 }

@@ -53,6 +53,12 @@ type Config struct {
 	// DenyCIDRs are address ranges no check may connect to; every resolved
 	// address is checked at connect time.
 	DenyCIDRs []netip.Prefix
+	// AllowCIDRs are ranges any check may connect to besides its instance's
+	// own address (--check-allow-cidr). Checks registered with the
+	// management token may connect anywhere the deny list allows; every
+	// other check only to the address its instance is registered at (a host
+	// name resolved when the check runs).
+	AllowCIDRs []netip.Prefix
 	// Flap is the flapping policy of every check.
 	Flap FlapPolicy
 	// TTLGrace is added to every TTL when a new leader re-arms the timers,

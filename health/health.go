@@ -57,7 +57,7 @@ func New(cfg Config, f *fsm.FSM, cl Cluster) (*Health, error) {
 	}
 	return &Health{
 		cfg: cfg, logger: logger, fsm: f, store: f.Store(), cl: cl,
-		prober: NewProber(cfg.DenyCIDRs, cfg.MaxOutput),
+		prober: NewScopedProber(cfg.DenyCIDRs, cfg.AllowCIDRs, cfg.MaxOutput),
 	}, nil
 }
 

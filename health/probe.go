@@ -39,6 +39,7 @@ const maxGRPCResponse = 16 << 10
 // concurrent use.
 type Prober struct {
 	deny      []netip.Prefix
+	allow     []netip.Prefix
 	maxOutput int
 	dialer    *net.Dialer
 	http      *http.Client
@@ -71,8 +72,14 @@ func Denied(deny []netip.Prefix, addr netip.Addr) (netip.Prefix, bool) {
 // NewProber returns a Prober that refuses the addresses in deny and keeps
 // at most maxOutput bytes of output per probe.
 func NewProber(deny []netip.Prefix, maxOutput int) *Prober {
-	p := &Prober{deny: deny, maxOutput: maxOutput}
-	p.dialer = &net.Dialer{Control: p.control}
+	return NewScopedProber(deny, nil, maxOutput)
+}
+
+// NewScopedProber is NewProber with the ranges any check may target besides
+// its instance's own address (Config.AllowCIDRs; see ProbeFor).
+func NewScopedProber(deny, allow []netip.Prefix, maxOutput int) *Prober {
+	p := &Prober{deny: deny, allow: allow, maxOutput: maxOutput}
+	p.dialer = &net.Dialer{ControlContext: p.control}
 	transport := func(skipVerify bool) *http.Transport {
 		return &http.Transport{
 			// No proxy: the deny list must see the target's own address.
@@ -95,8 +102,10 @@ func NewProber(deny []netip.Prefix, maxOutput int) *Prober {
 }
 
 // control runs after name resolution and before connect: the address is an
-// IP literal here, whatever the check's target said.
-func (p *Prober) control(network, address string, _ syscall.RawConn) error {
+// IP literal here, whatever the check's target said. Besides the deny list,
+// a probe with a scope (ProbeFor) may connect only to its instance's
+// addresses or to an allowed range.
+func (p *Prober) control(ctx context.Context, network, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return fmt.Errorf("health: cannot parse dial address %q: %w", address, err)
@@ -104,7 +113,71 @@ func (p *Prober) control(network, address string, _ syscall.RawConn) error {
 	if pfx, bad := Denied(p.deny, ap.Addr()); bad {
 		return &DeniedError{Addr: ap.Addr(), Prefix: pfx}
 	}
+	if sc, ok := ctx.Value(scopeKey{}).(*scope); ok && !sc.allows(ap.Addr(), p.allow) {
+		return &ScopeError{Addr: ap.Addr().Unmap(), Instance: sc.instance}
+	}
 	return nil
+}
+
+// ScopeError is returned when a check would connect to an address that is
+// not its instance's (and not in an allowed range).
+type ScopeError struct {
+	Addr     netip.Addr
+	Instance string
+}
+
+func (e *ScopeError) Error() string {
+	return fmt.Sprintf("health: target address %s is not the instance's address %s (only checks registered with the management token, or --check-allow-cidr, may probe another host)", e.Addr, e.Instance)
+}
+
+// scope is what a check may connect to: its instance's addresses.
+type scope struct {
+	instance string
+	addrs    []netip.Addr
+}
+
+type scopeKey struct{}
+
+func (sc *scope) allows(a netip.Addr, allow []netip.Prefix) bool {
+	a = a.Unmap().WithZone("")
+	for _, x := range sc.addrs {
+		if x == a {
+			return true
+		}
+	}
+	for _, p := range allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ProbeFor runs check c of an instance registered at instanceAddr: unless
+// the check may target any host (fsm.CheckDefinition.AnyTarget, set for
+// management-token registrations), the probe connects only to the
+// addresses instanceAddr stands for (a host name is resolved now, at probe
+// time) or to the prober's allowed ranges; anything else is refused before
+// connecting, and the check is critical.
+func (p *Prober) ProbeFor(ctx context.Context, c *fsm.Check, instanceAddr string) Result {
+	if c.AnyTarget || c.Type == fsm.CheckTTL {
+		return p.Probe(ctx, c)
+	}
+	sc := &scope{instance: instanceAddr}
+	if a, err := netip.ParseAddr(instanceAddr); err == nil {
+		sc.addrs = []netip.Addr{a.Unmap().WithZone("")}
+	} else if instanceAddr != "" {
+		rctx, cancel := context.WithTimeout(ctx, max(time.Duration(c.Timeout), time.Second))
+		addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", instanceAddr)
+		cancel()
+		if err != nil {
+			return Result{fsm.Critical, fmt.Sprintf("health: cannot resolve the instance's address %q: %v", instanceAddr, err)}
+		}
+		for _, a := range addrs {
+			sc.addrs = append(sc.addrs, a.Unmap().WithZone(""))
+		}
+	}
+	return p.Probe(context.WithValue(ctx, scopeKey{}, sc), c)
 }
 
 // Probe runs check c once, within c's timeout (and ctx). TTL checks are not
@@ -127,9 +200,14 @@ func (p *Prober) Probe(ctx context.Context, c *fsm.Check) Result {
 	default:
 		r = Result{Status: fsm.Critical, Output: fmt.Sprintf("check type %q is not probed", c.Type)}
 	}
-	r.Output = capOutput(r.Output, p.maxOutput)
+	r.Output = capOutput(fsm.EscapeControl(r.Output), p.maxOutput)
 	return r
 }
+
+// MaxHTTPExcerpt is how much of an HTTP check's response body its output
+// keeps, after the status line: enough for "ok" or a short reason, too
+// little to publish a page the check was pointed at.
+const MaxHTTPExcerpt = 128
 
 func (p *Prober) probeHTTP(ctx context.Context, c *fsm.Check) Result {
 	method := c.Method
@@ -166,8 +244,8 @@ func (p *Prober) probeHTTP(ctx context.Context, c *fsm.Check) Result {
 		return Result{fsm.Critical, fmt.Sprintf("HTTP %s %s: %v", method, c.Target, unwrapURLError(err))}
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, int64(p.maxOutput)))
-	out := fmt.Sprintf("HTTP %s %s: %s Output: %s", method, c.Target, resp.Status, body)
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxHTTPExcerpt))
+	out := fmt.Sprintf("HTTP %s %s: %s Output: %s", method, c.Target, resp.Status, capOutput(string(body), MaxHTTPExcerpt))
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
 		return Result{fsm.Passing, out}

@@ -84,7 +84,11 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		case <-timer.C:
 		}
 		start := time.Now()
-		res := h.prober.Probe(ctx, c)
+		addr := ""
+		if _, inst, _ := h.store.Instance(nil, c.Service, c.Instance); inst != nil {
+			addr = inst.Address
+		}
+		res := h.prober.ProbeFor(ctx, c, addr)
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result means nothing
 		}

@@ -54,6 +54,10 @@ type Backend struct {
 	Meta        map[string]string
 	// Metrics are the custom health metrics the instance last reported.
 	Metrics map[string]float64
+	// Trusted is set when the management token registered the instance:
+	// only then may its route_prefix leave the service's own path
+	// (/SERVICE and below), and even then not shadow another service's.
+	Trusted bool
 }
 
 // Zone returns the instance's zone from its meta.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/beaconhq/beacon/connlimit"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -24,6 +25,7 @@ type Balancer struct {
 	catalog Catalog
 	logger  hclog.Logger
 	proxy   *proxy
+	guard   *dialGuard
 
 	services atomic.Pointer[map[string]*service] // copy on write
 	routes   atomic.Pointer[[]prefixRoute]       // longest prefix first
@@ -66,6 +68,7 @@ func New(cfg Config, catalog Catalog) (*Balancer, error) {
 	ch := make(chan struct{})
 	b.changed.Store(&ch)
 	b.listReg.Store(&registryState{})
+	b.guard = newDialGuard(&b.cfg)
 	b.proxy = newProxy(b)
 	return b, nil
 }
@@ -82,7 +85,7 @@ func (b *Balancer) Start(ctx context.Context) error {
 	b.ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if len(b.cfg.Services) > 0 {
 		b.listReg.Store(&registryState{Connected: true})
-		b.setServices(b.cfg.Services, 0)
+		b.setServicesLocked(b.cfg.Services, 0)
 		return nil
 	}
 	b.wg.Add(1)
@@ -104,6 +107,11 @@ func (b *Balancer) Start(ctx context.Context) error {
 func (b *Balancer) setServices(names []string, index uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.setServicesLocked(names, index)
+}
+
+// setServicesLocked is setServices with b.mu held (Start holds it).
+func (b *Balancer) setServicesLocked(names []string, index uint64) {
 	if b.ctx.Err() != nil {
 		return
 	}
@@ -136,7 +144,8 @@ func (b *Balancer) setServices(names []string, index uint64) {
 		b.logger.Debug("service gone: no longer following it", "service", s.name)
 		s.cancel()
 	}
-	if len(gone) > 0 {
+	if len(gone) > 0 || len(next) != len(cur) {
+		// A declared prefix may no longer (or now) shadow a service's path.
 		b.rebuildRoutes()
 	}
 	b.listIdx.Store(index)
@@ -161,6 +170,10 @@ func (b *Balancer) rebuildRoutes() {
 			continue
 		}
 		for _, p := range t.prefixes {
+			if other := shadowed(p.prefix, name, b.services.Load()); other != "" {
+				b.logger.Warn("route prefix ignored: it would shadow another service's path", "prefix", p.prefix, "service", name, "shadowed", other)
+				continue
+			}
 			if o, ok := owner[p.prefix]; ok && o.service != name {
 				// Two services claim the prefix: the first name wins, the
 				// same on every balancer.
@@ -183,6 +196,20 @@ func (b *Balancer) rebuildRoutes() {
 		return routes[i].prefix < routes[j].prefix
 	})
 	b.routes.Store(&routes)
+}
+
+// shadowed returns the followed service other than owner whose path
+// (/SERVICE and below) prefix would capture, or "". A prefix inside
+// owner's own namespace shadows nobody.
+func shadowed(prefix, owner string, services *map[string]*service) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(prefix, "/"), "/")
+	if first == owner {
+		return ""
+	}
+	if _, ok := (*services)[first]; ok {
+		return first
+	}
+	return ""
 }
 
 // service returns the followed service name, or nil.
@@ -228,6 +255,7 @@ func (b *Balancer) Handler() http.Handler { return b.proxy }
 // Serve serves the proxy on ln until Shutdown: HTTP/1.1 and cleartext
 // HTTP/2 (h2c), or TLS with HTTP/2 when Config.TLS is set.
 func (b *Balancer) Serve(ln net.Listener) error {
+	b.guard.addListener(ln.Addr(), "listen")
 	srv := &http.Server{
 		Handler:           b.proxy,
 		ReadHeaderTimeout: b.cfg.ReadHeaderTimeout,
@@ -261,13 +289,19 @@ func (b *Balancer) Serve(ln net.Listener) error {
 
 // ServeAdmin serves the admin handler (status, metrics, health) on ln until
 // Shutdown.
+//
+// The admin listener holds at most Config.MaxConnsPerClient connections
+// per client IP (one more is answered 429 and closed) and closes idle
+// keep-alive connections after Config.AdminIdleTimeout.
 func (b *Balancer) ServeAdmin(ln net.Listener) error {
+	b.guard.addListener(ln.Addr(), "admin")
+	ln = connlimit.Wrap(ln, b.cfg.MaxConnsPerClient)
 	srv := &http.Server{
 		Handler:           b.AdminHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       b.cfg.AdminIdleTimeout,
 		ErrorLog:          b.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 	if !b.track(srv) {

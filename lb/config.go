@@ -144,6 +144,28 @@ type Config struct {
 	// metadata endpoint, say) gets no traffic. Default: the link-local
 	// ranges 169.254.0.0/16 and fe80::/10.
 	DenyCIDRs []netip.Prefix
+	// AllowLoopback lets the balancer connect to loopback addresses
+	// (127.0.0.0/8, ::1). Off by default: a loopback instance is on the
+	// balancer's own host, where the agents' and the balancer's own ports
+	// are; a dev setup with every service on 127.0.0.1 turns it on
+	// (--lb-allow-loopback).
+	AllowLoopback bool
+	// DenyAddrs are endpoints the balancer never connects to, whatever
+	// AllowLoopback says: the agents' API and cluster ports. The balancer
+	// adds its own listen and admin addresses when it serves them. An
+	// unspecified address (0.0.0.0:8750) stands for every address of this
+	// host.
+	DenyAddrs []netip.AddrPort
+	// MaxHops is how many Beacon balancers a request may have passed
+	// (counted in the X-Beacon-Lb-Hops header) before this one answers 508
+	// instead of forwarding it: a request that loops is stopped there. 0
+	// disables the check (the header is still set).
+	MaxHops int
+	// MaxConnsPerClient caps the connections one client IP holds open on
+	// the admin listener (ServeAdmin); 0 disables the cap. AdminIdleTimeout
+	// is how long an idle admin keep-alive connection is kept.
+	MaxConnsPerClient int
+	AdminIdleTimeout  time.Duration
 
 	// Observer, when set, sees every attempt on an instance and every
 	// ejection (the agent turns them into latency and ejection metrics).
@@ -192,6 +214,9 @@ func DefaultConfig() Config {
 		RegistryBackoffMin:      50 * time.Millisecond,
 		RegistryBackoffMax:      5 * time.Second,
 		DenyCIDRs:               []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")},
+		MaxHops:                 DefaultMaxHops,
+		MaxConnsPerClient:       200,
+		AdminIdleTimeout:        30 * time.Second,
 	}
 }
 
@@ -228,6 +253,7 @@ func (c Config) Validate() error {
 	check(c.MaxEjectedShare >= 0 && c.MaxEjectedShare <= 1, "max ejected share must be between 0 and 1")
 	check(c.DialTimeout > 0 && c.ResponseHeaderTimeout > 0, "dial and response header timeouts must be positive")
 	check(c.RequestTimeout >= 0 && c.UpstreamIdleTimeout >= 0 && c.ReadHeaderTimeout >= 0 && c.IdleTimeout >= 0, "timeouts must not be negative")
+	check(c.MaxHops >= 0 && c.MaxConnsPerClient >= 0 && c.AdminIdleTimeout >= 0, "max hops, max connections per client and admin idle timeout must not be negative")
 	check(c.RegistryBackoffMin > 0 && c.RegistryBackoffMax >= c.RegistryBackoffMin, "need 0 < registry backoff min <= max")
 	return errors.Join(errs...)
 }

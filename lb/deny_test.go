@@ -37,7 +37,7 @@ func TestDenyListIsCheckedOnTheResolvedUpstreamAddress(t *testing.T) {
 			}
 		})
 	}
-	t.Run("the default list lets loopback through and denies link-local", func(t *testing.T) {
+	t.Run("the default deny list denies link-local", func(t *testing.T) {
 		d := DefaultConfig().DenyCIDRs
 		ctl := denyControl(d)
 		if err := ctl("tcp", "127.0.0.1:80", nil); err != nil {

@@ -181,6 +181,7 @@ func startBalancer(t testing.TB, cat Catalog, mutate func(*Config)) (*Balancer, 
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.RegistryBackoffMin, cfg.RegistryBackoffMax = 10*time.Millisecond, 100*time.Millisecond
+	cfg.AllowLoopback = true // the test backends listen on 127.0.0.1
 	if mutate != nil {
 		mutate(&cfg)
 	}

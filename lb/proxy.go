@@ -10,12 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -79,7 +78,7 @@ func newProxy(b *Balancer) *proxy {
 	cfg := &b.cfg
 	p := &proxy{b: b}
 	p.upstream = &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: denyControl(cfg.DenyCIDRs)}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, ControlContext: b.guard.control}).DialContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
@@ -101,6 +100,9 @@ func (p *proxy) close() { p.upstream.CloseIdleConnections() }
 
 // ServeHTTP routes one request.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if refuseLoop(w, r, p.b.cfg.MaxHops) {
+		return
+	}
 	svc, strip := p.b.routeFor(r)
 	if svc == nil {
 		writeError(w, http.StatusNotFound, ErrorBody{
@@ -202,6 +204,7 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Set("X-Forwarded-Prefix", st.strip)
 	}
 	pr.SetXForwarded()
+	pr.Out.Header.Set(HeaderHops, strconv.Itoa(hops(pr.In)+1))
 	if p.b.cfg.PassHost {
 		pr.Out.Host = pr.In.Host
 	} else {
@@ -463,26 +466,5 @@ func (p *bufferPool) Put(b []byte) {
 	if cap(b) == copyBufferSize {
 		b = b[:copyBufferSize]
 		p.pool.Put(&b)
-	}
-}
-
-// denyControl refuses, at connect time, addresses in deny: the dialer calls
-// it with the resolved address, so no host name can lead around the list.
-func denyControl(deny []netip.Prefix) func(network, address string, c syscall.RawConn) error {
-	if len(deny) == 0 {
-		return nil
-	}
-	return func(network, address string, _ syscall.RawConn) error {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil {
-			return fmt.Errorf("lb: cannot check upstream address %q: %w", address, err)
-		}
-		a := ap.Addr().Unmap()
-		for _, p := range deny {
-			if p.Contains(a) {
-				return fmt.Errorf("lb: upstream address %s is in the deny list (%s)", a, p)
-			}
-		}
-		return nil
 	}
 }

@@ -216,8 +216,10 @@ func TestRoutingByHostPathAndDeclaredPrefix(t *testing.T) {
 	}
 	shopRec := shop.backend()
 	shopRec.Meta = map[string]string{MetaRoutePrefix: "/store"}
+	shopRec.Trusted = true // prefixes outside /SERVICE need the management token
 	blogRec := blog.backend()
 	blogRec.Meta = map[string]string{MetaRoutePrefix: "/news/", MetaRouteStrip: "true"}
+	blogRec.Trusted = true
 	cat.Set("web", web.backend())
 	cat.Set("api", api.backend())
 	cat.Set("shop", shopRec)

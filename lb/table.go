@@ -121,6 +121,10 @@ func buildTable(service string, list *InstanceList, cfg *Config, state func(id s
 		}
 		if p := b.Meta[MetaRoutePrefix]; p != "" {
 			p = normalizePrefix(p)
+			if p != "" && !b.Trusted && !InNamespace(p, service) {
+				// Only the management token may route another path here.
+				continue
+			}
 			if p != "" && !seenPrefix[p] {
 				seenPrefix[p] = true
 				t.prefixes = append(t.prefixes, routePrefix{prefix: p, strip: b.Meta[MetaRouteStrip] == "true"})
@@ -179,6 +183,16 @@ func buildTable(service string, list *InstanceList, cfg *Config, state func(id s
 }
 
 func (e *entry) weight0() int { return e.Backend.weight() }
+
+// InNamespace reports whether the normalized route prefix p is the
+// service's own path, /SERVICE, or below it. An instance may declare such a
+// prefix with any write token for its service; a prefix outside needs an
+// instance registered with the management token (Backend.Trusted), since it
+// takes traffic for paths no service name claims.
+func InNamespace(p, service string) bool {
+	ns := "/" + service
+	return p == ns || strings.HasPrefix(p, ns+"/")
+}
 
 // normalizePrefix makes "/shop", "shop" and "/shop/" the same prefix; "/"
 // alone is refused (it would swallow every request).

@@ -6,6 +6,7 @@
 #   import every library package; agent/agenttest imports agent and
 #   api/client; lb/registry only lb and api/client; cmd may import
 #   everything, and nothing imports cmd but cmd/beacon (tests included).
+#   connlimit (api, lb and agent may import it) imports nothing of ours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -16,12 +17,14 @@ declare -A allowed=(
   [fsm/fsmtest]="fsm"
   [cluster]="fsm"
   [health]="fsm"
-  [api]="fsm api/client"
+  [api]="fsm api/client connlimit"
   [api/client]=""
   # the Consul endpoints reuse the API's validation, tokens and errors
   [api/consul]="fsm api api/client"
-  [lb]=""
-  [agent]="fsm cluster health api api/client api/dns api/consul lb"
+  [lb]="connlimit"
+  # standard library only: the per-client connection cap of api and lb
+  [connlimit]=""
+  [agent]="fsm cluster health api api/client api/dns api/consul lb connlimit"
   [agent/agenttest]="agent api/client"
   [lb/registry]="lb api/client"
   # the fault suite drives the built binary over HTTP, like a user

@@ -29,7 +29,7 @@ now_ms() { date +%s%3N; }
 for i in 1 2 3; do
   "$B" agent --node "n$i" --data-dir "$dir/n$i" --http-addr "$(api $i)" \
     --raft-addr "127.0.0.1:2${i}751" --gossip-addr "127.0.0.1:2${i}752" \
-    --bootstrap-expect 3 --join 127.0.0.1:21752 --cluster-secret demo-secret \
+    --bootstrap-expect 3 --join 127.0.0.1:21752 --cluster-secret demo-cluster-secret-0123456789abcdef \
     --log-level warn >"$dir/n$i.log" 2>&1 &
   agent[$i]=$!
 done
@@ -50,7 +50,7 @@ sleep 0.5
 
 reg() { # reg SERVICE ID JSON (retried on 503 during elections)
   for _ in $(seq 50); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://$(api 1)/v1/services/$1/instances/$2" -d "$3")
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' "http://$(api 1)/v1/services/$1/instances/$2" -d "$3")
     [[ $code == 200 ]] && return 0
     sleep 0.2
   done
@@ -67,7 +67,7 @@ done
 heartbeat() { # heartbeat CHECK: report pass every second through any live node
   while true; do
     for i in 1 2 3; do
-      curl -sf -m 5 -X PUT "http://$(api $i)/v1/checks/$1/pass" -d '{"output":"ok","metrics":{"load":0.4}}' >/dev/null && break
+      curl -sf -m 5 -X PUT -H 'Content-Type: application/json' "http://$(api $i)/v1/checks/$1/pass" -d '{"output":"ok","metrics":{"load":0.4}}' >/dev/null && break
     done
     sleep 1
   done
@@ -121,7 +121,7 @@ measure pinned "on-n$f" "$t" "follower n$f killed (instance with node=n$f):"
 # Bring the follower back before killing the leader, so a quorum survives.
 "$B" agent --node "n$f" --data-dir "$dir/n$f" --http-addr "$(api $f)" \
   --raft-addr "127.0.0.1:2${f}751" --gossip-addr "127.0.0.1:2${f}752" \
-  --join 127.0.0.1:21752 --join 127.0.0.1:22752 --join 127.0.0.1:23752 --cluster-secret demo-secret \
+  --join 127.0.0.1:21752 --join 127.0.0.1:22752 --join 127.0.0.1:23752 --cluster-secret demo-cluster-secret-0123456789abcdef \
   --log-level warn >>"$dir/n$f.log" 2>&1 &
 agent[$f]=$!
 live=(1 2 3)

@@ -65,7 +65,7 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	if testing.Short() {
 		t.Skip("cluster test: skipped with -short")
 	}
-	c := &Cluster{t: t, secret: "clustertest-secret", logs: &testLog{t: t}}
+	c := &Cluster{t: t, secret: "clustertest-secret-0123456789abcdef", logs: &testLog{t: t}}
 	for _, o := range opts {
 		o(c)
 	}

@@ -40,6 +40,7 @@ type Cluster struct {
 	removed     []string
 	forced      []string
 	forceErr    error
+	stalled     string
 }
 
 // NewCluster returns a cluster with an empty catalog that knows its leader
@@ -139,6 +140,20 @@ func (c *Cluster) SetLeader(known bool, lastContact time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.knownLeader, c.lastContact = known, lastContact
+}
+
+// SetStalled makes ReplicationStalled report a stall with msg ("" clears it).
+func (c *Cluster) SetStalled(msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stalled = msg
+}
+
+// ReplicationStalled reports what SetStalled set (api.StallReporter).
+func (c *Cluster) ReplicationStalled() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stalled != "", c.stalled
 }
 
 // Status describes the one node as the leader of a one-voter configuration.

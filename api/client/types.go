@@ -112,6 +112,9 @@ type Instance struct {
 	Version string            `json:"version,omitempty"`
 	Weight  int               `json:"weight"`
 	Node    string            `json:"node,omitempty"`
+	// Trusted is true when the management token registered the instance:
+	// load balancers then honour a route_prefix outside /SERVICE.
+	Trusted bool `json:"trusted,omitempty"`
 	// Status is the worst of the instance's checks (passing, warning, critical).
 	Status string `json:"status"`
 	// Healthy is true when the instance may get traffic: passing, not in

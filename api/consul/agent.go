@@ -3,6 +3,7 @@ package consul
 import (
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -11,7 +12,7 @@ import (
 
 // handleAgentSelf: GET /v1/agent/self, what clients read to learn the
 // datacenter and node name (Prometheus reads Config.Datacenter).
-func (s *Server) handleAgentSelf(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAgentSelf(w http.ResponseWriter, r *http.Request, q url.Values) {
 	self := s.selfMember()
 	s.simpleRead(w, s.store.LastIndex(), map[string]any{
 		"Config": map[string]any{
@@ -63,7 +64,7 @@ func (s *Server) members() []*AgentMember {
 }
 
 // handleAgentMembers: GET /v1/agent/members (?wan=1 lists the same LAN).
-func (s *Server) handleAgentMembers(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAgentMembers(w http.ResponseWriter, r *http.Request, q url.Values) {
 	s.simpleRead(w, s.store.LastIndex(), s.members())
 }
 
@@ -74,8 +75,8 @@ func (s *Server) localInstances() (uint64, []*fsm.Instance) {
 }
 
 // handleAgentServices: GET /v1/agent/services, by service ID.
-func (s *Server) handleAgentServices(w http.ResponseWriter, r *http.Request) {
-	expr, err := parseFilter(r.URL.Query())
+func (s *Server) handleAgentServices(w http.ResponseWriter, r *http.Request, q url.Values) {
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -95,7 +96,7 @@ func (s *Server) handleAgentServices(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleAgentService: GET /v1/agent/service/:id.
-func (s *Server) handleAgentService(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAgentService(w http.ResponseWriter, r *http.Request, q url.Values) {
 	inst := s.findInstance(r.PathValue("id"))
 	if inst == nil {
 		writeError(w, notFound("unknown service ID: "+quote(r.PathValue("id"))))
@@ -105,8 +106,8 @@ func (s *Server) handleAgentService(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleAgentChecks: GET /v1/agent/checks, by check ID.
-func (s *Server) handleAgentChecks(w http.ResponseWriter, r *http.Request) {
-	expr, err := parseFilter(r.URL.Query())
+func (s *Server) handleAgentChecks(w http.ResponseWriter, r *http.Request, q url.Values) {
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -184,13 +185,13 @@ func (s *Server) findCheck(id string) *fsm.Check {
 
 // handleStatusLeader: GET /v1/status/leader, the leader's Raft address
 // ("" while there is none).
-func (s *Server) handleStatusLeader(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleStatusLeader(w http.ResponseWriter, r *http.Request, q url.Values) {
 	st := s.cluster.Status()
 	s.simpleRead(w, s.store.LastIndex(), st.LeaderAddr)
 }
 
 // handleStatusPeers: GET /v1/status/peers, the Raft servers' addresses.
-func (s *Server) handleStatusPeers(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleStatusPeers(w http.ResponseWriter, r *http.Request, q url.Values) {
 	st := s.cluster.Status()
 	out := make([]string, 0, len(st.Peers))
 	for _, p := range st.Peers {

@@ -6,12 +6,15 @@ import (
 	"github.com/hashicorp/go-bexpr"
 )
 
-// Limits of ?filter: a filter longer than MaxFilterLen is refused before
-// it is parsed, and the parser stops after maxFilterExpressions steps (its
-// own default allows ten times more).
+// Limits of ?filter: a filter longer than MaxFilterLen or nesting
+// parentheses deeper than MaxFilterDepth is refused before it is parsed
+// (go-bexpr's PEG parser backtracks exponentially in nesting: five levels
+// exceed 50,000 steps, 4,000 open parentheses take it most of a second),
+// and the parser stops after maxFilterExpressions steps.
 const (
-	MaxFilterLen         = 4096
-	maxFilterExpressions = 200000
+	MaxFilterLen         = 2048
+	MaxFilterDepth       = 4
+	maxFilterExpressions = 50000
 )
 
 // filter is a parsed ?filter= expression (go-bexpr: ==, !=, in, not in,
@@ -35,6 +38,9 @@ func compileFilter(expr string) (*filter, error) {
 	if len(expr) > MaxFilterLen {
 		return nil, invalid("filter", "longer than %d characters", MaxFilterLen)
 	}
+	if depth(expr) > MaxFilterDepth {
+		return nil, invalid("filter", "parentheses nested deeper than %d", MaxFilterDepth)
+	}
 	ev, err := bexpr.CreateEvaluator(expr, bexpr.WithMaxExpressions(maxFilterExpressions))
 	if err != nil {
 		return nil, invalid("filter", "Failed to create boolean expression evaluator: %v", err)
@@ -53,4 +59,29 @@ func (f *filter) match(v any) (bool, error) {
 		return false, invalid("filter", "%v", err)
 	}
 	return ok, nil
+}
+
+// depth is the deepest nesting of parentheses outside quoted strings.
+func depth(expr string) int {
+	d, deepest := 0, 0
+	var quote byte
+	for i := 0; i < len(expr); i++ {
+		c := expr[i]
+		switch {
+		case quote != 0:
+			if c == '\\' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '`':
+			quote = c
+		case c == '(':
+			d++
+			deepest = max(deepest, d)
+		case c == ')':
+			d--
+		}
+	}
+	return deepest
 }

@@ -398,3 +398,36 @@ func TestTokensMapToBeaconPolicies(t *testing.T) {
 	assertError(t, ts.do(http.MethodPut, "/v1/agent/force-leave/x", "", "X-Consul-Token", "wtok"), 403, "permission_denied", "")
 	ts.mustOK(http.MethodPut, "/v1/agent/service/register", `{"Name":"db","Port":80}`, "X-Consul-Token", "root")
 }
+
+func TestNodeMaintenanceShowsAsNodeCheck(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.addNode(apitest.NodeName, fsm.NodeAlive)
+	ts.mustOK(http.MethodPut, "/v1/agent/service/register", `{"ID":"w1","Name":"web","Port":80,"Address":"127.0.0.2"}`)
+	ts.mustOK(http.MethodPut, "/v1/agent/service/register", `{"ID":"w2","Name":"web","Port":81,"Address":"127.0.0.2"}`)
+	ts.mustOK(http.MethodPut, "/v1/agent/service/maintenance/w2?enable=true&reason=own", "")
+	ts.mustOK(http.MethodPut, "/v1/agent/maintenance?enable=true&reason=kernel", "")
+	var node []consul.HealthCheck
+	ts.mustOK(http.MethodGet, "/v1/health/node/"+apitest.NodeName, "").decode(t, &node)
+	var ids []string
+	for _, c := range node {
+		ids = append(ids, c.CheckID+"="+c.Status+"/"+c.Notes)
+	}
+	if got := strings.Join(ids, ","); got != "serfHealth=passing/,_node_maintenance=critical/kernel,_service_maintenance:w2=critical/own" {
+		t.Fatalf("node checks %s", got)
+	}
+	if p, _ := ts.health("/v1/health/service/web?passing"); len(p) != 0 {
+		t.Fatalf("passing during node maintenance: %+v", p)
+	}
+	// Leaving node maintenance keeps the service's own.
+	ts.mustOK(http.MethodPut, "/v1/agent/maintenance?enable=false", "")
+	entries, _ := ts.health("/v1/health/service/web")
+	var got []string
+	for _, e := range entries {
+		for _, c := range e.Checks {
+			got = append(got, e.Service.ID+":"+c.CheckID)
+		}
+	}
+	if strings.Join(got, ",") != "w1:serfHealth,w2:serfHealth,w2:_service_maintenance:w2" {
+		t.Fatalf("after node maintenance off: %v", got)
+	}
+}

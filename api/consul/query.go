@@ -17,8 +17,8 @@ import (
 // Consul's read headers; the Consul Go client requires them on every read.
 const (
 	HeaderIndex       = "X-Consul-Index"
-	HeaderKnownLeader = "X-Consul-KnownLeader"
-	HeaderLastContact = "X-Consul-LastContact"
+	HeaderKnownLeader = "X-Consul-Knownleader"
+	HeaderLastContact = "X-Consul-Lastcontact"
 	HeaderConsistency = "X-Consul-Effective-Consistency"
 )
 
@@ -84,8 +84,18 @@ const staleLimit = 5 * time.Second
 // goes back for the same result; a result is compared byte for byte with
 // the one at the client's index, so a change to records the read does not
 // show wakes nobody.
-func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, query func(ws memdb.WatchSet) (uint64, []byte, error)) {
-	o, err := s.parseQuery(r.URL.Query())
+func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, []byte, error)) {
+	s.blockingChunks(w, r, q, func(ws memdb.WatchSet) (uint64, [][]byte, error) {
+		idx, body, err := query(ws)
+		return idx, [][]byte{body}, err
+	})
+}
+
+// blockingChunks is blockingQuery for a result rendered in chunks (the
+// health entries' cached encodings), written one after the other rather
+// than copied into one buffer.
+func (s *Server) blockingChunks(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, [][]byte, error)) {
+	o, err := s.parseQuery(q)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -104,7 +114,7 @@ func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, query fun
 			return
 		}
 	}
-	w.Header().Set(HeaderConsistency, mode)
+	w.Header()[HeaderConsistency] = modeVals[mode]
 	if o.minIndex == 0 {
 		idx, body, err := query(nil)
 		s.respond(w, idx, body, err)
@@ -113,7 +123,7 @@ func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, query fun
 	generation := s.store.AbandonCh()
 	wctx, cancel := context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
 	defer cancel()
-	var base []byte
+	var base [][]byte
 	first := true
 	for {
 		ws := memdb.NewWatchSet()
@@ -127,7 +137,7 @@ func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, query fun
 			base = body // what the client has
 		}
 		first = false
-		changed := idx > o.minIndex && (base == nil || !bytes.Equal(base, body))
+		changed := idx > o.minIndex && (base == nil || !equalChunks(base, body))
 		catchingUp := false
 		if idx < o.minIndex {
 			// Behind the client: wait if this node is catching up on an
@@ -162,37 +172,55 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// respond writes a read's headers and body (or error).
-func (s *Server) respond(w http.ResponseWriter, idx uint64, body []byte, err error) {
+// equalChunks reports whether two chunked results are the same bytes.
+func equalChunks(a, b [][]byte) bool {
+	return bytes.Equal(bytes.Join(a, nil), bytes.Join(b, nil))
+}
+
+var contentJSON = []string{"application/json"}
+
+// respond writes a read's headers and body chunks (or error).
+func (s *Server) respond(w http.ResponseWriter, idx uint64, body [][]byte, err error) {
 	s.setReadHeaders(w, max(idx, 1))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(body)
+	w.Header()["Content-Type"] = contentJSON
+	for _, b := range body {
+		_, _ = w.Write(b)
+	}
 }
 
 // simpleRead answers a read that does not block (agent and status
 // endpoints) with the read headers.
 func (s *Server) simpleRead(w http.ResponseWriter, idx uint64, v any) {
 	body, err := encode(v)
-	s.respond(w, idx, body, err)
+	s.respond(w, idx, [][]byte{body}, err)
 }
+
+// Header values shared by every response (net/http only reads them).
+var (
+	valTrue  = []string{"true"}
+	valFalse = []string{"false"}
+	valZero  = []string{"0"}
+	modeVals = map[string][]string{"leader": {"leader"}, "stale": {"stale"}, "consistent": {"consistent"}}
+)
 
 func (s *Server) setReadHeaders(w http.ResponseWriter, idx uint64) {
 	h := w.Header()
-	h.Set(HeaderIndex, strconv.FormatUint(idx, 10))
+	h[HeaderIndex] = []string{strconv.FormatUint(idx, 10)}
 	if s.cluster.KnownLeader() {
-		h.Set(HeaderKnownLeader, "true")
+		h[HeaderKnownLeader] = valTrue
 	} else {
-		h.Set(HeaderKnownLeader, "false")
+		h[HeaderKnownLeader] = valFalse
 	}
 	lc := s.cluster.LastContact()
-	if lc < 0 || lc == time.Duration(1<<63-1) {
-		lc = 0 // never heard: Consul's header is unsigned
+	if lc <= 0 || lc == time.Duration(1<<63-1) {
+		h[HeaderLastContact] = valZero // on the leader, or never heard: the header is unsigned
+		return
 	}
-	h.Set(HeaderLastContact, strconv.FormatInt(lc.Milliseconds(), 10))
+	h[HeaderLastContact] = []string{strconv.FormatInt(lc.Milliseconds(), 10)}
 }
 
 // encode is the JSON of v without HTML escaping (Consul's form).

@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"bytes"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,34 +11,65 @@ import (
 	"github.com/hashicorp/go-memdb"
 )
 
-// serviceRead is one consistent-enough read of a service: its instances,
-// their checks by instance ID, and the catalog's nodes.
+// serviceRead is one view of a service: its instances, their checks (in
+// runs by instance) and the catalog's nodes.
 type serviceRead struct {
-	idx    uint64
-	insts  []*fsm.Instance
-	checks map[string][]*fsm.Check
-	nodes  map[string]*fsm.Node
+	idx   uint64
+	insts []*fsm.Instance
+	runs  []checkRun
+	nodes []*fsm.Node
 }
 
-// readService reads service with its checks and the nodes. The index is the
-// highest of the service's index, its checks' and the nodes table's, so it
-// moves with every change the result can show and never goes back.
-func (s *Server) readService(ws memdb.WatchSet, service string, withChecks bool) serviceRead {
-	var rd serviceRead
-	rd.idx, rd.insts = s.store.ServiceInstances(ws, service)
-	if withChecks && len(rd.insts) > 0 {
-		_, checks := s.store.Checks(ws, service)
-		rd.checks = make(map[string][]*fsm.Check, len(rd.insts))
-		for _, c := range checks {
-			rd.idx = max(rd.idx, c.ModifyIndex)
-			rd.checks[c.Instance] = append(rd.checks[c.Instance], c)
+// checkRun is the checks of one instance.
+type checkRun struct {
+	instance string
+	checks   []*fsm.Check
+}
+
+// checksOf returns the checks of instance id. Runs are found by a linear
+// scan: a service has a handful to a few hundred instances, and a map
+// would cost more to build than the scans cost.
+func (rd *serviceRead) checksOf(id string) []*fsm.Check {
+	for i := range rd.runs {
+		if rd.runs[i].instance == id {
+			return rd.runs[i].checks
 		}
 	}
-	nidx, nodes := s.store.Nodes(ws)
-	rd.idx = max(rd.idx, nidx)
-	rd.nodes = make(map[string]*fsm.Node, len(nodes))
-	for _, n := range nodes {
-		rd.nodes[n.Name] = n
+	return nil
+}
+
+// node returns the catalog's record of a node, or nil.
+func (rd *serviceRead) node(name string) *fsm.Node {
+	if name == "" {
+		return nil
+	}
+	for _, n := range rd.nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// readService reads service with its checks and the nodes, from one view
+// (fsm.Store.ServiceHealth). The index is the highest of the service's
+// index, its checks' and the nodes table's, so it moves with every change
+// the result can show and never goes back.
+func (s *Server) readService(ws memdb.WatchSet, service string) serviceRead {
+	var rd serviceRead
+	var checks []*fsm.Check
+	rd.idx, rd.insts, checks, rd.nodes = s.store.ServiceHealth(ws, service)
+	if len(checks) > 0 {
+		// Checks come ordered by ID (SERVICE:INSTANCE:NAME), so each
+		// instance's checks are one run of the slice: no copying.
+		rd.runs = make([]checkRun, 0, len(rd.insts))
+		start := 0
+		for i, c := range checks {
+			if i+1 == len(checks) || checks[i+1].Instance != c.Instance {
+				rd.runs = append(rd.runs, checkRun{c.Instance, checks[start : i+1 : i+1]})
+				start = i + 1
+			}
+		}
 	}
 	return rd
 }
@@ -118,10 +148,10 @@ type entryCache struct {
 
 // entry builds the health entry of an instance.
 func (s *Server) entry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead) *ServiceEntry {
-	node := s.nodeOf(inst, rd.nodes)
+	node := s.nodeOf(inst, rd.node(inst.Node))
 	hcs := make([]*HealthCheck, 0, len(checks)+2)
 	if inst.Node != "" {
-		hcs = append(hcs, serfCheck(node.Node, rd.nodes[inst.Node], inst.NodeFailed))
+		hcs = append(hcs, serfCheck(node.Node, rd.node(inst.Node), inst.NodeFailed))
 	}
 	for _, c := range checks {
 		hcs = append(hcs, checkView(c, inst))
@@ -134,7 +164,7 @@ func (s *Server) entry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead)
 // instance's cache slot, building it when the instance, its checks or its
 // node changed.
 func (s *Server) encodedEntry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead) ([]byte, error) {
-	node := rd.nodes[inst.Node]
+	node := rd.node(inst.Node)
 	if c, ok := inst.Aux().(*entryCache); ok && c.node == node && c.dc == s.cfg.Datacenter && slices.Equal(c.checks, checks) {
 		return c.enc, nil
 	}
@@ -148,21 +178,22 @@ func (s *Server) encodedEntry(inst *fsm.Instance, checks []*fsm.Check, rd *servi
 
 // handleHealthService: GET /v1/health/service/:name, the discovery read of
 // Prometheus, fabio, consul-template and Spring.
-func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	f, err := parseInstanceFilter(r.URL.Query())
+	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		rd := s.readService(ws, name, true)
-		var buf bytes.Buffer
-		buf.WriteByte('[')
-		n := 0
+	s.blockingChunks(w, r, q, func(ws memdb.WatchSet) (uint64, [][]byte, error) {
+		rd := s.readService(ws, name)
+		// The answer is written from the entries' cached encodings with
+		// the brackets and commas between them, never copied whole.
+		chunks := make([][]byte, 0, 2*len(rd.insts)+1)
+		chunks = append(chunks, openBracket)
 		for _, inst := range rd.insts {
-			checks := rd.checks[inst.ID]
-			if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.nodes[inst.Node])) {
+			checks := rd.checksOf(inst.ID)
+			if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.node(inst.Node))) {
 				continue
 			}
 			if f.nodeMeta != nil || f.expr != nil {
@@ -180,34 +211,38 @@ func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return rd.idx, nil, err
 			}
-			if n > 0 {
-				buf.WriteByte(',')
+			if len(chunks) > 1 {
+				chunks = append(chunks, comma)
 			}
-			buf.Write(enc)
-			n++
+			chunks = append(chunks, enc)
 		}
-		buf.WriteByte(']')
-		return rd.idx, buf.Bytes(), nil
+		return rd.idx, append(chunks, closeBracket), nil
 	})
 }
 
+var (
+	openBracket  = []byte("[")
+	closeBracket = []byte("]")
+	comma        = []byte(",")
+)
+
 // handleCatalogService: GET /v1/catalog/service/:name.
-func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	f, err := parseInstanceFilter(r.URL.Query())
+	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	f.passing = false // not a catalog parameter
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		rd := s.readService(ws, name, false)
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+		rd := s.readService(ws, name)
 		out := []*CatalogService{}
 		for _, inst := range rd.insts {
 			if !inst.HasTags(f.tags) {
 				continue
 			}
-			cs := s.catalogView(inst, s.nodeOf(inst, rd.nodes))
+			cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
 			if !metaMatches(cs.NodeMeta, f.nodeMeta) {
 				continue
 			}
@@ -225,8 +260,7 @@ func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request) {
 
 // handleCatalogServices: GET /v1/catalog/services, service names with the
 // union of their instances' tags.
-func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request, q url.Values) {
 	nodeMeta, err := parseNodeMeta(q)
 	if err != nil {
 		writeError(w, err)
@@ -237,7 +271,7 @@ func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, sums, _ := s.store.ServiceSummaries(ws, "", "", 0, nil)
 		out := make(map[string][]string, len(sums))
 		if nodeMeta == nil && expr == nil {
@@ -250,14 +284,11 @@ func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request) {
 		// A filter selects instances (as catalog/service shows them); a
 		// service is listed with the tags of its matching instances.
 		_, nodes := s.store.Nodes(ws)
-		rd := serviceRead{nodes: map[string]*fsm.Node{}}
-		for _, n := range nodes {
-			rd.nodes[n.Name] = n
-		}
+		rd := serviceRead{nodes: nodes}
 		_, insts := s.store.Instances(ws)
 		tags := map[string]map[string]struct{}{}
 		for _, inst := range insts {
-			cs := s.catalogView(inst, s.nodeOf(inst, rd.nodes))
+			cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
 			if !metaMatches(cs.NodeMeta, nodeMeta) {
 				continue
 			}
@@ -299,8 +330,7 @@ func (s *Server) nodeList(ws memdb.WatchSet) (uint64, []*Node, map[string]*fsm.N
 }
 
 // handleCatalogNodes: GET /v1/catalog/nodes.
-func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request, q url.Values) {
 	nodeMeta, err := parseNodeMeta(q)
 	if err != nil {
 		writeError(w, err)
@@ -311,7 +341,7 @@ func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, nodes, _ := s.nodeList(ws)
 		out := make([]*Node, 0, len(nodes))
 		for _, n := range nodes {
@@ -345,14 +375,14 @@ func (s *Server) nodeInstances(ws memdb.WatchSet, node string) (uint64, []*fsm.I
 }
 
 // handleCatalogNode: GET /v1/catalog/node/:node, null for an unknown node.
-func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, insts, rec := s.nodeInstances(ws, node)
 		if rec == nil {
 			return idx, []byte("null"), nil
@@ -372,14 +402,14 @@ func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleCatalogNodeServices: GET /v1/catalog/node-services/:node.
-func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		idx, insts, rec := s.nodeInstances(ws, node)
 		if rec == nil {
 			return idx, []byte("null"), nil
@@ -399,7 +429,7 @@ func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Reques
 }
 
 // handleDatacenters: GET /v1/catalog/datacenters.
-func (s *Server) handleDatacenters(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleDatacenters(w http.ResponseWriter, r *http.Request, q url.Values) {
 	s.simpleRead(w, s.store.LastIndex(), []string{s.cfg.Datacenter})
 }
 
@@ -413,10 +443,19 @@ func instanceChecks(inst *fsm.Instance, checks []*fsm.Check) []*HealthCheck {
 	return append(out, syntheticChecks(inst)...)
 }
 
-// writeChecks filters and encodes a list of checks.
+// writeChecks filters and encodes a list of checks. A node's check shows
+// once, however many of its instances carry it (_node_maintenance).
 func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 	out := make([]*HealthCheck, 0, len(hcs))
+	type key struct{ node, id string }
+	seen := map[key]bool{}
 	for _, hc := range hcs {
+		if hc.ServiceID == "" {
+			if seen[key{hc.Node, hc.CheckID}] {
+				continue
+			}
+			seen[key{hc.Node, hc.CheckID}] = true
+		}
 		if ok, err := expr.match(hc); err != nil {
 			return nil, err
 		} else if ok {
@@ -427,18 +466,18 @@ func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 }
 
 // handleHealthChecks: GET /v1/health/checks/:service.
-func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		rd := s.readService(ws, name, true)
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+		rd := s.readService(ws, name)
 		var hcs []*HealthCheck
 		for _, inst := range rd.insts {
-			hcs = append(hcs, instanceChecks(inst, rd.checks[inst.ID])...)
+			hcs = append(hcs, instanceChecks(inst, rd.checksOf(inst.ID))...)
 		}
 		body, err := writeChecks(hcs, expr)
 		return rd.idx, body, err
@@ -447,7 +486,7 @@ func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request) {
 
 // handleHealthState: GET /v1/health/state/:state (any, passing, warning,
 // critical), over every check of the catalog and every node's serfHealth.
-func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request, q url.Values) {
 	state := r.PathValue("state")
 	switch state {
 	case "any", "passing", "warning", "critical":
@@ -455,12 +494,12 @@ func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("state", "must be any, passing, warning or critical"))
 		return
 	}
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		hcs, idx := s.allChecks(ws, "")
 		keep := hcs[:0]
 		for _, hc := range hcs {
@@ -511,14 +550,14 @@ func (s *Server) allChecks(ws memdb.WatchSet, node string) ([]*HealthCheck, uint
 }
 
 // handleHealthNode: GET /v1/health/node/:node.
-func (s *Server) handleHealthNode(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthNode(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(r.URL.Query())
+	expr, err := parseFilter(q)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.blockingQuery(w, r, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		hcs, idx := s.allChecks(ws, node)
 		body, err := writeChecks(hcs, expr)
 		return idx, body, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -138,8 +139,11 @@ func (s *Server) Handler() http.Handler { return s.mux }
 type route struct {
 	pattern string
 	access  api.Access
-	h       http.HandlerFunc
+	h       handler
 }
+
+// handler is an endpoint's function: the request with its query parsed once.
+type handler func(w http.ResponseWriter, r *http.Request, q url.Values)
 
 // routes lists every endpoint in one place (docs/consul.md has the table).
 func (s *Server) routes() *http.ServeMux {
@@ -170,6 +174,7 @@ func (s *Server) routes() *http.ServeMux {
 		{"PUT /v1/agent/service/register", api.AccessRead, s.handleAgentRegister},
 		{"PUT /v1/agent/service/deregister/{id}", api.AccessRead, s.handleAgentDeregister},
 		{"PUT /v1/agent/service/maintenance/{id}", api.AccessRead, s.handleAgentMaintenance},
+		{"PUT /v1/agent/maintenance", api.AccessRead, s.handleNodeMaintenance},
 		{"PUT /v1/agent/check/pass/{id}", api.AccessRead, s.handleCheckVerb(fsm.Passing)},
 		{"PUT /v1/agent/check/warn/{id}", api.AccessRead, s.handleCheckVerb(fsm.Warning)},
 		{"PUT /v1/agent/check/fail/{id}", api.AccessRead, s.handleCheckVerb(fsm.Critical)},
@@ -187,15 +192,16 @@ func (s *Server) routes() *http.ServeMux {
 	}
 	// Anything else under the Consul prefixes: a clear 404 (or 405).
 	for _, p := range Prefixes {
-		mux.HandleFunc(p, s.handleUnsupported)
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) { s.handleUnsupported(w, r, nil) })
 	}
 	return mux
 }
 
 // guard checks the token, the datacenter and the query before a handler.
-func (s *Server) guard(access api.Access, h http.HandlerFunc) http.HandlerFunc {
+func (s *Server) guard(access api.Access, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, err := requestToken(r)
+		q := r.URL.Query()
+		tok, err := requestToken(r, q)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -206,12 +212,12 @@ func (s *Server) guard(access api.Access, h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		if dc := r.URL.Query().Get("dc"); dc != "" && dc != s.cfg.Datacenter {
+		if dc := q.Get("dc"); dc != "" && dc != s.cfg.Datacenter {
 			writeError(w, api.StatusError(http.StatusBadRequest, "unknown_datacenter",
 				"No path to datacenter: this cluster is datacenter "+quote(s.cfg.Datacenter)+", not "+quote(dc)))
 			return
 		}
-		h(w, r)
+		h(w, r, q)
 	}
 }
 
@@ -220,7 +226,7 @@ func (s *Server) authorizeWrite(r *http.Request, service string) error {
 	if s.cfg.Auth == nil {
 		return nil
 	}
-	tok, err := requestToken(r)
+	tok, err := requestToken(r, nil)
 	if err != nil {
 		return err
 	}
@@ -230,8 +236,8 @@ func (s *Server) authorizeWrite(r *http.Request, service string) error {
 // requestToken is the token a request carries: X-Consul-Token or
 // "Authorization: Bearer". Tokens in the URL (?token=) are refused, as on
 // Beacon's own routes: they end up in logs.
-func requestToken(r *http.Request) (string, error) {
-	if r.URL.Query().Has("token") {
+func requestToken(r *http.Request, q url.Values) (string, error) {
+	if q.Has("token") {
 		return "", api.StatusError(http.StatusBadRequest, "token_in_url",
 			"tokens are never accepted in the URL (they end up in logs); send the X-Consul-Token header")
 	}
@@ -254,7 +260,7 @@ func requestToken(r *http.Request) (string, error) {
 	return bearer, nil
 }
 
-func (s *Server) handleUnsupported(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleUnsupported(w http.ResponseWriter, r *http.Request, q url.Values) {
 	writeError(w, api.StatusError(http.StatusNotFound, "unsupported",
 		"this Consul endpoint is not served by Beacon (see docs/consul.md): "+r.Method+" "+r.URL.Path))
 }

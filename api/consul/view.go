@@ -21,6 +21,7 @@ const externalNode = "beacon-external"
 const (
 	serfCheckID        = "serfHealth"
 	maintCheckPrefix   = "_service_maintenance:"
+	nodeMaintCheckID   = "_node_maintenance"
 	drainCheckPrefix   = "_service_drain:"
 	defaultCheckPrefix = "service:"
 )
@@ -96,8 +97,8 @@ func (s *Server) nodeView(n *fsm.Node) *Node {
 // nodeOf returns the Consul node an instance runs on: the catalog's record
 // of its agent, or a node made from the instance (no agent, or one the
 // catalog no longer knows).
-func (s *Server) nodeOf(inst *fsm.Instance, nodes map[string]*fsm.Node) *Node {
-	if n := nodes[inst.Node]; n != nil {
+func (s *Server) nodeOf(inst *fsm.Instance, n *fsm.Node) *Node {
+	if n != nil {
 		return s.nodeView(n)
 	}
 	name := nodeName(inst)
@@ -186,7 +187,17 @@ func checkView(c *fsm.Check, inst *fsm.Instance) *HealthCheck {
 // (_service_drain:<id>): both critical, so ?passing drops the instance.
 func syntheticChecks(inst *fsm.Instance) []*HealthCheck {
 	var out []*HealthCheck
-	if m := inst.Maintenance; m != nil {
+	if m := inst.Maintenance; m != nil && strings.HasPrefix(m.Reason, nodeMaintPrefix) {
+		reason := strings.TrimPrefix(m.Reason, nodeMaintPrefix)
+		if reason == "" {
+			reason = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+		}
+		out = append(out, &HealthCheck{
+			Node: nodeName(inst), CheckID: nodeMaintCheckID, Name: "Node Maintenance Mode",
+			Status: "critical", Notes: reason, ServiceTags: []string{}, Type: "maintenance",
+			CreateIndex: inst.ModifyIndex, ModifyIndex: inst.ModifyIndex,
+		})
+	} else if m != nil {
 		reason := m.Reason
 		if reason == "" {
 			reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."

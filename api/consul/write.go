@@ -66,7 +66,7 @@ func writeOK(w http.ResponseWriter, idx uint64) {
 
 // handleAgentRegister: PUT /v1/agent/service/register. The instance is
 // registered cluster-wide with this agent as its node.
-func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q url.Values) {
 	var reg Registration
 	if err := s.decode(w, r, &reg, false); err != nil {
 		writeError(w, err)
@@ -315,7 +315,7 @@ func consulField(err error, checkFields []string) error {
 }
 
 // handleAgentDeregister: PUT /v1/agent/service/deregister/:id.
-func (s *Server) handleAgentDeregister(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAgentDeregister(w http.ResponseWriter, r *http.Request, q url.Values) {
 	id := r.PathValue("id")
 	inst := s.findInstance(id)
 	if inst == nil {
@@ -335,8 +335,7 @@ func (s *Server) handleAgentDeregister(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleAgentMaintenance: PUT /v1/agent/service/maintenance/:id?enable=&reason=.
-func (s *Server) handleAgentMaintenance(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+func (s *Server) handleAgentMaintenance(w http.ResponseWriter, r *http.Request, q url.Values) {
 	if !q.Has("enable") {
 		writeError(w, invalid("enable", "Missing value for enable"))
 		return
@@ -374,14 +373,14 @@ func (s *Server) handleAgentMaintenance(w http.ResponseWriter, r *http.Request) 
 }
 
 // handleCheckVerb: PUT /v1/agent/check/pass|warn|fail/:id?note=.
-func (s *Server) handleCheckVerb(status fsm.Health) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s.reportTTL(w, r, status, r.URL.Query().Get("note"))
+func (s *Server) handleCheckVerb(status fsm.Health) handler {
+	return func(w http.ResponseWriter, r *http.Request, q url.Values) {
+		s.reportTTL(w, r, status, q.Get("note"))
 	}
 }
 
 // handleCheckUpdate: PUT /v1/agent/check/update/:id, body {Status, Output}.
-func (s *Server) handleCheckUpdate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCheckUpdate(w http.ResponseWriter, r *http.Request, q url.Values) {
 	var body CheckUpdate
 	if err := s.decode(w, r, &body, false); err != nil {
 		writeError(w, err)
@@ -433,8 +432,8 @@ func (s *Server) reportTTL(w http.ResponseWriter, r *http.Request, status fsm.He
 }
 
 // handleJoin: PUT /v1/agent/join/:addr (a gossip address).
-func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
-	if wan, _ := boolParam(r.URL.Query(), "wan"); wan {
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request, q url.Values) {
+	if wan, _ := boolParam(q, "wan"); wan {
 		writeError(w, invalid("wan", "Beacon has no WAN pool: one cluster is one datacenter"))
 		return
 	}
@@ -450,7 +449,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleLeave: PUT /v1/agent/leave. This agent leaves and shuts down.
-func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request, q url.Values) {
 	if err := s.cluster.Leave(r.Context()); err != nil {
 		writeError(w, err)
 		return
@@ -459,7 +458,7 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleForceLeave: PUT /v1/agent/force-leave/:node.
-func (s *Server) handleForceLeave(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleForceLeave(w http.ResponseWriter, r *http.Request, q url.Values) {
 	if err := s.cluster.ForceLeave(r.Context(), r.PathValue("node")); err != nil {
 		writeError(w, err)
 		return
@@ -470,7 +469,7 @@ func (s *Server) handleForceLeave(w http.ResponseWriter, r *http.Request) {
 // handleCatalogRegister: PUT /v1/catalog/register, a service on a named
 // node (e.g. an external service registered by a tool), with checks that
 // have a definition Beacon can run.
-func (s *Server) handleCatalogRegister(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogRegister(w http.ResponseWriter, r *http.Request, q url.Values) {
 	var cr CatalogRegistration
 	if err := s.decode(w, r, &cr, false); err != nil {
 		writeError(w, err)
@@ -550,7 +549,7 @@ func (s *Server) handleCatalogRegister(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleCatalogDeregister: PUT /v1/catalog/deregister {Node, ServiceID}.
-func (s *Server) handleCatalogDeregister(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCatalogDeregister(w http.ResponseWriter, r *http.Request, q url.Values) {
 	var cd CatalogDeregistration
 	if err := s.decode(w, r, &cd, false); err != nil {
 		writeError(w, err)
@@ -587,4 +586,51 @@ func (s *Server) handleCatalogDeregister(w http.ResponseWriter, r *http.Request)
 	w.Header().Set(HeaderIndex, fmt.Sprint(max(idx, s.store.LastIndex())))
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte("true"))
+}
+
+// nodeMaintPrefix marks the maintenance reason of instances put in
+// maintenance by PUT /v1/agent/maintenance: Beacon has no node-level
+// maintenance, so the agent's instances each enter maintenance, and these
+// show as the node's _node_maintenance check rather than a service's.
+const nodeMaintPrefix = "node maintenance: "
+
+// handleNodeMaintenance: PUT /v1/agent/maintenance?enable=&reason=. Every
+// instance this agent registered enters (or, if it entered this way,
+// leaves) maintenance; instances registered later are not affected.
+func (s *Server) handleNodeMaintenance(w http.ResponseWriter, r *http.Request, q url.Values) {
+	if !q.Has("enable") {
+		writeError(w, invalid("enable", "Missing value for enable"))
+		return
+	}
+	enable, err := boolParam(q, "enable")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	reason := q.Get("reason")
+	if len(nodeMaintPrefix)+len(reason) > MaxReasonLen || !api.Printable(reason) {
+		writeError(w, invalid("reason", "must be at most %d printable characters", MaxReasonLen-len(nodeMaintPrefix)))
+		return
+	}
+	_, insts := s.localInstances()
+	var idx uint64
+	for _, inst := range insts {
+		inNode := inst.Maintenance != nil && strings.HasPrefix(inst.Maintenance.Reason, nodeMaintPrefix)
+		if (enable && inst.Maintenance != nil && !inNode) || (!enable && !inNode) {
+			continue // in maintenance of its own, or not in node maintenance
+		}
+		if err := s.authorizeWrite(r, inst.Service); err != nil {
+			writeError(w, err)
+			return
+		}
+		req := &fsm.MaintenanceRequest{Service: inst.Service, ID: inst.ID, Mode: fsm.ModeNone, Time: time.Now().UnixNano()}
+		if enable {
+			req.Mode, req.Reason = fsm.ModeMaintenance, nodeMaintPrefix+reason
+		}
+		if idx, err = s.apply(r, fsm.MaintenanceType, req); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeOK(w, max(idx, s.store.LastIndex()))
 }

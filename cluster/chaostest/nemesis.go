@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,10 +19,21 @@ const (
 	PauseLeader       FaultKind = "pause-leader"       // SIGSTOP, SIGCONT at heal
 	PartitionLeader   FaultKind = "partition-leader"   // leader cut from the majority
 	PartitionFollower FaultKind = "partition-follower" // one follower cut from the others
+	// BlackHoleLeader drops every packet to and from the leader (peers and
+	// clients alike), as when its host or container vanishes: connections
+	// time out instead of being refused.
+	BlackHoleLeader FaultKind = "blackhole-leader"
+	// PauseLeaderInFlight sends a burst of writes through the followers and
+	// SIGSTOPs the leader while they are in flight (forwarded to it).
+	PauseLeaderInFlight FaultKind = "pause-leader-inflight"
 )
 
 // AllFaults lists every fault kind.
-var AllFaults = []FaultKind{KillLeader, KillFollower, PauseLeader, PartitionLeader, PartitionFollower}
+var AllFaults = []FaultKind{KillLeader, KillFollower, PauseLeader, PartitionLeader, PartitionFollower, BlackHoleLeader, PauseLeaderInFlight}
+
+// inFlightBurst is how many writes PauseLeaderInFlight sends through the
+// followers just before it pauses the leader.
+const inFlightBurst = 8
 
 // ParseFaults parses a comma-separated list of fault kinds ("" or "all":
 // every kind).
@@ -100,6 +112,10 @@ type Nemesis struct {
 	logf   func(string, ...any)
 	faults []Fault
 	err    error
+	// InFlight, when set, performs one write through node (recorded in the
+	// history); PauseLeaderInFlight uses it. Run waits for those writes.
+	InFlight func(ctx context.Context, node int)
+	inflight sync.WaitGroup
 }
 
 // NewNemesis prepares a nemesis for c; times are offsets on h's clock.
@@ -112,6 +128,7 @@ func NewNemesis(c *Cluster, h *History, cfg NemesisConfig, seed uint64, logf fun
 // returns. It stops at the first fault it cannot inject or heal, or when the
 // cluster does not recover in time; Err reports that.
 func (n *Nemesis) Run(ctx context.Context) {
+	defer n.inflight.Wait()
 	var order []FaultKind
 	for ctx.Err() == nil {
 		if len(order) == 0 {
@@ -168,6 +185,30 @@ func (n *Nemesis) inject(ctx context.Context, kind FaultKind, hold time.Duration
 	case PauseLeader:
 		err = node.Pause()
 		heal = node.Resume
+	case PauseLeaderInFlight:
+		if n.InFlight != nil {
+			var followers []int
+			for i := range n.c.Nodes {
+				if i != target {
+					followers = append(followers, i)
+				}
+			}
+			for k := range inFlightBurst {
+				n.inflight.Add(1)
+				go func() {
+					defer n.inflight.Done()
+					n.InFlight(bg, followers[k%len(followers)])
+				}()
+			}
+			// Long enough for the followers to forward them, too short
+			// for the leader to answer them all.
+			time.Sleep(2 * time.Millisecond)
+		}
+		err = node.Pause()
+		heal = node.Resume
+	case BlackHoleLeader:
+		err = n.c.Net.BlackHole(target)
+		heal = func() error { return n.c.Net.Unblock(target) }
 	case PartitionLeader, PartitionFollower:
 		err = n.c.Net.Isolate(target)
 		heal = func() error { return n.c.Net.Unblock(target) }
@@ -212,4 +253,15 @@ func Isolations(faults []Fault) []Isolation {
 		}
 	}
 	return out
+}
+
+// unreachable reports whether fault f made its node unable to answer
+// clients (killed, paused, black-holed) during [from, to].
+func (f Fault) unreachable(from, to time.Duration) bool {
+	switch f.Kind {
+	case KillLeader, KillFollower, PauseLeader, PauseLeaderInFlight, BlackHoleLeader:
+	default:
+		return false
+	}
+	return from <= f.Healed+f.Recovery && to >= f.Start
 }

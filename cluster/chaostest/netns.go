@@ -238,6 +238,32 @@ func (nw *Network) Isolate(i int) error {
 	return nw.Block(i, peers)
 }
 
+// BlackHole drops every packet to and from node i except on its loopback:
+// peers and clients alike see their connections time out (nothing is
+// refused), as when a host or container disappears. Unblock lifts it.
+func (nw *Network) BlackHole(i int) error {
+	rules := fmt.Sprintf(`table inet %[1]s
+delete table inet %[1]s
+table inet %[1]s {
+	chain input { type filter hook input priority -10; policy accept; iifname != "lo" drop; }
+	chain output { type filter hook output priority -10; policy accept; oifname != "lo" drop; }
+}
+`, nftTable)
+	if err := runInput(rules, "ip", "netns", "exec", nw.Namespace(i), "nft", "-f", "-"); err != nil {
+		return err
+	}
+	var peers []int
+	for p := 0; p < nw.n; p++ {
+		if p != i {
+			peers = append(peers, p)
+		}
+	}
+	nw.mu.Lock()
+	nw.blocked[i] = peers
+	nw.mu.Unlock()
+	return nil
+}
+
 // Unblock removes node i's cut.
 func (nw *Network) Unblock(i int) error {
 	rules := fmt.Sprintf("table inet %[1]s\ndelete table inet %[1]s\n", nftTable)

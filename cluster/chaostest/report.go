@@ -25,6 +25,7 @@ type Aggregate struct {
 	Understated               int
 	LinOps                    int
 	LinTook                   time.Duration
+	MaxWait, MaxWaitLive      time.Duration
 }
 
 // Add folds one run in.
@@ -56,6 +57,8 @@ func (a *Aggregate) Add(r *Result) {
 	a.Understated += len(r.Understated)
 	a.LinOps += r.LinOps
 	a.LinTook = max(a.LinTook, r.LinTook)
+	a.MaxWait = max(a.MaxWait, r.MaxWait)
+	a.MaxWaitLive = max(a.MaxWaitLive, r.MaxWaitLive)
 }
 
 // Summary is the aggregate's report: totals, faults by kind and the
@@ -77,9 +80,9 @@ func (a *Aggregate) Summary() string {
 		}
 		return rec[min(len(rec)-1, int(p*float64(len(rec))))].Round(time.Millisecond)
 	}
-	return fmt.Sprintf("TOTAL runs=%d failed=%d ops=%d (ok %d, fail %d) faults=%d [%s] unknown=%d violations=%d not-linearizable=%d lost=%d recovery p50=%s p95=%s max=%s staleness-checked=%d understated=%d restart-regressions=%d/%d porcupine-ops=%d slowest-check=%s",
+	return fmt.Sprintf("TOTAL runs=%d failed=%d ops=%d (ok %d, fail %d) faults=%d [%s] unknown=%d violations=%d not-linearizable=%d lost=%d recovery p50=%s p95=%s max=%s max-wait=%s max-wait-live=%s staleness-checked=%d understated=%d restart-regressions=%d/%d porcupine-ops=%d slowest-check=%s",
 		a.Runs, a.FailedRuns, a.Ops, a.OKs, a.Fails, total, strings.Join(fk, " "), a.Unknowns, a.Violations, a.NotLinearizable, a.Lost,
-		pct(0.5), pct(0.95), a.MaxRecovery.Round(time.Millisecond), a.StalenessChecked, a.Understated, a.RestartHonest, a.RestartDishonest,
+		pct(0.5), pct(0.95), a.MaxRecovery.Round(time.Millisecond), a.MaxWait.Round(time.Millisecond), a.MaxWaitLive.Round(time.Millisecond), a.StalenessChecked, a.Understated, a.RestartHonest, a.RestartDishonest,
 		a.LinOps, a.LinTook.Round(time.Millisecond))
 }
 

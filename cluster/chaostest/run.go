@@ -62,13 +62,18 @@ type Result struct {
 	RestartDishonest []RestartRegression
 	// Understated lists default reads whose Last-Contact understated their
 	// staleness by more than a second.
-	Understated       []Understatement
-	Crashes           []string
-	Problems          []string
-	Samples           []Sample
-	HistoryPath       string
-	VisualizationPath string
-	lin               LinearizabilityResult
+	Understated []Understatement
+	Crashes     []string
+	// MaxWait is the longest any workload request waited for its answer
+	// (acknowledged or failed); MaxWaitLive the longest for a request sent
+	// to a node that was up and reachable throughout (not the one killed,
+	// paused or black-holed), i.e. one that the leader-wait bound covers.
+	MaxWait, MaxWaitLive time.Duration
+	Problems             []string
+	Samples              []Sample
+	HistoryPath          string
+	VisualizationPath    string
+	lin                  LinearizabilityResult
 }
 
 // Violations counts every safety violation found: a non-linearizable
@@ -103,9 +108,10 @@ func (r *Result) Summary() string {
 			fk = append(fk, fmt.Sprintf("%s:%d", k, kinds[k]))
 		}
 	}
-	return fmt.Sprintf("seed=%d ops=%d (ok %d, fail %d) faults=%d [%s] unknown=%d violations=%d lost=%d max-recovery=%s final-recovery=%s | linearizable=%s (%d ops, %s) terms=%d staleness-checked=%d understated=%d restart-regressions=%d/%d problems=%d",
+	return fmt.Sprintf("seed=%d ops=%d (ok %d, fail %d) faults=%d [%s] unknown=%d violations=%d lost=%d max-recovery=%s final-recovery=%s max-wait=%s max-wait-live=%s | linearizable=%s (%d ops, %s) terms=%d staleness-checked=%d understated=%d restart-regressions=%d/%d problems=%d",
 		r.Seed, r.Ops, r.OKs, r.Fails, len(r.Faults), strings.Join(fk, " "), r.Unknowns, r.Violations(), len(r.Lost),
 		r.MaxRecovery.Round(time.Millisecond), r.FinalRecovery.Round(time.Millisecond),
+		r.MaxWait.Round(time.Millisecond), r.MaxWaitLive.Round(time.Millisecond),
 		r.Linearizability, r.LinOps, r.LinTook.Round(time.Millisecond), r.Terms, r.StalenessChecked,
 		len(r.Understated), r.RestartHonest, len(r.RestartDishonest), len(r.Problems))
 }
@@ -206,6 +212,18 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		close(nemDone)
 	} else {
 		nem = NewNemesis(c, h, cfg.Nemesis, cfg.Seed, logf)
+		burst := NewWorkload(c, h, cfg.Workload, cfg.Seed)
+		burst.process.Store(1 << 20) // its own process ids
+		var seq int64
+		var seqMu sync.Mutex
+		nem.InFlight = func(ctx context.Context, node int) {
+			seqMu.Lock()
+			seq++
+			v := fmt.Sprintf("burst-%d", seq)
+			seqMu.Unlock()
+			p := int(burst.process.Add(1))
+			burst.Do(ctx, p, -2, node, Put, Key(int(seq)%cfg.Workload.Keys), v)
+		}
 		go func() {
 			defer close(nemDone)
 			nem.Run(wctx)
@@ -253,6 +271,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 	}
 
 	ops := h.Ops()
+	res.MaxWait, res.MaxWaitLive = maxWaits(ops, res.Faults)
 	check(ops, c, poller, res, cfg.LinearizabilityTimeout)
 	// The history always goes to Dir (removed with it when a run passes
 	// and artifacts are not kept); the visualisation only when needed.
@@ -271,4 +290,27 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		_ = os.WriteFile(filepath.Join(cfg.Dir, "faults.json"), b, 0o644)
 	}
 	return res, nil
+}
+
+// maxWaits returns the longest wait of any workload request (observers and
+// final reads excluded), and of those sent to a node no fault made
+// unreachable while they ran.
+func maxWaits(ops []Op, faults []Fault) (all, live time.Duration) {
+	for _, op := range ops {
+		if op.Process < 0 && op.Worker != -2 {
+			continue
+		}
+		wait := op.Return - op.Call
+		all = max(all, wait)
+		reachable := true
+		for _, f := range faults {
+			if f.Node == op.Node && f.unreachable(op.Call, op.Return) {
+				reachable = false
+			}
+		}
+		if reachable {
+			live = max(live, wait)
+		}
+	}
+	return all, live
 }

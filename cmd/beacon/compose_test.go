@@ -232,7 +232,7 @@ func startCompose(t *testing.T) *composeCluster {
 
 	env := append(os.Environ(),
 		"BEACON_IMAGE="+dc.image,
-		"BEACON_CLUSTER_SECRET=e2e-"+randomID(),
+		"BEACON_CLUSTER_SECRET=e2e-cluster-secret-"+randomID()+randomID(),
 		"BEACON_LOG_LEVEL=debug",
 	)
 	for _, v := range []string{"N1", "N2", "N3", "N4", "LB1", "LB2", "LB1_ADMIN", "LB2_ADMIN"} {

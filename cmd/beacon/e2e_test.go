@@ -86,7 +86,7 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 			"--http-addr", p.http,
 			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]),
 			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]),
-			"--bootstrap-expect", fmt.Sprint(n), "--cluster-secret", "e2e"}, joins...)
+			"--bootstrap-expect", fmt.Sprint(n), "--cluster-secret", "e2e-cluster-secret-0123456789abcdef"}, joins...)
 		pc.procs = append(pc.procs, p)
 		pc.start(p)
 	}

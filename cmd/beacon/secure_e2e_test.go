@@ -31,7 +31,7 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 			"--ca", filepath.Join(dir, "beacon-ca.pem"), "--ca-key", filepath.Join(dir, "beacon-ca-key.pem"))
 	}
 	gossipKey := strings.TrimSpace(pc.cli("keygen"))
-	const mgmt, secret = "e2e-management-token-4f9a1c", "e2e-cluster-secret-77c2"
+	const mgmt, secret = "e2e-management-token-4f9a1c", "e2e-cluster-secret-77c2-0123456789abcdef"
 	agentEnv := append(os.Environ(), "BEACON_MANAGEMENT_TOKEN="+mgmt, "BEACON_CLUSTER_SECRET="+secret,
 		"BEACON_GOSSIP_KEY="+gossipKey, "BEACON_LOG_JSON=true", "BEACON_TLS_CA_FILE="+filepath.Join(dir, "beacon-ca.pem"))
 

@@ -130,6 +130,7 @@ func clientBackend(i *client.Instance) lb.Backend {
 	b := lb.Backend{
 		ID: i.ID, Address: i.Address, Port: i.Port, Weight: i.Weight, Status: lb.Health(i.Status),
 		Draining: i.Draining != nil, Maintenance: i.Maintenance != nil, Meta: i.Meta, Metrics: i.Metrics,
+		Trusted: i.Trusted,
 	}
 	if i.HealthySince != nil {
 		b.HealthySince = *i.HealthySince

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/lb"
 	"github.com/hashicorp/go-hclog"
 )
@@ -56,6 +57,7 @@ func DefaultConfig() Config {
 type Balancer struct {
 	cfg    Config
 	logger hclog.Logger
+	cat    *Catalog
 	srv    *lb.Server
 }
 
@@ -86,11 +88,16 @@ func New(cfg Config, logger hclog.Logger) (*Balancer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Balancer{cfg: cfg, logger: logger, srv: srv}, nil
+	return &Balancer{cfg: cfg, logger: logger, cat: cat, srv: srv}, nil
 }
 
 // Start binds the listeners, starts following the registry and serves.
+//
+// First it reads the cluster's members once (best effort, within 5 s) and
+// refuses to dial the agents it follows: the registry addresses and every
+// member's API, cluster and gossip addresses (docs/security.md).
 func (l *Balancer) Start(ctx context.Context) error {
+	l.refuseAgents(ctx)
 	if err := l.srv.Start(ctx, l.cfg.Listen, l.cfg.AdminAddr); err != nil {
 		return err
 	}
@@ -115,3 +122,27 @@ func (l *Balancer) Err() <-chan error { return l.srv.Err() }
 // Shutdown stops accepting connections, lets requests in flight finish
 // until ctx ends, and stops following the registry.
 func (l *Balancer) Shutdown(ctx context.Context) error { return l.srv.Shutdown(ctx) }
+
+// refuseAgents adds the agents' addresses to the balancer's refused
+// endpoints. What cannot be read is logged; the registry addresses are
+// refused in any case.
+func (l *Balancer) refuseAgents(ctx context.Context) {
+	addrs := append([]string(nil), l.cfg.Registry...)
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	var ms []client.Member
+	_, err := l.cat.read(mctx, func(c *client.Client) (*client.QueryMeta, error) {
+		var err error
+		ms, err = c.Members(mctx)
+		return &client.QueryMeta{KnownLeader: true}, err
+	})
+	cancel()
+	if err != nil {
+		l.logger.Warn("cannot read the cluster's members: only the registry addresses are refused as upstreams", "error", err)
+	}
+	for _, m := range ms {
+		addrs = append(addrs, m.HTTPAddr, m.ClusterAddr, m.GossipAddr)
+	}
+	for _, ap := range lb.ResolveAddrPorts(addrs) {
+		l.srv.Balancer().Refuse(ap, "a Beacon agent's port")
+	}
+}

@@ -93,6 +93,7 @@ func startLB(t *testing.T, name string, addrs []string, mutate func(*registry.Co
 	cfg := registry.DefaultConfig()
 	cfg.Registry = addrs
 	cfg.Listen, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.LB.AllowLoopback = true // the test instances listen on 127.0.0.1
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -403,6 +404,7 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.LBAddr, cfg.LBAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.LBAllowLoopback = true
 	}))
 	c.WaitForVoters(3)
 	b1, b2 := startBackend(t, "web-1"), startBackend(t, "web-2")

@@ -45,6 +45,9 @@ var (
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
+	// The oneshot-compose phase (oneshot.go).
+	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
+	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
 )
 
 func main() {
@@ -84,7 +87,7 @@ func run() error {
 
 	c := &cluster{dir: dir, bin: *beaconBin}
 	defer c.stopAll()
-	if want["write"] || want["read"] || want["failover"] || want["detect"] {
+	if want["write"] || want["read"] || want["failover"] || want["detect"] || want["oneshot"] {
 		if err := c.start(3); err != nil {
 			return err
 		}
@@ -110,6 +113,12 @@ func run() error {
 	}
 	if want["detect"] {
 		benchDetect(c)
+	}
+	if want["oneshot"] {
+		benchOneShot(c)
+	}
+	if want["oneshot-compose"] {
+		benchOneShotCompose()
 	}
 	c.stopAll()
 	if want["memory"] {
@@ -204,7 +213,7 @@ func (c *cluster) startNode(i, n int) error {
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 0)),
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 1)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 2)),
-		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench", "--log-level", "warn",
+		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench-cluster-secret-0123456789abcdef", "--log-level", "warn",
 		// Every benchmark client shares 127.0.0.1: no per-client write limit.
 		"--write-rate-limit", "0"}
 	for j := 0; j < n; j++ {
@@ -377,6 +386,7 @@ func benchLoad(name string, bases []string, mk reqFunc, writes bool) float64 {
 					rd = bytes.NewReader(body)
 				}
 				req, _ := http.NewRequestWithContext(ctx, method, url, rd)
+				req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 				t0 := time.Now()
 				resp, err := hc.Do(req)
 				if err != nil {
@@ -433,6 +443,7 @@ func benchReads(c *cluster) float64 {
 	for i := 0; i < 10; i++ {
 		body := fmt.Sprintf(`{"address":"10.9.0.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.2.%d"}`, i, i)
 		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("%s/v1/services/read/instances/r-%d", c.api(0), i), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 		if resp, err := hc.Do(req); err == nil {
 			resp.Body.Close()
 		}
@@ -501,6 +512,7 @@ func benchFailover(c *cluster) time.Duration {
 		for i := 0; time.Since(t0) < 30*time.Second; i++ {
 			method, url, body := registerReq(c.api(s), 900000+int64(t*1000+i))
 			req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 			resp, err := hc.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -617,6 +629,7 @@ func fill(bases []string, mk reqFunc) {
 				method, url, body := mk(bases[w%len(bases)], 2_000_000+n)
 				for try := 0; try < 5; try++ {
 					req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+					req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 					resp, err := hc.Do(req)
 					if err != nil {
 						continue
@@ -720,6 +733,7 @@ func (e *etcdCluster) putOK(base string, n int64, timeout time.Duration) bool {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		method, url, body := etcdPutReq(base, n)
 		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 		if resp, err := hc.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -247,6 +247,7 @@ func register(api, backend string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		req, _ := http.NewRequest(http.MethodPut, "http://"+api+"/v1/services/bench/instances/bench-1", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)

@@ -301,6 +301,25 @@ func TestConsulClientAgainstCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "maintenance over", func() bool { return statusOf(t, other, "web", "_service_maintenance:web-1") == "" })
+		if err := cl.Agent().EnableNodeMaintenance("kernel upgrade"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "node maintenance check", func() bool {
+			checks, _, err := other.Health().Node("node1", nil)
+			for _, c := range checks {
+				if err == nil && c.CheckID == "_node_maintenance" && c.Status == "critical" && c.Notes == "kernel upgrade" {
+					return true
+				}
+			}
+			return false
+		})
+		if err := cl.Agent().DisableNodeMaintenance(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "node maintenance over", func() bool {
+			e, _, err := other.Health().Service("web", "", true, nil)
+			return err == nil && len(e) == 2
+		})
 	})
 
 	t.Run("ServiceDeregister", func(t *testing.T) {

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/health"
+	"github.com/beaconhq/beacon/lb"
+)
+
+// hardenAPI puts the settings of docs/security.md ("Web pages", "Check and
+// proxy targets", "Limits") into the API configuration.
+func (a *Agent) hardenAPI(ac *api.Config, hc health.Config) error {
+	ac.CheckAllowCIDRs = hc.AllowCIDRs
+	ac.TrustOpenRegistrations = a.cfg.TrustOpenRegistrations
+	ac.MaxConnsPerClient = a.cfg.HTTPMaxConnsPerClient
+	ac.Site.AllowedOrigins = lb.SplitList(a.cfg.HTTPAllowedOrigin)
+	ac.Site.AllowedHosts = append(a.cfg.ownHosts(), lb.SplitList(a.cfg.HTTPAllowedHost)...)
+	if a.cfg.TrustOpenRegistrations && a.cfg.ManagementToken == "" {
+		a.logger.Warn("--trust-open-registrations: any client may route other services' paths and point checks at any host")
+	}
+	return nil
+}
+
+// ownHosts are the names and addresses a request's Host may carry to reach
+// this agent with auth off: its node name, the machine's host name, and
+// the addresses it binds and advertises (every interface's when it binds
+// 0.0.0.0 or ::).
+func (c *Config) ownHosts() []string {
+	out := []string{c.Node}
+	if h, err := os.Hostname(); err == nil {
+		out = append(out, h)
+	}
+	if c.Advertise != "" {
+		out = append(out, c.Advertise)
+	}
+	if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil {
+		if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+			out = append(out, interfaceAddrs()...)
+		} else if host != "" {
+			out = append(out, host)
+		}
+	}
+	return out
+}
+
+func interfaceAddrs() []string {
+	var out []string
+	ifas, _ := net.InterfaceAddrs()
+	for _, ia := range ifas {
+		if pn, ok := ia.(*net.IPNet); ok {
+			out = append(out, pn.IP.String())
+		}
+	}
+	return out
+}
+
+// parseCIDRs parses repeated or comma-separated CIDR settings.
+func parseCIDRs(what string, vals []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range lb.SplitList(vals) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s CIDR %q: %w", what, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
