@@ -50,13 +50,16 @@ func withLB(c *agent.Config) {
 	c.LBAddr, c.LBAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 }
 
+// register registers an instance, retrying 503s (an election on a loaded
+// machine): registrations are idempotent.
 func register(t *testing.T, cl *client.Client, service, id string, r *client.Registration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := cl.Register(ctx, service, id, r); err != nil {
-		t.Fatalf("register %s/%s: %v", service, id, err)
-	}
+	agenttest.Retry503(t, "register "+service+"/"+id, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, err := cl.Register(ctx, service, id, r)
+		return err
+	})
 }
 
 func instance(t *testing.T, cl *client.Client, service, id string) *client.Instance {
