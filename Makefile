@@ -18,7 +18,11 @@ LDFLAGS := -s -w -X github.com/beaconhq/beacon/cmd.Version=$(VERSION) -X github.
 PKGS := ./...
 
 IMAGE ?= beacon:local
-COMPOSE ?= docker-compose
+# Compose v2 (`docker compose`) where it is installed, else docker-compose 1.x.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+# progress.sh says what a long step does, how long it takes the first time,
+# and that it is still running, so that no step is silent (issue 19).
+PROGRESS := ./scripts/progress.sh
 COMPOSE_PROJECT ?= beacon
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
@@ -28,7 +32,11 @@ all: build
 
 ## build: a static bin/beacon (CGO disabled), usable FROM scratch
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/beacon
+	@$(PROGRESS) "go build $(BIN)" "$(FIRST_BUILD)" \
+	  env CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/beacon
+
+# Measured with empty Go caches (docs/compose.md, "Measured").
+FIRST_BUILD := the first time on a machine: Go toolchain $(GOTOOLCHAIN) ~76 MB and the modules are downloaded, then a cold compile; 3-12 min; later builds take seconds
 
 ## image: the container image $(IMAGE), FROM scratch around bin/beacon (nothing is pulled)
 image: build
@@ -36,7 +44,8 @@ image: build
 	@if [ -r $(CA_BUNDLE) ]; then cp $(CA_BUNDLE) dist/ca-certificates.crt; \
 	else echo "warning: no CA bundle at $(CA_BUNDLE); HTTPS health checks will fail" >&2; : > dist/ca-certificates.crt; fi
 	@old=$$(docker images -q $(IMAGE)); \
-	DOCKER_BUILDKIT=0 docker build --quiet --tag $(IMAGE) . >dist/docker-build.log 2>&1 || { cat dist/docker-build.log; exit 1; }; \
+	$(PROGRESS) "docker build $(IMAGE)" "FROM scratch around bin/beacon, nothing pulled: seconds" \
+	  env DOCKER_BUILDKIT=0 docker build --quiet --tag $(IMAGE) . >dist/docker-build.log 2>&1 || { cat dist/docker-build.log; exit 1; }; \
 	new=$$(docker images -q $(IMAGE)); \
 	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then docker rmi $$old >/dev/null 2>&1 || true; fi; \
 	echo "built image $(IMAGE) ($$new)"
@@ -52,7 +61,8 @@ down:
 ## test: lint, then every test with the race detector (includes one short
 ## chaos run, about 2-3 minutes, against the freshly built bin/beacon)
 test: lint build
-	CHAOS_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@$(PROGRESS) "go test -race ./... (every package; lines appear as packages finish)" "the first time the race-enabled compile adds minutes; the chaos test alone runs ~2 min, the compose end-to-end test 1-4 min" \
+	  env CHAOS_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	@$(MAKE) --no-print-directory test-nested
 
 # Nested Go modules (a go.mod below the root) hold tests that drive Beacon with
@@ -121,22 +131,26 @@ TOOLS := $(CURDIR)/bin/tools/$(GOTOOLCHAIN)
 VULNDB := $(CURDIR)/bin/vulndb/$(VULNDB_VERSION)
 
 vulncheck: $(TOOLS)/govulncheck $(VULNDB)/index/db.json
-	$(TOOLS)/govulncheck -db file://$(VULNDB) ./...
+	@$(PROGRESS) "govulncheck ./... (offline database)" "about 1 min" \
+	  $(TOOLS)/govulncheck -db file://$(VULNDB) ./...
 
 # Built with the same toolchain as the code: govulncheck type-checks the
 # standard library of the go command it runs with.
 $(TOOLS)/govulncheck:
-	GOBIN=$(TOOLS) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+	@$(PROGRESS) "installing govulncheck $(GOVULNCHECK_VERSION) into $(TOOLS)" "once: download and compile, 1-4 min" \
+	  env GOBIN=$(TOOLS) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
 
 $(TOOLS)/indexdb:
-	GOBIN=$(TOOLS) $(GO) install golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION)
+	@$(PROGRESS) "installing the vulnerability database indexer (golang.org/x/vulndb/cmd/indexdb)" "once: downloads the x/vulndb module, 3-14 min" \
+	  env GOBIN=$(TOOLS) $(GO) install golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION)
 
 $(VULNDB)/index/db.json: $(TOOLS)/indexdb
 	@tmp=$$(mktemp -d); \
 	src=$$(cd $$tmp && $(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
 	rm -rf $$tmp; \
 	test -d "$$src/data/osv" || { echo "vulncheck: golang.org/x/vulndb@$(VULNDB_VERSION) has no data/osv"; exit 1; }; \
-	rm -rf $(VULNDB); $(TOOLS)/indexdb -vulns "$$src/data/osv" -out $(VULNDB) && \
+	rm -rf $(VULNDB); $(PROGRESS) "building the offline vulnerability database in $(VULNDB)" "once, under a minute" \
+	  $(TOOLS)/indexdb -vulns "$$src/data/osv" -out $(VULNDB) && \
 	echo "vulncheck: database of $$(ls $(VULNDB)/ID/*.json | wc -l) entries in $(VULNDB)"
 
 clean:

@@ -638,6 +638,21 @@ func TestAuditLogNamesWhoWhatAndIndexOnTheLeader(t *testing.T) {
 	agenttest.Eventually(t, 10*time.Second, func() bool {
 		return len(logs.lines(leader+".audit: write accepted", "op=check-update", "check=web:web-8:ttl", "status=passing", "accessor="+tok.Accessor, "via="+c.Node(f).Name)) == 1
 	}, "the TTL report's audit line on the leader")
+	// Heartbeats that change nothing write nothing and are not audited
+	// (issue 19: ten passes gave ten "write accepted" lines). The audit line
+	// is logged before the leader answers, so once the answers are in, any
+	// line they would have made is there.
+	for i := 0; i < 10; i++ {
+		r = retryRaw503(t, func() rawResult {
+			return rawDo(t, nil, http.MethodPut, base+"/v1/checks/web:web-8:ttl/pass", tok.Secret, "")
+		})
+		if r.status != http.StatusOK {
+			t.Fatalf("ttl heartbeat: %d %s", r.status, r.body)
+		}
+	}
+	if n := len(logs.lines("audit: write accepted", "op=check-update", "check=web:web-8:ttl")); n != 1 {
+		t.Fatalf("%d audit lines for one TTL write and ten heartbeats, want 1", n)
+	}
 	r = retryRaw503(t, func() rawResult {
 		return rawDo(t, nil, http.MethodPut, base+"/v1/services/web/instances/web-8/maintenance", tok.Secret, `{"mode":"maintenance","reason":"kernel upgrade"}`)
 	})

@@ -134,12 +134,14 @@ func (a *Agent) auditTTL(ctx context.Context, payload, resp []byte) {
 		return
 	}
 	check, status, ok := health.ReportOf(payload)
-	idx, ok2 := health.AnswerIndex(resp)
+	idx, wrote, ok2 := health.AnswerOf(resp)
 	if !ok || !ok2 {
 		return
 	}
 	audit := a.logger.Named("audit")
-	if c := a.fsm.Store().Check(nil, check); c != nil && idx > 0 && c.ModifyIndex == idx {
+	// Only a report that was written, and only once per write: a heartbeat
+	// answers with the check's last index, which is not a write of its own.
+	if wrote {
 		audit.Info("write accepted", "op", "check-update", "index", idx, "accessor", actor.Accessor,
 			"remote", actor.Remote, "via", actor.Node, "check", check, "status", string(status))
 		return

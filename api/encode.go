@@ -70,11 +70,14 @@ func toCheck(c *fsm.Check) client.Check {
 	}
 	out := client.Check{
 		ID: c.ID, Instance: c.Instance, Service: c.Service, CheckDefinition: def,
-		Status: string(c.Status), Output: c.Output, StatusSince: unixTime(c.StatusSince),
+		Status: string(c.Effective()), Output: c.Output, StatusSince: unixTime(c.StatusSince),
 		Owner: c.Owner, Flapping: c.Flapping, CreateIndex: c.CreateIndex, ModifyIndex: c.ModifyIndex,
 	}
 	if c.Flapping {
+		// The status says what routing does; the results' own status is
+		// beside it (issue 19: "passing" with flapping true read as healthy).
 		out.FlapUntil = optTime(c.FlapUntil)
+		out.ResultStatus = string(c.Status)
 	}
 	return out
 }

@@ -158,3 +158,14 @@ func TestInstanceAndCheckListsPage(t *testing.T) {
 		}
 	})
 }
+
+// Every answer of the API, errors included, carries client.HeaderAgent, so
+// that the CLI can tell an agent from another HTTP server.
+func TestEveryAnswerSaysItIsFromAnAgent(t *testing.T) {
+	ts := newTestServer(t)
+	for _, target := range []string{"/v1/services", "/v1/no/such/route", "/v1/services?bogus=1", "/healthz"} {
+		if r := ts.do(http.MethodGet, target, nil); r.header.Get(client.HeaderAgent) == "" {
+			t.Fatalf("GET %s (%d) has no %s header", target, r.status, client.HeaderAgent)
+		}
+	}
+}

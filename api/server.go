@@ -229,7 +229,13 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 	s := &Server{cfg: cfg, store: store, cluster: cl, logger: logger, lbClient: newLBClient()}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.initSecurity()
-	s.handler = s.wrap(s.routes())
+	routes := s.wrap(s.routes())
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer says it comes from a Beacon agent, so that a client
+		// pointed at something else can tell (client.NotAgentError).
+		w.Header().Set(client.HeaderAgent, "1")
+		routes.ServeHTTP(w, r)
+	})
 	s.srv = s.newHTTPServer()
 	return s
 }

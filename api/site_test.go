@@ -196,3 +196,42 @@ func TestRegistrationRulesOfIssue15(t *testing.T) {
 		}
 	})
 }
+
+// FuzzSiteGuard: whatever the headers, the guard answers nil or a 4xx
+// error, and never lets a request through whose Sec-Fetch-Site says
+// cross-site or whose Origin is foreign.
+func FuzzSiteGuard(f *testing.F) {
+	f.Add("PUT", "/v1/services/web/instances/w1", "127.0.0.1:8750", "", "", "application/json", false)
+	f.Add("POST", "/v1/cluster/leave", "evil.example", "http://evil.example", "cross-site", "text/plain", false)
+	f.Add("PUT", "/v1/snapshot", "[::1]:1", "http://[::1]:1", "same-origin", "application/octet-stream", true)
+	f.Add("GET", "/v1/services", "LOCALHOST.", "null", "none", "", true)
+	f.Fuzz(func(t *testing.T, method, path, host, origin, fetchSite, ct string, authOn bool) {
+		if !strings.HasPrefix(path, "/") {
+			path = "/" + path
+		}
+		r, err := http.NewRequest(method, "http://x"+path, strings.NewReader("{}"))
+		if err != nil {
+			return
+		}
+		r.Host = host
+		for k, v := range map[string]string{"Origin": origin, "Sec-Fetch-Site": fetchSite, "Content-Type": ct} {
+			if v != "" {
+				r.Header.Set(k, v)
+			}
+		}
+		g := newSiteGuard(SiteConfig{AllowedHosts: []string{"n1"}}, authOn)
+		err = g.check(r)
+		if err != nil {
+			if st, _, _ := statusOf(err); st < 400 || st > 499 {
+				t.Fatalf("status %d for %v", st, err)
+			}
+			return
+		}
+		if s := strings.ToLower(fetchSite); s == "cross-site" || s == "same-site" {
+			t.Fatalf("Sec-Fetch-Site %q let through", fetchSite)
+		}
+		if origin != "" && !strings.EqualFold(origin, "http://"+host) {
+			t.Fatalf("Origin %q let through to Host %q", origin, host)
+		}
+	})
+}

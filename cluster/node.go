@@ -274,7 +274,7 @@ func (n *Node) startRaft() error {
 		MaxPool:         4,
 		Timeout:         5 * time.Second,
 		MaxRPCsInFlight: inFlight,
-		Logger:          n.logger.Named("transport"),
+		Logger:          quietClose{n.logger.Named("transport")},
 	})
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {

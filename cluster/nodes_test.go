@@ -36,7 +36,7 @@ func newTestNodes(t *testing.T, n int, mutate func(i int, c *Config)) *testNodes
 		cfg.NodeName = fmt.Sprintf("node%d", i+1)
 		cfg.DataDir = t.TempDir()
 		cfg.ClusterAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0"
-		cfg.ClusterSecret = []byte("nodes-test-secret")
+		cfg.ClusterSecret = []byte("nodes-test-secret-0123456789abcdef")
 		cfg.BootstrapExpect = n
 		cfg.RejoinInterval = 2 * time.Second
 		if seed != "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,17 +49,14 @@ func newRegisterCmd(f *Factory, runF func(context.Context, *registerOptions) err
 			case opts.file == "" && len(args) == 2:
 				opts.service, opts.id = args[0], args[1]
 			default:
-				return usageError{errors.New("give SERVICE ID and flags, or -f FILE")}
+				return usageError{fmt.Errorf("give SERVICE ID and flags, or -f FILE. Usage: %s (%s --help)", c.UseLine(), c.CommandPath())}
 			}
-			for _, m := range opts.meta {
-				k, v, ok := strings.Cut(m, "=")
-				if !ok {
-					return usageError{fmt.Errorf("--meta %q: want key=value", m)}
-				}
-				if opts.reg.Meta == nil {
-					opts.reg.Meta = map[string]string{}
-				}
-				opts.reg.Meta[k] = v
+			meta, err := parseMeta(opts.f.Err, opts.meta)
+			if err != nil {
+				return err
+			}
+			if meta != nil {
+				opts.reg.Meta = meta
 			}
 			iv := client.Duration(opts.interval)
 			if httpCheck != "" {
@@ -167,26 +163,44 @@ func (qf *queryFlags) register(c *cobra.Command, filters bool) {
 	if filters {
 		fl.BoolVar(&qf.q.Healthy, "healthy", false, "only healthy (passing, not in maintenance, not draining)")
 		fl.StringArrayVar(&qf.q.Tags, "tag", nil, "require this tag (repeatable)")
-		fl.StringArrayVar(&qf.meta, "meta", nil, "require meta key:value (repeatable)")
+		fl.StringArrayVar(&qf.meta, "meta", nil, "require meta key=value (repeatable)")
 		fl.StringVar(&qf.q.Version, "version", "", `exact version or semver range (">=1.2.0 <2.0.0")`)
 	}
 	fl.BoolVar(&qf.q.Consistent, "consistent", false, "linearizable read (checked with the leader)")
 	fl.DurationVar(&qf.q.MaxStale, "max-stale", 0, "accept a local answer at most this stale")
 }
 
-func (qf *queryFlags) options() (*client.QueryOptions, error) {
+func (qf *queryFlags) options(stderr io.Writer) (*client.QueryOptions, error) {
 	q := qf.q
-	for _, m := range qf.meta {
-		k, v, ok := strings.Cut(m, ":")
-		if !ok {
-			return nil, usageError{fmt.Errorf("--meta %q: want key:value", m)}
-		}
-		if q.Meta == nil {
-			q.Meta = map[string]string{}
-		}
-		q.Meta[k] = v
+	meta, err := parseMeta(stderr, qf.meta)
+	if err != nil {
+		return nil, err
 	}
+	q.Meta = meta
 	return &q, nil
+}
+
+// parseMeta reads --meta flags. Every command writes key=value; key:value
+// (the API's query form, and what discover took before) is accepted with a
+// note on stderr saying how it was read.
+func parseMeta(stderr io.Writer, flags []string) (map[string]string, error) {
+	var out map[string]string
+	for _, m := range flags {
+		k, v, ok := strings.Cut(m, "=")
+		if !ok {
+			if k, v, ok = strings.Cut(m, ":"); ok && k != "" {
+				fmt.Fprintf(stderr, "note: --meta %q read as %s=%s; write --meta key=value\n", m, k, v)
+			}
+		}
+		if !ok || k == "" {
+			return nil, usageError{fmt.Errorf("--meta %q: want key=value", m)}
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 type servicesOptions struct {
@@ -206,7 +220,7 @@ func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) err
 with at least one matching instance; pages are fetched until the list ends, or
 until --limit services (then the cursor of the next page goes to stderr):
 
-  beacon services --prefix pay --tag v2 --meta zone:eu-1a
+  beacon services --prefix pay --tag v2 --meta zone=eu-1a
   beacon services --limit 100                 # first page; prints "next cursor: NAME"
   beacon services --limit 100 --cursor NAME   # the page after it`,
 		Args: exactArgs(0),
@@ -229,7 +243,7 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 	if err != nil {
 		return err
 	}
-	q, err := opts.qf.options()
+	q, err := opts.qf.options(opts.f.Err)
 	if err != nil {
 		return err
 	}
@@ -278,7 +292,7 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
 		Short: "List the instances of a service, with their status",
 		Long: `List the instances of a service, with filters and a consistency mode:
 
-  beacon discover web --healthy --tag v2 --meta zone:eu-1a --version '>=1.2.0 <2.0.0'
+  beacon discover web --healthy --tag v2 --meta zone=eu-1a --version '>=1.2.0 <2.0.0'
   beacon discover web --consistent            # linearizable, checked with the leader
   beacon discover web --max-stale 2s          # local unless this node is more stale
   beacon discover web --index 42 --wait 30s   # one blocking query: wait for a change past 42
@@ -307,7 +321,7 @@ func runDiscover(ctx context.Context, opts *discoverOptions) error {
 	if err != nil {
 		return err
 	}
-	q, err := opts.qf.options()
+	q, err := opts.qf.options(opts.f.Err)
 	if err != nil {
 		return err
 	}

@@ -139,8 +139,12 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 		if st.LastContactMS >= 0 {
 			lc = (time.Duration(st.LastContactMS) * time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s (%s)\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
-			st.Node, st.State, st.Leader, st.LeaderAddr, st.Term, st.CommitIndex, st.AppliedIndex, lc)
+		leader := fmt.Sprintf("%s (%s)", st.Leader, st.LeaderAddr)
+		if st.Leader == "" && st.LeaderAddr == "" {
+			leader = "none yet (no leader elected: a new cluster forms once --bootstrap-expect servers have met)"
+		}
+		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
+			st.Node, st.State, leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
 		fmt.Fprintln(w, "PEER\tADDRESS\tSUFFRAGE\tLEADER")
 		for _, p := range st.Peers {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)

@@ -57,7 +57,7 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 	if err != nil {
 		return err
 	}
-	q, err := opts.qf.options()
+	q, err := opts.qf.options(opts.f.Err)
 	if err != nil {
 		return err
 	}
@@ -73,7 +73,9 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 		for _, c := range checks {
 			status := c.Status
 			if c.Flapping {
-				status += " (flapping)"
+				// Status is critical while flapping (what routing does);
+				// say what the results themselves are.
+				status += " (flapping; results " + c.ResultStatus + ")"
 			}
 			owner := c.Owner
 			if owner == "" {

@@ -21,7 +21,7 @@ type option struct {
 }
 
 var agentSettings = []option{
-	{"node", "", "BEACON_NODE", "unique node name (default: host name)", func(c *agent.Config) any { return &c.Node }},
+	{"node", "", "BEACON_NODE", "unique node name (default: this host's name)", func(c *agent.Config) any { return &c.Node }},
 	{"data-dir", "", "BEACON_DATA_DIR", "directory for the Raft log, snapshots and peers", func(c *agent.Config) any { return &c.DataDir }},
 	{"http-addr", "", "BEACON_HTTP_ADDR", "HTTP API bind address", func(c *agent.Config) any { return &c.HTTPAddr }},
 	{"raft-addr", "", "BEACON_RAFT_ADDR", "cluster port bind address (Raft and internal RPC)", func(c *agent.Config) any { return &c.RaftAddr }},
@@ -61,7 +61,7 @@ var agentSettings = []option{
 	// Security and observability (docs/security.md).
 	{"management-token", "", "BEACON_MANAGEMENT_TOKEN", "management token; setting it turns token auth on (same value on every agent; needs --cluster-secret)", func(c *agent.Config) any { return &c.ManagementToken }},
 	{"anonymous-read", "", "BEACON_ANONYMOUS_READ", "with auth on, let requests without a token read (false: they get 401)", func(c *agent.Config) any { return &c.AnonymousRead }},
-	{"gossip-key", "", "BEACON_GOSSIP_KEY", "base64 AES key (16, 24 or 32 bytes) encrypting gossip; `beacon keygen` makes one", func(c *agent.Config) any { return &c.GossipKey }},
+	{"gossip-key", "", "BEACON_GOSSIP_KEY", "base64 AES key (16, 24 or 32 bytes) encrypting gossip; 'beacon keygen' makes one", func(c *agent.Config) any { return &c.GossipKey }},
 	{"tls-cert-file", "", "BEACON_TLS_CERT_FILE", "PEM certificate of this node: serves HTTPS and TLS on the cluster port", func(c *agent.Config) any { return &c.TLSCertFile }},
 	{"tls-key-file", "", "BEACON_TLS_KEY_FILE", "PEM private key of --tls-cert-file", func(c *agent.Config) any { return &c.TLSKeyFile }},
 	{"tls-ca-file", "", "BEACON_TLS_CA_FILE", "PEM CA bundle that signs the servers' certificates (verifies peers on the cluster port)", func(c *agent.Config) any { return &c.TLSCAFile }},
@@ -103,6 +103,11 @@ func registerAgentFlags(fs *pflag.FlagSet, target *agent.Config) {
 		default:
 			panic(fmt.Sprintf("option %s: unsupported type %T", o.flag, p))
 		}
+	}
+	// The usage says the node name defaults to the host name; the help
+	// should not add (default "thishost") after it.
+	if f := fs.Lookup("node"); f != nil {
+		f.DefValue = ""
 	}
 }
 

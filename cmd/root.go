@@ -54,11 +54,30 @@ func exitCode(stderr io.Writer, err error) int {
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	fmt.Fprintln(stderr, "Error:", msg)
+	if hint := hintFor(err); hint != "" {
+		fmt.Fprintln(stderr, "Hint:", hint)
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitError
+}
+
+// hintFor suggests what to do about errors a new user meets first.
+func hintFor(err error) string {
+	var ue *client.UnreachableError
+	var na *client.NotAgentError
+	switch {
+	case errors.As(err, &ue):
+		return "is an agent running there? Point --addr or BEACON_ADDR at agents' HTTP addresses (default 127.0.0.1:8750). " +
+			"Start one with 'beacon agent --dev', or the compose cluster with 'make up', then " +
+			"export BEACON_ADDR=127.0.0.1:18750,127.0.0.1:28750,127.0.0.1:38750"
+	case errors.As(err, &na):
+		return "point --addr or BEACON_ADDR at an agent's HTTP API (port 8750 by default; in the compose cluster " +
+			"127.0.0.1:18750, :28750 and :38750; 18080 and 28080 are its load balancers)"
+	}
+	return ""
 }
 
 // Factory carries the IO streams and global flags, and builds the API
@@ -171,11 +190,11 @@ func NewRootCmd(f *Factory) *cobra.Command {
 	return root
 }
 
-// exactArgs is cobra.ExactArgs with a usage error.
+// exactArgs is cobra.ExactArgs with a usage error that shows the usage.
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(c *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(c, args); err != nil {
-			return usageError{err}
+		if len(args) != n {
+			return argsError(c, fmt.Sprintf("takes %d argument%s", n, plural(n)), len(args))
 		}
 		return nil
 	}
@@ -183,11 +202,25 @@ func exactArgs(n int) cobra.PositionalArgs {
 
 func minArgs(n int) cobra.PositionalArgs {
 	return func(c *cobra.Command, args []string) error {
-		if err := cobra.MinimumNArgs(n)(c, args); err != nil {
-			return usageError{err}
+		if len(args) < n {
+			return argsError(c, fmt.Sprintf("needs at least %d argument%s", n, plural(n)), len(args))
 		}
 		return nil
 	}
+}
+
+// argsError says what is wrong with the arguments and how the command is
+// used, in one line: "register takes 2 arguments, got 1. Usage: beacon
+// register SERVICE ID [flags] (beacon register --help)".
+func argsError(c *cobra.Command, want string, got int) error {
+	return usageError{fmt.Errorf("%s %s, got %d. Usage: %s (%s --help)", c.Name(), want, got, c.UseLine(), c.CommandPath())}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 func newVersionCmd(f *Factory) *cobra.Command {

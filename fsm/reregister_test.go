@@ -2,6 +2,8 @@ package fsm_test
 
 import (
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/fsm/fsmtest"
@@ -52,4 +54,32 @@ func TestIdenticalReRegistrationChangesNothing(t *testing.T) {
 			t.Fatalf("change %d was not applied (modify index %d)", i, inst.ModifyIndex)
 		}
 	}
+}
+
+// FuzzEscapeControl: the result is valid UTF-8 without control characters,
+// and text without any is returned as it is.
+func FuzzEscapeControl(f *testing.F) {
+	for _, s := range []string{"ok", "\x1b[2J\x07", "a\nb\tc", "\u009bx", "\xff\xfe", "✓ fine"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := fsm.EscapeControl(s)
+		if !utf8.ValidString(out) {
+			t.Fatalf("%q -> invalid UTF-8 %q", s, out)
+		}
+		clean := utf8.ValidString(s)
+		for _, r := range out {
+			if unicode.IsControl(r) {
+				t.Fatalf("%q -> %q keeps control character %U", s, out, r)
+			}
+		}
+		for _, r := range s {
+			if unicode.IsControl(r) || r == utf8.RuneError {
+				clean = false
+			}
+		}
+		if clean && out != s {
+			t.Fatalf("clean %q changed to %q", s, out)
+		}
+	})
 }

@@ -70,6 +70,9 @@ type ttlRequest struct {
 
 type ttlReply struct {
 	index uint64
+	// wrote is set on the one reply (of a batch) whose check the index's
+	// command changed; the others changed nothing (heartbeats).
+	wrote bool
 	err   error
 }
 
@@ -331,6 +334,12 @@ func (c *coordinator) expire(now time.Time) {
 // differs from the catalog, in one command, and returns its index (or the
 // highest ModifyIndex of the checks when nothing needed writing).
 func (c *coordinator) writeTTL(ids []string, now time.Time) (uint64, error) {
+	idx, _, err := c.writeTTLChecks(ids, now)
+	return idx, err
+}
+
+// writeTTLChecks is writeTTL that also returns the checks it wrote.
+func (c *coordinator) writeTTLChecks(ids []string, now time.Time) (uint64, map[string]bool, error) {
 	var updates []fsm.CheckUpdate
 	var idx uint64
 	for _, id := range ids {
@@ -348,7 +357,7 @@ func (c *coordinator) writeTTL(ids []string, now time.Time) (uint64, error) {
 		}
 	}
 	if len(updates) == 0 {
-		return idx, nil
+		return idx, nil, nil
 	}
 	c.h.stats.proposals.Add(uint64(len(updates)))
 	widx, err := c.apply(fsm.CheckUpdateType, &fsm.CheckUpdateRequest{Updates: updates, Time: now.UnixNano()})
@@ -356,9 +365,13 @@ func (c *coordinator) writeTTL(ids []string, now time.Time) (uint64, error) {
 		c.h.stats.proposalErrors.Add(uint64(len(updates)))
 		c.h.logger.Warn("cannot update ttl checks", "count", len(updates), "error", err)
 		c.retryAt = now.Add(retryAfter)
-		return 0, err
+		return 0, nil, err
 	}
-	return widx, nil
+	wrote := make(map[string]bool, len(updates))
+	for _, u := range updates {
+		wrote[u.Check] = true
+	}
+	return widx, wrote, nil
 }
 
 // syncTTL retries the writes of every TTL check whose state differs.
@@ -417,14 +430,18 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 	if len(ok) == 0 {
 		return
 	}
-	idx, err := c.writeTTL(ids, now)
+	idx, wrote, err := c.writeTTLChecks(ids, now)
 	if err == nil && len(metricsDue) > 0 {
 		var midx uint64
 		midx, err = c.flushMetrics(now, metricsDue)
 		idx = max(idx, midx)
 	}
 	for _, r := range ok {
-		r.resp <- ttlReply{index: idx, err: err}
+		// Only the first report of a written check is answered "wrote", so
+		// the write is audited once however many reports it carried.
+		w := err == nil && wrote[r.report.Check]
+		delete(wrote, r.report.Check)
+		r.resp <- ttlReply{index: idx, wrote: w, err: err}
 	}
 }
 

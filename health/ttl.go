@@ -27,6 +27,9 @@ type ttlReport struct {
 
 type ttlAnswer struct {
 	Index uint64 `json:"i"`
+	// Wrote: the report changed the check and Index is that write's
+	// (false for a heartbeat that changed nothing).
+	Wrote bool `json:"w,omitempty"`
 }
 
 // ReportTTL delivers a TTL report (pass, warn or fail, with optional output
@@ -93,7 +96,7 @@ func (h *Health) ServeRPC(ctx context.Context, payload []byte) ([]byte, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		return json.Marshal(ttlAnswer{Index: r.index})
+		return json.Marshal(ttlAnswer{Index: r.index, Wrote: r.wrote})
 	case <-c.ctx.Done():
 		// Leadership ended before the report was handled; a report is
 		// safe to deliver again, so let the caller retry on the new leader.
@@ -119,9 +122,18 @@ func ReportOf(payload []byte) (check string, status fsm.Health, ok bool) {
 // AnswerIndex returns the index of a health RPC answer (the index a reader
 // must reach to see the report's effect).
 func AnswerIndex(resp []byte) (uint64, bool) {
+	idx, _, ok := AnswerOf(resp)
+	return idx, ok
+}
+
+// AnswerOf returns the index of a health RPC answer and whether the report
+// was written at that index (false when it changed nothing, as a heartbeat
+// of a passing check), for the agent's audit log: it records each write
+// once and heartbeats not at all.
+func AnswerOf(resp []byte) (index uint64, wrote bool, ok bool) {
 	var a ttlAnswer
 	if json.Unmarshal(resp, &a) != nil {
-		return 0, false
+		return 0, false, false
 	}
-	return a.Index, true
+	return a.Index, a.Wrote, true
 }

@@ -60,6 +60,15 @@ run curl -sS --max-time 3 "http://$LB1/web/" || note "LB1 does not answer (is 'b
 run curl -sS --max-time 3 -H "Host: web.$DOMAIN" "http://$LB2/" || note "LB2 does not answer"
 note "12 requests through LB1: $(routed_by "$LB1" 12)"
 
+step "5b. Ask DNS: every agent answers for the healthy instances (SRV carries weight and port)"
+if command -v dig >/dev/null 2>&1; then
+  run dig @127.0.0.1 -p "$N1_DNS" +short web.service.beacon SRV
+  run dig @127.0.0.1 -p "$N2_DNS" +short canary.web.service.beacon A
+else
+  note "dig is not installed (Debian: apt-get install dnsutils); the command would be:"
+  note "dig @127.0.0.1 -p $N1_DNS +short web.service.beacon SRV"
+fi
+
 step "6. Kill web-2 (docker kill: no chance to deregister) and watch it disappear"
 start=$SECONDS
 run docker kill "$(ctr web2)" >/dev/null

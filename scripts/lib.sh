@@ -4,17 +4,22 @@
 #
 # Settings (environment; the defaults match docker-compose.yml):
 #   BEACON_PROJECT        compose project name            (beacon)
-#   COMPOSE               compose command                  (docker-compose)
+#   COMPOSE               compose command   (docker compose if installed, else docker-compose)
 #   BEACON_BIN            the beacon CLI on this host      (bin/beacon)
 #   BEACON_N1_PORT..N4    agents' API ports on 127.0.0.1   (18750 28750 38750 48750)
 #   BEACON_LB1_PORT, BEACON_LB2_PORT              LB ports (18080 28080)
 #   BEACON_LB1_ADMIN_PORT, BEACON_LB2_ADMIN_PORT  LB admin (18081 28081)
+#   BEACON_N1_DNS_PORT..N4  agents' DNS ports (UDP+TCP)    (18753 28753 38753 48753)
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROJECT=${BEACON_PROJECT:-beacon}
-read -r -a COMPOSE <<<"${COMPOSE:-docker-compose}"
+if [[ -z ${COMPOSE:-} ]]; then
+  if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE=docker-compose; fi
+fi
+COMPOSE_CMD=$COMPOSE # as the user would type it, for messages
+read -r -a COMPOSE <<<"$COMPOSE"
 COMPOSE+=(-p "$PROJECT" -f "$ROOT/docker-compose.yml")
 BEACON=${BEACON_BIN:-$ROOT/bin/beacon}
 
@@ -27,6 +32,9 @@ LB2=127.0.0.1:${BEACON_LB2_PORT:-28080}
 LB1_ADMIN=127.0.0.1:${BEACON_LB1_ADMIN_PORT:-18081}
 LB2_ADMIN=127.0.0.1:${BEACON_LB2_ADMIN_PORT:-28081}
 AGENTS="$N1,$N2,$N3"
+N1_DNS=${BEACON_N1_DNS_PORT:-18753}
+N2_DNS=${BEACON_N2_DNS_PORT:-28753}
+N3_DNS=${BEACON_N3_DNS_PORT:-38753}
 DOMAIN=service.beacon
 
 if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RED=$'\033[31m' GREEN=$'\033[32m' OFF=$'\033[0m'
@@ -81,7 +89,7 @@ wait_for() {
 }
 
 # leader_of ADDR prints the leader the agent at ADDR knows, if any.
-leader_of() { "$BEACON" --addr "$1" status 2>/dev/null | awk '$1 == "leader:" && $2 != "()" {print $2}'; }
+leader_of() { "$BEACON" --addr "$1" status 2>/dev/null | awk '$1 == "leader:" && $2 != "()" && $2 != "none" {print $2}'; }
 
 # has_leader N: some agent knows a leader, and the leader's Raft
 # configuration has N voters.
@@ -101,6 +109,30 @@ all_ready() {
 
 # settled: every agent is ready and the Raft configuration has 3 voters.
 settled() { all_ready && has_leader 3; }
+
+# run_times SERVICE prints, for the container's current run (after its last
+# "agent started" line; a restarted container keeps older lines), the unix
+# time (fractional) it started and when it first became leader (or "-").
+# Agents log an RFC 3339 timestamp first on each line.
+run_times() {
+  docker logs "$(ctr "$1")" 2>&1 | awk '
+    /agent started/ {s = $1; l = "-"}
+    /entering leader state/ && s != "" && l == "-" {l = $1}
+    END {if (s != "") print s, l}' | while read -r s l; do
+    printf '%s %s\n' "$(date -d "$s" +%s.%N)" "$([[ $l == - ]] && echo - || date -d "$l" +%s.%N)"
+  done
+}
+
+# election_time prints ", the first leader was elected N.Ns after the last
+# agent started", measured from the agents' own logs (not from when compose
+# began), or nothing when the logs do not say.
+election_time() {
+  local n times
+  times=$(for n in n1 n2 n3; do run_times "$n"; done 2>/dev/null)
+  [[ $(wc -l <<<"$times") -eq 3 ]] || return 0
+  awk '{if ($1 > s) s = $1; if ($2 != "-" && (l == "" || $2 < l)) l = $2}
+    END {if (l != "" && l >= s) printf ", the first leader was elected %.1fs after the last agent started (the agents'"'"' logs)", l - s}' <<<"$times"
+}
 
 # healthy_count SERVICE prints how many instances of SERVICE are healthy.
 healthy_count() { beacon discover "$1" --healthy 2>/dev/null | awk 'NR > 1' | wc -l; }

@@ -2,8 +2,9 @@
 # Quick checks against a running compose cluster (make up): every agent is
 # ready and agrees on the leader, writes through one node are read through
 # the others, the demo instances are healthy, both load balancers route to
-# them, and a snapshot can be saved. Prints PASS or FAIL per check and exits
-# non-zero if any failed. Bounded: about 2 minutes at most.
+# them, DNS answers (when dig is installed), and a snapshot can be saved.
+# Prints PASS or FAIL per check and exits non-zero if any failed. On a stopped
+# cluster it says so at once. Bounded: about 2 minutes at most.
 source "$(dirname "$0")/lib.sh"
 need_cli
 
@@ -23,6 +24,12 @@ sees() { "$BEACON" --addr "$1" discover "$2" "${@:4}" | awk 'NR > 1 {print $1}' 
 gone() { ! sees "$@"; }
 routes_host() { lb_get "$1" / "web.$DOMAIN" | grep -q 'instance web-'; }
 lb_status() { curl -fsS --max-time 3 "http://$1/lb/status" >/dev/null; }
+
+# A stopped cluster: say so at once instead of a column of FAILs.
+answers() { curl -fsS --max-time 2 "http://$1/healthz" >/dev/null 2>&1; }
+if ! answers "$N1" && ! answers "$N2" && ! answers "$N3"; then
+  die "the cluster is not running: no agent answers at $AGENTS ($("${COMPOSE[@]}" ps -q 2>/dev/null | wc -l) containers in compose project $PROJECT). Start it with 'make up'."
+fi
 
 id=smoke-$$
 log "cluster"
@@ -47,6 +54,13 @@ check "LB1 routes Host web.$DOMAIN" wait_for 15 "LB1 host routing" routes_host "
 check "LB2 routes Host web.$DOMAIN" wait_for 15 "LB2 host routing" routes_host "$LB2"
 check "LB1 answers /lb/status" lb_status "$LB1_ADMIN"
 check "LB2 answers /lb/status" lb_status "$LB2_ADMIN"
+
+if command -v dig >/dev/null 2>&1; then
+  log "DNS"
+  dns_srv() { [[ $(dig @127.0.0.1 -p "$1" +short +time=2 +tries=1 web.service.beacon SRV | wc -l) -eq 3 ]]; }
+  check "n1's DNS answers web.service.beacon SRV with 3 instances" wait_for 10 "DNS on n1" dns_srv "$N1_DNS"
+  check "n3's DNS answers too" dns_srv "$N3_DNS"
+fi
 
 log "operations"
 snap=$(mktemp -t beacon-smoke.XXXXXX)

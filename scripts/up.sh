@@ -5,17 +5,18 @@
 source "$(dirname "$0")/lib.sh"
 need_cli
 
-log "starting 3 agents, 2 load balancers and 3 demo instances (compose project $PROJECT)"
+log "starting 3 agents, 2 load balancers and 3 demo instances ($COMPOSE_CMD, project $PROJECT; seconds)"
 started=$SECONDS
 "${COMPOSE[@]}" up -d --remove-orphans
 
-log "waiting for the agents to elect a leader"
+log "waiting for the agents to elect a leader (about 1 s once all three run; at most 90 s)"
 if ! wait_for 90 "a leader with 3 voters, every agent ready" settled; then
   "${COMPOSE[@]}" ps
   "${COMPOSE[@]}" logs --no-color --tail 30 n1 n2 n3 >&2
   die "no leader after 90s (see the logs above)"
 fi
-note "leader: $(leader_of "$AGENTS"), $((SECONDS - started))s after docker-compose up"
+leader=$(leader_of "$AGENTS")
+note "leader: $leader$(election_time "$leader"); cluster ready $((SECONDS - started))s after '$COMPOSE_CMD up' began"
 
 log "waiting for the demo instances to pass their health checks"
 if ! wait_for 45 "3 healthy instances of web" healthy_is web 3; then
@@ -25,7 +26,7 @@ lbs_ok=1
 for lb in "$LB1" "$LB2"; do
   wait_for 20 "LB $lb to route /web/" lb_routes "$lb" || lbs_ok=0
 done
-((lbs_ok)) && note "both load balancers route to the demo instances, $((SECONDS - started))s after docker-compose up"
+((lbs_ok)) && note "both load balancers route to the demo instances, $((SECONDS - started))s after '$COMPOSE_CMD up' began"
 
 cat <<MSG
 
@@ -35,6 +36,7 @@ ${GREEN}Beacon is up.${OFF}
   Web UI              http://$N1/ui/  (on every agent; docs/ui.md)
   Load balancers      LB1 http://$LB1 (status http://$LB1_ADMIN/lb/status)
                       LB2 http://$LB2 (status http://$LB2_ADMIN/lb/status)
+  Agents (DNS)        n1 127.0.0.1:$N1_DNS   n2 127.0.0.1:$N2_DNS   n3 127.0.0.1:$N3_DNS (UDP and TCP)
   Demo service        web: instances web-1, web-2, web-3 (beacon demo)
 
 Try:
@@ -46,11 +48,12 @@ Try:
   curl -H 'Host: web.$DOMAIN' http://$LB2/   # host routing through LB2
   bin/beacon register db db-1 --address 10.0.0.5 --port 5432
   bin/beacon --addr $N3 discover db          # any node answers
+  dig @127.0.0.1 -p $N1_DNS web.service.beacon SRV   # DNS: healthy instances, weights, ports
 
   scripts/demo.sh     a guided tour        scripts/smoke.sh   quick checks
   scripts/chaos.sh    kill, pause and partition nodes for a while, then heal
   make down           remove the containers, the network and the volumes
 MSG
 if ((lbs_ok == 0)); then
-  note "the load balancers do not route yet; 'docker-compose -p $PROJECT logs lb1' says why"
+  note "the load balancers do not route yet; '$COMPOSE_CMD -p $PROJECT logs lb1' says why"
 fi

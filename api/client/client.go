@@ -188,6 +188,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	defer cancel()
 	write := method != http.MethodGet
 	var lastErr error
+	unreachable := &UnreachableError{}
 	for attempt := 0; attempt < len(c.bases); attempt++ {
 		i := int(c.cur.Load()) % len(c.bases)
 		base := c.bases[i]
@@ -211,13 +212,14 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		resp, err := c.hc.Do(req)
 		if err != nil {
 			lastErr = err
+			unreachable.Addrs, unreachable.Errs = append(unreachable.Addrs, base.Host), append(unreachable.Errs, err)
 			if ctx.Err() != nil || (write && !refused(err)) {
 				return nil, err
 			}
 			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
 			continue
 		}
-		meta, err := decodeResponse(resp, out)
+		meta, err := decodeResponse(resp, out, base.Host)
 		if meta != nil {
 			meta.Agent = base.Host
 		}
@@ -231,7 +233,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		}
 		return meta, err
 	}
-	return nil, fmt.Errorf("client: no agent reachable: %w", lastErr)
+	if len(unreachable.Addrs) == len(c.bases) {
+		return nil, unreachable
+	}
+	// Some agent answered, with an error worth another agent's try (5xx).
+	return nil, lastErr
 }
 
 func refused(err error) bool {
@@ -239,7 +245,7 @@ func refused(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial")
 }
 
-func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
+func decodeResponse(resp *http.Response, out any, addr string) (*QueryMeta, error) {
 	defer resp.Body.Close()
 	meta := &QueryMeta{}
 	meta.Index, _ = strconv.ParseUint(resp.Header.Get("X-Beacon-Index"), 10, 64)
@@ -254,10 +260,16 @@ func decodeResponse(resp *http.Response, out any) (*QueryMeta, error) {
 	if resp.StatusCode >= 300 {
 		e := &Error{Status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if !fromAgent(resp) {
+			return meta, notAgent(addr, resp, b)
+		}
 		if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
 			e.ErrorBody = ErrorBody{Error: strings.TrimSpace(string(b)), Code: "http_" + strconv.Itoa(resp.StatusCode)}
 		}
 		return meta, e
+	}
+	if !fromAgent(resp) {
+		return meta, notAgent(addr, resp, nil)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)

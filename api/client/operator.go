@@ -59,13 +59,16 @@ func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer, stale bool) (*Qu
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		meta, err := decodeResponse(resp, nil)
+		meta, err := decodeResponse(resp, nil, base)
 		meta.Agent = base
 		return meta, err
 	}
 	// The headers carry the index; the body is the archive, not JSON.
-	meta, _ := decodeResponse(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: http.NoBody}, nil)
+	meta, err := decodeResponse(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: http.NoBody}, nil, base)
 	meta.Agent = base
+	if err != nil {
+		return meta, err
+	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		return meta, fmt.Errorf("client: read snapshot: %w", err)
 	}
@@ -83,7 +86,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, archive []byte) (*RestoreR
 		return nil, err
 	}
 	var out RestoreResult
-	meta, err := decodeResponse(resp, &out)
+	meta, err := decodeResponse(resp, &out, base)
 	if meta != nil {
 		meta.Agent = base
 	}
@@ -105,7 +108,7 @@ func (c *Client) ForceLeave(ctx context.Context, node string) error {
 // write only when the request surely did not arrive.
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, contentType string) (*http.Response, string, error) {
 	write := method != http.MethodGet
-	var lastErr error
+	unreachable := &UnreachableError{}
 	for attempt := 0; attempt < len(c.bases); attempt++ {
 		i := int(c.cur.Load()) % len(c.bases)
 		base := c.bases[i]
@@ -128,7 +131,7 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
-			lastErr = err
+			unreachable.Addrs, unreachable.Errs = append(unreachable.Addrs, base.Host), append(unreachable.Errs, err)
 			if ctx.Err() != nil || (write && !refused(err)) {
 				return nil, "", err
 			}
@@ -137,5 +140,5 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 		}
 		return resp, base.Host, nil
 	}
-	return nil, "", fmt.Errorf("client: no agent reachable: %w", lastErr)
+	return nil, "", unreachable
 }

@@ -160,14 +160,20 @@ type Check struct {
 	Instance string `json:"instance"`
 	Service  string `json:"service"`
 	CheckDefinition
-	Status      string     `json:"status"`
-	Output      string     `json:"output,omitempty"`
-	StatusSince time.Time  `json:"status_since"`
-	Owner       string     `json:"owner,omitempty"`
-	Flapping    bool       `json:"flapping,omitempty"`
-	FlapUntil   *time.Time `json:"flap_until,omitempty"`
-	CreateIndex uint64     `json:"create_index"`
-	ModifyIndex uint64     `json:"modify_index"`
+	// Status is what the check counts as for its instance and for routing:
+	// critical while the check is flapping, whatever its latest result.
+	Status string `json:"status"`
+	// ResultStatus is set while the check is flapping: the status its
+	// results had when it was last written (changes of result are not
+	// written while it is held flapping).
+	ResultStatus string     `json:"result_status,omitempty"`
+	Output       string     `json:"output,omitempty"`
+	StatusSince  time.Time  `json:"status_since"`
+	Owner        string     `json:"owner,omitempty"`
+	Flapping     bool       `json:"flapping,omitempty"`
+	FlapUntil    *time.Time `json:"flap_until,omitempty"`
+	CreateIndex  uint64     `json:"create_index"`
+	ModifyIndex  uint64     `json:"modify_index"`
 }
 
 // ServiceSummary is one entry of GET /v1/services.

@@ -59,6 +59,7 @@ func newAgent(t *testing.T, cat *catalog) *fakeAgent {
 
 func (a *fakeAgent) serve(w http.ResponseWriter, r *http.Request) {
 	a.queries.Add(1)
+	w.Header().Set(client.HeaderAgent, "1") // as every agent's answer
 	if code := a.failWith.Load(); code != 0 {
 		w.WriteHeader(int(code))
 		_ = json.NewEncoder(w).Encode(client.ErrorBody{Error: "failing on purpose", Code: "test_" + strconv.Itoa(int(code))})

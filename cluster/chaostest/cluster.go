@@ -70,7 +70,7 @@ func StartCluster(ctx context.Context, o Options) (_ *Cluster, err error) {
 		IdleConnTimeout:     30 * time.Second,
 	}
 	c.hc = &http.Client{Transport: c.transport}
-	secret := rand.Text()
+	secret := rand.Text() + rand.Text() // at least 32 bytes (cluster.MinClusterSecretLen)
 	for i := 0; i < o.Nodes; i++ {
 		args := []string{
 			"--node", fmt.Sprintf("n%d", i+1),

@@ -47,6 +47,7 @@ func oneShotWrite(api string, n int64) (int, string, time.Duration) {
 	hc := &http.Client{Timeout: 15 * time.Second}
 	method, url, body := registerReq(api, n)
 	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 	start := time.Now()
 	resp, err := hc.Do(req)
 	took := time.Since(start)
