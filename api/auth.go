@@ -220,6 +220,11 @@ var routePolicies = map[string]policy{
 	"PUT /v1/checks/{id}/fail":                              policyCheckWrite,
 
 	"GET /metrics": policyRead,
+	// The web UI's files and the redirect to them hold no data: the page
+	// must load to ask for a token. whoami tells it whether one is needed.
+	"GET /{$}":          policyOpen,
+	"GET /ui/":          policyOpen,
+	"GET /v1/ui/whoami": policyOpen,
 	// The catch-all only answers 404.
 	"/": policyOpen,
 }
