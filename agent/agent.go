@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/beaconhq/beacon/api"
@@ -45,6 +47,9 @@ type Agent struct {
 	httpLn net.Listener
 	dns    *dns.Server
 	lb     *lb.Server // nil without LBAddr
+	// lbAdmin is the embedded balancer's bound admin address, for the web
+	// UI (read by HTTP handlers while the balancer starts).
+	lbAdmin atomic.Pointer[string]
 	// stopChecks ends the health runner; checksDone closes when it returned.
 	stopChecks context.CancelFunc
 	checksDone chan struct{}
@@ -209,6 +214,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	ac.CheckDenyCIDRs = hc.DenyCIDRs
 	ac.TTL = h
+	ac.UILoadBalancers = a.uiLoadBalancers
 	a.secureAPI(&ac, tlsc)
 	if err := a.hardenAPI(&ac, hc); err != nil {
 		return err
@@ -266,6 +272,9 @@ func (a *Agent) mountConsul(cl consul.Cluster, ttl consul.TTLReporter, deny []ne
 	}
 	cc.NodeName = a.cfg.Node
 	cc.NodeAddress, _, _ = net.SplitHostPort(httpAdv)
+	if a.cfg.MaxBlockingQueries > 0 {
+		cc.MaxBlockingQueries = a.cfg.MaxBlockingQueries
+	}
 	cc.CheckDenyCIDRs = deny
 	cc.TTL = ttl
 	cc.Auth = a.api
@@ -455,8 +464,10 @@ type clusterAdapter struct {
 // Health returns the agent's health subsystem.
 func (a *Agent) Health() *health.Health { return a.health }
 
+// Apply answers once the leader has committed the write; the API's reads
+// on this node wait for it (fsm.Store.WaitAcked).
 func (c *clusterAdapter) Apply(ctx context.Context, cmd []byte) (uint64, error) {
-	return c.node.Apply(withClusterActor(ctx), cmd)
+	return c.node.ApplyAcked(withClusterActor(ctx), cmd)
 }
 
 func (c *clusterAdapter) ConsistentIndex(ctx context.Context) (uint64, error) {
@@ -509,6 +520,16 @@ func (c *clusterAdapter) Members() []client.Member {
 			Name: m.Name, GossipAddr: m.GossipAddr, ClusterAddr: m.ClusterAddr, HTTPAddr: m.HTTPAddr,
 			Role: m.Role, Status: string(m.Status), Since: m.Since.UTC(), Version: m.Version,
 		})
+	}
+	return out
+}
+
+// uiLoadBalancers lists the load balancers the web UI shows: those named
+// with --ui-lb, and the embedded one once its admin listener is bound.
+func (a *Agent) uiLoadBalancers() []string {
+	out := slices.Clone(a.cfg.UILB)
+	if addr := a.lbAdmin.Load(); addr != nil && !slices.Contains(out, *addr) {
+		out = append(out, *addr)
 	}
 	return out
 }

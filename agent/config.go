@@ -51,6 +51,8 @@ type Config struct {
 	LBZone      string   `json:"lb_zone"`
 	LBStrategy  []string `json:"lb_strategy"`
 	LBDomain    []string `json:"lb_domain"`
+	// UILB are the admin addresses of load balancers the web UI shows.
+	UILB []string `json:"ui_lb"`
 
 	// Health checking (docs/health.md).
 	CheckDenyCIDR   []string      `json:"check_deny_cidr"`

@@ -47,6 +47,9 @@ func (a *Agent) startLB(ctx context.Context) error {
 		return fmt.Errorf("agent: load balancer: %w", err)
 	}
 	a.lb = srv
+	if addr := srv.AdminAddr(); addr != "" {
+		a.lbAdmin.Store(&addr)
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

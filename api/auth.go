@@ -167,6 +167,12 @@ func (s *Server) identifySecret(tok string) (identity, error) {
 	}
 	hexHash := hex.EncodeToString(h)
 	t := s.store.TokenBySecretHash(hexHash)
+	if t == nil {
+		// A token created through this node a moment ago may be
+		// committed but not applied here yet (waitAcked).
+		s.waitAcked(context.Background())
+		t = s.store.TokenBySecretHash(hexHash)
+	}
 	if t == nil || subtle.ConstantTimeCompare([]byte(t.SecretHash), []byte(hexHash)) != 1 {
 		return identity{}, errInvalidToken
 	}
@@ -214,6 +220,11 @@ var routePolicies = map[string]policy{
 	"PUT /v1/checks/{id}/fail":                              policyCheckWrite,
 
 	"GET /metrics": policyRead,
+	// The web UI's files and the redirect to them hold no data: the page
+	// must load to ask for a token. whoami tells it whether one is needed.
+	"GET /{$}":          policyOpen,
+	"GET /ui/":          policyOpen,
+	"GET /v1/ui/whoami": policyOpen,
 	// The catch-all only answers 404.
 	"/": policyOpen,
 }

@@ -17,8 +17,10 @@ var wildcard = regexp.MustCompile(`(^|\.)[xX](\.|$)`)
 // instanceFilter is the set of discovery filters of a request.
 type instanceFilter struct {
 	healthy bool
-	tags    []string
-	meta    [][2]string
+	// status, when set, is the one health status that matches.
+	status fsm.Health
+	tags   []string
+	meta   [][2]string
 	// version matches exactly when constraint is nil, else by semver range.
 	version    string
 	constraint *semver.Constraints
@@ -35,6 +37,13 @@ func parseInstanceFilter(q url.Values) (instanceFilter, error) {
 		f.healthy = true
 	default:
 		return f, invalid("healthy", "must be true or false")
+	}
+	switch v := fsm.Health(q.Get("status")); v {
+	case "":
+	case fsm.Passing, fsm.Warning, fsm.Critical:
+		f.status = v
+	default:
+		return f, invalid("status", "must be passing, warning or critical")
 	}
 	f.tags = q["tag"]
 	for _, m := range q["meta"] {
@@ -60,11 +69,14 @@ func parseInstanceFilter(q url.Values) (instanceFilter, error) {
 }
 
 func (f *instanceFilter) empty() bool {
-	return !f.healthy && len(f.tags) == 0 && len(f.meta) == 0 && f.version == ""
+	return !f.healthy && f.status == "" && len(f.tags) == 0 && len(f.meta) == 0 && f.version == ""
 }
 
 func (f *instanceFilter) match(i *fsm.Instance) bool {
 	if f.healthy && !i.Healthy() {
+		return false
+	}
+	if f.status != "" && i.Status != f.status {
 		return false
 	}
 	if !i.HasTags(f.tags) {

@@ -38,9 +38,14 @@ func (rt *router) HandleFunc(pattern string, h func(http.ResponseWriter, *http.R
 func (rt *router) Handle(pattern string, h http.Handler) {
 	p := policyFor(pattern)
 	rt.patterns = append(rt.patterns, pattern)
+	forwardOnly := forwardOnlyRoutes[pattern]
 	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if st := stateFrom(r.Context()); st != nil {
 			st.route = pattern
+		}
+		if !forwardOnly && !rt.s.waitAcked(r.Context()) {
+			writeError(w, errNotCaughtUp)
+			return
 		}
 		if err := rt.s.authorize(r, p); err != nil {
 			rt.s.deny(w, r, err)
@@ -52,6 +57,30 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 		}
 		h.ServeHTTP(w, r)
 	}))
+}
+
+// forwardOnlyRoutes read nothing of this node's catalog: they encode a write
+// and send it to the leader. Every other route first waits until this node
+// has applied the writes it acknowledged (waitAcked).
+var forwardOnlyRoutes = map[string]bool{
+	"PUT /v1/services/{service}/instances/{id}":    true,
+	"DELETE /v1/services/{service}/instances/{id}": true,
+}
+
+// ackedWaitMax bounds how long a request waits for this node to apply the
+// writes it acknowledged. Past it (this node lost its leader right after the
+// write) the request fails with 503 rather than answer without the write.
+const ackedWaitMax = 2 * time.Second
+
+var errNotCaughtUp = &statusError{http.StatusServiceUnavailable, "not_caught_up",
+	"this node has not applied a write it acknowledged yet (it may have lost contact with the leader); retry, or ask another node"}
+
+// waitAcked keeps read-your-writes on this node: a write this node
+// acknowledged once the leader had committed it (cluster.Node.ApplyAcked)
+// may not be applied here yet, and a request after it must see it. It
+// reports whether the node has applied every write it acknowledged.
+func (s *Server) waitAcked(ctx context.Context) bool {
+	return s.store == nil || s.store.WaitAcked(ctx, ackedWaitMax)
 }
 
 // ServeHTTP implements http.Handler.

@@ -32,6 +32,12 @@ func (rt *router) handleOpen(pattern string, h http.Handler) {
 		if st := stateFrom(r.Context()); st != nil {
 			st.route = pattern
 		}
+		// Mounted protocols read the catalog: read-your-writes as on the
+		// API's own routes (waitAcked).
+		if !rt.s.waitAcked(r.Context()) {
+			writeError(w, errNotCaughtUp)
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 }

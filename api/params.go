@@ -12,7 +12,7 @@ import (
 // fields): `?limt=2` must not quietly return everything.
 var (
 	readParams   = []string{"consistent", "max_stale", "index", "wait"}
-	filterParams = []string{"healthy", "tag", "meta", "version"}
+	filterParams = []string{"healthy", "status", "tag", "meta", "version"}
 	pageParams   = []string{"limit", "cursor"}
 	checkParams  = []string{"service", "status", "owner", "instance"}
 )

@@ -139,6 +139,12 @@ type Config struct {
 	// AuditLogger receives the audit lines of changes that are not Raft
 	// writes (gossip joins); Raft writes are logged by the cluster's leader.
 	AuditLogger hclog.Logger
+
+	// UILoadBalancers returns the admin addresses (host:port) of the load
+	// balancers whose routing tables the web UI shows (GET /v1/ui/lbs
+	// fetches http://ADDR/lb/status from each). It is called per request,
+	// so it may name a listener bound after the API was built. Nil: none.
+	UILoadBalancers func() []string
 }
 
 // DefaultMaxBlockingQueries is the default cap on concurrent blocking
@@ -210,6 +216,8 @@ type Server struct {
 	limiter        *writeLimiter
 	audit          hclog.Logger
 	site           *siteGuard
+	// lbClient reads the /lb/status of Config.UILoadBalancers.
+	lbClient *http.Client
 }
 
 // New returns a Server over the node's store and cluster.
@@ -218,7 +226,7 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	s := &Server{cfg: cfg, store: store, cluster: cl, logger: logger}
+	s := &Server{cfg: cfg, store: store, cluster: cl, logger: logger, lbClient: newLBClient()}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.initSecurity()
 	routes := s.wrap(s.routes())
@@ -301,6 +309,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.securityRoutes(mux) // tokens, /metrics, pprof (middleware.go)
+	s.uiRoutes(mux)       // the web UI and its reads (uiroutes.go)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux.mux, r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))

@@ -400,6 +400,24 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	return idx, nil
 }
 
+// ApplyAcked commits cmd through the leader and returns its log index as
+// soon as the leader has committed and applied it, without waiting for this
+// node's own apply: a write forwarded by a follower is answered one
+// replication round sooner. Read-your-writes on this node is kept by its
+// reads instead: the index is noted in the store (fsm.Store.NoteAcked) and
+// every read on this node waits until it has applied it (WaitAcked).
+func (n *Node) ApplyAcked(ctx context.Context, cmd []byte) (uint64, error) {
+	start := time.Now()
+	resp, err := n.CallLeader(ctx, opApply, cmd)
+	idx, _ := parseIndex(resp)
+	if err != nil {
+		return idx, err
+	}
+	n.fsm.Store().NoteAcked(idx)
+	n.metrics.writeLatency.Observe(time.Since(start).Seconds())
+	return idx, nil
+}
+
 // ApplyLeader commits cmd only if this node is the leader, never forwarding.
 // Leader tasks use it so that a deposed leader's decisions are dropped. A
 // ctx carrying an Actor (a client's request relayed to the leader) gets an
@@ -447,12 +465,9 @@ func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, erro
 // ConsistentIndex makes the next local read linearizable: it obtains a read
 // index from the leader (which confirms its leadership with a quorum round
 // trip) and waits until this node has applied it.
+// Reads waiting at the same moment share one read index (readBatcher).
 func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
-	resp, err := n.CallLeader(ctx, opReadIndex, nil)
-	if err != nil {
-		return 0, err
-	}
-	idx, err := parseIndex(resp)
+	idx, err := n.readIndex(ctx)
 	if err != nil {
 		return 0, err
 	}

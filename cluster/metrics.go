@@ -20,6 +20,9 @@ type metrics struct {
 	nudges       prometheus.Counter
 	stalled      prometheus.Gauge
 	stalls       prometheus.Counter
+	// readIndexBatches counts read index requests; with
+	// beacon_http_requests_total it shows how many reads share one.
+	readIndexBatches prometheus.Counter
 }
 
 // latencyBuckets span a local fsync (sub-millisecond) to a leader wait.
@@ -49,6 +52,10 @@ func newMetrics() *metrics {
 			Name: "beacon_raft_commit_nudges_total",
 			Help: "Barriers the leader appended so that followers learn at once that a write committed (no later entry would have told them before CommitTimeout).",
 		}),
+		readIndexBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "beacon_read_index_batches_total",
+			Help: "Read indexes this node obtained for consistent reads; the reads waiting at the same moment share one.",
+		}),
 		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "beacon_raft_replication_stalled",
 			Help: "1 while this follower hears the leader's heartbeats but has not applied an index the leader committed more than the stall time ago (StallAfter, 5s).",
@@ -68,7 +75,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}

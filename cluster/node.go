@@ -60,6 +60,7 @@ type Node struct {
 
 	fresh freshness
 	nudge *commitNudge
+	reads readBatcher
 
 	left         atomic.Bool
 	shutdownOnce sync.Once

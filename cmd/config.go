@@ -50,6 +50,7 @@ var agentSettings = []option{
 	{"lb-zone", "", "BEACON_LB_ZONE", "zone of the embedded load balancer", func(c *agent.Config) any { return &c.LBZone }},
 	{"lb-strategy", "", "BEACON_LB_STRATEGY", "strategy of the embedded load balancer, or SERVICE=STRATEGY (repeatable)", func(c *agent.Config) any { return &c.LBStrategy }},
 	{"lb-domain", "", "BEACON_LB_DOMAIN", "host routing domain of the embedded load balancer (repeatable)", func(c *agent.Config) any { return &c.LBDomain }},
+	{"ui-lb", "", "BEACON_UI_LB", "admin address (host:port) of a load balancer whose routing tables the web UI shows (repeatable)", func(c *agent.Config) any { return &c.UILB }},
 	{"check-deny-cidr", "", "BEACON_CHECK_DENY_CIDR", "CIDR health checks may not connect to (repeatable; replaces the default 169.254.0.0/16 and fe80::/10; \"none\" denies nothing)", func(c *agent.Config) any { return &c.CheckDenyCIDR }},
 	{"flap-threshold", "", "BEACON_FLAP_THRESHOLD", "status changes within --flap-window that make a check flapping (0: off)", func(c *agent.Config) any { return &c.FlapThreshold }},
 	{"flap-window", "", "BEACON_FLAP_WINDOW", "window in which flapping status changes are counted", func(c *agent.Config) any { return &c.FlapWindow }},

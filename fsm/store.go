@@ -2,11 +2,13 @@ package fsm
 
 import (
 	"container/heap"
+	"context"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -27,6 +29,9 @@ type Store struct {
 	// waiters wait for a given index (WaitForIndex): advance wakes only
 	// those it reached, not every writer waiting on this node.
 	waiters waiterHeap
+	// acked is the highest index of a write this node acknowledged to a
+	// client before applying it (NoteAcked): its reads wait for it.
+	acked atomic.Uint64
 }
 
 // indexWaiter is closed once the store has applied index.
@@ -118,6 +123,39 @@ func (s *Store) read(ws memdb.WatchSet) *memdb.Txn {
 		ws.Add(st.abandon)
 	}
 	return st.db.Txn(false)
+}
+
+// NoteAcked records that this node acknowledged the write at index to a
+// client, committed by the leader but maybe not applied here yet. Reads on
+// this node wait for it (WaitAcked), so that a client reads its write on the
+// node that answered it without the write waiting for this node's apply.
+func (s *Store) NoteAcked(index uint64) {
+	for {
+		cur := s.acked.Load()
+		if index <= cur || s.acked.CompareAndSwap(cur, index) {
+			return
+		}
+	}
+}
+
+// WaitAcked waits until the store has applied every write this node
+// acknowledged (NoteAcked), for at most max or until ctx ends; it reports
+// whether the store got there. It costs two atomic loads when nothing is
+// pending.
+func (s *Store) WaitAcked(ctx context.Context, max time.Duration) bool {
+	a := s.acked.Load()
+	if s.applied.Load() >= a {
+		return true
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-s.appliedWaitCh(a):
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return s.applied.Load() >= a
 }
 
 // AppliedIndex returns the index of the last Raft log entry reflected in

@@ -59,7 +59,7 @@ var errNoInstance = errors.New("lb: no instance left to try")
 type proxy struct {
 	b        *Balancer
 	rp       *httputil.ReverseProxy
-	upstream *http.Transport
+	upstream *upstream
 }
 
 type ctxKey struct{}
@@ -77,15 +77,7 @@ type reqState struct {
 func newProxy(b *Balancer) *proxy {
 	cfg := &b.cfg
 	p := &proxy{b: b}
-	p.upstream = &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, ControlContext: b.guard.control}).DialContext,
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
+	p.upstream = newUpstream((&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, ControlContext: b.guard.control}).DialContext, cfg)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
 		Transport:    &retrier{p: p},
@@ -96,7 +88,7 @@ func newProxy(b *Balancer) *proxy {
 	return p
 }
 
-func (p *proxy) close() { p.upstream.CloseIdleConnections() }
+func (p *proxy) close() { p.upstream.close() }
 
 // ServeHTTP routes one request.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +141,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	svc.budget.deposit()
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	if isUpgrade(r) {
+		p.rp.ServeHTTP(w, r.WithContext(ctx))
+		return
+	}
+	p.forward(w, r.WithContext(ctx))
 }
 
 func noInstanceMessage(t *Table) string {
@@ -287,7 +283,16 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		e.state.inflight.Add(1)
 		e.state.requests.Add(1)
 		start := time.Now()
-		resp, err := rt.p.upstream.RoundTrip(&out)
+		resp, err := rt.p.upstream.roundTrip(&out, false)
+		if stale := (errStaleConn{}); errors.As(err, &stale) && req.Context().Err() == nil &&
+			(st.idempotent || !stale.written) && st.body.replayable() {
+			// The instance had closed the pooled connection: not its
+			// fault, and the request goes again on a new one.
+			if st.body != nil {
+				out.Body = st.body.attempt()
+			}
+			resp, err = rt.p.upstream.roundTrip(&out, true)
+		}
 		if o := cfg.Observer; o != nil {
 			status := 0
 			if err == nil {
@@ -468,3 +473,7 @@ func (p *bufferPool) Put(b []byte) {
 		p.pool.Put(&b)
 	}
 }
+
+// get and put are Get and Put without the allocation of a slice header.
+func (p *bufferPool) get() *[]byte  { return p.pool.Get().(*[]byte) }
+func (p *bufferPool) put(b *[]byte) { p.pool.Put(b) }

@@ -33,6 +33,7 @@ cat <<MSG
 ${GREEN}Beacon is up.${OFF}
 
   Agents (HTTP API)   n1 http://$N1   n2 http://$N2   n3 http://$N3
+  Web UI              http://$N1/ui/  (on every agent; docs/ui.md)
   Load balancers      LB1 http://$LB1 (status http://$LB1_ADMIN/lb/status)
                       LB2 http://$LB2 (status http://$LB2_ADMIN/lb/status)
   Agents (DNS)        n1 127.0.0.1:$N1_DNS   n2 127.0.0.1:$N2_DNS   n3 127.0.0.1:$N3_DNS (UDP and TCP)

@@ -431,3 +431,44 @@ func TestNodeMaintenanceShowsAsNodeCheck(t *testing.T) {
 		t.Fatalf("after node maintenance off: %v", got)
 	}
 }
+
+func TestBlockingQueriesAreCapped(t *testing.T) {
+	ts := newTestServer(t, func(_ *api.Config, c *consul.Config) { c.MaxBlockingQueries = 1 })
+	// A first write, so that the registration below moves the index past
+	// that of the empty result (1).
+	ts.addNode(apitest.NodeName, fsm.NodeAlive)
+	r := ts.mustOK(http.MethodGet, "/v1/health/service/web", "")
+	long := func() chan response {
+		done := make(chan response, 1)
+		go func() {
+			done <- ts.do(http.MethodGet, "/v1/health/service/web?index="+itoa(r.index(t))+"&wait=30s", "")
+		}()
+		return done
+	}
+	done := long()
+	// Once one blocks, another is refused. (Either may be the one that
+	// got the slot first: a refused long query is sent again.)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case r1 := <-done:
+			if r1.status != http.StatusTooManyRequests {
+				t.Fatalf("long query: %s", r1)
+			}
+			done = long()
+		default:
+		}
+		r2 := ts.do(http.MethodGet, "/v1/catalog/services?index="+itoa(r.index(t))+"&wait=100ms", "")
+		if r2.status == http.StatusTooManyRequests {
+			assertError(t, r2, 429, "too_many_blocking_queries", "")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second blocking query: %s", r2)
+		}
+	}
+	ts.mustOK(http.MethodPut, "/v1/agent/service/register", `{"Name":"web","Port":80}`)
+	if r := <-done; r.status != 200 || r.index(t) <= 1 {
+		t.Fatalf("first blocking query: %s", r)
+	}
+}

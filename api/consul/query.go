@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/beaconhq/beacon/api"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -120,6 +122,13 @@ func (s *Server) blockingChunks(w http.ResponseWriter, r *http.Request, q url.Va
 		s.respond(w, idx, body, err)
 		return
 	}
+	if s.blocking.Add(1) > int64(s.cfg.MaxBlockingQueries) {
+		s.blocking.Add(-1)
+		writeError(w, api.StatusError(http.StatusTooManyRequests, "too_many_blocking_queries",
+			fmt.Sprintf("this node already holds %d blocking queries (its limit); retry later or on another node", s.cfg.MaxBlockingQueries)))
+		return
+	}
+	defer s.blocking.Add(-1)
 	generation := s.store.AbandonCh()
 	wctx, cancel := context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
 	defer cancel()

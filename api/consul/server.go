@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/beaconhq/beacon/api"
@@ -65,6 +66,9 @@ type Config struct {
 	MaxWait     time.Duration
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64
+	// MaxBlockingQueries caps the Consul blocking queries this node holds
+	// at once (apart from the native API's own cap); one more gets a 429.
+	MaxBlockingQueries int
 	// CheckDenyCIDRs are address ranges checks may not target (as api.Config).
 	CheckDenyCIDRs []netip.Prefix
 	// TTL takes TTL reports; without it the check update routes answer 503.
@@ -84,6 +88,8 @@ func DefaultConfig() Config {
 		MaxWait:      10 * time.Minute,
 		MaxBodyBytes: 64 << 10,
 		Version:      "1.21.0",
+
+		MaxBlockingQueries: api.DefaultMaxBlockingQueries,
 	}
 }
 
@@ -98,6 +104,8 @@ func (c Config) Validate() error {
 		return errors.New("consul: need 0 < default wait <= max wait")
 	case c.MaxBodyBytes <= 0:
 		return errors.New("consul: max body bytes must be positive")
+	case c.MaxBlockingQueries <= 0:
+		return errors.New("consul: max blocking queries must be positive")
 	}
 	return nil
 }
@@ -110,6 +118,8 @@ type Server struct {
 	cluster Cluster
 	logger  hclog.Logger
 	mux     *http.ServeMux
+	// blocking counts the blocking queries waiting now.
+	blocking atomic.Int64
 }
 
 // New returns the Consul endpoints over the node's store and cluster.

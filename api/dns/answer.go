@@ -1,10 +1,12 @@
 package dns
 
 import (
+	"context"
 	"encoding/hex"
 	"math/rand/v2"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -111,6 +113,13 @@ func parseService(labels []string) (service, tag string, ok bool) {
 
 // service answers NAME (and TAG) with the healthy instances' records.
 func (s *Server) service(m *dns.Msg, q dns.Question, service, tag string) {
+	// A registration this node acknowledged a moment ago is answered here
+	// too (fsm.Store.WaitAcked), within a resolver's patience; a node that
+	// cannot apply it fails rather than answer without it.
+	if !s.store.WaitAcked(context.Background(), time.Second) {
+		m.Rcode = dns.RcodeServerFailure
+		return
+	}
 	_, insts := s.store.ServiceInstances(nil, service)
 	exists := false
 	healthy := insts[:0:0]

@@ -41,10 +41,11 @@ var (
 	clients   = flag.Int("clients", 64, "concurrent clients")
 	instances = flag.Int("instances", 10000, "catalog size for the memory measurement")
 	trials    = flag.Int("trials", 5, "kills per failover and detection measurement")
-	phases    = flag.String("phases", "write,read,failover,detect,memory", "phases to run")
+	phases    = flag.String("phases", "write,seq,read,failover,detect,memory", "phases to run")
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
+	profDir   = flag.String("profile-dir", "", "memory phase: save each agent's heap profile (agents run with --enable-pprof) in this directory")
 	// The oneshot-compose phase (oneshot.go).
 	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
 	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
@@ -87,7 +88,7 @@ func run() error {
 
 	c := &cluster{dir: dir, bin: *beaconBin}
 	defer c.stopAll()
-	if want["write"] || want["read"] || want["failover"] || want["detect"] || want["oneshot"] {
+	if want["write"] || want["seq"] || want["read"] || want["failover"] || want["detect"] || want["oneshot"] {
 		if err := c.start(3); err != nil {
 			return err
 		}
@@ -104,6 +105,10 @@ func run() error {
 			targets = []string{c.api((c.leader() + 1) % len(c.procs))}
 		}
 		beaconW = benchLoad(fmt.Sprintf("beacon registrations, to %s", *writeTo), targets, registerReq, true)
+	}
+	var seqL, seqF time.Duration
+	if want["seq"] {
+		seqL, seqF = benchSequential("beacon", c.apis(), c.leader(), registerReq)
 	}
 	if want["read"] {
 		beaconR = benchReads(c)
@@ -145,10 +150,29 @@ func run() error {
 				report("ratio: beacon/etcd committed writes", "%.2f", beaconW/w)
 			}
 		}
+		if want["seq"] {
+			l := -1
+			for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				l = e.leader()
+			}
+			if l >= 0 {
+				eL, eF := benchSequential("etcd", e.clientURLs(), l, etcdPutReq)
+				if eL > 0 && eF > 0 && seqL > 0 {
+					report("ratio: beacon/etcd sequential p50 (lower is better)", "to the leader %.2f, via a follower %.2f",
+						seqL.Seconds()/eL.Seconds(), seqF.Seconds()/eF.Seconds())
+				}
+			}
+		}
 		if want["read"] {
-			r := benchLoad("etcd reads, one member", []string{e.clientURLs()[0]}, etcdRangeReq, false)
-			if r > 0 {
-				report("ratio: beacon/etcd reads on one node", "%.2f", beaconR/r)
+			// etcd's default range is linearizable (a ReadIndex round);
+			// serializable is its local read, like Beacon's default.
+			ser := benchLoad("etcd serializable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdSerializableReq, false)
+			lin := benchLoad("etcd linearizable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdRangeReq, false)
+			if ser > 0 {
+				report("ratio: beacon default / etcd serializable reads", "%.2f", beaconR/ser)
+			}
+			if lin > 0 {
+				report("ratio: beacon consistent / etcd linearizable reads", "%.2f", beaconConsistent/lin)
 			}
 		}
 		if want["failover"] {
@@ -216,6 +240,9 @@ func (c *cluster) startNode(i, n int) error {
 		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench-cluster-secret-0123456789abcdef", "--log-level", "warn",
 		// Every benchmark client shares 127.0.0.1: no per-client write limit.
 		"--write-rate-limit", "0"}
+	if *profDir != "" {
+		args = append(args, "--enable-pprof")
+	}
 	for j := 0; j < n; j++ {
 		if j != i {
 			args = append(args, "--join", fmt.Sprintf("127.0.0.1:%d", c.port(j, 2)))
@@ -366,14 +393,20 @@ func newHTTPClient() *http.Client {
 // benchLoad runs *clients workers for *duration against the bases (client i
 // uses bases[i%len]) and reports successful requests per second and latency.
 func benchLoad(name string, bases []string, mk reqFunc, writes bool) float64 {
+	rate, _ := benchLoadN(*clients, name, bases, mk, writes)
+	return rate
+}
+
+// benchLoadN is benchLoad with n clients; it also returns the p50.
+func benchLoadN(n int, name string, bases []string, mk reqFunc, writes bool) (float64, time.Duration) {
 	hc := newHTTPClient()
 	var ok, fail atomic.Int64
-	lat := make([][]time.Duration, *clients)
+	lat := make([][]time.Duration, n)
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < *clients; w++ {
+	for w := 0; w < n; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -418,7 +451,15 @@ func benchLoad(name string, bases []string, mk reqFunc, writes bool) float64 {
 		kind = "committed writes/s"
 	}
 	report(name, "%8.0f %s  p50 %s  p99 %s  (%d ok, %d failed)", rate, kind, pct(all, 50), pct(all, 99), ok.Load(), fail.Load())
-	return rate
+	return rate, pct(all, 50)
+}
+
+// benchSequential is one client writing one registration at a time, to the
+// leader and through a follower: the latency a deploy script sees.
+func benchSequential(system string, bases []string, leader int, mk reqFunc) (toLeader, viaFollower time.Duration) {
+	_, toLeader = benchLoadN(1, system+" sequential writer (1 client), to the leader", []string{bases[leader]}, mk, true)
+	_, viaFollower = benchLoadN(1, system+" sequential writer (1 client), via a follower", []string{bases[(leader+1)%len(bases)]}, mk, true)
+	return toLeader, viaFollower
 }
 
 func pct(d []time.Duration, p int) time.Duration {
@@ -469,7 +510,21 @@ func benchReads(c *cluster) float64 {
 	f := (l + 1) % len(c.procs)
 	one := benchLoad("discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
 	benchLoad("discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
+	beaconConsistent = benchLoad("consistent reads (?consistent), one follower", []string{c.api(f)}, consistentReq, false)
 	return one
+}
+
+// beaconConsistent is the consistent read rate, compared with etcd's
+// linearizable ranges.
+var beaconConsistent float64
+
+func consistentReq(base string, n int64) (string, string, []byte) {
+	return http.MethodGet, base + "/v1/services/read/instances?consistent", nil
+}
+
+func etcdSerializableReq(base string, n int64) (string, string, []byte) {
+	body, _ := json.Marshal(map[string]any{"key": b64("/read/"), "range_end": b64("/read0"), "serializable": true})
+	return http.MethodPost, base + "/v3/kv/range", body
 }
 
 // benchFailover kills the leader with SIGKILL and measures the time until a
@@ -612,7 +667,41 @@ func benchMemory(c *cluster) int {
 		return 0
 	}
 	fill(c.apis(), registerReq)
-	return reportRSS("beacon", c.procs)
+	most := reportRSS("beacon", c.procs)
+	if *profDir != "" {
+		saveHeapProfiles(c)
+	}
+	return most
+}
+
+// saveHeapProfiles stores each agent's heap profile (and, in text, the
+// runtime's memory statistics) in *profDir.
+func saveHeapProfiles(c *cluster) {
+	if err := os.MkdirAll(*profDir, 0o755); err != nil {
+		fmt.Println("profiles:", err)
+		return
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for i := range c.procs {
+		for _, q := range []string{"heap", "heap?debug=1"} {
+			resp, err := hc.Get(c.api(i) + "/debug/pprof/" + q)
+			if err != nil {
+				fmt.Println("profiles:", err)
+				return
+			}
+			name := fmt.Sprintf("%s.heap", c.names[i])
+			if strings.HasSuffix(q, "debug=1") {
+				name += ".txt"
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err := os.WriteFile(filepath.Join(*profDir, name), b, 0o644); err != nil {
+				fmt.Println("profiles:", err)
+				return
+			}
+		}
+	}
+	fmt.Println("heap profiles in", *profDir)
 }
 
 // fill sends *instances writes made by mk over *clients workers (worker w
@@ -773,6 +862,16 @@ func (e *etcdCluster) leader() int {
 
 // failover kills the leader with SIGKILL and measures the time until a put
 // is accepted by a survivor, as benchFailover does for Beacon.
+// follower returns a member that is not the leader (member 0 when none is
+// known).
+func (e *etcdCluster) follower() int {
+	l := -1
+	for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		l = e.leader()
+	}
+	return (max(l, 0) + 1) % 3
+}
+
 func (e *etcdCluster) failover() time.Duration {
 	var times []time.Duration
 	for t := 0; t < *trials; t++ {

@@ -72,8 +72,19 @@ func serveBackend(addr string) {
 }
 
 type procs struct {
-	dir  string
-	list []*exec.Cmd
+	dir   string
+	list  []*exec.Cmd
+	names []string
+}
+
+// pid returns the process id of the process started as name (0: none).
+func (p *procs) pid(name string) int {
+	for i, n := range p.names {
+		if n == name {
+			return p.list[i].Process.Pid
+		}
+	}
+	return 0
 }
 
 func (p *procs) start(name string, bin string, args ...string) error {
@@ -87,6 +98,7 @@ func (p *procs) start(name string, bin string, args ...string) error {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	p.list = append(p.list, cmd)
+	p.names = append(p.names, name)
 	return nil
 }
 
@@ -163,14 +175,14 @@ func run() error {
 	if err := waitHTTP("http://"+lbAddr+"/bench/", "", 20*time.Second); err != nil {
 		return err
 	}
-	targets := []target{{"direct", "http://" + backend + "/"}, {"beacon lb", "http://" + lbAddr + "/bench/"}}
+	targets := []target{{name: "direct", url: "http://" + backend + "/"}, {name: "beacon lb", url: "http://" + lbAddr + "/bench/", pid: p.pid("lb")}}
 	if path, err := exec.LookPath(*nginxBin); err == nil {
 		if err := startNginx(p, path, dir, nginxAddr, backend); err != nil {
 			fmt.Fprintln(os.Stderr, "benchlb: nginx reference skipped:", err)
 		} else if err := waitHTTP("http://"+nginxAddr+"/", "", 20*time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "benchlb: nginx reference skipped:", err)
 		} else {
-			targets = append(targets, target{"nginx", "http://" + nginxAddr + "/"})
+			targets = append(targets, target{name: "nginx", url: "http://" + nginxAddr + "/", pid: p.pid("nginx")})
 		}
 	} else {
 		fmt.Fprintln(os.Stderr, "benchlb: nginx not installed: no reference proxy")
@@ -189,10 +201,11 @@ func run() error {
 	}
 	fmt.Printf("# beacon lb bench: %d cores, backend body %d B, throughput: %d connections for %s (%s), latency: %d sequential requests\n",
 		numCPU(), *bodySize, *clients, *duration, gen, *latencyN)
-	fmt.Printf("%-10s %12s %10s %10s %12s %12s\n", "target", "req/s", "p50", "p99", "seq p50", "seq p99")
+	fmt.Printf("%-10s %12s %10s %10s %12s %12s %14s\n", "target", "req/s", "p50", "p99", "seq p50", "seq p99", "proxy CPU/req")
 	res := map[string]stats{}
 	for _, t := range targets {
 		var thr stats
+		c0 := cpuTicks(t.pid)
 		if wrk != "" {
 			thr, err = runWrk(wrk, t.url)
 		} else {
@@ -201,13 +214,19 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
+		cpu := "-"
+		if t.pid != 0 && thr.rps > 0 {
+			// Clock ticks are 10 ms; the phase's requests are rps*duration.
+			thr.cpuPerReq = time.Duration(float64(cpuTicks(t.pid)-c0) * float64(10*time.Millisecond) / (thr.rps * duration.Seconds()))
+			cpu = round(thr.cpuPerReq)
+		}
 		seq, err := load(t.url, 1, time.Minute, *latencyN)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 		thr.seqP50, thr.seqP99 = seq.p50, seq.p99
 		res[t.name] = thr
-		fmt.Printf("%-10s %12.0f %10s %10s %12s %12s\n", t.name, thr.rps, round(thr.p50), round(thr.p99), round(seq.p50), round(seq.p99))
+		fmt.Printf("%-10s %12.0f %10s %10s %12s %12s %14s\n", t.name, thr.rps, round(thr.p50), round(thr.p99), round(seq.p50), round(seq.p99), cpu)
 	}
 	d := res["direct"]
 	for _, name := range []string{"beacon lb", "nginx"} {
@@ -220,18 +239,50 @@ func run() error {
 	}
 	if n, ok := res["nginx"]; ok {
 		b := res["beacon lb"]
-		fmt.Printf("beacon lb / nginx: throughput %.2f, sequential p50 %.2f\n", b.rps/n.rps, float64(b.seqP50)/float64(n.seqP50))
+		fmt.Printf("beacon lb / nginx: throughput %.2f, p99 under load %.2f, sequential p50 %.2f, CPU per request %.2f\n",
+			b.rps/n.rps, float64(b.p99)/float64(n.p99), float64(b.seqP50)/float64(n.seqP50), float64(b.cpuPerReq)/float64(n.cpuPerReq))
 	}
 	return nil
 }
 
-type target struct{ name, url string }
+type target struct {
+	name, url string
+	pid       int // the proxy's process (0: none), whose CPU time per request is reported
+}
+
+// cpuTicks is the user+system CPU time of pid and of its children (nginx's
+// workers), in clock ticks (1/100 s on Linux).
+func cpuTicks(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var t int64
+	if len(f) > 12 {
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		k, _ := strconv.ParseInt(f[12], 10, 64)
+		t = u + k
+	}
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, c := range strings.Fields(string(kids)) {
+		if n, err := strconv.Atoi(c); err == nil {
+			t += cpuTicks(n)
+		}
+	}
+	return t
+}
 
 type stats struct {
 	rps            float64
 	p50, p99       time.Duration
 	seqP50, seqP99 time.Duration
 	errors         int64
+	cpuPerReq      time.Duration // CPU time of the proxy per request under load
 }
 
 func round(d time.Duration) string {

@@ -1,0 +1,96 @@
+// DOM helpers. Every piece of text from the API goes into the page as a
+// text node (never as HTML), so check output, tags or meta values cannot
+// inject markup.
+
+// h builds an element: h('a', {href: '#/'}, 'text', child, [more]).
+// Attributes starting with "on" are event listeners; null/false/undefined
+// attributes and children are skipped.
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+// replace swaps the children of el, keeping the keyboard focus on the
+// element with the same data-key (if the new content has one), so a live
+// refresh does not throw a keyboard user back to the top.
+export function replace(el, ...children) {
+  const active = document.activeElement;
+  const key = el.contains(active) ? active?.dataset?.key : undefined;
+  const fresh = document.createDocumentFragment();
+  append(fresh, children);
+  el.replaceChildren(fresh);
+  if (key) {
+    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (again) again.focus();
+  }
+}
+
+export function badge(text, kind) {
+  return h('span', { class: `badge ${kind ?? text}` }, text);
+}
+
+export function table(headers, rows, opts = {}) {
+  const names = headers.map((c) => (Array.isArray(c) ? c[0] : c));
+  // Each cell carries its column's name, which narrow screens show beside
+  // the value when rows are stacked (style.css).
+  for (const row of rows) {
+    [...row.children].forEach((td, i) => { if (names[i]) td.dataset.label = names[i]; });
+  }
+  return h('div', { class: 'table-wrap' },
+    h('table', { 'aria-label': opts.label },
+      h('thead', null, h('tr', null, headers.map((c) => {
+        const [text, cls] = Array.isArray(c) ? c : [c, null];
+        return h('th', { scope: 'col', class: cls }, text);
+      }))),
+      h('tbody', null, rows.length ? rows : h('tr', null, h('td', { colspan: headers.length, class: 'muted' }, opts.empty ?? 'Nothing here.')))));
+}
+
+export function tags(list) {
+  return (list ?? []).map((t) => h('span', { class: 'tag' }, t));
+}
+
+export function meta(obj) {
+  return Object.entries(obj ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`));
+}
+
+// ago renders a time as "12s ago" with the exact time as a tooltip.
+export function ago(t) {
+  if (!t) return '';
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime()) || d.getUTCFullYear() < 1971) return '';
+  const s = Math.round((Date.now() - d.getTime()) / 1000);
+  const abs = Math.abs(s);
+  const txt = abs < 60 ? `${abs}s` : abs < 3600 ? `${Math.floor(abs / 60)}m` : abs < 86400 ? `${Math.floor(abs / 3600)}h` : `${Math.floor(abs / 86400)}d`;
+  return h('time', { datetime: d.toISOString(), title: d.toISOString() }, s >= 0 ? `${txt} ago` : `in ${txt}`);
+}
+
+export function num(n) {
+  return typeof n === 'number' ? n.toLocaleString('en-US') : (n ?? '');
+}
+
+// link to a service or instance page (names are URL-escaped).
+export function serviceHref(service) { return `#/services/${encodeURIComponent(service)}`; }
+export function instanceHref(service, id) { return `#/services/${encodeURIComponent(service)}/${encodeURIComponent(id)}`; }
+
+export function toast(text) {
+  const el = document.getElementById('toast');
+  el.textContent = text;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.textContent = ''; }, 4000);
+}
