@@ -219,10 +219,10 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		nem.InFlight = func(ctx context.Context, node int) {
 			seqMu.Lock()
 			seq++
-			v := fmt.Sprintf("burst-%d", seq)
+			n := seq
 			seqMu.Unlock()
 			p := int(burst.process.Add(1))
-			burst.Do(ctx, p, -2, node, Put, Key(int(seq)%cfg.Workload.Keys), v)
+			burst.Do(ctx, p, -2, node, Put, Key(int(n)%cfg.Workload.Keys), fmt.Sprintf("burst-%d", n))
 		}
 		go func() {
 			defer close(nemDone)
