@@ -15,7 +15,7 @@ import (
 // over TCP through the mux, raft-boltdb in t.TempDir(), real gossip), for
 // tests that need the package's test hooks (pausing a node's cluster
 // traffic, a failing log store, pipelined replication). Tests of the whole
-// agent use cluster/clustertest instead.
+// agent use agent/agenttest instead.
 type testNodes struct {
 	t       *testing.T
 	nodes   []*Node
