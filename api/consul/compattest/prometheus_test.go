@@ -67,31 +67,7 @@ func (ts *targets) view(service string) string {
 func TestPrometheusDiscoveryFollowsTheCatalog(t *testing.T) {
 	c := agenttest.New(t, 3)
 	writer := consulClient(t, c, 0, "")
-
-	conf := consul.DefaultSDConfig
-	conf.Server = c.Node(1).HTTPAddr()
-	// How often the catalog is re-listed after a blocking query returns; the
-	// default 30s would make a new service take up to 30s to appear.
-	conf.RefreshInterval = model.Duration(100 * time.Millisecond)
-	reg := prometheus.NewRegistry()
-	refresh := discovery.NewRefreshMetrics(reg)
-	metrics := conf.NewDiscovererMetrics(reg, refresh)
-	if err := metrics.Register(); err != nil {
-		t.Fatal(err)
-	}
-	defer metrics.Unregister()
-	d, err := conf.NewDiscoverer(discovery.DiscovererOptions{Logger: slog.New(slog.DiscardHandler), Metrics: metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan []*targetgroup.Group)
-	tg := &targets{groups: map[string]*targetgroup.Group{}}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.Run(ctx, ch) }()
-	go func() { defer wg.Done(); tg.run(ctx, ch) }()
-	defer func() { cancel(); wg.Wait() }()
+	tg := startPrometheus(t, c.Node(1).HTTPAddr())
 
 	within := func(what, service, want string) {
 		t.Helper()
@@ -134,4 +110,70 @@ func TestPrometheusDiscoveryFollowsTheCatalog(t *testing.T) {
 		t.Fatal(err)
 	}
 	within("service removal followed", "api", "")
+}
+
+// startPrometheus runs Prometheus' Consul discoverer against server,
+// configured as its docs say for a Consul agent (server, no services listed:
+// the whole catalog), and collects the target groups it yields until the
+// test ends.
+func startPrometheus(t *testing.T, server string) *targets {
+	t.Helper()
+	conf := consul.DefaultSDConfig
+	conf.Server = server
+	// How often the catalog is re-listed after a blocking query returns; the
+	// default 30s would make a new service take up to 30s to appear.
+	conf.RefreshInterval = model.Duration(100 * time.Millisecond)
+	reg := prometheus.NewRegistry()
+	refresh := discovery.NewRefreshMetrics(reg)
+	metrics := conf.NewDiscovererMetrics(reg, refresh)
+	if err := metrics.Register(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(metrics.Unregister)
+	d, err := conf.NewDiscoverer(discovery.DiscovererOptions{Logger: slog.New(slog.DiscardHandler), Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan []*targetgroup.Group)
+	tg := &targets{groups: map[string]*targetgroup.Group{}}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.Run(ctx, ch) }()
+	go func() { defer wg.Done(); tg.run(ctx, ch) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return tg
+}
+
+// TestPrometheusDiscoverySurvivesTheLeaderBeingKilled points the discoverer
+// at a follower, stops the leader, and registers through the third node: the
+// new instance must still reach the target groups once a new leader is
+// elected, and the instance registered before stays.
+func TestPrometheusDiscoverySurvivesTheLeaderBeingKilled(t *testing.T) {
+	c := agenttest.New(t, 3)
+	c.WaitForVoters(3)
+	leader := c.Leader()
+	watched := c.Follower(leader)
+	writeVia := c.Follower(leader, watched)
+	writer := consulClient(t, c, writeVia, "")
+	tg := startPrometheus(t, c.Node(watched).HTTPAddr())
+
+	register := func(id string, port int) error {
+		return writer.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: id, Name: "api", Port: port, Address: "127.0.0.1",
+			Check: &consulapi.AgentServiceCheck{TTL: "60s", Status: "passing"},
+		})
+	}
+	if err := register("api-1", 9001); err != nil {
+		t.Fatal(err)
+	}
+	agenttest.Eventually(t, 10*time.Second, func() bool { return tg.view("api") == "127.0.0.1:9001=passing" }, "first instance discovered")
+
+	c.Stop(leader)
+	// A write sent while the cluster elects may answer 503: retry, as a
+	// registering service would, within a bound.
+	agenttest.Eventually(t, 30*time.Second, func() bool { return register("api-2", 9002) == nil }, "a registration after the leader died")
+	agenttest.Eventually(t, 10*time.Second, func() bool {
+		return tg.view("api") == "127.0.0.1:9001=passing,127.0.0.1:9002=passing"
+	}, "the registration made after the leader died discovered")
 }
