@@ -53,14 +53,27 @@ func (s *Server) registerPolicy(r *http.Request) registerPolicy {
 // change. An identical periodic re-registration so appends nothing to the
 // Raft log and wakes no watcher.
 func (s *Server) unchangedRegistration(ctx context.Context, req *fsm.RegisterRequest) (uint64, bool) {
-	same := func() bool {
-		_, inst, checks := s.store.Instance(nil, req.Service, req.ID)
-		return inst != nil && fsm.SameRegistration(inst, checks, req)
-	}
-	if s.cluster == nil || !same() {
+	if s.cluster == nil {
 		return 0, false
 	}
-	idx, err := s.cluster.ConsistentIndex(ctx)
+	return UnchangedRegistration(ctx, s.store, s.cluster.ConsistentIndex, req)
+}
+
+// UnchangedRegistration is the check behind an identical re-registration
+// being a no-op, for every protocol that registers (the native API and the
+// Consul endpoints): it reports whether req would change nothing in store,
+// asking again after confirm (a consistent read index: a read barrier, not a
+// Raft entry) so that a stale follower never swallows a real change, and
+// returns the index at which that holds.
+func UnchangedRegistration(ctx context.Context, store *fsm.Store, confirm func(context.Context) (uint64, error), req *fsm.RegisterRequest) (uint64, bool) {
+	same := func() bool {
+		_, inst, checks := store.Instance(nil, req.Service, req.ID)
+		return inst != nil && fsm.SameRegistration(inst, checks, req)
+	}
+	if !same() {
+		return 0, false
+	}
+	idx, err := confirm(ctx)
 	if err != nil || !same() {
 		return 0, false
 	}

@@ -472,3 +472,27 @@ func TestBlockingQueriesAreCapped(t *testing.T) {
 		t.Fatalf("first blocking query: %s", r)
 	}
 }
+
+func TestIdenticalReRegistrationAppendsNothing(t *testing.T) {
+	ts := newTestServer(t, nil)
+	body := `{"ID":"w1","Name":"web","Port":80,"Address":"127.0.0.2","Tags":["a"],"Check":{"TTL":"10s"}}`
+	first := ts.mustOK(http.MethodPut, "/v1/agent/service/register", body).index(t)
+	applies := ts.cl.Applies()
+	// Spring Cloud Consul and most clients re-register periodically.
+	for range 3 {
+		if idx := ts.mustOK(http.MethodPut, "/v1/agent/service/register", body).index(t); idx != first {
+			t.Fatalf("identical re-registration answered index %d, want %d", idx, first)
+		}
+	}
+	if got := ts.cl.Applies(); got != applies {
+		t.Fatalf("identical re-registrations appended %d entries", got-applies)
+	}
+	// A change still goes through.
+	changed := strings.Replace(body, `"Port":80`, `"Port":81`, 1)
+	if idx := ts.mustOK(http.MethodPut, "/v1/agent/service/register", changed).index(t); idx <= first {
+		t.Fatalf("a changed registration answered index %d, not past %d", idx, first)
+	}
+	if got := ts.cl.Applies(); got != applies+1 {
+		t.Fatalf("a changed registration appended %d entries, want 1", got-applies)
+	}
+}

@@ -81,6 +81,12 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q u
 		writeError(w, err)
 		return
 	}
+	// A service re-registering itself unchanged (Spring and most Consul
+	// clients do, periodically) appends nothing and wakes no watcher.
+	if idx, ok := api.UnchangedRegistration(r.Context(), s.store, s.cluster.ConsistentIndex, req); ok {
+		writeOK(w, idx)
+		return
+	}
 	idx, err := s.apply(r, fsm.RegisterType, req)
 	if err != nil {
 		writeError(w, err)
