@@ -23,7 +23,7 @@ func TestAFollowerAnswersOnCommitAndStillReadsItsWrites(t *testing.T) {
 	cl := c.Client(f)
 	for i := 0; i < 40; i++ {
 		id := fmt.Sprintf("seq-%d", i)
-		idx := registerRetry(t, cl, "seq", id, reg("10.0.0.1", 8080+i))
+		idx := agenttest.Register(t, cl, "seq", id, reg("10.0.0.1", 8080+i))
 		inst, meta, err := cl.Instance(ctx, "seq", id, nil)
 		if err != nil || inst.ModifyIndex != idx || meta.Index < idx {
 			t.Fatalf("write %d at index %d, then read on the same follower: %v %+v %+v", i, idx, err, inst, meta)

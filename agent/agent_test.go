@@ -31,7 +31,7 @@ func TestDevAgentRunsAloneInMemory(t *testing.T) {
 		st, err := cl.Status(ctx)
 		return err == nil && st.State == "Leader"
 	}, "the dev node to lead")
-	registerRetry(t, cl, "web", "w1", reg("127.0.0.1", 8080))
+	agenttest.Register(t, cl, "web", "w1", reg("127.0.0.1", 8080))
 	insts, _, err := cl.Instances(ctx, "web", &client.QueryOptions{Consistent: true})
 	if err != nil || len(insts) != 1 {
 		t.Fatalf("dev read: %v %v", err, insts)
@@ -40,16 +40,4 @@ func TestDevAgentRunsAloneInMemory(t *testing.T) {
 
 func reg(addr string, port int) *client.Registration {
 	return &client.Registration{Address: addr, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"zone": "a"}, Version: "1.2.3"}
-}
-
-// registerRetry registers, retrying while the cluster answers 503 (an
-// election on a loaded test machine): registration is idempotent.
-func registerRetry(t testing.TB, cl *client.Client, service, id string, r *client.Registration) uint64 {
-	t.Helper()
-	var idx uint64
-	agenttest.Retry503(t, "register "+service+"/"+id, func() (err error) {
-		idx, err = cl.Register(context.Background(), service, id, r)
-		return err
-	})
-	return idx
 }

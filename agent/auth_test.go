@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 const (
@@ -85,36 +85,27 @@ func rawDo(t *testing.T, hc *http.Client, method, url, tok, body string) rawResu
 	return r
 }
 
-// retryRaw503 repeats fn while it answers 503 (an election on a loaded machine).
+// retryRaw503 repeats fn while it answers 503 (an election on a loaded
+// machine), for up to 30 s, and returns its last answer.
 func retryRaw503(t *testing.T, fn func() rawResult) rawResult {
 	t.Helper()
 	var r rawResult
-	for i := 0; i < 50; i++ {
-		if r = fn(); r.status != http.StatusServiceUnavailable {
-			return r
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	_ = wait.Poll(30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		r = fn()
+		return r.status != http.StatusServiceUnavailable, ""
+	})
 	return r
 }
 
 // createToken creates a token through the API with the management token.
 func createToken(t *testing.T, cl *client.Client, req client.TokenRequest) *client.TokenCreated {
 	t.Helper()
-	var err error
-	for i := 0; i < 50; i++ {
-		var tok *client.TokenCreated
-		if tok, err = cl.CreateToken(context.Background(), &req); err == nil {
-			return tok
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("create token %+v: %v", req, err)
-	return nil
+	var tok *client.TokenCreated
+	agenttest.Retry503(t, fmt.Sprintf("create token %+v", req), func() (err error) {
+		tok, err = cl.CreateToken(context.Background(), &req)
+		return err
+	})
+	return tok
 }
 
 // identities a request can come from.

@@ -52,7 +52,7 @@ func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 		{"w3", client.Registration{Address: "10.0.0.3", Port: 80, Tags: []string{"v2"}, Meta: map[string]string{"zone": "a"}, Version: "2.0.0", Checks: ttl("critical")}},
 		{"w4", client.Registration{Address: "10.0.0.4", Port: 80, Tags: []string{"v2"}, Version: "1.5.0", Checks: ttl("warning")}},
 	} {
-		last = registerRetry(t, c.Client(f), "web", r.id, &r.reg)
+		last = agenttest.Register(t, c.Client(f), "web", r.id, &r.reg)
 	}
 	c.WaitForIndex(last)
 
@@ -113,7 +113,7 @@ func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 	for n := range 10 {
 		writer, reader := n%3, (n+1)%3
 		id := fmt.Sprintf("fresh-%d", n)
-		idx := registerRetry(t, c.Client(writer), "fresh", id, &client.Registration{Address: "10.0.1.1", Port: 80})
+		idx := agenttest.Register(t, c.Client(writer), "fresh", id, &client.Registration{Address: "10.0.1.1", Port: 80})
 		q := &client.QueryOptions{Consistent: true}
 		if n%2 == 1 {
 			q = &client.QueryOptions{MaxStale: time.Nanosecond}
@@ -160,9 +160,9 @@ func TestDNSOnEveryNodeAndRefusedWhenStale(t *testing.T) {
 		cfg.DNSMaxStale = time.Second
 	}))
 	c.WaitForVoters(3)
-	idx := registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 8080, Tags: []string{"v1"}})
-	registerRetry(t, c.Client(1), "web", "web-2", &client.Registration{Address: "10.0.0.2", Port: 8081, Checks: ttl("critical")})
-	last := registerRetry(t, c.Client(2), "web", "web-3", &client.Registration{Address: "10.0.0.3", Port: 8082, Tags: []string{"v1"}, Weight: 7})
+	idx := agenttest.Register(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 8080, Tags: []string{"v1"}})
+	agenttest.Register(t, c.Client(1), "web", "web-2", &client.Registration{Address: "10.0.0.2", Port: 8081, Checks: ttl("critical")})
+	last := agenttest.Register(t, c.Client(2), "web", "web-3", &client.Registration{Address: "10.0.0.3", Port: 8082, Tags: []string{"v1"}, Weight: 7})
 	c.WaitForIndex(max(idx, last))
 	query := func(i int, name string, qtype uint16) *dns.Msg {
 		t.Helper()
@@ -231,7 +231,7 @@ func TestWatchSurvivesTheAgentItTalksToBeingStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 80})
+	agenttest.Register(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 80})
 	updates, err := cl.Watch(ctx, "web", &client.QueryOptions{Healthy: true})
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +270,7 @@ func TestWatchSurvivesTheAgentItTalksToBeingStopped(t *testing.T) {
 			writer = (victim + 2) % 3
 		}
 		c.WaitForLeader()
-		registerRetry(t, c.Client(writer), "web", id, &client.Registration{Address: "10.0.0.2", Port: 80})
+		agenttest.Register(t, c.Client(writer), "web", id, &client.Registration{Address: "10.0.0.2", Port: 80})
 		for {
 			u = next()
 			if slices.Contains(ids(u.Instances), id) {
@@ -431,7 +431,7 @@ func TestBlockingQueryOnAFollowerWakesForARegistrationOnAnotherNode(t *testing.T
 	ctx := context.Background()
 	f := c.Follower()
 	srv := c.Node(f).Agent.API()
-	idx := registerRetry(t, c.Client(0), "lat", "lat-0", &client.Registration{Address: "10.0.0.1", Port: 80})
+	idx := agenttest.Register(t, c.Client(0), "lat", "lat-0", &client.Registration{Address: "10.0.0.1", Port: 80})
 	c.WaitForIndex(idx)
 	const samples = 200
 	var fromWrite, fromAck []time.Duration
@@ -487,8 +487,8 @@ func TestBlockedReaderOfOneServiceSleepsThroughChangesToAnother(t *testing.T) {
 	ctx := context.Background()
 	f := c.Follower()
 	srv := c.Node(f).Agent.API()
-	idx := registerRetry(t, c.Client(f), "a", "a-1", &client.Registration{Address: "10.0.0.1", Port: 80})
-	registerRetry(t, c.Client(f), "b", "b-1", &client.Registration{Address: "10.0.0.1", Port: 80})
+	idx := agenttest.Register(t, c.Client(f), "a", "a-1", &client.Registration{Address: "10.0.0.1", Port: 80})
+	agenttest.Register(t, c.Client(f), "b", "b-1", &client.Registration{Address: "10.0.0.1", Port: 80})
 	before := srv.BlockingStats()
 	type result struct {
 		meta *client.QueryMeta
@@ -502,7 +502,7 @@ func TestBlockedReaderOfOneServiceSleepsThroughChangesToAnother(t *testing.T) {
 	agenttest.Eventually(t, 10*time.Second, func() bool { return srv.BlockingStats().Active > before.Active }, "the reader to block")
 	var bIdx uint64
 	for n := range 20 {
-		bIdx = registerRetry(t, c.Client(n%3), "b", fmt.Sprintf("b-%d", n+2), &client.Registration{Address: "10.0.0.1", Port: 80})
+		bIdx = agenttest.Register(t, c.Client(n%3), "b", fmt.Sprintf("b-%d", n+2), &client.Registration{Address: "10.0.0.1", Port: 80})
 	}
 	r := <-done
 	if r.err != nil || r.meta.Index != idx {

@@ -128,8 +128,8 @@ func TestHostileRequestsToAThreeNodeClusterChangeNothing(t *testing.T) {
 				writeAPI = createToken(t, c.Client(0), client.TokenRequest{Policy: "write", Prefixes: []string{"api"}, Description: "api deployer"}).Secret
 				mgmt = testManagementToken
 			}
-			registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 80})
-			idx := registerRetry(t, c.Client(0), "api", "api-1", &client.Registration{Address: "10.0.0.2", Port: 80, Meta: map[string]string{"route_prefix": "/api/v2"}})
+			agenttest.Register(t, c.Client(0), "web", "web-1", &client.Registration{Address: "10.0.0.1", Port: 80})
+			idx := agenttest.Register(t, c.Client(0), "api", "api-1", &client.Registration{Address: "10.0.0.2", Port: 80, Meta: map[string]string{"route_prefix": "/api/v2"}})
 			c.WaitForIndex(idx)
 			agentPort := c.Node(1).HTTPAddr()
 			// With the management token the prefix is refused for shadowing
@@ -241,7 +241,7 @@ func TestHostileRequestsToAThreeNodeClusterChangeNothing(t *testing.T) {
 					}
 					woke <- m.Index
 				}()
-				idx := registerRetry(t, cl, "web", "web-1", reg)
+				idx := agenttest.Register(t, cl, "web", "web-1", reg)
 				after, _, err := cl.Instance(ctx, "web", "web-1", &client.QueryOptions{Consistent: true})
 				if err != nil {
 					t.Fatal(err)
@@ -348,10 +348,10 @@ func TestLoadBalancerWithServiceFlagServesAndRefusesAgentPorts(t *testing.T) {
 	go backend.Serve(ln)
 	defer backend.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	registerRetry(t, c.Client(0), "web", "web-1", &client.Registration{Address: "127.0.0.1", Port: port})
+	agenttest.Register(t, c.Client(0), "web", "web-1", &client.Registration{Address: "127.0.0.1", Port: port})
 	_, agentPort, _ := net.SplitHostPort(c.Node(1).HTTPAddr())
 	ap, _ := strconv.Atoi(agentPort)
-	idx := registerRetry(t, c.Client(0), "agent", "agent-1", &client.Registration{Address: "127.0.0.1", Port: ap})
+	idx := agenttest.Register(t, c.Client(0), "agent", "agent-1", &client.Registration{Address: "127.0.0.1", Port: ap})
 	c.WaitForIndex(idx)
 	var addrs []string
 	for i := range c.Nodes() {

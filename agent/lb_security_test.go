@@ -31,9 +31,9 @@ func TestLoadBalancerFollowsASecureRegistryAndCountsAttempts(t *testing.T) {
 	defer backend.Close()
 	host, port, _ := net.SplitHostPort(backend.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
-	registerRetry(t, c.Client(0), "web", "web-live", &client.Registration{Address: host, Port: p})
+	agenttest.Register(t, c.Client(0), "web", "web-live", &client.Registration{Address: host, Port: p})
 	dead := freeTCPPort(t)
-	registerRetry(t, c.Client(0), "web", "web-dead", &client.Registration{Address: "127.0.0.1", Port: dead})
+	agenttest.Register(t, c.Client(0), "web", "web-dead", &client.Registration{Address: "127.0.0.1", Port: dead})
 
 	var addrs []string
 	for i := range c.Nodes() {

@@ -105,7 +105,7 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 
 	var last uint64
 	for i := 0; i < 5; i++ {
-		last = registerRetry(t, c.Client(f), "web", fmt.Sprintf("web-%d", i), reg("10.0.0.1", 8000+i))
+		last = agenttest.Register(t, c.Client(f), "web", fmt.Sprintf("web-%d", i), reg("10.0.0.1", 8000+i))
 	}
 	// An instance with an HTTP check against a real server: its owner
 	// probes it, and the check turns passing.
@@ -113,7 +113,7 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 	defer srv.Close()
 	checked := reg("127.0.0.1", 9999)
 	checked.Checks = []client.CheckDefinition{{Name: "http", HTTP: srv.URL + "/healthz", Interval: client.Duration(200 * time.Millisecond), Timeout: client.Duration(150 * time.Millisecond)}}
-	last = registerRetry(t, c.Client(f), "api", "api-1", checked)
+	last = agenttest.Register(t, c.Client(f), "api", "api-1", checked)
 	agenttest.Eventually(t, 20*time.Second, func() bool {
 		inst, _, err := c.Client(f).Instance(ctx, "api", "api-1", nil)
 		return err == nil && inst.Status == "passing"

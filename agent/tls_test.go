@@ -133,7 +133,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 	ctx := context.Background()
 
 	f := c.Follower()
-	idx := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
+	idx := agenttest.Register(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
 	c.WaitForIndex(idx)
 	for i := range c.Nodes() {
 		insts, _, err := c.Client(i).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
@@ -194,7 +194,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 			}
 		}
 		for i := 0; i < 24; i++ {
-			registerRetry(t, c.Client(0), "chk", fmt.Sprintf("chk-%d", i), &client.Registration{
+			agenttest.Register(t, c.Client(0), "chk", fmt.Sprintf("chk-%d", i), &client.Registration{
 				Address: "127.0.0.1", Port: 9, Checks: []client.CheckDefinition{{TCP: "127.0.0.1:9", Interval: client.Duration(time.Second)}},
 			})
 		}
@@ -248,7 +248,7 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 		if survivor == nl {
 			survivor = (old + 2) % 3
 		}
-		idx := registerRetry(t, c.Client(survivor), "web", "web-2", reg("10.0.0.2", 8080))
+		idx := agenttest.Register(t, c.Client(survivor), "web", "web-2", reg("10.0.0.2", 8080))
 		insts, _, err := c.Client(nl).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
 		if err != nil || len(insts) != 2 {
 			t.Fatalf("after failover: %v %+v (index %d)", err, insts, idx)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // The measurement of many concurrent blocking queries runs the agent in a
@@ -63,9 +64,7 @@ func TestWatchersHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Shutdown(context.Background())
-	for !a.Node().IsLeader() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, "the dev agent to lead", a.Node().IsLeader)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -221,13 +220,10 @@ func TestManyBlockingQueries(t *testing.T) {
 	if dialErr != nil {
 		t.Fatalf("opening %d queries: %v", n, dialErr)
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for stats().Active < int64(n) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d queries blocked", stats().Active, n)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Minute, 200*time.Millisecond, func() (bool, string) {
+		active := stats().Active
+		return active >= int64(n), fmt.Sprintf("only %d of %d queries blocked", active, n)
+	})
 	opened := time.Since(start)
 	held := stats()
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) / 1024 }

@@ -19,6 +19,7 @@ import (
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/fsm/fsmtest"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // The external tests (package api_test) drive the API over HTTP on a real
@@ -245,16 +246,10 @@ func (ts *testServer) blocked(t testing.TB, path string) <-chan response {
 	return ch
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
+// waitFor polls cond until it holds, failing the test after 30 s (wait.Until).
 func waitFor(t testing.TB, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, what, cond)
 }
 
 // receive waits for a blocked query's answer, failing after 10 s.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/beaconhq/beacon/api/apitest"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // serveLoopback runs a real api.Server on 127.0.0.1 with cfg changed by
@@ -182,12 +183,7 @@ func TestShutdownEndsBlockingQueries(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		done <- response{status: resp.StatusCode, header: resp.Header, body: b}
 	}()
-	for deadline := time.Now().Add(generous); cl.ConsistentReads() == 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the blocking query never reached the server")
-		}
-		time.Sleep(time.Millisecond) // polling a condition, not waiting for time to pass
-	}
+	wait.Until(t, generous, "the blocking query to reach the server", func() bool { return cl.ConsistentReads() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), generous)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {

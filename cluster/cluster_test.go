@@ -19,25 +19,13 @@ func reg(addr string, port int) *client.Registration {
 	return &client.Registration{Address: addr, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"zone": "a"}, Version: "1.2.3"}
 }
 
-// registerRetry registers, retrying while the cluster answers 503 (an
-// election on a loaded test machine): registration is idempotent.
-func registerRetry(t testing.TB, cl *client.Client, service, id string, r *client.Registration) uint64 {
-	t.Helper()
-	var idx uint64
-	agenttest.Retry503(t, "register "+service+"/"+id, func() (err error) {
-		idx, err = cl.Register(context.Background(), service, id, r)
-		return err
-	})
-	return idx
-}
-
 func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
 	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
 
 	f := c.Follower()
-	idx := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
+	idx := agenttest.Register(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
 	// Read-your-writes on the node written to: no waiting.
 	insts, meta, err := c.Client(f).Instances(ctx, "web", nil)
 	if err != nil || len(insts) != 1 || meta.Index < idx {
@@ -62,7 +50,7 @@ func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
 	}
 
 	// Re-registering is an update that bumps the modify index only.
-	idx2 := registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.2", 8081))
+	idx2 := agenttest.Register(t, c.Client(f), "web", "web-1", reg("10.0.0.2", 8081))
 	inst, _, err := c.Client(f).Instance(ctx, "web", "web-1", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +92,7 @@ func TestFollowersLearnOfACommitWithoutWaitingForCommitTimeout(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		l := c.WaitForLeader()
 		// WaitForIndex gives up after 30 s, half the commit timeout.
-		c.WaitForIndex(registerRetry(t, c.Client(l), "nudge", fmt.Sprintf("via-leader-%d", i), reg("10.0.0.1", 8080)))
+		c.WaitForIndex(agenttest.Register(t, c.Client(l), "nudge", fmt.Sprintf("via-leader-%d", i), reg("10.0.0.1", 8080)))
 	}
 	f := c.Follower()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -123,7 +111,7 @@ func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing
 	acked := map[string]bool{}
 	for i := 0; i < 20; i++ {
 		id := fmt.Sprintf("api-%d", i)
-		registerRetry(t, c.Client(i%3), "api", id, reg("10.1.0.1", 9000+i))
+		agenttest.Register(t, c.Client(i%3), "api", id, reg("10.1.0.1", 9000+i))
 		acked[id] = true
 	}
 	old := c.Leader()
@@ -136,7 +124,7 @@ func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing
 	for i := 20; i < 40; i++ {
 		id := fmt.Sprintf("api-%d", i)
 		n := (old + 1 + i%2) % 3
-		registerRetry(t, c.Client(n), "api", id, reg("10.1.0.1", 9000+i))
+		agenttest.Register(t, c.Client(n), "api", id, reg("10.1.0.1", 9000+i))
 		acked[id] = true
 	}
 	insts, meta, err := c.Client(newLeader).Instances(ctx, "api", &client.QueryOptions{Consistent: true})
@@ -166,7 +154,7 @@ func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
 	c := agenttest.New(t, 3)
 	ctx := context.Background()
 	c.WaitForVoters(3)
-	registerRetry(t, c.Client(0), "db", "db-1", reg("10.2.0.1", 5432))
+	agenttest.Register(t, c.Client(0), "db", "db-1", reg("10.2.0.1", 5432))
 	n4 := c.AddNode("node4")
 	// The same calls `beacon join` and `beacon leave` make.
 	if n, err := n4.Client().Join(ctx, []string{c.Node(0).Config.GossipAddr}); err != nil || n != 1 {

@@ -142,7 +142,8 @@ func TestRequestsInFlightThroughFollowersWhenTheLeaderFreezesAnswerWithinTheBudg
 			}()
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // requests are flowing
+	done := func() int { mu.Lock(); defer mu.Unlock(); return len(results) }
+	eventually(t, 30*time.Second, func() bool { return done() >= 8 }, "requests flowing") // then freeze
 	resume := tn.pause(l)
 	eventually(t, 30*time.Second, func() bool {
 		for i, n := range tn.nodes {
@@ -152,7 +153,8 @@ func TestRequestsInFlightThroughFollowersWhenTheLeaderFreezesAnswerWithinTheBudg
 		}
 		return false
 	}, "a new leader")
-	time.Sleep(500 * time.Millisecond) // requests flow through the new leader
+	before := done()
+	eventually(t, 30*time.Second, func() bool { return done() >= before+8 }, "requests answered under the new leader")
 	close(stop)
 	wg.Wait()
 	resume()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -130,16 +131,10 @@ func (tn *testNodes) shutdown() {
 	}
 }
 
-// eventually polls cond every 20ms until it holds or timeout passes.
+// eventually polls cond until it holds or timeout passes (wait.Until).
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Until(t, timeout, what, cond)
 }
 
 // countEntries counts the entries of node i's log (up to its commit index)

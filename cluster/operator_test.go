@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -23,28 +22,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// retry runs a write until it does not fail with 503 (an election on a
-// loaded machine): the writes used here are idempotent.
-func retry(t *testing.T, what string, fn func() error) {
-	t.Helper()
-	var err error
-	for range 50 {
-		if err = fn(); err == nil {
-			return
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
-
 func register(t *testing.T, cl *client.Client, service, id string, node string) uint64 {
 	t.Helper()
 	var idx uint64
-	retry(t, "register "+id, func() (err error) {
+	agenttest.Retry503(t, "register "+id, func() (err error) {
 		idx, err = cl.Register(context.Background(), service, id, &client.Registration{Address: "10.0.0.1", Port: 8080, Node: node})
 		return err
 	})
@@ -98,7 +79,7 @@ func TestSnapshotRestoreThroughAFollowerReplacesTheCatalogOfEveryNode(t *testing
 	}()
 
 	var res *client.RestoreResult
-	retry(t, "restore", func() (err error) {
+	agenttest.Retry503(t, "restore", func() (err error) {
 		res, err = c.Client(f).RestoreSnapshot(ctx, saved.Bytes())
 		return err
 	})
@@ -239,7 +220,7 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 	other := c.Follower(gone)
 	agenttest.Eventually(t, 30*time.Second, func() bool { return memberStatus(c, l, goneName) == "failed" }, goneName+" failed")
 	// Through a follower, which forwards to the leader.
-	retry(t, "force-leave", func() error { return c.Client(other).ForceLeave(ctx, goneName) })
+	agenttest.Retry503(t, "force-leave", func() error { return c.Client(other).ForceLeave(ctx, goneName) })
 
 	l = c.Leader()
 	if got := voters(c, l); slices.Contains(got, goneName) || len(got) != 2 {
@@ -259,7 +240,7 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 		t.Fatalf("instance on the force-left node: %+v", inst)
 	}
 	// Forcing it out again is harmless.
-	retry(t, "second force-leave", func() error { return c.Client(l).ForceLeave(ctx, goneName) })
+	agenttest.Retry503(t, "second force-leave", func() error { return c.Client(l).ForceLeave(ctx, goneName) })
 
 	// If it comes back after all, it is a member and a voter again.
 	c.Restart(gone)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/hashicorp/go-hclog"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -176,8 +177,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 		// Wait for the request to be pending on the client, then break
 		// every server connection.
 		rc := p.pool.client(p.addr())
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		wait.Until(t, 30*time.Second, "the call to become pending", func() bool {
 			rc.mu.Lock()
 			conn := rc.conn
 			rc.mu.Unlock()
@@ -187,14 +187,8 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 				pending = len(conn.pending)
 				conn.mu.Unlock()
 			}
-			if pending > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the call never became pending")
-			}
-			time.Sleep(time.Millisecond)
-		}
+			return pending > 0
+		})
 		p.rpc.connsMu.Lock()
 		for c := range p.rpc.conns {
 			c.Close()
@@ -221,18 +215,12 @@ func TestClusterPortRefusesWhoLacksTheSecret(t *testing.T) {
 	if !errors.As(err, &de) {
 		t.Fatalf("%v is not marked as never sent", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	rejected := func() float64 {
 		var m dto.Metric
 		_ = p.server.metrics.connRejected.WithLabelValues("secret").Write(&m)
 		return m.GetCounter().GetValue()
 	}
-	for rejected() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the rejection was not counted")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, "the rejection to be counted", func() bool { return rejected() >= 1 })
 }
 
 func TestClusterPortRoutesRaftConnectionsAndDropsUnknownKinds(t *testing.T) {

@@ -63,7 +63,7 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 		{"shelf", "shelf-1", client.Registration{Address: "10.0.1.2", Port: 80}},
 		{"other", "other-1", client.Registration{Address: "10.0.1.3", Port: 80, Tags: []string{"v2"}}},
 	} {
-		c.WaitForIndex(registerRetry(t, c.Client(0), r.svc, r.id, &r.reg))
+		c.WaitForIndex(agenttest.Register(t, c.Client(0), r.svc, r.id, &r.reg))
 	}
 	addr := c.Node(c.Follower()).HTTPAddr()
 
@@ -125,7 +125,7 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 			done <- err
 		}()
 		agenttest.Eventually(t, 30*time.Second, func() bool { return strings.Count(out.String(), "--- index") == 1 }, "the first listing")
-		registerRetry(t, c.Client(1), "shop", "shop-4", &client.Registration{Address: "10.0.0.4", Port: 80})
+		agenttest.Register(t, c.Client(1), "shop", "shop-4", &client.Registration{Address: "10.0.0.4", Port: 80})
 		agenttest.Eventually(t, 30*time.Second, func() bool {
 			return strings.Count(out.String(), "--- index") == 2 && strings.Contains(out.String(), "shop-4")
 		}, "the change to be printed")

@@ -3,6 +3,7 @@ package cmd_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // cli runs the CLI in-process against addr and returns its stdout.
@@ -76,8 +78,8 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	}
 
 	// snapshot save, inspect, restore from files.
-	registerRetry(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 80))
-	registerRetry(t, c.Client(f), "web", "web-2", reg("10.0.0.2", 80))
+	agenttest.Register(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 80))
+	agenttest.Register(t, c.Client(f), "web", "web-2", reg("10.0.0.2", 80))
 	file := filepath.Join(t.TempDir(), "backup.snap")
 	if out := mustBeacon(t, addr, "snapshot", "save", file); !strings.Contains(out, "2 instances") {
 		t.Fatalf("snapshot save: %q", out)
@@ -86,7 +88,7 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 		t.Fatalf("snapshot inspect (no agent needed):\n%s", out)
 	}
 	mustBeacon(t, addr, "deregister", "web", "web-1")
-	registerRetry(t, c.Client(f), "db", "db-1", reg("10.0.0.5", 5432))
+	agenttest.Register(t, c.Client(f), "db", "db-1", reg("10.0.0.5", 5432))
 	other := c.Node(c.Follower(f)).HTTPAddr()
 	if out := mustBeacon(t, other, "snapshot", "restore", file); !strings.Contains(out, "2 instances") {
 		t.Fatalf("snapshot restore: %q", out)
@@ -121,16 +123,13 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 	goneName := c.Node(gone).Name
 	c.Stop(gone)
 	c.WaitForLeader()
-	var err error
-	for range 50 {
-		if _, err = cli(context.Background(), t, addr, "operator", "raft", "remove-peer", goneName); err == nil || !strings.Contains(err.Error(), "HTTP 503") {
-			break
+	wait.For(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		_, err := cli(context.Background(), t, addr, "operator", "raft", "remove-peer", goneName)
+		if err != nil && !strings.Contains(err.Error(), "HTTP 503") {
+			t.Fatalf("remove-peer %s: %v", goneName, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("remove-peer %s: %v", goneName, err)
-	}
+		return err == nil, fmt.Sprintf("remove-peer %s: %v", goneName, err)
+	})
 	c.WaitForVoters(2)
 }
 

@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // TestConnectionsBeyondTheCapAreAnswered429AndOthersStillServed holds the
@@ -61,13 +64,10 @@ func TestConnectionsBeyondTheCapAreAnswered429AndOthersStillServed(t *testing.T)
 	}
 	held[0].Close()
 	lo := netip.MustParseAddr("127.0.0.1")
-	deadline := time.Now().Add(10 * time.Second)
-	for ln.Open(lo) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("open connections %d after a close, want 2", ln.Open(lo))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 30*time.Second, 5*time.Millisecond, func() (bool, string) {
+		n := ln.Open(lo)
+		return n == 2, fmt.Sprintf("open connections %d after a close, want 2", n)
+	})
 	if code, _ := get(dial()); code != 200 {
 		t.Fatalf("a freed slot was not reusable: %d", code)
 	}

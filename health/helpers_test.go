@@ -95,30 +95,9 @@ func (tg *target) since(path string, from time.Time) []probe {
 	return out
 }
 
-// retry runs fn until it succeeds or fails with something other than a 503
-// (an election on a loaded machine); writes are idempotent.
-func retry(t testing.TB, what string, fn func() error) {
-	t.Helper()
-	var err error
-	for attempt := 0; attempt < 50; attempt++ {
-		if err = fn(); err == nil {
-			return
-		}
-		var ce *client.Error
-		if errors.As(err, &ce) && ce.Status != http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(100 * time.Millisecond) // back-off between retries, not a wait for a state
-	}
-	t.Fatalf("%s: %v", what, err)
-}
-
 func register(t testing.TB, cl *client.Client, service, id string, r *client.Registration) {
 	t.Helper()
-	retry(t, "register "+service+"/"+id, func() error {
-		_, err := cl.Register(context.Background(), service, id, r)
-		return err
-	})
+	agenttest.Register(t, cl, service, id, r)
 }
 
 // running returns the indexes of the running nodes.

@@ -30,7 +30,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	register(t, cl, "jobs", "j2", &client.Registration{Address: "127.0.0.1", Port: 2, Checks: []client.CheckDefinition{ttlCheck}})
 
 	// Metrics reach discovery on every node.
-	retry(t, "report", func() error {
+	agenttest.Retry503(t, "report", func() error {
 		_, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", &client.TTLUpdate{Output: "ok", Metrics: map[string]float64{"load": 0.4, "queue": 12}})
 		return err
 	})
@@ -57,7 +57,7 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	before := leader.Stats().MetricsWrites
 	start := time.Now()
 	for k := 0; k < 20; k++ {
-		retry(t, "report", func() error {
+		agenttest.Retry503(t, "report", func() error {
 			_, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", &client.TTLUpdate{Metrics: map[string]float64{"load": float64(k)}})
 			return err
 		})
@@ -100,9 +100,9 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	// j1 fails and recovers before deregister_critical_after: it stays.
 	stopHB()
 	<-hbDone
-	retry(t, "fail", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "fail", nil); return err })
+	agenttest.Retry503(t, "fail", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "fail", nil); return err })
 	waitInstance(t, c, 30*time.Second, "jobs", "j1", "critical", hasStatus("critical"))
-	retry(t, "pass", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", nil); return err })
+	agenttest.Retry503(t, "pass", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", nil); return err })
 	waitInstance(t, c, 30*time.Second, "jobs", "j1", "passing", hasStatus("passing"))
 	if st := leader.Stats(); st.DeregisteredCritical != 1 {
 		t.Fatalf("%d instances deregistered as critical, want only j2", st.DeregisteredCritical)
@@ -131,7 +131,7 @@ func TestMaintenanceAndDraining(t *testing.T) {
 	}
 	maint := func(id string, m client.MaintenanceRequest) {
 		t.Helper()
-		retry(t, "maintenance "+id, func() error { _, err := cl.Maintenance(ctx, "api", id, &m); return err })
+		agenttest.Retry503(t, "maintenance "+id, func() error { _, err := cl.Maintenance(ctx, "api", id, &m); return err })
 	}
 	healthyEverywhere("[a b c]")
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // memCatalog is an in-memory registry with the blocking semantics of the
@@ -256,16 +258,10 @@ func get(t testing.TB, c *http.Client, url string, hdr ...string) (int, string, 
 	return resp.StatusCode, string(body), resp.Header
 }
 
-// eventually polls cond every 5 ms until it holds, for at most 10 s.
+// eventually polls cond until it holds, for at most 30 s (wait.Until).
 func eventually(t testing.TB, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, what, cond)
 }
 
 // rawUpgrade sends a WebSocket-style upgrade request over a raw connection

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
 )
 
 // Cluster is a set of in-process agents. Its methods must be called from the
@@ -122,7 +125,10 @@ func (c *Cluster) start(cfg agent.Config) *Node {
 	cfg.HTTPAddr = a.HTTPAddr()
 	cfg.RaftAddr = a.Node().ClusterAddr()
 	cfg.GossipAddr = a.Node().GossipAddr()
-	ccfg := client.Config{Addresses: []string{cfg.HTTPAddr}}
+	// A generous attempt timeout: on a loaded machine a commit may take
+	// longer than the default 2 s, and with one address a timed-out write
+	// is not re-sent.
+	ccfg := client.Config{Addresses: []string{cfg.HTTPAddr}, AttemptTimeout: 10 * time.Second}
 	if c.clientCfg != nil {
 		c.clientCfg(&ccfg)
 	}
@@ -208,7 +214,7 @@ func (c *Cluster) Leader() int {
 	if l >= 0 {
 		return l
 	}
-	Eventually(c.t, 30*time.Second, func() bool { l = c.LeaderNow(); return l >= 0 }, "a leader")
+	wait.Until(c.t, 30*time.Second, "a leader", func() bool { l = c.LeaderNow(); return l >= 0 })
 	return l
 }
 
@@ -242,10 +248,10 @@ func (c *Cluster) Follower(not ...int) int {
 func (c *Cluster) WaitForLeader() int {
 	c.t.Helper()
 	var leader int
-	Eventually(c.t, 30*time.Second, func() bool {
+	wait.For(c.t, 30*time.Second, wait.Interval, func() (bool, string) {
 		leader = c.LeaderNow()
 		if leader < 0 {
-			return false
+			return false, "no running node leads"
 		}
 		name := c.nodes[leader].Name
 		for _, n := range c.nodes {
@@ -258,11 +264,11 @@ func (c *Cluster) WaitForLeader() int {
 				inConfig = inConfig || p.ID == n.Name
 			}
 			if inConfig && st.Leader != name {
-				return false
+				return false, fmt.Sprintf("%s leads, %s knows leader %q", name, n.Name, st.Leader)
 			}
 		}
-		return true
-	}, "a leader agreed on by every running node")
+		return true, ""
+	})
 	return leader
 }
 
@@ -272,32 +278,35 @@ func (c *Cluster) WaitForLeader() int {
 // a no-op entry that no FSM ever applies.
 func (c *Cluster) WaitForIndex(index uint64) {
 	c.t.Helper()
-	Eventually(c.t, 30*time.Second, func() bool {
+	wait.For(c.t, 30*time.Second, wait.Interval, func() (bool, string) {
 		for _, n := range c.nodes {
-			if n.Agent != nil && n.Agent.Node().Status().AppliedIndex < index {
-				return false
+			if n.Agent == nil {
+				continue
+			}
+			if got := n.Agent.Node().Status().AppliedIndex; got < index {
+				return false, fmt.Sprintf("%s applied index %d, want %d", n.Name, got, index)
 			}
 		}
-		return true
-	}, fmt.Sprintf("every node at index %d", index))
+		return true, ""
+	})
 }
 
 // WaitForVoters waits until the leader's Raft configuration has exactly n voters.
 func (c *Cluster) WaitForVoters(n int) {
 	c.t.Helper()
-	Eventually(c.t, 30*time.Second, func() bool {
+	wait.For(c.t, 30*time.Second, wait.Interval, func() (bool, string) {
 		l := c.LeaderNow()
 		if l < 0 {
-			return false
+			return false, "no leader"
 		}
-		voters := 0
+		var voters []string
 		for _, p := range c.nodes[l].Agent.Node().Status().Peers {
 			if p.Suffrage == "Voter" {
-				voters++
+				voters = append(voters, p.ID)
 			}
 		}
-		return voters == n
-	}, fmt.Sprintf("%d voters", n))
+		return len(voters) == n, fmt.Sprintf("leader %s has %d voters %v, want %d", c.nodes[l].Name, len(voters), voters, n)
+	})
 }
 
 func (c *Cluster) shutdown() {
@@ -321,34 +330,58 @@ func (c *Cluster) shutdown() {
 
 // Retry503 runs fn until it succeeds, failing the test at once on an error
 // that is not a 503 (an election on a loaded machine answers 503), and after
-// 30 s of 503s. fn must be safe to repeat (registrations are idempotent).
+// 30 s of 503s with the last one. fn must be safe to repeat (registrations
+// are idempotent).
 func Retry503(t testing.TB, what string, fn func() error) {
 	t.Helper()
-	var err error
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if err = fn(); err == nil {
-			return
+	wait.For(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		err := fn()
+		if err == nil {
+			return true, ""
 		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+		if !Is503(err) {
 			t.Fatalf("%s: %v", what, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%s: %v", what, err)
+	})
+}
+
+// Is503 reports whether err is the API's 503 Service Unavailable (no leader,
+// not caught up, shutting down): what a loaded machine answers for a while.
+func Is503(err error) bool {
+	var ce *client.Error
+	return errors.As(err, &ce) && ce.Status == http.StatusServiceUnavailable
+}
+
+// Register registers an instance through cl, retrying 503s like Retry503,
+// and returns the index of the write.
+func Register(t testing.TB, cl *client.Client, service, id string, r *client.Registration) uint64 {
+	t.Helper()
+	var idx uint64
+	Retry503(t, "register "+service+"/"+id, func() (err error) {
+		idx, err = cl.Register(context.Background(), service, id, r)
+		return err
+	})
+	return idx
+}
+
+// Deregister deregisters an instance through cl, retrying 503s like
+// Retry503, and returns the index of the write.
+func Deregister(t testing.TB, cl *client.Client, service, id string) uint64 {
+	t.Helper()
+	var idx uint64
+	Retry503(t, "deregister "+service+"/"+id, func() (err error) {
+		idx, err = cl.Deregister(context.Background(), service, id)
+		return err
+	})
+	return idx
 }
 
 // Eventually polls cond every 10ms until it holds, failing the test with
-// what after timeout.
+// what after timeout (wait.Until; wait.For when the failure should say why).
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(t, timeout, what, cond)
 }
 
 // testLog sends agent logs to t.Log until the cluster shuts down.
@@ -379,4 +412,27 @@ func (l *testLog) close() {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
+}
+
+// Main runs the tests of a package that starts agents, and fails it if any
+// test leaves goroutines behind: every agent must shut down completely.
+// memberlist may still be finishing a probe of a dead peer (bounded by its
+// TCP timeout, 2 s) when the last agent stops, so leaks are looked for until
+// they persist for 5 s. Use it as the package's TestMain:
+//
+//	func TestMain(m *testing.M) { agenttest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		var leak error
+		_ = wait.Poll(5*time.Second, 100*time.Millisecond, func() (bool, string) {
+			leak = goleak.Find()
+			return leak == nil, ""
+		})
+		if leak != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines left behind:", leak)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

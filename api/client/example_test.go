@@ -9,6 +9,7 @@ import (
 
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // Example registers two instances, discovers them with filters, and
@@ -94,12 +95,8 @@ func startDevAgent() (string, func()) {
 	if err := a.Start(context.Background()); err != nil {
 		log.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !a.Node().IsLeader() {
-		if time.Now().After(deadline) {
-			log.Fatal("dev agent did not become leader")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := wait.Poll(30*time.Second, wait.Interval, func() (bool, string) { return a.Node().IsLeader(), "" }); err != nil {
+		log.Fatalf("dev agent did not become leader: %v", err)
 	}
 	return a.HTTPAddr(), func() { _ = a.Shutdown(context.Background()) }
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // catalog is the state fake agents share: one service's instances at an index.
@@ -148,13 +149,7 @@ func ids(u client.WatchUpdate) string {
 
 func waitUntil(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, what, cond)
 }
 
 func TestWatch(t *testing.T) {

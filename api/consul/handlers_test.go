@@ -1,6 +1,7 @@
 package consul_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/beaconhq/beacon/api/apitest"
 	"github.com/beaconhq/beacon/api/consul"
 	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // addNode records this node (and others) in the catalog, as the leader does
@@ -448,8 +450,7 @@ func TestBlockingQueriesAreCapped(t *testing.T) {
 	done := long()
 	// Once one blocks, another is refused. (Either may be the one that
 	// got the slot first: a refused long query is sent again.)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, time.Millisecond, func() (bool, string) {
 		select {
 		case r1 := <-done:
 			if r1.status != http.StatusTooManyRequests {
@@ -461,12 +462,10 @@ func TestBlockingQueriesAreCapped(t *testing.T) {
 		r2 := ts.do(http.MethodGet, "/v1/catalog/services?index="+itoa(r.index(t))+"&wait=100ms", "")
 		if r2.status == http.StatusTooManyRequests {
 			assertError(t, r2, 429, "too_many_blocking_queries", "")
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("second blocking query: %s", r2)
-		}
-	}
+		return false, fmt.Sprintf("second blocking query: %s", r2)
+	})
 	ts.mustOK(http.MethodPut, "/v1/agent/service/register", `{"Name":"web","Port":80}`)
 	if r := <-done; r.status != 200 || r.index(t) <= 1 {
 		t.Fatalf("first blocking query: %s", r)

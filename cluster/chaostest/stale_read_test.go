@@ -3,12 +3,14 @@ package chaostest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/cluster/chaostest"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 const staleService = "stale"
@@ -38,34 +40,27 @@ func startCluster(t *testing.T) *chaostest.Cluster {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Until(t, timeout, what, cond)
 }
 
-// register writes value through node i, retrying 503s (an election):
-// registration is idempotent.
+// register writes value through node i, retrying 503s (an election) for up
+// to 30 s: registration is idempotent.
 func register(t *testing.T, c *chaostest.Cluster, i int, id, value string) {
 	t.Helper()
-	var err error
-	for attempt := 0; attempt < 50; attempt++ {
+	what := fmt.Sprintf("register %s=%s through %s", id, value, c.Nodes[i].Name)
+	wait.For(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = c.Client(i).Register(ctx, staleService, id, &client.Registration{Address: "192.0.2.1", Port: 80, Meta: map[string]string{"v": value}})
+		_, err := c.Client(i).Register(ctx, staleService, id, &client.Registration{Address: "192.0.2.1", Port: 80, Meta: map[string]string{"v": value}})
 		cancel()
 		if err == nil {
-			return
+			return true, ""
 		}
 		var ce *client.Error
 		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
-			break
+			t.Fatalf("%s: %v", what, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("register %s=%s through %s: %v", id, value, c.Nodes[i].Name, err)
+		return false, fmt.Sprintf("%s: %v", what, err)
+	})
 }
 
 type readResult struct {
@@ -312,9 +307,8 @@ func TestRestartedFollowerSaysItIsBehind(t *testing.T) {
 	if err := c.Restart(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	var sawBehind, sawCurrent bool
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && !sawCurrent {
+	var sawBehind bool
+	wait.For(t, 30*time.Second, 20*time.Millisecond, func() (bool, string) {
 		// Readiness first: a node that says it is ready must then answer
 		// at least what the leader had before the restart.
 		ready := readyz(c, f)
@@ -322,7 +316,7 @@ func TestRestartedFollowerSaysItIsBehind(t *testing.T) {
 		_, meta, err := c.Client(f).Instances(rctx, staleService, nil)
 		cancel()
 		if err != nil {
-			continue
+			return false, fmt.Sprintf("the restarted follower's read: %v", err)
 		}
 		if meta.Index < last {
 			sawBehind = true
@@ -333,14 +327,10 @@ func TestRestartedFollowerSaysItIsBehind(t *testing.T) {
 				t.Fatalf("restarted follower answered index %d (< %d, the leader's before the restart) with Last-Contact %s, Known-Leader %v: it claims to be current",
 					meta.Index, last, meta.LastContact, meta.KnownLeader)
 			}
-		} else {
-			sawCurrent = true
+			return false, fmt.Sprintf("the restarted follower answers index %d, want %d (caught up)", meta.Index, last)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !sawCurrent {
-		t.Fatalf("the restarted follower never caught up to index %d", last)
-	}
+		return true, ""
+	})
 	t.Logf("saw the follower behind before it caught up: %v", sawBehind)
 }
 

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // TestComposeClusterEndToEnd drives docker-compose.yml the way docs/compose.md
@@ -419,13 +421,7 @@ func (dc *composeCluster) cli(service string, args ...string) string {
 
 func (dc *composeCluster) eventually(timeout time.Duration, what string, cond func() bool) {
 	dc.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			dc.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	wait.For(dc.t, timeout, 250*time.Millisecond, func() (bool, string) { return cond(), what })
 }
 
 func (dc *composeCluster) others(node string) []string {
@@ -537,21 +533,17 @@ func (dc *composeCluster) hasInstances(service, name string, ids ...string) bool
 // registration is idempotent.
 func (dc *composeCluster) register(service, name, id, addr string, port int) {
 	dc.t.Helper()
-	var out string
-	var err error
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		out, err = dc.try(beaconBin, "--addr", dc.port(service, 8750), "register", name, id,
+	wait.For(dc.t, 60*time.Second, 250*time.Millisecond, func() (bool, string) {
+		out, err := dc.try(beaconBin, "--addr", dc.port(service, 8750), "register", name, id,
 			"--address", addr, "--port", fmt.Sprint(port), "--tag", "e2e")
 		if err == nil {
-			return
+			return true, ""
 		}
 		if !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "no agent answered") && !strings.Contains(out, "no agent reachable") {
-			break
+			dc.t.Fatalf("register %s through %s: %v\n%s", id, service, err, out)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	dc.t.Fatalf("register %s through %s: %v\n%s", id, service, err, out)
+		return false, fmt.Sprintf("register %s through %s: %v\n%s", id, service, err, out)
+	})
 }
 
 // httpGet fetches path from addr, with a Host header if host is set.

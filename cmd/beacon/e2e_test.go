@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // These tests drive the built binary the way the README tells a newcomer to:
@@ -151,13 +153,7 @@ func (pc *procCluster) try(args ...string) (string, error) {
 
 func (pc *procCluster) eventually(timeout time.Duration, what string, cond func() bool) {
 	pc.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			pc.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	wait.For(pc.t, timeout, 50*time.Millisecond, func() (bool, string) { return cond(), what })
 }
 
 type status struct {
@@ -212,19 +208,16 @@ func (pc *procCluster) discover(p *proc, service string, extra ...string) []inst
 // register retries while the cluster answers 503 (a leader election).
 func (pc *procCluster) register(p *proc, service, id, addr string, port int) {
 	pc.t.Helper()
-	var out string
-	var err error
-	for i := 0; i < 50; i++ {
-		out, err = pc.try("--addr", p.http, "register", service, id, "--address", addr, "--port", fmt.Sprint(port), "--tag", "e2e")
+	wait.For(pc.t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		out, err := pc.try("--addr", p.http, "register", service, id, "--address", addr, "--port", fmt.Sprint(port), "--tag", "e2e")
 		if err == nil {
-			return
+			return true, ""
 		}
 		if !strings.Contains(out, "HTTP 503") {
-			break
+			pc.t.Fatalf("register %s: %v\n%s", id, err, out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	pc.t.Fatalf("register %s: %v\n%s", id, err, out)
+		return false, fmt.Sprintf("register %s: %v\n%s", id, err, out)
+	})
 }
 
 func TestBinaryThreeAgentsDrivenByTheCLI(t *testing.T) {

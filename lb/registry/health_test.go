@@ -98,7 +98,7 @@ func TestHealthTransitionsDriveEveryBalancersTable(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		b := startCheckedBackend(t, fmt.Sprintf("web-%d", i+1))
 		bes = append(bes, b)
-		registerRetry(t, c.Client(i), "web", b.name, b.checkedReg())
+		agenttest.Register(t, c.Client(i), "web", b.name, b.checkedReg())
 	}
 	var idx uint64
 	for _, b := range bes {

@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -66,25 +65,6 @@ func (b *backend) reg(meta ...string) *client.Registration {
 		r.Meta[meta[i]] = meta[i+1]
 	}
 	return r
-}
-
-// deregisterRetry deregisters, retrying on 503 like registerRetry.
-func deregisterRetry(t *testing.T, cl *client.Client, service, id string) uint64 {
-	t.Helper()
-	var err error
-	for attempt := 0; attempt < 20; attempt++ {
-		var idx uint64
-		if idx, err = cl.Deregister(context.Background(), service, id); err == nil {
-			return idx
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("deregister %s/%s: %v", service, id, err)
-	return 0
 }
 
 // startLB runs a `beacon lb` (as a library) against the given registry nodes.
@@ -227,7 +207,7 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		b := startBackend(t, fmt.Sprintf("web-%d", i+1))
 		bes = append(bes, b)
-		idx = registerRetry(t, c.Client(i), "web", b.name, b.reg())
+		idx = agenttest.Register(t, c.Client(i), "web", b.name, b.reg())
 	}
 	lb1 := startLB(t, "lb1", addrs, func(cfg *registry.Config) {
 		cfg.LB.Strategies = map[string]lb.Strategy{"cart": lb.Hash}
@@ -269,7 +249,7 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 	t.Run("a hash key lands on the same instance through either balancer", func(t *testing.T) {
 		var cidx uint64
 		for i, b := range bes {
-			cidx = registerRetry(t, c.Client(i), "cart", "cart-"+b.name, b.reg())
+			cidx = agenttest.Register(t, c.Client(i), "cart", "cart-"+b.name, b.reg())
 		}
 		for _, l := range lbs {
 			waitLB(t, l.Balancer(), "cart", cidx)
@@ -291,7 +271,7 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 	t.Run("a registration reaches both tables quickly", func(t *testing.T) {
 		// An instance that stays keeps the service followed, as in
 		// production; the measured ones come and go beside it.
-		anchor := registerRetry(t, c.Client(0), "lat", "lat-anchor", bes[0].reg())
+		anchor := agenttest.Register(t, c.Client(0), "lat", "lat-anchor", bes[0].reg())
 		for _, l := range lbs {
 			waitLB(t, l.Balancer(), "lat", anchor)
 		}
@@ -299,13 +279,13 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 		for i := 0; i < 40; i++ {
 			id := fmt.Sprintf("lat-%d", i)
 			t0 := time.Now()
-			idx := registerRetry(t, c.Client(i%3), "lat", id, bes[0].reg())
+			idx := agenttest.Register(t, c.Client(i%3), "lat", id, bes[0].reg())
 			for _, l := range lbs {
 				waitLB(t, l.Balancer(), "lat", idx)
 				regLat = append(regLat, time.Since(t0))
 			}
 			t0 = time.Now()
-			idx = deregisterRetry(t, c.Client((i+1)%3), "lat", id)
+			idx = agenttest.Deregister(t, c.Client((i+1)%3), "lat", id)
 			for _, l := range lbs {
 				waitLB(t, l.Balancer(), "lat", idx)
 				deregLat = append(deregLat, time.Since(t0))
@@ -331,7 +311,7 @@ func TestTwoLoadBalancersFollowOneClusterAndRouteConsistently(t *testing.T) {
 		tr.waitFor(t, 1000)
 		// The registry learns the instance is gone (here by deregistration;
 		// with health checks, by its check's transition) and every table drops it.
-		idx := deregisterRetry(t, c.Client(0), "web", "web-2")
+		idx := agenttest.Deregister(t, c.Client(0), "web", "web-2")
 		for _, l := range lbs {
 			waitLB(t, l.Balancer(), "web", idx)
 			if r := l.Balancer().Table("web").Routed(); slices.Contains(r, "web-2") {
@@ -349,8 +329,8 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 	c.WaitForVoters(3)
 	addrs := []string{c.Node(0).HTTPAddr(), c.Node(1).HTTPAddr(), c.Node(2).HTTPAddr()}
 	b1, b2 := startBackend(t, "web-1"), startBackend(t, "web-2")
-	registerRetry(t, c.Client(1), "web", "web-1", b1.reg())
-	idx := registerRetry(t, c.Client(1), "web", "web-2", b2.reg())
+	agenttest.Register(t, c.Client(1), "web", "web-1", b1.reg())
+	idx := agenttest.Register(t, c.Client(1), "web", "web-2", b2.reg())
 	l := startLB(t, "lb", addrs, nil)
 	bal := l.Balancer()
 	waitLB(t, bal, "web", idx)
@@ -371,7 +351,7 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 	// Still routing, and following another node: a registration made now
 	// reaches the table.
 	b3 := startBackend(t, "web-3")
-	idx = registerRetry(t, c.Client(other), "web", "web-3", b3.reg())
+	idx = agenttest.Register(t, c.Client(other), "web", "web-3", b3.reg())
 	waitLB(t, bal, "web", idx)
 	agenttest.Eventually(t, 10*time.Second, func() bool {
 		st := bal.Status()
@@ -413,8 +393,8 @@ func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 	}))
 	c.WaitForVoters(3)
 	b1, b2 := startBackend(t, "web-1"), startBackend(t, "web-2")
-	registerRetry(t, c.Client(0), "web", "web-1", b1.reg())
-	idx := registerRetry(t, c.Client(0), "web", "web-2", b2.reg())
+	agenttest.Register(t, c.Client(0), "web", "web-1", b1.reg())
+	idx := agenttest.Register(t, c.Client(0), "web", "web-2", b2.reg())
 	c.WaitForIndex(idx)
 	hc := httpClient(t)
 	for i := range c.Nodes() {
@@ -496,16 +476,4 @@ func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 
 func reg(addr string, port int) *client.Registration {
 	return &client.Registration{Address: addr, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"zone": "a"}, Version: "1.2.3"}
-}
-
-// registerRetry registers, retrying while the cluster answers 503 (an
-// election on a loaded test machine): registration is idempotent.
-func registerRetry(t testing.TB, cl *client.Client, service, id string, r *client.Registration) uint64 {
-	t.Helper()
-	var idx uint64
-	agenttest.Retry503(t, "register "+service+"/"+id, func() (err error) {
-		idx, err = cl.Register(context.Background(), service, id, r)
-		return err
-	})
-	return idx
 }
