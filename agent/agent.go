@@ -45,6 +45,9 @@ type Agent struct {
 	health *health.Health
 	api    *api.Server
 	httpLn net.Listener
+	// wroteAddrFile is set once Config.AddrFile was written (Start), so
+	// that stop removes it.
+	wroteAddrFile bool
 	dns    *dns.Server
 	lb     *lb.Server // nil without LBAddr
 	// lbAdmin is the embedded balancer's bound admin address, for the web
@@ -257,6 +260,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err := a.startLB(ctx); err != nil {
 		return err
 	}
+	if err := a.writeAddrFile(httpAdv); err != nil {
+		return err
+	}
 	close(a.ready)
 	a.logger.Info("agent started", "node", a.cfg.Node, "http", ln.Addr().String(),
 		"cluster", node.ClusterAddr(), "gossip", node.GossipAddr(), "dns", a.DNSAddr(), "dev", a.cfg.Dev)
@@ -401,6 +407,7 @@ func (a *Agent) stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	a.removeAddrFile()
 	return errors.Join(errs...)
 }
 

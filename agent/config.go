@@ -26,6 +26,11 @@ type Config struct {
 	ClusterSecret   string   `json:"cluster_secret"`
 	LogLevel        string   `json:"log_level"`
 	LogJSON         bool     `json:"log_json"`
+	// AddrFile, when set, is where the agent writes the addresses it bound
+	// and advertises once it serves (JSON, AddrFile; replaced atomically),
+	// so that whoever started it on port 0 learns the ports the kernel
+	// picked. It is removed when the agent shuts down.
+	AddrFile string `json:"addr_file"`
 
 	RejoinInterval  time.Duration `json:"rejoin_interval"`
 	LeaderWait      time.Duration `json:"leader_wait"`

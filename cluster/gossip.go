@@ -49,6 +49,7 @@ type memberMeta struct {
 // remembers peers' addresses so a restarted node can rejoin by itself.
 type gossip struct {
 	ml     *memberlist.Memberlist
+	bind   string // the address memberlist bound (its port picked when 0 was asked)
 	meta   []byte
 	self   string
 	logger hclog.Logger
@@ -124,6 +125,9 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 		return nil, fmt.Errorf("cluster: start gossip: %w", err)
 	}
 	g.ml = ml
+	// memberlist.Create writes the port it bound back into mc when it
+	// was asked for port 0.
+	g.bind = net.JoinHostPort(host, strconv.Itoa(mc.BindPort))
 	return g, nil
 }
 

@@ -122,6 +122,13 @@ func (n *Node) ClusterAddr() string { return n.mux.advertise.String() }
 // GossipAddr returns the advertised gossip address.
 func (n *Node) GossipAddr() string { return n.gossip.addr() }
 
+// ClusterBindAddr returns the address the cluster port's listener bound
+// (with the port the kernel picked when port 0 was asked for).
+func (n *Node) ClusterBindAddr() string { return n.mux.ln.Addr().String() }
+
+// GossipBindAddr returns the address gossip bound (TCP and UDP).
+func (n *Node) GossipBindAddr() string { return n.gossip.bind }
+
 // Start opens the stores and listeners and starts Raft, gossip and the
 // background loops. On error everything started is stopped again.
 func (n *Node) Start(ctx context.Context) (err error) {

@@ -33,6 +33,7 @@ var agentSettings = []option{
 	{"cluster-secret", "", "BEACON_CLUSTER_SECRET", "shared secret authenticating node-to-node RPC", func(c *agent.Config) any { return &c.ClusterSecret }},
 	{"log-level", "", "BEACON_LOG_LEVEL", "trace, debug, info, warn or error", func(c *agent.Config) any { return &c.LogLevel }},
 	{"log-json", "", "BEACON_LOG_JSON", "log JSON lines", func(c *agent.Config) any { return &c.LogJSON }},
+	{"addr-file", "", "BEACON_ADDR_FILE", "once serving, write the addresses bound and advertised (http, cluster, gossip, dns; JSON) to this file, replaced atomically: learn the ports picked for :0", func(c *agent.Config) any { return &c.AddrFile }},
 	{"rejoin-interval", "", "BEACON_REJOIN_INTERVAL", "how often to rejoin known peers that are not alive", func(c *agent.Config) any { return &c.RejoinInterval }},
 	{"leader-wait", "", "BEACON_LEADER_WAIT", "how long a write waits for a leader before 503", func(c *agent.Config) any { return &c.LeaderWait }},
 	{"reap-failed-after", "", "BEACON_REAP_FAILED_AFTER", "remove servers failed this long from Raft (0: never)", func(c *agent.Config) any { return &c.ReapFailedAfter }},

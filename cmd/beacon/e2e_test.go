@@ -3,8 +3,9 @@ package main_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
@@ -44,7 +46,10 @@ type proc struct {
 	args []string
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
-	http string
+	// addrFile is the agent's --addr-file; http, cluster and gossip are the
+	// addresses it bound (on port 0 the first time), read from it.
+	addrFile              string
+	http, cluster, gossip string
 }
 
 type procCluster struct {
@@ -52,22 +57,51 @@ type procCluster struct {
 	procs []*proc
 }
 
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+// onPortZero returns the agent arguments that bind every listener on a port
+// the kernel picks and write the bound addresses to p.addrFile (in dir),
+// where waitAddrs reads them: nothing picks a free port beforehand, so no
+// other process can take it first (docs/operations.md, "Ports the kernel
+// picks").
+func onPortZero(p *proc, dir string) []string {
+	p.addrFile = filepath.Join(dir, p.name+".addrs.json")
+	return []string{"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
+		"--addr-file", p.addrFile}
+}
+
+// waitAddrs waits until p's agent serves and has written its address file,
+// and records the addresses it bound.
+func (pc *procCluster) waitAddrs(p *proc) {
+	pc.t.Helper()
+	wait.For(pc.t, 60*time.Second, 20*time.Millisecond, func() (bool, string) {
+		af, err := agent.ReadAddrFile(p.addrFile)
 		if err != nil {
-			t.Fatal(err)
+			return false, fmt.Sprintf("%s's address file: %v", p.name, err)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		p.http, p.cluster, p.gossip = af.HTTP.Bind, af.Cluster.Bind, af.Gossip.Bind
+		return true, ""
+	})
+}
+
+// restart starts p again (it was killed) from its data dir, on the
+// addresses it bound before, as a restarted server keeps its configured
+// ports and its peers know it by them.
+func (pc *procCluster) restart(p *proc) {
+	pc.t.Helper()
+	if err := os.Remove(p.addrFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		pc.t.Fatal(err)
 	}
-	for _, ln := range lns {
-		ln.Close()
+	for i := 0; i+1 < len(p.args); i++ {
+		switch p.args[i] {
+		case "--http-addr":
+			p.args[i+1] = p.http
+		case "--raft-addr":
+			p.args[i+1] = p.cluster
+		case "--gossip-addr":
+			p.args[i+1] = p.gossip
+		}
 	}
-	return ports
+	pc.start(p)
+	pc.waitAddrs(p)
 }
 
 func startProcCluster(t *testing.T, n int) *procCluster {
@@ -76,22 +110,7 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 		t.Skip("starts processes")
 	}
 	pc := &procCluster{t: t}
-	ports := freePorts(t, 3*n)
 	dir := t.TempDir()
-	var joins []string
-	for i := 0; i < n; i++ {
-		joins = append(joins, "--join", fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
-	}
-	for i := 0; i < n; i++ {
-		p := &proc{name: fmt.Sprintf("n%d", i+1), http: fmt.Sprintf("127.0.0.1:%d", ports[3*i])}
-		p.args = append([]string{"agent", "--node", p.name, "--data-dir", filepath.Join(dir, p.name),
-			"--http-addr", p.http,
-			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]),
-			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]),
-			"--bootstrap-expect", fmt.Sprint(n), "--cluster-secret", "e2e-cluster-secret-0123456789abcdef"}, joins...)
-		pc.procs = append(pc.procs, p)
-		pc.start(p)
-	}
 	t.Cleanup(func() {
 		for _, p := range pc.procs {
 			pc.kill(p, syscall.SIGKILL)
@@ -101,7 +120,25 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 				t.Logf("--- log of %s ---\n%s", p.name, p.log.String())
 			}
 		}
-	})
+	}) // registered first: a failed start leaves no process behind
+	// The first agent starts alone; the others join the gossip address it
+	// bound.
+	var joins []string
+	for i := 0; i < n; i++ {
+		p := &proc{name: fmt.Sprintf("n%d", i+1)}
+		p.args = append([]string{"agent", "--node", p.name, "--data-dir", filepath.Join(dir, p.name),
+			"--bootstrap-expect", fmt.Sprint(n), "--cluster-secret", "e2e-cluster-secret-0123456789abcdef"}, onPortZero(p, dir)...)
+		p.args = append(p.args, joins...)
+		pc.procs = append(pc.procs, p)
+		pc.start(p)
+		if i == 0 {
+			pc.waitAddrs(p)
+			joins = []string{"--join", p.gossip}
+		}
+	}
+	for _, p := range pc.procs[1:] {
+		pc.waitAddrs(p)
+	}
 	return pc
 }
 
@@ -255,7 +292,7 @@ func TestBinaryThreeAgentsDrivenByTheCLI(t *testing.T) {
 	}
 
 	// The old leader restarts from its data dir and catches up.
-	pc.start(leader)
+	pc.restart(leader)
 	pc.eventually(30*time.Second, "the restarted node to catch up", func() bool {
 		out, err := pc.try("--addr", leader.http, "discover", "web", "-o", "json")
 		var insts []instance
@@ -316,15 +353,13 @@ func TestBinaryDevAgent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a process")
 	}
-	ports := freePorts(t, 3)
 	pc := &procCluster{t: t}
-	p := &proc{name: "dev", http: fmt.Sprintf("127.0.0.1:%d", ports[0]), args: []string{"agent", "--dev",
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[2])}}
+	p := &proc{name: "dev"}
+	p.args = append([]string{"agent", "--dev"}, onPortZero(p, t.TempDir())...)
 	pc.procs = []*proc{p}
 	pc.start(p)
 	t.Cleanup(func() { pc.kill(p, syscall.SIGTERM) })
+	pc.waitAddrs(p)
 	pc.leader(1)
 	pc.register(p, "web", "w1", "127.0.0.1", 8080)
 	if got := pc.discover(p, "web"); len(got) != 1 || got[0].ID != "w1" {

@@ -35,23 +35,8 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	agentEnv := append(os.Environ(), "BEACON_MANAGEMENT_TOKEN="+mgmt, "BEACON_CLUSTER_SECRET="+secret,
 		"BEACON_GOSSIP_KEY="+gossipKey, "BEACON_LOG_JSON=true", "BEACON_TLS_CA_FILE="+filepath.Join(dir, "beacon-ca.pem"))
 
-	ports := freePorts(t, 9)
-	var joins []string
-	for i := 0; i < 3; i++ {
-		joins = append(joins, "--join", fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
-	}
-	for i := 0; i < 3; i++ {
-		name := fmt.Sprintf("n%d", i+1)
-		p := &proc{name: name, http: fmt.Sprintf("127.0.0.1:%d", ports[3*i])}
-		p.args = append([]string{"agent", "--node", name, "--data-dir", filepath.Join(dir, name),
-			"--http-addr", p.http,
-			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]),
-			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]),
-			"--bootstrap-expect", "3",
-			"--tls-cert-file", filepath.Join(dir, name+".pem"), "--tls-key-file", filepath.Join(dir, name+"-key.pem")}, joins...)
-		pc.procs = append(pc.procs, p)
-		startWithEnv(pc, p, agentEnv, logOf(p))
-	}
+	// Every listener on a port the kernel picks; the first agent starts
+	// alone and the others join the gossip address it bound.
 	t.Cleanup(func() {
 		for _, p := range pc.procs {
 			pc.kill(p, syscall.SIGTERM)
@@ -61,7 +46,25 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 				t.Logf("--- log of %s ---\n%s", p.name, readLog(t, logOf(p)))
 			}
 		}
-	})
+	}) // registered first: a failed start leaves no process behind
+	var joins []string
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("n%d", i+1)
+		p := &proc{name: name}
+		p.args = append([]string{"agent", "--node", name, "--data-dir", filepath.Join(dir, name),
+			"--bootstrap-expect", "3",
+			"--tls-cert-file", filepath.Join(dir, name+".pem"), "--tls-key-file", filepath.Join(dir, name+"-key.pem")}, onPortZero(p, dir)...)
+		p.args = append(p.args, joins...)
+		pc.procs = append(pc.procs, p)
+		startWithEnv(pc, p, agentEnv, logOf(p))
+		if i == 0 {
+			pc.waitAddrs(p)
+			joins = []string{"--join", p.gossip}
+		}
+	}
+	for _, p := range pc.procs[1:] {
+		pc.waitAddrs(p)
+	}
 
 	cli := func(token string, args ...string) (string, error) {
 		cmd := exec.Command(beaconBin, args...)
