@@ -45,7 +45,7 @@ func caughtUp(s *client.ClusterServers, leader string, term, index uint64) bool 
 func TestClusterServersGathersEveryServersOwnView(t *testing.T) {
 	c := agenttest.New(t, 3)
 	c.WaitForVoters(3)
-	idx := registerRetry(t, c.Client(0), "web", "web-1", reg("10.0.0.1", 8080))
+	idx := agenttest.Register(t, c.Client(0), "web", "web-1", reg("10.0.0.1", 8080))
 	c.WaitForIndex(idx)
 	// Under load a follower that has not yet caught up with the leader
 	// reports its last contact as never (-1): wait until every server,

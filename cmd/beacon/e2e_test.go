@@ -84,22 +84,37 @@ func (pc *procCluster) waitAddrs(p *proc) {
 
 // restart starts p again (it was killed) from its data dir, on the
 // addresses it bound before, as a restarted server keeps its configured
-// ports and its peers know it by them.
+// ports and its peers know it by them, joining the running agents' gossip
+// as a restarted server configured with --join would.
 func (pc *procCluster) restart(p *proc) {
 	pc.t.Helper()
 	if err := os.Remove(p.addrFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		pc.t.Fatal(err)
 	}
-	for i := 0; i+1 < len(p.args); i++ {
-		switch p.args[i] {
-		case "--http-addr":
-			p.args[i+1] = p.http
-		case "--raft-addr":
-			p.args[i+1] = p.cluster
-		case "--gossip-addr":
-			p.args[i+1] = p.gossip
+	var args []string
+	for i := 0; i < len(p.args); i++ {
+		if p.args[i] == "--join" {
+			i++
+			continue
+		}
+		args = append(args, p.args[i])
+		if i+1 < len(p.args) {
+			switch p.args[i] {
+			case "--http-addr":
+				args, i = append(args, p.http), i+1
+			case "--raft-addr":
+				args, i = append(args, p.cluster), i+1
+			case "--gossip-addr":
+				args, i = append(args, p.gossip), i+1
+			}
 		}
 	}
+	for _, q := range pc.procs {
+		if q != p && q.cmd != nil {
+			args = append(args, "--join", q.gossip)
+		}
+	}
+	p.args = args
 	pc.start(p)
 	pc.waitAddrs(p)
 }
@@ -298,12 +313,17 @@ func TestBinaryThreeAgentsDrivenByTheCLI(t *testing.T) {
 		var insts []instance
 		return err == nil && json.Unmarshal([]byte(out), &insts) == nil && len(insts) == 5
 	})
-	members := pc.cli("--addr", leader.http, "members")
-	for _, p := range pc.procs {
-		if !strings.Contains(members, p.name) {
-			t.Errorf("members output lacks %s:\n%s", p.name, members)
+	// It rejoined gossip through --join: its members list names everyone.
+	var members string
+	pc.eventually(30*time.Second, "every node in the restarted node's members list", func() bool {
+		members = pc.cli("--addr", leader.http, "members")
+		for _, p := range pc.procs {
+			if !strings.Contains(members, p.name) {
+				return false
+			}
 		}
-	}
+		return true
+	})
 
 	// Deregister through the CLI; a bad registration is refused with a one-line error.
 	pc.cli("--addr", followers[0].http, "deregister", "web", "web-1")
