@@ -19,8 +19,6 @@ import (
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/lb/registry"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // metricsGolden lists every series family an agent's GET /metrics and a
@@ -33,20 +31,7 @@ var metricsGolden = filepath.Join("testdata", "metrics.golden")
 // ("name type {labels} help" by name).
 func families(t *testing.T, addr string, into map[string]string) {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s/metrics: %d", addr, resp.StatusCode)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse %s/metrics: %v", addr, err)
-	}
-	for name, f := range fams {
+	for name, f := range metricFamilies(t, addr) {
 		if len(f.GetMetric()) == 0 {
 			continue
 		}
