@@ -46,8 +46,9 @@ type Health struct {
 }
 
 // New returns the health subsystem of the agent whose catalog is f, with
-// its collectors registered on cfg.Metrics when set. It starts nothing: run Run on every agent and register Lead as a leader task
-// and ServeRPC as the leader's RPC handler.
+// its collectors registered on cfg.Metrics when set. It starts nothing: run
+// Run on every agent and register Lead as a leader task and ServeRPC as the
+// leader's RPC handler.
 func New(cfg Config, f *fsm.FSM, cl Cluster) (*Health, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
