@@ -48,8 +48,11 @@ func (cb *checkedBackend) checkedReg() *client.Registration {
 	r := cb.reg()
 	r.Checks = []client.CheckDefinition{{
 		Name: "http", HTTP: fmt.Sprintf("http://127.0.0.1:%d/health", cb.port),
-		Interval: client.Duration(200 * time.Millisecond), Timeout: client.Duration(150 * time.Millisecond),
-		FailuresBeforeCritical: 2, SuccessesBeforePassing: 2,
+		// A probe may take a second and two may fail in a row before the
+		// check turns critical: on a loaded machine a slow answer is not a
+		// sick backend (the sick one answers 500 at once).
+		Interval: client.Duration(time.Second), Timeout: client.Duration(time.Second),
+		FailuresBeforeCritical: 3, SuccessesBeforePassing: 2,
 	}}
 	return r
 }
