@@ -26,18 +26,24 @@ type tcpTarget struct {
 	wg      sync.WaitGroup
 }
 
+// newTCPTarget starts a target on a port the kernel picks (no free port is
+// looked up beforehand, so no other process can take it first).
 func newTCPTarget(t *testing.T) *tcpTarget {
-	tt := &tcpTarget{addr: freeAddr(t)}
+	tt := &tcpTarget{addr: "127.0.0.1:0"}
 	tt.up(t)
 	t.Cleanup(func() { tt.down() })
 	return tt
 }
 
+// up listens on the target's address: the first time on port 0, then again
+// on the port it had (the check's address is fixed), as a restarted service
+// would.
 func (tt *tcpTarget) up(t *testing.T) time.Time {
 	ln, err := net.Listen("tcp", tt.addr)
 	if err != nil {
-		t.Fatalf("listen again on %s: %v", tt.addr, err)
+		t.Fatalf("listen on %s: %v", tt.addr, err)
 	}
+	tt.addr = ln.Addr().String()
 	tt.mu.Lock()
 	tt.ln = ln
 	at := time.Now()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -162,15 +161,6 @@ func checksOf(t testing.TB, c *agenttest.Cluster, i int, f client.CheckFilter) [
 		t.Fatalf("checks on node %d: %v", i, err)
 	}
 	return cs
-}
-
-func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func sortedKeys(m map[string]bool) []string {

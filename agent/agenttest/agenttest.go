@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -21,7 +20,6 @@ import (
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/hashicorp/go-hclog"
-	"go.uber.org/goleak"
 )
 
 // Cluster is a set of in-process agents. Its methods must be called from the
@@ -412,27 +410,4 @@ func (l *testLog) close() {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
-}
-
-// Main runs the tests of a package that starts agents, and fails it if any
-// test leaves goroutines behind: every agent must shut down completely.
-// memberlist may still be finishing a probe of a dead peer (bounded by its
-// TCP timeout, 2 s) when the last agent stops, so leaks are looked for until
-// they persist for 5 s. Use it as the package's TestMain:
-//
-//	func TestMain(m *testing.M) { agenttest.Main(m) }
-func Main(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		var leak error
-		_ = wait.Poll(5*time.Second, 100*time.Millisecond, func() (bool, string) {
-			leak = goleak.Find()
-			return leak == nil, ""
-		})
-		if leak != nil {
-			fmt.Fprintln(os.Stderr, "goleak: goroutines left behind:", leak)
-			code = 1
-		}
-	}
-	os.Exit(code)
 }

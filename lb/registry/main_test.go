@@ -6,5 +6,6 @@ import (
 	"github.com/beaconhq/beacon/agent/agenttest"
 )
 
-// TestMain fails the package if any test leaves goroutines behind.
+// TestMain fails the package if a test leaves goroutines behind
+// (agenttest.Main).
 func TestMain(m *testing.M) { agenttest.Main(m) }
