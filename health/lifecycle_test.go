@@ -4,12 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 )
 
 // flatFor is how long the steady-state test watches the checks (the
@@ -243,7 +245,7 @@ func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
 			// so a stall of this shared test machine is not a transition.
 			Checks: []client.CheckDefinition{{Name: "http", HTTP: tg.url("/" + id), Interval: client.Duration(interval), FailuresBeforeCritical: 3}}})
 	}
-	agenttest.Eventually(t, 60*time.Second, func() bool {
+	agenttest.Eventually(t, 2*time.Minute, func() bool {
 		for _, i := range running(c) {
 			if len(healthyIDs(t, c, i, "steady")) != n {
 				return false
@@ -288,26 +290,57 @@ func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
 		return idx
 	}
 	term := func() uint64 { return c.Node(running(c)[0]).Agent.Node().Status().Term }
+	// disturbance sums what, on a loaded machine, legitimately writes a
+	// check or lets two runners probe it: a probe that failed (a delayed
+	// probe may time out; three in a row would turn the check critical and
+	// back), and a check the leader gave a new owner (after a gossip false
+	// positive, or a new leader's reconcile).
+	type disturbance struct{ failed, moved, nodes uint64 }
+	disturbed := func() disturbance {
+		var d disturbance
+		for _, i := range running(c) {
+			st := c.Node(i).Agent.Health().Stats()
+			d.failed += st.ProbesFailed
+			d.moved += st.Reassignments
+		}
+		d.nodes = nodesIndex()
+		return d
+	}
+	// sameIndex waits until every running node has applied the same Raft
+	// index: a window started before a lagging node caught up would see the
+	// catch-up as writes.
+	sameIndex := func() {
+		t.Helper()
+		wait.For(t, 60*time.Second, 20*time.Millisecond, func() (bool, string) {
+			var idx []uint64
+			for _, i := range running(c) {
+				idx = append(idx, c.Node(i).Agent.Node().Status().AppliedIndex)
+			}
+			return !slices.ContainsFunc(idx, func(x uint64) bool { return x != idx[0] }), fmt.Sprintf("applied indexes %v", idx)
+		})
+	}
 	var from time.Time
 	var start map[string]checkState
 	overall := time.Now().Add(4**flatFor + 2*time.Minute)
 	for attempt := 0; ; attempt++ {
 		if time.Now().After(overall) {
-			t.Fatalf("gossip kept changing the membership for %s: no window of %s without it", 4**flatFor+2*time.Minute, *flatFor)
+			t.Fatalf("no window of %s without a failed probe, a moved check or a membership change within %s", *flatFor, 4**flatFor+2*time.Minute)
 		}
 		agenttest.Eventually(t, 60*time.Second, func() bool {
 			return len(healthyIDs(t, c, 0, "steady")) == n
 		}, "every instance passing")
-		nodesBefore, termBefore := nodesIndex(), term()
+		sameIndex()
+		before, termBefore := disturbed(), term()
 		start, from = checks(), time.Now()
-		deadline := from.Add(*flatFor)
-		membership := false
-		for time.Now().Before(deadline) && !membership {
-			membership = nodesIndex() != nodesBefore
-			time.Sleep(100 * time.Millisecond) // sampling the nodes table, not waiting for a state
-		}
-		if membership {
-			t.Logf("gossip changed the membership after %s (nodes index %d -> %d); measuring again", time.Since(from).Round(time.Millisecond), nodesBefore, nodesIndex())
+		// Sample until the window ends or something disturbs it.
+		var now disturbance
+		_ = wait.Poll(*flatFor, 100*time.Millisecond, func() (bool, string) {
+			now = disturbed()
+			return now != before, ""
+		})
+		if now != before {
+			t.Logf("the window was disturbed after %s (probes failed %d -> %d, checks moved %d -> %d, nodes index %d -> %d); measuring again",
+				time.Since(from).Round(time.Millisecond), before.failed, now.failed, before.moved, now.moved, before.nodes, now.nodes)
 			continue
 		}
 		if tb := term(); tb != termBefore {
@@ -315,9 +348,10 @@ func TestSteadyStateWritesNothingAndRunsEachCheckOnce(t *testing.T) {
 		}
 		// The node read may lag the leader by a moment; the catalog it
 		// shows at the end must be the one it showed at the start.
+		sameIndex()
 		end := checks()
-		if nodesIndex() != nodesBefore {
-			t.Logf("gossip changed the membership at the end of the window; measuring again")
+		if now = disturbed(); now != before {
+			t.Logf("the window was disturbed at its end; measuring again")
 			continue
 		}
 		for id, st := range start {

@@ -327,9 +327,10 @@ func (c *Cluster) shutdown() {
 }
 
 // Retry503 runs fn until it succeeds, failing the test at once on an error
-// that is not a 503 (an election on a loaded machine answers 503), and after
-// 30 s of 503s with the last one. fn must be safe to repeat (registrations
-// are idempotent).
+// that a loaded machine does not explain, and after 30 s of those it does
+// (Retryable: a 503 during an election, a 504 or an attempt timeout when a
+// commit took too long) with the last one. fn must be safe to repeat
+// (registrations are idempotent).
 func Retry503(t testing.TB, what string, fn func() error) {
 	t.Helper()
 	wait.For(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
@@ -337,18 +338,24 @@ func Retry503(t testing.TB, what string, fn func() error) {
 		if err == nil {
 			return true, ""
 		}
-		if !Is503(err) {
+		if !Retryable(err) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		return false, fmt.Sprintf("%s: %v", what, err)
 	})
 }
 
-// Is503 reports whether err is the API's 503 Service Unavailable (no leader,
-// not caught up, shutting down): what a loaded machine answers for a while.
-func Is503(err error) bool {
+// Retryable reports whether err is what the API answers for a while on a
+// loaded machine: 503 Service Unavailable (no leader, not caught up), 504
+// Gateway Timeout (the commit took longer than the leader wait), or no
+// answer within the client's attempt timeout. A write that failed so may
+// or may not have been applied: repeat only idempotent ones.
+func Retryable(err error) bool {
 	var ce *client.Error
-	return errors.As(err, &ce) && ce.Status == http.StatusServiceUnavailable
+	if errors.As(err, &ce) {
+		return ce.Status == http.StatusServiceUnavailable || ce.Status == http.StatusGatewayTimeout
+	}
+	return errors.Is(err, client.ErrAttemptTimeout)
 }
 
 // Register registers an instance through cl, retrying 503s like Retry503,
