@@ -45,6 +45,7 @@ var (
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
+	agentArgs = flag.String("agent-args", "", "extra flags for every beacon agent, space-separated (e.g. --memory-limit=auto)")
 	profDir   = flag.String("profile-dir", "", "save each agent's CPU profile of every load phase (PHASE.NODE.cpu.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
 	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
@@ -288,6 +289,7 @@ func (c *cluster) startNode(i, n int) error {
 	if *profDir != "" {
 		args = append(args, "--enable-pprof")
 	}
+	args = append(args, strings.Fields(*agentArgs)...)
 	for j := 0; j < n; j++ {
 		if j != i {
 			args = append(args, "--join", fmt.Sprintf("127.0.0.1:%d", c.port(j, 2)))
