@@ -501,15 +501,36 @@ func (c *clusterAdapter) Status() client.ClusterStatus {
 	out := client.ClusterStatus{
 		Node: s.Node, State: s.State, Leader: s.Leader, LeaderAddr: s.LeaderAddr,
 		Term: s.Term, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex,
-		LastContactMS: s.LastContact.Milliseconds(), Peers: []client.Peer{},
-	}
-	if s.LastContact == time.Duration(1<<63-1) {
-		out.LastContactMS = -1
+		LastContactMS: lastContactMS(s.LastContact), Peers: []client.Peer{},
 	}
 	for _, p := range s.Peers {
 		out.Peers = append(out.Peers, client.Peer{ID: p.ID, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader})
 	}
 	return out
+}
+
+func (c *clusterAdapter) Servers(ctx context.Context) client.ClusterServers {
+	out := client.ClusterServers{Node: c.node.Name(), Servers: []client.ServerStatus{}}
+	for _, v := range c.node.Servers(ctx, cluster.DefaultServerViewTimeout) {
+		s := client.ServerStatus{ID: v.ID, Address: v.Address, Suffrage: v.Suffrage, TookMS: v.Took.Milliseconds()}
+		if v.Err != nil {
+			s.Error = v.Err.Error()
+		} else {
+			s.View = &client.ServerView{State: v.View.State, Leader: v.View.Leader, Term: v.View.Term,
+				CommitIndex: v.View.CommitIndex, AppliedIndex: v.View.AppliedIndex, LastIndex: v.View.LastIndex,
+				LastContactMS: lastContactMS(v.View.LastContact)}
+		}
+		out.Servers = append(out.Servers, s)
+	}
+	return out
+}
+
+// lastContactMS is a last contact in milliseconds, -1 for never.
+func lastContactMS(d time.Duration) int64 {
+	if d == cluster.Never {
+		return -1
+	}
+	return d.Milliseconds()
 }
 
 func (c *clusterAdapter) Members() []client.Member {

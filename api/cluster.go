@@ -23,6 +23,13 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, s.cluster.Members())
 }
 
+// handleServers: GET /v1/cluster/servers, every Raft server's own view.
+func (s *Server) handleServers(w http.ResponseWriter, r *http.Request) {
+	out := s.cluster.Servers(r.Context())
+	s.setReadHeaders(w, max(s.cluster.Status().AppliedIndex, 1))
+	writeJSON(w, out)
+}
+
 // handleJoin: POST /v1/cluster/join {"addresses": [...]}.
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req client.JoinRequest

@@ -436,6 +436,7 @@ var readRoutes = []string{
 	"/v1/services/nobody/instances",
 	"/v1/cluster/status",
 	"/v1/cluster/members",
+	"/v1/cluster/servers",
 }
 
 func TestReadHeaders(t *testing.T) {
@@ -527,6 +528,13 @@ func TestClusterRoutes(t *testing.T) {
 	decodeStrict(t, r.body, &members)
 	if r.status != http.StatusOK || len(members) != 1 || members[0].Status != "alive" {
 		t.Fatalf("members: %s", r)
+	}
+	var servers client.ClusterServers
+	r = ts.do(http.MethodGet, "/v1/cluster/servers", nil)
+	decodeStrict(t, r.body, &servers)
+	if r.status != http.StatusOK || len(servers.Servers) != 1 || servers.Servers[0].View == nil ||
+		servers.Servers[0].View.AppliedIndex != ts.cl.FSM().AppliedIndex() || servers.Servers[0].Error != "" {
+		t.Fatalf("servers: %s", r)
 	}
 
 	r = ts.do(http.MethodPost, "/v1/cluster/join", []byte(`{"addresses":["10.0.0.1:8752","[::1]:8752","node-3.internal:8752"]}`))

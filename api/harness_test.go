@@ -115,8 +115,11 @@ func (c *fakeCluster) LastIndex() uint64 {
 func (c *fakeCluster) LastContact() time.Duration {
 	return time.Duration(c.lastContact.Load())
 }
-func (c *fakeCluster) Status() client.ClusterStatus                   { return client.ClusterStatus{} }
-func (c *fakeCluster) Members() []client.Member                       { return nil }
+func (c *fakeCluster) Status() client.ClusterStatus { return client.ClusterStatus{} }
+func (c *fakeCluster) Members() []client.Member     { return nil }
+func (c *fakeCluster) Servers(context.Context) client.ClusterServers {
+	return client.ClusterServers{Servers: []client.ServerStatus{}}
+}
 func (c *fakeCluster) Join([]string) (int, error)                     { return 0, errors.New("not here") }
 func (c *fakeCluster) Leave(context.Context) error                    { return errors.New("not here") }
 func (c *fakeCluster) RemovePeer(ctx context.Context, _ string) error { return errors.New("not here") }

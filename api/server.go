@@ -41,6 +41,9 @@ type Consistency interface {
 type Membership interface {
 	Status() client.ClusterStatus
 	Members() []client.Member
+	// Servers asks every Raft server for its own view of Raft (bounded per
+	// server; a server that does not answer is listed with the reason).
+	Servers(ctx context.Context) client.ClusterServers
 	Join(addrs []string) (int, error)
 	// Leave leaves the cluster gracefully; the agent then shuts down.
 	Leave(ctx context.Context) error
@@ -298,6 +301,7 @@ func (s *Server) routes() http.Handler {
 
 	mux.HandleFunc("GET /v1/cluster/status", params(s.handleStatus))
 	mux.HandleFunc("GET /v1/cluster/members", params(s.handleMembers))
+	mux.HandleFunc("GET /v1/cluster/servers", params(s.handleServers))
 	mux.HandleFunc("POST /v1/cluster/join", params(s.handleJoin))
 	mux.HandleFunc("POST /v1/cluster/leave", params(s.handleLeave))
 	mux.HandleFunc("DELETE /v1/cluster/peers/{id}", params(s.handleRemovePeer))

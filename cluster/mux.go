@@ -239,10 +239,14 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte, timeout time.Dur
 	}
 	c = pausableConn{c, m}
 	// Until the handshakes are done, ctx ending breaks the connection's
-	// blocked reads and writes.
+	// blocked reads and writes. The callback holds the plain connection in
+	// its own variable: c is replaced by the TLS connection below, and the
+	// callback may run concurrently with that (a deadline on the plain
+	// connection also stops the TLS one above it).
 	deadline, _ := ctx.Deadline()
 	_ = c.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	plain := c
+	stop := context.AfterFunc(ctx, func() { _ = plain.SetDeadline(time.Now()) })
 	defer stop()
 	if m.tlsOut != nil {
 		cfg := m.tlsOut.Clone()

@@ -568,6 +568,7 @@ func (n *Node) registerRPCs() {
 		n.auditRemove(ctx, string(id), f.Index())
 		return nil, nil
 	})
+	n.rpcSrv.handle(opRaftView, n.serveRaftView)
 	n.rpcSrv.handle(opRestore, n.restoreLocal)
 	n.rpcSrv.handle(opForceLeave, func(ctx context.Context, p []byte) ([]byte, error) {
 		return n.forceLeaveLocal(ctx, string(p))

@@ -42,6 +42,7 @@ const (
 	// opRestore 5 and opForceLeave 6: operator.go.
 	opApplyOnce    Op = 7
 	opLeaderCommit Op = 8
+	// opRaftView 9: servers.go.
 )
 
 const (

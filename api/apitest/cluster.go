@@ -176,6 +176,16 @@ func (c *Cluster) Status() client.ClusterStatus {
 	return st
 }
 
+// Servers returns the one server's own view (its Status).
+func (c *Cluster) Servers(context.Context) client.ClusterServers {
+	st := c.Status()
+	return client.ClusterServers{Node: NodeName, Servers: []client.ServerStatus{{
+		ID: NodeName, Address: st.Peers[0].Address, Suffrage: st.Peers[0].Suffrage,
+		View: &client.ServerView{State: st.State, Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex,
+			AppliedIndex: st.AppliedIndex, LastIndex: st.LastIndex, LastContactMS: st.LastContactMS},
+	}}}
+}
+
 // Members returns the one node, alive.
 func (c *Cluster) Members() []client.Member {
 	return []client.Member{{

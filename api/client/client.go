@@ -276,6 +276,16 @@ func (c *Client) Status(ctx context.Context) (*ClusterStatus, error) {
 	return &out, nil
 }
 
+// Servers asks the agent for every Raft server's own view of Raft; the
+// agent waits up to 2 s for each.
+func (c *Client) Servers(ctx context.Context) (*ClusterServers, error) {
+	var out ClusterServers
+	if _, err := c.do(ctx, http.MethodGet, "/v1/cluster/servers", url.Values{}, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Members lists the cluster members gossip knows.
 func (c *Client) Members(ctx context.Context) ([]Member, error) {
 	var out []Member

@@ -237,6 +237,40 @@ type Peer struct {
 	Leader   bool   `json:"leader"`
 }
 
+// ClusterServers is GET /v1/cluster/servers: every server of the Raft
+// configuration, as the answering agent knows it, each with its own view
+// of Raft (asked over the cluster port) or why it gave none.
+type ClusterServers struct {
+	// Node is the agent that asked.
+	Node    string         `json:"node"`
+	Servers []ServerStatus `json:"servers"`
+}
+
+// ServerStatus is one Raft server and what it said about itself.
+type ServerStatus struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Suffrage string `json:"suffrage"`
+	// View is the server's own answer; nil when it gave none (Error says why).
+	View  *ServerView `json:"view,omitempty"`
+	Error string      `json:"error,omitempty"`
+	// TookMS is how long the server took to answer or to fail (0 for the
+	// answering agent itself, which needs no round trip).
+	TookMS int64 `json:"took_ms"`
+}
+
+// ServerView is one server's own view of Raft.
+type ServerView struct {
+	State        string `json:"state"`
+	Leader       string `json:"leader"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LastIndex    uint64 `json:"last_index"`
+	// LastContactMS: as ClusterStatus (0 on the leader, -1 if never).
+	LastContactMS int64 `json:"last_contact_ms"`
+}
+
 // JoinRequest is the body of POST /v1/cluster/join.
 type JoinRequest struct {
 	Addresses []string `json:"addresses"`

@@ -41,11 +41,11 @@ var (
 	clients   = flag.Int("clients", 64, "concurrent clients")
 	instances = flag.Int("instances", 10000, "catalog size for the memory measurement")
 	trials    = flag.Int("trials", 5, "kills per failover and detection measurement")
-	phases    = flag.String("phases", "write,seq,read,failover,detect,memory", "phases to run")
+	phases    = flag.String("phases", "write,seq,read,failover,detect,memory,growth,parked", "phases to run (also oneshot, oneshot-compose)")
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
-	profDir   = flag.String("profile-dir", "", "memory phase: save each agent's heap profile (agents run with --enable-pprof) in this directory")
+	profDir   = flag.String("profile-dir", "", "save each agent's CPU profile of every load phase (PHASE.NODE.cpu.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
 	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
 	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
@@ -116,11 +116,11 @@ func run() error {
 		case "follower":
 			targets = []string{c.api((c.leader() + 1) % len(c.procs))}
 		}
-		beaconW = benchLoad(fmt.Sprintf("beacon registrations, to %s", *writeTo), targets, registerReq, true)
+		beaconW = benchLoad(c.servers(), fmt.Sprintf("beacon registrations, to %s", *writeTo), targets, registerReq, true)
 	}
 	var seqL, seqF time.Duration
 	if want["seq"] {
-		seqL, seqF = benchSequential("beacon", c.apis(), c.leader(), registerReq)
+		seqL, seqF = benchSequential(c.servers(), c.apis(), c.leader(), registerReq)
 	}
 	if want["read"] {
 		beaconR = benchReads(c)
@@ -149,6 +149,25 @@ func run() error {
 		beaconM = benchMemory(mc)
 		mc.stopAll()
 	}
+	var beaconG []chunk
+	if want["growth"] {
+		gc := &cluster{dir: filepath.Join(dir, "growth"), bin: *beaconBin}
+		defer gc.stopAll()
+		if err := gc.start(3); err != nil {
+			return err
+		}
+		beaconG = benchGrowth(gc.servers(), gc.apis(), registerReq)
+		gc.stopAll()
+	}
+	if want["parked"] {
+		pc := &cluster{dir: filepath.Join(dir, "parked"), bin: *beaconBin}
+		defer pc.stopAll()
+		if err := pc.start(3); err != nil {
+			return err
+		}
+		parkedBeacon(pc)
+		pc.stopAll()
+	}
 
 	if *etcdBin != "" {
 		e := &etcdCluster{dir: filepath.Join(dir, "etcd"), bin: *etcdBin}
@@ -157,7 +176,7 @@ func run() error {
 		}
 		defer e.stop()
 		if want["write"] {
-			w := benchWrites("etcd", e.clientURLs(), etcdPutReq)
+			w := benchWrites(e.servers(), e.clientURLs(), etcdPutReq)
 			if w > 0 {
 				report("ratio: beacon/etcd committed writes", "%.2f", beaconW/w)
 			}
@@ -168,7 +187,7 @@ func run() error {
 				l = e.leader()
 			}
 			if l >= 0 {
-				eL, eF := benchSequential("etcd", e.clientURLs(), l, etcdPutReq)
+				eL, eF := benchSequential(e.servers(), e.clientURLs(), l, etcdPutReq)
 				if eL > 0 && eF > 0 && seqL > 0 {
 					report("ratio: beacon/etcd sequential p50 (lower is better)", "to the leader %.2f, via a follower %.2f",
 						seqL.Seconds()/eL.Seconds(), seqF.Seconds()/eF.Seconds())
@@ -178,8 +197,8 @@ func run() error {
 		if want["read"] {
 			// etcd's default range is linearizable (a ReadIndex round);
 			// serializable is its local read, like Beacon's default.
-			ser := benchLoad("etcd serializable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdSerializableReq, false)
-			lin := benchLoad("etcd linearizable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdRangeReq, false)
+			ser := benchLoad(e.servers(), "etcd serializable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdSerializableReq, false)
+			lin := benchLoad(e.servers(), "etcd linearizable reads, one follower", []string{e.clientURLs()[e.follower()]}, etcdRangeReq, false)
 			if ser > 0 {
 				report("ratio: beacon default / etcd serializable reads", "%.2f", beaconR/ser)
 			}
@@ -203,6 +222,24 @@ func run() error {
 			if m := e.memory(); m > 0 && beaconM > 0 {
 				report("ratio: beacon/etcd RSS (lower is better)", "%.2f", float64(beaconM)/float64(m))
 			}
+		}
+		if want["growth"] {
+			e.stop()
+			e = &etcdCluster{dir: filepath.Join(dir, "etcd-growth"), bin: *etcdBin}
+			if err := e.start(); err != nil {
+				return fmt.Errorf("etcd baseline: %w", err)
+			}
+			defer e.stop()
+			growthRatio(beaconG, benchGrowth(e.servers(), e.clientURLs(), etcdPutReq))
+		}
+		if want["parked"] {
+			e.stop()
+			e = &etcdCluster{dir: filepath.Join(dir, "etcd-parked"), bin: *etcdBin}
+			if err := e.start(); err != nil {
+				return fmt.Errorf("etcd baseline: %w", err)
+			}
+			defer e.stop()
+			parkedEtcd(e)
 		}
 	}
 	return nil
@@ -233,6 +270,14 @@ func (c *cluster) apis() []string {
 }
 
 func (c *cluster) start(n int) error {
+	var tcp, udp []int
+	for i := 0; i < n; i++ {
+		tcp = append(tcp, c.port(i, 0), c.port(i, 1), c.port(i, 2))
+		udp = append(udp, c.port(i, 2))
+	}
+	if err := checkPortsFree("beacon cluster", tcp, udp); err != nil {
+		return err
+	}
 	c.procs = make([]*exec.Cmd, n)
 	c.names = make([]string, n)
 	for i := 0; i < n; i++ {
@@ -309,6 +354,28 @@ func getStatus(api string) (status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
+// ours checks that each running node's API answers with the name this
+// bench gave it and that the leader's peers are exactly those nodes: a
+// foreign agent that took one of the ports would be measured otherwise.
+func (c *cluster) ours() error {
+	for i, p := range c.procs {
+		if p == nil {
+			continue
+		}
+		st, err := getStatus(c.api(i))
+		if err != nil {
+			return err
+		}
+		if st.Node != c.names[i] {
+			return fmt.Errorf("%s answers as node %q, not %q: a foreign agent holds the port; refusing to measure it", c.api(i), st.Node, c.names[i])
+		}
+		if st.State == "Leader" && len(st.Peers) != len(c.procs) {
+			return fmt.Errorf("%s leads %d peers, want %d: a foreign cluster?", c.api(i), len(st.Peers), len(c.procs))
+		}
+	}
+	return nil
+}
+
 // leader returns the index of the node that leads, per its own status.
 func (c *cluster) leader() int {
 	for i, p := range c.procs {
@@ -327,7 +394,7 @@ func (c *cluster) waitLeader(timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		if l := c.leader(); l >= 0 {
 			if st, _ := getStatus(c.api(l)); len(st.Peers) == len(c.procs) {
-				return nil
+				return c.ours()
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -404,14 +471,18 @@ func newHTTPClient() *http.Client {
 
 // benchLoad runs *clients workers for *duration against the bases (client i
 // uses bases[i%len]) and reports successful requests per second and latency.
-func benchLoad(name string, bases []string, mk reqFunc, writes bool) float64 {
-	rate, _ := benchLoadN(*clients, name, bases, mk, writes)
+func benchLoad(s servers, name string, bases []string, mk reqFunc, writes bool) float64 {
+	rate, _ := benchLoadN(s, *clients, name, bases, mk, writes)
 	return rate
 }
 
-// benchLoadN is benchLoad with n clients; it also returns the p50.
-func benchLoadN(n int, name string, bases []string, mk reqFunc, writes bool) (float64, time.Duration) {
+// benchLoadN is benchLoad with n clients; it also returns the p50. It
+// reports the servers' CPU time per successful request, and with
+// -profile-dir saves each agent's CPU profile of the phase.
+func benchLoadN(s servers, n int, name string, bases []string, mk reqFunc, writes bool) (float64, time.Duration) {
 	hc := newHTTPClient()
+	waitProfiles := startProfiles(s, name, *duration)
+	cpu := startCPU(s)
 	var ok, fail atomic.Int64
 	lat := make([][]time.Duration, n)
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
@@ -453,6 +524,8 @@ func benchLoadN(n int, name string, bases []string, mk reqFunc, writes bool) (fl
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
+	cpuLine := cpu.perRequest(ok.Load())
+	waitProfiles()
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -462,15 +535,15 @@ func benchLoadN(n int, name string, bases []string, mk reqFunc, writes bool) (fl
 	if writes {
 		kind = "committed writes/s"
 	}
-	report(name, "%8.0f %s  p50 %s  p99 %s  (%d ok, %d failed)", rate, kind, pct(all, 50), pct(all, 99), ok.Load(), fail.Load())
+	report(name, "%8.0f %s  p50 %s  p99 %s  (%d ok, %d failed)  %s", rate, kind, pct(all, 50), pct(all, 99), ok.Load(), fail.Load(), cpuLine)
 	return rate, pct(all, 50)
 }
 
 // benchSequential is one client writing one registration at a time, to the
 // leader and through a follower: the latency a deploy script sees.
-func benchSequential(system string, bases []string, leader int, mk reqFunc) (toLeader, viaFollower time.Duration) {
-	_, toLeader = benchLoadN(1, system+" sequential writer (1 client), to the leader", []string{bases[leader]}, mk, true)
-	_, viaFollower = benchLoadN(1, system+" sequential writer (1 client), via a follower", []string{bases[(leader+1)%len(bases)]}, mk, true)
+func benchSequential(s servers, bases []string, leader int, mk reqFunc) (toLeader, viaFollower time.Duration) {
+	_, toLeader = benchLoadN(s, 1, s.name+" sequential writer (1 client), to the leader", []string{bases[leader]}, mk, true)
+	_, viaFollower = benchLoadN(s, 1, s.name+" sequential writer (1 client), via a follower", []string{bases[(leader+1)%len(bases)]}, mk, true)
 	return toLeader, viaFollower
 }
 
@@ -486,8 +559,8 @@ func pct(d []time.Duration, p int) time.Duration {
 	return d[i].Round(10 * time.Microsecond)
 }
 
-func benchWrites(system string, bases []string, mk reqFunc) float64 {
-	return benchLoad(system+" registrations, spread over 3 nodes", bases, mk, true)
+func benchWrites(s servers, bases []string, mk reqFunc) float64 {
+	return benchLoad(s, s.name+" registrations, spread over 3 nodes", bases, mk, true)
 }
 
 // benchReads fills a service with 10 instances and reads it.
@@ -520,9 +593,9 @@ func benchReads(c *cluster) float64 {
 	}
 	l := c.leader()
 	f := (l + 1) % len(c.procs)
-	one := benchLoad("discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
-	benchLoad("discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
-	beaconConsistent = benchLoad("consistent reads (?consistent), one follower", []string{c.api(f)}, consistentReq, false)
+	one := benchLoad(c.servers(), "discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
+	benchLoad(c.servers(), "discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
+	beaconConsistent = benchLoad(c.servers(), "consistent reads (?consistent), one follower", []string{c.api(f)}, consistentReq, false)
 	return one
 }
 
@@ -719,15 +792,23 @@ func saveHeapProfiles(c *cluster) {
 // fill sends *instances writes made by mk over *clients workers (worker w
 // uses bases[w%len]), each tried up to 5 times until it answers 200.
 func fill(bases []string, mk reqFunc) {
+	fillRange(bases, mk, 2_000_001, 2_000_000+int64(*instances), *clients)
+}
+
+// fillRange sends the writes mk makes for n = first..last over workers
+// workers (worker w uses bases[w%len]), each tried up to 5 times until it
+// answers 200, and returns how many succeeded.
+func fillRange(bases []string, mk reqFunc, first, last int64, workers int) int64 {
 	hc := newHTTPClient()
-	var next atomic.Int64
+	var next, ok atomic.Int64
+	next.Store(first - 1)
 	var wg sync.WaitGroup
-	for w := 0; w < *clients; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for n := next.Add(1); n <= int64(*instances); n = next.Add(1) {
-				method, url, body := mk(bases[w%len(bases)], 2_000_000+n)
+			for n := next.Add(1); n <= last; n = next.Add(1) {
+				method, url, body := mk(bases[w%len(bases)], n)
 				for try := 0; try < 5; try++ {
 					req, _ := http.NewRequest(method, url, bytes.NewReader(body))
 					req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
@@ -735,8 +816,10 @@ func fill(bases []string, mk reqFunc) {
 					if err != nil {
 						continue
 					}
+					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					if resp.StatusCode == http.StatusOK {
+						ok.Add(1)
 						break
 					}
 				}
@@ -744,6 +827,7 @@ func fill(bases []string, mk reqFunc) {
 		}(w)
 	}
 	wg.Wait()
+	return ok.Load()
 }
 
 // reportRSS waits for the processes to settle after a load and reports
@@ -785,14 +869,27 @@ type etcdCluster struct {
 	procs []*exec.Cmd
 }
 
+// etcd's client and peer ports follow -port: member i listens on
+// port+1379+100i (clients) and port+1380+100i (peers); 28379... by default.
+func etcdClientPort(i int) int { return *basePort + 1379 + 100*i }
+func etcdPeerPort(i int) int   { return *basePort + 1380 + 100*i }
+
 func (e *etcdCluster) clientURLs() []string {
-	return []string{"http://127.0.0.1:28379", "http://127.0.0.1:28479", "http://127.0.0.1:28579"}
+	var out []string
+	for i := range 3 {
+		out = append(out, fmt.Sprintf("http://127.0.0.1:%d", etcdClientPort(i)))
+	}
+	return out
 }
 
 func (e *etcdCluster) member(i int) *exec.Cmd {
-	initial := "e1=http://127.0.0.1:28380,e2=http://127.0.0.1:28480,e3=http://127.0.0.1:28580"
+	var peers []string
+	for j := range 3 {
+		peers = append(peers, fmt.Sprintf("e%d=http://127.0.0.1:%d", j+1, etcdPeerPort(j)))
+	}
+	initial := strings.Join(peers, ",")
 	name := fmt.Sprintf("e%d", i+1)
-	cport, pport := 28379+100*i, 28380+100*i
+	cport, pport := etcdClientPort(i), etcdPeerPort(i)
 	return exec.Command(e.bin, "--name", name, "--data-dir", filepath.Join(e.dir, name),
 		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
 		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
@@ -816,6 +913,13 @@ func (e *etcdCluster) startMember(i int) error {
 }
 
 func (e *etcdCluster) start() error {
+	var ports []int
+	for i := range 3 {
+		ports = append(ports, etcdClientPort(i), etcdPeerPort(i))
+	}
+	if err := checkPortsFree("etcd cluster", ports, nil); err != nil {
+		return err
+	}
 	e.procs = make([]*exec.Cmd, 3)
 	for i := range e.procs {
 		if err := e.startMember(i); err != nil {

@@ -168,8 +168,10 @@ func run() error {
 	if err := register(api, backend); err != nil {
 		return err
 	}
+	// The backend is on loopback, which the balancer refuses unless told
+	// otherwise (docs/security.md): this bench is the case the option is for.
 	if err := p.start("lb", *beaconBin, "lb", "--registry", api, "--listen", lbAddr, "--admin-addr", lbAdmin,
-		"--strategy", *strategies, "--log-level", "warn"); err != nil {
+		"--strategy", *strategies, "--log-level", "warn", "--lb-allow-loopback"); err != nil {
 		return err
 	}
 	if err := waitHTTP("http://"+lbAddr+"/bench/", "", 20*time.Second); err != nil {

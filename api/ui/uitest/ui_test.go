@@ -108,7 +108,7 @@ func TestEveryPageLoadsWithoutConsoleErrors(t *testing.T) {
 	be := newBackend(t)
 	fixtures(t, c, be)
 	pages := []struct{ name, fragment, ready string }{
-		{"overview", "#/", `document.querySelectorAll('table[aria-label="Members"] tbody tr').length === 3 && document.body.innerText.includes("node")`},
+		{"overview", "#/", `document.querySelectorAll('table[aria-label="Members"] tbody tr').length === 3 && document.querySelectorAll('table[aria-label="Raft servers"] tr[data-server]:not([data-state="no-answer"])').length === 3`},
 		{"services", "#/services", `[...document.querySelectorAll('table[aria-label="Services"] a')].map(a => a.textContent).join() === "api,web"`},
 		{"service", "#/services/web", `document.querySelectorAll('tr[data-instance]').length === 2`},
 		{"instance", "#/services/web/web-1", `document.querySelector('tr[data-check] .badge') !== null && document.querySelector('ol.timeline, main p.muted') !== null`},

@@ -1,5 +1,7 @@
-// Overview: this agent's view of Raft, the members as gossip sees them,
-// the catalog's counts by health and the latest health transitions.
+// Overview: this agent's view of Raft, every Raft server's own view (asked
+// by the agent over the cluster port; one that does not answer within 2 s
+// shows why), the members as gossip sees them, the catalog's counts by
+// health and the latest health transitions.
 
 import { api } from '../api.js';
 import { h, replace, badge, table, ago, num, instanceHref } from '../dom.js';
@@ -12,13 +14,16 @@ export function overview() {
     // Last contact moves without any catalog change: reread it every 5 s.
     every: 5000,
     async refresh() {
-      const [status, members, summary, transitions] = await Promise.all([
-        api('GET', '/v1/cluster/status'), api('GET', '/v1/cluster/members'),
+      const [status, servers, members, summary, transitions] = await Promise.all([
+        api('GET', '/v1/cluster/status'), api('GET', '/v1/cluster/servers'), api('GET', '/v1/cluster/members'),
         api('GET', '/v1/ui/summary'), api('GET', '/v1/ui/transitions?limit=25'),
       ]);
       replace(root,
         h('h1', null, 'Overview'),
         raftCards(status.data),
+        h('h2', null, 'Raft servers'),
+        h('p', { class: 'muted' }, 'Each server\'s own view, as it answered this agent (2 s at most each).'),
+        serversTable(servers.data),
         h('h2', null, 'Catalog'),
         countCards(summary.data),
         h('h2', null, 'Members'),
@@ -34,14 +39,42 @@ function card(k, v, extra) {
 }
 
 function raftCards(s) {
-  const contact = s.last_contact_ms < 0 ? 'never' : s.state.toLowerCase() === 'leader' ? 'is leader' : `${num(s.last_contact_ms)} ms`;
   return h('div', { class: 'cards', 'aria-label': 'Raft' },
     card('Leader', s.leader || 'none', s.leader ? null : h('div', null, badge('no leader', 'critical'))),
     card('This node', s.node, h('div', null, badge(s.state.toLowerCase(), s.state.toLowerCase() === 'leader' ? 'leader' : 'off'))),
     card('Term', num(s.term)),
     card('Applied index', num(s.applied_index)),
     card('Commit index', num(s.commit_index)),
-    card('Last contact', contact));
+    card('Last contact', contact(s.last_contact_ms, s.state.toLowerCase())));
+}
+
+// contact renders a last contact in milliseconds (-1: never).
+function contact(ms, state) {
+  if (ms < 0) return 'never';
+  if (state === 'leader') return 'is leader';
+  return `${num(ms)} ms`;
+}
+
+function serversTable(s) {
+  const rows = s.servers.map((sv) => {
+    const v = sv.view;
+    const state = v ? v.state.toLowerCase() : '';
+    const answer = sv.error ? h('span', { class: 'error' }, sv.error)
+      : sv.id === s.node ? h('span', { class: 'muted' }, 'this agent') : `${num(sv.took_ms)} ms`;
+    return h('tr', { dataset: { server: sv.id, state: state || 'no-answer' } },
+      h('td', null, sv.id, sv.suffrage.toLowerCase() === 'voter' ? null : h('span', { class: 'muted' }, ` (${sv.suffrage.toLowerCase()})`),
+        h('div', { class: 'mono muted hide-narrow' }, sv.address)),
+      h('td', { class: 'role' }, v ? badge(state, state === 'leader' ? 'leader' : state === 'candidate' ? 'warning' : 'off') : badge('no answer', 'critical')),
+      h('td', { class: 'leader' }, v ? (v.leader || badge('none', 'critical')) : '—'),
+      h('td', { class: 'num term' }, v ? num(v.term) : '—'),
+      h('td', { class: 'num commit' }, v ? num(v.commit_index) : '—'),
+      h('td', { class: 'num applied' }, v ? num(v.applied_index) : '—'),
+      h('td', { class: 'num last' }, v ? num(v.last_index) : '—'),
+      h('td', { class: 'num contact' }, v ? contact(v.last_contact_ms, state) : '—'),
+      h('td', { class: 'answer' }, answer));
+  });
+  return table(['Server', 'Role', 'Leader', ['Term', 'num'], ['Commit index', 'num'], ['Applied index', 'num'], ['Last index', 'num'], ['Last contact', 'num'], 'Answer'],
+    rows, { label: 'Raft servers', empty: 'No Raft configuration known.' });
 }
 
 function countCards(c) {

@@ -1,0 +1,83 @@
+package main
+
+// The growth phase: a fresh catalog filled to -growth-total instances in
+// chunks of -growth-chunk by -growth-clients clients, with the registration
+// rate and the servers' CPU time per write of every chunk; etcd the same with
+// puts of a similar size. Issue 18's target: the last chunk's rate at least
+// 90 % of the first's.
+
+import (
+	"flag"
+	"fmt"
+	"time"
+)
+
+var (
+	growthTotal   = flag.Int("growth-total", 100_000, "growth phase: instances in the catalog at the end")
+	growthChunk   = flag.Int("growth-chunk", 10_000, "growth phase: instances per measured chunk")
+	growthClients = flag.Int("growth-clients", 16, "growth phase: concurrent clients")
+)
+
+// chunk is one measured chunk of the growth phase.
+type chunk struct {
+	rate   float64 // successful writes per second
+	cpuPer float64 // servers' CPU seconds per successful write
+}
+
+// benchGrowth fills a fresh cluster (s, reached through bases) chunk by
+// chunk and reports each chunk and the last/first ratios. It returns the
+// chunks.
+func benchGrowth(s servers, bases []string, mk reqFunc) []chunk {
+	size := max(1, *growthChunk)
+	n := max(1, *growthTotal/size)
+	var out []chunk
+	var prev time.Duration
+	for k := 0; k < n; k++ {
+		first := 3_000_001 + int64(k*size)
+		last := first + int64(size) - 1
+		// CPU profiles of the second and the last chunk, each as long as
+		// the chunk before it took (a profile's length is fixed up front).
+		waitProfiles := func() {}
+		if (k == 1 || (k == n-1 && k > 1)) && prev > 0 {
+			waitProfiles = startProfiles(s, fmt.Sprintf("%s growth chunk %d", s.name, k+1), prev)
+		}
+		cpu := startCPU(s)
+		t0 := time.Now()
+		ok := fillRange(bases, mk, first, last, *growthClients)
+		el := time.Since(t0)
+		total, _ := cpu.done()
+		waitProfiles()
+		prev = el
+		c := chunk{rate: float64(ok) / el.Seconds()}
+		if ok > 0 {
+			c.cpuPer = total / float64(ok)
+		}
+		out = append(out, c)
+		rss := ""
+		for i, p := range s.procs {
+			if i > 0 {
+				rss += "/"
+			}
+			rss += fmt.Sprint(rssMB(p.Process.Pid, "VmRSS:"))
+		}
+		report(fmt.Sprintf("%s growth chunk %d (%d → %d)", s.name, k+1, k*size, (k+1)*size),
+			"%8.0f writes/s  server cpu %.0f µs/write  (%d ok of %d in %s)  RSS %s MB",
+			c.rate, c.cpuPer*1e6, ok, size, el.Round(time.Millisecond), rss)
+	}
+	if len(out) > 1 && out[0].rate > 0 && out[0].cpuPer > 0 {
+		l := out[len(out)-1]
+		report(s.name+" growth last/first chunk", "rate %.2f  cpu per write %.2f  (%d clients, %d chunks of %d)",
+			l.rate/out[0].rate, l.cpuPer/out[0].cpuPer, *growthClients, len(out), size)
+	}
+	return out
+}
+
+// growthRatio compares the two systems' last chunks and their curves.
+func growthRatio(b, e []chunk) {
+	if len(b) < 2 || len(e) < 2 || e[len(e)-1].rate <= 0 || e[0].rate <= 0 || b[0].rate <= 0 {
+		return
+	}
+	bl, el := b[len(b)-1], e[len(e)-1]
+	report("ratio: beacon/etcd growth, last chunk", "rate %.2f  cpu per write %.2f  (last/first: beacon %.2f, etcd %.2f)",
+		bl.rate/el.rate, bl.cpuPer/el.cpuPer, bl.rate/b[0].rate, el.rate/e[0].rate)
+}

@@ -1,0 +1,234 @@
+package main
+
+// The parked phase: -parked blocking queries (Beacon) or watchers (etcd)
+// waiting on keys that no write touches, spread over the three nodes, and
+// what they cost: RSS per node, and the write rate (and server CPU per
+// write) with them parked against without. Issue 18's target: no
+// throughput lost, at most 30 MB.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var (
+	parkedN   = flag.Int("parked", 2000, "parked phase: blocking queries (etcd: watchers) parked during the write load")
+	parkedIDs = flag.Int("parked-ids", 2000, "parked phase: the write load updates this many instances (keys) over and over")
+)
+
+// parkedServices is how many services (etcd: keys) the parked queries wait on.
+const parkedServices = 100
+
+// parkedWriteReq updates one of -parked-ids instances: the catalog keeps its
+// size, so the runs with and without parked queries write the same.
+func parkedWriteReq(base string, n int64) (string, string, []byte) {
+	id := n % int64(*parkedIDs)
+	body := fmt.Sprintf(`{"address":"10.8.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"}`,
+		(id>>8)&255, id&255, 1024+n%60000, id%3, id%10)
+	return http.MethodPut, fmt.Sprintf("%s/v1/services/bench-%d/instances/p-%d", base, id%100, id), []byte(body)
+}
+
+func etcdParkedPutReq(base string, n int64) (string, string, []byte) {
+	return etcdPutReq(base, n%int64(*parkedIDs))
+}
+
+// parkedServiceReq registers the one instance of parked service n.
+func parkedServiceReq(base string, n int64) (string, string, []byte) {
+	return http.MethodPut, fmt.Sprintf("%s/v1/services/parked-%d/instances/w-%d", base, n, n),
+		[]byte(fmt.Sprintf(`{"address":"10.7.0.%d","port":8080}`, n%250+1))
+}
+
+// parkedClient is an HTTP client with no limit on connections per host: one
+// per parked request.
+func parkedClient() *http.Client {
+	t := &http.Transport{MaxIdleConnsPerHost: 8, DisableCompression: true,
+		DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
+	return &http.Client{Transport: t}
+}
+
+// parkedSet is the parked requests of one run.
+type parkedSet struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	failed atomic.Int64 // requests that ended before they were cancelled
+}
+
+func (p *parkedSet) stop() {
+	p.cancel()
+	p.wg.Wait()
+}
+
+// park starts *parkedN requests made by run(ctx, base, i), spread over bases.
+func park(bases []string, run func(ctx context.Context, hc *http.Client, base string, i int) error) *parkedSet {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &parkedSet{cancel: cancel}
+	hc := parkedClient()
+	for i := 0; i < *parkedN; i++ {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := run(ctx, hc, bases[i%len(bases)], i); err != nil && ctx.Err() == nil {
+				p.failed.Add(1)
+			}
+		}()
+	}
+	return p
+}
+
+// blockingGauge sums a metric of every node's /metrics.
+func blockingGauge(bases []string, metric string) int {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	sum := 0
+	for _, b := range bases {
+		resp, err := hc.Get(b + "/metrics")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == metric {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				sum += int(v)
+			}
+		}
+		resp.Body.Close()
+	}
+	return sum
+}
+
+// rssPerNode returns each process's RSS in MB.
+func rssPerNode(s servers) []int {
+	var out []int
+	for _, p := range s.procs {
+		out = append(out, rssMB(p.Process.Pid, "VmRSS:"))
+	}
+	return out
+}
+
+// parkedResult is one system's parked run.
+type parkedResult struct{ without, with float64 }
+
+// benchParked runs the write load without, then with, the parked requests,
+// and reports the RSS each node gained and the rates. parkedCount says how
+// many requests are parked now, as the servers see them.
+func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.Context, hc *http.Client, base string, i int) error, parkedCount func() int) parkedResult {
+	var r parkedResult
+	// Every instance (key) of the write load exists before the first run.
+	fillRange(bases, write, 1, int64(*parkedIDs), *clients)
+	time.Sleep(2 * time.Second) // let followers apply and the runtimes settle
+	before := rssPerNode(s)
+	r.without = benchLoad(s, s.name+" writes, no parked queries", bases, write, true)
+
+	p := park(bases, run)
+	defer p.stop()
+	t0 := time.Now()
+	n := 0
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if n = parkedCount(); n >= *parkedN {
+			break
+		}
+	}
+	if n < *parkedN {
+		fmt.Printf("parked: only %d of %d requests parked after 60s (%d failed)\n", n, *parkedN, p.failed.Load())
+	}
+	parkTook := time.Since(t0)
+	time.Sleep(2 * time.Second)
+	with := rssPerNode(s)
+	r.with = benchLoad(s, fmt.Sprintf("%s writes, %d parked queries", s.name, n), bases, write, true)
+	still := parkedCount()
+
+	var parts []string
+	for i := range before {
+		parts = append(parts, fmt.Sprintf("#%d %+d MB (%d → %d)", i+1, with[i]-before[i], before[i], with[i]))
+	}
+	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s  (parked in %s; %d still parked after the load, %d ended early)",
+		strings.Join(parts, ", "), parkTook.Round(time.Millisecond), still, p.failed.Load())
+	if r.without > 0 {
+		report(s.name+" write rate with/without parked queries", "%.2f", r.with/r.without)
+	}
+	return r
+}
+
+// beaconPark is one blocking query on a service no write touches.
+func beaconPark(ctx context.Context, hc *http.Client, base string, i int) error {
+	url := fmt.Sprintf("%s/v1/services/parked-%d/instances", base, i%parkedServices)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	idx := resp.Header.Get("X-Beacon-Index")
+	if resp.StatusCode != http.StatusOK || idx == "" {
+		return fmt.Errorf("parked read: status %d, index %q", resp.StatusCode, idx)
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, url+"?index="+idx+"&wait=10m", nil)
+	resp, err = hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return fmt.Errorf("parked query answered with %d before the end", resp.StatusCode)
+}
+
+// etcdWatcher opens one watch stream on a key no write touches, over the
+// gateway, and counts it once etcd confirms it.
+func etcdWatcher(created *atomic.Int64) func(ctx context.Context, hc *http.Client, base string, i int) error {
+	return func(ctx context.Context, hc *http.Client, base string, i int) error {
+		body, _ := json.Marshal(map[string]any{"create_request": map[string]string{"key": b64(fmt.Sprintf("/parked/%d", i%parkedServices))}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v3/watch", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		dec := json.NewDecoder(resp.Body)
+		var msg struct {
+			Result struct {
+				Created bool `json:"created"`
+			} `json:"result"`
+		}
+		if err := dec.Decode(&msg); err != nil {
+			return err
+		}
+		if !msg.Result.Created {
+			return fmt.Errorf("etcd watch not created")
+		}
+		created.Add(1)
+		defer created.Add(-1)
+		for {
+			if err := dec.Decode(&msg); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// parkedBeacon prepares a fresh cluster's parked services and runs the phase.
+func parkedBeacon(c *cluster) parkedResult {
+	fillRange(c.apis(), func(base string, n int64) (string, string, []byte) { return parkedServiceReq(base, n-1) }, 1, parkedServices, 8)
+	c.waitCaughtUp(30 * time.Second)
+	return benchParked(c.servers(), c.apis(), parkedWriteReq, beaconPark,
+		func() int { return blockingGauge(c.apis(), "beacon_http_blocking_queries") })
+}
+
+func parkedEtcd(e *etcdCluster) parkedResult {
+	var created atomic.Int64
+	return benchParked(e.servers(), e.clientURLs(), etcdParkedPutReq, etcdWatcher(&created),
+		func() int { return int(created.Load()) })
+}
