@@ -22,9 +22,13 @@ func TestConsistentReadsArrivingWhileAReadIndexIsInFlightWaitOneLeaderWait(t *te
 	l := tn.waitForLeader(30 * time.Second)
 	f := tn.other(l)
 	n := tn.nodes[f]
-	if _, err := n.ConsistentIndex(context.Background()); err != nil {
-		t.Fatal(err) // a connection to the leader exists from here
-	}
+	// A read that succeeds (retried through a load-induced election): a
+	// connection to the leader exists from here.
+	var err error
+	eventually(t, 60*time.Second, func() bool {
+		_, err = n.ConsistentIndex(context.Background())
+		return err == nil
+	}, "a first consistent read")
 	var resumes []func()
 	for i := range tn.nodes {
 		if i != f {
@@ -82,7 +86,6 @@ func TestConsistentReadsArrivingWhileAReadIndexIsInFlightWaitOneLeaderWait(t *te
 		r()
 	}
 	tn.waitForLeader(60 * time.Second)
-	var err error
 	eventually(t, 60*time.Second, func() bool {
 		_, err = n.ConsistentIndex(context.Background())
 		return err == nil
