@@ -182,12 +182,19 @@ type compose struct {
 	ports   []int // agents' API ports on 127.0.0.1
 }
 
+// newCompose: the agents' APIs on -compose-port+1..3 (n4's on +4), the
+// balancers' on +31..34; by default 29751-29784, below the kernel's
+// ephemeral range (32768 and up on Linux), where a port can be taken at any
+// moment by some outgoing connection.
 func newCompose() *compose {
-	c := &compose{project: *composeProject, ports: []int{41750, 42750, 43750}}
+	b := *composePort
+	c := &compose{project: *composeProject, ports: []int{b + 1, b + 2, b + 3}}
 	c.env = append(os.Environ(),
 		"BEACON_IMAGE="+*composeImage, "BEACON_NET=10.87.61",
-		"BEACON_N1_PORT=41750", "BEACON_N2_PORT=42750", "BEACON_N3_PORT=43750", "BEACON_N4_PORT=44750",
-		"BEACON_LB1_PORT=41080", "BEACON_LB1_ADMIN_PORT=41081", "BEACON_LB2_PORT=42080", "BEACON_LB2_ADMIN_PORT=42081",
+		fmt.Sprintf("BEACON_N1_PORT=%d", b+1), fmt.Sprintf("BEACON_N2_PORT=%d", b+2),
+		fmt.Sprintf("BEACON_N3_PORT=%d", b+3), fmt.Sprintf("BEACON_N4_PORT=%d", b+4),
+		fmt.Sprintf("BEACON_LB1_PORT=%d", b+31), fmt.Sprintf("BEACON_LB1_ADMIN_PORT=%d", b+32),
+		fmt.Sprintf("BEACON_LB2_PORT=%d", b+33), fmt.Sprintf("BEACON_LB2_ADMIN_PORT=%d", b+34),
 		"BEACON_LOG_LEVEL=warn")
 	return c
 }
