@@ -137,7 +137,11 @@ func TestMaintenanceAndDraining(t *testing.T) {
 
 	maint("a", client.MaintenanceRequest{Mode: client.ModeMaintenance, Reason: "kernel upgrade"})
 	healthyEverywhere("[b c]")
-	inst, _, _ := c.Client(0).Instance(ctx, "api", "a", &client.QueryOptions{Consistent: true})
+	var inst *client.Instance
+	retry(t, "a consistent read of a", func() (err error) {
+		inst, _, err = c.Client(0).Instance(ctx, "api", "a", &client.QueryOptions{Consistent: true})
+		return err
+	})
 	if inst.Maintenance == nil || inst.Maintenance.Reason != "kernel upgrade" || inst.Status != "passing" {
 		t.Fatalf("in maintenance: %+v", inst)
 	}
