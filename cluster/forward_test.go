@@ -10,6 +10,7 @@ import (
 
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/fsm/fsmtest"
+	"github.com/hashicorp/raft"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -194,29 +195,63 @@ func TestRequestsInFlightThroughFollowersWhenTheLeaderFreezesAnswerWithinTheBudg
 // when its FSM no longer knows, that the outcome is unknown.
 func TestResentWriteFoundInTheLogIsNotAppliedTwice(t *testing.T) {
 	tn := newTestNodes(t, 3, nil)
-	l := tn.waitForLeader(30 * time.Second)
+	// On a loaded machine the leader can lose its lease between two steps
+	// (an election, not what this test is about): the scenario then starts
+	// again with the next leader and new commands.
+	for attempt := 1; ; attempt++ {
+		l := tn.waitForLeader(30 * time.Second)
+		if !resentWriteScenario(t, tn, l, attempt) {
+			return
+		}
+		if attempt == 5 {
+			t.Fatal("leadership changed during each of 5 attempts")
+		}
+		t.Logf("attempt %d: leadership changed during the scenario; again with the next leader", attempt)
+	}
+}
+
+// resentWriteScenario runs the test above on leader l; it reports true when
+// a step failed because l stopped leading, so that the caller tries again.
+func resentWriteScenario(t *testing.T, tn *testNodes, l, attempt int) (leaderChanged bool) {
+	t.Helper()
 	n := tn.nodes[l]
+	lost := func(err error) bool {
+		return err != nil && (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnknownOutcome) || n.raft.State() != raft.Leader)
+	}
 	ctx := context.Background()
-	cmd := fsmtest.Register(t, "once", "web")
+	cmd := fsmtest.Register(t, fmt.Sprintf("once-%d", attempt), "web")
 	req := newOnceRequest(n.raft.CommitIndex(), cmd)
 	idx, err := n.applyOnceLocal(ctx, req.id[:], n.raft.CurrentTerm(), req.low, false, cmd)
+	if lost(err) {
+		return true
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The same request again, as a re-send after an unknown outcome.
 	got, err := n.applyOnceLocal(ctx, req.id[:], 0, req.low, true, cmd)
+	if lost(err) {
+		return true
+	}
 	if err != nil || got != idx {
 		t.Fatalf("re-send: index %d, err %v; want the first attempt's index %d and no error", got, err, idx)
 	}
-	// A rejected command: the re-send answers the same rejection.
-	bad := fsmtest.Register(t, "", "web") // no id: the FSM rejects it
+	// A rejected command: the re-send answers the same rejection. The
+	// instance id is empty, so the service name tells attempts apart.
+	bad := fsmtest.Register(t, "", fmt.Sprintf("web-%d", attempt)) // no id: the FSM rejects it
 	breq := newOnceRequest(n.raft.CommitIndex(), bad)
 	bidx, berr := n.applyOnceLocal(ctx, breq.id[:], n.raft.CurrentTerm(), breq.low, false, bad)
+	if lost(berr) {
+		return true
+	}
 	var rej *fsm.RejectError
 	if !errors.As(berr, &rej) {
 		t.Fatalf("a registration without an id: %v, want a rejection", berr)
 	}
 	got, err = n.applyOnceLocal(ctx, breq.id[:], 0, breq.low, true, bad)
+	if lost(err) && !errors.As(err, &rej) {
+		return true
+	}
 	if !errors.As(err, &rej) || got != bidx {
 		t.Fatalf("re-send of a rejected write: index %d, err %v; want the rejection at %d", got, err, bidx)
 	}
@@ -224,6 +259,9 @@ func TestResentWriteFoundInTheLogIsNotAppliedTwice(t *testing.T) {
 	// answer is that the outcome is unknown; over the wire too.
 	n.fsm.ForgetOutcomesForTest()
 	got, err = n.applyOnceLocal(ctx, req.id[:], 0, req.low, true, cmd)
+	if !errors.Is(err, errCommittedEarlier) && lost(err) {
+		return true
+	}
 	if !errors.Is(err, errCommittedEarlier) || got != idx {
 		t.Fatalf("re-send without the record: index %d, err %v; want errCommittedEarlier at %d", got, err, idx)
 	}
@@ -243,6 +281,7 @@ func TestResentWriteFoundInTheLogIsNotAppliedTwice(t *testing.T) {
 	if c := tn.countEntries(l, bad); c != 1 {
 		t.Fatalf("the rejected write is in the log %d times, want 1", c)
 	}
+	return false
 }
 
 // counterValue reads node n's forwarded-apply counter for an outcome.

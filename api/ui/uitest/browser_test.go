@@ -45,7 +45,8 @@ type browser struct {
 }
 
 // newBrowser starts a headless Chromium with a window of w x h pixels; it
-// stops when the test ends.
+// stops when the test ends. The browser returned is its first tab (newTab
+// opens more).
 func newBrowser(t *testing.T, w, h int) *browser {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -56,16 +57,29 @@ func newBrowser(t *testing.T, w, h int) *browser {
 		chromedp.Flag("disable-gpu", true),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancelAlloc)
 	// The first action starts the browser. Headless windows are at least
 	// 500 pixels wide: a phone's width is emulated.
-	start := []chromedp.Action[chromedp.Void]{}
+	var start []chromedp.Action[chromedp.Void]
 	if w < 500 {
 		start = append(start, chromedp.EmulateViewport(int64(w), int64(h), chromedp.EmulateMobile, chromedp.EmulateScale(2)))
 	}
+	return openTab(t, actx, start, chromedp.WithLogf(t.Logf))
+}
+
+// newTab opens another tab in b's browser; it closes when the test ends.
+func (b *browser) newTab() *browser {
+	b.t.Helper()
+	return openTab(b.t, b.ctx, nil)
+}
+
+// openTab makes a tab of the browser in parent (starting the browser when
+// parent has none yet), runs start in it and records its console.
+func openTab(t *testing.T, parent context.Context, start []chromedp.Action[chromedp.Void], opts ...chromedp.ContextOption) *browser {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(parent, opts...)
 	if err := chromedp.Do(ctx, start...); err != nil {
 		cancel()
-		cancelAlloc()
 		t.Fatalf("start chromium: %v", err)
 	}
 	b := &browser{t: t, ctx: ctx}
@@ -84,7 +98,6 @@ func newBrowser(t *testing.T, w, h int) *browser {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		cancelAlloc()
 		<-done
 	})
 	return b

@@ -122,13 +122,13 @@ func TestEveryPageLoadsWithoutConsoleErrors(t *testing.T) {
 			t.Run(size.name+" "+theme, func(t *testing.T) {
 				b := newBrowser(t, size.w, size.h)
 				b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/"))
-				b.waitJS(15*time.Second, `location.pathname === "/ui/" && document.querySelector("main h1") !== null`, "the redirect from / to /ui/")
+				b.waitJS(60*time.Second, `location.pathname === "/ui/" && document.querySelector("main h1") !== null`, "the redirect from / to /ui/")
 				if theme == "dark" {
 					b.do(10*time.Second, chromedp.Evaluate[chromedp.Void](`localStorage.setItem("beacon.theme", "dark")`), chromedp.Reload())
 				}
 				for _, p := range pages {
 					b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/"+p.fragment), chromedp.Reload())
-					b.waitJS(15*time.Second, p.ready, p.name+" page content")
+					b.waitJS(60*time.Second, p.ready, p.name+" page content")
 					b.screenshot(size.name + "-" + theme + "-" + p.name)
 				}
 				if errs := b.errors(); len(errs) > 0 {
@@ -148,7 +148,7 @@ func TestRegistrationAppearsWithoutReload(t *testing.T) {
 	fixtures(t, c, be)
 	b := newBrowser(t, 1280, 800)
 	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web"))
-	b.waitJS(15*time.Second, `document.querySelectorAll('tr[data-instance]').length === 2`, "the two instances")
+	b.waitJS(60*time.Second, `document.querySelectorAll('tr[data-instance]').length === 2`, "the two instances")
 	b.do(5*time.Second, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
 	// Let the page's watch settle into its blocking query first.
 	b.waitJS(5*time.Second, `Number(document.body.dataset.liveIndex) > 0`, "a blocking watch")
@@ -161,7 +161,7 @@ func TestRegistrationAppearsWithoutReload(t *testing.T) {
 		id := fmt.Sprintf("web-new-%d", attempt)
 		register(t, c.Client(2), "web", id, &client.Registration{Address: "127.0.0.9", Port: 7000 + attempt, Tags: []string{"fresh"}})
 		start := time.Now()
-		b.waitJS(15*time.Second, `document.querySelector('tr[data-instance="`+id+`"]') !== null`, id+" shown")
+		b.waitJS(60*time.Second, `document.querySelector('tr[data-instance="`+id+`"]') !== null`, id+" shown")
 		took = append(took, time.Since(start).Round(time.Millisecond))
 		if took[attempt] <= time.Second {
 			break
@@ -188,10 +188,10 @@ func TestFailingBackendShowsCriticalWithItsOutput(t *testing.T) {
 	fixtures(t, c, be)
 	b := newBrowser(t, 1280, 800)
 	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-1"))
-	b.waitJS(15*time.Second, `document.querySelector('tr[data-check] .badge.passing') !== null`, "the passing check")
+	b.waitJS(60*time.Second, `document.querySelector('tr[data-check] .badge.passing') !== null`, "the passing check")
 
 	be.fail.Store(true)
-	b.waitJS(15*time.Second, `document.querySelector('tr[data-check] .badge.critical') !== null`, "the check critical")
+	b.waitJS(60*time.Second, `document.querySelector('tr[data-check] .badge.critical') !== null`, "the check critical")
 	b.waitJS(5*time.Second, `[...document.querySelectorAll('tr[data-check] pre.output')].some(p => p.textContent.includes(`+jsString(`<script>alert("x")</script>`)+`))`, "the output as text")
 	if n := eval[int](b, `document.querySelectorAll('main script, main b').length`); n != 0 {
 		t.Fatalf("check output became markup: %d elements", n)
@@ -225,7 +225,7 @@ func TestDrainFromTheUIIsVisibleThroughTheAPI(t *testing.T) {
 	fixtures(t, c, be)
 	b := newBrowser(t, 1280, 800)
 	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-2"))
-	b.waitJS(15*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the actions")
+	b.waitJS(60*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the actions")
 	before := time.Now()
 	drainFromUI(b, "10m")
 	b.waitJS(10*time.Second, `!document.querySelector('#confirm-dialog').open && document.querySelector('main .badge.draining') !== null`, "the drain shown")
@@ -262,8 +262,8 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 			b := newBrowser(t, 1280, 800)
 			b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-2"))
 			if !anon {
-				b.waitJS(15*time.Second, `document.querySelector('#token-dialog').open`, "the token dialog")
-				b.waitJS(15*time.Second, `document.body.innerText.includes("401 unauthenticated")`, "the refusal to read")
+				b.waitJS(60*time.Second, `document.querySelector('#token-dialog').open`, "the token dialog")
+				b.waitJS(60*time.Second, `document.body.innerText.includes("401 unauthenticated")`, "the refusal to read")
 				b.screenshot("auth-token-dialog")
 				b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#token-cancel`)))
 				if n := eval[int](b, `document.querySelectorAll('.actionbar button').length`); n != 0 {
@@ -275,7 +275,7 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 					chromedp.WaitVisible(chromedp.CSS(`#token-input`)),
 					chromedp.SendKeys(chromedp.CSS(`#token-input`), managementToken),
 					chromedp.Click(chromedp.CSS(`#token-save`)))
-				b.waitJS(15*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the page after the token")
+				b.waitJS(60*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the page after the token")
 				if eval[bool](b, `location.href.includes(`+jsString(managementToken)+`)`) {
 					t.Fatal("the token is in the URL")
 				}
@@ -283,7 +283,7 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 				agenttest.Eventually(t, 10*time.Second, func() bool { return instance(t, c.Client(1), "web", "web-2").Draining != nil }, "web-2 draining")
 				return
 			}
-			b.waitJS(15*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the page, read anonymously")
+			b.waitJS(60*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the page, read anonymously")
 			drainFromUI(b, "10m")
 			b.waitJS(10*time.Second, `!document.querySelector('#confirm-error').hidden && document.querySelector('#confirm-error').textContent.includes("401 unauthenticated")`, "the API's refusal in the dialog")
 			b.screenshot("auth-refused")
@@ -314,9 +314,9 @@ func TestLostConnectionIsShownAndRecovers(t *testing.T) {
 	fixtures(t, c, be)
 	b := newBrowser(t, 1280, 800)
 	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web"))
-	b.waitJS(15*time.Second, `document.querySelectorAll('tr[data-instance]').length === 2`, "the instances")
+	b.waitJS(60*time.Second, `document.querySelectorAll('tr[data-instance]').length === 2`, "the instances")
 	c.Stop(0)
-	b.waitJS(15*time.Second, `!document.querySelector('#banner').hidden`, "the connection-lost banner")
+	b.waitJS(60*time.Second, `!document.querySelector('#banner').hidden`, "the connection-lost banner")
 	b.screenshot("connection-lost")
 	c.Restart(0)
 	b.waitJS(30*time.Second, `document.querySelector('#banner').hidden`, "the banner gone")

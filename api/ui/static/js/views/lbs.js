@@ -44,7 +44,7 @@ function lb(r) {
 }
 
 function service(svc) {
-  const rows = (svc.instances ?? []).map((i) => h('tr', null,
+  const rows = (svc.instances ?? []).map((i) => h('tr', { dataset: { instance: i.id, routed: String(Boolean(i.routed)) } },
     h('td', null, h('a', { href: instanceHref(svc.service, i.id) }, i.id)),
     h('td', { class: 'mono' }, `${i.address}:${i.port}`),
     h('td', null, i.zone ?? ''),
