@@ -178,16 +178,12 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	hc.Logger = a.logger.Named("health")
 	hc.AuditTTL = a.auditTTL
-	hm := newHealthMetrics()
-	hc.ProbeObserver = hm.observeProbe
+	hc.Metrics = a.metrics
 	h, err := health.New(hc, a.fsm, healthAdapter{node})
 	if err != nil {
 		return err
 	}
 	a.health = h
-	if err := hm.register(a.metrics, h); err != nil {
-		return err
-	}
 	node.OnLeader(h.Lead)
 	node.HandleRPC(opHealth, func(ctx context.Context, p []byte) ([]byte, error) {
 		resp, err := h.ServeRPC(ctx, p)

@@ -11,7 +11,9 @@ import (
 // The embedded load balancer (LBAddr) follows the agent's own replicated
 // store (storeCatalog), so it needs no network round trip to see a change,
 // and keeps routing from the local copy while the agent is cut off from its
-// leader. Its listeners are run by lb.Server, as the standalone balancer's.
+// leader. Its listeners are run by lb.Server, as the standalone balancer's,
+// and, like it, it serves its series on its admin address from a registry
+// of its own (lb.Config.Metrics left unset), apart from the agent's.
 
 // lbConfig builds the embedded balancer's configuration from the agent's.
 func (c Config) lbConfig() (lb.Config, error) {

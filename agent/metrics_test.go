@@ -12,6 +12,7 @@ import (
 
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -20,8 +21,9 @@ import (
 // with labels sorted; histograms appear as their _count and _sum.
 type series map[string]float64
 
-// scrape reads GET /metrics of an agent, as Prometheus would.
-func scrape(t *testing.T, addr string) series {
+// metricFamilies reads GET /metrics of an agent or a balancer's admin
+// address, as Prometheus would.
+func metricFamilies(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -29,15 +31,21 @@ func scrape(t *testing.T, addr string) series {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %d", resp.StatusCode)
+		t.Fatalf("GET %s/metrics: %d", addr, resp.StatusCode)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
+		t.Fatalf("parse %s/metrics: %v", addr, err)
 	}
+	return fams
+}
+
+// scrape reads the samples of GET /metrics.
+func scrape(t *testing.T, addr string) series {
+	t.Helper()
 	out := series{}
-	for name, f := range fams {
+	for name, f := range metricFamilies(t, addr) {
 		for _, m := range f.GetMetric() {
 			var ls []string
 			for _, l := range m.GetLabel() {

@@ -44,7 +44,7 @@ func (c Config) tlsConfigs() (agentTLS, error) {
 	}
 	out.http = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.TLSHTTPClientCAFile != "" {
-		pool, err := loadCertPool(c.TLSHTTPClientCAFile)
+		pool, err := LoadCertPool(c.TLSHTTPClientCAFile)
 		if err != nil {
 			return out, err
 		}
@@ -57,7 +57,7 @@ func (c Config) tlsConfigs() (agentTLS, error) {
 		if c.TLSCAFile == "" {
 			return out, errors.New("agent: verifying cluster peers (--tls-verify-incoming, --tls-verify-outgoing) needs --tls-ca-file")
 		}
-		if pool, err = loadCertPool(c.TLSCAFile); err != nil {
+		if pool, err = LoadCertPool(c.TLSCAFile); err != nil {
 			return out, err
 		}
 	}
@@ -101,7 +101,10 @@ func verifyChain(pool *x509.CertPool, usage x509.ExtKeyUsage) func(tls.Connectio
 	}
 }
 
-func loadCertPool(file string) (*x509.CertPool, error) {
+// LoadCertPool reads a PEM CA bundle into a certificate pool; it fails when
+// the file holds no certificate. The agent's TLS settings and the CLI's
+// client options both load their CA files through it.
+func LoadCertPool(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)

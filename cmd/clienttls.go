@@ -2,12 +2,11 @@ package cmd
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 
+	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/api/client"
 	"github.com/spf13/pflag"
 )
@@ -44,7 +43,7 @@ func (o clientTLSFlags) config() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.ServerName, InsecureSkipVerify: o.SkipVerify}
 	if o.CACert != "" {
-		pool, err := loadCertPool(o.CACert)
+		pool, err := agent.LoadCertPool(o.CACert)
 		if err != nil {
 			return nil, err
 		}
@@ -73,16 +72,4 @@ func (o clientTLSFlags) clientConfig(addrs []string, token string) (client.Confi
 	}
 	cfg.TLS = tc
 	return cfg, nil
-}
-
-func loadCertPool(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("read CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", file)
-	}
-	return pool, nil
 }

@@ -16,8 +16,10 @@ type FSM struct {
 	logger   hclog.Logger
 	handlers map[MessageType]handler
 
-	// observer, if set, sees every applied command (for metrics and audit).
+	// observer, if set, sees every applied command.
 	observer func(Applied)
+	// metrics, once RegisterMetrics ran, count applied commands.
+	metrics  *metrics
 	outcomes outcomes
 
 	wtx writeTxn
@@ -113,7 +115,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if rerr != nil {
 			f.outcomes.reject(l.Index, rerr)
 		}
-		if f.observer != nil {
+		if f.observer != nil || f.metrics != nil {
 			applied = append(applied, Applied{Type: t, Index: l.Index, Cmd: cmd, Err: rerr})
 		}
 	}
@@ -124,7 +126,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.advance(last)
 	}
 	for _, a := range applied {
-		f.observer(a)
+		if f.metrics != nil {
+			f.metrics.count(a)
+		}
+		if f.observer != nil {
+			f.observer(a)
+		}
 	}
 	return out
 }

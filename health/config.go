@@ -9,6 +9,7 @@ import (
 
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // FlapPolicy decides when a check is flapping: Threshold or more debounced
@@ -75,11 +76,10 @@ type Config struct {
 	// MaxOutput caps the output kept per check (bytes).
 	MaxOutput int
 	Logger    hclog.Logger
-	// ProbeObserver, when set, is called after every probe this node runs,
-	// from the check's goroutine, with the check's type, the probe's status
-	// and how long it took. It must not block. The agent counts check runs
-	// and their durations with it (docs/metrics.md).
-	ProbeObserver func(typ fsm.CheckType, status fsm.Health, took time.Duration)
+	// Metrics, when set, receives the subsystem's Prometheus collectors:
+	// probe runs and durations, counted by the runner, and the Stats
+	// counters (docs/metrics.md).
+	Metrics prometheus.Registerer
 	// AuditTTL, when set, is called on the leader after it accepted a TTL
 	// report, with the context the report arrived with (the cluster puts
 	// who sent it there), the check, the status reported and the index a

@@ -32,21 +32,23 @@ var ErrNotLeader = errors.New("health: not the leader")
 // owns, and the leader's coordinator while it leads. It is safe for
 // concurrent use.
 type Health struct {
-	cfg    Config
-	logger hclog.Logger
-	fsm    *fsm.FSM
-	store  *fsm.Store
-	cl     Cluster
-	prober *Prober
-	stats  counters
+	cfg     Config
+	logger  hclog.Logger
+	fsm     *fsm.FSM
+	store   *fsm.Store
+	cl      Cluster
+	prober  *Prober
+	stats   counters
+	metrics *metrics
 
 	mu    sync.Mutex
 	coord *coordinator // set while this node leads
 }
 
-// New returns the health subsystem of the agent whose catalog is f. It
-// starts nothing: run Run on every agent and register Lead as a leader task
-// and ServeRPC as the leader's RPC handler.
+// New returns the health subsystem of the agent whose catalog is f, with
+// its collectors registered on cfg.Metrics when set. It starts nothing: run
+// Run on every agent and register Lead as a leader task and ServeRPC as the
+// leader's RPC handler.
 func New(cfg Config, f *fsm.FSM, cl Cluster) (*Health, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -55,10 +57,17 @@ func New(cfg Config, f *fsm.FSM, cl Cluster) (*Health, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Health{
+	h := &Health{
 		cfg: cfg, logger: logger, fsm: f, store: f.Store(), cl: cl,
-		prober: NewScopedProber(cfg.DenyCIDRs, cfg.AllowCIDRs, cfg.MaxOutput),
-	}, nil
+		prober:  NewScopedProber(cfg.DenyCIDRs, cfg.AllowCIDRs, cfg.MaxOutput),
+		metrics: newMetrics(),
+	}
+	if cfg.Metrics != nil {
+		if err := h.metrics.register(cfg.Metrics, h); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
 }
 
 // Stats returns the subsystem's counters.

@@ -92,9 +92,7 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result means nothing
 		}
-		if obs := h.cfg.ProbeObserver; obs != nil {
-			obs(c.Type, res.Status, time.Since(start))
-		}
+		h.metrics.probed(c.Type, res.Status, time.Since(start))
 		h.stats.probes.Add(1)
 		if res.Status != fsm.Passing {
 			h.stats.probesFailed.Add(1)

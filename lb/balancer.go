@@ -14,6 +14,7 @@ import (
 
 	"github.com/beaconhq/beacon/connlimit"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Balancer is a load balancer that follows a Catalog: one follower per
@@ -26,6 +27,7 @@ type Balancer struct {
 	logger  hclog.Logger
 	proxy   *proxy
 	guard   *dialGuard
+	metrics *metrics
 
 	services atomic.Pointer[map[string]*service] // copy on write
 	routes   atomic.Pointer[[]prefixRoute]       // longest prefix first
@@ -61,7 +63,17 @@ func New(cfg Config, catalog Catalog) (*Balancer, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	if cfg.Metrics == nil && cfg.Gatherer == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Metrics, cfg.Gatherer = reg, reg
+	}
 	b := &Balancer{cfg: cfg, catalog: catalog, logger: logger}
+	b.metrics = newMetrics(b)
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(b.metrics); err != nil {
+			return nil, fmt.Errorf("lb: metrics: %w", err)
+		}
+	}
 	empty := map[string]*service{}
 	b.services.Store(&empty)
 	b.routes.Store(&[]prefixRoute{})

@@ -4,13 +4,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // HashKey says where the Hash strategy finds a request's key.
@@ -167,23 +167,13 @@ type Config struct {
 	MaxConnsPerClient int
 	AdminIdleTimeout  time.Duration
 
-	// Observer, when set, sees every attempt on an instance and every
-	// ejection (the agent turns them into latency and ejection metrics).
-	Observer Observer
-	// ExtraMetrics, when set, writes more series in the Prometheus text
-	// format after the balancer's own on the admin GET /metrics.
-	ExtraMetrics func(io.Writer)
-}
-
-// Observer receives the outcome of each proxied attempt and each ejection.
-// Its methods run on the request path: they must be safe for concurrent use
-// and must not block.
-type Observer interface {
-	// Attempt reports one attempt on instance of service: the status of the
-	// instance's answer (0 when err is set) and the time to its headers.
-	Attempt(service, instance string, status int, err error, took time.Duration)
-	// Ejected reports that instance was ejected for d.
-	Ejected(service, instance string, d time.Duration)
+	// Metrics, when set, receives the balancer's Prometheus collector: the
+	// routing tables read at scrape time, and the attempts, latencies and
+	// ejections counted on the request path (docs/metrics.md). Gatherer is
+	// what the admin GET /metrics serves. With neither set the balancer
+	// keeps a registry of its own and serves that.
+	Metrics  prometheus.Registerer
+	Gatherer prometheus.Gatherer
 }
 
 // DefaultConfig returns the documented defaults (docs/lb.md).

@@ -1,36 +1,36 @@
 package lb
 
 import (
-	"io"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// promObserver turns a balancer's Observer hooks into Prometheus series: the
-// attempts on each instance by answer, their latency, and ejections. They
-// live in their own registry and are appended to the balancer's admin
-// GET /metrics (lb.Config.ExtraMetrics), after the balancer's own series
-// (requests, failures, retries, in flight, ejected, weights).
-type promObserver struct {
-	reg       *prometheus.Registry
+// metrics are the balancer's Prometheus series (docs/metrics.md, docs/lb.md),
+// one collector: the routing tables' state and counters, read from Status
+// at scrape time, and the attempts on each instance by answer, their
+// latency and the ejections, counted on the request path. The series of an
+// instance the balancer no longer routes to are dropped at the next scrape
+// (deployments replace instances; their series must not pile up). The
+// counters always exist, so the request path needs no nil checks; they are
+// exported when the collector is registered (Config.Metrics).
+type metrics struct {
+	b         *Balancer
 	attempts  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	ejections *prometheus.CounterVec
 
-	// bal is the balancer observed, set once it is built; its status says
-	// which instances still exist, so series of gone instances are dropped.
-	bal  *Balancer
 	mu   sync.Mutex
-	seen map[[2]string]struct{}
+	seen map[[2]string]struct{} // (service, instance) with counted series
 }
 
-func newPromObserver() *promObserver {
-	m := &promObserver{
-		reg: prometheus.NewRegistry(),
+func newMetrics(b *Balancer) *metrics {
+	return &metrics{
+		b: b,
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "beacon_lb_attempts_total",
 			Help: "Attempts to send a request to an instance, by the instance's answer: its status code, or error (no answer).",
@@ -46,18 +46,11 @@ func newPromObserver() *promObserver {
 		}, []string{"service", "instance"}),
 		seen: map[[2]string]struct{}{},
 	}
-	m.reg.MustRegister(m.attempts, m.latency, m.ejections)
-	return m
 }
 
-// observe wires m into a balancer's configuration.
-func (m *promObserver) observe(cfg *Config) {
-	cfg.Observer = m
-	cfg.ExtraMetrics = m.write
-}
-
-// Attempt implements Observer.
-func (m *promObserver) Attempt(service, instance string, status int, err error, took time.Duration) {
+// attempt counts one attempt on instance of service: the status of its
+// answer (err set: none) and the time to its headers.
+func (m *metrics) attempt(service, instance string, status int, err error, took time.Duration) {
 	code := "error"
 	if err == nil {
 		code = strconv.Itoa(status)
@@ -67,47 +60,122 @@ func (m *promObserver) Attempt(service, instance string, status int, err error, 
 	m.latency.WithLabelValues(service, instance).Observe(took.Seconds())
 }
 
-// Ejected implements Observer.
-func (m *promObserver) Ejected(service, instance string, d time.Duration) {
+// ejected counts one ejection of instance.
+func (m *metrics) ejected(service, instance string) {
 	m.note(service, instance)
 	m.ejections.WithLabelValues(service, instance).Inc()
 }
 
-func (m *promObserver) note(service, instance string) {
+func (m *metrics) note(service, instance string) {
 	k := [2]string{service, instance}
 	m.mu.Lock()
 	m.seen[k] = struct{}{}
 	m.mu.Unlock()
 }
 
-// write drops the series of instances the balancer no longer routes to
-// (deployments replace instances; their series must not pile up), then
-// writes the rest in the Prometheus text format.
-func (m *promObserver) write(w io.Writer) {
-	if m.bal != nil {
-		live := map[[2]string]bool{}
-		for _, s := range m.bal.Status().Services {
-			for _, in := range s.Instances {
-				live[[2]string{s.Service, in.ID}] = true
+// tableMetric is a series of the routing tables, one per service or per
+// instance.
+type tableMetric struct {
+	desc *prometheus.Desc
+	typ  prometheus.ValueType
+}
+
+func serviceMetric(name string, typ prometheus.ValueType, help string) tableMetric {
+	return tableMetric{prometheus.NewDesc(name, help, []string{"service"}, nil), typ}
+}
+
+func instanceMetric(name string, typ prometheus.ValueType, help string) tableMetric {
+	return tableMetric{prometheus.NewDesc(name, help, []string{"service", "instance"}, nil), typ}
+}
+
+var (
+	descRegistryConnected = prometheus.NewDesc("beacon_lb_registry_connected", "1 while the service list follower reaches the registry.", nil, nil)
+
+	svcMetrics = []struct {
+		tableMetric
+		val func(*ServiceStatus) float64
+	}{
+		{serviceMetric("beacon_lb_service_registry_connected", prometheus.GaugeValue, "1 while the service's follower reaches the registry (else the last table is served)."), func(s *ServiceStatus) float64 { return bool01(s.Registry.Connected) }},
+		{serviceMetric("beacon_lb_service_panic", prometheus.GaugeValue, "1 while the service is routed in panic mode."), func(s *ServiceStatus) float64 { return bool01(s.Panic) }},
+		{serviceMetric("beacon_lb_service_table_index", prometheus.GaugeValue, "Registry index of the service's routing table."), func(s *ServiceStatus) float64 { return float64(s.Index) }},
+		{serviceMetric("beacon_lb_service_instances_routed", prometheus.GaugeValue, "Instances that receive new requests."), func(s *ServiceStatus) float64 { return float64(s.Routed) }},
+		{serviceMetric("beacon_lb_service_instances_passing", prometheus.GaugeValue, "Instances passing their checks and available."), func(s *ServiceStatus) float64 { return float64(s.Passing) }},
+		{serviceMetric("beacon_lb_service_instances_registered", prometheus.GaugeValue, "Instances registered."), func(s *ServiceStatus) float64 { return float64(s.Registered) }},
+		{serviceMetric("beacon_lb_retries_total", prometheus.CounterValue, "Requests retried on another instance."), func(s *ServiceStatus) float64 { return float64(s.Retries) }},
+		{serviceMetric("beacon_lb_retry_budget_exhausted_total", prometheus.CounterValue, "Retries refused by the retry budget."), func(s *ServiceStatus) float64 { return float64(s.RetryBudgetExhausted) }},
+		{serviceMetric("beacon_lb_unavailable_total", prometheus.CounterValue, "Requests answered 503 because no instance could take traffic."), func(s *ServiceStatus) float64 { return float64(s.Unavailable) }},
+	}
+	instMetrics = []struct {
+		tableMetric
+		val func(*InstanceStatus) float64
+	}{
+		{instanceMetric("beacon_lb_instance_in_flight", prometheus.GaugeValue, "Requests in flight to the instance."), func(i *InstanceStatus) float64 { return float64(i.InFlight) }},
+		{instanceMetric("beacon_lb_instance_requests_total", prometheus.CounterValue, "Requests sent to the instance (attempts)."), func(i *InstanceStatus) float64 { return float64(i.Requests) }},
+		{instanceMetric("beacon_lb_instance_failures_total", prometheus.CounterValue, "Connection failures and retryable statuses from the instance."), func(i *InstanceStatus) float64 { return float64(i.Failures) }},
+		{instanceMetric("beacon_lb_instance_ejected", prometheus.GaugeValue, "1 while the instance is ejected by outlier detection."), func(i *InstanceStatus) float64 { return bool01(i.Ejected) }},
+		{instanceMetric("beacon_lb_instance_effective_weight", prometheus.GaugeValue, "Weight the strategy uses (0 when not routed)."), func(i *InstanceStatus) float64 { return i.EffectiveWeight }},
+	}
+)
+
+func bool01(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRegistryConnected
+	for _, sm := range svcMetrics {
+		ch <- sm.desc
+	}
+	for _, im := range instMetrics {
+		ch <- im.desc
+	}
+	m.attempts.Describe(ch)
+	m.latency.Describe(ch)
+	m.ejections.Describe(ch)
+}
+
+// Collect implements prometheus.Collector: it reads the routing tables,
+// drops the counted series of instances no table holds any more, and
+// sends the rest.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.b.Status()
+	ch <- prometheus.MustNewConstMetric(descRegistryConnected, prometheus.GaugeValue, bool01(st.Registry.Connected))
+	live := map[[2]string]bool{}
+	for i := range st.Services {
+		s := &st.Services[i]
+		for _, sm := range svcMetrics {
+			ch <- prometheus.MustNewConstMetric(sm.desc, sm.typ, sm.val(s), s.Service)
+		}
+		for j := range s.Instances {
+			in := &s.Instances[j]
+			live[[2]string{s.Service, in.ID}] = true
+			for _, im := range instMetrics {
+				ch <- prometheus.MustNewConstMetric(im.desc, im.typ, im.val(in), s.Service, in.ID)
 			}
 		}
-		m.mu.Lock()
-		for k := range m.seen {
-			if !live[k] {
-				delete(m.seen, k)
-				labels := prometheus.Labels{"service": k[0], "instance": k[1]}
-				m.attempts.DeletePartialMatch(labels)
-				m.latency.Delete(labels)
-				m.ejections.Delete(labels)
-			}
+	}
+	m.mu.Lock()
+	for k := range m.seen {
+		if !live[k] {
+			delete(m.seen, k)
+			labels := prometheus.Labels{"service": k[0], "instance": k[1]}
+			m.attempts.DeletePartialMatch(labels)
+			m.latency.Delete(labels)
+			m.ejections.Delete(labels)
 		}
-		m.mu.Unlock()
 	}
-	fams, err := m.reg.Gather()
-	if err != nil {
-		return
-	}
-	for _, f := range fams {
-		_, _ = expfmt.MetricFamilyToText(w, f)
-	}
+	m.mu.Unlock()
+	m.attempts.Collect(ch)
+	m.latency.Collect(ch)
+	m.ejections.Collect(ch)
+}
+
+// metricsHandler serves the balancer's gatherer in the Prometheus
+// exposition format the scraper asks for.
+func (b *Balancer) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(b.cfg.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }

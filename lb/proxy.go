@@ -293,13 +293,11 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			resp, err = rt.p.upstream.roundTrip(&out, true)
 		}
-		if o := cfg.Observer; o != nil {
-			status := 0
-			if err == nil {
-				status = resp.StatusCode
-			}
-			o.Attempt(st.svc.name, e.ID, status, err, time.Since(start))
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
 		}
+		rt.p.b.metrics.attempt(st.svc.name, e.ID, status, err, time.Since(start))
 		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && req.Context().Err() == nil
 		if err != nil {
 			e.state.inflight.Add(-1)
@@ -334,9 +332,7 @@ func (rt *retrier) failed(st *reqState, e *entry, now int64) {
 	cfg := &rt.p.b.cfg
 	if d := e.state.fail(now, cfg, func() bool { return st.table.canEject(cfg, now) }); d > 0 {
 		rt.p.b.logger.Warn("instance ejected after consecutive failures", "service", st.svc.name, "instance", e.ID, "for", d)
-		if o := cfg.Observer; o != nil {
-			o.Ejected(st.svc.name, e.ID, d)
-		}
+		rt.p.b.metrics.ejected(st.svc.name, e.ID)
 	}
 }
 

@@ -10,8 +10,8 @@ import (
 // Server runs a Balancer on its listeners: the proxy and, optionally, the
 // admin endpoint (/lb/status, /metrics, /healthz, /readyz). It is the one
 // listener lifecycle of both the standalone balancer (lb/registry) and the
-// one embedded in an agent. Attempts and ejections are counted in
-// Prometheus series appended to the admin /metrics (metrics.go).
+// one embedded in an agent. The admin /metrics serves Config.Gatherer
+// (metrics.go).
 type Server struct {
 	bal     *Balancer
 	ln      net.Listener
@@ -23,15 +23,11 @@ type Server struct {
 }
 
 // NewServer builds a balancer over catalog that is not running yet.
-// cfg.Observer and cfg.ExtraMetrics are set to the server's metrics.
 func NewServer(cfg Config, catalog Catalog) (*Server, error) {
-	m := newPromObserver()
-	m.observe(&cfg)
 	bal, err := New(cfg, catalog)
 	if err != nil {
 		return nil, err
 	}
-	m.bal = bal
 	return &Server{bal: bal, errCh: make(chan error, 2)}, nil
 }
 

@@ -1,13 +1,10 @@
 package lb
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -180,7 +177,7 @@ func (s *service) status(now time.Time) ServiceStatus {
 func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
 
 // AdminHandler serves GET /lb/status (JSON; ?service=NAME for one table),
-// GET /metrics (Prometheus text), GET /healthz and GET /readyz (ready once
+// GET /metrics (Config.Gatherer, when set: metrics.go), GET /healthz and GET /readyz (ready once
 // the service list has been read, until shutdown starts).
 func (b *Balancer) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -204,10 +201,9 @@ func (b *Balancer) AdminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(st)
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		b.writeMetrics(w)
-	})
+	if b.cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", b.metricsHandler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
@@ -227,74 +223,4 @@ func (b *Balancer) AdminHandler() http.Handler {
 		writeError(w, http.StatusNotFound, ErrorBody{Error: "no such route", Code: CodeNoRoute})
 	})
 	return mux
-}
-
-// writeMetrics writes the balancer's metrics in the Prometheus text format.
-func (b *Balancer) writeMetrics(w http.ResponseWriter) {
-	bw := bufio.NewWriter(w)
-	defer bw.Flush()
-	st := b.Status()
-	help := func(name, typ, text string) {
-		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, typ)
-	}
-	bool01 := func(v bool) int {
-		if v {
-			return 1
-		}
-		return 0
-	}
-	help("beacon_lb_registry_connected", "gauge", "1 while the service list follower reaches the registry.")
-	fmt.Fprintf(bw, "beacon_lb_registry_connected %d\n", bool01(st.Registry.Connected))
-	type svcMetric struct {
-		name, typ, text string
-		val             func(*ServiceStatus) string
-	}
-	svcMetrics := []svcMetric{
-		{"beacon_lb_service_registry_connected", "gauge", "1 while the service's follower reaches the registry (else the last table is served).", func(s *ServiceStatus) string { return strconv.Itoa(bool01(s.Registry.Connected)) }},
-		{"beacon_lb_service_panic", "gauge", "1 while the service is routed in panic mode.", func(s *ServiceStatus) string { return strconv.Itoa(bool01(s.Panic)) }},
-		{"beacon_lb_service_table_index", "gauge", "Registry index of the service's routing table.", func(s *ServiceStatus) string { return strconv.FormatUint(s.Index, 10) }},
-		{"beacon_lb_service_instances_routed", "gauge", "Instances that receive new requests.", func(s *ServiceStatus) string { return strconv.Itoa(s.Routed) }},
-		{"beacon_lb_service_instances_passing", "gauge", "Instances passing their checks and available.", func(s *ServiceStatus) string { return strconv.Itoa(s.Passing) }},
-		{"beacon_lb_service_instances_registered", "gauge", "Instances registered.", func(s *ServiceStatus) string { return strconv.Itoa(s.Registered) }},
-		{"beacon_lb_retries_total", "counter", "Requests retried on another instance.", func(s *ServiceStatus) string { return strconv.FormatUint(s.Retries, 10) }},
-		{"beacon_lb_retry_budget_exhausted_total", "counter", "Retries refused by the retry budget.", func(s *ServiceStatus) string { return strconv.FormatUint(s.RetryBudgetExhausted, 10) }},
-		{"beacon_lb_unavailable_total", "counter", "Requests answered 503 because no instance could take traffic.", func(s *ServiceStatus) string { return strconv.FormatUint(s.Unavailable, 10) }},
-	}
-	for _, m := range svcMetrics {
-		help(m.name, m.typ, m.text)
-		for i := range st.Services {
-			s := &st.Services[i]
-			fmt.Fprintf(bw, "%s{service=%s} %s\n", m.name, quote(s.Service), m.val(s))
-		}
-	}
-	type instMetric struct {
-		name, typ, text string
-		val             func(*InstanceStatus) string
-	}
-	instMetrics := []instMetric{
-		{"beacon_lb_instance_in_flight", "gauge", "Requests in flight to the instance.", func(i *InstanceStatus) string { return strconv.FormatInt(i.InFlight, 10) }},
-		{"beacon_lb_instance_requests_total", "counter", "Requests sent to the instance (attempts).", func(i *InstanceStatus) string { return strconv.FormatUint(i.Requests, 10) }},
-		{"beacon_lb_instance_failures_total", "counter", "Connection failures and retryable statuses from the instance.", func(i *InstanceStatus) string { return strconv.FormatUint(i.Failures, 10) }},
-		{"beacon_lb_instance_ejected", "gauge", "1 while the instance is ejected by outlier detection.", func(i *InstanceStatus) string { return strconv.Itoa(bool01(i.Ejected)) }},
-		{"beacon_lb_instance_effective_weight", "gauge", "Weight the strategy uses (0 when not routed).", func(i *InstanceStatus) string { return strconv.FormatFloat(i.EffectiveWeight, 'g', -1, 64) }},
-	}
-	for _, m := range instMetrics {
-		help(m.name, m.typ, m.text)
-		for i := range st.Services {
-			s := &st.Services[i]
-			for j := range s.Instances {
-				in := &s.Instances[j]
-				fmt.Fprintf(bw, "%s{service=%s,instance=%s} %s\n", m.name, quote(s.Service), quote(in.ID), m.val(in))
-			}
-		}
-	}
-	if b.cfg.ExtraMetrics != nil {
-		b.cfg.ExtraMetrics(bw)
-	}
-}
-
-// quote writes a Prometheus label value.
-func quote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
-	return `"` + r.Replace(s) + `"`
 }

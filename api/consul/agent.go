@@ -82,15 +82,17 @@ func (s *Server) handleAgentServices(w http.ResponseWriter, r *http.Request, q u
 		return
 	}
 	idx, insts := s.localInstances()
-	out := make(map[string]*AgentService, len(insts))
+	svcs := make([]*AgentService, 0, len(insts))
 	for _, inst := range insts {
-		sv := s.serviceView(inst)
-		if ok, err := expr.match(sv); err != nil {
-			writeError(w, err)
-			return
-		} else if ok {
-			out[inst.ID] = sv
-		}
+		svcs = append(svcs, s.serviceView(inst))
+	}
+	if svcs, err = matching(expr, svcs); err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make(map[string]*AgentService, len(svcs))
+	for _, sv := range svcs {
+		out[sv.ID] = sv
 	}
 	s.simpleRead(w, idx, out)
 }
@@ -113,17 +115,18 @@ func (s *Server) handleAgentChecks(w http.ResponseWriter, r *http.Request, q url
 		return
 	}
 	idx, insts := s.localInstances()
-	out := map[string]*HealthCheck{}
+	var hcs []*HealthCheck
 	for _, inst := range insts {
 		_, _, checks := s.store.Instance(nil, inst.Service, inst.ID)
-		for _, hc := range instanceChecks(inst, checks) {
-			if ok, err := expr.match(hc); err != nil {
-				writeError(w, err)
-				return
-			} else if ok {
-				out[hc.CheckID] = hc
-			}
-		}
+		hcs = append(hcs, instanceChecks(inst, checks)...)
+	}
+	if hcs, err = matching(expr, hcs); err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make(map[string]*HealthCheck, len(hcs))
+	for _, hc := range hcs {
+		out[hc.CheckID] = hc
 	}
 	s.simpleRead(w, idx, out)
 }

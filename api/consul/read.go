@@ -136,6 +136,69 @@ func entryPassing(inst *fsm.Instance, checks []*fsm.Check, n *fsm.Node) bool {
 	return true
 }
 
+// each is the one read path of the filtered instance reads
+// (health/service, catalog/service, catalog/services): it calls keep with
+// each instance of insts that f selects, in order, with its checks (from
+// rd). ?tag and ?passing are decided on the instance; ?node-meta and
+// ?filter on the result shape the endpoint returns, which view builds (with
+// its node's metadata) only when one of them is given. keep receives that
+// value, or nil when it was not built.
+func (f instanceFilter) each(rd *serviceRead, insts []*fsm.Instance,
+	view func(*fsm.Instance, []*fsm.Check) (v any, nodeMeta map[string]string),
+	keep func(inst *fsm.Instance, checks []*fsm.Check, v any) error,
+) error {
+	for _, inst := range insts {
+		checks := rd.checksOf(inst.ID)
+		if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.node(inst.Node))) {
+			continue
+		}
+		var v any
+		if f.nodeMeta != nil || f.expr != nil {
+			var meta map[string]string
+			v, meta = view(inst, checks)
+			if !metaMatches(meta, f.nodeMeta) {
+				continue
+			}
+			if ok, err := f.expr.match(v); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
+		}
+		if err := keep(inst, checks, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// matching returns the items of a read that ?filter selects, in order.
+func matching[T any](expr *filter, items []T) ([]T, error) {
+	if expr == nil {
+		return items, nil
+	}
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		if ok, err := expr.match(it); err != nil {
+			return nil, err
+		} else if ok {
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}
+
+// filteredQuery is a blocking read narrowed by ?filter: a malformed filter
+// is answered 400 before anything is read.
+func (s *Server) filteredQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error)) {
+	expr, err := parseFilter(q)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) { return query(ws, expr) })
+}
+
 // entryCache is an instance's encoded health entry with what it was built
 // from; it stays valid while the instance (immutable), its checks and its
 // node are the same values.
@@ -191,30 +254,22 @@ func (s *Server) handleHealthService(w http.ResponseWriter, r *http.Request, q u
 		// the brackets and commas between them, never copied whole.
 		chunks := make([][]byte, 0, 2*len(rd.insts)+1)
 		chunks = append(chunks, openBracket)
-		for _, inst := range rd.insts {
-			checks := rd.checksOf(inst.ID)
-			if !inst.HasTags(f.tags) || (f.passing && !entryPassing(inst, checks, rd.node(inst.Node))) {
-				continue
-			}
-			if f.nodeMeta != nil || f.expr != nil {
-				e := s.entry(inst, checks, &rd)
-				if !metaMatches(e.Node.Meta, f.nodeMeta) {
-					continue
-				}
-				if ok, err := f.expr.match(e); err != nil {
-					return rd.idx, nil, err
-				} else if !ok {
-					continue
-				}
-			}
+		err := f.each(&rd, rd.insts, func(inst *fsm.Instance, checks []*fsm.Check) (any, map[string]string) {
+			e := s.entry(inst, checks, &rd)
+			return e, e.Node.Meta
+		}, func(inst *fsm.Instance, checks []*fsm.Check, _ any) error {
 			enc, err := s.encodedEntry(inst, checks, &rd)
 			if err != nil {
-				return rd.idx, nil, err
+				return err
 			}
 			if len(chunks) > 1 {
 				chunks = append(chunks, comma)
 			}
 			chunks = append(chunks, enc)
+			return nil
+		})
+		if err != nil {
+			return rd.idx, nil, err
 		}
 		return rd.idx, append(chunks, closeBracket), nil
 	})
@@ -238,24 +293,29 @@ func (s *Server) handleCatalogService(w http.ResponseWriter, r *http.Request, q 
 	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
 		rd := s.readService(ws, name)
 		out := []*CatalogService{}
-		for _, inst := range rd.insts {
-			if !inst.HasTags(f.tags) {
-				continue
-			}
-			cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
-			if !metaMatches(cs.NodeMeta, f.nodeMeta) {
-				continue
-			}
-			if ok, err := f.expr.match(cs); err != nil {
-				return rd.idx, nil, err
-			} else if !ok {
-				continue
+		err := f.each(&rd, rd.insts, s.catalogFilterView(&rd), func(inst *fsm.Instance, _ []*fsm.Check, v any) error {
+			cs, _ := v.(*CatalogService)
+			if cs == nil {
+				cs = s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
 			}
 			out = append(out, cs)
+			return nil
+		})
+		if err != nil {
+			return rd.idx, nil, err
 		}
 		body, err := encode(out)
 		return rd.idx, body, err
 	})
+}
+
+// catalogFilterView is the view ?node-meta and ?filter of the catalog
+// reads see: an instance as GET /v1/catalog/service shows it.
+func (s *Server) catalogFilterView(rd *serviceRead) func(*fsm.Instance, []*fsm.Check) (any, map[string]string) {
+	return func(inst *fsm.Instance, _ []*fsm.Check) (any, map[string]string) {
+		cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
+		return cs, cs.NodeMeta
+	}
 }
 
 // handleCatalogServices: GET /v1/catalog/services, service names with the
@@ -266,15 +326,11 @@ func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request, q
 		writeError(w, err)
 		return
 	}
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.filteredQuery(w, r, q, func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error) {
+		f := instanceFilter{nodeMeta: nodeMeta, expr: expr} // ?tag and ?passing are not taken
 		idx, sums, _ := s.store.ServiceSummaries(ws, "", "", 0, nil)
 		out := make(map[string][]string, len(sums))
-		if nodeMeta == nil && expr == nil {
+		if f.nodeMeta == nil && f.expr == nil {
 			for _, sum := range sums {
 				out[sum.Name] = orEmpty(sum.Tags)
 			}
@@ -287,22 +343,17 @@ func (s *Server) handleCatalogServices(w http.ResponseWriter, r *http.Request, q
 		rd := serviceRead{nodes: nodes}
 		_, insts := s.store.Instances(ws)
 		tags := map[string]map[string]struct{}{}
-		for _, inst := range insts {
-			cs := s.catalogView(inst, s.nodeOf(inst, rd.node(inst.Node)))
-			if !metaMatches(cs.NodeMeta, nodeMeta) {
-				continue
-			}
-			if ok, err := expr.match(cs); err != nil {
-				return idx, nil, err
-			} else if !ok {
-				continue
-			}
+		err := f.each(&rd, insts, s.catalogFilterView(&rd), func(inst *fsm.Instance, _ []*fsm.Check, _ any) error {
 			if tags[inst.Service] == nil {
 				tags[inst.Service] = map[string]struct{}{}
 			}
 			for _, t := range inst.Tags {
 				tags[inst.Service][t] = struct{}{}
 			}
+			return nil
+		})
+		if err != nil {
+			return idx, nil, err
 		}
 		for svc, ts := range tags {
 			l := make([]string, 0, len(ts))
@@ -336,24 +387,17 @@ func (s *Server) handleCatalogNodes(w http.ResponseWriter, r *http.Request, q ur
 		writeError(w, err)
 		return
 	}
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.filteredQuery(w, r, q, func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error) {
 		idx, nodes, _ := s.nodeList(ws)
 		out := make([]*Node, 0, len(nodes))
 		for _, n := range nodes {
-			if !metaMatches(n.Meta, nodeMeta) {
-				continue
+			if metaMatches(n.Meta, nodeMeta) {
+				out = append(out, n)
 			}
-			if ok, err := expr.match(n); err != nil {
-				return idx, nil, err
-			} else if !ok {
-				continue
-			}
-			out = append(out, n)
+		}
+		out, err := matching(expr, out)
+		if err != nil {
+			return idx, nil, err
 		}
 		body, err := encode(out)
 		return idx, body, err
@@ -376,55 +420,43 @@ func (s *Server) nodeInstances(ws memdb.WatchSet, node string) (uint64, []*fsm.I
 
 // handleCatalogNode: GET /v1/catalog/node/:node, null for an unknown node.
 func (s *Server) handleCatalogNode(w http.ResponseWriter, r *http.Request, q url.Values) {
+	s.nodeServices(w, r, q, func(n *Node, svcs []*AgentService) any {
+		out := &NodeServices{Node: n, Services: make(map[string]*AgentService, len(svcs))}
+		for _, sv := range svcs {
+			out.Services[sv.ID] = sv
+		}
+		return out
+	})
+}
+
+// nodeServices answers the reads of one node's services
+// (catalog/node, catalog/node-services): ?filter selects among the
+// services, shape puts them into the endpoint's result. An unknown node is
+// null.
+func (s *Server) nodeServices(w http.ResponseWriter, r *http.Request, q url.Values, shape func(*Node, []*AgentService) any) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.filteredQuery(w, r, q, func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error) {
 		idx, insts, rec := s.nodeInstances(ws, node)
 		if rec == nil {
 			return idx, []byte("null"), nil
 		}
-		out := &NodeServices{Node: s.nodeView(rec), Services: map[string]*AgentService{}}
+		svcs := make([]*AgentService, 0, len(insts))
 		for _, inst := range insts {
-			sv := s.serviceView(inst)
-			if ok, err := expr.match(sv); err != nil {
-				return idx, nil, err
-			} else if ok {
-				out.Services[inst.ID] = sv
-			}
+			svcs = append(svcs, s.serviceView(inst))
 		}
-		body, err := encode(out)
+		svcs, err := matching(expr, svcs)
+		if err != nil {
+			return idx, nil, err
+		}
+		body, err := encode(shape(s.nodeView(rec), svcs))
 		return idx, body, err
 	})
 }
 
 // handleCatalogNodeServices: GET /v1/catalog/node-services/:node.
 func (s *Server) handleCatalogNodeServices(w http.ResponseWriter, r *http.Request, q url.Values) {
-	node := r.PathValue("node")
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
-		idx, insts, rec := s.nodeInstances(ws, node)
-		if rec == nil {
-			return idx, []byte("null"), nil
-		}
-		out := &NodeServiceList{Node: s.nodeView(rec), Services: []*AgentService{}}
-		for _, inst := range insts {
-			sv := s.serviceView(inst)
-			if ok, err := expr.match(sv); err != nil {
-				return idx, nil, err
-			} else if ok {
-				out.Services = append(out.Services, sv)
-			}
-		}
-		body, err := encode(out)
-		return idx, body, err
+	s.nodeServices(w, r, q, func(n *Node, svcs []*AgentService) any {
+		return &NodeServiceList{Node: n, Services: svcs}
 	})
 }
 
@@ -456,11 +488,11 @@ func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 			}
 			seen[key{hc.Node, hc.CheckID}] = true
 		}
-		if ok, err := expr.match(hc); err != nil {
-			return nil, err
-		} else if ok {
-			out = append(out, hc)
-		}
+		out = append(out, hc)
+	}
+	out, err := matching(expr, out)
+	if err != nil {
+		return nil, err
 	}
 	return encode(out)
 }
@@ -468,12 +500,7 @@ func writeChecks(hcs []*HealthCheck, expr *filter) ([]byte, error) {
 // handleHealthChecks: GET /v1/health/checks/:service.
 func (s *Server) handleHealthChecks(w http.ResponseWriter, r *http.Request, q url.Values) {
 	name := r.PathValue("name")
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.filteredQuery(w, r, q, func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error) {
 		rd := s.readService(ws, name)
 		var hcs []*HealthCheck
 		for _, inst := range rd.insts {
@@ -494,12 +521,7 @@ func (s *Server) handleHealthState(w http.ResponseWriter, r *http.Request, q url
 		writeError(w, invalid("state", "must be any, passing, warning or critical"))
 		return
 	}
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.filteredQuery(w, r, q, func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error) {
 		hcs, idx := s.allChecks(ws, "")
 		keep := hcs[:0]
 		for _, hc := range hcs {
@@ -552,12 +574,7 @@ func (s *Server) allChecks(ws memdb.WatchSet, node string) ([]*HealthCheck, uint
 // handleHealthNode: GET /v1/health/node/:node.
 func (s *Server) handleHealthNode(w http.ResponseWriter, r *http.Request, q url.Values) {
 	node := r.PathValue("node")
-	expr, err := parseFilter(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.blockingQuery(w, r, q, func(ws memdb.WatchSet) (uint64, []byte, error) {
+	s.filteredQuery(w, r, q, func(ws memdb.WatchSet, expr *filter) (uint64, []byte, error) {
 		hcs, idx := s.allChecks(ws, node)
 		body, err := writeChecks(hcs, expr)
 		return idx, body, err
