@@ -117,6 +117,29 @@ func BenchmarkCatalogMemory100k(b *testing.B) {
 			b.ReportMetric(perInstance*n/(1<<20), "MB/100k")
 		})
 	}
+	// The same catalog restored from a snapshot: a follower that installs
+	// one, or a restart, must be as compact as the node that applied it.
+	b.Run("no-checks-restored", func(b *testing.B) {
+		f := fsm.New(nil)
+		applyBatches(f, 1, benchRegistrations(b, n))
+		snap := persist(b, f)
+		f = nil
+		var perInstance float64
+		for range b.N {
+			g := fsm.New(nil)
+			before := heapInUse()
+			restore(b, g, snap)
+			after := heapInUse()
+			if _, insts := g.Store().Instances(nil); len(insts) != n {
+				b.Fatalf("%d instances, want %d", len(insts), n)
+			}
+			perInstance = float64(after-before) / n
+			runtime.KeepAlive(g)
+		}
+		runtime.KeepAlive(snap)
+		b.ReportMetric(perInstance, "B/instance")
+		b.ReportMetric(perInstance*n/(1<<20), "MB/100k")
+	})
 }
 
 // BenchmarkApplyRegister measures the FSM's cost of one new registration

@@ -746,7 +746,7 @@ func benchMemory(c *cluster) int {
 		fmt.Println("memory:", err)
 		return 0
 	}
-	fill(c.apis(), registerReq)
+	fill(c.servers(), c.apis(), registerReq)
 	most := reportRSS("beacon", c.procs)
 	if *profDir != "" {
 		saveHeapProfiles(c)
@@ -785,9 +785,15 @@ func saveHeapProfiles(c *cluster) {
 }
 
 // fill sends *instances writes made by mk over *clients workers (worker w
-// uses bases[w%len]), each tried up to 5 times until it answers 200.
-func fill(bases []string, mk reqFunc) {
-	fillRange(bases, mk, 2_000_001, 2_000_000+int64(*instances), *clients)
+// uses bases[w%len]), each tried up to 5 times until it answers 200, and
+// reports the rate and the servers' CPU time per write.
+func fill(s servers, bases []string, mk reqFunc) {
+	cpu := startCPU(s)
+	t0 := time.Now()
+	ok := fillRange(bases, mk, 2_000_001, 2_000_000+int64(*instances), *clients)
+	el := time.Since(t0)
+	report(fmt.Sprintf("%s fill to %d records", s.name, *instances), "%8.0f writes/s  (%d ok in %s)  %s",
+		float64(ok)/el.Seconds(), ok, el.Round(time.Millisecond), cpu.perRequest(ok))
 }
 
 // fillRange sends the writes mk makes for n = first..last over workers
@@ -1013,7 +1019,7 @@ func (e *etcdCluster) failover() time.Duration {
 
 // memory puts *instances keys like benchMemory's registrations and reports RSS.
 func (e *etcdCluster) memory() int {
-	fill(e.clientURLs(), etcdPutReq)
+	fill(e.servers(), e.clientURLs(), etcdPutReq)
 	return reportRSS("etcd", e.procs)
 }
 
