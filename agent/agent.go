@@ -55,6 +55,8 @@ type Agent struct {
 	checksDone chan struct{}
 	// metrics is the agent's own Prometheus registry (metrics.go).
 	metrics *prometheus.Registry
+	// memLimit owns the runtime's soft memory limit (memory.go), or is nil.
+	memLimit *memoryLimiter
 
 	ready        chan struct{}
 	stopping     chan struct{} // closed when the agent begins to stop
@@ -115,6 +117,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			_ = a.Shutdown(context.Background())
 		}
 	}()
+	mp, err := parseMemoryLimit(a.cfg.MemoryLimit)
+	if err != nil {
+		return err
+	}
+	a.memLimit = startMemoryLimit(mp, "/sys/fs/cgroup", autoPeriod, a.logger.Named("memory"))
 	a.fsm = fsm.New(a.logger.Named("fsm"))
 	if a.metrics, err = newAgentRegistry(a.fsm); err != nil {
 		return err
@@ -397,6 +404,7 @@ func (a *Agent) stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	a.memLimit.close()
 	return errors.Join(errs...)
 }
 

@@ -37,6 +37,11 @@ type Config struct {
 
 	MaxBlockingQueries int `json:"max_blocking_queries"`
 
+	// MemoryLimit sets Go's soft memory limit: "container" (or empty, the
+	// default: 80 % of the container's limit when there is one), "auto"
+	// (also following the live heap), "off", or a size (memory.go).
+	MemoryLimit string `json:"memory_limit"`
+
 	DNSAddr       string        `json:"dns_addr"`
 	DNSDomain     string        `json:"dns_domain"`
 	DNSTTL        time.Duration `json:"dns_ttl"`
@@ -147,6 +152,9 @@ func (c Config) Validate() error {
 		return errors.New("agent: node name is required")
 	}
 	if err := c.validateSecurity(); err != nil {
+		return err
+	}
+	if _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
 		return err
 	}
 	if _, err := c.healthConfig(); err != nil {

@@ -62,7 +62,14 @@ type Config struct {
 	// CommitTimeout is how long the leader waits without new entries before
 	// sending followers an AppendEntries anyway; it carries the commit index,
 	// so it bounds how late a follower learns that its forwarded write committed.
-	CommitTimeout     time.Duration
+	CommitTimeout time.Duration
+	// Raft checks every SnapshotInterval (randomly up to twice that)
+	// whether SnapshotThreshold entries were appended since the last
+	// snapshot, and then snapshots and truncates the log to TrailingLogs
+	// entries. The log grows by a whole interval's writes between checks:
+	// at 4,000 writes/s a 30 s interval lets it reach 120,000-240,000
+	// entries (raft.db is mmapped: its touched pages count in RSS); 5 s
+	// keeps it within 20,000-40,000 of the threshold.
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -123,7 +130,7 @@ func DefaultConfig() Config {
 		MaxAppendEntries:   256,
 		CommitTimeout:      10 * time.Millisecond,
 		SnapshotThreshold:  8192,
-		SnapshotInterval:   30 * time.Second,
+		SnapshotInterval:   5 * time.Second,
 		TrailingLogs:       4096,
 		ProbeInterval:      400 * time.Millisecond,
 		ProbeTimeout:       200 * time.Millisecond,

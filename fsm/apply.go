@@ -21,6 +21,7 @@ type handler func(w *writeTxn, body []byte) (Command, *RejectError)
 // service's record once instead of once per entry.
 type writeTxn struct {
 	tx       *memdb.Txn
+	in       *interner
 	index    uint64
 	tables   map[string]uint64 // table -> last index in the batch that changed it
 	services map[string]*serviceTouch
@@ -34,8 +35,8 @@ type serviceTouch struct {
 	created uint64 // CreateIndex of its record after the batch
 }
 
-func (w *writeTxn) begin(tx *memdb.Txn) {
-	w.tx = tx
+func (w *writeTxn) begin(tx *memdb.Txn, in *interner) {
+	w.tx, w.in = tx, in
 	clear(w.tables)
 	clear(w.services)
 }
@@ -80,15 +81,10 @@ func (w *writeTxn) check(id string) *Check {
 }
 
 func (w *writeTxn) checksOf(service, instance string) []*Check {
-	it, err := w.tx.Get(tableChecks, "instance", service, instance)
-	if err != nil {
-		panic(err)
+	if instance == "" {
+		return nil
 	}
-	var out []*Check
-	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, o.(*Check))
-	}
-	return out
+	return checksOf(w.tx, nil, service, instance, nil)
 }
 
 // touch records that the current entry changed service, adding delta
@@ -214,11 +210,13 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		inst = &Instance{CreateIndex: w.index}
 		w.touch(req.Service, +1)
 	}
-	inst.ID, inst.Service, inst.Address, inst.Port = req.ID, req.Service, req.Address, req.Port
-	inst.Tags, inst.Meta, inst.Version, inst.Weight = req.Tags, MetaFromMap(req.Meta), req.Version, req.Weight
+	// Repeated values (service, tags, meta, version, node) are shared
+	// with the catalog's other records (interner).
+	inst.ID, inst.Service, inst.Address, inst.Port = req.ID, w.in.str(req.Service), req.Address, req.Port
+	inst.Tags, inst.Meta, inst.Version, inst.Weight = w.in.tagsOf(req.Tags), w.in.metaOfMap(req.Meta), w.in.str(req.Version), req.Weight
 	inst.Trusted = req.Trusted
 	if inst.Node != req.Node {
-		inst.Node = req.Node
+		inst.Node = w.in.str(req.Node)
 		inst.NodeFailed = false
 		if req.Node != "" {
 			if n, _ := w.first(tableNodes, "id", req.Node).(*Node); n != nil {
@@ -246,8 +244,9 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 			continue
 		}
 		delete(existing, id)
+		w.in.definition(&def)
 		c := &Check{
-			ID: id, Instance: req.ID, Service: req.Service, CheckDefinition: def,
+			ID: id, Instance: inst.ID, Service: inst.Service, CheckDefinition: def,
 			Status: def.InitialStatus, StatusSince: req.Time, CreateIndex: w.index, ModifyIndex: w.index,
 		}
 		if !c.Status.Valid() {
@@ -337,7 +336,7 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		if n.Status != u.Status {
 			n.StatusSince = req.Time
 		}
-		n.Status, n.Output = u.Status, out
+		n.Status, n.Output = health(u.Status), out
 		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, u.FlapLevel
 		n.ModifyIndex = w.index
 		w.insert(tableChecks, n)
@@ -444,7 +443,7 @@ func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
 		if old != nil && old.Address == u.Address && old.Role == u.Role && old.Status == u.Status {
 			continue
 		}
-		n := &Node{Name: u.Name, Address: u.Address, Role: u.Role, Status: u.Status, Since: req.Time, CreateIndex: w.index, ModifyIndex: w.index}
+		n := &Node{Name: w.in.str(u.Name), Address: u.Address, Role: u.Role, Status: u.Status, Since: req.Time, CreateIndex: w.index, ModifyIndex: w.index}
 		if old != nil {
 			n.CreateIndex = old.CreateIndex
 			if old.Status == u.Status {

@@ -88,7 +88,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	st := f.store.cur.Load()
 	tx := st.db.Txn(true)
 	w := &f.wtx
-	w.begin(tx)
+	w.begin(tx, st.intern)
 	var last uint64
 	var applied []Applied
 	for i, l := range logs {

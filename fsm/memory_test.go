@@ -15,6 +15,12 @@ import (
 // scripts/bench's memory phase: 100 services, two tags, one meta key, a
 // version, no checks.
 func benchRegistrations(tb testing.TB, n int) [][]byte {
+	return benchRegistrationsWith(tb, n, false)
+}
+
+// benchRegistrationsWith is benchRegistrations; withCheck adds one HTTP
+// check to every instance, probing its own address.
+func benchRegistrationsWith(tb testing.TB, n int, withCheck bool) [][]byte {
 	tb.Helper()
 	cmds := make([][]byte, n)
 	for i := range n {
@@ -25,6 +31,9 @@ func benchRegistrations(tb testing.TB, n int) [][]byte {
 			r.Meta = map[string]string{"zone": fmt.Sprintf("z%d", i%3)}
 			r.Version = fmt.Sprintf("1.0.%d", i%10)
 			r.Time = int64(i)
+			if withCheck {
+				r.Checks = []fsm.CheckDefinition{fsmtest.HTTPCheck("http", fmt.Sprintf("http://%s:%d/health", r.Address, r.Port), fsm.Passing)}
+			}
 		})
 	}
 	return cmds
@@ -74,6 +83,63 @@ func BenchmarkCatalogMemory(b *testing.B) {
 	}
 	b.ReportMetric(perInstance, "B/instance")
 	b.ReportMetric(perInstance*n/(1<<20), "MB/10k")
+}
+
+// BenchmarkCatalogMemory100k reports the live heap per instance of a
+// catalog of 100,000 instances (the size issue 18's memory target names),
+// without checks and with one HTTP check per instance, after a full GC:
+//
+//	go test -run '^$' -bench CatalogMemory100k -benchtime 1x ./fsm/
+func BenchmarkCatalogMemory100k(b *testing.B) {
+	const n = 100_000
+	for _, tc := range []struct {
+		name  string
+		check bool
+	}{{"no-checks", false}, {"http-check", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cmds := benchRegistrationsWith(b, n, tc.check)
+			var perInstance float64
+			for range b.N {
+				// Three servers alive to own the checks, as in a cluster.
+				f := fsm.New(nil)
+				fsmtest.MustApply(b, f, 1, fsmtest.NodeUpdate(b, 1,
+					fsmtest.Server("s1", fsm.NodeAlive), fsmtest.Server("s2", fsm.NodeAlive), fsmtest.Server("s3", fsm.NodeAlive)))
+				before := heapInUse()
+				applyBatches(f, 2, cmds)
+				after := heapInUse()
+				if _, insts := f.Store().Instances(nil); len(insts) != n {
+					b.Fatalf("%d instances, want %d", len(insts), n)
+				}
+				perInstance = float64(after-before) / n
+				runtime.KeepAlive(f)
+			}
+			b.ReportMetric(perInstance, "B/instance")
+			b.ReportMetric(perInstance*n/(1<<20), "MB/100k")
+		})
+	}
+	// The same catalog restored from a snapshot: a follower that installs
+	// one, or a restart, must be as compact as the node that applied it.
+	b.Run("no-checks-restored", func(b *testing.B) {
+		f := fsm.New(nil)
+		applyBatches(f, 1, benchRegistrations(b, n))
+		snap := persist(b, f)
+		f = nil
+		var perInstance float64
+		for range b.N {
+			g := fsm.New(nil)
+			before := heapInUse()
+			restore(b, g, snap)
+			after := heapInUse()
+			if _, insts := g.Store().Instances(nil); len(insts) != n {
+				b.Fatalf("%d instances, want %d", len(insts), n)
+			}
+			perInstance = float64(after-before) / n
+			runtime.KeepAlive(g)
+		}
+		runtime.KeepAlive(snap)
+		b.ReportMetric(perInstance, "B/instance")
+		b.ReportMetric(perInstance*n/(1<<20), "MB/100k")
+	})
 }
 
 // BenchmarkApplyRegister measures the FSM's cost of one new registration

@@ -75,11 +75,6 @@ type Instance struct {
 	// Node is the cluster member this instance runs beside, if any. When gossip
 	// reports that member failed, the instance is critical.
 	Node string
-	// Trusted is set when the management token registered the instance
-	// (RegisterRequest.Trusted): load balancers honour its route prefix
-	// outside the service's own path. Omitted from the encoding when false,
-	// so records without it encode as before.
-	Trusted bool `codec:",omitempty"`
 
 	// Status is the worst of the instance's checks and of its node's health.
 	Status Health
@@ -87,7 +82,13 @@ type Instance struct {
 	// from the proposer's clock), or 0 while it is not passing.
 	HealthySince int64
 	// NodeFailed is set while gossip reports Node failed.
-	NodeFailed  bool
+	NodeFailed bool
+	// Trusted is set when the management token registered the instance
+	// (RegisterRequest.Trusted): load balancers honour its route prefix
+	// outside the service's own path. Omitted from the encoding when false,
+	// so records without it encode as before. (It sits beside NodeFailed so
+	// that the two share one word: the struct fits the 256-byte size class.)
+	Trusted     bool `codec:",omitempty"`
 	Maintenance *Maintenance
 	Drain       *Drain
 	// Metrics are the custom numeric health metrics last reported for the
@@ -211,12 +212,14 @@ func (i *Instance) Aux() any {
 // StoreAux replaces the value in the Aux cache slot. Safe for concurrent use.
 func (i *Instance) StoreAux(v any) { i.aux.Store(&v) }
 
-// Clone returns a deep copy without the encoding cache, ready to be changed
-// and inserted as a new version.
+// Clone returns a copy without the encoding cache, ready to be changed and
+// inserted as a new version. Tags and Meta are shared with i (the catalog
+// shares them between instances too): replace them, never change them in
+// place. Everything else is copied deeply.
 func (i *Instance) Clone() *Instance {
 	c := &Instance{
 		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port,
-		Tags: slices.Clone(i.Tags), Meta: slices.Clone(i.Meta), Version: i.Version,
+		Tags: i.Tags, Meta: i.Meta, Version: i.Version,
 		Weight: i.Weight, Node: i.Node, Trusted: i.Trusted, Status: i.Status, HealthySince: i.HealthySince,
 		NodeFailed: i.NodeFailed, Metrics: cloneMap(i.Metrics),
 		Transitions: slices.Clone(i.Transitions),

@@ -35,10 +35,11 @@ func schema() *memdb.DBSchema {
 			"draining": {Name: "draining", AllowMissing: true, Indexer: drainingIndexer{}},
 		}},
 		tableChecks: {Name: tableChecks, Indexes: map[string]*memdb.IndexSchema{
-			"id":       {Name: "id", Unique: true, Indexer: str("ID")},
-			"instance": {Name: "instance", Indexer: checkInstanceIndexer{}},
-			"service":  {Name: "service", Indexer: str("Service")},
-			"owner":    {Name: "owner", AllowMissing: true, Indexer: str("Owner")},
+			// ID is SERVICE:INSTANCE:NAME: a service's or an instance's
+			// checks are a prefix scan of it (checksOf), so the checks keep
+			// no index by service or by instance.
+			"id":    {Name: "id", Unique: true, Indexer: str("ID")},
+			"owner": {Name: "owner", AllowMissing: true, Indexer: str("Owner")},
 		}},
 		tableServices: {Name: tableServices, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: str("Name")},
@@ -116,25 +117,6 @@ func (instanceKeyIndexer) FromObject(obj any) (bool, []byte, error) {
 }
 
 func (instanceKeyIndexer) FromArgs(args ...any) ([]byte, error) { return keyArgs("instance", args) }
-
-// checkInstanceIndexer indexes checks by the (Service, Instance) of their
-// instance, with the same keys as instanceKeyIndexer.
-type checkInstanceIndexer struct{}
-
-func (checkInstanceIndexer) FromObject(obj any) (bool, []byte, error) {
-	c, ok := obj.(*Check)
-	if !ok {
-		return false, nil, fmt.Errorf("fsm: check instance index: %T is not a check", obj)
-	}
-	if c.Service == "" || c.Instance == "" {
-		return false, nil, fmt.Errorf("fsm: check instance index: service and instance are required")
-	}
-	return true, serviceKey(c.Service, c.Instance), nil
-}
-
-func (checkInstanceIndexer) FromArgs(args ...any) ([]byte, error) {
-	return keyArgs("check instance", args)
-}
 
 // drainingIndexer indexes an instance by (Service, ID) only while it is draining.
 type drainingIndexer struct{}

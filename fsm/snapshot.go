@@ -136,6 +136,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 	}
 	v1 := hdr.Version == 1
 	st := newStoreState()
+	in := st.intern
 	tx := st.db.Txn(true)
 	defer tx.Abort()
 	for {
@@ -176,6 +177,19 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		}
 		if c, ok := obj.(*Check); ok && v1 {
 			c.ID = CheckID(c.Service, c.Instance, c.Name)
+		}
+		// Share repeated values between records, as applying them would.
+		switch o := obj.(type) {
+		case *Instance:
+			in.instance(o)
+		case *Check:
+			in.check(o)
+			// Instances come before checks in a snapshot.
+			if inst, _ := tx.First(tableInstances, "id", o.Service, o.Instance); inst != nil {
+				o.Instance = inst.(*Instance).ID
+			}
+		case *Node:
+			o.Name = in.str(o.Name)
 		}
 		if err := tx.Insert(table, obj); err != nil {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)

@@ -74,6 +74,8 @@ type storeState struct {
 	// abandon closes when this generation is replaced, waking every reader
 	// blocked on it.
 	abandon chan struct{}
+	// intern is used by the one goroutine that writes this generation.
+	intern *interner
 }
 
 // NewStore returns an empty store.
@@ -108,7 +110,7 @@ func newStoreState() *storeState {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: bad schema: %v", err)) // a programming error
 	}
-	return &storeState{db: db, abandon: make(chan struct{})}
+	return &storeState{db: db, abandon: make(chan struct{}), intern: newInterner()}
 }
 
 // swap installs a new generation and wakes readers of the old one.
@@ -297,7 +299,21 @@ func (s *Store) Instance(ws memdb.WatchSet, service, id string) (uint64, *Instan
 }
 
 func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, service, id string) []*Check {
-	it, err := tx.Get(tableChecks, "instance", service, id)
+	return checksOf(tx, ws, service, id, nil)
+}
+
+// checksOf returns the checks of service, or of its instance id when id is
+// set, in ID order, by a prefix scan of the checks' primary index (check IDs
+// are SERVICE:INSTANCE:NAME, so no index of their own is needed). The API
+// refuses ':' in names, but the catalog does not rely on it: a name with ':'
+// can make the prefix match another service's or instance's checks, which
+// are skipped. Each check's ModifyIndex raises *idx when idx is set.
+func checksOf(tx *memdb.Txn, ws memdb.WatchSet, service, id string, idx *uint64) []*Check {
+	prefix := service + ":"
+	if id != "" {
+		prefix += id + ":"
+	}
+	it, err := tx.Get(tableChecks, "id_prefix", prefix)
 	if err != nil {
 		panic(err)
 	}
@@ -306,7 +322,14 @@ func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, service, id string) []*Che
 	}
 	var out []*Check
 	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, o.(*Check))
+		c := o.(*Check)
+		if c.Service != service || (id != "" && c.Instance != id) {
+			continue
+		}
+		if idx != nil {
+			*idx = max(*idx, c.ModifyIndex)
+		}
+		out = append(out, c)
 	}
 	return out
 }
@@ -372,7 +395,9 @@ func (s *Store) Checks(ws memdb.WatchSet, service string) (uint64, []*Check) {
 	if service == "" {
 		return listTable[*Check](s, ws, tableChecks)
 	}
-	return listIndex[*Check](s, ws, tableChecks, "service", service)
+	tx := s.read(ws)
+	checks := checksOf(tx, ws, service, "", nil)
+	return atLeastOne(tableIndexTxn(tx, nil, tableChecks)), checks
 }
 
 // ChecksOwnedBy returns the checks the node owner runs.
@@ -585,18 +610,7 @@ func (s *Store) ServiceHealth(ws memdb.WatchSet, service string) (uint64, []*Ins
 		for o := it.Next(); o != nil; o = it.Next() {
 			insts = append(insts, o.(*Instance))
 		}
-		cit, err := tx.Get(tableChecks, "service", service)
-		if err != nil {
-			panic(err)
-		}
-		if ws != nil {
-			ws.Add(cit.WatchCh())
-		}
-		for o := cit.Next(); o != nil; o = cit.Next() {
-			c := o.(*Check)
-			idx = max(idx, c.ModifyIndex)
-			checks = append(checks, c)
-		}
+		checks = checksOf(tx, ws, service, "", &idx)
 	}
 	idx = max(idx, tableIndexTxn(tx, ws, tableNodes))
 	nit, err := tx.Get(tableNodes, "id")

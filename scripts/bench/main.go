@@ -1,8 +1,11 @@
 // Command bench measures a Beacon cluster the way docs/benchmarks.md
 // describes: three agents on loopback (fsync on), committed registrations per
 // second at 64 concurrent clients, discovery reads per second on one node and
-// spread over three, leader failover time, dead-node detection time and RSS
-// per node with 10k instances. Every load loop is bounded in count and time.
+// spread over three, leader failover time, dead-node detection time, RSS per
+// node with 10k instances, the registration rate as the catalog grows to 100k
+// (growth.go) and what 2,000 parked blocking queries cost (parked.go), with
+// the servers' CPU time per request for every load (cpu.go). Every load loop
+// is bounded in count and time.
 //
 //	go run ./scripts/bench -beacon bin/beacon [-etcd PATH] [-duration 10s]
 //
@@ -45,6 +48,7 @@ var (
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
+	agentArgs = flag.String("agent-args", "", "extra flags for every beacon agent, space-separated (e.g. --memory-limit=auto)")
 	profDir   = flag.String("profile-dir", "", "save each agent's CPU profile of every load phase (PHASE.NODE.cpu.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
 	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
@@ -301,6 +305,7 @@ func (c *cluster) startNode(i, n int) error {
 	if *profDir != "" {
 		args = append(args, "--enable-pprof")
 	}
+	args = append(args, strings.Fields(*agentArgs)...)
 	for j := 0; j < n; j++ {
 		if j != i {
 			args = append(args, "--join", fmt.Sprintf("127.0.0.1:%d", c.port(j, 2)))
@@ -356,25 +361,24 @@ func getStatus(api string) (status, error) {
 }
 
 // ours checks that each running node's API answers with the name this
-// bench gave it and that the leader's peers are exactly those nodes: a
-// foreign agent that took one of the ports would be measured otherwise.
-func (c *cluster) ours() error {
+// bench gave it: a foreign agent that took one of the ports would be
+// measured otherwise. ready is false while a node does not answer yet.
+func (c *cluster) ours() (ready bool, err error) {
+	ready = true
 	for i, p := range c.procs {
 		if p == nil {
 			continue
 		}
 		st, err := getStatus(c.api(i))
 		if err != nil {
-			return err
+			ready = false
+			continue
 		}
 		if st.Node != c.names[i] {
-			return fmt.Errorf("%s answers as node %q, not %q: a foreign agent holds the port; refusing to measure it", c.api(i), st.Node, c.names[i])
-		}
-		if st.State == "Leader" && len(st.Peers) != len(c.procs) {
-			return fmt.Errorf("%s leads %d peers, want %d: a foreign cluster?", c.api(i), len(st.Peers), len(c.procs))
+			return false, fmt.Errorf("%s answers as node %q, not %q: a foreign agent holds the port; refusing to measure it", c.api(i), st.Node, c.names[i])
 		}
 	}
-	return nil
+	return ready, nil
 }
 
 // leader returns the index of the node that leads, per its own status.
@@ -395,7 +399,10 @@ func (c *cluster) waitLeader(timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		if l := c.leader(); l >= 0 {
 			if st, _ := getStatus(c.api(l)); len(st.Peers) == len(c.procs) {
-				return c.ours()
+				// A node restarted by a trial may not answer yet: wait for it.
+				if ready, err := c.ours(); err != nil || ready {
+					return err
+				}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -752,7 +759,7 @@ func benchMemory(c *cluster) int {
 		fmt.Println("memory:", err)
 		return 0
 	}
-	fill(c.apis(), registerReq)
+	fill(c.servers(), c.apis(), registerReq)
 	most := reportRSS("beacon", c.procs)
 	if *profDir != "" {
 		saveHeapProfiles(c)
@@ -791,9 +798,15 @@ func saveHeapProfiles(c *cluster) {
 }
 
 // fill sends *instances writes made by mk over *clients workers (worker w
-// uses bases[w%len]), each tried up to 5 times until it answers 200.
-func fill(bases []string, mk reqFunc) {
-	fillRange(bases, mk, 2_000_001, 2_000_000+int64(*instances), *clients)
+// uses bases[w%len]), each tried up to 5 times until it answers 200, and
+// reports the rate and the servers' CPU time per write.
+func fill(s servers, bases []string, mk reqFunc) {
+	cpu := startCPU(s)
+	t0 := time.Now()
+	ok := fillRange(bases, mk, 2_000_001, 2_000_000+int64(*instances), *clients)
+	el := time.Since(t0)
+	report(fmt.Sprintf("%s fill to %d records", s.name, *instances), "%8.0f writes/s  (%d ok in %s)  %s",
+		float64(ok)/el.Seconds(), ok, el.Round(time.Millisecond), cpu.perRequest(ok))
 }
 
 // fillRange sends the writes mk makes for n = first..last over workers
@@ -1019,7 +1032,7 @@ func (e *etcdCluster) failover() time.Duration {
 
 // memory puts *instances keys like benchMemory's registrations and reports RSS.
 func (e *etcdCluster) memory() int {
-	fill(e.clientURLs(), etcdPutReq)
+	fill(e.servers(), e.clientURLs(), etcdPutReq)
 	return reportRSS("etcd", e.procs)
 }
 
