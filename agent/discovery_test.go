@@ -118,8 +118,14 @@ func TestDiscoveryFiltersAndModesOnEveryNode(t *testing.T) {
 		if n%2 == 1 {
 			q = &client.QueryOptions{MaxStale: time.Nanosecond}
 		}
-		insts, meta, err := c.Client(reader).Instances(ctx, "fresh", q)
-		if err != nil || meta.Index < idx || !slices.Contains(ids(insts), id) {
+		var insts []client.Instance
+		var meta *client.QueryMeta
+		var err error
+		agenttest.Retry503(t, "a fresh read", func() error {
+			insts, meta, err = c.Client(reader).Instances(ctx, "fresh", q)
+			return err
+		})
+		if meta.Index < idx || !slices.Contains(ids(insts), id) {
 			t.Fatalf("fresh read %+v on node %d after a write on node %d at %d: %v %v %+v", q, reader, writer, idx, err, ids(insts), meta)
 		}
 	}

@@ -136,9 +136,13 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 	idx := agenttest.Register(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 8080))
 	c.WaitForIndex(idx)
 	for i := range c.Nodes() {
-		insts, _, err := c.Client(i).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
-		if err != nil || len(insts) != 1 {
-			t.Fatalf("node %d over HTTPS: %v %+v", i, err, insts)
+		var insts []client.Instance
+		agenttest.Retry503(t, fmt.Sprintf("node %d over HTTPS", i), func() (err error) {
+			insts, _, err = c.Client(i).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
+			return err
+		})
+		if len(insts) != 1 {
+			t.Fatalf("node %d over HTTPS: %+v", i, insts)
 		}
 	}
 
@@ -199,9 +203,13 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 			})
 		}
 		// node4 never catches up: read consistently rather than wait on every node.
-		checks, _, err := c.Client(0).Checks(ctx, client.CheckFilter{Service: "chk"}, &client.QueryOptions{Consistent: true})
-		if err != nil || len(checks) != 24 {
-			t.Fatalf("checks: %v (%d)", err, len(checks))
+		var checks []client.Check
+		agenttest.Retry503(t, "checks", func() (err error) {
+			checks, _, err = c.Client(0).Checks(ctx, client.CheckFilter{Service: "chk"}, &client.QueryOptions{Consistent: true})
+			return err
+		})
+		if len(checks) != 24 {
+			t.Fatalf("checks: %d, want 24", len(checks))
 		}
 		for _, ch := range checks {
 			if ch.Owner == "node4" || ch.Owner == "" {
@@ -249,9 +257,13 @@ func TestSecureClusterFormsReplicatesAndFailsOver(t *testing.T) {
 			survivor = (old + 2) % 3
 		}
 		idx := agenttest.Register(t, c.Client(survivor), "web", "web-2", reg("10.0.0.2", 8080))
-		insts, _, err := c.Client(nl).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
-		if err != nil || len(insts) != 2 {
-			t.Fatalf("after failover: %v %+v (index %d)", err, insts, idx)
+		var insts []client.Instance
+		agenttest.Retry503(t, "a consistent read after failover", func() (err error) {
+			insts, _, err = c.Client(nl).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
+			return err
+		})
+		if len(insts) != 2 {
+			t.Fatalf("after failover: %+v (index %d)", insts, idx)
 		}
 		c.Restart(old)
 		c.WaitForIndex(idx)

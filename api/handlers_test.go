@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -176,6 +179,73 @@ func TestDeregister(t *testing.T) {
 	}
 	if r := ts.do(http.MethodDelete, "/v1/services/web/instances/web-1", nil); r.status != http.StatusOK {
 		t.Fatalf("deregistering again must succeed (idempotent): %s", r)
+	}
+}
+
+// A deregister may carry the body "{}" (the Go client and the CLI send it,
+// with "Expect: 100-continue", to fail over safely past a hung agent). The
+// agent reads the body before applying anything: it answers 100 Continue
+// while the instance is still registered, and removes it only once the body
+// came. A request without a body (older clients) works as before; any other
+// body is refused.
+func TestDeregisterReadsItsBodyBeforeApplying(t *testing.T) {
+	ts := newTestServer(t)
+	populate(ts)
+	registered := func(id string) bool {
+		_, inst, _ := ts.cl.Store().Instance(nil, "web", id)
+		return inst != nil
+	}
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.WriteString(conn, "DELETE /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: "+conn.RemoteAddr().String()+"\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+		t.Fatalf("first answer line %q (%v), want 100 Continue", line, err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "\r\n" {
+		t.Fatalf("after 100 Continue: %q (%v)", line, err)
+	}
+	// The handler now waits for the body: nothing was applied.
+	if !registered("web-1") {
+		t.Fatal("the instance was removed before the body was sent")
+	}
+	if _, err := io.WriteString(conn, "{}"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("deregister with {}: %d %s", resp.StatusCode, b)
+	}
+	if registered("web-1") {
+		t.Fatal("web-1 is still registered")
+	}
+
+	// No body, as older clients send it.
+	if r := ts.do(http.MethodDelete, "/v1/services/web/instances/web-2", nil); r.status != http.StatusOK || registered("web-2") {
+		t.Fatalf("deregister without a body: %s", r)
+	}
+	// Anything but an empty object is refused, and nothing is applied.
+	ts.register("web", "web-3", client.Registration{Address: "10.0.0.3", Port: 8080})
+	for _, body := range []string{`{"force":true}`, `[]`, `{`} {
+		r := ts.do(http.MethodDelete, "/v1/services/web/instances/web-3", []byte(body))
+		if r.status != http.StatusBadRequest || !registered("web-3") {
+			t.Fatalf("deregister with body %s: %s (registered: %v), want 400 and nothing applied", body, r, registered("web-3"))
+		}
 	}
 }
 

@@ -91,6 +91,15 @@ func (s *Server) handleDeregister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// Read the body before anything is applied. A client that sends "{}"
+	// with "Expect: 100-continue" (api/client, with several agents) then
+	// knows that an agent which never asked for the body (never answered
+	// 100 Continue: a paused process) applied nothing, and tries the next
+	// agent. Older clients send no body, which is still accepted.
+	if err := s.decodeOptionalBody(w, r, &struct{}{}); err != nil {
+		writeError(w, err)
+		return
+	}
 	s.apply(w, r, fsm.DeregisterType, &fsm.DeregisterRequest{Service: service, ID: id, Time: time.Now().UnixNano()})
 }
 

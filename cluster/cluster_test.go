@@ -44,8 +44,13 @@ func TestClusterFormsByItselfAndReplicatesWritesFromAFollower(t *testing.T) {
 			t.Fatalf("node %d meta %+v, want index %d and a known leader", i, meta, idx)
 		}
 		// A consistent read from every node, too.
-		if insts, _, err := c.Client(i).Instances(ctx, "web", &client.QueryOptions{Consistent: true}); err != nil || len(insts) != 1 {
-			t.Fatalf("node %d consistent read: %v %v", i, err, insts)
+		var cinsts []client.Instance
+		agenttest.Retry503(t, fmt.Sprintf("node %d consistent read", i), func() (err error) {
+			cinsts, _, err = c.Client(i).Instances(ctx, "web", &client.QueryOptions{Consistent: true})
+			return err
+		})
+		if len(cinsts) != 1 {
+			t.Fatalf("node %d consistent read: %v", i, cinsts)
 		}
 	}
 
@@ -127,10 +132,12 @@ func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing
 		agenttest.Register(t, c.Client(n), "api", id, reg("10.1.0.1", 9000+i))
 		acked[id] = true
 	}
-	insts, meta, err := c.Client(newLeader).Instances(ctx, "api", &client.QueryOptions{Consistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var insts []client.Instance
+	var meta *client.QueryMeta
+	agenttest.Retry503(t, "a consistent read on the new leader", func() (err error) {
+		insts, meta, err = c.Client(newLeader).Instances(ctx, "api", &client.QueryOptions{Consistent: true})
+		return err
+	})
 	got := map[string]bool{}
 	for _, i := range insts {
 		got[i.ID] = true
@@ -143,7 +150,7 @@ func TestLeaderStopNewLeaderNoAcknowledgedWriteLostOldLeaderCatchesUp(t *testing
 	// The old leader restarts from its data dir and catches up.
 	c.Restart(old)
 	c.WaitForIndex(meta.Index)
-	insts, _, err = c.Client(old).Instances(ctx, "api", nil)
+	insts, _, err := c.Client(old).Instances(ctx, "api", nil)
 	if err != nil || len(insts) != len(acked) {
 		t.Fatalf("restarted node sees %d instances (err %v), want %d", len(insts), err, len(acked))
 	}

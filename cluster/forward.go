@@ -466,12 +466,29 @@ func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, erro
 // index from the leader (which confirms its leadership with a quorum round
 // trip) and waits until this node has applied it.
 // Reads waiting at the same moment share one read index (readBatcher).
+//
+// The whole wait fits one Config.LeaderWait from the call (or ctx's
+// deadline, if sooner): waiting for the request already in flight, the
+// round trip to the leader and applying up to the index. Past it the read
+// fails with ErrNoLeader (a 503 the client may retry elsewhere).
 func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
-	idx, err := n.readIndex(ctx)
+	budget, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
+	defer cancel()
+	idx, err := n.readIndex(budget)
+	if err == nil {
+		err = n.fsm.WaitForIndex(budget, idx)
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		// This read's own budget ended (not the caller's).
+		if idx == 0 {
+			return 0, fmt.Errorf("%w: no read index within the leader-wait (%s)", ErrNoLeader, n.cfg.LeaderWait)
+		}
+		return 0, fmt.Errorf("%w: this node had not applied the read index %d within the leader-wait (%s)", ErrNoLeader, idx, n.cfg.LeaderWait)
+	}
 	if err != nil {
 		return 0, err
 	}
-	return idx, n.fsm.WaitForIndex(ctx, idx)
+	return idx, nil
 }
 
 // readIndexLocal serves a read index on the leader. Every write this leader

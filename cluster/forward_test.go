@@ -76,9 +76,10 @@ func TestUnsafeRequestToAFrozenLeaderFailsUnknownOutcomeAtTheLeaderChange(t *tes
 	tn := newTestNodes(t, 3, func(_ int, c *Config) { c.LeaderWait = 20 * time.Second })
 	l := tn.waitForLeader(30 * time.Second)
 	f := tn.other(l)
-	if _, err := tn.nodes[f].ConsistentIndex(context.Background()); err != nil {
-		t.Fatal(err) // a connection to the leader exists from here
-	}
+	eventually(t, 60*time.Second, func() bool {
+		_, err := tn.nodes[f].ConsistentIndex(context.Background())
+		return err == nil // a connection to the leader exists from here
+	}, "a first consistent read")
 	resume := tn.pause(l)
 	defer resume()
 	start := time.Now()

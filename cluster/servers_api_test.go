@@ -53,7 +53,7 @@ func TestClusterServersGathersEveryServersOwnView(t *testing.T) {
 	// An election in between (a loaded machine) starts the wait again.
 	views := make([]*client.ClusterServers, 3)
 	var leader string
-	agenttest.Eventually(t, 30*time.Second, func() bool {
+	agenttest.Eventually(t, 60*time.Second, func() bool {
 		st, err := c.Client(0).Status(context.Background())
 		if err != nil || st.Leader == "" {
 			return false

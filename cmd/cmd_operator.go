@@ -34,10 +34,10 @@ func newOperatorCmd(f *Factory) *cobra.Command {
 		Short: "Inspect and change the Raft configuration",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			return usageError{errors.New("missing subcommand (list-peers or remove-peer)")}
+			return usageError{errors.New("missing subcommand (list-peers, servers or remove-peer)")}
 		},
 	}
-	raftCmd.AddCommand(newListPeersCmd(f, nil), newRemovePeerCmd(f, nil))
+	raftCmd.AddCommand(newListPeersCmd(f, nil), newServersCmd(f, nil), newRemovePeerCmd(f, nil))
 	op.AddCommand(raftCmd)
 	return op
 }
@@ -79,6 +79,64 @@ func runListPeers(ctx context.Context, opts *listPeersOptions) error {
 				state = "leader"
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%t\n", p.ID, p.Address, state, p.Suffrage == "Voter")
+		}
+	})
+}
+
+type serversOptions struct{ f *Factory }
+
+func newServersCmd(f *Factory, runF func(context.Context, *serversOptions) error) *cobra.Command {
+	opts := &serversOptions{f: f}
+	return &cobra.Command{
+		Use:   "servers",
+		Short: "Every Raft server's own view: role, leader, term, indexes, last contact",
+		Long: `Ask every server of the Raft configuration, through the agent at --addr
+(GET /v1/cluster/servers), for its own view of Raft: its role, the leader it
+follows, its term, its commit, applied and last log index, and how long ago it
+last knew its catalog current. The agent waits at most 2 s for each server; a
+server that does not answer is listed with the reason (e.g. "no answer within
+2s" for a paused or overloaded process, "connection refused" for a stopped one).`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runServers(c.Context(), opts)
+		},
+	}
+}
+
+func runServers(ctx context.Context, opts *serversOptions) error {
+	cl, err := opts.f.Client()
+	if err != nil {
+		return err
+	}
+	s, err := cl.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	return opts.f.Print(s, func(w io.Writer) {
+		fmt.Fprintln(w, "ID\tADDRESS\tSTATE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tLAST\tLAST CONTACT\tANSWER")
+		for _, sv := range s.Servers {
+			answer := fmt.Sprintf("%dms", sv.TookMS)
+			if sv.ID == s.Node {
+				answer = "this agent"
+			}
+			v := sv.View
+			if v == nil {
+				fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", sv.ID, sv.Address, sv.Error)
+				continue
+			}
+			leader := v.Leader
+			if leader == "" {
+				leader = "-"
+			}
+			contact := fmt.Sprintf("%dms", v.LastContactMS)
+			if v.LastContactMS < 0 {
+				contact = "never"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", sv.ID, sv.Address, strings.ToLower(v.State), leader,
+				v.Term, v.CommitIndex, v.AppliedIndex, v.LastIndex, contact, answer)
 		}
 	})
 }

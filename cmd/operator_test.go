@@ -77,6 +77,29 @@ func TestOperatorCommandsAgainstAThreeNodeCluster(t *testing.T) {
 		t.Fatalf("list-peers -o json: %v %+v", err, peers)
 	}
 
+	// servers: every server's own view, the same leader in each (a
+	// follower that has not yet heard from the leader says "never").
+	agenttest.Eventually(t, 30*time.Second, func() bool {
+		out = mustBeacon(t, addr, "operator", "raft", "servers")
+		lines = strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 4 || !strings.HasPrefix(strings.Join(strings.Fields(lines[0]), " "), "ID ADDRESS STATE LEADER TERM COMMIT APPLIED LAST LAST CONTACT ANSWER") {
+			return false
+		}
+		leader := c.Node(c.Leader()).Name
+		for _, l := range lines[1:] {
+			fs := strings.Fields(l)
+			if len(fs) < 10 || fs[3] != leader || fs[8] == "never" || (fs[2] == "leader") != (fs[0] == leader) {
+				return false
+			}
+		}
+		return true
+	}, "every server's view through "+c.Node(f).Name)
+	t.Logf("operator raft servers:\n%s", out)
+	var servers client.ClusterServers
+	if err := json.Unmarshal([]byte(mustBeacon(t, addr, "operator", "raft", "servers", "-o", "json")), &servers); err != nil || len(servers.Servers) != 3 || servers.Node != c.Node(f).Name {
+		t.Fatalf("servers -o json: %v %+v", err, servers)
+	}
+
 	// snapshot save, inspect, restore from files.
 	agenttest.Register(t, c.Client(f), "web", "web-1", reg("10.0.0.1", 80))
 	agenttest.Register(t, c.Client(f), "web", "web-2", reg("10.0.0.2", 80))

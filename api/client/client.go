@@ -230,10 +230,13 @@ func (c *Client) Register(ctx context.Context, service, id string, r *Registrati
 	return res.Index, err
 }
 
-// Deregister removes instance id of service.
+// Deregister removes instance id of service. It sends the body "{}" so
+// that, with several agents, the request carries "Expect: 100-continue" and
+// can safely move past an agent that hangs before asking for it (the agent
+// reads the body before applying anything; see failover.go).
 func (c *Client) Deregister(ctx context.Context, service, id string) (uint64, error) {
 	var res WriteResult
-	_, err := c.do(ctx, http.MethodDelete, instancePath(service, id), url.Values{}, nil, &res)
+	_, err := c.do(ctx, http.MethodDelete, instancePath(service, id), url.Values{}, struct{}{}, &res)
 	return res.Index, err
 }
 
@@ -346,7 +349,9 @@ func (c *Client) ReportTTL(ctx context.Context, checkID, verb string, u *TTLUpda
 	default:
 		return 0, fmt.Errorf("client: TTL verb must be pass, warn or fail, not %q", verb)
 	}
-	var body any
+	// Always a body, so that the report carries "Expect: 100-continue" and
+	// may move past a hung agent (the agent reads it before applying).
+	var body any = struct{}{}
 	if u != nil {
 		body = u
 	}

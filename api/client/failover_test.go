@@ -213,12 +213,29 @@ func TestFailoverPolicy(t *testing.T) {
 		}
 	})
 
+	t.Run("a deregister moves past a hung agent that never asked for its body", func(t *testing.T) {
+		hung, ok := newHungAgent(t), newRecordingAgent(t)
+		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
+		idx, err := c.Deregister(ctx, "web", "web-1")
+		if err != nil || idx != 7 {
+			t.Fatalf("deregister: %d %v", idx, err)
+		}
+		if got := ok.got(); len(got) != 1 || got[0] != "DELETE /v1/services/web/instances/web-1 {}" {
+			t.Fatalf("the healthy agent got %q", got)
+		}
+		hung.close() // ends the reader: what it counted is final
+		// Headers only: the hung agent never asked for the body.
+		if n := hung.bytes.Load(); n == 0 || n > 1024 {
+			t.Fatalf("the hung agent received %d bytes", n)
+		}
+	})
+
 	t.Run("a write without a body sent to a hung agent is not sent again elsewhere", func(t *testing.T) {
 		hung, ok := newHungAgent(t), newRecordingAgent(t)
 		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
-		_, err := c.Deregister(ctx, "web", "web-1")
+		_, err := c.DeleteToken(ctx, "0123456789abcdef")
 		if !errors.Is(err, client.ErrAttemptTimeout) || !strings.Contains(err.Error(), "may have been applied") || !strings.Contains(err.Error(), hung.addr()) {
-			t.Fatalf("deregister: %v", err)
+			t.Fatalf("token delete: %v", err)
 		}
 		if got := ok.got(); len(got) != 0 {
 			t.Fatalf("the write went to a second agent: %q", got)

@@ -334,39 +334,7 @@ func TestBinaryThreeAgentsDrivenByTheCLI(t *testing.T) {
 	if got := pc.discover(newLeader, "web", "--consistent"); len(got) != 4 {
 		t.Fatalf("after deregister: %d instances", len(got))
 	}
-
-	// A paused agent (SIGSTOP: its port still accepts connections, nothing
-	// answers) costs each CLI command one attempt timeout at most: with
-	// --addr naming all three, every command reaches a live agent, writes
-	// included (their body is never sent to the paused one).
-	var paused *proc
-	for _, p := range pc.procs {
-		if p != newLeader && p.cmd != nil {
-			paused = p
-		}
-	}
-	var all []string
-	for _, p := range pc.procs {
-		all = append(all, p.http)
-	}
-	addrs := strings.Join(all, ",")
-	if err := paused.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = paused.cmd.Process.Signal(syscall.SIGCONT) }()
-	var slowest time.Duration
-	for i := 0; i < 20; i++ {
-		args := [][]string{
-			{"register", "web", fmt.Sprintf("web-p%d", i), "--address", "10.0.0.2", "--port", fmt.Sprint(9000 + i)},
-			{"status"}, {"members"}, {"discover", "web"},
-		}[i%4]
-		start := time.Now()
-		if out, err := pc.try(append([]string{"--addr", addrs}, args...)...); err != nil {
-			t.Fatalf("beacon --addr %s %s with %s paused: %v\n%s", addrs, strings.Join(args, " "), paused.name, err, out)
-		}
-		slowest = max(slowest, time.Since(start))
-	}
-	t.Logf("20 CLI commands with %s paused: the slowest took %s", paused.name, slowest)
+	// A paused agent: TestBinaryTwentyCLICommandsWithOneAgentPaused.
 }
 
 func TestBinaryDevAgent(t *testing.T) {

@@ -53,6 +53,9 @@ var (
 	// The oneshot-compose phase (oneshot.go).
 	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
 	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
+	composePort    = flag.Int("compose-port", 29750, "oneshot-compose: host ports of the compose cluster start after this one (see newCompose)")
+	composeFault   = flag.String("compose-fault", "kill", "oneshot-compose: how the leader stops: kill (docker kill) or pause (docker pause)")
+	oneshotClient  = flag.String("oneshot-client", "http", "oneshot phases: the one-shot write is a plain HTTP request (http) or one `beacon register` run with BEACON_ADDR naming the follower alone (cli)")
 )
 
 func main() {
@@ -77,6 +80,16 @@ func report(name, format string, args ...any) {
 }
 
 func run() error {
+	switch *composeFault {
+	case "kill", "pause":
+	default:
+		return fmt.Errorf("-compose-fault %q: want kill or pause", *composeFault)
+	}
+	switch *oneshotClient {
+	case "http", "cli":
+	default:
+		return fmt.Errorf("-oneshot-client %q: want http or cli", *oneshotClient)
+	}
 	dir, err := os.MkdirTemp("", "beacon-bench-")
 	if err != nil {
 		return err

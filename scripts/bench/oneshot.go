@@ -7,15 +7,20 @@ package main
 //   oneshot          loopback: SIGSTOP of the leader's process (its sockets
 //                    stay open; nothing answers), -trials times
 //   oneshot-compose  the compose cluster: `docker kill` of the leader's
-//                    container (its IP vanishes; packets are dropped),
+//                    container (its IP vanishes; packets are dropped), or
+//                    with -compose-fault pause `docker pause` of it (the
+//                    kernel still answers TCP, the process is frozen),
 //                    -trials times. Needs docker, docker-compose and the
 //                    image -compose-image (make image IMAGE=beacon:fo).
 //
 // Each trial starts from a settled cluster, sends one warm-up write through
 // the follower (so that it holds a connection to the leader, and the
 // one-shot write is sent on it and left without an answer: the hard case),
-// stops the leader, and at once sends one registration to a follower with a
-// 15 s client timeout and no retry. It reports the answer's status and
+// stops the leader, and at once sends one registration to a follower with no
+// retry: a plain HTTP request with a 15 s timeout, or with -oneshot-client
+// cli one run of the real CLI (`beacon register`, -beacon) with BEACON_ADDR
+// naming that follower alone, as a user would type it (its latency then
+// includes starting the process). It reports the answer's status and
 // latency, and the time until a new leader was elected, measured apart.
 
 import (
@@ -61,6 +66,35 @@ func oneShotWrite(api string, n int64) (int, string, time.Duration) {
 		code = strings.TrimSpace(string(b))
 	}
 	return resp.StatusCode, code, took
+}
+
+// oneShotCLI runs one `beacon register` with BEACON_ADDR=api alone and no
+// other BEACON_ settings; an exit status 0 counts as 200.
+func oneShotCLI(api string, n int64) (int, string, time.Duration) {
+	cmd := exec.Command(*beaconBin, "register", fmt.Sprintf("bench-%d", n%100), fmt.Sprintf("i-%d", n),
+		"--address", fmt.Sprintf("10.%d.%d.%d", (n>>16)&255, (n>>8)&255, n&255), "--port", fmt.Sprint(1024+n%60000),
+		"--tag", "bench", "--tag", "v1")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BEACON_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "BEACON_ADDR="+api)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		return 0, "beacon register: " + err.Error() + ": " + strings.TrimSpace(string(out)), took
+	}
+	return http.StatusOK, "", took
+}
+
+// oneShotSend sends the trial's write with the client -oneshot-client names.
+func oneShotSend(api string, n int64) (int, string, time.Duration) {
+	if *oneshotClient == "cli" {
+		return oneShotCLI(api, n)
+	}
+	return oneShotWrite(api, n)
 }
 
 // watchElection reports how long after t0 one of apis (other than skip)
@@ -132,13 +166,13 @@ func benchOneShot(c *cluster) {
 		_ = c.procs[l].Process.Signal(syscall.SIGSTOP)
 		t0 := time.Now()
 		elected := watchElection(c.apis(), l, t0)
-		st, code, took := oneShotWrite(c.api(f), 800001+int64(t)*2)
+		st, code, took := oneShotSend(c.api(f), 800001+int64(t)*2)
 		s := oneShot{status: st, code: code, took: took, fromKill: time.Since(t0), elected: <-elected}
 		shots = append(shots, s)
 		_ = c.procs[l].Process.Signal(syscall.SIGCONT)
 		fmt.Printf("  trial %d: SIGSTOP n%d, write to n%d: %d in %s (elected after %s)\n", t+1, l+1, f+1, st, took.Round(time.Millisecond), s.elected.Round(time.Millisecond))
 	}
-	reportOneShots("one-shot write at leader SIGSTOP (loopback)", shots)
+	reportOneShots("one-shot write ("+*oneshotClient+") at leader SIGSTOP (loopback)", shots)
 }
 
 // compose drives the compose cluster of the oneshot-compose phase.
@@ -148,12 +182,19 @@ type compose struct {
 	ports   []int // agents' API ports on 127.0.0.1
 }
 
+// newCompose: the agents' APIs on -compose-port+1..3 (n4's on +4), the
+// balancers' on +31..34; by default 29751-29784, below the kernel's
+// ephemeral range (32768 and up on Linux), where a port can be taken at any
+// moment by some outgoing connection.
 func newCompose() *compose {
-	c := &compose{project: *composeProject, ports: []int{41750, 42750, 43750}}
+	b := *composePort
+	c := &compose{project: *composeProject, ports: []int{b + 1, b + 2, b + 3}}
 	c.env = append(os.Environ(),
 		"BEACON_IMAGE="+*composeImage, "BEACON_NET=10.87.61",
-		"BEACON_N1_PORT=41750", "BEACON_N2_PORT=42750", "BEACON_N3_PORT=43750", "BEACON_N4_PORT=44750",
-		"BEACON_LB1_PORT=41080", "BEACON_LB1_ADMIN_PORT=41081", "BEACON_LB2_PORT=42080", "BEACON_LB2_ADMIN_PORT=42081",
+		fmt.Sprintf("BEACON_N1_PORT=%d", b+1), fmt.Sprintf("BEACON_N2_PORT=%d", b+2),
+		fmt.Sprintf("BEACON_N3_PORT=%d", b+3), fmt.Sprintf("BEACON_N4_PORT=%d", b+4),
+		fmt.Sprintf("BEACON_LB1_PORT=%d", b+31), fmt.Sprintf("BEACON_LB1_ADMIN_PORT=%d", b+32),
+		fmt.Sprintf("BEACON_LB2_PORT=%d", b+33), fmt.Sprintf("BEACON_LB2_ADMIN_PORT=%d", b+34),
 		"BEACON_LOG_LEVEL=warn")
 	return c
 }
@@ -204,7 +245,7 @@ func (c *compose) settle(timeout time.Duration) int {
 	return -1
 }
 
-// benchOneShotCompose: docker kill of the leader's container.
+// benchOneShotCompose: docker kill (or pause) of the leader's container.
 func benchOneShotCompose() {
 	c := newCompose()
 	defer func() {
@@ -236,26 +277,31 @@ func benchOneShotCompose() {
 			continue
 		}
 		id := c.container(l)
-		// `docker kill` returns once the container is dead, which takes a
-		// while on a busy machine; the followers may elect meanwhile. So
-		// times are from the moment the kill was issued, and the write is
-		// sent the moment the kill returned (the leader is gone for sure).
+		// `docker kill` returns once the container is dead (`docker pause`
+		// once it is frozen), which takes a while on a busy machine; the
+		// followers may elect meanwhile. So times are from the moment the
+		// fault was issued, and the write is sent the moment it returned
+		// (the leader is gone or frozen for sure).
 		t0 := time.Now()
 		elected := watchElection(c.apis(), l, t0)
-		if out, err := exec.Command("docker", "kill", id).CombinedOutput(); err != nil {
-			fmt.Println("oneshot-compose: docker kill:", err, string(out))
+		if out, err := exec.Command("docker", *composeFault, id).CombinedOutput(); err != nil {
+			fmt.Printf("oneshot-compose: docker %s: %v %s\n", *composeFault, err, out)
 			break
 		}
-		killed := time.Since(t0)
-		st, code, took := oneShotWrite(c.api(f), 700001+int64(t)*2)
+		stopped := time.Since(t0)
+		st, code, took := oneShotSend(c.api(f), 700001+int64(t)*2)
 		s := oneShot{status: st, code: code, took: took, fromKill: time.Since(t0), elected: <-elected}
 		shots = append(shots, s)
-		fmt.Printf("  trial %d: docker kill n%d (returned after %s), write to n%d: %d in %s, %s after the kill (elected after %s)\n",
-			t+1, l+1, killed.Round(time.Millisecond), f+1, st, took.Round(time.Millisecond), s.fromKill.Round(time.Millisecond), s.elected.Round(time.Millisecond))
-		if out, err := exec.Command("docker", "start", id).CombinedOutput(); err != nil {
-			fmt.Println("oneshot-compose: docker start:", err, string(out))
+		fmt.Printf("  trial %d: docker %s n%d (returned after %s), write (%s) to n%d: %d in %s, %s after the fault (elected after %s)\n",
+			t+1, *composeFault, l+1, stopped.Round(time.Millisecond), *oneshotClient, f+1, st, took.Round(time.Millisecond), s.fromKill.Round(time.Millisecond), s.elected.Round(time.Millisecond))
+		restart := "start"
+		if *composeFault == "pause" {
+			restart = "unpause"
+		}
+		if out, err := exec.Command("docker", restart, id).CombinedOutput(); err != nil {
+			fmt.Printf("oneshot-compose: docker %s: %v %s\n", restart, err, out)
 			break
 		}
 	}
-	reportOneShots("one-shot write at leader docker kill (compose)", shots)
+	reportOneShots(fmt.Sprintf("one-shot write (%s) at leader docker %s (compose)", *oneshotClient, *composeFault), shots)
 }

@@ -243,12 +243,16 @@ func (c *composeCluster) pause(service string) (resume func()) {
 	}
 }
 
-// kill kills a service's container (docker kill: SIGKILL, no goodbye).
-func (c *composeCluster) kill(service string) {
+// kill kills a service's container (docker kill: SIGKILL, no goodbye) and
+// returns when the kill was sent.
+func (c *composeCluster) kill(service string) time.Time {
 	c.t.Helper()
-	if _, err := run(time.Minute, nil, "docker", "kill", c.container(service)); err != nil {
+	id := c.container(service)
+	at := time.Now()
+	if _, err := run(time.Minute, nil, "docker", "kill", id); err != nil {
 		c.t.Fatal(err)
 	}
+	return at
 }
 
 // down removes the project's containers, network and volumes: compose
@@ -520,8 +524,7 @@ func TestComposeClusterInTheBrowser(t *testing.T) {
 	tab.do(10*time.Second, setHash("#/services/web/"+victim))
 	tab.waitJS(30*time.Second, `document.querySelector('tr[data-check] .badge.passing') !== null`, victim+" passing")
 	tab.do(5*time.Second, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
-	c.kill("web2")
-	killed := time.Now()
+	killed := c.kill("web2")
 	tab.waitJS(90*time.Second, `document.querySelector('tr[data-check] .badge.critical') !== null`, victim+" critical on the open page")
 	t.Logf("%s critical on the open page %v after docker kill", victim, time.Since(killed).Round(time.Millisecond))
 	waitUntil(t, 30*time.Second, "the page's check output and timeline as the API has them", func() string {
