@@ -66,18 +66,26 @@ func (s *Server) unchangedRegistration(ctx context.Context, req *fsm.RegisterReq
 // Raft entry) so that a stale follower never swallows a real change, and
 // returns the index at which that holds.
 func UnchangedRegistration(ctx context.Context, store *fsm.Store, confirm func(context.Context) (uint64, error), req *fsm.RegisterRequest) (uint64, bool) {
+	var at uint64
 	same := func() bool {
 		_, inst, checks := store.Instance(nil, req.Service, req.ID)
-		return inst != nil && fsm.SameRegistration(inst, checks, req)
+		if inst == nil || !fsm.SameRegistration(inst, checks, req) {
+			return false
+		}
+		at = inst.ModifyIndex
+		return true
 	}
 	if !same() {
 		return 0, false
 	}
-	idx, err := confirm(ctx)
-	if err != nil || !same() {
+	if _, err := confirm(ctx); err != nil || !same() {
 		return 0, false
 	}
-	return idx, true
+	// The index at which the record is as asked (as the FSM answers for
+	// an identical re-registration that reaches the log): a read after
+	// this answer returns at least it. The read index just confirmed may
+	// be higher than anything the service's reads return.
+	return at, true
 }
 
 // handleDeregister: DELETE /v1/services/{service}/instances/{id}.

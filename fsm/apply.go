@@ -20,11 +20,15 @@ type handler func(w *writeTxn, body []byte) (Command, *RejectError)
 // values matter, and a burst of registrations to one service rewrites that
 // service's record once instead of once per entry.
 type writeTxn struct {
-	tx       *memdb.Txn
-	in       *interner
-	index    uint64
-	tables   map[string]uint64 // table -> last index in the batch that changed it
-	services map[string]*serviceTouch
+	tx    *memdb.Txn
+	in    *interner
+	index uint64
+	// visibleAt, when set by a command that changed nothing, is the index
+	// at which what it asked for was already in the catalog: its result
+	// index (see applyRegister).
+	visibleAt uint64
+	tables    map[string]uint64 // table -> last index in the batch that changed it
+	services  map[string]*serviceTouch
 }
 
 // serviceTouch follows one service's instance count through a batch.
@@ -200,7 +204,13 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	old := w.instance(req.Service, req.ID)
 	if old != nil && SameRegistration(old, w.checksOf(req.Service, req.ID), req) {
 		// A periodic re-registration that changes nothing writes nothing:
-		// no index moves, no watcher wakes.
+		// no index moves, no watcher wakes. Its result is the index at
+		// which the record already was as asked, not this entry's: a
+		// client answered this entry's index would then read the
+		// service at a lower one, as if its write had gone back in time
+		// (seen by the chaos suite when a write re-sent after a leader
+		// change was appended twice).
+		w.visibleAt = old.ModifyIndex
 		return nil
 	}
 	var inst *Instance

@@ -109,9 +109,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), l.Index))
 		}
-		w.index = l.Index
+		w.index, w.visibleAt = l.Index, 0
 		cmd, rerr := h(w, l.Data[1:])
-		out[i] = ApplyResult{Index: l.Index, Err: rerr, Cmd: cmd}
+		res := ApplyResult{Index: l.Index, Err: rerr, Cmd: cmd}
+		if rerr == nil && w.visibleAt != 0 {
+			res.Index = w.visibleAt
+		}
+		out[i] = res
 		if rerr != nil {
 			f.outcomes.reject(l.Index, rerr)
 		}

@@ -27,7 +27,13 @@ func TestIdenticalReRegistrationChangesNothing(t *testing.T) {
 	ws := memdb.NewWatchSet()
 	svcIdx, _ := f.Store().ServiceInstances(ws, "web")
 
-	fsmtest.MustApply(t, f, 2, fsmtest.Register(t, "web-1", "web", def(200)))
+	res := fsmtest.MustApply(t, f, 2, fsmtest.Register(t, "web-1", "web", def(200)))
+	// Its result is the index at which the record already was as asked:
+	// a client told 2 would read the service at 1, lower than its own
+	// write's answer (a read-your-writes violation by index).
+	if res.Index != 1 {
+		t.Fatalf("an identical re-registration answered index %d, want 1 (the record's)", res.Index)
+	}
 	after, checks := instance(t, f, "web", "web-1")
 	if after.ModifyIndex != before.ModifyIndex || checks[0].ModifyIndex != 1 {
 		t.Fatalf("modify index %d (check %d) after an identical re-registration, want 1", after.ModifyIndex, checks[0].ModifyIndex)

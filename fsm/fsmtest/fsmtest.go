@@ -163,7 +163,9 @@ func Apply(t testing.TB, f *fsm.FSM, index uint64, cmd []byte) fsm.ApplyResult {
 	if !ok {
 		t.Fatalf("fsmtest: Apply at index %d returned %T, want fsm.ApplyResult", index, raw)
 	}
-	if res.Index != index {
+	// A command that changed nothing (an identical re-registration)
+	// answers the earlier index at which the catalog already was as asked.
+	if res.Index == 0 || res.Index > index {
 		t.Fatalf("fsmtest: Apply at index %d returned result for index %d", index, res.Index)
 	}
 	return res
