@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -140,17 +142,11 @@ func TestMemoryLimitModes(t *testing.T) {
 	})
 	t.Run("auto follows the live heap under the cap", func(t *testing.T) {
 		m := startMemoryLimit(memoryPolicy{mode: MemoryLimitAuto}, cg, time.Millisecond, logger)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		wait.For(t, 30*time.Second, 5*time.Millisecond, func() (bool, string) {
 			got, want := limit(), autoLimit(liveHeap(), cap)
-			if got >= autoFloor && got <= cap && got == want {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("limit = %d, want autoLimit(live %d) = %d", got, liveHeap(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return got >= autoFloor && got <= cap && got == want,
+				fmt.Sprintf("limit = %d, want autoLimit(live %d) = %d", got, liveHeap(), want)
+		})
 		m.close()
 		if limit() != orig {
 			t.Errorf("limit after close = %d, want %d", limit(), orig)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/chromedp/chromedp"
 )
 
@@ -305,16 +306,11 @@ func getJSON(url string, v any) error {
 // timeout.
 func waitUntil(t *testing.T, timeout time.Duration, what string, check func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	if err := wait.Poll(timeout, 100*time.Millisecond, func() (bool, string) {
 		msg := check()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return msg == "", msg
+	}); err != nil {
+		t.Fatalf("%v waiting for %s", err, what)
 	}
 }
 
