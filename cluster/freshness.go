@@ -34,9 +34,24 @@ const never = time.Duration(1<<63 - 1)
 // without confirming its leadership), or when its own loop stalled that long
 // (the process was paused). While out of sync, LastContact counts from the
 // last moment the node was known current (never, after a restart).
+//
+// A proof holds for the term it was made in: after any election the node
+// proves itself again. Heartbeats from a new leader say nothing about
+// whether its entries reached this node, and a leader deposed while paused
+// first resumes as a leader, then hears the new term and becomes a
+// follower that hears heartbeats at once while the new leader's
+// replication to it is still backed off from the pause (the chaos suite
+// caught exactly this: a leader paused 31 ms after its election finished
+// its barrier after the pause and answered an empty catalog with
+// Last-Contact 0 for half a second, then as a follower).
 type freshness struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	freshState
+}
+
+type freshState struct {
 	synced   bool
+	term     uint64    // the Raft term the node was synced in
 	syncedAt time.Time // last moment the catalog was known current
 	tick     time.Time // last run of syncLoop
 }
@@ -47,31 +62,58 @@ type freshness struct {
 // it fell behind otherwise, and a very large value on a node that has not
 // caught up since it started.
 func (n *Node) LastContact() time.Duration {
-	now := time.Now()
 	n.fresh.mu.Lock()
-	synced, syncedAt, tick := n.fresh.synced, n.fresh.syncedAt, n.fresh.tick
+	f := n.fresh.freshState
 	n.fresh.mu.Unlock()
+	return f.age(time.Now(), n.cfg.HeartbeatTimeout, n.raft)
+}
+
+// raftView is what freshness reads from Raft (a *raft.Raft).
+type raftView interface {
+	CurrentTerm() uint64
+	State() raft.RaftState
+	LastContact() time.Time
+}
+
+// age is LastContact's answer at now for a node in state f.
+func (f freshState) age(now time.Time, heartbeatTimeout time.Duration, r raftView) time.Duration {
 	// A stale tick means this process itself stalled: what it knew before
-	// may be out of date, whatever raft still believes.
-	if synced && now.Sub(tick) <= n.cfg.HeartbeatTimeout {
-		if n.raft.State() == raft.Leader {
+	// may be out of date, whatever raft still believes. A new term means an
+	// election this node has not proved itself current after.
+	if f.synced && now.Sub(f.tick) <= heartbeatTimeout && r.CurrentTerm() == f.term {
+		if r.State() == raft.Leader {
 			return 0
 		}
-		if lc := n.raft.LastContact(); !lc.IsZero() {
+		if lc := r.LastContact(); !lc.IsZero() {
 			return now.Sub(lc)
 		}
 	}
-	if syncedAt.IsZero() {
+	if f.syncedAt.IsZero() {
 		return never
 	}
-	return now.Sub(syncedAt)
+	return now.Sub(f.syncedAt)
 }
 
-// markSynced records that the catalog is current as of at.
-func (n *Node) markSynced(at time.Time) {
+// markSynced records that the catalog is current as of at, by a proof
+// (a barrier, a leadership check, a read index) begun at at in term. A proof
+// that took longer than the heartbeat timeout may span a stall of this
+// process (a SIGSTOP while it was in flight): it still shows the catalog
+// current as of at, but not that this node still holds what it held then
+// (still leads, still hears the leader), so the node's own loop is not
+// taken as live (tick stays at at): LastContact counts from at, and
+// syncLoop proves again at its next tick.
+func (n *Node) markSynced(at time.Time, term uint64) {
 	n.fresh.mu.Lock()
-	n.fresh.synced, n.fresh.syncedAt, n.fresh.tick = true, at, time.Now()
+	n.fresh.proved(time.Now(), at, term, n.cfg.HeartbeatTimeout)
 	n.fresh.mu.Unlock()
+}
+
+// proved records, at now, a proof begun at at in term (see markSynced).
+func (f *freshState) proved(now, at time.Time, term uint64, heartbeatTimeout time.Duration) {
+	f.synced, f.term, f.syncedAt, f.tick = true, term, at, now
+	if now.Sub(at) > heartbeatTimeout {
+		f.tick = at
+	}
 }
 
 // syncLoop maintains n.fresh (see freshness). It ticks often enough that a
@@ -90,13 +132,14 @@ func (n *Node) syncLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		leader := n.raft.State() == raft.Leader
+		term := n.raft.CurrentTerm()
 		n.fresh.mu.Lock()
 		stalled := now.Sub(n.fresh.tick) > n.cfg.HeartbeatTimeout
 		n.fresh.tick = now
 		if n.fresh.synced {
 			lc := n.raft.LastContact()
 			switch {
-			case stalled:
+			case stalled, term != n.fresh.term:
 				n.fresh.synced = false
 			case leader && n.leaderReady.Load():
 				n.fresh.syncedAt = now
@@ -113,7 +156,7 @@ func (n *Node) syncLoop(ctx context.Context) {
 		}
 		start := time.Now()
 		if n.resync(ctx, leader) {
-			n.markSynced(start)
+			n.markSynced(start, term)
 		}
 	}
 }

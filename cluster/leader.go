@@ -64,7 +64,10 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 // membership event and periodically.
 func (n *Node) leaderLoop(ctx context.Context) {
 	n.leaderSince.Store(time.Now().UnixNano())
+	var start time.Time
+	var term uint64
 	for {
+		start, term = time.Now(), n.raft.CurrentTerm()
 		err := n.raft.Barrier(n.cfg.LeaderWait).Error()
 		if err == nil {
 			break
@@ -77,8 +80,10 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		}
 	}
 	n.leaderReady.Store(true)
-	// Elected by a quorum and caught up through the barrier: current.
-	n.markSynced(time.Now())
+	// Elected by a quorum and caught up through the barrier: current as of
+	// the barrier's start (not later: the process may have been paused
+	// between the barrier's commit and now, and deposed meanwhile).
+	n.markSynced(start, term)
 	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "index", n.fsm.AppliedIndex())
 
 	var tasks sync.WaitGroup

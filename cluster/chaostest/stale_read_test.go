@@ -238,6 +238,7 @@ func TestPausedOldLeader(t *testing.T) {
 	}
 	leader := newLeaderAmong(t, c, old, st.Term)
 	register(t, c, leader, "p1", "v2")
+	v2Acked := time.Now()
 
 	// Queue reads at the frozen node: the kernel accepts the connections
 	// and buffers the requests; the agent reads them when it resumes.
@@ -250,6 +251,7 @@ func TestPausedOldLeader(t *testing.T) {
 	// Give the requests time to reach the frozen node's socket buffers; if
 	// one arrives after the resume, it tests a little less, not wrongly.
 	time.Sleep(300 * time.Millisecond)
+	resumed := time.Now()
 	if err := c.Nodes[old].Resume(); err != nil {
 		t.Fatal(err)
 	}
@@ -266,9 +268,16 @@ func TestPausedOldLeader(t *testing.T) {
 			t.Logf("queued default read: error %v", r.err)
 			continue
 		}
-		// A default read may be stale; it is not required to know it, at
-		// the instant of resuming, before it hears of the new term.
+		// A default read may be stale, but then it says so: answered after
+		// the resume, its v1 was at least resumed-v2Acked old, and
+		// Last-Contact may not claim less (or says -1, never). The node
+		// last proved itself current before the pause; neither raft still
+		// believing it leads nor the new leader's heartbeats arriving at
+		// once make it current again.
 		t.Logf("queued default read: value %q, Last-Contact %s, Known-Leader %v", r.value, r.meta.LastContact, r.meta.KnownLeader)
+		if floor := resumed.Sub(v2Acked) - 5*time.Millisecond; r.value == "v1" && r.meta.LastContact >= 0 && r.meta.LastContact < floor {
+			t.Errorf("queued default read answered the old value v1 with Last-Contact %s; it was at least %s stale", r.meta.LastContact, floor)
+		}
 	}
 }
 
