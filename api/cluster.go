@@ -73,6 +73,12 @@ func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// The optional body first, before anything is done: see
+	// handleDeregister.
+	if err := s.decodeOptionalBody(w, r, &struct{}{}); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.cluster.RemovePeer(r.Context(), id); err != nil {
 		writeError(w, err)
 		return

@@ -88,6 +88,10 @@ func (s *Server) handleForceLeave(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.decodeOptionalBody(w, r, &struct{}{}); err != nil { // see handleDeregister
+		writeError(w, err)
+		return
+	}
 	if err := s.cluster.ForceLeave(r.Context(), node); err != nil {
 		writeError(w, err)
 		return

@@ -161,6 +161,10 @@ func (s *Server) handleTokenDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("accessor", "the management token is set by configuration; change --management-token on every agent to rotate it"))
 		return
 	}
+	if err := s.decodeOptionalBody(w, r, &struct{}{}); err != nil { // see handleDeregister
+		writeError(w, err)
+		return
+	}
 	s.apply(w, r, fsm.TokenDeleteType, &fsm.TokenDeleteRequest{Accessor: acc})
 }
 

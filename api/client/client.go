@@ -308,7 +308,10 @@ func (c *Client) Leave(ctx context.Context) error {
 
 // RemovePeer removes a server from the Raft configuration.
 func (c *Client) RemovePeer(ctx context.Context, id string) error {
-	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/peers/"+url.PathEscape(id), url.Values{}, nil, nil)
+	// "{}" so that, with several agents, the request carries "Expect:
+	// 100-continue" and a hung agent that never asked for the body is
+	// known to have done nothing (as Deregister).
+	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/peers/"+url.PathEscape(id), url.Values{}, struct{}{}, nil)
 	return err
 }
 

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,10 @@ type hungAgent struct {
 	done  sync.WaitGroup
 }
 
-func newHungAgent(t *testing.T) *hungAgent {
+// newHungAgent starts a hung agent. With continues it answers "100
+// Continue" to a request's headers (so the client sends the body) and then
+// nothing: an agent that froze after it started to act on a write.
+func newHungAgent(t *testing.T, continues bool) *hungAgent {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,8 +57,24 @@ func newHungAgent(t *testing.T) *hungAgent {
 			go func() {
 				defer h.done.Done()
 				// Read what arrives (headers, and a body if one is sent)
-				// without ever answering.
-				n, _ := io.Copy(io.Discard, c)
+				// without ever answering, but "100 Continue" with continues.
+				br := bufio.NewReader(c)
+				if continues {
+					for {
+						line, err := br.ReadString('\n')
+						h.bytes.Add(int64(len(line)))
+						if err != nil {
+							return
+						}
+						if line == "\r\n" {
+							break
+						}
+					}
+					if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+						return
+					}
+				}
+				n, _ := io.Copy(io.Discard, br)
 				h.bytes.Add(n)
 			}()
 		}
@@ -174,7 +194,7 @@ func TestFailoverPolicy(t *testing.T) {
 	reg := &client.Registration{Address: "127.0.0.1", Port: 8080}
 
 	t.Run("a read moves past a hung agent after one attempt timeout", func(t *testing.T) {
-		hung, ok := newHungAgent(t), newRecordingAgent(t)
+		hung, ok := newHungAgent(t, false), newRecordingAgent(t)
 		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
 		start := time.Now()
 		_, meta, err := c.Instances(ctx, "web", nil)
@@ -194,7 +214,7 @@ func TestFailoverPolicy(t *testing.T) {
 	})
 
 	t.Run("a write moves past a hung agent that never asked for its body", func(t *testing.T) {
-		hung, ok := newHungAgent(t), newRecordingAgent(t)
+		hung, ok := newHungAgent(t, false), newRecordingAgent(t)
 		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
 		idx, err := c.Register(ctx, "web", "web-1", reg)
 		if err != nil || idx != 7 {
@@ -214,7 +234,7 @@ func TestFailoverPolicy(t *testing.T) {
 	})
 
 	t.Run("a deregister moves past a hung agent that never asked for its body", func(t *testing.T) {
-		hung, ok := newHungAgent(t), newRecordingAgent(t)
+		hung, ok := newHungAgent(t, false), newRecordingAgent(t)
 		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
 		idx, err := c.Deregister(ctx, "web", "web-1")
 		if err != nil || idx != 7 {
@@ -230,8 +250,35 @@ func TestFailoverPolicy(t *testing.T) {
 		}
 	})
 
-	t.Run("a write without a body sent to a hung agent is not sent again elsewhere", func(t *testing.T) {
-		hung, ok := newHungAgent(t), newRecordingAgent(t)
+	t.Run("operator writes move past a hung agent that never asked for their body", func(t *testing.T) {
+		calls := []struct {
+			name string
+			do   func(c *client.Client) error
+			want string
+		}{
+			{"remove-peer", func(c *client.Client) error { return c.RemovePeer(ctx, "n9") }, "DELETE /v1/cluster/peers/n9 {}"},
+			{"force-leave", func(c *client.Client) error { return c.ForceLeave(ctx, "n9") }, "POST /v1/cluster/force-leave/n9 {}"},
+			{"token delete", func(c *client.Client) error { _, err := c.DeleteToken(ctx, "0123456789abcdef"); return err },
+				"DELETE /v1/tokens/0123456789abcdef {}"},
+		}
+		for _, call := range calls {
+			hung, ok := newHungAgent(t, false), newRecordingAgent(t)
+			c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
+			if err := call.do(c); err != nil {
+				t.Fatalf("%s: %v", call.name, err)
+			}
+			if got := ok.got(); len(got) != 1 || got[0] != call.want {
+				t.Fatalf("%s: the healthy agent got %q, want %q", call.name, got, call.want)
+			}
+			hung.close()
+			if n := hung.bytes.Load(); n == 0 || n > 1024 {
+				t.Fatalf("%s: the hung agent received %d bytes (want its headers only)", call.name, n)
+			}
+		}
+	})
+
+	t.Run("a write whose body reached an agent that then hung is not sent again elsewhere", func(t *testing.T) {
+		hung, ok := newHungAgent(t, true), newRecordingAgent(t)
 		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
 		_, err := c.DeleteToken(ctx, "0123456789abcdef")
 		if !errors.Is(err, client.ErrAttemptTimeout) || !strings.Contains(err.Error(), "may have been applied") || !strings.Contains(err.Error(), hung.addr()) {
@@ -304,7 +351,7 @@ func TestFailoverPolicy(t *testing.T) {
 	})
 
 	t.Run("when every agent fails the error names each", func(t *testing.T) {
-		hung, dead, bad := newHungAgent(t), deadAddr(t), newRecordingAgent(t)
+		hung, dead, bad := newHungAgent(t, false), deadAddr(t), newRecordingAgent(t)
 		bad.failWith(503, "no_leader")
 		c := orderedClient(t, testAttempt, hung.addr(), dead, bad.addr())
 		_, _, err := c.Instances(ctx, "web", nil)
@@ -350,7 +397,7 @@ func TestFailoverPolicy(t *testing.T) {
 	})
 
 	t.Run("the caller's deadline ends the call at once", func(t *testing.T) {
-		hung := newHungAgent(t)
+		hung := newHungAgent(t, false)
 		c := orderedClient(t, 10*time.Second, hung.addr(), deadAddr(t))
 		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()

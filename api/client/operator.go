@@ -82,6 +82,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, archive []byte) (*RestoreR
 
 // ForceLeave marks a failed member as left and removes it from Raft.
 func (c *Client) ForceLeave(ctx context.Context, node string) error {
-	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/force-leave/"+url.PathEscape(node), url.Values{}, nil, nil)
+	// "{}": see RemovePeer.
+	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/force-leave/"+url.PathEscape(node), url.Values{}, struct{}{}, nil)
 	return err
 }

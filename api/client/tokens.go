@@ -58,6 +58,7 @@ func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
 // Deleting a token that does not exist is not an error.
 func (c *Client) DeleteToken(ctx context.Context, accessor string) (uint64, error) {
 	var res WriteResult
-	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(accessor), url.Values{}, nil, &res)
+	// "{}": see RemovePeer.
+	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(accessor), url.Values{}, struct{}{}, &res)
 	return res.Index, err
 }
