@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest/netx"
 	"google.golang.org/grpc"
 	healthgrpc "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -81,15 +82,9 @@ func TestHTTPProbe(t *testing.T) {
 	})
 }
 
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+// closedAddr returns a loopback address that refuses connections for the
+// whole test.
+func closedAddr(t *testing.T) string { return netx.RefusedAddr(t) }
 
 func TestTCPProbe(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

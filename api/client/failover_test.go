@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm/fsmtest/netx"
 	"go.uber.org/goleak"
 )
 
@@ -151,17 +152,9 @@ func (a *recordingAgent) got() []string {
 
 func (a *recordingAgent) addr() string { return a.Listener.Addr().String() }
 
-// deadAddr returns a loopback address nothing listens on (connections are
-// refused).
-func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+// deadAddr returns a loopback address that refuses connections for the
+// whole test.
+func deadAddr(t *testing.T) string { return netx.RefusedAddr(t) }
 
 // orderedClient returns a client over addrs that always starts with the first
 // (the client picks a random start; tests rotate until it is the first).
