@@ -309,13 +309,24 @@ const onceExtension = "beacon-req1:"
 // in the log it answers that attempt's result (accepted, or the FSM's
 // rejection) when the FSM remembers it (fsm.Outcome), errCommittedEarlier
 // otherwise.
-func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, resend bool, cmd []byte) (uint64, error) {
+func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, resend bool, cmd []byte) (idx uint64, err error) {
 	if n.raft.State() != raft.Leader {
 		return 0, ErrNotLeader
 	}
 	if term != 0 && n.raft.CurrentTerm() != term {
 		return 0, fmt.Errorf("%w: request sent for term %d, this leader is in term %d", ErrNotLeader, term, n.raft.CurrentTerm())
 	}
+	if len(id) != 16 {
+		return 0, errors.New("cluster: a request id is 16 bytes")
+	}
+	// An earlier attempt of the same request still being applied here is
+	// not in the log yet: wait for its answer (see onceCalls).
+	key := [16]byte(id)
+	call, idx, err := n.once.begin(ctx, key)
+	if call == nil {
+		return idx, err
+	}
+	defer func() { n.once.end(key, call, idx, err) }()
 	if resend {
 		if err := n.waitLeaderReady(ctx); err != nil {
 			return 0, err

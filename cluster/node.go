@@ -34,6 +34,7 @@ type Node struct {
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
 	logs      raft.LogStore // for findRequest
+	once      onceCalls     // forwarded writes being applied here, by request id
 	leaderObs *raft.Observer
 	// leaderCh is closed (and replaced) at every leader change Raft reports.
 	leaderMu sync.Mutex
