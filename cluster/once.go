@@ -17,8 +17,8 @@ import (
 // queue, behind the fsync of the batch before it. A follower re-sends when
 // it stops waiting for an answer (the leader it sent to flickered out of its
 // view, the connection broke) although the leader goes on with the first
-// attempt. The chaos suite saw exactly that after a follower restarted: one
-// registration at two indexes five apart (seed 83144166).
+// attempt. Likely what the chaos suite once saw after a follower restarted:
+// one registration at two indexes five apart (seed 83144166).
 type onceCalls struct {
 	mu sync.Mutex
 	m  map[[16]byte]*onceCall
