@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
@@ -110,8 +111,17 @@ func writeInstances(w http.ResponseWriter, insts []*fsm.Instance) {
 		buf.Write(e)
 	}
 	buf.WriteByte(']')
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf.Bytes())
+	writeBody(w, buf.Bytes())
+}
+
+// writeBody writes a complete JSON body with its length: a body larger than
+// net/http's 2 KB pre-chunking buffer would otherwise go out chunked (10
+// instances are ~3 KB), which costs the chunk framing on both ends.
+func writeBody(w http.ResponseWriter, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	_, _ = w.Write(b)
 }
 
 // writeJSON writes v with status 200.
@@ -121,6 +131,5 @@ func writeJSON(w http.ResponseWriter, v any) {
 		writeError(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b)
+	writeBody(w, b)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -464,5 +465,34 @@ func TestAReadThatFindsNothingStillCarriesTheReadHeaders(t *testing.T) {
 	}
 	if r.index == 0 || r.header.Get(api.HeaderKnownLeader) == "" || r.header.Get(api.HeaderLastContact) == "" {
 		t.Fatalf("a 404 read lacks the read headers: %v", r.header)
+	}
+}
+
+// A discovery answer larger than net/http's pre-chunking buffer (2 KB) goes
+// out with its length, not chunked, and so does a small JSON answer; the
+// length is the body's.
+func TestAnswersCarryTheirLengthNotChunked(t *testing.T) {
+	ts := newTestServer(t, nil)
+	for n := 0; n < 30; n++ {
+		ts.register(t, inst{id: fmt.Sprintf("big-%02d", n), service: "big", tags: []string{"a", "b"},
+			meta: map[string]string{"zone": "z1"}, version: "1.0.0"})
+	}
+	for _, target := range []string{"/v1/services/big/instances", "/v1/services/big/instances/big-03", "/v1/services"} {
+		resp, err := ts.hc.Get(ts.base + target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", target, resp.StatusCode, err)
+		}
+		if len(resp.TransferEncoding) != 0 || resp.ContentLength != int64(len(body)) {
+			t.Errorf("GET %s: transfer-encoding %v, content-length %d, body %d bytes; want the body's length and no chunking",
+				target, resp.TransferEncoding, resp.ContentLength, len(body))
+		}
+		if target == "/v1/services/big/instances" && len(body) <= 2048 {
+			t.Fatalf("the list is %d bytes: not larger than the 2 KB pre-chunking buffer, so the test shows nothing", len(body))
+		}
 	}
 }

@@ -55,11 +55,16 @@ var (
 	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
 	composePort    = flag.Int("compose-port", 29750, "oneshot-compose: host ports of the compose cluster start after this one (see newCompose)")
 	composeFault   = flag.String("compose-fault", "kill", "oneshot-compose: how the leader stops: kill (docker kill) or pause (docker pause)")
+	loadClient     = flag.String("client", "raw", "load loops' HTTP client: raw (a minimal keep-alive HTTP/1.1 client, rawclient.go) or go (net/http)")
 	oneshotClient  = flag.String("oneshot-client", "http", "oneshot phases: the one-shot write is a plain HTTP request (http) or one `beacon register` run with BEACON_ADDR naming the follower alone (cli)")
 )
 
 func main() {
 	flag.Parse()
+	if *loadClient != "raw" && *loadClient != "go" {
+		fmt.Fprintln(os.Stderr, "bench: -client must be raw or go")
+		os.Exit(2)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -97,7 +102,7 @@ func run() error {
 	if !*keep {
 		defer os.RemoveAll(dir)
 	}
-	fmt.Printf("# beacon bench: %d cores, %d clients, %s per phase, data in %s\n", numCPU(), *clients, *duration, dir)
+	fmt.Printf("# beacon bench: %d cores, %d clients (%s HTTP client), %s per phase, data in %s\n", numCPU(), *clients, *loadClient, *duration, dir)
 	want := map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		want[strings.TrimSpace(p)] = true
@@ -300,8 +305,9 @@ func (c *cluster) startNode(i, n int) error {
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 1)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", c.port(i, 2)),
 		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench-cluster-secret-0123456789abcdef", "--log-level", "warn",
-		// Every benchmark client shares 127.0.0.1: no per-client write limit.
-		"--write-rate-limit", "0"}
+		// Every benchmark client shares 127.0.0.1: no per-client write limit,
+		// and no per-client connection cap (the parked phase holds 2,000).
+		"--write-rate-limit", "0", "--http-max-conns-per-client", "0"}
 	if *profDir != "" {
 		args = append(args, "--enable-pprof")
 	}
@@ -502,26 +508,20 @@ func benchLoadN(s servers, n int, name string, bases []string, mk reqFunc, write
 		go func(w int) {
 			defer wg.Done()
 			base := bases[w%len(bases)]
+			var rc rawConn
+			defer rc.close()
 			for i := 0; i < 10_000_000 && ctx.Err() == nil; i++ {
 				n := seq.Add(1)
 				method, url, body := mk(base, n)
-				var rd io.Reader
-				if body != nil {
-					rd = bytes.NewReader(body)
-				}
-				req, _ := http.NewRequestWithContext(ctx, method, url, rd)
-				req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
 				t0 := time.Now()
-				resp, err := hc.Do(req)
+				status, err := send(ctx, hc, &rc, method, url, body)
 				if err != nil {
 					if ctx.Err() == nil {
 						fail.Add(1)
 					}
 					continue
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
+				if status != http.StatusOK {
 					fail.Add(1)
 					continue
 				}
@@ -545,6 +545,27 @@ func benchLoadN(s servers, n int, name string, bases []string, mk reqFunc, write
 	}
 	report(name, "%8.0f %s  p50 %s  p99 %s  (%d ok, %d failed)  %s", rate, kind, pct(all, 50), pct(all, 99), ok.Load(), fail.Load(), cpuLine)
 	return rate, pct(all, 50)
+}
+
+// send makes one request of a load loop with the client -client names and
+// returns the answer's status, its body read and discarded.
+func send(ctx context.Context, hc *http.Client, rc *rawConn, method, url string, body []byte) (int, error) {
+	if *loadClient == "raw" {
+		return rc.do(ctx, method, url, body)
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, url, rd)
+	req.Header.Set("Content-Type", "application/json") // the API refuses other bodies (415)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // benchSequential is one client writing one registration at a time, to the
