@@ -104,7 +104,7 @@ func (n *Node) nudgeLoop(ctx context.Context) {
 		}
 		// An entry appended after the write committed is replicated with
 		// the commit index already.
-		if last == 0 || n.raft.LastIndex() > last || n.raft.State() != raft.Leader {
+		if last == 0 || n.raft.LastIndex() > last || n.raft.State() != raft.Leader || !n.hasOtherServers() {
 			continue
 		}
 		n.metrics.nudges.Inc()
@@ -112,4 +112,20 @@ func (n *Node) nudgeLoop(ctx context.Context) {
 		// that loses its quorum steps down and fails it.
 		_ = n.raft.Barrier(n.cfg.LeaderWait).Error()
 	}
+}
+
+// hasOtherServers says whether the Raft configuration names a server
+// besides this one: a cluster of one has no follower to tell of a commit,
+// and a barrier there would only lengthen the log.
+func (n *Node) hasOtherServers() bool {
+	f := n.raft.GetConfiguration() // the latest configuration, read without the Raft loop
+	if f.Error() != nil {
+		return true
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID != raft.ServerID(n.cfg.NodeName) {
+			return true
+		}
+	}
+	return false
 }

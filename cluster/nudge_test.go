@@ -1,8 +1,12 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // The nudge's delay counts from the latest completed write: a write that
@@ -42,5 +46,32 @@ func TestNudgeIsDueADelayAfterTheLatestWrite(t *testing.T) {
 	case <-c.kick:
 	default:
 		t.Fatal("note did not kick the loop")
+	}
+}
+
+// A cluster of one has no follower to tell of a commit: the nudger decides
+// on the write and appends no barrier.
+func TestNoNudgeInAClusterOfOne(t *testing.T) {
+	tn := newTestNodes(t, 1, nil)
+	n := tn.nodes[tn.waitForLeader(30*time.Second)]
+	eventually(t, 10*time.Second, n.leaderReady.Load, "leader ready")
+	if n.hasOtherServers() {
+		t.Fatal("a cluster of one reports other servers")
+	}
+	if _, err := n.Apply(context.Background(), fsmtest.Register(t, "alone", "web")); err != nil {
+		t.Fatal(err)
+	}
+	// The write is noted, then decided on once the delay has passed.
+	eventually(t, 10*time.Second, func() bool {
+		n.nudge.mu.Lock()
+		defer n.nudge.mu.Unlock()
+		return n.nudge.last == 0
+	}, "the nudger's decision")
+	var m dto.Metric
+	if err := n.metrics.nudges.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 0 {
+		t.Fatalf("%v barriers appended in a cluster of one", got)
 	}
 }

@@ -127,9 +127,12 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	var r parkedResult
 	// Every instance (key) of the write load exists before the first run.
 	fillRange(bases, write, 1, int64(*parkedIDs), *clients)
+	r.without = benchLoad(s, s.name+" writes, no parked queries", bases, write, true)
+	// The baseline is taken after the run without parked queries: the
+	// write load's own growth (the Raft log, the heap's headroom) is not
+	// theirs.
 	time.Sleep(2 * time.Second) // let followers apply and the runtimes settle
 	before := rssPerNode(s)
-	r.without = benchLoad(s, s.name+" writes, no parked queries", bases, write, true)
 
 	p := park(bases, run)
 	defer p.stop()
@@ -150,11 +153,17 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	still := parkedCount()
 
 	var parts []string
+	total := 0
 	for i := range before {
 		parts = append(parts, fmt.Sprintf("#%d %+d MB (%d → %d)", i+1, with[i]-before[i], before[i], with[i]))
+		total += with[i] - before[i]
 	}
-	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s  (parked in %s; %d still parked after the load, %d ended early)",
-		strings.Join(parts, ", "), parkTook.Round(time.Millisecond), still, p.failed.Load())
+	perQuery := ""
+	if n > 0 {
+		perQuery = fmt.Sprintf(", %.1f KB per query", float64(total)*1024/float64(n))
+	}
+	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s, all nodes %+d MB%s  (parked in %s; %d still parked after the load, %d ended early)",
+		strings.Join(parts, ", "), total, perQuery, parkTook.Round(time.Millisecond), still, p.failed.Load())
 	if r.without > 0 {
 		report(s.name+" write rate with/without parked queries", "%.2f", r.with/r.without)
 	}
