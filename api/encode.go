@@ -1,10 +1,11 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
@@ -102,17 +103,31 @@ func writeInstances(w http.ResponseWriter, insts []*fsm.Instance) {
 		encs[n] = i.Encoded(encodeListed)
 		size += len(encs[n]) + 1
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	buf.WriteByte('[')
+	bp := listBufs.Get().(*[]byte)
+	buf := slices.Grow((*bp)[:0], size)
+	buf = append(buf, '[')
 	for n, e := range encs {
 		if n > 0 {
-			buf.WriteByte(',')
+			buf = append(buf, ',')
 		}
-		buf.Write(e)
+		buf = append(buf, e...)
 	}
-	buf.WriteByte(']')
-	writeBody(w, buf.Bytes())
+	buf = append(buf, ']')
+	writeBody(w, buf)
+	// net/http has copied the body into its own buffers (or written it) when
+	// Write returns, so the slice can serve the next list.
+	if cap(buf) <= maxPooledList {
+		*bp = buf
+		listBufs.Put(bp)
+	}
 }
+
+// listBufs holds the buffers discovery lists are assembled in: a list read
+// at a high rate allocated its whole size per read (~3 KB for 10 instances).
+var listBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledList bounds the buffers kept: a rare huge list is not held.
+const maxPooledList = 64 << 10
 
 // writeBody writes a complete JSON body with its length: a body larger than
 // net/http's 2 KB pre-chunking buffer would otherwise go out chunked (10

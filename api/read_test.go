@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -494,5 +495,54 @@ func TestAnswersCarryTheirLengthNotChunked(t *testing.T) {
 		if target == "/v1/services/big/instances" && len(body) <= 2048 {
 			t.Fatalf("the list is %d bytes: not larger than the 2 KB pre-chunking buffer, so the test shows nothing", len(body))
 		}
+	}
+}
+
+// Discovery lists are assembled in pooled buffers: concurrent reads of
+// different services each get their own service's list, whole.
+func TestConcurrentListsDoNotShareBuffers(t *testing.T) {
+	ts := newTestServer(t, nil)
+	const services, per = 8, 12
+	for s := 0; s < services; s++ {
+		for i := 0; i < per+s; i++ {
+			ts.register(t, inst{id: fmt.Sprintf("s%d-%02d", s, i), service: fmt.Sprintf("svc%d", s), tags: []string{"a"}})
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, services*50)
+	for g := 0; g < services*2; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			s := g % services
+			for n := 0; n < 50; n++ {
+				resp, err := ts.hc.Get(fmt.Sprintf("%s/v1/services/svc%d/instances", ts.base, s))
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var got []struct{ ID string }
+				if err == nil {
+					err = json.Unmarshal(body, &got)
+				}
+				if err != nil || len(got) != per+s {
+					errs <- fmt.Sprintf("svc%d: %d instances, %v: %.80s", s, len(got), err, body)
+					return
+				}
+				for i, inst := range got {
+					if want := fmt.Sprintf("s%d-%02d", s, i); inst.ID != want {
+						errs <- fmt.Sprintf("svc%d: instance %d is %q, want %q", s, i, inst.ID, want)
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
