@@ -362,7 +362,14 @@ func TestLoadBalancerWithServiceFlagServesAndRefusesAgentPorts(t *testing.T) {
 		code, body := httpGet(t, "http://"+l.Addr()+"/web/")
 		return code == 200 && body == "web"
 	}, "beacon lb --service web to route /web/")
-	code, body := httpGet(t, "http://"+l.Addr()+"/agent/v1/cluster/status")
+	// Each service's routing table loads on its own: "web" routing says
+	// nothing of "agent" (503 not_ready until its table is in).
+	var code int
+	var body string
+	agenttest.Eventually(t, 30*time.Second, func() bool {
+		code, body = httpGet(t, "http://"+l.Addr()+"/agent/v1/cluster/status")
+		return code != http.StatusServiceUnavailable || !strings.Contains(body, `"not_ready"`)
+	}, "beacon lb to load the routing table of service agent")
 	if code != http.StatusBadGateway || !strings.Contains(body, "agent's port") {
 		t.Fatalf("an instance at an agent's API port: %d %q, want 502 naming the agent's port", code, body)
 	}
