@@ -116,16 +116,9 @@ func (n *Node) nudgeLoop(ctx context.Context) {
 
 // hasOtherServers says whether the Raft configuration names a server
 // besides this one: a cluster of one has no follower to tell of a commit,
-// and a barrier there would only lengthen the log.
+// and a barrier there would only lengthen the log. When the configuration
+// cannot be read it says yes (a barrier too many costs little).
 func (n *Node) hasOtherServers() bool {
-	f := n.raft.GetConfiguration() // the latest configuration, read without the Raft loop
-	if f.Error() != nil {
-		return true
-	}
-	for _, s := range f.Configuration().Servers {
-		if s.ID != raft.ServerID(n.cfg.NodeName) {
-			return true
-		}
-	}
-	return false
+	ids := n.raftServers()
+	return ids == nil || len(ids) > 1 || !ids[n.cfg.NodeName]
 }

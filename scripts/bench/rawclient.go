@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,17 +33,18 @@ type rawConn struct {
 // maxRawHeader bounds the answer's header section.
 const maxRawHeader = 64 << 10
 
-// rawTarget splits an absolute http:// URL into its host:port and
-// request-target.
+// rawTarget splits an absolute http:// URL, as the bench's request makers
+// build them, into its host:port and request-target.
 func rawTarget(raw string) (host, target string, err error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", "", err
-	}
-	if u.Scheme != "http" || u.Host == "" {
+	rest, ok := strings.CutPrefix(raw, "http://")
+	if !ok {
 		return "", "", fmt.Errorf("raw client: %q is not an http:// URL", raw)
 	}
-	return u.Host, u.RequestURI(), nil
+	host, path, _ := strings.Cut(rest, "/")
+	if host == "" {
+		return "", "", fmt.Errorf("raw client: %q has no host", raw)
+	}
+	return host, "/" + path, nil
 }
 
 // do sends one request and reads its answer; it returns the status. A
