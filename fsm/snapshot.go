@@ -76,9 +76,16 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := codec.NewEncoder(bw, msgpackHandle)
+	// Records are assembled in buf and written one at a time: instances and
+	// checks by the hand-written encoder (snapenc.go), the few others by
+	// go-msgpack, into buf as well.
+	var buf, rec []byte
+	enc := codec.NewEncoderBytes(&rec, msgpackHandle)
 	if err := enc.Encode(snapshotHeader{Version: SnapshotVersion, Index: s.index}); err != nil {
 		return fmt.Errorf("fsm: snapshot header: %w", err)
+	}
+	if _, err := bw.Write(rec); err != nil {
+		return err
 	}
 	for _, t := range snapshotTables {
 		it, err := s.tx.Get(t.table, "id")
@@ -86,15 +93,26 @@ func (s *snapshot) write(w io.Writer) error {
 			return err
 		}
 		for o := it.Next(); o != nil; o = it.Next() {
-			if err := enc.Encode(t.kind); err != nil {
-				return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
+			buf = mpUint(buf[:0], uint64(t.kind))
+			switch r := o.(type) {
+			case *Instance:
+				buf = appendInstance(buf, r)
+			case *Check:
+				buf = appendCheck(buf, r)
+			default:
+				rec = rec[:0]
+				enc.ResetBytes(&rec)
+				if err := enc.Encode(o); err != nil {
+					return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
+				}
+				buf = append(buf, rec...)
 			}
-			if err := enc.Encode(o); err != nil {
-				return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
+			if _, err := bw.Write(buf); err != nil {
+				return err
 			}
 		}
 	}
-	if err := enc.Encode(recordEnd); err != nil {
+	if _, err := bw.Write(mpUint(buf[:0], uint64(recordEnd))); err != nil {
 		return err
 	}
 	return bw.Flush()
