@@ -154,7 +154,11 @@ func denyControl(deny []netip.Prefix) func(network, address string, c syscall.Ra
 // hops returns how many balancers r has passed through (0 when the header
 // is missing or malformed).
 func hops(r *http.Request) int {
-	n, err := strconv.Atoi(r.Header.Get(HeaderHops))
+	v := r.Header.Get(HeaderHops)
+	if v == "" {
+		return 0 // the common case, without Atoi's error value
+	}
+	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
 		return 0
 	}

@@ -197,14 +197,43 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 		if pr.In.URL.RawPath != "" {
 			pr.Out.URL.RawPath = stripPrefix(pr.In.URL.RawPath, st.strip)
 		}
-		pr.Out.Header.Set("X-Forwarded-Prefix", st.strip)
 	}
-	pr.SetXForwarded()
-	pr.Out.Header.Set(HeaderHops, strconv.Itoa(hops(pr.In)+1))
+	setForwarded(pr.In, pr.Out.Header, st.strip)
 	if p.b.cfg.PassHost {
 		pr.Out.Host = pr.In.Host
 	} else {
 		pr.Out.Host = ""
+	}
+}
+
+// setForwarded sets the headers that tell the instance where the request
+// came from, as httputil.ProxyRequest.SetXForwarded does, and the hop count
+// and stripped prefix. The values share one backing array: one allocation
+// instead of one per header on the proxy's hot path. The keys are already
+// canonical.
+func setForwarded(in *http.Request, h http.Header, strip string) {
+	vals := new([5]string)
+	set := func(i int, k, v string) {
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
+	}
+	if clientIP, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		set(0, "X-Forwarded-For", clientIP)
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	set(1, "X-Forwarded-Host", in.Host)
+	if in.TLS == nil {
+		set(2, "X-Forwarded-Proto", "http")
+	} else {
+		set(2, "X-Forwarded-Proto", "https")
+	}
+	set(3, HeaderHops, strconv.Itoa(hops(in)+1))
+	if strip != "" {
+		set(4, "X-Forwarded-Prefix", strip)
 	}
 }
 

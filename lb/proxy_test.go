@@ -3,11 +3,15 @@ package lb
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -824,5 +828,46 @@ func TestAnInstanceAnswering500IsEjectedButNotRetried(t *testing.T) {
 				t.Fatalf("%d of %d requests failed, %d ejections; want every third and none (500s do not count)", failed, total, ejections)
 			}
 		})
+	}
+}
+
+// setForwarded must set what httputil's SetXForwarded sets (and the hop
+// count and prefix), for every shape of client address and prior header.
+func TestSetForwardedMatchesReverseProxy(t *testing.T) {
+	for _, tc := range []struct {
+		remote, host, prior, hops, strip string
+		tls                              bool
+	}{
+		{remote: "192.0.2.1:5555", host: "shop.example"},
+		{remote: "[2001:db8::1]:80", host: "shop.example:8080", tls: true, hops: "2", strip: "/web"},
+		{remote: "192.0.2.1:5555", host: "h", prior: "198.51.100.7"},
+		{remote: "no-port", host: "h", prior: "198.51.100.7", hops: "x"},
+		{remote: "", host: ""},
+	} {
+		in := httptest.NewRequest(http.MethodGet, "http://"+tc.host+"/", nil)
+		in.RemoteAddr, in.Host = tc.remote, tc.host
+		if tc.hops != "" {
+			in.Header.Set(HeaderHops, tc.hops)
+		}
+		if !tc.tls {
+			in.TLS = nil
+		} else {
+			in.TLS = &tls.ConnectionState{}
+		}
+		want := http.Header{}
+		got := http.Header{}
+		if tc.prior != "" {
+			want.Set("X-Forwarded-For", tc.prior)
+			got.Set("X-Forwarded-For", tc.prior)
+		}
+		(&httputil.ProxyRequest{In: in, Out: &http.Request{Header: want}}).SetXForwarded()
+		want.Set(HeaderHops, strconv.Itoa(hops(in)+1))
+		if tc.strip != "" {
+			want.Set("X-Forwarded-Prefix", tc.strip)
+		}
+		setForwarded(in, got, tc.strip)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v:\n got %v\nwant %v", tc, got, want)
+		}
 	}
 }
