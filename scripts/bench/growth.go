@@ -16,7 +16,18 @@ var (
 	growthTotal   = flag.Int("growth-total", 100_000, "growth phase: instances in the catalog at the end")
 	growthChunk   = flag.Int("growth-chunk", 10_000, "growth phase: instances per measured chunk")
 	growthClients = flag.Int("growth-clients", 16, "growth phase: concurrent clients")
+	growthReadDur = flag.Duration("growth-read-duration", 5*time.Second, "growth phase: length of each read load before and after the fill (0: none)")
 )
+
+// readRates are the read loads' rates at one size of the catalog.
+type readRates struct{ local, consistent float64 }
+
+// growthReads runs a read load of -clients clients against one node for
+// -growth-read-duration and returns its rate.
+func growthReads(s servers, name, base string, mk reqFunc) float64 {
+	rate, _ := benchLoadFor(s, *clients, name, []string{base}, mk, false, *growthReadDur)
+	return rate
+}
 
 // chunk is one measured chunk of the growth phase.
 type chunk struct {
@@ -27,9 +38,18 @@ type chunk struct {
 // benchGrowth fills a fresh cluster (s, reached through bases) chunk by
 // chunk and reports each chunk and the last/first ratios. It returns the
 // chunks.
-func benchGrowth(s servers, bases []string, mk reqFunc) []chunk {
+//
+// reads, when -growth-read-duration is set, runs the read loads; it runs on
+// the empty catalog (only the ten instances read) and again on the full one,
+// and the ratio of the two is reported (issue 18: reads with 100k instances
+// in the catalog within 10 % of an empty catalog's).
+func benchGrowth(s servers, bases []string, mk reqFunc, reads func(label string) readRates) []chunk {
 	size := max(1, *growthChunk)
 	n := max(1, *growthTotal/size)
+	var before readRates
+	if *growthReadDur > 0 {
+		before = reads(s.name + " empty catalog:")
+	}
 	var out []chunk
 	var prev time.Duration
 	for k := 0; k < n; k++ {
@@ -63,6 +83,12 @@ func benchGrowth(s servers, bases []string, mk reqFunc) []chunk {
 		report(fmt.Sprintf("%s growth chunk %d (%d → %d)", s.name, k+1, k*size, (k+1)*size),
 			"%8.0f writes/s  server cpu %.0f µs/write  (%d ok of %d in %s)  RSS %s MB",
 			c.rate, c.cpuPer*1e6, ok, size, el.Round(time.Millisecond), rss)
+	}
+	if *growthReadDur > 0 {
+		after := reads(fmt.Sprintf("%s %d in the catalog:", s.name, n*size))
+		if before.local > 0 && before.consistent > 0 {
+			report(s.name+" reads, full/empty catalog", "local %.2f  consistent %.2f", after.local/before.local, after.consistent/before.consistent)
+		}
 	}
 	if len(out) > 1 && out[0].rate > 0 && out[0].cpuPer > 0 {
 		l := out[len(out)-1]

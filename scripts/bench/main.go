@@ -166,7 +166,14 @@ func run() error {
 		if err := gc.start(3); err != nil {
 			return err
 		}
-		beaconG = benchGrowth(gc.servers(), gc.apis(), registerReq)
+		fillBeaconReads(gc)
+		beaconG = benchGrowth(gc.servers(), gc.apis(), registerReq, func(label string) readRates {
+			f := (max(gc.leader(), 0) + 1) % len(gc.procs)
+			return readRates{
+				local:      growthReads(gc.servers(), label+" discovery reads, one follower", gc.api(f), discoverReq),
+				consistent: growthReads(gc.servers(), label+" consistent reads, one follower", gc.api(f), consistentReq),
+			}
+		})
 		gc.stopAll()
 	}
 	if want["parked"] {
@@ -240,7 +247,13 @@ func run() error {
 				return fmt.Errorf("etcd baseline: %w", err)
 			}
 			defer e.stop()
-			growthRatio(beaconG, benchGrowth(e.servers(), e.clientURLs(), etcdPutReq))
+			growthRatio(beaconG, benchGrowth(e.servers(), e.clientURLs(), etcdPutReq, func(label string) readRates {
+				f := e.clientURLs()[e.follower()]
+				return readRates{
+					local:      growthReads(e.servers(), label+" serializable reads, one follower", f, etcdSerializableReq),
+					consistent: growthReads(e.servers(), label+" linearizable reads, one follower", f, etcdRangeReq),
+				}
+			}))
 		}
 		if want["parked"] {
 			e.stop()
@@ -494,12 +507,17 @@ func benchLoad(s servers, name string, bases []string, mk reqFunc, writes bool) 
 // reports the servers' CPU time per successful request, and with
 // -profile-dir saves each agent's CPU profile of the phase.
 func benchLoadN(s servers, n int, name string, bases []string, mk reqFunc, writes bool) (float64, time.Duration) {
+	return benchLoadFor(s, n, name, bases, mk, writes, *duration)
+}
+
+// benchLoadFor is benchLoadN for d instead of -duration.
+func benchLoadFor(s servers, n int, name string, bases []string, mk reqFunc, writes bool, d time.Duration) (float64, time.Duration) {
 	hc := newHTTPClient()
-	waitProfiles := startProfiles(s, name, *duration)
+	waitProfiles := startProfiles(s, name, d)
 	cpu := startCPU(s)
 	var ok, fail atomic.Int64
 	lat := make([][]time.Duration, n)
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -594,6 +612,18 @@ func benchWrites(s servers, bases []string, mk reqFunc) float64 {
 
 // benchReads fills a service with 10 instances and reads it.
 func benchReads(c *cluster) float64 {
+	fillBeaconReads(c)
+	l := c.leader()
+	f := (l + 1) % len(c.procs)
+	one := benchLoad(c.servers(), "discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
+	benchLoad(c.servers(), "discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
+	beaconConsistent = benchLoad(c.servers(), "consistent reads (?consistent), one follower", []string{c.api(f)}, consistentReq, false)
+	return one
+}
+
+// fillBeaconReads registers the 10 instances of service "read" that the
+// read loads ask for, and waits until every node has applied them.
+func fillBeaconReads(c *cluster) {
 	hc := newHTTPClient()
 	for i := 0; i < 10; i++ {
 		body := fmt.Sprintf(`{"address":"10.9.0.%d","port":8080,"tags":["v1"],"meta":{"zone":"a"},"version":"1.2.%d"}`, i, i)
@@ -620,12 +650,6 @@ func benchReads(c *cluster) float64 {
 			break
 		}
 	}
-	l := c.leader()
-	f := (l + 1) % len(c.procs)
-	one := benchLoad(c.servers(), "discovery reads, one follower (10 instances)", []string{c.api(f)}, discoverReq, false)
-	benchLoad(c.servers(), "discovery reads, spread over 3 nodes", c.apis(), discoverReq, false)
-	beaconConsistent = benchLoad(c.servers(), "consistent reads (?consistent), one follower", []string{c.api(f)}, consistentReq, false)
-	return one
 }
 
 // beaconConsistent is the consistent read rate, compared with etcd's
