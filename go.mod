@@ -11,6 +11,13 @@ go 1.26.8
 // importing compat.
 replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.0
 
+// go-memdb's radix trees come from a copy of go-immutable-radix v1.3.1 that
+// makes a node's watch channel when a watcher first asks for it, instead of
+// one channel per node and leaf (about 240 bytes per catalog entry that
+// nobody watches). fsm/third_party/go-immutable-radix/README.beacon.md says
+// what changed and how it is tested.
+replace github.com/hashicorp/go-immutable-radix => ./fsm/third_party/go-immutable-radix
+
 require (
 	github.com/Masterminds/semver/v3 v3.5.0
 	github.com/anishathalye/porcupine v1.3.1

@@ -74,3 +74,7 @@ require (
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd // indirect
 )
+
+// The same radix tree copy as Beacon's go.mod (a dependency's replace
+// directives do not apply here).
+replace github.com/hashicorp/go-immutable-radix => ../../../fsm/third_party/go-immutable-radix

@@ -53,3 +53,7 @@ replace github.com/beaconhq/beacon => ../../..
 
 // As in Beacon's own go.mod: raft-boltdb/v2 needs go-metrics/compat, gone in v0.7.0.
 replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.0
+
+// The same radix tree copy as Beacon's go.mod (a dependency's replace
+// directives do not apply here).
+replace github.com/hashicorp/go-immutable-radix => ../../../fsm/third_party/go-immutable-radix
