@@ -60,7 +60,7 @@ func (w *writeTxn) delete(table string, obj any) {
 }
 
 func (w *writeTxn) first(table, index string, args ...any) any {
-	raw, err := w.tx.First(table, index, args...)
+	raw, err := lookupUnique(w.tx, table, index, args...)
 	if err != nil {
 		panic(err)
 	}

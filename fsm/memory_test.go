@@ -117,6 +117,28 @@ func BenchmarkCatalogMemory100k(b *testing.B) {
 			b.ReportMetric(perInstance*n/(1<<20), "MB/100k")
 		})
 	}
+	// The same catalog after every instance was read once by ID
+	// (Store.Instance, the API's GET of one instance): go-memdb asks the
+	// radix tree for the watch channel of every lookup, so each instance
+	// read this way carries a channel until it is next replaced. The worst
+	// case of the lazy channels (fsm/third_party/go-immutable-radix).
+	b.Run("no-checks-each-read", func(b *testing.B) {
+		f := fsm.New(nil)
+		applyBatches(f, 1, benchRegistrations(b, n))
+		var perInstance float64
+		for range b.N {
+			before := heapInUse()
+			for i := range n {
+				if _, inst, _ := f.Store().Instance(nil, fmt.Sprintf("bench-%d", i%100), fmt.Sprintf("i-%d", 2_000_000+i)); inst == nil {
+					b.Fatalf("instance %d missing", i)
+				}
+			}
+			after := heapInUse()
+			perInstance = float64(after-before) / n
+		}
+		runtime.KeepAlive(f)
+		b.ReportMetric(perInstance, "B/instance-added")
+	})
 	// The same catalog restored from a snapshot: a follower that installs
 	// one, or a restart, must be as compact as the node that applied it.
 	b.Run("no-checks-restored", func(b *testing.B) {

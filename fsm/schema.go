@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/hashicorp/go-memdb"
@@ -141,4 +142,49 @@ func (drainingIndexer) FromArgs(args ...any) ([]byte, error) {
 
 func (drainingIndexer) PrefixFromArgs(args ...any) ([]byte, error) {
 	return drainingIndexer{}.FromArgs(args...)
+}
+
+// uniqueIndexers are the indexers of the unique indexes, by table and index
+// name, for lookupUnique.
+var uniqueIndexers = func() map[[2]string]memdb.Indexer {
+	m := map[[2]string]memdb.Indexer{}
+	for tn, t := range schema().Tables {
+		for in, idx := range t.Indexes {
+			if idx.Unique {
+				m[[2]string{tn, in}] = idx.Indexer
+			}
+		}
+	}
+	return m
+}()
+
+// lookupUnique is tx.First on a unique index without a watch channel.
+// go-memdb's First asks the radix tree for the watch channel of the node it
+// finds, and the tree (fsm/third_party/go-immutable-radix) makes one the
+// first time it is asked: a lookup nobody watches would leave a channel on
+// the node until it is replaced. LowerBound finds the same record without
+// asking; the key it found is compared with the one asked for.
+func lookupUnique(tx *memdb.Txn, table, index string, args ...any) (any, error) {
+	ix := uniqueIndexers[[2]string{table, index}]
+	single, ok := ix.(memdb.SingleIndexer)
+	if !ok {
+		return tx.First(table, index, args...)
+	}
+	want, err := ix.FromArgs(args...)
+	if err != nil {
+		return nil, err
+	}
+	it, err := tx.LowerBound(table, index, args...)
+	if err != nil {
+		return nil, err
+	}
+	obj := it.Next()
+	if obj == nil {
+		return nil, nil
+	}
+	ok, got, err := single.FromObject(obj)
+	if err != nil || !ok || !bytes.Equal(got, want) {
+		return nil, err
+	}
+	return obj, nil
 }

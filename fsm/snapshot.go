@@ -203,7 +203,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		case *Check:
 			in.check(o)
 			// Instances come before checks in a snapshot.
-			if inst, _ := tx.First(tableInstances, "id", o.Service, o.Instance); inst != nil {
+			if inst, _ := lookupUnique(tx, tableInstances, "id", o.Service, o.Instance); inst != nil {
 				o.Instance = inst.(*Instance).ID
 			}
 		case *Node:

@@ -279,12 +279,17 @@ func (s *Store) Instance(ws memdb.WatchSet, service, id string) (uint64, *Instan
 		// so there is nothing to watch.
 		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
 	}
-	ch, raw, err := tx.FirstWatch(tableInstances, "id", service, id)
+	var raw any
+	var err error
+	if ws != nil {
+		var ch <-chan struct{}
+		ch, raw, err = tx.FirstWatch(tableInstances, "id", service, id)
+		ws.Add(ch)
+	} else {
+		raw, err = lookupUnique(tx, tableInstances, "id", service, id)
+	}
 	if err != nil {
 		panic(err)
-	}
-	if ws != nil {
-		ws.Add(ch)
 	}
 	if raw == nil {
 		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
