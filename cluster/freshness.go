@@ -29,7 +29,7 @@ const never = time.Duration(1<<63 - 1)
 //
 // So a node is "synced" only once it has proved it caught up: a follower by
 // a read-index round trip to the leader (ConsistentIndex), a leader by a
-// quorum check after its barrier. It falls out of sync when it goes longer
+// barrier entry it commits (resync). It falls out of sync when it goes longer
 // than the heartbeat timeout without hearing from the leader (or, as leader,
 // without confirming its leadership), or when its own loop stalled that long
 // (the process was paused). While out of sync, LastContact counts from the
@@ -161,14 +161,24 @@ func (n *Node) syncLoop(ctx context.Context) {
 	}
 }
 
-// resync proves this node current: a leader confirms its leadership with a
-// quorum after its barrier; a follower obtains a read index from the leader
-// and applies up to it.
+// resync proves this node current: a leader commits and applies a barrier
+// entry; a follower obtains a read index from the leader and applies up to
+// it.
+//
+// The leader's proof is a barrier, not VerifyLeader: hashicorp/raft counts
+// for a verification any successful heartbeat answer that arrives after the
+// verification was registered, including the answer to a heartbeat sent
+// before this process was paused. A leader resuming from a SIGSTOP could so
+// "verify" a leadership its followers had already moved past, then step
+// down while still in the old term and report a Last-Contact of a few
+// milliseconds from a catalog seconds old (the chaos suite caught it: seed
+// 684473574, pause-leader at 31 ms). A barrier entry appended after the
+// proof began commits only once a quorum has accepted it in this term.
 func (n *Node) resync(ctx context.Context, leader bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
 	defer cancel()
 	if leader {
-		return n.leaderReady.Load() && n.raft.VerifyLeader().Error() == nil && n.leaderReady.Load()
+		return n.leaderReady.Load() && n.raft.Barrier(n.cfg.LeaderWait).Error() == nil && n.leaderReady.Load()
 	}
 	_, err := n.ConsistentIndex(ctx)
 	return err == nil
