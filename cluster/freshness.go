@@ -173,12 +173,23 @@ func (n *Node) syncLoop(ctx context.Context) {
 // down while still in the old term and report a Last-Contact of a few
 // milliseconds from a catalog seconds old (the chaos suite caught it: seed
 // 684473574, pause-leader at 31 ms). A barrier entry appended after the
-// proof began commits only once a quorum has accepted it in this term.
+// proof began commits only once a quorum has accepted it in this term. A
+// cluster of one has no follower to answer late, and appends nothing for
+// the proof.
 func (n *Node) resync(ctx context.Context, leader bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
 	defer cancel()
 	if leader {
-		return n.leaderReady.Load() && n.raft.Barrier(n.cfg.LeaderWait).Error() == nil && n.leaderReady.Load()
+		if !n.leaderReady.Load() {
+			return false
+		}
+		var err error
+		if n.hasOtherServers() {
+			err = n.raft.Barrier(n.cfg.LeaderWait).Error()
+		} else {
+			err = n.raft.VerifyLeader().Error()
+		}
+		return err == nil && n.leaderReady.Load()
 	}
 	_, err := n.ConsistentIndex(ctx)
 	return err == nil
