@@ -514,6 +514,23 @@ func (n *Node) readIndexLocal(ctx context.Context) (uint64, error) {
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
+	if n.hasOtherServers() && !n.provenLeader() {
+		// hashicorp/raft's verification counts heartbeat answers that
+		// arrive after it was registered, even to heartbeats sent before
+		// a stall of this process (a SIGSTOP): right after one, or before
+		// this leader proved itself, only a barrier committed now shows
+		// that it still leads (cluster/DESIGN.md, "Consistent reads").
+		wait := n.cfg.LeaderWait
+		if d, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(d))
+		}
+		if wait <= 0 {
+			return 0, context.DeadlineExceeded
+		}
+		if err := n.raft.Barrier(wait).Error(); err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+	}
 	if !n.leaderReady.Load() {
 		return 0, ErrNotLeader
 	}

@@ -51,6 +51,7 @@ type freshness struct {
 
 type freshState struct {
 	synced   bool
+	leader   bool      // the proof was made as leader (a barrier), not as follower
 	term     uint64    // the Raft term the node was synced in
 	syncedAt time.Time // last moment the catalog was known current
 	tick     time.Time // last run of syncLoop
@@ -79,8 +80,11 @@ type raftView interface {
 func (f freshState) age(now time.Time, heartbeatTimeout time.Duration, r raftView) time.Duration {
 	// A stale tick means this process itself stalled: what it knew before
 	// may be out of date, whatever raft still believes. A new term means an
-	// election this node has not proved itself current after.
-	if f.synced && now.Sub(f.tick) <= heartbeatTimeout && r.CurrentTerm() == f.term {
+	// election this node has not proved itself current after. A leader's
+	// proof says nothing once it steps down, which it may do without a new
+	// term (hashicorp/raft keeps the term until the new leader's first RPC):
+	// raft's last contact is then no measure of what it has applied.
+	if f.synced && now.Sub(f.tick) <= heartbeatTimeout && r.CurrentTerm() == f.term && (r.State() == raft.Leader) == f.leader {
 		if r.State() == raft.Leader {
 			return 0
 		}
@@ -102,15 +106,16 @@ func (f freshState) age(now time.Time, heartbeatTimeout time.Duration, r raftVie
 // (still leads, still hears the leader), so the node's own loop is not
 // taken as live (tick stays at at): LastContact counts from at, and
 // syncLoop proves again at its next tick.
-func (n *Node) markSynced(at time.Time, term uint64) {
+func (n *Node) markSynced(at time.Time, term uint64, leader bool) {
 	n.fresh.mu.Lock()
-	n.fresh.proved(time.Now(), at, term, n.cfg.HeartbeatTimeout)
+	n.fresh.proved(time.Now(), at, term, leader, n.cfg.HeartbeatTimeout)
 	n.fresh.mu.Unlock()
 }
 
-// proved records, at now, a proof begun at at in term (see markSynced).
-func (f *freshState) proved(now, at time.Time, term uint64, heartbeatTimeout time.Duration) {
-	f.synced, f.term, f.syncedAt, f.tick = true, term, at, now
+// proved records, at now, a proof begun at at in term, made as leader or
+// as follower (see markSynced).
+func (f *freshState) proved(now, at time.Time, term uint64, leader bool, heartbeatTimeout time.Duration) {
+	f.synced, f.leader, f.term, f.syncedAt, f.tick = true, leader, term, at, now
 	if now.Sub(at) > heartbeatTimeout {
 		f.tick = at
 	}
@@ -139,7 +144,7 @@ func (n *Node) syncLoop(ctx context.Context) {
 		if n.fresh.synced {
 			lc := n.raft.LastContact()
 			switch {
-			case stalled, term != n.fresh.term:
+			case stalled, term != n.fresh.term, leader != n.fresh.leader:
 				n.fresh.synced = false
 			case leader && n.leaderReady.Load():
 				n.fresh.syncedAt = now
@@ -156,7 +161,7 @@ func (n *Node) syncLoop(ctx context.Context) {
 		}
 		start := time.Now()
 		if n.resync(ctx, leader) {
-			n.markSynced(start, term)
+			n.markSynced(start, term, leader)
 		}
 	}
 }
@@ -193,4 +198,22 @@ func (n *Node) resync(ctx context.Context, leader bool) bool {
 	}
 	_, err := n.ConsistentIndex(ctx)
 	return err == nil
+}
+
+// provenLeader reports whether this node leads and has proved it with a
+// committed barrier in its current term, with no stall of its own since
+// (its loop ran within half a heartbeat timeout). readIndexLocal trusts
+// VerifyLeader only then: after a stall, a verification may have counted
+// heartbeat answers sent before it.
+func (n *Node) provenLeader() bool {
+	n.fresh.mu.Lock()
+	f := n.fresh.freshState
+	n.fresh.mu.Unlock()
+	return f.provenLeader(time.Now(), n.cfg.HeartbeatTimeout, n.raft)
+}
+
+// provenLeader is Node.provenLeader's rule for a node in state f at now.
+func (f freshState) provenLeader(now time.Time, heartbeatTimeout time.Duration, r raftView) bool {
+	return f.synced && f.leader && now.Sub(f.tick) <= heartbeatTimeout/2 &&
+		r.CurrentTerm() == f.term && r.State() == raft.Leader
 }

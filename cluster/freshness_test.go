@@ -29,9 +29,14 @@ func TestFreshnessAge(t *testing.T) {
 	leader := raftAt{term: 5, state: raft.Leader}
 	follower := raftAt{term: 5, state: raft.Follower}
 
-	proved := func(now, at time.Time, term uint64) freshState {
+	proved := func(now, at time.Time, term uint64) freshState { // as leader
 		var f freshState
-		f.proved(now, at, term, hb)
+		f.proved(now, at, term, true, hb)
+		return f
+	}
+	provedFollower := func(now, at time.Time, term uint64) freshState {
+		var f freshState
+		f.proved(now, at, term, false, hb)
 		return f
 	}
 	cases := []struct {
@@ -43,7 +48,7 @@ func TestFreshnessAge(t *testing.T) {
 	}{
 		{"never synced", freshState{tick: t0}, t0, follower, never},
 		{"leader, proved just now", proved(t0, t0.Add(-5*time.Millisecond), 5), t0.Add(10 * time.Millisecond), leader, 0},
-		{"follower, heard 3 ms ago", proved(t0, t0, 5), t0.Add(50 * time.Millisecond),
+		{"follower, heard 3 ms ago", provedFollower(t0, t0, 5), t0.Add(50 * time.Millisecond),
 			func() raftAt { r := follower; r.heard = t0.Add(47 * time.Millisecond); return r }(), 3 * time.Millisecond},
 		// The node's own loop did not run for longer than the heartbeat
 		// timeout: counts from the proof.
@@ -59,6 +64,15 @@ func TestFreshnessAge(t *testing.T) {
 		{"deposed: new term, heartbeats", proved(t0.Add(5400*time.Millisecond), t0, 5), t0.Add(5430 * time.Millisecond),
 			func() raftAt { r := follower.with(6); r.heard = t0.Add(5429 * time.Millisecond); return r }(), 5430 * time.Millisecond},
 		{"leader, after an election it has not proved itself in", proved(t0, t0, 5), t0.Add(100 * time.Millisecond), leader.with(7), 100 * time.Millisecond},
+		// CI, seed 684473574: a leader steps down without a new term
+		// (hashicorp/raft keeps it until the new leader's first RPC) and
+		// raft's last contact is recent; its leader proof says nothing
+		// about what it applied since. Before the fix: 2 ms.
+		{"proved as leader, stepped down in the same term", proved(t0, t0, 5), t0.Add(150 * time.Millisecond),
+			func() raftAt { r := follower; r.heard = t0.Add(148 * time.Millisecond); return r }(), 150 * time.Millisecond},
+		// And the other way round: a follower's proof does not make it a
+		// current leader.
+		{"proved as follower, now leader in the same term", provedFollower(t0, t0, 5), t0.Add(80 * time.Millisecond), leader, 80 * time.Millisecond},
 		{"follower after an election", proved(t0, t0, 5), t0.Add(300 * time.Millisecond),
 			func() raftAt {
 				r := follower.with(6).as(raft.Follower)
@@ -82,12 +96,43 @@ func TestProofThatSpansAPauseIsNotLive(t *testing.T) {
 	const hb = 400 * time.Millisecond
 	t0 := time.Unix(1_000_000, 0)
 	var f freshState
-	f.proved(t0.Add(100*time.Millisecond), t0, 3, hb)
+	f.proved(t0.Add(100*time.Millisecond), t0, 3, false, hb)
 	if !f.tick.Equal(t0.Add(100 * time.Millisecond)) {
 		t.Fatalf("a 100 ms proof: tick = %v, want the time it completed", f.tick)
 	}
-	f.proved(t0.Add(3*time.Second), t0, 3, hb)
+	f.proved(t0.Add(3*time.Second), t0, 3, false, hb)
 	if !f.tick.Equal(t0) || !f.syncedAt.Equal(t0) || f.term != 3 || !f.synced {
 		t.Fatalf("a 3 s proof: %+v, want synced in term 3 as of its start with the tick there too", f)
+	}
+}
+
+// TestProvenLeader: the rule under which readIndexLocal trusts VerifyLeader
+// without a barrier.
+func TestProvenLeader(t *testing.T) {
+	const hb = 400 * time.Millisecond
+	t0 := time.Unix(1_000_000, 0)
+	leader := raftAt{term: 5, state: raft.Leader}
+	asLeader := func(now time.Time, term uint64, asLeader bool) freshState {
+		var f freshState
+		f.proved(now, now.Add(-2*time.Millisecond), term, asLeader, hb)
+		return f
+	}
+	for _, c := range []struct {
+		name string
+		f    freshState
+		now  time.Time
+		r    raftAt
+		want bool
+	}{
+		{"proved leader, loop ran just now", asLeader(t0, 5, true), t0.Add(10 * time.Millisecond), leader, true},
+		{"never proved", freshState{tick: t0}, t0, leader, false},
+		{"loop stalled past half a heartbeat timeout", asLeader(t0, 5, true), t0.Add(hb/2 + time.Millisecond), leader, false},
+		{"proof made as follower", asLeader(t0, 5, false), t0.Add(10 * time.Millisecond), leader, false},
+		{"new term", asLeader(t0, 5, true), t0.Add(10 * time.Millisecond), leader.with(6), false},
+		{"stepped down", asLeader(t0, 5, true), t0.Add(10 * time.Millisecond), leader.as(raft.Follower), false},
+	} {
+		if got := c.f.provenLeader(c.now, hb, c.r); got != c.want {
+			t.Errorf("%s: provenLeader = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -83,7 +83,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	// Elected by a quorum and caught up through the barrier: current as of
 	// the barrier's start (not later: the process may have been paused
 	// between the barrier's commit and now, and deposed meanwhile).
-	n.markSynced(start, term)
+	n.markSynced(start, term, true)
 	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "index", n.fsm.AppliedIndex())
 
 	var tasks sync.WaitGroup
