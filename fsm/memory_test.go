@@ -85,6 +85,13 @@ func BenchmarkCatalogMemory(b *testing.B) {
 	b.ReportMetric(perInstance*n/(1<<20), "MB/10k")
 }
 
+// catalogShapes are the two catalogs the 100k benchmarks build: the
+// bench's registrations without checks, and with one HTTP check each.
+var catalogShapes = []struct {
+	name  string
+	check bool
+}{{"no-checks", false}, {"http-check", true}}
+
 // BenchmarkCatalogMemory100k reports the live heap per instance of a
 // catalog of 100,000 instances (the size issue 18's memory target names),
 // without checks and with one HTTP check per instance, after a full GC:
@@ -92,10 +99,7 @@ func BenchmarkCatalogMemory(b *testing.B) {
 //	go test -run '^$' -bench CatalogMemory100k -benchtime 1x ./fsm/
 func BenchmarkCatalogMemory100k(b *testing.B) {
 	const n = 100_000
-	for _, tc := range []struct {
-		name  string
-		check bool
-	}{{"no-checks", false}, {"http-check", true}} {
+	for _, tc := range catalogShapes {
 		b.Run(tc.name, func(b *testing.B) {
 			cmds := benchRegistrationsWith(b, n, tc.check)
 			var perInstance float64

@@ -322,8 +322,17 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 	if err != nil || index != 300 {
 		t.Fatalf("readSnapshot: index %d, %v", index, err)
 	}
-	if n := back.db.Txn(false); n == nil {
-		t.Fatal("no store")
+	btx := back.db.Txn(false)
+	restored := 0
+	for _, tb := range snapshotTables {
+		it, err := btx.Get(tb.table, "id")
+		must(err)
+		for o := it.Next(); o != nil; o = it.Next() {
+			restored++
+		}
+	}
+	if restored != records {
+		t.Fatalf("%d records read back, want %d", restored, records)
 	}
 }
 

@@ -15,10 +15,7 @@ import (
 //	go test -run '^$' -bench SnapshotPersist -benchmem ./fsm/
 func BenchmarkSnapshotPersist(b *testing.B) {
 	const n = 100_000
-	for _, tc := range []struct {
-		name  string
-		check bool
-	}{{"no-checks", false}, {"http-check", true}} {
+	for _, tc := range catalogShapes {
 		b.Run(tc.name, func(b *testing.B) {
 			f := fsm.New(nil)
 			applyBatches(f, 1, benchRegistrationsWith(b, n, tc.check))
