@@ -42,7 +42,8 @@ type Balancer struct {
 	wg       sync.WaitGroup
 	started  bool
 	draining atomic.Bool
-	srvs     []*http.Server
+	srvs     []stopper
+	fast     atomic.Pointer[fastServer] // the last one Serve started (tests)
 }
 
 // prefixRoute maps a declared path prefix to its service.
@@ -265,7 +266,9 @@ func (b *Balancer) Changed() <-chan struct{} { return *b.changed.Load() }
 func (b *Balancer) Handler() http.Handler { return b.proxy }
 
 // Serve serves the proxy on ln until Shutdown: HTTP/1.1 and cleartext
-// HTTP/2 (h2c), or TLS with HTTP/2 when Config.TLS is set.
+// HTTP/2 (h2c), or TLS with HTTP/2 when Config.TLS is set. Without TLS the
+// common HTTP/1.1 requests take the fast path (fastServer) unless
+// Config.DisableFastPath.
 func (b *Balancer) Serve(ln net.Listener) error {
 	b.guard.addListener(ln.Addr(), "listen")
 	srv := &http.Server{
@@ -284,14 +287,25 @@ func (b *Balancer) Serve(ln net.Listener) error {
 		p.SetUnencryptedHTTP2(true)
 	}
 	srv.Protocols = &p
-	if !b.track(srv) {
-		return http.ErrServerClosed
-	}
 	var err error
-	if b.cfg.TLS != nil {
+	switch {
+	case b.cfg.TLS != nil:
+		if !b.track(srv) {
+			return http.ErrServerClosed
+		}
 		err = srv.ServeTLS(ln, "", "")
-	} else {
+	case b.cfg.DisableFastPath:
+		if !b.track(srv) {
+			return http.ErrServerClosed
+		}
 		err = srv.Serve(ln)
+	default:
+		fs := newFastServer(b, ln, srv)
+		b.fast.Store(fs)
+		if !b.track(fs) {
+			return http.ErrServerClosed
+		}
+		err = fs.serve()
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -326,7 +340,13 @@ func (b *Balancer) ServeAdmin(ln net.Listener) error {
 	return err
 }
 
-func (b *Balancer) track(srv *http.Server) bool {
+// stopper is a server Shutdown stops: *http.Server or the fast path's.
+type stopper interface {
+	Shutdown(context.Context) error
+	Close() error
+}
+
+func (b *Balancer) track(srv stopper) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.draining.Load() {
@@ -373,9 +393,14 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 
 // routeFor finds the service a request goes to and the prefix to strip.
 func (b *Balancer) routeFor(r *http.Request) (svc *service, strip string) {
+	return b.route(r.Host, r.URL.Path)
+}
+
+// route finds the service of a request to host (the Host header) for path
+// (decoded) and the prefix to strip.
+func (b *Balancer) route(host, path string) (svc *service, strip string) {
 	services := *b.services.Load()
 	if len(b.cfg.Domains) > 0 {
-		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
@@ -388,7 +413,6 @@ func (b *Balancer) routeFor(r *http.Request) (svc *service, strip string) {
 			}
 		}
 	}
-	path := r.URL.Path
 	for _, rt := range *b.routes.Load() {
 		if path == rt.prefix || strings.HasPrefix(path, rt.prefix+"/") {
 			if s := services[rt.service]; s != nil {

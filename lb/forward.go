@@ -45,6 +45,12 @@ func (p *proxy) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	removeHopHeaders(res.Header)
 	h := w.Header()
+	if _, ok := res.Header["Content-Type"]; !ok {
+		// A proxy does not guess a type the instance did not give
+		// (net/http's server would sniff one); the fast path does not
+		// either.
+		h["Content-Type"] = nil
+	}
 	for k, vv := range res.Header {
 		if old, ok := h[k]; ok {
 			h[k] = append(old, vv...)

@@ -184,6 +184,7 @@ func startBalancer(t testing.TB, cat Catalog, mutate func(*Config)) (*Balancer, 
 	cfg := DefaultConfig()
 	cfg.RegistryBackoffMin, cfg.RegistryBackoffMax = 10*time.Millisecond, 100*time.Millisecond
 	cfg.AllowLoopback = true // the test backends listen on 127.0.0.1
+	cfg.DisableFastPath = netHTTPPathOnly
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -252,13 +252,23 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if st != nil {
 		service = st.svc.name
 	}
-	body := ErrorBody{Service: service}
-	status := http.StatusBadGateway
+	status, body, gone := p.classify(service, r.Context().Err(), err)
+	if gone {
+		return
+	}
+	writeError(w, status, body)
+}
+
+// classify turns the error that ended a request into the status and body of
+// the answer; gone says that the client left and nothing is answered.
+func (p *proxy) classify(service string, ctxErr, err error) (status int, body ErrorBody, gone bool) {
+	body = ErrorBody{Service: service}
+	status = http.StatusBadGateway
 	var ne net.Error
 	switch {
-	case r.Context().Err() != nil && errors.Is(r.Context().Err(), context.Canceled):
+	case ctxErr != nil && errors.Is(ctxErr, context.Canceled):
 		p.b.logger.Debug("client went away", "service", service, "status", statusClientGone)
-		return
+		return 0, body, true
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		status, body.Code = http.StatusGatewayTimeout, CodeTimeout
 		body.Error = fmt.Sprintf("no instance of service %q answered in time: %v", service, err)
@@ -270,7 +280,7 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		body.Error = fmt.Sprintf("no instance of service %q could be reached: %v", service, err)
 	}
 	p.b.logger.Debug("proxy error", "service", service, "status", status, "error", err)
-	writeError(w, status, body)
+	return status, body, false
 }
 
 func writeError(w http.ResponseWriter, status int, body ErrorBody) {

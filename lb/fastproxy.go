@@ -1,0 +1,644 @@
+package lb
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// fastServe proxies one request of c whose head parsed (req): it routes it,
+// sends it to an instance (retrying as the net/http path does) and writes
+// the answer. It reports whether the connection may carry another request.
+// A request the balancer would answer itself (no route, table not loaded,
+// no instance, the hash strategy) goes to net/http before anything of it is
+// consumed.
+func (p *proxy) fastServe(c *fastConn, req *fastRequest) bool {
+	svc, strip := p.b.route(req.host, req.path)
+	if svc == nil {
+		c.handoff()
+		return false
+	}
+	t := svc.table.Load()
+	if t == nil || len(t.routed) == 0 || t.strategy == Hash {
+		c.handoff()
+		return false
+	}
+	cfg := &p.b.cfg
+	c.s.served.Add(1)
+	// The request is ours from here. The head's fields are strings already;
+	// the forwarded lines are offsets into the head, which is copied before
+	// the reader moves on.
+	headLen := len(req.head)
+	req.head = append(c.headCopy[:0], req.head...)
+	c.headCopy = req.head
+	_, _ = c.br.Discard(headLen)
+	var body []byte
+	if req.contentLength > 0 {
+		bp := p.rp.BufferPool.(*bufferPool)
+		bufp := bp.get()
+		defer bp.put(bufp)
+		if int(req.contentLength) <= cap(*bufp) {
+			body = (*bufp)[:req.contentLength]
+		} else {
+			body = make([]byte, req.contentLength)
+		}
+		if c.br.Buffered() < len(body) {
+			c.setReadDeadline(cfg.ReadHeaderTimeout)
+		}
+		if _, err := io.ReadFull(c.br, body); err != nil {
+			return false
+		}
+	}
+	if c.bw == nil {
+		c.bw = bufio.NewWriterSize(c.nc, fastWriteBufSize)
+	}
+	var deadline time.Time
+	if cfg.RequestTimeout > 0 {
+		deadline = time.Now().Add(cfg.RequestTimeout)
+		_ = c.nc.SetWriteDeadline(deadline)
+	}
+	svc.budget.deposit()
+	st := &reqState{svc: svc, table: t, strip: strip, idempotent: req.idempotent}
+	keep, err := p.fastAttempts(c, req, st, body, deadline)
+	if err != nil {
+		status, eb, _ := p.classify(svc.name, nil, err)
+		return c.writeError(status, eb, t.mode, req.close)
+	}
+	return keep && !req.close
+}
+
+// fastAttempts tries the instances of st's table as retrier.RoundTrip does
+// and writes the first answer that is kept. err: no answer was written, the
+// caller answers with an error; otherwise keep says whether the client
+// connection may be used again.
+func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body []byte, deadline time.Time) (keep bool, err error) {
+	cfg := &p.b.cfg
+	t := st.table
+	var triedBuf [4]int
+	tried := triedBuf[:0]
+	for attempt := 0; ; attempt++ {
+		now := time.Now().UnixNano()
+		i, e := t.pick(st.key, tried, now)
+		if e == nil {
+			return false, errNoInstance
+		}
+		tried = append(tried, i)
+		head := c.outgoingHead(req, st.strip, e.target, cfg.PassHost, len(body))
+		e.state.inflight.Add(1)
+		e.state.requests.Add(1)
+		start := time.Now()
+		ex, err := p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, false)
+		if stale := (errStaleConn{}); errors.As(err, &stale) && (st.idempotent || !stale.written) && !expired(deadline) {
+			ex, err = p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, true)
+		}
+		status := 0
+		if err == nil {
+			status = ex.status
+		}
+		p.b.metrics.attempt(st.svc.name, e.ID, status, err, time.Since(start))
+		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && !expired(deadline)
+		rt := retrier{p: p}
+		if err != nil {
+			e.state.inflight.Add(-1)
+			rt.failed(st, e, now)
+			if more && rt.canRetryError(st, err) && rt.budget(st) {
+				continue
+			}
+			return false, err
+		}
+		if cfg.outlierStatus(ex.status) {
+			rt.failed(st, e, now)
+		} else {
+			e.state.succeed(now, cfg)
+		}
+		if slices.Contains(cfg.RetryStatuses, ex.status) && more && st.idempotent && rt.budget(st) {
+			ex.discard()
+			e.state.inflight.Add(-1)
+			continue
+		}
+		keep = c.writeAnswer(ex, req, t.mode)
+		e.state.inflight.Add(-1)
+		return keep, nil
+	}
+}
+
+func expired(deadline time.Time) bool {
+	return !deadline.IsZero() && time.Now().After(deadline)
+}
+
+// outgoingHead builds the head sent to the instance at target: the request
+// line with the prefix stripped, Host, the client's header lines as they
+// came (hop-by-hop and client-set forwarding headers left out), then the
+// forwarding headers, as proxy.forward and rewrite shape them.
+func (c *fastConn) outgoingHead(req *fastRequest, strip, target string, passHost bool, bodyLen int) []byte {
+	b := c.out[:0]
+	b = append(b, req.method...)
+	b = append(b, ' ')
+	if strip != "" {
+		b = append(b, stripPrefix(req.path, strip)...)
+	} else {
+		b = append(b, req.path...)
+	}
+	if req.query != "" {
+		b = append(b, '?')
+		b = append(b, req.query...)
+	}
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	if passHost {
+		b = append(b, req.host...)
+	} else {
+		b = append(b, target...)
+	}
+	b = append(b, "\r\n"...)
+	for _, l := range req.lines {
+		if strip != "" && req.prefixSent && headerKind(req.head[l.from:l.from+bytes.IndexByte(req.head[l.from:l.to], ':')]) == hdrPrefix {
+			continue // replaced by the stripped prefix
+		}
+		b = append(b, req.head[l.from:l.to]...)
+	}
+	if req.teTrailers {
+		b = append(b, "Te: trailers\r\n"...)
+	}
+	if c.clientIP != "" {
+		b = append(b, "X-Forwarded-For: "...)
+		b = append(b, c.clientIP...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Forwarded-Host: "...)
+	b = append(b, req.host...)
+	b = append(b, "\r\nX-Forwarded-Proto: http\r\n"...)
+	b = append(b, HeaderHops...)
+	b = append(b, ": "...)
+	b = strconv.AppendInt(b, int64(req.hops+1), 10)
+	b = append(b, "\r\n"...)
+	if strip != "" {
+		b = append(b, "X-Forwarded-Prefix: "...)
+		b = append(b, strip...)
+		b = append(b, "\r\n"...)
+	}
+	if bodyLen > 0 || req.method == http.MethodPost || req.method == http.MethodPut || req.method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(bodyLen), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	c.out = b
+	return b
+}
+
+// exchange is one request sent on a connection to addr whose answer's head
+// has been read: either parsed by the fast path (head set) or, when it is
+// anything but a plain answer with a known length, by net/http (res set).
+type exchange struct {
+	c      *upConn
+	status int
+	head   []byte // the answer's head in c.br, not consumed yet
+	length int64  // body length when head is set
+	keep   bool   // the connection may carry another request
+	res    *http.Response
+}
+
+// exchange sends head and body to addr on a pooled connection (a new one
+// when fresh) and reads the answer's head, within the response header
+// timeout and the request's deadline.
+func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadline time.Time, fresh bool) (*exchange, error) {
+	dctx, cancel := dialContext(deadline)
+	c, err := u.get(dctx, addr, fresh)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*exchange, error) {
+		c.nc.Close()
+		return nil, err
+	}
+	if !deadline.IsZero() {
+		_ = c.nc.SetWriteDeadline(deadline)
+	}
+	_, _ = c.bw.Write(head)
+	_, _ = c.bw.Write(body)
+	if err := c.bw.Flush(); err != nil {
+		if c.reused {
+			err = errStaleConn{err: err}
+		}
+		return fail(err)
+	}
+	rd := time.Now().Add(u.respHeaderTimeout)
+	if !deadline.IsZero() && deadline.Before(rd) {
+		rd = deadline
+	}
+	_ = c.nc.SetReadDeadline(rd)
+	c.lr.n = u.maxResponseHeader
+	ex := &exchange{c: c}
+	ok, err := ex.parseHead(isHead)
+	if err != nil {
+		if c.reused && c.br.Buffered() == 0 && isConnGone(err) {
+			err = errStaleConn{err: err, written: true}
+		}
+		return fail(err)
+	}
+	if !ok {
+		// Not a plain answer: net/http's reader takes it from the start.
+		var res *http.Response
+		for {
+			res, err = http.ReadResponse(c.br, &http.Request{Method: methodOf(isHead)})
+			if err != nil {
+				if errors.Is(err, errHeaderTooLarge) {
+					err = fmt.Errorf("lb: response headers larger than %d bytes", u.maxResponseHeader)
+				}
+				return fail(err)
+			}
+			if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
+				break
+			}
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return fail(errUnaskedUpgrade)
+		}
+		ex.res, ex.status, ex.keep = res, res.StatusCode, !res.Close
+	}
+	c.lr.n = math.MaxInt64
+	if deadline.IsZero() {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	} else {
+		_ = c.nc.SetReadDeadline(deadline)
+	}
+	return ex, nil
+}
+
+func methodOf(isHead bool) string {
+	if isHead {
+		return http.MethodHead
+	}
+	return http.MethodGet
+}
+
+// dialContext bounds a dial by the request's deadline, if any (the dialer
+// has its own timeout).
+func dialContext(deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		return context.Background(), func() {}
+	}
+	return context.WithDeadline(context.Background(), deadline)
+}
+
+// parseHead reads the answer's head into the connection's buffer and, when
+// it is an HTTP/1.1 answer of 200 to 599 whose body length is known (one
+// Content-Length, or none needed: HEAD, 204, 304) with no Transfer-Encoding,
+// Trailer or Connection options other than close and no streaming type, sets
+// the exchange's fields and returns true. false (no error): net/http's
+// reader must take it.
+func (ex *exchange) parseHead(isHead bool) (bool, error) {
+	br := ex.c.br
+	head, err := peekHead(br)
+	if errors.Is(err, errNotFast) {
+		return false, nil
+	}
+	if err != nil {
+		if br.Buffered() > 0 && isConnGone(err) {
+			err = io.ErrUnexpectedEOF
+		}
+		return false, err
+	}
+	eol := bytes.Index(head, crlf)
+	line := head[:eol]
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') || !fieldValue(line) {
+		return false, nil
+	}
+	status := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return false, nil
+		}
+		status = status*10 + int(c-'0')
+	}
+	if status < 200 || status > 599 {
+		return false, nil
+	}
+	length := int64(-1)
+	keep := true
+	for pos := eol + 2; pos < len(head)-2; {
+		end := pos + bytes.Index(head[pos:], crlf)
+		line := head[pos:end]
+		pos = end + 2
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !isToken(line[:colon]) {
+			return false, nil
+		}
+		value := bytes.Trim(line[colon+1:], " \t")
+		if !fieldValue(value) {
+			return false, nil
+		}
+		switch respHeaderKind(line[:colon]) {
+		case respContentLength:
+			if length >= 0 || len(value) == 0 || len(value) > 15 {
+				return false, nil
+			}
+			n := int64(0)
+			for _, c := range value {
+				if c < '0' || c > '9' {
+					return false, nil
+				}
+				n = n*10 + int64(c-'0')
+			}
+			length = n
+		case respConnection:
+			for _, tok := range strings.Split(string(value), ",") {
+				switch strings.ToLower(strings.TrimSpace(tok)) {
+				case "close":
+					keep = false
+				case "keep-alive", "":
+				default:
+					return false, nil
+				}
+			}
+		case respRefuse:
+			return false, nil
+		case respContentType:
+			if len(value) >= len("text/event-stream") && strings.EqualFold(string(value[:len("text/event-stream")]), "text/event-stream") {
+				return false, nil // flushed as it comes: net/http's path
+			}
+		}
+	}
+	if isHead || status == http.StatusNoContent || status == http.StatusNotModified {
+		if status == http.StatusNoContent && length > 0 {
+			return false, nil
+		}
+		ex.length = 0
+	} else if length < 0 {
+		return false, nil // read until close: net/http's path
+	} else {
+		ex.length = length
+	}
+	ex.head, ex.status, ex.keep = head, status, keep
+	return true, nil
+}
+
+const (
+	respPass = iota
+	respContentLength
+	respConnection
+	respContentType
+	respDrop   // hop-by-hop: not passed to the client
+	respDate   // passed; noted so that none is added
+	respRefuse // Transfer-Encoding, Trailer, Upgrade: net/http's path
+)
+
+func respHeaderKind(name []byte) int {
+	if len(name) > 20 {
+		return respPass
+	}
+	var lower [20]byte
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	switch string(lower[:len(name)]) {
+	case "content-length":
+		return respContentLength
+	case "connection":
+		return respConnection
+	case "content-type":
+		return respContentType
+	case "date":
+		return respDate
+	case "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te":
+		return respDrop
+	case "transfer-encoding", "trailer", "upgrade":
+		return respRefuse
+	}
+	return respPass
+}
+
+// discard reads the answer's body (up to maxDrainOnRetry) so that its
+// connection can be used again, or closes the connection.
+func (ex *exchange) discard() {
+	if ex.res != nil {
+		_, _ = io.CopyN(io.Discard, ex.res.Body, maxDrainOnRetry)
+		ex.res.Body.Close()
+		ex.c.nc.Close()
+		return
+	}
+	if ex.length > maxDrainOnRetry {
+		ex.c.nc.Close()
+		return
+	}
+	_, _ = ex.c.br.Discard(len(ex.head))
+	if _, err := ex.c.br.Discard(int(ex.length)); err != nil {
+		ex.c.nc.Close()
+		return
+	}
+	ex.release()
+}
+
+// release puts the connection back in the pool when it may carry another
+// request, or closes it.
+func (ex *exchange) release() {
+	if ex.keep && ex.c.br.Buffered() == 0 {
+		_ = ex.c.nc.SetDeadline(time.Time{})
+		ex.c.u.put(ex.c)
+		return
+	}
+	ex.c.nc.Close()
+}
+
+// writeAnswer sends the instance's answer to the client. It reports whether
+// the client connection may carry another request.
+func (c *fastConn) writeAnswer(ex *exchange, req *fastRequest, mode string) bool {
+	if ex.res != nil {
+		return c.writeResponse(ex, req, mode)
+	}
+	closing := req.close || c.s.closing.Load()
+	bw := c.bw
+	head := ex.head
+	eol := bytes.Index(head, crlf)
+	bw.Write(head[:eol+2])
+	hasDate := false
+	for pos := eol + 2; pos < len(head)-2; {
+		end := pos + bytes.Index(head[pos:], crlf)
+		line := head[pos : end+2]
+		pos = end + 2
+		switch respHeaderKind(line[:bytes.IndexByte(line, ':')]) {
+		case respDrop, respConnection:
+			continue
+		case respDate:
+			hasDate = true
+		}
+		bw.Write(line)
+	}
+	if !hasDate {
+		writeDate(bw)
+	}
+	writeModeHeaders(bw, mode)
+	if closing {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	_, _ = ex.c.br.Discard(len(head))
+	if ex.length > 0 {
+		if _, err := io.CopyN(bw, ex.c.br, ex.length); err != nil {
+			// Part of the answer is sent: cut both connections so that
+			// the client does not take it for whole.
+			ex.c.nc.Close()
+			return false
+		}
+	}
+	ex.release()
+	if closing || c.br.Buffered() == 0 {
+		if err := bw.Flush(); err != nil {
+			return false
+		}
+	}
+	return !closing
+}
+
+// writeResponse sends an answer net/http's reader parsed: its own length
+// when known, otherwise chunked, flushing each piece when the length is
+// unknown or the type is a stream; trailers follow the last chunk.
+func (c *fastConn) writeResponse(ex *exchange, req *fastRequest, mode string) bool {
+	res := ex.res
+	closing := req.close || c.s.closing.Load()
+	bw := c.bw
+	removeHopHeaders(res.Header)
+	noBody := req.method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
+	chunked := !noBody && (res.ContentLength < 0 || len(res.Trailer) > 0)
+	if !noBody {
+		res.Header.Del("Content-Length")
+	}
+	fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\n", res.StatusCode, http.StatusText(res.StatusCode))
+	_ = res.Header.Write(bw)
+	if res.Header.Get("Date") == "" {
+		writeDate(bw)
+	}
+	writeModeHeaders(bw, mode)
+	switch {
+	case chunked:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(res.Trailer) > 0 {
+			keys := make([]string, 0, len(res.Trailer))
+			for k := range res.Trailer {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			bw.WriteString("Trailer: " + strings.Join(keys, ", ") + "\r\n")
+		}
+	case !noBody:
+		bw.WriteString("Content-Length: " + strconv.FormatInt(res.ContentLength, 10) + "\r\n")
+	}
+	if closing {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	flush := flushEvery(res)
+	abort := func() bool {
+		res.Body.Close()
+		ex.c.nc.Close()
+		return false
+	}
+	if !noBody {
+		bp := c.s.b.proxy.rp.BufferPool.(*bufferPool)
+		bufp := bp.get()
+		defer bp.put(bufp)
+		buf := *bufp
+		for {
+			n, rerr := res.Body.Read(buf)
+			if n > 0 {
+				if chunked {
+					bw.WriteString(strconv.FormatInt(int64(n), 16) + "\r\n")
+				}
+				bw.Write(buf[:n])
+				if chunked {
+					bw.WriteString("\r\n")
+				}
+				if flush {
+					if err := bw.Flush(); err != nil {
+						return abort()
+					}
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return abort()
+			}
+		}
+		if chunked {
+			bw.WriteString("0\r\n")
+			_ = res.Trailer.Write(bw)
+			bw.WriteString("\r\n")
+		}
+	}
+	res.Body.Close()
+	if ex.keep && !res.Close {
+		// net/http's body reader consumed exactly the body.
+		ex.release()
+	} else {
+		ex.c.nc.Close()
+	}
+	if err := bw.Flush(); err != nil {
+		return false
+	}
+	return !closing
+}
+
+func writeModeHeaders(bw *bufio.Writer, mode string) {
+	switch mode {
+	case ModePanic:
+		bw.WriteString(HeaderPanic + ": true\r\n" + HeaderMode + ": " + mode + "\r\n")
+	case ModeSpillover, ModeWarning:
+		bw.WriteString(HeaderMode + ": " + mode + "\r\n")
+	}
+}
+
+// dateCache holds the Date header line of the current second.
+var dateCache atomic.Pointer[dateLine]
+
+type dateLine struct {
+	sec  int64
+	line []byte
+}
+
+func writeDate(bw *bufio.Writer) {
+	now := time.Now()
+	d := dateCache.Load()
+	if d == nil || d.sec != now.Unix() {
+		d = &dateLine{sec: now.Unix(), line: []byte("Date: " + now.UTC().Format(http.TimeFormat) + "\r\n")}
+		dateCache.Store(d)
+	}
+	bw.Write(d.line)
+}
+
+// writeError answers with the balancer's JSON error body. It reports
+// whether the connection may carry another request.
+func (c *fastConn) writeError(status int, body ErrorBody, mode string, closing bool) bool {
+	b, _ := json.Marshal(body)
+	b = append(b, '\n')
+	closing = closing || c.s.closing.Load()
+	bw := c.bw
+	fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: %d\r\n", status, http.StatusText(status), len(b))
+	writeDate(bw)
+	writeModeHeaders(bw, mode)
+	if closing {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	bw.Write(b)
+	if err := bw.Flush(); err != nil {
+		return false
+	}
+	return !closing
+}

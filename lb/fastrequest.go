@@ -1,0 +1,294 @@
+package lb
+
+import (
+	"bytes"
+	"strings"
+)
+
+// fastRequest is a request head the fast path proxies: parse accepts only
+// heads whose meaning is beyond doubt and that forward byte for byte as the
+// net/http path would forward them; for everything else it returns false
+// and the connection goes to net/http, which parses, rejects or serves it
+// as it always did.
+type fastRequest struct {
+	head   []byte // the whole head, through the empty line (peeked: valid until the reader moves)
+	method string
+	path   string // origin-form path: no '%', no "//", only characters sent as they are
+	query  string // without '?'; "" when none
+	host   string
+	// lines are the header lines forwarded as they came (offsets into
+	// head, CRLF included).
+	lines   []span
+	lineBuf [24]span
+
+	contentLength int64
+	hops          int
+	close         bool // Connection: close
+	teTrailers    bool
+	idempotent    bool
+	prefixSent    bool // the client sent X-Forwarded-Prefix
+}
+
+type span struct{ from, to int }
+
+// Header kinds parse handles specially.
+const (
+	hdrPass = iota
+	hdrDrop // hop-by-hop or a forwarding header the balancer sets itself
+	hdrHost
+	hdrContentLength
+	hdrConnection
+	hdrTe
+	hdrHops
+	hdrIdempotency
+	hdrPrefix
+	hdrRefuse // for net/http: Transfer-Encoding, Expect, Upgrade, HTTP2-Settings
+)
+
+func headerKind(name []byte) int {
+	if len(name) > 20 {
+		return hdrPass
+	}
+	var lower [20]byte
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	switch string(lower[:len(name)]) {
+	case "host":
+		return hdrHost
+	case "content-length":
+		return hdrContentLength
+	case "connection":
+		return hdrConnection
+	case "te":
+		return hdrTe
+	case "x-beacon-lb-hops":
+		return hdrHops
+	case "idempotency-key", "x-idempotency-key":
+		return hdrIdempotency
+	case "x-forwarded-prefix":
+		return hdrPrefix
+	case "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "trailer",
+		"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto":
+		return hdrDrop
+	case "transfer-encoding", "expect", "upgrade", "http2-settings":
+		return hdrRefuse
+	}
+	return hdrPass
+}
+
+// maxFastBody is the largest request body the fast path takes (read whole
+// before the request is sent, so that a retry can send it again).
+const maxFastBody = 64 << 10
+
+// parse reads head (a request head ending in an empty line, every line in
+// CRLF) and reports whether the fast path may proxy it.
+func (r *fastRequest) parse(head []byte, cfg *Config) bool {
+	r.head = head
+	r.lines = r.lineBuf[:0]
+	r.contentLength = -1
+	eol := bytes.Index(head, crlf)
+	line := head[:eol]
+	sp := bytes.IndexByte(line, ' ')
+	if sp < 0 {
+		return false
+	}
+	switch string(line[:sp]) {
+	case "GET":
+		r.method, r.idempotent = "GET", true
+	case "HEAD":
+		r.method, r.idempotent = "HEAD", true
+	case "POST":
+		r.method = "POST"
+	case "PUT":
+		r.method, r.idempotent = "PUT", true
+	case "DELETE":
+		r.method, r.idempotent = "DELETE", true
+	case "PATCH":
+		r.method = "PATCH"
+	case "OPTIONS":
+		r.method, r.idempotent = "OPTIONS", true
+	default:
+		return false
+	}
+	rest := line[sp+1:]
+	sp = bytes.IndexByte(rest, ' ')
+	if sp < 0 || string(rest[sp+1:]) != "HTTP/1.1" {
+		return false
+	}
+	target := rest[:sp]
+	path, query, hasQuery := bytes.Cut(target, []byte{'?'})
+	if len(path) == 0 || path[0] != '/' || bytes.Contains(path, []byte("//")) || !plainPath(path) {
+		return false
+	}
+	if hasQuery && !plainQuery(query) {
+		return false
+	}
+	r.path, r.query = string(path), string(query)
+
+	hosts := 0
+	for pos := eol + 2; pos < len(head)-2; {
+		end := pos + bytes.Index(head[pos:], crlf)
+		line := head[pos:end]
+		from := pos
+		pos = end + 2
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !isToken(line[:colon]) {
+			return false // obs-fold, no name, a space before the colon...
+		}
+		value := bytes.Trim(line[colon+1:], " \t")
+		if !fieldValue(value) {
+			return false
+		}
+		switch headerKind(line[:colon]) {
+		case hdrPass:
+			r.lines = append(r.lines, span{from, pos})
+		case hdrDrop:
+		case hdrRefuse:
+			return false
+		case hdrHost:
+			hosts++
+			if hosts > 1 || !plainHost(value) {
+				return false
+			}
+			r.host = string(value)
+		case hdrContentLength:
+			if r.contentLength >= 0 || len(value) == 0 || len(value) > 6 {
+				return false
+			}
+			n := int64(0)
+			for _, c := range value {
+				if c < '0' || c > '9' {
+					return false
+				}
+				n = n*10 + int64(c-'0')
+			}
+			r.contentLength = n
+		case hdrConnection:
+			for _, tok := range strings.Split(string(value), ",") {
+				switch strings.ToLower(strings.TrimSpace(tok)) {
+				case "close":
+					r.close = true
+				case "keep-alive", "":
+				default:
+					return false // names headers to drop: net/http's path knows how
+				}
+			}
+		case hdrTe:
+			if tokenIn(string(value), "trailers") {
+				r.teTrailers = true
+			}
+		case hdrHops:
+			if r.hops != 0 || len(value) == 0 {
+				break // the first value counts, as Header.Get
+			}
+			n := 0
+			for _, c := range value {
+				if c < '0' || c > '9' || n > 1<<20 {
+					n = 0
+					break
+				}
+				n = n*10 + int(c-'0')
+			}
+			r.hops = n
+		case hdrIdempotency:
+			if len(value) > 0 {
+				r.idempotent = true
+			}
+			r.lines = append(r.lines, span{from, pos})
+		case hdrPrefix:
+			r.prefixSent = true
+			r.lines = append(r.lines, span{from, pos})
+		}
+	}
+	if hosts != 1 {
+		return false
+	}
+	if r.contentLength < 0 {
+		r.contentLength = 0
+	}
+	if r.contentLength > 0 && (r.contentLength > int64(cfg.RetryBufferBytes) || r.contentLength > maxFastBody) {
+		return false
+	}
+	if cfg.MaxHops > 0 && r.hops >= cfg.MaxHops {
+		return false // net/http's path answers 508
+	}
+	return true
+}
+
+var crlf = []byte("\r\n")
+
+// plainPath: characters a path keeps as they are in net/http's path
+// (url.URL.EscapedPath returns such a path unchanged); no escapes, so the
+// decoded path the routes match is the path itself.
+func plainPath(p []byte) bool {
+	for _, c := range p {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// plainQuery: a query net/http forwards unchanged (cleanQueryParams keeps
+// it): no ';', valid escapes, printable ASCII.
+func plainQuery(q []byte) bool {
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == ';', c == '#', c <= ' ', c >= 0x7f:
+			return false
+		case c == '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func plainHost(h []byte) bool {
+	if len(h) == 0 {
+		return false
+	}
+	for _, c := range h {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// fieldValue: visible characters, spaces, tabs and obs-text; no controls.
+func fieldValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

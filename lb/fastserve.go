@@ -1,0 +1,398 @@
+package lb
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// fastServer serves the proxy listener itself: it reads each request's head
+// without consuming it and, when the request is one the fast path knows
+// how to proxy exactly (fastRequest), proxies it on the connection's own
+// goroutine with no net/http server in between. Anything else (HTTP/1.0,
+// h2c, upgrades, chunked or large bodies, Expect, odd targets or headers,
+// the hash strategy, the balancer's own error answers) hands the whole
+// connection, with the bytes already read, to the net/http server that
+// served every request before, and it keeps the connection from then on.
+// docs/lb.md ("The request path") lists the cases.
+type fastServer struct {
+	b    *Balancer
+	ln   net.Listener
+	srv  *http.Server
+	hand *handoffListener
+
+	closing atomic.Bool
+	// served counts requests the fast path answered, handedOff the
+	// connections given to net/http (tests read them).
+	served    atomic.Int64
+	handedOff atomic.Int64
+
+	mu      sync.Mutex
+	conns   map[*fastConn]struct{}
+	wg      sync.WaitGroup
+}
+
+const (
+	fastReadBufSize  = 8 << 10 // a request head longer than this goes to net/http
+	fastWriteBufSize = 4 << 10
+)
+
+func newFastServer(b *Balancer, ln net.Listener, srv *http.Server) *fastServer {
+	return &fastServer{b: b, ln: ln, srv: srv, hand: newHandoffListener(ln.Addr()), conns: map[*fastConn]struct{}{}}
+}
+
+// serve accepts connections until Shutdown or Close; the net/http server
+// serves the handed-off ones meanwhile.
+func (s *fastServer) serve() error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.hand) }()
+	var delay time.Duration
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				<-errc
+				return http.ErrServerClosed
+			}
+			if temporaryAccept(err) {
+				// Out of descriptors and the like: wait, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			_ = s.hand.Close()
+			<-errc
+			return err
+		}
+		delay = 0
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// temporaryAccept reports an accept error worth waiting out (EMFILE,
+// ENFILE, ECONNABORTED...), as net/http's Serve does.
+func temporaryAccept(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *fastServer) newConn(nc net.Conn) *fastConn {
+	c := &fastConn{s: s, nc: nc, idle: true}
+	if ip, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
+		c.clientIP = ip
+	}
+	c.remoteAddr = nc.RemoteAddr().String()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return c
+}
+
+func (s *fastServer) forget(c *fastConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish (each connection closes after its current answer) and
+// shuts the net/http server down the same way, until ctx ends.
+func (s *fastServer) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	_ = s.ln.Close()
+	herr := make(chan error, 1)
+	go func() { herr <- s.srv.Shutdown(ctx) }()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		s.closeIdle()
+		select {
+		case <-done:
+			return <-herr
+		case <-ctx.Done():
+			s.closeAll()
+			<-done
+			<-herr
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// Close closes the listener and every connection at once.
+func (s *fastServer) Close() error {
+	s.closing.Store(true)
+	err := s.ln.Close()
+	s.closeAll()
+	_ = s.srv.Close()
+	return err
+}
+
+func (s *fastServer) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.closeIfIdle()
+	}
+}
+
+func (s *fastServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+}
+
+// fastConn is one client connection served by the fast path.
+type fastConn struct {
+	s          *fastServer
+	nc         net.Conn
+	br         *bufio.Reader
+	bw         *bufio.Writer
+	clientIP   string
+	remoteAddr string
+	out        []byte // the outgoing request head, reused
+	headCopy   []byte // the request head being proxied, reused
+	handedOff  bool   // net/http has the connection now
+
+	mu     sync.Mutex
+	idle   bool // between requests: Shutdown may close it
+	closed bool
+}
+
+// setActive marks the connection busy with a request; false when the
+// server is shutting down (the connection is closed then).
+func (c *fastConn) setActive() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.s.closing.Load() {
+		return false
+	}
+	c.idle = false
+	return true
+}
+
+func (c *fastConn) setIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.s.closing.Load() {
+		return false
+	}
+	c.idle = true
+	return true
+}
+
+func (c *fastConn) closeIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idle && !c.closed {
+		c.closed = true
+		c.nc.Close()
+	}
+}
+
+func (c *fastConn) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+func (c *fastConn) serve() {
+	defer c.s.forget(c)
+	defer func() {
+		if v := recover(); v != nil {
+			c.s.b.logger.Error("panic serving a connection", "client", c.remoteAddr, "panic", v)
+			c.close()
+		}
+	}()
+	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
+	cfg := &c.s.b.cfg
+	for {
+		if c.br.Buffered() == 0 {
+			if c.bw != nil && c.bw.Buffered() > 0 {
+				if err := c.bw.Flush(); err != nil {
+					c.close()
+					return
+				}
+			}
+			if !c.setIdle() {
+				c.close()
+				return
+			}
+			idle := cfg.IdleTimeout
+			if idle == 0 {
+				idle = cfg.ReadHeaderTimeout
+			}
+			c.setReadDeadline(idle)
+			if _, err := c.br.Peek(1); err != nil {
+				c.close()
+				return
+			}
+		}
+		if !c.setActive() {
+			c.close()
+			return
+		}
+		c.setReadDeadline(cfg.ReadHeaderTimeout)
+		head, err := peekHead(c.br)
+		if errors.Is(err, errNotFast) {
+			c.handoff()
+			return
+		}
+		if err != nil {
+			// The client stopped half-way through a head, or took too
+			// long: net/http would answer nothing either.
+			c.close()
+			return
+		}
+		var req fastRequest
+		if !req.parse(head, cfg) {
+			c.handoff()
+			return
+		}
+		if !c.s.b.proxy.fastServe(c, &req) {
+			if !c.handedOff {
+				c.close()
+			}
+			return
+		}
+	}
+}
+
+func (c *fastConn) setReadDeadline(d time.Duration) {
+	if d > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
+// handoff gives the connection, and what was read of it, to net/http.
+func (c *fastConn) handoff() {
+	if c.bw != nil && c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			c.close()
+			return
+		}
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.handedOff = true
+	c.s.handedOff.Add(1)
+	pc := &prefixConn{Conn: c.nc, br: c.br}
+	if !c.s.hand.give(pc) {
+		c.close()
+	}
+}
+
+// errNotFast: the request is for net/http.
+var errNotFast = errors.New("lb: not for the fast path")
+
+// peekHead returns the request head (through the empty line) without
+// consuming it. errNotFast: the head is longer than the buffer or has a
+// line that does not end in CRLF.
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	from := 0
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		for i := from; i < len(buf); i++ {
+			if buf[i] != '\n' {
+				continue
+			}
+			if i == 0 || buf[i-1] != '\r' {
+				return nil, errNotFast // a bare LF: let net/http judge it
+			}
+			if i >= 3 && buf[i-2] == '\n' && buf[i-3] == '\r' {
+				return buf[:i+1], nil
+			}
+		}
+		from = len(buf)
+		if len(buf) >= br.Size() {
+			return nil, errNotFast
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, errNotFast
+			}
+			return nil, err
+		}
+	}
+}
+
+// prefixConn is a handed-off connection: reads drain what the fast path
+// had buffered, then go to the connection.
+type prefixConn struct {
+	net.Conn
+	mu sync.Mutex
+	br *bufio.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	br := p.br
+	if br != nil && br.Buffered() == 0 {
+		p.br, br = nil, nil
+	}
+	p.mu.Unlock()
+	if br != nil {
+		return br.Read(b)
+	}
+	return p.Conn.Read(b)
+}
+
+// handoffListener is the net/http server's listener: it yields the
+// connections the fast path hands over.
+type handoffListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// give passes c to the server; false once the listener is closed.
+func (l *handoffListener) give(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
