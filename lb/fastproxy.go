@@ -150,7 +150,7 @@ func (c *fastConn) outgoingHead(req *fastRequest, strip, target string, passHost
 	} else {
 		b = append(b, req.path...)
 	}
-	if req.query != "" {
+	if req.hasQuery {
 		b = append(b, '?')
 		b = append(b, req.query...)
 	}
@@ -269,6 +269,11 @@ func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadlin
 		ex.res, ex.status, ex.keep = res, res.StatusCode, !res.Close
 	}
 	c.lr.n = math.MaxInt64
+	if ex.res == nil && c.br.Buffered() >= len(ex.head)+int(ex.length) {
+		// The whole answer is read already: no read is left to bound
+		// (release clears the header deadline).
+		return ex, nil
+	}
 	if deadline.IsZero() {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	} else {
@@ -301,7 +306,7 @@ func dialContext(deadline time.Time) (context.Context, context.CancelFunc) {
 // reader must take it.
 func (ex *exchange) parseHead(isHead bool) (bool, error) {
 	br := ex.c.br
-	head, err := peekHead(br)
+	head, err := peekHead(br, nil)
 	if errors.Is(err, errNotFast) {
 		return false, nil
 	}

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 )
 
@@ -14,8 +15,11 @@ type fastRequest struct {
 	head   []byte // the whole head, through the empty line (peeked: valid until the reader moves)
 	method string
 	path   string // origin-form path: no '%', no "//", only characters sent as they are
-	query  string // without '?'; "" when none
-	host   string
+	query  string // without '?'
+	// hasQuery: the target had a '?' (perhaps with nothing after it, which
+	// net/http's path sends on too).
+	hasQuery bool
+	host     string
 	// lines are the header lines forwarded as they came (offsets into
 	// head, CRLF included).
 	lines   []span
@@ -127,9 +131,9 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 	if hasQuery && !plainQuery(query) {
 		return false
 	}
-	r.path, r.query = string(path), string(query)
+	r.path, r.query, r.hasQuery = string(path), string(query), hasQuery
 
-	hosts := 0
+	hosts, hopsSeen := 0, false
 	for pos := eol + 2; pos < len(head)-2; {
 		end := pos + bytes.Index(head[pos:], crlf)
 		line := head[pos:end]
@@ -182,18 +186,13 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 				r.teTrailers = true
 			}
 		case hdrHops:
-			if r.hops != 0 || len(value) == 0 {
-				break // the first value counts, as Header.Get
+			if hopsSeen {
+				break // the first value counts, as in hops()
 			}
-			n := 0
-			for _, c := range value {
-				if c < '0' || c > '9' || n > 1<<20 {
-					n = 0
-					break
-				}
-				n = n*10 + int(c-'0')
+			hopsSeen = true
+			if n, err := strconv.Atoi(string(value)); err == nil && n > 0 {
+				r.hops = n
 			}
-			r.hops = n
 		case hdrIdempotency:
 			if len(value) > 0 {
 				r.idempotent = true

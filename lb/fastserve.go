@@ -32,9 +32,9 @@ type fastServer struct {
 	served    atomic.Int64
 	handedOff atomic.Int64
 
-	mu      sync.Mutex
-	conns   map[*fastConn]struct{}
-	wg      sync.WaitGroup
+	mu    sync.Mutex
+	conns map[*fastConn]struct{}
+	wg    sync.WaitGroup
 }
 
 const (
@@ -252,8 +252,7 @@ func (c *fastConn) serve() {
 			c.close()
 			return
 		}
-		c.setReadDeadline(cfg.ReadHeaderTimeout)
-		head, err := peekHead(c.br)
+		head, err := peekHead(c.br, func() { c.setReadDeadline(cfg.ReadHeaderTimeout) })
 		if errors.Is(err, errNotFast) {
 			c.handoff()
 			return
@@ -308,8 +307,10 @@ var errNotFast = errors.New("lb: not for the fast path")
 
 // peekHead returns the request head (through the empty line) without
 // consuming it. errNotFast: the head is longer than the buffer or has a
-// line that does not end in CRLF.
-func peekHead(br *bufio.Reader) ([]byte, error) {
+// line that does not end in CRLF. more, if not nil, is called once before
+// the first read the head needs beyond what is buffered (to set its
+// deadline: a head that came whole needs none).
+func peekHead(br *bufio.Reader, more func()) ([]byte, error) {
 	from := 0
 	for {
 		buf, _ := br.Peek(br.Buffered())
@@ -327,6 +328,10 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 		from = len(buf)
 		if len(buf) >= br.Size() {
 			return nil, errNotFast
+		}
+		if more != nil {
+			more()
+			more = nil
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
