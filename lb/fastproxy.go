@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -53,24 +54,42 @@ func (p *proxy) fastServe(c *fastConn, req *fastRequest) bool {
 		} else {
 			body = make([]byte, req.contentLength)
 		}
-		if c.br.Buffered() < len(body) {
-			c.setReadDeadline(cfg.ReadHeaderTimeout)
-		}
-		if _, err := io.ReadFull(c.br, body); err != nil {
-			return false
+		// Each read of the body is bounded by the read header timeout:
+		// a slow but steady upload goes through, a stalled one is cut.
+		for n := 0; n < len(body); {
+			if c.br.Buffered() == 0 {
+				c.beforeRead()
+			}
+			m, err := c.br.Read(body[n:])
+			n += m
+			if err != nil && n < len(body) {
+				return false
+			}
 		}
 	}
 	if c.bw == nil {
 		c.bw = bufio.NewWriterSize(c.nc, fastWriteBufSize)
 	}
+	if c.bw.Buffered() > 0 {
+		// Earlier answers of a pipelining client go out before this
+		// request waits on an instance, as net/http sends each answer.
+		if err := c.bw.Flush(); err != nil {
+			return false
+		}
+	}
 	var deadline time.Time
 	if cfg.RequestTimeout > 0 {
 		deadline = time.Now().Add(cfg.RequestTimeout)
-		_ = c.nc.SetWriteDeadline(deadline)
 	}
 	svc.budget.deposit()
 	st := &reqState{svc: svc, table: t, strip: strip, idempotent: req.idempotent}
+	c.startWatch()
 	keep, err := p.fastAttempts(c, req, st, body, deadline)
+	c.stopWatch()
+	if c.watch.gone.Load() {
+		p.b.logger.Debug("client went away", "service", svc.name, "status", statusClientGone)
+		return false
+	}
 	if err != nil {
 		status, eb, _ := p.classify(svc.name, nil, err)
 		return c.writeError(status, eb, t.mode, req.close)
@@ -98,9 +117,9 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		e.state.inflight.Add(1)
 		e.state.requests.Add(1)
 		start := time.Now()
-		ex, err := p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, false)
-		if stale := (errStaleConn{}); errors.As(err, &stale) && (st.idempotent || !stale.written) && !expired(deadline) {
-			ex, err = p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, true)
+		ex, err := p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, false, c.setUpstream)
+		if stale := (errStaleConn{}); errors.As(err, &stale) && (st.idempotent || !stale.written) && !expired(deadline) && !c.watch.gone.Load() {
+			ex, err = p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, true, c.setUpstream)
 		}
 		status := 0
 		if err == nil {
@@ -111,6 +130,12 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		rt := retrier{p: p}
 		if err != nil {
 			e.state.inflight.Add(-1)
+			c.setUpstream(nil)
+			if c.watch.gone.Load() || expired(deadline) {
+				// The client left or the request timed out: not the
+				// instance's fault.
+				return false, err
+			}
 			rt.failed(st, e, now)
 			if more && rt.canRetryError(st, err) && rt.budget(st) {
 				continue
@@ -124,10 +149,12 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		}
 		if slices.Contains(cfg.RetryStatuses, ex.status) && more && st.idempotent && rt.budget(st) {
 			ex.discard()
+			c.setUpstream(nil)
 			e.state.inflight.Add(-1)
 			continue
 		}
 		keep = c.writeAnswer(ex, req, t.mode)
+		c.setUpstream(nil)
 		e.state.inflight.Add(-1)
 		return keep, nil
 	}
@@ -211,14 +238,16 @@ type exchange struct {
 
 // exchange sends head and body to addr on a pooled connection (a new one
 // when fresh) and reads the answer's head, within the response header
-// timeout and the request's deadline.
-func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadline time.Time, fresh bool) (*exchange, error) {
+// timeout and the request's deadline. use is told the connection, so
+// that the caller can cut it (client gone, shutdown).
+func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadline time.Time, fresh bool, use func(net.Conn)) (*exchange, error) {
 	dctx, cancel := dialContext(deadline)
 	c, err := u.get(dctx, addr, fresh)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
+	use(c.nc)
 	fail := func(err error) (*exchange, error) {
 		c.nc.Close()
 		return nil, err

@@ -45,6 +45,8 @@ const (
 	hdrTe
 	hdrHops
 	hdrIdempotency
+	hdrXIdempotency
+	hdrUserAgent
 	hdrPrefix
 	hdrRefuse // for net/http: Transfer-Encoding, Expect, Upgrade, HTTP2-Settings
 )
@@ -71,8 +73,12 @@ func headerKind(name []byte) int {
 		return hdrTe
 	case "x-beacon-lb-hops":
 		return hdrHops
-	case "idempotency-key", "x-idempotency-key":
+	case "idempotency-key":
 		return hdrIdempotency
+	case "x-idempotency-key":
+		return hdrXIdempotency
+	case "user-agent":
+		return hdrUserAgent
 	case "x-forwarded-prefix":
 		return hdrPrefix
 	case "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "trailer",
@@ -134,6 +140,7 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 	r.path, r.query, r.hasQuery = string(path), string(query), hasQuery
 
 	hosts, hopsSeen := 0, false
+	var seen [hdrRefuse + 1]bool
 	for pos := eol + 2; pos < len(head)-2; {
 		end := pos + bytes.Index(head[pos:], crlf)
 		line := head[pos:end]
@@ -193,11 +200,24 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 			if n, err := strconv.Atoi(string(value)); err == nil && n > 0 {
 				r.hops = n
 			}
-		case hdrIdempotency:
-			if len(value) > 0 {
-				r.idempotent = true
+		case hdrIdempotency, hdrXIdempotency:
+			// The first value counts, as Header.Get in idempotent().
+			if k := headerKind(line[:colon]); !seen[k] {
+				seen[k] = true
+				if len(value) > 0 {
+					r.idempotent = true
+				}
 			}
 			r.lines = append(r.lines, span{from, pos})
+		case hdrUserAgent:
+			// Request.Write sends the first User-Agent only, and none
+			// when it is empty.
+			if !seen[hdrUserAgent] {
+				seen[hdrUserAgent] = true
+				if len(value) > 0 {
+					r.lines = append(r.lines, span{from, pos})
+				}
+			}
 		case hdrPrefix:
 			r.prefixSent = true
 			r.lines = append(r.lines, span{from, pos})

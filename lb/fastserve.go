@@ -157,6 +157,12 @@ func (s *fastServer) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
+		c.mu.Lock()
+		c.closed = true
+		if c.up != nil {
+			c.up.Close()
+		}
+		c.mu.Unlock()
 		c.nc.Close()
 	}
 }
@@ -172,10 +178,14 @@ type fastConn struct {
 	out        []byte // the outgoing request head, reused
 	headCopy   []byte // the request head being proxied, reused
 	handedOff  bool   // net/http has the connection now
+	lastMethod string
+	cr         clientReader
+	watch      clientWatch
 
 	mu     sync.Mutex
 	idle   bool // between requests: Shutdown may close it
 	closed bool
+	up     net.Conn // the instance connection in use, if any
 }
 
 // setActive marks the connection busy with a request; false when the
@@ -198,6 +208,17 @@ func (c *fastConn) setIdle() bool {
 	}
 	c.idle = true
 	return true
+}
+
+// setUpstream records the connection to an instance the request is
+// using (nil: none), so that Close and a client's leaving can cut it.
+func (c *fastConn) setUpstream(nc net.Conn) {
+	c.mu.Lock()
+	c.up = nc
+	if nc != nil && (c.closed || c.watch.gone.Load()) {
+		nc.Close()
+	}
+	c.mu.Unlock()
 }
 
 func (c *fastConn) closeIfIdle() {
@@ -224,10 +245,11 @@ func (c *fastConn) serve() {
 			c.close()
 		}
 	}()
-	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
+	c.cr = clientReader{c: c}
+	c.br = bufio.NewReaderSize(&c.cr, fastReadBufSize)
 	cfg := &c.s.b.cfg
-	for {
-		if c.br.Buffered() == 0 {
+	for first := true; ; first = false {
+		for c.br.Buffered() == 0 || c.lastMethod == http.MethodPost && c.skipCRLF() {
 			if c.bw != nil && c.bw.Buffered() > 0 {
 				if err := c.bw.Flush(); err != nil {
 					c.close()
@@ -238,11 +260,14 @@ func (c *fastConn) serve() {
 				c.close()
 				return
 			}
-			idle := cfg.IdleTimeout
-			if idle == 0 {
-				idle = cfg.ReadHeaderTimeout
+			// A new connection's first head is due within the read
+			// header timeout, a later one after up to the idle timeout,
+			// as net/http has it.
+			wait := cfg.IdleTimeout
+			if first || wait == 0 {
+				wait = cfg.ReadHeaderTimeout
 			}
-			c.setReadDeadline(idle)
+			c.setReadDeadline(wait)
 			if _, err := c.br.Peek(1); err != nil {
 				c.close()
 				return
@@ -252,7 +277,7 @@ func (c *fastConn) serve() {
 			c.close()
 			return
 		}
-		head, err := peekHead(c.br, func() { c.setReadDeadline(cfg.ReadHeaderTimeout) })
+		head, err := peekHead(c.br, c.beforeRead)
 		if errors.Is(err, errNotFast) {
 			c.handoff()
 			return
@@ -268,6 +293,7 @@ func (c *fastConn) serve() {
 			c.handoff()
 			return
 		}
+		c.lastMethod = req.method
 		if !c.s.b.proxy.fastServe(c, &req) {
 			if !c.handedOff {
 				c.close()
@@ -275,6 +301,29 @@ func (c *fastConn) serve() {
 			return
 		}
 	}
+}
+
+// skipCRLF drops the CR and LF bytes buffered before a head, which old
+// clients send after a POST's body (net/http skips them too). It reports
+// whether nothing is left buffered.
+func (c *fastConn) skipCRLF() bool {
+	peek, _ := c.br.Peek(min(4, c.br.Buffered()))
+	n := 0
+	for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
+		n++
+	}
+	_, _ = c.br.Discard(n)
+	return n > 0 && c.br.Buffered() == 0
+}
+
+// beforeRead runs before a read of the client that may wait: the answers
+// already written go out first (a pipelining client waits for them), and
+// the read is bounded by the read header timeout.
+func (c *fastConn) beforeRead() {
+	if c.bw != nil && c.bw.Buffered() > 0 {
+		_ = c.bw.Flush()
+	}
+	c.setReadDeadline(c.s.b.cfg.ReadHeaderTimeout)
 }
 
 func (c *fastConn) setReadDeadline(d time.Duration) {
@@ -293,10 +342,16 @@ func (c *fastConn) handoff() {
 			return
 		}
 	}
-	_ = c.nc.SetReadDeadline(time.Time{})
+	_ = c.nc.SetDeadline(time.Time{})
 	c.handedOff = true
 	c.s.handedOff.Add(1)
 	pc := &prefixConn{Conn: c.nc, br: c.br}
+	if c.cr.pending != nil {
+		// Cannot happen: the watch ends with the exchange, and its byte
+		// is read back before the next head.
+		c.close()
+		return
+	}
 	if !c.s.hand.give(pc) {
 		c.close()
 	}
@@ -348,6 +403,15 @@ type prefixConn struct {
 	net.Conn
 	mu sync.Mutex
 	br *bufio.Reader
+}
+
+// CloseWrite sends the FIN net/http's server sends before closing a
+// connection whose request it did not read whole.
+func (p *prefixConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (p *prefixConn) Read(b []byte) (int, error) {
