@@ -279,6 +279,7 @@ func TestReviewClientGoneReleasesTheUpstreamConnection(t *testing.T) {
 		select {
 		case <-sb.gone:
 		case <-time.After(3 * time.Second):
+			sb.close() // the balancer's Shutdown at cleanup would wait for it
 			t.Fatal("the upstream connection is still open 3 s after the client left (ResponseHeaderTimeout 1 s)")
 		}
 	})

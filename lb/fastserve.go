@@ -32,9 +32,12 @@ type fastServer struct {
 	served    atomic.Int64
 	handedOff atomic.Int64
 
-	mu    sync.Mutex
-	conns map[*fastConn]struct{}
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[*fastConn]struct{}
+	wg       sync.WaitGroup
+	quit     chan struct{} // closed by Shutdown and Close: stops the scan
+	quitOnce sync.Once
+	scanning sync.WaitGroup
 }
 
 const (
@@ -43,7 +46,7 @@ const (
 )
 
 func newFastServer(b *Balancer, ln net.Listener, srv *http.Server) *fastServer {
-	return &fastServer{b: b, ln: ln, srv: srv, hand: newHandoffListener(ln.Addr()), conns: map[*fastConn]struct{}{}}
+	return &fastServer{b: b, ln: ln, srv: srv, hand: newHandoffListener(ln.Addr()), conns: map[*fastConn]struct{}{}, quit: make(chan struct{})}
 }
 
 // serve accepts connections until Shutdown or Close; the net/http server
@@ -51,6 +54,9 @@ func newFastServer(b *Balancer, ln net.Listener, srv *http.Server) *fastServer {
 func (s *fastServer) serve() error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.hand) }()
+	s.scanning.Add(1)
+	go s.scanWatches()
+	defer s.scanning.Wait()
 	var delay time.Duration
 	for {
 		nc, err := s.ln.Accept()
@@ -86,6 +92,26 @@ func temporaryAccept(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// scanWatches starts the client watch of requests that run long
+// (clientWatch), until the server closes.
+func (s *fastServer) scanWatches() {
+	defer s.scanning.Done()
+	t := time.NewTicker(watchScan)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for c := range s.conns {
+				c.maybeWatch(now.UnixNano())
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
 func (s *fastServer) newConn(nc net.Conn) *fastConn {
 	c := &fastConn{s: s, nc: nc, idle: true}
 	if ip, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
@@ -114,6 +140,7 @@ func (s *fastServer) forget(c *fastConn) {
 // shuts the net/http server down the same way, until ctx ends.
 func (s *fastServer) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
+	defer s.stopScan()
 	_ = s.ln.Close()
 	herr := make(chan error, 1)
 	go func() { herr <- s.srv.Shutdown(ctx) }()
@@ -139,11 +166,14 @@ func (s *fastServer) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection at once.
 func (s *fastServer) Close() error {
 	s.closing.Store(true)
+	defer s.stopScan()
 	err := s.ln.Close()
 	s.closeAll()
 	_ = s.srv.Close()
 	return err
 }
+
+func (s *fastServer) stopScan() { s.quitOnce.Do(func() { close(s.quit) }) }
 
 func (s *fastServer) closeIdle() {
 	s.mu.Lock()

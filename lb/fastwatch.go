@@ -25,18 +25,19 @@ func (r *clientReader) Read(p []byte) (int, error) {
 
 // clientWatch notices a client that leaves while its request waits on an
 // instance, as net/http's server does with a read in the background from
-// the start of every request. Here the watch starts only once a request
-// has taken watchAfter (a quick answer pays nothing): a goroutine reads one
+// the start of every request. Here only requests that have run for
+// watchAfter are watched (a quick answer pays two atomic stores): the
+// server's scan (fastServer.scanWatches) starts a goroutine that reads one
 // byte of the client connection. EOF or an error means the client is gone:
 // the instance connection is cut and the request ends, not counted against
 // the instance. A byte is the start of the client's next request, kept for
 // the reader. stopWatch ends the watch before the connection is read again.
 type clientWatch struct {
-	timer *time.Timer
-	mu    sync.Mutex
-	state int
-	done  chan struct{}
+	state atomic.Int32
+	start atomic.Int64 // when the request began (UnixNano)
 	gone  atomic.Bool
+	mu    sync.Mutex // orders the watch's deadline changes with stopWatch's
+	done  chan struct{}
 }
 
 const (
@@ -47,42 +48,52 @@ const (
 )
 
 // watchAfter is how long a request runs before the balancer watches its
-// client.
-const watchAfter = 50 * time.Millisecond
+// client; watchScan how often the server looks.
+const (
+	watchAfter = 50 * time.Millisecond
+	watchScan  = 25 * time.Millisecond
+)
 
 func (c *fastConn) startWatch() {
 	w := &c.watch
-	w.mu.Lock()
-	w.state = watchArmed
-	w.gone.Store(false)
-	w.mu.Unlock()
-	if w.timer == nil {
-		w.timer = time.AfterFunc(watchAfter, c.runWatch)
-	} else {
-		w.timer.Reset(watchAfter)
+	if w.gone.Load() {
+		w.gone.Store(false)
 	}
+	w.start.Store(time.Now().UnixNano())
+	w.state.Store(watchArmed)
 }
 
-func (c *fastConn) runWatch() {
+// maybeWatch starts the watch of a request that has run long enough.
+func (c *fastConn) maybeWatch(now int64) {
+	w := &c.watch
+	if w.state.Load() != watchArmed || now-w.start.Load() < int64(watchAfter) {
+		return
+	}
+	w.done = make(chan struct{})
+	if !w.state.CompareAndSwap(watchArmed, watchRunning) {
+		return
+	}
+	go c.runWatch(w.done)
+}
+
+func (c *fastConn) runWatch(done chan struct{}) {
+	defer close(done)
 	w := &c.watch
 	w.mu.Lock()
-	if w.state != watchArmed {
+	if w.state.Load() != watchRunning {
 		w.mu.Unlock()
 		return
 	}
-	w.state = watchRunning
-	w.done = make(chan struct{})
 	_ = c.nc.SetReadDeadline(time.Time{})
 	w.mu.Unlock()
 	n, err := c.nc.Read(c.cr.buf[:])
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	defer close(w.done)
 	if n == 1 {
 		c.cr.pending = c.cr.buf[:1]
 		return
 	}
-	if err != nil && w.state == watchRunning {
+	if err != nil && w.state.Load() == watchRunning {
 		w.gone.Store(true)
 		c.mu.Lock()
 		if c.up != nil {
@@ -95,19 +106,14 @@ func (c *fastConn) runWatch() {
 // stopWatch ends the watch (waiting for its read to stop, if it started).
 func (c *fastConn) stopWatch() {
 	w := &c.watch
-	w.timer.Stop()
-	w.mu.Lock()
-	if w.state != watchRunning {
-		w.state = watchIdle
-		w.mu.Unlock()
+	if w.state.CompareAndSwap(watchArmed, watchIdle) {
 		return
 	}
-	w.state = watchStopping
+	w.mu.Lock()
+	w.state.Store(watchStopping)
 	_ = c.nc.SetReadDeadline(aLongTimeAgo)
 	done := w.done
 	w.mu.Unlock()
 	<-done
-	w.mu.Lock()
-	w.state = watchIdle
-	w.mu.Unlock()
+	w.state.Store(watchIdle)
 }
