@@ -4,8 +4,9 @@ package lb
 // fastproxy.go). Each Test* runs its scenario on both paths ("fast" and
 // "net/http", the latter with Config.DisableFastPath): the net/http subtest
 // is the reference and passes; the fast subtest of the tests marked
-// "FAILS NOW" fails on the code as reviewed. Tests marked "passes" are
-// regression checks.
+// "Failed at fff1b1f" failed on the code as reviewed (commit fff1b1f; all of them
+// pass since c9a4516/90213e1 and the upstream.go change that followed).
+// Tests marked "passes" are regression checks.
 
 import (
 	"bufio"
@@ -15,11 +16,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // bothPaths runs f once with the fast path and once through net/http alone.
@@ -58,7 +62,7 @@ func readAnswer(t *testing.T, br *bufio.Reader, what string) *http.Response {
 	return resp
 }
 
-// FAILS NOW (fast). The fast path sets the client connection's write
+// Failed at fff1b1f (fast). The fast path sets the client connection's write
 // deadline to the request deadline (RequestTimeout) and handoff clears only
 // the read deadline: net/http, which never touches the write deadline
 // without WriteTimeout, then writes its first answer on the handed-off
@@ -84,7 +88,7 @@ func TestReviewHandoffAfterAFastRequestKeepsNoStaleWriteDeadline(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). An answer stays in the connection's write buffer while
+// Failed at fff1b1f (fast). An answer stays in the connection's write buffer while
 // any byte of a next request is buffered. A client that ends a POST body
 // with an extra CRLF (RFC 9112 2.2; net/http skips it after a POST) never
 // gets its answer: the fast path waits ReadHeaderTimeout for a head that
@@ -105,7 +109,7 @@ func TestReviewAnswerIsSentWhenACRLFFollowsAPost(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). Same cause: with pipelined requests the answer to the
+// Failed at fff1b1f (fast). Same cause: with pipelined requests the answer to the
 // first waits until the second's instance has answered (net/http flushes
 // every answer as it is done).
 func TestReviewPipelinedAnswerIsNotHeldBehindASlowOne(t *testing.T) {
@@ -202,7 +206,7 @@ func (s *stallingBackend) backend() Backend {
 	return Backend{ID: "stall-1", Address: "127.0.0.1", Port: s.ln.Addr().(*net.TCPAddr).Port, Weight: 1, Status: Passing}
 }
 
-// FAILS NOW (fast). Shutdown must return once its context ends (net/http's
+// Failed at fff1b1f (fast). Shutdown must return once its context ends (net/http's
 // does, and Balancer.Shutdown then Closes). fastServer.Shutdown closes the
 // client connections and then waits for every connection goroutine, one of
 // which is blocked reading an instance that stalls mid-body: closing the
@@ -234,7 +238,7 @@ func TestReviewShutdownReturnsWhenItsContextEnds(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). net/http reads a new connection's first head within
+// Failed at fff1b1f (fast). net/http reads a new connection's first head within
 // ReadHeaderTimeout from the accept; the fast path waits IdleTimeout
 // (2 minutes by default against 10 s) for a client that connects and
 // sends nothing.
@@ -257,7 +261,7 @@ func TestReviewASilentNewConnectionIsClosedAfterReadHeaderTimeout(t *testing.T) 
 	})
 }
 
-// FAILS NOW (fast). docs/lb.md says a client that leaves mid-request is
+// Failed at fff1b1f (fast). docs/lb.md says a client that leaves mid-request is
 // noticed when the answer is written, "bounded by --response-header-timeout
 // and --request-timeout". Once the instance's head is read, only
 // RequestTimeout (0 by default) bounds the fast path: an instance that
@@ -285,7 +289,7 @@ func TestReviewClientGoneReleasesTheUpstreamConnection(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). The fast path reads a request body under one absolute
+// Failed at fff1b1f (fast). The fast path reads a request body under one absolute
 // deadline, ReadHeaderTimeout from the end of the head: a client uploading
 // a small body (<= 64 KiB) slowly but steadily is cut with no answer. The
 // net/http path (no ReadTimeout) takes it.
@@ -313,7 +317,7 @@ func TestReviewASlowButSteadyBodyIsTaken(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). "Idempotency-Key:" (empty) then "Idempotency-Key: k":
+// Failed at fff1b1f (fast). "Idempotency-Key:" (empty) then "Idempotency-Key: k":
 // idempotent() reads the first value (Header.Get) and finds the POST not
 // idempotent; the fast path's parse takes any non-empty value and retries
 // the POST on another instance after a 503 (or a failure once sent).
@@ -362,7 +366,7 @@ func TestReviewIdempotencyKeyIsReadAsNetHTTPReadsIt(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). RequestTimeout must end in the balancer's 504 JSON
+// Failed at fff1b1f (fast). RequestTimeout must end in the balancer's 504 JSON
 // answer, as on net/http's path. fastServe sets the client connection's
 // write deadline to the request's deadline, the same instant at which the
 // instance's read times out: writeError then writes past the deadline, and
@@ -389,7 +393,7 @@ func TestReviewRequestTimeoutIsAnswered504(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). When RequestTimeout ends an attempt, retrier.RoundTrip
+// Failed at fff1b1f (fast). When RequestTimeout ends an attempt, retrier.RoundTrip
 // returns without counting a failure against the instance ("not the
 // instance's fault"); fastAttempts counts it (rt.failed), so answers slower
 // than RequestTimeout eject instances on the fast path only.
@@ -415,7 +419,7 @@ func TestReviewRequestTimeoutIsNotCountedAgainstTheInstance(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast). A handed-off connection is a *prefixConn, which hides
+// Failed at fff1b1f (fast). A handed-off connection is a *prefixConn, which hides
 // the TCP connection's CloseWrite: net/http's closeWriteAndWait (after a
 // 431, or after an answer given without reading the whole request body)
 // cannot send its FIN before the close, and the client, still writing,
@@ -439,7 +443,7 @@ func TestReviewHandedOffConnectionKeepsCloseWrite(t *testing.T) {
 	})
 }
 
-// FAILS NOW (fast, minor). net/http's path sends the first User-Agent
+// Failed at fff1b1f (fast, minor). net/http's path sends the first User-Agent
 // only (Request.Write writes Header.Get("User-Agent")); the fast path
 // sends every User-Agent line. FuzzFastRequestParse compares with
 // outboundHeader, not with what Request.Write puts on the wire.
@@ -461,4 +465,218 @@ func TestReviewInstanceSeesTheSameUserAgent(t *testing.T) {
 			t.Fatalf("the instance saw User-Agent %q, want [a] as net/http's path sends", ua)
 		}
 	})
+}
+
+// Failed at fff1b1f (both paths; upstream.go, older than the fast
+// path; fixed since by a peek on every reuse). A pooled
+// instance connection is reused without looking at it when it was idle
+// for less than 200 ms: bytes the instance sent
+// after its answer (a second, unasked answer) are then read as the answer
+// to the next request, which may be another client's.
+func TestReviewUnaskedBytesOnAPooledConnectionAreNotAnAnswer(t *testing.T) {
+	bothPaths(t, func(t *testing.T, mut func(*Config)) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		t.Cleanup(func() { close(stop); ln.Close(); wg.Wait() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer c.Close()
+					go func() { <-stop; c.Close() }()
+					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+					br := bufio.NewReader(c)
+					for i := 0; ; i++ {
+						if _, err := http.ReadRequest(br); err != nil {
+							return
+						}
+						fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nreq-%02d", i)
+						if i == 0 {
+							time.Sleep(20 * time.Millisecond)
+							io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nUNASKD")
+						}
+					}
+				}()
+			}
+		}()
+		cat := newMemCatalog()
+		idx := cat.Set("web", Backend{ID: "w", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Weight: 1, Status: Passing})
+		b, url := startBalancer(t, cat, mut)
+		waitTable(t, b, "web", idx)
+		for i, client := range []string{"A", "B"} {
+			c, br := dialRaw(t, url)
+			fmt.Fprintf(c, "GET /web/%s HTTP/1.1\r\nHost: x\r\n\r\n", client)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("client %s: %v", client, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode == 200 && string(body) == "UNASKD" {
+				t.Fatalf("client %s got the bytes the instance sent unasked after client A's answer", client)
+			}
+			if i == 0 {
+				time.Sleep(80 * time.Millisecond) // the unasked answer has arrived; < 200 ms idle
+			}
+		}
+	})
+}
+
+// passes. The balancer's own error answers (502 unreachable, 504 timeout)
+// in normal and panic mode are the same on both paths: status, headers
+// but Date, JSON body.
+func TestReviewErrorAnswersMatchNetHTTP(t *testing.T) {
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	hang := startBackend(t, "hang")
+	hang.handle(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(3 * time.Second):
+		}
+	})
+	cat := newMemCatalog()
+	down := Backend{ID: "down", Address: "127.0.0.1", Port: closedPort, Weight: 1, Status: Passing}
+	critical := Backend{ID: "crit", Address: "127.0.0.1", Port: closedPort, Weight: 1, Status: Critical}
+	idx := map[string]uint64{
+		"unreach":   cat.Set("unreach", down),
+		"slow":      cat.Set("slow", hang.backend()),
+		"panicky":   cat.Set("panicky", down, critical),
+		"panicslow": cat.Set("panicslow", hang.backend(), Backend{ID: "crit2", Address: "127.0.0.1", Port: closedPort, Weight: 1, Status: Critical}),
+	}
+	mut := func(c *Config) {
+		c.MaxRetries, c.ResponseHeaderTimeout, c.PanicThreshold, c.EjectAfter = 0, 200*time.Millisecond, 0.9, 0
+	}
+	fastB, fastURL := startBalancer(t, cat, func(c *Config) { mut(c); c.DisableFastPath = false })
+	slowB, slowURL := startBalancer(t, cat, func(c *Config) { mut(c); c.DisableFastPath = true })
+	for _, s := range []string{"unreach", "slow", "panicky", "panicslow"} {
+		waitTable(t, fastB, s, idx[s])
+		waitTable(t, slowB, s, idx[s])
+	}
+	for _, tc := range []struct{ path, extra string }{
+		{"/unreach/x", ""}, {"/slow/x", ""}, {"/panicky/x", ""}, {"/panicslow/x", ""}, {"/unreach/x", "Connection: close\r\n"},
+	} {
+		raw := "GET " + tc.path + " HTTP/1.1\r\nHost: x\r\n" + tc.extra + "\r\n"
+		fs := fastB.fast.Load()
+		served := fs.served.Load()
+		fr, fbody := rawExchange(t, strings.TrimPrefix(fastURL, "http://"), raw, "GET")
+		if fs.served.Load() == served {
+			t.Errorf("%s: not taken by the fast path", tc.path)
+		}
+		sr, sbody := rawExchange(t, strings.TrimPrefix(slowURL, "http://"), raw, "GET")
+		fr.Header.Del("Date")
+		sr.Header.Del("Date")
+		local := regexp.MustCompile(`127\.0\.0\.1:[0-9]+-\\u003e`) // the balancer's own port
+		fbody, sbody = local.ReplaceAllString(fbody, ""), local.ReplaceAllString(sbody, "")
+		if strings.HasPrefix(tc.path, "/panic") && fr.Header.Get(HeaderPanic) != "true" {
+			t.Errorf("%s: no %s header: %v", tc.path, HeaderPanic, fr.Header)
+		}
+		if fr.StatusCode != sr.StatusCode || fbody != sbody || fmt.Sprint(fr.Header) != fmt.Sprint(sr.Header) || fr.Close != sr.Close {
+			t.Errorf("%s %q:\nfast     %d %v close=%v %s\nnet/http %d %v close=%v %s", tc.path, tc.extra,
+				fr.StatusCode, fr.Header, fr.Close, fbody, sr.StatusCode, sr.Header, sr.Close, sbody)
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// passes. Mutated requests (pipelined, with bodies, odd framing) sent to a
+// live balancer: no connection goroutine panics (serve recovers and logs
+// "panic serving a connection"), and the balancer serves afterwards.
+func TestReviewHostileHeadsDoNotPanic(t *testing.T) {
+	be := startRawBackend(t)
+	drained := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-be.seen: // the raw backend records every request
+			case <-drained:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(drained) }) // after the balancer's Shutdown
+	var logs lockedBuffer
+	cat := newMemCatalog()
+	idx := cat.Set("web", be.backend())
+	b, url := startBalancer(t, cat, func(c *Config) {
+		c.DisableFastPath = false
+		c.ReadHeaderTimeout = 200 * time.Millisecond
+		c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Error})
+	})
+	waitTable(t, b, "web", idx)
+	seeds := []string{
+		"GET /web/k/cl HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /web/k/chunked HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /web/k/trailers HTTP/1.1\r\nHost: x\r\n\r\n",
+		"HEAD /web/k/empty?a=%41 HTTP/1.1\r\nhost: x:1\r\nConnection: close\r\nX-Beacon-Lb-Hops: 2\r\n\r\n",
+		"PUT /web/k/bighead HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\r\nTe: trailers\r\nContent-Length: 0\r\n\r\n\r\n",
+	}
+	rnd := uint64(20261204)
+	next := func(n int) int {
+		rnd = rnd*6364136223846793005 + 1442695040888963407
+		return int((rnd >> 33) % uint64(n))
+	}
+	const alphabet = "\r\n :/?%0123456789aAzZ-\t\x00\x7f\xff;,"
+	for i := 0; i < 200; i++ {
+		m := []byte(seeds[next(len(seeds))])
+		for k := next(4); k >= 0; k-- {
+			switch p := next(len(m) + 1); next(3) {
+			case 0:
+				if p < len(m) {
+					m[p] = alphabet[next(len(alphabet))]
+				}
+			case 1:
+				m = append(m[:p], append([]byte{alphabet[next(len(alphabet))]}, m[p:]...)...)
+			case 2:
+				if p < len(m) {
+					m = append(m[:p], m[p+1:]...)
+				}
+			}
+		}
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		_, _ = c.Write(m)
+		_, _ = io.Copy(io.Discard, c)
+		c.Close()
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Fatalf("a connection goroutine panicked:\n%s", logs.String())
+	}
+	c, br := dialRaw(t, url)
+	fmt.Fprint(c, "GET /web/k/cl HTTP/1.1\r\nHost: x\r\n\r\n")
+	if r := readAnswer(t, br, "after the hostile input"); r.StatusCode != 200 {
+		t.Fatalf("status %d", r.StatusCode)
+	}
 }

@@ -84,6 +84,7 @@ var rawAnswers = map[string]string{
 	"fail":     "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nfail",
 	"date":     "HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 	"lower":    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nx-lower: 1\r\n\r\nok",
+	"switch":   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
 }
 
 func startRawBackend(t *testing.T) *rawBackend {
@@ -147,7 +148,7 @@ func (b *rawBackend) serve(c net.Conn) {
 		if _, err := io.WriteString(c, answer); err != nil {
 			return
 		}
-		if kind == "close" || kind == "ccl" || kind == "http10" {
+		if kind == "close" || kind == "ccl" || kind == "http10" || kind == "switch" {
 			return
 		}
 	}

@@ -121,6 +121,15 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		if stale := (errStaleConn{}); errors.As(err, &stale) && (st.idempotent || !stale.written) && !expired(deadline) && !c.watch.gone.Load() {
 			ex, err = p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, true, c.setUpstream)
 		}
+		if errors.Is(err, errUnaskedUpgrade) {
+			// As on net/http's path: the instance answered (101), the
+			// request ends in 502 and is not retried.
+			p.b.metrics.attempt(st.svc.name, e.ID, http.StatusSwitchingProtocols, nil, time.Since(start))
+			e.state.inflight.Add(-1)
+			c.setUpstream(nil)
+			e.state.succeed(now, cfg)
+			return false, err
+		}
 		status := 0
 		if err == nil {
 			status = ex.status

@@ -139,7 +139,7 @@ func (s *fastServer) forget(c *fastConn) {
 // flight finish (each connection closes after its current answer) and
 // shuts the net/http server down the same way, until ctx ends.
 func (s *fastServer) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	s.setClosing()
 	defer s.stopScan()
 	_ = s.ln.Close()
 	herr := make(chan error, 1)
@@ -165,12 +165,20 @@ func (s *fastServer) Shutdown(ctx context.Context) error {
 
 // Close closes the listener and every connection at once.
 func (s *fastServer) Close() error {
-	s.closing.Store(true)
+	s.setClosing()
 	defer s.stopScan()
 	err := s.ln.Close()
 	s.closeAll()
 	_ = s.srv.Close()
 	return err
+}
+
+// setClosing marks the server closing under the lock newConn takes, so
+// that no connection is added (wg.Add) once Shutdown may be waiting.
+func (s *fastServer) setClosing() {
+	s.mu.Lock()
+	s.closing.Store(true)
+	s.mu.Unlock()
 }
 
 func (s *fastServer) stopScan() { s.quitOnce.Do(func() { close(s.quit) }) }

@@ -27,13 +27,12 @@ import (
 // instances (the balancer speaks cleartext HTTP/1.1 to them), no proxy from
 // the environment, no compression.
 type upstream struct {
-	dial                func(ctx context.Context, network, addr string) (net.Conn, error)
-	idleTimeout         time.Duration
-	respHeaderTimeout   time.Duration
-	maxIdlePerHost      int
-	maxIdle             int
-	maxResponseHeader   int64
-	staleCheckAfterIdle time.Duration
+	dial              func(ctx context.Context, network, addr string) (net.Conn, error)
+	idleTimeout       time.Duration
+	respHeaderTimeout time.Duration
+	maxIdlePerHost    int
+	maxIdle           int
+	maxResponseHeader int64
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn // per address, most recently used last
@@ -86,14 +85,13 @@ const (
 
 func newUpstream(dial func(ctx context.Context, network, addr string) (net.Conn, error), cfg *Config) *upstream {
 	return &upstream{
-		dial:                dial,
-		idleTimeout:         cfg.UpstreamIdleTimeout,
-		respHeaderTimeout:   cfg.ResponseHeaderTimeout,
-		maxIdlePerHost:      512,
-		maxIdle:             4096,
-		maxResponseHeader:   defaultMaxResponseHeader,
-		staleCheckAfterIdle: 200 * time.Millisecond,
-		idle:                map[string][]*upConn{},
+		dial:              dial,
+		idleTimeout:       cfg.UpstreamIdleTimeout,
+		respHeaderTimeout: cfg.ResponseHeaderTimeout,
+		maxIdlePerHost:    512,
+		maxIdle:           4096,
+		maxResponseHeader: defaultMaxResponseHeader,
+		idle:              map[string][]*upConn{},
 	}
 }
 
@@ -118,10 +116,13 @@ func (u *upstream) get(ctx context.Context, addr string, fresh bool) (*upConn, e
 			c.nc.Close()
 			continue
 		}
-		// A connection idle for a while may have been closed by the
-		// instance (its keep-alive timeout): look before sending on it, so
-		// that a request is not lost on a connection already closed.
-		if idle > u.staleCheckAfterIdle && !connAlive(c.nc) {
+		// Look before sending on a pooled connection: the instance may
+		// have closed it (its keep-alive timeout), and bytes it sent
+		// unasked after its last answer must not be read as the answer to
+		// this request, perhaps another client's (http.Transport and
+		// nginx watch idle connections for the same reason). One
+		// non-blocking peek per reuse.
+		if !connAlive(c.nc) {
 			c.nc.Close()
 			continue
 		}
