@@ -117,7 +117,10 @@ bench: build
 	$(GO) test -run '^$$' -bench 'BenchmarkConsulRatio' -benchtime 2s ./api/consul/
 
 ## bench-lb: requests/s and added latency through `beacon lb` vs the backend directly
-## (and nginx when installed); BENCH_LB_FLAGS="-wrk -duration 20s" to change it
+## (and nginx when installed), throughput with wrk when installed (issue 18's yardstick;
+## the Go load generator otherwise); BENCH_LB_FLAGS="-wrk -duration 20s" to change it,
+## BENCH_LB_FLAGS= for the Go load generator
+BENCH_LB_FLAGS ?= -wrk
 bench-lb: build
 	$(GO) run ./scripts/benchlb -beacon $(BIN) $(BENCH_LB_FLAGS)
 

@@ -72,14 +72,14 @@ func TestReviewHandoffAfterAFastRequestKeepsNoStaleWriteDeadline(t *testing.T) {
 		be := startRawBackend(t)
 		cat := newMemCatalog()
 		idx := cat.Set("web", be.backend())
-		b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.RequestTimeout = 200 * time.Millisecond })
+		b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.RequestTimeout = time.Second }) // the first request must beat it on a busy machine
 		waitTable(t, b, "web", idx)
 		c, br := dialRaw(t, url)
 		fmt.Fprint(c, "GET /web/a/cl HTTP/1.1\r\nHost: x\r\n\r\n")
 		if r := readAnswer(t, br, "first (fast) request"); r.StatusCode != 200 {
 			t.Fatalf("first: %d", r.StatusCode)
 		}
-		time.Sleep(400 * time.Millisecond) // past the first request's deadline
+		time.Sleep(1200 * time.Millisecond) // past the first request's deadline
 		// Unknown route: handed to net/http, which answers 404.
 		fmt.Fprint(c, "GET /nope/x HTTP/1.1\r\nHost: x\r\n\r\n")
 		if r := readAnswer(t, br, "second (handed-off) request"); r.StatusCode != 404 {
@@ -298,12 +298,12 @@ func TestReviewASlowButSteadyBodyIsTaken(t *testing.T) {
 		be := startRawBackend(t)
 		cat := newMemCatalog()
 		idx := cat.Set("web", be.backend())
-		b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.ReadHeaderTimeout = 500 * time.Millisecond })
+		b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.ReadHeaderTimeout = time.Second })
 		waitTable(t, b, "web", idx)
 		c, br := dialRaw(t, url)
-		fmt.Fprint(c, "POST /web/cl HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
-		for _, part := range []string{"a", "b", "c", "d"} {
-			time.Sleep(300 * time.Millisecond) // each part well within the timeout
+		fmt.Fprint(c, "POST /web/cl HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+		for _, part := range []string{"a", "b", "c", "d", "e"} {
+			time.Sleep(300 * time.Millisecond) // each part well within the timeout, all of them past it
 			if _, err := io.WriteString(c, part); err != nil {
 				t.Fatalf("write: %v", err)
 			}
@@ -311,7 +311,7 @@ func TestReviewASlowButSteadyBodyIsTaken(t *testing.T) {
 		if r := readAnswer(t, br, "slow POST"); r.StatusCode != 200 {
 			t.Fatalf("status %d", r.StatusCode)
 		}
-		if seen := be.next(); seen == nil || seen.Body != "abcd" {
+		if seen := be.next(); seen == nil || seen.Body != "abcde" {
 			t.Fatalf("the instance saw %+v", seen)
 		}
 	})
@@ -526,7 +526,7 @@ func TestReviewUnaskedBytesOnAPooledConnectionAreNotAnAnswer(t *testing.T) {
 				t.Fatalf("client %s got the bytes the instance sent unasked after client A's answer", client)
 			}
 			if i == 0 {
-				time.Sleep(80 * time.Millisecond) // the unasked answer has arrived; < 200 ms idle
+				time.Sleep(300 * time.Millisecond) // the unasked answer (sent 20 ms after) has arrived
 			}
 		}
 	})
