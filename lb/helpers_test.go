@@ -169,8 +169,15 @@ func startBackend(t testing.TB, name string) *testBackend {
 // handle replaces the backend's handler (it still counts hits).
 func (b *testBackend) handle(h http.HandlerFunc) { b.handler.Store(&h) }
 
-// kill stops the backend at once, dropping its connections: the process is gone.
-func (b *testBackend) kill() { _ = b.srv.Close() }
+// kill stops the backend at once, dropping its connections: the process is
+// gone. The listener is closed here too: Server.Close closes only listeners
+// its Serve has started on, and a Serve goroutine not yet running would
+// leave the port accepting into its backlog (a balancer's connection there
+// is reset later, instead of refused now).
+func (b *testBackend) kill() {
+	_ = b.srv.Close()
+	_ = b.ln.Close()
+}
 
 // backend returns its registry record: passing, weight 1.
 func (b *testBackend) backend() Backend {
