@@ -30,6 +30,7 @@ type backend struct {
 	name string
 	port int
 	srv  *http.Server
+	ln   net.Listener
 	hits atomic.Int64
 	slow atomic.Pointer[chan struct{}] // when set, requests wait for it to close
 }
@@ -40,7 +41,7 @@ func startBackend(t *testing.T, name string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, port: ln.Addr().(*net.TCPAddr).Port}
+	b := &backend{name: name, port: ln.Addr().(*net.TCPAddr).Port, ln: ln}
 	b.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		if ch := b.slow.Load(); ch != nil && r.URL.Query().Get("slow") != "" {
@@ -53,8 +54,12 @@ func startBackend(t *testing.T, name string) *backend {
 	return b
 }
 
-// kill stops the backend at once, as if its process died.
-func (b *backend) kill() { _ = b.srv.Close() }
+// kill stops the backend at once, as if its process died. The listener is
+// closed here too: Server.Close misses one whose Serve has not started yet.
+func (b *backend) kill() {
+	_ = b.srv.Close()
+	_ = b.ln.Close()
+}
 
 func (b *backend) reg(meta ...string) *client.Registration {
 	r := &client.Registration{Address: "127.0.0.1", Port: b.port}
