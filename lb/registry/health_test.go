@@ -28,7 +28,7 @@ func startCheckedBackend(t *testing.T, name string) *checkedBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cb := &checkedBackend{backend: &backend{name: name, port: ln.Addr().(*net.TCPAddr).Port}}
+	cb := &checkedBackend{backend: &backend{name: name, port: ln.Addr().(*net.TCPAddr).Port, ln: ln}}
 	cb.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/health" {
 			if cb.sick.Load() {

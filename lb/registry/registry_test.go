@@ -58,7 +58,9 @@ func startBackend(t *testing.T, name string) *backend {
 // closed here too: Server.Close misses one whose Serve has not started yet.
 func (b *backend) kill() {
 	_ = b.srv.Close()
-	_ = b.ln.Close()
+	if b.ln != nil {
+		_ = b.ln.Close()
+	}
 }
 
 func (b *backend) reg(meta ...string) *client.Registration {
