@@ -93,7 +93,7 @@ balancers may follow the same cluster. docs/lb.md describes every option.
 	fl.DurationVar(&lc.ReadHeaderTimeout, "read-header-timeout", lc.ReadHeaderTimeout, "client request header timeout")
 	fl.DurationVar(&lc.IdleTimeout, "idle-timeout", lc.IdleTimeout, "client keep-alive idle timeout")
 	fl.BoolVar(&lc.PassHost, "pass-host", lc.PassHost, "forward the client's Host header (else the instance's host:port)")
-	fl.BoolVar(&lc.DisableFastPath, "no-fast-path", lc.DisableFastPath, "serve every request through net/http's server (same answers, about twice the CPU per request; docs/lb.md)")
+	fl.BoolVar(&lc.DisableFastPath, "no-fast-path", lc.DisableFastPath, "serve every request through net/http's server (same answers, about 1.7x the CPU per request; docs/lb.md)")
 	fl.BoolVar(&opts.flags.AllowLoopback, "lb-allow-loopback", false, "connect to loopback instances (127.0.0.0/8, ::1); off, they get 502 (docs/security.md)")
 	fl.StringArrayVar(&opts.flags.DenyCIDRs, "lb-deny-cidr", nil, "CIDR never connected to, besides 169.254.0.0/16 and fe80::/10 (repeatable)")
 	fl.IntVar(&lc.MaxHops, "max-hops", lc.MaxHops, "answer 508 to a request that has passed this many Beacon balancers (a loop)")

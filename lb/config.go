@@ -126,7 +126,8 @@ type Config struct {
 	// DisableFastPath serves every request through net/http's server and
 	// httputil's machinery instead of the balancer's own HTTP/1.1 path for
 	// plain requests (docs/lb.md, "The request path"). The answers are the
-	// same; the fast path costs about half the CPU per request.
+	// same; the fast path costs about 40 % less CPU per request (18-20 against 32 µs
+	// in make bench-lb).
 	DisableFastPath bool
 
 	// PassHost forwards the client's Host header; otherwise the upstream
