@@ -261,9 +261,7 @@ func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadlin
 		c.nc.Close()
 		return nil, err
 	}
-	if !deadline.IsZero() {
-		_ = c.nc.SetWriteDeadline(deadline)
-	}
+	c.setWriteDeadline(deadline)
 	_, _ = c.bw.Write(head)
 	_, _ = c.bw.Write(body)
 	if err := c.bw.Flush(); err != nil {
@@ -272,11 +270,19 @@ func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadlin
 		}
 		return fail(err)
 	}
-	rd := time.Now().Add(u.respHeaderTimeout)
-	if !deadline.IsZero() && deadline.Before(rd) {
-		rd = deadline
+	// The answer's head is due within the response header timeout. On a
+	// busy connection the deadline is not moved for every request: one set
+	// up to a quarter of the timeout later than needed stays while it is
+	// at least the timeout away (so a head may take up to 1.25x the
+	// timeout). The request's own deadline is always exact.
+	now := time.Now()
+	rd := now.Add(u.respHeaderTimeout)
+	switch {
+	case !deadline.IsZero() && deadline.Before(rd):
+		c.setReadDeadline(deadline)
+	case c.rdl.IsZero() || c.rdl.Before(rd) || c.rdl.After(rd.Add(u.respHeaderTimeout/4)):
+		c.setReadDeadline(rd.Add(u.respHeaderTimeout / 4))
 	}
-	_ = c.nc.SetReadDeadline(rd)
 	c.lr.n = u.maxResponseHeader
 	ex := &exchange{c: c}
 	ok, err := ex.parseHead(isHead)
@@ -308,15 +314,13 @@ func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadlin
 	}
 	c.lr.n = math.MaxInt64
 	if ex.res == nil && c.br.Buffered() >= len(ex.head)+int(ex.length) {
-		// The whole answer is read already: no read is left to bound
-		// (release clears the header deadline).
+		// The whole answer is read already: no read is left to bound, and
+		// the header deadline may stay for the next request.
 		return ex, nil
 	}
-	if deadline.IsZero() {
-		_ = c.nc.SetReadDeadline(time.Time{})
-	} else {
-		_ = c.nc.SetReadDeadline(deadline)
-	}
+	// The body is bounded by the request's deadline only, as on net/http's
+	// path.
+	c.setReadDeadline(deadline)
 	return ex, nil
 }
 
@@ -491,7 +495,8 @@ func (ex *exchange) discard() {
 // request, or closes it.
 func (ex *exchange) release() {
 	if ex.keep && ex.c.br.Buffered() == 0 {
-		_ = ex.c.nc.SetDeadline(time.Time{})
+		// The deadlines stay: the next exchange or roundTrip sets what it
+		// needs, and the peek before reuse does not look at them.
 		ex.c.u.put(ex.c)
 		return
 	}

@@ -51,6 +51,26 @@ type upConn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	reused bool
+	// rdl and wdl are the read and write deadlines set on nc (zero:
+	// none), so that the fast path sets them only when they must change
+	// (setting one costs a timer update; exchange).
+	rdl, wdl time.Time
+}
+
+// setReadDeadline sets nc's read deadline to t and remembers it.
+func (c *upConn) setReadDeadline(t time.Time) {
+	if !t.Equal(c.rdl) {
+		_ = c.nc.SetReadDeadline(t)
+		c.rdl = t
+	}
+}
+
+// setWriteDeadline sets nc's write deadline to t and remembers it.
+func (c *upConn) setWriteDeadline(t time.Time) {
+	if !t.Equal(c.wdl) {
+		_ = c.nc.SetWriteDeadline(t)
+		c.wdl = t
+	}
 }
 
 // limitReader bounds what the response headers may take, like Transport's
@@ -242,6 +262,7 @@ func (u *upstream) roundTrip(req *http.Request, fresh bool) (*http.Response, err
 		}
 		return nil, err
 	}
+	c.setWriteDeadline(time.Time{}) // one the fast path left
 	if err := req.Write(c.bw); err != nil {
 		return fail(err)
 	}
@@ -252,7 +273,7 @@ func (u *upstream) roundTrip(req *http.Request, fresh bool) (*http.Response, err
 		return fail(err)
 	}
 	if u.respHeaderTimeout > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(u.respHeaderTimeout))
+		c.setReadDeadline(time.Now().Add(u.respHeaderTimeout))
 	}
 	var resp *http.Response
 	for {
@@ -274,7 +295,7 @@ func (u *upstream) roundTrip(req *http.Request, fresh bool) (*http.Response, err
 	}
 	c.lr.n = math.MaxInt64
 	if u.respHeaderTimeout > 0 {
-		_ = c.nc.SetReadDeadline(time.Time{})
+		c.setReadDeadline(time.Time{})
 		if ctx.Err() != nil {
 			// The request ended while the deadline was reset: make sure
 			// the connection stays interrupted.

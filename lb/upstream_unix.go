@@ -20,12 +20,14 @@ func connAlive(nc net.Conn) bool {
 	}
 	alive := true
 	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	// Control, not Read: the peek never waits (MSG_DONTWAIT), so it needs
+	// neither the poller's state nor a deadline check; this runs on every
+	// reuse of a pooled connection.
+	err = rc.Control(func(fd uintptr) {
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// Only EAGAIN is the healthy idle connection: no error is either
 		// the peer's FIN or data nobody asked for.
 		alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
 	})
 	return err == nil && alive
 }
