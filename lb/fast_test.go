@@ -3,6 +3,7 @@ package lb
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -395,5 +396,51 @@ func TestFastPathBoundsSlowClients(t *testing.T) {
 		if whole != strings.HasPrefix(string(got), "HTTP/1.1 200") {
 			t.Fatalf("%q: got %q", raw, got)
 		}
+	}
+}
+
+// TestFastServerEndsWhenItsListenerFails: a listener that fails (closed
+// under the server, not by Shutdown) ends Serve with its error and leaves
+// no goroutine behind (goleak, TestMain).
+func TestFastServerEndsWhenItsListenerFails(t *testing.T) {
+	cat := newMemCatalog()
+	cfg := DefaultConfig()
+	cfg.AllowLoopback = true
+	b, err := New(cfg, cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Serve(ln) }()
+	for deadline := time.Now().Add(10 * time.Second); b.fast.Load() == nil; time.Sleep(time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("Serve returned early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Serve did not start the fast path within 10 s")
+		}
+	}
+	ln.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Serve returned nil for a listener closed under it")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return within 10 s of its listener closing")
 	}
 }

@@ -56,7 +56,12 @@ func (s *fastServer) serve() error {
 	go func() { errc <- s.srv.Serve(s.hand) }()
 	s.scanning.Add(1)
 	go s.scanWatches()
-	defer s.scanning.Wait()
+	defer func() {
+		// However serve ends (Shutdown, Close, a listener error), the scan
+		// ends with it.
+		s.stopScan()
+		s.scanning.Wait()
+	}()
 	var delay time.Duration
 	for {
 		nc, err := s.ln.Accept()
