@@ -148,11 +148,12 @@ func TestReviewPipelinedAnswerIsNotHeldBehindASlowOne(t *testing.T) {
 // with a head announcing more body than it sends, then stalls until the
 // test ends (or stop is called).
 type stallingBackend struct {
-	ln   net.Listener
-	stop chan struct{}
-	gone chan struct{} // one per connection the balancer closed (or reset)
-	once sync.Once
-	wg   sync.WaitGroup
+	ln       net.Listener
+	stop     chan struct{}
+	gone     chan struct{} // one per connection the balancer closed (or reset)
+	answered chan struct{} // one per answer written
+	once     sync.Once
+	wg       sync.WaitGroup
 }
 
 func startStallingBackend(t *testing.T, answer string) *stallingBackend {
@@ -160,7 +161,7 @@ func startStallingBackend(t *testing.T, answer string) *stallingBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stallingBackend{ln: ln, stop: make(chan struct{}), gone: make(chan struct{}, 16)}
+	s := &stallingBackend{ln: ln, stop: make(chan struct{}), gone: make(chan struct{}, 16), answered: make(chan struct{}, 16)}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -178,6 +179,7 @@ func startStallingBackend(t *testing.T, answer string) *stallingBackend {
 					return
 				}
 				_, _ = io.WriteString(c, answer)
+				s.answered <- struct{}{}
 				s.wg.Add(1)
 				go func() { defer s.wg.Done(); <-s.stop; c.Close() }()
 				var b [1]byte
@@ -194,6 +196,16 @@ func startStallingBackend(t *testing.T, answer string) *stallingBackend {
 	}()
 	t.Cleanup(s.close)
 	return s
+}
+
+// waitAnswered waits (bounded) until the backend has written an answer.
+func (s *stallingBackend) waitAnswered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend got no request within 10 s")
+	}
 }
 
 func (s *stallingBackend) close() {
@@ -221,7 +233,7 @@ func TestReviewShutdownReturnsWhenItsContextEnds(t *testing.T) {
 		waitTable(t, b, "web", idx)
 		c, _ := dialRaw(t, url)
 		fmt.Fprint(c, "GET /web/x HTTP/1.1\r\nHost: x\r\n\r\n")
-		time.Sleep(300 * time.Millisecond) // the answer is under way
+		sb.waitAnswered(t) // the answer is under way
 		done := make(chan error, 1)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -278,7 +290,7 @@ func TestReviewClientGoneReleasesTheUpstreamConnection(t *testing.T) {
 		waitTable(t, b, "web", idx)
 		c, _ := dialRaw(t, url)
 		fmt.Fprint(c, "GET /web/x HTTP/1.1\r\nHost: x\r\n\r\n")
-		time.Sleep(300 * time.Millisecond)
+		sb.waitAnswered(t)
 		c.Close()
 		select {
 		case <-sb.gone:
@@ -366,6 +378,27 @@ func TestReviewIdempotencyKeyIsReadAsNetHTTPReadsIt(t *testing.T) {
 	})
 }
 
+// getPastRequestTimeout sends a GET to a balancer with a 150 ms
+// RequestTimeout in front of an instance that takes 2 s to answer; it
+// returns the service's table and the client connection's reader.
+func getPastRequestTimeout(t *testing.T, mut func(*Config)) (*Table, *bufio.Reader) {
+	t.Helper()
+	be := startBackend(t, "web-1")
+	be.handle(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	})
+	cat := newMemCatalog()
+	idx := cat.Set("web", be.backend())
+	b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.RequestTimeout = 150 * time.Millisecond })
+	tbl := waitTable(t, b, "web", idx)
+	c, br := dialRaw(t, url)
+	fmt.Fprint(c, "GET /web/x HTTP/1.1\r\nHost: x\r\n\r\n")
+	return tbl, br
+}
+
 // Failed at fff1b1f (fast). RequestTimeout must end in the balancer's 504 JSON
 // answer, as on net/http's path. fastServe sets the client connection's
 // write deadline to the request's deadline, the same instant at which the
@@ -373,19 +406,7 @@ func TestReviewIdempotencyKeyIsReadAsNetHTTPReadsIt(t *testing.T) {
 // the client gets EOF instead of the 504.
 func TestReviewRequestTimeoutIsAnswered504(t *testing.T) {
 	bothPaths(t, func(t *testing.T, mut func(*Config)) {
-		be := startBackend(t, "web-1")
-		be.handle(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case <-r.Context().Done():
-			case <-time.After(2 * time.Second):
-			}
-		})
-		cat := newMemCatalog()
-		idx := cat.Set("web", be.backend())
-		b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.RequestTimeout = 150 * time.Millisecond })
-		waitTable(t, b, "web", idx)
-		c, br := dialRaw(t, url)
-		fmt.Fprint(c, "GET /web/x HTTP/1.1\r\nHost: x\r\n\r\n")
+		_, br := getPastRequestTimeout(t, mut)
 		r := readAnswer(t, br, "GET past RequestTimeout")
 		if r.StatusCode != http.StatusGatewayTimeout || r.Header.Get("Content-Type") != "application/json" {
 			t.Fatalf("status %d %q, want 504 application/json", r.StatusCode, r.Header.Get("Content-Type"))
@@ -399,19 +420,7 @@ func TestReviewRequestTimeoutIsAnswered504(t *testing.T) {
 // than RequestTimeout eject instances on the fast path only.
 func TestReviewRequestTimeoutIsNotCountedAgainstTheInstance(t *testing.T) {
 	bothPaths(t, func(t *testing.T, mut func(*Config)) {
-		be := startBackend(t, "web-1")
-		be.handle(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case <-r.Context().Done():
-			case <-time.After(2 * time.Second):
-			}
-		})
-		cat := newMemCatalog()
-		idx := cat.Set("web", be.backend())
-		b, url := startBalancer(t, cat, func(c *Config) { mut(c); c.RequestTimeout = 150 * time.Millisecond })
-		tbl := waitTable(t, b, "web", idx)
-		c, br := dialRaw(t, url)
-		fmt.Fprint(c, "GET /web/x HTTP/1.1\r\nHost: x\r\n\r\n")
+		tbl, br := getPastRequestTimeout(t, mut)
 		_, _ = http.ReadResponse(br, nil) // a 504 (or, now, EOF on the fast path)
 		if n := tbl.entries[0].state.failures.Load(); n != 0 {
 			t.Fatalf("%d failure(s) counted against the instance for the request's own timeout", n)
@@ -481,6 +490,7 @@ func TestReviewUnaskedBytesOnAPooledConnectionAreNotAnAnswer(t *testing.T) {
 		}
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
+		unasked := make(chan struct{}, 1)
 		t.Cleanup(func() { close(stop); ln.Close(); wg.Wait() })
 		wg.Add(1)
 		go func() {
@@ -505,6 +515,7 @@ func TestReviewUnaskedBytesOnAPooledConnectionAreNotAnAnswer(t *testing.T) {
 						if i == 0 {
 							time.Sleep(20 * time.Millisecond)
 							io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nUNASKD")
+							unasked <- struct{}{}
 						}
 					}
 				}()
@@ -526,7 +537,13 @@ func TestReviewUnaskedBytesOnAPooledConnectionAreNotAnAnswer(t *testing.T) {
 				t.Fatalf("client %s got the bytes the instance sent unasked after client A's answer", client)
 			}
 			if i == 0 {
-				time.Sleep(300 * time.Millisecond) // the unasked answer (sent 20 ms after) has arrived
+				// The unasked answer is written (on loopback, in the
+				// balancer's socket at once) before client B asks.
+				select {
+				case <-unasked:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the instance did not send its unasked answer")
+				}
 			}
 		}
 	})

@@ -138,25 +138,13 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && !expired(deadline)
 		rt := retrier{p: p}
 		if err != nil {
-			e.state.inflight.Add(-1)
 			c.setUpstream(nil)
-			if c.watch.gone.Load() || expired(deadline) {
-				// The client left or the request timed out: not the
-				// instance's fault.
-				return false, err
-			}
-			rt.failed(st, e, now)
-			if more && rt.canRetryError(st, err) && rt.budget(st) {
+			if rt.afterError(st, e, now, err, c.watch.gone.Load() || expired(deadline), more) {
 				continue
 			}
 			return false, err
 		}
-		if cfg.outlierStatus(ex.status) {
-			rt.failed(st, e, now)
-		} else {
-			e.state.succeed(now, cfg)
-		}
-		if slices.Contains(cfg.RetryStatuses, ex.status) && more && st.idempotent && rt.budget(st) {
+		if rt.afterAnswer(st, e, now, ex.status, more) {
 			ex.discard()
 			c.setUpstream(nil)
 			e.state.inflight.Add(-1)
@@ -363,53 +351,32 @@ func (ex *exchange) parseHead(isHead bool) (bool, error) {
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') || !fieldValue(line) {
 		return false, nil
 	}
-	status := 0
-	for _, c := range line[9:12] {
-		if c < '0' || c > '9' {
-			return false, nil
-		}
-		status = status*10 + int(c-'0')
-	}
-	if status < 200 || status > 599 {
+	code, ok := digits(line[9:12], 3)
+	status := int(code)
+	if !ok || status < 200 || status > 599 {
 		return false, nil
 	}
 	length := int64(-1)
 	keep := true
 	for pos := eol + 2; pos < len(head)-2; {
-		end := pos + bytes.Index(head[pos:], crlf)
-		line := head[pos:end]
-		pos = end + 2
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		name, value, next, ok := nextHeader(head, pos)
+		if !ok {
 			return false, nil
 		}
-		value := bytes.Trim(line[colon+1:], " \t")
-		if !fieldValue(value) {
-			return false, nil
-		}
-		switch respHeaderKind(line[:colon]) {
+		pos = next
+		switch respHeaderKind(name) {
 		case respContentLength:
-			if length >= 0 || len(value) == 0 || len(value) > 15 {
+			n, ok := digits(value, 15)
+			if length >= 0 || !ok {
 				return false, nil
-			}
-			n := int64(0)
-			for _, c := range value {
-				if c < '0' || c > '9' {
-					return false, nil
-				}
-				n = n*10 + int64(c-'0')
 			}
 			length = n
 		case respConnection:
-			for _, tok := range strings.Split(string(value), ",") {
-				switch strings.ToLower(strings.TrimSpace(tok)) {
-				case "close":
-					keep = false
-				case "keep-alive", "":
-				default:
-					return false, nil
-				}
+			close, ok := connectionClose(value)
+			if !ok {
+				return false, nil
 			}
+			keep = keep && !close
 		case respRefuse:
 			return false, nil
 		case respContentType:
@@ -443,17 +410,12 @@ const (
 )
 
 func respHeaderKind(name []byte) int {
-	if len(name) > 20 {
+	var buf [20]byte
+	lower := lowerName(name, &buf)
+	if lower == nil {
 		return respPass
 	}
-	var lower [20]byte
-	for i, c := range name {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		lower[i] = c
-	}
-	switch string(lower[:len(name)]) {
+	switch string(lower) {
 	case "content-length":
 		return respContentLength
 	case "connection":

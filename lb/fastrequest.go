@@ -51,18 +51,79 @@ const (
 	hdrRefuse // for net/http: Transfer-Encoding, Expect, Upgrade, HTTP2-Settings
 )
 
-func headerKind(name []byte) int {
-	if len(name) > 20 {
-		return hdrPass
+// lowerName returns name in lower case in buf, or nil when it is longer
+// than any name the parsers treat specially.
+func lowerName(name []byte, buf *[20]byte) []byte {
+	if len(name) > len(buf) {
+		return nil
 	}
-	var lower [20]byte
 	for i, c := range name {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		lower[i] = c
+		buf[i] = c
 	}
-	switch string(lower[:len(name)]) {
+	return buf[:len(name)]
+}
+
+// nextHeader reads the header line of head starting at pos (head ends in
+// the empty line): its name, its value without surrounding blanks, and
+// where the next line starts. ok is false for a line the fast path does not
+// pass on as it is: obs-fold, no name, a space before the colon, control
+// characters in the value.
+func nextHeader(head []byte, pos int) (name, value []byte, next int, ok bool) {
+	end := pos + bytes.Index(head[pos:], crlf)
+	line := head[pos:end]
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !isToken(line[:colon]) {
+		return nil, nil, 0, false
+	}
+	value = bytes.Trim(line[colon+1:], " \t")
+	if !fieldValue(value) {
+		return nil, nil, 0, false
+	}
+	return line[:colon], value, end + 2, true
+}
+
+// digits reads a length of at most max decimal digits (no sign, no
+// blanks).
+func digits(v []byte, max int) (int64, bool) {
+	if len(v) == 0 || len(v) > max {
+		return 0, false
+	}
+	n := int64(0)
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// connectionClose reads a Connection header: close asks to close; ok is
+// false when it names anything but close and keep-alive (headers to drop,
+// which net/http's path handles).
+func connectionClose(v []byte) (close, ok bool) {
+	for _, tok := range strings.Split(string(v), ",") {
+		switch strings.ToLower(strings.TrimSpace(tok)) {
+		case "close":
+			close = true
+		case "keep-alive", "":
+		default:
+			return false, false
+		}
+	}
+	return close, true
+}
+
+func headerKind(name []byte) int {
+	var buf [20]byte
+	lower := lowerName(name, &buf)
+	if lower == nil {
+		return hdrPass
+	}
+	switch string(lower) {
 	case "host":
 		return hdrHost
 	case "content-length":
@@ -142,19 +203,14 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 	hosts, hopsSeen := 0, false
 	var seen [hdrRefuse + 1]bool
 	for pos := eol + 2; pos < len(head)-2; {
-		end := pos + bytes.Index(head[pos:], crlf)
-		line := head[pos:end]
-		from := pos
-		pos = end + 2
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
-			return false // obs-fold, no name, a space before the colon...
-		}
-		value := bytes.Trim(line[colon+1:], " \t")
-		if !fieldValue(value) {
+		name, value, next, ok := nextHeader(head, pos)
+		if !ok {
 			return false
 		}
-		switch headerKind(line[:colon]) {
+		from := pos
+		pos = next
+		kind := headerKind(name)
+		switch kind {
 		case hdrPass:
 			r.lines = append(r.lines, span{from, pos})
 		case hdrDrop:
@@ -167,27 +223,17 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 			}
 			r.host = string(value)
 		case hdrContentLength:
-			if r.contentLength >= 0 || len(value) == 0 || len(value) > 6 {
+			n, ok := digits(value, 6)
+			if r.contentLength >= 0 || !ok {
 				return false
-			}
-			n := int64(0)
-			for _, c := range value {
-				if c < '0' || c > '9' {
-					return false
-				}
-				n = n*10 + int64(c-'0')
 			}
 			r.contentLength = n
 		case hdrConnection:
-			for _, tok := range strings.Split(string(value), ",") {
-				switch strings.ToLower(strings.TrimSpace(tok)) {
-				case "close":
-					r.close = true
-				case "keep-alive", "":
-				default:
-					return false // names headers to drop: net/http's path knows how
-				}
+			close, ok := connectionClose(value)
+			if !ok {
+				return false
 			}
+			r.close = r.close || close
 		case hdrTe:
 			if tokenIn(string(value), "trailers") {
 				r.teTrailers = true
@@ -202,8 +248,8 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 			}
 		case hdrIdempotency, hdrXIdempotency:
 			// The first value counts, as Header.Get in idempotent().
-			if k := headerKind(line[:colon]); !seen[k] {
-				seen[k] = true
+			if !seen[kind] {
+				seen[kind] = true
 				if len(value) > 0 {
 					r.idempotent = true
 				}

@@ -339,24 +339,12 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		rt.p.b.metrics.attempt(st.svc.name, e.ID, status, err, time.Since(start))
 		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && req.Context().Err() == nil
 		if err != nil {
-			e.state.inflight.Add(-1)
-			if req.Context().Err() != nil {
-				// The client left or the request timed out: not the
-				// instance's fault.
-				return nil, err
-			}
-			rt.failed(st, e, now)
-			if more && rt.canRetryError(st, err) && rt.budget(st) {
+			if rt.afterError(st, e, now, err, req.Context().Err() != nil, more) {
 				continue
 			}
 			return nil, err
 		}
-		if cfg.outlierStatus(resp.StatusCode) {
-			rt.failed(st, e, now)
-		} else {
-			e.state.succeed(now, cfg)
-		}
-		if slices.Contains(cfg.RetryStatuses, resp.StatusCode) && more && st.idempotent && st.body.replayable() && rt.budget(st) {
+		if rt.afterAnswer(st, e, now, resp.StatusCode, more) {
 			_, _ = io.CopyN(io.Discard, resp.Body, maxDrainOnRetry)
 			resp.Body.Close()
 			e.state.inflight.Add(-1)
@@ -365,6 +353,31 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = countBody(resp.Body, e.state)
 		return resp, nil
 	}
+}
+
+// afterError settles an attempt on e that got no answer and reports whether
+// to try another instance. ended: the request itself ended (client gone,
+// request timeout), which is not the instance's fault and ends the request.
+func (rt *retrier) afterError(st *reqState, e *entry, now int64, err error, ended, more bool) bool {
+	e.state.inflight.Add(-1)
+	if ended {
+		return false
+	}
+	rt.failed(st, e, now)
+	return more && rt.canRetryError(st, err) && rt.budget(st)
+}
+
+// afterAnswer counts e's answer with status for outlier detection and
+// reports whether to drop it and try another instance (a retry status, an
+// idempotent request whose body can be sent again, budget left).
+func (rt *retrier) afterAnswer(st *reqState, e *entry, now int64, status int, more bool) bool {
+	cfg := &rt.p.b.cfg
+	if cfg.outlierStatus(status) {
+		rt.failed(st, e, now)
+	} else {
+		e.state.succeed(now, cfg)
+	}
+	return slices.Contains(cfg.RetryStatuses, status) && more && st.idempotent && st.body.replayable() && rt.budget(st)
 }
 
 func (rt *retrier) failed(st *reqState, e *entry, now int64) {
