@@ -29,6 +29,10 @@ type writeTxn struct {
 	visibleAt uint64
 	tables    map[string]uint64 // table -> last index in the batch that changed it
 	services  map[string]*serviceTouch
+	// sets holds the instance set of each service the batch changed: a
+	// clone of the committed set that only this batch sees until finish
+	// writes it (instset.go).
+	sets map[string]*instanceSet
 }
 
 // serviceTouch follows one service's instance count through a batch.
@@ -43,6 +47,61 @@ func (w *writeTxn) begin(tx *memdb.Txn, in *interner) {
 	w.tx, w.in = tx, in
 	clear(w.tables)
 	clear(w.services)
+	if w.sets == nil {
+		w.sets = map[string]*instanceSet{}
+	}
+	clear(w.sets)
+}
+
+// set returns service's instances as the batch sees them so far (nil if it
+// has none and never had).
+func (w *writeTxn) set(service string) *instanceSet {
+	if s, ok := w.sets[service]; ok {
+		return s
+	}
+	return setOf(w.tx, nil, service)
+}
+
+// mutableSet returns service's set, cloned for this batch on first use.
+func (w *writeTxn) mutableSet(service string) *instanceSet {
+	if s, ok := w.sets[service]; ok {
+		return s
+	}
+	s := setOf(w.tx, nil, service)
+	if s == nil {
+		s = newInstanceSet()
+	} else {
+		s = s.Clone()
+	}
+	w.sets[service] = s
+	return s
+}
+
+// putInstance stores inst, replacing the record with its service and ID.
+func (w *writeTxn) putInstance(inst *Instance) {
+	if inst.Service == "" || inst.ID == "" {
+		panic(errNoKey) // applyRegister refuses them: a programming error
+	}
+	old, _ := w.mutableSet(inst.Service).ReplaceOrInsert(inst)
+	if indexed(inst) {
+		w.insert(tableInstances, inst)
+		return
+	}
+	if old != nil && indexed(old) {
+		w.delete(tableInstances, old)
+		return
+	}
+	w.tables[tableInstances] = max(w.tables[tableInstances], w.index)
+}
+
+// removeInstance deletes inst.
+func (w *writeTxn) removeInstance(inst *Instance) {
+	w.mutableSet(inst.Service).Delete(inst)
+	if indexed(inst) {
+		w.delete(tableInstances, inst)
+		return
+	}
+	w.tables[tableInstances] = max(w.tables[tableInstances], w.index)
 }
 
 func (w *writeTxn) insert(table string, obj any) {
@@ -71,10 +130,7 @@ func (w *writeTxn) instance(service, id string) *Instance {
 	if service == "" || id == "" {
 		return nil // no such key; the indexer refuses an empty id
 	}
-	if raw := w.first(tableInstances, "id", service, id); raw != nil {
-		return raw.(*Instance)
-	}
-	return nil
+	return getInstance(w.set(service), id)
 }
 
 func (w *writeTxn) check(id string) *Check {
@@ -114,6 +170,15 @@ func (w *writeTxn) touch(service string, delta int) {
 // (created, updated, or deleted with a tombstone keeping its deletion index)
 // and the index of every table that changed.
 func (w *writeTxn) finish() {
+	for name, s := range w.sets {
+		if s.Len() > 0 {
+			if err := w.tx.Insert(tableSets, &serviceSet{Service: name, set: s}); err != nil {
+				panic(err)
+			}
+		} else if _, err := w.tx.DeleteAll(tableSets, "id", name); err != nil {
+			panic(err)
+		}
+	}
 	for name, st := range w.services {
 		w.index = st.index
 		if st.count <= 0 {
@@ -272,7 +337,7 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		w.delete(tableChecks, c)
 	}
 	refreshStatus(inst, checks, req.Time, "registration", "")
-	w.insert(tableInstances, inst)
+	w.putInstance(inst)
 	w.touch(req.Service, 0)
 	return nil
 }
@@ -315,7 +380,7 @@ func applyDeregister(w *writeTxn, req *DeregisterRequest) *RejectError {
 	for _, c := range w.checksOf(req.Service, req.ID) {
 		w.delete(tableChecks, c)
 	}
-	w.delete(tableInstances, inst)
+	w.removeInstance(inst)
 	w.touch(inst.Service, -1)
 	return nil
 }
@@ -367,7 +432,7 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		n := inst.Clone()
 		refreshStatus(n, w.checksOf(k.service, k.id), req.Time, "", "")
 		n.ModifyIndex = w.index
-		w.insert(tableInstances, n)
+		w.putInstance(n)
 		w.touch(n.Service, 0)
 	}
 	if len(refused) > 0 {
@@ -392,7 +457,7 @@ func recordTransition(w *writeTxn, c *Check, from Health, at int64) {
 	to := c.Effective()
 	n.Transitions = appendTransition(n.Transitions, Transition{Time: at, Check: c.ID, From: from, To: to, Output: c.Output})
 	n.ModifyIndex = w.index
-	w.insert(tableInstances, n)
+	w.putInstance(n)
 }
 
 func appendTransition(ts []Transition, t Transition) []Transition {
@@ -494,7 +559,7 @@ func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
 		}
 		refreshStatus(n, w.checksOf(n.Service, n.ID), now, "node", out)
 		n.ModifyIndex = w.index
-		w.insert(tableInstances, n)
+		w.putInstance(n)
 		w.touch(n.Service, 0)
 	}
 }
@@ -522,7 +587,7 @@ func applyMaintenance(w *writeTxn, req *MaintenanceRequest) *RejectError {
 		return reject(ErrInvalid, "unknown maintenance mode %q", req.Mode)
 	}
 	n.ModifyIndex = w.index
-	w.insert(tableInstances, n)
+	w.putInstance(n)
 	w.touch(n.Service, 0)
 	return nil
 }
@@ -536,7 +601,7 @@ func applyMetrics(w *writeTxn, req *MetricsRequest) *RejectError {
 		n := inst.Clone()
 		n.Metrics = u.Metrics
 		n.ModifyIndex = w.index
-		w.insert(tableInstances, n)
+		w.putInstance(n)
 		w.touch(n.Service, 0)
 	}
 	return nil

@@ -128,7 +128,7 @@ func countRecords(tx *memdb.Txn) (ArchiveCounts, error) {
 		table string
 		n     *int
 	}{
-		{tableServices, &out.Services}, {tableInstances, &out.Instances}, {tableChecks, &out.Checks},
+		{tableServices, &out.Services}, {tableChecks, &out.Checks},
 		{tableNodes, &out.Nodes}, {tableTokens, &out.Tokens},
 	} {
 		it, err := tx.Get(t.table, "id")
@@ -139,6 +139,10 @@ func countRecords(tx *memdb.Txn) (ArchiveCounts, error) {
 			*t.n++
 		}
 	}
+	eachSet(tx, func(s *serviceSet) bool {
+		out.Instances += s.set.Len()
+		return true
+	})
 	return out, nil
 }
 

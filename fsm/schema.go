@@ -10,6 +10,7 @@ import (
 // Table names.
 const (
 	tableInstances = "instances"
+	tableSets      = "sets"
 	tableChecks    = "checks"
 	tableServices  = "services"
 	tableNodes     = "nodes"
@@ -26,9 +27,13 @@ type indexEntry struct {
 func schema() *memdb.DBSchema {
 	str := func(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		// Every instance is in its service's set (instset.go), a row of
+		// the sets table. Only instances with a Node or a Drain are also
+		// rows of the instances table, for the node and draining indexes.
+		tableSets: {Name: tableSets, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: str("Service")},
+		}},
 		tableInstances: {Name: tableInstances, Indexes: map[string]*memdb.IndexSchema{
-			// (Service, ID): one service's instances are a prefix of the
-			// primary index, so no separate service index is kept.
 			"id":   {Name: "id", Unique: true, Indexer: instanceKeyIndexer{}},
 			"node": {Name: "node", AllowMissing: true, Indexer: str("Node")},
 			// Only draining instances have an entry, so the leader finds

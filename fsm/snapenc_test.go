@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
@@ -269,6 +270,7 @@ func FuzzSnapshotEncoderMatchesCodec(f *testing.F) {
 func TestSnapshotStreamUnchanged(t *testing.T) {
 	st := newStoreState()
 	tx := st.db.Txn(true)
+	sets := &setBuilder{tx: tx, sets: map[string]*instanceSet{}}
 	for _, rec := range []struct {
 		table string
 		obj   any
@@ -281,11 +283,38 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 		{tableTokens, &Token{Accessor: "acc", SecretHash: "00", Policy: "write", Prefixes: []string{"web"}}},
 		{tableIndex, &indexEntry{Key: tableInstances, Value: 300}},
 	} {
-		if err := tx.Insert(rec.table, rec.obj); err != nil {
+		var err error
+		if inst, ok := rec.obj.(*Instance); ok {
+			err = sets.put(inst)
+		} else {
+			err = tx.Insert(rec.table, rec.obj)
+		}
+		if err != nil {
 			t.Fatalf("insert into %s: %v", rec.table, err)
 		}
 	}
+	if err := sets.flush(); err != nil {
+		t.Fatal(err)
+	}
 	tx.Commit()
+	// records lists what tx holds of a table, instances from their sets.
+	recordsOf := func(tx *memdb.Txn, table string) []any {
+		var out []any
+		if table == tableInstances {
+			for _, inst := range allInstances(tx) {
+				out = append(out, inst)
+			}
+			return out
+		}
+		it, err := tx.Get(table, "id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for o := it.Next(); o != nil; o = it.Next() {
+			out = append(out, o)
+		}
+		return out
+	}
 
 	var got bytes.Buffer
 	if err := (&snapshot{tx: st.db.Txn(false), index: 300}).write(&got); err != nil {
@@ -302,9 +331,7 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 	rtx := st.db.Txn(false)
 	records := 0
 	for _, tb := range snapshotTables {
-		it, err := rtx.Get(tb.table, "id")
-		must(err)
-		for o := it.Next(); o != nil; o = it.Next() {
+		for _, o := range recordsOf(rtx, tb.table) {
 			must(enc.Encode(tb.kind))
 			must(enc.Encode(o))
 			records++
@@ -325,11 +352,7 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 	btx := back.db.Txn(false)
 	restored := 0
 	for _, tb := range snapshotTables {
-		it, err := btx.Get(tb.table, "id")
-		must(err)
-		for o := it.Next(); o != nil; o = it.Next() {
-			restored++
-		}
+		restored += len(recordsOf(btx, tb.table))
 	}
 	if restored != records {
 		t.Fatalf("%d records read back, want %d", restored, records)

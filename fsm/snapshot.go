@@ -88,6 +88,23 @@ func (s *snapshot) write(w io.Writer) error {
 		return err
 	}
 	for _, t := range snapshotTables {
+		if t.table == tableInstances {
+			// Every instance, from the services' sets, in (service, ID)
+			// order as the instances table held them before the sets.
+			var werr error
+			eachSet(s.tx, func(set *serviceSet) bool {
+				set.set.Ascend(func(inst *Instance) bool {
+					buf = appendInstance(mpUint(buf[:0], uint64(t.kind)), inst)
+					_, werr = bw.Write(buf)
+					return werr == nil
+				})
+				return werr == nil
+			})
+			if werr != nil {
+				return werr
+			}
+			continue
+		}
 		it, err := s.tx.Get(t.table, "id")
 		if err != nil {
 			return err
@@ -95,8 +112,6 @@ func (s *snapshot) write(w io.Writer) error {
 		for o := it.Next(); o != nil; o = it.Next() {
 			buf = mpUint(buf[:0], uint64(t.kind))
 			switch r := o.(type) {
-			case *Instance:
-				buf = appendInstance(buf, r)
 			case *Check:
 				buf = appendCheck(buf, r)
 			default:
@@ -157,6 +172,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 	in := st.intern
 	tx := st.db.Txn(true)
 	defer tx.Abort()
+	sets := &setBuilder{tx: tx, sets: map[string]*instanceSet{}}
 	for {
 		var kind byte
 		if err := dec.Decode(&kind); err != nil {
@@ -166,6 +182,9 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		var table string
 		switch kind {
 		case recordEnd:
+			if err := sets.flush(); err != nil {
+				return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, tableInstances, err)
+			}
 			tx.Commit()
 			return st, hdr.Index, nil
 		case recordInstance:
@@ -203,13 +222,19 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		case *Check:
 			in.check(o)
 			// Instances come before checks in a snapshot.
-			if inst, _ := lookupUnique(tx, tableInstances, "id", o.Service, o.Instance); inst != nil {
-				o.Instance = inst.(*Instance).ID
+			if inst := sets.get(o.Service, o.Instance); inst != nil {
+				o.Instance = inst.ID
 			}
 		case *Node:
 			o.Name = in.str(o.Name)
 		}
-		if err := tx.Insert(table, obj); err != nil {
+		var err error
+		if inst, ok := obj.(*Instance); ok {
+			err = sets.put(inst)
+		} else {
+			err = tx.Insert(table, obj)
+		}
+		if err != nil {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
 		}
 	}

@@ -255,17 +255,9 @@ func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*
 		return atLeastOne(tombstone(tx, service)), nil
 	}
 	svc := raw.(*Service)
-	// The service's instances are the prefix SERVICE\x00 of the primary
-	// index. The service row's watch channel (added above) is what wakes a
+	// The service row's watch channel (added above) is what wakes a
 	// reader: every write that touches one of these instances rewrites it.
-	it, err := tx.Get(tableInstances, "id", service)
-	if err != nil {
-		panic(err)
-	}
-	out := make([]*Instance, 0, svc.Instances)
-	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, o.(*Instance))
-	}
+	out := appendSet(make([]*Instance, 0, svc.Instances), setOf(tx, nil, service))
 	return atLeastOne(svc.ModifyIndex), out
 }
 
@@ -279,22 +271,12 @@ func (s *Store) Instance(ws memdb.WatchSet, service, id string) (uint64, *Instan
 		// so there is nothing to watch.
 		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
 	}
-	var raw any
-	var err error
-	if ws != nil {
-		var ch <-chan struct{}
-		ch, raw, err = tx.FirstWatch(tableInstances, "id", service, id)
-		ws.Add(ch)
-	} else {
-		raw, err = lookupUnique(tx, tableInstances, "id", service, id)
-	}
-	if err != nil {
-		panic(err)
-	}
-	if raw == nil {
+	// The watch is on the service's set: it fires when any of its
+	// instances changes (a reader compares indexes to tell).
+	inst := getInstance(setOf(tx, ws, service), id)
+	if inst == nil {
 		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
 	}
-	inst := raw.(*Instance)
 	idx := inst.ModifyIndex
 	checks := instanceChecks(tx, ws, service, id)
 	for _, c := range checks {
@@ -341,7 +323,9 @@ func checksOf(tx *memdb.Txn, ws memdb.WatchSet, service, id string, idx *uint64)
 
 // Instances returns every instance in the catalog, ordered by service and ID.
 func (s *Store) Instances(ws memdb.WatchSet) (uint64, []*Instance) {
-	return listTable[*Instance](s, ws, tableInstances)
+	tx := s.read(ws)
+	idx := tableIndexTxn(tx, ws, tableInstances)
+	return atLeastOne(idx), allInstances(tx)
 }
 
 // DrainingInstances returns the instances that are draining. The watch set
@@ -550,14 +534,9 @@ func (s *Store) ServiceSummaries(ws memdb.WatchSet, prefix, after string, limit 
 
 func summarize(tx *memdb.Txn, svc *Service, match func(*Instance) bool) (ServiceSummary, bool) {
 	sum := ServiceSummary{Name: svc.Name, ModifyIndex: svc.ModifyIndex}
-	it, err := tx.Get(tableInstances, "id", svc.Name)
-	if err != nil {
-		panic(err)
-	}
 	matched := match == nil
 	tags := map[string]struct{}{}
-	for o := it.Next(); o != nil; o = it.Next() {
-		inst := o.(*Instance)
+	eachInstance(setOf(tx, nil, svc.Name), func(inst *Instance) {
 		matched = matched || match(inst)
 		sum.Instances++
 		switch inst.Status {
@@ -574,7 +553,7 @@ func summarize(tx *memdb.Txn, svc *Service, match func(*Instance) bool) (Service
 		for _, t := range inst.Tags {
 			tags[t] = struct{}{}
 		}
-	}
+	})
 	sum.Tags = make([]string, 0, len(tags))
 	for t := range tags {
 		sum.Tags = append(sum.Tags, t)
@@ -607,14 +586,7 @@ func (s *Store) ServiceHealth(ws memdb.WatchSet, service string) (uint64, []*Ins
 	} else {
 		svc := raw.(*Service)
 		idx = svc.ModifyIndex
-		it, err := tx.Get(tableInstances, "id", service)
-		if err != nil {
-			panic(err)
-		}
-		insts = make([]*Instance, 0, svc.Instances)
-		for o := it.Next(); o != nil; o = it.Next() {
-			insts = append(insts, o.(*Instance))
-		}
+		insts = appendSet(make([]*Instance, 0, svc.Instances), setOf(tx, nil, service))
 		checks = checksOf(tx, ws, service, "", &idx)
 	}
 	idx = max(idx, tableIndexTxn(tx, ws, tableNodes))
