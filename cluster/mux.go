@@ -185,8 +185,9 @@ func (m *mux) route(c net.Conn) {
 	case connRaft:
 		// From here Raft's handler owns the connection; close() waits
 		// for it to let go (it closes the connection when it returns).
-		if tracked != nil {
-			tracked.handOver()
+		if tracked != nil && !tracked.handOver() {
+			c.Close() // the mux is closing
+			return
 		}
 		select {
 		case m.raftConns <- c:
@@ -296,11 +297,25 @@ type trackedConn struct {
 	m      *mux
 	once   sync.Once
 	handed atomic.Bool
+	// closed is set by the first Close, under the mux's connsMu, as
+	// handOver checks it.
+	closed bool
 }
 
-func (c *trackedConn) handOver() {
+// handOver counts the connection in raftHandlers until it is closed, and
+// reports false (counting nothing) if it was closed already: the mux's
+// close may close a connection between its handshake and its hand-over,
+// and a count taken after that Close would never be given back, holding
+// the node's shutdown for the whole of mux.wait.
+func (c *trackedConn) handOver() bool {
+	c.m.connsMu.Lock()
+	defer c.m.connsMu.Unlock()
+	if c.closed {
+		return false
+	}
 	c.m.raftHandlers.Add(1)
 	c.handed.Store(true)
+	return true
 }
 
 func (c *trackedConn) Close() error {
@@ -309,8 +324,10 @@ func (c *trackedConn) Close() error {
 		if c.m.conns != nil {
 			delete(c.m.conns, c)
 		}
+		c.closed = true
+		handed := c.handed.Load()
 		c.m.connsMu.Unlock()
-		if c.handed.Load() {
+		if handed {
 			c.m.raftHandlers.Done()
 		}
 	})

@@ -346,3 +346,54 @@ func FuzzParseIndex(f *testing.F) {
 		}
 	})
 }
+
+// A Raft connection that the closing mux closed between its handshake and
+// its hand-over must not be counted as handed to Raft: nobody would ever
+// give the count back, and mux.wait (so the node's Shutdown) would sit out
+// its whole wait (the rare "shutdown abandoned while closing connections").
+// Both orders of the two, on connections of a real listener.
+func TestAConnectionClosedBeforeItsHandOverIsNotCounted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMux(ln, ln.Addr(), nil, nil, []byte("s"), hclog.NewNullLogger(), newMetrics())
+	defer ln.Close()
+	conn := func() *trackedConn {
+		cl, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &trackedConn{Conn: sc, m: m}
+		if !m.track(c) {
+			t.Fatal("mux refused to track")
+		}
+		return c
+	}
+	closedFirst := conn()
+	closedFirst.Close()
+	if closedFirst.handOver() {
+		t.Fatal("a closed connection was handed over")
+	}
+	handedFirst := conn()
+	if !handedFirst.handOver() {
+		t.Fatal("an open connection was not handed over")
+	}
+	handedFirst.Close() // as Raft's handler does when it returns
+	handedFirst.Close() // and again: counted once
+	done := make(chan struct{})
+	go func() {
+		m.raftHandlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("raft handler count not back to zero")
+	}
+}
