@@ -179,6 +179,9 @@ func (w *writeTxn) finish() {
 			panic(err)
 		}
 	}
+	// The sets are published with the transaction: holding them here
+	// would keep a replaced store generation alive after a restore.
+	clear(w.sets)
 	for name, st := range w.services {
 		w.index = st.index
 		if st.count <= 0 {
