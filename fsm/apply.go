@@ -33,6 +33,9 @@ type writeTxn struct {
 	// clone of the committed set that only this batch sees until finish
 	// writes it (instset.go).
 	sets map[string]*instanceSet
+	// replaced are the instance versions the batch replaced or deleted:
+	// their watchers are woken once it has committed (published).
+	replaced []*Instance
 }
 
 // serviceTouch follows one service's instance count through a batch.
@@ -51,6 +54,8 @@ func (w *writeTxn) begin(tx *memdb.Txn, in *interner) {
 		w.sets = map[string]*instanceSet{}
 	}
 	clear(w.sets)
+	clear(w.replaced)
+	w.replaced = w.replaced[:0]
 }
 
 // set returns service's instances as the batch sees them so far (nil if it
@@ -77,12 +82,26 @@ func (w *writeTxn) mutableSet(service string) *instanceSet {
 	return s
 }
 
+// published wakes the watchers of the instance versions the batch replaced
+// or deleted; it runs after the transaction committed, so that a woken
+// reader sees the new version (as go-memdb notifies after a commit).
+func (w *writeTxn) published() {
+	for i, inst := range w.replaced {
+		inst.markReplaced()
+		w.replaced[i] = nil
+	}
+	w.replaced = w.replaced[:0]
+}
+
 // putInstance stores inst, replacing the record with its service and ID.
 func (w *writeTxn) putInstance(inst *Instance) {
 	if inst.Service == "" || inst.ID == "" {
 		panic(errNoKey) // applyRegister refuses them: a programming error
 	}
 	old, _ := w.mutableSet(inst.Service).ReplaceOrInsert(inst)
+	if old != nil {
+		w.replaced = append(w.replaced, old)
+	}
 	if indexed(inst) {
 		w.insert(tableInstances, inst)
 		return
@@ -97,6 +116,7 @@ func (w *writeTxn) putInstance(inst *Instance) {
 // removeInstance deletes inst.
 func (w *writeTxn) removeInstance(inst *Instance) {
 	w.mutableSet(inst.Service).Delete(inst)
+	w.replaced = append(w.replaced, inst)
 	if indexed(inst) {
 		w.delete(tableInstances, inst)
 		return

@@ -125,6 +125,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	w.finish()
 	tx.Commit()
+	w.published()
 	w.tx = nil
 	if last > 0 {
 		f.advance(last)

@@ -99,10 +99,51 @@ type Instance struct {
 	CreateIndex uint64
 	ModifyIndex uint64
 
-	// encoded caches an encoding of this immutable value (see Encoded).
-	encoded atomic.Pointer[[]byte]
-	// aux is a second cache slot, for another API's encoding (see Aux).
-	aux atomic.Pointer[any]
+	// cache holds the encodings cached on this immutable value (Encoded,
+	// Aux): one slot for both, so that the record keeps to 256 bytes with
+	// replaced beside it.
+	cache atomic.Pointer[instanceCache]
+	// replaced is this version's watch channel, made when a reader first
+	// asks (watchCh) and closed, or set to the shared closed channel, once
+	// a committed write replaced or deleted this version (markReplaced).
+	replaced atomic.Pointer[chan struct{}]
+}
+
+// instanceCache is what an Instance caches: its encoding and the Aux slot.
+type instanceCache struct {
+	encoded    []byte
+	hasEncoded bool
+	aux        any
+}
+
+// closedWatch is the channel of every version replaced before anyone
+// watched it.
+var closedWatch = func() *chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return &c
+}()
+
+// watchCh returns a channel that closes once a committed write has
+// replaced or deleted this version of the instance (at once if one has).
+func (i *Instance) watchCh() <-chan struct{} {
+	if p := i.replaced.Load(); p != nil {
+		return *p
+	}
+	ch := make(chan struct{})
+	if i.replaced.CompareAndSwap(nil, &ch) {
+		return ch
+	}
+	return *i.replaced.Load()
+}
+
+// markReplaced wakes the watchers of this version: a committed write
+// replaced or deleted it. A reader that asks for the channel afterwards
+// gets a closed one.
+func (i *Instance) markReplaced() {
+	if p := i.replaced.Swap(closedWatch); p != nil && p != closedWatch {
+		close(*p)
+	}
 }
 
 // Pair is one key/value entry of an instance's metadata.
@@ -190,12 +231,20 @@ func (i *Instance) HasTags(tags []string) bool {
 // read path encodes each version of an instance once, however often it is
 // read. All callers must pass an equivalent enc.
 func (i *Instance) Encoded(enc func(*Instance) []byte) []byte {
-	if p := i.encoded.Load(); p != nil {
-		return *p
+	if c := i.cache.Load(); c != nil && c.hasEncoded {
+		return c.encoded
 	}
 	b := enc(i)
-	i.encoded.Store(&b)
-	return b
+	for {
+		old := i.cache.Load()
+		n := &instanceCache{encoded: b, hasEncoded: true}
+		if old != nil {
+			n.aux = old.aux
+		}
+		if i.cache.CompareAndSwap(old, n) {
+			return b
+		}
+	}
 }
 
 // Aux returns what StoreAux last stored on this immutable value, or nil. It
@@ -203,14 +252,25 @@ func (i *Instance) Encoded(enc func(*Instance) []byte) []byte {
 // (the Consul API's health entries also show its checks and node), so the
 // caller must check that what it loads is still valid. Not copied by Clone.
 func (i *Instance) Aux() any {
-	if p := i.aux.Load(); p != nil {
-		return *p
+	if c := i.cache.Load(); c != nil {
+		return c.aux
 	}
 	return nil
 }
 
 // StoreAux replaces the value in the Aux cache slot. Safe for concurrent use.
-func (i *Instance) StoreAux(v any) { i.aux.Store(&v) }
+func (i *Instance) StoreAux(v any) {
+	for {
+		old := i.cache.Load()
+		n := &instanceCache{aux: v}
+		if old != nil {
+			n.encoded, n.hasEncoded = old.encoded, old.hasEncoded
+		}
+		if i.cache.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
 
 // Clone returns a copy without the encoding cache, ready to be changed and
 // inserted as a new version. Tags and Meta are shared with i (the catalog

@@ -271,11 +271,18 @@ func (s *Store) Instance(ws memdb.WatchSet, service, id string) (uint64, *Instan
 		// so there is nothing to watch.
 		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
 	}
-	// The watch is on the service's set: it fires when any of its
-	// instances changes (a reader compares indexes to tell).
-	inst := getInstance(setOf(tx, ws, service), id)
+	inst := getInstance(setOf(tx, nil, service), id)
 	if inst == nil {
+		// Watch the service's set: it changes when the instance comes.
+		if ws != nil {
+			setOf(tx, ws, service)
+		}
 		return atLeastOne(tableIndexTxn(tx, nil, tableInstances)), nil, nil
+	}
+	if ws != nil {
+		// This version's own channel: it closes when a committed write
+		// replaces or deletes it, not for the service's other instances.
+		ws.Add(inst.watchCh())
 	}
 	idx := inst.ModifyIndex
 	checks := instanceChecks(tx, ws, service, id)
