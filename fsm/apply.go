@@ -33,6 +33,8 @@ type writeTxn struct {
 	// clone of the committed set that only this batch sees until finish
 	// writes it (instset.go).
 	sets map[string]*instanceSet
+	// nodeSets is the same for the nodes' sets.
+	nodeSets map[string]*instanceSet
 	// replaced are the instance versions the batch replaced or deleted:
 	// their watchers are woken once it has committed (published).
 	replaced []*Instance
@@ -51,9 +53,10 @@ func (w *writeTxn) begin(tx *memdb.Txn, in *interner) {
 	clear(w.tables)
 	clear(w.services)
 	if w.sets == nil {
-		w.sets = map[string]*instanceSet{}
+		w.sets, w.nodeSets = map[string]*instanceSet{}, map[string]*instanceSet{}
 	}
 	clear(w.sets)
+	clear(w.nodeSets)
 	clear(w.replaced)
 	w.replaced = w.replaced[:0]
 }
@@ -82,6 +85,30 @@ func (w *writeTxn) mutableSet(service string) *instanceSet {
 	return s
 }
 
+// nodeSet returns node's instances as the batch sees them so far (nil if
+// it has none and never had).
+func (w *writeTxn) nodeSet(node string) *instanceSet {
+	if s, ok := w.nodeSets[node]; ok {
+		return s
+	}
+	return nodeSetOf(w.tx, nil, node)
+}
+
+// mutableNodeSet returns node's set, cloned for this batch on first use.
+func (w *writeTxn) mutableNodeSet(node string) *instanceSet {
+	if s, ok := w.nodeSets[node]; ok {
+		return s
+	}
+	s := nodeSetOf(w.tx, nil, node)
+	if s == nil {
+		s = newNodeSet()
+	} else {
+		s = s.Clone()
+	}
+	w.nodeSets[node] = s
+	return s
+}
+
 // published wakes the watchers of the instance versions the batch replaced
 // or deleted; it runs after the transaction committed, so that a woken
 // reader sees the new version (as go-memdb notifies after a commit).
@@ -101,6 +128,12 @@ func (w *writeTxn) putInstance(inst *Instance) {
 	old, _ := w.mutableSet(inst.Service).ReplaceOrInsert(inst)
 	if old != nil {
 		w.replaced = append(w.replaced, old)
+		if old.Node != "" && old.Node != inst.Node {
+			w.mutableNodeSet(old.Node).Delete(old)
+		}
+	}
+	if inst.Node != "" {
+		w.mutableNodeSet(inst.Node).ReplaceOrInsert(inst)
 	}
 	if indexed(inst) {
 		w.insert(tableInstances, inst)
@@ -117,6 +150,9 @@ func (w *writeTxn) putInstance(inst *Instance) {
 func (w *writeTxn) removeInstance(inst *Instance) {
 	w.mutableSet(inst.Service).Delete(inst)
 	w.replaced = append(w.replaced, inst)
+	if inst.Node != "" {
+		w.mutableNodeSet(inst.Node).Delete(inst)
+	}
 	if indexed(inst) {
 		w.delete(tableInstances, inst)
 		return
@@ -199,9 +235,19 @@ func (w *writeTxn) finish() {
 			panic(err)
 		}
 	}
+	for node, s := range w.nodeSets {
+		if s.Len() > 0 {
+			if err := w.tx.Insert(tableNodeSets, &nodeSet{Node: node, set: s}); err != nil {
+				panic(err)
+			}
+		} else if _, err := w.tx.DeleteAll(tableNodeSets, "id", node); err != nil {
+			panic(err)
+		}
+	}
 	// The sets are published with the transaction: holding them here
 	// would keep a replaced store generation alive after a restore.
 	clear(w.sets)
+	clear(w.nodeSets)
 	for name, st := range w.services {
 		w.index = st.index
 		if st.count <= 0 {
@@ -562,15 +608,7 @@ func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
 }
 
 func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
-	it, err := w.tx.Get(tableInstances, "node", node)
-	if err != nil {
-		panic(err)
-	}
-	var insts []*Instance
-	for o := it.Next(); o != nil; o = it.Next() {
-		insts = append(insts, o.(*Instance))
-	}
-	for _, inst := range insts {
+	for _, inst := range appendSet(nil, w.nodeSet(node)) {
 		if inst.NodeFailed == failed {
 			continue
 		}

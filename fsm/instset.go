@@ -139,16 +139,64 @@ func allInstances(tx *memdb.Txn) []*Instance {
 }
 
 // indexed reports whether inst is also a row of the instances table (for
-// its node and draining indexes).
-func indexed(inst *Instance) bool { return inst.Node != "" || inst.Drain != nil }
+// its draining index).
+func indexed(inst *Instance) bool { return inst.Drain != nil }
+
+// A node's instances (those registered with its name as Node) are a second
+// set of the same records, ordered by service and ID, held by a row of the
+// nodesets table: found when the node fails (setNodeFailed) and by
+// NodeInstances. Agents register through the Consul API with their node's
+// name, so most instances of such a catalog have one.
+func newNodeSet() *instanceSet {
+	return btree.NewWithFreeListG(setDegree, lessServiceID, noFreeList)
+}
+
+func lessServiceID(a, b *Instance) bool {
+	if a.Service != b.Service {
+		return a.Service < b.Service
+	}
+	return a.ID < b.ID
+}
+
+// nodeSet is a row of the nodesets table: node's instances.
+type nodeSet struct {
+	Node string
+	set  *instanceSet
+}
+
+// nodeSetOf returns node's set as tx sees it, or nil, and adds the watch
+// channel of its row to ws (it fires on every change of its instances).
+func nodeSetOf(tx *memdb.Txn, ws memdb.WatchSet, node string) *instanceSet {
+	var raw any
+	var err error
+	if ws != nil {
+		var ch <-chan struct{}
+		ch, raw, err = tx.FirstWatch(tableNodeSets, "id", node)
+		ws.Add(ch)
+	} else {
+		raw, err = lookupUnique(tx, tableNodeSets, "id", node)
+	}
+	if err != nil {
+		panic(err)
+	}
+	if raw == nil {
+		return nil
+	}
+	return raw.(*nodeSet).set
+}
 
 var errNoKey = errors.New("fsm: instance: service and id are required")
 
 // setBuilder fills sets outside a batch (snapshot restore): each service's
 // set is private to the builder until flush writes the rows.
 type setBuilder struct {
-	tx   *memdb.Txn
-	sets map[string]*instanceSet
+	tx    *memdb.Txn
+	sets  map[string]*instanceSet
+	nodes map[string]*instanceSet
+}
+
+func newSetBuilder(tx *memdb.Txn) *setBuilder {
+	return &setBuilder{tx: tx, sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{}}
 }
 
 func (b *setBuilder) get(service, id string) *Instance { return getInstance(b.sets[service], id) }
@@ -164,6 +212,17 @@ func (b *setBuilder) put(inst *Instance) error {
 		b.sets[inst.Service] = s
 	}
 	old, _ := s.ReplaceOrInsert(inst)
+	if old != nil && old.Node != "" {
+		b.nodes[old.Node].Delete(old)
+	}
+	if inst.Node != "" {
+		ns := b.nodes[inst.Node]
+		if ns == nil {
+			ns = newNodeSet()
+			b.nodes[inst.Node] = ns
+		}
+		ns.ReplaceOrInsert(inst)
+	}
 	if indexed(inst) {
 		return b.tx.Insert(tableInstances, inst)
 	}
@@ -176,6 +235,14 @@ func (b *setBuilder) put(inst *Instance) error {
 func (b *setBuilder) flush() error {
 	for svc, s := range b.sets {
 		if err := b.tx.Insert(tableSets, &serviceSet{Service: svc, set: s}); err != nil {
+			return err
+		}
+	}
+	for node, s := range b.nodes {
+		if s.Len() == 0 {
+			continue
+		}
+		if err := b.tx.Insert(tableNodeSets, &nodeSet{Node: node, set: s}); err != nil {
 			return err
 		}
 	}

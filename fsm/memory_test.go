@@ -21,6 +21,12 @@ func benchRegistrations(tb testing.TB, n int) [][]byte {
 // benchRegistrationsWith is benchRegistrations; withCheck adds one HTTP
 // check to every instance, probing its own address.
 func benchRegistrationsWith(tb testing.TB, n int, withCheck bool) [][]byte {
+	return benchRegistrationsOn(tb, n, withCheck, false)
+}
+
+// benchRegistrationsOn is benchRegistrationsWith; withNode registers each
+// instance with one of three node names, as agents do through the Consul API.
+func benchRegistrationsOn(tb testing.TB, n int, withCheck, withNode bool) [][]byte {
 	tb.Helper()
 	cmds := make([][]byte, n)
 	for i := range n {
@@ -31,6 +37,9 @@ func benchRegistrationsWith(tb testing.TB, n int, withCheck bool) [][]byte {
 			r.Meta = map[string]string{"zone": fmt.Sprintf("z%d", i%3)}
 			r.Version = fmt.Sprintf("1.0.%d", i%10)
 			r.Time = int64(i)
+			if withNode {
+				r.Node = fmt.Sprintf("node-%d", i%3)
+			}
 			if withCheck {
 				r.Checks = []fsm.CheckDefinition{fsmtest.HTTPCheck("http", fmt.Sprintf("http://%s:%d/health", r.Address, r.Port), fsm.Passing)}
 			}
@@ -85,12 +94,13 @@ func BenchmarkCatalogMemory(b *testing.B) {
 	b.ReportMetric(perInstance*n/(1<<20), "MB/10k")
 }
 
-// catalogShapes are the two catalogs the 100k benchmarks build: the
-// bench's registrations without checks, and with one HTTP check each.
+// catalogShapes are the catalogs the 100k benchmarks build: the
+// bench's registrations without checks, with one HTTP check each, and
+// without checks but with a node (as agents register through the Consul API).
 var catalogShapes = []struct {
-	name  string
-	check bool
-}{{"no-checks", false}, {"http-check", true}}
+	name        string
+	check, node bool
+}{{"no-checks", false, false}, {"http-check", true, false}, {"no-checks-with-node", false, true}}
 
 // BenchmarkCatalogMemory100k reports the live heap per instance of a
 // catalog of 100,000 instances (the size issue 18's memory target names),
@@ -101,7 +111,7 @@ func BenchmarkCatalogMemory100k(b *testing.B) {
 	const n = 100_000
 	for _, tc := range catalogShapes {
 		b.Run(tc.name, func(b *testing.B) {
-			cmds := benchRegistrationsWith(b, n, tc.check)
+			cmds := benchRegistrationsOn(b, n, tc.check, tc.node)
 			var perInstance float64
 			for range b.N {
 				// Three servers alive to own the checks, as in a cluster.

@@ -128,6 +128,23 @@ func rvCheckConsistent(t testing.TB, s *Store, when string) {
 			t.Fatalf("%s: %s/%s has node %q / drain %v but is not (the same) row of the instances table", when, k[0], k[1], i.Node, i.Drain)
 		}
 	}
+	// node sets: no empty row, every member current and on that node
+	nit, err := tx.Get(tableNodeSets, "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o := nit.Next(); o != nil; o = nit.Next() {
+		ns := o.(*nodeSet)
+		if ns.set.Len() == 0 {
+			t.Fatalf("%s: empty node set row for %s", when, ns.Node)
+		}
+		ns.set.Ascend(func(i *Instance) bool {
+			if i.Node != ns.Node || inSets[[2]string{i.Service, i.ID}] != i {
+				t.Fatalf("%s: node set of %s holds a stale or foreign %s/%s (node %q)", when, ns.Node, i.Service, i.ID, i.Node)
+			}
+			return true
+		})
+	}
 	// node and draining indexes
 	nodes := map[string]bool{}
 	for _, i := range inSets {

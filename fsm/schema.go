@@ -11,6 +11,7 @@ import (
 const (
 	tableInstances = "instances"
 	tableSets      = "sets"
+	tableNodeSets  = "nodesets"
 	tableChecks    = "checks"
 	tableServices  = "services"
 	tableNodes     = "nodes"
@@ -28,10 +29,14 @@ func schema() *memdb.DBSchema {
 	str := func(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		// Every instance is in its service's set (instset.go), a row of
-		// the sets table. Only instances with a Node or a Drain are also
-		// rows of the instances table, for the node and draining indexes.
+		// the sets table, and, if it has a Node, in that node's set, a row
+		// of the nodesets table. Only draining instances are also rows of
+		// the instances table, for its draining index.
 		tableSets: {Name: tableSets, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: str("Service")},
+		}},
+		tableNodeSets: {Name: tableNodeSets, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: str("Node")},
 		}},
 		tableInstances: {Name: tableInstances, Indexes: map[string]*memdb.IndexSchema{
 			"id":   {Name: "id", Unique: true, Indexer: instanceKeyIndexer{}},

@@ -270,7 +270,7 @@ func FuzzSnapshotEncoderMatchesCodec(f *testing.F) {
 func TestSnapshotStreamUnchanged(t *testing.T) {
 	st := newStoreState()
 	tx := st.db.Txn(true)
-	sets := &setBuilder{tx: tx, sets: map[string]*instanceSet{}}
+	sets := newSetBuilder(tx)
 	for _, rec := range []struct {
 		table string
 		obj   any

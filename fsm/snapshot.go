@@ -172,7 +172,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 	in := st.intern
 	tx := st.db.Txn(true)
 	defer tx.Abort()
-	sets := &setBuilder{tx: tx, sets: map[string]*instanceSet{}}
+	sets := newSetBuilder(tx)
 	for {
 		var kind byte
 		if err := dec.Decode(&kind); err != nil {

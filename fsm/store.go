@@ -354,8 +354,15 @@ func (s *Store) DrainingInstances(ws memdb.WatchSet) []*Instance {
 }
 
 // NodeInstances returns the instances registered with Node = node.
+// The watch set fires on any change of them (the node's set row).
 func (s *Store) NodeInstances(ws memdb.WatchSet, node string) (uint64, []*Instance) {
-	return listIndex[*Instance](s, ws, tableInstances, "node", node)
+	tx := s.read(ws)
+	idx := tableIndexTxn(tx, nil, tableInstances)
+	var out []*Instance
+	if node != "" {
+		out = appendSet(nil, nodeSetOf(tx, ws, node))
+	}
+	return atLeastOne(idx), out
 }
 
 // Services returns up to limit services whose names start with prefix and sort
