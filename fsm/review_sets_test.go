@@ -472,9 +472,9 @@ func TestReviewConcurrentReadersSnapshotsAndWrites(t *testing.T) {
 	}
 }
 
-// TestReviewWatchesFollowNodeAndDrainChanges: the node and draining indexes
-// (kept only for instances with a Node or a Drain) and the per-service set
-// row wake their readers for every change of what they return.
+// TestReviewWatchesFollowNodeAndDrainChanges: the node sets, the draining
+// index (kept only for draining instances) and the per-service set row wake
+// their readers for every change of what they return.
 func TestReviewWatchesFollowNodeAndDrainChanges(t *testing.T) {
 	type step struct {
 		name  string
