@@ -368,15 +368,26 @@ func (m *mux) wait() {
 		}
 		break
 	}
+	if !m.waitRaftHandlers(10 * time.Second) {
+		m.logger.Warn("raft connection handlers still running at shutdown")
+	}
+}
+
+// waitRaftHandlers waits up to d for every connection handed to Raft to be
+// closed, and reports whether they all were.
+func (m *mux) waitRaftHandlers(d time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
 		m.raftHandlers.Wait()
 		close(done)
 	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		m.logger.Warn("raft connection handlers still running at shutdown")
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

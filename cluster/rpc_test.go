@@ -386,14 +386,7 @@ func TestAConnectionClosedBeforeItsHandOverIsNotCounted(t *testing.T) {
 	}
 	handedFirst.Close() // as Raft's handler does when it returns
 	handedFirst.Close() // and again: counted once
-	done := make(chan struct{})
-	go func() {
-		m.raftHandlers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
+	if !m.waitRaftHandlers(30 * time.Second) {
 		t.Fatal("raft handler count not back to zero")
 	}
 }

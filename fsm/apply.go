@@ -29,12 +29,10 @@ type writeTxn struct {
 	visibleAt uint64
 	tables    map[string]uint64 // table -> last index in the batch that changed it
 	services  map[string]*serviceTouch
-	// sets holds the instance set of each service the batch changed: a
-	// clone of the committed set that only this batch sees until finish
-	// writes it (instset.go).
-	sets map[string]*instanceSet
-	// nodeSets is the same for the nodes' sets.
-	nodeSets map[string]*instanceSet
+	// sets are the services' and nodes' instance sets the batch changed:
+	// clones of the committed sets that only this batch sees until finish
+	// writes them (instset.go).
+	sets *setsTxn
 	// replaced are the instance versions the batch replaced or deleted:
 	// their watchers are woken once it has committed (published).
 	replaced []*Instance
@@ -53,60 +51,11 @@ func (w *writeTxn) begin(tx *memdb.Txn, in *interner) {
 	clear(w.tables)
 	clear(w.services)
 	if w.sets == nil {
-		w.sets, w.nodeSets = map[string]*instanceSet{}, map[string]*instanceSet{}
+		w.sets = newSetsTxn(tx)
 	}
-	clear(w.sets)
-	clear(w.nodeSets)
+	w.sets.reset(tx)
 	clear(w.replaced)
 	w.replaced = w.replaced[:0]
-}
-
-// set returns service's instances as the batch sees them so far (nil if it
-// has none and never had).
-func (w *writeTxn) set(service string) *instanceSet {
-	if s, ok := w.sets[service]; ok {
-		return s
-	}
-	return setOf(w.tx, nil, service)
-}
-
-// mutableSet returns service's set, cloned for this batch on first use.
-func (w *writeTxn) mutableSet(service string) *instanceSet {
-	if s, ok := w.sets[service]; ok {
-		return s
-	}
-	s := setOf(w.tx, nil, service)
-	if s == nil {
-		s = newInstanceSet()
-	} else {
-		s = s.Clone()
-	}
-	w.sets[service] = s
-	return s
-}
-
-// nodeSet returns node's instances as the batch sees them so far (nil if
-// it has none and never had).
-func (w *writeTxn) nodeSet(node string) *instanceSet {
-	if s, ok := w.nodeSets[node]; ok {
-		return s
-	}
-	return nodeSetOf(w.tx, nil, node)
-}
-
-// mutableNodeSet returns node's set, cloned for this batch on first use.
-func (w *writeTxn) mutableNodeSet(node string) *instanceSet {
-	if s, ok := w.nodeSets[node]; ok {
-		return s
-	}
-	s := nodeSetOf(w.tx, nil, node)
-	if s == nil {
-		s = newNodeSet()
-	} else {
-		s = s.Clone()
-	}
-	w.nodeSets[node] = s
-	return s
 }
 
 // published wakes the watchers of the instance versions the batch replaced
@@ -122,41 +71,22 @@ func (w *writeTxn) published() {
 
 // putInstance stores inst, replacing the record with its service and ID.
 func (w *writeTxn) putInstance(inst *Instance) {
-	if inst.Service == "" || inst.ID == "" {
-		panic(errNoKey) // applyRegister refuses them: a programming error
+	old, err := w.sets.put(inst)
+	if err != nil {
+		panic(err) // applyRegister refuses an empty key: a programming error
 	}
-	old, _ := w.mutableSet(inst.Service).ReplaceOrInsert(inst)
 	if old != nil {
 		w.replaced = append(w.replaced, old)
-		if old.Node != "" && old.Node != inst.Node {
-			w.mutableNodeSet(old.Node).Delete(old)
-		}
-	}
-	if inst.Node != "" {
-		w.mutableNodeSet(inst.Node).ReplaceOrInsert(inst)
-	}
-	if indexed(inst) {
-		w.insert(tableInstances, inst)
-		return
-	}
-	if old != nil && indexed(old) {
-		w.delete(tableInstances, old)
-		return
 	}
 	w.tables[tableInstances] = max(w.tables[tableInstances], w.index)
 }
 
 // removeInstance deletes inst.
 func (w *writeTxn) removeInstance(inst *Instance) {
-	w.mutableSet(inst.Service).Delete(inst)
+	if err := w.sets.remove(inst); err != nil {
+		panic(err)
+	}
 	w.replaced = append(w.replaced, inst)
-	if inst.Node != "" {
-		w.mutableNodeSet(inst.Node).Delete(inst)
-	}
-	if indexed(inst) {
-		w.delete(tableInstances, inst)
-		return
-	}
 	w.tables[tableInstances] = max(w.tables[tableInstances], w.index)
 }
 
@@ -186,7 +116,7 @@ func (w *writeTxn) instance(service, id string) *Instance {
 	if service == "" || id == "" {
 		return nil // no such key; the indexer refuses an empty id
 	}
-	return getInstance(w.set(service), id)
+	return w.sets.instance(service, id)
 }
 
 func (w *writeTxn) check(id string) *Check {
@@ -226,28 +156,9 @@ func (w *writeTxn) touch(service string, delta int) {
 // (created, updated, or deleted with a tombstone keeping its deletion index)
 // and the index of every table that changed.
 func (w *writeTxn) finish() {
-	for name, s := range w.sets {
-		if s.Len() > 0 {
-			if err := w.tx.Insert(tableSets, &serviceSet{Service: name, set: s}); err != nil {
-				panic(err)
-			}
-		} else if _, err := w.tx.DeleteAll(tableSets, "id", name); err != nil {
-			panic(err)
-		}
+	if err := w.sets.flush(); err != nil {
+		panic(err)
 	}
-	for node, s := range w.nodeSets {
-		if s.Len() > 0 {
-			if err := w.tx.Insert(tableNodeSets, &nodeSet{Node: node, set: s}); err != nil {
-				panic(err)
-			}
-		} else if _, err := w.tx.DeleteAll(tableNodeSets, "id", node); err != nil {
-			panic(err)
-		}
-	}
-	// The sets are published with the transaction: holding them here
-	// would keep a replaced store generation alive after a restore.
-	clear(w.sets)
-	clear(w.nodeSets)
 	for name, st := range w.services {
 		w.index = st.index
 		if st.count <= 0 {
@@ -608,7 +519,7 @@ func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
 }
 
 func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
-	for _, inst := range appendSet(nil, w.nodeSet(node)) {
+	for _, inst := range w.sets.nodeInstances(node) {
 		if inst.NodeFailed == failed {
 			continue
 		}

@@ -19,15 +19,16 @@ import (
 // A write transaction clones the set of each service it changes once
 // (instanceSet.Clone copies nothing: nodes are copied when first written
 // through the clone) and modifies the clone, which only that transaction
-// sees until it writes the row at its end (writeTxn.finish). Readers of the
+// sees until it writes the row at its end (setsTxn.flush). Readers of the
 // old row keep reading the old set, unchanged. Clone writes the original's
 // copy-on-write context (a field no reader touches); only the one writer
 // clones.
 //
-// Instances that need a secondary index (those with a Node, found when the
-// node fails or by NodeInstances, and draining ones, DrainingInstances) are
-// also rows of the instances table, whose schema is as before; instances
-// without either are only in their set.
+// An instance with a Node is also in its node's set (the nodesets table,
+// ordered by service and ID), found when the node fails and by
+// NodeInstances. Draining instances are also rows of the instances table,
+// for its draining index (DrainingInstances); other instances are only in
+// their sets.
 type instanceSet = btree.BTreeG[*Instance]
 
 // setDegree gives nodes of up to 31 instances: about 20 bytes per instance
@@ -46,10 +47,79 @@ func newInstanceSet() *instanceSet {
 
 func lessInstanceID(a, b *Instance) bool { return a.ID < b.ID }
 
+// Agents register through the Consul API with their node's name, so most
+// instances of such a catalog have a Node: a node's set is a second set of
+// the same records, ordered by service and ID.
+func newNodeSet() *instanceSet {
+	return btree.NewWithFreeListG(setDegree, lessServiceID, noFreeList)
+}
+
+func lessServiceID(a, b *Instance) bool {
+	if a.Service != b.Service {
+		return a.Service < b.Service
+	}
+	return a.ID < b.ID
+}
+
 // serviceSet is a row of the sets table: service's instances.
 type serviceSet struct {
 	Service string
 	set     *instanceSet
+}
+
+// nodeSet is a row of the nodesets table: node's instances.
+type nodeSet struct {
+	Node string
+	set  *instanceSet
+}
+
+func (r *serviceSet) instances() *instanceSet { return r.set }
+func (r *nodeSet) instances() *instanceSet    { return r.set }
+
+// setTable is one of the two tables of sets.
+type setTable struct {
+	name   string
+	newSet func() *instanceSet
+	row    func(key string, s *instanceSet) any
+}
+
+var (
+	serviceSets = setTable{tableSets, newInstanceSet,
+		func(k string, s *instanceSet) any { return &serviceSet{Service: k, set: s} }}
+	nodeSets = setTable{tableNodeSets, newNodeSet,
+		func(k string, s *instanceSet) any { return &nodeSet{Node: k, set: s} }}
+)
+
+// of returns key's set as tx sees it, or nil, and adds the watch channel of
+// its row to ws (it fires on every change of the set, and when a missing
+// row is written).
+func (t setTable) of(tx *memdb.Txn, ws memdb.WatchSet, key string) *instanceSet {
+	var raw any
+	var err error
+	if ws != nil {
+		var ch <-chan struct{}
+		ch, raw, err = tx.FirstWatch(t.name, "id", key)
+		ws.Add(ch)
+	} else {
+		raw, err = lookupUnique(tx, t.name, "id", key) // no watch channel made
+	}
+	if err != nil {
+		panic(err)
+	}
+	if raw == nil {
+		return nil
+	}
+	return raw.(interface{ instances() *instanceSet }).instances()
+}
+
+// setOf is serviceSets.of: service's instances.
+func setOf(tx *memdb.Txn, ws memdb.WatchSet, service string) *instanceSet {
+	return serviceSets.of(tx, ws, service)
+}
+
+// nodeSetOf is nodeSets.of: node's instances.
+func nodeSetOf(tx *memdb.Txn, ws memdb.WatchSet, node string) *instanceSet {
+	return nodeSets.of(tx, ws, node)
 }
 
 // probes are lookup keys for sets (a B-tree compares items), so that a
@@ -69,19 +139,7 @@ func getInstance(set *instanceSet, id string) *Instance {
 	return inst
 }
 
-// appendSet appends set's instances to out in ID order.
-func appendSet(out []*Instance, set *instanceSet) []*Instance {
-	if set == nil {
-		return out
-	}
-	set.Ascend(func(i *Instance) bool {
-		out = append(out, i)
-		return true
-	})
-	return out
-}
-
-// eachInstance calls fn for each of set's instances in ID order.
+// eachInstance calls fn for each of set's instances in the set's order.
 func eachInstance(set *instanceSet, fn func(*Instance)) {
 	if set == nil {
 		return
@@ -92,26 +150,10 @@ func eachInstance(set *instanceSet, fn func(*Instance)) {
 	})
 }
 
-// setOf returns service's set as tx sees it, or nil, and adds the watch
-// channel of its row to ws (it fires on every change of the service's
-// instances).
-func setOf(tx *memdb.Txn, ws memdb.WatchSet, service string) *instanceSet {
-	var raw any
-	var err error
-	if ws != nil {
-		var ch <-chan struct{}
-		ch, raw, err = tx.FirstWatch(tableSets, "id", service)
-		ws.Add(ch)
-	} else {
-		raw, err = lookupUnique(tx, tableSets, "id", service) // no watch channel made
-	}
-	if err != nil {
-		panic(err)
-	}
-	if raw == nil {
-		return nil
-	}
-	return raw.(*serviceSet).set
+// appendSet appends set's instances to out in the set's order.
+func appendSet(out []*Instance, set *instanceSet) []*Instance {
+	eachInstance(set, func(i *Instance) { out = append(out, i) })
+	return out
 }
 
 // eachSet calls fn for every service's set in service order, until fn
@@ -142,109 +184,129 @@ func allInstances(tx *memdb.Txn) []*Instance {
 // its draining index).
 func indexed(inst *Instance) bool { return inst.Drain != nil }
 
-// A node's instances (those registered with its name as Node) are a second
-// set of the same records, ordered by service and ID, held by a row of the
-// nodesets table: found when the node fails (setNodeFailed) and by
-// NodeInstances. Agents register through the Consul API with their node's
-// name, so most instances of such a catalog have one.
-func newNodeSet() *instanceSet {
-	return btree.NewWithFreeListG(setDegree, lessServiceID, noFreeList)
-}
-
-func lessServiceID(a, b *Instance) bool {
-	if a.Service != b.Service {
-		return a.Service < b.Service
-	}
-	return a.ID < b.ID
-}
-
-// nodeSet is a row of the nodesets table: node's instances.
-type nodeSet struct {
-	Node string
-	set  *instanceSet
-}
-
-// nodeSetOf returns node's set as tx sees it, or nil, and adds the watch
-// channel of its row to ws (it fires on every change of its instances).
-func nodeSetOf(tx *memdb.Txn, ws memdb.WatchSet, node string) *instanceSet {
-	var raw any
-	var err error
-	if ws != nil {
-		var ch <-chan struct{}
-		ch, raw, err = tx.FirstWatch(tableNodeSets, "id", node)
-		ws.Add(ch)
-	} else {
-		raw, err = lookupUnique(tx, tableNodeSets, "id", node)
-	}
-	if err != nil {
-		panic(err)
-	}
-	if raw == nil {
-		return nil
-	}
-	return raw.(*nodeSet).set
-}
-
 var errNoKey = errors.New("fsm: instance: service and id are required")
 
-// setBuilder fills sets outside a batch (snapshot restore): each service's
-// set is private to the builder until flush writes the rows.
-type setBuilder struct {
-	tx    *memdb.Txn
-	sets  map[string]*instanceSet
-	nodes map[string]*instanceSet
+// changedSets are the sets of one table that a transaction changed: a
+// clone of each committed set, private to the transaction until write.
+type changedSets struct {
+	t setTable
+	m map[string]*instanceSet
 }
 
-func newSetBuilder(tx *memdb.Txn) *setBuilder {
-	return &setBuilder{tx: tx, sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{}}
-}
-
-func (b *setBuilder) get(service, id string) *Instance { return getInstance(b.sets[service], id) }
-
-// put adds inst, replacing an instance with the same service and ID.
-func (b *setBuilder) put(inst *Instance) error {
-	if inst.Service == "" || inst.ID == "" {
-		return errNoKey
+// get returns key's set as the transaction sees it so far (nil if it has
+// none and never had).
+func (c *changedSets) get(tx *memdb.Txn, key string) *instanceSet {
+	if s, ok := c.m[key]; ok {
+		return s
 	}
-	s := b.sets[inst.Service]
+	return c.t.of(tx, nil, key)
+}
+
+// mutable returns key's set, cloned for the transaction on first use.
+func (c *changedSets) mutable(tx *memdb.Txn, key string) *instanceSet {
+	if s, ok := c.m[key]; ok {
+		return s
+	}
+	s := c.t.of(tx, nil, key)
 	if s == nil {
-		s = newInstanceSet()
-		b.sets[inst.Service] = s
+		s = c.t.newSet()
+	} else {
+		s = s.Clone()
 	}
-	old, _ := s.ReplaceOrInsert(inst)
-	if old != nil && old.Node != "" {
-		b.nodes[old.Node].Delete(old)
+	c.m[key] = s
+	return s
+}
+
+// write publishes the changed sets in tx (an emptied set deletes its row)
+// and forgets them: holding them would keep a replaced store generation
+// alive after a restore.
+func (c *changedSets) write(tx *memdb.Txn) error {
+	defer clear(c.m)
+	for key, s := range c.m {
+		if s.Len() > 0 {
+			if err := tx.Insert(c.t.name, c.t.row(key, s)); err != nil {
+				return err
+			}
+		} else if _, err := tx.DeleteAll(c.t.name, "id", key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setsTxn is what one transaction does to the instances: their services'
+// and nodes' sets and the draining rows of the instances table. A write
+// batch (writeTxn) and a snapshot restore both go through it.
+type setsTxn struct {
+	tx       *memdb.Txn
+	services changedSets
+	nodes    changedSets
+}
+
+func newSetsTxn(tx *memdb.Txn) *setsTxn {
+	s := &setsTxn{
+		services: changedSets{t: serviceSets, m: map[string]*instanceSet{}},
+		nodes:    changedSets{t: nodeSets, m: map[string]*instanceSet{}},
+	}
+	s.reset(tx)
+	return s
+}
+
+// reset starts a new transaction (the previous one flushed or dropped).
+func (s *setsTxn) reset(tx *memdb.Txn) {
+	s.tx = tx
+	clear(s.services.m)
+	clear(s.nodes.m)
+}
+
+// instance returns the instance id of service as the transaction sees it.
+func (s *setsTxn) instance(service, id string) *Instance {
+	return getInstance(s.services.get(s.tx, service), id)
+}
+
+// nodeInstances returns node's instances as the transaction sees them.
+func (s *setsTxn) nodeInstances(node string) []*Instance {
+	return appendSet(nil, s.nodes.get(s.tx, node))
+}
+
+// put stores inst, replacing the record with its service and ID, which it
+// returns (nil if there was none).
+func (s *setsTxn) put(inst *Instance) (*Instance, error) {
+	if inst.Service == "" || inst.ID == "" {
+		return nil, errNoKey
+	}
+	old, _ := s.services.mutable(s.tx, inst.Service).ReplaceOrInsert(inst)
+	if old != nil && old.Node != "" && old.Node != inst.Node {
+		s.nodes.mutable(s.tx, old.Node).Delete(old)
 	}
 	if inst.Node != "" {
-		ns := b.nodes[inst.Node]
-		if ns == nil {
-			ns = newNodeSet()
-			b.nodes[inst.Node] = ns
-		}
-		ns.ReplaceOrInsert(inst)
+		s.nodes.mutable(s.tx, inst.Node).ReplaceOrInsert(inst)
 	}
 	if indexed(inst) {
-		return b.tx.Insert(tableInstances, inst)
+		return old, s.tx.Insert(tableInstances, inst)
 	}
 	if old != nil && indexed(old) {
-		return b.tx.Delete(tableInstances, old)
+		return old, s.tx.Delete(tableInstances, old)
+	}
+	return old, nil
+}
+
+// remove deletes inst, the current record of its service and ID.
+func (s *setsTxn) remove(inst *Instance) error {
+	s.services.mutable(s.tx, inst.Service).Delete(inst)
+	if inst.Node != "" {
+		s.nodes.mutable(s.tx, inst.Node).Delete(inst)
+	}
+	if indexed(inst) {
+		return s.tx.Delete(tableInstances, inst)
 	}
 	return nil
 }
 
-func (b *setBuilder) flush() error {
-	for svc, s := range b.sets {
-		if err := b.tx.Insert(tableSets, &serviceSet{Service: svc, set: s}); err != nil {
-			return err
-		}
+// flush writes the changed sets into the transaction.
+func (s *setsTxn) flush() error {
+	if err := s.services.write(s.tx); err != nil {
+		return err
 	}
-	for node, s := range b.nodes {
-		if s.Len() == 0 {
-			continue
-		}
-		if err := b.tx.Insert(tableNodeSets, &nodeSet{Node: node, set: s}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.nodes.write(s.tx)
 }

@@ -2,8 +2,8 @@
 // defect was found; these pin down what a regression of the sets would break
 // (copy-on-write isolation, agreement of the sets with the instances table,
 // watches, restore of odd streams). Each was seen to fail against a
-// deliberately broken copy: no Clone in mutableSet, a stale row left in the
-// instances table by putInstance, removeInstance or the restore's builder,
+// deliberately broken copy: no Clone of a changed set, a stale row left in
+// the instances table by putInstance, removeInstance or the restore's builder,
 // and an Instance read that watches nothing.
 package fsm
 
@@ -86,10 +86,10 @@ func rvWatchFired(ws memdb.WatchSet) bool {
 }
 
 // rvCheckConsistent checks, in one read transaction, that the sets table and
-// the instances table agree: every set record with a Node or Drain is the
+// the instances table agree: every set record with a Drain is the
 // very row of the instances table, every row of the instances table is the
-// record in its set, no set row is empty, and the node and draining indexes
-// list exactly those records.
+// record in its set, no set row is empty, and the node sets and the
+// draining index list exactly those records.
 func rvCheckConsistent(t testing.TB, s *Store, when string) {
 	t.Helper()
 	tx := s.read(nil)

@@ -270,7 +270,7 @@ func FuzzSnapshotEncoderMatchesCodec(f *testing.F) {
 func TestSnapshotStreamUnchanged(t *testing.T) {
 	st := newStoreState()
 	tx := st.db.Txn(true)
-	sets := newSetBuilder(tx)
+	sets := newSetsTxn(tx)
 	for _, rec := range []struct {
 		table string
 		obj   any
@@ -285,7 +285,7 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 	} {
 		var err error
 		if inst, ok := rec.obj.(*Instance); ok {
-			err = sets.put(inst)
+			_, err = sets.put(inst)
 		} else {
 			err = tx.Insert(rec.table, rec.obj)
 		}

@@ -172,7 +172,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 	in := st.intern
 	tx := st.db.Txn(true)
 	defer tx.Abort()
-	sets := newSetBuilder(tx)
+	sets := newSetsTxn(tx)
 	for {
 		var kind byte
 		if err := dec.Decode(&kind); err != nil {
@@ -222,7 +222,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		case *Check:
 			in.check(o)
 			// Instances come before checks in a snapshot.
-			if inst := sets.get(o.Service, o.Instance); inst != nil {
+			if inst := sets.instance(o.Service, o.Instance); inst != nil {
 				o.Instance = inst.ID
 			}
 		case *Node:
@@ -230,7 +230,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		}
 		var err error
 		if inst, ok := obj.(*Instance); ok {
-			err = sets.put(inst)
+			_, err = sets.put(inst)
 		} else {
 			err = tx.Insert(table, obj)
 		}
