@@ -482,12 +482,21 @@ func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, erro
 // deadline, if sooner): waiting for the request already in flight, the
 // round trip to the leader and applying up to the index. Past it the read
 // fails with ErrNoLeader (a 503 the client may retry elsewhere).
+//
+// It makes no context of its own unless it has to wait for this node to
+// apply the index: a child context with a deadline (a timer, and a place in
+// the parent's list of children) cost a consistent read 3-4 µs of CPU, a
+// twentieth of all it costs on the follower asked.
 func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
-	budget, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
-	defer cancel()
-	idx, err := n.readIndex(budget)
-	if err == nil {
+	deadline := time.Now().Add(n.cfg.LeaderWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	idx, err := n.readIndex(ctx, deadline)
+	if err == nil && n.fsm.AppliedIndex() < idx {
+		budget, cancel := context.WithDeadline(ctx, deadline)
 		err = n.fsm.WaitForIndex(budget, idx)
+		cancel()
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		// This read's own budget ended (not the caller's).

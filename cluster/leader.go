@@ -79,6 +79,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	n.readyTerm.Store(term)
 	n.leaderReady.Store(true)
 	// Elected by a quorum and caught up through the barrier: current as of
 	// the barrier's start (not later: the process may have been paused

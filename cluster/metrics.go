@@ -23,6 +23,10 @@ type metrics struct {
 	// readIndexBatches counts read index requests; with
 	// beacon_http_requests_total it shows how many reads share one.
 	readIndexBatches prometheus.Counter
+	// readIndexServed counts the read indexes this node served as leader,
+	// by how leadership was established: "vouched" by the asking voter
+	// (readIndexVouched) or "verified" by a quorum round.
+	readIndexServed *prometheus.CounterVec
 }
 
 // latencyBuckets span a local fsync (sub-millisecond) to a leader wait.
@@ -56,6 +60,10 @@ func newMetrics() *metrics {
 			Name: "beacon_read_index_batches_total",
 			Help: "Read indexes this node obtained for consistent reads; the reads waiting at the same moment share one.",
 		}),
+		readIndexServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "beacon_read_index_served_total",
+			Help: "Read indexes this node served as leader, by how its leadership was established: vouched (the asking follower and this leader are a majority, no extra round) or verified (a quorum round trip).",
+		}, []string{"how"}),
 		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "beacon_raft_replication_stalled",
 			Help: "1 while this follower hears the leader's heartbeats but has not applied an index the leader committed more than the stall time ago (StallAfter, 5s).",
@@ -69,13 +77,15 @@ func newMetrics() *metrics {
 	m.connRejected.WithLabelValues("tls")
 	m.connRejected.WithLabelValues("secret")
 	m.forwarded.WithLabelValues("apply", "ok")
+	m.readIndexServed.WithLabelValues("vouched")
+	m.readIndexServed.WithLabelValues("verified")
 	return m
 }
 
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, m.readIndexServed, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}

@@ -51,6 +51,10 @@ type Node struct {
 	restartCh   chan struct{} // restartLeaderLoop
 	restoreMu   sync.Mutex    // one restore at a time
 	leaderReady atomic.Bool
+	// readyTerm is the term in which this node, as leader, committed the
+	// barrier that made it ready (see leaderLoop); vouched read indexes
+	// are served only in that term (readIndexVouched).
+	readyTerm   atomic.Uint64
 	leaderSince atomic.Int64
 	tasksMu     sync.Mutex
 	leaderTasks []func(context.Context)
@@ -545,8 +549,8 @@ func (n *Node) registerRPCs() {
 		}
 		return appendIndex(nil, n.raft.CommitIndex()), nil
 	})
-	n.rpcSrv.handle(opReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {
-		idx, err := n.readIndexLocal(ctx)
+	n.rpcSrv.handle(opReadIndex, func(ctx context.Context, p []byte) ([]byte, error) {
+		idx, err := n.serveReadIndex(ctx, p)
 		return appendIndex(nil, idx), err
 	})
 	n.rpcSrv.handle(opStatus, func(ctx context.Context, _ []byte) ([]byte, error) {

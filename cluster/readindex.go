@@ -43,13 +43,9 @@ type readCall struct {
 }
 
 // readIndex returns a read index obtained after the call began. It returns
-// when ctx ends, whatever the request it joined is doing; ctx should carry a
-// deadline (ConsistentIndex gives it one), which also bounds that request.
-func (n *Node) readIndex(ctx context.Context) (uint64, error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(n.cfg.LeaderWait)
-	}
+// when ctx ends or at deadline (context.DeadlineExceeded), whatever the
+// request it joined is doing; deadline also bounds that request.
+func (n *Node) readIndex(ctx context.Context, deadline time.Time) (uint64, error) {
 	b := &n.reads
 	b.mu.Lock()
 	if b.next == nil {
@@ -65,6 +61,14 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		go n.sendReadIndex(c, c.deadline)
 	}
 	b.mu.Unlock()
+	// A timer of our own only when ctx does not end first anyway; a pooled
+	// one (Stop then Reset never delivers a stale tick since Go 1.23).
+	var expired <-chan time.Time
+	if d, ok := ctx.Deadline(); !ok || d.After(deadline) {
+		t := getTimer(time.Until(deadline))
+		defer putTimer(t)
+		expired = t.C
+	}
 	select {
 	case <-c.done:
 		// done was closed after idx and err were written.
@@ -72,7 +76,24 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	case <-ctx.Done():
 		// The call may still be running: do not touch its fields.
 		return 0, ctx.Err()
+	case <-expired:
+		return 0, context.DeadlineExceeded
 	}
+}
+
+var timers sync.Pool // of stopped *time.Timer
+
+func getTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+func putTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }
 
 // sendReadIndex obtains the read index of c from the leader, then of each
@@ -91,7 +112,7 @@ func (n *Node) sendReadIndex(c *readCall, deadline time.Time) {
 			// says ErrNoLeader), or at the deadline if sooner.
 			ctx, cancel := context.WithDeadline(n.ctx, deadline)
 			var resp []byte
-			resp, err = n.CallLeader(ctx, opReadIndex, nil)
+			resp, err = n.CallLeader(ctx, opReadIndex, n.vouch())
 			cancel()
 			switch {
 			case err == nil:
