@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -100,8 +101,7 @@ func denied(msg string) error {
 }
 
 // requestToken extracts the token a request carries, or "".
-func requestToken(r *http.Request) (string, error) {
-	q := r.URL.Query()
+func requestToken(r *http.Request, q url.Values) (string, error) {
 	for _, k := range []string{"token", "access_token"} {
 		if q.Has(k) {
 			return "", errTokenInURL
@@ -135,16 +135,16 @@ func requestToken(r *http.Request) (string, error) {
 // depends only on the SHA-256 of the guess, which tells an attacker nothing
 // about any secret (finding a secret from its hash is a preimage attack).
 // The secret itself is never compared, logged or kept.
-func (s *Server) authenticate(r *http.Request) identity {
-	id, err := s.identify(r)
+func (s *Server) authenticate(r *http.Request, q url.Values) identity {
+	id, err := s.identify(r, q)
 	if err != nil {
 		return identity{err: err, accessor: AccessorAnonymous}
 	}
 	return id
 }
 
-func (s *Server) identify(r *http.Request) (identity, error) {
-	tok, err := requestToken(r)
+func (s *Server) identify(r *http.Request, q url.Values) (identity, error) {
+	tok, err := requestToken(r, q)
 	if err != nil {
 		return identity{}, err
 	}

@@ -114,7 +114,7 @@ func (s *Server) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v an
 
 // handleChecks: GET /v1/checks?service=&status=&owner=&instance=.
 func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	service, status, owner, instance := q.Get("service"), q.Get("status"), q.Get("owner"), q.Get("instance")
 	if service != "" {
 		if err := validateService("service", service); err != nil {

@@ -135,7 +135,7 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)
@@ -180,7 +180,7 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	var inst *fsm.Instance
 	var checks []*fsm.Check
-	if _, ok := s.runQuery(w, r, r.URL.Query(), func(ws memdb.WatchSet) (uint64, error) {
+	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, inst, checks = s.store.Instance(ws, service, id)
 		if inst == nil {

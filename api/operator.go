@@ -16,7 +16,7 @@ import (
 // write acknowledged before the request; ?stale skips that, so an operator
 // can still save what a node holds while the cluster has no leader.
 func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	stale := false
 	if _, ok := q["stale"]; ok {
 		switch q.Get("stale") {

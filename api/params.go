@@ -27,7 +27,7 @@ func params(h http.HandlerFunc, groups ...[]string) http.HandlerFunc {
 	allowed := slices.Concat(groups...)
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.RawQuery != "" {
-			for k := range r.URL.Query() {
+			for k := range queryOf(r) {
 				if !slices.Contains(allowed, k) {
 					writeError(w, unknownParam(k, allowed))
 					return

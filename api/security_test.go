@@ -47,7 +47,7 @@ func TestRequestTokenReadsHeadersOnly(t *testing.T) {
 			for k, v := range tc.headers {
 				r.Header.Set(k, v)
 			}
-			got, err := requestToken(r)
+			got, err := requestToken(r, r.URL.Query())
 			if !errors.Is(err, tc.err) || got != tc.want {
 				t.Fatalf("got %q, %v; want %q, %v", got, err, tc.want, tc.err)
 			}
@@ -240,7 +240,7 @@ func FuzzRequestToken(f *testing.F) {
 		r.URL.RawQuery = query
 		r.Header["Authorization"] = []string{authz}
 		r.Header["X-Beacon-Token"] = []string{xtok}
-		tok, err := requestToken(r)
+		tok, err := requestToken(r, r.URL.Query())
 		if err != nil {
 			return
 		}
@@ -258,11 +258,11 @@ func TestAuthenticateComparesHashesNotSecrets(t *testing.T) {
 	s := &Server{cfg: Config{Auth: AuthConfig{ManagementTokenHash: HashToken("management-secret-123")}}, store: store}
 	r := httptest.NewRequest(http.MethodGet, "/v1/services", nil)
 	r.Header.Set("Authorization", "Bearer management-secret-123")
-	if id := s.authenticate(r); id.err != nil || id.policy != PolicyManagement || id.accessor != AccessorManagement {
+	if id := s.authenticate(r, r.URL.Query()); id.err != nil || id.policy != PolicyManagement || id.accessor != AccessorManagement {
 		t.Fatalf("management token: %+v", id)
 	}
 	r.Header.Set("Authorization", "Bearer management-secret-12")
-	if id := s.authenticate(r); !errors.Is(id.err, errInvalidToken) {
+	if id := s.authenticate(r, r.URL.Query()); !errors.Is(id.err, errInvalidToken) {
 		t.Fatalf("a prefix of the management token: %+v", id)
 	}
 	if got := hex.EncodeToString(HashToken("abc")); got != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
@@ -297,7 +297,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				_ = s.authenticate(r)
+				_ = s.authenticate(r, r.URL.Query())
 			}
 		})
 	}

@@ -16,7 +16,7 @@ const MaxPageSize = 1000
 // and cursor= (the next_cursor of the previous page); pages walk the names
 // in order, so a walk sees every service that exists throughout it once.
 func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	f, err := parseInstanceFilter(q)
 	if err != nil {
 		writeError(w, err)

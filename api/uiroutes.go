@@ -81,7 +81,7 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 // is applied on this node: the UI then reloads what it shows.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	var idx uint64
-	if _, ok := s.runQuery(w, r, r.URL.Query(), func(ws memdb.WatchSet) (uint64, error) {
+	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		if ws != nil {
 			ws.Add(s.store.AppliedCh())
 		}
@@ -104,7 +104,7 @@ type InstanceTransition struct {
 // transitions of every instance, newest first (each instance keeps its
 // last 10, so an instance deregistered takes its history with it).
 func (s *Server) handleTransitions(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	limit := 50
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -152,7 +152,7 @@ type LBReport struct {
 // http://ADDR/lb/status[?service=NAME] of those addresses, NAME a valid
 // service name: no client can make it fetch anything else.
 func (s *Server) handleLBs(w http.ResponseWriter, r *http.Request) {
-	service := r.URL.Query().Get("service")
+	service := queryOf(r).Get("service")
 	if service != "" {
 		if err := validateService("service", service); err != nil {
 			writeError(w, err)
@@ -246,7 +246,7 @@ type Summary struct {
 // instances by health (blocking with index= like every read).
 func (s *Server) handleSummary(w http.ResponseWriter, r *http.Request) {
 	var out Summary
-	if _, ok := s.runQuery(w, r, r.URL.Query(), func(ws memdb.WatchSet) (uint64, error) {
+	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		idx, sums, _ := s.store.ServiceSummaries(ws, "", "", 0, nil)
 		out = Summary{Services: len(sums)}
 		for _, sum := range sums {

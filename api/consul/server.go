@@ -210,7 +210,7 @@ func (s *Server) routes() *http.ServeMux {
 // guard checks the token, the datacenter and the query before a handler.
 func (s *Server) guard(access api.Access, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
+		q := api.Query(r)
 		tok, err := requestToken(r, q)
 		if err != nil {
 			writeError(w, err)
