@@ -473,6 +473,27 @@ func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, erro
 	return res.Index, nil
 }
 
+// readIndexAt turns the leader's commit index into a read index: the last
+// entry at or below it that reaches the FSM (a command or a configuration),
+// or this node's applied index if none is above that. Barriers and no-ops
+// never reach the FSM, so no node's applied index would ever reach one of
+// them: a read index that named the nudge's barrier would wait forever.
+// Under load the top entry is almost always a command, read from the log
+// cache.
+func (n *Node) readIndexAt(commit uint64) (uint64, error) {
+	applied := n.fsm.AppliedIndex()
+	var l raft.Log
+	for idx := commit; idx > applied; idx-- {
+		if err := n.logs.GetLog(idx, &l); err != nil {
+			return 0, fmt.Errorf("cluster: read index: log entry %d: %w", idx, err)
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return idx, nil
+		}
+	}
+	return applied, nil
+}
+
 // ConsistentIndex makes the next local read linearizable: it obtains a read
 // index from the leader (which confirms its leadership with a quorum round
 // trip) and waits until this node has applied it.
@@ -512,14 +533,22 @@ func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
 }
 
 // readIndexLocal serves a read index on the leader. Every write this leader
-// acknowledged has been applied to its FSM, and the barrier run when it took
-// office covers earlier terms; so its applied index, taken before a
-// successful quorum check, bounds every acknowledged write.
+// acknowledged was committed first, and the barrier run when it took office
+// covers earlier terms; so its commit index, taken before a successful
+// quorum check, bounds every acknowledged write. It also bounds everything
+// any node has applied (a follower applies only what the leader said was
+// committed), so a read never misses what an earlier read saw: the applied
+// index, used until 2026-12-05, lags the commit index while the leader's FSM
+// catches up, and a read on one follower could then miss a write that a
+// finished read on another had returned (TestAReadNeverMissesWhatAnEarlierReadSaw).
 func (n *Node) readIndexLocal(ctx context.Context) (uint64, error) {
 	if err := n.waitLeaderReady(ctx); err != nil {
 		return 0, err
 	}
-	idx := n.fsm.AppliedIndex()
+	idx, err := n.readIndexAt(n.raft.CommitIndex())
+	if err != nil {
+		return 0, err
+	}
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}

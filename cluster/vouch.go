@@ -9,8 +9,9 @@ import (
 
 // Vouched read indexes.
 //
-// A read index must bound every write acknowledged before the read began.
-// The leader's applied index does, provided no other leader existed when
+// A read index must bound every write acknowledged before the read began
+// (and everything an earlier read returned). The leader's commit index
+// does, provided no other leader existed when
 // the read began; the usual proof is a quorum round after taking the index
 // (VerifyLeader): a majority still in the leader's term means no newer
 // leader had been elected. In a cluster of at most three voters, a read
@@ -23,7 +24,7 @@ import (
 // committed its ready barrier in T, and F and L together are a majority of
 // its configuration (at most three voters, both of them voters). Why that is
 // linearizable, with t_r the moment F read its term and t1 the moment L
-// takes its applied index:
+// takes its commit index:
 //
 //   - A server moves to a higher term before it votes in it (hashicorp/raft
 //     sets the term, then grants the vote), so at t_r F had voted in no term
@@ -34,9 +35,9 @@ import (
 //     hashicorp/raft appends a configuration only once the previous one has
 //     committed). So no leader newer than L existed at t_r.
 //   - Every write acknowledged before t_r was therefore committed by L in T
-//     (L applies a write before acknowledging it) or by a leader of an
-//     earlier term (applied before L's ready barrier in T). L's applied
-//     index at t1 covers them all.
+//     or by a leader of an earlier term (committed before L's ready barrier
+//     in T). L's commit index at t1 covers them all, and everything any
+//     node had applied by then (see readIndexLocal: not the applied index).
 //   - If F voted for a newer leader after t_r, L could no longer commit in
 //     T (its majority needs F or that leader's voter), so every entry L's
 //     index covers precedes the newer leader's first write: the read is
@@ -91,7 +92,7 @@ func (n *Node) serveReadIndex(ctx context.Context, p []byte) (uint64, error) {
 	return idx, err
 }
 
-// readIndexVouched returns this leader's applied index as a read index for
+// readIndexVouched returns this leader's commit index as a read index for
 // voter id, which was in term when it sent the request, if the two make
 // the proof of leadership that the file's comment describes; ok is false
 // otherwise, and the caller verifies leadership instead.
@@ -103,7 +104,10 @@ func (n *Node) readIndexVouched(term uint64, id raft.ServerID) (idx uint64, ok b
 	if cfg.Error() != nil || !vouchingQuorum(cfg.Configuration(), raft.ServerID(n.cfg.NodeName), id) {
 		return 0, false
 	}
-	idx = n.fsm.AppliedIndex()
+	idx, err := n.readIndexAt(n.raft.CommitIndex())
+	if err != nil {
+		return 0, false
+	}
 	// Still leader in term after taking the index: the state read above
 	// fell between two reads of the same term, so it was this term's.
 	if n.raft.CurrentTerm() != term || n.raft.State() != raft.Leader {
