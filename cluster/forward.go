@@ -376,6 +376,9 @@ func (n *Node) findRequest(id []byte, low uint64) (uint64, bool, error) {
 // waitLeaderReady waits until this leader has applied every entry of
 // earlier terms (leaderReady), or fails with ErrNotLeader.
 func (n *Node) waitLeaderReady(ctx context.Context) error {
+	if n.leaderReady.Load() {
+		return nil
+	}
 	wait := time.NewTimer(n.cfg.LeaderWait)
 	defer wait.Stop()
 	for !n.leaderReady.Load() {
@@ -541,10 +544,9 @@ func (n *Node) ConsistentIndex(ctx context.Context) (uint64, error) {
 // index, used until 2026-12-05, lags the commit index while the leader's FSM
 // catches up, and a read on one follower could then miss a write that a
 // finished read on another had returned (TestAReadNeverMissesWhatAnEarlierReadSaw).
+//
+// The caller has waited for this leader to be ready (waitLeaderReady).
 func (n *Node) readIndexLocal(ctx context.Context) (uint64, error) {
-	if err := n.waitLeaderReady(ctx); err != nil {
-		return 0, err
-	}
 	idx, err := n.readIndexAt(n.raft.CommitIndex())
 	if err != nil {
 		return 0, err

@@ -26,6 +26,13 @@ type testNodes struct {
 
 func newTestNodes(t *testing.T, n int, mutate func(i int, c *Config)) *testNodes {
 	t.Helper()
+	return newTestNodesFSM(t, n, mutate, nil)
+}
+
+// newTestNodesFSM is newTestNodes with prepare, if not nil, called on each
+// node's FSM before its node starts (to set an observer).
+func newTestNodesFSM(t *testing.T, n int, mutate func(i int, c *Config), prepare func(i int, f *fsm.FSM)) *testNodes {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("cluster test: skipped with -short")
 	}
@@ -48,6 +55,9 @@ func newTestNodes(t *testing.T, n int, mutate func(i int, c *Config)) *testNodes
 			mutate(i, &cfg)
 		}
 		f := fsm.New(cfg.Logger.Named("fsm"))
+		if prepare != nil {
+			prepare(i, f)
+		}
 		node, err := New(cfg, f)
 		if err != nil {
 			t.Fatal(err)

@@ -42,43 +42,20 @@ func readNeverMissesWhatAnEarlierReadSaw(t *testing.T, size int) {
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 
-	tn := &testNodes{t: t}
-	t.Cleanup(tn.shutdown)
-	t.Cleanup(free) // runs before shutdown
-	var seed string
 	for i := range size {
 		held[i] = make(chan struct{})
-		cfg := DefaultConfig()
-		cfg.NodeName = fmt.Sprintf("node%d", i+1)
-		cfg.DataDir = t.TempDir()
-		cfg.ClusterAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0"
-		cfg.ClusterSecret = []byte("nodes-test-secret-0123456789abcdef")
-		cfg.BootstrapExpect = size
-		cfg.RejoinInterval = 2 * time.Second
-		if seed != "" {
-			cfg.Join = []string{seed}
-		}
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: hclog.Warn, Output: testWriter{t}})
-		f := fsm.New(cfg.Logger.Named("fsm"))
+	}
+	tn := newTestNodesFSM(t, size, func(_ int, c *Config) {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Name: c.NodeName, Level: hclog.Warn, Output: testWriter{t}})
+	}, func(i int, f *fsm.FSM) {
 		f.SetObserver(func(a fsm.Applied) {
 			if a.Type == fsm.RegisterType && armed[i].CompareAndSwap(true, false) {
 				close(held[i])
 				<-release // this node's FSM goroutine stalls here
 			}
 		})
-		node, err := New(cfg, f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := node.Start(context.Background()); err != nil {
-			t.Fatalf("start %s: %v", cfg.NodeName, err)
-		}
-		tn.nodes = append(tn.nodes, node)
-		tn.fsms = append(tn.fsms, f)
-		if i == 0 {
-			seed = node.GossipAddr()
-		}
-	}
+	})
+	t.Cleanup(free) // runs before the nodes shut down
 	l := tn.waitForLeader(30 * time.Second)
 	eventually(t, 30*time.Second, func() bool {
 		f := tn.nodes[l].raft.GetConfiguration()

@@ -76,10 +76,10 @@ func parseVouch(p []byte) (term uint64, id raft.ServerID, ok bool) {
 // vouched by the asking voter when it can be, verified by a quorum round
 // otherwise.
 func (n *Node) serveReadIndex(ctx context.Context, p []byte) (uint64, error) {
+	if err := n.waitLeaderReady(ctx); err != nil {
+		return 0, err
+	}
 	if term, id, ok := parseVouch(p); ok {
-		if err := n.waitLeaderReady(ctx); err != nil {
-			return 0, err
-		}
 		if idx, ok := n.readIndexVouched(term, id); ok {
 			n.metrics.readIndexServed.WithLabelValues("vouched").Inc()
 			return idx, nil
