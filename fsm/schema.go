@@ -26,21 +26,22 @@ type indexEntry struct {
 }
 
 func schema() *memdb.DBSchema {
-	str := func(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
+	// The string indexes read their field through a function (strindex.go),
+	// with the keys memdb.StringFieldIndex would make.
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		// Every instance is in its service's set (instset.go), a row of
 		// the sets table, and, if it has a Node, in that node's set, a row
 		// of the nodesets table. Only draining instances are also rows of
 		// the instances table, for its draining index.
 		tableSets: {Name: tableSets, Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: str("Service")},
+			"id": {Name: "id", Unique: true, Indexer: strField("Service", func(r *serviceSet) string { return r.Service })},
 		}},
 		tableNodeSets: {Name: tableNodeSets, Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: str("Node")},
+			"id": {Name: "id", Unique: true, Indexer: strField("Node", func(r *nodeSet) string { return r.Node })},
 		}},
 		tableInstances: {Name: tableInstances, Indexes: map[string]*memdb.IndexSchema{
 			"id":   {Name: "id", Unique: true, Indexer: instanceKeyIndexer{}},
-			"node": {Name: "node", AllowMissing: true, Indexer: str("Node")},
+			"node": {Name: "node", AllowMissing: true, Indexer: strField("Node", func(i *Instance) string { return i.Node })},
 			// Only draining instances have an entry, so the leader finds
 			// the drain deadlines it enforces without scanning the catalog.
 			"draining": {Name: "draining", AllowMissing: true, Indexer: drainingIndexer{}},
@@ -49,21 +50,21 @@ func schema() *memdb.DBSchema {
 			// ID is SERVICE:INSTANCE:NAME: a service's or an instance's
 			// checks are a prefix scan of it (checksOf), so the checks keep
 			// no index by service or by instance.
-			"id":    {Name: "id", Unique: true, Indexer: str("ID")},
-			"owner": {Name: "owner", AllowMissing: true, Indexer: str("Owner")},
+			"id":    {Name: "id", Unique: true, Indexer: strField("ID", func(c *Check) string { return c.ID })},
+			"owner": {Name: "owner", AllowMissing: true, Indexer: strField("Owner", func(c *Check) string { return c.Owner })},
 		}},
 		tableServices: {Name: tableServices, Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: str("Name")},
+			"id": {Name: "id", Unique: true, Indexer: strField("Name", func(r *Service) string { return r.Name })},
 		}},
 		tableNodes: {Name: tableNodes, Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: str("Name")},
+			"id": {Name: "id", Unique: true, Indexer: strField("Name", func(r *Node) string { return r.Name })},
 		}},
 		tableTokens: {Name: tableTokens, Indexes: map[string]*memdb.IndexSchema{
-			"id":     {Name: "id", Unique: true, Indexer: str("Accessor")},
-			"secret": {Name: "secret", Unique: true, Indexer: str("SecretHash")},
+			"id":     {Name: "id", Unique: true, Indexer: strField("Accessor", func(t *Token) string { return t.Accessor })},
+			"secret": {Name: "secret", Unique: true, Indexer: strField("SecretHash", func(t *Token) string { return t.SecretHash })},
 		}},
 		tableIndex: {Name: tableIndex, Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: str("Key")},
+			"id": {Name: "id", Unique: true, Indexer: strField("Key", func(e *indexEntry) string { return e.Key })},
 		}},
 	}}
 }
@@ -192,9 +193,21 @@ func lookupUnique(tx *memdb.Txn, table, index string, args ...any) (any, error) 
 	if obj == nil {
 		return nil, nil
 	}
+	if m, ok := ix.(keyMatcher); ok {
+		if !m.hasKey(obj, want) {
+			return nil, nil
+		}
+		return obj, nil
+	}
 	ok, got, err := single.FromObject(obj)
 	if err != nil || !ok || !bytes.Equal(got, want) {
 		return nil, err
 	}
 	return obj, nil
+}
+
+// keyMatcher is an indexer that tells whether obj's key is key without
+// making obj's key (strIndex): lookupUnique's comparison, allocation-free.
+type keyMatcher interface {
+	hasKey(obj any, key []byte) bool
 }

@@ -120,8 +120,8 @@ func (m *cpuMeter) perRequest(requests int64) string {
 }
 
 // startProfiles asks every server that serves pprof for a CPU profile of the
-// next d (whole seconds, at least 1) and writes each to
-// DIR/PHASE.NODE.cpu.pprof. The returned function waits for them.
+// next d (whole seconds, at least 1) and the allocations it makes in them, and
+// writes each to DIR/PHASE.NODE.cpu.pprof and DIR/PHASE.NODE.allocs.pprof. The returned function waits for them.
 func startProfiles(s servers, phase string, d time.Duration) (wait func()) {
 	if *profDir == "" || len(s.pprof) == 0 {
 		return func() {}
@@ -132,27 +132,32 @@ func startProfiles(s servers, phase string, d time.Duration) (wait func()) {
 	}
 	secs := max(1, int(d/time.Second))
 	var wg sync.WaitGroup
+	// Each node's CPU profile and the allocations it made (a delta) over
+	// the same seconds.
+	kinds := []struct{ path, suffix string }{{"profile", "cpu"}, {"allocs", "allocs"}}
 	for i, base := range s.pprof {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			hc := &http.Client{Timeout: time.Duration(secs)*time.Second + 60*time.Second}
-			resp, err := hc.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs))
-			if err != nil {
-				fmt.Println("profile:", err)
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil || resp.StatusCode != http.StatusOK {
-				fmt.Printf("profile %s: status %d, %v\n", base, resp.StatusCode, err)
-				return
-			}
-			name := filepath.Join(*profDir, fmt.Sprintf("%s.%s.cpu.pprof", slug(phase), s.nodes[i]))
-			if err := os.WriteFile(name, b, 0o644); err != nil {
-				fmt.Println("profile:", err)
-			}
-		}()
+		for _, kind := range kinds {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				hc := &http.Client{Timeout: time.Duration(secs)*time.Second + 60*time.Second}
+				resp, err := hc.Get(fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", base, kind.path, secs))
+				if err != nil {
+					fmt.Println("profile:", err)
+					return
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					fmt.Printf("profile %s: status %d, %v\n", base, resp.StatusCode, err)
+					return
+				}
+				name := filepath.Join(*profDir, fmt.Sprintf("%s.%s.%s.pprof", slug(phase), s.nodes[i], kind.suffix))
+				if err := os.WriteFile(name, b, 0o644); err != nil {
+					fmt.Println("profile:", err)
+				}
+			}()
+		}
 	}
 	return wg.Wait
 }

@@ -49,7 +49,7 @@ var (
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
 	agentArgs = flag.String("agent-args", "", "extra flags for every beacon agent, space-separated (e.g. --memory-limit=auto)")
-	profDir   = flag.String("profile-dir", "", "save each agent's CPU profile of every load phase (PHASE.NODE.cpu.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
+	profDir   = flag.String("profile-dir", "", "save each agent's CPU and allocation profiles of every load phase (PHASE.NODE.cpu.pprof, PHASE.NODE.allocs.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
 	composeProject = flag.String("compose-project", "beacon-fo", "compose project of the oneshot-compose phase")
 	composeImage   = flag.String("compose-image", "beacon:fo", "image of the oneshot-compose phase (make image IMAGE=...)")
@@ -505,7 +505,7 @@ func benchLoad(s servers, name string, bases []string, mk reqFunc, writes bool) 
 
 // benchLoadN is benchLoad with n clients; it also returns the p50. It
 // reports the servers' CPU time per successful request, and with
-// -profile-dir saves each agent's CPU profile of the phase.
+// -profile-dir saves each agent's CPU and allocation profiles of the phase.
 func benchLoadN(s servers, n int, name string, bases []string, mk reqFunc, writes bool) (float64, time.Duration) {
 	return benchLoadFor(s, n, name, bases, mk, writes, *duration)
 }

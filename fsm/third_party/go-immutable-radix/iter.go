@@ -9,6 +9,12 @@ import (
 type Iterator struct {
 	node  *Node
 	stack []edges
+	// buf and one back the stack of a lower-bound seek and of an
+	// iteration's start, so that a lookup allocates nothing beyond the
+	// Iterator (Beacon's copy; see README.beacon.md). The stack outgrows
+	// buf onto the heap as before.
+	buf [4]edges
+	one [1]edge
 }
 
 // SeekPrefixWatch is used to seek the iterator to a given prefix
@@ -89,7 +95,7 @@ func (i *Iterator) SeekLowerBound(key []byte) {
 	// leaf with the lower bound. Note that the iterator will still recurse into
 	// children that we don't traverse on the way to the reverse lower bound as it
 	// walks the stack.
-	i.stack = []edges{}
+	i.stack = i.buf[:0]
 	// i.node starts off in the common case as pointing to the root node of the
 	// tree. By the time we return we have either found a lower bound and setup
 	// the stack to traverse all larger keys, or we have not and the stack and
@@ -101,7 +107,8 @@ func (i *Iterator) SeekLowerBound(key []byte) {
 	search := key
 
 	found := func(n *Node) {
-		i.stack = append(i.stack, edges{edge{node: n}})
+		i.one[0] = edge{node: n}
+		i.stack = append(i.stack, i.one[:])
 	}
 
 	findMin := func(n *Node) {
@@ -177,11 +184,8 @@ func (i *Iterator) SeekLowerBound(key []byte) {
 func (i *Iterator) Next() ([]byte, interface{}, bool) {
 	// Initialize our stack if needed
 	if i.stack == nil && i.node != nil {
-		i.stack = []edges{
-			{
-				edge{node: i.node},
-			},
-		}
+		i.one[0] = edge{node: i.node}
+		i.stack = append(i.buf[:0], i.one[:])
 	}
 
 	for len(i.stack) > 0 {
