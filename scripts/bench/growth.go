@@ -9,6 +9,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -84,6 +85,15 @@ func benchGrowth(s servers, bases []string, mk reqFunc, reads func(label string)
 			"%8.0f writes/s  server cpu %.0f µs/write  (%d ok of %d in %s)  RSS %s MB",
 			c.rate, c.cpuPer*1e6, ok, size, el.Round(time.Millisecond), rss)
 	}
+	// What the RSS at the end is made of: the process's own memory (anon:
+	// heap, stacks, runtime) and mapped files (file: the binary and the
+	// bolt Raft log's pages).
+	var parts []string
+	for i, p := range s.procs {
+		parts = append(parts, fmt.Sprintf("#%d anon %d, file %d", i+1,
+			rssMB(p.Process.Pid, "RssAnon:"), rssMB(p.Process.Pid, "RssFile:")))
+	}
+	report(fmt.Sprintf("%s RSS at %d, MB", s.name, n*size), "%s", strings.Join(parts, ", "))
 	if *growthReadDur > 0 {
 		after := reads(fmt.Sprintf("%s %d in the catalog:", s.name, n*size))
 		if before.local > 0 && before.consistent > 0 {
