@@ -102,7 +102,10 @@ type Config struct {
 
 	Logger hclog.Logger
 	// AuditLogger receives one line per accepted client write this node
-	// commits as leader (default: Logger.Named("audit")).
+	// commits as leader (default: Logger.Named("audit")), at Info level;
+	// the line is built only when its IsInfo() reports true, so a logger
+	// whose sinks take more than its own level says (an InterceptLogger)
+	// must be set to Info itself.
 	AuditLogger hclog.Logger
 	// Metrics, when set, receives the node's Prometheus collectors
 	// (docs/metrics.md). Pass a per-agent registry, never a global one.

@@ -61,9 +61,9 @@ type Txn struct {
 	// up to defaultModifiedCache number of entries.
 	//
 	// Beacon's copy: a set, not upstream's LRU (an LRU entry and a list
-	// element per node written: three allocations). Once full it takes no
-	// more nodes: a node not in it is copied again on its next write, as an
-	// evicted one is upstream, which is correct, only slower.
+	// element per node written: three allocations). A full set is emptied
+	// and starts again: a node no longer in it is copied again on its next
+	// write, as an evicted one is upstream, which is correct, only slower.
 	writable map[*Node]struct{}
 
 	// trackChannels is used to hold channels that need to be notified to
@@ -188,10 +188,14 @@ func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 		copy(nc.edges, n.edges)
 	}
 
-	// Mark this node as writable.
-	if len(t.writable) < defaultModifiedCache {
-		t.writable[nc] = struct{}{}
+	// Mark this node as writable. A full set starts again: the nodes it
+	// forgets are copied once more on their next write, while the nodes
+	// being written now (in a bulk load of ordered keys, the tree's right
+	// edge) stay writable.
+	if len(t.writable) >= defaultModifiedCache {
+		clear(t.writable)
 	}
+	t.writable[nc] = struct{}{}
 	return nc
 }
 
