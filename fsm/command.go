@@ -238,6 +238,9 @@ func Decode(buf []byte, out any) (MessageType, error) {
 }
 
 func decodeBody(b []byte, out any) error {
+	if r, ok := out.(*RegisterRequest); ok && decodeRegister(b, r) {
+		return nil // the common registration, without reflection (regdec.go)
+	}
 	dec := decoders.Get().(*codec.Decoder)
 	dec.ResetBytes(b)
 	err := dec.Decode(out)

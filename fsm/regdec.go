@@ -1,0 +1,312 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// decodeRegister decodes the body of a register command, as Encode wrote it
+// (go-msgpack: a map from field names to values), without reflection: every
+// node decodes every registration it applies, and go-msgpack's reflection was
+// a quarter of the FSM's time per registration. It handles what Encode writes
+// for a registration without checks; for anything else (checks, a key it
+// does not know, a value of another msgpack type, trailing bytes) it returns
+// false and leaves r zero, and the caller decodes with go-msgpack.
+// FuzzDecodeRegister holds it to go-msgpack's result.
+func decodeRegister(b []byte, r *RegisterRequest) bool {
+	d := mpReader{b: b}
+	if !d.decodeRegister(r) || len(d.b) != 0 {
+		*r = RegisterRequest{}
+		return false
+	}
+	return true
+}
+
+func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
+	n, ok := d.mapLen()
+	if !ok {
+		return false
+	}
+	var seen uint16 // a key twice is left to go-msgpack (it merges maps)
+	for range n {
+		key, ok := d.raw() // compared in place: a key is never a new string
+		if !ok {
+			return false
+		}
+		bit := registerKeyBit(key)
+		if bit == 0 || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		switch string(key) {
+		case "ID":
+			r.ID, ok = d.str()
+		case "Service":
+			r.Service, ok = d.str()
+		case "Address":
+			r.Address, ok = d.str()
+		case "Port":
+			r.Port, ok = d.int()
+		case "Tags":
+			r.Tags, ok = d.strings()
+		case "Meta":
+			r.Meta, ok = d.stringMap()
+		case "Version":
+			r.Version, ok = d.str()
+		case "Weight":
+			r.Weight, ok = d.int()
+		case "Node":
+			r.Node, ok = d.str()
+		case "Checks":
+			// Only "no checks": a registration with checks takes go-msgpack.
+			if d.nil() {
+				r.Checks = nil
+			} else if k, isArr := d.arrayLen(); isArr && k == 0 {
+				r.Checks = []CheckDefinition{}
+			} else {
+				return false
+			}
+		case "Trusted":
+			r.Trusted, ok = d.bool()
+		case "Time":
+			var t int
+			t, ok = d.int()
+			r.Time = int64(t)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// registerKeyBit numbers RegisterRequest's keys (0: not one of them).
+func registerKeyBit(key []byte) uint16 {
+	for i, k := range [...]string{"ID", "Service", "Address", "Port", "Tags", "Meta", "Version", "Weight", "Node", "Checks", "Trusted", "Time"} {
+		if k == string(key) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// mpReader reads the msgpack values decodeRegister takes.
+type mpReader struct{ b []byte }
+
+func (d *mpReader) byte() (byte, bool) {
+	if len(d.b) == 0 {
+		return 0, false
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c, true
+}
+
+// n reads a big-endian length or number of size bytes.
+func (d *mpReader) n(size int) (uint64, bool) {
+	if len(d.b) < size {
+		return 0, false
+	}
+	var v uint64
+	switch size {
+	case 1:
+		v = uint64(d.b[0])
+	case 2:
+		v = uint64(binary.BigEndian.Uint16(d.b))
+	case 4:
+		v = uint64(binary.BigEndian.Uint32(d.b))
+	case 8:
+		v = binary.BigEndian.Uint64(d.b)
+	}
+	d.b = d.b[size:]
+	return v, true
+}
+
+// count bounds a container's length by the bytes left (every element takes
+// at least one), so a corrupt length allocates nothing large.
+func (d *mpReader) count(v uint64, ok bool, per int) (int, bool) {
+	if !ok || v > uint64(len(d.b)/per) {
+		return 0, false
+	}
+	return int(v), true
+}
+
+func (d *mpReader) mapLen() (int, bool) {
+	c, ok := d.byte()
+	switch {
+	case !ok:
+		return 0, false
+	case c >= 0x80 && c <= 0x8f:
+		return d.count(uint64(c&0x0f), true, 2)
+	case c == 0xde:
+		v, ok := d.n(2)
+		return d.count(v, ok, 2)
+	case c == 0xdf:
+		v, ok := d.n(4)
+		return d.count(v, ok, 2)
+	}
+	return 0, false
+}
+
+func (d *mpReader) arrayLen() (int, bool) {
+	if len(d.b) == 0 {
+		return 0, false
+	}
+	c := d.b[0]
+	switch {
+	case c >= 0x90 && c <= 0x9f:
+		d.b = d.b[1:]
+		return d.count(uint64(c&0x0f), true, 1)
+	case c == 0xdc:
+		d.b = d.b[1:]
+		v, ok := d.n(2)
+		return d.count(v, ok, 1)
+	case c == 0xdd:
+		d.b = d.b[1:]
+		v, ok := d.n(4)
+		return d.count(v, ok, 1)
+	}
+	return 0, false
+}
+
+// nil consumes a msgpack nil if one is next.
+func (d *mpReader) nil() bool {
+	if len(d.b) > 0 && d.b[0] == 0xc0 {
+		d.b = d.b[1:]
+		return true
+	}
+	return false
+}
+
+func (d *mpReader) str() (string, bool) {
+	b, ok := d.raw()
+	if !ok {
+		return "", false
+	}
+	return string(b), true
+}
+
+// raw reads a msgpack string's bytes, without copying them.
+func (d *mpReader) raw() ([]byte, bool) {
+	c, ok := d.byte()
+	if !ok {
+		return nil, false
+	}
+	var size uint64
+	switch {
+	case c >= 0xa0 && c <= 0xbf:
+		size = uint64(c & 0x1f)
+	case c == 0xd9:
+		size, ok = d.n(1)
+	case c == 0xda:
+		size, ok = d.n(2)
+	case c == 0xdb:
+		size, ok = d.n(4)
+	default:
+		return nil, false
+	}
+	if !ok || size > uint64(len(d.b)) {
+		return nil, false
+	}
+	b := d.b[:size]
+	d.b = d.b[size:]
+	return b, true
+}
+
+func (d *mpReader) int() (int, bool) {
+	c, ok := d.byte()
+	if !ok {
+		return 0, false
+	}
+	switch {
+	case c <= 0x7f:
+		return int(c), true
+	case c >= 0xe0:
+		return int(int8(c)), true
+	}
+	var v uint64
+	switch c {
+	case 0xcc, 0xd0:
+		v, ok = d.n(1)
+	case 0xcd, 0xd1:
+		v, ok = d.n(2)
+	case 0xce, 0xd2:
+		v, ok = d.n(4)
+	case 0xcf, 0xd3:
+		v, ok = d.n(8)
+	default:
+		return 0, false
+	}
+	if !ok {
+		return 0, false
+	}
+	switch c {
+	case 0xcc, 0xcd, 0xce:
+		return int(v), true
+	case 0xcf:
+		if v > math.MaxInt64 {
+			return 0, false // go-msgpack refuses the overflow
+		}
+		return int(v), true
+	case 0xd0:
+		return int(int8(v)), true
+	case 0xd1:
+		return int(int16(v)), true
+	case 0xd2:
+		return int(int32(v)), true
+	}
+	return int(int64(v)), true
+}
+
+func (d *mpReader) bool() (bool, bool) {
+	c, ok := d.byte()
+	switch {
+	case ok && c == 0xc2:
+		return false, true
+	case ok && c == 0xc3:
+		return true, true
+	}
+	return false, false
+}
+
+func (d *mpReader) strings() ([]string, bool) {
+	if d.nil() {
+		return nil, true
+	}
+	n, ok := d.arrayLen()
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, n)
+	for i := range out {
+		if out[i], ok = d.str(); !ok {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+func (d *mpReader) stringMap() (map[string]string, bool) {
+	if d.nil() {
+		return nil, true
+	}
+	n, ok := d.mapLen()
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string]string, n)
+	for range n {
+		k, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		v, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		out[k] = v
+	}
+	return out, true
+}

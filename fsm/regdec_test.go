@@ -1,0 +1,150 @@
+package fsm
+
+import (
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// reflectDecode is what decodeBody did before decodeRegister: go-msgpack.
+func reflectDecode(b []byte) (*RegisterRequest, error) {
+	var r RegisterRequest
+	err := codec.NewDecoderBytes(b, msgpackHandle).Decode(&r)
+	return &r, err
+}
+
+func randomRegister(rng *rand.Rand) RegisterRequest {
+	str := func() string {
+		switch rng.IntN(6) {
+		case 0:
+			return ""
+		case 1:
+			return strings.Repeat("x", 31+rng.IntN(3)) // fixstr / str8 edge
+		case 2:
+			return strings.Repeat("é", 100+rng.IntN(100)) // str8 / str16
+		case 3:
+			return strings.Repeat("a", 65530+rng.IntN(10)) // str16 / str32 edge
+		}
+		return []string{"web", "10.0.0.1", "ñ-ü", "a:b", "\x00"}[rng.IntN(5)]
+	}
+	num := func() int {
+		return []int{0, 1, 127, 128, 255, 256, 65535, 65536, -1, -32, -33, -128, -129, math.MaxInt32, math.MinInt32, math.MaxInt64, math.MinInt64, rng.Int()}[rng.IntN(18)]
+	}
+	r := RegisterRequest{ID: str(), Service: str(), Address: str(), Port: num(), Version: str(),
+		Weight: num(), Node: str(), Trusted: rng.IntN(2) == 0, Time: int64(num())}
+	switch rng.IntN(3) {
+	case 1:
+		r.Tags = []string{}
+	case 2:
+		for range rng.IntN(20) {
+			r.Tags = append(r.Tags, str())
+		}
+	}
+	switch rng.IntN(3) {
+	case 1:
+		r.Meta = map[string]string{}
+	case 2:
+		r.Meta = map[string]string{}
+		for range rng.IntN(20) {
+			r.Meta[str()] = str()
+		}
+	}
+	if rng.IntN(4) == 0 {
+		r.Checks = []CheckDefinition{}
+	}
+	return r
+}
+
+// Every registration without checks that Encode writes decodes to exactly
+// what go-msgpack decodes (nil and empty slices and maps included).
+func TestDecodeRegisterMatchesGoMsgpack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 3000 {
+		in := randomRegister(rng)
+		b, err := Encode(RegisterType, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := reflectDecode(b[1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got RegisterRequest
+		if !decodeRegister(b[1:], &got) {
+			t.Fatalf("case %d: decodeRegister refused what Encode wrote: %+v", i, in)
+		}
+		if !reflect.DeepEqual(&got, want) {
+			t.Fatalf("case %d: decodeRegister = %+v, go-msgpack %+v", i, got, *want)
+		}
+	}
+}
+
+// A registration with checks, or anything else it does not handle, is left
+// to go-msgpack, and decodeBody still decodes it in full.
+func TestDecodeRegisterLeavesTheRestToGoMsgpack(t *testing.T) {
+	in := RegisterRequest{ID: "i1", Service: "web", Port: 80, Checks: []CheckDefinition{{Name: "http", Type: "http", Target: "http://127.0.0.1/", Interval: 1e9}}}
+	b, err := Encode(RegisterType, &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r RegisterRequest
+	if decodeRegister(b[1:], &r) {
+		t.Fatal("decodeRegister took a registration with checks")
+	}
+	if !reflect.DeepEqual(r, RegisterRequest{}) {
+		t.Fatalf("a refused decode left %+v", r)
+	}
+	var got RegisterRequest
+	if err := decodeBody(b[1:], &got); err != nil || !reflect.DeepEqual(got, in) {
+		t.Fatalf("decodeBody = %+v, %v; want %+v", got, err, in)
+	}
+	// Another command's body, an unknown key, trailing bytes.
+	d, _ := Encode(DeregisterType, &DeregisterRequest{Service: "web", ID: "i1", IfIndex: 3})
+	for _, body := range [][]byte{d[1:], append(append([]byte{}, b[1:]...), 0xc0), {0x81, 0xa1, 'X', 0x01}, {}} {
+		var r RegisterRequest
+		if decodeRegister(body, &r) {
+			t.Errorf("decodeRegister took %x", body)
+		}
+	}
+}
+
+// Whatever bytes decodeRegister accepts, go-msgpack decodes to the same
+// request.
+func FuzzDecodeRegister(f *testing.F) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 20 {
+		in := randomRegister(rng)
+		if len(in.ID) > 1000 || len(in.Service) > 1000 || len(in.Address) > 1000 || len(in.Version) > 1000 || len(in.Node) > 1000 {
+			continue
+		}
+		b, _ := Encode(RegisterType, &in)
+		if len(b) < 4000 {
+			f.Add(b[1:])
+		}
+	}
+	f.Add([]byte{0x81, 0xa2, 'I', 'D', 0xc0})
+	// The same key twice: go-msgpack merges a map decoded twice.
+	f.Add([]byte{0x82, 0xa4, 'M', 'e', 't', 'a', 0x81, 0xa1, 'a', 0xa1, '1', 0xa4, 'M', 'e', 't', 'a', 0x81, 0xa1, 'b', 0xa1, '2'})
+	f.Add([]byte{0x82, 0xa4, 'T', 'a', 'g', 's', 0x92, 0xa1, 'a', 0xa1, 'b', 0xa4, 'T', 'a', 'g', 's', 0x91, 0xa1, 'x'})
+	f.Add([]byte{0x81, 0xa4, 'P', 'o', 'r', 't', 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got RegisterRequest
+		if !decodeRegister(b, &got) {
+			if !reflect.DeepEqual(got, RegisterRequest{}) {
+				t.Fatalf("a refused decode left %+v", got)
+			}
+			return
+		}
+		want, err := reflectDecode(b)
+		if err != nil {
+			t.Fatalf("decodeRegister took %x, go-msgpack refuses it: %v", b, err)
+		}
+		if !reflect.DeepEqual(&got, want) {
+			t.Fatalf("%x: decodeRegister = %+v, go-msgpack %+v", b, got, *want)
+		}
+	})
+}
