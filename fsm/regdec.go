@@ -10,16 +10,27 @@ import (
 // node decodes every registration it applies, and go-msgpack's reflection was
 // a quarter of the FSM's time per registration. It handles what Encode writes
 // for a registration without checks; for anything else (checks, a key it
-// does not know, a value of another msgpack type, trailing bytes) it returns
-// false and leaves r zero, and the caller decodes with go-msgpack.
+// does not know, a value of another msgpack type, trailing bytes, an int that
+// does not fit, a request that is not zero to begin with) it returns false
+// and leaves r as it was, and the caller decodes with go-msgpack.
 // FuzzDecodeRegister holds it to go-msgpack's result.
 func decodeRegister(b []byte, r *RegisterRequest) bool {
+	if !r.zero() {
+		return false // go-msgpack decodes into what r holds (it merges maps)
+	}
 	d := mpReader{b: b}
 	if !d.decodeRegister(r) || len(d.b) != 0 {
 		*r = RegisterRequest{}
 		return false
 	}
 	return true
+}
+
+// zero reports whether r is the zero request.
+func (r *RegisterRequest) zero() bool {
+	return r.ID == "" && r.Service == "" && r.Address == "" && r.Port == 0 && r.Tags == nil &&
+		r.Meta == nil && r.Version == "" && r.Weight == 0 && r.Node == "" && r.Checks == nil &&
+		!r.Trusted && r.Time == 0
 }
 
 func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
@@ -46,7 +57,7 @@ func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
 		case "Address":
 			r.Address, ok = d.str()
 		case "Port":
-			r.Port, ok = d.int()
+			r.Port, ok = d.intField()
 		case "Tags":
 			r.Tags, ok = d.strings()
 		case "Meta":
@@ -54,7 +65,7 @@ func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
 		case "Version":
 			r.Version, ok = d.str()
 		case "Weight":
-			r.Weight, ok = d.int()
+			r.Weight, ok = d.intField()
 		case "Node":
 			r.Node, ok = d.str()
 		case "Checks":
@@ -69,9 +80,7 @@ func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
 		case "Trusted":
 			r.Trusted, ok = d.bool()
 		case "Time":
-			var t int
-			t, ok = d.int()
-			r.Time = int64(t)
+			r.Time, ok = d.int64()
 		default:
 			return false
 		}
@@ -215,16 +224,26 @@ func (d *mpReader) raw() ([]byte, bool) {
 	return b, true
 }
 
-func (d *mpReader) int() (int, bool) {
+// intField reads an int field: an int64 that fits this platform's int
+// (go-msgpack refuses one that does not, on 32-bit platforms).
+func (d *mpReader) intField() (int, bool) {
+	v, ok := d.int64()
+	if !ok || int64(int(v)) != v {
+		return 0, false
+	}
+	return int(v), true
+}
+
+func (d *mpReader) int64() (int64, bool) {
 	c, ok := d.byte()
 	if !ok {
 		return 0, false
 	}
 	switch {
 	case c <= 0x7f:
-		return int(c), true
+		return int64(c), true
 	case c >= 0xe0:
-		return int(int8(c)), true
+		return int64(int8(c)), true
 	}
 	var v uint64
 	switch c {
@@ -244,20 +263,22 @@ func (d *mpReader) int() (int, bool) {
 	}
 	switch c {
 	case 0xcc, 0xcd, 0xce:
-		return int(v), true
+		return int64(v), true
 	case 0xcf:
 		if v > math.MaxInt64 {
-			return 0, false // go-msgpack refuses the overflow
+			// go-msgpack wraps it to a negative number; Encode never
+			// writes one: left to go-msgpack.
+			return 0, false
 		}
-		return int(v), true
+		return int64(v), true
 	case 0xd0:
-		return int(int8(v)), true
+		return int64(int8(v)), true
 	case 0xd1:
-		return int(int16(v)), true
+		return int64(int16(v)), true
 	case 0xd2:
-		return int(int32(v)), true
+		return int64(int32(v)), true
 	}
-	return int(int64(v)), true
+	return int64(v), true
 }
 
 func (d *mpReader) bool() (bool, bool) {

@@ -31,11 +31,18 @@ func randomRegister(rng *rand.Rand) RegisterRequest {
 		}
 		return []string{"web", "10.0.0.1", "ñ-ü", "a:b", "\x00"}[rng.IntN(5)]
 	}
-	num := func() int {
-		return []int{0, 1, 127, 128, 255, 256, 65535, 65536, -1, -32, -33, -128, -129, math.MaxInt32, math.MinInt32, math.MaxInt64, math.MinInt64, rng.Int()}[rng.IntN(18)]
+	num64 := func() int64 {
+		return []int64{0, 1, 127, 128, 255, 256, 65535, 65536, -1, -32, -33, -128, -129, math.MaxInt32, math.MinInt32, math.MaxInt64, math.MinInt64, rng.Int64()}[rng.IntN(18)]
+	}
+	num := func() int { // an int field: what this platform's int holds
+		v := num64()
+		for int64(int(v)) != v {
+			v /= 1 << 16
+		}
+		return int(v)
 	}
 	r := RegisterRequest{ID: str(), Service: str(), Address: str(), Port: num(), Version: str(),
-		Weight: num(), Node: str(), Trusted: rng.IntN(2) == 0, Time: int64(num())}
+		Weight: num(), Node: str(), Trusted: rng.IntN(2) == 0, Time: num64()}
 	switch rng.IntN(3) {
 	case 1:
 		r.Tags = []string{}
@@ -147,4 +154,49 @@ func FuzzDecodeRegister(f *testing.F) {
 			t.Fatalf("%x: decodeRegister = %+v, go-msgpack %+v", b, got, *want)
 		}
 	})
+}
+
+// Time is an int64 everywhere; an int field refuses what the platform's int
+// cannot hold, as go-msgpack does (a review ran this on 32-bit ARM).
+func TestDecodeRegisterIntegers(t *testing.T) {
+	in := RegisterRequest{ID: "i1", Service: "web", Port: 80, Time: 1700736869737837380}
+	b, err := Encode(RegisterType, &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r RegisterRequest
+	if !decodeRegister(b[1:], &r) || r.Time != in.Time {
+		t.Fatalf("Time = %d, want %d", r.Time, in.Time)
+	}
+	big := []byte{0x81, 0xa4, 'P', 'o', 'r', 't', 0xd3, 0, 0, 0, 1, 0, 0, 0, 0x50} // 2^32 + 80
+	var p RegisterRequest
+	ok := decodeRegister(big, &p)
+	v := int64(1)<<32 + 80
+	if want := int64(int(v)) == v; ok != want {
+		t.Fatalf("a Port of 2^32+80 accepted = %v, want %v on this platform", ok, want)
+	}
+	if ok && int64(p.Port) != v {
+		t.Fatalf("Port = %d", p.Port)
+	}
+}
+
+// Into a request that already holds values, go-msgpack merges (maps, and the
+// fields the input leaves out): decodeRegister leaves that to it.
+func TestDecodeRegisterIntoANonZeroRequest(t *testing.T) {
+	b, err := Encode(RegisterType, &RegisterRequest{ID: "i1", Service: "web", Meta: map[string]string{"a": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := RegisterRequest{Meta: map[string]string{"x": "1"}}
+	if decodeRegister(b[1:], &r) {
+		t.Fatal("decodeRegister decoded into a request that was not zero")
+	}
+	if _, err := Decode(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := reflectDecode(b[1:])
+	want.Meta["x"] = "1"
+	if !reflect.DeepEqual(&r, want) {
+		t.Fatalf("Decode into a non-zero request = %+v, want go-msgpack's merge %+v", r, *want)
+	}
 }
