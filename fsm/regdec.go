@@ -133,52 +133,33 @@ func (d *mpReader) n(size int) (uint64, bool) {
 	return v, true
 }
 
-// count bounds a container's length by the bytes left (every element takes
-// at least one), so a corrupt length allocates nothing large.
-func (d *mpReader) count(v uint64, ok bool, per int) (int, bool) {
+// length reads a map's or an array's header: fix is the first byte of the
+// fixed-size form (0x80 a map, 0x90 an array), c16 and c32 those of the 16-
+// and 32-bit forms. The length is bounded by the bytes left (per: the fewest
+// an element takes), so a corrupt length allocates nothing large.
+func (d *mpReader) length(fix, c16, c32 byte, per int) (int, bool) {
+	c, ok := d.byte()
+	var v uint64
+	switch {
+	case !ok:
+		return 0, false
+	case c&0xf0 == fix:
+		v = uint64(c & 0x0f)
+	case c == c16:
+		v, ok = d.n(2)
+	case c == c32:
+		v, ok = d.n(4)
+	default:
+		return 0, false
+	}
 	if !ok || v > uint64(len(d.b)/per) {
 		return 0, false
 	}
 	return int(v), true
 }
 
-func (d *mpReader) mapLen() (int, bool) {
-	c, ok := d.byte()
-	switch {
-	case !ok:
-		return 0, false
-	case c >= 0x80 && c <= 0x8f:
-		return d.count(uint64(c&0x0f), true, 2)
-	case c == 0xde:
-		v, ok := d.n(2)
-		return d.count(v, ok, 2)
-	case c == 0xdf:
-		v, ok := d.n(4)
-		return d.count(v, ok, 2)
-	}
-	return 0, false
-}
-
-func (d *mpReader) arrayLen() (int, bool) {
-	if len(d.b) == 0 {
-		return 0, false
-	}
-	c := d.b[0]
-	switch {
-	case c >= 0x90 && c <= 0x9f:
-		d.b = d.b[1:]
-		return d.count(uint64(c&0x0f), true, 1)
-	case c == 0xdc:
-		d.b = d.b[1:]
-		v, ok := d.n(2)
-		return d.count(v, ok, 1)
-	case c == 0xdd:
-		d.b = d.b[1:]
-		v, ok := d.n(4)
-		return d.count(v, ok, 1)
-	}
-	return 0, false
-}
+func (d *mpReader) mapLen() (int, bool)   { return d.length(0x80, 0xde, 0xdf, 2) }
+func (d *mpReader) arrayLen() (int, bool) { return d.length(0x90, 0xdc, 0xdd, 1) }
 
 // nil consumes a msgpack nil if one is next.
 func (d *mpReader) nil() bool {

@@ -17,6 +17,9 @@ func strField[T any](field string, get func(*T) string) strIndex[T] {
 	return strIndex[T]{field: field, get: get}
 }
 
+// indexedField names the field (tests compare with StringFieldIndex).
+func (x strIndex[T]) indexedField() string { return x.field }
+
 // nulTerminated returns s and a NUL in a new slice.
 func nulTerminated(s string) []byte {
 	b := make([]byte, len(s)+1)

@@ -24,27 +24,11 @@ func TestStrIndexMatchesStringFieldIndex(t *testing.T) {
 	checked := 0
 	for tn, table := range schema().Tables {
 		for in, idx := range table.Indexes {
-			field := ""
-			switch x := idx.Indexer.(type) {
-			case strIndex[serviceSet]:
-				field = x.field
-			case strIndex[nodeSet]:
-				field = x.field
-			case strIndex[Instance]:
-				field = x.field
-			case strIndex[Check]:
-				field = x.field
-			case strIndex[Service]:
-				field = x.field
-			case strIndex[Node]:
-				field = x.field
-			case strIndex[Token]:
-				field = x.field
-			case strIndex[indexEntry]:
-				field = x.field
-			default:
+			named, ok := idx.Indexer.(interface{ indexedField() string })
+			if !ok {
 				continue
 			}
+			field := named.indexedField()
 			want := &memdb.StringFieldIndex{Field: field}
 			got := idx.Indexer.(memdb.SingleIndexer)
 			for _, rec := range records[tn] {

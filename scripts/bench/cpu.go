@@ -121,7 +121,8 @@ func (m *cpuMeter) perRequest(requests int64) string {
 
 // startProfiles asks every server that serves pprof for a CPU profile of the
 // next d (whole seconds, at least 1) and the allocations it makes in them, and
-// writes each to DIR/PHASE.NODE.cpu.pprof and DIR/PHASE.NODE.allocs.pprof. The returned function waits for them.
+// writes each to DIR/PHASE.NODE.cpu.pprof and DIR/PHASE.NODE.allocs.pprof.
+// The returned function waits for them.
 func startProfiles(s servers, phase string, d time.Duration) (wait func()) {
 	if *profDir == "" || len(s.pprof) == 0 {
 		return func() {}
