@@ -117,6 +117,9 @@ type Config struct {
 	// pipelineForTest turns hashicorp/raft's pipelined replication back on
 	// (MaxRPCsInFlight 2), for the test that shows the stall it causes.
 	pipelineForTest bool
+	// legacyLogFormatForTest makes the node advertise no log format in
+	// gossip, as a binary from before group entries does.
+	legacyLogFormatForTest bool
 	// wrapLogStore, when set (tests), wraps the Raft log store.
 	wrapLogStore func(raft.LogStore) raft.LogStore
 }

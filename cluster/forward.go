@@ -331,7 +331,7 @@ func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, 
 		if err := n.waitLeaderReady(ctx); err != nil {
 			return 0, err
 		}
-		idx, found, err := n.findRequest(id, low)
+		idx, member, found, err := n.findRequest(id, low)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		}
@@ -341,7 +341,7 @@ func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, 
 			if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
 				return idx, fmt.Errorf("%w at index %d", errCommittedEarlier, idx)
 			}
-			if known, rej := n.fsm.Outcome(idx); known {
+			if known, rej := n.fsm.Outcome(idx, member); known {
 				if rej != nil {
 					return idx, rej
 				}
@@ -350,27 +350,34 @@ func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, 
 			return idx, fmt.Errorf("%w at index %d", errCommittedEarlier, idx)
 		}
 	}
-	return n.applyLocalExt(ctx, cmd, append([]byte(onceExtension), id...))
+	return n.group.apply(ctx, key, term, cmd)
 }
 
-// findRequest looks for a log entry tagged with id above index low.
-func (n *Node) findRequest(id []byte, low uint64) (uint64, bool, error) {
+// findRequest looks for the write with request id id in the log above
+// index low: an entry tagged with it (member 0), or a member of a group
+// entry (fsm.GroupType) carrying it.
+func (n *Node) findRequest(id []byte, low uint64) (idx uint64, member int, found bool, err error) {
 	const maxScan = 1 << 16
 	last := n.raft.LastIndex()
 	if last > low+maxScan {
-		return 0, false, fmt.Errorf("cluster: %d entries since the request arrived, too many to search", last-low)
+		return 0, 0, false, fmt.Errorf("cluster: %d entries since the request arrived, too many to search", last-low)
 	}
 	tag := append([]byte(onceExtension), id...)
 	var l raft.Log
 	for i := last; i > low; i-- {
 		if err := n.logs.GetLog(i, &l); err != nil {
-			return 0, false, fmt.Errorf("cluster: read log entry %d: %w", i, err)
+			return 0, 0, false, fmt.Errorf("cluster: read log entry %d: %w", i, err)
 		}
 		if bytes.Equal(l.Extensions, tag) {
-			return i, true, nil
+			return i, 0, true, nil
+		}
+		if l.Type == raft.LogCommand && len(l.Data) > 0 && fsm.MessageType(l.Data[0]) == fsm.GroupType {
+			if at := fsm.FindInGroup(l.Data, id); at >= 0 {
+				return i, at, true, nil
+			}
 		}
 	}
-	return 0, false, nil
+	return 0, 0, false, nil
 }
 
 // waitLeaderReady waits until this leader has applied every entry of
@@ -451,24 +458,15 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
 
 // applyLocalExt is applyLocal with the log entry's Extensions set to ext.
 func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, error) {
-	start := time.Now()
 	f := n.raft.ApplyLog(raft.Log{Data: cmd, Extensions: ext}, n.cfg.LeaderWait)
-	err := f.Error()
-	n.metrics.raftApply.Observe(time.Since(start).Seconds())
+	resp, err := n.applied(f, time.Now())
 	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
-			return 0, ErrNotLeader
-		}
-		if errors.Is(err, raft.ErrEnqueueTimeout) {
-			return 0, err
-		}
-		return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		return 0, err
 	}
-	res, ok := f.Response().(fsm.ApplyResult)
+	res, ok := resp.(fsm.ApplyResult)
 	if !ok {
-		return f.Index(), fmt.Errorf("cluster: unexpected apply response %T", f.Response())
+		return f.Index(), fmt.Errorf("cluster: unexpected apply response %T", resp)
 	}
-	n.nudge.note(n.raft.LastIndex())
 	if res.Err != nil {
 		return res.Index, res.Err
 	}

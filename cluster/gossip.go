@@ -30,7 +30,10 @@ type Member struct {
 	// Expect is the member's bootstrap-expect setting.
 	Expect  int
 	Version string
-	Status  fsm.NodeStatus
+	// LogFormat is the newest Raft log format the member's binary applies
+	// (logFormatGroups: group entries); 0 for binaries before it.
+	LogFormat int `json:"-"`
+	Status    fsm.NodeStatus
 	// Since is when the member entered Status.
 	Since time.Time
 }
@@ -42,6 +45,8 @@ type memberMeta struct {
 	HTTP    string `json:"h"`
 	Expect  int    `json:"e,omitempty"`
 	Version string `json:"v,omitempty"`
+	// LogFormat: see Member.LogFormat.
+	LogFormat int `json:"l,omitempty"`
 }
 
 // gossip wraps memberlist: it keeps our own view of every member ever seen
@@ -166,6 +171,7 @@ func (g *gossip) update(n *memberlist.Node, status fsm.NodeStatus) {
 	}
 	m.GossipAddr, m.ClusterAddr, m.HTTPAddr = addr, meta.Cluster, meta.HTTP
 	m.Role, m.Expect, m.Version, m.Status = meta.Role, meta.Expect, meta.Version, status
+	m.LogFormat = meta.LogFormat
 	changed := false
 	if n.Name != g.self {
 		switch status {

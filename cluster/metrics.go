@@ -14,6 +14,7 @@ import (
 // exported only when Config.Metrics is set.
 type metrics struct {
 	raftApply    prometheus.Histogram
+	groupSize    prometheus.Histogram
 	writeLatency prometheus.Histogram
 	forwarded    *prometheus.CounterVec
 	connRejected *prometheus.CounterVec
@@ -38,6 +39,11 @@ func newMetrics() *metrics {
 			Name:    "beacon_raft_apply_duration_seconds",
 			Help:    "Time the leader took to commit and apply one command through Raft.",
 			Buckets: latencyBuckets,
+		}),
+		groupSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "beacon_raft_group_size",
+			Help:    "Client writes committed per Raft log entry by this leader (group commit): 1 for a plain entry.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}),
 		writeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "beacon_write_duration_seconds",
@@ -85,7 +91,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, m.readIndexServed, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.groupSize, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, m.readIndexServed, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}

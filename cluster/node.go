@@ -65,6 +65,7 @@ type Node struct {
 
 	fresh freshness
 	nudge *commitNudge
+	group *grouper // group commit of the writes this node leads (group.go)
 	reads readBatcher
 
 	left         atomic.Bool
@@ -90,6 +91,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		nudge:    newCommitNudge(),
 		leaderCh: make(chan struct{}),
 	}
+	n.group = newGrouper(n)
 	if cfg.Metrics != nil {
 		if err := n.registerMetrics(cfg.Metrics); err != nil {
 			return nil, err
@@ -158,10 +160,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// forwarded writes and read-index requests the moment it listens.
 	// Connections wait in the listen backlog until then.
 	n.mux.serve(n.rpcSrv.serveConn)
-	g, err := newGossip(n.cfg, memberMeta{
+	meta := memberMeta{
 		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
-		Expect: n.cfg.BootstrapExpect, Version: n.version(),
-	}, n.logger.Named("gossip"))
+		Expect: n.cfg.BootstrapExpect, Version: n.version(), LogFormat: logFormatGroups,
+	}
+	if n.cfg.legacyLogFormatForTest {
+		meta.LogFormat = 0
+	}
+	g, err := newGossip(n.cfg, meta, n.logger.Named("gossip"))
 	if err != nil {
 		return err
 	}

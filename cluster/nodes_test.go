@@ -148,7 +148,7 @@ func eventually(t testing.TB, timeout time.Duration, cond func() bool, what stri
 }
 
 // countEntries counts the entries of node i's log (up to its commit index)
-// whose data is cmd.
+// whose data is cmd, and the members of group entries that are cmd.
 func (tn *testNodes) countEntries(i int, cmd []byte) int {
 	n := tn.nodes[i]
 	first, _ := n.logs.FirstIndex()
@@ -158,8 +158,19 @@ func (tn *testNodes) countEntries(i int, cmd []byte) int {
 		if err := n.logs.GetLog(idx, &l); err != nil {
 			continue
 		}
-		if l.Type == raft.LogCommand && string(l.Data) == string(cmd) {
+		if l.Type != raft.LogCommand || len(l.Data) == 0 {
+			continue
+		}
+		if string(l.Data) == string(cmd) {
 			count++
+		}
+		if fsm.MessageType(l.Data[0]) == fsm.GroupType {
+			_ = fsm.SplitGroup(l.Data, func(_ int, _, m []byte) bool {
+				if string(m) == string(cmd) {
+					count++
+				}
+				return true
+			})
 		}
 	}
 	return count

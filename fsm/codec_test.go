@@ -167,6 +167,9 @@ func TestGoldenCoversEveryType(t *testing.T) {
 		if strings.HasPrefix(typ.String(), "type-") {
 			continue
 		}
+		if typ == fsm.GroupType {
+			continue // a framing of other commands, not a msgpack body: TestGroupFramingRoundTripsAndFindsMembers
+		}
 		if !have[typ] {
 			t.Errorf("command type %d (%s) has no golden test", uint8(typ), typ)
 		}

@@ -24,6 +24,9 @@ const (
 	MetricsType      MessageType = 7
 	TokenSetType     MessageType = 8
 	TokenDeleteType  MessageType = 9
+	// GroupType is a group entry: several clients' commands in one log
+	// entry (group.go).
+	GroupType MessageType = 10
 
 	// SkipUnknown marks a command an older node may ignore.
 	SkipUnknown MessageType = 0x80
@@ -50,6 +53,8 @@ func (t MessageType) String() string {
 		return "token-set"
 	case TokenDeleteType:
 		return "token-delete"
+	case GroupType:
+		return "group"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }

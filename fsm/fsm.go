@@ -99,28 +99,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if len(l.Data) == 0 {
 			panic(fmt.Sprintf("fsm: empty log entry at index %d", l.Index))
 		}
-		t := MessageType(l.Data[0])
-		h, ok := f.handlers[t&^SkipUnknown]
-		if !ok {
-			if t&SkipUnknown != 0 {
-				f.logger.Warn("skipping unknown command", "type", uint8(t), "index", l.Index)
-				out[i] = ApplyResult{Index: l.Index}
-				continue
-			}
-			panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), l.Index))
+		if MessageType(l.Data[0]) == GroupType {
+			out[i] = f.applyGroup(w, l.Index, l.Data, &applied)
+			continue
 		}
-		w.index, w.visibleAt = l.Index, 0
-		cmd, rerr := h(w, l.Data[1:])
-		res := ApplyResult{Index: l.Index, Err: rerr, Cmd: cmd}
-		if rerr == nil && w.visibleAt != 0 {
-			res.Index = w.visibleAt
-		}
+		res, a, ok := f.applyCommand(w, l.Index, 0, l.Data)
 		out[i] = res
-		if rerr != nil {
-			f.outcomes.reject(l.Index, rerr)
-		}
-		if f.observer != nil || f.metrics != nil {
-			applied = append(applied, Applied{Type: t, Index: l.Index, Cmd: cmd, Err: rerr})
+		if ok && (f.observer != nil || f.metrics != nil) {
+			applied = append(applied, a)
 		}
 	}
 	w.finish()
@@ -139,6 +125,31 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 	}
 	return out
+}
+
+// applyCommand applies one command (data, its type byte first) at index in
+// w; member is its position in a group entry (0 for a plain entry). ok is
+// false for an unknown command skipped.
+func (f *FSM) applyCommand(w *writeTxn, index uint64, member int, data []byte) (res ApplyResult, a Applied, ok bool) {
+	t := MessageType(data[0])
+	h, known := f.handlers[t&^SkipUnknown]
+	if !known {
+		if t&SkipUnknown != 0 {
+			f.logger.Warn("skipping unknown command", "type", uint8(t), "index", index)
+			return ApplyResult{Index: index}, Applied{}, false
+		}
+		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), index))
+	}
+	w.index, w.visibleAt = index, 0
+	cmd, rerr := h(w, data[1:])
+	res = ApplyResult{Index: index, Err: rerr, Cmd: cmd}
+	if rerr == nil && w.visibleAt != 0 {
+		res.Index = w.visibleAt
+	}
+	if rerr != nil {
+		f.outcomes.reject(index, member, rerr)
+	}
+	return res, Applied{Type: t, Index: index, Cmd: cmd, Err: rerr}, true
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)

@@ -126,9 +126,14 @@ func FuzzApply(f *testing.F) {
 	} {
 		f.Add(b)
 	}
+	f.Add(groupOf(fsmtest.Register(f, "web-1", "web"), fsmtest.Deregister(f, "web", "web-2"), fsmtest.Register(f, "", "web")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return // panics by design
+		}
+		if fsm.MessageType(data[0]) == fsm.GroupType {
+			fuzzApplyGroup(t, data)
+			return
 		}
 		typ := fsm.MessageType(data[0])
 		req := requestFor(typ)
@@ -153,6 +158,50 @@ func FuzzApply(f *testing.F) {
 		}
 		checkInvariants(t, after, idx)
 	})
+}
+
+// fuzzApplyGroup is FuzzApply for a group entry: one that splits into
+// members that all decode is applied with a result per member, and a group
+// whose members were all rejected changes nothing.
+func fuzzApplyGroup(t *testing.T, data []byte) {
+	valid := true
+	if err := fsm.SplitGroup(data, func(_ int, _, cmd []byte) bool {
+		typ := fsm.MessageType(cmd[0])
+		req := requestFor(typ)
+		switch {
+		case req == nil && typ&fsm.SkipUnknown == 0:
+			valid = false // an unknown member type panics by design
+		case req != nil:
+			if _, err := fsm.Decode(cmd, req); err != nil {
+				valid = false // an undecodable member panics by design
+			}
+		}
+		return valid
+	}); err != nil || !valid {
+		return
+	}
+	members := 0
+	_ = fsm.SplitGroup(data, func(int, []byte, []byte) bool { members++; return true })
+	g := populate(t)
+	before := dumpStore(g.Store())
+	idx := g.AppliedIndex() + 1
+	var raw any
+	noPanic(t, func() { raw = g.Apply(fsmtest.Log(idx, data)) })
+	res, ok := raw.(fsm.GroupResult)
+	if !ok || len(res) != members {
+		t.Fatalf("Apply(group of %d) = %T (%v)", members, raw, raw)
+	}
+	allRejected := true
+	for _, r := range res {
+		if r.Err == nil || errors.Is(r.Err, fsm.ErrNotOwner) {
+			allRejected = false
+		}
+	}
+	after := dumpStore(g.Store())
+	if allRejected {
+		assertSameStore(t, before, after)
+	}
+	checkInvariants(t, after, idx)
 }
 
 // checkInvariants fails the test unless d is a consistent catalog as of

@@ -21,18 +21,19 @@ type outcomes struct {
 }
 
 type rejected struct {
-	index uint64
-	err   *RejectError
+	index  uint64
+	member int // position in a group entry; 0 for a plain entry
+	err    *RejectError
 }
 
-func (o *outcomes) reject(index uint64, err *RejectError) {
+func (o *outcomes) reject(index uint64, member int, err *RejectError) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.rejects) == outcomeWindow {
 		o.from = o.rejects[0].index + 1
 		o.rejects = append(o.rejects[:0], o.rejects[1:]...)
 	}
-	o.rejects = append(o.rejects, rejected{index, err})
+	o.rejects = append(o.rejects, rejected{index, member, err})
 }
 
 func (o *outcomes) restored(index uint64) {
@@ -41,12 +42,13 @@ func (o *outcomes) restored(index uint64) {
 	o.from, o.rejects = index+1, nil
 }
 
-// Outcome reports the result of the command applied at index: known is
-// false when this FSM cannot tell (the index is not applied yet, or it
-// predates a snapshot restore or the window of remembered rejections);
-// otherwise err is the command's rejection, or nil if it was accepted.
-// Entries that were not commands (no-ops, barriers) count as accepted.
-func (f *FSM) Outcome(index uint64) (known bool, err *RejectError) {
+// Outcome reports the result of the command applied at index (member: its
+// position in a group entry, 0 for a plain entry): known is false when this
+// FSM cannot tell (the index is not applied yet, or it predates a snapshot
+// restore or the window of remembered rejections); otherwise err is the
+// command's rejection, or nil if it was accepted. Entries that were not
+// commands (no-ops, barriers) count as accepted.
+func (f *FSM) Outcome(index uint64, member int) (known bool, err *RejectError) {
 	if index == 0 || index > f.AppliedIndex() {
 		return false, nil
 	}
@@ -57,7 +59,7 @@ func (f *FSM) Outcome(index uint64) (known bool, err *RejectError) {
 		return false, nil
 	}
 	for _, r := range o.rejects {
-		if r.index == index {
+		if r.index == index && r.member == member {
 			return true, r.err
 		}
 	}

@@ -1,0 +1,262 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/beaconhq/beacon/fsm"
+)
+
+// Group commit. hashicorp/raft already writes the entries waiting at one
+// moment with one log append and sends them in one AppendEntries, but every
+// entry still costs its own log record (a msgpack encoding and a B+tree
+// insert in raft-boltdb, on every node), its own frame on the wire and its
+// own future. The grouper puts the writes that arrive while Raft is busy
+// with earlier ones into one log entry (fsm.GroupType): a burst of N
+// registrations becomes one entry of N members.
+//
+// It never waits to fill a group. A write is sent at once if fewer than
+// groupInFlight entries of this leader's are being committed; otherwise it
+// joins the writes queued behind them, and they all go as one entry when a
+// slot frees. A lone writer therefore sees no delay, and under load the
+// groups grow with the load. A queue of one goes as a plain entry tagged
+// with its request id, as before group commit.
+//
+// Each member carries its request id (see applyOnceLocal), so a write re-sent
+// after an unknown outcome is found inside a group as well (findRequest),
+// and each member gets its own result: a rejected member does not affect
+// the others, which are applied in order in the same transaction.
+//
+// A node whose binary predates group entries would stop at one (it must not
+// drift), so groups are written only while every server in the Raft
+// configuration advertises logFormatGroups in its gossip metadata; until
+// then the queued writes go as plain entries, one each.
+
+const (
+	// groupInFlight is how many entries of this leader's may be between
+	// ApplyLog and their result before new writes queue. Two keep the log
+	// busy (one being replicated while the next is written) and measured
+	// best (docs/benchmarks.md).
+	groupInFlight = 2
+	// maxGroupMembers and maxGroupBytes bound one group entry; what does
+	// not fit waits for the next slot. A command alone larger than
+	// maxGroupBytes goes as a plain entry.
+	maxGroupMembers = 256
+	maxGroupBytes   = 256 << 10
+)
+
+// logFormatGroups is the log format (gossip metadata) of a binary that
+// applies group entries.
+const logFormatGroups = 1
+
+type groupMember struct {
+	ctx  context.Context
+	id   [fsm.GroupIDLen]byte
+	term uint64 // the term the sender saw this node lead in (0: any)
+	cmd  []byte
+	done chan struct{}
+	idx  uint64
+	err  error
+}
+
+type grouper struct {
+	n     *Node
+	slots chan struct{}
+
+	mu      sync.Mutex
+	queue   []*groupMember
+	running bool // a drain goroutine is running
+
+	// waiting counts the writes in the grouper: queued or being committed.
+	waiting atomic.Int64
+}
+
+func newGrouper(n *Node) *grouper {
+	return &grouper{n: n, slots: make(chan struct{}, groupInFlight)}
+}
+
+// apply commits cmd, tagged with request id id, and returns its result as
+// applyLocalExt does. A write sent for term (not 0) is refused with
+// ErrNotLeader, not run, if this node's term has changed by the time it
+// leaves the queue (the term fence of applyOnceLocal, checked again).
+func (g *grouper) apply(ctx context.Context, id [fsm.GroupIDLen]byte, term uint64, cmd []byte) (uint64, error) {
+	m := &groupMember{ctx: ctx, id: id, term: term, cmd: cmd, done: make(chan struct{})}
+	g.waiting.Add(1)
+	defer g.waiting.Add(-1)
+	g.mu.Lock()
+	g.queue = append(g.queue, m)
+	start := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if start {
+		go g.drain()
+	}
+	// Not abandoned when ctx ends: the write may still commit, and
+	// onceCalls hands this result to a concurrent attempt of the same
+	// request. Raft answers every future (committed, leadership lost or
+	// shut down), so the wait is bounded by the leader's.
+	<-m.done
+	return m.idx, m.err
+}
+
+// drain sends the queue as entries while there is one, taking a slot for
+// each, and ends when the queue is empty.
+func (g *grouper) drain() {
+	for {
+		g.slots <- struct{}{}
+		g.mu.Lock()
+		batch := g.take()
+		if len(batch) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			<-g.slots
+			return
+		}
+		g.mu.Unlock()
+		go func() {
+			defer func() { <-g.slots }()
+			g.commit(batch)
+		}()
+	}
+}
+
+// take removes from the queue the writes that fit in one entry.
+func (g *grouper) take() []*groupMember {
+	n, size := 0, 1
+	for n < len(g.queue) && n < maxGroupMembers {
+		s := fsm.GroupMemberSize(g.queue[n].cmd)
+		if n > 0 && size+s > maxGroupBytes {
+			break
+		}
+		size += s
+		n++
+	}
+	batch := g.queue[:n:n]
+	if n == len(g.queue) {
+		g.queue = nil
+	} else {
+		g.queue = g.queue[n:]
+	}
+	return batch
+}
+
+// commit sends batch as one group entry, or as plain entries when it holds
+// one write or a server cannot read groups, and answers each member.
+func (g *grouper) commit(batch []*groupMember) {
+	n := g.n
+	// The term fence: a write that waited in the queue while this node
+	// lost and regained leadership must not run in the new term.
+	term := n.raft.CurrentTerm()
+	kept := batch[:0]
+	for _, m := range batch {
+		if m.term != 0 && m.term != term {
+			m.err = fmt.Errorf("%w: request sent for term %d, this leader is in term %d", ErrNotLeader, m.term, term)
+			close(m.done)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	if batch = kept; len(batch) == 0 {
+		return
+	}
+	if len(batch) == 1 || !n.groupsAllowed() {
+		futures := make([]raft.ApplyFuture, len(batch))
+		start := time.Now()
+		for i, m := range batch {
+			futures[i] = n.raft.ApplyLog(raft.Log{Data: m.cmd, Extensions: append([]byte(onceExtension), m.id[:]...)}, n.cfg.LeaderWait)
+		}
+		for i, m := range batch {
+			resp, err := n.applied(futures[i], start)
+			if res, ok := resp.(fsm.ApplyResult); err == nil && ok {
+				m.idx, m.err = g.answer(m, res)
+			} else if err == nil {
+				m.idx, m.err = futures[i].Index(), fmt.Errorf("cluster: unexpected apply response %T", resp)
+			} else {
+				m.err = err
+			}
+			n.metrics.groupSize.Observe(1)
+			close(m.done)
+		}
+		return
+	}
+	size := 1
+	for _, m := range batch {
+		size += fsm.GroupMemberSize(m.cmd)
+	}
+	data := make([]byte, 1, size)
+	data[0] = byte(fsm.GroupType)
+	for _, m := range batch {
+		data = fsm.AppendGroupMember(data, m.id, m.cmd)
+	}
+	n.metrics.groupSize.Observe(float64(len(batch)))
+	res, err := n.applied(n.raft.ApplyLog(raft.Log{Data: data}, n.cfg.LeaderWait), time.Now())
+	var results fsm.GroupResult
+	if err == nil {
+		var ok bool
+		if results, ok = res.(fsm.GroupResult); !ok || len(results) != len(batch) {
+			err = fmt.Errorf("cluster: unexpected apply response %T for a group of %d", res, len(batch))
+		}
+	}
+	for i, m := range batch {
+		if err != nil {
+			m.err = err
+		} else {
+			m.idx, m.err = g.answer(m, results[i])
+		}
+		close(m.done)
+	}
+}
+
+// answer turns one command's result into a write's answer and writes its
+// audit line.
+func (g *grouper) answer(m *groupMember, res fsm.ApplyResult) (uint64, error) {
+	if res.Err != nil {
+		return res.Index, res.Err
+	}
+	g.n.auditWrite(m.ctx, m.cmd, res)
+	return res.Index, nil
+}
+
+// applied waits for f and returns the FSM's response, with Raft's errors
+// mapped as applyLocalExt maps them.
+func (n *Node) applied(f raft.ApplyFuture, start time.Time) (any, error) {
+	err := f.Error()
+	n.metrics.raftApply.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return nil, ErrNotLeader
+		}
+		if errors.Is(err, raft.ErrEnqueueTimeout) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	}
+	n.nudge.note(n.raft.LastIndex())
+	return f.Response(), nil
+}
+
+// groupsAllowed reports whether every server in the latest Raft
+// configuration reads group entries, by its gossip metadata.
+func (n *Node) groupsAllowed() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	servers := f.Configuration().Servers
+	if len(servers) == 0 {
+		return false
+	}
+	for _, s := range servers {
+		m, ok := n.gossip.member(string(s.ID))
+		if !ok || m.LogFormat < logFormatGroups {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,332 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+)
+
+// heldCluster is a 3-node cluster whose leader's log append can be held
+// (gatedLogStore), so that writes queue in its grouper.
+type heldCluster struct {
+	tn     *testNodes
+	leader *Node
+	gated  *atomic.Pointer[string]
+	held   chan []*raft.Log
+	open   func()
+}
+
+func newHeldCluster(t *testing.T, mutate func(i int, c *Config)) *heldCluster {
+	var gated atomic.Pointer[string]
+	gate := make(chan struct{})
+	var openOnce sync.Once
+	held := make(chan []*raft.Log, 16)
+	tn := newTestNodes(t, 3, func(i int, c *Config) {
+		name := c.NodeName
+		c.wrapLogStore = func(s raft.LogStore) raft.LogStore {
+			return gatedLogStore{LogStore: s, name: name, gated: &gated, gate: gate, held: held}
+		}
+		if mutate != nil {
+			mutate(i, c)
+		}
+	})
+	hc := &heldCluster{tn: tn, gated: &gated, held: held}
+	hc.open = func() {
+		gated.Store(nil)
+		openOnce.Do(func() { close(gate) })
+	}
+	t.Cleanup(hc.open)
+	hc.leader = tn.nodes[tn.waitForLeader(30*time.Second)]
+	eventually(t, 10*time.Second, hc.leader.leaderReady.Load, "leader ready")
+	return hc
+}
+
+// hold makes the leader's next log append wait until open, with a write
+// of its own in it, and returns once that write is held.
+func (hc *heldCluster) hold(t *testing.T) {
+	t.Helper()
+	name := hc.leader.Name()
+	hc.gated.Store(&name)
+	go func() { _, _ = hc.leader.Apply(context.Background(), fsmtest.Register(t, "blocker", "held")) }()
+	select {
+	case <-hc.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leader never appended the blocking write")
+	}
+}
+
+// queued waits until n writes (besides the one hold appended) are in the
+// leader's grouper: queued, or taken for an entry that waits behind the
+// held one (Raft's apply queue is not held, so the second in-flight entry
+// is there; which writes it holds depends on the scheduler).
+func (hc *heldCluster) queued(t *testing.T, n int) {
+	t.Helper()
+	g := hc.leader.group
+	eventually(t, 20*time.Second, func() bool { return g.waiting.Load() >= int64(n)+1 }, fmt.Sprintf("%d writes in the grouper", n))
+	if hc.leader.raft.State() != raft.Leader {
+		t.Skip("leadership moved while the log was held (a loaded machine); nothing to check")
+	}
+}
+
+// groupEntries returns the members of every group entry in node i's log up
+// to its commit index.
+func (tn *testNodes) groupEntries(i int) [][][]byte {
+	n := tn.nodes[i]
+	first, _ := n.logs.FirstIndex()
+	var out [][][]byte
+	var l raft.Log
+	for idx := max(first, 1); idx <= n.raft.CommitIndex(); idx++ {
+		if n.logs.GetLog(idx, &l) != nil || l.Type != raft.LogCommand || len(l.Data) == 0 || fsm.MessageType(l.Data[0]) != fsm.GroupType {
+			continue
+		}
+		var members [][]byte
+		if err := fsm.SplitGroup(l.Data, func(_ int, _, cmd []byte) bool { members = append(members, cmd); return true }); err != nil {
+			panic(err)
+		}
+		out = append(out, members)
+	}
+	return out
+}
+
+type applied struct {
+	cmd []byte
+	idx uint64
+	err error
+}
+
+// TestWritesQueuedBehindABusyLogShareOneEntry: writes that arrive while the
+// leader's log is busy — through the leader and forwarded by both
+// followers — are committed as one group entry; each is answered with its
+// own result (a rejected one with its rejection, the others accepted), is
+// in the log once, and reaches every node. A write re-sent after an
+// unknown outcome is found inside the group: it is answered the first
+// attempt's result, rejection included, and not applied again.
+func TestWritesQueuedBehindABusyLogShareOneEntry(t *testing.T) {
+	hc := newHeldCluster(t, nil)
+	tn, n := hc.tn, hc.leader
+	eventually(t, 10*time.Second, n.groupsAllowed, "every server advertises group entries")
+	hc.hold(t)
+
+	const forwarded = 8
+	results := make(chan applied, forwarded+3)
+	for i := range forwarded {
+		via := tn.nodes[i%len(tn.nodes)]
+		cmd := fsmtest.Register(t, fmt.Sprintf("grouped-%d", i), "web")
+		go func() {
+			idx, err := via.Apply(context.Background(), cmd)
+			results <- applied{cmd, idx, err}
+		}()
+	}
+	// Three more with request ids of the test's own, one of them rejected
+	// by the FSM (an instance without an id).
+	low := n.raft.CommitIndex()
+	type direct struct {
+		id  [16]byte
+		cmd []byte
+	}
+	directs := []direct{
+		{[16]byte{1}, fsmtest.Register(t, "direct-1", "web")},
+		{[16]byte{2}, fsmtest.Register(t, "", "web")},
+		{[16]byte{3}, fsmtest.Register(t, "direct-3", "web")},
+	}
+	for _, d := range directs {
+		go func() {
+			idx, err := n.applyOnceLocal(context.Background(), d.id[:], 0, low, false, d.cmd)
+			results <- applied{d.cmd, idx, err}
+		}()
+	}
+	hc.queued(t, forwarded+len(directs))
+	hc.open()
+
+	byCmd := map[string]applied{}
+	for range forwarded + len(directs) {
+		select {
+		case a := <-results:
+			byCmd[string(a.cmd)] = a
+		case <-time.After(30 * time.Second):
+			t.Fatal("a write was never answered")
+		}
+	}
+	for cmd, a := range byCmd {
+		var rej *fsm.RejectError
+		if cmd == string(directs[1].cmd) {
+			if !errors.As(a.err, &rej) || rej.Code() != "invalid" {
+				t.Errorf("the write without an id: %v, want its rejection", a.err)
+			}
+			continue
+		}
+		if a.err != nil {
+			t.Errorf("write %x: %v", cmd[:8], a.err)
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return n.raft.CommitIndex() >= n.raft.LastIndex() }, "commit")
+	// The writes took at most two entries: what the second in-flight slot
+	// took before the log was released (one write or more, as the
+	// scheduler had it) and the rest of the queue, as one group.
+	entries := map[uint64]int{}
+	for _, a := range byCmd {
+		entries[a.idx]++
+	}
+	if len(entries) > 2 || len(tn.groupEntries(0)) == 0 {
+		t.Errorf("%d writes took %d entries (writes per index: %v), %d of them groups; want at most 2", len(byCmd), len(entries), entries, len(tn.groupEntries(0)))
+	}
+	for cmd, a := range byCmd {
+		if c := tn.countEntries(0, []byte(cmd)); c != 1 {
+			t.Errorf("write at %d is in the log %d times, want once", a.idx, c)
+		}
+	}
+	// Every node applies every accepted write, at the index it was answered.
+	for i, f := range tn.fsms {
+		for cmd, a := range byCmd {
+			if cmd == string(directs[1].cmd) {
+				continue
+			}
+			var req fsm.RegisterRequest
+			if _, err := fsm.Decode([]byte(cmd), &req); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, func() bool {
+				_, inst, _ := f.Store().Instance(nil, req.Service, req.ID)
+				return inst != nil && inst.ModifyIndex == a.idx
+			}, fmt.Sprintf("node %d has %s at index %d", i, req.ID, a.idx))
+		}
+	}
+
+	// Re-sends after an unknown outcome find each direct write in its group.
+	last := n.raft.LastIndex()
+	for _, d := range directs {
+		first := byCmd[string(d.cmd)]
+		idx, err := n.applyOnceLocal(context.Background(), d.id[:], 0, low, true, d.cmd)
+		if idx != first.idx || (err == nil) != (first.err == nil) {
+			t.Errorf("re-send of %x: index %d, %v; want the first attempt's %d, %v", d.id[:1], idx, err, first.idx, first.err)
+		}
+	}
+	for _, d := range directs {
+		if c := tn.countEntries(0, d.cmd); c != 1 {
+			t.Errorf("after the re-sends, write %x is in the log %d times", d.id[:1], c)
+		}
+	}
+	if got := n.raft.LastIndex(); got != last {
+		t.Logf("log grew from %d to %d during the re-sends (barriers of the commit nudge)", last, got)
+	}
+}
+
+// TestNoGroupEntriesWhileAServerCannotReadThem: with a server whose gossip
+// metadata says it predates group entries, writes queued behind a busy log
+// go as plain entries, one each — never a group the old server would stop
+// at.
+func TestNoGroupEntriesWhileAServerCannotReadThem(t *testing.T) {
+	hc := newHeldCluster(t, func(i int, c *Config) { c.legacyLogFormatForTest = i == 2 })
+	tn, n := hc.tn, hc.leader
+	eventually(t, 10*time.Second, func() bool {
+		m, ok := n.gossip.member(tn.nodes[2].Name())
+		return ok && len(n.gossip.snapshot()) == 3 && m.LogFormat == 0
+	}, "gossip knows every member")
+	if n.groupsAllowed() {
+		t.Fatal("groupsAllowed with a legacy server in the configuration")
+	}
+	hc.hold(t)
+	const writes = 6
+	results := make(chan applied, writes)
+	for i := range writes {
+		cmd := fsmtest.Register(t, fmt.Sprintf("plain-%d", i), "web")
+		go func() {
+			idx, err := tn.nodes[i%3].Apply(context.Background(), cmd)
+			results <- applied{cmd, idx, err}
+		}()
+	}
+	hc.queued(t, writes)
+	hc.open()
+	seen := map[uint64]bool{}
+	for range writes {
+		select {
+		case a := <-results:
+			if a.err != nil {
+				t.Errorf("write: %v", a.err)
+			}
+			if seen[a.idx] {
+				t.Errorf("two writes answered index %d: they share an entry", a.idx)
+			}
+			seen[a.idx] = true
+			if c := tn.countEntries(n.ownIndex(t, tn), a.cmd); c != 1 {
+				t.Errorf("write at %d in the log %d times", a.idx, c)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a write was never answered")
+		}
+	}
+	for i := range tn.nodes {
+		if g := tn.groupEntries(i); len(g) != 0 {
+			t.Errorf("node %d's log has %d group entries", i, len(g))
+		}
+	}
+}
+
+// ownIndex is n's position in tn.
+func (n *Node) ownIndex(t *testing.T, tn *testNodes) int {
+	for i, m := range tn.nodes {
+		if m == n {
+			return i
+		}
+	}
+	t.Fatal("node not in the cluster")
+	return -1
+}
+
+// TestAQueuedWriteOfAnotherTermIsNotRun: the term fence holds for a write
+// that waited in the grouper's queue — one sent for a term this leader is
+// no longer in is refused with ErrNotLeader (certainly not run, so the
+// sender may try the next leader) and never appended; its neighbours in
+// the queue are committed.
+func TestAQueuedWriteOfAnotherTermIsNotRun(t *testing.T) {
+	hc := newHeldCluster(t, nil)
+	tn, n := hc.tn, hc.leader
+	hc.hold(t)
+	term := n.raft.CurrentTerm()
+	stale := fsmtest.Register(t, "stale-term", "web")
+	cmds := [][]byte{fsmtest.Register(t, "fenced-0", "web"), stale, fsmtest.Register(t, "fenced-2", "web")}
+	terms := []uint64{term, term + 1, 0}
+	results := make(chan applied, len(cmds))
+	for i, cmd := range cmds {
+		go func() {
+			idx, err := n.group.apply(context.Background(), [16]byte{byte(i + 1)}, terms[i], cmd)
+			results <- applied{cmd, idx, err}
+		}()
+	}
+	// The write of another term may be refused as soon as it is taken
+	// from the queue: count it once answered.
+	g := n.group
+	eventually(t, 20*time.Second, func() bool { return g.waiting.Load()+int64(len(results)) >= int64(len(cmds))+1 }, "every write in the grouper or answered")
+	if n.raft.State() != raft.Leader {
+		t.Skip("leadership moved while the log was held (a loaded machine); nothing to check")
+	}
+	hc.open()
+	for range cmds {
+		select {
+		case a := <-results:
+			switch {
+			case string(a.cmd) == string(stale):
+				if !errors.Is(a.err, ErrNotLeader) {
+					t.Errorf("the write of another term: %v, want ErrNotLeader", a.err)
+				}
+			case a.err != nil:
+				t.Errorf("write: %v", a.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a write was never answered")
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return n.raft.CommitIndex() >= n.raft.LastIndex() }, "commit")
+	if c := tn.countEntries(n.ownIndex(t, tn), stale); c != 0 {
+		t.Errorf("the write of another term is in the log %d times", c)
+	}
+}
