@@ -65,9 +65,9 @@ func (hc *heldCluster) hold(t *testing.T) {
 }
 
 // queued waits until n writes (besides the one hold appended) are in the
-// leader's grouper: queued, or taken for an entry that waits behind the
-// held one (Raft's apply queue is not held, so the second in-flight entry
-// is there; which writes it holds depends on the scheduler).
+// leader's grouper: queued, or taken for an entry that waits in Raft's
+// apply queue behind the held one (which writes that is depends on the
+// scheduler).
 func (hc *heldCluster) queued(t *testing.T, n int) {
 	t.Helper()
 	g := hc.leader.group
@@ -169,9 +169,10 @@ func TestWritesQueuedBehindABusyLogShareOneEntry(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, func() bool { return n.raft.CommitIndex() >= n.raft.LastIndex() }, "commit")
-	// The writes took at most two entries: what the second in-flight slot
-	// took before the log was released (one write or more, as the
-	// scheduler had it) and the rest of the queue, as one group.
+	// The writes took at most two entries: what was taken from the queue
+	// before the log was released, if anything (it depends on which entry
+	// the held append was and on the scheduler), and the rest of the
+	// queue, as one group.
 	entries := map[uint64]int{}
 	for _, a := range byCmd {
 		entries[a.idx]++
