@@ -32,7 +32,10 @@ func newPeeker(nc net.Conn) *peeker {
 	p.rc = rc
 	// Only EAGAIN is the healthy idle connection: no error is either the
 	// peer's FIN or data nobody asked for.
-	p.fn = func(fd uintptr) { p.alive = peekFD(fd, p.buf[:]) == syscall.EAGAIN }
+	p.fn = func(fd uintptr) {
+		_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		p.alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	}
 	return p
 }
 
