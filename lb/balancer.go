@@ -406,7 +406,10 @@ func (b *Balancer) route(host, path string) (svc *service, strip string) {
 		}
 		host = strings.TrimSuffix(strings.ToLower(host), ".")
 		for _, d := range b.cfg.Domains {
-			if name, ok := strings.CutSuffix(host, "."+d); ok && name != "" && !strings.Contains(name, ".") {
+			// host is NAME.d (no string is built for ".d": this runs for
+			// every request).
+			if n := len(host) - len(d) - 1; n > 0 && host[n] == '.' && host[n+1:] == d && !strings.Contains(host[:n], ".") {
+				name := host[:n]
 				if s := services[name]; s != nil {
 					return s, ""
 				}
@@ -414,7 +417,8 @@ func (b *Balancer) route(host, path string) (svc *service, strip string) {
 		}
 	}
 	for _, rt := range *b.routes.Load() {
-		if path == rt.prefix || strings.HasPrefix(path, rt.prefix+"/") {
+		// path is the prefix or starts with the prefix and a slash.
+		if strings.HasPrefix(path, rt.prefix) && (len(path) == len(rt.prefix) || path[len(rt.prefix)] == '/') {
 			if s := services[rt.service]; s != nil {
 				if rt.strip {
 					return s, rt.prefix
@@ -426,6 +430,9 @@ func (b *Balancer) route(host, path string) (svc *service, strip string) {
 	if b.cfg.PathRouting && len(path) > 1 {
 		name, _, _ := strings.Cut(path[1:], "/")
 		if s := services[name]; s != nil {
+			if path[0] == '/' {
+				return s, path[:1+len(name)] // "/" + name, not built again
+			}
 			return s, "/" + name
 		}
 	}

@@ -86,6 +86,10 @@ var rawAnswers = map[string]string{
 	"date":     "HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 	"lower":    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nx-lower: 1\r\n\r\nok",
 	"switch":   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
+	// Bodies longer than the instance connection's buffer: the rest read
+	// through the buffer (mid) or in copy buffers (big).
+	"mid": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5000\r\n\r\n" + strings.Repeat("m", 5000),
+	"big": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("0123456789", 10_000),
 }
 
 func startRawBackend(t *testing.T) *rawBackend {
@@ -442,5 +446,83 @@ func TestFastServerEndsWhenItsListenerFails(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return within 10 s of its listener closing")
+	}
+}
+
+// TestFastPathRequestsOnOneConnectionShareNothing: the fast path keeps its
+// request and exchange records on the client connection and reuses them
+// (and the strings of a path or host that did not change) from one request
+// to the next. Requests of every shape sent one after another on one
+// connection must reach the instance, and their answers the client, as
+// each does alone on a new connection.
+func TestFastPathRequestsOnOneConnectionShareNothing(t *testing.T) {
+	be := startRawBackend(t)
+	cat := newMemCatalog()
+	idx := cat.Set("web", be.backend())
+	b, url := startBalancer(t, cat, func(c *Config) { c.MaxRetries = 0 })
+	waitTable(t, b, "web", idx)
+	addr := strings.TrimPrefix(url, "http://")
+	reqs := []struct{ raw, method string }{
+		{"GET /web/k/cl?a=1 HTTP/1.1\r\nHost: a.example\r\nX-Beacon-Lb-Hops: 2\r\nTe: trailers\r\nX-Forwarded-Prefix: /p\r\nIdempotency-Key: k\r\nUser-Agent: u/1\r\n\r\n", "GET"},
+		{"GET /web/k/big HTTP/1.1\r\nHost: b.example:8080\r\n\r\n", "GET"},
+		{"POST /web/k/mid HTTP/1.1\r\nHost: b.example:8080\r\nContent-Length: 3\r\n\r\nabc", "POST"},
+		{"POST /web/k/mid HTTP/1.1\r\nHost: b.example:8080\r\n\r\n", "POST"},
+		{"GET /web/k/reason? HTTP/1.1\r\nHost: b.example:8080\r\n\r\n", "GET"},
+		{"HEAD /web/k/big HTTP/1.1\r\nHost: b.example:8080\r\n\r\n", "HEAD"},
+		{"GET /web/k/cl?a=1 HTTP/1.1\r\nHost: a.example\r\n\r\n", "GET"},
+		{"GET /web/k/cl HTTP/1.1\r\nHost: a.example\r\n\r\n", "GET"},
+		{"DELETE /web/other/empty HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n", "DELETE"},
+	}
+	type result struct {
+		status        int
+		header        http.Header
+		body          string
+		close         bool
+		seen          *seenRequest
+		contentLength int64
+	}
+	record := func(resp *http.Response, body string) result {
+		resp.Header.Del("Date")
+		return result{resp.StatusCode, resp.Header, body, resp.Close, be.next(), resp.ContentLength}
+	}
+	var alone []result
+	for _, r := range reqs {
+		alone = append(alone, record(rawExchange(t, addr, r.raw, r.method)))
+	}
+
+	fs := b.fast.Load()
+	served := fs.served.Load()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for i, r := range reqs {
+		if _, err := io.WriteString(c, r.raw); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: r.method})
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("request %d: body: %v", i, err)
+		}
+		got := record(resp, string(body))
+		if got.seen == nil || alone[i].seen == nil {
+			t.Fatalf("request %d did not reach the instance (on one connection: %v, alone: %v)", i, got.seen != nil, alone[i].seen != nil)
+		}
+		if !reflect.DeepEqual(got, alone[i]) {
+			t.Errorf("request %d %q:\non one connection %+v\n%+v\nalone             %+v\n%+v", i, r.raw, got, *got.seen, alone[i], *alone[i].seen)
+		}
+	}
+	if n := fs.served.Load() - served; n != int64(len(reqs)) {
+		t.Fatalf("the fast path served %d of the %d requests", n, len(reqs))
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after Connection: close, read %v, want EOF", err)
 	}
 }

@@ -85,6 +85,7 @@ func (p *proxy) fastServe(c *fastConn, req *fastRequest) bool {
 	st := &reqState{svc: svc, table: t, strip: strip, idempotent: req.idempotent}
 	c.startWatch()
 	keep, err := p.fastAttempts(c, req, st, body, deadline)
+	c.ex = exchange{} // holds the instance connection and its answer: let go
 	c.stopWatch()
 	if c.watch.gone.Load() {
 		p.b.logger.Debug("client went away", "service", svc.name, "status", statusClientGone)
@@ -117,14 +118,14 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		e.state.inflight.Add(1)
 		e.state.requests.Add(1)
 		start := time.Now()
-		ex, err := p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, false, c.setUpstream)
-		if stale := (errStaleConn{}); errors.As(err, &stale) && (st.idempotent || !stale.written) && !expired(deadline) && !c.watch.gone.Load() {
-			ex, err = p.upstream.exchange(e.target, head, body, req.method == http.MethodHead, deadline, true, c.setUpstream)
+		ex, err := p.upstream.exchange(&c.ex, e.target, head, body, req.method == http.MethodHead, deadline, false, c.setUpstream)
+		if err != nil && retryStale(err, st.idempotent) && !expired(deadline) && !c.watch.gone.Load() {
+			ex, err = p.upstream.exchange(&c.ex, e.target, head, body, req.method == http.MethodHead, deadline, true, c.setUpstream)
 		}
 		if errors.Is(err, errUnaskedUpgrade) {
 			// As on net/http's path: the instance answered (101), the
 			// request ends in 502 and is not retried.
-			p.b.metrics.attempt(st.svc.name, e.ID, http.StatusSwitchingProtocols, nil, time.Since(start))
+			p.b.metrics.attempt(e.state, st.svc.name, e.ID, http.StatusSwitchingProtocols, nil, time.Since(start))
 			e.state.inflight.Add(-1)
 			c.setUpstream(nil)
 			e.state.succeed(now, cfg)
@@ -134,7 +135,7 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		if err == nil {
 			status = ex.status
 		}
-		p.b.metrics.attempt(st.svc.name, e.ID, status, err, time.Since(start))
+		p.b.metrics.attempt(e.state, st.svc.name, e.ID, status, err, time.Since(start))
 		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && !expired(deadline)
 		rt := retrier{p: p}
 		if err != nil {
@@ -155,6 +156,14 @@ func (p *proxy) fastAttempts(c *fastConn, req *fastRequest, st *reqState, body [
 		e.state.inflight.Add(-1)
 		return keep, nil
 	}
+}
+
+// retryStale reports whether err says the pooled connection was closed by
+// the instance in a way that lets the request go again on a new one: not
+// written at all, or written but idempotent.
+func retryStale(err error, idempotent bool) bool {
+	var stale errStaleConn
+	return errors.As(err, &stale) && (idempotent || !stale.written)
 }
 
 func expired(deadline time.Time) bool {
@@ -237,7 +246,9 @@ type exchange struct {
 // when fresh) and reads the answer's head, within the response header
 // timeout and the request's deadline. use is told the connection, so
 // that the caller can cut it (client gone, shutdown).
-func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadline time.Time, fresh bool, use func(net.Conn)) (*exchange, error) {
+// ex is filled in and returned (the caller's, reused from request to
+// request).
+func (u *upstream) exchange(ex *exchange, addr string, head, body []byte, isHead bool, deadline time.Time, fresh bool, use func(net.Conn)) (*exchange, error) {
 	dctx, cancel := dialContext(deadline)
 	c, err := u.get(dctx, addr, fresh)
 	cancel()
@@ -272,7 +283,7 @@ func (u *upstream) exchange(addr string, head, body []byte, isHead bool, deadlin
 		c.setReadDeadline(rd.Add(u.respHeaderTimeout / 4))
 	}
 	c.lr.n = u.maxResponseHeader
-	ex := &exchange{c: c}
+	*ex = exchange{c: c}
 	ok, err := ex.parseHead(isHead)
 	if err != nil {
 		if c.reused && c.br.Buffered() == 0 && isConnGone(err) {
@@ -499,7 +510,7 @@ func (c *fastConn) writeAnswer(ex *exchange, req *fastRequest, mode string) bool
 	bw.WriteString("\r\n")
 	_, _ = ex.c.br.Discard(len(head))
 	if ex.length > 0 {
-		if _, err := io.CopyN(bw, ex.c.br, ex.length); err != nil {
+		if err := c.copyBody(ex.c.br, ex.length); err != nil {
 			// Part of the answer is sent: cut both connections so that
 			// the client does not take it for whole.
 			ex.c.nc.Close()
@@ -513,6 +524,63 @@ func (c *fastConn) writeAnswer(ex *exchange, req *fastRequest, mode string) bool
 		}
 	}
 	return !closing
+}
+
+// copyBody copies the answer's body, n bytes, from br to c's writer. It is
+// io.CopyN without its LimitReader (an allocation per answer): what br holds
+// already is copied from its buffer into the writer's; a rest of up to a
+// buffer is read through br, a longer one in reads of the proxy's copy
+// buffers (as io.CopyN's path, bufio.Writer.ReadFrom, did, without its
+// allocation).
+func (c *fastConn) copyBody(br *bufio.Reader, n int64) error {
+	bw := c.bw
+	for n > 0 {
+		if br.Buffered() == 0 {
+			if n > int64(br.Size()) {
+				return c.copyLong(br, n)
+			}
+			if _, err := br.Peek(1); err != nil {
+				return noEOF(err)
+			}
+		}
+		b, _ := br.Peek(int(min(n, int64(br.Buffered()))))
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+		_, _ = br.Discard(len(b))
+		n -= int64(len(b))
+	}
+	return nil
+}
+
+// copyLong copies n bytes from br, whose buffer is empty, to c's writer in
+// reads of a pooled copy buffer.
+func (c *fastConn) copyLong(br *bufio.Reader, n int64) error {
+	bp := c.s.b.proxy.rp.BufferPool.(*bufferPool)
+	bufp := bp.get()
+	defer bp.put(bufp)
+	buf := *bufp
+	for n > 0 {
+		m, err := br.Read(buf[:min(n, int64(len(buf)))])
+		if m > 0 {
+			if _, werr := c.bw.Write(buf[:m]); werr != nil {
+				return werr
+			}
+			n -= int64(m)
+		}
+		if err != nil && n > 0 {
+			return noEOF(err)
+		}
+	}
+	return nil
+}
+
+// noEOF turns the EOF of a body cut short into ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // writeResponse sends an answer net/http's reader parsed: its own length

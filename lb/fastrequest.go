@@ -157,7 +157,13 @@ const maxFastBody = 64 << 10
 
 // parse reads head (a request head ending in an empty line, every line in
 // CRLF) and reports whether the fast path may proxy it.
+//
+// r may be the one the connection's previous request used: parse clears it
+// first, keeping only its path, query and host strings, which are used
+// again when the new request has the same (saving their allocations).
 func (r *fastRequest) parse(head []byte, cfg *Config) bool {
+	path0, query0, host0 := r.path, r.query, r.host
+	*r = fastRequest{}
 	r.head = head
 	r.lines = r.lineBuf[:0]
 	r.contentLength = -1
@@ -198,7 +204,7 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 	if hasQuery && !plainQuery(query) {
 		return false
 	}
-	r.path, r.query, r.hasQuery = string(path), string(query), hasQuery
+	r.path, r.query, r.hasQuery = reuseString(path, path0), reuseString(query, query0), hasQuery
 
 	hosts, hopsSeen := 0, false
 	var seen [hdrRefuse + 1]bool
@@ -221,7 +227,7 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 			if hosts > 1 || !plainHost(value) {
 				return false
 			}
-			r.host = string(value)
+			r.host = reuseString(value, host0)
 		case hdrContentLength:
 			n, ok := digits(value, 6)
 			if r.contentLength >= 0 || !ok {
@@ -285,6 +291,16 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 }
 
 var crlf = []byte("\r\n")
+
+// reuseString returns b as a string: prev when it holds the same bytes (no
+// allocation: a client connection usually sends the same Host, and often
+// the same path, request after request), else a new string.
+func reuseString(b []byte, prev string) string {
+	if string(b) == prev {
+		return prev
+	}
+	return string(b)
+}
 
 // plainPath: characters a path keeps as they are in net/http's path
 // (url.URL.EscapedPath returns such a path unchanged); no escapes, so the

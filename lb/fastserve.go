@@ -222,6 +222,8 @@ type fastConn struct {
 	headCopy   []byte // the request head being proxied, reused
 	handedOff  bool   // net/http has the connection now
 	lastMethod string
+	req        fastRequest // the request being served, reused
+	ex         exchange    // its exchange with an instance, reused
 	cr         clientReader
 	watch      clientWatch
 
@@ -331,13 +333,13 @@ func (c *fastConn) serve() {
 			c.close()
 			return
 		}
-		var req fastRequest
+		req := &c.req
 		if !req.parse(head, cfg) {
 			c.handoff()
 			return
 		}
 		c.lastMethod = req.method
-		if !c.s.b.proxy.fastServe(c, &req) {
+		if !c.s.b.proxy.fastServe(c, req) {
 			if !c.handedOff {
 				c.close()
 			}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,26 @@ type metrics struct {
 
 	mu   sync.Mutex
 	seen map[[2]string]struct{} // (service, instance) with counted series
+	// gen changes whenever Collect drops series: the series an instance's
+	// state keeps (instanceState.series) are looked up again then.
+	gen atomic.Uint64
+}
+
+// instSeries are the attempt series of one instance of a service, kept on
+// its state so that counting an attempt looks nothing up (the label
+// values' hash, the vectors' locks and maps, the seen set's lock): the
+// latency histogram and the counters of the statuses counted so far (a
+// few: copied on each new one).
+type instSeries struct {
+	gen               uint64
+	service, instance string
+	latency           prometheus.Observer
+	codes             atomic.Pointer[[]codeSeries]
+}
+
+type codeSeries struct {
+	status  int // 0: an error (no answer)
+	counter prometheus.Counter
 }
 
 func newMetrics(b *Balancer) *metrics {
@@ -50,14 +71,51 @@ func newMetrics(b *Balancer) *metrics {
 
 // attempt counts one attempt on instance of service: the status of its
 // answer (err set: none) and the time to its headers.
-func (m *metrics) attempt(service, instance string, status int, err error, took time.Duration) {
-	code := "error"
-	if err == nil {
-		code = strconv.Itoa(status)
+//
+// st is the instance's state: the series are kept there, looked up once
+// and again only after Collect dropped series (of this instance or
+// another: drops are rare).
+func (m *metrics) attempt(st *instanceState, service, instance string, status int, err error, took time.Duration) {
+	if err != nil {
+		status = 0
 	}
-	m.note(service, instance)
-	m.attempts.WithLabelValues(service, instance, code).Inc()
-	m.latency.WithLabelValues(service, instance).Observe(took.Seconds())
+	gen := m.gen.Load()
+	s := st.series.Load()
+	if s == nil || s.gen != gen || s.service != service || s.instance != instance {
+		// Noted before the lookups: a Collect that drops the series in
+		// between changes gen, and the next attempt notes them again.
+		m.note(service, instance)
+		s = &instSeries{gen: gen, service: service, instance: instance, latency: m.latency.WithLabelValues(service, instance)}
+		st.series.Store(s)
+	}
+	s.counter(m, status).Inc()
+	s.latency.Observe(took.Seconds())
+}
+
+// counter returns the attempts counter of status (0: error).
+func (s *instSeries) counter(m *metrics, status int) prometheus.Counter {
+	for {
+		old := s.codes.Load()
+		if old != nil {
+			for _, c := range *old {
+				if c.status == status {
+					return c.counter
+				}
+			}
+		}
+		code := "error"
+		if status != 0 {
+			code = strconv.Itoa(status)
+		}
+		var codes []codeSeries
+		if old != nil {
+			codes = append(codes, *old...)
+		}
+		codes = append(codes, codeSeries{status: status, counter: m.attempts.WithLabelValues(s.service, s.instance, code)})
+		if s.codes.CompareAndSwap(old, &codes) {
+			return codes[len(codes)-1].counter
+		}
+	}
 }
 
 // ejected counts one ejection of instance.
@@ -161,6 +219,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	for k := range m.seen {
 		if !live[k] {
+			m.gen.Add(1)
 			delete(m.seen, k)
 			labels := prometheus.Labels{"service": k[0], "instance": k[1]}
 			m.attempts.DeletePartialMatch(labels)

@@ -25,6 +25,8 @@ type instanceState struct {
 	// for EjectMax after its last ejection.
 	level    atomic.Int64
 	ejection atomic.Uint64 // ejections in total
+	// series are the instance's attempt series (metrics.attempt).
+	series atomic.Pointer[instSeries]
 }
 
 // outlierStatus reports whether a response status counts as a failure for

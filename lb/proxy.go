@@ -336,7 +336,7 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			status = resp.StatusCode
 		}
-		rt.p.b.metrics.attempt(st.svc.name, e.ID, status, err, time.Since(start))
+		rt.p.b.metrics.attempt(e.state, st.svc.name, e.ID, status, err, time.Since(start))
 		more := attempt < cfg.MaxRetries && len(tried) < len(t.routed) && req.Context().Err() == nil
 		if err != nil {
 			if rt.afterError(st, e, now, err, req.Context().Err() != nil, more) {

@@ -245,6 +245,11 @@ func TestRoutingByHostPathAndDeclaredPrefix(t *testing.T) {
 		{"the bare /SERVICE path becomes /", "/web", "other", "web", "/", "/web", "other"},
 		{"a prefix declared in meta routes without stripping", "/store/cart", "other", "shop", "/store/cart", "", "other"},
 		{"a declared prefix with route_strip is stripped", "/news/today", "other", "blog", "/today", "/news", "other"},
+		{"a declared prefix itself routes", "/store", "other", "shop", "/store", "", "other"},
+		{"a host with more labels than SERVICE.DOMAIN routes by path", "/web/x", "a.api.svc.example", "web", "/x", "/web", "a.api.svc.example"},
+		{"the bare domain routes by path", "/web/x", "svc.example", "web", "/x", "/web", "svc.example"},
+		{"a host ending in the domain without its dot routes by path", "/web/x", "apisvc.example", "web", "/x", "/web", "apisvc.example"},
+		{"host routing ignores case and a final dot", "/web/x", "API.Svc.Example.", "api", "/web/x", "", "API.Svc.Example."},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

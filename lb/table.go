@@ -208,14 +208,11 @@ func normalizePrefix(p string) string {
 // tried and, while others remain, the ejected ones. It returns nil when every
 // candidate has been tried.
 func (t *Table) pick(key Key, tried []int, now int64) (int, *entry) {
-	triedOrEjected := func(i int) bool {
-		return slices.Contains(tried, i) || t.routed[i].state.ejected(now)
-	}
-	i := t.picker.Pick(key, triedOrEjected)
+	i := t.pickSkipping(key, tried, now, true)
 	if i < 0 {
 		// Every candidate left is ejected: better an ejected instance than
 		// none (the registry still says it is healthy).
-		i = t.picker.Pick(key, func(i int) bool { return slices.Contains(tried, i) })
+		i = t.pickSkipping(key, tried, now, false)
 	}
 	if i < 0 {
 		return -1, nil
@@ -232,4 +229,32 @@ func (t *Table) canEject(cfg *Config, now int64) bool {
 		}
 	}
 	return ejected < max(1, int(cfg.MaxEjectedShare*float64(len(t.routed))))
+}
+
+// pickSkipping picks a candidate not in tried and, when ejected is set,
+// not ejected at now. It calls the concrete strategies' Pick directly:
+// through the Picker interface the skip function, and with it the caller's
+// list of tried instances, would escape to the heap (two allocations per
+// request).
+func (t *Table) pickSkipping(key Key, tried []int, now int64, ejected bool) int {
+	skip := func(i int) bool {
+		return slices.Contains(tried, i) || ejected && t.routed[i].state.ejected(now)
+	}
+	switch p := t.picker.(type) {
+	case *roundRobin:
+		return p.Pick(key, skip)
+	case *weighted:
+		return p.Pick(key, skip)
+	case *randomPicker:
+		return p.Pick(key, skip)
+	case *leastRequests:
+		return p.Pick(key, skip)
+	case *hashRing:
+		return p.Pick(key, skip)
+	}
+	// A Picker NewPicker does not build: its own copy of tried.
+	own := slices.Clone(tried)
+	return t.picker.Pick(key, func(i int) bool {
+		return slices.Contains(own, i) || ejected && t.routed[i].state.ejected(now)
+	})
 }

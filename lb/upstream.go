@@ -51,6 +51,7 @@ type upConn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	reused bool
+	peek   *peeker // looks before each reuse whether the instance closed it
 	// rdl and wdl are the read and write deadlines set on nc (zero:
 	// none), so that the fast path sets them only when they must change
 	// (setting one costs a timer update; exchange).
@@ -142,7 +143,7 @@ func (u *upstream) get(ctx context.Context, addr string, fresh bool) (*upConn, e
 		// this request, perhaps another client's (http.Transport and
 		// nginx watch idle connections for the same reason). One
 		// non-blocking peek per reuse.
-		if !connAlive(c.nc) {
+		if !c.peek.connAlive() {
 			c.nc.Close()
 			continue
 		}
@@ -153,7 +154,7 @@ func (u *upstream) get(ctx context.Context, addr string, fresh bool) (*upConn, e
 	if err != nil {
 		return nil, err
 	}
-	c := &upConn{u: u, addr: addr, nc: nc, lr: &limitReader{r: nc, n: math.MaxInt64}}
+	c := &upConn{u: u, addr: addr, nc: nc, lr: &limitReader{r: nc, n: math.MaxInt64}, peek: newPeeker(nc)}
 	c.br = bufio.NewReaderSize(c.lr, upstreamBufSize)
 	c.bw = bufio.NewWriterSize(nc, upstreamBufSize)
 	return c, nil

@@ -4,6 +4,10 @@ package lb
 
 import "net"
 
-// connAlive cannot look without blocking here: the retry of a request on a
+// peeker cannot look without blocking here: the retry of a request on a
 // connection the instance closed covers it.
-func connAlive(net.Conn) bool { return true }
+type peeker struct{}
+
+func newPeeker(net.Conn) *peeker { return &peeker{} }
+
+func (*peeker) connAlive() bool { return true }

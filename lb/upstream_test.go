@@ -217,19 +217,28 @@ func TestTrailersAndStreamsPassThrough(t *testing.T) {
 func TestATruncatedResponseIsCutNotCompleted(t *testing.T) {
 	tb := startBackend(t, "web-1")
 	tb.handle(func(w http.ResponseWriter, r *http.Request) {
+		// ?n=SENT&of=LENGTH: a body of LENGTH bytes announced, SENT sent.
+		sent, length := 10, 100
+		fmt.Sscan(r.URL.Query().Get("n"), &sent)
+		fmt.Sscan(r.URL.Query().Get("of"), &length)
 		conn, brw, _ := http.NewResponseController(w).Hijack()
-		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+		fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", length, strings.Repeat("b", sent))
 		brw.Flush()
 		conn.Close()
 	})
 	_, url := oneService(t, tb, nil)
-	resp, err := newClient(t).Get(url + "/web/")
-	if err == nil {
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-	}
-	if err == nil {
-		t.Fatal("the client read a truncated body as whole")
+	c := newClient(t)
+	// Cut within what one read brings, within the instance connection's
+	// buffer after more reads, and far beyond it.
+	for _, q := range []string{"", "?n=4000&of=6000", "?n=50000&of=100000"} {
+		resp, err := c.Get(url + "/web/" + q)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Fatalf("%s: the client read a truncated body as whole", q)
+		}
 	}
 }
 
