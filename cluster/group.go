@@ -22,9 +22,12 @@ import (
 // registrations becomes one entry of N members.
 //
 // It never waits to fill a group. A write is sent at once if no entry of
-// this leader's is being committed (groupInFlight); otherwise it joins the
-// writes queued behind that entry, and they all go as one entry when it
-// has been committed. A lone writer therefore sees no delay, and under load the
+// this leader's is in flight (groupInFlight; an entry is in flight until
+// Raft answers its future, once the leader's FSM has applied it);
+// otherwise it joins the writes queued behind that entry, and they all go
+// as one entry when it has been answered. So a leader whose FSM lags
+// behind its commits takes new writes into its log only as it applies:
+// writes wait in the queue instead of in Raft's apply pipeline. A lone writer therefore sees no delay, and under load the
 // groups grow with the load. A queue of one goes as a plain entry tagged
 // with its request id, as before group commit.
 //
