@@ -232,7 +232,13 @@ func (n *Node) startRaft() error {
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
-	rc.BatchApplyCh = true
+	// No BatchApplyCh: with a buffered applyCh, raft.ApplyLog after (or
+	// racing) Shutdown may leave its future in a buffer nobody reads, and
+	// that future is never answered (its Error blocks for ever): the
+	// grouper's commit would hold its only slot and every queued write
+	// would wait for ever (TestWritesQueuedAtShutdownAreAnswered). The
+	// grouper batches the leader's writes itself.
+	rc.BatchApplyCh = false
 	rc.CommitTimeout = n.cfg.CommitTimeout
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.SnapshotInterval = n.cfg.SnapshotInterval
