@@ -458,8 +458,9 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
 
 // applyLocalExt is applyLocal with the log entry's Extensions set to ext.
 func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, error) {
+	start := time.Now()
 	f := n.raft.ApplyLog(raft.Log{Data: cmd, Extensions: ext}, n.cfg.LeaderWait)
-	resp, err := n.applied(f, time.Now())
+	resp, err := n.applied(f, start)
 	if err != nil {
 		return 0, err
 	}

@@ -72,6 +72,11 @@ type groupMember struct {
 type grouper struct {
 	n     *Node
 	slots chan struct{}
+	// stopped is closed when the node shuts down: writes still waiting
+	// are answered then (hashicorp/raft does not answer the futures of
+	// committed entries its FSM had not applied when it shut down).
+	stopped  chan struct{}
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	queue   []*groupMember
@@ -82,8 +87,16 @@ type grouper struct {
 }
 
 func newGrouper(n *Node) *grouper {
-	return &grouper{n: n, slots: make(chan struct{}, groupInFlight)}
+	return &grouper{n: n, slots: make(chan struct{}, groupInFlight), stopped: make(chan struct{})}
 }
+
+// stop answers every write still waiting, and every later one, with
+// ErrUnknownOutcome; Node.stop calls it once Raft has shut down.
+func (g *grouper) stop() { g.stopOnce.Do(func() { close(g.stopped) }) }
+
+// errStopped answers the writes waiting when the node shut down: each may
+// have been committed.
+var errStopped = fmt.Errorf("%w: the node shut down with the write in flight", ErrUnknownOutcome)
 
 // apply commits cmd, tagged with request id id, and returns its result as
 // applyLocalExt does. A write sent for term (not 0) is refused with
@@ -103,9 +116,17 @@ func (g *grouper) apply(ctx context.Context, id [fsm.GroupIDLen]byte, term uint6
 	}
 	// Not abandoned when ctx ends: the write may still commit, and
 	// onceCalls hands this result to a concurrent attempt of the same
-	// request. Raft answers every future (committed, leadership lost or
-	// shut down), so the wait is bounded by the leader's.
-	<-m.done
+	// request. Raft answers every future while it runs (committed,
+	// leadership lost), and the node's shutdown answers the rest.
+	select {
+	case <-m.done:
+	case <-g.stopped:
+		select {
+		case <-m.done:
+		default:
+			return 0, errStopped
+		}
+	}
 	return m.idx, m.err
 }
 
@@ -113,7 +134,14 @@ func (g *grouper) apply(ctx context.Context, id [fsm.GroupIDLen]byte, term uint6
 // each, and ends when the queue is empty.
 func (g *grouper) drain() {
 	for {
-		g.slots <- struct{}{}
+		select {
+		case g.slots <- struct{}{}:
+		case <-g.stopped:
+			g.mu.Lock()
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
 		g.mu.Lock()
 		batch := g.take()
 		if len(batch) == 0 {
@@ -170,11 +198,20 @@ func (g *grouper) commit(batch []*groupMember) {
 		return
 	}
 	if len(batch) == 1 || !n.groupsAllowed() {
+		// Plain entries, handed to Raft together so that its leader loop
+		// takes them in one log append (its apply channel is unbuffered:
+		// see startRaft).
 		futures := make([]raft.ApplyFuture, len(batch))
 		start := time.Now()
+		var handed sync.WaitGroup
 		for i, m := range batch {
-			futures[i] = n.raft.ApplyLog(raft.Log{Data: m.cmd, Extensions: append([]byte(onceExtension), m.id[:]...)}, n.cfg.LeaderWait)
+			handed.Add(1)
+			go func() {
+				defer handed.Done()
+				futures[i] = n.raft.ApplyLog(raft.Log{Data: m.cmd, Extensions: append([]byte(onceExtension), m.id[:]...)}, n.cfg.LeaderWait)
+			}()
 		}
+		handed.Wait()
 		for i, m := range batch {
 			resp, err := n.applied(futures[i], start)
 			if res, ok := resp.(fsm.ApplyResult); err == nil && ok {
@@ -199,7 +236,8 @@ func (g *grouper) commit(batch []*groupMember) {
 		data = fsm.AppendGroupMember(data, m.id, m.cmd)
 	}
 	n.metrics.groupSize.Observe(float64(len(batch)))
-	res, err := n.applied(n.raft.ApplyLog(raft.Log{Data: data}, n.cfg.LeaderWait), time.Now())
+	start := time.Now()
+	res, err := n.applied(n.raft.ApplyLog(raft.Log{Data: data}, n.cfg.LeaderWait), start)
 	var results fsm.GroupResult
 	if err == nil {
 		var ok bool

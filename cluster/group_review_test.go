@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -18,9 +19,9 @@ import (
 // commit holds the grouper's only slot, and every write behind it waits
 // forever (<-m.done ignores ctx).
 func TestWritesQueuedAtShutdownAreAnswered(t *testing.T) {
-	hc := newHeldCluster(t, nil)
+	hc := newHeldCluster(t, func(_ int, c *Config) { c.LeaderWait = time.Second })
 	n := hc.leader
-	hc.hold(t)
+	blocker := hc.hold(t)
 	const queued = 4
 	results := make(chan error, queued)
 	for i := range queued {
@@ -61,5 +62,46 @@ func TestWritesQueuedAtShutdownAreAnswered(t *testing.T) {
 		}
 	}
 	// hold's blocking write retries until its LeaderWait ends (no leader).
-	time.Sleep(n.cfg.LeaderWait + time.Second)
+	select {
+	case <-blocker:
+	case <-time.After(n.cfg.LeaderWait + 10*time.Second):
+		t.Fatal("the blocking write was never answered")
+	}
+}
+
+// TestWritesWaitingInTheGrouperAreAnsweredWhenTheNodeStops: hashicorp/raft
+// does not answer the futures of committed entries its FSM had not applied
+// when it shut down, so the node's shutdown answers the writes still
+// waiting in the grouper (in flight or queued) with ErrUnknownOutcome
+// rather than leave them, and the RPC handlers serving them, waiting for
+// ever.
+func TestWritesWaitingInTheGrouperAreAnsweredWhenTheNodeStops(t *testing.T) {
+	hc := newHeldCluster(t, nil)
+	n := hc.leader
+	_ = hc.hold(t)
+	const queued = 3
+	results := make(chan error, queued)
+	for i := range queued {
+		cmd := fsmtest.Register(t, fmt.Sprintf("at-stop-%d", i), "web")
+		go func() {
+			_, err := n.group.apply(context.Background(), [16]byte{0xc0, byte(i)}, 0, cmd)
+			results <- err
+		}()
+	}
+	hc.queued(t, queued)
+	n.group.stop() // as Node.stop does once Raft has shut down
+	for range queued {
+		select {
+		case err := <-results:
+			if !errors.Is(err, ErrUnknownOutcome) {
+				t.Errorf("a write waiting at stop: %v, want ErrUnknownOutcome", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a write waiting at stop was never answered")
+		}
+	}
+	if _, err := n.group.apply(context.Background(), [16]byte{0xc1}, 0, fsmtest.Register(t, "after-stop", "web")); !errors.Is(err, ErrUnknownOutcome) {
+		t.Errorf("a write after stop: %v, want ErrUnknownOutcome", err)
+	}
+	hc.open()
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -51,18 +52,28 @@ func newHeldCluster(t *testing.T, mutate func(i int, c *Config)) *heldCluster {
 }
 
 // hold makes the leader's next log append wait until open, with a write
-// of its own in it, and returns once that write is held.
-func (hc *heldCluster) hold(t *testing.T) {
+// of its own in it, and returns once that write is held, with a channel
+// that receives the blocking write's answer.
+func (hc *heldCluster) hold(t *testing.T) <-chan error {
 	t.Helper()
 	name := hc.leader.Name()
 	hc.gated.Store(&name)
-	go func() { _, _ = hc.leader.Apply(context.Background(), fsmtest.Register(t, "blocker", "held")) }()
+	blocker := make(chan error, 1)
+	go func() {
+		_, err := hc.leader.Apply(context.Background(), fsmtest.Register(t, "blocker", "held"))
+		blocker <- err
+	}()
 	select {
 	case <-hc.held:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the leader never appended the blocking write")
 	}
+	return blocker
 }
+
+// longWait gives forwarded writes a budget that a held log and a loaded
+// machine do not use up.
+func longWait(_ int, c *Config) { c.LeaderWait = 30 * time.Second }
 
 // queued waits until n writes (besides the one hold appended) are in the
 // leader's grouper: queued, or taken for an entry that waits in Raft's
@@ -111,7 +122,7 @@ type applied struct {
 // unknown outcome is found inside the group: it is answered the first
 // attempt's result, rejection included, and not applied again.
 func TestWritesQueuedBehindABusyLogShareOneEntry(t *testing.T) {
-	hc := newHeldCluster(t, nil)
+	hc := newHeldCluster(t, longWait)
 	tn, n := hc.tn, hc.leader
 	eventually(t, 10*time.Second, n.groupsAllowed, "every server advertises group entries")
 	hc.hold(t)
@@ -226,7 +237,10 @@ func TestWritesQueuedBehindABusyLogShareOneEntry(t *testing.T) {
 // go as plain entries, one each — never a group the old server would stop
 // at.
 func TestNoGroupEntriesWhileAServerCannotReadThem(t *testing.T) {
-	hc := newHeldCluster(t, func(i int, c *Config) { c.legacyLogFormatForTest = i == 2 })
+	hc := newHeldCluster(t, func(i int, c *Config) {
+		longWait(i, c)
+		c.legacyLogFormatForTest = i == 2
+	})
 	tn, n := hc.tn, hc.leader
 	eventually(t, 10*time.Second, func() bool {
 		m, ok := n.gossip.member(tn.nodes[2].Name())
@@ -329,5 +343,53 @@ func TestAQueuedWriteOfAnotherTermIsNotRun(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { return n.raft.CommitIndex() >= n.raft.LastIndex() }, "commit")
 	if c := tn.countEntries(n.ownIndex(t, tn), stale); c != 0 {
 		t.Errorf("the write of another term is in the log %d times", c)
+	}
+}
+
+// TestAServerFromBeforeGroupCommitIsNotAddedOnceEveryServerWritesGroups: a
+// server whose gossip metadata says it predates group entries, joining a
+// cluster whose servers all write them (so its log may hold some), is not
+// made a Raft server: it would stop at the first group it replays.
+func TestAServerFromBeforeGroupCommitIsNotAddedOnceEveryServerWritesGroups(t *testing.T) {
+	tn := newTestNodes(t, 3, nil)
+	n := tn.nodes[tn.waitForLeader(30*time.Second)]
+	eventually(t, 10*time.Second, n.groupsAllowed, "every server advertises group entries")
+
+	cfg := DefaultConfig()
+	cfg.NodeName = "old4"
+	cfg.DataDir = t.TempDir()
+	cfg.ClusterAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ClusterSecret = []byte("nodes-test-secret-0123456789abcdef")
+	cfg.Join = []string{tn.nodes[0].GossipAddr()}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: hclog.Info, Output: testWriter{t}})
+	cfg.legacyLogFormatForTest = true
+	old, err := New(cfg, fsm.New(cfg.Logger.Named("fsm")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = old.Shutdown(ctx)
+	})
+	eventually(t, 20*time.Second, func() bool {
+		m, ok := n.gossip.member("old4")
+		return ok && m.Status == fsm.NodeAlive
+	}, "the leader's gossip sees old4 alive")
+	n.reconcile(context.Background()) // what the leader loop runs on gossip events
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == "old4" {
+			t.Fatalf("old4 was added to the Raft configuration: %+v", f.Configuration().Servers)
+		}
+	}
+	if !n.groupsAllowed() {
+		t.Error("groups stopped: the old server was let in")
 	}
 }

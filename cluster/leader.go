@@ -143,6 +143,13 @@ func (n *Node) reconcile(ctx context.Context) {
 			if ok && string(srv.Address) == m.ClusterAddr && srv.Suffrage == raft.Voter {
 				continue
 			}
+			if !ok && m.LogFormat < logFormatGroups && n.groupsAllowed() {
+				// Every server writes and reads group entries, so the log
+				// may hold some: a binary from before them would stop at
+				// the first (docs/operations.md, rolling upgrades).
+				n.logger.Warn("not adding server to raft: its release predates group commit, whose entries this cluster's log may hold; upgrade it", "node", m.Name, "version", m.Version)
+				continue
+			}
 			if err := n.probePeer(ctx, m.ClusterAddr); err != nil {
 				// Gossip let it in, but it cannot pass the cluster port's TLS
 				// or secret handshake: a voter we cannot reach would only

@@ -379,6 +379,7 @@ func (n *Node) stop() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, err)
 		}
+		n.group.stop()
 	}
 	n.stopStep.Store("closing connections")
 	if n.pool != nil {
