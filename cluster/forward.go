@@ -453,13 +453,13 @@ func (n *Node) ApplyLeader(ctx context.Context, cmd []byte) (uint64, error) {
 // applyLocal runs cmd through this node's Raft (it must lead) and, when ctx
 // carries an Actor, writes the audit line of the accepted write.
 func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
-	return n.applyLocalExt(ctx, cmd, nil)
+	start := time.Now()
+	return n.answerPlain(ctx, cmd, n.raft.ApplyLog(raft.Log{Data: cmd}, n.cfg.LeaderWait), start)
 }
 
-// applyLocalExt is applyLocal with the log entry's Extensions set to ext.
-func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, error) {
-	start := time.Now()
-	f := n.raft.ApplyLog(raft.Log{Data: cmd, Extensions: ext}, n.cfg.LeaderWait)
+// answerPlain waits for f, the plain entry of cmd handed to Raft at start,
+// and answers it as answer does, or with Raft's error (see applied).
+func (n *Node) answerPlain(ctx context.Context, cmd []byte, f raft.ApplyFuture, start time.Time) (uint64, error) {
 	resp, err := n.applied(f, start)
 	if err != nil {
 		return 0, err
@@ -468,6 +468,12 @@ func (n *Node) applyLocalExt(ctx context.Context, cmd, ext []byte) (uint64, erro
 	if !ok {
 		return f.Index(), fmt.Errorf("cluster: unexpected apply response %T", resp)
 	}
+	return n.answer(ctx, cmd, res)
+}
+
+// answer turns the FSM's result for cmd into a write's answer: its index,
+// or its rejection; an accepted write gets its audit line.
+func (n *Node) answer(ctx context.Context, cmd []byte, res fsm.ApplyResult) (uint64, error) {
 	if res.Err != nil {
 		return res.Index, res.Err
 	}

@@ -99,7 +99,7 @@ func (g *grouper) stop() { g.stopOnce.Do(func() { close(g.stopped) }) }
 var errStopped = fmt.Errorf("%w: the node shut down with the write in flight", ErrUnknownOutcome)
 
 // apply commits cmd, tagged with request id id, and returns its result as
-// applyLocalExt does. A write sent for term (not 0) is refused with
+// applyLocal does. A write sent for term (not 0) is refused with
 // ErrNotLeader, not run, if this node's term has changed by the time it
 // leaves the queue (the term fence of applyOnceLocal, checked again).
 func (g *grouper) apply(ctx context.Context, id [fsm.GroupIDLen]byte, term uint64, cmd []byte) (uint64, error) {
@@ -143,7 +143,7 @@ func (g *grouper) drain() {
 			return
 		}
 		g.mu.Lock()
-		batch := g.take()
+		batch, size := g.take()
 		if len(batch) == 0 {
 			g.running = false
 			g.mu.Unlock()
@@ -153,14 +153,16 @@ func (g *grouper) drain() {
 		g.mu.Unlock()
 		go func() {
 			defer func() { <-g.slots }()
-			g.commit(batch)
+			g.commit(batch, size)
 		}()
 	}
 }
 
-// take removes from the queue the writes that fit in one entry.
-func (g *grouper) take() []*groupMember {
-	n, size := 0, 1
+// take removes from the queue the writes that fit in one entry and
+// returns them with the size of that entry as a group.
+func (g *grouper) take() (batch []*groupMember, size int) {
+	n := 0
+	size = 1
 	for n < len(g.queue) && n < maxGroupMembers {
 		s := fsm.GroupMemberSize(g.queue[n].cmd)
 		if n > 0 && size+s > maxGroupBytes {
@@ -169,18 +171,19 @@ func (g *grouper) take() []*groupMember {
 		size += s
 		n++
 	}
-	batch := g.queue[:n:n]
+	batch = g.queue[:n:n]
 	if n == len(g.queue) {
 		g.queue = nil
 	} else {
 		g.queue = g.queue[n:]
 	}
-	return batch
+	return batch, size
 }
 
-// commit sends batch as one group entry, or as plain entries when it holds
-// one write or a server cannot read groups, and answers each member.
-func (g *grouper) commit(batch []*groupMember) {
+// commit sends batch as one group entry (size bytes), or as plain entries
+// when it holds one write or a server cannot read groups, and answers each
+// member.
+func (g *grouper) commit(batch []*groupMember, size int) {
 	n := g.n
 	// The term fence: a write that waited in the queue while this node
 	// lost and regained leadership must not run in the new term.
@@ -190,6 +193,7 @@ func (g *grouper) commit(batch []*groupMember) {
 		if m.term != 0 && m.term != term {
 			m.err = fmt.Errorf("%w: request sent for term %d, this leader is in term %d", ErrNotLeader, m.term, term)
 			close(m.done)
+			size -= fsm.GroupMemberSize(m.cmd)
 			continue
 		}
 		kept = append(kept, m)
@@ -197,38 +201,34 @@ func (g *grouper) commit(batch []*groupMember) {
 	if batch = kept; len(batch) == 0 {
 		return
 	}
+	start := time.Now()
 	if len(batch) == 1 || !n.groupsAllowed() {
-		// Plain entries, handed to Raft together so that its leader loop
-		// takes them in one log append (its apply channel is unbuffered:
-		// see startRaft).
-		futures := make([]raft.ApplyFuture, len(batch))
-		start := time.Now()
-		var handed sync.WaitGroup
-		for i, m := range batch {
-			handed.Add(1)
-			go func() {
-				defer handed.Done()
-				futures[i] = n.raft.ApplyLog(raft.Log{Data: m.cmd, Extensions: append([]byte(onceExtension), m.id[:]...)}, n.cfg.LeaderWait)
-			}()
+		// Plain entries, tagged with their request ids. Several are handed
+		// to Raft together so that its leader loop takes them in one log
+		// append (its apply channel is unbuffered: see startRaft).
+		plain := func(m *groupMember) raft.ApplyFuture {
+			return n.raft.ApplyLog(raft.Log{Data: m.cmd, Extensions: append([]byte(onceExtension), m.id[:]...)}, n.cfg.LeaderWait)
 		}
-		handed.Wait()
-		for i, m := range batch {
-			resp, err := n.applied(futures[i], start)
-			if res, ok := resp.(fsm.ApplyResult); err == nil && ok {
-				m.idx, m.err = g.answer(m, res)
-			} else if err == nil {
-				m.idx, m.err = futures[i].Index(), fmt.Errorf("cluster: unexpected apply response %T", resp)
-			} else {
-				m.err = err
+		futures := make([]raft.ApplyFuture, len(batch))
+		if len(batch) == 1 {
+			futures[0] = plain(batch[0])
+		} else {
+			var handed sync.WaitGroup
+			for i, m := range batch {
+				handed.Add(1)
+				go func() {
+					defer handed.Done()
+					futures[i] = plain(m)
+				}()
 			}
+			handed.Wait()
+		}
+		for i, m := range batch {
+			m.idx, m.err = n.answerPlain(m.ctx, m.cmd, futures[i], start)
 			n.metrics.groupSize.Observe(1)
 			close(m.done)
 		}
 		return
-	}
-	size := 1
-	for _, m := range batch {
-		size += fsm.GroupMemberSize(m.cmd)
 	}
 	data := make([]byte, 1, size)
 	data[0] = byte(fsm.GroupType)
@@ -236,7 +236,6 @@ func (g *grouper) commit(batch []*groupMember) {
 		data = fsm.AppendGroupMember(data, m.id, m.cmd)
 	}
 	n.metrics.groupSize.Observe(float64(len(batch)))
-	start := time.Now()
 	res, err := n.applied(n.raft.ApplyLog(raft.Log{Data: data}, n.cfg.LeaderWait), start)
 	var results fsm.GroupResult
 	if err == nil {
@@ -249,24 +248,14 @@ func (g *grouper) commit(batch []*groupMember) {
 		if err != nil {
 			m.err = err
 		} else {
-			m.idx, m.err = g.answer(m, results[i])
+			m.idx, m.err = n.answer(m.ctx, m.cmd, results[i])
 		}
 		close(m.done)
 	}
 }
 
-// answer turns one command's result into a write's answer and writes its
-// audit line.
-func (g *grouper) answer(m *groupMember, res fsm.ApplyResult) (uint64, error) {
-	if res.Err != nil {
-		return res.Index, res.Err
-	}
-	g.n.auditWrite(m.ctx, m.cmd, res)
-	return res.Index, nil
-}
-
 // applied waits for f and returns the FSM's response, with Raft's errors
-// mapped as applyLocalExt maps them.
+// mapped for CallLeader's classification.
 func (n *Node) applied(f raft.ApplyFuture, start time.Time) (any, error) {
 	err := f.Error()
 	n.metrics.raftApply.Observe(time.Since(start).Seconds())
