@@ -269,7 +269,7 @@ func (n *Node) startRaft() error {
 			return fmt.Errorf("cluster: open raft log %s: %w", n.cfg.DataDir, err)
 		}
 		n.closers = append(n.closers, bolt)
-		cached, err := raft.NewLogCache(512, bolt)
+		cached, err := newLogCache(bolt, logCacheEntries, logCacheBytes)
 		if err != nil {
 			return err
 		}
