@@ -88,6 +88,23 @@ func (hc *heldCluster) queued(t *testing.T, n int) {
 	}
 }
 
+// queue sends count writes straight to the leader's grouper, each in its
+// own goroutine (request ids tag, i), waits until they are all in it, and
+// returns the channel their answers arrive on.
+func (hc *heldCluster) queue(t *testing.T, prefix string, tag byte, count int) <-chan error {
+	t.Helper()
+	results := make(chan error, count)
+	for i := range count {
+		cmd := fsmtest.Register(t, fmt.Sprintf("%s-%d", prefix, i), "web")
+		go func() {
+			_, err := hc.leader.group.apply(context.Background(), [16]byte{tag, byte(i)}, 0, cmd)
+			results <- err
+		}()
+	}
+	hc.queued(t, count)
+	return results
+}
+
 // groupEntries returns the members of every group entry in node i's log up
 // to its commit index.
 func (tn *testNodes) groupEntries(i int) [][][]byte {
@@ -403,15 +420,7 @@ func TestWritesQueuedAtShutdownAreAnswered(t *testing.T) {
 	n := hc.leader
 	blocker := hc.hold(t)
 	const queued = 4
-	results := make(chan error, queued)
-	for i := range queued {
-		cmd := fsmtest.Register(t, fmt.Sprintf("at-shutdown-%d", i), "web")
-		go func() {
-			_, err := n.group.apply(context.Background(), [16]byte{0xa0, byte(i)}, 0, cmd)
-			results <- err
-		}()
-	}
-	hc.queued(t, queued)
+	results := hc.queue(t, "at-shutdown", 0xa0, queued)
 	f := n.raft.Shutdown() // the leader loop is held in its log append
 	hc.open()
 	if err := f.Error(); err != nil {
@@ -460,15 +469,7 @@ func TestWritesWaitingInTheGrouperAreAnsweredWhenTheNodeStops(t *testing.T) {
 	n := hc.leader
 	_ = hc.hold(t)
 	const queued = 3
-	results := make(chan error, queued)
-	for i := range queued {
-		cmd := fsmtest.Register(t, fmt.Sprintf("at-stop-%d", i), "web")
-		go func() {
-			_, err := n.group.apply(context.Background(), [16]byte{0xc0, byte(i)}, 0, cmd)
-			results <- err
-		}()
-	}
-	hc.queued(t, queued)
+	results := hc.queue(t, "at-stop", 0xc0, queued)
 	n.group.stop() // as Node.stop does once Raft has shut down
 	for range queued {
 		select {

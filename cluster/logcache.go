@@ -16,8 +16,8 @@ import (
 // raft.LogCache bounds only the number of entries. Since group commit an
 // entry may hold up to maxGroupMembers writes (maxGroupBytes), so 512
 // entries could pin 128 MiB on every node; with the byte bound the cache
-// holds at most maxBytes of entry data (plus one entry, the newest, which
-// is kept whatever its size). Reads of older entries go to the store.
+// holds at most maxBytes of entry data, or only the newest entry when that
+// one alone is larger. Reads of older entries go to the store.
 //
 // It also caches copies of the entries, not the raft.Log values Raft
 // passes in: the leader's are fields of its apply futures, which hold the

@@ -138,9 +138,9 @@ func TestResentWriteWhileTheFirstAttemptIsQueuedIsAppliedOnce(t *testing.T) {
 		if n.logs.GetLog(i, &e) != nil || e.Type != raft.LogCommand {
 			continue
 		}
-		// A plain entry carries its request id in Extensions; a queued
-		// write that left the queue with another one (a write of the
-		// leader's own) is a member of a group entry.
+		// A plain entry carries its request id in Extensions; a write
+		// that left the grouper's queue together with another (the
+		// blocking write) is a member of a group entry.
 		if bytes.HasSuffix(e.Extensions, req.id[:]) || fsm.FindInGroup(e.Data, req.id[:]) >= 0 {
 			tagged++
 		}
