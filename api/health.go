@@ -135,7 +135,7 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 	}
 	var kept, matched []*fsm.Check
 	var next string
-	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, checks := s.store.Checks(ws, service)
 		matched = nil
 		for _, c := range checks {
@@ -163,17 +163,16 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 		// Stored checks are immutable: the same pointers are the same answer,
 		// so a change to checks the filters leave out wakes nobody.
 		same: func() bool { return slices.Equal(kept, matched) },
-	}); !ok {
-		return
-	}
-	if next != "" {
-		w.Header().Set(HeaderNextCursor, next)
-	}
-	out := make([]client.Check, 0, len(matched))
-	for _, c := range matched {
-		out = append(out, toCheck(c))
-	}
-	writeJSON(w, out)
+	}, func(w http.ResponseWriter) {
+		if next != "" {
+			w.Header().Set(HeaderNextCursor, next)
+		}
+		out := make([]client.Check, 0, len(matched))
+		for _, c := range matched {
+			out = append(out, toCheck(c))
+		}
+		writeJSON(w, out)
+	})
 }
 
 // handleMaintenance: PUT /v1/services/{service}/instances/{id}/maintenance.

@@ -148,7 +148,7 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 	}
 	var kept, out []*fsm.Instance
 	var next string
-	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.ServiceInstances(ws, service)
 		out, next = pageOf(pg, f.filter(insts), func(i *fsm.Instance) string { return i.ID })
 		return idx, nil
@@ -157,13 +157,12 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		// Stored instances are immutable, so the same pointers in the same
 		// order are the same answer.
 		same: func() bool { return slices.Equal(kept, out) },
-	}); !ok {
-		return
-	}
-	if next != "" {
-		w.Header().Set(HeaderNextCursor, next)
-	}
-	writeInstances(w, out)
+	}, func(w http.ResponseWriter) {
+		if next != "" {
+			w.Header().Set(HeaderNextCursor, next)
+		}
+		writeInstances(w, out)
+	})
 }
 
 // handleInstance: GET /v1/services/{service}/instances/{id}, one instance
@@ -180,15 +179,14 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	var inst *fsm.Instance
 	var checks []*fsm.Check
-	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, inst, checks = s.store.Instance(ws, service, id)
 		if inst == nil {
 			return idx, notFound("instance %q of service %q is not registered", id, service)
 		}
 		return idx, nil
-	}, nil); !ok {
-		return
-	}
-	writeJSON(w, toInstance(inst, checks, true))
+	}, nil, func(w http.ResponseWriter) {
+		writeJSON(w, toInstance(inst, checks, true))
+	})
 }

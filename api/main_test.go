@@ -2,11 +2,12 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -51,20 +52,37 @@ func newTestServer(t testing.TB, opts ...func(*Config)) *testServer {
 		o(&cfg)
 	}
 	ts := &testServer{t: t, cl: cl, api: New(cfg, cl.Store(), cl), arrivals: new(atomic.Pointer[chan string])}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts.api.arrival = func(r *http.Request) {
 		if ch := ts.arrivals.Load(); ch != nil {
 			select {
 			case *ch <- r.URL.String():
 			default:
 			}
 		}
-		ts.api.Handler().ServeHTTP(w, r)
-	}))
-	t.Cleanup(hs.Close)
+	}
+	// Served as the agent serves it (Serve: connection caps, blocking
+	// queries parked out of net/http), not through Handler alone.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ts.api.Serve(ln) }()
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := ts.api.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		tr.CloseIdleConnections()
+	})
 	// Redirects are answers too: the tests see them rather than follow them.
-	hc := *hs.Client()
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	ts.url, ts.http = hs.URL, &hc
+	ts.http = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	ts.url = "http://" + ln.Addr().String()
 	return ts
 }
 

@@ -134,6 +134,12 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 type requestState struct {
 	route string
 	query url.Values // the request's query, parsed once (queryOf)
+	// lot, for a blocking query served by Serve, is where it may park
+	// (Park); parked says it did, and done records the request in the
+	// metrics once it is answered.
+	lot    *parkLot
+	parked bool
+	done   func(status int)
 }
 
 // queryOf returns r's query parameters, parsed once per request and shared
@@ -175,11 +181,21 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		blocking := r.Method == http.MethodGet && st.queryOf(r).Get("index") != ""
 		m := s.metrics
 		m.inflight.Inc()
-		defer func() {
+		method := r.Method // not r: a parked query's done outlives the request
+		st.done = func(status int) {
 			m.inflight.Dec()
-			m.requests.WithLabelValues(st.route, r.Method, sw.code()).Inc()
+			m.requests.WithLabelValues(st.route, method, strconv.Itoa(status)).Inc()
 			if !blocking {
-				m.duration.WithLabelValues(st.route, r.Method).Observe(time.Since(start).Seconds())
+				m.duration.WithLabelValues(st.route, method).Observe(time.Since(start).Seconds())
+			}
+		}
+		if blocking {
+			st.lot = s.lot.Load()
+		}
+		defer func() {
+			// A parked query is counted when it is answered (park.go).
+			if !st.parked {
+				st.done(sw.status)
 			}
 		}()
 
@@ -253,8 +269,6 @@ func (w *statusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) code() string { return strconv.Itoa(w.status) }
 
 // httpMetrics are the API's Prometheus series (docs/metrics.md).
 type httpMetrics struct {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -113,8 +114,8 @@ func (s *Server) errTooManyBlocking() error {
 
 // runQuery runs a read under its consistency mode and, when the request
 // carries ?index=N, blocks until the result's index passes N or the wait
-// ends. It sets the read headers and returns the result's index, or writes
-// the error and returns false.
+// ends; then it sets the read headers and calls answer to write the result
+// (or writes the error).
 //
 // query fills in the handler's result through its closure and returns the
 // result's index; it must add to ws (nil for a read that does not block)
@@ -123,15 +124,20 @@ func (s *Server) errTooManyBlocking() error {
 // result is still the one the client has (the result at the client's
 // index), so a change to records the read filters out wakes nobody.
 //
+// A query that has to wait is parked (Park): the handler returns at once
+// and query, memo and answer run later in another goroutine, with another
+// ResponseWriter. They must use only what their closures hold, never the
+// handler's w.
+//
 // A blocked query returns early when the store is replaced by a snapshot
 // restore. A client index above the result's answers at once, unless this
 // node has that index in its Raft log without having applied it yet: then
 // the query waits for the node to catch up (and for a change past it).
-func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), memo *resultMemo) (uint64, bool) {
+func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), memo *resultMemo, answer func(w http.ResponseWriter)) {
 	o, err := s.parseQuery(q)
 	if err != nil {
 		writeError(w, err)
-		return 0, false
+		return
 	}
 	ctx := r.Context()
 	if o.consistent || (o.maxStale > 0 && s.cluster.LastContact() > o.maxStale) {
@@ -139,81 +145,129 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 		// the leader (a quorum round trip) and wait to have applied it.
 		if _, err := s.cluster.ConsistentIndex(ctx); err != nil {
 			writeError(w, err)
-			return 0, false
+			return
 		}
 	}
 	if o.minIndex == 0 {
 		idx, err := query(nil)
-		if err != nil {
-			// A read that found nothing (404) still says how fresh that is.
-			s.setReadHeaders(w, max(idx, 1))
-			writeError(w, err)
-			return 0, false
-		}
-		idx = max(idx, 1)
-		s.setReadHeaders(w, idx)
-		return idx, true
+		s.finishQuery(w, idx, err, answer)
+		return
 	}
 
 	if s.blocking.active.Add(1) > int64(s.cfg.MaxBlockingQueries) {
 		s.blocking.active.Add(-1)
 		s.blocking.rejected.Add(1)
 		writeError(w, s.errTooManyBlocking())
-		return 0, false
+		return
 	}
-	defer s.blocking.active.Add(-1)
-
-	generation := s.store.AbandonCh()
-	wctx, cancel := context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
-	defer cancel()
-	kept := false
-	for {
-		ws := memdb.NewWatchSet()
-		idx, err := query(ws)
-		if err != nil {
-			s.setReadHeaders(w, max(idx, 1))
-			writeError(w, err)
-			return 0, false
-		}
-		idx = max(idx, 1)
-		if memo != nil && idx == o.minIndex && !kept {
-			// This is what the client has: the same records at its index.
-			memo.keep()
-			kept = true
-		}
-		changed := idx > o.minIndex && (!kept || !memo.same())
-		// A result behind the client's index: if this node has not applied
-		// that index yet but has it in its log, it is lagging and catches
-		// up in a moment: wait for it, so the client never goes back in
-		// time. Otherwise the index went back (a restore) or is not one
-		// this node knows (another cluster, a made-up value): answer now.
-		catchingUp := false
-		if idx < o.minIndex {
-			applied := s.store.AppliedIndex()
-			catchingUp = applied < o.minIndex && o.minIndex <= s.cluster.LastIndex()
-			if catchingUp {
-				ws.Add(s.store.AppliedCh())
+	b := &blockedQuery{s: s, o: o, query: query, memo: memo, generation: s.store.AbandonCh()}
+	ws, idx, err, ready := b.step()
+	if ready {
+		s.blocking.active.Add(-1)
+		s.finishQuery(w, idx, err, answer)
+		return
+	}
+	Block(w, r, time.Now().Add(o.wait+rand.N(o.wait/16+1)), ws, func(w http.ResponseWriter, err error) memdb.WatchSet {
+		switch {
+		case err == nil:
+			// A watch fired: run the query again.
+			s.blocking.wakeups.Add(1)
+			var ready bool
+			var next memdb.WatchSet
+			if next, idx, err, ready = b.step(); !ready {
+				return next
 			}
-		}
-		if changed || (idx < o.minIndex && !catchingUp) || isClosed(generation) {
-			s.setReadHeaders(w, idx)
-			return idx, true
-		}
-		if err := ws.WatchCtx(wctx); err != nil {
-			switch {
-			case s.base.Err() != nil:
-				writeError(w, errShuttingDown)
-				return 0, false
-			case ctx.Err() != nil:
-				writeError(w, ctx.Err())
-				return 0, false
-			}
+			s.finishQuery(w, idx, err, answer)
+		case s.base.Err() != nil:
+			writeError(w, errShuttingDown)
+		case errors.Is(err, context.DeadlineExceeded):
 			// The wait ended: answer with the result as it is.
-			s.setReadHeaders(w, idx)
-			return idx, true
+			s.finishQuery(w, idx, nil, answer)
+		default:
+			writeError(w, err) // the client went away
 		}
-		s.blocking.wakeups.Add(1)
+		s.blocking.active.Add(-1)
+		return nil
+	})
+}
+
+// finishQuery answers a read: its headers, then answer's result or err.
+func (s *Server) finishQuery(w http.ResponseWriter, idx uint64, err error, answer func(w http.ResponseWriter)) {
+	s.setReadHeaders(w, max(idx, 1))
+	if err != nil {
+		// A read that found nothing (404) still says how fresh that is.
+		writeError(w, err)
+		return
 	}
+	answer(w)
+}
+
+// blockedQuery is a read with ?index=N between its runs.
+type blockedQuery struct {
+	s          *Server
+	o          queryOptions
+	query      func(ws memdb.WatchSet) (uint64, error)
+	memo       *resultMemo
+	kept       bool
+	generation <-chan struct{}
+}
+
+// step runs the query once. ready says the result (or err) is the answer;
+// otherwise the query waits on ws, and idx is the answer if the wait ends
+// first.
+func (b *blockedQuery) step() (ws memdb.WatchSet, idx uint64, err error, ready bool) {
+	s, o := b.s, b.o
+	ws = memdb.NewWatchSet()
+	idx, err = b.query(ws)
+	if err != nil {
+		return nil, idx, err, true
+	}
+	idx = max(idx, 1)
+	if b.memo != nil && idx == o.minIndex && !b.kept {
+		// This is what the client has: the same records at its index.
+		b.memo.keep()
+		b.kept = true
+	}
+	changed := idx > o.minIndex && (!b.kept || !b.memo.same())
+	// A result behind the client's index: if this node has not applied
+	// that index yet but has it in its log, it is lagging and catches up
+	// in a moment: wait for it, so the client never goes back in time.
+	// Otherwise the index went back (a restore) or is not one this node
+	// knows (another cluster, a made-up value): answer now.
+	catchingUp := false
+	if idx < o.minIndex {
+		applied := s.store.AppliedIndex()
+		catchingUp = applied < o.minIndex && o.minIndex <= s.cluster.LastIndex()
+		if catchingUp {
+			ws.Add(s.store.AppliedCh())
+		}
+	}
+	ready = changed || (idx < o.minIndex && !catchingUp) || isClosed(b.generation)
+	return ws, idx, nil, ready
+}
+
+// Watch waits until a channel of ws closes (nil) or ctx ends (its error).
+// It is memdb.WatchSet.WatchCtx with a small frame for the usual few
+// channels: a parked query's goroutine waits here, and go-memdb's select
+// over 32 channels alone would double its stack (2 to 4 KB).
+func Watch(ctx context.Context, ws memdb.WatchSet) error {
+	if len(ws) > 3 {
+		return ws.WatchCtx(ctx)
+	}
+	var ch [3]<-chan struct{}
+	i := 0
+	for c := range ws {
+		ch[i] = c
+		i++
+	}
+	select {
+	case <-ch[0]:
+	case <-ch[1]:
+	case <-ch[2]:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 func isClosed(ch <-chan struct{}) bool {

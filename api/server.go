@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
@@ -208,6 +209,12 @@ type Server struct {
 	logger  hclog.Logger
 	handler http.Handler
 	srv     *http.Server
+	// resumed serves the connections parked queries were answered on
+	// (park.go); lot is the parking lot of the running Serve.
+	resumed *http.Server
+	lot     atomic.Pointer[parkLot]
+	// arrival, if set (tests), sees every request as it reaches the API.
+	arrival func(*http.Request)
 	base    context.Context
 	cancel  context.CancelFunc
 
@@ -237,9 +244,13 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 		// Every answer says it comes from a Beacon agent, so that a client
 		// pointed at something else can tell (client.NotAgentError).
 		w.Header().Set(client.HeaderAgent, "1")
+		if s.arrival != nil {
+			s.arrival(r)
+		}
 		routes.ServeHTTP(w, r)
 	})
 	s.srv = s.newHTTPServer()
+	s.resumed = s.newHTTPServer()
 	return s
 }
 
@@ -247,21 +258,49 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves the API on ln until Shutdown, with at most
-// Config.MaxConnsPerClient connections per client IP.
+// Config.MaxConnsPerClient connections per client IP. Blocking queries that
+// wait are parked out of net/http while they do (park.go). Serve may be
+// called once.
 func (s *Server) Serve(ln net.Listener) error {
+	lot := newParkLot(s.base, ln.Addr())
+	if !s.lot.CompareAndSwap(nil, lot) {
+		lot.close()
+		lot.stopped()
+		return errors.New("api: Serve called twice")
+	}
+	resumedDone := make(chan error, 1)
+	go func() { resumedDone <- s.resumed.Serve(lot.resumed) }()
 	err := s.srv.Serve(connlimit.Wrap(ln, s.cfg.MaxConnsPerClient))
+	// No more parking: queries parked now are answered by themselves (at
+	// the latest when Shutdown cancels the base context) and their
+	// connections closed.
+	lot.close()
+	lot.stopped()
+	rerr := <-resumedDone
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
+	}
+	if err == nil && !errors.Is(rerr, http.ErrServerClosed) && !errors.Is(rerr, net.ErrClosed) {
+		err = rerr
 	}
 	return err
 }
 
 // Shutdown stops accepting requests, ends blocking queries (their request
-// contexts derive from the server's base context, cancelled first) and waits
-// for the requests in flight.
+// contexts derive from the server's base context, cancelled first, and
+// parked ones answer 503 with it) and waits for the requests in flight,
+// parked ones included.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
-	return s.srv.Shutdown(ctx)
+	lot := s.lot.Load()
+	if lot != nil {
+		lot.close()
+	}
+	err := s.srv.Shutdown(ctx)
+	if lot != nil {
+		err = errors.Join(err, lot.wait(ctx))
+	}
+	return errors.Join(err, s.resumed.Shutdown(ctx))
 }
 
 func (s *Server) newHTTPServer() *http.Server {

@@ -34,23 +34,22 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	}
 	var sums []fsm.ServiceSummary
 	var more bool
-	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, sums, more = s.store.ServiceSummaries(ws, prefix, cursor, limit, match)
 		return idx, nil
-	}, nil); !ok {
-		return
-	}
-	out := client.ServiceList{Services: make([]client.ServiceSummary, 0, len(sums))}
-	for _, sum := range sums {
-		out.Services = append(out.Services, client.ServiceSummary{
-			Name: sum.Name, Tags: sum.Tags, Instances: sum.Instances,
-			Passing: sum.Passing, Warning: sum.Warning, Critical: sum.Critical,
-			Unavailable: sum.Unavailable, ModifyIndex: sum.ModifyIndex,
-		})
-	}
-	if more && len(sums) > 0 {
-		out.NextCursor = sums[len(sums)-1].Name
-	}
-	writeJSON(w, out)
+	}, nil, func(w http.ResponseWriter) {
+		out := client.ServiceList{Services: make([]client.ServiceSummary, 0, len(sums))}
+		for _, sum := range sums {
+			out.Services = append(out.Services, client.ServiceSummary{
+				Name: sum.Name, Tags: sum.Tags, Instances: sum.Instances,
+				Passing: sum.Passing, Warning: sum.Warning, Critical: sum.Critical,
+				Unavailable: sum.Unavailable, ModifyIndex: sum.ModifyIndex,
+			})
+		}
+		if more && len(sums) > 0 {
+			out.NextCursor = sums[len(sums)-1].Name
+		}
+		writeJSON(w, out)
+	})
 }

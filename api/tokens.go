@@ -131,18 +131,17 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var toks []*fsm.Token
-	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, toks = s.store.Tokens(ws)
 		return idx, nil
-	}, nil); !ok {
-		return
-	}
-	out := make([]client.Token, 0, len(toks))
-	for _, t := range toks {
-		out = append(out, toToken(t))
-	}
-	writeJSON(w, out)
+	}, nil, func(w http.ResponseWriter) {
+		out := make([]client.Token, 0, len(toks))
+		for _, t := range toks {
+			out = append(out, toToken(t))
+		}
+		writeJSON(w, out)
+	})
 }
 
 // handleTokenDelete: DELETE /v1/tokens/{accessor} (management). Deleting a

@@ -81,16 +81,15 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 // is applied on this node: the UI then reloads what it shows.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	var idx uint64
-	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		if ws != nil {
 			ws.Add(s.store.AppliedCh())
 		}
 		idx = max(s.store.AppliedIndex(), 1)
 		return idx, nil
-	}, nil); !ok {
-		return
-	}
-	writeJSON(w, client.WriteResult{Index: idx})
+	}, nil, func(w http.ResponseWriter) {
+		writeJSON(w, client.WriteResult{Index: idx})
+	})
 }
 
 // InstanceTransition is one entry of GET /v1/ui/transitions.
@@ -115,7 +114,7 @@ func (s *Server) handleTransitions(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	var out []InstanceTransition
-	if _, ok := s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.Instances(ws)
 		out = out[:0]
 		for _, in := range insts {
@@ -125,17 +124,16 @@ func (s *Server) handleTransitions(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		return idx, nil
-	}, nil); !ok {
-		return
-	}
-	slices.SortStableFunc(out, func(a, b InstanceTransition) int { return b.Time.Compare(a.Time) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	if out == nil {
-		out = []InstanceTransition{}
-	}
-	writeJSON(w, out)
+	}, nil, func(w http.ResponseWriter) {
+		slices.SortStableFunc(out, func(a, b InstanceTransition) int { return b.Time.Compare(a.Time) })
+		if len(out) > limit {
+			out = out[:limit]
+		}
+		if out == nil {
+			out = []InstanceTransition{}
+		}
+		writeJSON(w, out)
+	})
 }
 
 // LBReport is one load balancer in GET /v1/ui/lbs: the /lb/status it
@@ -246,7 +244,7 @@ type Summary struct {
 // instances by health (blocking with index= like every read).
 func (s *Server) handleSummary(w http.ResponseWriter, r *http.Request) {
 	var out Summary
-	if _, ok := s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		idx, sums, _ := s.store.ServiceSummaries(ws, "", "", 0, nil)
 		out = Summary{Services: len(sums)}
 		for _, sum := range sums {
@@ -257,8 +255,7 @@ func (s *Server) handleSummary(w http.ResponseWriter, r *http.Request) {
 			out.Unavailable += sum.Unavailable
 		}
 		return idx, nil
-	}, nil); !ok {
-		return
-	}
-	writeJSON(w, out)
+	}, nil, func(w http.ResponseWriter) {
+		writeJSON(w, out)
+	})
 }

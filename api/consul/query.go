@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -128,18 +129,17 @@ func (s *Server) blockingChunks(w http.ResponseWriter, r *http.Request, q url.Va
 			fmt.Sprintf("this node already holds %d blocking queries (its limit); retry later or on another node", s.cfg.MaxBlockingQueries)))
 		return
 	}
-	defer s.blocking.Add(-1)
 	generation := s.store.AbandonCh()
-	wctx, cancel := context.WithTimeout(ctx, o.wait+rand.N(o.wait/16+1))
-	defer cancel()
+	deadline := time.Now().Add(o.wait + rand.N(o.wait/16+1))
 	var base [][]byte
 	first := true
-	for {
-		ws := memdb.NewWatchSet()
-		idx, body, err := query(ws)
+	// step runs the query once; ready says its result (or err) is the
+	// answer, else the query waits on ws.
+	step := func() (ws memdb.WatchSet, idx uint64, body [][]byte, err error, ready bool) {
+		ws = memdb.NewWatchSet()
+		idx, body, err = query(ws)
 		if err != nil {
-			s.respond(w, idx, nil, err)
-			return
+			return nil, idx, nil, err, true
 		}
 		idx = max(idx, 1)
 		if first && idx == o.minIndex {
@@ -157,19 +157,32 @@ func (s *Server) blockingChunks(w http.ResponseWriter, r *http.Request, q url.Va
 				ws.Add(s.store.AppliedCh())
 			}
 		}
-		if changed || (idx < o.minIndex && !catchingUp) || isClosed(generation) {
-			s.respond(w, idx, body, nil)
-			return
-		}
-		if err := ws.WatchCtx(wctx); err != nil {
-			if ctx.Err() != nil {
-				writeError(w, ctx.Err())
-				return
-			}
-			s.respond(w, max(idx, o.minIndex), body, nil)
-			return
-		}
+		return ws, idx, body, nil, changed || (idx < o.minIndex && !catchingUp) || isClosed(generation)
 	}
+	ws, idx, body, err, ready := step()
+	if ready {
+		s.blocking.Add(-1)
+		s.respond(w, idx, body, err)
+		return
+	}
+	// Waiting: out of net/http if the connection allows (api.Block).
+	api.Block(w, r, deadline, ws, func(w http.ResponseWriter, err error) memdb.WatchSet {
+		switch {
+		case err == nil:
+			var next memdb.WatchSet
+			var ready bool
+			if next, idx, body, err, ready = step(); !ready {
+				return next
+			}
+			s.respond(w, idx, body, err)
+		case errors.Is(err, context.DeadlineExceeded):
+			s.respond(w, max(idx, o.minIndex), body, nil)
+		default:
+			writeError(w, err) // the client went away, the server shuts down
+		}
+		s.blocking.Add(-1)
+		return nil
+	})
 }
 
 func isClosed(ch <-chan struct{}) bool {

@@ -1,0 +1,529 @@
+package api
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"net"
+	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Parking a blocking query.
+//
+// A blocking query waits minutes for a change. Waiting inside its handler
+// keeps everything net/http holds for a request in flight: the
+// connection's goroutine (its stack grown to 8 KB by the request's path),
+// the background reader that notices a client going away, the connection's
+// 4 KB reader and writer and the response's 2 KB buffer, the request and
+// its contexts: 27 KB per parked query, measured (docs/benchmarks.md).
+//
+// Block parks such a query instead: it takes the connection out of
+// net/http (it hijacks it), the handler returns, and net/http lets go of
+// all of that. The query waits in the parking lot with only what it needs:
+// its connection, its closures, a context with its deadline. Queries that
+// wait on the same channels (the watchers of one service) share one
+// goroutine that waits for them all (watchGroup); a wake runs each
+// member's next step in a goroutine that ends when the step does. When the
+// query has its answer, the lot writes the response on the connection
+// itself and hands the connection to a second http.Server over the same
+// handler (Server.resumed), which serves the client's next request on it
+// as on any kept-alive connection. The client sees one HTTP/1.1 connection
+// throughout.
+//
+// What net/http did for the waiting request, the lot does for a parked one:
+// a client that goes away is noticed (by the connection's TCP state, looked
+// at every parkSweepEvery, not by a reader per connection), the response is
+// written under a deadline, the server's shutdown answers every parked
+// query (503) and waits for it, and the middleware's metrics count the
+// request when it is answered, not when it parked.
+
+// parkSweepEvery is how often the lot looks for parked queries whose
+// client has gone. A query whose client went away holds its slot (and
+// MaxBlockingQueries) until the next look.
+const parkSweepEvery = time.Second
+
+// parkWriteTimeout bounds writing a parked query's response: a client that
+// stops reading loses its connection rather than hold the lot's goroutine.
+const parkWriteTimeout = 30 * time.Second
+
+// parkLot holds the connections of parked queries while they wait.
+type parkLot struct {
+	base    context.Context
+	resumed *connQueue
+
+	mu     sync.Mutex
+	closed bool
+	parked map[*parkedQuery]struct{}
+	groups map[watchKey]*watchGroup
+	wg     sync.WaitGroup // each parked query, each group's goroutine
+
+	stopSweep chan struct{}
+	sweepDone chan struct{}
+}
+
+func newParkLot(base context.Context, addr net.Addr) *parkLot {
+	l := &parkLot{base: base, resumed: newConnQueue(addr), parked: map[*parkedQuery]struct{}{}, groups: map[watchKey]*watchGroup{},
+		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
+	go l.sweep()
+	return l
+}
+
+// enter reserves a goroutine of the lot, or reports that the lot is closed.
+func (l *parkLot) enter() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.wg.Add(1)
+	return true
+}
+
+// close stops parking: queries that come later wait in their handlers, the
+// sweeper stops, and the resumed connections' listener closes. Parked
+// queries end by themselves once the server's base context is cancelled;
+// wait waits for them.
+func (l *parkLot) close() {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.stopSweep)
+	}
+	l.mu.Unlock()
+	l.resumed.Close()
+}
+
+// stopped waits for the sweeper to stop, after close.
+func (l *parkLot) stopped() { <-l.sweepDone }
+
+// wait waits until every parked query has been answered, or ctx ends.
+func (l *parkLot) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// count is how many queries are parked now.
+func (l *parkLot) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.parked)
+}
+
+// sweep ends the wait of parked queries whose client has gone.
+func (l *parkLot) sweep() {
+	defer close(l.sweepDone)
+	t := time.NewTicker(parkSweepEvery)
+	defer t.Stop()
+	var batch []*parkedQuery
+	for {
+		select {
+		case <-l.stopSweep:
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		batch = batch[:0]
+		for p := range l.parked {
+			if !p.gone {
+				batch = append(batch, p)
+			}
+		}
+		l.mu.Unlock()
+		for _, p := range batch {
+			if peerGone(p.conn) {
+				l.mu.Lock()
+				p.gone = true
+				l.mu.Unlock()
+				p.cancel()
+			}
+		}
+		clear(batch)
+	}
+}
+
+// Next is a blocking query's step after a wait: err is nil when a channel
+// of the watch set fired, context.DeadlineExceeded when the query's wait
+// ended, and another error when the client went away or the server shuts
+// down. Next either writes the answer to w and returns nil, or returns the
+// watch set to wait on next (after running the query again and finding its
+// result unchanged). It must use only what its closure holds: it may run in
+// another goroutine than the handler's, with another ResponseWriter.
+type Next func(w http.ResponseWriter, err error) memdb.WatchSet
+
+// Block waits for a blocking query whose first run must wait: on ws, until
+// deadline (the end of its wait), calling next after each wait until next
+// has answered. Where it can, it parks the query out of net/http (see
+// above): the handler then returns at once, and next runs later in another
+// goroutine, writing to a ResponseWriter whose answer goes to the client
+// on the same connection. Where it cannot (HTTP/2 or HTTP/1.0, a request
+// that asks to close its connection or carries a body, a handler served
+// outside Server.Serve, a server shutting down), it waits in the handler,
+// ending early if r's context ends. Either way the handler must not touch
+// w after Block returns.
+func Block(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.WatchSet, next Next) {
+	if park(w, r, deadline, ws, next) {
+		return
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
+	defer cancel()
+	for ws != nil {
+		ws = next(w, Watch(ctx, ws))
+	}
+}
+
+// parkedQuery is a parked query between its wakes.
+type parkedQuery struct {
+	l    *parkLot
+	conn net.Conn
+	// ctx ends at the deadline, at shutdown, when the client goes; stop
+	// stops the AfterFunc that wakes the query when it ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   func() bool
+	next   Next
+	w      *parkedResponse
+	done   func(status int) // the middleware's count of the request
+	// Under the lot's mutex: the group the query waits in (nil while it
+	// runs, or waits on a set too large to share: watchLarge), and gone,
+	// set once the client is seen gone.
+	group *watchGroup
+	gone  bool
+}
+
+// watchGroup waits for every parked query whose watch set is the same few
+// channels: one goroutine for them all (the queries of one service's
+// watchers, say), so that a parked query costs no goroutine of its own.
+type watchGroup struct {
+	key     watchKey
+	members map[*parkedQuery]struct{}
+	quit    chan struct{} // closed when the last member leaves
+}
+
+// watchKey is a watch set of up to three channels, in address order, the
+// rest nil.
+type watchKey [3]<-chan struct{}
+
+// keyOf returns ws as a watchKey, or false if it has more channels.
+func keyOf(ws memdb.WatchSet) (watchKey, bool) {
+	var k watchKey
+	if len(ws) > len(k) {
+		return k, false
+	}
+	n := 0
+	for c := range ws {
+		k[n] = c
+		n++
+	}
+	slices.SortFunc(k[:n], func(a, b <-chan struct{}) int {
+		return cmp.Compare(reflect.ValueOf(a).Pointer(), reflect.ValueOf(b).Pointer())
+	})
+	return k, true
+}
+
+// park hijacks r's connection and waits for the query in the lot, or
+// reports that it cannot.
+func park(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.WatchSet, next Next) bool {
+	st := stateFrom(r.Context())
+	if st == nil || st.lot == nil || st.done == nil || r.Method != http.MethodGet ||
+		r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Close || r.ContentLength != 0 {
+		return false
+	}
+	l := st.lot
+	if !l.enter() {
+		return false
+	}
+	header := w.Header().Clone()
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		l.wg.Done()
+		return false
+	}
+	// Bytes the client sent after this request (pipelining) belong to its
+	// next request: the resumed server reads them first.
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		conn = &prefixConn{Conn: conn, pending: bytes.Clone(b)}
+	}
+	st.parked = true
+	st.query = nil // the handler is done with it; done keeps st until the answer
+	p := &parkedQuery{l: l, conn: conn, next: next, w: &parkedResponse{header: header}, done: st.done}
+	p.ctx, p.cancel = context.WithDeadline(l.base, deadline)
+	p.stop = context.AfterFunc(p.ctx, p.ended)
+	l.mu.Lock()
+	l.parked[p] = struct{}{}
+	l.mu.Unlock()
+	p.watchOn(ws)
+	return true
+}
+
+// watchOn makes the query wait on ws: in the group of queries waiting on
+// the same channels, or, for a larger set, in a goroutine of its own.
+func (p *parkedQuery) watchOn(ws memdb.WatchSet) {
+	key, ok := keyOf(ws)
+	if !ok {
+		go p.watchLarge(ws)
+		return
+	}
+	l := p.l
+	l.mu.Lock()
+	if err := p.ctx.Err(); err != nil {
+		// Ended while the query ran: ended found it in no group.
+		l.mu.Unlock()
+		p.woke(err)
+		return
+	}
+	g := l.groups[key]
+	start := g == nil
+	if start {
+		g = &watchGroup{key: key, members: map[*parkedQuery]struct{}{}, quit: make(chan struct{})}
+		l.groups[key] = g
+		l.wg.Add(1) // p's own count is held: the lot's wait has not returned
+	}
+	g.members[p] = struct{}{}
+	p.group = g
+	l.mu.Unlock()
+	if start {
+		go l.watchGroup(g)
+	}
+}
+
+// watchLarge waits on a watch set too large for a group.
+func (p *parkedQuery) watchLarge(ws memdb.WatchSet) { p.woke(ws.WatchCtx(p.ctx)) }
+
+// watchGroup waits until one of g's channels fires, then wakes every
+// member, each in a goroutine of its own (each runs its query again).
+func (l *parkLot) watchGroup(g *watchGroup) {
+	defer l.wg.Done()
+	select {
+	case <-g.key[0]:
+	case <-g.key[1]:
+	case <-g.key[2]:
+	case <-g.quit:
+		return
+	}
+	l.mu.Lock()
+	if l.groups[g.key] == g {
+		delete(l.groups, g.key)
+	}
+	members := g.members
+	g.members = nil
+	for p := range members {
+		p.group = nil
+	}
+	l.mu.Unlock()
+	for p := range members {
+		go p.woke(nil)
+	}
+}
+
+// ended runs (context.AfterFunc) when the query's context ends: if the
+// query waits in a group, it leaves it and answers; if it is running, its
+// next watchOn sees the context ended.
+func (p *parkedQuery) ended() {
+	l := p.l
+	l.mu.Lock()
+	g := p.group
+	if g != nil {
+		p.group = nil
+		delete(g.members, p)
+		if len(g.members) == 0 {
+			if l.groups[g.key] == g {
+				delete(l.groups, g.key)
+			}
+			close(g.quit)
+		}
+	}
+	l.mu.Unlock()
+	if g != nil {
+		p.woke(p.ctx.Err())
+	}
+}
+
+// woke runs the query's next step and waits again, or answers.
+func (p *parkedQuery) woke(err error) {
+	if ws := p.next(p.w, err); ws != nil {
+		p.watchOn(ws)
+		return
+	}
+	l := p.l
+	defer l.wg.Done()
+	p.stop()
+	p.cancel()
+	l.mu.Lock()
+	delete(l.parked, p)
+	gone := p.gone
+	l.mu.Unlock()
+	if gone {
+		_ = p.conn.Close()
+	} else {
+		l.answer(p.conn, p.w)
+	}
+	p.done(p.w.code())
+}
+
+// answer writes a parked query's response on its connection and hands the
+// connection to the resumed server, or closes it (a failed write, a
+// server shutting down).
+func (l *parkLot) answer(conn net.Conn, pw *parkedResponse) {
+	keep := l.base.Err() == nil
+	head := pw.head(keep)
+	_ = conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
+	var err error
+	if pw.body.Len() <= 4<<10 {
+		_, err = conn.Write(append(head, pw.body.Bytes()...))
+	} else if _, err = conn.Write(head); err == nil {
+		_, err = conn.Write(pw.body.Bytes())
+	}
+	if err != nil || !keep || conn.SetDeadline(time.Time{}) != nil || !l.resumed.push(conn) {
+		_ = conn.Close()
+	}
+}
+
+// parkedResponse is the ResponseWriter of a parked query: it keeps the
+// answer until it is written on the connection in one piece, with its
+// length.
+type parkedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (p *parkedResponse) Header() http.Header { return p.header }
+
+func (p *parkedResponse) WriteHeader(code int) {
+	if p.status == 0 && code >= 200 {
+		p.status = code
+	}
+}
+
+func (p *parkedResponse) Write(b []byte) (int, error) {
+	if p.status == 0 {
+		p.status = http.StatusOK
+	}
+	return p.body.Write(b)
+}
+
+func (p *parkedResponse) code() int {
+	if p.status == 0 {
+		return http.StatusOK
+	}
+	return p.status
+}
+
+// head is the status line and the header of the response, as net/http
+// would write them for a handler that wrote it all at once: Date,
+// Content-Length, a sniffed Content-Type if none is set, and
+// "Connection: close" when the connection is not kept. Header.Write
+// replaces line breaks in values, as net/http does.
+func (p *parkedResponse) head(keep bool) []byte {
+	code := p.code()
+	h := p.header
+	bodyAllowed := code != http.StatusNoContent && code != http.StatusNotModified
+	if !bodyAllowed {
+		p.body.Reset()
+	}
+	if bodyAllowed {
+		h.Set("Content-Length", strconv.Itoa(p.body.Len()))
+		if _, ok := h["Content-Type"]; !ok && p.body.Len() > 0 {
+			h.Set("Content-Type", http.DetectContentType(p.body.Bytes()))
+		}
+	}
+	h.Del("Transfer-Encoding")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	if keep {
+		h.Del("Connection")
+	} else {
+		h.Set("Connection", "close")
+	}
+	var b bytes.Buffer
+	b.Grow(512)
+	b.WriteString("HTTP/1.1 ")
+	b.WriteString(strconv.Itoa(code))
+	b.WriteByte(' ')
+	b.WriteString(http.StatusText(code))
+	b.WriteString("\r\n")
+	_ = h.Write(&b)
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+// prefixConn is a connection with bytes already read from it, returned
+// first.
+type prefixConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// NetConn returns the wrapped connection.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
+// connQueue is the listener of the resumed server: Accept returns the
+// connections parked queries answered on.
+type connQueue struct {
+	addr  net.Addr
+	ch    chan net.Conn
+	mu    sync.Mutex
+	done  chan struct{}
+	ended bool
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push hands c to the resumed server; false if the queue is closed (the
+// caller closes c).
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.ended {
+		q.ended = true
+		close(q.done)
+	}
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
