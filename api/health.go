@@ -135,7 +135,7 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 	}
 	var kept, matched []*fsm.Check
 	var next string
-	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, checks := s.store.Checks(ws, service)
 		matched = nil
 		for _, c := range checks {

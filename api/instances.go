@@ -146,23 +146,53 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var kept, out []*fsm.Instance
-	var next string
-	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
-		idx, insts := s.store.ServiceInstances(ws, service)
-		out, next = pageOf(pg, f.filter(insts), func(i *fsm.Instance) string { return i.ID })
-		return idx, nil
-	}, &resultMemo{
-		keep: func() { kept = out },
-		// Stored instances are immutable, so the same pointers in the same
-		// order are the same answer.
-		same: func() bool { return slices.Equal(kept, out) },
-	}, func(w http.ResponseWriter) {
-		if next != "" {
-			w.Header().Set(HeaderNextCursor, next)
-		}
-		writeInstances(w, out)
-	})
+	o, ok := s.readOptions(w, r, q)
+	if !ok {
+		return
+	}
+	rd := instancesRead{s: s, service: service, f: f, pg: pg}
+	if o.minIndex > 0 {
+		blocked := rd // a copy on the heap: the query may be parked
+		s.blockingQuery(w, r, o, &blocked)
+		return
+	}
+	// The read that does not block keeps rd on the stack: runQuery's
+	// interface would move it to the heap on every read.
+	idx, _ := rd.query(nil)
+	s.setReadHeaders(w, max(idx, 1))
+	rd.answer(w)
+}
+
+// instancesRead is the discovery read (a struct, not closures: one
+// allocation per read whether it blocks or not).
+type instancesRead struct {
+	s         *Server
+	service   string
+	f         instanceFilter
+	pg        page
+	out, kept []*fsm.Instance
+	next      string
+}
+
+func (rd *instancesRead) query(ws memdb.WatchSet) (uint64, error) {
+	idx, insts := rd.s.store.ServiceInstances(ws, rd.service)
+	rd.out, rd.next = pageOf(rd.pg, rd.f.filter(insts), instanceID)
+	return idx, nil
+}
+
+func instanceID(i *fsm.Instance) string { return i.ID }
+
+func (rd *instancesRead) keep() { rd.kept = rd.out }
+
+// same: stored instances are immutable, so the same pointers in the same
+// order are the same answer.
+func (rd *instancesRead) same() bool { return slices.Equal(rd.kept, rd.out) }
+
+func (rd *instancesRead) answer(w http.ResponseWriter) {
+	if rd.next != "" {
+		w.Header().Set(HeaderNextCursor, rd.next)
+	}
+	writeInstances(w, rd.out)
 }
 
 // handleInstance: GET /v1/services/{service}/instances/{id}, one instance
@@ -179,7 +209,7 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	var inst *fsm.Instance
 	var checks []*fsm.Check
-	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, inst, checks = s.store.Instance(ws, service, id)
 		if inst == nil {

@@ -135,11 +135,15 @@ type requestState struct {
 	route string
 	query url.Values // the request's query, parsed once (queryOf)
 	// lot, for a blocking query served by Serve, is where it may park
-	// (Park); parked says it did, and done records the request in the
-	// metrics once it is answered.
+	// (Block); parked says it did: the lot counts it once it is answered.
 	lot    *parkLot
 	parked bool
-	done   func(status int)
+}
+
+// answered counts a request answered (the duration apart).
+func (m *httpMetrics) answered(route, method string, status int) {
+	m.inflight.Dec()
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 }
 
 // queryOf returns r's query parameters, parsed once per request and shared
@@ -179,23 +183,18 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		st := &requestState{route: "unmatched"}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		blocking := r.Method == http.MethodGet && st.queryOf(r).Get("index") != ""
-		m := s.metrics
-		m.inflight.Inc()
-		method := r.Method // not r: a parked query's done outlives the request
-		st.done = func(status int) {
-			m.inflight.Dec()
-			m.requests.WithLabelValues(st.route, method, strconv.Itoa(status)).Inc()
-			if !blocking {
-				m.duration.WithLabelValues(st.route, method).Observe(time.Since(start).Seconds())
-			}
-		}
 		if blocking {
 			st.lot = s.lot.Load()
 		}
+		m := s.metrics
+		m.inflight.Inc()
 		defer func() {
-			// A parked query is counted when it is answered (park.go).
-			if !st.parked {
-				st.done(sw.status)
+			if st.parked {
+				return // counted when it is answered (park.go)
+			}
+			m.answered(st.route, r.Method, sw.status)
+			if !blocking {
+				m.duration.WithLabelValues(st.route, r.Method).Observe(time.Since(start).Seconds())
 			}
 		}()
 

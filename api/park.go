@@ -27,9 +27,10 @@ import (
 // Block parks such a query instead: it takes the connection out of
 // net/http (it hijacks it), the handler returns, and net/http lets go of
 // all of that. The query waits in the parking lot with only what it needs:
-// its connection, its closures, a context with its deadline. Queries that
-// wait on the same channels (the watchers of one service) share one
-// goroutine that waits for them all (watchGroup); a wake runs each
+// its connection, its closures, a timer for its deadline, and no
+// goroutine. Queries that wait on the same channels (the watchers of one
+// service) form a group that wakes together (watchGroup); one goroutine
+// waits on the channels of up to 128 groups (watcher); a wake runs each
 // member's next step in a goroutine that ends when the step does. When the
 // query has its answer, the lot writes the response on the connection
 // itself and hands the connection to a second http.Server over the same
@@ -57,19 +58,22 @@ const parkWriteTimeout = 30 * time.Second
 type parkLot struct {
 	base    context.Context
 	resumed *connQueue
+	metrics *httpMetrics
 
 	mu     sync.Mutex
 	closed bool
 	parked map[*parkedQuery]struct{}
 	groups map[watchKey]*watchGroup
-	wg     sync.WaitGroup // each parked query, each group's goroutine
+	// watchers wait on the groups' channels (watcher).
+	watchers []*watcher
+	wg       sync.WaitGroup // each parked query, each group's goroutine
 
 	stopSweep chan struct{}
 	sweepDone chan struct{}
 }
 
-func newParkLot(base context.Context, addr net.Addr) *parkLot {
-	l := &parkLot{base: base, resumed: newConnQueue(addr), parked: map[*parkedQuery]struct{}{}, groups: map[watchKey]*watchGroup{},
+func newParkLot(base context.Context, addr net.Addr, m *httpMetrics) *parkLot {
+	l := &parkLot{base: base, resumed: newConnQueue(addr), metrics: m, parked: map[*parkedQuery]struct{}{}, groups: map[watchKey]*watchGroup{},
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
 	go l.sweep()
 	return l
@@ -87,9 +91,8 @@ func (l *parkLot) enter() bool {
 }
 
 // close stops parking: queries that come later wait in their handlers, the
-// sweeper stops, and the resumed connections' listener closes. Parked
-// queries end by themselves once the server's base context is cancelled;
-// wait waits for them.
+// sweeper stops, and the resumed connections' listener closes. endAll ends
+// the waits of the queries parked; wait waits for their answers.
 func (l *parkLot) close() {
 	l.mu.Lock()
 	if !l.closed {
@@ -150,7 +153,7 @@ func (l *parkLot) sweep() {
 				l.mu.Lock()
 				p.gone = true
 				l.mu.Unlock()
-				p.cancel()
+				p.end(context.Canceled)
 			}
 		}
 		clear(batch)
@@ -187,33 +190,51 @@ func Block(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.
 	}
 }
 
-// parkedQuery is a parked query between its wakes.
+// parkedQuery is a parked query between its wakes. It holds no context:
+// a timer ends its wait, the sweeper and the lot's shutdown end it directly
+// (end), which costs a third of the memory of a context with a deadline
+// and an AfterFunc.
 type parkedQuery struct {
-	l    *parkLot
-	conn net.Conn
-	// ctx ends at the deadline, at shutdown, when the client goes; stop
-	// stops the AfterFunc that wakes the query when it ends.
-	ctx    context.Context
-	cancel context.CancelFunc
-	stop   func() bool
-	next   Next
-	w      *parkedResponse
-	done   func(status int) // the middleware's count of the request
-	// Under the lot's mutex: the group the query waits in (nil while it
-	// runs, or waits on a set too large to share: watchLarge), and gone,
-	// set once the client is seen gone.
-	group *watchGroup
-	gone  bool
+	l     *parkLot
+	conn  net.Conn
+	timer *time.Timer // ends the wait at its deadline
+	next  Next
+	w     *parkedResponse
+	st    *requestState // the middleware's: the route, to count the request once answered
+	// Under the lot's mutex: why the wait ended early or at its deadline
+	// (nil while it goes on); the group the query waits in (nil while it
+	// runs, or waits on a set too large to share); the cancel of that
+	// larger set's wait; gone, set once the client is seen gone.
+	err         error
+	group       *watchGroup
+	cancelLarge context.CancelFunc
+	gone        bool
 }
 
-// watchGroup waits for every parked query whose watch set is the same few
-// channels: one goroutine for them all (the queries of one service's
-// watchers, say), so that a parked query costs no goroutine of its own.
+// watchGroup is the parked queries whose watch set is the same few
+// channels (the watchers of one service, say): they wake together.
 type watchGroup struct {
 	key     watchKey
 	members map[*parkedQuery]struct{}
-	quit    chan struct{} // closed when the last member leaves
+	// w is the watcher that waits on the group's channels, at w.groups[at]
+	// (under the lot's mutex).
+	w  *watcher
+	at int
 }
+
+// watcher is one goroutine waiting on the channels of up to
+// groupsPerWatcher groups at once (reflect.Select). Parked queries cost no
+// goroutine of their own, and neither do groups: a thousand services
+// watched take eight goroutines, not a thousand.
+type watcher struct {
+	l      *parkLot
+	groups []*watchGroup // under the lot's mutex
+	change chan struct{} // one pending signal: groups changed, select again
+}
+
+// groupsPerWatcher bounds a watcher's select (each change of its groups
+// rebuilds it, in time linear in its size).
+const groupsPerWatcher = 128
 
 // watchKey is a watch set of up to three channels, in address order, the
 // rest nil.
@@ -240,7 +261,7 @@ func keyOf(ws memdb.WatchSet) (watchKey, bool) {
 // reports that it cannot.
 func park(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.WatchSet, next Next) bool {
 	st := stateFrom(r.Context())
-	if st == nil || st.lot == nil || st.done == nil || r.Method != http.MethodGet ||
+	if st == nil || st.lot == nil || r.Method != http.MethodGet ||
 		r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Close || r.ContentLength != 0 {
 		return false
 	}
@@ -261,97 +282,190 @@ func park(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.W
 		conn = &prefixConn{Conn: conn, pending: bytes.Clone(b)}
 	}
 	st.parked = true
-	st.query = nil // the handler is done with it; done keeps st until the answer
-	p := &parkedQuery{l: l, conn: conn, next: next, w: &parkedResponse{header: header}, done: st.done}
-	p.ctx, p.cancel = context.WithDeadline(l.base, deadline)
-	p.stop = context.AfterFunc(p.ctx, p.ended)
+	st.query = nil // the handler is done with it; the lot keeps st until the answer
+	p := &parkedQuery{l: l, conn: conn, next: next, w: &parkedResponse{header: header}, st: st}
+	// Set before it can fire: end reads nothing of it, woke stops it.
+	p.timer = time.AfterFunc(time.Hour, func() { p.end(context.DeadlineExceeded) })
+	p.timer.Reset(time.Until(deadline))
 	l.mu.Lock()
 	l.parked[p] = struct{}{}
+	if l.closed {
+		p.err = context.Canceled // shutting down: endAll may have run already
+	}
 	l.mu.Unlock()
 	p.watchOn(ws)
 	return true
 }
 
 // watchOn makes the query wait on ws: in the group of queries waiting on
-// the same channels, or, for a larger set, in a goroutine of its own.
+// the same channels, or, for a larger set, in a goroutine of its own. If
+// the wait has ended meanwhile, the query answers at once.
 func (p *parkedQuery) watchOn(ws memdb.WatchSet) {
-	key, ok := keyOf(ws)
-	if !ok {
-		go p.watchLarge(ws)
-		return
-	}
 	l := p.l
 	l.mu.Lock()
-	if err := p.ctx.Err(); err != nil {
-		// Ended while the query ran: ended found it in no group.
+	if err := p.err; err != nil {
 		l.mu.Unlock()
 		p.woke(err)
 		return
 	}
+	key, ok := keyOf(ws)
+	if !ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		p.cancelLarge = cancel
+		l.mu.Unlock()
+		go p.watchLarge(ctx, ws)
+		return
+	}
 	g := l.groups[key]
-	start := g == nil
-	if start {
-		g = &watchGroup{key: key, members: map[*parkedQuery]struct{}{}, quit: make(chan struct{})}
+	if g == nil {
+		g = &watchGroup{key: key, members: map[*parkedQuery]struct{}{}}
 		l.groups[key] = g
-		l.wg.Add(1) // p's own count is held: the lot's wait has not returned
+		l.addGroup(g)
 	}
 	g.members[p] = struct{}{}
 	p.group = g
 	l.mu.Unlock()
-	if start {
-		go l.watchGroup(g)
-	}
 }
 
-// watchLarge waits on a watch set too large for a group.
-func (p *parkedQuery) watchLarge(ws memdb.WatchSet) { p.woke(ws.WatchCtx(p.ctx)) }
-
-// watchGroup waits until one of g's channels fires, then wakes every
-// member, each in a goroutine of its own (each runs its query again).
-func (l *parkLot) watchGroup(g *watchGroup) {
-	defer l.wg.Done()
-	select {
-	case <-g.key[0]:
-	case <-g.key[1]:
-	case <-g.key[2]:
-	case <-g.quit:
-		return
+// addGroup gives g to a watcher with room, or to a new one. Under the
+// lot's mutex.
+func (l *parkLot) addGroup(g *watchGroup) {
+	var w *watcher
+	for _, c := range l.watchers {
+		if len(c.groups) < groupsPerWatcher {
+			w = c
+			break
+		}
 	}
-	l.mu.Lock()
+	if w == nil {
+		w = &watcher{l: l, change: make(chan struct{}, 1)}
+		l.watchers = append(l.watchers, w)
+		l.wg.Add(1) // a parked query's count is held: the lot's wait has not returned
+		go w.run()
+	}
+	g.w, g.at = w, len(w.groups)
+	w.groups = append(w.groups, g)
+	w.signal()
+}
+
+// dropGroup takes g from the lot and its watcher. Under the lot's mutex.
+func (l *parkLot) dropGroup(g *watchGroup) {
 	if l.groups[g.key] == g {
 		delete(l.groups, g.key)
 	}
-	members := g.members
-	g.members = nil
-	for p := range members {
-		p.group = nil
+	w := g.w
+	if w == nil {
+		return
 	}
-	l.mu.Unlock()
-	for p := range members {
-		go p.woke(nil)
+	last := len(w.groups) - 1
+	w.groups[g.at] = w.groups[last]
+	w.groups[g.at].at = g.at
+	w.groups[last] = nil
+	w.groups = w.groups[:last]
+	g.w = nil
+	w.signal()
+}
+
+func (w *watcher) signal() {
+	select {
+	case w.change <- struct{}{}:
+	default:
 	}
 }
 
-// ended runs (context.AfterFunc) when the query's context ends: if the
-// query waits in a group, it leaves it and answers; if it is running, its
-// next watchOn sees the context ended.
-func (p *parkedQuery) ended() {
+// run selects on the channels of the watcher's groups (and its change
+// signal) until it has no group left. When a group's channel fires, every
+// member wakes, each in a goroutine of its own that runs its query again.
+func (w *watcher) run() {
+	l := w.l
+	defer l.wg.Done()
+	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w.change)}}
+	var owners []*watchGroup
+	for {
+		l.mu.Lock()
+		if len(w.groups) == 0 {
+			l.watchers = slices.DeleteFunc(l.watchers, func(c *watcher) bool { return c == w })
+			l.mu.Unlock()
+			return
+		}
+		clear(cases[1:])
+		clear(owners)
+		cases, owners = cases[:1], owners[:0]
+		for _, g := range w.groups {
+			for _, c := range g.key {
+				if c != nil {
+					cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c)})
+					owners = append(owners, g)
+				}
+			}
+		}
+		l.mu.Unlock()
+		chosen, _, _ := reflect.Select(cases)
+		if chosen == 0 {
+			continue // the groups changed
+		}
+		g := owners[chosen-1]
+		l.mu.Lock()
+		if g.w != w {
+			l.mu.Unlock() // dropped meanwhile
+			continue
+		}
+		l.dropGroup(g)
+		members := g.members
+		g.members = nil
+		for p := range members {
+			p.group = nil
+		}
+		l.mu.Unlock()
+		for p := range members {
+			go p.woke(nil)
+		}
+	}
+}
+
+// watchLarge waits on a watch set too large for a group, until it fires or
+// end cancels ctx.
+func (p *parkedQuery) watchLarge(ctx context.Context, ws memdb.WatchSet) {
+	err := ws.WatchCtx(ctx)
 	l := p.l
 	l.mu.Lock()
+	p.cancelLarge()
+	p.cancelLarge = nil
+	if err != nil {
+		err = p.err
+	}
+	l.mu.Unlock()
+	p.woke(err)
+}
+
+// end ends the query's wait with err (context.DeadlineExceeded at its
+// deadline, context.Canceled when its client went away or the server shuts
+// down), once: a query waiting in a group leaves it and answers, one
+// waiting on a larger set is woken, and one running now answers at its
+// next watchOn.
+func (p *parkedQuery) end(err error) {
+	l := p.l
+	l.mu.Lock()
+	if p.err != nil {
+		l.mu.Unlock()
+		return
+	}
+	p.err = err
 	g := p.group
 	if g != nil {
 		p.group = nil
 		delete(g.members, p)
 		if len(g.members) == 0 {
-			if l.groups[g.key] == g {
-				delete(l.groups, g.key)
-			}
-			close(g.quit)
+			l.dropGroup(g)
 		}
 	}
+	cancel := p.cancelLarge
 	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if g != nil {
-		p.woke(p.ctx.Err())
+		go p.woke(err)
 	}
 }
 
@@ -363,8 +477,7 @@ func (p *parkedQuery) woke(err error) {
 	}
 	l := p.l
 	defer l.wg.Done()
-	p.stop()
-	p.cancel()
+	p.timer.Stop()
 	l.mu.Lock()
 	delete(l.parked, p)
 	gone := p.gone
@@ -374,7 +487,21 @@ func (p *parkedQuery) woke(err error) {
 	} else {
 		l.answer(p.conn, p.w)
 	}
-	p.done(p.w.code())
+	l.metrics.answered(p.st.route, http.MethodGet, p.w.code())
+}
+
+// endAll ends every parked query's wait: the server shuts down. Queries
+// parked after it find the lot closed (park).
+func (l *parkLot) endAll() {
+	l.mu.Lock()
+	all := make([]*parkedQuery, 0, len(l.parked))
+	for p := range l.parked {
+		all = append(all, p)
+	}
+	l.mu.Unlock()
+	for _, p := range all {
+		p.end(context.Canceled)
+	}
 }
 
 // answer writes a parked query's response on its connection and hands the

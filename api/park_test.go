@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -340,6 +341,55 @@ func TestManyParkedQueriesAllWake(t *testing.T) {
 		r := <-results
 		if r.err != nil || r.status != http.StatusOK || r.index != strconv.FormatUint(idx, 10) || !strings.Contains(r.body, `"id":"web-9"`) {
 			t.Fatalf("a parked query's answer: %+v", r)
+		}
+	}
+	ts.awaitParked(t, 0)
+}
+
+// Parked queries cost no goroutine each, whether they share their watch
+// (one service's watchers) or not (each on a service of its own, more than
+// one watcher's worth), and each wakes on its own service's change only.
+func TestParkedQueriesHoldNoGoroutineEach(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MaxConnsPerClient = 0 }) // 300 connections from one address
+	const services = 300                                                // over two watchers' worth of groups (groupsPerWatcher)
+	idx := make([]uint64, services)
+	for i := range services {
+		idx[i] = ts.applyCmd(fsm.RegisterType, registerCmd("i-1", fmt.Sprintf("svc-%d", i), 8080))
+	}
+	baseline := runtime.NumGoroutine()
+	// Raw connections: the client side starts no goroutine per request.
+	conns := make([]*rawConn, services)
+	for i := range services {
+		conns[i] = ts.dialRaw(t)
+		conns[i].send(conns[i].getReq(fmt.Sprintf("/v1/services/svc-%d/instances?index=%d&wait=5m", i, idx[i])))
+	}
+	ts.awaitParked(t, services)
+	if grown := runtime.NumGoroutine() - baseline; grown > 20 {
+		t.Fatalf("%d parked queries on %d services took %d goroutines", services, services, grown)
+	}
+
+	// A change to one service answers its watcher alone.
+	changed := ts.applyCmd(fsm.RegisterType, registerCmd("i-2", "svc-7", 8081))
+	resp, body := conns[7].read(30 * time.Second)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderIndex) != strconv.FormatUint(changed, 10) || !strings.Contains(body, `"id":"i-2"`) {
+		t.Fatalf("svc-7's watcher: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	ts.awaitParked(t, services-1)
+
+	// Then every other service changes: every watcher answers, with its
+	// service's change.
+	for i := range services {
+		if i != 7 {
+			idx[i] = ts.applyCmd(fsm.RegisterType, registerCmd("i-2", fmt.Sprintf("svc-%d", i), 8081))
+		}
+	}
+	for i, rc := range conns {
+		if i == 7 {
+			continue
+		}
+		resp, body := rc.read(30 * time.Second)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderIndex) != strconv.FormatUint(idx[i], 10) || !strings.Contains(body, `"id":"i-2"`) {
+			t.Fatalf("svc-%d's watcher: %d %v %s", i, resp.StatusCode, resp.Header, body)
 		}
 	}
 	ts.awaitParked(t, 0)

@@ -70,12 +70,60 @@ func (s *Server) parseQuery(q url.Values) (queryOptions, error) {
 	return o, nil
 }
 
-// resultMemo compares the results of a blocked query's runs.
+// aRead is one read: its query and its answer (runQuery).
+type aRead interface {
+	// query runs the read on this node's store, keeps its result and
+	// returns its index; it must add to ws (nil for a read that does not
+	// block) every channel that closes when its result may change.
+	query(ws memdb.WatchSet) (uint64, error)
+	// answer writes the result of the last query.
+	answer(w http.ResponseWriter)
+}
+
+// memoRead is a read whose results compare: a blocked query that woke to a
+// new index keeps waiting while its result is still the one the client has
+// (the result at the client's index), so a change to records the read
+// filters out wakes nobody.
+type memoRead interface {
+	aRead
+	// keep remembers the latest result as the one the client has.
+	keep()
+	// same reports whether the latest result equals the kept one.
+	same() bool
+}
+
+// resultMemo is keep and same as closures (runQueryFuncs).
 type resultMemo struct {
-	// keep remembers the latest run's result as the one the client has.
 	keep func()
-	// same reports whether the latest run's result equals the kept one.
 	same func() bool
+}
+
+// funcRead is a read made of closures, for the routes read less often than
+// discovery (their closures and what they capture are allocated on every
+// request: a parked query keeps them).
+type funcRead struct {
+	q func(ws memdb.WatchSet) (uint64, error)
+	a func(w http.ResponseWriter)
+}
+
+func (f *funcRead) query(ws memdb.WatchSet) (uint64, error) { return f.q(ws) }
+func (f *funcRead) answer(w http.ResponseWriter)            { f.a(w) }
+
+type memoFuncRead struct {
+	funcRead
+	memo *resultMemo
+}
+
+func (f *memoFuncRead) keep()      { f.memo.keep() }
+func (f *memoFuncRead) same() bool { return f.memo.same() }
+
+// runQueryFuncs is runQuery for a read made of closures; memo may be nil.
+func (s *Server) runQueryFuncs(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), memo *resultMemo, answer func(w http.ResponseWriter)) {
+	if memo != nil {
+		s.runQuery(w, r, q, &memoFuncRead{funcRead{query, answer}, memo})
+		return
+	}
+	s.runQuery(w, r, q, &funcRead{query, answer})
 }
 
 // BlockingStats counts this node's blocking queries.
@@ -112,59 +160,68 @@ func (s *Server) errTooManyBlocking() error {
 		fmt.Sprintf("this node already holds %d blocking queries (its limit); retry later or on another node", s.cfg.MaxBlockingQueries)}
 }
 
-// runQuery runs a read under its consistency mode and, when the request
-// carries ?index=N, blocks until the result's index passes N or the wait
-// ends; then it sets the read headers and calls answer to write the result
-// (or writes the error).
+// runQuery runs the read rd under its consistency mode and, when the
+// request carries ?index=N, blocks until the result's index passes N or the
+// wait ends; then it sets the read headers and calls rd.answer to write
+// the result (or writes the error). A read that is a memoRead keeps
+// waiting while its result is the client's.
 //
-// query fills in the handler's result through its closure and returns the
-// result's index; it must add to ws (nil for a read that does not block)
-// every channel that closes when its result may change. memo, if not nil,
-// lets a blocked query that woke to a new index keep waiting while its
-// result is still the one the client has (the result at the client's
-// index), so a change to records the read filters out wakes nobody.
-//
-// A query that has to wait is parked (Park): the handler returns at once
-// and query, memo and answer run later in another goroutine, with another
-// ResponseWriter. They must use only what their closures hold, never the
-// handler's w.
+// A query that has to wait is parked (Block): the handler returns at once
+// and rd runs later in another goroutine, with another ResponseWriter. rd
+// must hold what it needs, not the handler's w or r's context.
 //
 // A blocked query returns early when the store is replaced by a snapshot
 // restore. A client index above the result's answers at once, unless this
 // node has that index in its Raft log without having applied it yet: then
 // the query waits for the node to catch up (and for a change past it).
-func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, query func(ws memdb.WatchSet) (uint64, error), memo *resultMemo, answer func(w http.ResponseWriter)) {
+func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, rd aRead) {
+	o, ok := s.readOptions(w, r, q)
+	if !ok {
+		return
+	}
+	if o.minIndex == 0 {
+		idx, err := rd.query(nil)
+		s.finishQuery(w, idx, err, rd)
+		return
+	}
+	s.blockingQuery(w, r, o, rd)
+}
+
+// readOptions parses a read's parameters and, for a consistent read (or
+// one too stale for its max_stale), waits for this node to have applied
+// the leader's read index. It writes the error and returns false if it
+// cannot.
+func (s *Server) readOptions(w http.ResponseWriter, r *http.Request, q url.Values) (queryOptions, bool) {
 	o, err := s.parseQuery(q)
 	if err != nil {
 		writeError(w, err)
-		return
+		return o, false
 	}
-	ctx := r.Context()
 	if o.consistent || (o.maxStale > 0 && s.cluster.LastContact() > o.maxStale) {
 		// Asked to be linearizable, or too stale: obtain a read index from
 		// the leader (a quorum round trip) and wait to have applied it.
-		if _, err := s.cluster.ConsistentIndex(ctx); err != nil {
+		if _, err := s.cluster.ConsistentIndex(r.Context()); err != nil {
 			writeError(w, err)
-			return
+			return o, false
 		}
 	}
-	if o.minIndex == 0 {
-		idx, err := query(nil)
-		s.finishQuery(w, idx, err, answer)
-		return
-	}
+	return o, true
+}
 
+// blockingQuery is runQuery's read with ?index=N (o.minIndex > 0).
+func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, o queryOptions, rd aRead) {
 	if s.blocking.active.Add(1) > int64(s.cfg.MaxBlockingQueries) {
 		s.blocking.active.Add(-1)
 		s.blocking.rejected.Add(1)
 		writeError(w, s.errTooManyBlocking())
 		return
 	}
-	b := &blockedQuery{s: s, o: o, query: query, memo: memo, generation: s.store.AbandonCh()}
+	b := &blockedQuery{s: s, o: o, rd: rd, generation: s.store.AbandonCh()}
+	b.memo, _ = rd.(memoRead)
 	ws, idx, err, ready := b.step()
 	if ready {
 		s.blocking.active.Add(-1)
-		s.finishQuery(w, idx, err, answer)
+		s.finishQuery(w, idx, err, rd)
 		return
 	}
 	Block(w, r, time.Now().Add(o.wait+rand.N(o.wait/16+1)), ws, func(w http.ResponseWriter, err error) memdb.WatchSet {
@@ -177,12 +234,12 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 			if next, idx, err, ready = b.step(); !ready {
 				return next
 			}
-			s.finishQuery(w, idx, err, answer)
+			s.finishQuery(w, idx, err, rd)
 		case s.base.Err() != nil:
 			writeError(w, errShuttingDown)
 		case errors.Is(err, context.DeadlineExceeded):
 			// The wait ended: answer with the result as it is.
-			s.finishQuery(w, idx, nil, answer)
+			s.finishQuery(w, idx, nil, rd)
 		default:
 			writeError(w, err) // the client went away
 		}
@@ -191,23 +248,23 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request, q url.Values, 
 	})
 }
 
-// finishQuery answers a read: its headers, then answer's result or err.
-func (s *Server) finishQuery(w http.ResponseWriter, idx uint64, err error, answer func(w http.ResponseWriter)) {
+// finishQuery answers a read: its headers, then its result or err.
+func (s *Server) finishQuery(w http.ResponseWriter, idx uint64, err error, rd aRead) {
 	s.setReadHeaders(w, max(idx, 1))
 	if err != nil {
 		// A read that found nothing (404) still says how fresh that is.
 		writeError(w, err)
 		return
 	}
-	answer(w)
+	rd.answer(w)
 }
 
 // blockedQuery is a read with ?index=N between its runs.
 type blockedQuery struct {
 	s          *Server
 	o          queryOptions
-	query      func(ws memdb.WatchSet) (uint64, error)
-	memo       *resultMemo
+	rd         aRead
+	memo       memoRead // rd, if its results compare
 	kept       bool
 	generation <-chan struct{}
 }
@@ -218,7 +275,7 @@ type blockedQuery struct {
 func (b *blockedQuery) step() (ws memdb.WatchSet, idx uint64, err error, ready bool) {
 	s, o := b.s, b.o
 	ws = memdb.NewWatchSet()
-	idx, err = b.query(ws)
+	idx, err = b.rd.query(ws)
 	if err != nil {
 		return nil, idx, err, true
 	}

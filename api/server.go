@@ -262,7 +262,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // wait are parked out of net/http while they do (park.go). Serve may be
 // called once.
 func (s *Server) Serve(ln net.Listener) error {
-	lot := newParkLot(s.base, ln.Addr())
+	lot := newParkLot(s.base, ln.Addr(), s.metrics)
 	if !s.lot.CompareAndSwap(nil, lot) {
 		lot.close()
 		lot.stopped()
@@ -295,6 +295,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	lot := s.lot.Load()
 	if lot != nil {
 		lot.close()
+		lot.endAll()
 	}
 	err := s.srv.Shutdown(ctx)
 	if lot != nil {

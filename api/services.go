@@ -34,7 +34,7 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	}
 	var sums []fsm.ServiceSummary
 	var more bool
-	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, sums, more = s.store.ServiceSummaries(ws, prefix, cursor, limit, match)
 		return idx, nil

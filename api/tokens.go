@@ -131,7 +131,7 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var toks []*fsm.Token
-	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		var idx uint64
 		idx, toks = s.store.Tokens(ws)
 		return idx, nil

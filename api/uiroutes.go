@@ -81,7 +81,7 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 // is applied on this node: the UI then reloads what it shows.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	var idx uint64
-	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		if ws != nil {
 			ws.Add(s.store.AppliedCh())
 		}
@@ -114,7 +114,7 @@ func (s *Server) handleTransitions(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	var out []InstanceTransition
-	s.runQuery(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, q, func(ws memdb.WatchSet) (uint64, error) {
 		idx, insts := s.store.Instances(ws)
 		out = out[:0]
 		for _, in := range insts {
@@ -244,7 +244,7 @@ type Summary struct {
 // instances by health (blocking with index= like every read).
 func (s *Server) handleSummary(w http.ResponseWriter, r *http.Request) {
 	var out Summary
-	s.runQuery(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
+	s.runQueryFuncs(w, r, queryOf(r), func(ws memdb.WatchSet) (uint64, error) {
 		idx, sums, _ := s.store.ServiceSummaries(ws, "", "", 0, nil)
 		out = Summary{Services: len(sums)}
 		for _, sum := range sums {

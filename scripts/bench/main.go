@@ -320,10 +320,9 @@ func (c *cluster) startNode(i, n int) error {
 		"--bootstrap-expect", strconv.Itoa(n), "--cluster-secret", "bench-cluster-secret-0123456789abcdef", "--log-level", "warn",
 		// Every benchmark client shares 127.0.0.1: no per-client write limit,
 		// and no per-client connection cap (the parked phase holds 2,000).
-		"--write-rate-limit", "0", "--http-max-conns-per-client", "0"}
-	if *profDir != "" {
-		args = append(args, "--enable-pprof")
-	}
+		"--write-rate-limit", "0", "--http-max-conns-per-client", "0",
+		// Profiles (-profile-dir) and the parked phase's forced collection.
+		"--enable-pprof"}
 	args = append(args, strings.Fields(*agentArgs)...)
 	for j := 0; j < n; j++ {
 		if j != i {
@@ -954,7 +953,8 @@ func (e *etcdCluster) member(i int) *exec.Cmd {
 		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", cport),
 		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
 		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pport),
-		"--initial-cluster", initial, "--initial-cluster-state", "new", "--log-level", "error")
+		"--initial-cluster", initial, "--initial-cluster-state", "new", "--log-level", "error",
+		"--enable-pprof") // the parked phase's forced collection
 }
 
 func (e *etcdCluster) startMember(i int) error {

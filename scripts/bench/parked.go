@@ -108,6 +108,34 @@ func blockingGauge(bases []string, metric string) int {
 	return sum
 }
 
+// liveMem sums over the nodes the memory their Go runtime holds live: the
+// heap's live objects after a forced collection (GET /debug/pprof/heap?gc=1,
+// both systems run with --enable-pprof) and the goroutine stacks in use,
+// in bytes; 0 if a node does not serve them. RSS also counts the freed
+// memory a runtime keeps for its next allocations, which follows any burst
+// of requests; this is what the parked queries themselves hold (two
+// collections: sync.Pool keeps its objects through the first).
+func liveMem(bases []string) int {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	// Twice: sync.Pool keeps what it held through one collection.
+	for _, b := range append(bases, bases...) {
+		resp, err := hc.Get(b + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0
+		}
+	}
+	h := blockingGauge(bases, "go_memstats_heap_alloc_bytes")
+	if h == 0 {
+		return 0
+	}
+	return h + blockingGauge(bases, "go_memstats_stack_inuse_bytes")
+}
+
 // rssPerNode returns each process's RSS in MB.
 func rssPerNode(s servers) []int {
 	var out []int
@@ -133,6 +161,7 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	// theirs.
 	time.Sleep(2 * time.Second) // let followers apply and the runtimes settle
 	before := rssPerNode(s)
+	liveBefore := liveMem(bases)
 
 	p := park(bases, run)
 	defer p.stop()
@@ -149,6 +178,7 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	parkTook := time.Since(t0)
 	time.Sleep(2 * time.Second)
 	with := rssPerNode(s)
+	liveWith := liveMem(bases)
 	r.with = benchLoad(s, fmt.Sprintf("%s writes, %d parked queries", s.name, n), bases, write, true)
 	still := parkedCount()
 
@@ -164,6 +194,11 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	}
 	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s, all nodes %+d MB%s  (parked in %s; %d still parked after the load, %d ended early)",
 		strings.Join(parts, ", "), total, perQuery, parkTook.Round(time.Millisecond), still, p.failed.Load())
+	if liveBefore > 0 && liveWith > 0 && n > 0 {
+		d := float64(liveWith - liveBefore)
+		report(fmt.Sprintf("%s live heap+stacks, %d parked", s.name, n), "all nodes %+.1f MB, %.1f KB per query  (after a forced collection on each node)",
+			d/1e6, d/1024/float64(n))
+	}
 	if r.without > 0 {
 		report(s.name+" write rate with/without parked queries", "%.2f", r.with/r.without)
 	}
