@@ -180,7 +180,7 @@ func TestManyBlockingQueries(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(c, "GET /v1/services/svc-%d/instances?index=%d&wait=10m HTTP/1.1\r\nHost: beacon\r\n\r\n", s, idx)
+		fmt.Fprintf(c, "GET /v1/services/svc-%d/instances?index=%d&wait=10m HTTP/1.1\r\nHost: %s\r\n\r\n", s, idx, apiAddr) // the agent refuses a Host that is not its own (site.go)
 		go func() {
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
