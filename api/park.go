@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -585,10 +586,32 @@ func (p *parkedResponse) head(keep bool) []byte {
 	b.WriteByte(' ')
 	b.WriteString(http.StatusText(code))
 	b.WriteString("\r\n")
+	for _, vs := range h {
+		for i, v := range vs {
+			vs[i] = headerValue(v)
+		}
+	}
 	_ = h.Write(&b)
 	b.WriteString("\r\n")
 	return b.Bytes()
 }
+
+// headerValue is v with the control characters a header value may not hold
+// (all but tab; Header.Write already replaces line breaks) replaced by
+// spaces: a client would refuse the whole response over one of them.
+func headerValue(v string) string {
+	if !strings.ContainsFunc(v, isCTL) {
+		return v
+	}
+	return strings.Map(func(r rune) rune {
+		if isCTL(r) {
+			return ' '
+		}
+		return r
+	}, v)
+}
+
+func isCTL(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }
 
 // prefixConn is a connection with bytes already read from it, returned
 // first.

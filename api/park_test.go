@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -393,4 +395,57 @@ func TestParkedQueriesHoldNoGoroutineEach(t *testing.T) {
 		}
 	}
 	ts.awaitParked(t, 0)
+}
+
+// The response a parked query writes itself is well formed whatever its
+// status, headers and body: it parses as one HTTP/1.1 response with its
+// body's length, a header value cannot start another header or the body,
+// and Connection says whether the connection is kept.
+func FuzzParkedResponseHead(f *testing.F) {
+	f.Add(200, "X-Beacon-Index", "42", []byte(`[{"id":"web-1"}]`), true)
+	f.Add(503, "Retry-After", "1", []byte(`{"error":"x"}`), false)
+	f.Add(204, "X-A", "b\r\nX-Injected: 1", []byte("ignored"), true)
+	f.Add(404, "X-A", "b\r\n\r\nbody", []byte{}, true)
+	f.Add(0, "Content-Length", "1", []byte("<html>"), true)
+	f.Fuzz(func(t *testing.T, status int, key, value string, body []byte, keep bool) {
+		if status != 0 && (status < 200 || status > 599) {
+			return
+		}
+		key = http.CanonicalHeaderKey(key)
+		if key == "" || strings.ContainsAny(key, " :\r\n\t") || !utf8.ValidString(key) {
+			return
+		}
+		pw := &parkedResponse{header: http.Header{}}
+		pw.Header().Set(key, value)
+		if status != 0 {
+			pw.WriteHeader(status)
+		}
+		_, _ = pw.Write(body)
+		raw := append(pw.head(keep), pw.body.Bytes()...)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(append(raw, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"...))), nil)
+		if err != nil {
+			t.Fatalf("%q does not parse: %v", raw, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := body
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if status == http.StatusNoContent || status == http.StatusNotModified {
+			want = nil
+		}
+		if resp.StatusCode != status || !bytes.Equal(got, want) {
+			t.Fatalf("status %d body %q, want %d %q (raw %q)", resp.StatusCode, got, status, want, raw)
+		}
+		if resp.Close == keep {
+			t.Fatalf("keep %v, Close %v", keep, resp.Close)
+		}
+		if resp.Header.Get("X-Injected") != "" {
+			t.Fatalf("a header value made a header: %q", raw)
+		}
+	})
 }
