@@ -10,10 +10,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,5 +332,72 @@ func TestNoSecretAppearsInAnyLogLine(t *testing.T) {
 				t.Errorf("%s in the log: %s", name, l)
 			}
 		}
+	}
+}
+
+// A blocking query over TLS is parked like one over plain HTTP: it waits
+// out of net/http, is answered on its TLS connection when the catalog
+// changes, and that connection serves the client's next request.
+func TestBlockingQueryOverTLSIsParkedAndKeepsItsConnection(t *testing.T) {
+	dir, _ := pki(t)
+	c := secureCluster(t, 1, dir, newGossipKey(t), nil)
+	c.WaitForLeader()
+	ctx := context.Background()
+	cl := c.Client(0)
+	idx, err := cl.Register(ctx, "web", "web-1", &client.Registration{Address: "127.0.0.1", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One connection only: every request of this client takes it.
+	tr := &http.Transport{TLSClientConfig: clientTLS(t, dir), MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	var dials atomic.Int32
+	trace := &httptrace.ClientTrace{ConnectStart: func(string, string) { dials.Add(1) }}
+	get := func(path string) (*http.Response, string, error) {
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, "https://"+c.Node(0).HTTPAddr()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+testManagementToken)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, body, err := get(fmt.Sprintf("/v1/services/web/instances?index=%d&wait=1m", idx))
+		done <- result{resp, body, err}
+	}()
+	srv := c.Node(0).Agent.API()
+	agenttest.Eventually(t, 30*time.Second, func() bool {
+		st := srv.BlockingStats()
+		return st.Active == 1 && st.Parked == 1
+	}, "the query to park")
+	next, err := cl.Register(ctx, "web", "web-2", &client.Registration{Address: "127.0.0.1", Port: 8081})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the blocking query never returned")
+	}
+	if r.err != nil || r.resp.StatusCode != http.StatusOK || r.resp.Header.Get(api.HeaderIndex) != strconv.FormatUint(next, 10) || !strings.Contains(r.body, `"web-2"`) {
+		t.Fatalf("the parked answer over TLS: %+v %s", r, r.body)
+	}
+	resp, body, err := get("/v1/services/web/instances")
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(body, `"web-2"`) {
+		t.Fatalf("the next request: %v %v %s", err, resp, body)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled, want 1 (the parked query's connection kept)", n)
 	}
 }

@@ -335,6 +335,10 @@ func (s *Server) initSecurity() {
 				Name: "beacon_http_blocking_queries",
 				Help: "Blocking queries (reads with ?index=) waiting on this node now.",
 			}, func() float64 { return float64(s.BlockingStats().Active) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "beacon_http_blocking_queries_parked",
+				Help: "Blocking queries waiting out of net/http on this node now (parked: no goroutine or connection buffers each).",
+			}, func() float64 { return float64(s.BlockingStats().Parked) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "beacon_http_blocking_queries_rejected_total",
 				Help: "Blocking queries refused with 429 because --max-blocking-queries were already waiting.",

@@ -73,12 +73,7 @@ func (rc *rawConn) read(timeout time.Duration) (*http.Response, string) {
 }
 
 // parkedNow is how many queries wait out of net/http on ts.
-func (ts *testServer) parkedNow() int {
-	if l := ts.api.lot.Load(); l != nil {
-		return l.count()
-	}
-	return 0
-}
+func (ts *testServer) parkedNow() int { return int(ts.api.BlockingStats().Parked) }
 
 func (ts *testServer) awaitParked(t *testing.T, n int) {
 	t.Helper()

@@ -130,12 +130,23 @@ func (s *Server) runQueryFuncs(w http.ResponseWriter, r *http.Request, q url.Val
 type BlockingStats struct {
 	// Active is how many blocking queries are waiting now.
 	Active int64
+	// Parked is how many of them wait out of net/http (Block): the rest
+	// wait in their handlers (HTTP/1.0, Connection: close, Handler).
+	Parked int64
 	// Wakeups counts watch sets that fired: each is one re-run of a blocked
 	// query, whether or not its result had changed.
 	Wakeups uint64
 	// Rejected counts blocking queries refused (429) because MaxBlockingQueries
 	// were already waiting.
 	Rejected uint64
+}
+
+// parkedNow is how many queries wait in the parking lot.
+func (s *Server) parkedNow() int64 {
+	if l := s.lot.Load(); l != nil {
+		return int64(l.count())
+	}
+	return 0
 }
 
 // blockingCounters are the live counters behind BlockingStats.
@@ -150,6 +161,7 @@ type blockingCounters struct {
 func (s *Server) BlockingStats() BlockingStats {
 	return BlockingStats{
 		Active:   s.blocking.active.Load(),
+		Parked:   s.parkedNow(),
 		Wakeups:  s.blocking.wakeups.Load(),
 		Rejected: s.blocking.rejected.Load(),
 	}
