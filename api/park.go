@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+
+	"github.com/beaconhq/beacon/connlimit"
 )
 
 // Parking a blocking query.
@@ -58,7 +60,7 @@ const parkWriteTimeout = 30 * time.Second
 // parkLot holds the connections of parked queries while they wait.
 type parkLot struct {
 	base    context.Context
-	resumed *connQueue
+	resumed *connlimit.Handoff // the resumed server's listener
 	metrics *httpMetrics
 
 	mu     sync.Mutex
@@ -74,7 +76,7 @@ type parkLot struct {
 }
 
 func newParkLot(base context.Context, addr net.Addr, m *httpMetrics) *parkLot {
-	l := &parkLot{base: base, resumed: newConnQueue(addr), metrics: m, parked: map[*parkedQuery]struct{}{}, groups: map[watchKey]*watchGroup{},
+	l := &parkLot{base: base, resumed: connlimit.NewHandoff(addr), metrics: m, parked: map[*parkedQuery]struct{}{}, groups: map[watchKey]*watchGroup{},
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
 	go l.sweep()
 	return l
@@ -518,7 +520,7 @@ func (l *parkLot) answer(conn net.Conn, pw *parkedResponse) {
 	} else if _, err = conn.Write(head); err == nil {
 		_, err = conn.Write(pw.body.Bytes())
 	}
-	if err != nil || !keep || conn.SetDeadline(time.Time{}) != nil || !l.resumed.push(conn) {
+	if err != nil || !keep || conn.SetDeadline(time.Time{}) != nil || !l.resumed.Give(conn) {
 		_ = conn.Close()
 	}
 }
@@ -631,49 +633,3 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 
 // NetConn returns the wrapped connection.
 func (c *prefixConn) NetConn() net.Conn { return c.Conn }
-
-// connQueue is the listener of the resumed server: Accept returns the
-// connections parked queries answered on.
-type connQueue struct {
-	addr  net.Addr
-	ch    chan net.Conn
-	mu    sync.Mutex
-	done  chan struct{}
-	ended bool
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// push hands c to the resumed server; false if the queue is closed (the
-// caller closes c).
-func (q *connQueue) push(c net.Conn) bool {
-	select {
-	case q.ch <- c:
-		return true
-	case <-q.done:
-		return false
-	}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if !q.ended {
-		q.ended = true
-		close(q.done)
-	}
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }

@@ -5,6 +5,9 @@
 // request is read, so one client cannot exhaust the server's memory or file
 // descriptors with idle keep-alive connections.
 //
+// Handoff (handoff.go) is the other side of taking a connection out of an
+// http.Server: a listener that gives it back to one.
+//
 // It depends on the standard library only, so both the API (api) and the
 // load balancer (lb) use it.
 package connlimit

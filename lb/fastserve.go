@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/beaconhq/beacon/connlimit"
 )
 
 // fastServer serves the proxy listener itself: it reads each request's head
@@ -24,7 +26,7 @@ type fastServer struct {
 	b    *Balancer
 	ln   net.Listener
 	srv  *http.Server
-	hand *handoffListener
+	hand *connlimit.Handoff // the net/http server's listener: the connections the fast path hands over
 
 	closing atomic.Bool
 	// served counts requests the fast path answered, handedOff the
@@ -46,7 +48,7 @@ const (
 )
 
 func newFastServer(b *Balancer, ln net.Listener, srv *http.Server) *fastServer {
-	return &fastServer{b: b, ln: ln, srv: srv, hand: newHandoffListener(ln.Addr()), conns: map[*fastConn]struct{}{}, quit: make(chan struct{})}
+	return &fastServer{b: b, ln: ln, srv: srv, hand: connlimit.NewHandoff(ln.Addr()), conns: map[*fastConn]struct{}{}, quit: make(chan struct{})}
 }
 
 // serve accepts connections until Shutdown or Close; the net/http server
@@ -397,7 +399,7 @@ func (c *fastConn) handoff() {
 		c.close()
 		return
 	}
-	if !c.s.hand.give(pc) {
+	if !c.s.hand.Give(pc) {
 		c.close()
 	}
 }
@@ -471,42 +473,3 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 	}
 	return p.Conn.Read(b)
 }
-
-// handoffListener is the net/http server's listener: it yields the
-// connections the fast path hands over.
-type handoffListener struct {
-	addr net.Addr
-	ch   chan net.Conn
-	once sync.Once
-	done chan struct{}
-}
-
-func newHandoffListener(addr net.Addr) *handoffListener {
-	return &handoffListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// give passes c to the server; false once the listener is closed.
-func (l *handoffListener) give(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *handoffListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *handoffListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *handoffListener) Addr() net.Addr { return l.addr }
