@@ -588,9 +588,15 @@ func (p *parkedResponse) head(keep bool) []byte {
 	b.WriteByte(' ')
 	b.WriteString(http.StatusText(code))
 	b.WriteString("\r\n")
-	for _, vs := range h {
-		for i, v := range vs {
-			vs[i] = headerValue(v)
+	// A value's slice may be shared (setReadHeaders' valTrue): a value
+	// with a control character gets a new one, the others are not written.
+	for k, vs := range h {
+		if slices.ContainsFunc(vs, hasCTL) {
+			clean := make([]string, len(vs))
+			for i, v := range vs {
+				clean[i] = headerValue(v)
+			}
+			h[k] = clean
 		}
 	}
 	_ = h.Write(&b)
@@ -602,7 +608,7 @@ func (p *parkedResponse) head(keep bool) []byte {
 // (all but tab; Header.Write already replaces line breaks) replaced by
 // spaces: a client would refuse the whole response over one of them.
 func headerValue(v string) string {
-	if !strings.ContainsFunc(v, isCTL) {
+	if !hasCTL(v) {
 		return v
 	}
 	return strings.Map(func(r rune) rune {
@@ -614,6 +620,8 @@ func headerValue(v string) string {
 }
 
 func isCTL(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }
+
+func hasCTL(v string) bool { return strings.ContainsFunc(v, isCTL) }
 
 // prefixConn is a connection with bytes already read from it, returned
 // first.

@@ -447,3 +447,19 @@ func FuzzParkedResponseHead(f *testing.F) {
 		}
 	})
 }
+
+// head cleans a header value without writing into its slice: the API
+// shares value slices between responses (setReadHeaders' valTrue).
+func TestParkedResponseHeadLeavesSharedValuesAlone(t *testing.T) {
+	shared := []string{"a\x01b"}
+	clean := []string{"true"}
+	pw := &parkedResponse{header: http.Header{"X-Shared": shared, "X-Clean": clean}}
+	_, _ = pw.Write([]byte("{}"))
+	head := string(pw.head(true))
+	if shared[0] != "a\x01b" || clean[0] != "true" {
+		t.Fatalf("head wrote into shared slices: %q %q", shared, clean)
+	}
+	if !strings.Contains(head, "X-Shared: a b\r\n") || !strings.Contains(head, "X-Clean: true\r\n") {
+		t.Fatalf("head: %q", head)
+	}
+}
