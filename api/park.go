@@ -189,7 +189,7 @@ func Block(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.
 	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()
 	for ws != nil {
-		ws = next(w, Watch(ctx, ws))
+		ws = next(w, ws.WatchCtx(ctx))
 	}
 }
 

@@ -315,30 +315,6 @@ func (b *blockedQuery) step() (ws memdb.WatchSet, idx uint64, err error, ready b
 	return ws, idx, nil, ready
 }
 
-// Watch waits until a channel of ws closes (nil) or ctx ends (its error).
-// It is memdb.WatchSet.WatchCtx with a small frame for the usual few
-// channels: a parked query's goroutine waits here, and go-memdb's select
-// over 32 channels alone would double its stack (2 to 4 KB).
-func Watch(ctx context.Context, ws memdb.WatchSet) error {
-	if len(ws) > 3 {
-		return ws.WatchCtx(ctx)
-	}
-	var ch [3]<-chan struct{}
-	i := 0
-	for c := range ws {
-		ch[i] = c
-		i++
-	}
-	select {
-	case <-ch[0]:
-	case <-ch[1]:
-	case <-ch[2]:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
-}
-
 func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:

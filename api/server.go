@@ -271,25 +271,22 @@ func (s *Server) Serve(ln net.Listener) error {
 	resumedDone := make(chan error, 1)
 	go func() { resumedDone <- s.resumed.Serve(lot.resumed) }()
 	err := s.srv.Serve(connlimit.Wrap(ln, s.cfg.MaxConnsPerClient))
-	// No more parking: queries parked now are answered by themselves (at
-	// the latest when Shutdown cancels the base context) and their
-	// connections closed.
+	// No more parking: queries parked now are ended by Shutdown (endAll)
+	// or at their deadline, and their connections closed. The resumed
+	// server stops with its listener (its error then says only that).
 	lot.close()
 	lot.stopped()
-	rerr := <-resumedDone
+	<-resumedDone
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
-	}
-	if err == nil && !errors.Is(rerr, http.ErrServerClosed) && !errors.Is(rerr, net.ErrClosed) {
-		err = rerr
 	}
 	return err
 }
 
-// Shutdown stops accepting requests, ends blocking queries (their request
-// contexts derive from the server's base context, cancelled first, and
-// parked ones answer 503 with it) and waits for the requests in flight,
-// parked ones included.
+// Shutdown stops accepting requests, ends blocking queries with 503 (those
+// waiting in handlers through their request contexts, which derive from the
+// server's base context, cancelled first; parked ones through endAll) and
+// waits for the requests in flight, parked ones included.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
 	lot := s.lot.Load()
