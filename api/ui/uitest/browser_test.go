@@ -2,6 +2,7 @@ package uitest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -111,6 +112,43 @@ func (b *browser) do(timeout time.Duration, actions ...chromedp.Action[chromedp.
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		b.t.Fatalf("browser: %v\npage text:\n%s", err, b.text())
 	}
+}
+
+// click clicks the element sel names, as a user's mouse would, within
+// timeout. The UI replaces a view's elements each time it reloads (a live
+// change, a new token), so the node chromedp found may leave the document
+// before the click reaches it ("Could not find node with given id"): then
+// click finds the element again and clicks that. chromedp fails before it
+// dispatches the mouse events in that case, so a retry never clicks twice.
+func (b *browser) click(timeout time.Duration, sel string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
+	defer cancel()
+	for tries := 1; ; tries++ {
+		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil || !nodeGone(err) {
+			b.t.Fatalf("click %s (try %d): %v\npage text:\n%s", sel, tries, err, b.text())
+		}
+		b.t.Logf("click %s: the node left the page before the click (%v); clicking the new one", sel, err)
+	}
+}
+
+// nodeGone reports whether err says the node chromedp held left the page
+// (the DevTools protocol's errors for a node replaced or detached).
+func nodeGone(err error) bool {
+	if errors.Is(err, chromedp.ErrInvalidDimensions) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"Could not find node", "No node with given id", "Node is detached", "Could not compute", "does not have a layout object", "does not belong to the document"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // eval evaluates a JavaScript expression in the page.

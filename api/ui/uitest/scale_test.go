@@ -103,7 +103,7 @@ func TestTenThousandInstancesStayResponsive(t *testing.T) {
 		rows+`.length === 100 && `+pager+`.startsWith("10,000 instances, page 1 of 100")`)
 	b.screenshot("big-service")
 	step("next page", 30*time.Second,
-		func() { b.do(10*time.Second, chromedp.Click(chromedp.CSS(`main .pager button[data-key="next"]`))) },
+		func() { b.click(10*time.Second, `main .pager button[data-key="next"]`) },
 		rows+`.length === 100 && `+rows+`[0].dataset.instance === "big-00100" && `+pager+`.includes("page 2 of 100")`)
 	// Meta and tag filters are the agent's (a new request); the page
 	// resets to the first page.

@@ -210,8 +210,8 @@ func TestFailingBackendShowsCriticalWithItsOutput(t *testing.T) {
 // confirms.
 func drainFromUI(b *browser, deadline string) {
 	b.t.Helper()
+	b.click(10*time.Second, `.actionbar button[data-action="drain"]`)
 	b.do(10*time.Second,
-		chromedp.Click(chromedp.CSS(`.actionbar button[data-action="drain"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#confirm-dialog[open] #confirm-deadline`)),
 		chromedp.SetValue(chromedp.CSS(`#confirm-deadline`), deadline),
 		chromedp.Click(chromedp.CSS(`#confirm-ok`)))
@@ -291,7 +291,8 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 				t.Fatalf("drained without a token: %+v", in.Draining)
 			}
 			// The same drain with the management token typed in.
-			b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#confirm-error button`)),
+			b.click(10*time.Second, `#confirm-error button`)
+			b.do(10*time.Second,
 				chromedp.WaitVisible(chromedp.CSS(`#token-input`)),
 				chromedp.SendKeys(chromedp.CSS(`#token-input`), managementToken),
 				chromedp.Click(chromedp.CSS(`#token-save`)))
