@@ -324,3 +324,63 @@ func TestLostConnectionIsShownAndRecovers(t *testing.T) {
 	register(t, c.Client(1), "web", "web-after", &client.Registration{Address: "127.0.0.9", Port: 7001})
 	b.waitJS(10*time.Second, `document.querySelector('tr[data-instance="web-after"]') !== null`, "a change after the reconnection")
 }
+
+// TestAClickIsNotLostToALiveReload holds the mouse button down on the
+// drain button of a page that reloads all the time (another service
+// registers 20 instances a second, and the page reloads on every change in
+// the catalog) until a reload is due. Released, the press still makes its
+// click (the dialog opens), and the reload held back meanwhile then comes
+// into the page.
+func TestAClickIsNotLostToALiveReload(t *testing.T) {
+	c := newCluster(t)
+	be := newBackend(t)
+	fixtures(t, c, be)
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-2"))
+	const drain = `.actionbar button[data-action="drain"]`
+	b.waitJS(60*time.Second, `document.querySelector('`+drain+`') !== null`, "the actions")
+
+	// The churn: at most 600 registrations, 20 a second, until the test ends.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		cl := c.Client(1)
+		for i := 0; i < 600; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			cl.Register(ctx, "churn", fmt.Sprintf("churn-%d", i), &client.Registration{Address: "127.0.0.1", Port: 10000 + i})
+			cancel()
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	// The page follows the churn.
+	first := eval[string](b, `document.body.dataset.liveIndex`)
+	b.waitJS(30*time.Second, `document.body.dataset.liveIndex !== `+jsString(first), "the page following the churn")
+
+	for round := 1; round <= 3; round++ {
+		xy := eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = '';
+		  const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+		b.do(10*time.Second, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+		// Until a reload comes: it is held back (data-held), or, were it not,
+		// it would have replaced the pressed button.
+		b.waitJS(30*time.Second, `document.querySelector('main [data-held]') !== null || document.querySelector('`+drain+`[data-pressed]') === null`, "a reload during the press")
+		b.do(10*time.Second, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+		b.waitJS(10*time.Second, `document.querySelector('#confirm-dialog').open`, fmt.Sprintf("round %d: the dialog the click opens", round))
+		b.waitJS(10*time.Second, `document.querySelector('main [data-held]') === null && document.querySelector('`+drain+`[data-pressed]') === null`, "the held reload in the page")
+		b.click(10*time.Second, `#confirm-cancel`)
+		b.waitJS(10*time.Second, `!document.querySelector('#confirm-dialog').open`, "the dialog closed")
+	}
+	if in := instance(t, c.Client(1), "web", "web-2"); in.Draining != nil {
+		t.Fatalf("drained, but every dialog was cancelled: %+v", in.Draining)
+	}
+	if errs := b.errors(); len(errs) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}

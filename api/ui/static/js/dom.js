@@ -26,10 +26,45 @@ function append(el, children) {
   }
 }
 
+// A live reload replaces a view's elements. A reload that lands between a
+// button's press and its release would remove the button under the
+// pointer and the click would be lost (the browser sends a click only when
+// press and release hit the same element); a busy catalog reloads a page
+// up to five times a second. So while a pointer is held down inside an
+// element, replace holds that element's new content back (the element gets
+// data-held) and puts it in once the pointer is released, after the click
+// that release makes.
+let pressed = null; // what the held pointer went down on
+const held = new Map(); // element -> its newest content
+addEventListener('pointerdown', (e) => { pressed = e.target; }, true);
+function released() {
+  pressed = null;
+  if (!held.size) return;
+  // The click comes after pointerup in the same task; a timer runs after it.
+  setTimeout(() => {
+    if (pressed) return; // pressed again: the next release puts it in
+    const all = [...held];
+    held.clear();
+    for (const [el, children] of all) {
+      delete el.dataset.held;
+      replace(el, ...children);
+    }
+  }, 0);
+}
+addEventListener('pointerup', released, true);
+addEventListener('pointercancel', released, true);
+addEventListener('blur', released);
+
 // replace swaps the children of el, keeping the keyboard focus on the
 // element with the same data-key (if the new content has one), so a live
-// refresh does not throw a keyboard user back to the top.
+// refresh does not throw a keyboard user back to the top. While a pointer
+// is held down inside el, it waits for the release (above).
 export function replace(el, ...children) {
+  if (pressed && el.contains(pressed)) {
+    held.set(el, children);
+    el.dataset.held = '';
+    return;
+  }
   const active = document.activeElement;
   const key = el.contains(active) ? active?.dataset?.key : undefined;
   const fresh = document.createDocumentFragment();
