@@ -52,12 +52,23 @@ func TestForwardedWriteReachesTheNextLeaderWhenTheLeaderFreezes(t *testing.T) {
 		}
 		resume()
 		nl := tn.waitForLeader(30 * time.Second)
-		// Once the old leader is back and caught up, the command is in the
-		// committed log exactly once (if the write succeeded), at most once
-		// otherwise.
+		// Once the old leader is back and every node caught up (a follower
+		// learns the commit index from the leader's next AppendEntries, so
+		// the follower that acknowledged the write may learn it after the
+		// old leader does), the command is in the committed log exactly
+		// once (if the write succeeded), at most once otherwise.
 		eventually(t, 30*time.Second, func() bool {
-			return tn.nodes[l].raftApplied() >= tn.nodes[nl].raft.CommitIndex() && tn.nodes[nl].raft.CommitIndex() >= idx
-		}, "the old leader catching up")
+			commit := tn.nodes[nl].raft.CommitIndex()
+			if commit < idx {
+				return false
+			}
+			for _, n := range tn.nodes {
+				if n.raftApplied() < commit || n.raft.CommitIndex() < commit {
+					return false
+				}
+			}
+			return true
+		}, "every node catching up")
 		for i := range tn.nodes {
 			got := tn.countEntries(i, cmd)
 			if err == nil && got != 1 || got > 1 {
