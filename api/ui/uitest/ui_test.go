@@ -14,7 +14,10 @@ import (
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 const managementToken = "uitest-management-token-0123456789"
@@ -325,8 +328,8 @@ func TestLostConnectionIsShownAndRecovers(t *testing.T) {
 	b.waitJS(10*time.Second, `document.querySelector('tr[data-instance="web-after"]') !== null`, "a change after the reconnection")
 }
 
-// TestAClickIsNotLostToALiveReload holds the mouse button down on the
-// drain button of a page that reloads all the time (another service
+// TestAClickIsNotLostToALiveReload holds the mouse button (or Space) down
+// on the drain button of a page that reloads all the time (another service
 // registers 20 instances a second, and the page reloads on every change in
 // the catalog) until a reload is due. Released, the press still makes its
 // click (the dialog opens), and the reload held back meanwhile then comes
@@ -364,15 +367,37 @@ func TestAClickIsNotLostToALiveReload(t *testing.T) {
 	first := eval[string](b, `document.body.dataset.liveIndex`)
 	b.waitJS(30*time.Second, `document.body.dataset.liveIndex !== `+jsString(first), "the page following the churn")
 
-	for round := 1; round <= 3; round++ {
-		xy := eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = '';
+	// Space on the focused button clicks when the key comes up: the same
+	// hold, by keyboard.
+	space := kb.Encode(' ')
+	keys := func(events []*input.DispatchKeyEventParams) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			for _, k := range events {
+				if _, err := cdp.Call(ctx, tg, input.DispatchKeyEvent, *k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	for round := 1; round <= 4; round++ {
+		byKey := round%2 == 0
+		xy := eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = ''; el.focus();
 		  const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
-		b.do(10*time.Second, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+		if byKey {
+			b.do(10*time.Second, keys(space[:len(space)-1]))
+		} else {
+			b.do(10*time.Second, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+		}
 		// Until a reload comes: it is held back (data-held), or, were it not,
 		// it would have replaced the pressed button.
 		b.waitJS(30*time.Second, `document.querySelector('main [data-held]') !== null || document.querySelector('`+drain+`[data-pressed]') === null`, "a reload during the press")
-		b.do(10*time.Second, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
-		b.waitJS(10*time.Second, `document.querySelector('#confirm-dialog').open`, fmt.Sprintf("round %d: the dialog the click opens", round))
+		if byKey {
+			b.do(10*time.Second, keys(space[len(space)-1:]))
+		} else {
+			b.do(10*time.Second, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+		}
+		b.waitJS(10*time.Second, `document.querySelector('#confirm-dialog').open`, fmt.Sprintf("round %d (by key: %v): the dialog the click opens", round, byKey))
 		b.waitJS(10*time.Second, `document.querySelector('main [data-held]') === null && document.querySelector('`+drain+`[data-pressed]') === null`, "the held reload in the page")
 		b.click(10*time.Second, `#confirm-cancel`)
 		b.waitJS(10*time.Second, `!document.querySelector('#confirm-dialog').open`, "the dialog closed")

@@ -29,9 +29,10 @@ function append(el, children) {
 // A live reload replaces a view's elements. A reload that lands between a
 // button's press and its release would remove the button under the
 // pointer and the click would be lost (the browser sends a click only when
-// press and release hit the same element); a busy catalog reloads a page
-// up to five times a second. So while a pointer is held down inside an
-// element, replace holds that element's new content back (the element gets
+// press and release hit the same element; Space clicks a button only if
+// that button saw the key go down); a busy catalog reloads a page up to
+// five times a second. So while a pointer (or Space on a button) is held
+// down inside an element, replace holds that element's new content back (the element gets
 // data-held) and puts it in once the pointer is released, after the click
 // that release makes.
 let pressed = null; // what the held pointer went down on
@@ -54,6 +55,9 @@ function released() {
 addEventListener('pointerup', released, true);
 addEventListener('pointercancel', released, true);
 addEventListener('blur', released);
+// The same for Space on a button, which clicks on the key's release.
+addEventListener('keydown', (e) => { if (e.key === ' ' && e.target instanceof HTMLButtonElement) pressed = e.target; }, true);
+addEventListener('keyup', (e) => { if (e.key === ' ' && pressed) released(); }, true);
 
 // replace swaps the children of el, keeping the keyboard focus on the
 // element with the same data-key (if the new content has one), so a live
