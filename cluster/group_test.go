@@ -197,6 +197,10 @@ func TestWritesQueuedBehindABusyLogShareOneEntry(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, func() bool { return n.raft.CommitIndex() >= n.raft.LastIndex() }, "commit")
+	// The log read below is node 0's, which may be a follower: it learns the
+	// commit index from the leader's next AppendEntries, after the leader.
+	commit := n.raft.CommitIndex()
+	eventually(t, 10*time.Second, func() bool { return tn.nodes[0].raft.CommitIndex() >= commit }, "node 0 learning the commit")
 	// The writes took at most two entries: what was taken from the queue
 	// before the log was released, if anything (it depends on which entry
 	// the held append was and on the scheduler), and the rest of the
@@ -292,6 +296,17 @@ func TestNoGroupEntriesWhileAServerCannotReadThem(t *testing.T) {
 			t.Fatal("a write was never answered")
 		}
 	}
+	// Every node's committed log, once each has learned the leader's commit
+	// index (a follower learns it after the leader).
+	commit := n.raft.CommitIndex()
+	eventually(t, 10*time.Second, func() bool {
+		for _, m := range tn.nodes {
+			if m.raft.CommitIndex() < commit {
+				return false
+			}
+		}
+		return true
+	}, "every node learning the commit")
 	for i := range tn.nodes {
 		if g := tn.groupEntries(i); len(g) != 0 {
 			t.Errorf("node %d's log has %d group entries", i, len(g))

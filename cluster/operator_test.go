@@ -236,6 +236,8 @@ func TestForceLeaveMarksAFailedServerLeftEverywhereAndRemovesItFromRaft(t *testi
 		n := c.Node(l).Agent.Store().Node(goneName)
 		return n != nil && n.Status == fsm.NodeLeft
 	}, goneName+" left in the catalog")
+	// other is read below: it applies what the leader applied a moment later.
+	c.WaitForIndex(c.Node(l).Agent.Node().Status().AppliedIndex)
 	if _, inst, _ := c.Node(other).Agent.Store().Instance(nil, "web", "web-on-gone"); inst == nil || inst.Status != fsm.Critical {
 		t.Fatalf("instance on the force-left node: %+v", inst)
 	}

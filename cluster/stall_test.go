@@ -89,15 +89,26 @@ func stallRun(t *testing.T, pipeline bool) (*testNodes, int, int64) {
 func TestFollowerAnsweringSuccessFalseUnderLoadCatchesUpAndShutdownIsBounded(t *testing.T) {
 	tn, f, _ := stallRun(t, false)
 	var leader *Node
+	var commit uint64
 	eventually(t, 30*time.Second, func() bool {
 		for _, n := range tn.nodes {
 			if n.IsLeader() {
 				leader = n
-				return tn.nodes[f].raft.AppliedIndex() >= n.raft.CommitIndex()
+				commit = n.raft.CommitIndex()
+				return tn.nodes[f].raft.AppliedIndex() >= commit
 			}
 		}
 		return false
 	}, "the follower catching up with the leader's commit index")
+	// The detector looks once per tick (StallAfter/4): a stall it reported
+	// while the follower lagged under the load clears only at its next look.
+	// Wait for a look at the caught-up follower before asking it.
+	s := &tn.nodes[f].stall
+	eventually(t, 30*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.stalled || s.applied >= commit
+	}, "the stall detector to look at the caught-up follower")
 	if stalled, msg := tn.nodes[f].ReplicationStalled(); stalled {
 		t.Errorf("follower reports a stall after catching up: %s", msg)
 	}

@@ -164,6 +164,11 @@ func TestMaintenanceAndDraining(t *testing.T) {
 		return true
 	}, "b deregistered at its drain deadline on every node")
 	healthyEverywhere("[a c]")
+	// The leader counts the deregistration once its write returns, which
+	// may be after every node (itself included) applied it.
+	agenttest.Eventually(t, 10*time.Second, func() bool {
+		return c.Node(c.Leader()).Agent.Health().Stats().DeregisteredDrained >= 1
+	}, "the leader to count b's deregistration")
 	if st := c.Node(c.Leader()).Agent.Health().Stats(); st.DeregisteredDrained != 1 {
 		t.Fatalf("%d drained instances deregistered, want 1 (b)", st.DeregisteredDrained)
 	}
