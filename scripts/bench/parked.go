@@ -149,6 +149,28 @@ func rssPerNode(s servers) []int {
 	return out
 }
 
+// settle samples RSS once a second, for at most 30 s, until the nodes'
+// sum has not fallen for 5 s, and returns the last sample and how long it
+// took.
+func settle(s servers, first []int) ([]int, time.Duration) {
+	sum := func(v []int) (t int) {
+		for _, x := range v {
+			t += x
+		}
+		return t
+	}
+	t0 := time.Now()
+	last, lowest, since := first, sum(first), time.Now()
+	for time.Since(t0) < 30*time.Second && time.Since(since) < 5*time.Second {
+		time.Sleep(time.Second)
+		last = rssPerNode(s)
+		if t := sum(last); t < lowest {
+			lowest, since = t, time.Now()
+		}
+	}
+	return last, time.Since(t0)
+}
+
 // parkedResult is one system's parked run.
 type parkedResult struct{ without, with, after float64 }
 
@@ -184,6 +206,11 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	time.Sleep(2 * time.Second)
 	with := rssPerNode(s)
 	liveWith := liveMem(bases)
+	// RSS once the runtimes have collected (liveMem forced it) and had time
+	// to hand the burst's freed memory back (a scavenger paces itself, and
+	// its goal follows the last collection's heap goal): sampled each second
+	// for up to 30 s until the sum stops falling.
+	settled, settledAfter := settle(s, with)
 	r.with = benchLoad(s, fmt.Sprintf("%s writes, %d parked queries", s.name, n), bases, write, true)
 	still := parkedCount()
 	// And once more without them: the runs drift with the order they run
@@ -205,8 +232,15 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	if n > 0 {
 		perQuery = fmt.Sprintf(", %.1f KB per query", float64(total)*1024/float64(n))
 	}
-	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s, all nodes %+d MB%s  (parked in %s; %d still parked after the load, %d ended early)",
+	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s, all nodes %+d MB%s  (2 s after they parked; parked in %s; %d still parked after the load, %d ended early)",
 		strings.Join(parts, ", "), total, perQuery, parkTook.Round(time.Millisecond), still, p.failed.Load())
+	parts, total = parts[:0], 0
+	for i := range before {
+		parts = append(parts, fmt.Sprintf("#%d %+d MB", i+1, settled[i]-before[i]))
+		total += settled[i] - before[i]
+	}
+	report(fmt.Sprintf("%s RSS with %d parked, settled", s.name, n), "%s, all nodes %+d MB  (after a forced collection on each node, then %s until RSS stopped falling)",
+		strings.Join(parts, ", "), total, settledAfter.Round(time.Second))
 	if liveBefore > 0 && liveWith > 0 && n > 0 {
 		d := float64(liveWith - liveBefore)
 		report(fmt.Sprintf("%s live heap+stacks, %d parked", s.name, n), "all nodes %+.1f MB, %.1f KB per query  (after a forced collection on each node)",
