@@ -103,6 +103,18 @@ func newCluster(t *testing.T, opts ...func(*agent.Config)) *agenttest.Cluster {
 
 func base(c *agenttest.Cluster, i int) string { return "http://" + c.Node(i).HTTPAddr() }
 
+// onPage starts a cluster with the fixtures and opens fragment of node 0's
+// UI in a 1280x800 browser.
+func onPage(t *testing.T, fragment string) (*agenttest.Cluster, *backend, *browser) {
+	t.Helper()
+	c := newCluster(t)
+	be := newBackend(t)
+	fixtures(t, c, be)
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/"+fragment))
+	return c, be, b
+}
+
 // TestEveryPageLoadsWithoutConsoleErrors opens each page of the UI on a
 // 3-node cluster, at desktop and phone width, in light and dark, and fails
 // on any console error, exception or CSP violation.
@@ -146,11 +158,7 @@ func TestEveryPageLoadsWithoutConsoleErrors(t *testing.T) {
 // another node's API while the browser shows the service, and expects the
 // row within a second, in the same document (no reload).
 func TestRegistrationAppearsWithoutReload(t *testing.T) {
-	c := newCluster(t)
-	be := newBackend(t)
-	fixtures(t, c, be)
-	b := newBrowser(t, 1280, 800)
-	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web"))
+	c, _, b := onPage(t, "#/services/web")
 	b.waitJS(60*time.Second, `document.querySelectorAll('tr[data-instance]').length === 2`, "the two instances")
 	b.do(5*time.Second, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
 	// Let the page's watch settle into its blocking query first.
@@ -186,11 +194,7 @@ func TestRegistrationAppearsWithoutReload(t *testing.T) {
 // answer 503 and expects the instance page to show the check critical,
 // with the output as text (the markup in it not interpreted).
 func TestFailingBackendShowsCriticalWithItsOutput(t *testing.T) {
-	c := newCluster(t)
-	be := newBackend(t)
-	fixtures(t, c, be)
-	b := newBrowser(t, 1280, 800)
-	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-1"))
+	c, be, b := onPage(t, "#/services/web/web-1")
 	b.waitJS(60*time.Second, `document.querySelector('tr[data-check] .badge.passing') !== null`, "the passing check")
 
 	be.fail.Store(true)
@@ -223,11 +227,7 @@ func drainFromUI(b *browser, deadline string) {
 // TestDrainFromTheUIIsVisibleThroughTheAPI drains web-2 from its page and
 // reads the drain back through another node's API.
 func TestDrainFromTheUIIsVisibleThroughTheAPI(t *testing.T) {
-	c := newCluster(t)
-	be := newBackend(t)
-	fixtures(t, c, be)
-	b := newBrowser(t, 1280, 800)
-	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-2"))
+	c, _, b := onPage(t, "#/services/web/web-2")
 	b.waitJS(60*time.Second, `document.querySelector('.actionbar button[data-action="drain"]') !== null`, "the actions")
 	before := time.Now()
 	drainFromUI(b, "10m")
@@ -313,11 +313,7 @@ func TestWithAuthAPageWithoutATokenCannotAct(t *testing.T) {
 // the banner appears; once the agent is back it goes away by itself and
 // the page follows changes again.
 func TestLostConnectionIsShownAndRecovers(t *testing.T) {
-	c := newCluster(t)
-	be := newBackend(t)
-	fixtures(t, c, be)
-	b := newBrowser(t, 1280, 800)
-	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web"))
+	c, _, b := onPage(t, "#/services/web")
 	b.waitJS(60*time.Second, `document.querySelectorAll('tr[data-instance]').length === 2`, "the instances")
 	c.Stop(0)
 	b.waitJS(60*time.Second, `!document.querySelector('#banner').hidden`, "the connection-lost banner")
@@ -335,11 +331,7 @@ func TestLostConnectionIsShownAndRecovers(t *testing.T) {
 // click (the dialog opens), and the reload held back meanwhile then comes
 // into the page.
 func TestAClickIsNotLostToALiveReload(t *testing.T) {
-	c := newCluster(t)
-	be := newBackend(t)
-	fixtures(t, c, be)
-	b := newBrowser(t, 1280, 800)
-	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/web/web-2"))
+	c, _, b := onPage(t, "#/services/web/web-2")
 	const drain = `.actionbar button[data-action="drain"]`
 	b.waitJS(60*time.Second, `document.querySelector('`+drain+`') !== null`, "the actions")
 
