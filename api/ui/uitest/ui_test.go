@@ -394,6 +394,13 @@ func TestAClickIsNotLostToALiveReload(t *testing.T) {
 		b.click(10*time.Second, `#confirm-cancel`)
 		b.waitJS(10*time.Second, `!document.querySelector('#confirm-dialog').open`, "the dialog closed")
 	}
+	// A right button held down does not hold reloads back: its release may
+	// go to the context menu and never reach the page.
+	xy := eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = '';
+	  const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+	b.do(10*time.Second, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonRight, chromedp.ClickCount(1)))
+	b.waitJS(30*time.Second, `document.querySelector('`+drain+`[data-pressed]') === null && document.querySelector('main [data-held]') === null`, "a reload while the right button is down")
+	b.do(10*time.Second, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonRight, chromedp.ClickCount(1)))
 	if in := instance(t, c.Client(1), "web", "web-2"); in.Draining != nil {
 		t.Fatalf("drained, but every dialog was cancelled: %+v", in.Draining)
 	}

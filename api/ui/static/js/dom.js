@@ -37,7 +37,9 @@ function append(el, children) {
 // that release makes.
 let pressed = null; // what the held pointer went down on
 const held = new Map(); // element -> its newest content
-addEventListener('pointerdown', (e) => { pressed = e.target; }, true);
+// The main button only: a right click's release may go to the context
+// menu, never to the page, and must not leave reloads held.
+addEventListener('pointerdown', (e) => { if (e.button === 0) pressed = e.target; }, true);
 function released() {
   pressed = null;
   if (!held.size) return;
@@ -55,6 +57,7 @@ function released() {
 addEventListener('pointerup', released, true);
 addEventListener('pointercancel', released, true);
 addEventListener('blur', released);
+addEventListener('contextmenu', released, true);
 // The same for Space on a button, which clicks on the key's release.
 addEventListener('keydown', (e) => { if (e.key === ' ' && e.target instanceof HTMLButtonElement) pressed = e.target; }, true);
 addEventListener('keyup', (e) => { if (e.key === ' ' && pressed) released(); }, true);
