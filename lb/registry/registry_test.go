@@ -143,10 +143,13 @@ func getBody(t *testing.T, c *http.Client, url string, hdr ...string) (int, stri
 // failures.
 type traffic struct {
 	ok, failed atomic.Int64
-	mu         sync.Mutex
-	errs       []string
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	// seq numbers the requests in the order they are sent (header X-Seq):
+	// a request numbered above seq's value at some moment was sent after it.
+	seq  atomic.Int64
+	mu   sync.Mutex
+	errs []string
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 func startTraffic(c *http.Client, urls []string, workers int) *traffic {
@@ -162,7 +165,12 @@ func startTraffic(c *http.Client, urls []string, workers int) *traffic {
 					return
 				default:
 				}
-				resp, err := c.Get(url)
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err != nil {
+					panic(err)
+				}
+				req.Header.Set("X-Seq", strconv.FormatInt(tr.seq.Add(1), 10))
+				resp, err := c.Do(req)
 				if err == nil {
 					body, rerr := io.ReadAll(resp.Body)
 					resp.Body.Close()
