@@ -58,15 +58,20 @@ func TestNoNudgeInAClusterOfOne(t *testing.T) {
 	if n.hasOtherServers() {
 		t.Fatal("a cluster of one reports other servers")
 	}
-	if _, err := n.Apply(context.Background(), fsmtest.Register(t, "alone", "web")); err != nil {
-		t.Fatal(err)
+	// Each write is noted (before Apply returns), then decided on once the
+	// delay has passed. The loop takes one write at a time: once it has
+	// decided on the second write, it has finished with the first (and the
+	// barrier it must not have appended for it, with its count).
+	for _, id := range []string{"alone", "alone-2"} {
+		if _, err := n.Apply(context.Background(), fsmtest.Register(t, id, "web")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, func() bool {
+			n.nudge.mu.Lock()
+			defer n.nudge.mu.Unlock()
+			return n.nudge.last == 0
+		}, "the nudger's decision on "+id)
 	}
-	// The write is noted, then decided on once the delay has passed.
-	eventually(t, 10*time.Second, func() bool {
-		n.nudge.mu.Lock()
-		defer n.nudge.mu.Unlock()
-		return n.nudge.last == 0
-	}, "the nudger's decision")
 	var m dto.Metric
 	if err := n.metrics.nudges.Write(&m); err != nil {
 		t.Fatal(err)
