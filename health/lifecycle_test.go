@@ -106,6 +106,8 @@ func TestTTLExpiryMetricsAndDeregisterCriticalAfter(t *testing.T) {
 	waitInstance(t, c, 30*time.Second, "jobs", "j1", "critical", hasStatus("critical"))
 	agenttest.Retry503(t, "pass", func() error { _, err := cl.ReportTTL(ctx, "jobs:j1:hb", "pass", nil); return err })
 	waitInstance(t, c, 30*time.Second, "jobs", "j1", "passing", hasStatus("passing"))
+	// The leader counts j2's deregistration once its write returns.
+	agenttest.Eventually(t, 10*time.Second, func() bool { return leader.Stats().DeregisteredCritical >= 1 }, "the leader to count j2's deregistration")
 	if st := leader.Stats(); st.DeregisteredCritical != 1 {
 		t.Fatalf("%d instances deregistered as critical, want only j2", st.DeregisteredCritical)
 	}
