@@ -199,8 +199,7 @@ func TestWritesQueuedBehindABusyLogShareOneEntry(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { return n.raft.CommitIndex() >= n.raft.LastIndex() }, "commit")
 	// The log read below is node 0's, which may be a follower: it learns the
 	// commit index from the leader's next AppendEntries, after the leader.
-	commit := n.raft.CommitIndex()
-	eventually(t, 10*time.Second, func() bool { return tn.nodes[0].raft.CommitIndex() >= commit }, "node 0 learning the commit")
+	tn.waitCaughtUp(t, 10*time.Second, n.raft.CommitIndex())
 	// The writes took at most two entries: what was taken from the queue
 	// before the log was released, if anything (it depends on which entry
 	// the held append was and on the scheduler), and the rest of the
@@ -298,15 +297,7 @@ func TestNoGroupEntriesWhileAServerCannotReadThem(t *testing.T) {
 	}
 	// Every node's committed log, once each has learned the leader's commit
 	// index (a follower learns it after the leader).
-	commit := n.raft.CommitIndex()
-	eventually(t, 10*time.Second, func() bool {
-		for _, m := range tn.nodes {
-			if m.raft.CommitIndex() < commit {
-				return false
-			}
-		}
-		return true
-	}, "every node learning the commit")
+	tn.waitCaughtUp(t, 10*time.Second, n.raft.CommitIndex())
 	for i := range tn.nodes {
 		if g := tn.groupEntries(i); len(g) != 0 {
 			t.Errorf("node %d's log has %d group entries", i, len(g))

@@ -142,6 +142,22 @@ func (tn *testNodes) shutdown() {
 }
 
 // eventually polls cond until it holds or timeout passes (wait.Until).
+// waitCaughtUp waits until every node has learned that index is committed
+// and applied it. A follower learns the commit index from the leader's next
+// AppendEntries, after the leader: a check of a node's committed log waits
+// for that node, not for the leader.
+func (tn *testNodes) waitCaughtUp(t testing.TB, timeout time.Duration, index uint64) {
+	t.Helper()
+	eventually(t, timeout, func() bool {
+		for _, n := range tn.nodes {
+			if n.raft.CommitIndex() < index || n.raft.AppliedIndex() < index {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("every node committing and applying index %d", index))
+}
+
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, what string) {
 	t.Helper()
 	wait.Until(t, timeout, what, cond)

@@ -372,10 +372,15 @@ func TestAClickIsNotLostToALiveReload(t *testing.T) {
 			return nil
 		})
 	}
+	// press marks the drain button (a reload replaces it with one without
+	// the mark), focuses it and returns its centre.
+	press := func() []float64 {
+		return eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = ''; el.focus();
+		  const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+	}
 	for round := 1; round <= 4; round++ {
 		byKey := round%2 == 0
-		xy := eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = ''; el.focus();
-		  const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+		xy := press()
 		if byKey {
 			b.do(10*time.Second, keys(space[:len(space)-1]))
 		} else {
@@ -396,8 +401,7 @@ func TestAClickIsNotLostToALiveReload(t *testing.T) {
 	}
 	// A right button held down does not hold reloads back: its release may
 	// go to the context menu and never reach the page.
-	xy := eval[[]float64](b, `(() => { const el = document.querySelector('`+drain+`'); el.dataset.pressed = '';
-	  const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+	xy := press()
 	b.do(10*time.Second, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonRight, chromedp.ClickCount(1)))
 	b.waitJS(30*time.Second, `document.querySelector('`+drain+`[data-pressed]') === null && document.querySelector('main [data-held]') === null`, "a reload while the right button is down")
 	b.do(10*time.Second, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonRight, chromedp.ClickCount(1)))

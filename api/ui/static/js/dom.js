@@ -32,9 +32,9 @@ function append(el, children) {
 // press and release hit the same element; Space clicks a button only if
 // that button saw the key go down); a busy catalog reloads a page up to
 // five times a second. So while a pointer (or Space on a button) is held
-// down inside an element, replace holds that element's new content back (the element gets
-// data-held) and puts it in once the pointer is released, after the click
-// that release makes.
+// down inside an element, replace holds that element's new content back
+// (the element gets data-held) and puts it in once the pointer is
+// released, after the click that release makes.
 let pressed = null; // what the held pointer went down on
 const held = new Map(); // element -> its newest content
 // The main button only: a right click's release may go to the context
