@@ -96,6 +96,7 @@ type Config struct {
 	HTTPAllowedHost        []string `json:"http_allowed_host"`
 	HTTPAllowedOrigin      []string `json:"http_allowed_origin"`
 	HTTPMaxConnsPerClient  int      `json:"http_max_conns_per_client"`
+	HTTPNoFastPath         bool     `json:"http_no_fast_path"`
 	LBAllowLoopback        bool     `json:"lb_allow_loopback"`
 	LBDenyCIDR             []string `json:"lb_deny_cidr"`
 

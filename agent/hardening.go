@@ -17,6 +17,7 @@ func (a *Agent) hardenAPI(ac *api.Config, hc health.Config) error {
 	ac.CheckAllowCIDRs = hc.AllowCIDRs
 	ac.TrustOpenRegistrations = a.cfg.TrustOpenRegistrations
 	ac.MaxConnsPerClient = a.cfg.HTTPMaxConnsPerClient
+	ac.DisableFastPath = a.cfg.HTTPNoFastPath
 	ac.Site.AllowedOrigins = lb.SplitList(a.cfg.HTTPAllowedOrigin)
 	ac.Site.AllowedHosts = append(a.cfg.ownHosts(), lb.SplitList(a.cfg.HTTPAllowedHost)...)
 	if a.cfg.TrustOpenRegistrations && a.cfg.ManagementToken == "" {

@@ -45,13 +45,25 @@ type testServer struct {
 // default config first. The server is closed when the test ends.
 func newTestServer(t testing.TB, opts ...func(*Config)) *testServer {
 	t.Helper()
-	cl := apitest.NewCluster(testLogger(t, "fsm"))
+	return newTestServerOn(t, nil, nil, opts...)
+}
+
+// newTestServerOn is newTestServer over cl (nil: a new one), with before
+// called on the Server before it serves (to Mount handlers).
+func newTestServerOn(t testing.TB, cl *apitest.Cluster, before func(*Server), opts ...func(*Config)) *testServer {
+	t.Helper()
+	if cl == nil {
+		cl = apitest.NewCluster(testLogger(t, "fsm"))
+	}
 	cfg := DefaultConfig()
 	cfg.Logger = testLogger(t, "api")
 	for _, o := range opts {
 		o(&cfg)
 	}
 	ts := &testServer{t: t, cl: cl, api: New(cfg, cl.Store(), cl), arrivals: new(atomic.Pointer[chan string])}
+	if before != nil {
+		before(ts.api)
+	}
 	ts.api.arrival = func(r *http.Request) {
 		if ch := ts.arrivals.Load(); ch != nil {
 			select {

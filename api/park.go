@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -557,71 +555,15 @@ func (p *parkedResponse) code() int {
 }
 
 // head is the status line and the header of the response, as net/http
-// would write them for a handler that wrote it all at once: Date,
-// Content-Length, a sniffed Content-Type if none is set, and
-// "Connection: close" when the connection is not kept. Header.Write
-// replaces line breaks in values, as net/http does.
+// would write them for a handler that wrote it all at once (appendHead).
 func (p *parkedResponse) head(keep bool) []byte {
 	code := p.code()
-	h := p.header
-	bodyAllowed := code != http.StatusNoContent && code != http.StatusNotModified
-	if !bodyAllowed {
+	if !bodyAllowed(code) {
 		p.body.Reset()
 	}
-	if bodyAllowed {
-		h.Set("Content-Length", strconv.Itoa(p.body.Len()))
-		if _, ok := h["Content-Type"]; !ok && p.body.Len() > 0 {
-			h.Set("Content-Type", http.DetectContentType(p.body.Bytes()))
-		}
-	}
-	h.Del("Transfer-Encoding")
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	if keep {
-		h.Del("Connection")
-	} else {
-		h.Set("Connection", "close")
-	}
-	var b bytes.Buffer
-	b.Grow(512)
-	b.WriteString("HTTP/1.1 ")
-	b.WriteString(strconv.Itoa(code))
-	b.WriteByte(' ')
-	b.WriteString(http.StatusText(code))
-	b.WriteString("\r\n")
-	// A value's slice may be shared (setReadHeaders' valTrue): a value
-	// with a control character gets a new one, the others are not written.
-	for k, vs := range h {
-		if slices.ContainsFunc(vs, hasCTL) {
-			clean := make([]string, len(vs))
-			for i, v := range vs {
-				clean[i] = headerValue(v)
-			}
-			h[k] = clean
-		}
-	}
-	_ = h.Write(&b)
-	b.WriteString("\r\n")
-	return b.Bytes()
+	date := time.Now().UTC().AppendFormat(nil, http.TimeFormat)
+	return appendHead(make([]byte, 0, 512), code, p.header, p.body.Len(), p.body.Bytes(), keep, date)
 }
-
-// headerValue is v with the control characters a header value may not hold
-// (all but tab; Header.Write already replaces line breaks) replaced by
-// spaces: a client would refuse the whole response over one of them.
-func headerValue(v string) string {
-	if !hasCTL(v) {
-		return v
-	}
-	return strings.Map(func(r rune) rune {
-		if isCTL(r) {
-			return ' '
-		}
-		return r
-	}, v)
-}
-
-func isCTL(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }
-
-func hasCTL(v string) bool { return strings.ContainsFunc(v, isCTL) }
 
 // prefixConn is a connection with bytes already read from it, returned
 // first.

@@ -144,6 +144,11 @@ type Config struct {
 	// writes (gossip joins); Raft writes are logged by the cluster's leader.
 	AuditLogger hclog.Logger
 
+	// DisableFastPath serves every request through net/http's server
+	// (fastserve.go: the same answers; the fast path costs less CPU per
+	// read; docs/api.md, "The request path").
+	DisableFastPath bool
+
 	// UILoadBalancers returns the admin addresses (host:port) of the load
 	// balancers whose routing tables the web UI shows (GET /v1/ui/lbs
 	// fetches http://ADDR/lb/status from each). It is called per request,
@@ -213,6 +218,8 @@ type Server struct {
 	// (park.go); lot is the parking lot of the running Serve.
 	resumed *http.Server
 	lot     atomic.Pointer[parkLot]
+	// fast is the running Serve's fast path (fastserve.go), if on.
+	fast atomic.Pointer[fastServer]
 	// arrival, if set (tests), sees every request as it reaches the API.
 	arrival func(*http.Request)
 	base    context.Context
@@ -270,7 +277,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	resumedDone := make(chan error, 1)
 	go func() { resumedDone <- s.resumed.Serve(lot.resumed) }()
-	err := s.srv.Serve(connlimit.Wrap(ln, s.cfg.MaxConnsPerClient))
+	lim := connlimit.Wrap(ln, s.cfg.MaxConnsPerClient)
+	var err error
+	if s.cfg.DisableFastPath {
+		err = s.srv.Serve(lim)
+	} else {
+		f := newFastServer(s, lim)
+		s.fast.Store(f)
+		err = f.serve()
+	}
 	// No more parking: queries parked now are ended by Shutdown (endAll)
 	// or at their deadline, and their connections closed. The resumed
 	// server stops with its listener (its error then says only that).
@@ -294,7 +309,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		lot.close()
 		lot.endAll()
 	}
-	err := s.srv.Shutdown(ctx)
+	var err error
+	if f := s.fast.Load(); f != nil {
+		err = f.shutdown(ctx)
+	}
+	err = errors.Join(err, s.srv.Shutdown(ctx))
 	if lot != nil {
 		err = errors.Join(err, lot.wait(ctx))
 	}

@@ -80,6 +80,7 @@ var agentSettings = []option{
 	{"http-allowed-host", "", "BEACON_HTTP_ALLOWED_HOST", "with auth off, a further name the API's Host header may carry besides loopback and the agent's own names and addresses (repeatable; \"*\": any)", func(c *agent.Config) any { return &c.HTTPAllowedHost }},
 	{"http-allowed-origin", "", "BEACON_HTTP_ALLOWED_ORIGIN", "an origin (scheme://host:port) whose browser requests the API accepts (repeatable)", func(c *agent.Config) any { return &c.HTTPAllowedOrigin }},
 	{"http-max-conns-per-client", "", "BEACON_HTTP_MAX_CONNS_PER_CLIENT", "connections one client IP may hold open on the API (0: no cap)", func(c *agent.Config) any { return &c.HTTPMaxConnsPerClient }},
+	{"http-no-fast-path", "", "BEACON_HTTP_NO_FAST_PATH", "serve every API request through net/http's server (the same answers, more CPU per read; docs/api.md)", func(c *agent.Config) any { return &c.HTTPNoFastPath }},
 	{"lb-allow-loopback", "", "BEACON_LB_ALLOW_LOOPBACK", "let the embedded load balancer connect to loopback instances", func(c *agent.Config) any { return &c.LBAllowLoopback }},
 	{"lb-deny-cidr", "", "BEACON_LB_DENY_CIDR", "CIDR the embedded load balancer never connects to, besides the link-local ranges (repeatable)", func(c *agent.Config) any { return &c.LBDenyCIDR }},
 }

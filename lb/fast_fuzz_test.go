@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/beaconhq/beacon/connlimit"
 )
 
 // FuzzFastRequestParse: a head the fast path accepts must be one net/http
@@ -27,7 +29,7 @@ func FuzzFastRequestParse(f *testing.F) {
 	}
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		head, err := peekHead(bufio.NewReaderSize(bytes.NewReader(data), fastReadBufSize), nil)
+		head, err := connlimit.PeekHead(bufio.NewReaderSize(bytes.NewReader(data), fastReadBufSize), nil)
 		if err != nil {
 			return
 		}

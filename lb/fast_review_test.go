@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/connlimit"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -337,7 +338,7 @@ func TestReviewIdempotencyKeyIsReadAsNetHTTPReadsIt(t *testing.T) {
 	raw := "POST /web/x HTTP/1.1\r\nHost: x\r\nIdempotency-Key:\r\nIdempotency-Key: k\r\nContent-Length: 2\r\n\r\nhi"
 	t.Run("parse", func(t *testing.T) {
 		cfg := DefaultConfig()
-		head, err := peekHead(bufio.NewReaderSize(strings.NewReader(raw), fastReadBufSize), nil)
+		head, err := connlimit.PeekHead(bufio.NewReaderSize(strings.NewReader(raw), fastReadBufSize), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/beaconhq/beacon/connlimit"
 )
 
 // fastServe proxies one request of c whose head parsed (req): it routes it,
@@ -347,8 +349,8 @@ func dialContext(deadline time.Time) (context.Context, context.CancelFunc) {
 // reader must take it.
 func (ex *exchange) parseHead(isHead bool) (bool, error) {
 	br := ex.c.br
-	head, err := peekHead(br, nil)
-	if errors.Is(err, errNotFast) {
+	head, err := connlimit.PeekHead(br, nil)
+	if errors.Is(err, connlimit.ErrNotPlain) {
 		return false, nil
 	}
 	if err != nil {
@@ -359,10 +361,10 @@ func (ex *exchange) parseHead(isHead bool) (bool, error) {
 	}
 	eol := bytes.Index(head, crlf)
 	line := head[:eol]
-	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') || !fieldValue(line) {
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') || !connlimit.FieldValue(line) {
 		return false, nil
 	}
-	code, ok := digits(line[9:12], 3)
+	code, ok := connlimit.Digits(line[9:12], 3)
 	status := int(code)
 	if !ok || status < 200 || status > 599 {
 		return false, nil
@@ -370,20 +372,20 @@ func (ex *exchange) parseHead(isHead bool) (bool, error) {
 	length := int64(-1)
 	keep := true
 	for pos := eol + 2; pos < len(head)-2; {
-		name, value, next, ok := nextHeader(head, pos)
+		name, value, next, ok := connlimit.NextHeader(head, pos)
 		if !ok {
 			return false, nil
 		}
 		pos = next
 		switch respHeaderKind(name) {
 		case respContentLength:
-			n, ok := digits(value, 15)
+			n, ok := connlimit.Digits(value, 15)
 			if length >= 0 || !ok {
 				return false, nil
 			}
 			length = n
 		case respConnection:
-			close, ok := connectionClose(value)
+			close, ok := connlimit.ConnectionClose(value)
 			if !ok {
 				return false, nil
 			}

@@ -3,7 +3,8 @@ package lb
 import (
 	"bytes"
 	"strconv"
-	"strings"
+
+	"github.com/beaconhq/beacon/connlimit"
 )
 
 // fastRequest is a request head the fast path proxies: parse accepts only
@@ -64,57 +65,6 @@ func lowerName(name []byte, buf *[20]byte) []byte {
 		buf[i] = c
 	}
 	return buf[:len(name)]
-}
-
-// nextHeader reads the header line of head starting at pos (head ends in
-// the empty line): its name, its value without surrounding blanks, and
-// where the next line starts. ok is false for a line the fast path does not
-// pass on as it is: obs-fold, no name, a space before the colon, control
-// characters in the value.
-func nextHeader(head []byte, pos int) (name, value []byte, next int, ok bool) {
-	end := pos + bytes.Index(head[pos:], crlf)
-	line := head[pos:end]
-	colon := bytes.IndexByte(line, ':')
-	if colon <= 0 || !isToken(line[:colon]) {
-		return nil, nil, 0, false
-	}
-	value = bytes.Trim(line[colon+1:], " \t")
-	if !fieldValue(value) {
-		return nil, nil, 0, false
-	}
-	return line[:colon], value, end + 2, true
-}
-
-// digits reads a length of at most max decimal digits (no sign, no
-// blanks).
-func digits(v []byte, max int) (int64, bool) {
-	if len(v) == 0 || len(v) > max {
-		return 0, false
-	}
-	n := int64(0)
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
-}
-
-// connectionClose reads a Connection header: close asks to close; ok is
-// false when it names anything but close and keep-alive (headers to drop,
-// which net/http's path handles).
-func connectionClose(v []byte) (close, ok bool) {
-	for _, tok := range strings.Split(string(v), ",") {
-		switch strings.ToLower(strings.TrimSpace(tok)) {
-		case "close":
-			close = true
-		case "keep-alive", "":
-		default:
-			return false, false
-		}
-	}
-	return close, true
 }
 
 func headerKind(name []byte) int {
@@ -198,10 +148,10 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 	}
 	target := rest[:sp]
 	path, query, hasQuery := bytes.Cut(target, []byte{'?'})
-	if len(path) == 0 || path[0] != '/' || bytes.Contains(path, []byte("//")) || !plainPath(path) {
+	if len(path) == 0 || path[0] != '/' || bytes.Contains(path, []byte("//")) || !connlimit.PlainPath(path) {
 		return false
 	}
-	if hasQuery && !plainQuery(query) {
+	if hasQuery && !connlimit.PlainQuery(query) {
 		return false
 	}
 	r.path, r.query, r.hasQuery = reuseString(path, path0), reuseString(query, query0), hasQuery
@@ -209,7 +159,7 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 	hosts, hopsSeen := 0, false
 	var seen [hdrRefuse + 1]bool
 	for pos := eol + 2; pos < len(head)-2; {
-		name, value, next, ok := nextHeader(head, pos)
+		name, value, next, ok := connlimit.NextHeader(head, pos)
 		if !ok {
 			return false
 		}
@@ -224,18 +174,18 @@ func (r *fastRequest) parse(head []byte, cfg *Config) bool {
 			return false
 		case hdrHost:
 			hosts++
-			if hosts > 1 || !plainHost(value) {
+			if hosts > 1 || !connlimit.PlainHost(value) {
 				return false
 			}
 			r.host = reuseString(value, host0)
 		case hdrContentLength:
-			n, ok := digits(value, 6)
+			n, ok := connlimit.Digits(value, 6)
 			if r.contentLength >= 0 || !ok {
 				return false
 			}
 			r.contentLength = n
 		case hdrConnection:
-			close, ok := connectionClose(value)
+			close, ok := connlimit.ConnectionClose(value)
 			if !ok {
 				return false
 			}
@@ -300,76 +250,4 @@ func reuseString(b []byte, prev string) string {
 		return prev
 	}
 	return string(b)
-}
-
-// plainPath: characters a path keeps as they are in net/http's path
-// (url.URL.EscapedPath returns such a path unchanged); no escapes, so the
-// decoded path the routes match is the path itself.
-func plainPath(p []byte) bool {
-	for _, c := range p {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-._~!$&'()*+,;=:@/", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// plainQuery: a query net/http forwards unchanged (cleanQueryParams keeps
-// it): no ';', valid escapes, printable ASCII.
-func plainQuery(q []byte) bool {
-	for i := 0; i < len(q); i++ {
-		c := q[i]
-		switch {
-		case c == ';', c == '#', c <= ' ', c >= 0x7f:
-			return false
-		case c == '%':
-			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func plainHost(h []byte) bool {
-	if len(h) == 0 {
-		return false
-	}
-	for _, c := range h {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-func isToken(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// fieldValue: visible characters, spaces, tabs and obs-text; no controls.
-func fieldValue(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }

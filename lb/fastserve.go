@@ -72,7 +72,7 @@ func (s *fastServer) serve() error {
 				<-errc
 				return http.ErrServerClosed
 			}
-			if temporaryAccept(err) {
+			if connlimit.TemporaryAccept(err) {
 				// Out of descriptors and the like: wait, as net/http does.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
@@ -90,13 +90,6 @@ func (s *fastServer) serve() error {
 		}
 		go c.serve()
 	}
-}
-
-// temporaryAccept reports an accept error worth waiting out (EMFILE,
-// ENFILE, ECONNABORTED...), as net/http's Serve does.
-func temporaryAccept(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // scanWatches starts the client watch of requests that run long
@@ -324,8 +317,8 @@ func (c *fastConn) serve() {
 			c.close()
 			return
 		}
-		head, err := peekHead(c.br, c.beforeRead)
-		if errors.Is(err, errNotFast) {
+		head, err := connlimit.PeekHead(c.br, c.beforeRead)
+		if errors.Is(err, connlimit.ErrNotPlain) {
 			c.handoff()
 			return
 		}
@@ -401,46 +394,6 @@ func (c *fastConn) handoff() {
 	}
 	if !c.s.hand.Give(pc) {
 		c.close()
-	}
-}
-
-// errNotFast: the request is for net/http.
-var errNotFast = errors.New("lb: not for the fast path")
-
-// peekHead returns the request head (through the empty line) without
-// consuming it. errNotFast: the head is longer than the buffer or has a
-// line that does not end in CRLF. more, if not nil, is called once before
-// the first read the head needs beyond what is buffered (to set its
-// deadline: a head that came whole needs none).
-func peekHead(br *bufio.Reader, more func()) ([]byte, error) {
-	from := 0
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		for i := from; i < len(buf); i++ {
-			if buf[i] != '\n' {
-				continue
-			}
-			if i == 0 || buf[i-1] != '\r' {
-				return nil, errNotFast // a bare LF: let net/http judge it
-			}
-			if i >= 3 && buf[i-2] == '\n' && buf[i-3] == '\r' {
-				return buf[:i+1], nil
-			}
-		}
-		from = len(buf)
-		if len(buf) >= br.Size() {
-			return nil, errNotFast
-		}
-		if more != nil {
-			more()
-			more = nil
-		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return nil, errNotFast
-			}
-			return nil, err
-		}
 	}
 }
 

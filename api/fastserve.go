@@ -1,0 +1,675 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/beaconhq/beacon/connlimit"
+)
+
+// fastServer serves the API's listener itself: it reads each request head
+// without consuming it and, when the request is a plain read it can hand
+// to the API's handler exactly as net/http would (fastConn.request), builds
+// the http.Request, runs the same handler (middleware, authorization,
+// metrics and all) with a ResponseWriter that keeps the answer, and writes
+// it in one write, on the connection's own goroutine. net/http's server
+// costs a read more than that per request (its background read, which
+// wakes a goroutine and moves the deadline twice), a context per request
+// and its response machinery: about a third of the CPU of a discovery read
+// (docs/benchmarks.md). Anything else (TLS, HTTP/1.0, other methods, a
+// body, Expect, upgrades, blocking queries, which park, the snapshot,
+// which streams, odd targets or headers) hands the whole connection, with
+// the bytes already read, to the net/http server that served every
+// request before, and it keeps the connection from then on.
+// docs/api.md ("The request path") lists the cases.
+type fastServer struct {
+	s    *Server
+	ln   net.Listener
+	hand *connlimit.Handoff // s.srv's listener: the connections handed over
+
+	closing atomic.Bool
+	// served counts requests the fast path answered, handedOff the
+	// connections given to net/http (tests read them).
+	served    atomic.Int64
+	handedOff atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*fastConn]struct{}
+	wg    sync.WaitGroup
+}
+
+const (
+	// fastReadBufSize is a connection's read buffer, net/http's size too; a
+	// head longer than it goes to net/http (which takes up to 64 KB).
+	fastReadBufSize = 4 << 10
+	// fastBodyMax is the most of an answer kept before it is sent: a
+	// longer one goes out in chunks as the handler writes it.
+	fastBodyMax = 64 << 10
+)
+
+func newFastServer(s *Server, ln net.Listener) *fastServer {
+	return &fastServer{s: s, ln: ln, hand: connlimit.NewHandoff(ln.Addr()), conns: map[*fastConn]struct{}{}}
+}
+
+// serve accepts connections until shutdown; s.srv serves the handed-off
+// ones meanwhile. It returns http.ErrServerClosed after shutdown.
+func (f *fastServer) serve() error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.s.srv.Serve(f.hand) }()
+	var delay time.Duration
+	for {
+		nc, err := f.ln.Accept()
+		if err != nil {
+			if f.closing.Load() {
+				<-errc
+				return http.ErrServerClosed
+			}
+			if connlimit.TemporaryAccept(err) {
+				// Out of descriptors and the like: wait, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			_ = f.hand.Close()
+			<-errc
+			return err
+		}
+		delay = 0
+		c := f.newConn(nc)
+		if c == nil {
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+func (f *fastServer) newConn(nc net.Conn) *fastConn {
+	c := &fastConn{f: f, nc: nc, remoteAddr: nc.RemoteAddr().String(), idle: true}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing.Load() {
+		return nil
+	}
+	f.conns[c] = struct{}{}
+	f.wg.Add(1)
+	return c
+}
+
+func (f *fastServer) forget(c *fastConn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	f.wg.Done()
+}
+
+// shutdown stops accepting, closes idle connections and lets requests in
+// flight finish (each connection closes after its current answer), until
+// ctx ends; then it closes the rest. net/http's server is shut down by the
+// caller.
+func (f *fastServer) shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	f.closing.Store(true)
+	f.mu.Unlock()
+	_ = f.ln.Close()
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	ticker := time.NewTicker(20 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		f.closeConns(false)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			f.closeConns(true)
+			<-done
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// closeConns closes the idle connections, or all of them.
+func (f *fastServer) closeConns(all bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		c.mu.Lock()
+		if (all || c.idle) && !c.closed {
+			c.closed = true
+			c.nc.Close()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// fastConn is one client connection served by the fast path.
+type fastConn struct {
+	f          *fastServer
+	nc         net.Conn
+	br         *bufio.Reader
+	remoteAddr string
+	ctx        context.Context // every request's: the server's base, cancelled when the connection ends
+	w          fastResponse    // reused by each request
+	out        []byte          // the answer being written, reused
+	date       []byte          // the Date header's value, for dateSec
+	dateSec    int64
+	writeBy    time.Time // the write deadline set on nc
+
+	mu     sync.Mutex
+	idle   bool // between requests: shutdown may close it
+	closed bool
+}
+
+func (c *fastConn) setActive() bool { return c.setIdleState(false) }
+func (c *fastConn) setIdle() bool   { return c.setIdleState(true) }
+
+// setIdleState marks the connection idle or busy; false once it is closed
+// or the server is shutting down.
+func (c *fastConn) setIdleState(idle bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.f.closing.Load() {
+		return false
+	}
+	c.idle = idle
+	return true
+}
+
+func (c *fastConn) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+func (c *fastConn) serve() {
+	defer c.f.forget(c)
+	if isTLS(c.nc) {
+		// TLS stays with net/http, handshake and all.
+		c.handoff()
+		return
+	}
+	ctx, cancel := context.WithCancel(c.f.s.base)
+	defer cancel()
+	ctx = context.WithValue(ctx, http.ServerContextKey, c.f.s.srv)
+	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
+	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
+	cfg := &c.f.s.cfg
+	for first := true; ; first = false {
+		if c.br.Buffered() == 0 {
+			if !c.setIdle() {
+				c.close()
+				return
+			}
+			// A connection's first head is due within the read header
+			// timeout, a later one after up to the idle timeout, as
+			// net/http has it.
+			wait := cfg.IdleTimeout
+			if first || wait <= 0 {
+				wait = cfg.ReadHeaderTimeout
+			}
+			c.setReadDeadline(wait)
+			if _, err := c.br.Peek(1); err != nil {
+				c.close()
+				return
+			}
+		}
+		if !c.setActive() {
+			c.close()
+			return
+		}
+		head, err := connlimit.PeekHead(c.br, func() { c.setReadDeadline(cfg.ReadHeaderTimeout) })
+		if errors.Is(err, connlimit.ErrNotPlain) {
+			c.handoff()
+			return
+		}
+		if err != nil {
+			// The client stopped half-way through a head, or took too
+			// long: net/http answers nothing either.
+			c.close()
+			return
+		}
+		r, ok := c.request(head)
+		if !ok {
+			c.handoff()
+			return
+		}
+		_, _ = c.br.Discard(len(head))
+		if !c.answer(r) {
+			c.close()
+			return
+		}
+	}
+}
+
+func (c *fastConn) setReadDeadline(d time.Duration) {
+	if d > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
+// handoff gives the connection, and what was read of it, to net/http.
+func (c *fastConn) handoff() {
+	_ = c.nc.SetDeadline(time.Time{})
+	conn := c.nc
+	if c.br != nil && c.br.Buffered() > 0 {
+		b, _ := c.br.Peek(c.br.Buffered())
+		conn = &prefixConn{Conn: c.nc, pending: bytes.Clone(b)}
+	}
+	c.f.handedOff.Add(1)
+	if !c.f.hand.Give(conn) {
+		c.close()
+	}
+}
+
+// isTLS reports whether c, under its wrappers, is a TLS connection.
+func isTLS(c net.Conn) bool {
+	for range 8 {
+		switch v := c.(type) {
+		case *tls.Conn:
+			return true
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// fastRoute reports whether a GET of path may take the fast path: the
+// API's reads, not the snapshot (it streams an archive of any size).
+func fastRoute(path []byte) bool {
+	return bytes.HasPrefix(path, []byte("/v1/")) && !bytes.HasPrefix(path, []byte("/v1/snapshot"))
+}
+
+// request builds the http.Request net/http would build for head, when the
+// fast path takes it: a GET in HTTP/1.1 of an API read (fastRoute) whose
+// target is plain (connlimit.PlainPath, PlainQuery) and asks no blocking
+// query (index: those park, which takes the connection out of net/http),
+// with exactly one plain Host, no body, no Transfer-Encoding, Expect,
+// Upgrade or HTTP2-Settings, a Connection header of close or keep-alive
+// only, and every header line well formed. Anything else is for net/http,
+// which parses, refuses or serves it as it always did.
+func (c *fastConn) request(head []byte) (*http.Request, bool) {
+	eol := bytes.Index(head, crlfBytes)
+	line := head[:eol]
+	rest, ok := bytes.CutPrefix(line, []byte("GET "))
+	if !ok {
+		return nil, false
+	}
+	sp := bytes.IndexByte(rest, ' ')
+	if sp < 0 || string(rest[sp+1:]) != "HTTP/1.1" {
+		return nil, false
+	}
+	target := rest[:sp]
+	path, query, hasQuery := bytes.Cut(target, []byte{'?'})
+	if !fastRoute(path) || bytes.Contains(path, []byte("//")) || !connlimit.PlainPath(path) {
+		return nil, false
+	}
+	if hasQuery && (!connlimit.PlainQuery(query) || hasQueryKey(query, "index")) {
+		return nil, false
+	}
+	h := make(http.Header, 8)
+	var host []byte
+	hosts, closing := 0, false
+	for pos := eol + 2; pos < len(head)-2; {
+		name, value, next, ok := connlimit.NextHeader(head, pos)
+		if !ok {
+			return nil, false
+		}
+		pos = next
+		key := headerKey(name)
+		switch key {
+		case "Host":
+			hosts++
+			host = value
+			continue // net/http moves it to Request.Host
+		case "Content-Length":
+			if string(value) != "0" {
+				return nil, false
+			}
+		case "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings":
+			return nil, false
+		case "Connection":
+			cl, ok := connlimit.ConnectionClose(value)
+			if !ok {
+				return nil, false
+			}
+			closing = closing || cl
+		}
+		h[key] = append(h[key], string(value))
+	}
+	if hosts != 1 || !connlimit.PlainHost(host) {
+		return nil, false
+	}
+	u, err := url.ParseRequestURI(string(target))
+	if err != nil {
+		return nil, false
+	}
+	// As net/http's reader: HTTP/1.0's Pragma: no-cache means Cache-Control: no-cache.
+	if pragma, ok := h["Pragma"]; ok && len(pragma) > 0 && pragma[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	r := &http.Request{
+		Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: http.NoBody, Host: string(host), RemoteAddr: c.remoteAddr,
+		RequestURI: string(target), Close: closing,
+	}
+	return r.WithContext(c.ctx), true
+}
+
+var crlfBytes = []byte("\r\n")
+
+// hasQueryKey reports whether the raw query q has the parameter key, as
+// url.ParseQuery would decode its names.
+func hasQueryKey(q []byte, key string) bool {
+	for len(q) > 0 {
+		var part []byte
+		part, q, _ = bytes.Cut(q, []byte{'&'})
+		name, _, _ := bytes.Cut(part, []byte{'='})
+		if string(name) == key {
+			return true
+		}
+		if bytes.ContainsAny(name, "%+") {
+			if n, err := url.QueryUnescape(string(name)); err != nil || n == key {
+				return true // undecodable: ParseQuery would drop it, but let net/http's path judge
+			}
+		}
+	}
+	return false
+}
+
+// headerKey is name in canonical form, as net/http's reader keys it,
+// without an allocation for the names clients send most.
+func headerKey(name []byte) string {
+	switch string(name) {
+	case "Host", "host":
+		return "Host"
+	case "User-Agent", "user-agent":
+		return "User-Agent"
+	case "Accept", "accept":
+		return "Accept"
+	case "Accept-Encoding", "accept-encoding":
+		return "Accept-Encoding"
+	case "Connection", "connection":
+		return "Connection"
+	case "Authorization", "authorization":
+		return "Authorization"
+	case "X-Beacon-Token", "x-beacon-token":
+		return "X-Beacon-Token"
+	case "X-Consul-Token", "x-consul-token":
+		return "X-Consul-Token"
+	case "Content-Length", "content-length":
+		return "Content-Length"
+	case "Content-Type", "content-type":
+		return "Content-Type"
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// answer runs the API's handler for r and writes its answer. It reports
+// whether the connection serves another request.
+func (c *fastConn) answer(r *http.Request) (keep bool) {
+	w := &c.w
+	w.reset(c)
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				c.f.s.logger.Error("panic serving a request", "remote", c.remoteAddr, "path", r.URL.Path,
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+			keep = false
+		}
+	}()
+	c.f.s.handler.ServeHTTP(w, r)
+	c.f.served.Add(1)
+	keep = !r.Close && !c.f.closing.Load() && !hasToken(w.header["Connection"], "close")
+	return w.finish(keep) && keep
+}
+
+func hasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// write sends b, within the server's write timeout (moved only when less
+// than half of it is left: moving a deadline costs).
+func (c *fastConn) write(b []byte) error {
+	if wt := c.f.s.srv.WriteTimeout; wt > 0 {
+		if now := time.Now(); c.writeBy.Sub(now) < wt/2 {
+			c.writeBy = now.Add(wt)
+			_ = c.nc.SetWriteDeadline(c.writeBy)
+		}
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// fastResponse is the fast path's ResponseWriter: it keeps the answer (up
+// to fastBodyMax, then sends it in chunks) and writes it with its length.
+type fastResponse struct {
+	c      *fastConn
+	header http.Header
+	status int
+	body   []byte
+	// chunked: the head went out and the body goes in chunks.
+	chunked bool
+	err     error
+}
+
+func (w *fastResponse) reset(c *fastConn) {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	clear(w.header)
+	w.c, w.status, w.chunked, w.err = c, 0, false, nil
+	if cap(w.body) > fastBodyMax {
+		w.body = nil
+	}
+	w.body = w.body[:0]
+}
+
+func (w *fastResponse) Header() http.Header { return w.header }
+
+func (w *fastResponse) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
+	}
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+}
+
+func (w *fastResponse) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.chunked && len(w.body)+len(b) <= fastBodyMax {
+		w.body = append(w.body, b...)
+		return len(b), nil
+	}
+	if !w.chunked {
+		// Too long to keep: the head goes now, the body in chunks.
+		w.chunked = true
+		out := appendHead(w.c.out[:0], w.status, w.header, -1, w.body, true, w.c.now())
+		out = appendChunk(out, w.body)
+		w.body = w.body[:0]
+		w.c.out = out
+		if w.err = w.c.write(out); w.err != nil {
+			return 0, w.err
+		}
+	}
+	w.c.out = appendChunk(w.c.out[:0], b)
+	if w.err = w.c.write(w.c.out); w.err != nil {
+		return 0, w.err
+	}
+	return len(b), nil
+}
+
+func appendChunk(dst, b []byte) []byte {
+	if len(b) == 0 {
+		return dst
+	}
+	dst = strconv.AppendInt(dst, int64(len(b)), 16)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, b...)
+	return append(dst, "\r\n"...)
+}
+
+// finish sends what is left of the answer; false if it could not.
+func (w *fastResponse) finish(keep bool) bool {
+	c := w.c
+	defer func() {
+		if cap(c.out) > fastBodyMax {
+			c.out = nil
+		}
+	}()
+	if w.err != nil {
+		return false
+	}
+	if w.chunked {
+		return c.write(append(c.out[:0], "0\r\n\r\n"...)) == nil
+	}
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	c.out = appendHead(c.out[:0], w.status, w.header, len(w.body), w.body, keep, c.now())
+	if bodyAllowed(w.status) {
+		c.out = append(c.out, w.body...)
+	}
+	return c.write(c.out) == nil
+}
+
+// now returns the Date header's value, formatted once a second.
+func (c *fastConn) now() []byte {
+	now := time.Now()
+	if sec := now.Unix(); sec != c.dateSec || c.date == nil {
+		c.dateSec = sec
+		c.date = now.UTC().AppendFormat(c.date[:0], http.TimeFormat)
+	}
+	return c.date
+}
+
+func bodyAllowed(code int) bool {
+	return code != http.StatusNoContent && code != http.StatusNotModified && code >= 200
+}
+
+// headersSetByServer are the header fields appendHead writes itself.
+var headersSetByServer = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Date": true, "Connection": true}
+
+// appendHead appends the status line and header of an answer as net/http
+// writes them for a handler that wrote its whole body at once: Date,
+// Content-Length (length < 0: chunked instead), a Content-Type sniffed
+// from body when none is set, "Connection: close" when the connection is
+// not kept, then h's fields in key order. Fields with invalid names are
+// left out, and control characters in values (line breaks included)
+// become spaces: a client would refuse the whole answer over one of them,
+// and a line break would start a header of its own.
+func appendHead(dst []byte, code int, h http.Header, length int, body []byte, keep bool, date []byte) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, ' ')
+	if text := http.StatusText(code); text != "" {
+		dst = append(dst, text...)
+	} else {
+		dst = append(dst, "status code "...)
+		dst = strconv.AppendInt(dst, int64(code), 10)
+	}
+	dst = append(dst, "\r\n"...)
+	if bodyAllowed(code) {
+		if _, ok := h["Content-Type"]; !ok && len(body) > 0 {
+			dst = appendField(dst, "Content-Type", http.DetectContentType(body))
+		}
+		if length >= 0 {
+			dst = append(dst, "Content-Length: "...)
+			dst = strconv.AppendInt(dst, int64(length), 10)
+			dst = append(dst, "\r\n"...)
+		} else {
+			dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+		}
+	}
+	dst = append(dst, "Date: "...)
+	dst = append(dst, date...)
+	dst = append(dst, "\r\n"...)
+	if !keep {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	var buf [16]string
+	keys := buf[:0]
+	for k := range h {
+		if !headersSetByServer[k] && validFieldName(k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			dst = appendField(dst, k, v)
+		}
+	}
+	return append(dst, "\r\n"...)
+}
+
+func appendField(dst []byte, k, v string) []byte {
+	dst = append(dst, k...)
+	dst = append(dst, ": "...)
+	v = strings.TrimSpace(v)
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			c = ' '
+		}
+		dst = append(dst, c)
+	}
+	return append(dst, "\r\n"...)
+}
+
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

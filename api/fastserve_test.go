@@ -1,0 +1,450 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/beaconhq/beacon/api/apitest"
+	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/connlimit"
+)
+
+// twinServers are two APIs over one catalog: one with the fast path, one
+// serving everything through net/http (DisableFastPath). What the fast path
+// answers must be what net/http's path answers.
+func twinServers(t *testing.T, opts ...func(*Config)) (fast, slow *testServer) {
+	t.Helper()
+	cl := apitest.NewCluster(testLogger(t, "fsm"))
+	fast = newTestServerOn(t, cl, nil, opts...)
+	slow = newTestServerOn(t, cl, nil, append(slices.Clone(opts), func(c *Config) { c.DisableFastPath = true })...)
+	return fast, slow
+}
+
+func (ts *testServer) fastStats() (served, handedOff int64) {
+	f := ts.api.fast.Load()
+	if f == nil {
+		ts.t.Fatal("the server runs no fast path")
+	}
+	return f.served.Load(), f.handedOff.Load()
+}
+
+// rawAnswer is one answer read off a connection.
+type rawAnswer struct {
+	status  int
+	header  http.Header
+	body    []byte
+	close   bool
+	chunked bool
+	err     error
+}
+
+// exchange sends raw on a new connection to ts and reads n answers (or
+// what can be read: a closed connection ends the list with its error).
+func (ts *testServer) exchange(raw string, methods ...string) []rawAnswer {
+	ts.t.Helper()
+	addr := strings.TrimPrefix(ts.url, "http://")
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, strings.ReplaceAll(raw, "HOST", addr)); err != nil {
+		ts.t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	var out []rawAnswer
+	for _, m := range methods {
+		resp, err := http.ReadResponse(br, &http.Request{Method: m})
+		if err != nil {
+			out = append(out, rawAnswer{err: err})
+			return out
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out = append(out, rawAnswer{status: resp.StatusCode, header: resp.Header, body: body, close: resp.Close,
+			chunked: slices.Contains(resp.TransferEncoding, "chunked"), err: err})
+	}
+	return out
+}
+
+// sameAnswer fails the test unless a and b say the same: status, header
+// fields (but Date, and the framing: Content-Length, Transfer-Encoding),
+// body and whether the connection closes.
+func sameAnswer(t *testing.T, what string, a, b rawAnswer) {
+	t.Helper()
+	if a.err != nil || b.err != nil {
+		if (a.err == nil) != (b.err == nil) {
+			t.Errorf("%s: fast path error %v, net/http path error %v", what, a.err, b.err)
+		}
+		return
+	}
+	strip := func(h http.Header) http.Header {
+		h = h.Clone()
+		for _, k := range []string{"Date", "Content-Length", "Transfer-Encoding"} {
+			delete(h, k)
+		}
+		return h
+	}
+	if a.status != b.status || a.close != b.close || !reflect.DeepEqual(strip(a.header), strip(b.header)) || !bytes.Equal(a.body, b.body) {
+		t.Errorf("%s: answers differ\nfast path: %d close=%v %v\n%s\nnet/http:  %d close=%v %v\n%s",
+			what, a.status, a.close, a.header, a.body, b.status, b.close, b.header, b.body)
+	}
+}
+
+// fastCase is a raw request ("HOST" stands for the server's address) and
+// whether the fast path takes it.
+type fastCase struct {
+	name string
+	raw  string
+	fast bool
+}
+
+func get(target, headers string) string {
+	return "GET " + target + " HTTP/1.1\r\nHost: HOST\r\n" + headers + "\r\n"
+}
+
+var fastCases = []fastCase{
+	{"discovery", get("/v1/services/web/instances", ""), true},
+	{"by tag", get("/v1/services/web/instances?tag=blue", ""), true},
+	{"consistent", get("/v1/services/web/instances?consistent", ""), true},
+	{"stale", get("/v1/services/web/instances?max_stale=5s", ""), true},
+	{"filter", get("/v1/services/web/instances?filter=Meta.zone%20%3D%3D%20%22a%22", ""), true},
+	{"bad filter", get("/v1/services/web/instances?filter=%3D%3D", ""), true},
+	{"page", get("/v1/services/web/instances?limit=1", ""), true},
+	{"unknown parameter", get("/v1/services/web/instances?bogus=1", ""), true},
+	{"bad consistent", get("/v1/services/web/instances?consistent=maybe", ""), true},
+	{"one instance", get("/v1/services/web/instances/web-1", ""), true},
+	{"no such instance", get("/v1/services/web/instances/nope", ""), true},
+	{"no such service", get("/v1/services/nope/instances", ""), true},
+	{"services", get("/v1/services", ""), true},
+	{"services by prefix", get("/v1/services?prefix=w", ""), true},
+	{"checks", get("/v1/checks", ""), true},
+	{"cluster status", get("/v1/cluster/status", ""), true},
+	{"unknown route", get("/v1/nope", ""), true},
+	{"trailing slash", get("/v1/services/web/instances/", ""), true},
+	{"dot segment", get("/v1/services/./web/instances", ""), true},
+	{"dot-dot segment", get("/v1/services/web/../web/instances", ""), true},
+	{"odd path characters", get("/v1/services/w!b'(x)*/instances", ""), true},
+	{"lower-case names", "GET /v1/services/web/instances HTTP/1.1\r\nhost: HOST\r\nuser-agent: t\r\naccept: */*\r\n\r\n", true},
+	{"repeated header", get("/v1/services/web/instances", "Accept: a\r\nAccept: b\r\n"), true},
+	{"connection close", get("/v1/services/web/instances", "Connection: close\r\n"), true},
+	{"connection keep-alive", get("/v1/services/web/instances", "Connection: keep-alive\r\n"), true},
+	{"content-length 0", get("/v1/services/web/instances", "Content-Length: 0\r\n"), true},
+	{"pragma", get("/v1/services/web/instances", "Pragma: no-cache\r\n"), true},
+	{"foreign origin", get("/v1/services/web/instances", "Origin: http://evil.example\r\n"), true},
+	{"cross-site fetch", get("/v1/services/web/instances", "Sec-Fetch-Site: cross-site\r\n"), true},
+	{"foreign host", "GET /v1/services/web/instances HTTP/1.1\r\nHost: evil.example\r\n\r\n", true},
+	{"token", get("/v1/services/web/instances", "X-Beacon-Token: not-a-token\r\n"), true},
+	{"bearer", get("/v1/services/web/instances", "Authorization: Bearer not-a-token\r\n"), true},
+	{"token in the URL", get("/v1/services/web/instances?token=x", ""), true},
+	{"blank value", get("/v1/services/web/instances", "X-Empty:\r\n"), true},
+	{"tab in value", get("/v1/services/web/instances", "X-Tab: a\tb\r\n"), true},
+
+	{"blocking query", get("/v1/services/web/instances?index=1&wait=1s", ""), false},
+	{"blocking query, escaped name", get("/v1/services/web/instances?ind%65x=1&wait=1s", ""), false},
+	{"HEAD", "HEAD /v1/services HTTP/1.1\r\nHost: HOST\r\n\r\n", false},
+	{"POST", "POST /v1/services HTTP/1.1\r\nHost: HOST\r\nContent-Length: 0\r\n\r\n", false},
+	{"HTTP/1.0", "GET /v1/services HTTP/1.0\r\nHost: HOST\r\n\r\n", false},
+	{"not the API", get("/healthz", ""), false},
+	{"snapshot", get("/v1/snapshot?bogus=1", ""), false},
+	{"escaped path", get("/v1/services/web%2Fx/instances", ""), false},
+	{"double slash", get("/v1//services", ""), false},
+	{"absolute form", "GET http://HOST/v1/services HTTP/1.1\r\nHost: HOST\r\n\r\n", false},
+	{"bad query escape", get("/v1/services/web/instances?tag=%zz", ""), false},
+	{"semicolon in query", get("/v1/services/web/instances?tag=a;b", ""), false},
+	{"no host", "GET /v1/services HTTP/1.1\r\n\r\n", false},
+	{"two hosts", "GET /v1/services HTTP/1.1\r\nHost: HOST\r\nHost: HOST\r\n\r\n", false},
+	{"host with a space", "GET /v1/services HTTP/1.1\r\nHost: a b\r\n\r\n", false},
+	{"obs-fold", get("/v1/services", "X-A: b\r\n c\r\n"), false},
+	{"space before colon", get("/v1/services", "X-A : b\r\n"), false},
+	{"control character", get("/v1/services", "X-A: b\x01c\r\n"), false},
+	{"bare LF", "GET /v1/services HTTP/1.1\nHost: HOST\n\n", false},
+	{"body", get("/v1/services", "Content-Length: 2\r\n") + "{}", false},
+	{"chunked", get("/v1/services", "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n", false},
+	{"expect", get("/v1/services", "Expect: 100-continue\r\n"), false},
+	{"upgrade", get("/v1/services", "Connection: Upgrade\r\nUpgrade: websocket\r\n"), false},
+	{"h2c preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
+}
+
+// seedCatalog registers what the cases read.
+func seedCatalog(ts *testServer) {
+	ts.register("web", "web-1", client.Registration{Address: "127.0.0.1", Port: 8080, Tags: []string{"blue"}, Meta: map[string]string{"zone": "a"}})
+	ts.register("web", "web-2", client.Registration{Address: "127.0.0.1", Port: 8081, Tags: []string{"green"}, Meta: map[string]string{"zone": "b"}})
+}
+
+// TestFastPathAnswersAsNetHTTP sends every case to an API with the fast
+// path and to one without, over one catalog, and compares the answers;
+// each case must take the path it is listed for.
+func TestFastPathAnswersAsNetHTTP(t *testing.T) {
+	fast, slow := twinServers(t)
+	seedCatalog(fast)
+	for _, c := range fastCases {
+		method := strings.Fields(c.raw)[0]
+		served, handed := fast.fastStats()
+		a := fast.exchange(c.raw, method)[0]
+		served2, handed2 := fast.fastStats()
+		switch {
+		case c.fast && (served2 != served+1 || handed2 != handed):
+			t.Errorf("%s: not served by the fast path (served %d→%d, handed off %d→%d)", c.name, served, served2, handed, handed2)
+		case !c.fast && (served2 != served || handed2 != handed+1):
+			t.Errorf("%s: not handed to net/http (served %d→%d, handed off %d→%d)", c.name, served, served2, handed, handed2)
+		}
+		b := slow.exchange(c.raw, method)[0]
+		sameAnswer(t, c.name, a, b)
+	}
+}
+
+// TestFastPathAnswersAsNetHTTPWithAuth is the same with tokens checked.
+func TestFastPathAnswersAsNetHTTPWithAuth(t *testing.T) {
+	const mgmt = "management-secret"
+	fast, slow := twinServers(t, func(c *Config) { c.Auth = AuthConfig{ManagementTokenHash: HashToken(mgmt)} })
+	// Registered with the management token (do sends none).
+	for _, id := range []string{"web-1", "web-2"} {
+		body := `{"address":"127.0.0.1","port":8080}`
+		raw := fmt.Sprintf("PUT /v1/services/web/instances/%s HTTP/1.1\r\nHost: HOST\r\nX-Beacon-Token: %s\r\n"+
+			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", id, mgmt, len(body), body)
+		if a := fast.exchange(raw, "PUT")[0]; a.status != http.StatusOK {
+			t.Fatalf("register %s: %d %s", id, a.status, a.body)
+		}
+	}
+	cases := []fastCase{
+		{"no token", get("/v1/services/web/instances", ""), true},
+		{"bad token", get("/v1/services/web/instances", "X-Beacon-Token: nope\r\n"), true},
+		{"management token", get("/v1/services/web/instances", "X-Beacon-Token: "+mgmt+"\r\n"), true},
+		{"bearer", get("/v1/services/web/instances", "Authorization: Bearer "+mgmt+"\r\n"), true},
+		{"lower-case token header", get("/v1/services/web/instances", "x-beacon-token: "+mgmt+"\r\n"), true},
+		{"token in the URL", get("/v1/services/web/instances?token="+mgmt, ""), true},
+		{"tokens list", get("/v1/tokens", "X-Beacon-Token: "+mgmt+"\r\n"), true},
+		{"tokens list, no token", get("/v1/tokens", ""), true},
+		{"foreign origin with token", get("/v1/services", "X-Beacon-Token: "+mgmt+"\r\nOrigin: http://evil.example\r\n"), true},
+	}
+	for _, c := range cases {
+		served, _ := fast.fastStats()
+		a := fast.exchange(c.raw, "GET")[0]
+		if s, _ := fast.fastStats(); s != served+1 {
+			t.Errorf("%s: not served by the fast path", c.name)
+		}
+		sameAnswer(t, c.name, a, slow.exchange(c.raw, "GET")[0])
+	}
+}
+
+// TestFastPathKeepsAConnectionAndHandsItOver: requests on one connection,
+// pipelined, are answered in order; the first that is not for the fast
+// path hands the connection, with the bytes after it, to net/http, which
+// answers it and the rest.
+func TestFastPathKeepsAConnectionAndHandsItOver(t *testing.T) {
+	fast, _ := twinServers(t)
+	seedCatalog(fast)
+	raw := get("/v1/services/web/instances/web-1", "") + get("/v1/services/web/instances/web-2", "") +
+		"HEAD /v1/services HTTP/1.1\r\nHost: HOST\r\n\r\n" + get("/v1/services/web/instances/web-1", "Connection: close\r\n")
+	served, handed := fast.fastStats()
+	answers := fast.exchange(raw, "GET", "GET", "HEAD", "GET")
+	if len(answers) != 4 {
+		t.Fatalf("%d answers, want 4: %+v", len(answers), answers)
+	}
+	for i, want := range []string{"web-1", "web-2", "", "web-1"} {
+		a := answers[i]
+		if a.err != nil || a.status != http.StatusOK {
+			t.Fatalf("answer %d: %d %v %s", i, a.status, a.err, a.body)
+		}
+		if want != "" && !bytes.Contains(a.body, []byte(`"id":"`+want+`"`)) {
+			t.Errorf("answer %d is not %s's: %s", i, want, a.body)
+		}
+	}
+	if !answers[3].close {
+		t.Errorf("the last answer does not close the connection")
+	}
+	if s, h := fast.fastStats(); s != served+2 || h != handed+1 {
+		t.Errorf("served %d→%d (want +2), handed off %d→%d (want +1)", served, s, handed, h)
+	}
+}
+
+// TestFastPathSendsALongAnswerInChunks: an answer longer than the fast
+// path keeps goes out in chunks as the handler writes it, the same JSON
+// as net/http's path sends.
+func TestFastPathSendsALongAnswerInChunks(t *testing.T) {
+	fast, slow := twinServers(t)
+	long := strings.Repeat("m", 500)
+	n := 0
+	for ; n*700 < 3*fastBodyMax; n++ {
+		fast.register("big", fmt.Sprintf("big-%03d", n), client.Registration{Address: "127.0.0.1", Port: 9000 + n, Meta: map[string]string{"pad": long}})
+	}
+	raw := get("/v1/services/big/instances", "") + get("/v1/services/big/instances/big-001", "")
+	a := fast.exchange(raw, "GET", "GET")
+	b := slow.exchange(raw, "GET", "GET")
+	if len(a) != 2 || a[0].err != nil || a[1].err != nil {
+		t.Fatalf("fast path answers: %+v", a)
+	}
+	if !a[0].chunked || len(a[0].body) <= fastBodyMax {
+		t.Errorf("the long answer (%d bytes) was not chunked", len(a[0].body))
+	}
+	if a[1].chunked {
+		t.Errorf("a short answer after it was chunked")
+	}
+	var insts []client.Instance
+	if err := json.Unmarshal(a[0].body, &insts); err != nil || len(insts) != n {
+		t.Fatalf("decoded %d instances of %d: %v", len(insts), n, err)
+	}
+	for i := range a {
+		sameAnswer(t, fmt.Sprint("answer ", i), a[i], b[i])
+	}
+}
+
+// TestFastPathShutdown: Shutdown closes idle connections at once and lets
+// a request in flight finish, with "Connection: close".
+func TestFastPathShutdown(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	ts := newTestServerOn(t, nil, func(s *Server) {
+		s.Mount("/v1/held/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			_, _ = io.WriteString(w, "done")
+		}))
+	})
+	addr := strings.TrimPrefix(ts.url, "http://")
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, c := range []net.Conn{idle, busy} {
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	}
+	// The idle connection has been served once.
+	if _, err := io.WriteString(idle, strings.ReplaceAll(get("/v1/services", ""), "HOST", addr)); err != nil {
+		t.Fatal(err)
+	}
+	idleR := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(idleR, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if _, err := io.WriteString(busy, strings.ReplaceAll(get("/v1/held/x", ""), "HOST", addr)); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		shut <- ts.api.Shutdown(ctx)
+	}()
+	// The idle connection is closed while the request is still held.
+	if _, err := idleR.ReadByte(); err == nil {
+		t.Fatal("the idle connection sent data; want it closed")
+	}
+	close(release)
+	resp, err = http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil {
+		t.Fatalf("the request in flight got no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "done" || !resp.Close {
+		t.Errorf("answer %q, close=%v; want done, close", body, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// TestFastPathPanicClosesOnlyItsConnection: a handler's panic ends its
+// connection without an answer (as net/http's server does); the server goes
+// on serving.
+func TestFastPathPanicClosesOnlyItsConnection(t *testing.T) {
+	var panics atomic.Int64
+	ts := newTestServerOn(t, nil, func(s *Server) {
+		s.Mount("/v1/boom/", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+			panics.Add(1)
+			panic("boom")
+		}))
+	})
+	a := ts.exchange(get("/v1/boom/x", ""), "GET")
+	if a[0].err == nil {
+		t.Fatalf("the panicking request got an answer: %d %s", a[0].status, a[0].body)
+	}
+	if panics.Load() != 1 {
+		t.Fatalf("handler ran %d times", panics.Load())
+	}
+	if b := ts.exchange(get("/v1/services", ""), "GET"); b[0].err != nil || b[0].status != http.StatusOK {
+		t.Fatalf("after the panic: %+v", b[0])
+	}
+}
+
+// TestFastPathLeavesTLSToNetHTTP: a TLS connection is handed over before
+// anything is read of it.
+func TestFastPathLeavesTLSToNetHTTP(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	tc := tls.Client(a, &tls.Config{})
+	if !isTLS(tc) || !isTLS(&prefixConn{Conn: tc}) {
+		t.Fatal("a TLS connection is not seen as one")
+	}
+	if isTLS(a) || isTLS(&prefixConn{Conn: a}) {
+		t.Fatal("a plain connection is seen as TLS")
+	}
+}
+
+func TestHasQueryKey(t *testing.T) {
+	for q, want := range map[string]bool{
+		"": false, "index": true, "index=1": true, "a=1&index=2": true, "ind%65x=1": true, "%69ndex": true,
+		"indexes=1": false, "x=index": false, "in+dex=1": false, "%zz=1": true, "a=%zz": false,
+	} {
+		if got := hasQueryKey([]byte(q), "index"); got != want {
+			t.Errorf("hasQueryKey(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
+// FuzzFastPathRequest: every head the fast path takes must be one net/http
+// reads the same way: method, target, URL, host, header fields (Host moved
+// out, as net/http's server does), "Connection: close", no body.
+func FuzzFastPathRequest(f *testing.F) {
+	for _, c := range fastCases {
+		f.Add([]byte(strings.ReplaceAll(c.raw, "HOST", "127.0.0.1:8500")))
+	}
+	c := &fastConn{ctx: context.Background(), remoteAddr: "127.0.0.1:1"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		head, err := connlimit.PeekHead(bufio.NewReaderSize(bytes.NewReader(data), fastReadBufSize), nil)
+		if err != nil {
+			return
+		}
+		got, ok := c.request(head)
+		if !ok {
+			return
+		}
+		want, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("the fast path took %q, net/http refuses it: %v", head, err)
+		}
+		want.Header.Del("Host") // if ReadRequest left it: the server deletes it
+		if got.Method != want.Method || got.RequestURI != want.RequestURI || got.URL.String() != want.URL.String() ||
+			got.URL.Path != want.URL.Path || got.URL.RawPath != want.URL.RawPath || got.URL.RawQuery != want.URL.RawQuery ||
+			got.Host != want.Host || got.Close != want.Close || want.ContentLength != 0 || got.Proto != want.Proto ||
+			!reflect.DeepEqual(got.Header, want.Header) {
+			t.Fatalf("head %q\nfast path: %s %s %q host %q close %v %v\nnet/http:  %s %s %q host %q close %v %v (length %d)", head,
+				got.Method, got.RequestURI, got.URL, got.Host, got.Close, got.Header,
+				want.Method, want.RequestURI, want.URL, want.Host, want.Close, want.Header, want.ContentLength)
+		}
+	})
+}
