@@ -60,6 +60,10 @@ const (
 	// fastBodyMax is the most of an answer kept before it is sent: a
 	// longer one goes out in chunks as the handler writes it.
 	fastBodyMax = 64 << 10
+	// fastKeepBuf is the largest answer buffer a connection keeps for its
+	// next request: an idle connection holds at most this besides its read
+	// buffer.
+	fastKeepBuf = 16 << 10
 )
 
 func newFastServer(s *Server, ln net.Listener) *fastServer {
@@ -491,7 +495,7 @@ func (w *fastResponse) reset(c *fastConn) {
 	}
 	clear(w.header)
 	w.c, w.status, w.chunked, w.err = c, 0, false, nil
-	if cap(w.body) > fastBodyMax {
+	if cap(w.body) > fastKeepBuf {
 		w.body = nil
 	}
 	w.body = w.body[:0]
@@ -554,8 +558,12 @@ func appendChunk(dst, b []byte) []byte {
 func (w *fastResponse) finish(keep bool) bool {
 	c := w.c
 	defer func() {
-		if cap(c.out) > fastBodyMax {
+		// An idle connection keeps small buffers only.
+		if cap(c.out) > fastKeepBuf {
 			c.out = nil
+		}
+		if cap(w.body) > fastKeepBuf {
+			w.body = nil
 		}
 	}()
 	if w.err != nil {
