@@ -64,6 +64,9 @@ const (
 	// next request: an idle connection holds at most this besides its read
 	// buffer.
 	fastKeepBuf = 16 << 10
+	// fastMaxHeaderLines: a head with more header lines goes to net/http
+	// (which refuses more than 500 with 431).
+	fastMaxHeaderLines = 100
 )
 
 func newFastServer(s *Server, ln net.Listener) *fastServer {
@@ -141,8 +144,9 @@ func (f *fastServer) shutdown(ctx context.Context) error {
 		case <-done:
 			return nil
 		case <-ctx.Done():
+			// As net/http's Shutdown: the connections are closed, a
+			// handler that has not returned is not waited for.
 			f.closeConns(true)
-			<-done
 			return ctx.Err()
 		case <-ticker.C:
 		}
@@ -171,7 +175,6 @@ type fastConn struct {
 	remoteAddr string
 	ctx        context.Context // every request's: the server's base, cancelled when the connection ends
 	w          fastResponse    // reused by each request
-	out        []byte          // the answer being written, reused
 	date       []byte          // the Date header's value, for dateSec
 	dateSec    int64
 	writeBy    time.Time // the write deadline set on nc
@@ -207,6 +210,10 @@ func (c *fastConn) serve() {
 	defer c.f.forget(c)
 	if isTLS(c.nc) {
 		// TLS stays with net/http, handshake and all.
+		if !c.setActive() {
+			c.close()
+			return
+		}
 		c.handoff()
 		return
 	}
@@ -217,6 +224,10 @@ func (c *fastConn) serve() {
 	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
+		// A head is due within the read header timeout of the moment it
+		// starts: the connection's opening for the first, its first byte
+		// for a later one (as net/http has it).
+		headBy := time.Now().Add(cfg.ReadHeaderTimeout)
 		if c.br.Buffered() == 0 {
 			if !c.setIdle() {
 				c.close()
@@ -234,12 +245,21 @@ func (c *fastConn) serve() {
 				c.close()
 				return
 			}
+			if !first {
+				headBy = time.Now().Add(cfg.ReadHeaderTimeout)
+			}
 		}
 		if !c.setActive() {
 			c.close()
 			return
 		}
-		head, err := connlimit.PeekHead(c.br, func() { c.setReadDeadline(cfg.ReadHeaderTimeout) })
+		head, err := connlimit.PeekHead(c.br, func() {
+			if cfg.ReadHeaderTimeout > 0 {
+				_ = c.nc.SetReadDeadline(headBy)
+			} else {
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
+		})
 		if errors.Is(err, connlimit.ErrNotPlain) {
 			c.handoff()
 			return
@@ -335,8 +355,11 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	}
 	h := make(http.Header, 8)
 	var host []byte
-	hosts, closing := 0, false
+	hosts, lines, lengths, closing := 0, 0, 0, false
 	for pos := eol + 2; pos < len(head)-2; {
+		if lines++; lines > fastMaxHeaderLines {
+			return nil, false
+		}
 		name, value, next, ok := connlimit.NextHeader(head, pos)
 		if !ok {
 			return nil, false
@@ -349,7 +372,7 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			host = value
 			continue // net/http moves it to Request.Host
 		case "Content-Length":
-			if string(value) != "0" {
+			if lengths++; lengths > 1 || string(value) != "0" {
 				return nil, false
 			}
 		case "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings":
@@ -437,7 +460,7 @@ func headerKey(name []byte) string {
 // whether the connection serves another request.
 func (c *fastConn) answer(r *http.Request) (keep bool) {
 	w := &c.w
-	w.reset(c)
+	w.reset(c, r.Close)
 	defer func() {
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
@@ -446,11 +469,11 @@ func (c *fastConn) answer(r *http.Request) (keep bool) {
 			}
 			keep = false
 		}
+		w.release()
 	}()
 	c.f.s.handler.ServeHTTP(w, r)
 	c.f.served.Add(1)
-	keep = !r.Close && !c.f.closing.Load() && !hasToken(w.header["Connection"], "close")
-	return w.finish(keep) && keep
+	return w.finish()
 }
 
 func hasToken(vs []string, token string) bool {
@@ -477,28 +500,55 @@ func (c *fastConn) write(b []byte) error {
 	return err
 }
 
+// bufPool holds the answer buffers of connections between requests: an
+// idle connection holds none (net/http's holds its 4 KiB write buffer).
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if b != nil && cap(b) <= fastKeepBuf {
+		bufPool.Put(&b)
+	}
+}
+
 // fastResponse is the fast path's ResponseWriter: it keeps the answer (up
 // to fastBodyMax, then sends it in chunks) and writes it with its length.
 type fastResponse struct {
 	c      *fastConn
 	header http.Header
 	status int
-	body   []byte
-	// chunked: the head went out and the body goes in chunks.
-	chunked bool
-	err     error
+	body   []byte // from bufPool
+	out    []byte // what is written, from bufPool
+	// reqClose: the request asked to close the connection.
+	reqClose bool
+	// chunked: the head went out and the body goes in chunks; headKeep:
+	// that head let the connection stay open.
+	chunked, headKeep bool
+	err               error
 }
 
-func (w *fastResponse) reset(c *fastConn) {
+func (w *fastResponse) reset(c *fastConn, reqClose bool) {
 	if w.header == nil {
 		w.header = make(http.Header, 8)
 	}
 	clear(w.header)
-	w.c, w.status, w.chunked, w.err = c, 0, false, nil
-	if cap(w.body) > fastKeepBuf {
-		w.body = nil
-	}
-	w.body = w.body[:0]
+	w.c, w.status, w.reqClose, w.chunked, w.headKeep, w.err = c, 0, reqClose, false, false, nil
+	w.body, w.out = getBuf(), getBuf()
+}
+
+// release gives the buffers back to the pool.
+func (w *fastResponse) release() {
+	putBuf(w.body)
+	putBuf(w.out)
+	w.body, w.out = nil, nil
+}
+
+// keep reports whether the connection may serve another request after
+// this answer: not when the client or the handler said close, nor while
+// the server shuts down.
+func (w *fastResponse) keep() bool {
+	return !w.reqClose && !w.c.f.closing.Load() && !hasToken(w.header["Connection"], "close")
 }
 
 func (w *fastResponse) Header() http.Header { return w.header }
@@ -528,17 +578,20 @@ func (w *fastResponse) Write(b []byte) (int, error) {
 	}
 	if !w.chunked {
 		// Too long to keep: the head goes now, the body in chunks.
-		w.chunked = true
-		out := appendHead(w.c.out[:0], w.status, w.header, -1, w.body, true, w.c.now())
-		out = appendChunk(out, w.body)
+		w.chunked, w.headKeep = true, w.keep()
+		sniff := w.body
+		if len(sniff) == 0 {
+			sniff = b
+		}
+		w.out = appendHead(w.out[:0], w.status, w.header, -1, sniff, w.headKeep, w.c.now())
+		w.out = appendChunk(w.out, w.body)
 		w.body = w.body[:0]
-		w.c.out = out
-		if w.err = w.c.write(out); w.err != nil {
+		if w.err = w.c.write(w.out); w.err != nil {
 			return 0, w.err
 		}
 	}
-	w.c.out = appendChunk(w.c.out[:0], b)
-	if w.err = w.c.write(w.c.out); w.err != nil {
+	w.out = appendChunk(w.out[:0], b)
+	if w.err = w.c.write(w.out); w.err != nil {
 		return 0, w.err
 	}
 	return len(b), nil
@@ -554,32 +607,24 @@ func appendChunk(dst, b []byte) []byte {
 	return append(dst, "\r\n"...)
 }
 
-// finish sends what is left of the answer; false if it could not.
-func (w *fastResponse) finish(keep bool) bool {
-	c := w.c
-	defer func() {
-		// An idle connection keeps small buffers only.
-		if cap(c.out) > fastKeepBuf {
-			c.out = nil
-		}
-		if cap(w.body) > fastKeepBuf {
-			w.body = nil
-		}
-	}()
+// finish sends what is left of the answer. It reports whether the
+// connection serves another request.
+func (w *fastResponse) finish() bool {
 	if w.err != nil {
 		return false
 	}
 	if w.chunked {
-		return c.write(append(c.out[:0], "0\r\n\r\n"...)) == nil
+		return w.c.write(append(w.out[:0], "0\r\n\r\n"...)) == nil && w.headKeep && w.keep()
 	}
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	c.out = appendHead(c.out[:0], w.status, w.header, len(w.body), w.body, keep, c.now())
+	keep := w.keep()
+	w.out = appendHead(w.out[:0], w.status, w.header, len(w.body), w.body, keep, w.c.now())
 	if bodyAllowed(w.status) {
-		c.out = append(c.out, w.body...)
+		w.out = append(w.out, w.body...)
 	}
-	return c.write(c.out) == nil
+	return w.c.write(w.out) == nil && keep
 }
 
 // now returns the Date header's value, formatted once a second.
@@ -596,14 +641,16 @@ func bodyAllowed(code int) bool {
 	return code != http.StatusNoContent && code != http.StatusNotModified && code >= 200
 }
 
-// headersSetByServer are the header fields appendHead writes itself.
+// headersSetByServer are the header fields appendHead writes itself (Date
+// only when the handler set none).
 var headersSetByServer = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Date": true, "Connection": true}
 
 // appendHead appends the status line and header of an answer as net/http
-// writes them for a handler that wrote its whole body at once: Date,
-// Content-Length (length < 0: chunked instead), a Content-Type sniffed
-// from body when none is set, "Connection: close" when the connection is
-// not kept, then h's fields in key order. Fields with invalid names are
+// writes them for a handler that wrote its whole body at once: Date
+// (unless h has one), Content-Length (length < 0: chunked instead), a
+// Content-Type sniffed from body when none is set (none on a 304),
+// "Connection: close" when the connection is not kept, then h's fields in
+// key order. Fields with invalid names are
 // left out, and control characters in values (line breaks included)
 // become spaces: a client would refuse the whole answer over one of them,
 // and a line break would start a header of its own.
@@ -630,16 +677,18 @@ func appendHead(dst []byte, code int, h http.Header, length int, body []byte, ke
 			dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
 		}
 	}
-	dst = append(dst, "Date: "...)
-	dst = append(dst, date...)
-	dst = append(dst, "\r\n"...)
+	if _, ok := h["Date"]; !ok {
+		dst = append(dst, "Date: "...)
+		dst = append(dst, date...)
+		dst = append(dst, "\r\n"...)
+	}
 	if !keep {
 		dst = append(dst, "Connection: close\r\n"...)
 	}
 	var buf [16]string
 	keys := buf[:0]
 	for k := range h {
-		if !headersSetByServer[k] && validFieldName(k) {
+		if (!headersSetByServer[k] || k == "Date") && validFieldName(k) && (k != "Content-Type" || code != http.StatusNotModified) {
 			keys = append(keys, k)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,7 +35,9 @@ func twinServers(t *testing.T, opts ...func(*Config)) (fast, slow *testServer) {
 }
 
 func (ts *testServer) fastStats() (served, handedOff int64) {
-	f := ts.api.fast.Load()
+	ts.api.fastMu.Lock()
+	f := ts.api.fast
+	ts.api.fastMu.Unlock()
 	if f == nil {
 		ts.t.Fatal("the server runs no fast path")
 	}
@@ -178,6 +181,9 @@ var fastCases = []fastCase{
 	{"expect", get("/v1/services", "Expect: 100-continue\r\n"), false},
 	{"upgrade", get("/v1/services", "Connection: Upgrade\r\nUpgrade: websocket\r\n"), false},
 	{"h2c preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
+	{"two content-lengths", get("/v1/services", "Content-Length: 0\r\nContent-Length: 0\r\n"), false},
+	{"many header lines", get("/v1/services", strings.Repeat("X-A: b\r\n", fastMaxHeaderLines+1)), false},
+	{"header lines at the limit", get("/v1/services", strings.Repeat("X-A: b\r\n", fastMaxHeaderLines-1)), true},
 }
 
 // seedCatalog registers what the cases read.
@@ -283,11 +289,15 @@ func TestFastPathSendsALongAnswerInChunks(t *testing.T) {
 	for ; n*700 < 3*fastBodyMax; n++ {
 		fast.register("big", fmt.Sprintf("big-%03d", n), client.Registration{Address: "127.0.0.1", Port: 9000 + n, Meta: map[string]string{"pad": long}})
 	}
-	raw := get("/v1/services/big/instances", "") + get("/v1/services/big/instances/big-001", "")
-	a := fast.exchange(raw, "GET", "GET")
-	b := slow.exchange(raw, "GET", "GET")
-	if len(a) != 2 || a[0].err != nil || a[1].err != nil {
+	raw := get("/v1/services/big/instances", "") + get("/v1/services/big/instances/big-001", "") +
+		get("/v1/services/big/instances", "Connection: close\r\n")
+	a := fast.exchange(raw, "GET", "GET", "GET")
+	b := slow.exchange(raw, "GET", "GET", "GET")
+	if len(a) != 3 || a[0].err != nil || a[1].err != nil || a[2].err != nil {
 		t.Fatalf("fast path answers: %+v", a)
+	}
+	if !a[2].chunked || !a[2].close {
+		t.Errorf("a long answer to Connection: close: chunked %v, close %v; want both", a[2].chunked, a[2].close)
 	}
 	if !a[0].chunked || len(a[0].body) <= fastBodyMax {
 		t.Errorf("the long answer (%d bytes) was not chunked", len(a[0].body))
@@ -364,6 +374,68 @@ func TestFastPathShutdown(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// TestFastPathShutdownBeforeServe: a Shutdown that comes before Serve has
+// started its fast path still stops it: Serve returns and serves nothing.
+func TestFastPathShutdownBeforeServe(t *testing.T) {
+	cl := apitest.NewCluster(testLogger(t, "fsm"))
+	s := New(DefaultConfig(), cl.Store(), cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		ln.Close()
+		<-served
+		t.Fatal("Serve after Shutdown did not return")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); err == nil {
+		c.Close()
+		t.Error("the listener still accepts connections")
+	}
+}
+
+// TestFastPathShutdownKeepsItsDeadline: Shutdown returns when its context
+// ends even if a handler has not returned (as net/http's does), with the
+// context's error.
+func TestFastPathShutdownKeepsItsDeadline(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	ts := newTestServerOn(t, nil, func(s *Server) {
+		s.Mount("/v1/stuck/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+		}))
+	})
+	defer close(release) // lets the handler end before the leak check
+	go func() { _ = ts.exchange(get("/v1/stuck/x", ""), "GET") }()
+	<-entered
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		shut <- ts.api.Shutdown(ctx)
+	}()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("shutdown: %v, want the context's deadline", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown waited for a stuck handler past its context")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -218,8 +219,12 @@ type Server struct {
 	// (park.go); lot is the parking lot of the running Serve.
 	resumed *http.Server
 	lot     atomic.Pointer[parkLot]
-	// fast is the running Serve's fast path (fastserve.go), if on.
-	fast atomic.Pointer[fastServer]
+	// fast is the running Serve's fast path (fastserve.go), if on;
+	// shutting is set by Shutdown. Under fastMu: a Shutdown that comes
+	// before Serve has started the fast path must stop it too.
+	fastMu   sync.Mutex
+	fast     *fastServer
+	shutting bool
 	// arrival, if set (tests), sees every request as it reaches the API.
 	arrival func(*http.Request)
 	base    context.Context
@@ -283,8 +288,16 @@ func (s *Server) Serve(ln net.Listener) error {
 		err = s.srv.Serve(lim)
 	} else {
 		f := newFastServer(s, lim)
-		s.fast.Store(f)
-		err = f.serve()
+		s.fastMu.Lock()
+		if s.shutting {
+			s.fastMu.Unlock()
+			_ = lim.Close()
+			err = http.ErrServerClosed
+		} else {
+			s.fast = f
+			s.fastMu.Unlock()
+			err = f.serve()
+		}
 	}
 	// No more parking: queries parked now are ended by Shutdown (endAll)
 	// or at their deadline, and their connections closed. The resumed
@@ -309,8 +322,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		lot.close()
 		lot.endAll()
 	}
+	s.fastMu.Lock()
+	s.shutting = true
+	f := s.fast
+	s.fastMu.Unlock()
 	var err error
-	if f := s.fast.Load(); f != nil {
+	if f != nil {
 		err = f.shutdown(ctx)
 	}
 	err = errors.Join(err, s.srv.Shutdown(ctx))
