@@ -174,6 +174,7 @@ type fastConn struct {
 	br         *bufio.Reader
 	remoteAddr string
 	ctx        context.Context // every request's: the server's base, cancelled when the connection ends
+	template   *http.Request   // an empty request with ctx, copied for each request (WithContext would copy it again)
 	w          fastResponse    // reused by each request
 	date       []byte          // the Date header's value, for dateSec
 	dateSec    int64
@@ -221,6 +222,7 @@ func (c *fastConn) serve() {
 	defer cancel()
 	ctx = context.WithValue(ctx, http.ServerContextKey, c.f.s.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
+	c.template = (&http.Request{}).WithContext(c.ctx)
 	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
@@ -399,12 +401,12 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			h["Cache-Control"] = []string{"no-cache"}
 		}
 	}
-	r := &http.Request{
-		Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: h, Body: http.NoBody, Host: string(host), RemoteAddr: c.remoteAddr,
-		RequestURI: string(target), Close: closing,
-	}
-	return r.WithContext(c.ctx), true
+	r := new(http.Request)
+	*r = *c.template // its context
+	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = http.MethodGet, u, "HTTP/1.1", 1, 1
+	r.Header, r.Body, r.Host, r.RemoteAddr = h, http.NoBody, string(host), c.remoteAddr
+	r.RequestURI, r.Close = string(target), closing
+	return r, true
 }
 
 var crlfBytes = []byte("\r\n")

@@ -495,7 +495,9 @@ func FuzzFastPathRequest(f *testing.F) {
 	for _, c := range fastCases {
 		f.Add([]byte(strings.ReplaceAll(c.raw, "HOST", "127.0.0.1:8500")))
 	}
-	c := &fastConn{ctx: context.Background(), remoteAddr: "127.0.0.1:1"}
+	type key struct{}
+	ctx := context.WithValue(context.Background(), key{}, "the connection's")
+	c := &fastConn{ctx: ctx, remoteAddr: "127.0.0.1:1", template: (&http.Request{}).WithContext(ctx)}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		head, err := connlimit.PeekHead(bufio.NewReaderSize(bytes.NewReader(data), fastReadBufSize), nil)
 		if err != nil {
@@ -504,6 +506,9 @@ func FuzzFastPathRequest(f *testing.F) {
 		got, ok := c.request(head)
 		if !ok {
 			return
+		}
+		if got.Context() != ctx || got.RemoteAddr != c.remoteAddr || got.Body != http.NoBody {
+			t.Fatalf("head %q: the request lacks the connection's context, address or empty body", head)
 		}
 		want, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 		if err != nil {

@@ -386,3 +386,17 @@ func FuzzJoin(f *testing.F) {
 		}
 	})
 }
+
+// FuzzServiceName: serviceName accepts exactly what the pattern it
+// replaced accepts.
+func FuzzServiceName(f *testing.F) {
+	pattern := regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	for _, s := range []string{"", "a", "-", "a-", "-a", "a-b", "web", "Web", "w_b", "a--b", "0", "é", "a\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := serviceName(s), pattern.MatchString(s); got != want {
+			t.Fatalf("serviceName(%q) = %v, the pattern says %v", s, got, want)
+		}
+	})
+}

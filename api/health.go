@@ -80,7 +80,7 @@ func validateCheckID(field, id string) error {
 		return invalid(field, "must be a check ID: SERVICE:INSTANCE:NAME")
 	}
 	service, inst, name := parts[0], parts[1], parts[2]
-	if len(service) > MaxServiceLen || !servicePattern.MatchString(service) ||
+	if len(service) > MaxServiceLen || !serviceName(service) ||
 		len(inst) > MaxIDLen || !idPattern.MatchString(inst) ||
 		len(name) > MaxCheckNameLen || !idPattern.MatchString(name) {
 		return invalid(field, "must be a check ID: SERVICE:INSTANCE:NAME, a service name, an instance ID and a check name")
