@@ -76,13 +76,13 @@ func (id identity) canWrite(service string) bool {
 
 type identityKey struct{}
 
-func withIdentity(ctx context.Context, id identity) context.Context {
-	return context.WithValue(ctx, identityKey{}, id)
-}
-
+// identityFrom returns the identity the middleware gave the request ctx
+// belongs to (requestContext), or the anonymous one.
 func identityFrom(ctx context.Context) identity {
-	id, _ := ctx.Value(identityKey{}).(identity)
-	return id
+	if id, ok := ctx.Value(identityKey{}).(*identity); ok {
+		return *id
+	}
+	return identity{}
 }
 
 // Errors of authentication and authorization. 401 means "say who you are"
@@ -349,8 +349,10 @@ type actorKey struct{}
 
 // ActorFrom returns the Actor of the request ctx belongs to, if any.
 func ActorFrom(ctx context.Context) (Actor, bool) {
-	a, ok := ctx.Value(actorKey{}).(Actor)
-	return a, ok
+	if a, ok := ctx.Value(actorKey{}).(*Actor); ok {
+		return *a, true
+	}
+	return Actor{}, false
 }
 
 // isWrite reports whether a request may change state (anything but GET,

@@ -175,10 +175,17 @@ type fastConn struct {
 	remoteAddr string
 	ctx        context.Context // every request's: the server's base, cancelled when the connection ends
 	template   *http.Request   // an empty request with ctx, copied for each request (WithContext would copy it again)
-	w          fastResponse    // reused by each request
-	date       []byte          // the Date header's value, for dateSec
-	dateSec    int64
-	writeBy    time.Time // the write deadline set on nc
+	// header is every request's Header, reused (request): a handler must
+	// not keep a request's Header past its return. None does: the queries
+	// that outlive their handler (blocking ones, parked) never take the
+	// fast path. host and target are the last request's, reused when the
+	// next one sends the same.
+	header       http.Header
+	host, target string
+	w            fastResponse // reused by each request
+	date         []byte       // the Date header's value, for dateSec
+	dateSec      int64
+	writeBy      time.Time // the write deadline set on nc
 
 	mu     sync.Mutex
 	idle   bool // between requests: shutdown may close it
@@ -355,7 +362,17 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	if hasQuery && (!connlimit.PlainQuery(query) || hasQueryKey(query, "index")) {
 		return nil, false
 	}
-	h := make(http.Header, 8)
+	// The connection's header map, emptied: its value slices, and the
+	// strings in them when the client sends the same value again, serve
+	// again (most clients send the same header request after request).
+	h := c.header
+	if h == nil {
+		h = make(http.Header, 8)
+		c.header = h
+	}
+	for k, vs := range h {
+		h[k] = vs[:0]
+	}
 	var host []byte
 	hosts, lines, lengths, closing := 0, 0, 0, false
 	for pos := eol + 2; pos < len(head)-2; {
@@ -386,12 +403,23 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			}
 			closing = closing || cl
 		}
-		h[key] = append(h[key], string(value))
+		vs := h[key]
+		prev := ""
+		if len(vs) < cap(vs) {
+			prev = vs[:len(vs)+1][len(vs)]
+		}
+		h[key] = append(vs, reuseString(value, prev))
+	}
+	for k, vs := range h {
+		if len(vs) == 0 {
+			delete(h, k) // sent by the previous request only (or added by its handler)
+		}
 	}
 	if hosts != 1 || !connlimit.PlainHost(host) {
 		return nil, false
 	}
-	u, err := url.ParseRequestURI(string(target))
+	c.host, c.target = reuseString(host, c.host), reuseString(target, c.target)
+	u, err := url.ParseRequestURI(c.target)
 	if err != nil {
 		return nil, false
 	}
@@ -404,12 +432,21 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	r := new(http.Request)
 	*r = *c.template // its context
 	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = http.MethodGet, u, "HTTP/1.1", 1, 1
-	r.Header, r.Body, r.Host, r.RemoteAddr = h, http.NoBody, string(host), c.remoteAddr
-	r.RequestURI, r.Close = string(target), closing
+	r.Header, r.Body, r.Host, r.RemoteAddr = h, http.NoBody, c.host, c.remoteAddr
+	r.RequestURI, r.Close = c.target, closing
 	return r, true
 }
 
 var crlfBytes = []byte("\r\n")
+
+// reuseString returns b as a string: prev when it holds the same bytes
+// (no allocation), else a new string.
+func reuseString(b []byte, prev string) string {
+	if string(b) == prev {
+		return prev
+	}
+	return string(b)
+}
 
 // hasQueryKey reports whether the raw query q has the parameter key, as
 // url.ParseQuery would decode its names.

@@ -279,6 +279,30 @@ func TestFastPathKeepsAConnectionAndHandsItOver(t *testing.T) {
 	}
 }
 
+// TestFastPathHeadersDoNotCarryOver: a connection reuses its header map
+// from request to request; nothing of one request's header may reach the
+// next one's handler.
+func TestFastPathHeadersDoNotCarryOver(t *testing.T) {
+	fast, _ := twinServers(t)
+	seedCatalog(fast)
+	raw := get("/v1/services/web/instances", "Origin: http://evil.example\r\nX-A: 1\r\n") +
+		get("/v1/services/web/instances", "X-A: 1\r\n") +
+		get("/v1/services/web/instances", "Sec-Fetch-Site: cross-site\r\n") +
+		get("/v1/services/web/instances", "")
+	served, _ := fast.fastStats()
+	answers := fast.exchange(raw, "GET", "GET", "GET", "GET")
+	var got []int
+	for _, a := range answers {
+		got = append(got, a.status)
+	}
+	if want := []int{http.StatusForbidden, http.StatusOK, http.StatusForbidden, http.StatusOK}; !slices.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	if s, _ := fast.fastStats(); s != served+4 {
+		t.Errorf("served %d of 4 on the fast path", s-served)
+	}
+}
+
 // TestFastPathSendsALongAnswerInChunks: an answer longer than the fast
 // path keeps goes out in chunks as the handler writes it, the same JSON
 // as net/http's path sends.
