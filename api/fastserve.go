@@ -174,7 +174,7 @@ type fastConn struct {
 	br         *bufio.Reader
 	remoteAddr string
 	ctx        context.Context // every request's: the server's base, cancelled when the connection ends
-	template   *http.Request   // an empty request with ctx, copied for each request (WithContext would copy it again)
+	template   *http.Request   // an empty request, copied for each request
 	// header is every request's Header, reused (request): a handler must
 	// not keep a request's Header past its return. None does: the queries
 	// that outlive their handler (blocking ones, parked) never take the
@@ -229,7 +229,7 @@ func (c *fastConn) serve() {
 	defer cancel()
 	ctx = context.WithValue(ctx, http.ServerContextKey, c.f.s.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
-	c.template = (&http.Request{}).WithContext(c.ctx)
+	c.template = &http.Request{}
 	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
@@ -429,8 +429,9 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			h["Cache-Control"] = []string{"no-cache"}
 		}
 	}
-	r := new(http.Request)
-	*r = *c.template // its context
+	// The request's context is one the middleware fills in rather than
+	// wrapping the request again (requestContext).
+	r := c.template.WithContext(&requestContext{Context: c.ctx})
 	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = http.MethodGet, u, "HTTP/1.1", 1, 1
 	r.Header, r.Body, r.Host, r.RemoteAddr = h, http.NoBody, c.host, c.remoteAddr
 	r.RequestURI, r.Close = c.target, closing
@@ -543,11 +544,17 @@ func (c *fastConn) write(b []byte) error {
 // idle connection holds none (net/http's holds its 4 KiB write buffer).
 var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 
-func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+// getBuf returns an empty buffer and the holder to give it back in.
+func getBuf() (*[]byte, []byte) {
+	p := bufPool.Get().(*[]byte)
+	return p, (*p)[:0]
+}
 
-func putBuf(b []byte) {
-	if b != nil && cap(b) <= fastKeepBuf {
-		bufPool.Put(&b)
+// putBuf gives b back in its holder p (a large one is dropped).
+func putBuf(p *[]byte, b []byte) {
+	if p != nil && cap(b) <= fastKeepBuf {
+		*p = b
+		bufPool.Put(p)
 	}
 }
 
@@ -557,8 +564,11 @@ type fastResponse struct {
 	c      *fastConn
 	header http.Header
 	status int
-	body   []byte // from bufPool
-	out    []byte // what is written, from bufPool
+	body   []byte // from bufPool, in bodyP
+	out    []byte // what is written, from bufPool, in outP
+	// bodyP and outP hold body and out in the pool (a holder of its own
+	// per Put would cost an allocation).
+	bodyP, outP *[]byte
 	// reqClose: the request asked to close the connection.
 	reqClose bool
 	// chunked: the head went out and the body goes in chunks; headKeep:
@@ -573,14 +583,15 @@ func (w *fastResponse) reset(c *fastConn, reqClose bool) {
 	}
 	clear(w.header)
 	w.c, w.status, w.reqClose, w.chunked, w.headKeep, w.err = c, 0, reqClose, false, false, nil
-	w.body, w.out = getBuf(), getBuf()
+	w.bodyP, w.body = getBuf()
+	w.outP, w.out = getBuf()
 }
 
 // release gives the buffers back to the pool.
 func (w *fastResponse) release() {
-	putBuf(w.body)
-	putBuf(w.out)
-	w.body, w.out = nil, nil
+	putBuf(w.bodyP, w.body)
+	putBuf(w.outP, w.out)
+	w.bodyP, w.body, w.outP, w.out = nil, nil, nil, nil
 }
 
 // keep reports whether the connection may serve another request after

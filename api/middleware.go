@@ -182,14 +182,19 @@ type requestContext struct {
 
 // Value returns the request's state, identity (*identity) and actor
 // (*Actor) for their keys; anything else is the parent's.
+//
+// The fast path (fastserve.go) makes each request's requestContext empty
+// (st nil) and the middleware fills it in: until then it holds nothing.
 func (c *requestContext) Value(key any) any {
-	switch key.(type) {
-	case stateKey:
-		return c.st
-	case identityKey:
-		return &c.id
-	case actorKey:
-		return &c.actor
+	if c.st != nil {
+		switch key.(type) {
+		case stateKey:
+			return c.st
+		case identityKey:
+			return &c.id
+		case actorKey:
+			return &c.actor
+		}
 	}
 	return c.Context.Value(key)
 }
@@ -228,8 +233,14 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			return
 		}
 		id := s.authenticate(r, st.queryOf(r))
-		rc := &requestContext{Context: r.Context(), st: st, id: id, actor: Actor{Accessor: id.accessor, Remote: r.RemoteAddr}}
-		r = r.WithContext(rc)
+		actor := Actor{Accessor: id.accessor, Remote: r.RemoteAddr}
+		if rc, ok := r.Context().(*requestContext); ok && rc.st == nil {
+			// Made by the fast path for this request, not filled yet:
+			// filled here, which spares a copy of the request.
+			rc.st, rc.id, rc.actor = st, id, actor
+		} else {
+			r = r.WithContext(&requestContext{Context: r.Context(), st: st, id: id, actor: actor})
+		}
 		if s.limiter != nil && isWrite(r) && id.err == nil {
 			if ok, wait := s.limiter.allow(remoteIP(r), start); !ok {
 				m.rateLimited.Inc()

@@ -95,6 +95,12 @@ func benchGrowth(s servers, bases []string, mk reqFunc, reads func(label string)
 	}
 	report(fmt.Sprintf("%s RSS at %d, MB", s.name, n*size), "%s", strings.Join(parts, ", "))
 	if *growthReadDur > 0 {
+		// Reads on the full catalog measure its steady state: first the
+		// servers finish what the fill left them (followers applying the
+		// tail, the snapshots the fill triggered), the same wait for every
+		// system.
+		waited, idle := waitIdle(s, 60*time.Second)
+		report(s.name+" idle after the fill", "%s  (servers' CPU over the last second: %.0f %% of a core)", waited.Round(time.Second), idle*100)
 		after := reads(fmt.Sprintf("%s %d in the catalog:", s.name, n*size))
 		if before.local > 0 && before.consistent > 0 {
 			report(s.name+" reads, full/empty catalog", "local %.2f  consistent %.2f", after.local/before.local, after.consistent/before.consistent)
@@ -116,4 +122,21 @@ func growthRatio(b, e []chunk) {
 	bl, el := b[len(b)-1], e[len(e)-1]
 	report("ratio: beacon/etcd growth, last chunk", "rate %.2f  cpu per write %.2f  (last/first: beacon %.2f, etcd %.2f)",
 		bl.rate/el.rate, bl.cpuPer/el.cpuPer, bl.rate/b[0].rate, el.rate/e[0].rate)
+}
+
+// waitIdle waits, at most max, until the servers together use under a
+// tenth of a core over a second; it returns how long it waited and the
+// last second's use (in cores).
+func waitIdle(s servers, max time.Duration) (time.Duration, float64) {
+	t0 := time.Now()
+	use := 0.0
+	for time.Since(t0) < max {
+		m := startCPU(s)
+		time.Sleep(time.Second)
+		use, _ = m.done()
+		if use < 0.1 {
+			break
+		}
+	}
+	return time.Since(t0), use
 }
