@@ -125,8 +125,10 @@ func growthRatio(b, e []chunk) {
 }
 
 // waitIdle waits, at most max, until the servers together use under a
-// tenth of a core over a second; it returns how long it waited and the
-// last second's use (in cores).
+// quarter of a core over a second (three idle agents with 100,000
+// instances use about 0.15: heartbeats, gossip, the leader's periodic
+// tasks); it returns how long it waited and the last second's use (in
+// cores).
 func waitIdle(s servers, max time.Duration) (time.Duration, float64) {
 	t0 := time.Now()
 	use := 0.0
@@ -134,7 +136,7 @@ func waitIdle(s servers, max time.Duration) (time.Duration, float64) {
 		m := startCPU(s)
 		time.Sleep(time.Second)
 		use, _ = m.done()
-		if use < 0.1 {
+		if use < 0.25 {
 			break
 		}
 	}
