@@ -42,15 +42,12 @@ type fastServer struct {
 	ln   net.Listener
 	hand *connlimit.Handoff // s.srv's listener: the connections handed over
 
-	closing atomic.Bool
 	// served counts requests the fast path answered, handedOff the
 	// connections given to net/http (tests read them).
 	served    atomic.Int64
 	handedOff atomic.Int64
 
-	mu    sync.Mutex
-	conns map[*fastConn]struct{}
-	wg    sync.WaitGroup
+	conns connlimit.Set[*fastConn]
 }
 
 const (
@@ -70,100 +67,52 @@ const (
 )
 
 func newFastServer(s *Server, ln net.Listener) *fastServer {
-	return &fastServer{s: s, ln: ln, hand: connlimit.NewHandoff(ln.Addr()), conns: map[*fastConn]struct{}{}}
+	return &fastServer{s: s, ln: ln, hand: connlimit.NewHandoff(ln.Addr())}
 }
 
 // serve accepts connections until shutdown; s.srv serves the handed-off
 // ones meanwhile. It returns http.ErrServerClosed after shutdown.
 func (f *fastServer) serve() error {
-	errc := make(chan error, 1)
-	go func() { errc <- f.s.srv.Serve(f.hand) }()
-	var delay time.Duration
-	for {
-		nc, err := f.ln.Accept()
-		if err != nil {
-			if f.closing.Load() {
-				<-errc
-				return http.ErrServerClosed
-			}
-			if connlimit.TemporaryAccept(err) {
-				// Out of descriptors and the like: wait, as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			_ = f.hand.Close()
-			<-errc
-			return err
-		}
-		delay = 0
+	return connlimit.ServeHandingOff(f.ln, f.s.srv, f.hand, f.conns.Closing, func(nc net.Conn) {
 		c := f.newConn(nc)
 		if c == nil {
 			nc.Close()
-			continue
+			return
 		}
 		go c.serve()
-	}
+	})
 }
 
 func (f *fastServer) newConn(nc net.Conn) *fastConn {
 	c := &fastConn{f: f, nc: nc, remoteAddr: nc.RemoteAddr().String(), idle: true}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closing.Load() {
+	if !f.conns.Add(c) {
 		return nil
 	}
-	f.conns[c] = struct{}{}
-	f.wg.Add(1)
 	return c
 }
 
-func (f *fastServer) forget(c *fastConn) {
-	f.mu.Lock()
-	delete(f.conns, c)
-	f.mu.Unlock()
-	f.wg.Done()
-}
+func (f *fastServer) forget(c *fastConn) { f.conns.Remove(c) }
 
 // shutdown stops accepting, closes idle connections and lets requests in
 // flight finish (each connection closes after its current answer), until
 // ctx ends; then it closes the rest. net/http's server is shut down by the
 // caller.
 func (f *fastServer) shutdown(ctx context.Context) error {
-	f.mu.Lock()
-	f.closing.Store(true)
-	f.mu.Unlock()
+	f.conns.SetClosing()
 	_ = f.ln.Close()
-	done := make(chan struct{})
-	go func() { f.wg.Wait(); close(done) }()
-	ticker := time.NewTicker(20 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		f.closeConns(false)
-		select {
-		case <-done:
-			return nil
-		case <-ctx.Done():
-			// As net/http's Shutdown: the connections are closed, a
-			// handler that has not returned is not waited for.
-			f.closeConns(true)
-			return ctx.Err()
-		case <-ticker.C:
-		}
-	}
+	// As net/http's Shutdown: past ctx the connections are closed, and a
+	// handler that has not returned is not waited for.
+	return f.conns.Shutdown(ctx, 20*time.Millisecond,
+		func(c *fastConn) { c.closeIf(false) }, func(c *fastConn) { c.closeIf(true) })
 }
 
-// closeConns closes the idle connections, or all of them.
-func (f *fastServer) closeConns(all bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for c := range f.conns {
-		c.mu.Lock()
-		if (all || c.idle) && !c.closed {
-			c.closed = true
-			c.nc.Close()
-		}
-		c.mu.Unlock()
+// closeIf closes c if it is idle, or busy or not (all).
+func (c *fastConn) closeIf(all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if (all || c.idle) && !c.closed {
+		c.closed = true
+		c.nc.Close()
 	}
 }
 
@@ -200,7 +149,7 @@ func (c *fastConn) setIdle() bool   { return c.setIdleState(true) }
 func (c *fastConn) setIdleState(idle bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.f.closing.Load() {
+	if c.closed || c.f.conns.Closing() {
 		return false
 	}
 	c.idle = idle
@@ -292,13 +241,7 @@ func (c *fastConn) serve() {
 	}
 }
 
-func (c *fastConn) setReadDeadline(d time.Duration) {
-	if d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = c.nc.SetReadDeadline(time.Time{})
-	}
-}
+func (c *fastConn) setReadDeadline(d time.Duration) { connlimit.SetReadTimeout(c.nc, d) }
 
 // handoff gives the connection, and what was read of it, to net/http.
 func (c *fastConn) handoff() {
@@ -598,7 +541,7 @@ func (w *fastResponse) release() {
 // this answer: not when the client or the handler said close, nor while
 // the server shuts down.
 func (w *fastResponse) keep() bool {
-	return !w.reqClose && !w.c.f.closing.Load() && !hasToken(w.header["Connection"], "close")
+	return !w.reqClose && !w.c.f.conns.Closing() && !hasToken(w.header["Connection"], "close")
 }
 
 func (w *fastResponse) Header() http.Header { return w.header }
@@ -765,18 +708,4 @@ func appendField(dst []byte, k, v string) []byte {
 	return append(dst, "\r\n"...)
 }
 
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
+func validFieldName(k string) bool { return connlimit.IsToken([]byte(k)) }

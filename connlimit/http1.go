@@ -19,13 +19,6 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// TemporaryAccept reports an accept error worth waiting out (EMFILE,
-// ENFILE, ECONNABORTED...), as net/http's Serve does.
-func TemporaryAccept(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
-}
-
 // ErrNotPlain: the head is not one a fast path reads; it is for net/http.
 var ErrNotPlain = errors.New("connlimit: not a plain HTTP/1.1 head")
 

@@ -484,7 +484,7 @@ func (c *fastConn) writeAnswer(ex *exchange, req *fastRequest, mode string) bool
 	if ex.res != nil {
 		return c.writeResponse(ex, req, mode)
 	}
-	closing := req.close || c.s.closing.Load()
+	closing := req.close || c.s.conns.Closing()
 	bw := c.bw
 	head := ex.head
 	eol := bytes.Index(head, crlf)
@@ -590,7 +590,7 @@ func noEOF(err error) error {
 // unknown or the type is a stream; trailers follow the last chunk.
 func (c *fastConn) writeResponse(ex *exchange, req *fastRequest, mode string) bool {
 	res := ex.res
-	closing := req.close || c.s.closing.Load()
+	closing := req.close || c.s.conns.Closing()
 	bw := c.bw
 	removeHopHeaders(res.Header)
 	noBody := req.method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
@@ -707,7 +707,7 @@ func writeDate(bw *bufio.Writer) {
 func (c *fastConn) writeError(status int, body ErrorBody, mode string, closing bool) bool {
 	b, _ := json.Marshal(body)
 	b = append(b, '\n')
-	closing = closing || c.s.closing.Load()
+	closing = closing || c.s.conns.Closing()
 	bw := c.bw
 	fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: %d\r\n", status, http.StatusText(status), len(b))
 	writeDate(bw)

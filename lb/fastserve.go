@@ -28,15 +28,12 @@ type fastServer struct {
 	srv  *http.Server
 	hand *connlimit.Handoff // the net/http server's listener: the connections the fast path hands over
 
-	closing atomic.Bool
 	// served counts requests the fast path answered, handedOff the
 	// connections given to net/http (tests read them).
 	served    atomic.Int64
 	handedOff atomic.Int64
 
-	mu       sync.Mutex
-	conns    map[*fastConn]struct{}
-	wg       sync.WaitGroup
+	conns    connlimit.Set[*fastConn]
 	quit     chan struct{} // closed by Shutdown and Close: stops the scan
 	quitOnce sync.Once
 	scanning sync.WaitGroup
@@ -48,14 +45,12 @@ const (
 )
 
 func newFastServer(b *Balancer, ln net.Listener, srv *http.Server) *fastServer {
-	return &fastServer{b: b, ln: ln, srv: srv, hand: connlimit.NewHandoff(ln.Addr()), conns: map[*fastConn]struct{}{}, quit: make(chan struct{})}
+	return &fastServer{b: b, ln: ln, srv: srv, hand: connlimit.NewHandoff(ln.Addr()), quit: make(chan struct{})}
 }
 
 // serve accepts connections until Shutdown or Close; the net/http server
 // serves the handed-off ones meanwhile.
 func (s *fastServer) serve() error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.hand) }()
 	s.scanning.Add(1)
 	go s.scanWatches()
 	defer func() {
@@ -64,32 +59,14 @@ func (s *fastServer) serve() error {
 		s.stopScan()
 		s.scanning.Wait()
 	}()
-	var delay time.Duration
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				<-errc
-				return http.ErrServerClosed
-			}
-			if connlimit.TemporaryAccept(err) {
-				// Out of descriptors and the like: wait, as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			_ = s.hand.Close()
-			<-errc
-			return err
-		}
-		delay = 0
+	return connlimit.ServeHandingOff(s.ln, s.srv, s.hand, s.conns.Closing, func(nc net.Conn) {
 		c := s.newConn(nc)
 		if c == nil {
 			nc.Close()
-			continue
+			return
 		}
 		go c.serve()
-	}
+	})
 }
 
 // scanWatches starts the client watch of requests that run long
@@ -103,11 +80,7 @@ func (s *fastServer) scanWatches() {
 		case <-s.quit:
 			return
 		case now := <-t.C:
-			s.mu.Lock()
-			for c := range s.conns {
-				c.maybeWatch(now.UnixNano())
-			}
-			s.mu.Unlock()
+			s.conns.Each(func(c *fastConn) { c.maybeWatch(now.UnixNano()) })
 		}
 	}
 }
@@ -118,91 +91,53 @@ func (s *fastServer) newConn(nc net.Conn) *fastConn {
 		c.clientIP = ip
 	}
 	c.remoteAddr = nc.RemoteAddr().String()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
+	if !s.conns.Add(c) {
 		return nil
 	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
 	return c
 }
 
-func (s *fastServer) forget(c *fastConn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.wg.Done()
-}
+func (s *fastServer) forget(c *fastConn) { s.conns.Remove(c) }
 
 // Shutdown stops accepting, closes idle connections, lets requests in
 // flight finish (each connection closes after its current answer) and
 // shuts the net/http server down the same way, until ctx ends.
 func (s *fastServer) Shutdown(ctx context.Context) error {
-	s.setClosing()
+	s.conns.SetClosing()
 	defer s.stopScan()
 	_ = s.ln.Close()
 	herr := make(chan error, 1)
 	go func() { herr <- s.srv.Shutdown(ctx) }()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	ticker := time.NewTicker(50 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		s.closeIdle()
-		select {
-		case <-done:
-			return <-herr
-		case <-ctx.Done():
-			s.closeAll()
-			<-done
-			<-herr
-			return ctx.Err()
-		case <-ticker.C:
-		}
+	if err := s.conns.Shutdown(ctx, 50*time.Millisecond, (*fastConn).closeIfIdle, (*fastConn).closeHard); err != nil {
+		// The connections are closed: their I/O fails and they end.
+		s.conns.Wait()
+		<-herr
+		return err
 	}
+	return <-herr
 }
 
 // Close closes the listener and every connection at once.
 func (s *fastServer) Close() error {
-	s.setClosing()
+	s.conns.SetClosing()
 	defer s.stopScan()
 	err := s.ln.Close()
-	s.closeAll()
+	s.conns.Each((*fastConn).closeHard)
 	_ = s.srv.Close()
 	return err
 }
 
-// setClosing marks the server closing under the lock newConn takes, so
-// that no connection is added (wg.Add) once Shutdown may be waiting.
-func (s *fastServer) setClosing() {
-	s.mu.Lock()
-	s.closing.Store(true)
-	s.mu.Unlock()
-}
-
 func (s *fastServer) stopScan() { s.quitOnce.Do(func() { close(s.quit) }) }
 
-func (s *fastServer) closeIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.closeIfIdle()
+// closeHard closes c and its instance connection at once, busy or not.
+func (c *fastConn) closeHard() {
+	c.mu.Lock()
+	c.closed = true
+	if c.up != nil {
+		c.up.Close()
 	}
-}
-
-func (s *fastServer) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.mu.Lock()
-		c.closed = true
-		if c.up != nil {
-			c.up.Close()
-		}
-		c.mu.Unlock()
-		c.nc.Close()
-	}
+	c.mu.Unlock()
+	c.nc.Close()
 }
 
 // fastConn is one client connection served by the fast path.
@@ -233,7 +168,7 @@ type fastConn struct {
 func (c *fastConn) setActive() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.s.closing.Load() {
+	if c.closed || c.s.conns.Closing() {
 		return false
 	}
 	c.idle = false
@@ -243,7 +178,7 @@ func (c *fastConn) setActive() bool {
 func (c *fastConn) setIdle() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.s.closing.Load() {
+	if c.closed || c.s.conns.Closing() {
 		return false
 	}
 	c.idle = true
@@ -366,13 +301,7 @@ func (c *fastConn) beforeRead() {
 	c.setReadDeadline(c.s.b.cfg.ReadHeaderTimeout)
 }
 
-func (c *fastConn) setReadDeadline(d time.Duration) {
-	if d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = c.nc.SetReadDeadline(time.Time{})
-	}
-}
+func (c *fastConn) setReadDeadline(d time.Duration) { connlimit.SetReadTimeout(c.nc, d) }
 
 // handoff gives the connection, and what was read of it, to net/http.
 func (c *fastConn) handoff() {
