@@ -154,6 +154,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	cc.NodeName = a.cfg.Node
 	cc.DataDir = a.cfg.DataDir
 	cc.InMemory = a.cfg.Dev
+	cc.NoRaftJournal = a.cfg.RaftNoJournal
 	cc.ClusterAddr = a.cfg.RaftAddr
 	cc.GossipAddr = a.cfg.GossipAddr
 	cc.Advertise = a.cfg.Advertise

@@ -39,6 +39,9 @@ type Config struct {
 	// RaftCommitTimeout tunes how soon followers learn of commits when no
 	// new entries flow (cluster.Config.CommitTimeout).
 	RaftCommitTimeout time.Duration `json:"raft_commit_timeout"`
+	// RaftNoJournal stores Raft entries straight into raft.db, without the
+	// journal in front of it (cluster/journal.go; docs/operations.md).
+	RaftNoJournal bool `json:"raft_no_journal"`
 
 	MaxBlockingQueries int `json:"max_blocking_queries"`
 

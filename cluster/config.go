@@ -21,6 +21,11 @@ type Config struct {
 	DataDir string
 	// InMemory keeps the Raft log, stable store and snapshots in memory (dev mode).
 	InMemory bool
+	// NoRaftJournal stores Raft log entries straight into raft.db (a bolt
+	// commit, two fdatasyncs, per store) instead of through the journal
+	// in front of it (one fdatasync; journal.go). Journal files an earlier
+	// run left are replayed either way.
+	NoRaftJournal bool
 
 	// ClusterAddr is the bind address of the cluster port (Raft and internal RPC).
 	ClusterAddr string
@@ -114,6 +119,8 @@ type Config struct {
 	// (default "dev").
 	Version string
 
+	// journalDelayForTest replaces journalFlushDelay.
+	journalDelayForTest time.Duration
 	// pipelineForTest turns hashicorp/raft's pipelined replication back on
 	// (MaxRPCsInFlight 2), for the test that shows the stall it causes.
 	pipelineForTest bool

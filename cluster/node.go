@@ -268,8 +268,16 @@ func (n *Node) startRaft() error {
 		if err != nil {
 			return fmt.Errorf("cluster: open raft log %s: %w", n.cfg.DataDir, err)
 		}
+		store, journal, err := openJournal(n.cfg.DataDir, bolt, !n.cfg.NoRaftJournal, n.cfg.journalDelayForTest)
+		if err != nil {
+			bolt.Close()
+			return err
+		}
+		if journal != nil {
+			n.closers = append(n.closers, journal) // before bolt: it stores what it holds into bolt
+		}
 		n.closers = append(n.closers, bolt)
-		cached, err := newLogCache(bolt, logCacheEntries, logCacheBytes)
+		cached, err := newLogCache(store, logCacheEntries, logCacheBytes)
 		if err != nil {
 			return err
 		}

@@ -38,6 +38,7 @@ var agentSettings = []option{
 	{"leader-wait", "", "BEACON_LEADER_WAIT", "how long a write waits for a leader before 503", func(c *agent.Config) any { return &c.LeaderWait }},
 	{"reap-failed-after", "", "BEACON_REAP_FAILED_AFTER", "remove servers failed this long from Raft (0: never)", func(c *agent.Config) any { return &c.ReapFailedAfter }},
 	{"min-quorum", "", "BEACON_MIN_QUORUM", "never reap below this many voters", func(c *agent.Config) any { return &c.MinQuorum }},
+	{"raft-no-journal", "", "BEACON_RAFT_NO_JOURNAL", "store Raft entries straight into raft.db (a bolt commit, two fdatasyncs, per store) instead of through the journal (one fdatasync; docs/operations.md)", func(c *agent.Config) any { return &c.RaftNoJournal }},
 	{"raft-commit-timeout", "", "BEACON_RAFT_COMMIT_TIMEOUT", "how soon followers learn of commits when no new entries flow", func(c *agent.Config) any { return &c.RaftCommitTimeout }},
 	{"max-blocking-queries", "", "BEACON_MAX_BLOCKING_QUERIES", "concurrent blocking queries this node holds before answering 429", func(c *agent.Config) any { return &c.MaxBlockingQueries }},
 	{"memory-limit", "", "BEACON_MEMORY_LIMIT", "Go soft memory limit: container (80% of the container's limit, if any), auto (also 1.5x the live heap: less RSS, more CPU), off, or a size such as 512MiB", func(c *agent.Config) any { return &c.MemoryLimit }},
