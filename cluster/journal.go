@@ -30,13 +30,14 @@ import (
 // journal file.
 //
 // Two files take turns: raft.journal.0 and raft.journal.1. StoreLogs
-// appends to the active one; a flush makes the other one active (it is
-// empty), stores the first one's entries into bolt, and truncates it.
-// Every record carries the generation of the file's turn and a CRC; on
-// start the records of both files are stored into bolt again in
-// generation order, up to the first torn or foreign record, and the files
-// are emptied. Storing an entry bolt already holds again is harmless: it
-// holds the same bytes (below).
+// appends to the active one; a flush makes the other one active (its
+// next turn writes from offset 0, over what its last turn left), and
+// stores the first one's entries into bolt. Every record carries the
+// generation of its file's turn and a CRC; on start the records of both
+// files are stored into bolt again in generation order, each file up to
+// its first torn record or the first of an earlier turn, and the files are
+// emptied. Storing an entry bolt already holds again is harmless: it holds
+// the same bytes (below).
 //
 // Why replaying is always right: raft changes an entry it has stored only
 // through DeleteRange (a follower's conflicting suffix, the compaction
@@ -59,7 +60,8 @@ type journalStore struct {
 
 	fileMu sync.Mutex // the files: appends and turns; taken before mu
 	files  [2]*os.File
-	sizes  [2]int64
+	sizes  [2]int64 // what the current turn wrote
+	high   [2]int64 // the files' sizes
 	active int
 	gen    uint64 // generation of the active file's records
 	buf    []byte
@@ -81,11 +83,15 @@ const (
 	// journalFlushDelay is how long the journal gathers entries before a
 	// flush stores them into bolt: the longer, the fewer bolt commits (and
 	// fdatasyncs) per entry, and the more entries a crash leaves to
-	// replay. 10 ms measured best of 0, 2 and 10 (docs/benchmarks.md).
-	journalFlushDelay = 10 * time.Millisecond
+	// replay. 10, 30 and 100 ms measured alike; 0 and 2 ms cost more CPU
+	// per write (docs/benchmarks.md).
+	journalFlushDelay = 30 * time.Millisecond
 	// journalFlushBytes: past this much pending entry data a flush starts
 	// at once.
 	journalFlushBytes = 8 << 20
+	// journalKeepBytes: a journal file larger than this after its turn is
+	// truncated; a smaller one is written over by its next turn.
+	journalKeepBytes = 4 << 20
 	// journalMaxRecord bounds one record (one StoreLogs call): hashicorp/raft
 	// stores at most MaxAppendEntries entries at once, each at most a
 	// group (256 KiB) or a client's command.
@@ -211,8 +217,8 @@ func replayJournal(files [2]*os.File, bolt raft.LogStore) (uint64, error) {
 
 // decodeJournal returns the records at the start of b that are whole, pass
 // their CRC and belong to the generation of the first one: what follows a
-// torn record, or a record of an earlier turn left behind a truncation
-// that was not synced, is not the journal's.
+// torn record, and what an earlier turn of the file left behind the
+// current one's records, is not the journal's.
 func decodeJournal(b []byte) (gen uint64, recs [][]*raft.Log) {
 	for len(b) >= journalHeader {
 		n := binary.LittleEndian.Uint32(b[0:4])
@@ -369,6 +375,7 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 		return j.fail(fmt.Errorf("cluster: sync raft journal: %w", err))
 	}
 	j.sizes[j.active] += int64(len(rec))
+	j.high[j.active] = max(j.high[j.active], j.sizes[j.active])
 	if cap(j.buf) > 1<<20 {
 		j.buf = nil // do not keep a large record's buffer
 	}
@@ -453,8 +460,7 @@ func (j *journalStore) flusher() {
 }
 
 // flush stores what the active file holds into bolt: the other file
-// becomes active, the entries go into bolt in one commit, and the first
-// file is emptied.
+// becomes active and the entries go into bolt in one commit.
 func (j *journalStore) flush() error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
@@ -469,7 +475,7 @@ func (j *journalStore) flush() error {
 	batch := j.pending
 	j.flushing, j.pending, j.pendingBytes = batch, nil, 0
 	old := j.active
-	j.active = 1 - old // empty: emptied at the end of its last flush
+	j.active = 1 - old // its last turn is in bolt: written over from offset 0
 	j.gen++
 	j.mu.Unlock()
 	j.fileMu.Unlock()
@@ -480,7 +486,15 @@ func (j *journalStore) flush() error {
 		return j.fail(fmt.Errorf("cluster: store raft journal into raft.db: %w", err))
 	}
 	j.fileMu.Lock()
-	err := j.files[old].Truncate(0) // not synced: what it held is in bolt now
+	// The file's next turn writes over it from the start: overwriting
+	// blocks the file already has makes an fdatasync cheaper than
+	// growing the file (no size or extent to commit). A file a burst made
+	// large is cut back (not synced: what it held is in bolt now).
+	var err error
+	if j.high[old] > journalKeepBytes {
+		err = j.files[old].Truncate(0)
+		j.high[old] = 0
+	}
 	j.sizes[old] = 0
 	j.fileMu.Unlock()
 	j.mu.Lock()
@@ -510,7 +524,7 @@ func (j *journalStore) drainLocked() error {
 		if err := truncateSync(f); err != nil {
 			return j.fail(err)
 		}
-		j.sizes[i] = 0
+		j.sizes[i], j.high[i] = 0, 0
 	}
 	j.mu.Lock()
 	j.pending, j.pendingBytes = nil, 0

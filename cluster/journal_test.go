@@ -309,9 +309,9 @@ func TestJournalReplayStopsAtATornRecord(t *testing.T) {
 	}
 }
 
-// TestJournalIgnoresAnEarlierTurnLeftBehind: a flush truncates the file it
-// emptied without a sync, so after a crash the file may hold the records
-// of its next turn followed by what is left of an earlier one. Only the
+// TestJournalIgnoresAnEarlierTurnLeftBehind: a file's next turn writes
+// over its last one from offset 0, so the file holds the records of its
+// current turn followed by what is left of an earlier one. Only the
 // records of the file's first generation are replayed.
 func TestJournalIgnoresAnEarlierTurnLeftBehind(t *testing.T) {
 	d := newJournalDir(t)
@@ -559,4 +559,51 @@ func FuzzJournalDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestJournalTurnsWriteOverEachOther: each file's next turn writes over
+// its last from offset 0, a shorter turn leaving the end of a longer one
+// behind it; a crash at any turn replays exactly the log. A file a burst
+// made larger than journalKeepBytes is cut back after its turn.
+func TestJournalTurnsWriteOverEachOther(t *testing.T) {
+	d := newJournalDir(t)
+	j := d.open(time.Hour)
+	model := newBoltLogs(t)
+	var last uint64
+	for turn, n := range []uint64{40, 30, 5, 2, 1, 12} {
+		for range n {
+			logs := run(last+1, last+2, 1, "w")
+			store(t, j, logs)
+			store(t, model, logs)
+			last += 2
+		}
+		if turn < 5 {
+			if err := j.flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st, err := j.files[0].Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.sizes[0] >= st.Size() {
+		t.Fatalf("file 0: the current turn wrote %d bytes of %d; want it to end before what its first turn left", j.sizes[0], st.Size())
+	}
+	d.crash(j)
+	j = d.open(time.Hour)
+	if err := sameLog(j, model); err != nil {
+		t.Fatal(err)
+	}
+
+	// A burst: one turn past journalKeepBytes is truncated after it.
+	big := &raft.Log{Index: last + 1, Term: 1, Type: raft.LogCommand, Data: bytes.Repeat([]byte{'b'}, journalKeepBytes+1)}
+	store(t, j, []*raft.Log{big})
+	f := j.files[j.active]
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != 0 {
+		t.Fatalf("after a %d-byte turn the file holds %d bytes (%v); want it cut back", journalKeepBytes+1, st.Size(), err)
+	}
 }
