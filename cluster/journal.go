@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -112,7 +113,7 @@ var errJournalClosed = errors.New("cluster: raft journal closed")
 // when enabled, returns a journalStore in front of bolt. When not enabled
 // it returns bolt itself (after the replay: entries a journal holds from an
 // earlier run are never left behind).
-func openJournal(dir string, bolt raft.LogStore, enabled bool, delay time.Duration) (raft.LogStore, *journalStore, error) {
+func openJournal(dir string, bolt raft.LogStore, enabled bool, delay time.Duration, logger hclog.Logger) (raft.LogStore, *journalStore, error) {
 	var files [2]*os.File
 	created := false
 	closeAll := func() {
@@ -137,10 +138,13 @@ func openJournal(dir string, bolt raft.LogStore, enabled bool, delay time.Durati
 		}
 		files[i] = f
 	}
-	gen, err := replayJournal(files, bolt)
+	gen, replayed, err := replayJournal(files, bolt)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
+	}
+	if replayed > 0 && logger != nil {
+		logger.Info("stored the raft journal's entries into raft.db (the last run did not stop cleanly)", "entries", replayed)
 	}
 	if created {
 		if err := syncDir(dir); err != nil {
@@ -174,8 +178,9 @@ func openJournal(dir string, bolt raft.LogStore, enabled bool, delay time.Durati
 }
 
 // replayJournal stores the records of files into bolt, in generation
-// order, empties the files durably and returns the highest generation seen.
-func replayJournal(files [2]*os.File, bolt raft.LogStore) (uint64, error) {
+// order, empties the files durably and returns the highest generation seen
+// and how many entries it stored.
+func replayJournal(files [2]*os.File, bolt raft.LogStore) (top uint64, entries int, err error) {
 	type turn struct {
 		gen  uint64
 		recs [][]*raft.Log
@@ -187,7 +192,7 @@ func replayJournal(files [2]*os.File, bolt raft.LogStore) (uint64, error) {
 		}
 		b, err := os.ReadFile(f.Name())
 		if err != nil {
-			return 0, fmt.Errorf("cluster: read raft journal: %w", err)
+			return 0, 0, fmt.Errorf("cluster: read raft journal: %w", err)
 		}
 		gen, recs := decodeJournal(b)
 		if len(recs) > 0 {
@@ -195,12 +200,12 @@ func replayJournal(files [2]*os.File, bolt raft.LogStore) (uint64, error) {
 		}
 	}
 	sort.Slice(turns, func(a, b int) bool { return turns[a].gen < turns[b].gen })
-	var top uint64
 	for _, t := range turns {
 		for _, rec := range t.recs {
 			if err := bolt.StoreLogs(rec); err != nil {
-				return 0, fmt.Errorf("cluster: replay raft journal into raft.db: %w", err)
+				return 0, 0, fmt.Errorf("cluster: replay raft journal into raft.db: %w", err)
 			}
+			entries += len(rec)
 		}
 		top = max(top, t.gen)
 	}
@@ -209,10 +214,10 @@ func replayJournal(files [2]*os.File, bolt raft.LogStore) (uint64, error) {
 			continue
 		}
 		if err := truncateSync(f); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return top, nil
+	return top, entries, nil
 }
 
 // decodeJournal returns the records at the start of b that are whole, pass

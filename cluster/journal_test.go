@@ -49,7 +49,7 @@ func (d *journalDir) openBolt() {
 // nothing is flushed but by the test).
 func (d *journalDir) open(delay time.Duration) *journalStore {
 	d.t.Helper()
-	_, j, err := openJournal(d.dir, d.bolt, true, delay)
+	_, j, err := openJournal(d.dir, d.bolt, true, delay, nil)
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestJournalOffReplaysWhatAnEarlierRunLeft(t *testing.T) {
 	j := d.open(time.Hour)
 	store(t, j, run(1, 7, 1, "off"))
 	d.crash(j)
-	s, jj, err := openJournal(d.dir, d.bolt, false, 0)
+	s, jj, err := openJournal(d.dir, d.bolt, false, 0, nil)
 	if err != nil || jj != nil {
 		t.Fatalf("openJournal(off) = %v, %v", jj, err)
 	}
@@ -488,7 +488,7 @@ func TestJournalOffReplaysWhatAnEarlierRunLeft(t *testing.T) {
 func TestJournalLatchesAFailedFlush(t *testing.T) {
 	d := newJournalDir(t)
 	bad := &failingStore{LogStore: d.bolt}
-	_, j, err := openJournal(d.dir, bad, true, time.Hour)
+	_, j, err := openJournal(d.dir, bad, true, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

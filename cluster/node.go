@@ -268,7 +268,7 @@ func (n *Node) startRaft() error {
 		if err != nil {
 			return fmt.Errorf("cluster: open raft log %s: %w", n.cfg.DataDir, err)
 		}
-		store, journal, err := openJournal(n.cfg.DataDir, bolt, !n.cfg.NoRaftJournal, n.cfg.journalDelayForTest)
+		store, journal, err := openJournal(n.cfg.DataDir, bolt, !n.cfg.NoRaftJournal, n.cfg.journalDelayForTest, n.logger)
 		if err != nil {
 			bolt.Close()
 			return err
