@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -23,7 +24,8 @@ import (
 )
 
 // fastServer serves the API's listener itself: it reads each request head
-// without consuming it and, when the request is a plain read it can hand
+// without consuming it and, when the request is a plain read, or a write
+// under /v1/services/ with a small body of known length, that it can hand
 // to the API's handler exactly as net/http would (fastConn.request), builds
 // the http.Request, runs the same handler (middleware, authorization,
 // metrics and all) with a ResponseWriter that keeps the answer, and writes
@@ -31,8 +33,8 @@ import (
 // costs a read more than that per request (its background read, which
 // wakes a goroutine and moves the deadline twice), a context per request
 // and its response machinery: about a third of the CPU of a discovery read
-// (docs/benchmarks.md). Anything else (TLS, HTTP/1.0, other methods, a
-// body, Expect, upgrades, blocking queries, which park, the snapshot,
+// (docs/benchmarks.md). Anything else (TLS, HTTP/1.0, other methods or
+// routes, a chunked or larger body, Expect, upgrades, blocking queries, which park, the snapshot,
 // which streams, odd targets or headers) hands the whole connection, with
 // the bytes already read, to the net/http server that served every
 // request before, and it keeps the connection from then on.
@@ -135,6 +137,7 @@ type fastConn struct {
 	date         []byte       // the Date header's value, for dateSec
 	dateSec      int64
 	writeBy      time.Time // the write deadline set on nc
+	body         fastBody  // the request's body, when it has one
 
 	mu     sync.Mutex
 	idle   bool // between requests: shutdown may close it
@@ -185,7 +188,8 @@ func (c *fastConn) serve() {
 		// A head is due within the read header timeout of the moment it
 		// starts: the connection's opening for the first, its first byte
 		// for a later one (as net/http has it).
-		headBy := time.Now().Add(cfg.ReadHeaderTimeout)
+		start := time.Now()
+		headBy := start.Add(cfg.ReadHeaderTimeout)
 		if c.br.Buffered() == 0 {
 			if !c.setIdle() {
 				c.close()
@@ -204,7 +208,8 @@ func (c *fastConn) serve() {
 				return
 			}
 			if !first {
-				headBy = time.Now().Add(cfg.ReadHeaderTimeout)
+				start = time.Now()
+				headBy = start.Add(cfg.ReadHeaderTimeout)
 			}
 		}
 		if !c.setActive() {
@@ -234,6 +239,15 @@ func (c *fastConn) serve() {
 			return
 		}
 		_, _ = c.br.Discard(len(head))
+		if c.body.remain > 0 {
+			// As net/http: the whole request, body included, is due
+			// within the read timeout of its start.
+			if cfg.ReadTimeout > 0 {
+				_ = c.nc.SetReadDeadline(start.Add(cfg.ReadTimeout))
+			} else {
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
+		}
 		if !c.answer(r) {
 			c.close()
 			return
@@ -279,17 +293,19 @@ func fastRoute(path []byte) bool {
 }
 
 // request builds the http.Request net/http would build for head, when the
-// fast path takes it: a GET in HTTP/1.1 of an API read (fastRoute) whose
-// target is plain (connlimit.PlainPath, PlainQuery) and asks no blocking
-// query (index: those park, which takes the connection out of net/http),
-// with exactly one plain Host, no body, no Transfer-Encoding, Expect,
+// fast path takes it: a GET in HTTP/1.1 of an API read (fastRoute), or a
+// PUT, POST or DELETE under /v1/services/ (fastMethod), whose target is
+// plain (connlimit.PlainPath, PlainQuery) and asks no blocking query
+// (index: those park, which takes the connection out of net/http), with
+// exactly one plain Host, no body on a GET and otherwise at most one
+// Content-Length of at most MaxBodyBytes, no Transfer-Encoding, Expect,
 // Upgrade or HTTP2-Settings, a Connection header of close or keep-alive
 // only, and every header line well formed. Anything else is for net/http,
 // which parses, refuses or serves it as it always did.
 func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	eol := bytes.Index(head, crlfBytes)
 	line := head[:eol]
-	rest, ok := bytes.CutPrefix(line, []byte("GET "))
+	method, rest, ok := fastMethod(line)
 	if !ok {
 		return nil, false
 	}
@@ -300,6 +316,9 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	target := rest[:sp]
 	path, query, hasQuery := bytes.Cut(target, []byte{'?'})
 	if !fastRoute(path) || bytes.Contains(path, []byte("//")) || !connlimit.PlainPath(path) {
+		return nil, false
+	}
+	if method != http.MethodGet && !bytes.HasPrefix(path, []byte("/v1/services/")) {
 		return nil, false
 	}
 	if hasQuery && (!connlimit.PlainQuery(query) || hasQueryKey(query, "index")) {
@@ -318,6 +337,7 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	}
 	var host []byte
 	hosts, lines, lengths, closing := 0, 0, 0, false
+	var length int64
 	for pos := eol + 2; pos < len(head)-2; {
 		if lines++; lines > fastMaxHeaderLines {
 			return nil, false
@@ -334,9 +354,14 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			host = value
 			continue // net/http moves it to Request.Host
 		case "Content-Length":
-			if lengths++; lengths > 1 || string(value) != "0" {
+			// One length, in digits, of a body the handlers read whole
+			// (readBody's limit): a longer one, which they refuse unread,
+			// goes to net/http with everything else.
+			n, ok := connlimit.Digits(value, 18)
+			if lengths++; lengths > 1 || !ok || n > c.f.s.cfg.MaxBodyBytes || (n > 0 && method == http.MethodGet) {
 				return nil, false
 			}
+			length = n
 		case "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings":
 			return nil, false
 		case "Connection":
@@ -375,13 +400,76 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	// The request's context is one the middleware fills in rather than
 	// wrapping the request again (requestContext).
 	r := c.template.WithContext(&requestContext{Context: c.ctx})
-	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = http.MethodGet, u, "HTTP/1.1", 1, 1
+	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = method, u, "HTTP/1.1", 1, 1
 	r.Header, r.Body, r.Host, r.RemoteAddr = h, http.NoBody, c.host, c.remoteAddr
-	r.RequestURI, r.Close = c.target, closing
+	r.RequestURI, r.Close, r.ContentLength = c.target, closing, length
+	c.body = fastBody{br: c.br, remain: length}
+	if length > 0 {
+		r.Body = &c.body
+	}
 	return r, true
 }
 
 var crlfBytes = []byte("\r\n")
+
+// fastMethod splits a request line into its method, when the fast path
+// takes it, and the rest. GET serves reads; PUT, POST and DELETE only
+// under /v1/services/ (registrations, deregistrations, check updates:
+// handlers that read a body whole through readBody).
+func fastMethod(line []byte) (string, []byte, bool) {
+	for _, m := range [...]string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPost} {
+		if len(line) > len(m) && string(line[:len(m)]) == m && line[len(m)] == ' ' {
+			return m, line[len(m)+1:], true
+		}
+	}
+	return "", nil, false
+}
+
+// fastBody is a request body of known length read off the connection's
+// buffer. What the handler leaves unread is read and dropped before the
+// answer goes out (drainBody), as net/http does for a small body, so that
+// the next request on the connection starts where this one ends.
+type fastBody struct {
+	br     *bufio.Reader
+	remain int64
+	err    error
+}
+
+func (b *fastBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.br.Read(p)
+	b.remain -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // the client closed before the end of its body
+	}
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *fastBody) Close() error { return nil }
+
+// drainBody reads what the handler left of the request's body; false when
+// it cannot (the client is too slow or gone): then the connection closes
+// after this answer, as net/http's does.
+func (c *fastConn) drainBody() bool {
+	if c.body.err == nil && c.body.remain > 0 {
+		_, _ = io.CopyN(io.Discard, &c.body, c.body.remain)
+	}
+	// A body the client cut short (it closed its side) counts, for
+	// net/http, as read to its end: the answer says nothing of closing,
+	// and the next read finds the connection closed.
+	return c.body.err == nil || c.body.err == io.ErrUnexpectedEOF
+}
 
 // reuseString returns b as a string: prev when it holds the same bytes
 // (no allocation), else a new string.
@@ -517,7 +605,10 @@ type fastResponse struct {
 	// chunked: the head went out and the body goes in chunks; headKeep:
 	// that head let the connection stay open.
 	chunked, headKeep bool
-	err               error
+	// bodyLost: the request's body could not be read to its end, so the
+	// connection cannot serve another request.
+	bodyLost bool
+	err      error
 }
 
 func (w *fastResponse) reset(c *fastConn, reqClose bool) {
@@ -525,7 +616,7 @@ func (w *fastResponse) reset(c *fastConn, reqClose bool) {
 		w.header = make(http.Header, 8)
 	}
 	clear(w.header)
-	w.c, w.status, w.reqClose, w.chunked, w.headKeep, w.err = c, 0, reqClose, false, false, nil
+	w.c, w.status, w.reqClose, w.chunked, w.headKeep, w.bodyLost, w.err = c, 0, reqClose, false, false, false, nil
 	w.bodyP, w.body = getBuf()
 	w.outP, w.out = getBuf()
 }
@@ -541,7 +632,7 @@ func (w *fastResponse) release() {
 // this answer: not when the client or the handler said close, nor while
 // the server shuts down.
 func (w *fastResponse) keep() bool {
-	return !w.reqClose && !w.c.f.conns.Closing() && !hasToken(w.header["Connection"], "close")
+	return !w.reqClose && !w.bodyLost && !w.c.f.conns.Closing() && !hasToken(w.header["Connection"], "close")
 }
 
 func (w *fastResponse) Header() http.Header { return w.header }
@@ -571,6 +662,7 @@ func (w *fastResponse) Write(b []byte) (int, error) {
 	}
 	if !w.chunked {
 		// Too long to keep: the head goes now, the body in chunks.
+		w.bodyLost = !w.c.drainBody()
 		w.chunked, w.headKeep = true, w.keep()
 		sniff := w.body
 		if len(sniff) == 0 {
@@ -612,6 +704,7 @@ func (w *fastResponse) finish() bool {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.bodyLost = !w.c.drainBody()
 	keep := w.keep()
 	w.out = appendHead(w.out[:0], w.status, w.header, len(w.body), w.body, keep, w.c.now())
 	if bodyAllowed(w.status) {

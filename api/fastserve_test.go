@@ -186,6 +186,152 @@ var fastCases = []fastCase{
 	{"header lines at the limit", get("/v1/services", strings.Repeat("X-A: b\r\n", fastMaxHeaderLines-1)), true},
 }
 
+func put(target, headers, body string) string {
+	return fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s", target, headers, len(body), body)
+}
+
+// fastWriteCases are writes: each is sent to the API with the fast path,
+// then to the one without, over one catalog, so each must leave the
+// catalog as the second one finds it (an identical registration is a
+// no-op answered with the same index; the rest change nothing).
+var fastWriteCases = []fastCase{
+	{"register", put("/v1/services/web/instances/web-9", "", `{"address":"127.0.0.1","port":9090,"tags":["t"],"meta":{"k":"v"}}`), true},
+	{"register, lower-case length", "PUT /v1/services/web/instances/web-9 HTTP/1.1\r\nHost: HOST\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n" + `{"address":"127.0.0.1","port":9090     }`, true},
+	{"register, bad JSON", put("/v1/services/web/instances/web-8", "", `{"address":`), true},
+	{"register, unknown field", put("/v1/services/web/instances/web-8", "", `{"address":"127.0.0.1","port":1,"bogus":1}`), true},
+	{"register, bad port", put("/v1/services/web/instances/web-8", "", `{"address":"127.0.0.1","port":70000}`), true},
+	{"register, bad name", put("/v1/services/-bad-/instances/web-8", "", `{"address":"127.0.0.1","port":1}`), true},
+	{"register, no body", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\n\r\n", true},
+	{"register, empty body", put("/v1/services/web/instances/web-8", "", ""), true},
+	{"register, wrong type", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}", true},
+	{"register, foreign origin", put("/v1/services/web/instances/web-8", "Origin: http://evil.example\r\n", `{"address":"127.0.0.1","port":1}`), true},
+	{"register, at the body limit", put("/v1/services/web/instances/web-8", "", `{"address":"127.0.0.1","port":1,"meta":{"k":"`+strings.Repeat("x", 64<<10-48)+`"}}`), true},
+	{"deregister, bad name", "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\n\r\n", true},
+	{"deregister with a body it ignores", "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", true},
+	{"deregister with a body of no type", "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Length: 2\r\n\r\n{}", true},
+	{"POST under /v1/services/", "POST /v1/services/web/instances HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", true},
+	{"PUT, no such route", put("/v1/services/web", "", `{}`), true},
+	{"register, close", put("/v1/services/web/instances/web-9", "Connection: close\r\n", `{"address":"127.0.0.1","port":9090,"tags":["t"],"meta":{"k":"v"}}`), true},
+
+	{"register, body over the limit", put("/v1/services/web/instances/web-8", "", strings.Repeat(" ", 64<<10+1)), false},
+	{"register, chunked", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", false},
+	{"register, expect", put("/v1/services/web/instances/web-8", "Expect: 100-continue\r\n", `{}`), false},
+	{"register, two lengths", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", false},
+	{"register, signed length", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Length: +2\r\n\r\n{}", false},
+	{"write outside /v1/services/", "PUT /v1/tokens HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", false},
+	{"PATCH", "PATCH /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: HOST\r\nContent-Length: 0\r\n\r\n", false},
+}
+
+// TestFastPathWritesAnswerAsNetHTTP: writes under /v1/services/ with a
+// body of known length take the fast path and are answered as net/http's
+// path answers them; the rest are handed off.
+func TestFastPathWritesAnswerAsNetHTTP(t *testing.T) {
+	fast, slow := twinServers(t)
+	seedCatalog(fast)
+	for _, c := range fastWriteCases {
+		method := strings.Fields(c.raw)[0]
+		served, handed := fast.fastStats()
+		a := fast.exchange(c.raw, method)[0]
+		served2, handed2 := fast.fastStats()
+		switch {
+		case c.fast && (served2 != served+1 || handed2 != handed):
+			t.Errorf("%s: not served by the fast path (served %d→%d, handed off %d→%d)", c.name, served, served2, handed, handed2)
+		case !c.fast && (served2 != served || handed2 != handed+1):
+			t.Errorf("%s: not handed to net/http (served %d→%d, handed off %d→%d)", c.name, served, served2, handed, handed2)
+		}
+		sameAnswer(t, c.name, a, slow.exchange(c.raw, method)[0])
+	}
+	// What the registrations stored, read through net/http's path.
+	a := slow.exchange(get("/v1/services/web/instances/web-9", ""), "GET")[0]
+	if a.status != http.StatusOK || !bytes.Contains(a.body, []byte(`"port":9090`)) || !bytes.Contains(a.body, []byte(`"meta":{"k":"v"}`)) {
+		t.Fatalf("web-9 after its registration through the fast path: %d %s", a.status, a.body)
+	}
+}
+
+// TestFastPathReadsEachBodyToItsEnd: pipelined writes on one connection,
+// some of whose handlers read their body and some not, each answered in
+// order; the next request starts where a body ends.
+func TestFastPathReadsEachBodyToItsEnd(t *testing.T) {
+	fast, _ := twinServers(t)
+	seedCatalog(fast)
+	looksLikeARequest := "GET /v1/services HTTP/1.1\r\nHost: x\r\n\r\n"
+	ignored := fmt.Sprintf("DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		len(looksLikeARequest), looksLikeARequest)
+	raw := put("/v1/services/pipe/instances/p-1", "", `{"address":"127.0.0.1","port":1}`) +
+		ignored +
+		put("/v1/services/pipe/instances/p-2", "", `{"address":"127.0.0.1","port":2}`) +
+		put("/v1/services/pipe/instances/p-3", "", `{"address":`) +
+		get("/v1/services/pipe/instances", "Connection: close\r\n")
+	served, handed := fast.fastStats()
+	answers := fast.exchange(raw, "PUT", "DELETE", "PUT", "PUT", "GET")
+	var got []int
+	for _, a := range answers {
+		if a.err != nil {
+			t.Fatalf("answers %v: %v", got, a.err)
+		}
+		got = append(got, a.status)
+	}
+	if want := []int{200, 400, 200, 400, 200}; !slices.Equal(got, want) {
+		t.Fatalf("statuses %v, want %v", got, want)
+	}
+	var insts []client.Instance
+	if err := json.Unmarshal(answers[4].body, &insts); err != nil || len(insts) != 2 {
+		t.Fatalf("pipe's instances: %v %s", err, answers[4].body)
+	}
+	if s, h := fast.fastStats(); s != served+5 || h != handed {
+		t.Errorf("served %d→%d (want +5), handed off %d→%d (want none)", served, s, handed, h)
+	}
+}
+
+// TestFastPathBodyTooSlowOrCut: a body that does not arrive within the
+// read timeout gets net/http's answer (408) and the connection closes; one
+// the client cuts short gets its 400.
+func TestFastPathBodyTooSlowOrCut(t *testing.T) {
+	// Without the body's own deadline the fast path would wait for the
+	// head's (a minute), past the test connection's 30 s.
+	fast, slow := twinServers(t, func(c *Config) { c.ReadTimeout, c.ReadHeaderTimeout = 300*time.Millisecond, time.Minute })
+	head := "PUT /v1/services/web/instances/w-1 HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"address\""
+	for _, cut := range []bool{false, true} {
+		var answers [2]rawAnswer
+		for i, ts := range []*testServer{fast, slow} {
+			answers[i] = ts.exchangeHalf(head, cut)
+		}
+		what := map[bool]string{false: "slow body", true: "cut body"}[cut]
+		// A slow body's connection closes; a cut one's answer says
+		// nothing of it (net/http reads the client's end as the body's).
+		if a := answers[0]; a.err != nil || a.status < 400 || a.close == cut {
+			t.Errorf("%s: fast path answered %d close=%v %v", what, a.status, a.close, a.err)
+		}
+		sameAnswer(t, what, answers[0], answers[1])
+	}
+}
+
+// exchangeHalf sends raw (part of a request) and, when cut is set, closes
+// its side of the connection; then it reads one answer.
+func (ts *testServer) exchangeHalf(raw string, cut bool) rawAnswer {
+	ts.t.Helper()
+	addr := strings.TrimPrefix(ts.url, "http://")
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, strings.ReplaceAll(raw, "HOST", addr)); err != nil {
+		ts.t.Fatal(err)
+	}
+	if cut {
+		_ = conn.(*net.TCPConn).CloseWrite()
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "PUT"})
+	if err != nil {
+		return rawAnswer{err: err}
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return rawAnswer{status: resp.StatusCode, header: resp.Header, body: body, close: resp.Close, err: err}
+}
+
 // seedCatalog registers what the cases read.
 func seedCatalog(ts *testServer) {
 	ts.register("web", "web-1", client.Registration{Address: "127.0.0.1", Port: 8080, Tags: []string{"blue"}, Meta: map[string]string{"zone": "a"}})
@@ -238,13 +384,24 @@ func TestFastPathAnswersAsNetHTTPWithAuth(t *testing.T) {
 		{"tokens list, no token", get("/v1/tokens", ""), true},
 		{"foreign origin with token", get("/v1/services", "X-Beacon-Token: "+mgmt+"\r\nOrigin: http://evil.example\r\n"), true},
 	}
+	reg := `{"address":"127.0.0.1","port":8080}`
+	cases = append(cases,
+		fastCase{"register, no token", put("/v1/services/web/instances/web-1", "", reg), true},
+		fastCase{"register, bad token", put("/v1/services/web/instances/web-1", "X-Beacon-Token: nope\r\n", reg), true},
+		fastCase{"register, management token", put("/v1/services/web/instances/web-1", "X-Beacon-Token: "+mgmt+"\r\n", reg), true},
+		fastCase{"deregister, no token", "DELETE /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: HOST\r\n\r\n", true},
+	)
 	for _, c := range cases {
+		method := strings.Fields(c.raw)[0]
 		served, _ := fast.fastStats()
-		a := fast.exchange(c.raw, "GET")[0]
+		a := fast.exchange(c.raw, method)[0]
 		if s, _ := fast.fastStats(); s != served+1 {
 			t.Errorf("%s: not served by the fast path", c.name)
 		}
-		sameAnswer(t, c.name, a, slow.exchange(c.raw, "GET")[0])
+		sameAnswer(t, c.name, a, slow.exchange(c.raw, method)[0])
+	}
+	if a := fast.exchange(get("/v1/services/web/instances/web-1", "X-Beacon-Token: "+mgmt+"\r\n"), "GET")[0]; a.status != http.StatusOK {
+		t.Fatalf("web-1 after a deregistration without a token: %d %s", a.status, a.body)
 	}
 }
 
@@ -519,9 +676,13 @@ func FuzzFastPathRequest(f *testing.F) {
 	for _, c := range fastCases {
 		f.Add([]byte(strings.ReplaceAll(c.raw, "HOST", "127.0.0.1:8500")))
 	}
+	for _, c := range fastWriteCases {
+		f.Add([]byte(strings.ReplaceAll(c.raw, "HOST", "127.0.0.1:8500")))
+	}
 	type key struct{}
 	ctx := context.WithValue(context.Background(), key{}, "the connection's")
-	c := &fastConn{ctx: ctx, remoteAddr: "127.0.0.1:1", template: &http.Request{}}
+	srv := &fastServer{s: &Server{cfg: Config{MaxBodyBytes: 64 << 10}}}
+	c := &fastConn{f: srv, ctx: ctx, remoteAddr: "127.0.0.1:1", template: &http.Request{}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		head, err := connlimit.PeekHead(bufio.NewReaderSize(bytes.NewReader(data), fastReadBufSize), nil)
 		if err != nil {
@@ -531,8 +692,8 @@ func FuzzFastPathRequest(f *testing.F) {
 		if !ok {
 			return
 		}
-		if got.Context().Value(key{}) != "the connection's" || got.RemoteAddr != c.remoteAddr || got.Body != http.NoBody {
-			t.Fatalf("head %q: the request lacks the connection's context, address or empty body", head)
+		if got.Context().Value(key{}) != "the connection's" || got.RemoteAddr != c.remoteAddr || (got.Body == http.NoBody) != (got.ContentLength == 0) {
+			t.Fatalf("head %q: the request lacks the connection's context or address, or its body does not match its length %d", head, got.ContentLength)
 		}
 		want, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 		if err != nil {
@@ -541,7 +702,7 @@ func FuzzFastPathRequest(f *testing.F) {
 		want.Header.Del("Host") // if ReadRequest left it: the server deletes it
 		if got.Method != want.Method || got.RequestURI != want.RequestURI || got.URL.String() != want.URL.String() ||
 			got.URL.Path != want.URL.Path || got.URL.RawPath != want.URL.RawPath || got.URL.RawQuery != want.URL.RawQuery ||
-			got.Host != want.Host || got.Close != want.Close || want.ContentLength != 0 || got.Proto != want.Proto ||
+			got.Host != want.Host || got.Close != want.Close || got.ContentLength != want.ContentLength || got.Proto != want.Proto ||
 			!reflect.DeepEqual(got.Header, want.Header) {
 			t.Fatalf("head %q\nfast path: %s %s %q host %q close %v %v\nnet/http:  %s %s %q host %q close %v %v (length %d)", head,
 				got.Method, got.RequestURI, got.URL, got.Host, got.Close, got.Header,
