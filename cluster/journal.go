@@ -409,6 +409,13 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 
 // storeDirect stores logs into bolt itself, after everything pending.
 func (j *journalStore) storeDirect(logs []*raft.Log) error {
+	return j.drained(func() error { return j.bolt.StoreLogs(logs) })
+}
+
+// drained runs change on bolt with the journal drained (everything
+// pending in bolt, both files emptied durably) and no append or flush
+// running, then reads the log's last index again.
+func (j *journalStore) drained(change func() error) error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
 	j.fileMu.Lock()
@@ -416,7 +423,7 @@ func (j *journalStore) storeDirect(logs []*raft.Log) error {
 	if err := j.drainLocked(); err != nil {
 		return err
 	}
-	if err := j.bolt.StoreLogs(logs); err != nil {
+	if err := change(); err != nil {
 		return err
 	}
 	return j.refreshLastLocked()
@@ -540,17 +547,7 @@ func (j *journalStore) drainLocked() error {
 // DeleteRange stores what is pending into bolt, empties the journal
 // durably, then deletes the range from bolt (see the type's comment).
 func (j *journalStore) DeleteRange(min, max uint64) error {
-	j.flushMu.Lock()
-	defer j.flushMu.Unlock()
-	j.fileMu.Lock()
-	defer j.fileMu.Unlock()
-	if err := j.drainLocked(); err != nil {
-		return err
-	}
-	if err := j.bolt.DeleteRange(min, max); err != nil {
-		return err
-	}
-	return j.refreshLastLocked()
+	return j.drained(func() error { return j.bolt.DeleteRange(min, max) })
 }
 
 // find returns the entry idx of a contiguous run, or nil.

@@ -299,12 +299,7 @@ func TestJournalReplayStopsAtATornRecord(t *testing.T) {
 			if last != 8 {
 				t.Fatalf("last index after the replay %d, want 8 (two whole records)", last)
 			}
-			model := newBoltLogs(t)
-			store(t, model, run(1, 4, 1, "t"))
-			store(t, model, run(5, 8, 1, "t"))
-			if err := sameLog(j, model); err != nil {
-				t.Fatal(err)
-			}
+			wantLog(t, j, run(1, 4, 1, "t"), run(5, 8, 1, "t"))
 		})
 	}
 }
@@ -333,11 +328,7 @@ func TestJournalIgnoresAnEarlierTurnLeftBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	j = d.open(time.Hour)
-	model := newBoltLogs(t)
-	store(t, model, run(1, 2, 2, "new"))
-	if err := sameLog(j, model); err != nil {
-		t.Fatal(err)
-	}
+	wantLog(t, j, run(1, 2, 2, "new"))
 }
 
 // TestJournalDeleteRangeLeavesNothingBehind: entries a follower deleted
@@ -361,12 +352,7 @@ func TestJournalDeleteRangeLeavesNothingBehind(t *testing.T) {
 			store(t, j, run(6, 8, 2, "b"))
 			d.crash(j)
 			j = d.open(time.Hour)
-			model := newBoltLogs(t)
-			store(t, model, run(1, 5, 1, "a"))
-			store(t, model, run(6, 8, 2, "b"))
-			if err := sameLog(j, model); err != nil {
-				t.Fatal(err)
-			}
+			wantLog(t, j, run(1, 5, 1, "a"), run(6, 8, 2, "b"))
 		})
 	}
 }
@@ -470,11 +456,7 @@ func TestJournalOffReplaysWhatAnEarlierRunLeft(t *testing.T) {
 	if err != nil || jj != nil {
 		t.Fatalf("openJournal(off) = %v, %v", jj, err)
 	}
-	model := newBoltLogs(t)
-	store(t, model, run(1, 7, 1, "off"))
-	if err := sameLog(s, model); err != nil {
-		t.Fatal(err)
-	}
+	wantLog(t, s, run(1, 7, 1, "off"))
 	for i := range 2 {
 		if _, err := os.Stat(filepath.Join(d.dir, fmt.Sprintf("%s.%d", journalName, i))); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("journal file %d still there: %v", i, err)
@@ -507,11 +489,7 @@ func TestJournalLatchesAFailedFlush(t *testing.T) {
 	}
 	d.crash(j)
 	j = d.open(time.Hour)
-	model := newBoltLogs(t)
-	store(t, model, run(1, 3, 1, "l"))
-	if err := sameLog(j, model); err != nil {
-		t.Fatalf("after a restart: %v", err)
-	}
+	wantLog(t, j, run(1, 3, 1, "l"))
 }
 
 type failingStore struct {
@@ -605,5 +583,18 @@ func TestJournalTurnsWriteOverEachOther(t *testing.T) {
 	}
 	if st, err := f.Stat(); err != nil || st.Size() != 0 {
 		t.Fatalf("after a %d-byte turn the file holds %d bytes (%v); want it cut back", journalKeepBytes+1, st.Size(), err)
+	}
+}
+
+// wantLog fails the test unless s holds exactly the runs, stored in order
+// into a raft.db alone.
+func wantLog(t *testing.T, s raft.LogStore, runs ...[]*raft.Log) {
+	t.Helper()
+	model := newBoltLogs(t)
+	for _, r := range runs {
+		store(t, model, r)
+	}
+	if err := sameLog(s, model); err != nil {
+		t.Fatal(err)
 	}
 }
