@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -34,10 +36,10 @@ import (
 // appends to the active one; a flush makes the other one active (its
 // next turn writes from offset 0, over what its last turn left), and
 // stores the first one's entries into bolt. Every record carries the
-// generation of its file's turn and a CRC; on start the records of both
-// files are stored into bolt again in generation order, each file up to
-// its first torn record or the first of an earlier turn, and the files are
-// emptied. Storing an entry bolt already holds again is harmless: it holds
+// generation of its file's turn, the turn's random nonce and a CRC; on
+// start the records of both files are stored into bolt again in
+// generation order, each file up to its first torn record or the first of
+// another turn, and the files are emptied. Storing an entry bolt already holds again is harmless: it holds
 // the same bytes (below).
 //
 // Why replaying is always right: raft changes an entry it has stored only
@@ -52,6 +54,14 @@ import (
 //
 // Entries are readable at once: those not in bolt yet are served from
 // memory (pending, and flushing while a flush runs).
+//
+// Errors: a journal write or sync that fails makes every later store fail
+// (after a failed fsync the kernel may have dropped the data: Raft must
+// not count it stored). A flush that bolt refuses (a full disk) leaves its
+// turn in memory and in its file, which is not written over; the flusher
+// tries again every journalRetry, stores keep going to the active file
+// (until journalFlushBytes are pending: then they wait for a flush, and
+// fail with it), and the store recovers when bolt does.
 type journalStore struct {
 	bolt  raft.LogStore
 	dir   string
@@ -65,14 +75,19 @@ type journalStore struct {
 	high   [2]int64 // the files' sizes
 	active int
 	gen    uint64 // generation of the active file's records
+	nonce  uint64 // the active turn's random nonce
 	buf    []byte
 
 	mu           sync.RWMutex
 	pending      []*raft.Log // in the active file, not in bolt yet; contiguous
 	pendingBytes int
-	flushing     []*raft.Log // being stored into bolt; contiguous, just before pending
+	flushing     []*raft.Log // being stored into bolt (or refused by it); contiguous, just before pending
 	last         uint64      // the log's last index
 	err          error       // latched: a journal or bolt write failed; the store is unusable
+
+	flushFile int  // the file whose turn flushing holds (flushMu)
+	failing   bool // the last flush failed (flushMu): logged once
+	logger    hclog.Logger
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -93,15 +108,20 @@ const (
 	// journalKeepBytes: a journal file larger than this after its turn is
 	// truncated; a smaller one is written over by its next turn.
 	journalKeepBytes = 4 << 20
+	// journalRetry is how often a flush raft.db refused is tried again.
+	journalRetry = time.Second
 	// journalMaxRecord bounds one record (one StoreLogs call): hashicorp/raft
 	// stores at most MaxAppendEntries entries at once, each at most a
 	// group (256 KiB) or a client's command.
 	journalMaxRecord = 1 << 30
 
 	journalName = "raft.journal"
-	// A record: payload length (4), CRC-32C of generation and payload (4),
-	// generation (8), then the payload: entry count (4) and the entries.
-	journalHeader = 16
+	// A record: payload length (4), CRC-32C of generation, nonce and
+	// payload (4), generation (8), nonce (8), then the payload: entry count
+	// (4) and the entries. The nonce is random for each turn: a record
+	// left behind by an earlier turn, or one forged inside the data of
+	// an old record (client bytes), cannot pass for the current turn's.
+	journalHeader = 24
 )
 
 var journalCRC = crc32.MakeTable(crc32.Castagnoli)
@@ -170,7 +190,7 @@ func openJournal(dir string, bolt raft.LogStore, enabled bool, delay time.Durati
 		delay = journalFlushDelay
 	}
 	j := &journalStore{
-		bolt: bolt, dir: dir, delay: delay, files: files, gen: gen + 1, last: last,
+		bolt: bolt, dir: dir, delay: delay, files: files, gen: gen + 1, nonce: newNonce(), last: last, logger: logger,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go j.flusher()
@@ -201,12 +221,15 @@ func replayJournal(files [2]*os.File, bolt raft.LogStore) (top uint64, entries i
 	}
 	sort.Slice(turns, func(a, b int) bool { return turns[a].gen < turns[b].gen })
 	for _, t := range turns {
+		// A turn's records in one bolt commit (two fdatasyncs), not one each.
+		var all []*raft.Log
 		for _, rec := range t.recs {
-			if err := bolt.StoreLogs(rec); err != nil {
-				return 0, 0, fmt.Errorf("cluster: replay raft journal into raft.db: %w", err)
-			}
-			entries += len(rec)
+			all = append(all, rec...)
 		}
+		if err := bolt.StoreLogs(all); err != nil {
+			return 0, 0, fmt.Errorf("cluster: replay raft journal into raft.db: %w", err)
+		}
+		entries += len(all)
 		top = max(top, t.gen)
 	}
 	for _, f := range files {
@@ -225,24 +248,26 @@ func replayJournal(files [2]*os.File, bolt raft.LogStore) (top uint64, entries i
 // torn record, and what an earlier turn of the file left behind the
 // current one's records, is not the journal's.
 func decodeJournal(b []byte) (gen uint64, recs [][]*raft.Log) {
+	var nonce uint64
 	for len(b) >= journalHeader {
 		n := binary.LittleEndian.Uint32(b[0:4])
 		sum := binary.LittleEndian.Uint32(b[4:8])
 		g := binary.LittleEndian.Uint64(b[8:16])
+		nc := binary.LittleEndian.Uint64(b[16:24])
 		if n > journalMaxRecord || uint64(len(b)-journalHeader) < uint64(n) {
 			break
 		}
 		if crc32.Checksum(b[8:journalHeader+int(n)], journalCRC) != sum {
 			break
 		}
-		if len(recs) > 0 && g != gen {
+		if len(recs) > 0 && (g != gen || nc != nonce) {
 			break
 		}
 		logs, ok := decodeEntries(b[journalHeader : journalHeader+int(n)])
 		if !ok {
 			break
 		}
-		gen = g
+		gen, nonce = g, nc
 		recs = append(recs, logs)
 		b = b[journalHeader+int(n):]
 	}
@@ -250,11 +275,19 @@ func decodeJournal(b []byte) (gen uint64, recs [][]*raft.Log) {
 }
 
 // sealRecord fills in the header of rec (journalHeader bytes, then the
-// payload): its length, generation and CRC.
-func sealRecord(rec []byte, gen uint64) {
+// payload): its length, generation, nonce and CRC.
+func sealRecord(rec []byte, gen, nonce uint64) {
 	binary.LittleEndian.PutUint32(rec[0:], uint32(len(rec)-journalHeader))
 	binary.LittleEndian.PutUint64(rec[8:], gen)
+	binary.LittleEndian.PutUint64(rec[16:], nonce)
 	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], journalCRC))
+}
+
+// newNonce is a turn's nonce: random, never shown outside the files.
+func newNonce() uint64 {
+	var b [8]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand)
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 // An entry: index (8), term (8), type (1), appended-at Unix nanoseconds or
@@ -347,6 +380,8 @@ func (j *journalStore) StoreLog(l *raft.Log) error { return j.StoreLogs([]*raft.
 
 // StoreLogs appends logs to the journal and syncs it; they are durable
 // when it returns. Logs that do not simply append go into bolt directly.
+// hashicorp/raft stores from one goroutine only (its main loop): the check
+// that logs append and the append are not one atomic step.
 func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
@@ -366,10 +401,11 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 	j.buf = appendEntries(append(j.buf[:0], make([]byte, journalHeader)...), logs) // the header is filled in below
 	rec := j.buf
 	if len(rec)-journalHeader > journalMaxRecord {
+		j.buf = nil
 		j.fileMu.Unlock()
 		return j.storeDirect(logs)
 	}
-	sealRecord(rec, j.gen)
+	sealRecord(rec, j.gen, j.nonce)
 	f := j.files[j.active]
 	if _, err := f.WriteAt(rec, j.sizes[j.active]); err != nil {
 		j.fileMu.Unlock()
@@ -449,98 +485,137 @@ func (j *journalStore) fail(err error) error {
 	return j.err
 }
 
-// flusher runs flushes: one journalFlushDelay after entries arrive.
+// flusher runs flushes: one journalFlushDelay after entries arrive, and
+// again every journalRetry while a flush fails.
 func (j *journalStore) flusher() {
 	defer close(j.done)
 	t := time.NewTimer(time.Hour)
 	t.Stop()
+	wait := func(d time.Duration) bool {
+		t.Reset(d)
+		select {
+		case <-j.stop:
+			t.Stop()
+			return false
+		case <-t.C:
+			return true
+		}
+	}
 	for {
 		select {
 		case <-j.stop:
 			return
 		case <-j.kick:
 		}
-		t.Reset(j.delay)
-		select {
-		case <-j.stop:
-			t.Stop()
+		if !wait(j.delay) {
 			return
-		case <-t.C:
 		}
-		_ = j.flush() // a failure is latched and returned to the next StoreLogs
+		for j.flush() != nil {
+			if !wait(journalRetry) {
+				return
+			}
+		}
 	}
 }
 
 // flush stores what the active file holds into bolt: the other file
-// becomes active and the entries go into bolt in one commit.
+// becomes active and the entries go into bolt in one commit. A turn whose
+// entries bolt refused (a full disk, say) stays as it is, its file not
+// written over, and goes first at the next flush: the store keeps taking
+// entries into the active file meanwhile, and recovers when bolt does.
 func (j *journalStore) flush() error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
+	j.mu.RLock()
+	retry, err := j.flushing, j.err
+	j.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if retry != nil {
+		if err := j.storeTurn(retry, j.flushFile); err != nil {
+			return err
+		}
+	}
 	j.fileMu.Lock()
 	j.mu.Lock()
-	if j.err != nil || len(j.pending) == 0 {
-		err := j.err
+	if len(j.pending) == 0 {
 		j.mu.Unlock()
 		j.fileMu.Unlock()
-		return err
+		return nil
 	}
 	batch := j.pending
 	j.flushing, j.pending, j.pendingBytes = batch, nil, 0
 	old := j.active
+	j.flushFile = old
 	j.active = 1 - old // its last turn is in bolt: written over from offset 0
 	j.gen++
+	j.nonce = newNonce()
 	j.mu.Unlock()
 	j.fileMu.Unlock()
+	return j.storeTurn(batch, old)
+}
 
+// storeTurn stores the entries of file old's turn into bolt and, once it
+// has, lets the file's next turn write over it. The caller holds flushMu.
+func (j *journalStore) storeTurn(batch []*raft.Log, old int) error {
 	if err := j.bolt.StoreLogs(batch); err != nil {
-		// The entries stay in the journal (replayed on the next start) and
-		// readable here; the store takes nothing more.
-		return j.fail(fmt.Errorf("cluster: store raft journal into raft.db: %w", err))
+		// The entries stay in the journal (replayed on the next start)
+		// and readable here (flushing).
+		err = fmt.Errorf("cluster: store raft journal into raft.db: %w", err)
+		if !j.failing && j.logger != nil {
+			j.logger.Error("raft journal: raft.db refused a flush; retrying", "error", err)
+		}
+		j.failing = true
+		return err
 	}
+	if j.failing && j.logger != nil {
+		j.logger.Info("raft journal: raft.db takes flushes again")
+	}
+	j.failing = false
 	j.fileMu.Lock()
 	// The file's next turn writes over it from the start: overwriting
 	// blocks the file already has makes an fdatasync cheaper than
 	// growing the file (no size or extent to commit). A file a burst made
-	// large is cut back (not synced: what it held is in bolt now).
-	var err error
+	// large is cut back (not synced: what it held is in bolt now; a
+	// failure leaves it to be written over).
 	if j.high[old] > journalKeepBytes {
-		err = j.files[old].Truncate(0)
-		j.high[old] = 0
+		if err := j.files[old].Truncate(0); err == nil {
+			j.high[old] = 0
+		}
 	}
 	j.sizes[old] = 0
 	j.fileMu.Unlock()
 	j.mu.Lock()
 	j.flushing = nil
 	j.mu.Unlock()
-	if err != nil {
-		return j.fail(fmt.Errorf("cluster: truncate raft journal: %w", err))
-	}
 	return nil
 }
 
-// drainLocked stores everything pending into bolt and empties both files
+// drainLocked stores everything the journal holds into bolt (a turn a
+// failed flush left, then what is pending) and empties both files
 // durably. The caller holds flushMu and fileMu (no flush runs, no append).
 func (j *journalStore) drainLocked() error {
 	j.mu.RLock()
-	batch, err := j.pending, j.err
+	batch, err := append(slices.Clip(j.flushing), j.pending...), j.err
 	j.mu.RUnlock()
 	if err != nil {
 		return err
 	}
 	if len(batch) > 0 {
 		if err := j.bolt.StoreLogs(batch); err != nil {
-			return j.fail(fmt.Errorf("cluster: store raft journal into raft.db: %w", err))
+			return fmt.Errorf("cluster: store raft journal into raft.db: %w", err)
 		}
 	}
+	j.mu.Lock()
+	j.flushing, j.pending, j.pendingBytes = nil, nil, 0
+	j.mu.Unlock()
 	for i, f := range j.files {
 		if err := truncateSync(f); err != nil {
-			return j.fail(err)
+			return err
 		}
 		j.sizes[i], j.high[i] = 0, 0
 	}
-	j.mu.Lock()
-	j.pending, j.pendingBytes = nil, 0
-	j.mu.Unlock()
 	return nil
 }
 
@@ -576,14 +651,17 @@ func (j *journalStore) GetLog(idx uint64, log *raft.Log) error {
 }
 
 func (j *journalStore) FirstIndex() (uint64, error) {
+	// Under the lock: entries leave memory only once bolt holds them, and
+	// a delete comes only after a drain has taken the lock, so while it is
+	// held bolt can gain entries but not lose them.
 	j.mu.RLock()
+	defer j.mu.RUnlock()
 	var mem uint64
 	if len(j.flushing) > 0 {
 		mem = j.flushing[0].Index
 	} else if len(j.pending) > 0 {
 		mem = j.pending[0].Index
 	}
-	j.mu.RUnlock()
 	first, err := j.bolt.FirstIndex()
 	if err != nil || first != 0 {
 		return first, err

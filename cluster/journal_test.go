@@ -322,13 +322,30 @@ func TestJournalIgnoresAnEarlierTurnLeftBehind(t *testing.T) {
 	// The next turn of the same file: a newer generation's record (entry
 	// 1..2 with term 2) written at the start, the stale bytes after it.
 	rec := appendEntries(make([]byte, journalHeader), run(1, 2, 2, "new"))
-	sealRecord(rec, gen+2)
+	sealRecord(rec, gen+2, newNonce())
 	content := append(rec, stale...)
 	if err := os.WriteFile(name, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	j = d.open(time.Hour)
 	wantLog(t, j, run(1, 2, 2, "new"))
+}
+
+// TestJournalIgnoresARecordOfAnotherTurn: a well-formed record of the
+// right generation behind the turn's records (one an earlier turn left,
+// or one forged inside client data an old record holds) is not the turn's
+// unless it carries the turn's random nonce.
+func TestJournalIgnoresARecordOfAnotherTurn(t *testing.T) {
+	d := newJournalDir(t)
+	rec := appendEntries(make([]byte, journalHeader), run(1, 2, 1, "real"))
+	sealRecord(rec, 7, 1111)
+	forged := appendEntries(make([]byte, journalHeader), run(3, 3, 1, "forged"))
+	sealRecord(forged, 7, 2222)
+	if err := os.WriteFile(filepath.Join(d.dir, journalName+".0"), append(rec, forged...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j := d.open(time.Hour)
+	wantLog(t, j, run(1, 2, 1, "real"))
 }
 
 // TestJournalDeleteRangeLeavesNothingBehind: entries a follower deleted
@@ -464,10 +481,11 @@ func TestJournalOffReplaysWhatAnEarlierRunLeft(t *testing.T) {
 	}
 }
 
-// TestJournalLatchesAFailedFlush: when raft.db refuses a flush, the
-// entries stay readable and in the journal, and the store takes nothing
-// more (Raft sees the error).
-func TestJournalLatchesAFailedFlush(t *testing.T) {
+// TestJournalRetriesAFailedFlush: when raft.db refuses a flush (a full
+// disk), the entries stay readable and in the journal, the store keeps
+// taking entries, a crash meanwhile loses none, and the flusher stores
+// them all once raft.db takes them again.
+func TestJournalRetriesAFailedFlush(t *testing.T) {
 	d := newJournalDir(t)
 	bad := &failingStore{LogStore: d.bolt}
 	_, j, err := openJournal(d.dir, bad, true, time.Hour, nil)
@@ -480,25 +498,103 @@ func TestJournalLatchesAFailedFlush(t *testing.T) {
 	if err := j.flush(); err == nil {
 		t.Fatal("flush into a failing raft.db: no error")
 	}
-	if err := j.StoreLogs(run(4, 4, 1, "l")); err == nil {
-		t.Fatal("StoreLogs after a failed flush: no error")
+	store(t, j, run(4, 6, 1, "l"))
+	if err := j.flush(); err == nil {
+		t.Fatal("second flush into a failing raft.db: no error")
 	}
-	var l raft.Log
-	if err := j.GetLog(2, &l); err != nil || l.Index != 2 {
-		t.Fatalf("GetLog(2) after a failed flush: %v", err)
-	}
+	store(t, j, run(7, 7, 1, "l"))
+	wantLog(t, j, run(1, 7, 1, "l"))
+
+	// A crash now: both files' turns are replayed.
 	d.crash(j)
 	j = d.open(time.Hour)
-	wantLog(t, j, run(1, 3, 1, "l"))
+	wantLog(t, j, run(1, 7, 1, "l"))
+	wantLog(t, d.bolt, run(1, 7, 1, "l"))
+
+	// Without a crash: the flusher retries on its own.
+	bad = &failingStore{LogStore: d.bolt}
+	j.crash()
+	_, j, err = openJournal(d.dir, bad, true, time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(j.crash)
+	bad.fail.Store(true)
+	store(t, j, run(8, 9, 1, "l"))
+	deadline := time.Now().Add(30 * time.Second)
+	for bad.refused.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no flush was tried within 30 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	bad.fail.Store(false)
+	for {
+		if last, _ := d.bolt.LastIndex(); last == 9 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("raft.db did not get entries 8..9 within 30 s of taking flushes again")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	wantLog(t, j, run(1, 9, 1, "l"))
+}
+
+// TestJournalDrainsAFailedTurn: a delete after a failed flush stores the
+// refused turn into raft.db with what is pending before it empties the
+// files.
+func TestJournalDrainsAFailedTurn(t *testing.T) {
+	d := newJournalDir(t)
+	bad := &failingStore{LogStore: d.bolt}
+	_, j, err := openJournal(d.dir, bad, true, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(j.crash)
+	store(t, j, run(1, 3, 1, "d"))
+	bad.fail.Store(true)
+	if err := j.flush(); err == nil {
+		t.Fatal("flush into a failing raft.db: no error")
+	}
+	store(t, j, run(4, 5, 1, "d"))
+	bad.fail.Store(false)
+	if err := j.DeleteRange(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	wantLog(t, j, run(2, 5, 1, "d"))
+	d.crash(j)
+	j = d.open(time.Hour)
+	wantLog(t, j, run(2, 5, 1, "d"))
+}
+
+// TestJournalLatchesAFailedAppend: a journal write that fails (here: its
+// file closed under it) fails every later store, as an fsync error must.
+func TestJournalLatchesAFailedAppend(t *testing.T) {
+	d := newJournalDir(t)
+	j := d.open(time.Hour)
+	store(t, j, run(1, 2, 1, "x"))
+	j.files[j.active].Close()
+	if err := j.StoreLogs(run(3, 3, 1, "x")); err == nil {
+		t.Fatal("a store into a closed journal file: no error")
+	}
+	if err := j.StoreLogs(run(3, 3, 1, "x")); err == nil {
+		t.Fatal("a store after a failed one: no error")
+	}
+	if last, _ := j.LastIndex(); last != 2 {
+		t.Fatalf("last index %d after failed stores, want 2", last)
+	}
 }
 
 type failingStore struct {
 	raft.LogStore
-	fail atomic.Bool
+	fail    atomic.Bool
+	refused atomic.Int64
 }
 
 func (s *failingStore) StoreLogs(logs []*raft.Log) error {
 	if s.fail.Load() {
+		s.refused.Add(1)
 		return errors.New("disk full")
 	}
 	return s.LogStore.StoreLogs(logs)
@@ -508,7 +604,7 @@ func (s *failingStore) StoreLogs(logs []*raft.Log) error {
 // only, and what appendEntries writes decodes to the same entries.
 func FuzzJournalDecode(f *testing.F) {
 	rec := appendEntries(make([]byte, journalHeader), run(1, 3, 1, "z"))
-	sealRecord(rec, 5)
+	sealRecord(rec, 5, 77)
 	f.Add(rec, uint64(1), uint8(3))
 	f.Add([]byte{}, uint64(0), uint8(0))
 	f.Fuzz(func(t *testing.T, b []byte, first uint64, n uint8) {
@@ -524,7 +620,7 @@ func FuzzJournalDecode(f *testing.F) {
 		}
 		logs := run(first, first+uint64(n)-1, 3, string(b[:min(len(b), 16)]))
 		enc := appendEntries(make([]byte, journalHeader), logs)
-		sealRecord(enc, 9)
+		sealRecord(enc, 9, 1234)
 		gen, recs := decodeJournal(append(enc, b...))
 		if gen != 9 || len(recs) == 0 || len(recs[0]) != len(logs) {
 			t.Fatalf("decoded generation %d, %d records", gen, len(recs))
