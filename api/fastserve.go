@@ -63,6 +63,10 @@ const (
 	// next request: an idle connection holds at most this besides its read
 	// buffer.
 	fastKeepBuf = 16 << 10
+	// fastMaxBody bounds a request body the fast path takes (besides
+	// MaxBodyBytes): net/http reads and drops at most this much of a body a
+	// handler left unread, and closes the connection past it.
+	fastMaxBody = 256 << 10
 	// fastMaxHeaderLines: a head with more header lines goes to net/http
 	// (which refuses more than 500 with 431).
 	fastMaxHeaderLines = 100
@@ -249,6 +253,9 @@ func (c *fastConn) serve() {
 			}
 		}
 		if !c.answer(r) {
+			if c.body.remain > 0 {
+				c.closeWriteAndWait()
+			}
 			c.close()
 			return
 		}
@@ -294,11 +301,11 @@ func fastRoute(path []byte) bool {
 
 // request builds the http.Request net/http would build for head, when the
 // fast path takes it: a GET in HTTP/1.1 of an API read (fastRoute), or a
-// PUT, POST or DELETE under /v1/services/ (fastMethod), whose target is
+// PUT or DELETE under /v1/services/ (fastMethod), whose target is
 // plain (connlimit.PlainPath, PlainQuery) and asks no blocking query
 // (index: those park, which takes the connection out of net/http), with
 // exactly one plain Host, no body on a GET and otherwise at most one
-// Content-Length of at most MaxBodyBytes, no Transfer-Encoding, Expect,
+// Content-Length of at most MaxBodyBytes and fastMaxBody, no Transfer-Encoding, Expect,
 // Upgrade or HTTP2-Settings, a Connection header of close or keep-alive
 // only, and every header line well formed. Anything else is for net/http,
 // which parses, refuses or serves it as it always did.
@@ -358,7 +365,7 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			// (readBody's limit): a longer one, which they refuse unread,
 			// goes to net/http with everything else.
 			n, ok := connlimit.Digits(value, 18)
-			if lengths++; lengths > 1 || !ok || n > c.f.s.cfg.MaxBodyBytes || (n > 0 && method == http.MethodGet) {
+			if lengths++; lengths > 1 || !ok || n > min(c.f.s.cfg.MaxBodyBytes, fastMaxBody) || (n > 0 && method == http.MethodGet) {
 				return nil, false
 			}
 			length = n
@@ -413,11 +420,13 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 var crlfBytes = []byte("\r\n")
 
 // fastMethod splits a request line into its method, when the fast path
-// takes it, and the rest. GET serves reads; PUT, POST and DELETE only
-// under /v1/services/ (registrations, deregistrations, check updates:
-// handlers that read a body whole through readBody).
+// takes it, and the rest. GET serves reads; PUT and DELETE only under
+// /v1/services/ (registrations, deregistrations, maintenance: handlers
+// that read a body whole through readBody). Not POST: no route under
+// /v1/services/ takes one, and net/http skips a stray CRLF after a POST's
+// body, which a connection handed over after one could not.
 func fastMethod(line []byte) (string, []byte, bool) {
-	for _, m := range [...]string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPost} {
+	for _, m := range [...]string{http.MethodGet, http.MethodPut, http.MethodDelete} {
 		if len(line) > len(m) && string(line[:len(m)]) == m && line[len(m)] == ' ' {
 			return m, line[len(m)+1:], true
 		}
@@ -462,13 +471,29 @@ func (b *fastBody) Close() error { return nil }
 // it cannot (the client is too slow or gone): then the connection closes
 // after this answer, as net/http's does.
 func (c *fastConn) drainBody() bool {
+	if c.body.err == io.ErrUnexpectedEOF {
+		// The handler itself met the end of a body the client cut short:
+		// for net/http that body was read to its end, and the answer
+		// says nothing of closing (the next read finds it closed).
+		return true
+	}
 	if c.body.err == nil && c.body.remain > 0 {
 		_, _ = io.CopyN(io.Discard, &c.body, c.body.remain)
 	}
-	// A body the client cut short (it closed its side) counts, for
-	// net/http, as read to its end: the answer says nothing of closing,
-	// and the next read finds the connection closed.
-	return c.body.err == nil || c.body.err == io.ErrUnexpectedEOF
+	return c.body.err == nil
+}
+
+// closeWriteAndWait ends a connection whose client may still be sending
+// (a body nobody read): it closes our side for writing and reads what
+// comes for up to half a second, so that closing does not reset the
+// connection and lose the answer on its way (net/http's closeWriteAndWait).
+func (c *fastConn) closeWriteAndWait() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.Copy(io.Discard, c.nc)
 }
 
 // reuseString returns b as a string: prev when it holds the same bytes
@@ -635,6 +660,16 @@ func (w *fastResponse) keep() bool {
 	return !w.reqClose && !w.bodyLost && !w.c.f.conns.Closing() && !hasToken(w.header["Connection"], "close")
 }
 
+// drain reads what the handler left of the request's body before the
+// answer's head goes out, when the connection is to serve another request
+// (as net/http, which does not wait for a body it will not read when it
+// closes anyway).
+func (w *fastResponse) drain() {
+	if w.keep() {
+		w.bodyLost = !w.c.drainBody()
+	}
+}
+
 func (w *fastResponse) Header() http.Header { return w.header }
 
 func (w *fastResponse) WriteHeader(code int) {
@@ -662,7 +697,7 @@ func (w *fastResponse) Write(b []byte) (int, error) {
 	}
 	if !w.chunked {
 		// Too long to keep: the head goes now, the body in chunks.
-		w.bodyLost = !w.c.drainBody()
+		w.drain()
 		w.chunked, w.headKeep = true, w.keep()
 		sniff := w.body
 		if len(sniff) == 0 {
@@ -704,7 +739,7 @@ func (w *fastResponse) finish() bool {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	w.bodyLost = !w.c.drainBody()
+	w.drain()
 	keep := w.keep()
 	w.out = appendHead(w.out[:0], w.status, w.header, len(w.body), w.body, keep, w.c.now())
 	if bodyAllowed(w.status) {

@@ -218,7 +218,7 @@ var fastWriteCases = []fastCase{
 	{"deregister, bad name", "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\n\r\n", true},
 	{"deregister with a body it ignores", "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", true},
 	{"deregister with a body of no type", "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Length: 2\r\n\r\n{}", true},
-	{"POST under /v1/services/", "POST /v1/services/web/instances HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", true},
+
 	{"PUT, no such route", put("/v1/services/web", "", `{}`), true},
 	{"register, close", put("/v1/services/web/instances/web-9", "Connection: close\r\n", `{"address":"127.0.0.1","port":9090,"tags":["t"],"meta":{"k":"v"}}`), true},
 
@@ -229,6 +229,7 @@ var fastWriteCases = []fastCase{
 	{"register, signed length", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Length: +2\r\n\r\n{}", false},
 	{"write outside /v1/services/", "PUT /v1/tokens HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", false},
 	{"PATCH", "PATCH /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: HOST\r\nContent-Length: 0\r\n\r\n", false},
+	{"POST under /v1/services/", "POST /v1/services/web/instances HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", false},
 }
 
 // TestFastPathWritesAnswerAsNetHTTP: writes under /v1/services/ with a
@@ -280,6 +281,36 @@ func TestFastPathReadsEachBodyToItsEnd(t *testing.T) {
 	}
 }
 
+// TestFastPathAfterAPOSTBody: net/http skips a stray CRLF a client sends
+// after a POST's body; the POST goes to net/http, so the request after it
+// is read as net/http reads it.
+func TestFastPathAfterAPOSTBody(t *testing.T) {
+	fast, slow := twinServers(t)
+	seedCatalog(fast)
+	raw := "POST /v1/services/web/instances HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}\r\n" +
+		get("/v1/services", "Connection: close\r\n")
+	a, b := fast.exchange(raw, "POST", "GET"), slow.exchange(raw, "POST", "GET")
+	if len(a) != 2 || len(b) != 2 {
+		t.Fatalf("answers: %d and %d, want 2 each", len(a), len(b))
+	}
+	for i := range a {
+		sameAnswer(t, fmt.Sprint("answer ", i), a[i], b[i])
+	}
+}
+
+// TestFastPathBodyLimitIsNetHTTPs: a body longer than net/http drops
+// unread (256 KiB) goes to net/http even when MaxBodyBytes allows it, so
+// that an unread one closes the connection as net/http's would.
+func TestFastPathBodyLimitIsNetHTTPs(t *testing.T) {
+	fast, slow := twinServers(t, func(c *Config) { c.MaxBodyBytes = 1 << 20 })
+	seedCatalog(fast)
+	body := strings.Repeat(" ", 300<<10)
+	checkParity(t, fast, slow, []fastCase{
+		{"300 KiB body, unread", fmt.Sprintf("DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false},
+		{"200 KiB body, unread", fmt.Sprintf("DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", 200<<10, body[:200<<10]), true},
+	})
+}
+
 // TestFastPathBodyTooSlowOrCut: a body that does not arrive within the
 // read timeout gets net/http's answer (408) and the connection closes; one
 // the client cuts short gets its 400.
@@ -288,19 +319,46 @@ func TestFastPathBodyTooSlowOrCut(t *testing.T) {
 	// head's (a minute), past the test connection's 30 s.
 	fast, slow := twinServers(t, func(c *Config) { c.ReadTimeout, c.ReadHeaderTimeout = 300*time.Millisecond, time.Minute })
 	head := "PUT /v1/services/web/instances/w-1 HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"address\""
-	for _, cut := range []bool{false, true} {
+	unread := "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"a\""
+	for _, c := range []struct {
+		what      string
+		raw       string
+		cut       bool
+		wantClose bool
+	}{
+		// A slow body's connection closes.
+		{"slow body", head, false, true},
+		// A cut one the handler read to its end: the answer says nothing
+		// of closing (net/http reads the client's end as the body's).
+		{"cut body", head, true, false},
+		// A cut one the handler did not read: net/http finds it short
+		// when it drops it, and closes.
+		{"cut body, unread", unread, true, true},
+	} {
 		var answers [2]rawAnswer
 		for i, ts := range []*testServer{fast, slow} {
-			answers[i] = ts.exchangeHalf(head, cut)
+			answers[i] = ts.exchangeHalf(c.raw, c.cut)
 		}
-		what := map[bool]string{false: "slow body", true: "cut body"}[cut]
-		// A slow body's connection closes; a cut one's answer says
-		// nothing of it (net/http reads the client's end as the body's).
-		if a := answers[0]; a.err != nil || a.status < 400 || a.close == cut {
-			t.Errorf("%s: fast path answered %d close=%v %v", what, a.status, a.close, a.err)
+		if a := answers[0]; a.err != nil || a.status < 400 || a.close != c.wantClose {
+			t.Errorf("%s: fast path answered %d close=%v %v", c.what, a.status, a.close, a.err)
 		}
-		sameAnswer(t, what, answers[0], answers[1])
+		sameAnswer(t, c.what, answers[0], answers[1])
 	}
+}
+
+// TestFastPathClosingDoesNotWaitForABody: when the answer closes the
+// connection anyway (the client asked to), a handler's answer that read
+// no body goes out at once, as net/http's: without it, the fast path would
+// wait for the body until the read timeout (a minute here, past the test
+// connection's 30 s).
+func TestFastPathClosingDoesNotWaitForABody(t *testing.T) {
+	fast, slow := twinServers(t, func(c *Config) { c.ReadTimeout, c.ReadHeaderTimeout = time.Minute, time.Minute })
+	raw := "DELETE /v1/services/-bad-/instances/nope HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"a\""
+	a := fast.exchangeHalf(raw, false)
+	if a.err != nil || a.status != http.StatusBadRequest || !a.close {
+		t.Fatalf("fast path: %d close=%v %v", a.status, a.close, a.err)
+	}
+	sameAnswer(t, "stalled body, Connection: close", a, slow.exchangeHalf(raw, false))
 }
 
 // exchangeHalf sends raw (part of a request) and, when cut is set, closes
