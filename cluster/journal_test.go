@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhq/beacon/fsm/fsmtest/wait"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
@@ -445,20 +446,13 @@ func TestJournalFlushesOnItsOwn(t *testing.T) {
 	d := newJournalDir(t)
 	j := d.open(time.Millisecond)
 	store(t, j, run(1, 5, 1, "f"))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, time.Millisecond, func() (bool, string) {
 		bl, _ := d.bolt.LastIndex()
 		j.fileMu.Lock()
 		sizes := j.sizes
 		j.fileMu.Unlock()
-		if bl == 5 && sizes == [2]int64{} {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("raft.db holds up to %d and the journal %v bytes 30 s after the store", bl, sizes)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return bl == 5 && sizes == [2]int64{}, fmt.Sprintf("raft.db holds up to %d and the journal's turns %v bytes", bl, sizes)
+	})
 }
 
 // TestJournalOffReplaysWhatAnEarlierRunLeft: a node started without the
@@ -487,12 +481,7 @@ func TestJournalOffReplaysWhatAnEarlierRunLeft(t *testing.T) {
 // them all once raft.db takes them again.
 func TestJournalRetriesAFailedFlush(t *testing.T) {
 	d := newJournalDir(t)
-	bad := &failingStore{LogStore: d.bolt}
-	_, j, err := openJournal(d.dir, bad, true, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(j.crash)
+	j, bad := d.openFailing(time.Hour)
 	store(t, j, run(1, 3, 1, "l"))
 	bad.fail.Store(true)
 	if err := j.flush(); err == nil {
@@ -512,32 +501,16 @@ func TestJournalRetriesAFailedFlush(t *testing.T) {
 	wantLog(t, d.bolt, run(1, 7, 1, "l"))
 
 	// Without a crash: the flusher retries on its own.
-	bad = &failingStore{LogStore: d.bolt}
 	j.crash()
-	_, j, err = openJournal(d.dir, bad, true, time.Millisecond, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(j.crash)
+	j, bad = d.openFailing(time.Millisecond)
 	bad.fail.Store(true)
 	store(t, j, run(8, 9, 1, "l"))
-	deadline := time.Now().Add(30 * time.Second)
-	for bad.refused.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no flush was tried within 30 s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, "a flush into the failing raft.db", func() bool { return bad.refused.Load() > 0 })
 	bad.fail.Store(false)
-	for {
-		if last, _ := d.bolt.LastIndex(); last == 9 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("raft.db did not get entries 8..9 within 30 s of taking flushes again")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, 30*time.Second, "raft.db to get entries 8..9 once it takes flushes again", func() bool {
+		last, _ := d.bolt.LastIndex()
+		return last == 9
+	})
 	wantLog(t, j, run(1, 9, 1, "l"))
 }
 
@@ -546,12 +519,7 @@ func TestJournalRetriesAFailedFlush(t *testing.T) {
 // files.
 func TestJournalDrainsAFailedTurn(t *testing.T) {
 	d := newJournalDir(t)
-	bad := &failingStore{LogStore: d.bolt}
-	_, j, err := openJournal(d.dir, bad, true, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(j.crash)
+	j, bad := d.openFailing(time.Hour)
 	store(t, j, run(1, 3, 1, "d"))
 	bad.fail.Store(true)
 	if err := j.flush(); err == nil {
@@ -584,6 +552,18 @@ func TestJournalLatchesAFailedAppend(t *testing.T) {
 	if last, _ := j.LastIndex(); last != 2 {
 		t.Fatalf("last index %d after failed stores, want 2", last)
 	}
+}
+
+// openFailing opens the journal over raft.db through a failingStore.
+func (d *journalDir) openFailing(delay time.Duration) (*journalStore, *failingStore) {
+	d.t.Helper()
+	bad := &failingStore{LogStore: d.bolt}
+	_, j, err := openJournal(d.dir, bad, true, delay, nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(j.crash)
+	return j, bad
 }
 
 type failingStore struct {
