@@ -78,12 +78,13 @@ type journalStore struct {
 	nonce  uint64 // the active turn's random nonce
 	buf    []byte
 
-	mu           sync.RWMutex
-	pending      []*raft.Log // in the active file, not in bolt yet; contiguous
-	pendingBytes int
-	flushing     []*raft.Log // being stored into bolt (or refused by it); contiguous, just before pending
-	last         uint64      // the log's last index
-	err          error       // latched: a journal or bolt write failed; the store is unusable
+	mu            sync.RWMutex
+	pending       []*raft.Log // in the active file, not in bolt yet; contiguous
+	pendingBytes  int
+	flushing      []*raft.Log // being stored into bolt (or refused by it); contiguous, just before pending
+	flushingBytes int
+	last          uint64 // the log's last index
+	err           error  // latched: a journal or bolt write failed; the store is unusable
 
 	flushFile int  // the file whose turn flushing holds (flushMu)
 	failing   bool // the last flush failed (flushMu): logged once
@@ -386,6 +387,17 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
+	j.mu.RLock()
+	full := j.pendingBytes+j.flushingBytes >= journalFlushBytes
+	j.mu.RUnlock()
+	if full {
+		// Past the bound a store waits for a flush, and fails with it
+		// without taking anything: memory stays bounded while raft.db
+		// refuses flushes.
+		if err := j.flush(); err != nil {
+			return err
+		}
+	}
 	j.fileMu.Lock()
 	j.mu.RLock()
 	err, last := j.err, j.last
@@ -429,13 +441,8 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 	}
 	j.pendingBytes += size
 	j.last = logs[len(logs)-1].Index
-	big := j.pendingBytes >= journalFlushBytes
 	j.mu.Unlock()
 	j.fileMu.Unlock()
-	if big {
-		// Past the bound, this store waits for the flush: memory stays bounded.
-		return j.flush()
-	}
 	select {
 	case j.kick <- struct{}{}:
 	default:
@@ -545,7 +552,7 @@ func (j *journalStore) flush() error {
 		return nil
 	}
 	batch := j.pending
-	j.flushing, j.pending, j.pendingBytes = batch, nil, 0
+	j.flushing, j.flushingBytes, j.pending, j.pendingBytes = batch, j.pendingBytes, nil, 0
 	old := j.active
 	j.flushFile = old
 	j.active = 1 - old // its last turn is in bolt: written over from offset 0
@@ -587,7 +594,7 @@ func (j *journalStore) storeTurn(batch []*raft.Log, old int) error {
 	j.sizes[old] = 0
 	j.fileMu.Unlock()
 	j.mu.Lock()
-	j.flushing = nil
+	j.flushing, j.flushingBytes = nil, 0
 	j.mu.Unlock()
 	return nil
 }
@@ -608,7 +615,7 @@ func (j *journalStore) drainLocked() error {
 		}
 	}
 	j.mu.Lock()
-	j.flushing, j.pending, j.pendingBytes = nil, nil, 0
+	j.flushing, j.flushingBytes, j.pending, j.pendingBytes = nil, 0, nil, 0
 	j.mu.Unlock()
 	for i, f := range j.files {
 		if err := truncateSync(f); err != nil {

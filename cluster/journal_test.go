@@ -514,6 +514,27 @@ func TestJournalRetriesAFailedFlush(t *testing.T) {
 	wantLog(t, j, run(1, 9, 1, "l"))
 }
 
+// TestJournalStopsTakingPastItsBound: while raft.db refuses flushes, a
+// store past journalFlushBytes pending fails and takes nothing; once
+// raft.db takes flushes again, the next store goes through.
+func TestJournalStopsTakingPastItsBound(t *testing.T) {
+	d := newJournalDir(t)
+	j, bad := d.openFailing(time.Hour)
+	bad.fail.Store(true)
+	big := &raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: bytes.Repeat([]byte{'b'}, journalFlushBytes)}
+	store(t, j, []*raft.Log{big})
+	if err := j.StoreLogs(run(2, 2, 1, "b")); err == nil {
+		t.Fatal("a store past the bound while raft.db refuses flushes: no error")
+	}
+	if last, _ := j.LastIndex(); last != 1 {
+		t.Fatalf("last index %d after the refused store, want 1", last)
+	}
+	bad.fail.Store(false)
+	store(t, j, run(2, 2, 1, "b"))
+	wantLog(t, d.bolt, []*raft.Log{big})
+	wantLog(t, j, []*raft.Log{big}, run(2, 2, 1, "b"))
+}
+
 // TestJournalDrainsAFailedTurn: a delete after a failed flush stores the
 // refused turn into raft.db with what is pending before it empties the
 // files.
