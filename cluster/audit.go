@@ -47,15 +47,36 @@ const maxActorField = 512
 
 // encodeActor encodes a as a version byte and three length-prefixed strings.
 func encodeActor(a Actor) []byte {
-	b := []byte{1}
-	for _, f := range []string{a.Accessor, a.Remote, a.Node} {
-		if len(f) > maxActorField {
-			f = f[:maxActorField]
-		}
+	return appendActor(make([]byte, 0, actorSize(a)), a)
+}
+
+// appendActor appends a's encoding (encodeActor) to b.
+func appendActor(b []byte, a Actor) []byte {
+	b = append(b, 1)
+	for _, f := range [...]string{a.Accessor, a.Remote, a.Node} {
+		f = f[:min(len(f), maxActorField)]
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
 	}
 	return b
+}
+
+// actorSize is the length of a's encoding.
+func actorSize(a Actor) int {
+	n := 1
+	for _, f := range [...]string{a.Accessor, a.Remote, a.Node} {
+		l := min(len(f), maxActorField)
+		n += uvarintLen(uint64(l)) + l
+	}
+	return n
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 var errBadActor = errors.New("cluster: bad actor in rpc request")

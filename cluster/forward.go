@@ -209,24 +209,17 @@ func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, e
 // ErrNoLeader from the peer (not run), ErrUnknownOutcome (sent, no answer),
 // or the peer's own error.
 func (n *Node) forward(budget context.Context, changed <-chan struct{}, addr string, op Op, payload []byte, req *onceRequest) ([]byte, error) {
-	ctx, cancel := context.WithCancelCause(budget)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-changed:
-			cancel(errLeaderChanged)
-		case <-ctx.Done():
-		}
-	}()
 	wireOp, wire := op, payload
 	if req != nil && !req.legacy {
 		wireOp, wire = opApplyOnce, req.encode(n.raft.CurrentTerm(), payload)
 	}
-	if a, ok := ActorFrom(ctx); ok {
+	if a, ok := ActorFrom(budget); ok {
 		// Carry who asked to the leader, which writes the audit line.
-		wireOp, wire = wireOp|opWithActor, append(encodeActor(a), wire...)
+		wireOp, wire = wireOp|opWithActor, append(appendActor(make([]byte, 0, actorSize(a)+len(wire)), a), wire...)
 	}
-	resp, err := n.pool.call(ctx, addr, wireOp, wire, forwardDialTimeout)
+	// The call also ends when Raft reports another leader (changed): the
+	// request may have been sent, so its outcome is then unknown.
+	resp, err := n.pool.callStop(budget, changed, addr, wireOp, wire, forwardDialTimeout)
 	n.metrics.forwarded.WithLabelValues(opName(op), forwardOutcome(err)).Inc()
 	var re *RemoteError
 	var de errDial
@@ -237,11 +230,9 @@ func (n *Node) forward(budget context.Context, changed <-chan struct{}, addr str
 		return nil, err
 	case errors.Is(err, ErrConnLost):
 		return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	case errors.Is(err, errLeaderChanged):
+		return nil, fmt.Errorf("%w: %s stopped answering: %v", ErrUnknownOutcome, addr, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		cause := context.Cause(ctx)
-		if errors.Is(cause, errLeaderChanged) {
-			return nil, fmt.Errorf("%w: %s stopped answering: %v", ErrUnknownOutcome, addr, cause)
-		}
 		return nil, fmt.Errorf("%w: no answer from the leader %s within %s", ErrUnknownOutcome, addr, n.cfg.LeaderWait)
 	case errors.As(err, &re) && req != nil && !req.legacy && re.Code == "internal" && strings.Contains(re.Msg, "unknown rpc op"):
 		// A leader that predates opApplyOnce: send plain applies to it,

@@ -321,6 +321,22 @@ type rpcResult struct {
 	payload []byte
 }
 
+// live returns the client's connection when it has one that is not broken
+// (nil: get must dial).
+func (rc *rpcClient) live() *rpcConn {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.closed || rc.conn == nil {
+		return nil
+	}
+	select {
+	case <-rc.conn.broken:
+		return nil
+	default:
+		return rc.conn
+	}
+}
+
 func (rc *rpcClient) get(ctx context.Context, timeout time.Duration) (*rpcConn, error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -388,13 +404,35 @@ func (conn *rpcConn) readLoop() {
 	conn.c.Close()
 }
 
-// call sends one request and waits for its response or ctx. A new
-// connection must be made within dialTimeout (and ctx); an error before the
-// request was handed to the connection is an errDial (it was not sent).
-func (rc *rpcClient) call(ctx context.Context, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
-	conn, err := rc.get(ctx, dialTimeout)
-	if err != nil {
-		return nil, errDial{fmt.Errorf("cluster: rpc to %s: %w", rc.addr, err)}
+// call sends one request and waits for its response, ctx, or stop (nil:
+// never), whichever comes first; after stop it returns errLeaderChanged. A
+// new connection must be made within dialTimeout (and ctx, and before stop);
+// an error before the request was handed to the connection is an errDial
+// (it was not sent).
+//
+// stop spares a caller that must also give up on another event (forward:
+// Raft reporting a new leader) a derived context and a goroutine per call;
+// the goroutine is made here only when a connection must be dialled.
+func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
+	conn := rc.live()
+	if conn == nil {
+		dctx := ctx
+		if stop != nil {
+			var cancel context.CancelFunc
+			dctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-stop:
+					cancel()
+				case <-dctx.Done():
+				}
+			}()
+		}
+		var err error
+		if conn, err = rc.get(dctx, dialTimeout); err != nil {
+			return nil, errDial{fmt.Errorf("cluster: rpc to %s: %w", rc.addr, err)}
+		}
 	}
 	ch := make(chan rpcResult, 1)
 	conn.mu.Lock()
@@ -430,13 +468,21 @@ func (rc *rpcClient) call(ctx context.Context, op Op, payload []byte, dialTimeou
 		}
 		return nil, ErrConnLost
 	case <-ctx.Done():
-		conn.mu.Lock()
-		if conn.pending != nil {
-			delete(conn.pending, id)
-		}
-		conn.mu.Unlock()
+		conn.forget(id)
 		return nil, ctx.Err()
+	case <-stop:
+		conn.forget(id)
+		return nil, errLeaderChanged
 	}
+}
+
+// forget drops the waiter of request id (its caller gave up on it).
+func (conn *rpcConn) forget(id uint64) {
+	conn.mu.Lock()
+	if conn.pending != nil {
+		delete(conn.pending, id)
+	}
+	conn.mu.Unlock()
 }
 
 func (rc *rpcClient) close() {
@@ -471,7 +517,12 @@ func (p *rpcPool) client(addr string) *rpcClient {
 }
 
 func (p *rpcPool) call(ctx context.Context, addr string, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
-	return p.client(addr).call(ctx, op, payload, dialTimeout)
+	return p.client(addr).call(ctx, nil, op, payload, dialTimeout)
+}
+
+// callStop is call that also gives up when stop is closed (rpcClient.call).
+func (p *rpcPool) callStop(ctx context.Context, stop <-chan struct{}, addr string, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
+	return p.client(addr).call(ctx, stop, op, payload, dialTimeout)
 }
 
 func (p *rpcPool) close() {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,6 +169,67 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 		}
 	})
 
+	t.Run("stop ends a call in flight, which forgets its waiter", func(t *testing.T) {
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := p.pool.callStop(ctx, stop, p.addr(), opRemove, nil, 5*time.Second)
+			done <- err
+		}()
+		rc := p.pool.client(p.addr())
+		wait.Until(t, 30*time.Second, "the call to become pending", func() bool { return pendingCalls(rc) > 0 })
+		close(stop)
+		select {
+		case err := <-done:
+			if !errors.Is(err, errLeaderChanged) {
+				t.Fatalf("got %v, want errLeaderChanged", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the call did not end when stop was closed")
+		}
+		if n := pendingCalls(rc); n != 0 {
+			t.Fatalf("%d waiters left on the connection", n)
+		}
+	})
+
+	t.Run("stop ends a dial to a peer that never finishes the handshake", func(t *testing.T) {
+		silent, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		held := make(chan net.Conn, 1)
+		go func() {
+			c, err := silent.Accept()
+			if err == nil {
+				held <- c // accepted, never answered
+			}
+		}()
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := p.pool.callStop(ctx, stop, silent.Addr().String(), opStatus, nil, time.Minute)
+			done <- err
+		}()
+		var c net.Conn
+		select {
+		case c = <-held:
+			defer c.Close()
+		case <-time.After(30 * time.Second):
+			t.Fatal("the dial never reached the peer")
+		}
+		close(stop)
+		select {
+		case err := <-done:
+			var de errDial
+			if !errors.As(err, &de) {
+				t.Fatalf("got %v, want an errDial (not sent)", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the dial went on after stop was closed (its timeout is a minute)")
+		}
+	})
+
 	t.Run("a connection lost before the answer is ErrConnLost, and the next call redials", func(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
@@ -177,18 +239,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 		// Wait for the request to be pending on the client, then break
 		// every server connection.
 		rc := p.pool.client(p.addr())
-		wait.Until(t, 30*time.Second, "the call to become pending", func() bool {
-			rc.mu.Lock()
-			conn := rc.conn
-			rc.mu.Unlock()
-			pending := 0
-			if conn != nil {
-				conn.mu.Lock()
-				pending = len(conn.pending)
-				conn.mu.Unlock()
-			}
-			return pending > 0
-		})
+		wait.Until(t, 30*time.Second, "the call to become pending", func() bool { return pendingCalls(rc) > 0 })
 		p.rpc.connsMu.Lock()
 		for c := range p.rpc.conns {
 			c.Close()
@@ -202,6 +253,19 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 			t.Fatalf("after the break: %q %v", got, err)
 		}
 	})
+}
+
+// pendingCalls is the number of calls waiting on rc's connection.
+func pendingCalls(rc *rpcClient) int {
+	rc.mu.Lock()
+	conn := rc.conn
+	rc.mu.Unlock()
+	if conn == nil {
+		return 0
+	}
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	return len(conn.pending)
 }
 
 func TestClusterPortRefusesWhoLacksTheSecret(t *testing.T) {
@@ -309,6 +373,20 @@ func TestActorEncodingRoundTripsAndRefusesDamage(t *testing.T) {
 	for _, bad := range [][]byte{nil, {2}, {1, 0xff}, encodeActor(a)[:5]} {
 		if _, _, err := decodeActor(bad); err == nil {
 			t.Errorf("decoded %x", bad)
+		}
+	}
+	// Fields over the bound are cut to it; the size computed up front is
+	// the encoding's, whatever the lengths (one- and two-byte varints).
+	long := strings.Repeat("x", maxActorField+40)
+	for _, a := range []Actor{{}, a, {Accessor: long, Remote: strings.Repeat("r", 127), Node: strings.Repeat("n", 128)}} {
+		enc := encodeActor(a)
+		if len(enc) != actorSize(a) || cap(enc) != len(enc) {
+			t.Errorf("%d-byte encoding, size said %d (cap %d)", len(enc), actorSize(a), cap(enc))
+		}
+		got, rest, err := decodeActor(append(enc, 'z'))
+		want := Actor{Accessor: a.Accessor[:min(len(a.Accessor), maxActorField)], Remote: a.Remote, Node: a.Node}
+		if err != nil || got != want || string(rest) != "z" {
+			t.Errorf("decoded %d/%d/%d-byte fields, %q, %v", len(got.Accessor), len(got.Remote), len(got.Node), rest, err)
 		}
 	}
 }
