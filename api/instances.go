@@ -15,7 +15,11 @@ import (
 // handleRegister: PUT /v1/services/{service}/instances/{id}.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var body client.Registration
-	if err := s.decodeBody(w, r, &body); err != nil {
+	raw, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	if err == nil {
+		err = decodeRegistration(raw, &body)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
