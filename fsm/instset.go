@@ -188,9 +188,18 @@ var errNoKey = errors.New("fsm: instance: service and id are required")
 
 // changedSets are the sets of one table that a transaction changed: a
 // clone of each committed set, private to the transaction until write.
+//
+// read remembers the committed sets the transaction looked up (nil for a
+// key without one) and has not changed: a registration looks its service's
+// set up to find the instance it replaces, then changes it, and each lookup
+// in go-memdb costs an iterator (lookupUnique). No one else writes the
+// table while the transaction runs, so a committed set looked up once stays
+// what the transaction sees until the transaction changes it (then m has
+// it) or writes (which forgets both).
 type changedSets struct {
-	t setTable
-	m map[string]*instanceSet
+	t    setTable
+	m    map[string]*instanceSet
+	read map[string]*instanceSet
 }
 
 // get returns key's set as the transaction sees it so far (nil if it has
@@ -199,7 +208,17 @@ func (c *changedSets) get(tx *memdb.Txn, key string) *instanceSet {
 	if s, ok := c.m[key]; ok {
 		return s
 	}
-	return c.t.of(tx, nil, key)
+	return c.committed(tx, key)
+}
+
+// committed returns key's set as committed before the transaction.
+func (c *changedSets) committed(tx *memdb.Txn, key string) *instanceSet {
+	if s, ok := c.read[key]; ok {
+		return s
+	}
+	s := c.t.of(tx, nil, key)
+	c.read[key] = s
+	return s
 }
 
 // mutable returns key's set, cloned for the transaction on first use.
@@ -207,21 +226,28 @@ func (c *changedSets) mutable(tx *memdb.Txn, key string) *instanceSet {
 	if s, ok := c.m[key]; ok {
 		return s
 	}
-	s := c.t.of(tx, nil, key)
+	s := c.committed(tx, key)
 	if s == nil {
 		s = c.t.newSet()
 	} else {
 		s = s.Clone()
 	}
+	delete(c.read, key)
 	c.m[key] = s
 	return s
+}
+
+// forget drops what the transaction looked up and changed.
+func (c *changedSets) forget() {
+	clear(c.m)
+	clear(c.read)
 }
 
 // write publishes the changed sets in tx (an emptied set deletes its row)
 // and forgets them: holding them would keep a replaced store generation
 // alive after a restore.
 func (c *changedSets) write(tx *memdb.Txn) error {
-	defer clear(c.m)
+	defer c.forget()
 	for key, s := range c.m {
 		if s.Len() > 0 {
 			if err := tx.Insert(c.t.name, c.t.row(key, s)); err != nil {
@@ -245,8 +271,8 @@ type setsTxn struct {
 
 func newSetsTxn(tx *memdb.Txn) *setsTxn {
 	s := &setsTxn{
-		services: changedSets{t: serviceSets, m: map[string]*instanceSet{}},
-		nodes:    changedSets{t: nodeSets, m: map[string]*instanceSet{}},
+		services: changedSets{t: serviceSets, m: map[string]*instanceSet{}, read: map[string]*instanceSet{}},
+		nodes:    changedSets{t: nodeSets, m: map[string]*instanceSet{}, read: map[string]*instanceSet{}},
 	}
 	s.reset(tx)
 	return s
@@ -255,8 +281,8 @@ func newSetsTxn(tx *memdb.Txn) *setsTxn {
 // reset starts a new transaction (the previous one flushed or dropped).
 func (s *setsTxn) reset(tx *memdb.Txn) {
 	s.tx = tx
-	clear(s.services.m)
-	clear(s.nodes.m)
+	s.services.forget()
+	s.nodes.forget()
 }
 
 // instance returns the instance id of service as the transaction sees it.

@@ -403,14 +403,33 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 		fsmtest.Metrics(t, t0+3, fsm.InstanceMetrics{Service: "web", Instance: "web-1", Metrics: map[string]float64{"rps": 10}}),
 		fsmtest.TokenSet(t, fsm.Token{Accessor: "a", SecretHash: "h"}),
 	)
-	one, batch := newFSM(t), newFSM(t)
+	data = append(data,
+		// Entries on sets committed by an earlier batch when the store is
+		// split below: looked up, then changed, in one batch.
+		fsmtest.Register(t, "web-1", "web", fsmtest.WithNode("s2"), fsmtest.WithAddress("127.0.0.9", 81)),
+		fsmtest.Register(t, "web-3", "web", fsmtest.WithNode("s1")),
+		fsmtest.NodeUpdate(t, t0+4, fsmtest.Server("s1", fsm.NodeFailed)),
+		fsmtest.Register(t, "api-1", "api", fsmtest.WithNode("s1")),
+		fsmtest.Deregister(t, "web", "web-3"),
+		fsmtest.Deregister(t, "web", "web-1"),
+		fsmtest.Register(t, "web-4", "web"),
+	)
 	var logs []*raft.Log
+	one := newFSM(t)
 	for i, d := range data {
 		fsmtest.MustApply(t, one, uint64(i+1), d)
 		logs = append(logs, fsmtest.Log(uint64(i+1), d))
 	}
-	batch.ApplyBatch(logs)
-	assertSameStore(t, dumpStore(one.Store()), dumpStore(batch.Store()))
+	want := dumpStore(one.Store())
+	// The whole log as one batch, and as two batches split at every entry.
+	for split := 0; split < len(logs); split++ {
+		batch := newFSM(t)
+		if split > 0 {
+			batch.ApplyBatch(logs[:split])
+		}
+		batch.ApplyBatch(logs[split:])
+		assertSameStore(t, want, dumpStore(batch.Store()))
+	}
 }
 
 func TestWaitForIndex(t *testing.T) {
