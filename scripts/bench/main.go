@@ -193,7 +193,21 @@ func run() error {
 		}
 		defer e.stop()
 		if want["write"] {
-			w := benchWrites(e.servers(), e.clientURLs(), etcdPutReq)
+			// The same target as Beacon's (-write-to).
+			targets := e.clientURLs()
+			switch *writeTo {
+			case "leader":
+				l := -1
+				for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+					l = e.leader()
+				}
+				if l >= 0 {
+					targets = []string{targets[l]}
+				}
+			case "follower":
+				targets = []string{targets[e.follower()]}
+			}
+			w := benchWrites(e.servers(), targets, etcdPutReq)
 			if w > 0 {
 				report("ratio: beacon/etcd committed writes", "%.2f", beaconW/w)
 			}
@@ -606,7 +620,11 @@ func pct(d []time.Duration, p int) time.Duration {
 }
 
 func benchWrites(s servers, bases []string, mk reqFunc) float64 {
-	return benchLoad(s, s.name+" registrations, spread over 3 nodes", bases, mk, true)
+	to := "spread over 3 nodes"
+	if len(bases) == 1 {
+		to = "to " + *writeTo
+	}
+	return benchLoad(s, s.name+" registrations, "+to, bases, mk, true)
 }
 
 // benchReads fills a service with 10 instances and reads it.
