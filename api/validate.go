@@ -552,6 +552,29 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error
 	return decodeJSON(body, v)
 }
 
+// readAll is io.ReadAll starting with room for size bytes (a declared
+// Content-Length; unknown or 0: io.ReadAll's 512) and the read that finds
+// the end: a registration body then takes one allocation of its own size.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 || size > 1<<20 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
 // readBody reads a request body of at most limit bytes. A body that
 // declares a larger Content-Length is refused with 413 before anything is
 // read (a client announcing 1 GB gets its answer at once, not a 408 after
@@ -560,7 +583,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {

@@ -79,6 +79,20 @@ func SplitGroup(data []byte, fn func(i int, id, cmd []byte) bool) error {
 	return nil
 }
 
+// groupLen counts the members of the group entry data up to the first
+// fault (SplitGroup reports it), without looking inside them.
+func groupLen(data []byte) int {
+	n := 0
+	for b := data[1:]; len(b) > GroupIDLen; n++ {
+		l, k := binary.Uvarint(b[GroupIDLen:])
+		if k <= 0 || l == 0 || l > uint64(len(b)-GroupIDLen-k) {
+			break
+		}
+		b = b[GroupIDLen+k+int(l):]
+	}
+	return n
+}
+
 // FindInGroup returns the position of the member with request id id in
 // the group entry data, or -1.
 func FindInGroup(data, id []byte) int {
@@ -96,7 +110,7 @@ func FindInGroup(data, id []byte) int {
 // applyGroup applies the members of the group entry l in w, in order.
 // Like any entry, a group that does not decode stops the node.
 func (f *FSM) applyGroup(w *writeTxn, index uint64, data []byte, applied *[]Applied) GroupResult {
-	var out GroupResult
+	out := make(GroupResult, 0, groupLen(data))
 	err := SplitGroup(data, func(i int, _, cmd []byte) bool {
 		res, a, ok := f.applyCommand(w, index, i, cmd)
 		out = append(out, res)
