@@ -44,7 +44,7 @@ var (
 	clients   = flag.Int("clients", 64, "concurrent clients")
 	instances = flag.Int("instances", 10000, "catalog size for the memory measurement")
 	trials    = flag.Int("trials", 5, "kills per failover and detection measurement")
-	phases    = flag.String("phases", "write,seq,read,failover,detect,memory,growth,parked", "phases to run (also oneshot, oneshot-compose)")
+	phases    = flag.String("phases", "write-rounds,write,seq,read,failover,detect,memory,growth,parked", "phases to run (also oneshot, oneshot-compose)")
 	basePort  = flag.Int("port", 27000, "first port; agents use port+10*i+{0,1,2}")
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
@@ -108,6 +108,11 @@ func run() error {
 		want[strings.TrimSpace(p)] = true
 	}
 
+	if want["write-rounds"] {
+		if err := benchWriteRounds(dir); err != nil {
+			return err
+		}
+	}
 	c := &cluster{dir: dir, bin: *beaconBin}
 	defer c.stopAll()
 	if want["write"] || want["seq"] || want["read"] || want["failover"] || want["detect"] || want["oneshot"] {
