@@ -118,7 +118,8 @@ bench: build
 
 ## bench-lb: requests/s and added latency through `beacon lb` vs the backend directly
 ## (and nginx when installed), throughput with wrk when installed (issue 18's yardstick;
-## the Go load generator otherwise); BENCH_LB_FLAGS="-wrk -duration 20s" to change it,
+## the Go load generator otherwise), three rounds and their medians (-rounds);
+## BENCH_LB_FLAGS="-wrk -duration 20s" to change it,
 ## BENCH_LB_FLAGS= for the Go load generator
 BENCH_LB_FLAGS ?= -wrk
 bench-lb: build
