@@ -124,14 +124,7 @@ func run() error {
 	var beaconF time.Duration
 	var beaconM int
 	if want["write"] {
-		targets := c.apis()
-		switch *writeTo {
-		case "leader":
-			targets = []string{c.api(c.leader())}
-		case "follower":
-			targets = []string{c.api((c.leader() + 1) % len(c.procs))}
-		}
-		beaconW = benchLoad(c.servers(), fmt.Sprintf("beacon registrations, to %s", *writeTo), targets, registerReq, true)
+		beaconW = benchLoad(c.servers(), fmt.Sprintf("beacon registrations, to %s", *writeTo), c.writeTargets(), registerReq, true)
 	}
 	var seqL, seqF time.Duration
 	if want["seq"] {
@@ -199,20 +192,7 @@ func run() error {
 		defer e.stop()
 		if want["write"] {
 			// The same target as Beacon's (-write-to).
-			targets := e.clientURLs()
-			switch *writeTo {
-			case "leader":
-				l := -1
-				for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-					l = e.leader()
-				}
-				if l >= 0 {
-					targets = []string{targets[l]}
-				}
-			case "follower":
-				targets = []string{targets[e.follower()]}
-			}
-			w := benchWrites(e.servers(), targets, etcdPutReq)
+			w := benchWrites(e.servers(), e.writeTargets(), etcdPutReq)
 			if w > 0 {
 				report("ratio: beacon/etcd committed writes", "%.2f", beaconW/w)
 			}

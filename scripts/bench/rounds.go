@@ -34,14 +34,7 @@ func benchWriteRounds(dir string) error {
 			if err := c.start(3); err != nil {
 				return err
 			}
-			targets := c.apis()
-			switch *writeTo {
-			case "leader":
-				targets = []string{c.api(c.leader())}
-			case "follower":
-				targets = []string{c.api((c.leader() + 1) % len(c.procs))}
-			}
-			b = benchLoad(c.servers(), fmt.Sprintf("round %d: beacon registrations, to %s", r+1, *writeTo), targets, registerReq, true)
+			b = benchLoad(c.servers(), fmt.Sprintf("round %d: beacon registrations, to %s", r+1, *writeTo), c.writeTargets(), registerReq, true)
 			return nil
 		}
 		runEtcd := func() error {
@@ -50,20 +43,7 @@ func benchWriteRounds(dir string) error {
 			if err := ec.start(); err != nil {
 				return fmt.Errorf("etcd: %w", err)
 			}
-			targets := ec.clientURLs()
-			switch *writeTo {
-			case "leader":
-				l := -1
-				for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-					l = ec.leader()
-				}
-				if l >= 0 {
-					targets = []string{targets[l]}
-				}
-			case "follower":
-				targets = []string{targets[ec.follower()]}
-			}
-			e = benchLoad(ec.servers(), fmt.Sprintf("round %d: etcd puts, to %s", r+1, *writeTo), targets, etcdPutReq, true)
+			e = benchLoad(ec.servers(), fmt.Sprintf("round %d: etcd puts, to %s", r+1, *writeTo), ec.writeTargets(), etcdPutReq, true)
 			return nil
 		}
 		first, second := runBeacon, runEtcd
@@ -89,6 +69,35 @@ func benchWriteRounds(dir string) error {
 			median(ratios), strings.Join(parts, ", "), *writeTo, *clients)
 	}
 	return nil
+}
+
+// writeTargets are the nodes the write loads go to (-write-to).
+func (c *cluster) writeTargets() []string {
+	switch *writeTo {
+	case "leader":
+		return []string{c.api(c.leader())}
+	case "follower":
+		return []string{c.api((c.leader() + 1) % len(c.procs))}
+	}
+	return c.apis()
+}
+
+// writeTargets are the members the write loads go to (-write-to).
+func (e *etcdCluster) writeTargets() []string {
+	targets := e.clientURLs()
+	switch *writeTo {
+	case "leader":
+		l := -1
+		for deadline := time.Now().Add(30 * time.Second); l < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			l = e.leader()
+		}
+		if l >= 0 {
+			return []string{targets[l]}
+		}
+	case "follower":
+		return []string{targets[e.follower()]}
+	}
+	return targets
 }
 
 // median returns the median of v (the mean of the middle two for an even
