@@ -146,6 +146,9 @@ type fastConn struct {
 	mu     sync.Mutex
 	idle   bool // between requests: shutdown may close it
 	closed bool
+	// hijacked: a handler took the connection (Hijack); closed is set
+	// too, so that shutdown leaves it alone.
+	hijacked bool
 }
 
 func (c *fastConn) setActive() bool { return c.setIdleState(false) }
@@ -186,7 +189,16 @@ func (c *fastConn) serve() {
 	ctx = context.WithValue(ctx, http.ServerContextKey, c.f.s.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
 	c.template = &http.Request{}
-	c.br = bufio.NewReaderSize(c.nc, fastReadBufSize)
+	c.br = getReader(c.nc)
+	// Past serve the buffer is no one's: handoff has copied what was read
+	// ahead, and a handler does not read a request's body after it
+	// returns. A hijacked connection's goes with it (Hijack).
+	defer func() {
+		if !c.hijacked {
+			putReader(c.br)
+		}
+		c.br = nil
+	}()
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
 		// A head is due within the read header timeout of the moment it
@@ -253,6 +265,9 @@ func (c *fastConn) serve() {
 			}
 		}
 		if !c.answer(r) {
+			if c.hijacked {
+				return // the connection is the handler's now
+			}
 			if c.body.remain > 0 {
 				c.closeWriteAndWait()
 			}
@@ -263,6 +278,22 @@ func (c *fastConn) serve() {
 }
 
 func (c *fastConn) setReadDeadline(d time.Duration) { connlimit.SetReadTimeout(c.nc, d) }
+
+// readers are connections' read buffers, reused: a connection that closes
+// or is handed to net/http (a blocking query, which parks: a burst of
+// watchers connecting hands over as many) leaves its buffer to the next.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBufSize) }}
+
+func getReader(nc net.Conn) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
+}
 
 // handoff gives the connection, and what was read of it, to net/http.
 func (c *fastConn) handoff() {
@@ -328,7 +359,15 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	if method != http.MethodGet && !bytes.HasPrefix(path, []byte("/v1/services/")) {
 		return nil, false
 	}
-	if hasQuery && (!connlimit.PlainQuery(query) || hasQueryKey(query, "index")) {
+	if hasQuery && !connlimit.PlainQuery(query) {
+		return nil, false
+	}
+	// A blocking query parks (park.go), taking the connection (Hijack);
+	// one that cannot park (it asks to close its connection) would wait
+	// in its handler, where net/http, not the fast path, notices a client
+	// that goes away: that one goes to net/http.
+	blocking := hasQuery && hasQueryKey(query, "index")
+	if blocking && method != http.MethodGet {
 		return nil, false
 	}
 	// The connection's header map, emptied: its value slices, and the
@@ -390,7 +429,7 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 			delete(h, k) // sent by the previous request only (or added by its handler)
 		}
 	}
-	if hosts != 1 || !connlimit.PlainHost(host) {
+	if hosts != 1 || !connlimit.PlainHost(host) || (blocking && closing) {
 		return nil, false
 	}
 	c.host, c.target = reuseString(host, c.host), reuseString(target, c.target)
@@ -633,6 +672,8 @@ type fastResponse struct {
 	// bodyLost: the request's body could not be read to its end, so the
 	// connection cannot serve another request.
 	bodyLost bool
+	// hijacked: the handler took the connection (Hijack).
+	hijacked bool
 	err      error
 }
 
@@ -641,7 +682,7 @@ func (w *fastResponse) reset(c *fastConn, reqClose bool) {
 		w.header = make(http.Header, 8)
 	}
 	clear(w.header)
-	w.c, w.status, w.reqClose, w.chunked, w.headKeep, w.bodyLost, w.err = c, 0, reqClose, false, false, false, nil
+	w.c, w.status, w.reqClose, w.chunked, w.headKeep, w.bodyLost, w.hijacked, w.err = c, 0, reqClose, false, false, false, false, nil
 	w.bodyP, w.body = getBuf()
 	w.outP, w.out = getBuf()
 }
@@ -672,7 +713,39 @@ func (w *fastResponse) drain() {
 
 func (w *fastResponse) Header() http.Header { return w.header }
 
+// errHijackLate refuses a Hijack after the answer began.
+var errHijackLate = errors.New("api: hijack after the answer began")
+
+// Hijack gives the connection to the handler, as net/http's does: the park
+// lot takes a blocking query's connection so (park.go). The connection's
+// deadlines are cleared, the server forgets it (shutdown does not close
+// it), and nothing is written on it once the handler returns. The reader
+// holds what the client sent after this request (pipelined requests); it
+// is the caller's, as is the small writer, which nothing here uses.
+func (w *fastResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.status != 0 || len(w.body) > 0 || w.chunked || w.err != nil {
+		return nil, nil, errHijackLate
+	}
+	c := w.c
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, nil, net.ErrClosed
+	}
+	c.closed, c.hijacked = true, true
+	c.mu.Unlock()
+	w.hijacked = true
+	_ = c.nc.SetDeadline(time.Time{})
+	return c.nc, bufio.NewReadWriter(c.br, bufio.NewWriterSize(c.nc, 512)), nil
+}
+
 func (w *fastResponse) WriteHeader(code int) {
+	if w.hijacked {
+		return // net/http logs it and does nothing
+	}
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
 	}
@@ -682,6 +755,9 @@ func (w *fastResponse) WriteHeader(code int) {
 }
 
 func (w *fastResponse) Write(b []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -730,7 +806,7 @@ func appendChunk(dst, b []byte) []byte {
 // finish sends what is left of the answer. It reports whether the
 // connection serves another request.
 func (w *fastResponse) finish() bool {
-	if w.err != nil {
+	if w.err != nil || w.hijacked {
 		return false
 	}
 	if w.chunked {

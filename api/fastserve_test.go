@@ -166,8 +166,14 @@ var fastCases = []fastCase{
 	{"blank value", get("/v1/services/web/instances", "X-Empty:\r\n"), true},
 	{"tab in value", get("/v1/services/web/instances", "X-Tab: a\tb\r\n"), true},
 
-	{"blocking query", get("/v1/services/web/instances?index=1&wait=1s", ""), false},
-	{"blocking query, escaped name", get("/v1/services/web/instances?ind%65x=1&wait=1s", ""), false},
+	// A blocking query parks from either path (Hijack); one that asks to
+	// close its connection cannot park and waits in its handler, which
+	// net/http serves (it notices a client that goes away).
+	{"blocking query", get("/v1/services/web/instances?index=1&wait=1s", ""), true},
+	{"blocking query, escaped name", get("/v1/services/web/instances?ind%65x=1&wait=1s", ""), true},
+	{"blocking query, answered at once", get("/v1/services/web/instances?index=0&wait=1s", ""), true},
+	{"blocking query, bad index", get("/v1/services/web/instances?index=x&wait=1s", ""), true},
+	{"blocking query, Connection: close", get("/v1/services/web/instances?index=1&wait=1s", "Connection: close\r\n"), false},
 	{"HEAD", "HEAD /v1/services HTTP/1.1\r\nHost: HOST\r\n\r\n", false},
 	{"POST", "POST /v1/services HTTP/1.1\r\nHost: HOST\r\nContent-Length: 0\r\n\r\n", false},
 	{"HTTP/1.0", "GET /v1/services HTTP/1.0\r\nHost: HOST\r\n\r\n", false},
@@ -762,4 +768,48 @@ func FuzzFastPathRequest(f *testing.F) {
 				want.Method, want.RequestURI, want.URL, want.Host, want.Close, want.Header, want.ContentLength)
 		}
 	})
+}
+
+// TestFastPathParksABlockingQuery: a blocking query parks straight from
+// the fast path (its connection hijacked, nothing handed to net/http), is
+// answered on its connection when the catalog changes, and the request the
+// client pipelined behind it is served on the same connection after the
+// answer; net/http's path gives the same two answers.
+func TestFastPathParksABlockingQuery(t *testing.T) {
+	fast, slow := twinServers(t)
+	seedCatalog(fast)
+	n := fast.register("web", "web-3", client.Registration{Address: "127.0.0.1", Port: 8082})
+	for i, ts := range []*testServer{fast, slow} {
+		served, handed := fast.fastStats()
+		raw := get(fmt.Sprintf("/v1/services/web/instances?index=%d&wait=1m", n), "") +
+			get("/v1/services", "Connection: close\r\n")
+		conn := ts.send(raw)
+		ts.awaitParked(t, 1)
+		if s, h := fast.fastStats(); ts == fast && (s != served+1 || h != handed) {
+			t.Errorf("fast path: served %d→%d (want +1), handed off %d→%d (want none)", served, s, handed, h)
+		}
+		n = ts.register("web", fmt.Sprintf("web-%d", 4+i), client.Registration{Address: "127.0.0.1", Port: 8083 + i})
+		br := bufio.NewReader(conn)
+		var insts []client.Instance
+		var list client.ServiceList
+		for k, into := range []any{&insts, &list} {
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+			if err != nil {
+				t.Fatalf("server %d, answer %d: %v", i, k, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("server %d, answer %d: %d %v %s", i, k, resp.StatusCode, err, body)
+			}
+			if err := json.Unmarshal(body, into); err != nil {
+				t.Fatalf("server %d, answer %d: %v: %s", i, k, err, body)
+			}
+		}
+		conn.Close()
+		if len(insts) != 4+i || len(list.Services) == 0 {
+			t.Errorf("server %d: %d instances after the change (want %d), %d services", i, len(insts), 4+i, len(list.Services))
+		}
+		ts.awaitParked(t, 0)
+	}
 }
