@@ -131,10 +131,10 @@ type fastConn struct {
 	ctx        context.Context // every request's: the server's base, cancelled when the connection ends
 	template   *http.Request   // an empty request, copied for each request
 	// header is every request's Header, reused (request): a handler must
-	// not keep a request's Header past its return. None does: the queries
-	// that outlive their handler (blocking ones, parked) never take the
-	// fast path. host and target are the last request's, reused when the
-	// next one sends the same.
+	// not keep a request's Header past its return. The one that does, a
+	// blocking query that parks, takes the connection (Hijack), whose
+	// loop then ends: nothing reuses the header after it. host and target
+	// are the last request's, reused when the next one sends the same.
 	header       http.Header
 	host, target string
 	w            fastResponse // reused by each request
