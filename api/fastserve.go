@@ -192,12 +192,12 @@ func (c *fastConn) serve() {
 	c.br = getReader(c.nc)
 	// Past serve the buffer is no one's: handoff has copied what was read
 	// ahead, and a handler does not read a request's body after it
-	// returns. A hijacked connection's goes with it (Hijack).
+	// returns. Hijack gives it back itself (takeReader).
 	defer func() {
-		if !c.hijacked {
+		if c.br != nil {
 			putReader(c.br)
+			c.br = nil
 		}
-		c.br = nil
 	}()
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
@@ -739,7 +739,27 @@ func (w *fastResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c.mu.Unlock()
 	w.hijacked = true
 	_ = c.nc.SetDeadline(time.Time{})
-	return c.nc, bufio.NewReadWriter(c.br, bufio.NewWriterSize(c.nc, 512)), nil
+	return c.nc, bufio.NewReadWriter(c.takeReader(), bufio.NewWriterSize(c.nc, 512)), nil
+}
+
+// takeReader returns a reader of the connection for its new owner, holding
+// (Buffered) what the connection's reader had read ahead, and gives the
+// connection's 4 KB buffer back to the pool: a burst of blocking queries,
+// each of which parks, leaves no buffer behind.
+func (c *fastConn) takeReader() *bufio.Reader {
+	n := c.br.Buffered()
+	if n == 0 {
+		putReader(c.br)
+		c.br = nil
+		return bufio.NewReaderSize(c.nc, 16)
+	}
+	ahead, _ := c.br.Peek(n)
+	ahead = bytes.Clone(ahead)
+	putReader(c.br)
+	c.br = nil
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(ahead), c.nc), max(16, n))
+	_, _ = r.Peek(n) // from ahead alone: one Read of a bytes.Reader
+	return r
 }
 
 func (w *fastResponse) WriteHeader(code int) {
