@@ -279,9 +279,10 @@ func (c *fastConn) serve() {
 
 func (c *fastConn) setReadDeadline(d time.Duration) { connlimit.SetReadTimeout(c.nc, d) }
 
-// readers are connections' read buffers, reused: a connection that closes
-// or is handed to net/http (a blocking query, which parks: a burst of
-// watchers connecting hands over as many) leaves its buffer to the next.
+// readers are connections' read buffers, reused: a connection that closes,
+// is handed to net/http, or is hijacked (a blocking query, which parks: a
+// burst of watchers connecting hijacks as many) leaves its buffer to the
+// next.
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBufSize) }}
 
 func getReader(nc net.Conn) *bufio.Reader {
