@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -246,6 +247,7 @@ func (w *frameWriter) loop() {
 		case <-w.done:
 			return
 		}
+		yielded := false
 		for {
 			if _, err := bw.Write(f); err != nil {
 				w.c.Close()
@@ -256,6 +258,17 @@ func (w *frameWriter) loop() {
 			case f = <-w.ch:
 				continue
 			default:
+			}
+			if !yielded {
+				// Let the goroutines that are about to send run first, so
+				// that their frames go in this write.
+				yielded = true
+				runtime.Gosched()
+				select {
+				case f = <-w.ch:
+					continue
+				default:
+				}
 			}
 			break
 		}
