@@ -22,6 +22,7 @@ type handler func(w *writeTxn, body []byte) (Command, *RejectError)
 type writeTxn struct {
 	tx    *memdb.Txn
 	in    *interner
+	rows  *rowCache
 	index uint64
 	// visibleAt, when set by a command that changed nothing, is the index
 	// at which what it asked for was already in the catalog: its result
@@ -46,22 +47,26 @@ type serviceTouch struct {
 	created uint64 // CreateIndex of its record after the batch
 }
 
-func (w *writeTxn) begin(tx *memdb.Txn, in *interner) {
-	w.tx, w.in = tx, in
+func (w *writeTxn) begin(tx *memdb.Txn, st *storeState) {
+	w.tx, w.in, w.rows = tx, st.intern, st.rows
 	clear(w.tables)
 	clear(w.services)
 	if w.sets == nil {
-		w.sets = newSetsTxn(tx)
+		w.sets = newSetsTxn(tx, st.rows)
 	}
-	w.sets.reset(tx)
+	w.sets.reset(tx, st.rows)
+	// A transaction that was not committed left nothing to remember.
+	w.rows.pending = w.rows.pending[:0]
 	clear(w.replaced)
 	w.replaced = w.replaced[:0]
 }
 
 // published wakes the watchers of the instance versions the batch replaced
 // or deleted; it runs after the transaction committed, so that a woken
-// reader sees the new version (as go-memdb notifies after a commit).
+// reader sees the new version (as go-memdb notifies after a commit). The
+// rows the batch wrote become the writer's committed rows (rowCache).
 func (w *writeTxn) published() {
+	w.rows.committed()
 	for i, inst := range w.replaced {
 		inst.markReplaced()
 		w.replaced[i] = nil
@@ -119,6 +124,19 @@ func (w *writeTxn) instance(service, id string) *Instance {
 	return w.sets.instance(service, id)
 }
 
+// service returns service's record as committed before the batch (the
+// batch writes records only in finish), or nil.
+func (w *writeTxn) service(name string) *Service {
+	if svc := w.rows.services[name]; svc != nil {
+		return svc
+	}
+	svc, _ := w.first(tableServices, "id", name).(*Service)
+	if svc != nil {
+		w.rows.services[name] = svc
+	}
+	return svc
+}
+
 func (w *writeTxn) check(id string) *Check {
 	if raw := w.first(tableChecks, "id", id); raw != nil {
 		return raw.(*Check)
@@ -139,7 +157,7 @@ func (w *writeTxn) touch(service string, delta int) {
 	st := w.services[service]
 	if st == nil {
 		st = &serviceTouch{}
-		if svc, _ := w.first(tableServices, "id", service).(*Service); svc != nil {
+		if svc := w.service(service); svc != nil {
 			st.existed, st.count, st.created = true, svc.Instances, svc.CreateIndex
 		}
 		w.services[service] = st
@@ -163,7 +181,8 @@ func (w *writeTxn) finish() {
 		w.index = st.index
 		if st.count <= 0 {
 			if st.existed {
-				if svc, _ := w.first(tableServices, "id", name).(*Service); svc != nil {
+				if svc := w.service(name); svc != nil {
+					w.rows.forgetService(name)
 					w.delete(tableServices, svc)
 				}
 			}
@@ -173,7 +192,9 @@ func (w *writeTxn) finish() {
 		if !st.existed {
 			w.deleteIndex(tombstonePrefix + name)
 		}
-		w.insert(tableServices, &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index})
+		svc := &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index}
+		w.rows.writeService(svc)
+		w.insert(tableServices, svc)
 	}
 	for t, idx := range w.tables {
 		w.setIndex(t, idx)

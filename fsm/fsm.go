@@ -92,7 +92,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	st := f.store.cur.Load()
 	tx := st.db.Txn(true)
 	w := &f.wtx
-	w.begin(tx, st.intern)
+	w.begin(tx, st)
 	var last uint64
 	applied := f.applied[:0]
 	for i, l := range logs {

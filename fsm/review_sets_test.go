@@ -204,6 +204,35 @@ func rvCheckConsistent(t testing.TB, s *Store, when string) {
 			t.Fatalf("%s: service %s has a record and no set", when, n)
 		}
 	}
+	rvCheckRowCache(t, s, when)
+}
+
+// rvCheckRowCache checks that every row the writer's cache remembers is
+// the committed row of its table (rowCache): the very set of the sets and
+// nodesets tables, the very record of the services table.
+func rvCheckRowCache(t testing.TB, s *Store, when string) {
+	t.Helper()
+	st := s.cur.Load()
+	tx := st.db.Txn(false)
+	if len(st.rows.pending) != 0 {
+		t.Fatalf("%s: %d rows pending after a commit", when, len(st.rows.pending))
+	}
+	for _, c := range []struct {
+		t     setTable
+		cache map[string]*instanceSet
+	}{{serviceSets, st.rows.sets}, {nodeSets, st.rows.nodes}} {
+		for k, set := range c.cache {
+			if got := c.t.of(tx, nil, k); got != set {
+				t.Fatalf("%s: the writer's cache holds a set of %s %q that is not the committed one (%p, committed %p)", when, c.t.name, k, set, got)
+			}
+		}
+	}
+	for k, svc := range st.rows.services {
+		raw, _ := lookupUnique(tx, tableServices, "id", k)
+		if got, _ := raw.(*Service); got != svc {
+			t.Fatalf("%s: the writer's cache holds a record of service %q that is not the committed one (%+v, committed %+v)", when, k, svc, got)
+		}
+	}
 }
 
 // frozen is what a read transaction saw of every set, to check later that it
@@ -328,6 +357,22 @@ func TestReviewSetsRandomConsistencyAndIsolation(t *testing.T) {
 			}
 			if !bytes.Equal(a.Bytes(), b.Bytes()) {
 				t.Fatalf("stream after restore differs")
+			}
+			// The restored generation's writer starts a cache of its own.
+			for batch := range 20 {
+				var logs []*raft.Log
+				for range 1 + rng.IntN(30) {
+					r.index++
+					svc := fmt.Sprintf("s%d", rng.IntN(3))
+					id := fmt.Sprintf("i%d", rng.IntN(80))
+					c := rvReg(t, svc, id, fmt.Sprintf("n%d", rng.IntN(3)), "y")
+					if rng.IntN(2) == 0 {
+						c = rvDereg(t, svc, id)
+					}
+					logs = append(logs, rvLog(r.index, c))
+				}
+				g.ApplyBatch(logs)
+				rvCheckConsistent(t, g.Store(), fmt.Sprintf("restored, batch %d", batch))
 			}
 		})
 	}

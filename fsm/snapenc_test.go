@@ -270,7 +270,7 @@ func FuzzSnapshotEncoderMatchesCodec(f *testing.F) {
 func TestSnapshotStreamUnchanged(t *testing.T) {
 	st := newStoreState()
 	tx := st.db.Txn(true)
-	sets := newSetsTxn(tx)
+	sets := newSetsTxn(tx, newRowCache())
 	for _, rec := range []struct {
 		table string
 		obj   any

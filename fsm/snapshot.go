@@ -172,7 +172,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 	in := st.intern
 	tx := st.db.Txn(true)
 	defer tx.Abort()
-	sets := newSetsTxn(tx)
+	sets := newSetsTxn(tx, st.rows)
 	for {
 		var kind byte
 		if err := dec.Decode(&kind); err != nil {
@@ -186,6 +186,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 				return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, tableInstances, err)
 			}
 			tx.Commit()
+			st.rows.committed()
 			return st, hdr.Index, nil
 		case recordInstance:
 			obj, table = &Instance{}, tableInstances

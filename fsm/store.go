@@ -76,6 +76,9 @@ type storeState struct {
 	abandon chan struct{}
 	// intern is used by the one goroutine that writes this generation.
 	intern *interner
+	// rows are committed rows the writer looked up, for the same
+	// goroutine (rowCache).
+	rows *rowCache
 }
 
 // NewStore returns an empty store.
@@ -110,7 +113,7 @@ func newStoreState() *storeState {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: bad schema: %v", err)) // a programming error
 	}
-	return &storeState{db: db, abandon: make(chan struct{}), intern: newInterner()}
+	return &storeState{db: db, abandon: make(chan struct{}), intern: newInterner(), rows: newRowCache()}
 }
 
 // swap installs a new generation and wakes readers of the old one.
