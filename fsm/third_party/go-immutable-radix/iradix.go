@@ -3,6 +3,7 @@ package iradix
 import (
 	"bytes"
 	"strings"
+	"sync"
 )
 
 const (
@@ -72,7 +73,14 @@ type Txn struct {
 	// trackOverflow flag, which will cause us to use a more expensive
 	// algorithm to perform the notifications. Mutation tracking is only
 	// performed if trackMutate is true.
-	trackChannels map[*lazyCh]struct{}
+	//
+	// Beacon's copy: a list, not upstream's set (a map that grew from
+	// empty in every transaction: its inserts and rehashes were a sixth of
+	// a registration's apply). A channel listed twice (a leaf updated twice)
+	// is closed twice, which lazyCh allows; duplicates count towards the
+	// bound, so a transaction that writes one leaf over and over overflows
+	// sooner into the slow, still correct, notification.
+	trackChannels []*lazyCh
 	trackOverflow bool
 	trackMutate   bool
 }
@@ -91,7 +99,7 @@ func (t *Tree) Txn() *Txn {
 // does not track any nodes and has TrackMutate turned off. The cloned transaction will contain any uncommitted writes in the original transaction but further mutations to either will be independent and result in different radix trees on Commit. A cloned transaction may be passed to another goroutine and mutated there independently however each transaction may only be mutated in a single thread.
 func (t *Txn) Clone() *Txn {
 	// reset the writable node cache to avoid leaking future writes into the clone
-	t.writable = nil
+	t.dropWritable()
 
 	txn := &Txn{
 		root: t.root,
@@ -131,13 +139,48 @@ func (t *Txn) trackChannel(ch *lazyCh) {
 		return
 	}
 
-	// Create the map on the fly when we need it.
+	// Create the list on the fly when we need it.
 	if t.trackChannels == nil {
-		t.trackChannels = make(map[*lazyCh]struct{})
+		t.trackChannels = getTracked()
 	}
 
 	// Otherwise we are good to track it.
-	t.trackChannels[ch] = struct{}{}
+	t.trackChannels = append(t.trackChannels, ch)
+}
+
+// Beacon's copy: the writable sets and the lists of tracked channels of
+// finished transactions are reused. A write transaction of go-memdb makes
+// one radix transaction per index it writes, and each made its set and its
+// list from empty and grew them. Only small ones are kept: a bulk load's
+// set of 8,192 nodes is left to the collector.
+const reuseMax = 1024
+
+var (
+	writablePool = sync.Pool{New: func() any { return make(map[*Node]struct{}) }}
+	trackedPool  = sync.Pool{New: func() any { s := make([]*lazyCh, 0, 64); return &s }}
+)
+
+func getWritable() map[*Node]struct{} { return writablePool.Get().(map[*Node]struct{}) }
+
+// dropWritable forgets t's writable set, for reuse by a later transaction.
+func (t *Txn) dropWritable() {
+	w := t.writable
+	t.writable = nil
+	if w != nil && len(w) <= reuseMax {
+		clear(w)
+		writablePool.Put(w)
+	}
+}
+
+func getTracked() []*lazyCh { return (*trackedPool.Get().(*[]*lazyCh))[:0] }
+
+func putTracked(s []*lazyCh) {
+	if cap(s) > reuseMax {
+		return
+	}
+	clear(s)
+	s = s[:0]
+	trackedPool.Put(&s)
 }
 
 // writeNode returns a node to be modified, if the current node has already been
@@ -147,7 +190,7 @@ func (t *Txn) trackChannel(ch *lazyCh) {
 func (t *Txn) writeNode(n *Node, forLeafUpdate bool) *Node {
 	// Ensure the writable set exists.
 	if t.writable == nil {
-		t.writable = make(map[*Node]struct{})
+		t.writable = getWritable()
 	}
 
 	// If this node has already been modified, we can continue to use it
@@ -520,7 +563,7 @@ func (t *Txn) Commit() *Tree {
 // does not issue any notifications until Notify is called.
 func (t *Txn) CommitOnly() *Tree {
 	nt := &Tree{t.root, t.size}
-	t.writable = nil
+	t.dropWritable()
 	return nt
 }
 
@@ -600,13 +643,16 @@ func (t *Txn) Notify() {
 	if t.trackOverflow {
 		t.slowNotify()
 	} else {
-		for ch := range t.trackChannels {
+		for _, ch := range t.trackChannels {
 			ch.close()
 		}
 	}
 
 	// Clean up the tracking state so that a re-notify is safe (will trigger
 	// the else clause above which will be a no-op).
+	if t.trackChannels != nil {
+		putTracked(t.trackChannels)
+	}
 	t.trackChannels = nil
 	t.trackOverflow = false
 }
