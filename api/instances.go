@@ -72,7 +72,7 @@ func (s *Server) unchangedRegistration(ctx context.Context, req *fsm.RegisterReq
 func UnchangedRegistration(ctx context.Context, store *fsm.Store, confirm func(context.Context) (uint64, error), req *fsm.RegisterRequest) (uint64, bool) {
 	var at uint64
 	same := func() bool {
-		_, inst, checks := store.Instance(nil, req.Service, req.ID)
+		inst, checks := store.CurrentInstance(req.Service, req.ID)
 		if inst == nil || !fsm.SameRegistration(inst, checks, req) {
 			return false
 		}

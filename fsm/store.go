@@ -295,6 +295,23 @@ func (s *Store) Instance(ws memdb.WatchSet, service, id string) (uint64, *Instan
 	return atLeastOne(idx), inst, checks
 }
 
+// CurrentInstance is Instance for a caller that needs neither an index nor
+// a watch: the instance id of service and its checks, or nil. It makes no
+// other lookup (Instance also looks up the instances table's index), which
+// matters on the write path, where every registration asks whether it would
+// change anything (api.UnchangedRegistration).
+func (s *Store) CurrentInstance(service, id string) (*Instance, []*Check) {
+	if service == "" || id == "" {
+		return nil, nil
+	}
+	tx := s.read(nil)
+	inst := getInstance(setOf(tx, nil, service), id)
+	if inst == nil {
+		return nil, nil
+	}
+	return inst, instanceChecks(tx, nil, service, id)
+}
+
 func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, service, id string) []*Check {
 	return checksOf(tx, ws, service, id, nil)
 }

@@ -615,3 +615,30 @@ func TestServiceHealthIndexFollowsChecksAndNodesAndNeverGoesBack(t *testing.T) {
 		t.Fatalf("after deregister: %d %d %d", idx, len(insts), len(checks))
 	}
 }
+
+// CurrentInstance answers as Instance does, without the index: the same
+// record and checks for an instance that is there, nil for one that is not
+// (another ID of the service, another service, an empty key).
+func TestCurrentInstanceAnswersAsInstance(t *testing.T) {
+	f := newFSM(t)
+	applyAll(t, f, 1,
+		fsmtest.Register(t, "web-1", "web", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))),
+		fsmtest.Register(t, "web-2", "web"),
+	)
+	s := f.Store()
+	for _, k := range [][2]string{{"web", "web-1"}, {"web", "web-2"}, {"web", "web-3"}, {"api", "web-1"}, {"", "web-1"}, {"web", ""}} {
+		_, want, wantChecks := s.Instance(nil, k[0], k[1])
+		got, gotChecks := s.CurrentInstance(k[0], k[1])
+		if got != want || len(gotChecks) != len(wantChecks) {
+			t.Fatalf("CurrentInstance(%q, %q) = %v with %d checks; Instance has %v with %d", k[0], k[1], got, len(gotChecks), want, len(wantChecks))
+		}
+		for i := range gotChecks {
+			if gotChecks[i] != wantChecks[i] {
+				t.Fatalf("CurrentInstance(%q, %q): check %d differs", k[0], k[1], i)
+			}
+		}
+	}
+	if got, checks := s.CurrentInstance("web", "web-1"); got == nil || len(checks) != 1 {
+		t.Fatalf("CurrentInstance(web, web-1) = %v with %d checks, want the instance with its one check", got, len(checks))
+	}
+}

@@ -241,7 +241,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 		}
 	}
 	for k := range c.metrics {
-		if _, inst, _ := h.store.Instance(nil, k.service, k.id); inst == nil {
+		if inst, _ := h.store.CurrentInstance(k.service, k.id); inst == nil {
 			delete(c.metrics, k)
 		}
 	}
@@ -267,7 +267,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
 	for _, k := range keys {
-		_, inst, _ := h.store.Instance(nil, k.service, k.id)
+		inst, _ := h.store.CurrentInstance(k.service, k.id)
 		if inst == nil {
 			continue
 		}
@@ -449,7 +449,7 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 // they should be written now (they changed and the instance's period has
 // passed); otherwise they wait for flushMetrics.
 func (c *coordinator) noteMetrics(inst instanceKey, m map[string]float64, now time.Time) bool {
-	_, cur, _ := c.h.store.Instance(nil, inst.service, inst.id)
+	cur, _ := c.h.store.CurrentInstance(inst.service, inst.id)
 	ms := c.metrics[inst]
 	if ms == nil {
 		ms = &metricState{}

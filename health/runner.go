@@ -85,7 +85,7 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		}
 		start := time.Now()
 		addr := ""
-		if _, inst, _ := h.store.Instance(nil, c.Service, c.Instance); inst != nil {
+		if inst, _ := h.store.CurrentInstance(c.Service, c.Instance); inst != nil {
 			addr = inst.Address
 		}
 		res := h.prober.ProbeFor(ctx, c, addr)

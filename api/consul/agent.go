@@ -117,7 +117,7 @@ func (s *Server) handleAgentChecks(w http.ResponseWriter, r *http.Request, q url
 	idx, insts := s.localInstances()
 	var hcs []*HealthCheck
 	for _, inst := range insts {
-		_, _, checks := s.store.Instance(nil, inst.Service, inst.ID)
+		_, checks := s.store.CurrentInstance(inst.Service, inst.ID)
 		hcs = append(hcs, instanceChecks(inst, checks)...)
 	}
 	if hcs, err = matching(expr, hcs); err != nil {
