@@ -197,6 +197,11 @@ var msgpackHandle = func() *codec.MsgpackHandle {
 
 // Encode returns t followed by the msgpack encoding of body.
 func Encode(t MessageType, body any) ([]byte, error) {
+	if r, ok := body.(*RegisterRequest); ok && t == RegisterType && len(r.Checks) == 0 {
+		out, _ := encodeRegister(make([]byte, 1, 1+registerSize(r)), r)
+		out[0] = byte(t)
+		return out, nil
+	}
 	pe := encoders.Get().(*pooledEncoder)
 	defer encoders.Put(pe)
 	pe.buf = pe.buf[:0]
