@@ -247,36 +247,39 @@ func (w *frameWriter) loop() {
 		case <-w.done:
 			return
 		}
-		yielded := false
-		for {
+		for yielded := false; ; {
 			if _, err := bw.Write(f); err != nil {
 				w.c.Close()
 				w.drain()
 				return
 			}
-			select {
-			case f = <-w.ch:
-				continue
-			default:
-			}
-			if !yielded {
+			var ok bool
+			if f, ok = w.queued(); !ok && !yielded {
 				// Let the goroutines that are about to send run first, so
 				// that their frames go in this write.
 				yielded = true
 				runtime.Gosched()
-				select {
-				case f = <-w.ch:
-					continue
-				default:
-				}
+				f, ok = w.queued()
 			}
-			break
+			if !ok {
+				break
+			}
 		}
 		if err := bw.Flush(); err != nil {
 			w.c.Close()
 			w.drain()
 			return
 		}
+	}
+}
+
+// queued returns a frame already waiting, if there is one.
+func (w *frameWriter) queued() ([]byte, bool) {
+	select {
+	case f := <-w.ch:
+		return f, true
+	default:
+		return nil, false
 	}
 }
 
