@@ -97,22 +97,8 @@ func encodeListed(i *fsm.Instance) []byte {
 // encodings: each version of an instance is encoded once, however many
 // times it is read.
 func writeInstances(w http.ResponseWriter, insts []*fsm.Instance) {
-	size := 2
-	encs := make([][]byte, len(insts))
-	for n, i := range insts {
-		encs[n] = i.Encoded(encodeListed)
-		size += len(encs[n]) + 1
-	}
 	bp := listBufs.Get().(*[]byte)
-	buf := slices.Grow((*bp)[:0], size)
-	buf = append(buf, '[')
-	for n, e := range encs {
-		if n > 0 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, e...)
-	}
-	buf = append(buf, ']')
+	buf := appendInstances((*bp)[:0], insts)
 	writeBody(w, buf)
 	// net/http has copied the body into its own buffers (or written it) when
 	// Write returns, so the slice can serve the next list.
@@ -120,6 +106,28 @@ func writeInstances(w http.ResponseWriter, insts []*fsm.Instance) {
 		*bp = buf
 		listBufs.Put(bp)
 	}
+}
+
+// encodeList is a whole discovery list's encoding, kept with the list
+// (fsm.List.Encoded): the bytes writeInstances writes for it.
+func encodeList(insts []*fsm.Instance) []byte { return appendInstances(nil, insts) }
+
+// appendInstances appends the JSON array of insts, from each instance's
+// cached encoding.
+func appendInstances(buf []byte, insts []*fsm.Instance) []byte {
+	size := 2
+	for _, i := range insts {
+		size += len(i.Encoded(encodeListed)) + 1
+	}
+	buf = slices.Grow(buf, size)
+	buf = append(buf, '[')
+	for n, i := range insts {
+		if n > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, i.Encoded(encodeListed)...)
+	}
+	return append(buf, ']')
 }
 
 // listBufs holds the buffers discovery lists are assembled in: a list read

@@ -813,3 +813,44 @@ func TestFastPathParksABlockingQuery(t *testing.T) {
 		ts.awaitParked(t, 0)
 	}
 }
+
+// TestFastPathDateFollowsTheClock: the fast path formats the Date header
+// once a second, telling the second's end by the monotonic clock (now).
+// Every answer's Date is the wall clock's second at the time it was
+// written, and it moves on as the seconds pass.
+func TestFastPathDateFollowsTheClock(t *testing.T) {
+	ts, _ := twinServers(t)
+	conn := ts.send("")
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(seen) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the Date header took only the values %v in 10 s", seen)
+		}
+		before := time.Now().Truncate(time.Second)
+		if _, err := io.WriteString(conn, "GET /v1/services HTTP/1.1\r\nHost: "+strings.TrimPrefix(ts.url, "http://")+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		after := time.Now()
+		date, err := http.ParseTime(resp.Header.Get("Date"))
+		if err != nil {
+			t.Fatalf("Date %q: %v", resp.Header.Get("Date"), err)
+		}
+		if date.Before(before) || date.After(after) {
+			t.Fatalf("Date %v, sent between %v and %v", date, before, after)
+		}
+		seen[resp.Header.Get("Date")] = true
+		time.Sleep(50 * time.Millisecond) // pacing only: the loop waits on the values seen
+	}
+	if served, _ := ts.fastStats(); served == 0 {
+		t.Fatal("the fast path served none of the reads")
+	}
+}

@@ -104,7 +104,8 @@ func (f *instanceFilter) filter(in []*fsm.Instance) []*fsm.Instance {
 	if f.empty() {
 		return in
 	}
-	out := in[:0]
+	// A new slice: in may be a list the catalog shares among readers.
+	var out []*fsm.Instance
 	for _, i := range in {
 		if f.match(i) {
 			out = append(out, i)

@@ -44,8 +44,8 @@ func (s *Server) registerPolicy(r *http.Request) registerPolicy {
 	}
 	return registerPolicy{privileged: privileged, deny: s.cfg.CheckDenyCIDRs, allow: s.cfg.CheckAllowCIDRs,
 		registered: func(name string) bool {
-			_, insts := s.store.ServiceInstances(nil, name)
-			return len(insts) > 0
+			_, l := s.store.ServiceList(nil, name)
+			return l != nil && len(l.Instances) > 0
 		}}
 }
 
@@ -170,16 +170,25 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) {
 // instancesRead is the discovery read (a struct, not closures: one
 // allocation per read whether it blocks or not).
 type instancesRead struct {
-	s         *Server
-	service   string
-	f         instanceFilter
-	pg        page
+	s       *Server
+	service string
+	f       instanceFilter
+	pg      page
+	// list is the service's shared list (nil: no instances); out is what
+	// the filter and page keep of it (list.Instances itself when they keep
+	// everything). Neither is modified.
+	list      *fsm.List
 	out, kept []*fsm.Instance
 	next      string
 }
 
 func (rd *instancesRead) query(ws memdb.WatchSet) (uint64, error) {
-	idx, insts := rd.s.store.ServiceInstances(ws, rd.service)
+	idx, l := rd.s.store.ServiceList(ws, rd.service)
+	rd.list = l
+	var insts []*fsm.Instance
+	if l != nil {
+		insts = l.Instances
+	}
 	rd.out, rd.next = pageOf(rd.pg, rd.f.filter(insts), instanceID)
 	return idx, nil
 }
@@ -195,6 +204,11 @@ func (rd *instancesRead) same() bool { return slices.Equal(rd.kept, rd.out) }
 func (rd *instancesRead) answer(w http.ResponseWriter) {
 	if rd.next != "" {
 		w.Header().Set(HeaderNextCursor, rd.next)
+	}
+	if rd.list != nil && rd.next == "" && len(rd.out) == len(rd.list.Instances) && len(rd.out) > 0 && &rd.out[0] == &rd.list.Instances[0] {
+		// The whole list: its encoding is kept with it.
+		writeBody(w, rd.list.Encoded(encodeList))
+		return
 	}
 	writeInstances(w, rd.out)
 }

@@ -2,11 +2,14 @@ package api
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,7 +146,57 @@ type requestState struct {
 // answered counts a request answered (the duration apart).
 func (m *httpMetrics) answered(route, method string, status int) {
 	m.inflight.Dec()
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.of(route, method, status).requests.Inc()
+}
+
+// routeMetrics are the series of one route, method and status, resolved
+// once: resolving labels hashes them and takes the vector's lock, twice per
+// request (~2 % of a discovery read's CPU).
+type routeMetrics struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+type routeKey struct {
+	route, method string
+	status        int
+}
+
+// maxRouteKeys bounds the resolved series kept: routes and methods are
+// bounded (methodLabel), status codes nearly so.
+const maxRouteKeys = 512
+
+// of returns the series of route, method and status.
+func (m *httpMetrics) of(route, method string, status int) *routeMetrics {
+	method = methodLabel(method)
+	k := routeKey{route, method, status}
+	if rm := (*m.resolved.Load())[k]; rm != nil {
+		return rm
+	}
+	rm := &routeMetrics{requests: m.requests.WithLabelValues(route, method, strconv.Itoa(status)),
+		duration: m.duration.WithLabelValues(route, method)}
+	m.resolveMu.Lock()
+	defer m.resolveMu.Unlock()
+	old := *m.resolved.Load()
+	if len(old) < maxRouteKeys {
+		next := make(map[routeKey]*routeMetrics, len(old)+1)
+		maps.Copy(next, old)
+		next[k] = rm
+		m.resolved.Store(&next)
+	}
+	return rm
+}
+
+// methodLabel is the method label of a request: a method of RFC 9110 or
+// PATCH as it is, any other "OTHER", so that a client sending made-up
+// methods cannot grow the series without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
 }
 
 // queryOf returns r's query parameters, parsed once per request and shared
@@ -208,7 +261,7 @@ func stateFrom(ctx context.Context) *requestState {
 // write rate limit. Authorization happens per route, in the router.
 func (s *Server) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		start := monoNow()
 		st := &requestState{route: "unmatched"}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		blocking := r.Method == http.MethodGet && st.queryOf(r).Get("index") != ""
@@ -221,9 +274,11 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			if st.parked {
 				return // counted when it is answered (park.go)
 			}
-			m.answered(st.route, r.Method, sw.status)
+			m.inflight.Dec()
+			rm := m.of(st.route, r.Method, sw.status)
+			rm.requests.Inc()
 			if !blocking {
-				m.duration.WithLabelValues(st.route, r.Method).Observe(time.Since(start).Seconds())
+				rm.duration.Observe(time.Since(start).Seconds())
 			}
 		}()
 
@@ -309,6 +364,11 @@ type httpMetrics struct {
 	inflight    prometheus.Gauge
 	rateLimited prometheus.Counter
 	denied      *prometheus.CounterVec
+
+	// resolved holds the series resolved so far (of), replaced whole
+	// under resolveMu when one is added.
+	resolved  atomic.Pointer[map[routeKey]*routeMetrics]
+	resolveMu sync.Mutex
 }
 
 func newHTTPMetrics() *httpMetrics {
@@ -335,6 +395,7 @@ func newHTTPMetrics() *httpMetrics {
 			Help: "Requests refused by authentication or authorization, by error code (unauthenticated, invalid_token, permission_denied, token_in_url, invalid).",
 		}, []string{"code"}),
 	}
+	m.resolved.Store(&map[routeKey]*routeMetrics{})
 	// Series that alerts watch exist from the start, at zero.
 	for _, code := range []string{"unauthenticated", "invalid_token", "permission_denied"} {
 		m.denied.WithLabelValues(code)

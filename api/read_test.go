@@ -546,3 +546,39 @@ func TestConcurrentListsDoNotShareBuffers(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestFilteredReadsLeaveTheSharedListAlone: the catalog hands every reader
+// of a service version the same list (fsm.List), and the whole list's
+// encoding is kept with it. A filter or a page that kept its result in the
+// shared list would change what the next reader of the whole list sees.
+func TestFilteredReadsLeaveTheSharedListAlone(t *testing.T) {
+	ts := newTestServer(t, nil)
+	catalog(t, ts)
+	all := []string{"w1", "w2", "w3", "w4", "w5"}
+	whole := ts.get(t, "/v1/services/web/instances")
+	if got := whole.ids(t); !slices.Equal(got, all) {
+		t.Fatalf("whole list = %v, want %v", got, all)
+	}
+	for _, q := range []string{"healthy=true", "tag=v2", "tag=us", "meta=zone:a", "version=1.2.0", "tag=nope", "limit=2", "limit=2&cursor=w2", "healthy=true&limit=1"} {
+		if r := ts.get(t, "/v1/services/web/instances?"+q); r.status != http.StatusOK {
+			t.Fatalf("%s: status %d", q, r.status)
+		}
+		// A page is assembled from the list itself (the kept encoding is
+		// the whole list's only).
+		if got := ts.get(t, "/v1/services/web/instances?limit=4").ids(t); !slices.Equal(got, all[:4]) {
+			t.Fatalf("after a read with %s, the first page is %v, want %v", q, got, all[:4])
+		}
+		again := ts.get(t, "/v1/services/web/instances")
+		if got := again.ids(t); !slices.Equal(got, all) {
+			t.Fatalf("after a read with %s, the whole list is %v, want %v", q, got, all)
+		}
+		if !bytes.Equal(again.body, whole.body) {
+			t.Fatalf("after a read with %s, the whole list's body changed:\n%s\nwant\n%s", q, again.body, whole.body)
+		}
+	}
+	// A new version of the service is a new list.
+	ts.register(t, inst{id: "w6", service: "web"})
+	if got, want := ts.get(t, "/v1/services/web/instances").ids(t), append(all, "w6"); !slices.Equal(got, want) {
+		t.Fatalf("after a registration the whole list is %v, want %v", got, want)
+	}
+}

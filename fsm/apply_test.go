@@ -445,7 +445,7 @@ func TestDeregister(t *testing.T) {
 					t.Errorf("checks still stored: %v", checks)
 				}
 				if s := service(f, "web"); s != nil {
-					t.Errorf("service still stored: %+v", *s)
+					t.Errorf("service still stored: %+v", s)
 				}
 				if idx, insts := f.Store().ServiceInstances(nil, "web"); idx != res.Index || len(insts) != 0 {
 					t.Errorf("ServiceInstances = %d, %v; want %d, none", idx, insts, res.Index)

@@ -416,6 +416,38 @@ type Service struct {
 	Instances   int
 	CreateIndex uint64
 	ModifyIndex uint64
+
+	// list caches this version's instances for readers (Store.ServiceList).
+	// Every write that changes the service's set writes a new record, so
+	// the cache lives exactly as long as the list it holds is current.
+	list atomic.Pointer[List]
+}
+
+// List is a service's instances in ID order as of one version of its record,
+// shared by every reader of that version: nothing may modify Instances.
+type List struct {
+	Instances []*Instance
+	set       *instanceSet // the set it was read from (for tests)
+	enc       atomic.Pointer[[]byte]
+}
+
+// maxCachedList bounds the encodings List.Encoded keeps: a large list is
+// encoded per read rather than held twice (each instance's encoding is
+// cached on the instance already).
+const maxCachedList = 16 << 10
+
+// Encoded returns enc(l.Instances), computed once per list version when
+// it is at most maxCachedList bytes. All callers must pass an equivalent
+// enc, and must not modify the bytes.
+func (l *List) Encoded(enc func([]*Instance) []byte) []byte {
+	if b := l.enc.Load(); b != nil {
+		return *b
+	}
+	b := enc(l.Instances)
+	if len(b) <= maxCachedList {
+		l.enc.CompareAndSwap(nil, &b)
+	}
+	return b
 }
 
 // Node is a cluster member as the catalog sees it.

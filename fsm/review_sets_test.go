@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/go-memdb"
@@ -205,6 +206,7 @@ func rvCheckConsistent(t testing.TB, s *Store, when string) {
 		}
 	}
 	rvCheckRowCache(t, s, when)
+	rvCheckServiceLists(t, s, when)
 }
 
 // rvCheckRowCache checks that every row the writer's cache remembers is
@@ -231,6 +233,41 @@ func rvCheckRowCache(t testing.TB, s *Store, when string) {
 		raw, _ := lookupUnique(tx, tableServices, "id", k)
 		if got, _ := raw.(*Service); got != svc {
 			t.Fatalf("%s: the writer's cache holds a record of service %q that is not the committed one (%+v, committed %+v)", when, k, svc, got)
+		}
+	}
+}
+
+// rvCheckServiceLists checks that every service record's cached list
+// (Store.ServiceList) is its current set, then fills the cache of every
+// record: a later batch that changed a set without writing a new record
+// would leave a stale list in place, which the next check finds.
+func rvCheckServiceLists(t testing.TB, s *Store, when string) {
+	t.Helper()
+	tx := s.read(nil)
+	it, err := tx.Get(tableServices, "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for o := it.Next(); o != nil; o = it.Next() {
+		svc := o.(*Service)
+		names = append(names, svc.Name)
+		l := svc.list.Load()
+		if l == nil {
+			continue
+		}
+		set := setOf(tx, nil, svc.Name)
+		if l.set != set || !slices.Equal(l.Instances, appendSet(nil, set)) {
+			t.Fatalf("%s: the cached list of service %q (record at %d) is not its current set", when, svc.Name, svc.ModifyIndex)
+		}
+	}
+	for _, name := range names {
+		idx, l := s.ServiceList(nil, name)
+		if l == nil || len(l.Instances) == 0 || idx == 0 {
+			t.Fatalf("%s: service %q has a record but ServiceList gives %d, %v", when, name, idx, l)
+		}
+		if _, copied := s.ServiceInstances(nil, name); !slices.Equal(copied, l.Instances) {
+			t.Fatalf("%s: ServiceInstances and ServiceList of %q differ", when, name)
 		}
 	}
 }

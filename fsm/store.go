@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -246,22 +247,45 @@ func (s *Store) LastIndex() uint64 {
 // service never moves for changes to another, and watchers of one service
 // are never woken with a new index by changes to another.
 func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*Instance) {
+	idx, l := s.ServiceList(ws, service)
+	if l == nil {
+		return idx, nil
+	}
+	return idx, slices.Clone(l.Instances)
+}
+
+// ServiceList is ServiceInstances without the copy: the list is shared by
+// every reader of this version of the service (nil when it has no
+// instances), and the caller must not modify it.
+func (s *Store) ServiceList(ws memdb.WatchSet, service string) (uint64, *List) {
 	tx := s.read(ws)
-	ch, raw, err := tx.FirstWatch(tableServices, "id", service)
+	var raw any
+	var err error
+	if ws != nil {
+		var ch <-chan struct{}
+		ch, raw, err = tx.FirstWatch(tableServices, "id", service)
+		// The service row's watch channel is what wakes a reader: every
+		// write that touches one of these instances rewrites it.
+		ws.Add(ch)
+	} else {
+		raw, err = lookupUnique(tx, tableServices, "id", service) // no watch channel made
+	}
 	if err != nil {
 		panic(err)
-	}
-	if ws != nil {
-		ws.Add(ch)
 	}
 	if raw == nil {
 		return atLeastOne(tombstone(tx, service)), nil
 	}
 	svc := raw.(*Service)
-	// The service row's watch channel (added above) is what wakes a
-	// reader: every write that touches one of these instances rewrites it.
-	out := appendSet(make([]*Instance, 0, svc.Instances), setOf(tx, nil, service))
-	return atLeastOne(svc.ModifyIndex), out
+	if l := svc.list.Load(); l != nil {
+		return atLeastOne(svc.ModifyIndex), l
+	}
+	set := setOf(tx, nil, service)
+	l := &List{Instances: appendSet(make([]*Instance, 0, svc.Instances), set), set: set}
+	if !svc.list.CompareAndSwap(nil, l) {
+		l = svc.list.Load()
+	}
+	return atLeastOne(svc.ModifyIndex), l
 }
 
 // Instance returns the instance id of service and its checks, or nil if it

@@ -383,7 +383,7 @@ func TestApplyBatch(t *testing.T) {
 		}
 	}
 	if svc := service(f, "s"); svc.Instances != len(insts) || svc.ModifyIndex != logs[n-1].Index {
-		t.Errorf("service = %+v, want %d instances modified at %d", *svc, len(insts), logs[n-1].Index)
+		t.Errorf("service = %+v, want %d instances modified at %d", svc, len(insts), logs[n-1].Index)
 	}
 	if service(f, "other") != nil {
 		t.Errorf("the rejected command created its service")
