@@ -65,8 +65,21 @@ type Instance struct {
 	ID      string
 	Service string
 	Address string
-	Port    int
-	Tags    []string
+	// NodeFailed is set while gossip reports Node failed.
+	NodeFailed bool
+	// Trusted is set when the management token registered the instance
+	// (RegisterRequest.Trusted): load balancers honour its route prefix
+	// outside the service's own path. Omitted from the encoding when false,
+	// so records without it encode as before.
+	Trusted bool `codec:",omitempty"`
+	// idKey is ID's first six bytes, which a service's set compares first
+	// (lessInstanceID); set by setsTxn.put. The two bools and the key share
+	// one word, in the first cache line of the struct with ID: a
+	// comparison reads that line only, and the struct keeps to the
+	// 256-byte size class.
+	idKey idKey
+	Port  int
+	Tags  []string
 	// Meta is the instance's metadata, sorted by key with unique keys (see
 	// MetaFromMap). A sorted slice costs a fraction of a map per instance.
 	Meta    []Pair
@@ -81,16 +94,8 @@ type Instance struct {
 	// HealthySince is when Status last became passing (unix nanoseconds, set
 	// from the proposer's clock), or 0 while it is not passing.
 	HealthySince int64
-	// NodeFailed is set while gossip reports Node failed.
-	NodeFailed bool
-	// Trusted is set when the management token registered the instance
-	// (RegisterRequest.Trusted): load balancers honour its route prefix
-	// outside the service's own path. Omitted from the encoding when false,
-	// so records without it encode as before. (It sits beside NodeFailed so
-	// that the two share one word: the struct fits the 256-byte size class.)
-	Trusted     bool `codec:",omitempty"`
-	Maintenance *Maintenance
-	Drain       *Drain
+	Maintenance  *Maintenance
+	Drain        *Drain
 	// Metrics are the custom numeric health metrics last reported for the
 	// instance (through TTL updates), coalesced by the leader.
 	Metrics     map[string]float64

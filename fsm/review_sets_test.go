@@ -99,10 +99,9 @@ func rvCheckConsistent(t testing.TB, s *Store, when string) {
 		if ss.set.Len() == 0 {
 			t.Fatalf("%s: empty set row for %q", when, ss.Service)
 		}
-		ss.set.Ascend(func(it setItem) bool {
-			i := it.inst
-			if it.key != keyPrefix(i.ID) {
-				t.Fatalf("%s: %s/%s is in its set under the key %x", when, i.Service, i.ID, it.key)
+		ss.set.Ascend(func(i *Instance) bool {
+			if i.idKey != keyOf(i.ID) {
+				t.Fatalf("%s: %s/%s is in its set under the key %x", when, i.Service, i.ID, i.idKey[:])
 			}
 			if i.Service != ss.Service {
 				t.Fatalf("%s: %s/%s in the set of %s", when, i.Service, i.ID, ss.Service)
@@ -143,11 +142,7 @@ func rvCheckConsistent(t testing.TB, s *Store, when string) {
 		if ns.set.Len() == 0 {
 			t.Fatalf("%s: empty node set row for %s", when, ns.Node)
 		}
-		ns.set.Ascend(func(it setItem) bool {
-			i := it.inst
-			if it.key != keyPrefix(i.Service) {
-				t.Fatalf("%s: %s/%s is in the set of node %s under the key %x", when, i.Service, i.ID, ns.Node, it.key)
-			}
+		ns.set.Ascend(func(i *Instance) bool {
 			if i.Node != ns.Node || inSets[[2]string{i.Service, i.ID}] != i {
 				t.Fatalf("%s: node set of %s holds a stale or foreign %s/%s (node %q)", when, ns.Node, i.Service, i.ID, i.Node)
 			}
@@ -706,7 +701,7 @@ func rvCheckConsistentSets(t testing.TB, s *Store) {
 	tx := s.read(nil)
 	inSets := map[[2]string]*Instance{}
 	eachSet(tx, func(ss *serviceSet) bool {
-		eachInstance(ss.set, func(i *Instance) { inSets[[2]string{i.Service, i.ID}] = i })
+		ss.set.Ascend(func(i *Instance) bool { inSets[[2]string{i.Service, i.ID}] = i; return true })
 		return true
 	})
 	it, _ := tx.Get(tableInstances, "id")

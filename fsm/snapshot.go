@@ -93,8 +93,8 @@ func (s *snapshot) write(w io.Writer) error {
 			// order as the instances table held them before the sets.
 			var werr error
 			eachSet(s.tx, func(set *serviceSet) bool {
-				set.set.Ascend(func(it setItem) bool {
-					buf = appendInstance(mpUint(buf[:0], uint64(t.kind)), it.inst)
+				set.set.Ascend(func(inst *Instance) bool {
+					buf = appendInstance(mpUint(buf[:0], uint64(t.kind)), inst)
 					_, werr = bw.Write(buf)
 					return werr == nil
 				})
