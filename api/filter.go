@@ -99,12 +99,13 @@ func (f *instanceFilter) match(i *fsm.Instance) bool {
 	return true
 }
 
-// filter keeps the instances that match, reusing in's backing array.
+// filter keeps the instances that match: in itself when no filter is set,
+// else a new slice (in may be a list the catalog shares among readers,
+// which must not be written).
 func (f *instanceFilter) filter(in []*fsm.Instance) []*fsm.Instance {
 	if f.empty() {
 		return in
 	}
-	// A new slice: in may be a list the catalog shares among readers.
 	var out []*fsm.Instance
 	for _, i := range in {
 		if f.match(i) {
