@@ -142,10 +142,12 @@ const maxPooledList = 64 << 10
 // instances are ~3 KB), which costs the chunk framing on both ends.
 func writeBody(w http.ResponseWriter, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = valJSON // shared: header values are only read
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	_, _ = w.Write(b)
 }
+
+var valJSON = []string{"application/json"}
 
 // writeJSON writes v with status 200.
 func writeJSON(w http.ResponseWriter, v any) {

@@ -216,10 +216,18 @@ func Query(r *http.Request) url.Values { return queryOf(r) }
 
 func (st *requestState) queryOf(r *http.Request) url.Values {
 	if st.query == nil {
-		st.query = r.URL.Query()
+		if r.URL.RawQuery == "" {
+			st.query = noQuery
+		} else {
+			st.query = r.URL.Query()
+		}
 	}
 	return st.query
 }
+
+// noQuery is the query of every request without one (callers of queryOf do
+// not modify the map): parsing an empty query allocated a map per request.
+var noQuery = url.Values{}
 
 type stateKey struct{}
 

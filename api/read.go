@@ -346,5 +346,22 @@ func (s *Server) setReadHeaders(w http.ResponseWriter, idx uint64) {
 	if lc == time.Duration(1<<63-1) {
 		ms = -1
 	}
-	h[headerLastContact] = []string{strconv.FormatInt(ms, 10)}
+	h[headerLastContact] = msValue(ms)
+}
+
+// smallMs are the header values of 0 to 1023 ms, shared (header values are
+// only read): a follower in touch with its leader reports a few, and a
+// value per read allocated twice.
+var smallMs = func() (t [1024][]string) {
+	for i := range t {
+		t[i] = []string{strconv.Itoa(i)}
+	}
+	return t
+}()
+
+func msValue(ms int64) []string {
+	if ms >= 0 && ms < int64(len(smallMs)) {
+		return smallMs[ms]
+	}
+	return []string{strconv.FormatInt(ms, 10)}
 }

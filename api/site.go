@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/beaconhq/beacon/api/client"
 )
@@ -63,7 +65,16 @@ type siteGuard struct {
 	origins   map[string]bool
 	bodyTypes map[string][]string
 	checkHost bool
+
+	// seen remembers hostAllowed's answer for Host values as sent (at most
+	// maxSeenHosts of them): normalizing a Host allocated on every request.
+	seen  sync.Map // string -> bool
+	nseen atomic.Int32
 }
+
+// maxSeenHosts bounds siteGuard.seen: a client sending ever new Host
+// values only misses the cache.
+const maxSeenHosts = 256
 
 func newSiteGuard(cfg SiteConfig, authOn bool) *siteGuard {
 	g := &siteGuard{hosts: map[string]bool{}, origins: map[string]bool{}, bodyTypes: cfg.BodyTypes, checkHost: !authOn}
@@ -127,6 +138,20 @@ func (g *siteGuard) hostAllowed(host string) bool {
 	if host == "" {
 		return true // HTTP/1.0 without Host: not a browser
 	}
+	if ok, found := g.seen.Load(host); found {
+		return ok.(bool)
+	}
+	ok := g.hostAllowedNow(host)
+	if g.nseen.Load() < maxSeenHosts {
+		if _, loaded := g.seen.LoadOrStore(host, ok); !loaded {
+			g.nseen.Add(1)
+		}
+	}
+	return ok
+}
+
+// hostAllowedNow is hostAllowed without the cache.
+func (g *siteGuard) hostAllowedNow(host string) bool {
 	h := normalizeHost(host)
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") || g.hosts[h] {
 		return true

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -234,4 +235,31 @@ func FuzzSiteGuard(f *testing.F) {
 			t.Fatalf("Origin %q let through to Host %q", origin, host)
 		}
 	})
+}
+
+// TestHostAllowedCacheAnswersAsTheCheck: hostAllowed remembers its answers
+// for up to maxSeenHosts Host values; asked again, and past the bound, it
+// answers as the check itself does.
+func TestHostAllowedCacheAnswersAsTheCheck(t *testing.T) {
+	g := newSiteGuard(SiteConfig{AllowedHosts: []string{"beacon.example", "10.1.2.3"}}, false)
+	hosts := []string{"127.0.0.1:8500", "[::1]:8500", "localhost", "LOCALHOST:1", "a.localhost", "beacon.example",
+		"Beacon.Example.:80", "10.1.2.3:8500", "[::ffff:10.1.2.3]:1", "evil.example", "10.1.2.4", "127.0.0.1.evil.example"}
+	for i := 0; i < 2*maxSeenHosts; i++ {
+		hosts = append(hosts, fmt.Sprintf("h%d.example:%d", i, i), fmt.Sprintf("127.0.%d.%d:1", i/256, i%256))
+	}
+	for round := 0; round < 2; round++ {
+		for _, h := range hosts {
+			if got, want := g.hostAllowed(h), g.hostAllowedNow(h); got != want {
+				t.Fatalf("round %d: hostAllowed(%q) = %v, the check says %v", round, h, got, want)
+			}
+		}
+	}
+	for h, want := range map[string]bool{"127.0.0.1:8500": true, "beacon.example": true, "10.1.2.3:8500": true, "evil.example": false, "10.1.2.4": false} {
+		if got := g.hostAllowed(h); got != want {
+			t.Errorf("hostAllowed(%q) = %v, want %v", h, got, want)
+		}
+	}
+	if n := g.nseen.Load(); n > maxSeenHosts {
+		t.Errorf("%d hosts remembered, more than %d", n, maxSeenHosts)
+	}
 }
