@@ -57,7 +57,7 @@ func parseInstanceFilter(q url.Values) (instanceFilter, error) {
 		f.version = v
 		// An exact version is what a registration may carry; anything else
 		// must be a range, or the filter would quietly match nothing.
-		if !versionPattern.MatchString(v) || strings.ContainsAny(v, "<>=~^*, |") || wildcard.MatchString(v) {
+		if !validVersionChars(v) || strings.ContainsAny(v, "<>=~^*, |") || wildcard.MatchString(v) {
 			c, err := parseConstraint(v)
 			if err != nil {
 				return f, invalid("version", "not a version or semver range: %v", err)

@@ -81,8 +81,8 @@ func validateCheckID(field, id string) error {
 	}
 	service, inst, name := parts[0], parts[1], parts[2]
 	if len(service) > MaxServiceLen || !serviceName(service) ||
-		len(inst) > MaxIDLen || !idPattern.MatchString(inst) ||
-		len(name) > MaxCheckNameLen || !idPattern.MatchString(name) {
+		len(inst) > MaxIDLen || !validIDChars(inst) ||
+		len(name) > MaxCheckNameLen || !validIDChars(name) {
 		return invalid(field, "must be a check ID: SERVICE:INSTANCE:NAME, a service name, an instance ID and a check name")
 	}
 	return nil
