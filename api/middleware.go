@@ -143,10 +143,13 @@ type requestState struct {
 	parked bool
 }
 
-// answered counts a request answered (the duration apart).
-func (m *httpMetrics) answered(route, method string, status int) {
+// answered counts a request answered and returns its series (the caller
+// observes the duration).
+func (m *httpMetrics) answered(route, method string, status int) *routeMetrics {
 	m.inflight.Dec()
-	m.of(route, method, status).requests.Inc()
+	rm := m.of(route, method, status)
+	rm.requests.Inc()
+	return rm
 }
 
 // routeMetrics are the series of one route, method and status, resolved
@@ -282,9 +285,7 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			if st.parked {
 				return // counted when it is answered (park.go)
 			}
-			m.inflight.Dec()
-			rm := m.of(st.route, r.Method, sw.status)
-			rm.requests.Inc()
+			rm := m.answered(st.route, r.Method, sw.status)
 			if !blocking {
 				rm.duration.Observe(time.Since(start).Seconds())
 			}

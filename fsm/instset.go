@@ -51,7 +51,7 @@ func newInstanceSet() *instanceSet {
 // pointers, the instance and its ID's bytes, each a cache miss in a large
 // catalog: the lookups of a registration took ~7 % of a node's CPU at 64
 // writers. A key's order never contradicts the IDs' (padding is zero,
-// below every byte), which FuzzSetItemOrder checks.
+// below every byte), which FuzzIDKeyOrder checks.
 func lessInstanceID(a, b *Instance) bool {
 	if a.idKey != b.idKey {
 		return a.idKey.num() < b.idKey.num()

@@ -4,10 +4,10 @@ import (
 	"testing"
 )
 
-// FuzzSetItemOrder: a service's set ordered with keys (lessInstanceID) is
+// FuzzIDKeyOrder: a service's set ordered with keys (lessInstanceID) is
 // in the IDs' order, whatever the IDs: shorter than a key (six bytes), longer, sharing
 // the first six bytes, holding zero bytes.
-func FuzzSetItemOrder(f *testing.F) {
+func FuzzIDKeyOrder(f *testing.F) {
 	for _, c := range [][2]string{
 		{"a", "b"},
 		{"ab", "ba"},
