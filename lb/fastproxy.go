@@ -262,20 +262,12 @@ func (u *upstream) exchange(ex *exchange, addr string, head, body []byte, isHead
 		c.nc.Close()
 		return nil, err
 	}
-	c.setWriteDeadline(deadline)
-	_, _ = c.bw.Write(head)
-	_, _ = c.bw.Write(body)
-	if err := c.bw.Flush(); err != nil {
-		if c.reused {
-			err = errStaleConn{err: err}
-		}
-		return fail(err)
-	}
 	// The answer's head is due within the response header timeout. On a
 	// busy connection the deadline is not moved for every request: one set
 	// up to a quarter of the timeout later than needed stays while it is
 	// at least the timeout away (so a head may take up to 1.25x the
-	// timeout). The request's own deadline is always exact.
+	// timeout). The request's own deadline is always exact. It is set
+	// before the request goes out: sendThenWait waits under it.
 	now := time.Now()
 	rd := now.Add(u.respHeaderTimeout)
 	switch {
@@ -283,6 +275,12 @@ func (u *upstream) exchange(ex *exchange, addr string, head, body []byte, isHead
 		c.setReadDeadline(deadline)
 	case c.rdl.IsZero() || c.rdl.Before(rd) || c.rdl.After(rd.Add(u.respHeaderTimeout/4)):
 		c.setReadDeadline(rd.Add(u.respHeaderTimeout / 4))
+	}
+	if err := c.send(head, body, deadline); err != nil {
+		if c.reused {
+			err = errStaleConn{err: err}
+		}
+		return fail(err)
 	}
 	c.lr.n = u.maxResponseHeader
 	*ex = exchange{c: c}

@@ -52,6 +52,7 @@ type upConn struct {
 	idleAt time.Time
 	reused bool
 	peek   *peeker // looks before each reuse whether the instance closed it
+	wbuf   []byte  // a request's head and body, written at once (send)
 	// rdl and wdl are the read and write deadlines set on nc (zero:
 	// none), so that the fast path sets them only when they must change
 	// (setting one costs a timer update; exchange).
@@ -72,6 +73,44 @@ func (c *upConn) setWriteDeadline(t time.Time) {
 		_ = c.nc.SetWriteDeadline(t)
 		c.wdl = t
 	}
+}
+
+// maxSentAtOnce bounds the requests send copies into one buffer to write
+// them in one system call; a longer one goes through the buffered writer.
+const maxSentAtOnce = 16 << 10
+
+// send writes a request's head and body. When they fit in one write it
+// writes them and waits for the answer in one step (peeker.sendThenWait);
+// whatever was not written then goes out through the buffered writer, under
+// the write deadline.
+func (c *upConn) send(head, body []byte, deadline time.Time) error {
+	req := head
+	if len(body) > 0 {
+		if len(head)+len(body) > maxSentAtOnce {
+			req = nil
+		} else {
+			c.wbuf = append(append(c.wbuf[:0], head...), body...)
+			req = c.wbuf
+		}
+	}
+	n := 0
+	if req != nil {
+		var err error
+		if n, err = c.peek.sendThenWait(req); err != nil {
+			return err
+		}
+		if n == len(req) {
+			return nil
+		}
+	}
+	c.setWriteDeadline(deadline)
+	if req != nil {
+		_, _ = c.bw.Write(req[n:])
+	} else {
+		_, _ = c.bw.Write(head)
+		_, _ = c.bw.Write(body)
+	}
+	return c.bw.Flush()
 }
 
 // limitReader bounds what the response headers may take, like Transport's
