@@ -27,16 +27,32 @@ import (
 // no instance, the hash strategy) goes to net/http before anything of it is
 // consumed.
 func (p *proxy) fastServe(c *fastConn, req *fastRequest) bool {
-	svc, strip := p.b.route(req.host, req.path)
+	svc, strip, t := p.fastRoute(req)
+	if t == nil {
+		c.handoff()
+		return false
+	}
+	return p.serveRouted(c, req, svc, strip, t)
+}
+
+// fastRoute finds the service of req and its table when the fast path
+// proxies it; t is nil when net/http must take the request (no route,
+// table not loaded, no instance, the hash strategy).
+func (p *proxy) fastRoute(req *fastRequest) (svc *service, strip string, t *Table) {
+	svc, strip = p.b.route(req.host, req.path)
 	if svc == nil {
-		c.handoff()
-		return false
+		return nil, "", nil
 	}
-	t := svc.table.Load()
+	t = svc.table.Load()
 	if t == nil || len(t.routed) == 0 || t.strategy == Hash {
-		c.handoff()
-		return false
+		return nil, "", nil
 	}
+	return svc, strip, t
+}
+
+// serveRouted is fastServe once the request is known to be the fast
+// path's (fastRoute).
+func (p *proxy) serveRouted(c *fastConn, req *fastRequest, svc *service, strip string, t *Table) bool {
 	cfg := &p.b.cfg
 	c.s.served.Add(1)
 	// The request is ours from here. The head's fields are strings already;

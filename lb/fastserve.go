@@ -29,9 +29,11 @@ type fastServer struct {
 	hand *connlimit.Handoff // the net/http server's listener: the connections the fast path hands over
 
 	// served counts requests the fast path answered, handedOff the
-	// connections given to net/http (tests read them).
+	// connections given to net/http, looped the requests served in the
+	// raw loop (tests read them).
 	served    atomic.Int64
 	handedOff atomic.Int64
+	looped    atomic.Int64 // of served, those answered inside the raw loop
 
 	conns    connlimit.Set[*fastConn]
 	quit     chan struct{} // closed by Shutdown and Close: stops the scan
@@ -91,6 +93,7 @@ func (s *fastServer) newConn(nc net.Conn) *fastConn {
 		c.clientIP = ip
 	}
 	c.remoteAddr = nc.RemoteAddr().String()
+	c.initRaw()
 	if !s.conns.Add(c) {
 		return nil
 	}
@@ -156,6 +159,7 @@ type fastConn struct {
 	ex         exchange    // its exchange with an instance, reused
 	cr         clientReader
 	watch      clientWatch
+	raw        rawLoop // serves requests inside one wait on the connection (Linux)
 
 	mu     sync.Mutex
 	idle   bool // between requests: Shutdown may close it
@@ -198,9 +202,14 @@ func (c *fastConn) setUpstream(nc net.Conn) {
 
 func (c *fastConn) closeIfIdle() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.idle && !c.closed {
+	idle := c.idle && !c.closed
+	if idle {
 		c.closed = true
+	}
+	c.mu.Unlock()
+	// Closed outside the lock: Close waits for the raw loop's wait to
+	// end, and the loop may be taking the lock (setActive).
+	if idle {
 		c.nc.Close()
 	}
 }
@@ -220,10 +229,18 @@ func (c *fastConn) serve() {
 			c.close()
 		}
 	}()
-	c.cr = clientReader{c: c}
+	c.cr = clientReader{c: c, fd: -1}
 	c.br = bufio.NewReaderSize(&c.cr, fastReadBufSize)
 	cfg := &c.s.b.cfg
 	for first := true; ; first = false {
+		if !first && c.raw.ok() && c.br.Buffered() == 0 && c.cr.pending == nil {
+			// Between requests: the raw loop serves the requests it can
+			// (rawLoop) and returns when one needs the path below.
+			if c.runRaw() == loopClose {
+				c.close()
+				return
+			}
+		}
 		for c.br.Buffered() == 0 || c.lastMethod == http.MethodPost && c.skipCRLF() {
 			if c.bw != nil && c.bw.Buffered() > 0 {
 				if err := c.bw.Flush(); err != nil {

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ type clientReader struct {
 	c       *fastConn
 	pending []byte
 	buf     [1]byte
+	fd      int // inside the raw loop: the socket, read without waiting (rawRead); -1 otherwise
 }
 
 func (r *clientReader) Read(p []byte) (int, error) {
@@ -19,6 +21,9 @@ func (r *clientReader) Read(p []byte) (int, error) {
 		p[0] = r.pending[0]
 		r.pending = nil
 		return 1, nil
+	}
+	if r.fd >= 0 {
+		return rawRead(r.fd, p)
 	}
 	return r.c.nc.Read(p)
 }
@@ -38,6 +43,7 @@ type clientWatch struct {
 	gone  atomic.Bool
 	mu    sync.Mutex // orders the watch's deadline changes with stopWatch's
 	done  chan struct{}
+	file  *os.File // runWatchDup's copy of the socket while it waits (under mu)
 }
 
 const (
@@ -71,6 +77,10 @@ func (c *fastConn) maybeWatch(now int64) {
 	}
 	w.done = make(chan struct{})
 	if !w.state.CompareAndSwap(watchArmed, watchRunning) {
+		return
+	}
+	if c.raw.ok() {
+		go c.runWatchDup(w.done)
 		return
 	}
 	go c.runWatch(w.done)
@@ -111,7 +121,15 @@ func (c *fastConn) stopWatch() {
 	}
 	w.mu.Lock()
 	w.state.Store(watchStopping)
-	_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	if c.raw.ok() {
+		// The watch waits on its own copy of the socket (runWatchDup),
+		// if it has started.
+		if w.file != nil {
+			_ = w.file.SetReadDeadline(aLongTimeAgo)
+		}
+	} else {
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	}
 	done := w.done
 	w.mu.Unlock()
 	<-done
