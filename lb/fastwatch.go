@@ -9,6 +9,8 @@ import (
 
 // clientReader is what the fast path's bufio.Reader reads: the client
 // connection, after a byte the watch read, if any.
+// Inside the raw loop (fastraw_linux.go) it reads the socket without
+// waiting.
 type clientReader struct {
 	c       *fastConn
 	pending []byte
@@ -33,7 +35,9 @@ func (r *clientReader) Read(p []byte) (int, error) {
 // the start of every request. Here only requests that have run for
 // watchAfter are watched (a quick answer pays two atomic stores): the
 // server's scan (fastServer.scanWatches) starts a goroutine that reads one
-// byte of the client connection. EOF or an error means the client is gone:
+// byte of the client connection (on Linux it peeks at a copy of the socket
+// instead, runWatchDup, since the raw loop holds the connection's reads).
+// EOF or an error means the client is gone:
 // the instance connection is cut and the request ends, not counted against
 // the instance. A byte is the start of the client's next request, kept for
 // the reader. stopWatch ends the watch before the connection is read again.
