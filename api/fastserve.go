@@ -48,6 +48,7 @@ type fastServer struct {
 	// connections given to net/http (tests read them).
 	served    atomic.Int64
 	handedOff atomic.Int64
+	looped    atomic.Int64 // requests the raw loop took (fastraw.go)
 
 	conns connlimit.Set[*fastConn]
 }
@@ -91,6 +92,7 @@ func (f *fastServer) serve() error {
 
 func (f *fastServer) newConn(nc net.Conn) *fastConn {
 	c := &fastConn{f: f, nc: nc, remoteAddr: nc.RemoteAddr().String(), idle: true}
+	c.initRaw()
 	if !f.conns.Add(c) {
 		return nil
 	}
@@ -115,9 +117,14 @@ func (f *fastServer) shutdown(ctx context.Context) error {
 // closeIf closes c if it is idle, or busy or not (all).
 func (c *fastConn) closeIf(all bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if (all || c.idle) && !c.closed {
+	shut := (all || c.idle) && !c.closed
+	if shut {
 		c.closed = true
+	}
+	c.mu.Unlock()
+	// Closed outside the lock: Close waits for the raw loop's wait to
+	// end, and the loop may be taking the lock (setActive, Hijack).
+	if shut {
 		c.nc.Close()
 	}
 }
@@ -142,6 +149,8 @@ type fastConn struct {
 	dateUntil    time.Time    // monoNow time at which the second of date ends
 	writeBy      time.Time    // the write deadline set on nc
 	body         fastBody     // the request's body, when it has one
+	cr           connReader   // what br reads
+	raw          rawLoop      // serves requests inside one wait on the socket (fastraw.go)
 
 	mu     sync.Mutex
 	idle   bool // between requests: shutdown may close it
@@ -189,7 +198,7 @@ func (c *fastConn) serve() {
 	ctx = context.WithValue(ctx, http.ServerContextKey, c.f.s.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
 	c.template = &http.Request{}
-	c.br = getReader(c.nc)
+	c.br = getReader(&c.cr)
 	// Past serve the buffer is no one's: handoff has copied what was read
 	// ahead, and a handler does not read a request's body after it
 	// returns. Hijack gives it back itself (takeReader).
@@ -201,6 +210,18 @@ func (c *fastConn) serve() {
 	}()
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
+		if !first && c.raw.rc != nil && c.br.Buffered() == 0 {
+			// Between requests: the raw loop serves the requests it can
+			// and returns when one needs the path below.
+			switch c.runRaw() {
+			case loopClose:
+				c.close()
+				return
+			case loopAnswered:
+				c.endAfterAnswer()
+				return
+			}
+		}
 		// A head is due within the read header timeout of the moment it
 		// starts: the connection's opening for the first, its first byte
 		// for a later one (as net/http has it).
@@ -269,16 +290,22 @@ func (c *fastConn) serve() {
 			}
 		}
 		if !c.answer(r) {
-			if c.hijacked {
-				return // the connection is the handler's now
-			}
-			if c.body.remain > 0 {
-				c.closeWriteAndWait()
-			}
-			c.close()
+			c.endAfterAnswer()
 			return
 		}
 	}
+}
+
+// endAfterAnswer ends the connection after an answer that does not let it
+// go on.
+func (c *fastConn) endAfterAnswer() {
+	if c.hijacked {
+		return // the connection is the handler's now
+	}
+	if c.body.remain > 0 {
+		c.closeWriteAndWait()
+	}
+	c.close()
 }
 
 // epoch anchors monoNow.
@@ -298,7 +325,7 @@ func monoNow() time.Time { return epoch.Add(time.Since(epoch)) }
 // next.
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBufSize) }}
 
-func getReader(nc net.Conn) *bufio.Reader {
+func getReader(nc io.Reader) *bufio.Reader {
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(nc)
 	return br

@@ -2,8 +2,6 @@ package lb
 
 import (
 	"errors"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"syscall"
@@ -12,26 +10,13 @@ import (
 )
 
 // rawLoop serves a client connection's requests inside one wait on the
-// socket (syscall.RawConn.Read) instead of one wait per request.
-//
-// Why: Go's read tries the socket before it waits, so a server that reads
-// the next request right after answering the last one pays a read that
-// finds nothing: one system call in seven of a proxied request. Waiting
-// first is only safe when no readiness can be missed, and the poller
-// forgets an earlier one each time a read or a wait starts. Inside one
-// RawConn.Read call it forgets nothing: the function it runs reads what is
-// there, serves the requests that came whole, and after an answer goes
-// back to waiting without a read; a request that came meanwhile has raised
-// the readiness the wait then finds.
-//
-// The loop serves only what the fast path answers without waiting on the
-// client: a request whose head and body are read and that the fast path
-// routes. Anything else (a body still on its way, a hand-off to net/http)
-// leaves the loop with the bytes read so far in the buffered reader, and
-// serve's ordinary path takes it from there. Inside the loop the
-// connection's read lock is held, so nothing else may read it (the client
-// watch waits on a copy of the socket, runWatchDup) and nothing may close
-// it from inside (Close waits for the loop to end).
+// socket (connlimit/raw.go says why). It serves only what the fast path
+// answers without waiting on the client: a request whose head and body are
+// read and that the fast path routes. Anything else (a body still on its
+// way, a hand-off to net/http) leaves the loop with the bytes read so far
+// in the buffered reader, and serve's ordinary path takes it from there.
+// The loop holds the connection's reads, so the client watch waits on a
+// copy of the socket (runWatchDup).
 type rawLoop struct {
 	rc       syscall.RawConn // nil: no raw loop for this connection
 	step     func(fd uintptr) bool
@@ -48,20 +33,10 @@ const (
 
 func (l *rawLoop) ok() bool { return l.rc != nil }
 
-// errWouldBlock is rawRead's "nothing to read yet".
-var errWouldBlock = errors.New("lb: would block")
-
 func (c *fastConn) initRaw() {
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
-		return
+	if c.raw.rc = connlimit.RawConn(c.nc); c.raw.rc != nil {
+		c.raw.step = func(fd uintptr) bool { return c.step(int(fd)) }
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	c.raw.rc = rc
-	c.raw.step = func(fd uintptr) bool { return c.step(int(fd)) }
 }
 
 // runRaw runs the raw loop until a request needs the ordinary path or the
@@ -79,7 +54,7 @@ func (c *fastConn) runRaw() loopResult {
 // step is the raw loop's body, run by RawConn.Read with the socket: false
 // waits for the socket to be readable (then step runs again), true ends
 // the loop with raw.out. It must not close c.nc, nor read it but through
-// rawRead.
+// connlimit.ReadNow.
 func (c *fastConn) step(fd int) bool {
 	c.cr.fd = fd
 	cfg := &c.s.b.cfg
@@ -88,7 +63,7 @@ func (c *fastConn) step(fd int) bool {
 		if c.br.Buffered() == 0 {
 			if !answered {
 				// Woken (or just started): read what is there.
-				if _, err := c.br.Peek(1); err != nil && !errors.Is(err, errWouldBlock) {
+				if _, err := c.br.Peek(1); err != nil && !errors.Is(err, connlimit.ErrWouldBlock) {
 					return c.endLoop(loopClose)
 				}
 			}
@@ -107,7 +82,7 @@ func (c *fastConn) step(fd int) bool {
 			return c.endLoop(loopClose)
 		}
 		head, err := connlimit.PeekHead(c.br, nil)
-		if errors.Is(err, errWouldBlock) {
+		if errors.Is(err, connlimit.ErrWouldBlock) {
 			// The rest of the head is due within the read header
 			// timeout, from its first bytes on, as in serve.
 			if !c.raw.headWait {
@@ -170,28 +145,6 @@ func (c *fastConn) flushAnswers() bool {
 		return c.bw.Flush() == nil
 	}
 	return true
-}
-
-// rawRead reads the socket fd without waiting: errWouldBlock when nothing
-// is there yet.
-func rawRead(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for {
-		n, err := syscall.Read(fd, p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, errWouldBlock
-		case err != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
-		case n == 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
 }
 
 // runWatchDup is runWatch for a connection in the raw loop, which holds

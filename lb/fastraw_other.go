@@ -2,8 +2,6 @@
 
 package lb
 
-import "errors"
-
 // rawLoop is Linux's (fastraw_linux.go); elsewhere every request takes
 // serve's ordinary path.
 type rawLoop struct{}
@@ -20,9 +18,5 @@ func (*rawLoop) ok() bool { return false }
 func (*fastConn) initRaw() {}
 
 func (*fastConn) runRaw() loopResult { return loopSlow }
-
-var errWouldBlock = errors.New("lb: would block")
-
-func rawRead(int, []byte) (int, error) { return 0, errWouldBlock }
 
 func (c *fastConn) runWatchDup(done chan struct{}) { c.runWatch(done) }

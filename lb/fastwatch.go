@@ -2,6 +2,8 @@ package lb
 
 import (
 	"os"
+
+	"github.com/beaconhq/beacon/connlimit"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +17,7 @@ type clientReader struct {
 	c       *fastConn
 	pending []byte
 	buf     [1]byte
-	fd      int // inside the raw loop: the socket, read without waiting (rawRead); -1 otherwise
+	fd      int // inside the raw loop: the socket, read without waiting (connlimit.ReadNow); -1 otherwise
 }
 
 func (r *clientReader) Read(p []byte) (int, error) {
@@ -25,7 +27,7 @@ func (r *clientReader) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	if r.fd >= 0 {
-		return rawRead(r.fd, p)
+		return connlimit.ReadNow(r.fd, p)
 	}
 	return r.c.nc.Read(p)
 }
