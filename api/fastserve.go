@@ -92,7 +92,7 @@ func (f *fastServer) serve() error {
 
 func (f *fastServer) newConn(nc net.Conn) *fastConn {
 	c := &fastConn{f: f, nc: nc, remoteAddr: nc.RemoteAddr().String(), idle: true}
-	c.initRaw()
+	c.raw.Init(nc, c)
 	if !f.conns.Add(c) {
 		return nil
 	}
@@ -144,13 +144,12 @@ type fastConn struct {
 	// are the last request's, reused when the next one sends the same.
 	header       http.Header
 	host, target string
-	w            fastResponse // reused by each request
-	date         []byte       // the Date header's value, until dateUntil
-	dateUntil    time.Time    // monoNow time at which the second of date ends
-	writeBy      time.Time    // the write deadline set on nc
-	body         fastBody     // the request's body, when it has one
-	cr           connReader   // what br reads
-	raw          rawLoop      // serves requests inside one wait on the socket (fastraw.go)
+	w            fastResponse   // reused by each request
+	date         []byte         // the Date header's value, until dateUntil
+	dateUntil    time.Time      // monoNow time at which the second of date ends
+	writeBy      time.Time      // the write deadline set on nc
+	body         fastBody       // the request's body, when it has one
+	raw          connlimit.Loop // serves requests inside one wait on the socket (fastraw.go)
 
 	mu     sync.Mutex
 	idle   bool // between requests: shutdown may close it
@@ -198,7 +197,7 @@ func (c *fastConn) serve() {
 	ctx = context.WithValue(ctx, http.ServerContextKey, c.f.s.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
 	c.template = &http.Request{}
-	c.br = getReader(&c.cr)
+	c.br = getReader(connReader{c})
 	// Past serve the buffer is no one's: handoff has copied what was read
 	// ahead, and a handler does not read a request's body after it
 	// returns. Hijack gives it back itself (takeReader).
@@ -210,14 +209,14 @@ func (c *fastConn) serve() {
 	}()
 	cfg := &c.f.s.cfg
 	for first := true; ; first = false {
-		if !first && c.raw.rc != nil && c.br.Buffered() == 0 {
+		if !first && c.raw.On() && c.br.Buffered() == 0 {
 			// Between requests: the raw loop serves the requests it can
 			// and returns when one needs the path below.
-			switch c.runRaw() {
-			case loopClose:
+			switch c.raw.Run(c.br) {
+			case connlimit.LoopClose:
 				c.close()
 				return
-			case loopAnswered:
+			case connlimit.LoopAnswered:
 				c.endAfterAnswer()
 				return
 			}

@@ -2,21 +2,6 @@
 
 package lb
 
-// rawLoop is Linux's (fastraw_linux.go); elsewhere every request takes
-// serve's ordinary path.
-type rawLoop struct{}
-
-type loopResult int
-
-const (
-	loopClose loopResult = iota
-	loopSlow
-)
-
-func (*rawLoop) ok() bool { return false }
-
-func (*fastConn) initRaw() {}
-
-func (*fastConn) runRaw() loopResult { return loopSlow }
-
+// runWatchDup is Linux's; elsewhere the raw loop is off (connlimit.RawConn
+// is nil) and the watch reads the connection.
 func (c *fastConn) runWatchDup(done chan struct{}) { c.runWatch(done) }

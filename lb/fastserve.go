@@ -93,7 +93,7 @@ func (s *fastServer) newConn(nc net.Conn) *fastConn {
 		c.clientIP = ip
 	}
 	c.remoteAddr = nc.RemoteAddr().String()
-	c.initRaw()
+	c.raw.Init(nc, c)
 	if !s.conns.Add(c) {
 		return nil
 	}
@@ -159,7 +159,7 @@ type fastConn struct {
 	ex         exchange    // its exchange with an instance, reused
 	cr         clientReader
 	watch      clientWatch
-	raw        rawLoop // serves requests inside one wait on the connection (Linux)
+	raw        connlimit.Loop // serves requests inside one wait on the socket (fastraw.go)
 
 	mu     sync.Mutex
 	idle   bool // between requests: Shutdown may close it
@@ -229,14 +229,14 @@ func (c *fastConn) serve() {
 			c.close()
 		}
 	}()
-	c.cr = clientReader{c: c, fd: -1}
+	c.cr = clientReader{c: c}
 	c.br = bufio.NewReaderSize(&c.cr, fastReadBufSize)
 	cfg := &c.s.b.cfg
 	for first := true; ; first = false {
-		if !first && c.raw.ok() && c.br.Buffered() == 0 && c.cr.pending == nil {
+		if !first && c.raw.On() && c.br.Buffered() == 0 && c.cr.pending == nil {
 			// Between requests: the raw loop serves the requests it can
-			// (rawLoop) and returns when one needs the path below.
-			if c.runRaw() == loopClose {
+			// and returns when one needs the path below.
+			if c.raw.Run(c.br) == connlimit.LoopClose {
 				c.close()
 				return
 			}

@@ -2,8 +2,6 @@ package lb
 
 import (
 	"os"
-
-	"github.com/beaconhq/beacon/connlimit"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,13 +9,12 @@ import (
 
 // clientReader is what the fast path's bufio.Reader reads: the client
 // connection, after a byte the watch read, if any.
-// Inside the raw loop (fastraw_linux.go) it reads the socket without
+// Inside the raw loop (connlimit.Loop) it reads the socket without
 // waiting.
 type clientReader struct {
 	c       *fastConn
 	pending []byte
 	buf     [1]byte
-	fd      int // inside the raw loop: the socket, read without waiting (connlimit.ReadNow); -1 otherwise
 }
 
 func (r *clientReader) Read(p []byte) (int, error) {
@@ -26,10 +23,7 @@ func (r *clientReader) Read(p []byte) (int, error) {
 		r.pending = nil
 		return 1, nil
 	}
-	if r.fd >= 0 {
-		return connlimit.ReadNow(r.fd, p)
-	}
-	return r.c.nc.Read(p)
+	return r.c.raw.Read(r.c.nc, p)
 }
 
 // clientWatch notices a client that leaves while its request waits on an
@@ -85,7 +79,7 @@ func (c *fastConn) maybeWatch(now int64) {
 	if !w.state.CompareAndSwap(watchArmed, watchRunning) {
 		return
 	}
-	if c.raw.ok() {
+	if c.raw.On() {
 		go c.runWatchDup(w.done)
 		return
 	}
@@ -127,7 +121,7 @@ func (c *fastConn) stopWatch() {
 	}
 	w.mu.Lock()
 	w.state.Store(watchStopping)
-	if c.raw.ok() {
+	if c.raw.On() {
 		// The watch waits on its own copy of the socket (runWatchDup),
 		// if it has started.
 		if w.file != nil {
