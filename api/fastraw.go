@@ -15,7 +15,10 @@ import (
 // read so far in the connection's reader, and serve's ordinary path takes
 // it from there. A handler that takes the connection (Hijack: a blocking
 // query that parks) ends the loop at once; the connection's new owner may
-// wait for the loop to return before it reads.
+// wait for the loop to return before it reads. Closing a connection whose
+// handler runs in the loop waits for the handler (the loop holds the
+// socket until then): Shutdown cancels every handler's context first
+// (Server.Shutdown's s.cancel), so none runs on for long.
 
 // connReader is what the connection's bufio.Reader reads: the connection,
 // or inside the raw loop the socket, without waiting.
