@@ -28,6 +28,7 @@ func (c *fastConn) runWatchDup(done chan struct{}) {
 	}
 	w.file = f
 	w.mu.Unlock()
+	c.s.dupWaits.Add(1)
 	gone := false
 	if rc, err := f.SyscallConn(); err == nil {
 		var b [1]byte
@@ -43,6 +44,9 @@ func (c *fastConn) runWatchDup(done chan struct{}) {
 				// EOF or an error: the client left. A byte: the client
 				// is there and has sent its next request.
 				gone = err != nil || n == 0
+				if !gone {
+					c.s.dupSawNext.Add(1)
+				}
 				return true
 			}
 		})

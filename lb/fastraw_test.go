@@ -304,3 +304,58 @@ func TestRawLoopAnswersRequestsCutAnywhere(t *testing.T) {
 }
 
 func crc(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
+
+// A client that sends its next request while its last one, in the loop,
+// has waited long enough to be watched (on a copy of the socket) is not
+// taken for gone: the watch sees the request's first byte, leaves it where
+// the loop reads it, and both answers come in order.
+func TestRawLoopWatchSeesTheNextRequestAndLeavesIt(t *testing.T) {
+	be := startBackend(t, "web-1")
+	got := make(chan string, 4)
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	be.handle(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.Path
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		fmt.Fprint(w, r.Method+" "+r.URL.Path)
+	})
+	b, c, br := rawLoopBalancer(t, be, nil)
+	<-got // warm
+	fs := b.fast.Load()
+	watches := fs.dupWaits.Load()
+	fmt.Fprint(c, "GET /web/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-got
+	// The watch starts once the request has run for watchAfter.
+	for deadline := time.Now().Add(10 * time.Second); fs.dupWaits.Load() == watches; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no watch started on the slow request within 10 s")
+		}
+	}
+	saw := fs.dupSawNext.Load()
+	fmt.Fprint(c, "GET /web/next HTTP/1.1\r\nHost: x\r\n\r\n")
+	// The slow answer is held until the watch has seen the next request.
+	for deadline := time.Now().Add(10 * time.Second); fs.dupSawNext.Load() == saw; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch did not see the next request within 10 s")
+		}
+	}
+	once.Do(func() { close(release) })
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, want := range []string{"GET /slow", "GET /next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to %s: %v", want, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("answer %d %q, want %q", resp.StatusCode, body, want)
+		}
+	}
+}

@@ -31,9 +31,11 @@ type fastServer struct {
 	// served counts requests the fast path answered, handedOff the
 	// connections given to net/http, looped the requests served in the
 	// raw loop (tests read them).
-	served    atomic.Int64
-	handedOff atomic.Int64
-	looped    atomic.Int64 // of served, those answered inside the raw loop
+	served     atomic.Int64
+	handedOff  atomic.Int64
+	looped     atomic.Int64 // of served, those answered inside the raw loop
+	dupWaits   atomic.Int64 // client watches that waited on a copy of the socket (runWatchDup)
+	dupSawNext atomic.Int64 // of those, the ones that saw the client's next request start
 
 	conns    connlimit.Set[*fastConn]
 	quit     chan struct{} // closed by Shutdown and Close: stops the scan
