@@ -44,6 +44,22 @@ func rawLoopBalancer(t *testing.T, be *testBackend, mutate func(*Config)) (*Bala
 	return b, c, br
 }
 
+// expectAnswers reads one answer per want, each 200 with that body.
+func expectAnswers(t *testing.T, br *bufio.Reader, want ...string) {
+	t.Helper()
+	for i, w := range want {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d (%q): %v", i, w, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != w {
+			t.Fatalf("answer %d: %d %q, want %q", i, resp.StatusCode, body, w)
+		}
+	}
+}
+
 // looped is how many requests the raw loop has answered.
 func looped(b *Balancer) int64 { return b.fast.Load().looped.Load() }
 
@@ -76,17 +92,7 @@ func TestRawLoopSeesARequestSentDuringAnExchange(t *testing.T) {
 	fmt.Fprint(c, "GET /web/quick HTTP/1.1\r\nHost: x\r\n\r\n")
 	once.Do(func() { close(release) })
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for _, want := range []string{"/slow", "/quick"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer to %s: %v", want, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) != want {
-			t.Fatalf("answer %q, want %q", body, want)
-		}
-	}
+	expectAnswers(t, br, "/slow", "/quick")
 	if n := looped(b) - before; n != 2 {
 		t.Fatalf("the raw loop answered %d of the 2 requests", n)
 	}
@@ -105,17 +111,7 @@ func TestRawLoopPipelinesAndJoinsAHeadInPieces(t *testing.T) {
 	}
 	fmt.Fprint(c, all.String())
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for i := range 5 {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if want := "/p" + strconv.Itoa(i); string(body) != want {
-			t.Fatalf("answer %d: %q, want %q", i, body, want)
-		}
-	}
+	expectAnswers(t, br, "/p0", "/p1", "/p2", "/p3", "/p4")
 	// A head in pieces: the loop waits for the rest of it. Each piece is
 	// sent once the previous one has been taken from the socket, as far
 	// as the test can tell: it only needs them in separate reads some of
@@ -126,15 +122,7 @@ func TestRawLoopPipelinesAndJoinsAHeadInPieces(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "/pieces" {
-		t.Fatalf("answer %q", body)
-	}
+	expectAnswers(t, br, "/pieces")
 	if n := looped(b) - before; n != 6 {
 		t.Fatalf("the raw loop answered %d of the 6 requests", n)
 	}
@@ -173,17 +161,7 @@ func TestRawLoopHandsALongBodyToTheOrdinaryPath(t *testing.T) {
 	}
 	fmt.Fprint(c, "GET /web/after HTTP/1.1\r\nHost: x\r\n\r\n")
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for _, want := range []string{strconv.Itoa(len(body)), "0"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(got) != want {
-			t.Fatalf("answer %q, want %q", got, want)
-		}
-	}
+	expectAnswers(t, br, strconv.Itoa(len(body)), "0")
 	if n := looped(b) - before; n != 1 {
 		t.Fatalf("the raw loop answered %d requests, want 1 (the GET after the long POST)", n)
 	}
@@ -283,17 +261,7 @@ func TestRawLoopAnswersRequestsCutAnywhere(t *testing.T) {
 		done <- nil
 	}()
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for i, w := range want {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer %d: %v", i, err)
-		}
-		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(got) != w {
-			t.Fatalf("answer %d: %d %q, want %q", i, resp.StatusCode, got, w)
-		}
-	}
+	expectAnswers(t, br, want...)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -347,15 +315,5 @@ func TestRawLoopWatchSeesTheNextRequestAndLeavesIt(t *testing.T) {
 	}
 	once.Do(func() { close(release) })
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for _, want := range []string{"GET /slow", "GET /next"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer to %s: %v", want, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != want {
-			t.Fatalf("answer %d %q, want %q", resp.StatusCode, body, want)
-		}
-	}
+	expectAnswers(t, br, "GET /slow", "GET /next")
 }
