@@ -55,13 +55,8 @@ func (c *fastConn) runWatchDup(done chan struct{}) {
 	defer w.mu.Unlock()
 	w.file = nil
 	f.Close()
-	if gone && w.state.Load() == watchRunning {
-		w.gone.Store(true)
-		c.mu.Lock()
-		if c.up != nil {
-			c.up.Close()
-		}
-		c.mu.Unlock()
+	if gone {
+		c.watchSawGone()
 	}
 }
 

@@ -60,27 +60,36 @@ func expectAnswers(t *testing.T, br *bufio.Reader, want ...string) {
 	}
 }
 
+// heldBackend is an instance that reports each request's path on got and
+// answers "METHOD path"; a path ending in /slow is held until release is
+// called (or hold passes).
+func heldBackend(t *testing.T, hold time.Duration) (be *testBackend, got chan string, release func()) {
+	be = startBackend(t, "web-1")
+	got = make(chan string, 4)
+	held := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(release)
+	be.handle(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.Path
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			select {
+			case <-held:
+			case <-time.After(hold):
+			}
+		}
+		fmt.Fprint(w, r.Method+" "+r.URL.Path)
+	})
+	return be, got, release
+}
+
 // looped is how many requests the raw loop has answered.
 func looped(b *Balancer) int64 { return b.fast.Load().looped.Load() }
 
 // A request that arrives while the raw loop waits on an instance is not
 // waited for until the idle timeout: its readiness is not lost.
 func TestRawLoopSeesARequestSentDuringAnExchange(t *testing.T) {
-	be := startBackend(t, "web-1")
-	got := make(chan string, 4)
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	be.handle(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.URL.Path
-		if strings.HasSuffix(r.URL.Path, "/slow") {
-			select {
-			case <-release:
-			case <-time.After(10 * time.Second):
-			}
-		}
-		fmt.Fprint(w, r.URL.Path)
-	})
+	be, got, release := heldBackend(t, 10*time.Second)
 	b, c, br := rawLoopBalancer(t, be, nil)
 	<-got // warm
 	before := looped(b)
@@ -90,9 +99,9 @@ func TestRawLoopSeesARequestSentDuringAnExchange(t *testing.T) {
 	}
 	// The loop is waiting on the instance: the next request comes now.
 	fmt.Fprint(c, "GET /web/quick HTTP/1.1\r\nHost: x\r\n\r\n")
-	once.Do(func() { close(release) })
+	release()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	expectAnswers(t, br, "/slow", "/quick")
+	expectAnswers(t, br, "GET /slow", "GET /quick")
 	if n := looped(b) - before; n != 2 {
 		t.Fatalf("the raw loop answered %d of the 2 requests", n)
 	}
@@ -278,21 +287,7 @@ func crc(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
 // taken for gone: the watch sees the request's first byte, leaves it where
 // the loop reads it, and both answers come in order.
 func TestRawLoopWatchSeesTheNextRequestAndLeavesIt(t *testing.T) {
-	be := startBackend(t, "web-1")
-	got := make(chan string, 4)
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	be.handle(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.URL.Path
-		if strings.HasSuffix(r.URL.Path, "/slow") {
-			select {
-			case <-release:
-			case <-time.After(20 * time.Second):
-			}
-		}
-		fmt.Fprint(w, r.Method+" "+r.URL.Path)
-	})
+	be, got, release := heldBackend(t, 20*time.Second)
 	b, c, br := rawLoopBalancer(t, be, nil)
 	<-got // warm
 	fs := b.fast.Load()
@@ -313,7 +308,7 @@ func TestRawLoopWatchSeesTheNextRequestAndLeavesIt(t *testing.T) {
 			t.Fatal("the watch did not see the next request within 10 s")
 		}
 	}
-	once.Do(func() { close(release) })
+	release()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	expectAnswers(t, br, "GET /slow", "GET /next")
 }

@@ -103,14 +103,24 @@ func (c *fastConn) runWatch(done chan struct{}) {
 		c.cr.pending = c.cr.buf[:1]
 		return
 	}
-	if err != nil && w.state.Load() == watchRunning {
-		w.gone.Store(true)
-		c.mu.Lock()
-		if c.up != nil {
-			c.up.Close()
-		}
-		c.mu.Unlock()
+	if err != nil {
+		c.watchSawGone()
 	}
+}
+
+// watchSawGone records, under the watch's mutex, that the client left
+// while the watch ran: the instance connection is cut and the request
+// ends.
+func (c *fastConn) watchSawGone() {
+	if c.watch.state.Load() != watchRunning {
+		return
+	}
+	c.watch.gone.Store(true)
+	c.mu.Lock()
+	if c.up != nil {
+		c.up.Close()
+	}
+	c.mu.Unlock()
 }
 
 // stopWatch ends the watch (waiting for its read to stop, if it started).
