@@ -19,7 +19,7 @@ trap cleanup EXIT
 start() { "$@" >"$dir/$(basename "$1").$RANDOM.log" 2>&1 & pids+=($!); }
 register() { # api-addr id port
 	for _ in $(seq 150); do
-		curl -sf -X PUT -H 'Content-Type: application/json' -d "{\"address\":\"127.0.0.1\",\"port\":$3}" \
+		curl -sf --max-time 5 -X PUT -H 'Content-Type: application/json' -d "{\"address\":\"127.0.0.1\",\"port\":$3}" \
 			"http://$1/v1/services/$4/instances/$2" >/dev/null && return 0
 		sleep 0.2
 	done
@@ -30,7 +30,7 @@ agent() { # bin base-port -> pid in last
 		--gossip-addr "127.0.0.1:$(($2+2))" --log-level warn --data-dir "$dir/n$2"
 }
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-waitup() { for _ in $(seq 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "headtohead: $1 not up" >&2; exit 1; }
+waitup() { for _ in $(seq 150); do curl -sf --max-time 5 "$1" >/dev/null && return 0; sleep 0.2; done; echo "headtohead: $1 not up" >&2; exit 1; }
 
 case $mode in
 lb)
