@@ -151,6 +151,13 @@ type fastConn struct {
 	body         fastBody       // the request's body, when it has one
 	raw          connlimit.Loop // serves requests inside one wait on the socket (fastraw.go)
 
+	// parsed is target parsed, when parsedOK: a request for the same
+	// target as the last one gets a copy of it, not a new parse (a
+	// discovery client asks for the same URL over and over). The copy is
+	// the handler's; parsed itself is never handed out.
+	parsed   url.URL
+	parsedOK bool
+
 	mu     sync.Mutex
 	idle   bool // between requests: shutdown may close it
 	closed bool
@@ -472,9 +479,9 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 	if hosts != 1 || !connlimit.PlainHost(host) || (blocking && closing) {
 		return nil, false
 	}
-	c.host, c.target = reuseString(host, c.host), reuseString(target, c.target)
-	u, err := url.ParseRequestURI(c.target)
-	if err != nil {
+	c.host = reuseString(host, c.host)
+	u, ok := c.parseTarget(target)
+	if !ok {
 		return nil, false
 	}
 	// As net/http's reader: HTTP/1.0's Pragma: no-cache means Cache-Control: no-cache.
@@ -497,6 +504,25 @@ func (c *fastConn) request(head []byte) (*http.Request, bool) {
 }
 
 var crlfBytes = []byte("\r\n")
+
+// parseTarget returns the request target as a URL of its own, parsing it
+// only when it differs from the last request's (parsed).
+func (c *fastConn) parseTarget(target []byte) (*url.URL, bool) {
+	u := new(url.URL)
+	if c.parsedOK && string(target) == c.target {
+		*u = c.parsed
+		return u, true
+	}
+	c.target = string(target)
+	p, err := url.ParseRequestURI(c.target)
+	if err != nil {
+		c.parsedOK = false
+		return nil, false
+	}
+	c.parsed, c.parsedOK = *p, true
+	*u = *p
+	return u, true
+}
 
 // fastMethod splits a request line into its method, when the fast path
 // takes it, and the rest. GET serves reads; PUT and DELETE only under

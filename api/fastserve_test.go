@@ -519,6 +519,49 @@ func TestFastPathHeadersDoNotCarryOver(t *testing.T) {
 	}
 }
 
+// TestFastPathTargetsDoNotCarryOver: a connection parses a target only
+// when it differs from the last request's (parseTarget), so a run of
+// requests on one connection that repeat, change and go back to targets
+// must each be answered for its own target, as net/http answers it.
+func TestFastPathTargetsDoNotCarryOver(t *testing.T) {
+	fast, slow := twinServers(t)
+	seedCatalog(fast)
+	targets := []string{
+		"/v1/services/web/instances?tag=blue",
+		"/v1/services/web/instances?tag=blue",
+		"/v1/services/web/instances?tag=green",
+		"/v1/services/web/instances",
+		"/v1/services/web/instances/web-2",
+		"/v1/services/web/instances/web-2",
+		"/v1/services/web/instances/web-1",
+		"/v1/services/web/instances?tag=blue",
+		"/v1/services/web/instances?tag=%62lue", // the same query, spelled otherwise
+		"/v1/services",
+	}
+	var raw string
+	methods := make([]string, len(targets))
+	for i, tg := range targets {
+		raw += get(tg, "")
+		methods[i] = http.MethodGet
+	}
+	served, _ := fast.fastStats()
+	got := fast.exchange(raw, methods...)
+	if len(got) != len(targets) {
+		t.Fatalf("%d answers of %d: %+v", len(got), len(targets), got[len(got)-1])
+	}
+	for i, tg := range targets {
+		want := slow.exchange(get(tg, ""), http.MethodGet)[0]
+		sameAnswer(t, fmt.Sprintf("request %d (%s)", i, tg), got[i], want)
+	}
+	// Each differs from its neighbours where the targets do.
+	if bytes.Equal(got[1].body, got[2].body) || bytes.Equal(got[5].body, got[6].body) {
+		t.Error("requests for different targets got the same answer")
+	}
+	if s, _ := fast.fastStats(); s != served+int64(len(targets)) {
+		t.Errorf("served %d of %d on the fast path", s-served, len(targets))
+	}
+}
+
 // TestFastPathSendsALongAnswerInChunks: an answer longer than the fast
 // path keeps goes out in chunks as the handler writes it, the same JSON
 // as net/http's path sends.
