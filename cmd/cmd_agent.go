@@ -52,8 +52,12 @@ func runAgent(ctx context.Context, f *Factory, opts *agentOptions) error {
 	if level == hclog.NoLevel {
 		return usageError{fmt.Errorf("unknown log level %q", opts.cfg.LogLevel)}
 	}
+	// The log goes out in batches (agent.LogWriter): a leader writes an
+	// audit line per accepted write.
+	out := agent.NewLogWriter(f.Err)
+	defer out.Close()
 	logger := hclog.New(&hclog.LoggerOptions{
-		Name: "beacon", Level: level, JSONFormat: opts.cfg.LogJSON, Output: f.Err,
+		Name: "beacon", Level: level, JSONFormat: opts.cfg.LogJSON, Output: out,
 		TimeFormat: time.RFC3339Nano,
 	})
 	cfg := opts.cfg
