@@ -197,8 +197,8 @@ var msgpackHandle = func() *codec.MsgpackHandle {
 
 // Encode returns t followed by the msgpack encoding of body.
 func Encode(t MessageType, body any) ([]byte, error) {
-	if r, ok := body.(*RegisterRequest); ok && t == RegisterType && len(r.Checks) == 0 {
-		out, _ := encodeRegister(make([]byte, 1, 1+registerSize(r)), r)
+	if r, ok := body.(*RegisterRequest); ok && t == RegisterType {
+		out := encodeRegister(make([]byte, 1, 1+registerSize(r)), r)
 		out[0] = byte(t)
 		return out, nil
 	}

@@ -217,3 +217,13 @@ func BenchmarkLookupLargeCatalog(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkApplyRegisterWithCheck is BenchmarkApplyRegister for
+// registrations that carry one HTTP check, as Consul-API agents send them.
+func BenchmarkApplyRegisterWithCheck(b *testing.B) {
+	cmds := benchRegistrationsWith(b, b.N, true)
+	f := fsm.New(nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	applyBatches(f, 1, cmds)
+}

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -60,10 +61,43 @@ func randomRegister(rng *rand.Rand) RegisterRequest {
 			r.Meta[str()] = str()
 		}
 	}
-	if rng.IntN(4) == 0 {
+	switch rng.IntN(4) {
+	case 1:
 		r.Checks = []CheckDefinition{}
+	case 2, 3:
+		for range 1 + rng.IntN(3) {
+			r.Checks = append(r.Checks, randomCheck(rng, str, num, num64))
+		}
 	}
 	return r
+}
+
+// randomCheck is a check definition with every field set at random: the
+// Header nil, empty or filled, its values nil, empty or filled.
+func randomCheck(rng *rand.Rand, str func() string, num func() int, num64 func() int64) CheckDefinition {
+	c := CheckDefinition{Name: str(), Type: CheckType(str()), Target: str(), Method: str(),
+		TLSSkipVerify: rng.IntN(2) == 0, GRPCService: str(), Interval: num64(), Timeout: num64(), TTL: num64(),
+		FailuresBeforeCritical: num(), SuccessesBeforePassing: num(), InitialStatus: Health(str()),
+		DeregisterCriticalAfter: num64(), AnyTarget: rng.IntN(2) == 0}
+	switch rng.IntN(3) {
+	case 1:
+		c.Header = map[string][]string{}
+	case 2:
+		c.Header = map[string][]string{}
+		for range rng.IntN(5) {
+			var v []string
+			switch rng.IntN(3) {
+			case 1:
+				v = []string{}
+			case 2:
+				for range rng.IntN(4) {
+					v = append(v, str())
+				}
+			}
+			c.Header[str()] = v
+		}
+	}
+	return c
 }
 
 // Every registration without checks that Encode writes decodes to exactly
@@ -90,8 +124,9 @@ func TestDecodeRegisterMatchesGoMsgpack(t *testing.T) {
 	}
 }
 
-// A registration with checks, or anything else it does not handle, is left
-// to go-msgpack, and decodeBody still decodes it in full.
+// What it does not handle (here: a check with a key it does not know, a
+// check key twice, a Header key twice) is left to go-msgpack, and decodeBody
+// still decodes it in full.
 func TestDecodeRegisterLeavesTheRestToGoMsgpack(t *testing.T) {
 	in := RegisterRequest{ID: "i1", Service: "web", Port: 80, Checks: []CheckDefinition{{Name: "http", Type: "http", Target: "http://127.0.0.1/", Interval: 1e9}}}
 	b, err := Encode(RegisterType, &in)
@@ -99,15 +134,28 @@ func TestDecodeRegisterLeavesTheRestToGoMsgpack(t *testing.T) {
 		t.Fatal(err)
 	}
 	var r RegisterRequest
-	if decodeRegister(b[1:], &r) {
-		t.Fatal("decodeRegister took a registration with checks")
+	if !decodeRegister(b[1:], &r) || !reflect.DeepEqual(r, in) {
+		t.Fatalf("decodeRegister of a registration with a check = %+v, want %+v", r, in)
 	}
-	if !reflect.DeepEqual(r, RegisterRequest{}) {
-		t.Fatalf("a refused decode left %+v", r)
-	}
-	var got RegisterRequest
-	if err := decodeBody(b[1:], &got); err != nil || !reflect.DeepEqual(got, in) {
-		t.Fatalf("decodeBody = %+v, %v; want %+v", got, err, in)
+	// The check's map with a key renamed to one CheckDefinition lacks (same
+	// length), with Name written twice, and with a Header whose key repeats.
+	for _, body := range [][]byte{
+		bytesReplaceOnce(t, b[1:], []byte("\xa6Method"), []byte("\xa6Mathod")),
+		bytesReplaceOnce(t, b[1:], []byte("\xa6Method"), []byte("\xa4Name")),
+		headerTwice(t),
+	} {
+		var r RegisterRequest
+		if decodeRegister(body, &r) {
+			t.Errorf("decodeRegister took %x", body)
+		}
+		if !reflect.DeepEqual(r, RegisterRequest{}) {
+			t.Fatalf("a refused decode left %+v", r)
+		}
+		want, werr := reflectDecode(body)
+		var got RegisterRequest
+		if err := decodeBody(body, &got); (err != nil) != (werr != nil) || (err == nil && !reflect.DeepEqual(&got, want)) {
+			t.Fatalf("decodeBody = %+v, %v; go-msgpack %+v, %v", got, err, want, werr)
+		}
 	}
 	// Another command's body, an unknown key, trailing bytes.
 	d, _ := Encode(DeregisterType, &DeregisterRequest{Service: "web", ID: "i1", IfIndex: 3})
@@ -199,4 +247,89 @@ func TestDecodeRegisterIntoANonZeroRequest(t *testing.T) {
 	if !reflect.DeepEqual(&r, want) {
 		t.Fatalf("Decode into a non-zero request = %+v, want go-msgpack's merge %+v", r, *want)
 	}
+}
+
+// bytesReplaceOnce replaces the one occurrence of old in b.
+func bytesReplaceOnce(t *testing.T, b, old, new []byte) []byte {
+	t.Helper()
+	if bytes.Count(b, old) != 1 {
+		t.Fatalf("%q occurs %d times", old, bytes.Count(b, old))
+	}
+	return bytes.Replace(b, old, new, 1)
+}
+
+// headerTwice is a registration whose one check's Header holds the key "A"
+// twice.
+func headerTwice(t *testing.T) []byte {
+	t.Helper()
+	in := RegisterRequest{ID: "i1", Service: "web", Checks: []CheckDefinition{{Name: "h", Header: map[string][]string{"A": {"1"}, "B": {"2", "3"}}}}}
+	b, err := Encode(RegisterType, &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytesReplaceOnce(t, b[1:], []byte("\xa1B"), []byte("\xa1A"))
+}
+
+// BenchmarkDecodeRegisterWithCheck decodes a registration with one HTTP
+// check, as the Consul API's agents send them, by hand and with go-msgpack
+// (what such a registration cost every node before decodeCheck).
+func BenchmarkDecodeRegisterWithCheck(b *testing.B) {
+	in := checkedRegistration()
+	enc, err := Encode(RegisterType, &in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := enc[1:]
+	b.Run("by-hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var r RegisterRequest
+			if !decodeRegister(body, &r) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("go-msgpack", func(b *testing.B) { // as decodeBody's fallback: a pooled decoder
+		b.ReportAllocs()
+		for b.Loop() {
+			var r RegisterRequest
+			dec := decoders.Get().(*codec.Decoder)
+			dec.ResetBytes(body)
+			if err := dec.Decode(&r); err != nil {
+				b.Fatal(err)
+			}
+			dec.ResetBytes(nil)
+			decoders.Put(dec)
+		}
+	})
+}
+
+// checkedRegistration is a registration with one HTTP check, as a
+// Consul-API agent sends it.
+func checkedRegistration() RegisterRequest {
+	return RegisterRequest{ID: "i-2000001", Service: "bench-1", Address: "10.0.7.209", Port: 3025,
+		Tags: []string{"bench", "v1"}, Meta: map[string]string{"zone": "z1"}, Version: "1.0.1", Time: 1,
+		Checks: []CheckDefinition{{Name: "http", Type: CheckHTTP, Target: "http://10.0.7.209:3025/health",
+			Interval: 10e9, Timeout: 2e9, FailuresBeforeCritical: 1, SuccessesBeforePassing: 1, InitialStatus: Passing}}}
+}
+
+// BenchmarkEncodeRegisterWithCheck encodes a registration with one HTTP
+// check by hand (Encode) and with go-msgpack (what Encode did for one
+// with checks before appendDefinition).
+func BenchmarkEncodeRegisterWithCheck(b *testing.B) {
+	in := checkedRegistration()
+	b.Run("by-hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Encode(RegisterType, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("go-msgpack", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			goMsgpackEncode(b, &in)
+		}
+	})
 }

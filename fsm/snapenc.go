@@ -203,6 +203,18 @@ func appendInstance(b []byte, i *Instance) []byte {
 	return b
 }
 
+// mpHeader appends a check's Header: nil, or a map with sorted keys.
+func mpHeader(b []byte, h map[string][]string) []byte {
+	if h == nil {
+		return mpNil(b)
+	}
+	b = mpMapLen(b, len(h))
+	for _, k := range mpSortedKeys(h) {
+		b = mpStrings(mpStr(b, k), h[k])
+	}
+	return b
+}
+
 // appendCheck appends the msgpack encoding of c (CheckDefinition's fields
 // flattened into it, as go-msgpack does with an embedded struct).
 func appendCheck(b []byte, c *Check) []byte {
@@ -221,15 +233,7 @@ func appendCheck(b []byte, c *Check) []byte {
 	b = mpInt(mpStr(b, "FlapUntil"), c.FlapUntil)
 	b = mpBool(mpStr(b, "Flapping"), c.Flapping)
 	b = mpStr(mpStr(b, "GRPCService"), c.GRPCService)
-	b = mpStr(b, "Header")
-	if c.Header == nil {
-		b = mpNil(b)
-	} else {
-		b = mpMapLen(b, len(c.Header))
-		for _, k := range mpSortedKeys(c.Header) {
-			b = mpStrings(mpStr(b, k), c.Header[k])
-		}
-	}
+	b = mpHeader(mpStr(b, "Header"), c.Header)
 	b = mpStr(mpStr(b, "ID"), c.ID)
 	b = mpStr(mpStr(b, "InitialStatus"), string(c.InitialStatus))
 	b = mpStr(mpStr(b, "Instance"), c.Instance)

@@ -297,3 +297,26 @@ func TestTheSameIDInTwoServicesIsTwoInstances(t *testing.T) {
 		}
 	})
 }
+
+// A TTL check deregistered while the coordinator leads loses its timer at
+// the next scan: its TTL never expires, nothing is written for it, and the
+// checks that stay keep theirs.
+func TestADeregisteredTTLCheckLosesItsTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		registerTTL(t, cl, "j1", 30*time.Second, 0)
+		registerTTL(t, cl, "j2", 30*time.Second, 0)
+		lead(t, h)
+		cl.must(t, fsm.DeregisterType, &fsm.DeregisterRequest{Service: "jobs", ID: "j1"})
+		time.Sleep(time.Second) // past MinScanInterval: the scan that sees it gone
+		synctest.Wait()
+		time.Sleep(41 * time.Second) // past TTL + grace
+		synctest.Wait()
+		if n := h.stats.ttlExpiries.Load(); n != 1 {
+			t.Fatalf("%d TTL expiries, want 1 (j2's alone)", n)
+		}
+		if s := status(h, "jobs:j2:hb"); s != fsm.Critical {
+			t.Fatalf("j2 %s after TTL+grace without a report", s)
+		}
+	})
+}

@@ -41,6 +41,8 @@ type coordinator struct {
 	first    bool
 	// aliveKey names the alive servers the owners were last computed for.
 	aliveKey string
+	// scans counts scans; a TTL state not seen by the latest is dropped.
+	scans uint64
 }
 
 type ttlState struct {
@@ -48,6 +50,7 @@ type ttlState struct {
 	ttl      time.Duration
 	deadline time.Time // zero once expired, until the next report
 	tr       *tracker
+	seen     uint64 // the last scan that listed the check
 }
 
 // instanceKey names an instance: IDs are unique within a service only.
@@ -212,7 +215,11 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 	c.aliveKey = aliveKey
 
 	var assign []fsm.Assignment
-	seenTTL := map[string]bool{}
+	// Each TTL check listed marks its state with this scan's number; the
+	// states left unmarked are of checks gone. (A set of the IDs seen,
+	// built anew each scan, was most of a scan's cost: a map insert per
+	// TTL check, and the map's growth, every 200 ms while checks change.)
+	c.scans++
 	deregister := map[instanceKey]string{} // instance -> why
 	c.deadline = time.Time{}
 	due := func(at time.Time, inst instanceKey, why string) {
@@ -224,7 +231,6 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 	}
 	for _, ch := range checks {
 		if ch.Type == fsm.CheckTTL {
-			seenTTL[ch.ID] = true
 			c.armTTL(ch, now)
 		} else if len(alive) > 0 && (rebalance || !isAlive[ch.Owner]) {
 			if want := fsm.PickOwner(ch.ID, alive); want != ch.Owner {
@@ -235,8 +241,8 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 			due(time.Unix(0, ch.StatusSince).Add(time.Duration(ch.DeregisterCriticalAfter)), instanceKey{ch.Service, ch.Instance}, "critical")
 		}
 	}
-	for id := range c.ttl {
-		if !seenTTL[id] {
+	for id, st := range c.ttl {
+		if st.seen != c.scans {
 			delete(c.ttl, id)
 		}
 	}
@@ -297,10 +303,11 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 // not know when the last reports arrived.
 func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 	if st := c.ttl[ch.ID]; st != nil && st.create == ch.CreateIndex {
+		st.seen = c.scans
 		return
 	}
 	ttl := time.Duration(ch.TTL)
-	st := &ttlState{create: ch.CreateIndex, ttl: ttl, deadline: now.Add(ttl), tr: newTracker(ch, c.h.cfg.Flap, false)}
+	st := &ttlState{create: ch.CreateIndex, ttl: ttl, deadline: now.Add(ttl), tr: newTracker(ch, c.h.cfg.Flap, false), seen: c.scans}
 	if c.first {
 		st.deadline = st.deadline.Add(c.h.cfg.TTLGrace)
 	}

@@ -49,6 +49,7 @@ var (
 	keep      = flag.Bool("keep", false, "keep the data directory")
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
 	services  = flag.Int("write-services", 100, "registrations (and etcd's puts) go to this many services, bench-0 to bench-(N-1), in turn")
+	ttlCheck  = flag.Bool("write-ttl-check", false, "every registration carries one TTL check (as Consul-API agents register with checks; a TTL check is never probed), and etcd's values the same JSON")
 	agentArgs = flag.String("agent-args", "", "extra flags for every beacon agent, space-separated (e.g. --memory-limit=auto)")
 	profDir   = flag.String("profile-dir", "", "save each agent's CPU and allocation profiles of every load phase (PHASE.NODE.cpu.pprof, PHASE.NODE.allocs.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
@@ -467,15 +468,23 @@ var seq atomic.Int64
 type reqFunc func(base string, n int64) (string, string, []byte)
 
 func registerReq(base string, n int64) (string, string, []byte) {
-	body := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"}`,
-		(n>>16)&255, (n>>8)&255, n&255, 1024+n%60000, n%3, n%10)
+	body := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"%s}`,
+		(n>>16)&255, (n>>8)&255, n&255, 1024+n%60000, n%3, n%10, checkJSON())
 	return http.MethodPut, fmt.Sprintf("%s/v1/services/bench-%d/instances/i-%d", base, n%int64(max(*services, 1)), n), []byte(body)
+}
+
+// checkJSON is the registration's checks under -write-ttl-check.
+func checkJSON() string {
+	if !*ttlCheck {
+		return ""
+	}
+	return `,"checks":[{"name":"ttl","ttl":"1h","initial_status":"passing"}]`
 }
 
 func etcdPutReq(base string, n int64) (string, string, []byte) {
 	key := fmt.Sprintf("/services/bench-%d/i-%d", n%int64(max(*services, 1)), n)
-	val := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"}`,
-		(n>>16)&255, (n>>8)&255, n&255, 1024+n%60000, n%3, n%10)
+	val := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"%s}`,
+		(n>>16)&255, (n>>8)&255, n&255, 1024+n%60000, n%3, n%10, checkJSON())
 	body, _ := json.Marshal(map[string]string{"key": b64(key), "value": b64(val)})
 	return http.MethodPost, base + "/v3/kv/put", body
 }
