@@ -45,7 +45,7 @@ func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
 		if !ok {
 			return false
 		}
-		bit := registerKeyBit(key)
+		bit := keyBit(key, registerKeys[:])
 		if bit == 0 || seen&bit != 0 {
 			return false
 		}
@@ -85,11 +85,8 @@ func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
 	return true
 }
 
-// registerKeyBit numbers RegisterRequest's keys (0: not one of them).
-func registerKeyBit(key []byte) uint16 {
-	return keyBit(key, registerKeys[:])
-}
-
+// The keys of a RegisterRequest and of a CheckDefinition, as Encode writes
+// them.
 var (
 	registerKeys = [...]string{"ID", "Service", "Address", "Port", "Tags", "Meta", "Version", "Weight", "Node", "Checks", "Trusted", "Time"}
 	checkKeys    = [...]string{"Name", "Type", "Target", "Method", "Header", "TLSSkipVerify", "GRPCService", "Interval",
