@@ -37,6 +37,9 @@ type writeTxn struct {
 	// replaced are the instance versions the batch replaced or deleted:
 	// their watchers are woken once it has committed (published).
 	replaced []*Instance
+	// checks are the IDs of the checks the batch inserted or deleted, for
+	// the check feeds (published hands them over).
+	checks []string
 }
 
 // serviceTouch follows one service's instance count through a batch.
@@ -59,14 +62,19 @@ func (w *writeTxn) begin(tx *memdb.Txn, st *storeState) {
 	w.rows.pending = w.rows.pending[:0]
 	clear(w.replaced)
 	w.replaced = w.replaced[:0]
+	clear(w.checks)
+	w.checks = w.checks[:0]
 }
 
 // published wakes the watchers of the instance versions the batch replaced
 // or deleted; it runs after the transaction committed, so that a woken
 // reader sees the new version (as go-memdb notifies after a commit). The
 // rows the batch wrote become the writer's committed rows (rowCache).
-func (w *writeTxn) published() {
+func (w *writeTxn) published(s *Store) {
 	w.rows.committed()
+	s.publishChecks(w.checks, false)
+	clear(w.checks)
+	w.checks = w.checks[:0]
 	for i, inst := range w.replaced {
 		inst.markReplaced()
 		w.replaced[i] = nil
@@ -107,6 +115,18 @@ func (w *writeTxn) delete(table string, obj any) {
 		panic(err)
 	}
 	w.tables[table] = max(w.tables[table], w.index)
+}
+
+// putCheck inserts or replaces check c.
+func (w *writeTxn) putCheck(c *Check) {
+	w.insert(tableChecks, c)
+	w.checks = append(w.checks, c.ID)
+}
+
+// dropCheck deletes check c.
+func (w *writeTxn) dropCheck(c *Check) {
+	w.delete(tableChecks, c)
+	w.checks = append(w.checks, c.ID)
 }
 
 func (w *writeTxn) first(table, index string, args ...any) any {
@@ -253,6 +273,17 @@ func CheckID(service, instance, name string) string {
 	return service + ":" + instance + ":" + name
 }
 
+// SplitCheckID returns the service and instance of a check ID made by
+// CheckID; ok is false if id is not one.
+func SplitCheckID(id string) (service, instance string, ok bool) {
+	service, rest, ok := strings.Cut(id, ":")
+	if !ok {
+		return "", "", false
+	}
+	instance, _, ok = strings.Cut(rest, ":")
+	return service, instance, ok
+}
+
 func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	if req.ID == "" || req.Service == "" {
 		return reject(ErrInvalid, "register: id and service are required")
@@ -331,11 +362,11 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		if def.Type != CheckTTL {
 			c.Owner = pickOwner(w, id)
 		}
-		w.insert(tableChecks, c)
+		w.putCheck(c)
 		checks = append(checks, c)
 	}
 	for _, c := range existing {
-		w.delete(tableChecks, c)
+		w.dropCheck(c)
 	}
 	refreshStatus(inst, checks, req.Time, "registration", "")
 	w.putInstance(inst)
@@ -379,7 +410,7 @@ func applyDeregister(w *writeTxn, req *DeregisterRequest) *RejectError {
 		return reject(ErrConflict, "instance %q of service %q changed at index %d", req.ID, req.Service, inst.ModifyIndex)
 	}
 	for _, c := range w.checksOf(req.Service, req.ID) {
-		w.delete(tableChecks, c)
+		w.dropCheck(c)
 	}
 	w.removeInstance(inst)
 	w.touch(inst.Service, -1)
@@ -415,7 +446,7 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 		n.Status, n.Output = health(u.Status), out
 		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, u.FlapLevel
 		n.ModifyIndex = w.index
-		w.insert(tableChecks, n)
+		w.putCheck(n)
 		// Only a change of the status the check contributes concerns the
 		// instance (its status is the worst of these). A new output alone, or
 		// flap bookkeeping, changes the check and nothing else, so discovery
@@ -503,7 +534,7 @@ func applyAssignChecks(w *writeTxn, req *AssignChecksRequest) *RejectError {
 		n := c.Clone()
 		n.Owner = a.Owner
 		n.ModifyIndex = w.index
-		w.insert(tableChecks, n)
+		w.putCheck(n)
 	}
 	return nil
 }

@@ -115,7 +115,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	w.finish()
 	tx.Commit()
-	w.published()
+	w.published(f.store)
 	w.tx = nil
 	if last > 0 {
 		f.advance(last)

@@ -149,6 +149,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.store.swap(next)
+	// The check feeds' readers cannot tell what the restore changed.
+	f.store.publishChecks(nil, true)
 	f.outcomes.restored(max(f.store.applied.Load(), index))
 	// Raft installs a snapshot at a log index past everything applied; an
 	// operator's restore of an older snapshot supersedes the entries applied

@@ -33,6 +33,9 @@ type Store struct {
 	// acked is the highest index of a write this node acknowledged to a
 	// client before applying it (NoteAcked): its reads wait for it.
 	acked atomic.Uint64
+	// feeds are the open CheckFeeds (checkfeed.go).
+	feedsMu sync.Mutex
+	feeds   []*CheckFeed
 }
 
 // indexWaiter is closed once the store has applied index.

@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -18,11 +20,17 @@ type fsmCluster struct {
 	h   *Health
 	mu  sync.Mutex
 	idx uint64
+	// refuse, while set, fails writes of that command type, as an
+	// election would.
+	refuse fsm.MessageType
 }
 
 func (c *fsmCluster) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.refuse != 0 && fsm.MessageType(cmd[0]) == c.refuse {
+		return 0, errors.New("test: no leader")
+	}
 	c.idx++
 	res := c.f.Apply(&raft.Log{Index: c.idx, Term: 1, Type: raft.LogCommand, Data: cmd}).(fsm.ApplyResult)
 	if res.Err != nil {
@@ -317,6 +325,93 @@ func TestADeregisteredTTLCheckLosesItsTimer(t *testing.T) {
 		}
 		if s := status(h, "jobs:j2:hb"); s != fsm.Critical {
 			t.Fatalf("j2 %s after TTL+grace without a report", s)
+		}
+	})
+}
+
+// After taking office the coordinator reads only the checks that changed:
+// new TTL checks get timers, deregister_critical_after is enforced on
+// checks registered later, a check left with a dead owner moves (and is
+// retried when that write fails), while the full reads stay at one per
+// change of the alive servers.
+func TestScansReadOnlyTheChecksThatChanged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, func(c *Config) { c.TTLGrace = 0 })
+		for i := range 200 {
+			registerTTL(t, cl, fmt.Sprintf("old-%d", i), time.Hour, 0)
+		}
+		tcp := func(id string) *fsm.RegisterRequest {
+			return &fsm.RegisterRequest{ID: id, Service: "web", Address: "127.0.0.1", Port: 80,
+				Checks: []fsm.CheckDefinition{{Name: "tcp", Type: fsm.CheckTCP, Target: "127.0.0.1:80", Interval: int64(time.Hour), Timeout: int64(time.Second)}}}
+		}
+		cl.must(t, fsm.RegisterType, tcp("w1"))
+		lead(t, h)
+		if st := h.Stats(); st.FullScans != 1 || st.ScannedChecks != 201 {
+			t.Fatalf("after taking office: %d full scans reading %d checks, want 1 reading 201", st.FullScans, st.ScannedChecks)
+		}
+
+		registerTTL(t, cl, "new", 10*time.Second, 20*time.Second)
+		registerTTL(t, cl, "short", 10*time.Second, 0)
+		cl.must(t, fsm.DeregisterType, &fsm.DeregisterRequest{Service: "jobs", ID: "short"})
+		time.Sleep(11 * time.Second) // new's TTL ran out; short's did not count
+		synctest.Wait()
+		if s := status(h, "jobs:new:hb"); s != fsm.Critical {
+			t.Fatalf("a TTL check registered after the leader took office is %s past its TTL, want critical", s)
+		}
+		if n := h.Stats().TTLExpiries; n != 1 {
+			t.Fatalf("%d TTL expiries, want 1: the deregistered check's timer must go", n)
+		}
+		time.Sleep(21 * time.Second) // critical for 21s > deregister_critical_after
+		synctest.Wait()
+		if _, inst, _ := h.store.Instance(nil, "jobs", "new"); inst != nil {
+			t.Fatal("an instance registered after the leader took office outlived deregister_critical_after")
+		}
+
+		// A check whose owner is not an alive server moves to one; when
+		// that write fails it is retried.
+		cl.mu.Lock()
+		cl.refuse = fsm.AssignChecksType
+		cl.mu.Unlock()
+		cl.must(t, fsm.RegisterType, tcp("w2"))
+		cmd, err := fsm.Encode(fsm.AssignChecksType, &fsm.AssignChecksRequest{Assignments: []fsm.Assignment{{Check: "web:w2:tcp", Owner: "gone"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl.mu.Lock()
+		cl.idx++
+		cl.f.Apply(&raft.Log{Index: cl.idx, Term: 1, Type: raft.LogCommand, Data: cmd})
+		cl.mu.Unlock()
+		// The scan that tries the move runs within MinScanInterval, its
+		// retry retryAfter later: look (and let writes through) between.
+		time.Sleep(retryAfter / 2)
+		synctest.Wait()
+		if c := h.store.Check(nil, "web:w2:tcp"); c.Owner != "gone" {
+			t.Fatalf("owner %q while assignments fail", c.Owner)
+		}
+		cl.mu.Lock()
+		cl.refuse = 0
+		cl.mu.Unlock()
+		time.Sleep(2 * retryAfter)
+		synctest.Wait()
+		if c := h.store.Check(nil, "web:w2:tcp"); c.Owner != "n1" {
+			t.Fatalf("owner %q after the failed assignment was retried, want n1", c.Owner)
+		}
+		st := h.Stats()
+		if st.FullScans != 2 {
+			t.Fatalf("%d full scans, want 2 (taking office, the retry)", st.FullScans)
+		}
+		// The retry reread all 201 + 1 checks; everything else read a few.
+		if extra := st.ScannedChecks - 201 - 202; extra > 20 {
+			t.Fatalf("scans read %d checks besides the two full reads, want a few: the ones that changed", extra)
+		}
+
+		// A server joining changes the alive set: every owner is
+		// reconsidered.
+		cl.must(t, fsm.NodeUpdateType, &fsm.NodeUpdateRequest{Upserts: []fsm.NodeState{{Name: "n2", Role: fsm.RoleServer, Status: fsm.NodeAlive}}})
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if st := h.Stats(); st.FullScans != 3 {
+			t.Fatalf("%d full scans after a server joined, want 3", st.FullScans)
 		}
 	})
 }

@@ -27,6 +27,10 @@ type Stats struct {
 	// by this node as leader after deregister_critical_after or a drain deadline.
 	DeregisteredCritical uint64
 	DeregisteredDrained  uint64
+	// FullScans counts the scans by this node as leader that read every
+	// check; ScannedChecks the checks its scans read, full or not.
+	FullScans     uint64
+	ScannedChecks uint64
 }
 
 type counters struct {
@@ -37,6 +41,7 @@ type counters struct {
 	ttlReports, ttlExpiries                   atomic.Uint64
 	metricsWrites, reassignments              atomic.Uint64
 	deregisteredCritical, deregisteredDrained atomic.Uint64
+	fullScans, scannedChecks                  atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -48,5 +53,6 @@ func (c *counters) snapshot() Stats {
 		TTLReports:   c.ttlReports.Load(), TTLExpiries: c.ttlExpiries.Load(),
 		MetricsWrites: c.metricsWrites.Load(), Reassignments: c.reassignments.Load(),
 		DeregisteredCritical: c.deregisteredCritical.Load(), DeregisteredDrained: c.deregisteredDrained.Load(),
+		FullScans: c.fullScans.Load(), ScannedChecks: c.scannedChecks.Load(),
 	}
 }
