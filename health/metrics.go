@@ -52,8 +52,8 @@ func (m *metrics) register(reg prometheus.Registerer, h *Health) error {
 		counter("beacon_health_ttl_reports_total", "TTL reports handled by this node as leader.", func(s Stats) uint64 { return s.TTLReports }),
 		counter("beacon_health_ttl_expiries_total", "TTLs that ran out on this node as leader.", func(s Stats) uint64 { return s.TTLExpiries }),
 		counter("beacon_health_reassignments_total", "Checks given a new owner by this node as leader.", func(s Stats) uint64 { return s.Reassignments }),
-		counter("beacon_health_full_scans_total", "Scans by this node as leader that read every check (on taking office, when the alive servers change).", func(s Stats) uint64 { return s.FullScans }),
-		counter("beacon_health_scanned_checks_total", "Checks read by this node's scans as leader (a scan reads the checks that changed since the last).", func(s Stats) uint64 { return s.ScannedChecks }),
+		counter("beacon_health_full_scans_total", "Scans by this node as leader that read every check (on taking office, when the alive servers change, when its feed of changed checks lost track).", func(s Stats) uint64 { return s.FullScans }),
+		counter("beacon_health_scanned_checks_total", "Checks read by this node's scans as leader, full or not (a scan reads the checks changed since the last one).", func(s Stats) uint64 { return s.ScannedChecks }),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
