@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -207,5 +208,43 @@ func TestCheckFeedMissesNoChange(t *testing.T) {
 	}
 	if changes < 300 {
 		t.Fatalf("only %d check changes in 300 batches: the generator is off", changes)
+	}
+}
+
+// Reading a check without a watch set must not leave a watch channel on its
+// node in the tree: the leader reads a check per TTL report and the runner
+// one per probe, and 100,000 channels cost ~13 MB.
+func TestCheckLookupsWithoutAWatchSetKeepNothing(t *testing.T) {
+	f := newFSM(t)
+	const n = 2000
+	defs := make([]fsm.CheckDefinition, 10)
+	for i := range defs {
+		defs[i] = fsmtest.TTLCheck(fmt.Sprintf("c%d", i), "")
+	}
+	var ids []string
+	for i := range n / len(defs) {
+		id := fmt.Sprintf("i-%d", i)
+		fsmtest.MustApply(t, f, uint64(i+1), fsmtest.Register(t, id, "web", fsmtest.WithChecks(defs...)))
+		for _, d := range defs {
+			ids = append(ids, fsm.CheckID("web", id, d.Name))
+		}
+	}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	for _, id := range ids {
+		if f.Store().Check(nil, id) == nil {
+			t.Fatalf("check %s not found", id)
+		}
+	}
+	after := heap()
+	runtime.KeepAlive(f)
+	// A channel is 96 bytes: n of them would be 192 KB.
+	if grew := int64(after) - int64(before); grew > n*24 {
+		t.Fatalf("reading %d checks grew the heap by %d bytes: a watch channel per lookup?", n, grew)
 	}
 }

@@ -458,6 +458,18 @@ func (s *Store) ChecksOwnedBy(ws memdb.WatchSet, owner string) (uint64, []*Check
 // Check returns one check or nil.
 func (s *Store) Check(ws memdb.WatchSet, id string) *Check {
 	tx := s.read(ws)
+	if ws == nil {
+		// Without a watch set no channel is asked for (lookupUnique):
+		// the leader's TTL handling and the runner read a check per
+		// report or probe, and each channel asked for stays on the
+		// check's node in the tree.
+		raw, err := lookupUnique(tx, tableChecks, "id", id)
+		if err != nil {
+			panic(err)
+		}
+		c, _ := raw.(*Check)
+		return c
+	}
 	ch, raw, err := tx.FirstWatch(tableChecks, "id", id)
 	if err != nil {
 		panic(err)

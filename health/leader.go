@@ -54,19 +54,28 @@ type coordinator struct {
 	// critical are the critical checks with deregister_critical_after, by
 	// ID: when their instance is due to go.
 	critical map[string]criticalDue
+	// epoch is when the coordinator started: TTL deadlines are kept as
+	// mono times, nanoseconds since it on the monotonic clock.
+	epoch time.Time
 }
+
+// mono returns t as a mono time (at least 1, so that 0 can mean none).
+func (c *coordinator) mono(t time.Time) int64 { return max(int64(t.Sub(c.epoch)), 1) }
 
 type criticalDue struct {
 	at   time.Time
 	inst instanceKey
 }
 
+// ttlState is the leader's timer of one TTL check. The leader keeps one per
+// TTL check in the catalog, so it is kept small: its tracker is made at the
+// check's first report or expiry, and its deadline is a mono time.
 type ttlState struct {
 	create   uint64
 	ttl      time.Duration
-	deadline time.Time // zero once expired, until the next report
-	tr       *tracker
-	seen     uint64 // the last scan that listed the check
+	deadline int64    // mono time; 0 once expired, until the next report
+	tr       *tracker // nil until the check is first reported or expires
+	seen     uint64   // the last full scan that listed the check
 }
 
 // instanceKey names an instance: IDs are unique within a service only.
@@ -98,13 +107,13 @@ type ttlReply struct {
 // ttlHeap orders TTL deadlines; entries whose state moved on are skipped
 // when popped (lazy deletion).
 type ttlEntry struct {
-	at    time.Time
+	at    int64 // mono time
 	check string
 }
 type ttlHeap []ttlEntry
 
 func (h ttlHeap) Len() int           { return len(h) }
-func (h ttlHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h ttlHeap) Less(i, j int) bool { return h[i].at < h[j].at }
 func (h ttlHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *ttlHeap) Push(x any)        { *h = append(*h, x.(ttlEntry)) }
 func (h *ttlHeap) Pop() any {
@@ -122,7 +131,7 @@ func (h *Health) Lead(ctx context.Context) {
 	c := &coordinator{
 		h: h, ctx: ctx, reqs: make(chan *ttlRequest, maxBatch),
 		ttl: map[string]*ttlState{}, metrics: map[instanceKey]*metricState{}, first: true,
-		critical: map[string]criticalDue{}, feed: h.store.WatchChecks(),
+		critical: map[string]criticalDue{}, feed: h.store.WatchChecks(), epoch: time.Now(),
 	}
 	defer c.feed.Close()
 	h.setCoordinator(c)
@@ -198,7 +207,7 @@ func (c *coordinator) nextWake() time.Time {
 	consider(c.retryAt)
 	consider(c.deadline)
 	if len(c.timers) > 0 {
-		consider(c.timers[0].at)
+		consider(c.epoch.Add(time.Duration(c.timers[0].at)))
 	}
 	for _, m := range c.metrics {
 		if m.pending != nil {
@@ -375,9 +384,9 @@ func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 		return
 	}
 	ttl := time.Duration(ch.TTL)
-	st := &ttlState{create: ch.CreateIndex, ttl: ttl, deadline: now.Add(ttl), tr: newTracker(ch, c.h.cfg.Flap, false), seen: c.scans}
+	st := &ttlState{create: ch.CreateIndex, ttl: ttl, deadline: c.mono(now.Add(ttl)), seen: c.scans}
 	if c.first {
-		st.deadline = st.deadline.Add(c.h.cfg.TTLGrace)
+		st.deadline = c.mono(now.Add(ttl + c.h.cfg.TTLGrace))
 	}
 	c.ttl[ch.ID] = st
 	heap.Push(&c.timers, ttlEntry{at: st.deadline, check: ch.ID})
@@ -386,13 +395,21 @@ func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 // expire marks TTL checks whose deadline passed as critical.
 func (c *coordinator) expire(now time.Time) {
 	var touched []string
-	for len(c.timers) > 0 && !now.Before(c.timers[0].at) {
+	for m := c.mono(now); len(c.timers) > 0 && c.timers[0].at <= m; {
 		e := heap.Pop(&c.timers).(ttlEntry)
 		st := c.ttl[e.check]
-		if st == nil || st.deadline.IsZero() || !st.deadline.Equal(e.at) {
+		if st == nil || st.deadline == 0 || st.deadline != e.at {
 			continue // a report moved the deadline, or the check is gone
 		}
-		st.deadline = time.Time{}
+		if st.tr == nil {
+			ch := c.h.store.Check(nil, e.check)
+			if ch == nil {
+				delete(c.ttl, e.check)
+				continue
+			}
+			st.tr = newTracker(ch, c.h.cfg.Flap, false)
+		}
+		st.deadline = 0
 		c.h.stats.ttlExpiries.Add(1)
 		out := fmt.Sprintf("TTL expired: no report within %s", st.ttl)
 		if _, started := st.tr.observe(now, Result{Status: fsm.Critical, Output: out}); started {
@@ -424,6 +441,9 @@ func (c *coordinator) writeTTLChecks(ids []string, now time.Time) (uint64, map[s
 			continue
 		}
 		idx = max(idx, cur.ModifyIndex)
+		if st.tr == nil {
+			continue // neither reported nor expired: nothing to write
+		}
 		if st.tr.flapping && !cur.Flapping {
 			c.h.logger.Warn("check is flapping", "check", id, "until", st.tr.flapUntil.Format(time.RFC3339))
 		}
@@ -488,7 +508,10 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 		h.stats.ttlReports.Add(1)
 		c.armTTL(ch, now)
 		st := c.ttl[ch.ID]
-		st.deadline = now.Add(st.ttl)
+		if st.tr == nil {
+			st.tr = newTracker(ch, h.cfg.Flap, false)
+		}
+		st.deadline = c.mono(now.Add(st.ttl))
 		heap.Push(&c.timers, ttlEntry{at: st.deadline, check: ch.ID})
 		if _, started := st.tr.observe(now, Result{Status: r.report.Status, Output: r.report.Output}); started {
 			h.stats.flapEpisodes.Add(1)
