@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"time"
 
 	"github.com/beaconhq/beacon/api/client"
 )
@@ -15,8 +16,8 @@ import (
 // the fields address, port, tags, meta, version, weight and node, in ASCII
 // without escapes: fastRegistration decodes exactly those, and gives up on
 // anything else (another or a differently cased key, a duplicate, an
-// escape, a non-ASCII byte, null, a number that is not a plain integer,
-// checks, ...), which then goes through decodeJSON from the start. So every
+// escape, a non-ASCII byte, null, a number that is not a plain integer, a
+// check's header, ...), which then goes through decodeJSON from the start. So every
 // error, and every body the fast path does not know, gets decodeJSON's
 // answer; FuzzFastRegistration holds the fast path to decodeJSON's result
 // wherever it answers.
@@ -81,6 +82,9 @@ func fastRegistration(body []byte, v *client.Registration) bool {
 		case "node":
 			bit = 64
 			v.Node, ok = d.strValue()
+		case "checks":
+			bit = 128
+			v.Checks, ok = d.checks()
 		default:
 			return false
 		}
@@ -260,4 +264,147 @@ func (d *regDecoder) meta() (map[string]string, bool) {
 		m[string(keys[j])] = string(vals[j])
 	}
 	return m, true
+}
+
+// maxFastChecks bounds the checks the fast path takes.
+const maxFastChecks = 16
+
+// checks reads an array of check objects; [] gives an empty slice, as
+// encoding/json does.
+func (d *regDecoder) checks() ([]client.CheckDefinition, bool) {
+	if !d.take('[') {
+		return nil, false
+	}
+	out := []client.CheckDefinition{}
+	d.space()
+	if d.take(']') {
+		return out, true
+	}
+	for len(out) < maxFastChecks {
+		d.space()
+		out = append(out, client.CheckDefinition{})
+		if !d.check(&out[len(out)-1]) {
+			return nil, false
+		}
+		d.space()
+		if d.take(']') {
+			return out, true
+		}
+		if !d.take(',') {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// check reads one check object. A header map is left to decodeJSON.
+func (d *regDecoder) check(c *client.CheckDefinition) bool {
+	if !d.take('{') {
+		return false
+	}
+	var seen uint16
+	d.space()
+	if d.take('}') {
+		return true
+	}
+	for {
+		d.space()
+		key, ok := d.str()
+		if !ok {
+			return false
+		}
+		d.space()
+		if !d.take(':') {
+			return false
+		}
+		d.space()
+		var bit uint16
+		switch string(key) {
+		case "name":
+			bit = 1 << 0
+			c.Name, ok = d.strValue()
+		case "type":
+			bit = 1 << 1
+			c.Type, ok = d.strValue()
+		case "http":
+			bit = 1 << 2
+			c.HTTP, ok = d.strValue()
+		case "method":
+			bit = 1 << 3
+			c.Method, ok = d.strValue()
+		case "tls_skip_verify":
+			bit = 1 << 4
+			c.TLSSkipVerify, ok = d.bool()
+		case "tcp":
+			bit = 1 << 5
+			c.TCP, ok = d.strValue()
+		case "grpc":
+			bit = 1 << 6
+			c.GRPC, ok = d.strValue()
+		case "grpc_service":
+			bit = 1 << 7
+			c.GRPCService, ok = d.strValue()
+		case "ttl":
+			bit = 1 << 8
+			c.TTL, ok = d.duration()
+		case "interval":
+			bit = 1 << 9
+			c.Interval, ok = d.duration()
+		case "timeout":
+			bit = 1 << 10
+			c.Timeout, ok = d.duration()
+		case "failures_before_critical":
+			bit = 1 << 11
+			c.FailuresBeforeCritical, ok = d.int()
+		case "successes_before_passing":
+			bit = 1 << 12
+			c.SuccessesBeforePassing, ok = d.int()
+		case "initial_status":
+			bit = 1 << 13
+			c.InitialStatus, ok = d.strValue()
+		case "deregister_critical_after":
+			bit = 1 << 14
+			c.DeregisterCriticalAfter, ok = d.duration()
+		default:
+			return false
+		}
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		d.space()
+		if d.take('}') {
+			return true
+		}
+		if !d.take(',') {
+			return false
+		}
+	}
+}
+
+// bool reads true or false.
+func (d *regDecoder) bool() (bool, bool) {
+	switch {
+	case bytes.HasPrefix(d.b[d.i:], []byte("true")):
+		d.i += 4
+		return true, true
+	case bytes.HasPrefix(d.b[d.i:], []byte("false")):
+		d.i += 5
+		return false, true
+	}
+	return false, false
+}
+
+// duration reads a string that time.ParseDuration takes, as
+// client.Duration's UnmarshalJSON does.
+func (d *regDecoder) duration() (client.Duration, bool) {
+	s, ok := d.str()
+	if !ok {
+		return 0, false
+	}
+	v, err := time.ParseDuration(string(s))
+	if err != nil {
+		return 0, false
+	}
+	return client.Duration(v), true
 }

@@ -48,6 +48,10 @@ func TestFastRegistrationAnswersAsDecodeJSON(t *testing.T) {
 		`{"port":999999999999999999}`,
 		`{"meta":{"a":"","A-b":"x y","c":"~!@#$%^&*()"}}`,
 		`{"address":"2001:db8::1","port":65535,"tags":["a","a","b"],"node":""}`,
+		`{"checks":[]}`,
+		`{"address":"127.0.0.1","port":80,"checks":[{"name":"ttl","ttl":"1h","initial_status":"passing"}]}`,
+		`{"checks":[{}, {"name":"h","type":"http","http":"http://127.0.0.1:1/h?x=1","method":"HEAD","tls_skip_verify":true,"interval":"10s","timeout":"1.5s","failures_before_critical":3,"successes_before_passing":2,"deregister_critical_after":"1m30s"}]}`,
+		`{"checks":[{"tcp":"127.0.0.1:22","tls_skip_verify":false,"interval":"-1s"},{"grpc":"127.0.0.1:9","grpc_service":"x.y"}] , "port":1}`,
 	}
 	for _, b := range fast {
 		if !compareRegistration(t, []byte(b)) {
@@ -64,7 +68,13 @@ func TestFastRegistrationAnswersAsDecodeJSON(t *testing.T) {
 		`{"port":1.0}`, `{"port":1e3}`, `{"port":01}`, `{"port":-}`, `{"port":+1}`, `{"port":9999999999999999999}`,
 		`{"port":1234567890123456789}`, `{"tags":["a",1]}`, `{"tags":["a",]}`, `{"tags":[,]}`, `{"tags":"a"}`,
 		`{"meta":{"a":"1","A":"2"}}`, `{"meta":{"a":"1","a":"2"}}`, `{"meta":{"a":1}}`, `{"meta":{"a":"1",}}`, `{"meta":[]}`,
-		`{"checks":[{"name":"c","http":"http://127.0.0.1:1/"}]}`, `{"unknown":1}`, `{"address":"a" "port":1}`,
+		`{"unknown":1}`, `{"address":"a" "port":1}`,
+		`{"checks":null}`, `{"checks":{}}`, `{"checks":[null]}`, `{"checks":[{"name":"a"},]}`, `{"checks":[{"name":"a",}]}`,
+		`{"checks":[{"Name":"a"}]}`, `{"checks":[{"name":"a","name":"b"}]}`, `{"checks":[{"name":"a","NAME":"b"}]}`,
+		`{"checks":[{"header":{"a":["b"]}}]}`, `{"checks":[{"ttl":"10"}]}`, `{"checks":[{"ttl":10}]}`, `{"checks":[{"ttl":null}]}`,
+		`{"checks":[{"ttl":"1h","x":1}]}`, `{"checks":[{"tls_skip_verify":"true"}]}`, `{"checks":[{"tls_skip_verify":tru}]}`,
+		`{"checks":[{"tls_skip_verify":truex}]}`, `{"checks":[{"failures_before_critical":1.5}]}`, `{"checks":[{"name":"\u0041"}]}`,
+		`{"checks":[],"checks":[]}`, `{"checks":[` + strings.Repeat(`{},`, maxFastChecks) + `{}]}`,
 		`{"meta":{` + metaEntries(maxFastMeta+1) + `}}`,
 	}
 	for _, b := range slow {
@@ -91,10 +101,32 @@ func FuzzFastRegistration(f *testing.F) {
 		`{"address":"10.0.0.1","port":8080,"tags":["a","b"],"meta":{"zone":"z1"},"version":"1.0","weight":3,"node":"n1"}`,
 		`{"port":-0}`, `{"tags":[]}`, `{"meta":{"a":"1","A":"2"}}`, `{"port":1e3}`, `{"address":"\u0041"}`,
 		`{"checks":[{"name":"c","ttl":"10s"}]}`, ` {} `, `{"Port":1}`,
+		`{"checks":[{"name":"h","http":"http://127.0.0.1/","method":"GET","tls_skip_verify":true,"interval":"1s","timeout":"2s","failures_before_critical":1,"successes_before_passing":1,"initial_status":"critical","deregister_critical_after":"1m"},{"tcp":"127.0.0.1:1","grpc":"a","grpc_service":"b","type":"tcp"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		compareRegistration(t, body)
 	})
+}
+
+// BenchmarkDecodeRegistrationWithCheck decodes the bench's registration
+// with a TTL check (scripts/bench -write-ttl-check) by the fast path and by
+// decodeJSON.
+func BenchmarkDecodeRegistrationWithCheck(b *testing.B) {
+	body := []byte(`{"address":"10.0.1.2","port":1284,"tags":["bench","v1"],"meta":{"zone":"z1"},"version":"1.0.3","checks":[{"name":"ttl","ttl":"1h","initial_status":"passing"}]}`)
+	for _, bc := range []struct {
+		name string
+		fn   func([]byte, *client.Registration) error
+	}{{"fast", decodeRegistration}, {"decodeJSON", func(b []byte, v *client.Registration) error { return decodeJSON(b, v) }}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var r client.Registration
+				if err := bc.fn(body, &r); err != nil || len(r.Checks) != 1 {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
