@@ -44,18 +44,21 @@ func (s *Store) WatchChecks() *CheckFeed {
 func (f *CheckFeed) Ready() <-chan struct{} { return f.ready }
 
 // Take returns the IDs of the checks changed since the last Take, in the
-// order they changed, appended to buf[:0]. complete is false when the feed
+// order they changed; the feed keeps buf for the next ones (pass the IDs of
+// the previous Take when done with them). complete is false when the feed
 // lost track (it started, overflowed MaxCheckFeedPending or the store was
 // restored from a snapshot): the reader must then read every check.
 func (f *CheckFeed) Take(buf []string) (ids []string, complete bool) {
+	// The feed's list goes to the reader and buf (emptied) becomes the
+	// feed's: no copy, and no allocation once both have grown.
+	clear(buf[:cap(buf)])
+	buf = buf[:0]
+	if cap(buf) > 4096 {
+		buf = nil // a burst's backing array is not kept for the next one
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ids = append(buf[:0], f.ids...)
-	clear(f.ids)
-	f.ids = f.ids[:0]
-	if cap(f.ids) > 4096 {
-		f.ids = nil // a burst's backing array is not kept for the next one
-	}
+	ids, f.ids = f.ids, buf
 	complete = !f.lost
 	f.lost = false
 	return ids, complete
