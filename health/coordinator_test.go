@@ -1,9 +1,11 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -413,5 +415,70 @@ func TestScansReadOnlyTheChecksThatChanged(t *testing.T) {
 		if st := h.Stats(); st.FullScans != 3 {
 			t.Fatalf("%d full scans after a server joined, want 3", st.FullScans)
 		}
+	})
+}
+
+// snapshotSink keeps a snapshot's bytes.
+type snapshotSink struct{ bytes.Buffer }
+
+func (s *snapshotSink) ID() string    { return "test" }
+func (s *snapshotSink) Close() error  { return nil }
+func (s *snapshotSink) Cancel() error { return nil }
+
+// The runner follows the check feed: checks assigned to this node start,
+// checks moved away, deregistered or redefined as TTL checks stop, TTL
+// checks never run here, and a snapshot restore (after which the feed cannot
+// tell what changed) brings it back in line with every check it owns.
+func TestTheRunnerFollowsTheChecksThisNodeOwns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		tcp := func(id string) *fsm.RegisterRequest {
+			// Interval 1h: the first probe comes at a random offset within
+			// it, and the test's clock never gets that far.
+			return &fsm.RegisterRequest{ID: id, Service: "web", Address: "127.0.0.1", Port: 80,
+				Checks: []fsm.CheckDefinition{{Name: "tcp", Type: fsm.CheckTCP, Target: "127.0.0.1:80", Interval: int64(time.Hour), Timeout: int64(time.Second)}}}
+		}
+		cl.must(t, fsm.RegisterType, tcp("w1"))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); h.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		running := func(want int64, after string) {
+			t.Helper()
+			synctest.Wait()
+			if n := h.Stats().RunningChecks; n != want {
+				t.Fatalf("after %s: %d checks running, want %d", after, n, want)
+			}
+		}
+		running(1, "starting with one check")
+		cl.must(t, fsm.RegisterType, tcp("w2"))
+		cl.must(t, fsm.RegisterType, tcp("w3"))
+		registerTTL(t, cl, "j1", time.Minute, 0)
+		running(3, "two more TCP checks and a TTL check")
+
+		var snap snapshotSink
+		s, err := cl.f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Persist(&snap); err != nil {
+			t.Fatal(err)
+		}
+		s.Release()
+
+		cl.must(t, fsm.AssignChecksType, &fsm.AssignChecksRequest{Assignments: []fsm.Assignment{{Check: "web:w1:tcp", Owner: "n2"}}})
+		running(2, "one check moved to n2")
+		cl.must(t, fsm.DeregisterType, &fsm.DeregisterRequest{Service: "web", ID: "w2"})
+		running(1, "one deregistered")
+		cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: "w3", Service: "web", Address: "127.0.0.1", Port: 80,
+			Checks: []fsm.CheckDefinition{{Name: "tcp", Type: fsm.CheckTTL, TTL: int64(time.Minute)}}})
+		running(0, "the last one redefined as a TTL check")
+		cl.must(t, fsm.AssignChecksType, &fsm.AssignChecksRequest{Assignments: []fsm.Assignment{{Check: "web:w1:tcp", Owner: "n1"}}})
+		running(1, "the moved check assigned back")
+
+		if err := cl.f.Restore(io.NopCloser(&snap.Buffer)); err != nil {
+			t.Fatal(err)
+		}
+		running(3, "restoring the snapshot taken with three TCP checks")
 	})
 }

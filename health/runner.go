@@ -6,14 +6,15 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
-	"github.com/hashicorp/go-memdb"
 )
 
 // Run probes the checks this node owns until ctx ends. It follows the
-// catalog with a watch, so a check assigned to this node starts at once and
-// one taken away stops at once. Each check has its own goroutine: the first
-// probe comes at a random offset within the interval (so checks spread
-// out), then one every interval after the previous probe ended.
+// catalog's check feed (fsm.CheckFeed), so a check assigned to this node
+// starts at once and one taken away stops at once, and each change costs a
+// read of the checks it names, not of every check the node owns. Each check
+// has its own goroutine: the first probe comes at a random offset within
+// the interval (so checks spread out), then one every interval after the
+// previous probe ended.
 func (h *Health) Run(ctx context.Context) {
 	type running struct {
 		create uint64
@@ -23,6 +24,9 @@ func (h *Health) Run(ctx context.Context) {
 	checks := map[string]*running{}
 	stop := func(id string) {
 		r := checks[id]
+		if r == nil {
+			return
+		}
 		r.cancel()
 		<-r.done
 		delete(checks, id)
@@ -33,37 +37,61 @@ func (h *Health) Run(ctx context.Context) {
 			stop(id)
 		}
 	}()
-	for {
-		ws := memdb.NewWatchSet()
-		_, owned := h.store.ChecksOwnedBy(ws, h.cfg.Node)
-		seen := make(map[string]bool, len(owned))
-		for _, c := range owned {
-			if c.Type == fsm.CheckTTL {
-				continue
+	// start runs c unless it runs already with the same definition.
+	start := func(c *fsm.Check) {
+		if r := checks[c.ID]; r != nil {
+			if r.create == c.CreateIndex {
+				return
 			}
-			seen[c.ID] = true
-			if r := checks[c.ID]; r != nil {
-				if r.create == c.CreateIndex {
+			stop(c.ID) // redefined: restart with the new definition
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		r := &running{create: c.CreateIndex, cancel: cancel, done: make(chan struct{})}
+		checks[c.ID] = r
+		h.stats.running.Add(1)
+		go func(c *fsm.Check) {
+			defer close(r.done)
+			h.runCheck(cctx, c)
+		}(c)
+	}
+	feed := h.store.WatchChecks()
+	defer feed.Close()
+	var ids []string
+	for {
+		var complete bool
+		ids, complete = feed.Take(ids)
+		if complete {
+			for _, id := range ids {
+				c := h.store.Check(nil, id)
+				if c == nil || c.Owner != h.cfg.Node || c.Type == fsm.CheckTTL {
+					stop(id)
 					continue
 				}
-				stop(c.ID) // redefined: restart with the new definition
+				start(c)
 			}
-			cctx, cancel := context.WithCancel(ctx)
-			r := &running{create: c.CreateIndex, cancel: cancel, done: make(chan struct{})}
-			checks[c.ID] = r
-			h.stats.running.Add(1)
-			go func(c *fsm.Check) {
-				defer close(r.done)
-				h.runCheck(cctx, c)
-			}(c)
-		}
-		for id := range checks {
-			if !seen[id] {
-				stop(id)
+		} else {
+			// The first time, and whenever the feed lost track: every
+			// check this node owns.
+			_, owned := h.store.ChecksOwnedBy(nil, h.cfg.Node)
+			seen := make(map[string]bool, len(owned))
+			for _, c := range owned {
+				if c.Type == fsm.CheckTTL {
+					continue
+				}
+				seen[c.ID] = true
+				start(c)
+			}
+			for id := range checks {
+				if !seen[id] {
+					stop(id)
+				}
 			}
 		}
-		if err := ws.WatchCtx(ctx); err != nil {
+		clear(ids)
+		select {
+		case <-ctx.Done():
 			return
+		case <-feed.Ready():
 		}
 	}
 }
