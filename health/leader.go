@@ -436,14 +436,14 @@ func (c *coordinator) writeTTLChecks(ids []string, now time.Time) (uint64, map[s
 	var idx uint64
 	for _, id := range ids {
 		st := c.ttl[id]
+		if st == nil || st.tr == nil {
+			continue // gone, or neither reported nor expired: nothing to write
+		}
 		cur := c.h.store.Check(nil, id)
-		if st == nil || cur == nil {
+		if cur == nil {
 			continue
 		}
 		idx = max(idx, cur.ModifyIndex)
-		if st.tr == nil {
-			continue // neither reported nor expired: nothing to write
-		}
 		if st.tr.flapping && !cur.Flapping {
 			c.h.logger.Warn("check is flapping", "check", id, "until", st.tr.flapUntil.Format(time.RFC3339))
 		}
