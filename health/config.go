@@ -70,8 +70,9 @@ type Config struct {
 	// instance's metrics are replicated at most once per period, and only
 	// when they changed.
 	MetricsPeriod time.Duration
-	// MinScanInterval bounds how often the leader rescans the catalog after
-	// changes (assignments, deadlines), so bursts of writes cost one scan.
+	// MinScanInterval bounds how often the leader scans the checks that
+	// changed (assignments, timers, deadlines), so bursts of writes cost
+	// one scan.
 	MinScanInterval time.Duration
 	// MaxOutput caps the output kept per check (bytes).
 	MaxOutput int
