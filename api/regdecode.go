@@ -40,13 +40,63 @@ const maxFastMeta = 32
 func fastRegistration(body []byte, v *client.Registration) bool {
 	d := regDecoder{b: body}
 	d.space()
+	ok := d.object(func(key []byte) (bit uint16, ok bool) {
+		switch string(key) {
+		case "address":
+			v.Address, ok = d.strValue()
+		case "port":
+			v.Port, ok = d.int()
+		case "tags":
+			v.Tags, ok = d.strings()
+		case "meta":
+			v.Meta, ok = d.meta()
+		case "version":
+			v.Version, ok = d.strValue()
+		case "weight":
+			v.Weight, ok = d.int()
+		case "node":
+			v.Node, ok = d.strValue()
+		case "checks":
+			v.Checks, ok = d.checks()
+		default:
+			return 0, false
+		}
+		return keyBit(registrationKeys, key), ok
+	})
+	return ok && d.end()
+}
+
+// The keys fastRegistration and check take, each standing for its bit in
+// object's record of the keys seen.
+var (
+	registrationKeys = []string{"address", "port", "tags", "meta", "version", "weight", "node", "checks"}
+	checkKeys        = []string{"name", "type", "http", "method", "tls_skip_verify", "tcp", "grpc", "grpc_service",
+		"ttl", "interval", "timeout", "failures_before_critical", "successes_before_passing", "initial_status",
+		"deregister_critical_after"}
+)
+
+// keyBit returns the bit of key in keys.
+func keyBit(keys []string, key []byte) uint16 {
+	for i, k := range keys {
+		if k == string(key) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// object reads an object of known keys. field is called with each key,
+// once its colon is read, to read the value; it returns the key's bit and
+// whether it read the value. An unknown key, a key twice or a bad value
+// fails the object.
+func (d *regDecoder) object(field func(key []byte) (uint16, bool)) bool {
 	if !d.take('{') {
 		return false
 	}
-	var seen uint8
+	var seen uint16
 	d.space()
 	if d.take('}') {
-		return d.end()
+		return true
 	}
 	for {
 		d.space()
@@ -59,42 +109,14 @@ func fastRegistration(body []byte, v *client.Registration) bool {
 			return false
 		}
 		d.space()
-		var bit uint8
-		switch string(key) {
-		case "address":
-			bit = 1
-			v.Address, ok = d.strValue()
-		case "port":
-			bit = 2
-			v.Port, ok = d.int()
-		case "tags":
-			bit = 4
-			v.Tags, ok = d.strings()
-		case "meta":
-			bit = 8
-			v.Meta, ok = d.meta()
-		case "version":
-			bit = 16
-			v.Version, ok = d.strValue()
-		case "weight":
-			bit = 32
-			v.Weight, ok = d.int()
-		case "node":
-			bit = 64
-			v.Node, ok = d.strValue()
-		case "checks":
-			bit = 128
-			v.Checks, ok = d.checks()
-		default:
-			return false
-		}
-		if !ok || seen&bit != 0 {
+		bit, ok := field(key)
+		if !ok || bit == 0 || seen&bit != 0 {
 			return false
 		}
 		seen |= bit
 		d.space()
 		if d.take('}') {
-			return d.end()
+			return true
 		}
 		if !d.take(',') {
 			return false
@@ -299,87 +321,43 @@ func (d *regDecoder) checks() ([]client.CheckDefinition, bool) {
 
 // check reads one check object. A header map is left to decodeJSON.
 func (d *regDecoder) check(c *client.CheckDefinition) bool {
-	if !d.take('{') {
-		return false
-	}
-	var seen uint16
-	d.space()
-	if d.take('}') {
-		return true
-	}
-	for {
-		d.space()
-		key, ok := d.str()
-		if !ok {
-			return false
-		}
-		d.space()
-		if !d.take(':') {
-			return false
-		}
-		d.space()
-		var bit uint16
+	return d.object(func(key []byte) (bit uint16, ok bool) {
 		switch string(key) {
 		case "name":
-			bit = 1 << 0
 			c.Name, ok = d.strValue()
 		case "type":
-			bit = 1 << 1
 			c.Type, ok = d.strValue()
 		case "http":
-			bit = 1 << 2
 			c.HTTP, ok = d.strValue()
 		case "method":
-			bit = 1 << 3
 			c.Method, ok = d.strValue()
 		case "tls_skip_verify":
-			bit = 1 << 4
 			c.TLSSkipVerify, ok = d.bool()
 		case "tcp":
-			bit = 1 << 5
 			c.TCP, ok = d.strValue()
 		case "grpc":
-			bit = 1 << 6
 			c.GRPC, ok = d.strValue()
 		case "grpc_service":
-			bit = 1 << 7
 			c.GRPCService, ok = d.strValue()
 		case "ttl":
-			bit = 1 << 8
 			c.TTL, ok = d.duration()
 		case "interval":
-			bit = 1 << 9
 			c.Interval, ok = d.duration()
 		case "timeout":
-			bit = 1 << 10
 			c.Timeout, ok = d.duration()
 		case "failures_before_critical":
-			bit = 1 << 11
 			c.FailuresBeforeCritical, ok = d.int()
 		case "successes_before_passing":
-			bit = 1 << 12
 			c.SuccessesBeforePassing, ok = d.int()
 		case "initial_status":
-			bit = 1 << 13
 			c.InitialStatus, ok = d.strValue()
 		case "deregister_critical_after":
-			bit = 1 << 14
 			c.DeregisterCriticalAfter, ok = d.duration()
 		default:
-			return false
+			return 0, false
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		d.space()
-		if d.take('}') {
-			return true
-		}
-		if !d.take(',') {
-			return false
-		}
-	}
+		return keyBit(checkKeys, key), ok
+	})
 }
 
 // bool reads true or false.
