@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -480,5 +481,31 @@ func TestTheRunnerFollowsTheChecksThisNodeOwns(t *testing.T) {
 			t.Fatal(err)
 		}
 		running(3, "restoring the snapshot taken with three TCP checks")
+	})
+}
+
+// A TTL check re-registered under the same name as another type loses its
+// timer at the scan that sees it: the old TTL neither expires the new check
+// nor writes for it (which the FSM would refuse: the new check has an owner).
+func TestATTLCheckRedefinedAsAnotherTypeLosesItsTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, func(c *Config) { c.TTLGrace = 0 })
+		registerTTL(t, cl, "j1", 10*time.Second, 0)
+		registerTTL(t, cl, "j2", 10*time.Second, 0)
+		lead(t, h)
+		cl.must(t, fsm.RegisterType, &fsm.RegisterRequest{ID: "j1", Service: "jobs", Address: "127.0.0.1", Port: 1, Time: time.Now().UnixNano(),
+			Checks: []fsm.CheckDefinition{{Name: "hb", Type: fsm.CheckTCP, Target: "127.0.0.1:1", Interval: int64(time.Hour), Timeout: int64(time.Second)}}})
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		st := h.Stats()
+		if st.ProposalErrors != 0 {
+			t.Fatalf("%d refused writes after a TTL check became a TCP check", st.ProposalErrors)
+		}
+		if st.TTLExpiries != 1 {
+			t.Fatalf("%d TTL expiries, want 1 (j2's alone)", st.TTLExpiries)
+		}
+		if c := h.store.Check(nil, "jobs:j1:hb"); c.Type != fsm.CheckTCP || strings.HasPrefix(c.Output, "TTL expired") {
+			t.Fatalf("the TCP check that replaced a TTL check: %s, %q", c.Type, c.Output)
+		}
 	})
 }

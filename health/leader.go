@@ -57,6 +57,8 @@ type coordinator struct {
 	// epoch is when the coordinator started: TTL deadlines are kept as
 	// mono times, nanoseconds since it on the monotonic clock.
 	epoch time.Time
+	// metricsSwept is when the metrics state was last swept.
+	metricsSwept time.Time
 }
 
 // mono returns t as a mono time (at least 1, so that 0 can mean none).
@@ -76,6 +78,12 @@ type ttlState struct {
 	deadline int64    // mono time; 0 once expired, until the next report
 	tr       *tracker // nil until the check is first reported or expires
 	seen     uint64   // the last full scan that listed the check
+}
+
+// stillFor reports whether st is the timer of ch: ch exists, is a TTL
+// check, and is the definition st was armed for.
+func (st *ttlState) stillFor(ch *fsm.Check) bool {
+	return ch != nil && ch.Type == fsm.CheckTTL && ch.CreateIndex == st.create
 }
 
 // instanceKey names an instance: IDs are unique within a service only.
@@ -195,6 +203,20 @@ func (c *coordinator) run() {
 	}
 }
 
+// metricsSweepEvery is how often a scan drops the metrics state of
+// instances gone.
+const metricsSweepEvery = time.Minute
+
+// sweepMetrics drops the metrics state of instances no longer registered.
+func (c *coordinator) sweepMetrics(now time.Time) {
+	c.metricsSwept = now
+	for k := range c.metrics {
+		if inst, _ := c.h.store.CurrentInstance(k.service, k.id); inst == nil {
+			delete(c.metrics, k)
+		}
+	}
+}
+
 // nextWake is the earliest time something is due.
 func (c *coordinator) nextWake() time.Time {
 	next := time.Now().Add(time.Hour)
@@ -254,9 +276,14 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 	consider := func(ch *fsm.Check) {
 		if ch.Type == fsm.CheckTTL {
 			c.armTTL(ch, now)
-		} else if len(alive) > 0 && (rebalance || !isAlive[ch.Owner]) {
-			if want := fsm.PickOwner(ch.ID, alive); want != ch.Owner {
-				assign = append(assign, fsm.Assignment{Check: ch.ID, Owner: want})
+		} else {
+			// A TTL check redefined as another type under the same
+			// name loses its timer.
+			delete(c.ttl, ch.ID)
+			if len(alive) > 0 && (rebalance || !isAlive[ch.Owner]) {
+				if want := fsm.PickOwner(ch.ID, alive); want != ch.Owner {
+					assign = append(assign, fsm.Assignment{Check: ch.ID, Owner: want})
+				}
 			}
 		}
 		if ch.DeregisterCriticalAfter > 0 && ch.Status == fsm.Critical {
@@ -286,15 +313,12 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 				delete(c.ttl, id)
 			}
 		}
-		for k := range c.metrics {
-			if inst, _ := h.store.CurrentInstance(k.service, k.id); inst == nil {
-				delete(c.metrics, k)
-			}
-		}
+		c.sweepMetrics(now)
 	} else {
-		h.stats.scannedChecks.Add(uint64(len(c.ids)))
 		slices.Sort(c.ids)
-		for _, id := range slices.Compact(c.ids) {
+		c.ids = slices.Compact(c.ids)
+		h.stats.scannedChecks.Add(uint64(len(c.ids)))
+		for _, id := range c.ids {
 			if ch := h.store.Check(nil, id); ch != nil {
 				consider(ch)
 				continue
@@ -312,6 +336,12 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 		}
 	}
 	clear(c.ids)
+	if now.Sub(c.metricsSwept) >= metricsSweepEvery {
+		// An instance can go without a check of its going (re-registered
+		// without its TTL check, then deregistered): its metrics state is
+		// dropped here at the latest.
+		c.sweepMetrics(now)
+	}
 
 	deregister := map[instanceKey]string{} // instance -> why
 	c.deadline = time.Time{}
@@ -403,7 +433,9 @@ func (c *coordinator) expire(now time.Time) {
 		}
 		if st.tr == nil {
 			ch := c.h.store.Check(nil, e.check)
-			if ch == nil {
+			if !st.stillFor(ch) {
+				// Gone or redefined since the last scan: the
+				// next scan arms what is there now.
 				delete(c.ttl, e.check)
 				continue
 			}
@@ -440,8 +472,8 @@ func (c *coordinator) writeTTLChecks(ids []string, now time.Time) (uint64, map[s
 			continue // gone, or neither reported nor expired: nothing to write
 		}
 		cur := c.h.store.Check(nil, id)
-		if cur == nil {
-			continue
+		if !st.stillFor(cur) {
+			continue // gone or redefined: the next scan sorts it out
 		}
 		idx = max(idx, cur.ModifyIndex)
 		if st.tr.flapping && !cur.Flapping {
