@@ -33,6 +33,9 @@ type coordinator struct {
 	ttl     map[string]*ttlState // by check ID
 	timers  ttlHeap
 	metrics map[instanceKey]*metricState
+	// waiting are the metrics states with a report waiting to be written,
+	// so that the loop's turns look at those alone.
+	waiting map[instanceKey]*metricState
 
 	scanAt   time.Time // when the next scan is due (zero: none)
 	lastScan time.Time
@@ -138,7 +141,7 @@ func (h *ttlHeap) Pop() any {
 func (h *Health) Lead(ctx context.Context) {
 	c := &coordinator{
 		h: h, ctx: ctx, reqs: make(chan *ttlRequest, maxBatch),
-		ttl: map[string]*ttlState{}, metrics: map[instanceKey]*metricState{}, first: true,
+		ttl: map[string]*ttlState{}, metrics: map[instanceKey]*metricState{}, waiting: map[instanceKey]*metricState{}, first: true,
 		critical: map[string]criticalDue{}, feed: h.store.WatchChecks(), epoch: time.Now(),
 	}
 	defer c.feed.Close()
@@ -212,7 +215,7 @@ func (c *coordinator) sweepMetrics(now time.Time) {
 	c.metricsSwept = now
 	for k := range c.metrics {
 		if inst, _ := c.h.store.CurrentInstance(k.service, k.id); inst == nil {
-			delete(c.metrics, k)
+			c.dropMetrics(k)
 		}
 	}
 }
@@ -231,10 +234,8 @@ func (c *coordinator) nextWake() time.Time {
 	if len(c.timers) > 0 {
 		consider(c.epoch.Add(time.Duration(c.timers[0].at)))
 	}
-	for _, m := range c.metrics {
-		if m.pending != nil {
-			consider(m.written.Add(c.h.cfg.MetricsPeriod))
-		}
+	for _, m := range c.waiting {
+		consider(m.written.Add(c.h.cfg.MetricsPeriod))
 	}
 	return next
 }
@@ -329,7 +330,7 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 				k := instanceKey{service, instance}
 				if _, ok := c.metrics[k]; ok {
 					if inst, _ := h.store.CurrentInstance(service, instance); inst == nil {
-						delete(c.metrics, k)
+						c.dropMetrics(k)
 					}
 				}
 			}
@@ -586,11 +587,28 @@ func (c *coordinator) noteMetrics(inst instanceKey, m map[string]float64, now ti
 		c.metrics[inst] = ms
 	}
 	if cur == nil || maps.Equal(cur.Metrics, m) {
-		ms.pending = nil
+		c.setPending(inst, ms, nil)
 		return false
 	}
-	ms.pending = m
+	c.setPending(inst, ms, m)
 	return now.Sub(ms.written) >= c.h.cfg.MetricsPeriod
+}
+
+// setPending sets the metrics of inst waiting to be written (nil: none) and
+// keeps c.waiting, the states with some, in step.
+func (c *coordinator) setPending(inst instanceKey, ms *metricState, m map[string]float64) {
+	ms.pending = m
+	if m == nil {
+		delete(c.waiting, inst)
+	} else {
+		c.waiting[inst] = ms
+	}
+}
+
+// dropMetrics forgets the metrics state of inst.
+func (c *coordinator) dropMetrics(inst instanceKey) {
+	delete(c.metrics, inst)
+	delete(c.waiting, inst)
 }
 
 // flushMetrics writes pending metrics whose period has passed (of only the
@@ -608,7 +626,7 @@ func (c *coordinator) flushMetrics(now time.Time, only []instanceKey) (uint64, e
 			consider(k, c.metrics[k])
 		}
 	} else {
-		for k, ms := range c.metrics {
+		for k, ms := range c.waiting {
 			consider(k, ms)
 		}
 	}
@@ -630,8 +648,10 @@ func (c *coordinator) flushMetrics(now time.Time, only []instanceKey) (uint64, e
 		return 0, err
 	}
 	for _, u := range req.Updates {
-		ms := c.metrics[instanceKey{u.Service, u.Instance}]
-		ms.written, ms.pending = now, nil
+		k := instanceKey{u.Service, u.Instance}
+		ms := c.metrics[k]
+		ms.written = now
+		c.setPending(k, ms, nil)
 	}
 	c.h.stats.metricsWrites.Add(uint64(len(req.Updates)))
 	return idx, nil
