@@ -119,13 +119,15 @@ func (w *writeTxn) delete(table string, obj any) {
 
 // putCheck inserts or replaces check c.
 func (w *writeTxn) putCheck(c *Check) {
-	w.insert(tableChecks, c)
+	w.sets.putCheck(c)
+	w.tables[tableChecks] = max(w.tables[tableChecks], w.index)
 	w.checks = append(w.checks, c.ID)
 }
 
 // dropCheck deletes check c.
 func (w *writeTxn) dropCheck(c *Check) {
-	w.delete(tableChecks, c)
+	w.sets.removeCheck(c)
+	w.tables[tableChecks] = max(w.tables[tableChecks], w.index)
 	w.checks = append(w.checks, c.ID)
 }
 
@@ -157,18 +159,13 @@ func (w *writeTxn) service(name string) *Service {
 	return svc
 }
 
-func (w *writeTxn) check(id string) *Check {
-	if raw := w.first(tableChecks, "id", id); raw != nil {
-		return raw.(*Check)
-	}
-	return nil
-}
+func (w *writeTxn) check(id string) *Check { return w.sets.check(id) }
 
 func (w *writeTxn) checksOf(service, instance string) []*Check {
 	if instance == "" {
 		return nil
 	}
-	return checksOf(w.tx, nil, service, instance, nil)
+	return w.sets.checksOf(service, instance)
 }
 
 // touch records that the current entry changed service, adding delta

@@ -128,7 +128,7 @@ func countRecords(tx *memdb.Txn) (ArchiveCounts, error) {
 		table string
 		n     *int
 	}{
-		{tableServices, &out.Services}, {tableChecks, &out.Checks},
+		{tableServices, &out.Services},
 		{tableNodes, &out.Nodes}, {tableTokens, &out.Tokens},
 	} {
 		it, err := tx.Get(t.table, "id")
@@ -141,6 +141,10 @@ func countRecords(tx *memdb.Txn) (ArchiveCounts, error) {
 	}
 	eachSet(tx, func(s *serviceSet) bool {
 		out.Instances += s.set.Len()
+		return true
+	})
+	eachCheck(tx, func(*Check) bool {
+		out.Checks++
 		return true
 	})
 	return out, nil

@@ -98,27 +98,28 @@ type nodeSet struct {
 	set  *instanceSet
 }
 
-func (r *serviceSet) instances() *instanceSet { return r.set }
-func (r *nodeSet) instances() *instanceSet    { return r.set }
+func (r *serviceSet) items() *instanceSet { return r.set }
+func (r *nodeSet) items() *instanceSet    { return r.set }
 
-// setTable is one of the two tables of sets.
-type setTable struct {
+// setTable is one of the tables of sets: the instances' two, and the
+// checks' (checkset.go). T is what the sets hold.
+type setTable[T any] struct {
 	name   string
-	newSet func() *instanceSet
-	row    func(key string, s *instanceSet) any
+	newSet func() *btree.BTreeG[T]
+	row    func(key string, s *btree.BTreeG[T]) any
 }
 
 var (
-	serviceSets = setTable{tableSets, newInstanceSet,
+	serviceSets = setTable[*Instance]{tableSets, newInstanceSet,
 		func(k string, s *instanceSet) any { return &serviceSet{Service: k, set: s} }}
-	nodeSets = setTable{tableNodeSets, newNodeSet,
+	nodeSets = setTable[*Instance]{tableNodeSets, newNodeSet,
 		func(k string, s *instanceSet) any { return &nodeSet{Node: k, set: s} }}
 )
 
 // of returns key's set as tx sees it, or nil, and adds the watch channel of
 // its row to ws (it fires on every change of the set, and when a missing
 // row is written).
-func (t setTable) of(tx *memdb.Txn, ws memdb.WatchSet, key string) *instanceSet {
+func (t setTable[T]) of(tx *memdb.Txn, ws memdb.WatchSet, key string) *btree.BTreeG[T] {
 	var raw any
 	var err error
 	if ws != nil {
@@ -134,7 +135,7 @@ func (t setTable) of(tx *memdb.Txn, ws memdb.WatchSet, key string) *instanceSet 
 	if raw == nil {
 		return nil
 	}
-	return raw.(interface{ instances() *instanceSet }).instances()
+	return raw.(interface{ items() *btree.BTreeG[T] }).items()
 }
 
 // setOf is serviceSets.of: service's instances.
@@ -224,17 +225,21 @@ var errNoKey = errors.New("fsm: instance: service and id are required")
 //
 // cache is the writer's rowCache of the table: committed sets found in it
 // need no lookup in go-memdb at all, in this transaction or a later one.
-type changedSets struct {
-	t     setTable
-	m     map[string]*instanceSet
-	read  map[string]*instanceSet
-	cache map[string]*instanceSet
+type changedSets[T any] struct {
+	t     setTable[T]
+	m     map[string]*btree.BTreeG[T]
+	read  map[string]*btree.BTreeG[T]
+	cache map[string]*btree.BTreeG[T]
 	rows  *rowCache
+}
+
+func newChangedSets[T any](t setTable[T]) changedSets[T] {
+	return changedSets[T]{t: t, m: map[string]*btree.BTreeG[T]{}, read: map[string]*btree.BTreeG[T]{}}
 }
 
 // get returns key's set as the transaction sees it so far (nil if it has
 // none and never had).
-func (c *changedSets) get(tx *memdb.Txn, key string) *instanceSet {
+func (c *changedSets[T]) get(tx *memdb.Txn, key string) *btree.BTreeG[T] {
 	if s, ok := c.m[key]; ok {
 		return s
 	}
@@ -242,7 +247,7 @@ func (c *changedSets) get(tx *memdb.Txn, key string) *instanceSet {
 }
 
 // committed returns key's set as committed before the transaction.
-func (c *changedSets) committed(tx *memdb.Txn, key string) *instanceSet {
+func (c *changedSets[T]) committed(tx *memdb.Txn, key string) *btree.BTreeG[T] {
 	if s, ok := c.read[key]; ok {
 		return s
 	}
@@ -258,7 +263,7 @@ func (c *changedSets) committed(tx *memdb.Txn, key string) *instanceSet {
 }
 
 // mutable returns key's set, cloned for the transaction on first use.
-func (c *changedSets) mutable(tx *memdb.Txn, key string) *instanceSet {
+func (c *changedSets[T]) mutable(tx *memdb.Txn, key string) *btree.BTreeG[T] {
 	if s, ok := c.m[key]; ok {
 		return s
 	}
@@ -274,7 +279,7 @@ func (c *changedSets) mutable(tx *memdb.Txn, key string) *instanceSet {
 }
 
 // forget drops what the transaction looked up and changed.
-func (c *changedSets) forget() {
+func (c *changedSets[T]) forget() {
 	clear(c.m)
 	clear(c.read)
 }
@@ -282,7 +287,7 @@ func (c *changedSets) forget() {
 // write publishes the changed sets in tx (an emptied set deletes its row)
 // and forgets them: holding them would keep a replaced store generation
 // alive after a restore.
-func (c *changedSets) write(tx *memdb.Txn) error {
+func (c *changedSets[T]) write(tx *memdb.Txn) error {
 	defer c.forget()
 	for key, s := range c.m {
 		delete(c.cache, key)
@@ -290,7 +295,7 @@ func (c *changedSets) write(tx *memdb.Txn) error {
 			if err := tx.Insert(c.t.name, c.t.row(key, s)); err != nil {
 				return err
 			}
-			c.rows.pendSet(c.cache, key, s)
+			pendSet(c.rows, c.cache, key, s)
 		} else if _, err := tx.DeleteAll(c.t.name, "id", key); err != nil {
 			return err
 		}
@@ -298,19 +303,22 @@ func (c *changedSets) write(tx *memdb.Txn) error {
 	return nil
 }
 
-// setsTxn is what one transaction does to the instances: their services'
-// and nodes' sets and the draining rows of the instances table. A write
-// batch (writeTxn) and a snapshot restore both go through it.
+// setsTxn is what one transaction does to the instances and the checks:
+// their services' and nodes' sets, the draining rows of the instances
+// table, and the services' check sets (checkset.go). A write batch
+// (writeTxn) and a snapshot restore both go through it.
 type setsTxn struct {
 	tx       *memdb.Txn
-	services changedSets
-	nodes    changedSets
+	services changedSets[*Instance]
+	nodes    changedSets[*Instance]
+	checks   changedSets[*Check]
 }
 
 func newSetsTxn(tx *memdb.Txn, rows *rowCache) *setsTxn {
 	s := &setsTxn{
-		services: changedSets{t: serviceSets, m: map[string]*instanceSet{}, read: map[string]*instanceSet{}},
-		nodes:    changedSets{t: nodeSets, m: map[string]*instanceSet{}, read: map[string]*instanceSet{}},
+		services: newChangedSets(serviceSets),
+		nodes:    newChangedSets(nodeSets),
+		checks:   newChangedSets(checkSets),
 	}
 	s.reset(tx, rows)
 	return s
@@ -322,8 +330,10 @@ func (s *setsTxn) reset(tx *memdb.Txn, rows *rowCache) {
 	s.tx = tx
 	s.services.forget()
 	s.nodes.forget()
+	s.checks.forget()
 	s.services.cache, s.services.rows = rows.sets, rows
 	s.nodes.cache, s.nodes.rows = rows.nodes, rows
+	s.checks.cache, s.checks.rows = rows.checks, rows
 }
 
 // instance returns the instance id of service as the transaction sees it.
@@ -378,11 +388,15 @@ func (s *setsTxn) flush() error {
 	if err := s.services.write(s.tx); err != nil {
 		return err
 	}
+	if err := s.checks.write(s.tx); err != nil {
+		return err
+	}
 	return s.nodes.write(s.tx)
 }
 
 // rowCache remembers, for the one goroutine that writes a store
-// generation, committed rows of the sets, nodesets and services tables: a
+// generation, committed rows of the sets, nodesets, checksets and services
+// tables: a
 // write batch looks up the set and the record of every service it touches,
 // and a lookup in go-memdb costs an iterator and a copy of the index's
 // transaction (lookupUnique), about 5 % of a node's CPU under a stream of
@@ -397,26 +411,29 @@ func (s *setsTxn) flush() error {
 type rowCache struct {
 	sets     map[string]*instanceSet // service -> its committed set
 	nodes    map[string]*instanceSet // node -> its committed set
+	checks   map[string]*checkSet    // service -> its committed check set
 	services map[string]*Service     // service -> its committed record
 	pending  []pendingRow            // written by the open transaction
 }
 
-// pendingRow is a row the open transaction wrote: a set (into sets or
-// nodes, by key) or a service record.
+// pendingRow is a row the open transaction wrote: a set (into one of the
+// set caches, by key) or a service record (into is nil).
 type pendingRow struct {
-	into map[string]*instanceSet
+	into any // map[string]*instanceSet or map[string]*checkSet
 	key  string
-	set  *instanceSet
+	set  any // *instanceSet or *checkSet, as into holds
 	svc  *Service
 }
 
 func newRowCache() *rowCache {
-	return &rowCache{sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{}, services: map[string]*Service{}}
+	return &rowCache{sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{},
+		checks: map[string]*checkSet{}, services: map[string]*Service{}}
 }
 
 // pendSet notes that the open transaction wrote key's set s into a table
-// whose cache is into; the caller has forgotten key's committed set.
-func (r *rowCache) pendSet(into map[string]*instanceSet, key string, s *instanceSet) {
+// whose cache is into; the caller has forgotten key's committed set. (Maps
+// and pointers go into an interface without an allocation.)
+func pendSet[T any](r *rowCache, into map[string]*btree.BTreeG[T], key string, s *btree.BTreeG[T]) {
 	r.pending = append(r.pending, pendingRow{into: into, key: key, set: s})
 }
 
@@ -433,10 +450,13 @@ func (r *rowCache) forgetService(name string) { delete(r.services, name) }
 // committed remembers the rows the transaction that just committed wrote.
 func (r *rowCache) committed() {
 	for i, p := range r.pending {
-		if p.svc != nil {
+		switch into := p.into.(type) {
+		case nil:
 			r.services[p.key] = p.svc
-		} else {
-			p.into[p.key] = p.set
+		case map[string]*instanceSet:
+			into[p.key] = p.set.(*instanceSet)
+		case map[string]*checkSet:
+			into[p.key] = p.set.(*checkSet)
 		}
 		r.pending[i] = pendingRow{}
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-memdb"
@@ -208,8 +209,53 @@ func rvCheckConsistent(t testing.TB, s *Store, when string) {
 			t.Fatalf("%s: service %s has a record and no set", when, n)
 		}
 	}
+	rvCheckCheckSets(t, s, tx, inSets, when)
 	rvCheckRowCache(t, s, when)
 	rvCheckServiceLists(t, s, when)
+}
+
+// rvCheckCheckSets checks the check sets: no empty row, every check in the
+// row of its service under its CheckID, of an instance that is in the sets,
+// found by ID and among its instance's checks, and the list of all checks
+// in ID order with each check once.
+func rvCheckCheckSets(t testing.TB, s *Store, tx *memdb.Txn, inSets map[[2]string]*Instance, when string) {
+	t.Helper()
+	it, err := tx.Get(tableCheckSets, "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for o := it.Next(); o != nil; o = it.Next() {
+		row := o.(*checkSetRow)
+		if row.set.Len() == 0 {
+			t.Fatalf("%s: empty check set row for %q", when, row.Service)
+		}
+		row.set.Ascend(func(c *Check) bool {
+			n++
+			if c.Service != row.Service || c.ID != CheckID(c.Service, c.Instance, c.Name) {
+				t.Fatalf("%s: check %q (service %q, instance %q, name %q) in the check set of %q", when, c.ID, c.Service, c.Instance, c.Name, row.Service)
+			}
+			if inSets[[2]string{c.Service, c.Instance}] == nil {
+				t.Fatalf("%s: check %q of %s/%s, which is not registered", when, c.ID, c.Service, c.Instance)
+			}
+			if got := s.Check(nil, c.ID); got != c {
+				t.Fatalf("%s: Check(%q) = %p, want the record in its set %p", when, c.ID, got, c)
+			}
+			if _, _, own := s.Instance(nil, c.Service, c.Instance); !slices.Contains(own, c) {
+				t.Fatalf("%s: check %q is not among its instance's checks", when, c.ID)
+			}
+			return true
+		})
+	}
+	_, all := s.Checks(nil, "")
+	if len(all) != n || !slices.IsSortedFunc(all, func(a, b *Check) int { return strings.Compare(a.ID, b.ID) }) {
+		t.Fatalf("%s: Checks lists %d checks (sorted by ID: %v), the sets hold %d", when, len(all), slices.IsSortedFunc(all, func(a, b *Check) int { return strings.Compare(a.ID, b.ID) }), n)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].ID == all[i].ID {
+			t.Fatalf("%s: check %q listed twice", when, all[i].ID)
+		}
+	}
 }
 
 // rvCheckRowCache checks that every row the writer's cache remembers is
@@ -223,13 +269,18 @@ func rvCheckRowCache(t testing.TB, s *Store, when string) {
 		t.Fatalf("%s: %d rows pending after a commit", when, len(st.rows.pending))
 	}
 	for _, c := range []struct {
-		t     setTable
+		t     setTable[*Instance]
 		cache map[string]*instanceSet
 	}{{serviceSets, st.rows.sets}, {nodeSets, st.rows.nodes}} {
 		for k, set := range c.cache {
 			if got := c.t.of(tx, nil, k); got != set {
 				t.Fatalf("%s: the writer's cache holds a set of %s %q that is not the committed one (%p, committed %p)", when, c.t.name, k, set, got)
 			}
+		}
+	}
+	for k, set := range st.rows.checks {
+		if got := checkSetOf(tx, nil, k); got != set {
+			t.Fatalf("%s: the writer's cache holds a check set of %q that is not the committed one (%p, committed %p)", when, k, set, got)
 		}
 	}
 	for k, svc := range st.rows.services {
@@ -278,8 +329,9 @@ func rvCheckServiceLists(t testing.TB, s *Store, when string) {
 // frozen is what a read transaction saw of every set, to check later that it
 // did not change.
 type frozen struct {
-	tx   *memdb.Txn
-	sets map[string][]*Instance
+	tx     *memdb.Txn
+	sets   map[string][]*Instance
+	checks []*Check
 }
 
 func freeze(s *Store) frozen {
@@ -289,11 +341,23 @@ func freeze(s *Store) frozen {
 		f.sets[ss.Service] = appendSet(nil, ss.set)
 		return true
 	})
+	eachCheck(tx, func(c *Check) bool {
+		f.checks = append(f.checks, c)
+		return true
+	})
 	return f
 }
 
 func (f frozen) verify(t testing.TB, when string) {
 	t.Helper()
+	var checks []*Check
+	eachCheck(f.tx, func(c *Check) bool {
+		checks = append(checks, c)
+		return true
+	})
+	if !slices.Equal(checks, f.checks) {
+		t.Fatalf("%s: the checks changed under a reader: %d, had %d", when, len(checks), len(f.checks))
+	}
 	n := 0
 	eachSet(f.tx, func(ss *serviceSet) bool {
 		n++

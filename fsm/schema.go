@@ -12,12 +12,17 @@ const (
 	tableInstances = "instances"
 	tableSets      = "sets"
 	tableNodeSets  = "nodesets"
-	tableChecks    = "checks"
+	tableCheckSets = "checksets"
 	tableServices  = "services"
 	tableNodes     = "nodes"
 	tableTokens    = "tokens"
 	tableIndex     = "index"
 )
+
+// tableChecks names the checks' entry in the index table: the last Raft
+// index that changed a check. The checks themselves are in their services'
+// check sets (checkset.go).
+const tableChecks = "checks"
 
 // indexEntry remembers the last Raft index that changed a table.
 type indexEntry struct {
@@ -46,12 +51,9 @@ func schema() *memdb.DBSchema {
 			// the drain deadlines it enforces without scanning the catalog.
 			"draining": {Name: "draining", AllowMissing: true, Indexer: drainingIndexer{}},
 		}},
-		tableChecks: {Name: tableChecks, Indexes: map[string]*memdb.IndexSchema{
-			// ID is SERVICE:INSTANCE:NAME: a service's or an instance's
-			// checks are a prefix scan of it (checksOf), so the checks keep
-			// no index by service or by instance.
-			"id":    {Name: "id", Unique: true, Indexer: strField("ID", func(c *Check) string { return c.ID })},
-			"owner": {Name: "owner", AllowMissing: true, Indexer: strField("Owner", func(c *Check) string { return c.Owner })},
+		// A service's checks are a row of the checksets table (checkset.go).
+		tableCheckSets: {Name: tableCheckSets, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: strField("Service", func(r *checkSetRow) string { return r.Service })},
 		}},
 		tableServices: {Name: tableServices, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: strField("Name", func(r *Service) string { return r.Name })},

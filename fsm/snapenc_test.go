@@ -284,9 +284,12 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 		{tableIndex, &indexEntry{Key: tableInstances, Value: 300}},
 	} {
 		var err error
-		if inst, ok := rec.obj.(*Instance); ok {
-			_, err = sets.put(inst)
-		} else {
+		switch o := rec.obj.(type) {
+		case *Instance:
+			_, err = sets.put(o)
+		case *Check:
+			sets.putCheck(o)
+		default:
 			err = tx.Insert(rec.table, rec.obj)
 		}
 		if err != nil {
@@ -304,6 +307,13 @@ func TestSnapshotStreamUnchanged(t *testing.T) {
 			for _, inst := range allInstances(tx) {
 				out = append(out, inst)
 			}
+			return out
+		}
+		if table == tableChecks {
+			eachCheck(tx, func(c *Check) bool {
+				out = append(out, c)
+				return true
+			})
 			return out
 		}
 		it, err := tx.Get(table, "id")

@@ -105,23 +105,31 @@ func (s *snapshot) write(w io.Writer) error {
 			}
 			continue
 		}
+		if t.table == tableChecks {
+			// Every check, from the services' check sets.
+			var werr error
+			eachCheck(s.tx, func(c *Check) bool {
+				buf = appendCheck(mpUint(buf[:0], uint64(t.kind)), c)
+				_, werr = bw.Write(buf)
+				return werr == nil
+			})
+			if werr != nil {
+				return werr
+			}
+			continue
+		}
 		it, err := s.tx.Get(t.table, "id")
 		if err != nil {
 			return err
 		}
 		for o := it.Next(); o != nil; o = it.Next() {
 			buf = mpUint(buf[:0], uint64(t.kind))
-			switch r := o.(type) {
-			case *Check:
-				buf = appendCheck(buf, r)
-			default:
-				rec = rec[:0]
-				enc.ResetBytes(&rec)
-				if err := enc.Encode(o); err != nil {
-					return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
-				}
-				buf = append(buf, rec...)
+			rec = rec[:0]
+			enc.ResetBytes(&rec)
+			if err := enc.Encode(o); err != nil {
+				return fmt.Errorf("fsm: snapshot %s: %w", t.table, err)
 			}
+			buf = append(buf, rec...)
 			if _, err := bw.Write(buf); err != nil {
 				return err
 			}
@@ -232,15 +240,32 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 			o.Name = in.str(o.Name)
 		}
 		var err error
-		if inst, ok := obj.(*Instance); ok {
-			_, err = sets.put(inst)
-		} else {
+		switch o := obj.(type) {
+		case *Instance:
+			_, err = sets.put(o)
+		case *Check:
+			err = restoreCheck(sets, o)
+		default:
 			err = tx.Insert(table, obj)
 		}
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
 		}
 	}
+}
+
+// restoreCheck puts a check read from a snapshot into its service's set.
+// Its ID must be the one CheckID makes of it (the set is found by the ID's
+// service), and no check may come twice.
+func restoreCheck(sets *setsTxn, c *Check) error {
+	if c.Service == "" || c.ID != CheckID(c.Service, c.Instance, c.Name) {
+		return fmt.Errorf("check %q: ID does not match its service %q, instance %q and name %q", c.ID, c.Service, c.Instance, c.Name)
+	}
+	if sets.check(c.ID) != nil {
+		return fmt.Errorf("check %q comes twice", c.ID)
+	}
+	sets.putCheck(c)
+	return nil
 }
 
 // instanceV1 is an instance as a version-1 snapshot holds it: the outer Meta

@@ -344,35 +344,10 @@ func instanceChecks(tx *memdb.Txn, ws memdb.WatchSet, service, id string) []*Che
 }
 
 // checksOf returns the checks of service, or of its instance id when id is
-// set, in ID order, by a prefix scan of the checks' primary index (check IDs
-// are SERVICE:INSTANCE:NAME, so no index of their own is needed). The API
-// refuses ':' in names, but the catalog does not rely on it: a name with ':'
-// can make the prefix match another service's or instance's checks, which
-// are skipped. Each check's ModifyIndex raises *idx when idx is set.
+// set, in ID order, from the service's check set; ws watches the set's row.
+// Each check's ModifyIndex raises *idx when idx is set.
 func checksOf(tx *memdb.Txn, ws memdb.WatchSet, service, id string, idx *uint64) []*Check {
-	prefix := service + ":"
-	if id != "" {
-		prefix += id + ":"
-	}
-	it, err := tx.Get(tableChecks, "id_prefix", prefix)
-	if err != nil {
-		panic(err)
-	}
-	if ws != nil {
-		ws.Add(it.WatchCh())
-	}
-	var out []*Check
-	for o := it.Next(); o != nil; o = it.Next() {
-		c := o.(*Check)
-		if c.Service != service || (id != "" && c.Instance != id) {
-			continue
-		}
-		if idx != nil {
-			*idx = max(*idx, c.ModifyIndex)
-		}
-		out = append(out, c)
-	}
-	return out
+	return checksOfSet(checkSetOf(tx, ws, service), service, id, idx)
 }
 
 // Instances returns every instance in the catalog, ordered by service and ID.
@@ -440,47 +415,67 @@ func (s *Store) Services(ws memdb.WatchSet, prefix, after string, limit int) (ui
 	return atLeastOne(idx), out, false
 }
 
-// Checks returns all checks, or those of one service when service is set.
+// Checks returns all checks, or those of one service when service is set,
+// in ID order; ws fires on any change of a check (of one service's checks
+// when service is set).
 func (s *Store) Checks(ws memdb.WatchSet, service string) (uint64, []*Check) {
-	if service == "" {
-		return listTable[*Check](s, ws, tableChecks)
-	}
 	tx := s.read(ws)
+	if service == "" {
+		idx := tableIndexTxn(tx, ws, tableChecks)
+		var out []*Check
+		eachCheck(tx, func(c *Check) bool {
+			out = append(out, c)
+			return true
+		})
+		return atLeastOne(idx), inIDOrder(out)
+	}
 	checks := checksOf(tx, ws, service, "", nil)
 	return atLeastOne(tableIndexTxn(tx, nil, tableChecks)), checks
 }
 
-// ChecksOwnedBy returns the checks the node owner runs.
+// ChecksOwnedBy returns the checks the node owner runs, in ID order. It reads every check (there is no index by owner: checkset.go);
+// ws fires on any change of a check.
 func (s *Store) ChecksOwnedBy(ws memdb.WatchSet, owner string) (uint64, []*Check) {
-	return listIndex[*Check](s, ws, tableChecks, "owner", owner)
+	tx := s.read(ws)
+	idx := tableIndexTxn(tx, ws, tableChecks)
+	var out []*Check
+	if owner != "" {
+		eachCheck(tx, func(c *Check) bool {
+			if c.Owner == owner {
+				out = append(out, c)
+			}
+			return true
+		})
+	}
+	return atLeastOne(idx), inIDOrder(out)
 }
 
-// Check returns one check or nil.
+// inIDOrder sorts checks read set by set (in service order) into ID order:
+// the two differ where a service's name is a prefix of another's followed by
+// a byte below ':' ("web" and "web-api"), so the sort has little to move.
+func inIDOrder(checks []*Check) []*Check {
+	byID := func(a, b *Check) int { return strings.Compare(a.ID, b.ID) }
+	if !slices.IsSortedFunc(checks, byID) {
+		slices.SortFunc(checks, byID)
+	}
+	return checks
+}
+
+// Check returns one check or nil. ws fires on a change of the checks of the
+// service the ID names.
 func (s *Store) Check(ws memdb.WatchSet, id string) *Check {
 	tx := s.read(ws)
-	if ws == nil {
-		// Without a watch set no channel is asked for (lookupUnique):
-		// the leader's TTL handling and the runner read a check per
-		// report or probe, and each channel asked for stays on the
-		// check's node in the tree.
-		raw, err := lookupUnique(tx, tableChecks, "id", id)
-		if err != nil {
-			panic(err)
+	watched := false
+	return findCheck(id, func(service string) *checkSet {
+		if ws == nil || watched {
+			// A lookup nobody watches asks for no channel (lookupUnique).
+			return checkSetOf(tx, nil, service)
 		}
-		c, _ := raw.(*Check)
-		return c
-	}
-	ch, raw, err := tx.FirstWatch(tableChecks, "id", id)
-	if err != nil {
-		panic(err)
-	}
-	if ws != nil {
-		ws.Add(ch)
-	}
-	if raw == nil {
-		return nil
-	}
-	return raw.(*Check)
+		// The service is the ID's first part but for names with ':':
+		// the first service tried is the one to watch.
+		watched = true
+		return checkSetOf(tx, ws, service)
+	})
 }
 
 // Nodes returns the cluster members the catalog knows.
@@ -524,23 +519,6 @@ func listTable[T any](s *Store, ws memdb.WatchSet, table string) (uint64, []T) {
 	if err != nil {
 		panic(err)
 	}
-	var out []T
-	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, o.(T))
-	}
-	return atLeastOne(idx), out
-}
-
-func listIndex[T any](s *Store, ws memdb.WatchSet, table, index, value string) (uint64, []T) {
-	tx := s.read(ws)
-	it, err := tx.Get(table, index, value)
-	if err != nil {
-		panic(err)
-	}
-	if ws != nil {
-		ws.Add(it.WatchCh())
-	}
-	idx := tableIndexTxn(tx, nil, table)
 	var out []T
 	for o := it.Next(); o != nil; o = it.Next() {
 		out = append(out, o.(T))

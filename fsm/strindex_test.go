@@ -15,7 +15,7 @@ func TestStrIndexMatchesStringFieldIndex(t *testing.T) {
 		tableSets:      {&serviceSet{Service: "web"}, &serviceSet{Service: "a-b.c"}},
 		tableNodeSets:  {&nodeSet{Node: "n1"}},
 		tableInstances: {&Instance{Service: "web", ID: "i1", Node: "n1"}, &Instance{Service: "web", ID: "i2"}},
-		tableChecks:    {&Check{ID: "web:i1:http", Owner: "n2"}, &Check{ID: "web:i1:ttl"}},
+		tableCheckSets: {&checkSetRow{Service: "web"}, &checkSetRow{Service: "db"}},
 		tableServices:  {&Service{Name: "web"}, &Service{Name: ""}},
 		tableNodes:     {&Node{Name: "n1"}},
 		tableTokens:    {&Token{Accessor: "acc", SecretHash: "ab12"}},
