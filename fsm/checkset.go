@@ -74,6 +74,9 @@ func getCheck(set *checkSet, id string) *Check {
 // (set(service)). The service is the ID's part before its first ':' unless
 // a service name holds ':' (the API refuses it, the catalog does not rely
 // on that): then each longer prefix ending before a ':' is tried in turn.
+// Such names can give two services' checks one ID ("a"/"b:c"/"x" and
+// "a:b"/"c"/"x" are both a:b:c:x); the ID then names the check of the
+// shorter service name, and each set keeps its own.
 func findCheck(id string, set func(service string) *checkSet) *Check {
 	for i := 0; ; {
 		j := strings.IndexByte(id[i:], ':')

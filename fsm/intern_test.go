@@ -7,6 +7,7 @@ import (
 
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/fsm/fsmtest"
+	"github.com/hashicorp/go-memdb"
 )
 
 func checkIDs(checks []*fsm.Check) []string {
@@ -63,6 +64,47 @@ func TestChecksOfNamesWithColons(t *testing.T) {
 	applyAll(t, f, next, fsmtest.Deregister(t, "a", "b:c"))
 	if _, got := f.Store().Checks(nil, ""); !slices.Equal(checkIDs(got), []string{"a:b:c:d:w"}) {
 		t.Errorf("checks left = %v, want a:b:c:d:w", checkIDs(got))
+	}
+}
+
+// TestCheckIDsSharedByColonServices: with ':' in names two services can
+// hold checks with one ID ("a"/"b:c"/"x" and "a:b"/"c"/"x" are both
+// a:b:c:x). Each service keeps its own; the ID names the check of the
+// shorter service name; a snapshot holding both restores (a lookup by ID
+// across services took one for the other and refused the stream as a
+// duplicate); and a watch on a check found in a longer service's set wakes
+// when it changes.
+func TestCheckIDsSharedByColonServices(t *testing.T) {
+	ttl := func(name string) func(*fsm.RegisterRequest) {
+		return fsmtest.WithChecks(fsmtest.TTLCheck(name, fsm.Passing))
+	}
+	f := newFSM(t)
+	next := applyAll(t, f, 1,
+		fsmtest.Register(t, "b:c", "a", ttl("x")),
+		fsmtest.Register(t, "c", "a:b", ttl("x")),
+		fsmtest.Register(t, "d", "a:b", ttl("y")),
+	) + 1
+	if c := f.Store().Check(nil, "a:b:c:x"); c == nil || c.Service != "a" {
+		t.Fatalf("Check(a:b:c:x) = %+v, want service a's", c)
+	}
+	for svc, want := range map[string][]string{"a": {"a:b:c:x"}, "a:b": {"a:b:c:x", "a:b:d:y"}} {
+		if _, got := f.Store().Checks(nil, svc); !slices.Equal(checkIDs(got), want) {
+			t.Errorf("Checks(%q) = %v, want %v", svc, checkIDs(got), want)
+		}
+	}
+	g := newFSM(t)
+	restore(t, g, persist(t, f))
+	if _, got := g.Store().Checks(nil, ""); len(got) != 3 {
+		t.Fatalf("restored %d checks, want 3 (%v)", len(got), checkIDs(got))
+	}
+
+	ws := memdb.NewWatchSet()
+	if f.Store().Check(ws, "a:b:d:y") == nil {
+		t.Fatal("Check(a:b:d:y) not found")
+	}
+	applyAll(t, f, next, fsmtest.Deregister(t, "a:b", "d"))
+	if !fired(ws) {
+		t.Fatal("a watch on a:b:d:y (in the set of a:b) did not wake when it was deleted")
 	}
 }
 

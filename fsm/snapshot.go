@@ -261,7 +261,9 @@ func restoreCheck(sets *setsTxn, c *Check) error {
 	if c.Service == "" || c.ID != CheckID(c.Service, c.Instance, c.Name) {
 		return fmt.Errorf("check %q: ID does not match its service %q, instance %q and name %q", c.ID, c.Service, c.Instance, c.Name)
 	}
-	if sets.check(c.ID) != nil {
+	// Only its own service's set: with ':' in names two services can hold
+	// checks with one ID (findCheck).
+	if getCheck(sets.checks.get(sets.tx, c.Service), c.ID) != nil {
 		return fmt.Errorf("check %q comes twice", c.ID)
 	}
 	sets.putCheck(c)

@@ -461,21 +461,12 @@ func inIDOrder(checks []*Check) []*Check {
 	return checks
 }
 
-// Check returns one check or nil. ws fires on a change of the checks of the
-// service the ID names.
+// Check returns one check or nil. ws fires on a change of the checks of
+// each service findCheck looked in (one, unless a service's name has ':').
+// Without a watch set no channel is asked for (lookupUnique).
 func (s *Store) Check(ws memdb.WatchSet, id string) *Check {
 	tx := s.read(ws)
-	watched := false
-	return findCheck(id, func(service string) *checkSet {
-		if ws == nil || watched {
-			// A lookup nobody watches asks for no channel (lookupUnique).
-			return checkSetOf(tx, nil, service)
-		}
-		// The service is the ID's first part but for names with ':':
-		// the first service tried is the one to watch.
-		watched = true
-		return checkSetOf(tx, ws, service)
-	})
+	return findCheck(id, func(service string) *checkSet { return checkSetOf(tx, ws, service) })
 }
 
 // Nodes returns the cluster members the catalog knows.
