@@ -48,6 +48,9 @@ type serviceTouch struct {
 	count   int    // its instance count after the entries so far
 	index   uint64 // the last entry that touched it
 	created uint64 // CreateIndex of its record after the batch
+	// set is the service's instance set at the batch's end, which its new
+	// record holds (Service.set).
+	set *instanceSet
 }
 
 func (w *writeTxn) begin(tx *memdb.Txn, st *storeState) {
@@ -191,6 +194,13 @@ func (w *writeTxn) touch(service string, delta int) {
 // (created, updated, or deleted with a tombstone keeping its deletion index)
 // and the index of every table that changed.
 func (w *writeTxn) finish() {
+	// Each new record holds its service's set as of the batch's end (the
+	// sets are written, and forgotten by the transaction, by flush).
+	for name, st := range w.services {
+		if st.count > 0 {
+			st.set = w.sets.services.get(w.tx, name)
+		}
+	}
 	if err := w.sets.flush(); err != nil {
 		panic(err)
 	}
@@ -209,7 +219,7 @@ func (w *writeTxn) finish() {
 		if !st.existed {
 			w.deleteIndex(tombstonePrefix + name)
 		}
-		svc := &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index}
+		svc := &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index, set: st.set}
 		w.rows.writeService(svc)
 		w.insert(tableServices, svc)
 	}

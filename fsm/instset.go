@@ -409,7 +409,10 @@ func (s *setsTxn) flush() error {
 // cache with fewer rows, never with rows that were not committed. A new
 // generation (a restored snapshot) starts with an empty cache of its own.
 type rowCache struct {
-	sets     map[string]*instanceSet // service -> its committed set
+	// published is the generation's map of committed service records for
+	// readers (storeState.services); the writer updates it in committed.
+	published *sync.Map
+	sets      map[string]*instanceSet // service -> its committed set
 	nodes    map[string]*instanceSet // node -> its committed set
 	checks   map[string]*checkSet    // service -> its committed check set
 	services map[string]*Service     // service -> its committed record
@@ -423,10 +426,11 @@ type pendingRow struct {
 	key  string
 	set  any // *instanceSet or *checkSet, as into holds
 	svc  *Service
+	drop bool // key's service record was deleted
 }
 
-func newRowCache() *rowCache {
-	return &rowCache{sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{},
+func newRowCache(published *sync.Map) *rowCache {
+	return &rowCache{published: published, sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{},
 		checks: map[string]*checkSet{}, services: map[string]*Service{}}
 }
 
@@ -445,14 +449,22 @@ func (r *rowCache) writeService(svc *Service) {
 }
 
 // forgetService notes that the open transaction deletes name's record.
-func (r *rowCache) forgetService(name string) { delete(r.services, name) }
+func (r *rowCache) forgetService(name string) {
+	delete(r.services, name)
+	r.pending = append(r.pending, pendingRow{key: name, drop: true})
+}
 
 // committed remembers the rows the transaction that just committed wrote.
 func (r *rowCache) committed() {
 	for i, p := range r.pending {
 		switch into := p.into.(type) {
 		case nil:
+			if p.drop {
+				r.published.Delete(p.key)
+				break
+			}
 			r.services[p.key] = p.svc
+			r.published.Store(p.key, p.svc)
 		case map[string]*instanceSet:
 			into[p.key] = p.set.(*instanceSet)
 		case map[string]*checkSet:

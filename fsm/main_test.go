@@ -72,14 +72,22 @@ func check(t testing.TB, f *fsm.FSM, id string) *fsm.Check {
 }
 
 // service returns the stored service name, or nil.
+// service returns the exported fields of name's record (exportedService),
+// or nil.
 func service(f *fsm.FSM, name string) *fsm.Service {
 	_, svcs, _ := f.Store().Services(nil, name, "", 0)
 	for _, s := range svcs {
 		if s.Name == name {
-			return s
+			return exportedService(s)
 		}
 	}
 	return nil
+}
+
+// exportedService is a copy of svc's exported fields: its set and list are
+// links and caches, equal in content between stores but not in identity.
+func exportedService(svc *fsm.Service) *fsm.Service {
+	return &fsm.Service{Name: svc.Name, Instances: svc.Instances, CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex}
 }
 
 // dump is everything a Store holds, in a form reflect.DeepEqual can compare:
@@ -102,7 +110,11 @@ func dumpStore(s *fsm.Store) dump {
 		d.Instances = append(d.Instances, i.Clone())
 	}
 	d.ChecksIndex, d.Checks = s.Checks(nil, "")
-	d.ServicesIndex, d.Services, _ = s.Services(nil, "", "", 0)
+	var svcs []*fsm.Service
+	d.ServicesIndex, svcs, _ = s.Services(nil, "", "", 0)
+	for _, svc := range svcs {
+		d.Services = append(d.Services, exportedService(svc))
+	}
 	d.NodesIndex, d.Nodes = s.Nodes(nil)
 	d.TokensIndex, d.Tokens = s.Tokens(nil)
 	d.LastIndex = s.LastIndex()

@@ -422,6 +422,11 @@ type Service struct {
 	CreateIndex uint64
 	ModifyIndex uint64
 
+	// set is the service's instance set as of this version of the record,
+	// the row of the sets table written with it (every write that changes
+	// the set writes a new record): a reader that found the record needs
+	// no lookup of the set (Store.ServiceList).
+	set *instanceSet
 	// list caches this version's instances for readers (Store.ServiceList).
 	// Every write that changes the service's set writes a new record, so
 	// the cache lives exactly as long as the list it holds is current.

@@ -303,9 +303,18 @@ func rvCheckServiceLists(t testing.TB, s *Store, when string) {
 		t.Fatal(err)
 	}
 	var names []string
+	st := s.cur.Load()
 	for o := it.Next(); o != nil; o = it.Next() {
 		svc := o.(*Service)
 		names = append(names, svc.Name)
+		// The record holds its current set, and it is the record readers
+		// find without a transaction.
+		if svc.set != setOf(tx, nil, svc.Name) {
+			t.Fatalf("%s: the record of service %q (at %d) does not hold its current set", when, svc.Name, svc.ModifyIndex)
+		}
+		if v, ok := st.services.Load(svc.Name); !ok || v.(*Service) != svc {
+			t.Fatalf("%s: the published record of service %q is %v, not the committed one (at %d)", when, svc.Name, v, svc.ModifyIndex)
+		}
 		l := svc.list.Load()
 		if l == nil {
 			continue
@@ -314,6 +323,17 @@ func rvCheckServiceLists(t testing.TB, s *Store, when string) {
 		if l.set != set || !slices.Equal(l.Instances, appendSet(nil, set)) {
 			t.Fatalf("%s: the cached list of service %q (record at %d) is not its current set", when, svc.Name, svc.ModifyIndex)
 		}
+	}
+	published := 0
+	st.services.Range(func(k, _ any) bool {
+		published++
+		if !slices.Contains(names, k.(string)) {
+			t.Fatalf("%s: service %q is published but has no record", when, k)
+		}
+		return true
+	})
+	if published != len(names) {
+		t.Fatalf("%s: %d services published, %d records", when, published, len(names))
 	}
 	for _, name := range names {
 		idx, l := s.ServiceList(nil, name)

@@ -270,7 +270,7 @@ func FuzzSnapshotEncoderMatchesCodec(f *testing.F) {
 func TestSnapshotStreamUnchanged(t *testing.T) {
 	st := newStoreState()
 	tx := st.db.Txn(true)
-	sets := newSetsTxn(tx, newRowCache())
+	sets := newSetsTxn(tx, st.rows)
 	for _, rec := range []struct {
 		table string
 		obj   any

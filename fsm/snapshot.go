@@ -195,6 +195,9 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 			if err := sets.flush(); err != nil {
 				return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, tableInstances, err)
 			}
+			if err := publishRestored(tx, st); err != nil {
+				return nil, 0, err
+			}
 			tx.Commit()
 			st.rows.committed()
 			return st, hdr.Index, nil
@@ -252,6 +255,23 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
 		}
 	}
+}
+
+// publishRestored gives every restored service record its set (none for a
+// record without instances, which reads as an empty list, as it did before
+// records held their sets) and puts it in the generation's map of committed
+// records (storeState.services).
+func publishRestored(tx *memdb.Txn, st *storeState) error {
+	it, err := tx.Get(tableServices, "id")
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadSnapshot, tableServices, err)
+	}
+	for o := it.Next(); o != nil; o = it.Next() {
+		svc := o.(*Service)
+		svc.set = setOf(tx, nil, svc.Name)
+		st.services.Store(svc.Name, svc)
+	}
+	return nil
 }
 
 // restoreCheck puts a check read from a snapshot into its service's set.

@@ -83,6 +83,14 @@ type storeState struct {
 	// rows are committed rows the writer looked up, for the same
 	// goroutine (rowCache).
 	rows *rowCache
+	// services holds the committed record of every service (name ->
+	// *Service), for readers that need the current record and nothing
+	// else from the same transaction (ServiceList without a watch set, a
+	// discovery read): a lookup in go-memdb costs an iterator and an index
+	// transaction, ~5 % of a discovery read's CPU. The writer updates it
+	// after each commit and before the applied index moves (rowCache.
+	// committed), so a reader that waited for an index finds it there.
+	services sync.Map
 }
 
 // NewStore returns an empty store.
@@ -117,7 +125,9 @@ func newStoreState() *storeState {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: bad schema: %v", err)) // a programming error
 	}
-	return &storeState{db: db, abandon: make(chan struct{}), intern: newInterner(), rows: newRowCache()}
+	st := &storeState{db: db, abandon: make(chan struct{}), intern: newInterner()}
+	st.rows = newRowCache(&st.services)
+	return st
 }
 
 // swap installs a new generation and wakes readers of the old one.
@@ -261,6 +271,13 @@ func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*
 // every reader of this version of the service (nil when it has no
 // instances), and the caller must not modify it.
 func (s *Store) ServiceList(ws memdb.WatchSet, service string) (uint64, *List) {
+	if ws == nil {
+		// The committed record, without a transaction; it holds its set.
+		if v, ok := s.cur.Load().services.Load(service); ok {
+			svc := v.(*Service)
+			return atLeastOne(svc.ModifyIndex), svc.listOf()
+		}
+	}
 	tx := s.read(ws)
 	var raw any
 	var err error
@@ -280,15 +297,20 @@ func (s *Store) ServiceList(ws memdb.WatchSet, service string) (uint64, *List) {
 		return atLeastOne(tombstone(tx, service)), nil
 	}
 	svc := raw.(*Service)
+	return atLeastOne(svc.ModifyIndex), svc.listOf()
+}
+
+// listOf returns the list of this version's instances, made from its set
+// by the first reader that asks.
+func (svc *Service) listOf() *List {
 	if l := svc.list.Load(); l != nil {
-		return atLeastOne(svc.ModifyIndex), l
+		return l
 	}
-	set := setOf(tx, nil, service)
-	l := &List{Instances: appendSet(make([]*Instance, 0, svc.Instances), set), set: set}
+	l := &List{Instances: appendSet(make([]*Instance, 0, svc.Instances), svc.set), set: svc.set}
 	if !svc.list.CompareAndSwap(nil, l) {
 		l = svc.list.Load()
 	}
-	return atLeastOne(svc.ModifyIndex), l
+	return l
 }
 
 // Instance returns the instance id of service and its checks, or nil if it
