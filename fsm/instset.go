@@ -413,10 +413,10 @@ type rowCache struct {
 	// readers (storeState.services); the writer updates it in committed.
 	published *sync.Map
 	sets      map[string]*instanceSet // service -> its committed set
-	nodes    map[string]*instanceSet // node -> its committed set
-	checks   map[string]*checkSet    // service -> its committed check set
-	services map[string]*Service     // service -> its committed record
-	pending  []pendingRow            // written by the open transaction
+	nodes     map[string]*instanceSet // node -> its committed set
+	checks    map[string]*checkSet    // service -> its committed check set
+	services  map[string]*Service     // service -> its committed record
+	pending   []pendingRow            // written by the open transaction
 }
 
 // pendingRow is a row the open transaction wrote: a set (into one of the
