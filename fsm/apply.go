@@ -70,11 +70,11 @@ func (w *writeTxn) begin(tx *memdb.Txn, st *storeState) {
 }
 
 // published wakes the watchers of the instance versions the batch replaced
-// or deleted; it runs after the transaction committed, so that a woken
-// reader sees the new version (as go-memdb notifies after a commit). The
-// rows the batch wrote become the writer's committed rows (rowCache).
+// or deleted and hands the changed checks to the check feeds; it runs after
+// the transaction committed and its rows were published (rowCache.
+// committed), so that a woken reader sees the new version (as go-memdb
+// notifies after a commit).
 func (w *writeTxn) published(s *Store) {
-	w.rows.committed()
 	s.publishChecks(w.checks, false)
 	clear(w.checks)
 	w.checks = w.checks[:0]

@@ -114,7 +114,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 	}
 	w.finish()
+	// go-memdb wakes its watchers inside Commit, before the committed
+	// service records are published for readers (rowCache.committed):
+	// publishing is odd in between, and ServiceList then reads go-memdb,
+	// so that no read goes back behind one that saw the commit.
+	f.store.publishing.Add(1)
 	tx.Commit()
+	w.rows.committed()
+	f.store.publishing.Add(1)
 	w.published(f.store)
 	w.tx = nil
 	if last > 0 {

@@ -30,6 +30,12 @@ type Store struct {
 	// waiters wait for a given index (WaitForIndex): advance wakes only
 	// those it reached, not every writer waiting on this node.
 	waiters waiterHeap
+	// publishing is odd from just before a batch's commit until its
+	// service records are in the generation's map (rowCache.committed): a
+	// reader that sees it odd may have seen the commit through go-memdb
+	// (which wakes watchers in Commit) and must not read the map, which
+	// lags it (ServiceList).
+	publishing atomic.Uint64
 	// acked is the highest index of a write this node acknowledged to a
 	// client before applying it (NoteAcked): its reads wait for it.
 	acked atomic.Uint64
@@ -271,7 +277,7 @@ func (s *Store) ServiceInstances(ws memdb.WatchSet, service string) (uint64, []*
 // every reader of this version of the service (nil when it has no
 // instances), and the caller must not modify it.
 func (s *Store) ServiceList(ws memdb.WatchSet, service string) (uint64, *List) {
-	if ws == nil {
+	if ws == nil && s.publishing.Load()&1 == 0 {
 		// The committed record, without a transaction; it holds its set.
 		if v, ok := s.cur.Load().services.Load(service); ok {
 			svc := v.(*Service)
