@@ -91,17 +91,18 @@ func findCheck(id string, set func(service string) *checkSet) *Check {
 	}
 }
 
-// checksOf returns the checks of service, or of its instance id when id is
-// set, in ID order. A name with ':' can make an instance's run of IDs hold
-// another instance's checks, which are skipped. Each check's ModifyIndex
-// raises *idx when idx is set.
+// checksOfSet returns the checks in set, service's check set, or those of
+// its instance id when id is set, in ID order. A name with ':' can make an
+// instance's run of IDs hold another instance's checks, which are skipped
+// (every check in the set is service's: sets are keyed by Check.Service).
+// Each check's ModifyIndex raises *idx when idx is set.
 func checksOfSet(set *checkSet, service, id string, idx *uint64) []*Check {
 	if set == nil {
 		return nil
 	}
 	var out []*Check
 	visit := func(c *Check) bool {
-		if c.Service != service || (id != "" && c.Instance != id) {
+		if id != "" && c.Instance != id {
 			return true
 		}
 		if idx != nil {

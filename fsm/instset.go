@@ -396,8 +396,7 @@ func (s *setsTxn) flush() error {
 
 // rowCache remembers, for the one goroutine that writes a store
 // generation, committed rows of the sets, nodesets, checksets and services
-// tables: a
-// write batch looks up the set and the record of every service it touches,
+// tables: a write batch looks up the set and the record of every service it touches,
 // and a lookup in go-memdb costs an iterator and a copy of the index's
 // transaction (lookupUnique), about 5 % of a node's CPU under a stream of
 // registrations. Readers never use it.
