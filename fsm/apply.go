@@ -352,16 +352,15 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	for i := range req.Checks {
 		def := req.Checks[i]
 		id := CheckID(req.Service, req.ID, def.Name)
-		if c := existing[id]; c != nil && c.CheckDefinition.Equal(&def) {
+		if c := existing[id]; c != nil && c.SameDefinition(&def) {
 			delete(existing, id)
 			checks = append(checks, c)
 			continue
 		}
 		delete(existing, id)
-		w.in.definition(&def)
 		c := &Check{
-			ID: id, Instance: inst.ID, Service: inst.Service, CheckDefinition: def,
-			Status: def.InitialStatus, StatusSince: req.Time, CreateIndex: w.index, ModifyIndex: w.index,
+			ID: id, Instance: inst.ID, Service: inst.Service, Target: def.Target, CheckDefinition: w.in.definition(&def),
+			Status: health(def.InitialStatus), StatusSince: req.Time, CreateIndex: w.index, ModifyIndex: w.index,
 		}
 		if !c.Status.Valid() {
 			c.Status = Critical
@@ -401,7 +400,7 @@ func SameRegistration(inst *Instance, checks []*Check, req *RegisterRequest) boo
 	}
 	for i := range req.Checks {
 		c := byName[req.Checks[i].Name]
-		if c == nil || !c.CheckDefinition.Equal(&req.Checks[i]) {
+		if c == nil || !c.SameDefinition(&req.Checks[i]) {
 			return false
 		}
 	}
@@ -442,8 +441,9 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 			continue
 		}
 		out := truncate(u.Output, MaxOutput)
+		level := clampFlapLevel(u.FlapLevel)
 		if c.Status == u.Status && c.Output == out && c.Flapping == u.Flapping &&
-			c.FlapUntil == u.FlapUntil && c.FlapLevel == u.FlapLevel {
+			c.FlapUntil == u.FlapUntil && c.FlapLevel == level {
 			continue
 		}
 		n := c.Clone()
@@ -451,7 +451,7 @@ func applyCheckUpdate(w *writeTxn, req *CheckUpdateRequest) *RejectError {
 			n.StatusSince = req.Time
 		}
 		n.Status, n.Output = health(u.Status), out
-		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, u.FlapLevel
+		n.Flapping, n.FlapUntil, n.FlapLevel = u.Flapping, u.FlapUntil, level
 		n.ModifyIndex = w.index
 		w.putCheck(n)
 		// Only a change of the status the check contributes concerns the

@@ -7,10 +7,10 @@ import (
 
 // interner makes the records of one store generation share the strings and
 // the tag and meta slices that repeat across them: service names, tags,
-// meta keys and values, versions, node names, check types and methods. A
-// catalog of 100k instances of 100 services holds a few hundred distinct
-// such values, each decoded anew from every command or snapshot record
-// without it.
+// meta keys and values, versions, node names, check types and methods, and
+// check definitions (definition). A catalog of 100k instances of 100
+// services holds a few hundred distinct such values, each decoded anew from
+// every command or snapshot record without it.
 //
 // Shared slices are never changed in place: a record is immutable once
 // inserted, and a new version replaces Tags or Meta whole (Instance.Clone
@@ -25,6 +25,7 @@ type interner struct {
 	strs  map[string]string
 	tags  map[string][]string
 	metas map[string][]Pair
+	defs  map[defKey]*CheckDefinition
 	key   []byte // scratch for building tag and meta keys
 	pairs []Pair // scratch for sorting a meta map
 }
@@ -35,15 +36,15 @@ const (
 )
 
 func newInterner() *interner {
-	return &interner{strs: map[string]string{}, tags: map[string][]string{}, metas: map[string][]Pair{}}
+	return &interner{strs: map[string]string{}, tags: map[string][]string{}, metas: map[string][]Pair{}, defs: map[defKey]*CheckDefinition{}}
 }
 
 func (in *interner) full() bool {
-	return len(in.strs)+len(in.tags)+len(in.metas) >= internLimit
+	return len(in.strs)+len(in.tags)+len(in.metas)+len(in.defs) >= internLimit
 }
 
 func (in *interner) reset() {
-	in.strs, in.tags, in.metas = map[string]string{}, map[string][]string{}, map[string][]Pair{}
+	in.strs, in.tags, in.metas, in.defs = map[string]string{}, map[string][]string{}, map[string][]Pair{}, map[defKey]*CheckDefinition{}
 }
 
 // str returns the table's copy of s.
@@ -165,13 +166,60 @@ func (in *interner) metaOf(ps []Pair) []Pair {
 	return v
 }
 
-// definition interns the repeated fields of a check definition in place.
-func (in *interner) definition(d *CheckDefinition) {
-	d.Name = in.str(d.Name)
-	d.Type = checkType(d.Type)
-	d.Method = in.str(d.Method)
-	d.GRPCService = in.str(d.GRPCService)
-	d.InitialStatus = health(d.InitialStatus)
+// definition returns the shared definition of the checks that declare d
+// (Target aside, which a check keeps as its own field): a read-only record
+// equal to d with an empty Target, the table's when one is there. A
+// definition with headers is not shared (a map is not a key); it gets a
+// copy of its own. d is not changed.
+func (in *interner) definition(d *CheckDefinition) *CheckDefinition {
+	if d.Header == nil {
+		k := defKey{
+			Name: d.Name, Type: d.Type, Method: d.Method, TLSSkipVerify: d.TLSSkipVerify,
+			AnyTarget: d.AnyTarget, GRPCService: d.GRPCService, Interval: d.Interval,
+			Timeout: d.Timeout, TTL: d.TTL, FailuresBeforeCritical: d.FailuresBeforeCritical,
+			SuccessesBeforePassing: d.SuccessesBeforePassing, InitialStatus: d.InitialStatus,
+			DeregisterCriticalAfter: d.DeregisterCriticalAfter,
+		}
+		if v, ok := in.defs[k]; ok {
+			return v
+		}
+		v := in.ownDefinition(d)
+		if in.full() {
+			in.reset()
+		}
+		in.defs[k] = v
+		return v
+	}
+	return in.ownDefinition(d)
+}
+
+// ownDefinition copies d without its target, its repeated fields interned.
+func (in *interner) ownDefinition(d *CheckDefinition) *CheckDefinition {
+	v := *d
+	v.Target = ""
+	v.Name = in.str(v.Name)
+	v.Type = checkType(v.Type)
+	v.Method = in.str(v.Method)
+	v.GRPCService = in.str(v.GRPCService)
+	v.InitialStatus = health(v.InitialStatus)
+	return &v
+}
+
+// defKey is a CheckDefinition without Target and Header: a comparable key.
+type defKey struct {
+	Name                    string
+	Type                    CheckType
+	Method                  string
+	TLSSkipVerify           bool
+	AnyTarget               bool
+	GRPCService             string
+	Interval                int64
+	Timeout                 int64
+	TTL                     int64
+	FailuresBeforeCritical  int
+	SuccessesBeforePassing  int
+	InitialStatus           Health
+	DeregisterCriticalAfter int64
 }
 
 // instance interns a decoded instance's repeated fields in place (restore).
@@ -191,7 +239,10 @@ func (in *interner) instance(i *Instance) {
 // check interns a decoded check's repeated fields in place (restore).
 func (in *interner) check(c *Check) {
 	c.Service = in.str(c.Service)
-	in.definition(&c.CheckDefinition)
+	if c.CheckDefinition == nil {
+		c.CheckDefinition = &CheckDefinition{}
+	}
+	c.CheckDefinition = in.definition(c.CheckDefinition)
 	c.Status = health(c.Status)
 	c.Owner = in.str(c.Owner)
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -314,6 +315,12 @@ const (
 
 // CheckDefinition is what a registration declares about a check. Durations
 // are nanoseconds so the replicated form has no time.Duration.
+//
+// A stored Check shares its definition with the other checks that declare
+// the same one (interner.definition): a service's instances usually declare
+// the same checks, and the definition is half of a check's record. So a
+// definition reached through a Check is read-only, and its Target is empty:
+// the check's own Target (Check.Target) is the one that counts.
 type CheckDefinition struct {
 	// Name is unique within the instance; the check's ID is
 	// SERVICE:INSTANCE:NAME (CheckID).
@@ -324,7 +331,13 @@ type CheckDefinition struct {
 	Method        string
 	Header        map[string][]string
 	TLSSkipVerify bool
-	GRPCService   string
+	// AnyTarget is set when the management token registered the check: it
+	// may probe any host the deny list allows. Otherwise the prober connects
+	// only to the instance's own address (or to an allowed range). Omitted
+	// when false, so the log format of existing commands does not change.
+	// (Beside TLSSkipVerify so that the two share a word.)
+	AnyTarget   bool `codec:",omitempty"`
+	GRPCService string
 
 	Interval int64
 	Timeout  int64
@@ -334,16 +347,16 @@ type CheckDefinition struct {
 	SuccessesBeforePassing  int
 	InitialStatus           Health
 	DeregisterCriticalAfter int64
-	// AnyTarget is set when the management token registered the check: it
-	// may probe any host the deny list allows. Otherwise the prober connects
-	// only to the instance's own address (or to an allowed range). Omitted
-	// when false, so the log format of existing commands does not change.
-	AnyTarget bool `codec:",omitempty"`
 }
 
 // Equal reports whether two definitions describe the same probe, so that a
 // re-registration that keeps a check unchanged keeps its status.
 func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
+	return d.Target == o.Target && d.equalProbe(o)
+}
+
+// equalProbe is Equal without the targets.
+func (d *CheckDefinition) equalProbe(o *CheckDefinition) bool {
 	if len(d.Header) != len(o.Header) {
 		return false
 	}
@@ -352,7 +365,7 @@ func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
 			return false
 		}
 	}
-	return d.Name == o.Name && d.Type == o.Type && d.Target == o.Target &&
+	return d.Name == o.Name && d.Type == o.Type &&
 		d.Method == o.Method && d.TLSSkipVerify == o.TLSSkipVerify &&
 		d.GRPCService == o.GRPCService && d.Interval == o.Interval &&
 		d.Timeout == o.Timeout && d.TTL == o.TTL &&
@@ -364,13 +377,21 @@ func (d *CheckDefinition) Equal(o *CheckDefinition) bool {
 }
 
 // Check is a health check of one instance with its replicated state.
+//
+// Its definition is shared (see CheckDefinition) and never written through
+// the check: a change of definition is a new definition. The fields read
+// as before (c.Interval, c.Name); Target is the check's own field, which
+// shadows the definition's empty one.
 type Check struct {
 	// ID is CheckID(Service, Instance, Name), unique in the catalog.
 	ID string
 	// Instance and Service identify the instance the check belongs to.
 	Instance string
 	Service  string
-	CheckDefinition
+	// Target is the URL (http), host:port (tcp, grpc) or empty (ttl): the
+	// one part of a definition that is usually the instance's own.
+	Target string
+	*CheckDefinition
 
 	Status Health
 	Output string
@@ -382,24 +403,42 @@ type Check struct {
 	// Flapping is set while the check changes status too often; FlapUntil is
 	// when its hold-down ends and FlapLevel how many hold-downs in a row it
 	// has had (for exponential back-off). All three are decided by the owner.
+	// (FlapLevel is an int32 beside Flapping so that the record keeps to a
+	// 160-byte size class; clampFlapLevel bounds it.)
 	Flapping  bool
+	FlapLevel int32
 	FlapUntil int64
-	FlapLevel int
 
 	CreateIndex uint64
 	ModifyIndex uint64
 }
 
-// Clone returns a deep copy, ready to be changed and inserted.
+// Clone returns a copy, ready to be changed and inserted. It shares the
+// definition, which no one changes.
 func (c *Check) Clone() *Check {
 	n := *c
-	if c.Header != nil {
-		n.Header = make(map[string][]string, len(c.Header))
-		for k, v := range c.Header {
-			n.Header[k] = slices.Clone(v)
-		}
-	}
 	return &n
+}
+
+// Definition returns a copy of the check's definition with its target, as
+// it was registered (a caller may change it).
+func (c *Check) Definition() CheckDefinition {
+	var d CheckDefinition
+	if c.CheckDefinition != nil {
+		d = *c.CheckDefinition
+	}
+	d.Target = c.Target
+	return d
+}
+
+// SameDefinition reports whether d is the check's definition (Equal).
+func (c *Check) SameDefinition(d *CheckDefinition) bool {
+	return c.CheckDefinition != nil && c.Target == d.Target && c.CheckDefinition.equalProbe(d)
+}
+
+// clampFlapLevel gives a flap level as a Check keeps it.
+func clampFlapLevel(l int) int32 {
+	return int32(min(max(l, 0), math.MaxInt32))
 }
 
 // Effective is the status the check contributes to its instance: a flapping

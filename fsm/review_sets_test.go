@@ -238,6 +238,9 @@ func rvCheckCheckSets(t testing.TB, s *Store, tx *memdb.Txn, inSets map[[2]strin
 			if inSets[[2]string{c.Service, c.Instance}] == nil {
 				t.Fatalf("%s: check %q of %s/%s, which is not registered", when, c.ID, c.Service, c.Instance)
 			}
+			if c.CheckDefinition == nil || c.CheckDefinition.Target != "" || c.CheckDefinition.Name != c.Name {
+				t.Fatalf("%s: check %q holds definition %+v (shared ones have no target)", when, c.ID, c.CheckDefinition)
+			}
 			if got := s.Check(nil, c.ID); got != c {
 				t.Fatalf("%s: Check(%q) = %p, want the record in its set %p", when, c.ID, got, c)
 			}
@@ -352,6 +355,7 @@ type frozen struct {
 	tx     *memdb.Txn
 	sets   map[string][]*Instance
 	checks []*Check
+	defs   []CheckDefinition // each check's definition as it was (shared ones must not change)
 }
 
 func freeze(s *Store) frozen {
@@ -363,6 +367,7 @@ func freeze(s *Store) frozen {
 	})
 	eachCheck(tx, func(c *Check) bool {
 		f.checks = append(f.checks, c)
+		f.defs = append(f.defs, c.Definition())
 		return true
 	})
 	return f
@@ -377,6 +382,11 @@ func (f frozen) verify(t testing.TB, when string) {
 	})
 	if !slices.Equal(checks, f.checks) {
 		t.Fatalf("%s: the checks changed under a reader: %d, had %d", when, len(checks), len(f.checks))
+	}
+	for i, c := range checks {
+		if d := c.Definition(); !d.Equal(&f.defs[i]) || len(d.Header) != len(f.defs[i].Header) {
+			t.Fatalf("%s: the definition of check %q changed under a reader: %+v, had %+v", when, c.ID, d, f.defs[i])
+		}
 	}
 	n := 0
 	eachSet(f.tx, func(ss *serviceSet) bool {
@@ -719,7 +729,7 @@ func rvStream(t *testing.T, recs []any) []byte {
 func TestReviewRestoreOddStreams(t *testing.T) {
 	dr := &Drain{Deadline: 5, Since: 1}
 	stream := rvStream(t, []any{
-		&Check{ID: "web:i1:ttl", Service: "web", Instance: "i1", CheckDefinition: CheckDefinition{Name: "ttl", Type: CheckTTL}, Status: Passing},
+		&Check{ID: "web:i1:ttl", Service: "web", Instance: "i1", CheckDefinition: &CheckDefinition{Name: "ttl", Type: CheckTTL}, Status: Passing},
 		&Instance{Service: "web", ID: "i1", Node: "n1", Status: Passing, ModifyIndex: 2},
 		&Instance{Service: "web", ID: "i1", Status: Passing, ModifyIndex: 3},
 		&Instance{Service: "web", ID: "i2", Status: Passing, ModifyIndex: 2},

@@ -218,39 +218,43 @@ func mpHeader(b []byte, h map[string][]string) []byte {
 // appendCheck appends the msgpack encoding of c (CheckDefinition's fields
 // flattened into it, as go-msgpack does with an embedded struct).
 func appendCheck(b []byte, c *Check) []byte {
+	d := c.CheckDefinition
+	if d == nil {
+		d = &CheckDefinition{} // only a test's zero Check
+	}
 	n := 26
-	if c.AnyTarget {
+	if d.AnyTarget {
 		n++
 	}
 	b = mpMapLen(b, n)
-	if c.AnyTarget {
+	if d.AnyTarget {
 		b = mpBool(mpStr(b, "AnyTarget"), true)
 	}
 	b = mpUint(mpStr(b, "CreateIndex"), c.CreateIndex)
-	b = mpInt(mpStr(b, "DeregisterCriticalAfter"), c.DeregisterCriticalAfter)
-	b = mpInt(mpStr(b, "FailuresBeforeCritical"), int64(c.FailuresBeforeCritical))
+	b = mpInt(mpStr(b, "DeregisterCriticalAfter"), d.DeregisterCriticalAfter)
+	b = mpInt(mpStr(b, "FailuresBeforeCritical"), int64(d.FailuresBeforeCritical))
 	b = mpInt(mpStr(b, "FlapLevel"), int64(c.FlapLevel))
 	b = mpInt(mpStr(b, "FlapUntil"), c.FlapUntil)
 	b = mpBool(mpStr(b, "Flapping"), c.Flapping)
-	b = mpStr(mpStr(b, "GRPCService"), c.GRPCService)
-	b = mpHeader(mpStr(b, "Header"), c.Header)
+	b = mpStr(mpStr(b, "GRPCService"), d.GRPCService)
+	b = mpHeader(mpStr(b, "Header"), d.Header)
 	b = mpStr(mpStr(b, "ID"), c.ID)
-	b = mpStr(mpStr(b, "InitialStatus"), string(c.InitialStatus))
+	b = mpStr(mpStr(b, "InitialStatus"), string(d.InitialStatus))
 	b = mpStr(mpStr(b, "Instance"), c.Instance)
-	b = mpInt(mpStr(b, "Interval"), c.Interval)
-	b = mpStr(mpStr(b, "Method"), c.Method)
+	b = mpInt(mpStr(b, "Interval"), d.Interval)
+	b = mpStr(mpStr(b, "Method"), d.Method)
 	b = mpUint(mpStr(b, "ModifyIndex"), c.ModifyIndex)
-	b = mpStr(mpStr(b, "Name"), c.Name)
+	b = mpStr(mpStr(b, "Name"), d.Name)
 	b = mpStr(mpStr(b, "Output"), c.Output)
 	b = mpStr(mpStr(b, "Owner"), c.Owner)
 	b = mpStr(mpStr(b, "Service"), c.Service)
 	b = mpStr(mpStr(b, "Status"), string(c.Status))
 	b = mpInt(mpStr(b, "StatusSince"), c.StatusSince)
-	b = mpInt(mpStr(b, "SuccessesBeforePassing"), int64(c.SuccessesBeforePassing))
-	b = mpBool(mpStr(b, "TLSSkipVerify"), c.TLSSkipVerify)
-	b = mpInt(mpStr(b, "TTL"), c.TTL)
+	b = mpInt(mpStr(b, "SuccessesBeforePassing"), int64(d.SuccessesBeforePassing))
+	b = mpBool(mpStr(b, "TLSSkipVerify"), d.TLSSkipVerify)
+	b = mpInt(mpStr(b, "TTL"), d.TTL)
 	b = mpStr(mpStr(b, "Target"), c.Target)
-	b = mpInt(mpStr(b, "Timeout"), c.Timeout)
-	b = mpStr(mpStr(b, "Type"), string(c.Type))
+	b = mpInt(mpStr(b, "Timeout"), d.Timeout)
+	b = mpStr(mpStr(b, "Type"), string(d.Type))
 	return b
 }

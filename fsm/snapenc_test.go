@@ -81,7 +81,7 @@ func TestSnapshotEncoderMatchesCodec(t *testing.T) {
 		sameAsCodec(t, "instance with integer", i, appendInstance(nil, i))
 		c := fullCheck()
 		c.Interval, c.Timeout, c.TTL, c.FlapUntil, c.StatusSince, c.DeregisterCriticalAfter = n, n, n, n, n, n
-		c.FailuresBeforeCritical, c.SuccessesBeforePassing, c.FlapLevel = int(n), int(n), int(n)
+		c.FailuresBeforeCritical, c.SuccessesBeforePassing, c.FlapLevel = int(n), int(n), int32(n)
 		c.CreateIndex, c.ModifyIndex = uint64(n), uint64(n)
 		sameAsCodec(t, "check with integer", c, appendCheck(nil, c))
 	}
@@ -96,7 +96,8 @@ func TestSnapshotEncoderMatchesCodec(t *testing.T) {
 		c.Output, c.Target, c.Header = s, s, map[string][]string{s: {s}, "X": nil, "Y": {}}
 		sameAsCodec(t, "check with string", c, appendCheck(nil, c))
 	}
-	sameAsCodec(t, "zero check", &Check{}, appendCheck(nil, &Check{}))
+	zero := &Check{CheckDefinition: &CheckDefinition{}}
+	sameAsCodec(t, "zero check", zero, appendCheck(nil, zero))
 	c := fullCheck()
 	c.AnyTarget = false
 	sameAsCodec(t, "check without AnyTarget", c, appendCheck(nil, c))
@@ -104,9 +105,9 @@ func TestSnapshotEncoderMatchesCodec(t *testing.T) {
 
 func fullCheck() *Check {
 	return &Check{
-		ID: "web:i-1:http", Instance: "i-1", Service: "web",
-		CheckDefinition: CheckDefinition{
-			Name: "http", Type: CheckHTTP, Target: "http://127.0.0.1:1/h", Method: "HEAD",
+		ID: "web:i-1:http", Instance: "i-1", Service: "web", Target: "http://127.0.0.1:1/h",
+		CheckDefinition: &CheckDefinition{
+			Name: "http", Type: CheckHTTP, Method: "HEAD",
 			Header:        map[string][]string{"B": {"1", "2"}, "A": {"x"}},
 			TLSSkipVerify: true, GRPCService: "svc", Interval: 10e9, Timeout: 2e9, TTL: 30e9,
 			FailuresBeforeCritical: 3, SuccessesBeforePassing: 2, InitialStatus: Critical,
@@ -127,7 +128,7 @@ func TestSnapshotEncoderKnowsEveryField(t *testing.T) {
 		enc  func(any) []byte
 	}{
 		{"Instance", func() any { return &Instance{} }, func(v any) []byte { return appendInstance(nil, v.(*Instance)) }},
-		{"Check", func() any { return &Check{} }, func(v any) []byte { return appendCheck(nil, v.(*Check)) }},
+		{"Check", func() any { return &Check{CheckDefinition: &CheckDefinition{}} }, func(v any) []byte { return appendCheck(nil, v.(*Check)) }},
 	} {
 		fields := 0
 		for path := range exportedFields(reflect.TypeOf(rec.new()).Elem(), nil) {
@@ -143,14 +144,19 @@ func TestSnapshotEncoderKnowsEveryField(t *testing.T) {
 }
 
 // exportedFields yields the index paths of t's exported fields, descending
-// into embedded structs as go-msgpack flattens them.
+// into embedded structs and pointers to structs as go-msgpack flattens them
+// (a path through a pointer needs a value whose pointer is set).
 func exportedFields(t reflect.Type, prefix []int) func(func([]int) bool) {
 	return func(yield func([]int) bool) {
 		for i := range t.NumField() {
 			f := t.Field(i)
 			path := append(append([]int(nil), prefix...), i)
-			if f.Anonymous && f.Type.Kind() == reflect.Struct {
-				for p := range exportedFields(f.Type, path) {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if f.Anonymous && ft.Kind() == reflect.Struct {
+				for p := range exportedFields(ft, path) {
 					if !yield(p) {
 						return
 					}
@@ -246,8 +252,8 @@ func FuzzSnapshotEncoderMatchesCodec(f *testing.F) {
 		sameAsCodec(t, "instance", i, appendInstance(nil, i))
 
 		c := &Check{ID: s1, Instance: s2, Service: s3, Status: Health(s2), Output: s3 + s1, StatusSince: n, Owner: s1,
-			Flapping: flag, FlapUntil: -n, FlapLevel: int(pick(5)), CreateIndex: u, ModifyIndex: ^u,
-			CheckDefinition: CheckDefinition{Name: s1, Type: CheckType(s2), Target: s3, Method: s1, TLSSkipVerify: !flag,
+			Flapping: flag, FlapUntil: -n, FlapLevel: int32(pick(5)), CreateIndex: u, ModifyIndex: ^u, Target: s3,
+			CheckDefinition: &CheckDefinition{Name: s1, Type: CheckType(s2), Method: s1, TLSSkipVerify: !flag,
 				GRPCService: s2, Interval: n, Timeout: n / 3, TTL: int64(u), FailuresBeforeCritical: int(pick(6)) - 128,
 				SuccessesBeforePassing: int(n >> 40), InitialStatus: Health(s3), DeregisterCriticalAfter: n * 7, AnyTarget: flag}}
 		if pick(7)&1 != 0 {

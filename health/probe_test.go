@@ -19,7 +19,7 @@ import (
 )
 
 func httpCheck(target string) *fsm.Check {
-	return &fsm.Check{ID: "i:http", CheckDefinition: fsm.CheckDefinition{Type: fsm.CheckHTTP, Target: target, Method: "GET", Timeout: int64(2 * time.Second)}}
+	return &fsm.Check{ID: "i:http", Target: target, CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckHTTP, Method: "GET", Timeout: int64(2 * time.Second)}}
 }
 
 func TestHTTPProbe(t *testing.T) {
@@ -94,7 +94,7 @@ func TestTCPProbe(t *testing.T) {
 	defer ln.Close()
 	p := NewProber(nil, 4096)
 	tcp := func(target string) *fsm.Check {
-		return &fsm.Check{CheckDefinition: fsm.CheckDefinition{Type: fsm.CheckTCP, Target: target, Timeout: int64(time.Second)}}
+		return &fsm.Check{Target: target, CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckTCP, Timeout: int64(time.Second)}}
 	}
 	if r := p.Probe(context.Background(), tcp(ln.Addr().String())); r.Status != fsm.Passing {
 		t.Fatalf("open port: %s %q", r.Status, r.Output)
@@ -115,8 +115,8 @@ func TestDenyListIsCheckedOnTheResolvedAddressAtConnectTime(t *testing.T) {
 	}{
 		{"an HTTP check to a host name that resolves into the range", httpCheck("http://localhost:" + port + "/")},
 		{"an HTTP check to an IP literal in the range", httpCheck("http://127.0.0.1:" + port + "/")},
-		{"a TCP check", &fsm.Check{CheckDefinition: fsm.CheckDefinition{Type: fsm.CheckTCP, Target: "localhost:" + port, Timeout: int64(time.Second)}}},
-		{"a gRPC check", &fsm.Check{CheckDefinition: fsm.CheckDefinition{Type: fsm.CheckGRPC, Target: "localhost:" + port, Timeout: int64(time.Second)}}},
+		{"a TCP check", &fsm.Check{Target: "localhost:" + port, CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckTCP, Timeout: int64(time.Second)}}},
+		{"a gRPC check", &fsm.Check{Target: "localhost:" + port, CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckGRPC, Timeout: int64(time.Second)}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+" is refused", func(t *testing.T) {
@@ -145,7 +145,7 @@ func TestGRPCProbeAgainstTheRealHealthServer(t *testing.T) {
 	defer gs.Stop()
 	p := NewProber(nil, 4096)
 	g := func(target, service string) *fsm.Check {
-		return &fsm.Check{CheckDefinition: fsm.CheckDefinition{Type: fsm.CheckGRPC, Target: target, GRPCService: service, Timeout: int64(2 * time.Second)}}
+		return &fsm.Check{Target: target, CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckGRPC, GRPCService: service, Timeout: int64(2 * time.Second)}}
 	}
 	cases := []struct {
 		name, target, service string

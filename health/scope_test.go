@@ -62,7 +62,7 @@ func TestChecksProbeOnlyTheirInstanceUnlessAllowed(t *testing.T) {
 		})
 	}
 	t.Run("a TCP check to another host is refused too", func(t *testing.T) {
-		c := &fsm.Check{CheckDefinition: fsm.CheckDefinition{Type: fsm.CheckTCP, Target: srv.Listener.Addr().String(), Timeout: int64(time.Second)}}
+		c := &fsm.Check{Target: srv.Listener.Addr().String(), CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckTCP, Timeout: int64(time.Second)}}
 		if r := p.ProbeFor(context.Background(), c, "10.0.0.1"); r.Status != fsm.Critical {
 			t.Fatalf("got %s %q", r.Status, r.Output)
 		}

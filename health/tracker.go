@@ -33,7 +33,7 @@ type tracker struct {
 func newTracker(c *fsm.Check, p FlapPolicy, thresholds bool) *tracker {
 	t := &tracker{
 		failuresBeforeCritical: 1, successesBeforePassing: 1, policy: p,
-		status: c.Status, output: c.Output, flapping: c.Flapping, flapLevel: c.FlapLevel,
+		status: c.Status, output: c.Output, flapping: c.Flapping, flapLevel: int(c.FlapLevel),
 	}
 	if thresholds {
 		t.failuresBeforeCritical = max(1, c.FailuresBeforeCritical)

@@ -11,14 +11,14 @@ import (
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func check(status fsm.Health, fails, succs int) *fsm.Check {
-	return &fsm.Check{ID: "i:c", Status: status, CheckDefinition: fsm.CheckDefinition{
+	return &fsm.Check{ID: "i:c", Status: status, CheckDefinition: &fsm.CheckDefinition{
 		FailuresBeforeCritical: fails, SuccessesBeforePassing: succs,
 	}}
 }
 
 // apply copies the tracker's update into c, as the FSM would.
 func apply(c *fsm.Check, u fsm.CheckUpdate) {
-	c.Status, c.Output, c.Flapping, c.FlapUntil, c.FlapLevel = u.Status, u.Output, u.Flapping, u.FlapUntil, u.FlapLevel
+	c.Status, c.Output, c.Flapping, c.FlapUntil, c.FlapLevel = u.Status, u.Output, u.Flapping, u.FlapUntil, int32(u.FlapLevel)
 }
 
 func TestThresholds(t *testing.T) {

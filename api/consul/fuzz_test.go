@@ -110,7 +110,7 @@ func TestCheckNameRoundTrips(t *testing.T) {
 		if !ok {
 			t.Fatalf("%q refused", id)
 		}
-		c := &fsm.Check{Instance: "web-1", Service: "web", CheckDefinition: fsm.CheckDefinition{Name: name}}
+		c := &fsm.Check{Instance: "web-1", Service: "web", CheckDefinition: &fsm.CheckDefinition{Name: name}}
 		if back := consulCheckID(c); back != id {
 			t.Errorf("%q -> %q -> %q", id, name, back)
 		}
