@@ -91,7 +91,8 @@ func exportedService(svc *fsm.Service) *fsm.Service {
 }
 
 // dump is everything a Store holds, in a form reflect.DeepEqual can compare:
-// instances are cloned so that their unexported encoding cache is left out.
+// instances are cloned so that their unexported encoding cache is left out,
+// and checks so that a test may change them.
 type dump struct {
 	Instances []*fsm.Instance
 	Checks    []*fsm.Check
@@ -109,7 +110,16 @@ func dumpStore(s *fsm.Store) dump {
 	for _, i := range insts {
 		d.Instances = append(d.Instances, i.Clone())
 	}
-	d.ChecksIndex, d.Checks = s.Checks(nil, "")
+	var checks []*fsm.Check
+	d.ChecksIndex, checks = s.Checks(nil, "")
+	for _, c := range checks {
+		// A copy with a definition of its own: tests change what they
+		// compare, and a stored check's definition is shared.
+		n, def := c.Clone(), c.Definition()
+		def.Target = ""
+		n.CheckDefinition = &def
+		d.Checks = append(d.Checks, n)
+	}
 	var svcs []*fsm.Service
 	d.ServicesIndex, svcs, _ = s.Services(nil, "", "", 0)
 	for _, svc := range svcs {

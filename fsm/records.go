@@ -427,6 +427,13 @@ func (c *Check) Definition() CheckDefinition {
 	if c.CheckDefinition != nil {
 		d = *c.CheckDefinition
 	}
+	if d.Header != nil {
+		h := make(map[string][]string, len(d.Header))
+		for k, v := range d.Header {
+			h[k] = slices.Clone(v)
+		}
+		d.Header = h
+	}
 	d.Target = c.Target
 	return d
 }

@@ -204,7 +204,7 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		case recordInstance:
 			obj, table = &Instance{}, tableInstances
 		case recordCheck:
-			obj, table = &Check{}, tableChecks
+			obj, table = &checkRecord{}, tableChecks
 		case recordService:
 			obj, table = &Service{}, tableServices
 		case recordNode:
@@ -226,15 +226,20 @@ func readSnapshot(r io.Reader) (*storeState, uint64, error) {
 		} else if err := dec.Decode(obj); err != nil {
 			return nil, 0, fmt.Errorf("%w: %s record: %v", ErrBadSnapshot, table, err)
 		}
-		if c, ok := obj.(*Check); ok && v1 {
-			c.ID = CheckID(c.Service, c.Instance, c.Name)
+		if r, ok := obj.(*checkRecord); ok {
+			// FlapLevel was an int before 32921bc: clamp it as apply does.
+			r.Check.FlapLevel = clampFlapLevel(r.FlapLevel)
+			obj = &r.Check
 		}
 		// Share repeated values between records, as applying them would.
 		switch o := obj.(type) {
 		case *Instance:
 			in.instance(o)
 		case *Check:
-			in.check(o)
+			in.check(o) // gives the check a definition when it has none
+			if v1 {
+				o.ID = CheckID(o.Service, o.Instance, o.Name)
+			}
 			// Instances come before checks in a snapshot.
 			if inst := sets.instance(o.Service, o.Instance); inst != nil {
 				o.Instance = inst.ID
@@ -288,6 +293,13 @@ func restoreCheck(sets *setsTxn, c *Check) error {
 	}
 	sets.putCheck(c)
 	return nil
+}
+
+// checkRecord is a check as a snapshot holds it: FlapLevel decoded as the
+// int it was before Check kept an int32 (the outer field shadows Check's).
+type checkRecord struct {
+	Check
+	FlapLevel int
 }
 
 // instanceV1 is an instance as a version-1 snapshot holds it: the outer Meta
