@@ -243,7 +243,7 @@ func (w *writeTxn) deleteIndex(key string) {
 // dispatchTable lists every command type and its handler, in one place.
 func dispatchTable() map[MessageType]handler {
 	return map[MessageType]handler{
-		RegisterType:     decodeAnd(applyRegister),
+		RegisterType:     applyRegisterCommand,
 		DeregisterType:   decodeAnd(applyDeregister),
 		CheckUpdateType:  decodeAnd(applyCheckUpdate),
 		AssignChecksType: decodeAnd(applyAssignChecks),
@@ -291,6 +291,20 @@ func SplitCheckID(id string) (service, instance string, ok bool) {
 	return service, instance, ok
 }
 
+// applyRegisterCommand is decodeAnd(applyRegister) with the decoder that
+// takes the repeated values (service, tags, meta, version, node) from the
+// catalog's interner instead of allocating them anew on every node for every
+// registration (decodeRegisterShared).
+func applyRegisterCommand(w *writeTxn, body []byte) (Command, *RejectError) {
+	req := new(RegisterRequest)
+	if !decodeRegisterShared(body, req, w.in) {
+		if err := decodeBody(body, req); err != nil {
+			panic("fsm: undecodable log entry: " + err.Error())
+		}
+	}
+	return req, applyRegister(w, req)
+}
+
 func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	if req.ID == "" || req.Service == "" {
 		return reject(ErrInvalid, "register: id and service are required")
@@ -326,11 +340,24 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	}
 	// Repeated values (service, tags, meta, version, node) are shared
 	// with the catalog's other records (interner).
-	inst.ID, inst.Service, inst.Address, inst.Port = req.ID, w.in.str(req.Service), req.Address, req.Port
-	inst.Tags, inst.Meta, inst.Version, inst.Weight = w.in.tagsOf(req.Tags), w.in.metaOfMap(req.Meta), w.in.str(req.Version), req.Weight
+	// A request decoded by decodeRegisterShared holds them shared already.
+	inst.ID, inst.Address, inst.Port, inst.Weight = req.ID, req.Address, req.Port, req.Weight
+	if req.interned {
+		inst.Service, inst.Tags, inst.Version = req.Service, req.Tags, req.Version
+	} else {
+		inst.Service, inst.Tags, inst.Version = w.in.str(req.Service), w.in.tagsOf(req.Tags), w.in.str(req.Version)
+	}
+	if req.Meta == nil && req.meta != nil {
+		inst.Meta = req.meta
+	} else {
+		inst.Meta = w.in.metaOfMap(req.Meta)
+	}
 	inst.Trusted = req.Trusted
 	if inst.Node != req.Node {
-		inst.Node = w.in.str(req.Node)
+		inst.Node = req.Node
+		if !req.interned {
+			inst.Node = w.in.str(req.Node)
+		}
 		inst.NodeFailed = false
 		if req.Node != "" {
 			if n, _ := w.first(tableNodes, "id", req.Node).(*Node); n != nil {
@@ -386,11 +413,11 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 func SameRegistration(inst *Instance, checks []*Check, req *RegisterRequest) bool {
 	if inst.Address != req.Address || inst.Port != req.Port || inst.Version != req.Version ||
 		inst.Weight != req.Weight || inst.Node != req.Node || inst.Trusted != req.Trusted ||
-		!slices.Equal(inst.Tags, req.Tags) || len(inst.Meta) != len(req.Meta) || len(checks) != len(req.Checks) {
+		!slices.Equal(inst.Tags, req.Tags) || len(inst.Meta) != req.metaLen() || len(checks) != len(req.Checks) {
 		return false
 	}
 	for _, p := range inst.Meta {
-		if v, ok := req.Meta[p.Key]; !ok || v != p.Value {
+		if v, ok := req.metaValue(p.Key); !ok || v != p.Value {
 			return false
 		}
 	}

@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -82,6 +84,35 @@ type RegisterRequest struct {
 	Trusted bool `codec:",omitempty"`
 	// Time is the proposer's clock (unix nanoseconds).
 	Time int64
+
+	// Set only by the FSM's own decoder (decodeRegisterShared), for the
+	// apply that follows: meta holds Meta as the catalog's shared sorted
+	// pairs, in place of the map (Meta is then nil), and interned says
+	// that Service, Tags, Version and Node are already the catalog's
+	// shared copies. go-msgpack ignores both; Encode writes meta as Meta.
+	meta     []Pair
+	interned bool
+}
+
+// metaLen is the number of Meta's keys, from the map or the shared pairs.
+func (r *RegisterRequest) metaLen() int {
+	if r.Meta == nil {
+		return len(r.meta)
+	}
+	return len(r.Meta)
+}
+
+// metaValue is Meta[k], from the map or the shared pairs.
+func (r *RegisterRequest) metaValue(k string) (string, bool) {
+	if r.Meta == nil && r.meta != nil {
+		i, found := slices.BinarySearchFunc(r.meta, k, func(p Pair, k string) int { return strings.Compare(p.Key, k) })
+		if !found {
+			return "", false
+		}
+		return r.meta[i].Value, true
+	}
+	v, ok := r.Meta[k]
+	return v, ok
 }
 
 // DeregisterRequest removes an instance and its checks. A missing instance

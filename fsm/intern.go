@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"cmp"
+	"encoding/binary"
 	"slices"
 )
 
@@ -45,6 +46,13 @@ func (in *interner) full() bool {
 
 func (in *interner) reset() {
 	in.strs, in.tags, in.metas, in.defs = map[string]string{}, map[string][]string{}, map[string][]Pair{}, map[defKey]*CheckDefinition{}
+}
+
+// appendKeyPart appends s to a tags or meta key, its length first: a
+// separator byte would let tags that contain it collide (["a\x00", "b"] and
+// ["a", "\x00b"]).
+func appendKeyPart[S ~string | ~[]byte](k []byte, s S) []byte {
+	return append(binary.AppendUvarint(k, uint64(len(s))), s...)
 }
 
 // str returns the table's copy of s.
@@ -101,8 +109,7 @@ func (in *interner) tagsOf(tags []string) []string {
 		if len(t) > internMaxLen {
 			return tags
 		}
-		k = append(k, t...)
-		k = append(k, 0)
+		k = appendKeyPart(k, t)
 	}
 	in.key = k
 	if v, ok := in.tags[string(k)]; ok {
@@ -146,10 +153,7 @@ func (in *interner) metaOf(ps []Pair) []Pair {
 		if len(p.Key)+len(p.Value) > internMaxLen {
 			return slices.Clone(ps)
 		}
-		k = append(k, p.Key...)
-		k = append(k, 0)
-		k = append(k, p.Value...)
-		k = append(k, 0)
+		k = appendKeyPart(appendKeyPart(k, p.Key), p.Value)
 	}
 	in.key = k
 	if v, ok := in.metas[string(k)]; ok {

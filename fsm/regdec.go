@@ -27,11 +27,32 @@ func decodeRegister(b []byte, r *RegisterRequest) bool {
 	return true
 }
 
+// decodeRegisterShared is decodeRegister for the apply path: the values that
+// repeat across registrations (Service, Version, Node, Tags, Meta, and the
+// checks' names, types, methods, gRPC services and initial statuses) come from
+// in, the catalog's interner, without allocating when it holds them already,
+// and Meta is decoded into the shared sorted pairs (r.meta) instead of a map
+// when Encode wrote it (keys in increasing order, at most 16). The result is
+// the request decodeRegister gives, with those values shared (r.interned),
+// and Meta as pairs where it could.
+func decodeRegisterShared(b []byte, r *RegisterRequest, in *interner) bool {
+	if !r.zero() {
+		return false
+	}
+	d := mpReader{b: b, in: in}
+	if !d.decodeRegister(r) || len(d.b) != 0 {
+		*r = RegisterRequest{}
+		return false
+	}
+	r.interned = true
+	return true
+}
+
 // zero reports whether r is the zero request.
 func (r *RegisterRequest) zero() bool {
 	return r.ID == "" && r.Service == "" && r.Address == "" && r.Port == 0 && r.Tags == nil &&
 		r.Meta == nil && r.Version == "" && r.Weight == 0 && r.Node == "" && r.Checks == nil &&
-		!r.Trusted && r.Time == 0
+		!r.Trusted && r.Time == 0 && r.meta == nil && !r.interned
 }
 
 func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
@@ -54,21 +75,21 @@ func (d *mpReader) decodeRegister(r *RegisterRequest) bool {
 		case "ID":
 			r.ID, ok = d.str()
 		case "Service":
-			r.Service, ok = d.str()
+			r.Service, ok = d.shared()
 		case "Address":
 			r.Address, ok = d.str()
 		case "Port":
 			r.Port, ok = d.intField()
 		case "Tags":
-			r.Tags, ok = d.strings()
+			r.Tags, ok = d.tags()
 		case "Meta":
-			r.Meta, ok = d.stringMap()
+			ok = d.meta(r)
 		case "Version":
-			r.Version, ok = d.str()
+			r.Version, ok = d.shared()
 		case "Weight":
 			r.Weight, ok = d.intField()
 		case "Node":
-			r.Node, ok = d.str()
+			r.Node, ok = d.shared()
 		case "Checks":
 			r.Checks, ok = d.checks()
 		case "Trusted":
@@ -142,20 +163,20 @@ func (d *mpReader) decodeCheck(c *CheckDefinition) bool {
 		var s string
 		switch string(key) {
 		case "Name":
-			c.Name, ok = d.str()
+			c.Name, ok = d.shared()
 		case "Type":
-			s, ok = d.str()
+			s, ok = d.shared()
 			c.Type = CheckType(s)
 		case "Target":
 			c.Target, ok = d.str()
 		case "Method":
-			c.Method, ok = d.str()
+			c.Method, ok = d.shared()
 		case "Header":
 			c.Header, ok = d.stringsMap()
 		case "TLSSkipVerify":
 			c.TLSSkipVerify, ok = d.bool()
 		case "GRPCService":
-			c.GRPCService, ok = d.str()
+			c.GRPCService, ok = d.shared()
 		case "Interval":
 			c.Interval, ok = d.int64()
 		case "Timeout":
@@ -167,7 +188,7 @@ func (d *mpReader) decodeCheck(c *CheckDefinition) bool {
 		case "SuccessesBeforePassing":
 			c.SuccessesBeforePassing, ok = d.intField()
 		case "InitialStatus":
-			s, ok = d.str()
+			s, ok = d.shared()
 			c.InitialStatus = Health(s)
 		case "DeregisterCriticalAfter":
 			c.DeregisterCriticalAfter, ok = d.int64()
@@ -182,7 +203,122 @@ func (d *mpReader) decodeCheck(c *CheckDefinition) bool {
 }
 
 // mpReader reads the msgpack values decodeRegister takes.
-type mpReader struct{ b []byte }
+type mpReader struct {
+	b  []byte
+	in *interner // set: shared, tags and meta take repeated values from it
+}
+
+// shared reads a string, the interner's copy when there is one.
+func (d *mpReader) shared() (string, bool) {
+	if d.in == nil {
+		return d.str()
+	}
+	b, ok := d.raw()
+	if !ok {
+		return "", false
+	}
+	if v, found := d.in.strs[string(b)]; found {
+		return v, true // no allocation: the lookup does not copy b
+	}
+	return d.in.str(string(b)), true
+}
+
+// tags reads a registration's Tags: with an interner, the shared slice
+// equal to them (interner.tagsOf), found without allocating when the
+// interner holds it already.
+func (d *mpReader) tags() ([]string, bool) {
+	if d.in == nil {
+		return d.strings()
+	}
+	start := d.b
+	if d.nil() {
+		return nil, true
+	}
+	n, ok := d.arrayLen()
+	if !ok {
+		return nil, false
+	}
+	if n > 0 {
+		k := d.in.key[:0]
+		for range n {
+			t, ok := d.raw()
+			if !ok || len(t) > internMaxLen {
+				k = nil
+				break
+			}
+			k = appendKeyPart(k, t)
+		}
+		if k != nil {
+			d.in.key = k
+			if v, found := d.in.tags[string(k)]; found {
+				return v, true
+			}
+		}
+	}
+	d.b = start
+	ts, ok := d.strings()
+	if !ok {
+		return nil, false
+	}
+	return d.in.tagsOf(ts), true
+}
+
+// maxSharedMeta bounds the keys meta decodes into pairs.
+const maxSharedMeta = 16
+
+// meta reads a registration's Meta into r: without an interner, as a map;
+// with one, as the interner's shared sorted pairs (r.meta) when Encode
+// wrote it (keys strictly increasing), found without allocating when the
+// interner holds them already. Anything else (no keys, more than
+// maxSharedMeta, keys out of order or twice, a long key or value) is read
+// as a map.
+func (d *mpReader) meta(r *RegisterRequest) bool {
+	if d.in == nil {
+		var ok bool
+		r.Meta, ok = d.stringMap()
+		return ok
+	}
+	start := d.b
+	if d.nil() {
+		return true
+	}
+	n, ok := d.mapLen()
+	if !ok {
+		return false
+	}
+	if n > 0 && n <= maxSharedMeta {
+		var kvs [2 * maxSharedMeta][]byte
+		k := d.in.key[:0]
+		for i := range n {
+			key, ok1 := d.raw()
+			val, ok2 := d.raw()
+			if !ok1 || !ok2 || len(key)+len(val) > internMaxLen || (i > 0 && string(kvs[2*i-2]) >= string(key)) {
+				k = nil
+				break
+			}
+			kvs[2*i], kvs[2*i+1] = key, val
+			k = appendKeyPart(appendKeyPart(k, key), val)
+		}
+		if k != nil {
+			d.in.key = k
+			if v, found := d.in.metas[string(k)]; found {
+				r.meta = v
+				return true
+			}
+			ps := d.in.pairs[:0]
+			for i := range n {
+				ps = append(ps, Pair{Key: string(kvs[2*i]), Value: string(kvs[2*i+1])})
+			}
+			r.meta = d.in.metaOf(ps) // copies ps, sharing its strings
+			clear(ps)
+			d.in.pairs = ps[:0]
+			return true
+		}
+	}
+	d.b = start
+	r.Meta, ok = d.stringMap()
+	return ok
+}
 
 func (d *mpReader) byte() (byte, bool) {
 	if len(d.b) == 0 {

@@ -5,8 +5,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
@@ -201,6 +203,18 @@ func FuzzDecodeRegister(f *testing.F) {
 		if !reflect.DeepEqual(&got, want) {
 			t.Fatalf("%x: decodeRegister = %+v, go-msgpack %+v", b, got, *want)
 		}
+		// The apply path's decoder takes it too, to the same request,
+		// with an interner fresh and then warm.
+		in := newInterner()
+		for range 2 {
+			var shared RegisterRequest
+			if !decodeRegisterShared(b, &shared, in) {
+				t.Fatalf("%x: decodeRegister takes it, decodeRegisterShared refuses it", b)
+			}
+			if p := plainOf(shared); !reflect.DeepEqual(p, got) {
+				t.Fatalf("%x: decodeRegisterShared = %+v, decodeRegister %+v", b, p, got)
+			}
+		}
 	})
 }
 
@@ -332,4 +346,131 @@ func BenchmarkEncodeRegisterWithCheck(b *testing.B) {
 			goMsgpackEncode(b, &in)
 		}
 	})
+}
+
+// plainOf is what decodeRegister gives for a request decodeRegisterShared
+// gave: Meta as a map, and the apply path's fields cleared.
+func plainOf(r RegisterRequest) RegisterRequest {
+	if r.Meta == nil && r.meta != nil {
+		r.Meta = make(map[string]string, len(r.meta))
+		for _, p := range r.meta {
+			r.Meta[p.Key] = p.Value
+		}
+	}
+	r.meta, r.interned = nil, false
+	return r
+}
+
+// The apply path's decoder gives what decodeRegister gives, with the
+// repeated values taken from the interner: a second decode of the same
+// registration shares every one of them with the first.
+func TestDecodeRegisterSharedMatchesAndShares(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	in := newInterner()
+	for i := range 3000 {
+		reg := randomRegister(rng)
+		b, err := Encode(RegisterType, &reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, first, second RegisterRequest
+		if !decodeRegister(b[1:], &want) {
+			t.Fatalf("case %d: decodeRegister refused what Encode wrote", i)
+		}
+		if !decodeRegisterShared(b[1:], &first, in) || !decodeRegisterShared(b[1:], &second, in) {
+			t.Fatalf("case %d: decodeRegisterShared refused what Encode wrote: %+v", i, reg)
+		}
+		short := true
+		for k, v := range reg.Meta {
+			short = short && len(k)+len(v) <= internMaxLen
+		}
+		if !first.interned || (len(reg.Meta) > 0 && len(reg.Meta) <= maxSharedMeta && short) != (first.meta != nil) {
+			t.Fatalf("case %d: interned %v, meta as pairs %v for %d keys", i, first.interned, first.meta != nil, len(reg.Meta))
+		}
+		if got := plainOf(first); !reflect.DeepEqual(got, want) {
+			t.Fatalf("case %d: decodeRegisterShared = %+v, decodeRegister %+v", i, got, want)
+		}
+		if got := plainOf(second); !reflect.DeepEqual(got, want) {
+			t.Fatalf("case %d: a second decodeRegisterShared = %+v, decodeRegister %+v", i, got, want)
+		}
+		if in.full() {
+			continue // the tables were dropped between the two decodes
+		}
+		for _, s := range [][2]string{{first.Service, second.Service}, {first.Version, second.Version}, {first.Node, second.Node}} {
+			if s[0] != "" && len(s[0]) <= internMaxLen && unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
+				t.Fatalf("case %d: %q decoded twice into two copies", i, s[0])
+			}
+		}
+		if len(first.Tags) > 0 && &first.Tags[0] != &second.Tags[0] && slices.IndexFunc(first.Tags, func(t string) bool { return len(t) > internMaxLen }) < 0 {
+			t.Fatalf("case %d: tags %q decoded twice into two slices", i, first.Tags)
+		}
+		if len(first.meta) > 0 && &first.meta[0] != &second.meta[0] {
+			t.Fatalf("case %d: meta %v decoded twice into two slices", i, first.meta)
+		}
+	}
+}
+
+// Tags or meta that a separator byte would confuse are not shared.
+func TestSharedTagsAndMetaKeepTheirBoundaries(t *testing.T) {
+	in := newInterner()
+	decode := func(r RegisterRequest) RegisterRequest {
+		b, err := Encode(RegisterType, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got RegisterRequest
+		if !decodeRegisterShared(b[1:], &got, in) {
+			t.Fatalf("refused %+v", r)
+		}
+		return got
+	}
+	a := decode(RegisterRequest{ID: "1", Service: "s", Tags: []string{"a\x00", "b"}, Meta: map[string]string{"k": "v\x00w"}})
+	b := decode(RegisterRequest{ID: "2", Service: "s", Tags: []string{"a", "\x00b"}, Meta: map[string]string{"k": "v\x00w"}})
+	c := decode(RegisterRequest{ID: "3", Service: "s", Meta: map[string]string{"k\x00v": "w"}})
+	if !slices.Equal(a.Tags, []string{"a\x00", "b"}) || !slices.Equal(b.Tags, []string{"a", "\x00b"}) {
+		t.Fatalf("tags %q and %q", a.Tags, b.Tags)
+	}
+	if !slices.Equal(c.meta, []Pair{{"k\x00v", "w"}}) || !slices.Equal(a.meta, []Pair{{"k", "v\x00w"}}) {
+		t.Fatalf("meta %v and %v", a.meta, c.meta)
+	}
+	// The apply path's tagsOf and metaOf keep the same boundaries.
+	if got := in.tagsOf([]string{"a", "\x00b"}); !slices.Equal(got, []string{"a", "\x00b"}) {
+		t.Fatalf("tagsOf = %q", got)
+	}
+	if got := in.metaOf([]Pair{{"k\x00v", "w"}}); !slices.Equal(got, []Pair{{"k\x00v", "w"}}) {
+		t.Fatalf("metaOf = %v", got)
+	}
+}
+
+// Decoding a registration whose service, version, node, tags and meta the
+// catalog holds already allocates only its own ID and address: every node
+// decodes every registration.
+func TestDecodeRegisterSharedAllocatesOnlyWhatIsNew(t *testing.T) {
+	reg := RegisterRequest{ID: "i-1", Service: "web", Address: "10.0.0.1", Port: 8080, Tags: []string{"bench", "v1"},
+		Meta: map[string]string{"zone": "z1", "rack": "r2"}, Version: "1.0.3", Weight: 1, Node: "b1", Time: 1}
+	b, err := Encode(RegisterType, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := newInterner()
+	var r RegisterRequest
+	if !decodeRegisterShared(b[1:], &r, in) {
+		t.Fatal("refused")
+	}
+	shared := testing.AllocsPerRun(100, func() {
+		r = RegisterRequest{}
+		if !decodeRegisterShared(b[1:], &r, in) {
+			t.Fatal("refused")
+		}
+	})
+	plain := testing.AllocsPerRun(100, func() {
+		r = RegisterRequest{}
+		if !decodeRegister(b[1:], &r) {
+			t.Fatal("refused")
+		}
+	})
+	if shared != 2 {
+		t.Fatalf("decodeRegisterShared allocates %v times, want 2 (ID and address); decodeRegister %v", shared, plain)
+	}
+	t.Logf("allocations per decode: %v shared, %v plain", shared, plain)
 }

@@ -32,7 +32,13 @@ func encodeRegister(b []byte, r *RegisterRequest) []byte {
 	}
 	b = mpStr(mpStr(b, "ID"), r.ID)
 	b = mpStr(b, "Meta")
-	if r.Meta == nil {
+	if r.Meta == nil && r.meta != nil {
+		// A request decodeRegisterShared decoded: its pairs are sorted.
+		b = mpMapLen(b, len(r.meta))
+		for _, p := range r.meta {
+			b = mpStr(mpStr(b, p.Key), p.Value)
+		}
+	} else if r.Meta == nil {
 		b = mpNil(b)
 	} else {
 		b = mpMapLen(b, len(r.Meta))
@@ -96,6 +102,9 @@ func registerSize(r *RegisterRequest) int {
 	}
 	for k, v := range r.Meta {
 		n += len(k) + len(v) + 10
+	}
+	for _, p := range r.meta {
+		n += len(p.Key) + len(p.Value) + 10
 	}
 	for i := range r.Checks {
 		d := &r.Checks[i]

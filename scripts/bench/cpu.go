@@ -76,10 +76,11 @@ func cpuSeconds(pid int) float64 {
 type cpuMeter struct {
 	pids  []int
 	start []float64
+	self  float64 // the load tool's own CPU seconds at start
 }
 
 func startCPU(s servers) *cpuMeter {
-	m := &cpuMeter{}
+	m := &cpuMeter{self: cpuSeconds(os.Getpid())}
 	for _, p := range s.procs {
 		pid := -1
 		if p != nil && p.Process != nil {
@@ -106,17 +107,22 @@ func (m *cpuMeter) done() (total float64, per []float64) {
 }
 
 // perRequest renders the servers' CPU time per request: the sum over the
-// nodes, then each node's share.
+// nodes, then each node's share; then the load tool's own (its client's)
+// CPU time per request, which on a small machine competes with the servers.
 func (m *cpuMeter) perRequest(requests int64) string {
 	total, per := m.done()
 	if requests <= 0 {
 		return "cpu n/a"
 	}
+	client := ""
+	if now := cpuSeconds(os.Getpid()); now >= 0 && m.self >= 0 {
+		client = fmt.Sprintf(", client cpu %.0f µs/req", (now-m.self)/float64(requests)*1e6)
+	}
 	parts := make([]string, len(per))
 	for i, p := range per {
 		parts[i] = fmt.Sprintf("%.0f", p/float64(requests)*1e6)
 	}
-	return fmt.Sprintf("server cpu %.0f µs/req (%s; %.1f s)", total/float64(requests)*1e6, strings.Join(parts, "+"), total)
+	return fmt.Sprintf("server cpu %.0f µs/req (%s; %.1f s)%s", total/float64(requests)*1e6, strings.Join(parts, "+"), total, client)
 }
 
 // startProfiles asks every server that serves pprof for a CPU profile of the
