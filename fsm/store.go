@@ -359,6 +359,16 @@ func (s *Store) CurrentInstance(service, id string) (*Instance, []*Check) {
 	if service == "" || id == "" {
 		return nil, nil
 	}
+	if s.publishing.Load()&1 == 0 {
+		// The committed record holds its set (as in ServiceList): an
+		// instance that is not there yet, as for every new registration
+		// that asks whether it changes anything, costs no transaction.
+		// One that is there is read again below with its checks, from one
+		// version of the catalog.
+		if v, ok := s.cur.Load().services.Load(service); ok && getInstance(v.(*Service).set, id) == nil {
+			return nil, nil
+		}
+	}
 	tx := s.read(nil)
 	inst := getInstance(setOf(tx, nil, service), id)
 	if inst == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -640,5 +641,71 @@ func TestCurrentInstanceAnswersAsInstance(t *testing.T) {
 	}
 	if got, checks := s.CurrentInstance("web", "web-1"); got == nil || len(checks) != 1 {
 		t.Fatalf("CurrentInstance(web, web-1) = %v with %d checks, want the instance with its one check", got, len(checks))
+	}
+}
+
+// CurrentInstance never goes back behind an apply that returned: while a
+// writer registers web-1, web-2, ... and deregisters web-(k-2) after web-k,
+// a reader finds the instance the writer last reported registered (unless
+// it was deregistered before the read ended) and never one it reported
+// deregistered, whether it asks through the committed records (no
+// transaction) or falls back to go-memdb.
+func TestCurrentInstanceNeverGoesBack(t *testing.T) {
+	f := newFSM(t)
+	s := f.Store()
+	fsmtest.MustApply(t, f, 1, fsmtest.Register(t, "web-0", "web"))
+	var registered, deregistered atomic.Int64 // the last k applied: web-k
+	registered.Store(0)
+	deregistered.Store(-1)
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		idx := uint64(2)
+		apply := func(cmd []byte) bool {
+			if res := fsmtest.Apply(t, f, idx, cmd); res.Err != nil {
+				t.Errorf("apply at %d: %v", idx, res.Err)
+				return false
+			}
+			idx++
+			return true
+		}
+		for k := 1; k <= n; k++ {
+			if !apply(fsmtest.Register(t, fmt.Sprintf("web-%d", k), "web")) {
+				return
+			}
+			registered.Store(int64(k))
+			if k >= 2 {
+				if !apply(fsmtest.Deregister(t, "web", fmt.Sprintf("web-%d", k-2))) {
+					return
+				}
+				deregistered.Store(int64(k - 2))
+			}
+		}
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case <-done:
+			if reads == 0 {
+				t.Fatal("no read ran while the writer did")
+			}
+			return
+		default:
+		}
+		d, r := deregistered.Load(), registered.Load()
+		// web-r may be deregistered during the read: only a miss that
+		// ended before its deregistration is wrong.
+		if inst, _ := s.CurrentInstance("web", fmt.Sprintf("web-%d", r)); inst == nil && deregistered.Load() < r {
+			t.Errorf("web-%d, registered before the read, not found", r)
+			<-done
+			return
+		}
+		if d >= 0 {
+			if inst, _ := s.CurrentInstance("web", fmt.Sprintf("web-%d", d)); inst != nil {
+				t.Errorf("web-%d, deregistered before the read, found", d)
+				<-done
+				return
+			}
+		}
 	}
 }
