@@ -219,7 +219,7 @@ func (w *writeTxn) finish() {
 		if !st.existed {
 			w.deleteIndex(tombstonePrefix + name)
 		}
-		svc := &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index, set: st.set}
+		svc := &Service{Name: name, Instances: st.count, CreateIndex: st.created, ModifyIndex: st.index, set: st.set, key: w.rows.key(name)}
 		w.rows.writeService(svc)
 		w.insert(tableServices, svc)
 	}

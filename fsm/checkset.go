@@ -31,10 +31,12 @@ type checkSet = btree.BTreeG[*Check]
 // checkSetRow is a row of the checksets table: service's checks.
 type checkSetRow struct {
 	Service string
+	key     []byte // Service and a NUL, its "id" key (rowCache.key), or nil
 	set     *checkSet
 }
 
 func (r *checkSetRow) items() *checkSet { return r.set }
+func (r *checkSetRow) idKey() []byte    { return r.key }
 
 var noCheckFreeList = btree.NewFreeListG[*Check](0)
 
@@ -45,7 +47,7 @@ func newCheckSet() *checkSet {
 func lessCheckID(a, b *Check) bool { return a.ID < b.ID }
 
 var checkSets = setTable[*Check]{tableCheckSets, newCheckSet,
-	func(k string, s *checkSet) any { return &checkSetRow{Service: k, set: s} }}
+	func(k string, ik []byte, s *checkSet) any { return &checkSetRow{Service: k, key: ik, set: s} }}
 
 // checkSetOf is checkSets.of: service's checks (nil if it has none), and the
 // watch channel of its row added to ws.

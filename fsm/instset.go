@@ -89,31 +89,35 @@ func lessServiceID(a, b *Instance) bool {
 // serviceSet is a row of the sets table: service's instances.
 type serviceSet struct {
 	Service string
+	key     []byte // Service and a NUL, its "id" key (rowCache.key), or nil
 	set     *instanceSet
 }
 
 // nodeSet is a row of the nodesets table: node's instances.
 type nodeSet struct {
 	Node string
+	key  []byte // Node and a NUL, its "id" key (rowCache.key), or nil
 	set  *instanceSet
 }
 
 func (r *serviceSet) items() *instanceSet { return r.set }
 func (r *nodeSet) items() *instanceSet    { return r.set }
+func (r *serviceSet) idKey() []byte       { return r.key }
+func (r *nodeSet) idKey() []byte          { return r.key }
 
 // setTable is one of the tables of sets: the instances' two, and the
 // checks' (checkset.go). T is what the sets hold.
 type setTable[T any] struct {
 	name   string
 	newSet func() *btree.BTreeG[T]
-	row    func(key string, s *btree.BTreeG[T]) any
+	row    func(key string, idKey []byte, s *btree.BTreeG[T]) any
 }
 
 var (
 	serviceSets = setTable[*Instance]{tableSets, newInstanceSet,
-		func(k string, s *instanceSet) any { return &serviceSet{Service: k, set: s} }}
+		func(k string, ik []byte, s *instanceSet) any { return &serviceSet{Service: k, key: ik, set: s} }}
 	nodeSets = setTable[*Instance]{tableNodeSets, newNodeSet,
-		func(k string, s *instanceSet) any { return &nodeSet{Node: k, set: s} }}
+		func(k string, ik []byte, s *instanceSet) any { return &nodeSet{Node: k, key: ik, set: s} }}
 )
 
 // of returns key's set as tx sees it, or nil, and adds the watch channel of
@@ -292,7 +296,7 @@ func (c *changedSets[T]) write(tx *memdb.Txn) error {
 	for key, s := range c.m {
 		delete(c.cache, key)
 		if s.Len() > 0 {
-			if err := tx.Insert(c.t.name, c.t.row(key, s)); err != nil {
+			if err := tx.Insert(c.t.name, c.t.row(key, c.rows.key(key), s)); err != nil {
 				return err
 			}
 			pendSet(c.rows, c.cache, key, s)
@@ -416,6 +420,28 @@ type rowCache struct {
 	checks    map[string]*checkSet    // service -> its committed check set
 	services  map[string]*Service     // service -> its committed record
 	pending   []pendingRow            // written by the open transaction
+	keys      map[string][]byte       // name -> its "id" index key (key)
+}
+
+// key returns name and a NUL: the "id" index key of name's rows in the
+// services, sets and check sets tables (a node's, in the node sets table),
+// made once and shared by every version of those rows, so that writing a
+// row does not make its key anew each time (go-memdb asks a row's indexer
+// for it twice per insert, and keeps it in the radix tree). Keys are never
+// written once made. The map is bounded like the interner's tables.
+func (r *rowCache) key(name string) []byte {
+	if name == "" {
+		return nil // no entry in a string index (strIndex.FromObject)
+	}
+	if k, ok := r.keys[name]; ok {
+		return k
+	}
+	if len(r.keys) >= internLimit {
+		clear(r.keys)
+	}
+	k := nulTerminated(name)
+	r.keys[name] = k
+	return k
 }
 
 // pendingRow is a row the open transaction wrote: a set (into one of the
@@ -430,7 +456,7 @@ type pendingRow struct {
 
 func newRowCache(published *sync.Map) *rowCache {
 	return &rowCache{published: published, sets: map[string]*instanceSet{}, nodes: map[string]*instanceSet{},
-		checks: map[string]*checkSet{}, services: map[string]*Service{}}
+		checks: map[string]*checkSet{}, services: map[string]*Service{}, keys: map[string][]byte{}}
 }
 
 // pendSet notes that the open transaction wrote key's set s into a table

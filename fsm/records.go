@@ -477,7 +477,11 @@ type Service struct {
 	// Every write that changes the service's set writes a new record, so
 	// the cache lives exactly as long as the list it holds is current.
 	list atomic.Pointer[List]
+	// key is Name and a NUL, its "id" index key (rowCache.key), or nil.
+	key []byte
 }
+
+func (svc *Service) idKey() []byte { return svc.key }
 
 // List is a service's instances in ID order as of one version of its record,
 // shared by every reader of that version: nothing may modify Instances.

@@ -27,10 +27,20 @@ func nulTerminated(s string) []byte {
 	return b
 }
 
+// keyedRow is a row that carries its key in its one string index, made
+// once per name (rowCache.key): the rows written for every change of a
+// service. Only tables with one string index have such rows.
+type keyedRow interface{ idKey() []byte }
+
 func (x strIndex[T]) FromObject(obj any) (bool, []byte, error) {
 	o, ok := obj.(*T)
 	if !ok || o == nil {
 		return false, nil, fmt.Errorf("fsm: %s index: %T is not a %T", x.field, obj, (*T)(nil))
+	}
+	if r, ok := obj.(keyedRow); ok {
+		if k := r.idKey(); k != nil {
+			return true, k, nil
+		}
 	}
 	v := x.get(o)
 	if v == "" {

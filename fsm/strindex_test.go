@@ -2,7 +2,10 @@ package fsm
 
 import (
 	"bytes"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -11,12 +14,14 @@ import (
 // the same field: lookups, prefix scans and the order of iteration are
 // unchanged.
 func TestStrIndexMatchesStringFieldIndex(t *testing.T) {
+	// Rows as apply writes them carry their key (rowCache.key).
+	rc := newRowCache(&sync.Map{})
 	records := map[string][]any{
-		tableSets:      {&serviceSet{Service: "web"}, &serviceSet{Service: "a-b.c"}},
-		tableNodeSets:  {&nodeSet{Node: "n1"}},
+		tableSets:      {&serviceSet{Service: "web"}, &serviceSet{Service: "a-b.c"}, &serviceSet{Service: "web", key: rc.key("web")}},
+		tableNodeSets:  {&nodeSet{Node: "n1"}, &nodeSet{Node: "n1", key: rc.key("n1")}},
 		tableInstances: {&Instance{Service: "web", ID: "i1", Node: "n1"}, &Instance{Service: "web", ID: "i2"}},
-		tableCheckSets: {&checkSetRow{Service: "web"}, &checkSetRow{Service: "db"}},
-		tableServices:  {&Service{Name: "web"}, &Service{Name: ""}},
+		tableCheckSets: {&checkSetRow{Service: "web"}, &checkSetRow{Service: "db"}, &checkSetRow{Service: "db", key: rc.key("db")}},
+		tableServices:  {&Service{Name: "web"}, &Service{Name: ""}, &Service{Name: "web", key: rc.key("web")}, &Service{Name: "", key: rc.key("")}},
 		tableNodes:     {&Node{Name: "n1"}},
 		tableTokens:    {&Token{Accessor: "acc", SecretHash: "ab12"}},
 		tableIndex:     {&indexEntry{Key: "instances"}, &indexEntry{Key: tombstonePrefix + "web"}},
@@ -99,5 +104,58 @@ func TestStrIndexHasKey(t *testing.T) {
 	}
 	if x.hasKey(&Node{Name: "web"}, []byte("web\x00")) {
 		t.Error("hasKey matched a record of another type")
+	}
+}
+
+// Every row a write leaves in the services, sets and check sets tables
+// carries its own name's key, or none: a wrong one would file it under
+// another name in go-memdb.
+func TestRowsCarryTheirKeys(t *testing.T) {
+	f := New(nil)
+	idx := uint64(1)
+	for i := range 300 {
+		svc := fmt.Sprintf("svc-%d", i%7)
+		applyOne(t, f, idx, RegisterType, &RegisterRequest{ID: fmt.Sprintf("i-%d", i), Service: svc, Address: "127.0.0.1", Port: 80,
+			Node: fmt.Sprintf("n%d", i%3), Checks: []CheckDefinition{{Name: "ttl", Type: CheckTTL, TTL: int64(time.Hour)}}})
+		idx++
+		if i%5 == 4 {
+			applyOne(t, f, idx, DeregisterType, &DeregisterRequest{Service: svc, ID: fmt.Sprintf("i-%d", i-2)})
+			idx++
+		}
+	}
+	tx := f.Store().read(nil)
+	keyed := 0
+	for _, table := range []string{tableServices, tableSets, tableNodeSets, tableCheckSets} {
+		it, err := tx.Get(table, "id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			var name string
+			switch r := raw.(type) {
+			case *Service:
+				name = r.Name
+			case *serviceSet:
+				name = r.Service
+			case *nodeSet:
+				name = r.Node
+			case *checkSetRow:
+				name = r.Service
+			}
+			k := raw.(keyedRow).idKey()
+			if k == nil {
+				continue
+			}
+			keyed++
+			if string(k) != name+"\x00" {
+				t.Fatalf("%s row %q carries the key %q", table, name, k)
+			}
+			if got, err := tx.First(table, "id", name); err != nil || got != raw {
+				t.Fatalf("%s row %q not found under its name: %v", table, name, err)
+			}
+		}
+	}
+	if keyed < 7+3+7+7 {
+		t.Fatalf("%d rows carry a key; every written row should", keyed)
 	}
 }
