@@ -94,6 +94,20 @@ type RegisterRequest struct {
 	interned bool
 }
 
+// MetaMap returns the registration's meta as a map: Meta itself, or a new
+// map of the pairs the FSM decoded it into (Meta is then nil). The result
+// must not be modified when it is Meta.
+func (r *RegisterRequest) MetaMap() map[string]string {
+	if r.Meta != nil || r.meta == nil {
+		return r.Meta
+	}
+	m := make(map[string]string, len(r.meta))
+	for _, p := range r.meta {
+		m[p.Key] = p.Value
+	}
+	return m
+}
+
 // metaLen is the number of Meta's keys, from the map or the shared pairs.
 func (r *RegisterRequest) metaLen() int {
 	if r.Meta == nil {

@@ -59,6 +59,11 @@ func RejectFromCode(code, msg string) *RejectError {
 // ApplyResult is what Apply returns for each command: the log index it was
 // applied at, if the command was rejected, why, and the decoded command (nil
 // for an unknown command skipped), which the leader's audit line describes.
+//
+// The command is read-only: a registration's Tags and (as MetaMap returns
+// it) meta may be the catalog's shared values (decodeRegisterShared), and
+// its Meta field is nil when the meta was decoded straight into them; read
+// the meta with RegisterRequest.MetaMap.
 type ApplyResult struct {
 	Index uint64
 	Err   *RejectError

@@ -31,6 +31,11 @@ type FSM struct {
 
 // Applied describes one command after it was applied, for observers: its
 // type, index, the decoded command and, if it was rejected, why.
+//
+// The command is read-only: a registration's Tags and (as MetaMap returns
+// it) meta may be the catalog's shared values (decodeRegisterShared), and
+// its Meta field is nil when the meta was decoded straight into them; read
+// the meta with RegisterRequest.MetaMap.
 type Applied struct {
 	Type  MessageType
 	Index uint64

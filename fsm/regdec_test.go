@@ -349,14 +349,9 @@ func BenchmarkEncodeRegisterWithCheck(b *testing.B) {
 }
 
 // plainOf is what decodeRegister gives for a request decodeRegisterShared
-// gave: Meta as a map, and the apply path's fields cleared.
+// gave: Meta as a map (MetaMap), and the apply path's fields cleared.
 func plainOf(r RegisterRequest) RegisterRequest {
-	if r.Meta == nil && r.meta != nil {
-		r.Meta = make(map[string]string, len(r.meta))
-		for _, p := range r.meta {
-			r.Meta[p.Key] = p.Value
-		}
-	}
+	r.Meta = r.MetaMap()
 	r.meta, r.interned = nil, false
 	return r
 }
