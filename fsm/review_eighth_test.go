@@ -375,17 +375,7 @@ func TestReviewEighthRowKeysStayTheirNames(t *testing.T) {
 				t.Fatal(err)
 			}
 			for o := it.Next(); o != nil; o = it.Next() {
-				var name string
-				switch r := o.(type) {
-				case *Service:
-					name = r.Name
-				case *serviceSet:
-					name = r.Service
-				case *nodeSet:
-					name = r.Node
-				case *checkSetRow:
-					name = r.Service
-				}
+				name := keyedRowName(o)
 				k := o.(keyedRow).idKey()
 				if k != nil {
 					if string(k) != name+"\x00" {

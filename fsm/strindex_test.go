@@ -107,6 +107,22 @@ func TestStrIndexHasKey(t *testing.T) {
 	}
 }
 
+// keyedRowName is the name a row of the services, sets, node sets or check
+// sets table is filed under.
+func keyedRowName(row any) string {
+	switch r := row.(type) {
+	case *Service:
+		return r.Name
+	case *serviceSet:
+		return r.Service
+	case *nodeSet:
+		return r.Node
+	case *checkSetRow:
+		return r.Service
+	}
+	return ""
+}
+
 // Every row a write leaves in the services, sets and check sets tables
 // carries its own name's key, or none: a wrong one would file it under
 // another name in go-memdb.
@@ -131,17 +147,7 @@ func TestRowsCarryTheirKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		for raw := it.Next(); raw != nil; raw = it.Next() {
-			var name string
-			switch r := raw.(type) {
-			case *Service:
-				name = r.Name
-			case *serviceSet:
-				name = r.Service
-			case *nodeSet:
-				name = r.Node
-			case *checkSetRow:
-				name = r.Service
-			}
+			name := keyedRowName(raw)
 			k := raw.(keyedRow).idKey()
 			if k == nil {
 				continue
