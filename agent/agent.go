@@ -60,6 +60,9 @@ type Agent struct {
 	metrics *prometheus.Registry
 	// memLimit owns the runtime's soft memory limit (memory.go), or is nil.
 	memLimit *memoryLimiter
+	// memIdle is the agent's use of the process's idle releaser
+	// (memidle.go), or nil.
+	memIdle *idleHandle
 
 	ready        chan struct{}
 	stopping     chan struct{} // closed when the agent begins to stop
@@ -128,6 +131,12 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.fsm = fsm.New(a.logger.Named("fsm"))
 	if a.metrics, err = newAgentRegistry(a.fsm); err != nil {
 		return err
+	}
+	a.memIdle = startIdleRelease(a.cfg.MemoryIdleRelease, a.logger.Named("memory"))
+	for _, c := range a.memIdle.collectors() {
+		if err := a.metrics.Register(c); err != nil {
+			return err
+		}
 	}
 	tlsc, err := a.cfg.tlsConfigs()
 	if err != nil {
@@ -412,6 +421,7 @@ func (a *Agent) stop(ctx context.Context) error {
 		}
 	}
 	a.memLimit.close()
+	a.memIdle.close()
 	a.removeAddrFile()
 	return errors.Join(errs...)
 }

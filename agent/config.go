@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -49,6 +50,12 @@ type Config struct {
 	// default: 80 % of the container's limit when there is one), "auto"
 	// (also following the live heap), "off", or a size (memory.go).
 	MemoryLimit string `json:"memory_limit"`
+	// MemoryIdleRelease is how long the process must allocate next to
+	// nothing, with its heap grown well past what it held after the last
+	// release, before it collects and returns its free heap to the OS
+	// (memidle.go). 0 turns it off. DefaultConfig sets
+	// DefaultMemoryIdleRelease.
+	MemoryIdleRelease time.Duration `json:"memory_idle_release"`
 
 	DNSAddr       string        `json:"dns_addr"`
 	DNSDomain     string        `json:"dns_domain"`
@@ -127,6 +134,8 @@ func DefaultConfig() Config {
 
 		MaxBlockingQueries: api.DefaultMaxBlockingQueries,
 
+		MemoryIdleRelease: DefaultMemoryIdleRelease,
+
 		DNSDomain:   "beacon.",
 		DNSTTL:      5 * time.Second,
 		DNSMaxStale: 5 * time.Second,
@@ -165,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
 		return err
+	}
+	if c.MemoryIdleRelease < 0 {
+		return fmt.Errorf("agent: memory idle release %s: want a duration of 0 (off) or more", c.MemoryIdleRelease)
 	}
 	if _, err := c.healthConfig(); err != nil {
 		return err

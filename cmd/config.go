@@ -42,6 +42,7 @@ var agentSettings = []option{
 	{"raft-commit-timeout", "", "BEACON_RAFT_COMMIT_TIMEOUT", "how soon followers learn of commits when no new entries flow", func(c *agent.Config) any { return &c.RaftCommitTimeout }},
 	{"max-blocking-queries", "", "BEACON_MAX_BLOCKING_QUERIES", "concurrent blocking queries this node holds before answering 429", func(c *agent.Config) any { return &c.MaxBlockingQueries }},
 	{"memory-limit", "", "BEACON_MEMORY_LIMIT", "Go soft memory limit: container (80% of the container's limit, if any), auto (also 1.5x the live heap: less RSS, more CPU), off, or a size such as 512MiB", func(c *agent.Config) any { return &c.MemoryLimit }},
+	{"memory-idle-release", "", "BEACON_MEMORY_IDLE_RELEASE", "return the heap kept beyond the live heap to the OS once the process has been quiet this long (0: never)", func(c *agent.Config) any { return &c.MemoryIdleRelease }},
 	{"dns-addr", "", "BEACON_DNS_ADDR", "serve DNS (UDP and TCP) on this address, e.g. 127.0.0.1:8753 (port 8753 if none; default: off)", func(c *agent.Config) any { return &c.DNSAddr }},
 	{"dns-domain", "", "BEACON_DNS_DOMAIN", "DNS zone answered", func(c *agent.Config) any { return &c.DNSDomain }},
 	{"dns-ttl", "", "BEACON_DNS_TTL", "TTL of DNS records", func(c *agent.Config) any { return &c.DNSTTL }},

@@ -509,3 +509,80 @@ func TestATTLCheckRedefinedAsAnotherTypeLosesItsTimer(t *testing.T) {
 		}
 	})
 }
+
+// TestReportsKeepOneTimerPerCheck: a TTL check reported every few seconds
+// keeps one entry in the leader's timer heap (it used to gain one per report
+// until that report's deadline passed), never expires while reported, and
+// expires a TTL after its last report once the reports stop.
+func TestReportsKeepOneTimerPerCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		const n = 20
+		ids := make([]string, n)
+		for i := range ids {
+			registerTTL(t, cl, fmt.Sprintf("j%d", i), 30*time.Second, 0)
+			ids[i] = fmt.Sprintf("jobs:j%d:hb", i)
+		}
+		lead(t, h)
+		if got := h.Stats().TTLTimers; got != n {
+			t.Fatalf("%d timers after taking office, want %d", got, n)
+		}
+		most := int64(0)
+		for round := 0; round < 40; round++ { // 80 s of reports, 2 s apart
+			for _, id := range ids {
+				if _, err := h.ReportTTL(context.Background(), id, fsm.Passing, "ok", nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(2 * time.Second)
+			synctest.Wait()
+			most = max(most, h.Stats().TTLTimers)
+			for _, id := range ids {
+				if s := status(h, id); s != fsm.Passing {
+					t.Fatalf("round %d: %s is %s while reported every 2s (TTL 30s)", round, id, s)
+				}
+			}
+		}
+		// The first report moves each deadline earlier than the one armed
+		// with the new leader's grace, whose entry waits for its time: two
+		// entries per check at most, one once that time has passed.
+		if most > 2*n {
+			t.Errorf("the timer heap held up to %d entries for %d checks", most, n)
+		}
+		if got := h.Stats().TTLTimers; got != n {
+			t.Errorf("%d timers after 80s of reports, want %d", got, n)
+		}
+		if e := h.Stats().TTLExpiries; e != 0 {
+			t.Fatalf("%d expiries while reported", e)
+		}
+		// The last reports were 2s ago: 27s more is within their TTL.
+		time.Sleep(27 * time.Second)
+		synctest.Wait()
+		for _, id := range ids {
+			if s := status(h, id); s != fsm.Passing {
+				t.Fatalf("%s is %s 29s after its last report (TTL 30s)", id, s)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		for _, id := range ids {
+			if s := status(h, id); s != fsm.Critical {
+				t.Fatalf("%s is %s 31s after its last report (TTL 30s)", id, s)
+			}
+		}
+		if e := h.Stats().TTLExpiries; e != n {
+			t.Errorf("%d expiries, want %d", e, n)
+		}
+		// Expired and unreported: nothing left queued until a report.
+		if got := h.Stats().TTLTimers; got != 0 {
+			t.Errorf("%d timers after every check expired, want 0", got)
+		}
+		if _, err := h.ReportTTL(context.Background(), ids[0], fsm.Passing, "back", nil); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if got := h.Stats().TTLTimers; got != 1 {
+			t.Errorf("%d timers after one expired check was reported again, want 1", got)
+		}
+	})
+}

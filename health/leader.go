@@ -81,6 +81,12 @@ type ttlState struct {
 	deadline int64    // mono time; 0 once expired, until the next report
 	tr       *tracker // nil until the check is first reported or expires
 	seen     uint64   // the last full scan that listed the check
+	// queued is the time of the state's one entry in the timer heap (0:
+	// none). A report that moves the deadline later leaves that entry
+	// where it is; when it comes due it is queued again at the deadline.
+	// So a check reported every few seconds keeps one entry, not one per
+	// report until each report's deadline passes.
+	queued int64
 }
 
 // stillFor reports whether st is the timer of ch: ch exists, is a TTL
@@ -115,8 +121,10 @@ type ttlReply struct {
 	err   error
 }
 
-// ttlHeap orders TTL deadlines; entries whose state moved on are skipped
-// when popped (lazy deletion).
+// ttlHeap orders TTL deadlines. An entry whose check is gone or redefined,
+// or that is no longer its state's queued one, is skipped when popped
+// (lazy deletion); one that comes due before its state's deadline (moved by
+// reports since) is queued again at the deadline.
 type ttlEntry struct {
 	at    int64 // mono time
 	check string
@@ -158,6 +166,7 @@ func (c *coordinator) run() {
 	defer watch.stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	defer h.stats.ttlTimers.Store(0)
 	c.scanAt = time.Now()
 	for {
 		now := time.Now()
@@ -175,6 +184,7 @@ func (c *coordinator) run() {
 			c.scanAt = now
 			continue
 		}
+		h.stats.ttlTimers.Store(int64(len(c.timers)))
 		timer.Reset(max(time.Until(c.nextWake()), 0))
 		select {
 		case <-c.ctx.Done():
@@ -420,7 +430,17 @@ func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 		st.deadline = c.mono(now.Add(ttl + c.h.cfg.TTLGrace))
 	}
 	c.ttl[ch.ID] = st
-	heap.Push(&c.timers, ttlEntry{at: st.deadline, check: ch.ID})
+	c.queue(st, ch.ID)
+}
+
+// queue gives st an entry in the timer heap at its deadline, unless it has
+// one due no later.
+func (c *coordinator) queue(st *ttlState, id string) {
+	if st.queued != 0 && st.queued <= st.deadline {
+		return
+	}
+	heap.Push(&c.timers, ttlEntry{at: st.deadline, check: id})
+	st.queued = st.deadline
 }
 
 // expire marks TTL checks whose deadline passed as critical.
@@ -429,8 +449,16 @@ func (c *coordinator) expire(now time.Time) {
 	for m := c.mono(now); len(c.timers) > 0 && c.timers[0].at <= m; {
 		e := heap.Pop(&c.timers).(ttlEntry)
 		st := c.ttl[e.check]
-		if st == nil || st.deadline == 0 || st.deadline != e.at {
-			continue // a report moved the deadline, or the check is gone
+		if st == nil || st.queued != e.at {
+			continue // the check is gone or redefined, or the entry superseded
+		}
+		st.queued = 0
+		if st.deadline == 0 {
+			continue // expired already, and not reported since
+		}
+		if st.deadline > m {
+			c.queue(st, e.check) // reports moved the deadline: wait on
+			continue
 		}
 		if st.tr == nil {
 			ch := c.h.store.Check(nil, e.check)
@@ -545,7 +573,7 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 			st.tr = newTracker(ch, h.cfg.Flap, false)
 		}
 		st.deadline = c.mono(now.Add(st.ttl))
-		heap.Push(&c.timers, ttlEntry{at: st.deadline, check: ch.ID})
+		c.queue(st, ch.ID)
 		if _, started := st.tr.observe(now, Result{Status: r.report.Status, Output: r.report.Output}); started {
 			h.stats.flapEpisodes.Add(1)
 		}

@@ -19,6 +19,11 @@ type Stats struct {
 	// TTLExpiries the TTLs that ran out.
 	TTLReports  uint64
 	TTLExpiries uint64
+	// TTLTimers is how many entries this node's TTL timer heap holds as
+	// leader (0 otherwise): one per TTL check, plus, until their time comes,
+	// those of checks gone or redefined and those armed with a new leader's
+	// grace before a report moved the deadline earlier.
+	TTLTimers int64
 	// MetricsWrites counts instances whose custom metrics were replicated.
 	MetricsWrites uint64
 	// Reassignments counts checks given a new owner by this node as leader.
@@ -34,7 +39,7 @@ type Stats struct {
 }
 
 type counters struct {
-	running                                   atomic.Int64
+	running, ttlTimers                        atomic.Int64
 	probes, probesFailed                      atomic.Uint64
 	proposals, proposalErrors                 atomic.Uint64
 	flapEpisodes                              atomic.Uint64
@@ -50,7 +55,7 @@ func (c *counters) snapshot() Stats {
 		Probes:        c.probes.Load(), ProbesFailed: c.probesFailed.Load(),
 		Proposals: c.proposals.Load(), ProposalErrors: c.proposalErrors.Load(),
 		FlapEpisodes: c.flapEpisodes.Load(),
-		TTLReports:   c.ttlReports.Load(), TTLExpiries: c.ttlExpiries.Load(),
+		TTLReports:   c.ttlReports.Load(), TTLExpiries: c.ttlExpiries.Load(), TTLTimers: c.ttlTimers.Load(),
 		MetricsWrites: c.metricsWrites.Load(), Reassignments: c.reassignments.Load(),
 		DeregisteredCritical: c.deregisteredCritical.Load(), DeregisteredDrained: c.deregisteredDrained.Load(),
 		FullScans: c.fullScans.Load(), ScannedChecks: c.scannedChecks.Load(),
