@@ -175,8 +175,8 @@ func (c Config) Validate() error {
 	if _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
 		return err
 	}
-	if c.MemoryIdleRelease < 0 {
-		return fmt.Errorf("agent: memory idle release %s: want a duration of 0 (off) or more", c.MemoryIdleRelease)
+	if c.MemoryIdleRelease < 0 || (c.MemoryIdleRelease > 0 && c.MemoryIdleRelease < minMemoryIdleRelease) {
+		return fmt.Errorf("agent: memory idle release %s: want 0 (off) or at least %s", c.MemoryIdleRelease, minMemoryIdleRelease)
 	}
 	if _, err := c.healthConfig(); err != nil {
 		return err

@@ -22,3 +22,20 @@ func TestHealthConfigFromAgentSettings(t *testing.T) {
 		t.Fatal("Validate accepted a bad CIDR")
 	}
 }
+
+func TestMemoryIdleReleaseBounds(t *testing.T) {
+	if d := DefaultConfig().MemoryIdleRelease; d != DefaultMemoryIdleRelease || d <= 0 {
+		t.Fatalf("default idle release %s, want %s", d, DefaultMemoryIdleRelease)
+	}
+	for _, c := range []struct {
+		d  time.Duration
+		ok bool
+	}{{0, true}, {-time.Second, false}, {time.Nanosecond, false}, {9 * time.Millisecond, false}, {10 * time.Millisecond, true}, {time.Minute, true}} {
+		cfg := DefaultConfig()
+		cfg.Node = "n1"
+		cfg.MemoryIdleRelease = c.d
+		if err := cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("MemoryIdleRelease %s: Validate = %v, want ok %v", c.d, err, c.ok)
+		}
+	}
+}

@@ -16,6 +16,10 @@ import (
 // (Config.MemoryIdleRelease).
 const DefaultMemoryIdleRelease = 500 * time.Millisecond
 
+// minMemoryIdleRelease is the shortest period Config.Validate accepts: the
+// releaser reads the runtime's metrics once a period.
+const minMemoryIdleRelease = 10 * time.Millisecond
+
 // Idle release. Go's collector lets the heap grow to twice what the last
 // collection found live (GOGC 100) and keeps the pages it freed for the next
 // growth: after a burst of registrations a node's RSS stays near twice its

@@ -50,7 +50,7 @@ func (m *metrics) register(reg prometheus.Registerer, h *Health) error {
 		counter("beacon_health_proposal_errors_total", "Proposals that failed (retried at the next probe).", func(s Stats) uint64 { return s.ProposalErrors }),
 		counter("beacon_health_flap_episodes_total", "Checks that started flapping.", func(s Stats) uint64 { return s.FlapEpisodes }),
 		counter("beacon_health_ttl_reports_total", "TTL reports handled by this node as leader.", func(s Stats) uint64 { return s.TTLReports }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "beacon_health_ttl_timers", Help: "Entries in this node's TTL timer heap as leader (0 otherwise): one per TTL check, plus, until their time comes, those of checks gone or redefined and those armed with a new leader's grace before a report moved the deadline earlier."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "beacon_health_ttl_timers", Help: "Entries in this node's TTL timer heap as leader (0 otherwise): one per TTL check not expired since its last report, plus, until their time comes, those of checks gone or redefined and those armed with a new leader's grace before a report moved the deadline earlier."},
 			func() float64 { return float64(h.Stats().TTLTimers) }),
 		counter("beacon_health_ttl_expiries_total", "TTLs that ran out on this node as leader.", func(s Stats) uint64 { return s.TTLExpiries }),
 		counter("beacon_health_reassignments_total", "Checks given a new owner by this node as leader.", func(s Stats) uint64 { return s.Reassignments }),

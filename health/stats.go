@@ -20,9 +20,10 @@ type Stats struct {
 	TTLReports  uint64
 	TTLExpiries uint64
 	// TTLTimers is how many entries this node's TTL timer heap holds as
-	// leader (0 otherwise): one per TTL check, plus, until their time comes,
-	// those of checks gone or redefined and those armed with a new leader's
-	// grace before a report moved the deadline earlier.
+	// leader (0 otherwise): one per TTL check not expired since its last
+	// report, plus, until their time comes, those of checks gone or
+	// redefined and those armed with a new leader's grace before a report
+	// moved the deadline earlier.
 	TTLTimers int64
 	// MetricsWrites counts instances whose custom metrics were replicated.
 	MetricsWrites uint64
