@@ -31,10 +31,15 @@ import (
 // their sets.
 type instanceSet = btree.BTreeG[*Instance]
 
-// setDegree gives nodes of up to 31 instances: about 20 bytes per instance
-// with nodes two thirds full (measured: 2.1 MB for 100,000), and a write
-// copies a few hundred bytes per level.
-const setDegree = 16
+// setDegree gives nodes of up to 63 items. A full node's item and child
+// arrays (capacity 64, grown by append) are 512 bytes, a size class of
+// their own: with degree 16 they were 256 bytes, the class of an Instance,
+// so the nodes that each write's copy-on-write path leaves behind were
+// interleaved with the long-lived records in the same spans, and after a
+// fill those spans stayed part-used (fragmentation, measured in
+// docs/benchmarks.md, ninth session). A write copies a root-to-leaf path
+// of one or two levels; a set of 1,000 instances is a root and its leaves.
+const setDegree = 32
 
 // noFreeList is shared by every set: capacity 0, so no node is ever reused.
 // (google/btree frees only nodes its clone made itself, which no reader has
