@@ -200,7 +200,8 @@ func (r *idleReleaser) run() {
 	}
 }
 
-// metrics are the releaser's counters, for an agent's registry.
+// collectors returns the releaser's counters, for an agent's registry
+// (none for a nil handle: the releaser is off).
 func (h *idleHandle) collectors() []prometheus.Collector {
 	if h == nil || h.r == nil {
 		return nil
