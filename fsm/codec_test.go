@@ -120,7 +120,10 @@ func writeGolden(t testing.TB, name string, b []byte) {
 
 // TestGolden pins the log format: the encoding of each command type must not
 // change by accident, since every node must read every entry ever written.
-// A deliberate change is a new command type, not new golden bytes.
+// A deliberate change is a new command type, or an encoding that every
+// version reads the same (a field left out when empty, which any decoder
+// reads as zero): then the old bytes move to testdata/golden/legacy, where
+// TestGoldenLegacyDecodes keeps them readable.
 func TestGolden(t *testing.T) {
 	for _, gc := range goldenCommands() {
 		t.Run(gc.name+" encodes to its golden bytes", func(t *testing.T) {
@@ -151,6 +154,41 @@ func TestGolden(t *testing.T) {
 			}
 			if !reflect.DeepEqual(out.Interface(), gc.req) {
 				t.Errorf("decoded\n%+v\nwant\n%+v", out.Elem().Interface(), reflect.ValueOf(gc.req).Elem().Interface())
+			}
+		})
+	}
+}
+
+// TestGoldenLegacyDecodes reads the bytes that earlier releases wrote for a
+// command whose encoding has since changed in a way every version reads: they
+// must still decode to the same request, since nodes replay old log entries
+// and snapshots never rewrite them.
+func TestGoldenLegacyDecodes(t *testing.T) {
+	byName := map[string]goldenCommand{}
+	for _, gc := range goldenCommands() {
+		byName[gc.name] = gc
+	}
+	for _, lg := range []struct{ file, command string }{
+		// Until 2026-12-07 every CheckUpdate field was written, empty or not.
+		{"legacy/check_update_full", "check_update"},
+	} {
+		t.Run(lg.file, func(t *testing.T) {
+			gc := byName[lg.command]
+			old := readGolden(t, lg.file)
+			out := reflect.New(reflect.TypeOf(gc.req).Elem())
+			typ, err := fsm.Decode(old, out.Interface())
+			if err != nil || typ != gc.typ {
+				t.Fatalf("Decode = %s, %v; want %s, nil", typ, err, gc.typ)
+			}
+			if !reflect.DeepEqual(out.Interface(), gc.req) {
+				t.Errorf("legacy bytes decoded\n%+v\nwant\n%+v", out.Elem().Interface(), reflect.ValueOf(gc.req).Elem().Interface())
+			}
+			cur, err := fsm.Encode(gc.typ, gc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cur) >= len(old) {
+				t.Errorf("the current encoding (%d bytes) is no smaller than the legacy one (%d)", len(cur), len(old))
 			}
 		})
 	}

@@ -140,14 +140,20 @@ type DeregisterRequest struct {
 }
 
 // CheckUpdate sets the status of one check.
+//
+// The fields that are usually empty are left out of the encoding when they
+// are (a TTL report's update is mostly an ID and a status): every node's Raft
+// log holds each update until the next snapshot. A decoder that finds a
+// field missing leaves it zero, so an entry decodes the same on any version
+// whether it was written with its empty fields or without them.
 type CheckUpdate struct {
 	// Check is the check's ID, SERVICE:INSTANCE:NAME.
 	Check     string
 	Status    Health
-	Output    string
-	Flapping  bool
-	FlapUntil int64
-	FlapLevel int
+	Output    string `codec:",omitempty"`
+	Flapping  bool   `codec:",omitempty"`
+	FlapUntil int64  `codec:",omitempty"`
+	FlapLevel int    `codec:",omitempty"`
 }
 
 // CheckUpdateRequest carries status changes proposed by Node, which must own
@@ -155,7 +161,7 @@ type CheckUpdate struct {
 // TTL checks have no owner node: the leader runs their timers and proposes
 // their updates with Node = "" (only leader-only writes do so).
 type CheckUpdateRequest struct {
-	Node    string
+	Node    string `codec:",omitempty"`
 	Updates []CheckUpdate
 	Time    int64
 }

@@ -468,7 +468,7 @@ func (c *coordinator) expire(now time.Time) {
 				delete(c.ttl, e.check)
 				continue
 			}
-			st.tr = newTracker(ch, c.h.cfg.Flap, false)
+			st.tr = newTracker(ch, &c.h.cfg.Flap, false)
 		}
 		st.deadline = 0
 		c.h.stats.ttlExpiries.Add(1)
@@ -506,7 +506,7 @@ func (c *coordinator) writeTTLChecks(ids []string, now time.Time) (uint64, map[s
 		}
 		idx = max(idx, cur.ModifyIndex)
 		if st.tr.flapping && !cur.Flapping {
-			c.h.logger.Warn("check is flapping", "check", id, "until", st.tr.flapUntil.Format(time.RFC3339))
+			c.h.logger.Warn("check is flapping", "check", id, "until", st.tr.flapUntilTime().Format(time.RFC3339))
 		}
 		if st.tr.needsWrite(cur) {
 			updates = append(updates, st.tr.update(id, c.h.cfg.MaxOutput))
@@ -570,7 +570,7 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 		c.armTTL(ch, now)
 		st := c.ttl[ch.ID]
 		if st.tr == nil {
-			st.tr = newTracker(ch, h.cfg.Flap, false)
+			st.tr = newTracker(ch, &h.cfg.Flap, false)
 		}
 		st.deadline = c.mono(now.Add(st.ttl))
 		c.queue(st, ch.ID)

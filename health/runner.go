@@ -102,7 +102,7 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	t := newTracker(c, h.cfg.Flap, true)
+	t := newTracker(c, &h.cfg.Flap, true)
 	timer := time.NewTimer(rand.N(interval))
 	defer timer.Stop()
 	for {
@@ -128,7 +128,7 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		now := time.Now()
 		if _, started := t.observe(now, res); started {
 			h.stats.flapEpisodes.Add(1)
-			h.logger.Warn("check is flapping", "check", c.ID, "until", t.flapUntil.Format(time.RFC3339), "level", t.flapLevel)
+			h.logger.Warn("check is flapping", "check", c.ID, "until", t.flapUntilTime().Format(time.RFC3339), "level", t.flapLevel)
 		}
 		cur := h.store.Check(nil, c.ID)
 		if cur == nil || cur.Owner != h.cfg.Node || cur.CreateIndex != c.CreateIndex {

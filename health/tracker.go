@@ -1,6 +1,7 @@
 package health
 
 import (
+	"math"
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -10,37 +11,49 @@ import (
 // applies the thresholds (failures before critical, successes before
 // passing) and the flapping policy. It is not safe for concurrent use; each
 // check's goroutine (or the leader's TTL loop) owns its tracker.
+//
+// The leader keeps one per TTL check that has been reported or has expired,
+// and each node one per check it probes, so it is kept small: 104 bytes,
+// allocated in the 112-byte size class, against 184 (192) with a copy of
+// the policy, int counters and time.Time fields. The policy is shared, the
+// counters are 32-bit and the two instants are Unix nanoseconds. flapUntil is replicated as Unix
+// nanoseconds anyway; like calmSince it follows the wall clock, so a clock
+// step moves the end of a hold-down (or when a calm resets the level) by as
+// much. The flap window keeps time.Time (monotonic) instants in changes,
+// which is empty unless the status changed within the window.
 type tracker struct {
-	failuresBeforeCritical int
-	successesBeforePassing int
-	policy                 FlapPolicy
+	policy *FlapPolicy // shared (Config.Flap), never changed
+
+	failuresBeforeCritical int32
+	successesBeforePassing int32
 
 	// status is the debounced status; output the latest result's output.
 	status              fsm.Health
 	output              string
-	successes, failures int
+	successes, failures int32
+	flapLevel           int32
+	flapping            bool
 	// changes are the debounced status changes within the flap window.
-	changes   []time.Time
-	flapping  bool
-	flapUntil time.Time
-	flapLevel int
-	calmSince time.Time // when the last flapping episode ended
+	changes []time.Time
+	// flapUntil is when the hold-down ends (Unix nanoseconds; 0: none);
+	// calmSince when the last flapping episode ended (0: never).
+	flapUntil, calmSince int64
 }
 
 // newTracker seeds a tracker from the replicated check, so a check that
 // moves to another node or leader carries on where it was. With thresholds
-// false (TTL reports) every result counts at once.
-func newTracker(c *fsm.Check, p FlapPolicy, thresholds bool) *tracker {
+// false (TTL reports) every result counts at once. p must outlive it.
+func newTracker(c *fsm.Check, p *FlapPolicy, thresholds bool) *tracker {
 	t := &tracker{
 		failuresBeforeCritical: 1, successesBeforePassing: 1, policy: p,
-		status: c.Status, output: c.Output, flapping: c.Flapping, flapLevel: int(c.FlapLevel),
+		status: c.Status, output: c.Output, flapping: c.Flapping, flapLevel: c.FlapLevel,
 	}
 	if thresholds {
-		t.failuresBeforeCritical = max(1, c.FailuresBeforeCritical)
-		t.successesBeforePassing = max(1, c.SuccessesBeforePassing)
+		t.failuresBeforeCritical = int32(max(1, min(c.FailuresBeforeCritical, 1<<30)))
+		t.successesBeforePassing = int32(max(1, min(c.SuccessesBeforePassing, 1<<30)))
 	}
 	if c.Flapping && c.FlapUntil != 0 {
-		t.flapUntil = time.Unix(0, c.FlapUntil)
+		t.flapUntil = c.FlapUntil
 	}
 	if !t.status.Valid() {
 		t.status = fsm.Critical
@@ -92,34 +105,36 @@ func (t *tracker) tick(now time.Time) bool {
 	switch {
 	case !t.flapping && len(t.changes) >= p.Threshold:
 		t.flapping = true
-		t.flapLevel++
-		t.flapUntil = now.Add(p.holdDown(t.flapLevel))
+		t.flapLevel = nextLevel(t.flapLevel)
+		t.flapUntil = now.Add(p.holdDown(int(t.flapLevel))).UnixNano()
 		return true
 	case !t.flapping:
 		// A long calm forgets earlier episodes, so the next hold-down
 		// starts short again. (Replicated only with the next write.)
-		if t.flapLevel > 0 && len(t.changes) == 0 && now.Sub(t.calmSince) >= p.MaxHoldDown {
+		if t.flapLevel > 0 && len(t.changes) == 0 && now.UnixNano()-t.calmSince >= int64(p.MaxHoldDown) {
 			t.flapLevel = 0
 		}
-	case !now.Before(t.flapUntil):
+	case now.UnixNano() >= t.flapUntil:
 		if len(t.changes) >= p.Threshold {
-			t.flapLevel++
-			t.flapUntil = now.Add(p.holdDown(t.flapLevel))
+			t.flapLevel = nextLevel(t.flapLevel)
+			t.flapUntil = now.Add(p.holdDown(int(t.flapLevel))).UnixNano()
 		} else {
 			t.flapping = false
-			t.flapUntil = time.Time{}
-			t.calmSince = now
+			t.flapUntil = 0
+			t.calmSince = now.UnixNano()
 		}
 	}
 	return false
 }
 
-func (t *tracker) flapUntilNanos() int64 {
-	if t.flapUntil.IsZero() {
-		return 0
-	}
-	return t.flapUntil.UnixNano()
-}
+// nextLevel is the flap level after l, kept from overflowing (the
+// hold-down stops doubling at MaxHoldDown long before).
+func nextLevel(l int32) int32 { return min(l, math.MaxInt32-1) + 1 }
+
+// flapUntilTime is flapUntil as a time, for logs.
+func (t *tracker) flapUntilTime() time.Time { return time.Unix(0, t.flapUntil) }
+
+func (t *tracker) flapUntilNanos() int64 { return t.flapUntil }
 
 // needsWrite reports whether the replicated check c differs from what the
 // tracker wants in a way worth a Raft write: the status (unless the check is
@@ -142,6 +157,6 @@ func (t *tracker) needsWrite(c *fsm.Check) bool {
 func (t *tracker) update(id string, maxOutput int) fsm.CheckUpdate {
 	return fsm.CheckUpdate{
 		Check: id, Status: t.status, Output: capOutput(t.output, maxOutput),
-		Flapping: t.flapping, FlapUntil: t.flapUntilNanos(), FlapLevel: t.flapLevel,
+		Flapping: t.flapping, FlapUntil: t.flapUntilNanos(), FlapLevel: int(t.flapLevel),
 	}
 }

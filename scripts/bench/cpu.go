@@ -26,10 +26,13 @@ type servers struct {
 	procs []*exec.Cmd
 	pprof []string
 	nodes []string
+	// apis are the Beacon agents' API base URLs (nil for etcd): the phase's
+	// line gives the writes per Raft entry and the collections it took.
+	apis []string
 }
 
 func (c *cluster) servers() servers {
-	s := servers{name: "beacon", procs: c.procs, nodes: c.names}
+	s := servers{name: "beacon", procs: c.procs, nodes: c.names, apis: c.apis()}
 	if *profDir != "" {
 		s.pprof = c.apis()
 	}
@@ -74,13 +77,18 @@ func cpuSeconds(pid int) float64 {
 
 // cpuMeter measures the CPU time the servers spend from start to done.
 type cpuMeter struct {
+	apis  []string
+	stats []agentStats
 	pids  []int
 	start []float64
 	self  float64 // the load tool's own CPU seconds at start
 }
 
 func startCPU(s servers) *cpuMeter {
-	m := &cpuMeter{self: cpuSeconds(os.Getpid())}
+	m := &cpuMeter{self: cpuSeconds(os.Getpid()), apis: s.apis}
+	for _, a := range s.apis {
+		m.stats = append(m.stats, scrapeAgent(a))
+	}
 	for _, p := range s.procs {
 		pid := -1
 		if p != nil && p.Process != nil {
@@ -122,7 +130,65 @@ func (m *cpuMeter) perRequest(requests int64) string {
 	for i, p := range per {
 		parts[i] = fmt.Sprintf("%.0f", p/float64(requests)*1e6)
 	}
-	return fmt.Sprintf("server cpu %.0f µs/req (%s; %.1f s)%s", total/float64(requests)*1e6, strings.Join(parts, "+"), total, client)
+	return fmt.Sprintf("server cpu %.0f µs/req (%s; %.1f s)%s%s", total/float64(requests)*1e6, strings.Join(parts, "+"), total, client, m.agentLine())
+}
+
+// agentStats are the figures of an agent's /metrics the phase line reports:
+// the group commit's writes and entries (the leader's), and collections.
+type agentStats struct {
+	groupWrites, groupEntries, gcs float64
+}
+
+// scrapeAgent reads them (zero where the agent does not answer).
+func scrapeAgent(base string) agentStats {
+	var st agentStats
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		return st
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	for _, line := range strings.Split(string(b), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "beacon_raft_group_size_sum":
+			st.groupWrites = v
+		case "beacon_raft_group_size_count":
+			st.groupEntries = v
+		case "go_gc_duration_seconds_count":
+			st.gcs = v
+		}
+	}
+	return st
+}
+
+// agentLine renders the phase's writes per Raft entry (all leaders' groups
+// together) and each agent's collections; empty for etcd.
+func (m *cpuMeter) agentLine() string {
+	if len(m.apis) == 0 {
+		return ""
+	}
+	var w, e float64
+	gcs := make([]string, len(m.apis))
+	for i, a := range m.apis {
+		now := scrapeAgent(a)
+		w += now.groupWrites - m.stats[i].groupWrites
+		e += now.groupEntries - m.stats[i].groupEntries
+		gcs[i] = strconv.FormatFloat(now.gcs-m.stats[i].gcs, 'f', 0, 64)
+	}
+	group := ""
+	if e > 0 {
+		group = fmt.Sprintf(", %.1f writes/entry", w/e)
+	}
+	return fmt.Sprintf("%s, collections %s", group, strings.Join(gcs, "+"))
 }
 
 // startProfiles asks every server that serves pprof for a CPU profile of the

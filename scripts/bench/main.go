@@ -50,6 +50,7 @@ var (
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
 	services  = flag.Int("write-services", 100, "registrations (and etcd's puts) go to this many services, bench-0 to bench-(N-1), in turn")
 	ttlCheck  = flag.Bool("write-ttl-check", false, "every registration carries one TTL check (as Consul-API agents register with checks; a TTL check is never probed), and etcd's values the same JSON")
+	reportTTL = flag.Bool("report-ttl", false, "memory phase with -write-ttl-check: then report every TTL check passing once (as its agent would within the TTL) and read the RSS again: the leader then keeps a tracker per check")
 	agentArgs = flag.String("agent-args", "", "extra flags for every beacon agent, space-separated (e.g. --memory-limit=auto)")
 	profDir   = flag.String("profile-dir", "", "save each agent's CPU and allocation profiles of every load phase (PHASE.NODE.cpu.pprof, PHASE.NODE.allocs.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
@@ -481,6 +482,11 @@ func checkJSON() string {
 	return `,"checks":[{"name":"ttl","ttl":"1h","initial_status":"passing"}]`
 }
 
+// ttlPassReq reports registration n's TTL check (-write-ttl-check) passing.
+func ttlPassReq(base string, n int64) (string, string, []byte) {
+	return http.MethodPut, fmt.Sprintf("%s/v1/checks/bench-%d:i-%d:ttl/pass", base, n%int64(max(*services, 1)), n), []byte(`{"output":"ok"}`)
+}
+
 func etcdPutReq(base string, n int64) (string, string, []byte) {
 	key := fmt.Sprintf("/services/bench-%d/i-%d", n%int64(max(*services, 1)), n)
 	val := fmt.Sprintf(`{"address":"10.%d.%d.%d","port":%d,"tags":["bench","v1"],"meta":{"zone":"z%d"},"version":"1.0.%d"%s}`,
@@ -818,6 +824,15 @@ func benchMemory(c *cluster) int {
 	}
 	fill(c.servers(), c.apis(), registerReq)
 	most := reportRSS("beacon", c.procs)
+	if *ttlCheck && *reportTTL {
+		cpu := startCPU(c.servers())
+		t0 := time.Now()
+		ok := fillRange(c.apis(), ttlPassReq, 2_000_001, 2_000_000+int64(*instances), *clients)
+		el := time.Since(t0)
+		report(fmt.Sprintf("beacon one TTL report per check (%d)", *instances), "%8.0f reports/s  (%d ok in %s)  %s",
+			float64(ok)/el.Seconds(), ok, el.Round(time.Millisecond), cpu.perRequest(ok))
+		most = max(most, reportRSS("beacon (then one report per check)", c.procs))
+	}
 	if *profDir != "" {
 		saveHeapProfiles(c)
 	}
@@ -914,7 +929,48 @@ func reportRSS(system string, procs []*exec.Cmd) int {
 			rssMB(p.Process.Pid, "RssAnon:"), rssMB(p.Process.Pid, "RssFile:")))
 	}
 	report(fmt.Sprintf("%s RSS per node, fresh cluster + %d records", system, *instances), "%s", strings.Join(parts, ", "))
+	if len(procs) > 0 {
+		fmt.Printf("  files in #1's RSS: %s\n", fileRSS(procs[0].Process.Pid))
+	}
 	return most
+}
+
+// fileRSS lists the files mapped into pid's memory that hold the most of its
+// RSS (MB), largest first.
+func fileRSS(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err.Error()
+	}
+	kb := map[string]int{}
+	var cur string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			cur = ""
+			if len(f) >= 6 {
+				cur = f[5]
+			}
+		case len(f) >= 2 && f[0] == "Rss:" && cur != "":
+			n, _ := strconv.Atoi(f[1])
+			kb[cur] += n
+		}
+	}
+	type fr struct {
+		name string
+		kb   int
+	}
+	var all []fr
+	for n, k := range kb {
+		all = append(all, fr{n, k})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].kb > all[j].kb })
+	var parts []string
+	for i := 0; i < len(all) && i < 4; i++ {
+		parts = append(parts, fmt.Sprintf("%s %.1f", filepath.Base(all[i].name), float64(all[i].kb)/1024))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func rssMB(pid int, field string) int {
