@@ -82,6 +82,10 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// LogSnapshotBytes and LogTrailingBytes bound the same in bytes: with
+	// large entries each node lowers SnapshotThreshold and TrailingLogs to
+	// what holds about this much (logbudget.go). 0: 64 MiB and 4 MiB.
+	LogSnapshotBytes, LogTrailingBytes int64
 
 	// Gossip timing. Defaults notice a dead node in under two seconds on a
 	// LAN: 400ms/200ms/2 measured 1.5-1.6s mean, 1.93s worst over 10 kills

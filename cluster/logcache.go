@@ -31,6 +31,9 @@ type logCache struct {
 	lo    uint64 // index of the oldest cached entry
 	n     uint64 // cached entries: lo .. lo+n-1, contiguous
 	bytes int    // sum of entrySize over the cached entries
+	// stored, if set, counts every entry stored (the log's byte budget,
+	// logbudget.go).
+	stored *logStored
 }
 
 // The cache's bounds: what raft.LogCache held before group commit (512
@@ -104,6 +107,9 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 		c.ring[l.Index%uint64(len(c.ring))] = &cp
 		c.n++
 		c.bytes += entrySize(l)
+		if c.stored != nil {
+			c.stored.add(entrySize(l))
+		}
 		for c.bytes > c.maxBytes && c.n > 1 {
 			c.evictOldest()
 		}

@@ -154,6 +154,10 @@ var (
 		"Seconds since this node last heard from the leader (0 on the leader, -1 if never).", nil, nil)
 	descRaftPeers = prometheus.NewDesc("beacon_raft_peers",
 		"Servers in the Raft configuration, by suffrage.", []string{"suffrage"}, nil)
+	descRaftSnapshotThreshold = prometheus.NewDesc("beacon_raft_snapshot_threshold",
+		"Log entries appended since the last snapshot that make this node take one: the configured count, or fewer when the log's entries are large (its byte budget).", nil, nil)
+	descRaftTrailing = prometheus.NewDesc("beacon_raft_trailing_logs",
+		"Log entries this node keeps after a snapshot: the configured count, or fewer when the log's entries are large (its byte budget).", nil, nil)
 	descGossip = prometheus.NewDesc("beacon_gossip_members",
 		"Members gossip knows, by status.", []string{"status"}, nil)
 )
@@ -163,7 +167,7 @@ type nodeCollector struct{ n *Node }
 
 // Describe implements prometheus.Collector.
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRaftState, descRaftTerm, descRaftCommit, descRaftApplied, descRaftLast, descRaftContact, descRaftPeers, descGossip} {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftTerm, descRaftCommit, descRaftApplied, descRaftLast, descRaftContact, descRaftPeers, descRaftSnapshotThreshold, descRaftTrailing, descGossip} {
 		ch <- d
 	}
 }
@@ -191,6 +195,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		lc = -1
 	}
 	ch <- prometheus.MustNewConstMetric(descRaftContact, prometheus.GaugeValue, lc)
+	rc := n.raft.ReloadableConfig()
+	ch <- prometheus.MustNewConstMetric(descRaftSnapshotThreshold, prometheus.GaugeValue, float64(rc.SnapshotThreshold))
+	ch <- prometheus.MustNewConstMetric(descRaftTrailing, prometheus.GaugeValue, float64(rc.TrailingLogs))
 	peers := map[string]int{raft.Voter.String(): 0, raft.Nonvoter.String(): 0}
 	for _, p := range st.Peers {
 		peers[p.Suffrage]++

@@ -34,6 +34,7 @@ type Node struct {
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
 	logs      raft.LogStore // for findRequest
+	stored    *logStored    // what the log store stored, for its byte budget (nil in memory)
 	once      onceCalls     // forwarded writes being applied here, by request id
 	leaderObs *raft.Observer
 	// leaderCh is closed (and replaced) at every leader change Raft reports.
@@ -179,6 +180,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goLoop(n.joinLoop)
 	n.goLoop(n.nudgeLoop)
 	n.goLoop(n.stallLoop)
+	n.goLoop(n.logBudgetLoop)
 	return nil
 }
 
@@ -281,6 +283,8 @@ func (n *Node) startRaft() error {
 		if err != nil {
 			return err
 		}
+		n.stored = &logStored{}
+		cached.stored = n.stored
 		logs, stable = cached, bolt
 		fss, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, n.logger.Named("snapshot"))
 		if err != nil {

@@ -1,0 +1,151 @@
+package cluster
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// The Raft log's size in bytes.
+//
+// hashicorp/raft bounds its log in entries only: a snapshot once
+// SnapshotThreshold entries were appended since the last one, and
+// TrailingLogs entries kept after it. Since group commit an entry holds from
+// one write to maxGroupMembers of them (up to maxGroupBytes), so those
+// bounds let the log hold from a few megabytes to gigabytes: 64 clients
+// writing registrations make entries of ~3.7 KB, and 8,192 + 4,096 of them
+// are 45 MB; groups at maxGroupBytes would make the same counts 3 GB.
+// raft.db never shrinks below the largest log it held, and the pages of it
+// that bolt reads count in the process's RSS (a compaction walks every
+// leaf it deletes, and the kernel maps the cached pages around each fault):
+// after 45 s of writes at 64 clients one node's raft.db was 52 MB, 38 MB of
+// it resident, and still growing.
+//
+// So each node also bounds its log in bytes: every logBudgetPeriod it takes
+// the mean size of the entries it stored lately and lowers
+// SnapshotThreshold and TrailingLogs (never above the configured counts)
+// to what holds about Config.LogSnapshotBytes and LogTrailingBytes
+// (default 64 and 4 MiB), through raft.ReloadConfig.
+//
+// The two differ because they cost differently. A lower threshold means
+// more snapshots, each a walk of the whole catalog, and a compaction after
+// each, which makes most of raft.db resident (a fill of 100,000
+// registrations with a TTL check each, entries of ~7 KB, left 51-54 MB of
+// file pages in two nodes' RSS with a 32 MiB budget, 22 MB without). At 64
+// MiB, entries of up to 8 KB keep the configured 8,192 (64 clients'
+// registrations make ~3.7 KB entries, with a check ~7 KB), so no load
+// snapshots more often than before unless its entries are larger. Fewer
+// trailing entries only mean that a follower that fell further behind gets
+// a snapshot instead of the entries it missed: 4 MiB is ~1,100 entries of
+// 64 clients' groups, ~25,000 registrations.
+const (
+	defaultLogSnapshotBytes = 64 << 20
+	defaultLogTrailingBytes = 4 << 20
+	// The lowest counts the budget sets: a snapshot costs a walk of the
+	// whole catalog, so it is not taken more often than every 64 entries
+	// however large they are.
+	minSnapshotEntries = 64
+	minTrailingEntries = 32
+	logBudgetPeriod    = time.Second
+)
+
+// logStored counts what a node's log store stored: entrySize bytes over
+// entries, since the last take.
+type logStored struct {
+	bytes, entries atomic.Int64
+}
+
+func (s *logStored) add(bytes int) {
+	s.bytes.Add(int64(bytes))
+	s.entries.Add(1)
+}
+
+// take returns the counts and resets them.
+func (s *logStored) take() (bytes, entries int64) {
+	return s.bytes.Swap(0), s.entries.Swap(0)
+}
+
+// logLimits returns the snapshot threshold and trailing logs that hold about
+// snapBytes and trailBytes of entries of mean size avg, within [min, the
+// configured count].
+func logLimits(avg float64, snapBytes, trailBytes int64, threshold, trailing uint64) (uint64, uint64) {
+	fit := func(budget float64, lo, hi uint64) uint64 {
+		if avg <= 0 || hi <= lo {
+			return hi
+		}
+		n := budget / avg
+		if n >= float64(hi) || math.IsNaN(n) {
+			return hi
+		}
+		return max(lo, uint64(n))
+	}
+	return fit(float64(snapBytes), minSnapshotEntries, threshold), fit(float64(trailBytes), minTrailingEntries, trailing)
+}
+
+// logBudgetLoop applies the byte budget (see above) until ctx ends.
+func (n *Node) logBudgetLoop(ctx context.Context) {
+	if n.stored == nil {
+		return // an in-memory log: nothing on disk to bound
+	}
+	t := time.NewTicker(logBudgetPeriod)
+	defer t.Stop()
+	var avg float64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		bytes, entries := n.stored.take()
+		if entries == 0 {
+			continue
+		}
+		// A moving mean: a burst of large entries lowers the limits
+		// within a few periods, and one odd entry does not.
+		cur := float64(bytes) / float64(entries)
+		if avg == 0 {
+			avg = cur
+		} else {
+			avg = 0.7*avg + 0.3*cur
+		}
+		n.applyLogLimits(avg)
+	}
+}
+
+// applyLogLimits sets Raft's snapshot threshold and trailing logs for entries
+// of mean size avg, when they differ from the current ones by more than an
+// eighth (or return to the configured counts).
+func (n *Node) applyLogLimits(avg float64) {
+	snapBytes, trailBytes := n.cfg.LogSnapshotBytes, n.cfg.LogTrailingBytes
+	if snapBytes <= 0 {
+		snapBytes = defaultLogSnapshotBytes
+	}
+	if trailBytes <= 0 {
+		trailBytes = defaultLogTrailingBytes
+	}
+	thr, trail := logLimits(avg, snapBytes, trailBytes, n.cfg.SnapshotThreshold, n.cfg.TrailingLogs)
+	rc := n.raft.ReloadableConfig()
+	if !logLimitMoved(rc.SnapshotThreshold, thr, n.cfg.SnapshotThreshold) && !logLimitMoved(rc.TrailingLogs, trail, n.cfg.TrailingLogs) {
+		return
+	}
+	rc.SnapshotThreshold, rc.TrailingLogs = thr, trail
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		n.logger.Warn("cannot apply the raft log's byte budget", "snapshot_threshold", thr, "trailing_logs", trail, "error", err)
+		return
+	}
+	n.logger.Debug("raft log limits for its byte budget", "mean_entry_bytes", int(avg), "snapshot_threshold", thr, "trailing_logs", trail)
+}
+
+// logLimitMoved says whether a limit should go from cur to want: by more than
+// an eighth, or back to the configured count.
+func logLimitMoved(cur, want, configured uint64) bool {
+	if cur == want {
+		return false
+	}
+	if want == configured {
+		return true
+	}
+	diff := max(cur, want) - min(cur, want)
+	return diff*8 > cur
+}

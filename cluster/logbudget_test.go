@@ -1,0 +1,104 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+)
+
+func TestLogLimits(t *testing.T) {
+	const snap, trail = defaultLogSnapshotBytes, defaultLogTrailingBytes
+	for _, tc := range []struct {
+		name         string
+		avg          float64
+		wantThr      uint64
+		wantTrailing uint64
+	}{
+		{"nothing stored yet", 0, 8192, 4096},
+		{"single writes (~300 B)", 300, 8192, 4096},
+		{"1 KB entries fill the trailing count exactly", 1024, 8192, 4096},
+		{"64 clients' registrations (3.7 KB)", 3700, 8192, 1133},
+		{"64 clients' registrations with a check (7 KB)", 7000, 8192, 599},
+		{"8 KB entries fill the snapshot threshold exactly", 8192, 8192, 512},
+		{"16 KB entries", 16 << 10, 4096, 256},
+		{"full groups (256 KiB)", 256 << 10, 256, minTrailingEntries},
+		{"entries beyond the budget", 128 << 20, minSnapshotEntries, minTrailingEntries},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			thr, tr := logLimits(tc.avg, snap, trail, 8192, 4096)
+			if thr != tc.wantThr || tr != tc.wantTrailing {
+				t.Fatalf("logLimits(%v) = %d, %d; want %d, %d", tc.avg, thr, tr, tc.wantThr, tc.wantTrailing)
+			}
+		})
+	}
+	// Configured counts below the floors are kept as they are.
+	if thr, tr := logLimits(1<<30, snap, trail, 16, 8); thr != 16 || tr != 8 {
+		t.Fatalf("with counts of 16 and 8 configured: %d, %d", thr, tr)
+	}
+}
+
+func TestLogLimitMoved(t *testing.T) {
+	for _, tc := range []struct {
+		cur, want, configured uint64
+		moved                 bool
+	}{
+		{8192, 8192, 8192, false},
+		{5000, 5400, 8192, false}, // within an eighth: no reload for a mean that wobbles
+		{5000, 5700, 8192, true},
+		{5000, 4300, 8192, true},
+		{8000, 8192, 8192, true}, // back to the configured count, however close
+		{64, 64, 8192, false},
+	} {
+		if got := logLimitMoved(tc.cur, tc.want, tc.configured); got != tc.moved {
+			t.Errorf("logLimitMoved(%d, %d, %d) = %v, want %v", tc.cur, tc.want, tc.configured, got, tc.moved)
+		}
+	}
+}
+
+// TestLargeEntriesKeepTheLogSmall writes entries of 16 KiB to a node whose
+// log budget is 1 MiB (and 512 KiB after a snapshot): Raft's limits must
+// come down to the floors, and the log be compacted long before the
+// configured 8,192 entries. With entry counts alone, 300 such entries never
+// reach a snapshot.
+func TestLargeEntriesKeepTheLogSmall(t *testing.T) {
+	tn := newTestNodes(t, 1, func(i int, c *Config) {
+		c.LogSnapshotBytes, c.LogTrailingBytes = 1<<20, 512<<10
+		c.SnapshotInterval = 200 * time.Millisecond
+	})
+	n := tn.nodes[0]
+	if rc := n.raft.ReloadableConfig(); rc.SnapshotThreshold != 8192 || rc.TrailingLogs != 4096 {
+		t.Fatalf("limits before any write: %d, %d; want the configured 8192, 4096", rc.SnapshotThreshold, rc.TrailingLogs)
+	}
+	blob := strings.Repeat("x", 16<<10)
+	const writes = 300
+	for i := range writes {
+		cmd := fsmtest.Register(t, fmt.Sprintf("big-%d", i), "big", func(r *fsm.RegisterRequest) {
+			r.Meta = map[string]string{"blob": blob}
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := n.Apply(ctx, cmd)
+		cancel()
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	eventually(t, 30*time.Second, func() bool {
+		rc := n.raft.ReloadableConfig()
+		return rc.SnapshotThreshold == minSnapshotEntries && rc.TrailingLogs == minTrailingEntries
+	}, "the limits lowered to the floors for 16 KiB entries")
+	// Raft takes a snapshot at its next check once 64 entries follow the
+	// last one, and keeps 32; the writes left the log 300 entries long.
+	eventually(t, 30*time.Second, func() bool {
+		first, err1 := n.logs.FirstIndex()
+		last, err2 := n.logs.LastIndex()
+		return err1 == nil && err2 == nil && first > 1 && last-first+1 <= 2*(minSnapshotEntries+minTrailingEntries)
+	}, "the log compacted to its byte budget")
+	if _, got := tn.fsms[0].Store().ServiceInstances(nil, "big"); len(got) != writes {
+		t.Fatalf("%d instances after the compaction, want %d", len(got), writes)
+	}
+}
