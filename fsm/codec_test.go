@@ -143,18 +143,7 @@ func TestGolden(t *testing.T) {
 			}
 		})
 		t.Run(gc.name+" golden bytes decode to the request", func(t *testing.T) {
-			b := readGolden(t, gc.name)
-			out := reflect.New(reflect.TypeOf(gc.req).Elem())
-			typ, err := fsm.Decode(b, out.Interface())
-			if err != nil {
-				t.Fatalf("Decode: %v", err)
-			}
-			if typ != gc.typ {
-				t.Errorf("type = %s, want %s", typ, gc.typ)
-			}
-			if !reflect.DeepEqual(out.Interface(), gc.req) {
-				t.Errorf("decoded\n%+v\nwant\n%+v", out.Elem().Interface(), reflect.ValueOf(gc.req).Elem().Interface())
-			}
+			checkDecodes(t, readGolden(t, gc.name), gc, "golden bytes")
 		})
 	}
 }
@@ -175,14 +164,7 @@ func TestGoldenLegacyDecodes(t *testing.T) {
 		t.Run(lg.file, func(t *testing.T) {
 			gc := byName[lg.command]
 			old := readGolden(t, lg.file)
-			out := reflect.New(reflect.TypeOf(gc.req).Elem())
-			typ, err := fsm.Decode(old, out.Interface())
-			if err != nil || typ != gc.typ {
-				t.Fatalf("Decode = %s, %v; want %s, nil", typ, err, gc.typ)
-			}
-			if !reflect.DeepEqual(out.Interface(), gc.req) {
-				t.Errorf("legacy bytes decoded\n%+v\nwant\n%+v", out.Elem().Interface(), reflect.ValueOf(gc.req).Elem().Interface())
-			}
+			checkDecodes(t, old, gc, "legacy bytes")
 			cur, err := fsm.Encode(gc.typ, gc.req)
 			if err != nil {
 				t.Fatal(err)
@@ -226,15 +208,21 @@ func TestEncodeStartsWithTheType(t *testing.T) {
 			if len(b) == 0 || fsm.MessageType(b[0]) != gc.typ {
 				t.Fatalf("Encode(%s) starts % x, want type byte %#02x first", gc.typ, b[:min(8, len(b))], uint8(gc.typ))
 			}
-			out := reflect.New(reflect.TypeOf(gc.req).Elem())
-			typ, err := fsm.Decode(b, out.Interface())
-			if err != nil || typ != gc.typ {
-				t.Fatalf("Decode = %s, %v; want %s, nil", typ, err, gc.typ)
-			}
-			if !reflect.DeepEqual(out.Interface(), gc.req) {
-				t.Errorf("round trip changed the request:\n%+v\nwant\n%+v", out.Elem().Interface(), reflect.ValueOf(gc.req).Elem().Interface())
-			}
+			checkDecodes(t, b, gc, "the round trip")
 		})
+	}
+}
+
+// checkDecodes decodes b and requires gc's type and request.
+func checkDecodes(t *testing.T, b []byte, gc goldenCommand, what string) {
+	t.Helper()
+	out := reflect.New(reflect.TypeOf(gc.req).Elem())
+	typ, err := fsm.Decode(b, out.Interface())
+	if err != nil || typ != gc.typ {
+		t.Fatalf("%s: Decode = %s, %v; want %s, nil", what, typ, err, gc.typ)
+	}
+	if !reflect.DeepEqual(out.Interface(), gc.req) {
+		t.Errorf("%s decoded\n%+v\nwant\n%+v", what, out.Elem().Interface(), reflect.ValueOf(gc.req).Elem().Interface())
 	}
 }
 
