@@ -90,7 +90,7 @@ func (n *Node) logBudgetLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(logBudgetPeriod)
 	defer t.Stop()
-	var avg float64
+	var mean entryMean
 	for {
 		select {
 		case <-ctx.Done():
@@ -101,16 +101,24 @@ func (n *Node) logBudgetLoop(ctx context.Context) {
 		if entries == 0 {
 			continue
 		}
-		// A moving mean: a burst of large entries lowers the limits
-		// within a few periods, and one odd entry does not.
-		cur := float64(bytes) / float64(entries)
-		if avg == 0 {
-			avg = cur
-		} else {
-			avg = 0.7*avg + 0.3*cur
-		}
-		n.applyLogLimits(avg)
+		n.applyLogLimits(mean.add(bytes, entries))
 	}
+}
+
+// entryMean is the mean entry size over decayed sums of bytes and entries:
+// each period's entries weigh by their number, so a period of a few small
+// entries (a new leader's no-op) does not hold the mean down while large
+// ones follow, and one odd entry does not move it.
+type entryMean struct{ bytes, entries float64 }
+
+// logBudgetDecay is what a period's entries still weigh one period later.
+const logBudgetDecay = 0.7
+
+// add takes a period's counts (entries > 0) and returns the mean.
+func (m *entryMean) add(bytes, entries int64) float64 {
+	m.bytes = logBudgetDecay*m.bytes + float64(bytes)
+	m.entries = logBudgetDecay*m.entries + float64(entries)
+	return m.bytes / m.entries
 }
 
 // applyLogLimits sets Raft's snapshot threshold and trailing logs for entries

@@ -60,11 +60,34 @@ func TestLogLimitMoved(t *testing.T) {
 	}
 }
 
+// TestEntryMeanWeighsEntries: a first period of a few small entries (a
+// new leader's configuration and no-op) must not hold the mean of the large
+// entries that follow far down, as a mean of each period's means did (it
+// took 13 periods to come within 2 %); and the mean follows a change of
+// size, as old periods decay, within ten.
+func TestEntryMeanWeighsEntries(t *testing.T) {
+	var m entryMean
+	m.add(3*250, 3)
+	if got := m.add(300*16600, 300); got < 16400 {
+		t.Fatalf("mean after 3 entries of 250 B and 300 of 16,600 B: %.0f, want within ~1 %% of 16,600", got)
+	}
+	var got float64
+	for range 10 {
+		got = m.add(100*1000, 100)
+	}
+	if got > 2000 {
+		t.Fatalf("mean after ten periods of 100 entries of 1,000 B: %.0f, want under 2,000", got)
+	}
+}
+
 // TestLargeEntriesKeepTheLogSmall writes entries of 16 KiB to a node whose
 // log budget is 1 MiB (and 512 KiB after a snapshot): Raft's limits must
-// come down to the floors, and the log be compacted long before the
-// configured 8,192 entries. With entry counts alone, 300 such entries never
-// reach a snapshot.
+// come down near the floors, and the log be compacted long before the
+// configured 8,192 entries, which entries counted alone never reach here.
+//
+// The limits follow a mean taken once a second over what was stored, so
+// the writes go on (bounded) until the limits have come down however fast
+// the machine writes, then 150 more make Raft snapshot with them.
 func TestLargeEntriesKeepTheLogSmall(t *testing.T) {
 	tn := newTestNodes(t, 1, func(i int, c *Config) {
 		c.LogSnapshotBytes, c.LogTrailingBytes = 1<<20, 512<<10
@@ -75,28 +98,46 @@ func TestLargeEntriesKeepTheLogSmall(t *testing.T) {
 		t.Fatalf("limits before any write: %d, %d; want the configured 8192, 4096", rc.SnapshotThreshold, rc.TrailingLogs)
 	}
 	blob := strings.Repeat("x", 16<<10)
-	const writes = 300
-	for i := range writes {
-		cmd := fsmtest.Register(t, fmt.Sprintf("big-%d", i), "big", func(r *fsm.RegisterRequest) {
-			r.Meta = map[string]string{"blob": blob}
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := n.Apply(ctx, cmd)
-		cancel()
-		if err != nil {
-			t.Fatalf("write %d: %v", i, err)
+	writes := 0
+	write := func(k int) {
+		t.Helper()
+		for range k {
+			cmd := fsmtest.Register(t, fmt.Sprintf("big-%d", writes), "big", func(r *fsm.RegisterRequest) {
+				r.Meta = map[string]string{"blob": blob}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := n.Apply(ctx, cmd)
+			cancel()
+			if err != nil {
+				t.Fatalf("write %d: %v", writes, err)
+			}
+			writes++
 		}
 	}
-	eventually(t, 30*time.Second, func() bool {
+	// 1 MiB of 16.6 KB entries is 63 of them, 512 KiB 31: the floors. The
+	// mean may sit a little under the entries' size while the node's first
+	// small entries still weigh in it; twice the floors is plenty to tell
+	// the budget from the configured 8,192 and 4,096.
+	lowered := func() bool {
 		rc := n.raft.ReloadableConfig()
-		return rc.SnapshotThreshold == minSnapshotEntries && rc.TrailingLogs == minTrailingEntries
-	}, "the limits lowered to the floors for 16 KiB entries")
-	// Raft takes a snapshot at its next check once 64 entries follow the
-	// last one, and keeps 32; the writes left the log 300 entries long.
+		return rc.SnapshotThreshold <= 2*minSnapshotEntries && rc.TrailingLogs <= 2*minTrailingEntries
+	}
+	for deadline := time.Now().Add(60 * time.Second); !lowered(); {
+		if time.Now().After(deadline) || writes >= 2000 {
+			rc := n.raft.ReloadableConfig()
+			t.Fatalf("after %d writes of 16 KiB the limits are %d, %d; want at most %d, %d",
+				writes, rc.SnapshotThreshold, rc.TrailingLogs, 2*minSnapshotEntries, 2*minTrailingEntries)
+		}
+		write(20)
+	}
+	write(150)
+	// Raft snapshots at its next check once the threshold's entries follow
+	// the last snapshot, and keeps the trailing ones: after the writes the
+	// log holds at most those and fewer than a threshold more.
 	eventually(t, 30*time.Second, func() bool {
 		first, err1 := n.logs.FirstIndex()
 		last, err2 := n.logs.LastIndex()
-		return err1 == nil && err2 == nil && first > 1 && last-first+1 <= 2*(minSnapshotEntries+minTrailingEntries)
+		return err1 == nil && err2 == nil && first > 1 && last-first+1 <= 2*(2*minSnapshotEntries+2*minTrailingEntries)
 	}, "the log compacted to its byte budget")
 	if _, got := tn.fsms[0].Store().ServiceInstances(nil, "big"); len(got) != writes {
 		t.Fatalf("%d instances after the compaction, want %d", len(got), writes)
