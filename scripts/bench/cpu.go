@@ -4,6 +4,7 @@ package main
 // nothing else listens on the ports a cluster under test will use.
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -141,33 +142,30 @@ type agentStats struct {
 
 // scrapeAgent reads them (zero where the agent does not answer).
 func scrapeAgent(base string) agentStats {
-	var st agentStats
-	hc := &http.Client{Timeout: 2 * time.Second}
+	m := agentMetrics(base)
+	return agentStats{groupWrites: m["beacon_raft_group_size_sum"], groupEntries: m["beacon_raft_group_size_count"], gcs: m["go_gc_duration_seconds_count"]}
+}
+
+// agentMetrics reads an agent's /metrics: every series without labels, by
+// name (nil if the agent does not answer).
+func agentMetrics(base string) map[string]float64 {
+	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get(base + "/metrics")
 	if err != nil {
-		return st
+		return nil
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	for _, line := range strings.Split(string(b), "\n") {
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "beacon_raft_group_size_sum":
-			st.groupWrites = v
-		case "beacon_raft_group_size_count":
-			st.groupEntries = v
-		case "go_gc_duration_seconds_count":
-			st.gcs = v
+	m := map[string]float64{}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				m[f[0]] = v
+			}
 		}
 	}
-	return st
+	return m
 }
 
 // agentLine renders the phase's writes per Raft entry (all leaders' groups

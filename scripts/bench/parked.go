@@ -7,7 +7,6 @@ package main
 // throughput lost, at most 30 MB.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -92,22 +91,9 @@ func park(bases []string, run func(ctx context.Context, hc *http.Client, base st
 
 // blockingGauge sums a metric of every node's /metrics.
 func blockingGauge(bases []string, metric string) int {
-	hc := &http.Client{Timeout: 5 * time.Second}
 	sum := 0
 	for _, b := range bases {
-		resp, err := hc.Get(b + "/metrics")
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == metric {
-				v, _ := strconv.ParseFloat(f[1], 64)
-				sum += int(v)
-			}
-		}
-		resp.Body.Close()
+		sum += int(agentMetrics(b)[metric])
 	}
 	return sum
 }
