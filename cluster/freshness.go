@@ -66,8 +66,30 @@ func (n *Node) LastContact() time.Duration {
 	n.fresh.mu.Lock()
 	f := n.fresh.freshState
 	n.fresh.mu.Unlock()
-	return f.age(time.Now(), n.cfg.HeartbeatTimeout, n.raft)
+	return f.ageNow(time.Now, n.cfg.HeartbeatTimeout, n.raft)
 }
+
+// ageNow is age at the clock's reading taken after Raft's state is read.
+// The other order let a heartbeat recorded between the two reads lie after
+// "now": a caught-up follower's age came out negative, under any
+// max_stale, and a max_stale=1ns read skipped the read index it needed
+// (CI caught it once under -race: a write acknowledged on one follower
+// missing from such a read on the other).
+func (f freshState) ageNow(clock func() time.Time, heartbeatTimeout time.Duration, r raftView) time.Duration {
+	v := raftAt{term: r.CurrentTerm(), state: r.State(), heard: r.LastContact()}
+	return f.age(clock(), heartbeatTimeout, v)
+}
+
+// raftAt is Raft's view read at one moment.
+type raftAt struct {
+	term  uint64
+	state raft.RaftState
+	heard time.Time
+}
+
+func (r raftAt) CurrentTerm() uint64    { return r.term }
+func (r raftAt) State() raft.RaftState  { return r.state }
+func (r raftAt) LastContact() time.Time { return r.heard }
 
 // raftView is what freshness reads from Raft (a *raft.Raft).
 type raftView interface {

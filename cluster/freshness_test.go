@@ -7,16 +7,6 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// raftAt is a fixed view of Raft for the freshness rules.
-type raftAt struct {
-	term  uint64
-	state raft.RaftState
-	heard time.Time
-}
-
-func (r raftAt) CurrentTerm() uint64        { return r.term }
-func (r raftAt) State() raft.RaftState      { return r.state }
-func (r raftAt) LastContact() time.Time     { return r.heard }
 func (r raftAt) with(term uint64) raftAt    { r.term = term; return r }
 func (r raftAt) as(s raft.RaftState) raftAt { r.state = s; return r }
 
@@ -133,6 +123,29 @@ func TestProvenLeader(t *testing.T) {
 	} {
 		if got := c.f.provenLeader(c.now, hb, c.r); got != c.want {
 			t.Errorf("%s: provenLeader = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// liveRaft is a follower that hears its leader at the very moment it is
+// asked: its last contact is the clock's reading then.
+type liveRaft struct{ term uint64 }
+
+func (r liveRaft) CurrentTerm() uint64    { return r.term }
+func (r liveRaft) State() raft.RaftState  { return raft.Follower }
+func (r liveRaft) LastContact() time.Time { return time.Now() }
+
+// TestAgeReadsRaftBeforeTheClock: a heartbeat recorded while LastContact
+// runs must not make a follower's age negative (or zero): a max_stale=1ns
+// read then skipped its read index. Reading the clock first fails this.
+func TestAgeReadsRaftBeforeTheClock(t *testing.T) {
+	const hb = time.Hour // the proof stays live however slow the machine
+	var f freshState
+	now := time.Now()
+	f.proved(now, now, 7, false, hb)
+	for range 1000 {
+		if got := f.ageNow(time.Now, hb, liveRaft{term: 7}); got <= 0 {
+			t.Fatalf("a caught-up follower's age is %s, want more than 0", got)
 		}
 	}
 }
