@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"math"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 )
@@ -54,6 +55,9 @@ const (
 // entries, since the last take.
 type logStored struct {
 	bytes, entries atomic.Int64
+	// compacted is set when entries were deleted from the store (the
+	// compaction after a snapshot), so the loop pages the log's file out.
+	compacted atomic.Bool
 }
 
 func (s *logStored) add(bytes int) {
@@ -83,7 +87,8 @@ func logLimits(avg float64, snapBytes, trailBytes int64, threshold, trailing uin
 	return fit(float64(snapBytes), minSnapshotEntries, threshold), fit(float64(trailBytes), minTrailingEntries, trailing)
 }
 
-// logBudgetLoop applies the byte budget (see above) until ctx ends.
+// logBudgetLoop applies the byte budget (see above), and pages the log's
+// file out after each compaction (see pageOutLog), until ctx ends.
 func (n *Node) logBudgetLoop(ctx context.Context) {
 	if n.stored == nil {
 		return // an in-memory log: nothing on disk to bound
@@ -96,6 +101,9 @@ func (n *Node) logBudgetLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n.stored.compacted.Swap(false) {
+			n.pageOutLog()
 		}
 		bytes, entries := n.stored.take()
 		if entries == 0 {
@@ -156,4 +164,39 @@ func logLimitMoved(cur, want, configured uint64) bool {
 	}
 	diff := max(cur, want) - min(cur, want)
 	return diff*8 > cur
+}
+
+// pageOutLog asks the kernel to take raft.db's pages out of this process's
+// resident set. A compaction reads every leaf it deletes through bolt's
+// mapping, and each fault maps the cached pages around it too, so after
+// one nearly the whole file, as large as the largest log it held, counted
+// in the node's RSS for good: 43-47 MB on every node after 100,000 TTL
+// checks were each reported once. Those pages hold entries that are gone;
+// what is read again (bolt's meta and branch pages, the last leaves) comes
+// back from the page cache or the disk on its next access. Appends write
+// with pwrite and map nothing, so the file stays out of the RSS until the
+// next compaction.
+func (n *Node) pageOutLog() {
+	if n.logPath == "" {
+		return
+	}
+	advised, err := pageOutFile(n.logPath)
+	if err != nil {
+		n.logger.Debug("raft log not paged out", "path", n.logPath, "error", err)
+		return
+	}
+	n.logger.Debug("raft log paged out after a compaction", "mapped_bytes", advised)
+}
+
+// resolvedPath is path absolute with its symbolic links resolved, as the
+// kernel names a mapped file; path itself if that fails.
+func resolvedPath(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	return abs
 }

@@ -143,7 +143,13 @@ func (c *logCache) DeleteRange(min, max uint64) error {
 		c.reset()
 	}
 	c.mu.Unlock()
-	return c.store.DeleteRange(min, max)
+	if err := c.store.DeleteRange(min, max); err != nil {
+		return err
+	}
+	if c.stored != nil {
+		c.stored.compacted.Store(true)
+	}
+	return nil
 }
 
 // cached reports how many entries and bytes the cache holds (tests).

@@ -35,6 +35,7 @@ type Node struct {
 	raft      *raft.Raft
 	logs      raft.LogStore // for findRequest
 	stored    *logStored    // what the log store stored, for its byte budget (nil in memory)
+	logPath   string        // raft.db as /proc/self/maps names it ("" in memory)
 	once      onceCalls     // forwarded writes being applied here, by request id
 	leaderObs *raft.Observer
 	// leaderCh is closed (and replaced) at every leader change Raft reports.
@@ -284,6 +285,7 @@ func (n *Node) startRaft() error {
 			return err
 		}
 		n.stored = &logStored{}
+		n.logPath = resolvedPath(filepath.Join(n.cfg.DataDir, "raft.db"))
 		cached.stored = n.stored
 		logs, stable = cached, bolt
 		fss, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, n.logger.Named("snapshot"))
