@@ -88,7 +88,7 @@ func logLimits(avg float64, snapBytes, trailBytes int64, threshold, trailing uin
 }
 
 // logBudgetLoop applies the byte budget (see above), and pages the log's
-// file out after each compaction (see pageOutLog), until ctx ends.
+// file out when pageOuts says (see pageOutLog), until ctx ends.
 func (n *Node) logBudgetLoop(ctx context.Context) {
 	if n.stored == nil {
 		return // an in-memory log: nothing on disk to bound
@@ -96,21 +96,55 @@ func (n *Node) logBudgetLoop(ctx context.Context) {
 	t := time.NewTicker(logBudgetPeriod)
 	defer t.Stop()
 	var mean entryMean
+	var pageOuts pageOutSchedule
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if n.stored.compacted.Swap(false) {
+		compacted := n.stored.compacted.Swap(false)
+		bytes, entries := n.stored.take()
+		if pageOuts.due(compacted, bytes) {
 			n.pageOutLog()
 		}
-		bytes, entries := n.stored.take()
 		if entries == 0 {
 			continue
 		}
 		n.applyLogLimits(mean.add(bytes, entries))
 	}
+}
+
+// When the log's file is paged out (see pageOutLog): after each
+// compaction; once the writes pause (a period that stored nothing) after
+// pageOutQuietBytes or more were stored since the last time; and under
+// writes that do not pause, every pageOutBusyBytes. Each bolt commit reads
+// the last leaf and its branches, which it just wrote elsewhere in the
+// file, through the mapping, and each such fault maps the cached pages
+// around it: the file's resident share grows with what is written (at 64
+// clients' registrations, ~1 MB a second, up to the whole file). A page-out
+// also takes those few hot pages out of the page cache, and the next
+// commit reads them from the disk: so not after every write, and a node
+// written to now and then pages out only after a megabyte of them.
+const (
+	pageOutQuietBytes = 1 << 20
+	pageOutBusyBytes  = 16 << 20
+)
+
+// pageOutSchedule decides, once a period, whether to page the log out.
+type pageOutSchedule struct {
+	since int64 // bytes stored since the last page-out
+}
+
+// due reports whether to page out now, given whether the store was
+// compacted and how many bytes it stored in the period just ended.
+func (p *pageOutSchedule) due(compacted bool, stored int64) bool {
+	p.since += stored
+	if compacted || p.since >= pageOutBusyBytes || stored == 0 && p.since >= pageOutQuietBytes {
+		p.since = 0
+		return true
+	}
+	return false
 }
 
 // entryMean is the mean entry size over decayed sums of bytes and entries:
@@ -167,15 +201,17 @@ func logLimitMoved(cur, want, configured uint64) bool {
 }
 
 // pageOutLog asks the kernel to take raft.db's pages out of this process's
-// resident set. A compaction reads every leaf it deletes through bolt's
-// mapping, and each fault maps the cached pages around it too, so after
-// one nearly the whole file, as large as the largest log it held, counted
-// in the node's RSS for good: 43-47 MB on every node after 100,000 TTL
-// checks were each reported once. Those pages hold entries that are gone;
-// what is read again (bolt's meta and branch pages, the last leaves) comes
-// back from the page cache or the disk on its next access. Appends write
-// with pwrite and map nothing, so the file stays out of the RSS until the
-// next compaction.
+// resident set. bolt reads its file through a shared mapping, and the
+// kernel maps the cached pages around each page read, so the mapping's
+// resident pages only grow: a compaction reads every leaf it deletes, and
+// after one nearly the whole file, as large as the largest log it held,
+// counted in the node's RSS for good (43-47 MB on every node after 100,000
+// TTL checks were each reported once); each commit reads the leaf it wrote
+// last (see pageOutSchedule). Those pages hold entries that are gone or
+// applied, read again only for a follower that fell behind; what is read
+// again soon (bolt's meta and branch pages, the last leaf) comes back from
+// the disk on its next access. See cluster/DESIGN.md, "raft.db out of the
+// resident set".
 func (n *Node) pageOutLog() {
 	if n.logPath == "" {
 		return
@@ -185,7 +221,7 @@ func (n *Node) pageOutLog() {
 		n.logger.Debug("raft log not paged out", "path", n.logPath, "error", err)
 		return
 	}
-	n.logger.Debug("raft log paged out after a compaction", "mapped_bytes", advised)
+	n.logger.Debug("raft log paged out", "mapped_bytes", advised)
 }
 
 // resolvedPath is path absolute with its symbolic links resolved, as the

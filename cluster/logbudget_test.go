@@ -143,3 +143,34 @@ func TestLargeEntriesKeepTheLogSmall(t *testing.T) {
 		t.Fatalf("%d instances after the compaction, want %d", len(got), writes)
 	}
 }
+
+func TestPageOutSchedule(t *testing.T) {
+	type period struct {
+		compacted bool
+		stored    int64
+		want      bool
+	}
+	const q, b = pageOutQuietBytes, pageOutBusyBytes
+	for _, tc := range []struct {
+		name    string
+		periods []period
+	}{
+		{"idle: never", []period{{false, 0, false}, {false, 0, false}}},
+		{"a compaction: at once", []period{{true, 0, true}, {false, 0, false}}},
+		{"a compaction while writing", []period{{false, 100, false}, {true, 100, true}, {false, 0, false}}},
+		{"writes then a pause: once", []period{{false, q / 2, false}, {false, q / 2, false}, {false, 0, true}, {false, 0, false}}},
+		{"a few writes then a pause: never", []period{{false, q - 1, false}, {false, 0, false}, {false, 0, false}}},
+		{"sparse writes add up", []period{{false, q / 2, false}, {false, 0, false}, {false, q / 2, false}, {false, 0, true}}},
+		{"writes that never pause: every busy budget", []period{{false, b / 2, false}, {false, b / 2, true}, {false, b / 2, false}, {false, b / 2, true}}},
+		{"the count starts again after a compaction", []period{{false, q, false}, {true, 0, true}, {false, 0, false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s pageOutSchedule
+			for i, p := range tc.periods {
+				if got := s.due(p.compacted, p.stored); got != p.want {
+					t.Fatalf("period %d (compacted %v, stored %d): due %v, want %v", i, p.compacted, p.stored, got, p.want)
+				}
+			}
+		})
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,10 +75,9 @@ func fileRSS(t *testing.T, path string) int64 {
 	return rss
 }
 
-// TestCompactionPagesTheLogOut: after a compaction the node takes raft.db's
-// pages out of its resident set. Without it the compaction's walk of the
-// deleted leaves leaves most of the file resident for good.
-func TestCompactionPagesTheLogOut(t *testing.T) {
+// skipWithoutPageOut skips a test on a kernel without MADV_PAGEOUT.
+func skipWithoutPageOut(t *testing.T) {
+	t.Helper()
 	probe, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
 	if err != nil {
 		t.Fatal(err)
@@ -86,53 +87,176 @@ func TestCompactionPagesTheLogOut(t *testing.T) {
 	if err != nil {
 		t.Skipf("this kernel has no MADV_PAGEOUT (Linux 5.4): %v", err)
 	}
+}
+
+// logWriter writes registrations of ~3.3 KB, one Raft entry each, to a
+// one-node cluster on disk.
+type logWriter struct {
+	t      *testing.T
+	tn     *testNodes
+	n      *Node
+	writes int
+}
+
+func newLogWriter(t *testing.T, threshold uint64) *logWriter {
+	skipWithoutPageOut(t)
 	tn := newTestNodes(t, 1, func(i int, c *Config) {
-		c.SnapshotThreshold, c.TrailingLogs = 1024, 32
+		c.SnapshotThreshold, c.TrailingLogs = threshold, 32
 		c.SnapshotInterval = 200 * time.Millisecond
 	})
-	n := tn.nodes[0]
-	path := n.logPath
-	if path == "" {
+	w := &logWriter{t: t, tn: tn, n: tn.nodes[0]}
+	if w.n.logPath == "" {
 		t.Fatal("a node on disk has no log path")
 	}
-	blob := strings.Repeat("y", 3<<10)
-	writes := 0
-	compacted := func() bool {
-		first, err := n.logs.FirstIndex()
-		return err == nil && first > 1
+	return w
+}
+
+var logBlob = strings.Repeat("y", 3<<10)
+
+func (w *logWriter) write() {
+	w.t.Helper()
+	cmd := fsmtest.Register(w.t, fmt.Sprintf("w-%d", w.writes), "svc", func(r *fsm.RegisterRequest) {
+		r.Meta = map[string]string{"blob": logBlob}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := w.n.Apply(ctx, cmd)
+	cancel()
+	if err != nil {
+		w.t.Fatalf("write %d: %v", w.writes, err)
 	}
-	// Sequential writes: one entry each, ~3.3 KB. The first compaction
-	// follows the 1,024th entry; it deletes ~3 MB of leaves.
-	for deadline := time.Now().Add(90 * time.Second); !compacted(); {
-		if time.Now().After(deadline) || writes >= 4000 {
-			t.Fatalf("no compaction after %d writes", writes)
-		}
-		cmd := fsmtest.Register(t, fmt.Sprintf("w-%d", writes), "svc", func(r *fsm.RegisterRequest) {
-			r.Meta = map[string]string{"blob": blob}
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := n.Apply(ctx, cmd)
-		cancel()
-		if err != nil {
-			t.Fatalf("write %d: %v", writes, err)
-		}
-		writes++
+	w.writes++
+}
+
+func (w *logWriter) firstIndex() uint64 {
+	first, err := w.n.logs.FirstIndex()
+	if err != nil {
+		w.t.Fatal(err)
 	}
+	return first
+}
+
+// pagedOut waits for raft.db, at least minSize bytes, to be mostly out of
+// the resident set, then checks every write is in the catalog.
+func (w *logWriter) pagedOut(minSize int64) {
+	w.t.Helper()
+	path := w.n.logPath
 	st, err := os.Stat(path)
 	if err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
 	size := st.Size()
-	if size < 2<<20 {
-		t.Fatalf("raft.db is %d bytes after %d writes of 3 KiB, want at least 2 MiB", size, writes)
+	if size < minSize {
+		w.t.Fatalf("raft.db is %d bytes after %d writes of 3 KiB, want at least %d", size, w.writes, minSize)
 	}
 	var rss int64
-	eventually(t, 30*time.Second, func() bool {
-		rss = fileRSS(t, path)
+	eventually(w.t, 30*time.Second, func() bool {
+		rss = fileRSS(w.t, path)
 		return rss <= size/8
-	}, "raft.db mostly out of the resident set after the compaction")
-	t.Logf("%d writes; raft.db %d bytes, %d of them resident", writes, size, rss)
-	if _, got := tn.fsms[0].Store().ServiceInstances(nil, "svc"); len(got) != writes {
-		t.Fatalf("%d instances after the compaction, want %d", len(got), writes)
+	}, "raft.db mostly out of the resident set")
+	w.t.Logf("%d writes; raft.db %d bytes, %d of them resident", w.writes, size, rss)
+	if _, got := w.tn.fsms[0].Store().ServiceInstances(nil, "svc"); len(got) != w.writes {
+		w.t.Fatalf("%d instances, want %d", len(got), w.writes)
+	}
+}
+
+// TestCompactionPagesTheLogOut: after a compaction the node takes raft.db's
+// pages out of its resident set at once, while the writes go on (no pause
+// for the quiet rule, well under pageOutBusyBytes). Without it the
+// compaction's walk of the deleted leaves leaves most of the file
+// resident.
+func TestCompactionPagesTheLogOut(t *testing.T) {
+	w := newLogWriter(t, 1024)
+	// The first compaction follows the 1,024th entry; it deletes ~3 MB of
+	// leaves.
+	for deadline := time.Now().Add(90 * time.Second); w.firstIndex() <= 1; {
+		if time.Now().After(deadline) || w.writes >= 4000 {
+			t.Fatalf("no compaction after %d writes", w.writes)
+		}
+		w.write()
+	}
+	path := w.n.logPath
+	compactedAt := w.writes
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rss := fileRSS(t, path)
+		if rss <= st.Size()/8 {
+			t.Logf("%d writes after the compaction; raft.db %d bytes, %d of them resident", w.writes-compactedAt, st.Size(), rss)
+			break
+		}
+		// ~5 MB more: a third of pageOutBusyBytes with what came before.
+		if time.Now().After(deadline) || w.writes-compactedAt >= 1500 {
+			t.Fatalf("%d writes after the compaction: raft.db %d bytes, %d of them resident", w.writes-compactedAt, st.Size(), rss)
+		}
+		w.write()
+	}
+	w.pagedOut(2 << 20)
+}
+
+// TestPausedWritesPageTheLogOut: once the writes pause, a node that stored
+// a megabyte or more since its last page-out pages raft.db out, compaction
+// or not. Three nodes take concurrent writes, as a fill does; without the
+// page-out, pages of every node's raft.db stay resident (bolt reads what it
+// wrote through its mapping, and the kernel maps cached pages around each
+// read).
+func TestPausedWritesPageTheLogOut(t *testing.T) {
+	skipWithoutPageOut(t)
+	tn := newTestNodes(t, 3, nil)
+	leader := tn.nodes[tn.waitForLeader(30*time.Second)]
+	blob := strings.Repeat("z", 512)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var last atomic.Uint64
+	const writers, each = 16, 200 // ~1.9 MB of registrations in entries of a few
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				cmd := fsmtest.Register(t, fmt.Sprintf("p-%d-%d", g, i), "svc", func(r *fsm.RegisterRequest) {
+					r.Meta = map[string]string{"blob": blob}
+				})
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				idx, err := leader.Apply(ctx, cmd)
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				for {
+					cur := last.Load()
+					if idx <= cur || last.CompareAndSwap(cur, idx) {
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d writers failed", f)
+	}
+	tn.waitCaughtUp(t, 30*time.Second, last.Load())
+	for i, n := range tn.nodes {
+		first, err := n.logs.FirstIndex()
+		if err != nil || first > 1 {
+			t.Fatalf("node %d: first index %d, %v: this case is about a log that was not compacted", i, first, err)
+		}
+		st, err := os.Stat(n.logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := st.Size()
+		var rss int64
+		eventually(t, 30*time.Second, func() bool {
+			rss = fileRSS(t, n.logPath)
+			return rss <= size/8
+		}, fmt.Sprintf("node %d's raft.db mostly out of the resident set", i))
+		t.Logf("node %d: raft.db %d bytes, %d of them resident", i, size, rss)
+		if _, got := tn.fsms[i].Store().ServiceInstances(nil, "svc"); len(got) != writers*each {
+			t.Fatalf("node %d: %d instances, want %d", i, len(got), writers*each)
+		}
 	}
 }
