@@ -60,9 +60,10 @@ type logStored struct {
 	compacted atomic.Bool
 }
 
-func (s *logStored) add(bytes int) {
+// add counts a store of entries holding bytes.
+func (s *logStored) add(bytes, entries int) {
 	s.bytes.Add(int64(bytes))
-	s.entries.Add(1)
+	s.entries.Add(int64(entries))
 }
 
 // take returns the counts and resets them.

@@ -89,6 +89,7 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	stored := 0
 	for _, l := range logs {
 		if c.n > 0 && l.Index != c.lo+c.n {
 			c.reset()
@@ -106,13 +107,15 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 		cp := *l
 		c.ring[l.Index%uint64(len(c.ring))] = &cp
 		c.n++
-		c.bytes += entrySize(l)
-		if c.stored != nil {
-			c.stored.add(entrySize(l))
-		}
+		sz := entrySize(l)
+		c.bytes += sz
+		stored += sz
 		for c.bytes > c.maxBytes && c.n > 1 {
 			c.evictOldest()
 		}
+	}
+	if c.stored != nil {
+		c.stored.add(stored, len(logs))
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -29,10 +28,8 @@ func pageOutFile(path string) (int64, error) {
 		return 0, err
 	}
 	var advised int64
-	sc := bufio.NewScanner(bytes.NewReader(maps))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		start, end, ok := mappingOf(sc.Bytes(), path)
+	for line := range bytes.Lines(maps) {
+		start, end, ok := mappingOf(bytes.TrimSuffix(line, []byte{'\n'}), path)
 		if !ok {
 			continue
 		}
@@ -41,7 +38,7 @@ func pageOutFile(path string) (int64, error) {
 		}
 		advised += int64(end - start)
 	}
-	return advised, sc.Err()
+	return advised, nil
 }
 
 // mappingOf parses one line of /proc/self/maps ("start-end perms offset

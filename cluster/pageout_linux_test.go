@@ -135,6 +135,18 @@ func (w *logWriter) firstIndex() uint64 {
 	return first
 }
 
+// waitOutOfRSS waits until at most an eighth of the size bytes of the file
+// at path are resident, and returns how many are.
+func waitOutOfRSS(t *testing.T, path string, size int64, what string) int64 {
+	t.Helper()
+	var rss int64
+	eventually(t, 30*time.Second, func() bool {
+		rss = fileRSS(t, path)
+		return rss <= size/8
+	}, what+" mostly out of the resident set")
+	return rss
+}
+
 // pagedOut waits for raft.db, at least minSize bytes, to be mostly out of
 // the resident set, then checks every write is in the catalog.
 func (w *logWriter) pagedOut(minSize int64) {
@@ -148,11 +160,7 @@ func (w *logWriter) pagedOut(minSize int64) {
 	if size < minSize {
 		w.t.Fatalf("raft.db is %d bytes after %d writes of 3 KiB, want at least %d", size, w.writes, minSize)
 	}
-	var rss int64
-	eventually(w.t, 30*time.Second, func() bool {
-		rss = fileRSS(w.t, path)
-		return rss <= size/8
-	}, "raft.db mostly out of the resident set")
+	rss := waitOutOfRSS(w.t, path, size, "raft.db")
 	w.t.Logf("%d writes; raft.db %d bytes, %d of them resident", w.writes, size, rss)
 	if _, got := w.tn.fsms[0].Store().ServiceInstances(nil, "svc"); len(got) != w.writes {
 		w.t.Fatalf("%d instances, want %d", len(got), w.writes)
@@ -208,7 +216,6 @@ func TestPausedWritesPageTheLogOut(t *testing.T) {
 	blob := strings.Repeat("z", 512)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
-	var last atomic.Uint64
 	const writers, each = 16, 200 // ~1.9 MB of registrations in entries of a few
 	for g := range writers {
 		wg.Add(1)
@@ -219,17 +226,11 @@ func TestPausedWritesPageTheLogOut(t *testing.T) {
 					r.Meta = map[string]string{"blob": blob}
 				})
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				idx, err := leader.Apply(ctx, cmd)
+				_, err := leader.Apply(ctx, cmd)
 				cancel()
 				if err != nil {
 					failed.Add(1)
 					return
-				}
-				for {
-					cur := last.Load()
-					if idx <= cur || last.CompareAndSwap(cur, idx) {
-						break
-					}
 				}
 			}
 		}()
@@ -238,7 +239,8 @@ func TestPausedWritesPageTheLogOut(t *testing.T) {
 	if f := failed.Load(); f > 0 {
 		t.Fatalf("%d writers failed", f)
 	}
-	tn.waitCaughtUp(t, 30*time.Second, last.Load())
+	// Every write was applied on the leader: its last index holds them all.
+	tn.waitCaughtUp(t, 30*time.Second, leader.raft.LastIndex())
 	for i, n := range tn.nodes {
 		first, err := n.logs.FirstIndex()
 		if err != nil || first > 1 {
@@ -249,11 +251,7 @@ func TestPausedWritesPageTheLogOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		size := st.Size()
-		var rss int64
-		eventually(t, 30*time.Second, func() bool {
-			rss = fileRSS(t, n.logPath)
-			return rss <= size/8
-		}, fmt.Sprintf("node %d's raft.db mostly out of the resident set", i))
+		rss := waitOutOfRSS(t, n.logPath, size, fmt.Sprintf("node %d's raft.db", i))
 		t.Logf("node %d: raft.db %d bytes, %d of them resident", i, size, rss)
 		if _, got := tn.fsms[i].Store().ServiceInstances(nil, "svc"); len(got) != writers*each {
 			t.Fatalf("node %d: %d instances, want %d", i, len(got), writers*each)
