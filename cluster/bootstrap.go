@@ -77,7 +77,7 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 			return
 		}
 		n.logger.Info("bootstrapping cluster", "servers", len(cfg.Servers))
-		if err := n.raft.BootstrapCluster(cfg).Error(); err != nil {
+		if err := n.await(n.raft.BootstrapCluster(cfg)); err != nil {
 			n.logger.Warn("bootstrap failed", "error", err)
 		}
 		return

@@ -547,7 +547,7 @@ func (n *Node) readIndexLocal(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.await(n.raft.VerifyLeader()); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
 	if n.hasOtherServers() && !n.provenLeader() {
@@ -563,7 +563,7 @@ func (n *Node) readIndexLocal(ctx context.Context) (uint64, error) {
 		if wait <= 0 {
 			return 0, context.DeadlineExceeded
 		}
-		if err := n.raft.Barrier(wait).Error(); err != nil {
+		if err := n.await(n.raft.Barrier(wait)); err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
 	}

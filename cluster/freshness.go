@@ -212,9 +212,9 @@ func (n *Node) resync(ctx context.Context, leader bool) bool {
 		}
 		var err error
 		if n.hasOtherServers() {
-			err = n.raft.Barrier(n.cfg.LeaderWait).Error()
+			err = n.await(n.raft.Barrier(n.cfg.LeaderWait))
 		} else {
-			err = n.raft.VerifyLeader().Error()
+			err = n.await(n.raft.VerifyLeader())
 		}
 		return err == nil && n.leaderReady.Load()
 	}

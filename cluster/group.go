@@ -257,7 +257,7 @@ func (g *grouper) commit(batch []*groupMember, size int) {
 // applied waits for f and returns the FSM's response, with Raft's errors
 // mapped for CallLeader's classification.
 func (n *Node) applied(f raft.ApplyFuture, start time.Time) (any, error) {
-	err := f.Error()
+	err := n.await(f)
 	n.metrics.raftApply.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {

@@ -68,7 +68,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	var term uint64
 	for {
 		start, term = time.Now(), n.raft.CurrentTerm()
-		err := n.raft.Barrier(n.cfg.LeaderWait).Error()
+		err := n.await(n.raft.Barrier(n.cfg.LeaderWait))
 		if err == nil {
 			break
 		}
@@ -158,7 +158,7 @@ func (n *Node) reconcile(ctx context.Context) {
 				continue
 			}
 			n.logger.Info("adding server to raft", "node", m.Name, "addr", m.ClusterAddr)
-			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.ClusterAddr), 0, 0).Error(); err != nil {
+			if err := n.await(n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.ClusterAddr), 0, 0)); err != nil {
 				n.logger.Warn("cannot add server", "node", m.Name, "error", err)
 			}
 		case fsm.NodeLeft:
@@ -166,7 +166,7 @@ func (n *Node) reconcile(ctx context.Context) {
 				continue
 			}
 			n.logger.Info("removing server that left", "node", m.Name)
-			if err := n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0).Error(); err != nil {
+			if err := n.await(n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0)); err != nil {
 				n.logger.Warn("cannot remove server", "node", m.Name, "error", err)
 			}
 		case fsm.NodeFailed:
@@ -174,7 +174,7 @@ func (n *Node) reconcile(ctx context.Context) {
 				continue
 			}
 			n.logger.Info("removing server failed for too long", "node", m.Name, "failed_for", time.Since(m.Since).Round(time.Second))
-			if err := n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0).Error(); err != nil {
+			if err := n.await(n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0)); err != nil {
 				n.logger.Warn("cannot remove server", "node", m.Name, "error", err)
 			} else if srv.Suffrage == raft.Voter {
 				voters--

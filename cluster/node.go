@@ -64,6 +64,9 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// stopping is closed when Shutdown begins; it ends every wait on a
+	// Raft future (await).
+	stopping chan struct{}
 
 	fresh freshness
 	nudge *commitNudge
@@ -92,6 +95,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		metrics:  newMetrics(),
 		nudge:    newCommitNudge(),
 		leaderCh: make(chan struct{}),
+		stopping: make(chan struct{}),
 	}
 	n.group = newGrouper(n)
 	if cfg.Metrics != nil {
@@ -325,7 +329,7 @@ func (n *Node) startRaft() error {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(n.ClusterAddr()),
 		}}})
-		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		if err := n.await(f); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 		n.hasState = true
@@ -347,6 +351,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		close(n.stopping)
 		timeout := n.cfg.ShutdownTimeout
 		if timeout <= 0 {
 			timeout = defaultShutdownTimeout
@@ -520,7 +525,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 	if voters > 1 {
 		if n.IsLeader() {
-			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			if err := n.await(n.raft.LeadershipTransfer()); err != nil {
 				n.logger.Warn("leadership transfer before leave failed", "error", err)
 			}
 		}
@@ -600,7 +605,7 @@ func (n *Node) registerRPCs() {
 			return nil, &fsm.RejectError{Kind: fsm.ErrNotFound, Msg: fmt.Sprintf("cluster: %q is not a Raft peer (beacon operator raft list-peers shows them)", id)}
 		}
 		f := n.raft.RemoveServer(id, 0, 0)
-		if err := f.Error(); err != nil {
+		if err := n.await(f); err != nil {
 			return nil, err
 		}
 		n.logger.Info("removed server from raft", "node", string(id))

@@ -110,7 +110,7 @@ func (n *Node) nudgeLoop(ctx context.Context) {
 		n.metrics.nudges.Inc()
 		// Waits for the barrier's commit, bounded by leadership: a leader
 		// that loses its quorum steps down and fails it.
-		_ = n.raft.Barrier(n.cfg.LeaderWait).Error()
+		_ = n.await(n.raft.Barrier(n.cfg.LeaderWait))
 	}
 }
 

@@ -138,7 +138,7 @@ func (n *Node) forceLeaveLocal(ctx context.Context, name string) ([]byte, error)
 	var index uint64
 	if inRaft {
 		f := n.raft.RemoveServer(raft.ServerID(name), 0, 0)
-		if err := f.Error(); err != nil {
+		if err := n.await(f); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) {
 				return nil, ErrNotLeader
 			}

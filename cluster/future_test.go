@@ -1,0 +1,107 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+	"github.com/hashicorp/raft"
+)
+
+// TestAWaitOnRaftEndsWhenTheNodeStops: a VerifyLeader queued while the
+// leader's loop is held in a log append, with Raft shut down before the loop
+// took it, is never answered by hashicorp/raft (its loop exits on the state
+// change without reading verifyCh again). await
+// must still return once the node stops, and the node's Shutdown must not
+// wait for them (before the fix a ReadIndex RPC handler waiting on such a
+// VerifyLeader kept Shutdown "closing connections" until it gave up).
+func TestAWaitOnRaftEndsWhenTheNodeStops(t *testing.T) {
+	hc := newHeldCluster(t, nil)
+	n := hc.leader
+	blocker := hc.hold(t)
+	if n.raft.State() != raft.Leader {
+		t.Skip("leadership moved while the log was held (a loaded machine); nothing to check")
+	}
+	futures := map[string]raft.Future{
+		// Barrier's channel is unbuffered: it cannot queue behind the
+		// held loop, it times out enqueuing.
+		"VerifyLeader": n.raft.VerifyLeader(),
+	}
+	type answer struct {
+		what string
+		err  error
+	}
+	answers := make(chan answer, len(futures))
+	for what, f := range futures {
+		go func() { answers <- answer{what, n.await(f)} }()
+	}
+	sf := n.raft.Shutdown()
+	hc.open()
+	if err := sf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	<-blocker
+	// Raft's goroutines have all returned: nothing in Raft can answer now.
+	select {
+	case a := <-answers:
+		t.Logf("%s answered by Raft before the node stopped: %v (raft now answers queued futures at shutdown?)", a.what, a.err)
+		answers <- a
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	for range futures {
+		select {
+		case a := <-answers:
+			if a.err == nil {
+				t.Errorf("%s succeeded on a node whose Raft shut down", a.what)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a wait on a future Raft never answered outlived the node's shutdown")
+		}
+	}
+}
+
+// TestBindShutdownReachesRaftsFutures pins the field await relies on: every
+// kind of future the node waits on must take the stopping channel, and one
+// answered already (raft's errorFuture) is left alone. A hashicorp/raft
+// upgrade that renames or drops deferError.ShutdownCh fails here.
+func TestBindShutdownReachesRaftsFutures(t *testing.T) {
+	tn := newTestNodes(t, 1, nil)
+	n := tn.nodes[tn.waitForLeader(30*time.Second)]
+	eventually(t, 10*time.Second, n.leaderReady.Load, "leader ready")
+	futures := map[string]raft.Future{
+		"Apply":        n.raft.Apply(fsmtest.Register(t, "bind", "web"), 10*time.Second),
+		"Barrier":      n.raft.Barrier(10 * time.Second),
+		"VerifyLeader": n.raft.VerifyLeader(),
+		"RemoveServer": n.raft.RemoveServer("nobody", 0, 10*time.Second),
+	}
+	for what, f := range futures {
+		ch := make(chan struct{})
+		if !bindShutdown(f, ch) {
+			t.Errorf("%s (%T): ShutdownCh not reachable", what, f)
+		}
+		if bindShutdown(f, make(chan struct{})) {
+			t.Errorf("%s: a bound ShutdownCh was replaced", what)
+		}
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+			t.Logf("%s: %v", what, err)
+		}
+	}
+	if bindShutdown(nil, make(chan struct{})) {
+		t.Error("a nil future was bound")
+	}
+	// Once Raft has stopped, its calls answer at once with an errorFuture
+	// (a value): nothing to bind.
+	if err := n.raft.Shutdown().Error(); err != nil {
+		t.Fatal(err)
+	}
+	if f := n.raft.VerifyLeader(); bindShutdown(f, make(chan struct{})) {
+		t.Errorf("an answered future (%T) was bound", f)
+	}
+}
