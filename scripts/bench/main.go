@@ -64,6 +64,13 @@ var (
 
 func main() {
 	flag.Parse()
+	if *parkOnly != "" {
+		if err := runParkOnly(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *loadClient != "raw" && *loadClient != "go" {
 		fmt.Fprintln(os.Stderr, "bench: -client must be raw or go")
 		os.Exit(2)

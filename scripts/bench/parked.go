@@ -7,6 +7,7 @@ package main
 // throughput lost, at most 30 MB.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -14,6 +15,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +25,11 @@ import (
 )
 
 var (
-	parkedN   = flag.Int("parked", 2000, "parked phase: blocking queries (etcd: watchers) parked during the write load")
-	parkedIDs = flag.Int("parked-ids", 2000, "parked phase: the write load updates this many instances (keys) over and over")
+	parkedN    = flag.Int("parked", 2000, "parked phase: blocking queries (etcd: watchers) parked during the write load")
+	parkedIDs  = flag.Int("parked-ids", 2000, "parked phase: the write load updates this many instances (keys) over and over")
+	parkedProc = flag.Bool("parked-proc", false, "parked phase: hold the parked requests in a child process of this tool rather than in the one that makes the write load (whose own cost per request then rises with 2,000 more connections and goroutines in it)")
+	parkOnly   = flag.String("park-only", "", "internal (-parked-proc's child): beacon or etcd; hold -parked requests against -park-bases until stdin closes, printing how many are parked")
+	parkBases  = flag.String("park-bases", "", "internal (-parked-proc's child): the comma-separated base URLs")
 )
 
 // parkedServices is how many services (etcd: keys) the parked queries wait on.
@@ -68,6 +75,100 @@ type parkedSet struct {
 func (p *parkedSet) stop() {
 	p.cancel()
 	p.wg.Wait()
+}
+
+func (p *parkedSet) failures() int64 { return p.failed.Load() }
+
+// parker is the parked requests of one run, held here or in a child process.
+type parker interface {
+	stop()
+	failures() int64
+}
+
+// parkProc is -parked-proc's child process holding the parked requests.
+type parkProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	once   sync.Once
+	parked atomic.Int64 // as the child last said (etcd: watches confirmed)
+	failed atomic.Int64
+}
+
+// startParkProc starts this tool again with -park-only: system's parked
+// requests against bases, in a process of their own.
+func startParkProc(system string, bases []string) (*parkProc, error) {
+	cmd := exec.Command(os.Args[0], "-park-only", system, "-park-bases", strings.Join(bases, ","), "-parked", strconv.Itoa(*parkedN))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &parkProc{cmd: cmd, stdin: stdin}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var parked, failed int64
+			if _, err := fmt.Sscanf(sc.Text(), "parked %d failed %d", &parked, &failed); err == nil {
+				p.parked.Store(parked)
+				p.failed.Store(failed)
+			}
+		}
+	}()
+	return p, nil
+}
+
+// stop closes the child's stdin (it ends its requests and exits) and waits
+// for it, at most 30 s before killing it.
+func (p *parkProc) stop() {
+	p.once.Do(func() {
+		_ = p.stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-done
+		}
+	})
+}
+
+func (p *parkProc) failures() int64 { return p.failed.Load() }
+
+// runParkOnly is the child's whole run (-park-only).
+func runParkOnly() error {
+	bases := strings.Split(*parkBases, ",")
+	var created atomic.Int64
+	var run func(ctx context.Context, hc *http.Client, base string, i int) error
+	switch *parkOnly {
+	case "beacon":
+		run = beaconPark
+	case "etcd":
+		run = etcdWatcher(&created)
+	default:
+		return fmt.Errorf("-park-only %q: want beacon or etcd", *parkOnly)
+	}
+	p := park(bases, run)
+	stdinClosed := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stdinClosed) }()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stdinClosed:
+			p.stop()
+			return nil
+		case <-t.C:
+			fmt.Printf("parked %d failed %d\n", created.Load(), p.failures())
+		}
+	}
 }
 
 // park starts *parkedN requests made by run(ctx, base, i), spread over bases.
@@ -163,7 +264,10 @@ type parkedResult struct{ without, with, after float64 }
 // then without again, and reports the RSS and live memory the nodes gained
 // and the rates. parkedCount says how
 // many requests are parked now, as the servers see them.
-func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.Context, hc *http.Client, base string, i int) error, parkedCount func() int) parkedResult {
+//
+// start parks the requests and returns them with the function that says how
+// many are parked now.
+func benchParked(s servers, bases []string, write reqFunc, start func() (parker, func() int, error)) parkedResult {
 	var r parkedResult
 	// Every instance (key) of the write load exists before the first run.
 	fillRange(bases, write, 1, int64(*parkedIDs), *clients)
@@ -175,9 +279,13 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 	before := rssPerNode(s)
 	liveBefore := liveMem(bases)
 
-	p := park(bases, run)
-	defer p.stop()
 	t0 := time.Now()
+	p, parkedCount, err := start()
+	if err != nil {
+		fmt.Println("parked:", err)
+		return r
+	}
+	defer p.stop()
 	n := 0
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if n = parkedCount(); n >= *parkedN {
@@ -185,7 +293,7 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 		}
 	}
 	if n < *parkedN {
-		fmt.Printf("parked: only %d of %d requests parked after 60s (%d failed)\n", n, *parkedN, p.failed.Load())
+		fmt.Printf("parked: only %d of %d requests parked after 60s (%d failed)\n", n, *parkedN, p.failures())
 	}
 	parkTook := time.Since(t0)
 	time.Sleep(2 * time.Second)
@@ -218,7 +326,7 @@ func benchParked(s servers, bases []string, write reqFunc, run func(ctx context.
 		perQuery = fmt.Sprintf(", %.1f KB per query", float64(total)*1024/float64(n))
 	}
 	report(fmt.Sprintf("%s RSS with %d parked queries", s.name, n), "%s, all nodes %+d MB%s  (2 s after they parked; parked in %s; %d still parked after the load, %d ended early)",
-		strings.Join(parts, ", "), total, perQuery, parkTook.Round(time.Millisecond), still, p.failed.Load())
+		strings.Join(parts, ", "), total, perQuery, parkTook.Round(time.Millisecond), still, p.failures())
 	parts, total = parts[:0], 0
 	for i := range before {
 		parts = append(parts, fmt.Sprintf("#%d %+d MB", i+1, settled[i]-before[i]))
@@ -300,12 +408,26 @@ func etcdWatcher(created *atomic.Int64) func(ctx context.Context, hc *http.Clien
 func parkedBeacon(c *cluster) parkedResult {
 	fillRange(c.apis(), func(base string, n int64) (string, string, []byte) { return parkedServiceReq(base, n-1) }, 1, parkedServices, 8)
 	c.waitCaughtUp(30 * time.Second)
-	return benchParked(c.servers(), c.apis(), parkedWriteReq, beaconPark,
-		func() int { return blockingGauge(c.apis(), "beacon_http_blocking_queries") })
+	count := func() int { return blockingGauge(c.apis(), "beacon_http_blocking_queries") }
+	return benchParked(c.servers(), c.apis(), parkedWriteReq, func() (parker, func() int, error) {
+		if *parkedProc {
+			p, err := startParkProc("beacon", c.apis())
+			return p, count, err
+		}
+		return park(c.apis(), beaconPark), count, nil
+	})
 }
 
 func parkedEtcd(e *etcdCluster) parkedResult {
-	var created atomic.Int64
-	return benchParked(e.servers(), e.clientURLs(), etcdParkedPutReq, etcdWatcher(&created),
-		func() int { return int(created.Load()) })
+	return benchParked(e.servers(), e.clientURLs(), etcdParkedPutReq, func() (parker, func() int, error) {
+		if *parkedProc {
+			p, err := startParkProc("etcd", e.clientURLs())
+			if err != nil {
+				return nil, nil, err
+			}
+			return p, func() int { return int(p.parked.Load()) }, nil
+		}
+		var created atomic.Int64
+		return park(e.clientURLs(), etcdWatcher(&created)), func() int { return int(created.Load()) }, nil
+	})
 }
