@@ -110,8 +110,8 @@ depcheck:
 ## module proxy): committed registrations/s, discovery reads/s, failover, dead-node
 ## detection, RSS with 10k instances; then the load balancer; figures in docs/benchmarks.md
 bench: build
-	@etcd=$$(./scripts/build-etcd.sh); \
-	$(GO) run ./scripts/bench -beacon $(BIN) $${etcd:+-etcd $$etcd} $(BENCH_FLAGS)
+	@etcd=$$(./scripts/build-etcd.sh); grpc=$$(./scripts/build-etcd-grpc-load.sh); \
+	$(GO) run ./scripts/bench -beacon $(BIN) $${etcd:+-etcd $$etcd} $${grpc:+-etcd-grpc $$grpc} $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-lb
 	$(GO) test -run '^$$' -bench 'BenchmarkDiscoveryHandler|BenchmarkRegisterHandler' -benchtime 2s ./api/
 	$(GO) test -run '^$$' -bench 'BenchmarkConsulRatio' -benchtime 2s ./api/consul/

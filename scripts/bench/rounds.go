@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -10,7 +12,10 @@ import (
 	"time"
 )
 
-var writeRounds = flag.Int("write-rounds", 3, "write-rounds phase: rounds of Beacon's and etcd's write loads, taking turns on fresh clusters")
+var (
+	writeRounds = flag.Int("write-rounds", 3, "write-rounds phase: rounds of Beacon's and etcd's write loads, taking turns on fresh clusters")
+	etcdGRPC    = flag.String("etcd-grpc", "", "write-rounds phase: the etcd gRPC load tool (scripts/build-etcd-grpc-load.sh); each round then also puts to a fresh etcd through etcd's own Go client, one clientv3 client over the write targets, and reports Beacon's ratio against that too")
+)
 
 // benchWriteRounds is the write-rounds phase: the write phase's load
 // (-write-to, -clients, -duration) against Beacon and etcd taking turns,
@@ -25,9 +30,9 @@ func benchWriteRounds(dir string) error {
 		fmt.Println("write-rounds: skipped (it compares with etcd: -etcd)")
 		return nil
 	}
-	var ratios []float64
+	var ratios, grpcRatios []float64
 	for r := range *writeRounds {
-		var b, e float64
+		var b, e, g float64
 		runBeacon := func() error {
 			c := &cluster{dir: filepath.Join(dir, fmt.Sprintf("rounds-beacon-%d", r)), bin: *beaconBin}
 			defer c.stopAll()
@@ -46,18 +51,32 @@ func benchWriteRounds(dir string) error {
 			e = benchLoad(ec.servers(), fmt.Sprintf("round %d: etcd puts, to %s", r+1, *writeTo), ec.writeTargets(), etcdPutReq, true)
 			return nil
 		}
-		first, second := runBeacon, runEtcd
+		runEtcdGRPC := func() error {
+			if *etcdGRPC == "" {
+				return nil
+			}
+			ec := &etcdCluster{dir: filepath.Join(dir, fmt.Sprintf("rounds-etcd-grpc-%d", r)), bin: *etcdBin}
+			defer ec.stop()
+			if err := ec.start(); err != nil {
+				return fmt.Errorf("etcd: %w", err)
+			}
+			g = grpcLoad(ec, fmt.Sprintf("round %d: etcd puts over gRPC (clientv3), to %s", r+1, *writeTo))
+			return nil
+		}
+		order := []func() error{runBeacon, runEtcd, runEtcdGRPC}
 		if r%2 == 1 {
-			first, second = runEtcd, runBeacon
+			order = []func() error{runEtcdGRPC, runEtcd, runBeacon}
 		}
-		if err := first(); err != nil {
-			return err
-		}
-		if err := second(); err != nil {
-			return err
+		for _, run := range order {
+			if err := run(); err != nil {
+				return err
+			}
 		}
 		if e > 0 {
 			ratios = append(ratios, b/e)
+		}
+		if g > 0 {
+			grpcRatios = append(grpcRatios, b/g)
 		}
 	}
 	if len(ratios) > 0 {
@@ -68,7 +87,47 @@ func benchWriteRounds(dir string) error {
 		report("ratio: beacon/etcd committed writes, rounds", "median %.2f  (each round: %s; to %s, %d clients, fresh clusters)",
 			median(ratios), strings.Join(parts, ", "), *writeTo, *clients)
 	}
+	if len(grpcRatios) > 0 {
+		parts := make([]string, len(grpcRatios))
+		for i, x := range grpcRatios {
+			parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
+		}
+		report("ratio: beacon/etcd over gRPC, rounds", "median %.2f  (each round: %s; to %s, %d clients, fresh clusters)",
+			median(grpcRatios), strings.Join(parts, ", "), *writeTo, *clients)
+	}
 	return nil
+}
+
+// grpcLoad runs the -etcd-grpc tool against ec's write targets with the
+// write load's clients and duration, reports its rate, latency and the
+// servers' and the tool's CPU per put, and returns the rate (0 if it
+// failed).
+func grpcLoad(ec *etcdCluster, name string) float64 {
+	cpu := startCPU(ec.servers())
+	cmd := exec.Command(*etcdGRPC, "-endpoints", strings.Join(ec.writeTargets(), ","),
+		"-clients", strconv.Itoa(*clients), "-duration", duration.String(), "-services", strconv.Itoa(max(*services, 1)))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		fmt.Printf("%s: %v\n", name, err)
+		return 0
+	}
+	var ok, failed int64
+	var secs float64
+	var p50, p99 string
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "ok %d failed %d seconds %f p50 %s p99 %s", &ok, &failed, &secs, &p50, &p99); err != nil || secs <= 0 {
+		fmt.Printf("%s: cannot read %q: %v\n", name, out, err)
+		return 0
+	}
+	cpu.self = -1 // this process idled: the tool's CPU is reported below
+	cpuLine := cpu.perRequest(ok)
+	client := ""
+	if st := cmd.ProcessState; st != nil && ok > 0 {
+		client = fmt.Sprintf(", load tool cpu %.0f µs/req", (st.UserTime()+st.SystemTime()).Seconds()*1e6/float64(ok))
+	}
+	rate := float64(ok) / secs
+	report(name, "%8.0f committed writes/s  p50 %s  p99 %s  (%d ok, %d failed)  %s%s", rate, p50, p99, ok, failed, cpuLine, client)
+	return rate
 }
 
 // writeTargets are the nodes the write loads go to (-write-to).
