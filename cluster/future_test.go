@@ -96,13 +96,20 @@ func TestBindShutdownReachesRaftsFutures(t *testing.T) {
 	if bindShutdown(nil, make(chan struct{})) {
 		t.Error("a nil future was bound")
 	}
-	// Once Raft has stopped, its calls answer at once with an errorFuture
-	// (a value): nothing to bind.
+	// Once Raft has stopped, a Barrier answers at once with an errorFuture
+	// (a value; its apply channel is unbuffered, so the closed shutdown
+	// channel is the only ready case): nothing to bind. (A VerifyLeader may
+	// still be queued then: its channel is buffered and Go's select picks
+	// at random, and nothing answers it; await's case.)
 	if err := n.raft.Shutdown().Error(); err != nil {
 		t.Fatal(err)
 	}
-	if f := n.raft.VerifyLeader(); bindShutdown(f, make(chan struct{})) {
+	f := n.raft.Barrier(0)
+	if bindShutdown(f, make(chan struct{})) {
 		t.Errorf("an answered future (%T) was bound", f)
+	}
+	if !errors.Is(f.Error(), raft.ErrRaftShutdown) {
+		t.Errorf("a barrier after shutdown: %v", f.Error())
 	}
 }
 

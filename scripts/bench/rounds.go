@@ -79,23 +79,22 @@ func benchWriteRounds(dir string) error {
 			grpcRatios = append(grpcRatios, b/g)
 		}
 	}
-	if len(ratios) > 0 {
-		parts := make([]string, len(ratios))
-		for i, x := range ratios {
-			parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
-		}
-		report("ratio: beacon/etcd committed writes, rounds", "median %.2f  (each round: %s; to %s, %d clients, fresh clusters)",
-			median(ratios), strings.Join(parts, ", "), *writeTo, *clients)
-	}
-	if len(grpcRatios) > 0 {
-		parts := make([]string, len(grpcRatios))
-		for i, x := range grpcRatios {
-			parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
-		}
-		report("ratio: beacon/etcd over gRPC, rounds", "median %.2f  (each round: %s; to %s, %d clients, fresh clusters)",
-			median(grpcRatios), strings.Join(parts, ", "), *writeTo, *clients)
-	}
+	reportRounds("ratio: beacon/etcd committed writes, rounds", ratios)
+	reportRounds("ratio: beacon/etcd over gRPC, rounds", grpcRatios)
 	return nil
+}
+
+// reportRounds reports the rounds' ratios and their median (nothing for none).
+func reportRounds(name string, ratios []float64) {
+	if len(ratios) == 0 {
+		return
+	}
+	parts := make([]string, len(ratios))
+	for i, x := range ratios {
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	report(name, "median %.2f  (each round: %s; to %s, %d clients, fresh clusters)",
+		median(ratios), strings.Join(parts, ", "), *writeTo, *clients)
 }
 
 // grpcLoad runs the -etcd-grpc tool against ec's write targets with the
