@@ -231,6 +231,14 @@ func run() error {
 			if lin > 0 {
 				report("ratio: beacon consistent / etcd linearizable reads", "%.2f", beaconConsistent/lin)
 			}
+			if *etcdGRPC != "" {
+				f := []string{e.clientURLs()[e.follower()]}
+				gs := grpcLoad(e.servers(), "etcd serializable reads over gRPC (clientv3), one follower", f, false, "-op", "range", "-serializable")
+				gl := grpcLoad(e.servers(), "etcd linearizable reads over gRPC (clientv3), one follower", f, false, "-op", "range")
+				if gs > 0 && gl > 0 {
+					report("ratio: beacon / etcd over gRPC, reads", "default / serializable %.2f, consistent / linearizable %.2f", beaconR/gs, beaconConsistent/gl)
+				}
+			}
 		}
 		if want["failover"] {
 			if f := e.failover(); f > 0 && beaconF > 0 {

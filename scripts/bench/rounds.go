@@ -14,7 +14,7 @@ import (
 
 var (
 	writeRounds = flag.Int("write-rounds", 3, "write-rounds phase: rounds of Beacon's and etcd's write loads, taking turns on fresh clusters")
-	etcdGRPC    = flag.String("etcd-grpc", "", "write-rounds phase: the etcd gRPC load tool (scripts/build-etcd-grpc-load.sh); each round then also puts to a fresh etcd through etcd's own Go client, one clientv3 client over the write targets, and reports Beacon's ratio against that too")
+	etcdGRPC    = flag.String("etcd-grpc", "", "the etcd gRPC load tool (scripts/build-etcd-grpc-load.sh): each write round then also puts to a fresh etcd through etcd's own Go client (one clientv3 client over the write targets), the read phase also reads through it, and Beacon's ratios against those are reported too")
 )
 
 // benchWriteRounds is the write-rounds phase: the write phase's load
@@ -60,7 +60,7 @@ func benchWriteRounds(dir string) error {
 			if err := ec.start(); err != nil {
 				return fmt.Errorf("etcd: %w", err)
 			}
-			g = grpcLoad(ec, fmt.Sprintf("round %d: etcd puts over gRPC (clientv3), to %s", r+1, *writeTo))
+			g = grpcLoad(ec.servers(), fmt.Sprintf("round %d: etcd puts over gRPC (clientv3), to %s", r+1, *writeTo), ec.writeTargets(), true)
 			return nil
 		}
 		order := []func() error{runBeacon, runEtcd, runEtcdGRPC}
@@ -97,14 +97,14 @@ func reportRounds(name string, ratios []float64) {
 		median(ratios), strings.Join(parts, ", "), *writeTo, *clients)
 }
 
-// grpcLoad runs the -etcd-grpc tool against ec's write targets with the
-// write load's clients and duration, reports its rate, latency and the
-// servers' and the tool's CPU per put, and returns the rate (0 if it
-// failed).
-func grpcLoad(ec *etcdCluster, name string) float64 {
-	cpu := startCPU(ec.servers())
-	cmd := exec.Command(*etcdGRPC, "-endpoints", strings.Join(ec.writeTargets(), ","),
-		"-clients", strconv.Itoa(*clients), "-duration", duration.String(), "-services", strconv.Itoa(max(*services, 1)))
+// grpcLoad runs the -etcd-grpc tool against targets with the load's
+// clients and duration (args: its -op and -serializable), reports its rate,
+// latency and the servers' and the tool's CPU per request, and returns the
+// rate (0 if it failed).
+func grpcLoad(s servers, name string, targets []string, writes bool, args ...string) float64 {
+	cpu := startCPU(s)
+	cmd := exec.Command(*etcdGRPC, append([]string{"-endpoints", strings.Join(targets, ","),
+		"-clients", strconv.Itoa(*clients), "-duration", duration.String(), "-services", strconv.Itoa(max(*services, 1))}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -125,7 +125,11 @@ func grpcLoad(ec *etcdCluster, name string) float64 {
 		client = fmt.Sprintf(", load tool cpu %.0f µs/req", (st.UserTime()+st.SystemTime()).Seconds()*1e6/float64(ok))
 	}
 	rate := float64(ok) / secs
-	report(name, "%8.0f committed writes/s  p50 %s  p99 %s  (%d ok, %d failed)  %s%s", rate, p50, p99, ok, failed, cpuLine, client)
+	kind := "req/s"
+	if writes {
+		kind = "committed writes/s"
+	}
+	report(name, "%8.0f %s  p50 %s  p99 %s  (%d ok, %d failed)  %s%s", rate, kind, p50, p99, ok, failed, cpuLine, client)
 	return rate
 }
 
