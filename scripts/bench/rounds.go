@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -103,7 +104,11 @@ func reportRounds(name string, ratios []float64) {
 // rate (0 if it failed).
 func grpcLoad(s servers, name string, targets []string, writes bool, args ...string) float64 {
 	cpu := startCPU(s)
-	cmd := exec.Command(*etcdGRPC, append([]string{"-endpoints", strings.Join(targets, ","),
+	// The tool stops itself after -duration (and each request after 10 s);
+	// this bounds it should it not.
+	ctx, cancel := context.WithTimeout(context.Background(), *duration+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, *etcdGRPC, append([]string{"-endpoints", strings.Join(targets, ","),
 		"-clients", strconv.Itoa(*clients), "-duration", duration.String(), "-services", strconv.Itoa(max(*services, 1))}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
