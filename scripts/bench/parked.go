@@ -262,11 +262,8 @@ type parkedResult struct{ without, with, after float64 }
 
 // benchParked runs the write load without, then with, the parked requests,
 // then without again, and reports the RSS and live memory the nodes gained
-// and the rates. parkedCount says how
-// many requests are parked now, as the servers see them.
-//
-// start parks the requests and returns them with the function that says how
-// many are parked now.
+// and the rates. start parks the requests (here or in a child process) and
+// returns them with the function that says how many are parked now.
 func benchParked(s servers, bases []string, write reqFunc, start func() (parker, func() int, error)) parkedResult {
 	var r parkedResult
 	// Every instance (key) of the write load exists before the first run.
