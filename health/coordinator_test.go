@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -584,5 +585,171 @@ func TestReportsKeepOneTimerPerCheck(t *testing.T) {
 		if got := h.Stats().TTLTimers; got != 1 {
 			t.Errorf("%d timers after one expired check was reported again, want 1", got)
 		}
+	})
+}
+
+// flapTestPolicy is a flap policy short enough for synctest runs.
+var flapTestPolicy = FlapPolicy{Threshold: 3, Window: time.Minute, HoldDown: 20 * time.Second, MaxHoldDown: 2 * time.Minute}
+
+func TestACalmTTLCheckHoldsNoTracker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, func(c *Config) { c.Flap = flapTestPolicy })
+		const n = 50
+		ids := make([]string, n)
+		for i := range ids {
+			registerTTL(t, cl, fmt.Sprintf("j%d", i), time.Hour, 0)
+			ids[i] = fmt.Sprintf("jobs:j%d:hb", i)
+		}
+		lead(t, h)
+		for _, id := range ids {
+			if _, err := h.ReportTTL(context.Background(), id, fsm.Passing, "ok", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Each first report wrote the check's first output, then left
+		// nothing the catalog does not hold.
+		for _, id := range ids {
+			if c := h.store.Check(nil, id); c.Status != fsm.Passing || c.Output != "ok" {
+				t.Fatalf("%s: %s %q after a pass report", id, c.Status, c.Output)
+			}
+		}
+		if got := h.Stats().TTLTrackers; got != 0 {
+			t.Fatalf("%d trackers held for %d calm checks", got, n)
+		}
+
+		// A status change stays held while it is inside the flap window...
+		if _, err := h.ReportTTL(context.Background(), ids[0], fsm.Critical, "down", nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.Stats().TTLTrackers; got != 1 || status(h, ids[0]) != fsm.Critical {
+			t.Fatalf("after a fail report: %d trackers held, status %s; want 1, critical", got, status(h, ids[0]))
+		}
+		time.Sleep(flapTestPolicy.Window)
+		synctest.Wait()
+		if got := h.Stats().TTLTrackers; got != 1 {
+			t.Fatalf("%d trackers held while the change is inside the flap window", got)
+		}
+		// ...and is dropped by the next look after it left it.
+		time.Sleep(settleEvery + time.Second)
+		synctest.Wait()
+		if got := h.Stats().TTLTrackers; got != 0 {
+			t.Fatalf("%d trackers held %s after the last change", got, flapTestPolicy.Window+settleEvery+time.Second)
+		}
+		if c := h.store.Check(nil, ids[0]); c.Status != fsm.Critical || c.Output != "down" {
+			t.Fatalf("dropping the tracker changed the check: %s %q", c.Status, c.Output)
+		}
+
+		// Three changes within the window, the first made by a tracker
+		// built anew from the catalog: flapping, as without the drop.
+		for _, s := range []fsm.Health{fsm.Passing, fsm.Critical} {
+			if _, err := h.ReportTTL(context.Background(), ids[1], fsm.Critical, "down", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.ReportTTL(context.Background(), ids[1], s, "x", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c := h.store.Check(nil, ids[1]); !c.Flapping {
+			t.Fatalf("three changes within the window did not flap %s: %+v", ids[1], c)
+		}
+		if got := h.Stats().TTLTrackers; got != 1 {
+			t.Fatalf("%d trackers held with one check flapping, want 1", got)
+		}
+	})
+}
+
+func TestAFailedTTLWriteKeepsItsTrackerUntilTheRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, nil)
+		registerTTL(t, cl, "j1", time.Hour, 0)
+		lead(t, h)
+		cl.mu.Lock()
+		cl.refuse = fsm.CheckUpdateType
+		cl.mu.Unlock()
+		if _, err := h.ReportTTL(context.Background(), "jobs:j1:hb", fsm.Critical, "down", nil); err == nil {
+			t.Fatal("a report whose write failed answered no error")
+		}
+		if got := h.Stats().TTLTrackers; got != 1 {
+			t.Fatalf("%d trackers held after a failed write, want 1", got)
+		}
+		time.Sleep(2 * settleEvery) // the looks in between drop nothing
+		synctest.Wait()
+		if got := h.Stats().TTLTrackers; got != 1 || status(h, "jobs:j1:hb") != fsm.Passing {
+			t.Fatalf("while writes fail: %d trackers held, status %s", got, status(h, "jobs:j1:hb"))
+		}
+		cl.mu.Lock()
+		cl.refuse = 0
+		cl.mu.Unlock()
+		time.Sleep(retryAfter + time.Second)
+		synctest.Wait()
+		if c := h.store.Check(nil, "jobs:j1:hb"); c.Status != fsm.Critical || c.Output != "down" {
+			t.Fatalf("the retry wrote %s %q, want critical \"down\"", c.Status, c.Output)
+		}
+		if got := h.Stats().TTLTrackers; got != 0 {
+			t.Fatalf("%d trackers held once the retry wrote the change", got)
+		}
+	})
+}
+
+// TestDroppedTrackersDecideAsKeptOnes drives random TTL reports, in calm
+// spells and storms, through the leader (which drops a check's tracker once
+// it holds nothing the catalog does not) and through one tracker that is
+// never dropped, applied to a copy of the check as the FSM would: after
+// every report the catalog must hold what the kept tracker decided.
+func TestDroppedTrackersDecideAsKeptOnes(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { droppedTrackersDecideAsKeptOnes(t, seed) })
+	}
+}
+
+func droppedTrackersDecideAsKeptOnes(t *testing.T, seed uint64) {
+	synctest.Test(t, func(t *testing.T) {
+		h, cl := newTestHealth(t, func(c *Config) { c.Flap = flapTestPolicy })
+		registerTTL(t, cl, "j1", 24*time.Hour, 0)
+		const id = "jobs:j1:hb"
+		lead(t, h)
+		model := *h.store.Check(nil, id)
+		policy := flapTestPolicy
+		ref := newTracker(&model, &policy, false)
+		rng := rand.New(rand.NewPCG(seed, 7))
+		drops, settledAtOnce := 0, 0
+		held := int64(0)
+		statuses := []fsm.Health{fsm.Passing, fsm.Passing, fsm.Passing, fsm.Critical, fsm.Warning}
+		for step := 0; step < 600; step++ {
+			if rng.IntN(4) == 0 {
+				time.Sleep(time.Duration(30+rng.IntN(200)) * time.Second) // a calm spell
+			} else {
+				time.Sleep(time.Duration(rng.IntN(8000)) * time.Millisecond)
+			}
+			synctest.Wait()
+			if now := h.Stats().TTLTrackers; now < held {
+				drops++
+			}
+			s := statuses[rng.IntN(len(statuses))]
+			out := fmt.Sprintf("r%d", step)
+			if _, err := h.ReportTTL(context.Background(), id, s, out, nil); err != nil {
+				t.Fatal(err)
+			}
+			held = h.Stats().TTLTrackers
+			if held == 0 {
+				settledAtOnce++
+			}
+			ref.observe(time.Now(), Result{Status: s, Output: out})
+			if ref.needsWrite(&model) {
+				u := ref.update(id, h.cfg.MaxOutput)
+				apply(&model, u)
+			}
+			got := h.store.Check(nil, id)
+			if got.Status != model.Status || got.Flapping != model.Flapping || got.FlapUntil != model.FlapUntil ||
+				got.FlapLevel != model.FlapLevel || got.Output != model.Output {
+				t.Fatalf("step %d (%s): the leader wrote %s flapping=%v until=%d level=%d %q; a kept tracker %s flapping=%v until=%d level=%d %q",
+					step, s, got.Status, got.Flapping, got.FlapUntil, got.FlapLevel, got.Output,
+					model.Status, model.Flapping, model.FlapUntil, model.FlapLevel, model.Output)
+			}
+		}
+		if drops == 0 || settledAtOnce == 0 {
+			t.Fatalf("trackers dropped between reports %d times, at a report %d times: the test compared too little", drops, settledAtOnce)
+		}
+		t.Logf("600 reports: the tracker dropped between reports %d times, at the report %d times", drops, settledAtOnce)
 	})
 }

@@ -30,9 +30,16 @@ type coordinator struct {
 	ctx  context.Context
 	reqs chan *ttlRequest
 
-	ttl     map[string]*ttlState // by check ID
-	timers  ttlHeap
-	metrics map[instanceKey]*metricState
+	ttl    map[string]*ttlState // by check ID
+	timers ttlHeap
+	// held names the TTL checks whose state holds a tracker (every one
+	// that does, and, until the next settle, some that no longer do).
+	// A tracker is dropped once it holds nothing the catalog does not
+	// (tracker.settled); settleAt is when the held ones are next looked at
+	// (zero: none held).
+	held     map[string]struct{}
+	settleAt time.Time
+	metrics  map[instanceKey]*metricState
 	// waiting are the metrics states with a report waiting to be written,
 	// so that the loop's turns look at those alone.
 	waiting map[instanceKey]*metricState
@@ -73,13 +80,16 @@ type criticalDue struct {
 }
 
 // ttlState is the leader's timer of one TTL check. The leader keeps one per
-// TTL check in the catalog, so it is kept small: its tracker is made at the
-// check's first report or expiry, and its deadline is a mono time.
+// TTL check in the catalog, so it is kept small: its deadline is a mono
+// time, and it holds a tracker only while the check's results hold
+// something the catalog does not (a write to make, a status change inside
+// the flap window, a flapping episode): a report or expiry makes one from
+// the catalog's check, and it is dropped once settled.
 type ttlState struct {
 	create   uint64
 	ttl      time.Duration
 	deadline int64    // mono time; 0 once expired, until the next report
-	tr       *tracker // nil until the check is first reported or expires
+	tr       *tracker // nil unless held (coordinator.held)
 	seen     uint64   // the last full scan that listed the check
 	// queued is the time of the state's one entry in the timer heap (0:
 	// none). A report that moves the deadline later leaves that entry
@@ -149,7 +159,7 @@ func (h *ttlHeap) Pop() any {
 func (h *Health) Lead(ctx context.Context) {
 	c := &coordinator{
 		h: h, ctx: ctx, reqs: make(chan *ttlRequest, maxBatch),
-		ttl: map[string]*ttlState{}, metrics: map[instanceKey]*metricState{}, waiting: map[instanceKey]*metricState{}, first: true,
+		ttl: map[string]*ttlState{}, held: map[string]struct{}{}, metrics: map[instanceKey]*metricState{}, waiting: map[instanceKey]*metricState{}, first: true,
 		critical: map[string]criticalDue{}, feed: h.store.WatchChecks(), epoch: time.Now(),
 	}
 	defer c.feed.Close()
@@ -167,6 +177,7 @@ func (c *coordinator) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	defer h.stats.ttlTimers.Store(0)
+	defer h.stats.ttlTrackers.Store(0)
 	c.scanAt = time.Now()
 	for {
 		now := time.Now()
@@ -179,6 +190,10 @@ func (c *coordinator) run() {
 		if !c.retryAt.IsZero() && !now.Before(c.retryAt) {
 			c.retryAt = time.Time{}
 			c.syncTTL(now)
+		}
+		if !c.settleAt.IsZero() && !now.Before(c.settleAt) {
+			c.settleAt = now.Add(settleEvery)
+			c.settle(c.heldIDs(), now)
 		}
 		if !c.deadline.IsZero() && !now.Before(c.deadline) && c.scanAt.IsZero() {
 			c.scanAt = now
@@ -240,6 +255,7 @@ func (c *coordinator) nextWake() time.Time {
 	}
 	consider(c.scanAt)
 	consider(c.retryAt)
+	consider(c.settleAt)
 	consider(c.deadline)
 	if len(c.timers) > 0 {
 		consider(c.epoch.Add(time.Duration(c.timers[0].at)))
@@ -468,7 +484,7 @@ func (c *coordinator) expire(now time.Time) {
 				delete(c.ttl, e.check)
 				continue
 			}
-			st.tr = newTracker(ch, &c.h.cfg.Flap, false)
+			c.hold(st, ch)
 		}
 		st.deadline = 0
 		c.h.stats.ttlExpiries.Add(1)
@@ -479,8 +495,55 @@ func (c *coordinator) expire(now time.Time) {
 		touched = append(touched, e.check)
 	}
 	if len(touched) > 0 {
-		c.writeTTL(touched, now)
+		if _, err := c.writeTTL(touched, now); err == nil {
+			c.settle(touched, now)
+		}
 	}
+}
+
+// settleEvery is how often the leader looks at the TTL trackers it holds,
+// to drop those settled since (a status change has left the flap window).
+const settleEvery = 30 * time.Second
+
+// hold gives st a tracker made from its check ch.
+func (c *coordinator) hold(st *ttlState, ch *fsm.Check) {
+	st.tr = newTracker(ch, &c.h.cfg.Flap, false)
+	c.held[ch.ID] = struct{}{}
+	c.h.stats.ttlTrackers.Store(int64(len(c.held)))
+	if c.settleAt.IsZero() {
+		c.settleAt = time.Now().Add(settleEvery)
+	}
+}
+
+// settle drops the trackers of the given TTL checks that hold nothing the
+// catalog does not. With 100,000 TTL checks reported, a tracker each held
+// ~11 MB of the leader's heap (with its allocation's share of the collector's
+// headroom, more of its RSS); a calm check needs none.
+func (c *coordinator) settle(ids []string, now time.Time) {
+	for _, id := range ids {
+		st := c.ttl[id]
+		if st == nil || st.tr == nil {
+			delete(c.held, id)
+			continue
+		}
+		if cur := c.h.store.Check(nil, id); st.stillFor(cur) && st.tr.settled(cur, now) {
+			st.tr = nil
+			delete(c.held, id)
+		}
+	}
+	c.h.stats.ttlTrackers.Store(int64(len(c.held)))
+	if len(c.held) == 0 {
+		c.settleAt = time.Time{}
+	}
+}
+
+// heldIDs returns the IDs of the held TTL checks.
+func (c *coordinator) heldIDs() []string {
+	ids := make([]string, 0, len(c.held))
+	for id := range c.held {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // writeTTL replicates the tracker state of the given TTL checks where it
@@ -530,18 +593,17 @@ func (c *coordinator) writeTTLChecks(ids []string, now time.Time) (uint64, map[s
 	return widx, wrote, nil
 }
 
-// syncTTL retries the writes of every TTL check whose state differs.
+// syncTTL retries the writes of every TTL check whose state differs (only
+// a held check's can).
 func (c *coordinator) syncTTL(now time.Time) {
-	ids := make([]string, 0, len(c.ttl))
-	for id := range c.ttl {
-		ids = append(ids, id)
-	}
+	ids := c.heldIDs()
 	sort.Strings(ids)
 	for len(ids) > 0 {
 		n := min(len(ids), maxBatch)
 		if _, err := c.writeTTL(ids[:n], now); err != nil {
 			return
 		}
+		c.settle(ids[:n], now)
 		ids = ids[n:]
 	}
 }
@@ -570,7 +632,7 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 		c.armTTL(ch, now)
 		st := c.ttl[ch.ID]
 		if st.tr == nil {
-			st.tr = newTracker(ch, &h.cfg.Flap, false)
+			c.hold(st, ch)
 		}
 		st.deadline = c.mono(now.Add(st.ttl))
 		c.queue(st, ch.ID)
@@ -590,6 +652,9 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 		return
 	}
 	idx, wrote, err := c.writeTTLChecks(ids, now)
+	if err == nil {
+		c.settle(ids, now)
+	}
 	if err == nil && len(metricsDue) > 0 {
 		var midx uint64
 		midx, err = c.flushMetrics(now, metricsDue)

@@ -52,6 +52,8 @@ func (m *metrics) register(reg prometheus.Registerer, h *Health) error {
 		counter("beacon_health_ttl_reports_total", "TTL reports handled by this node as leader.", func(s Stats) uint64 { return s.TTLReports }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "beacon_health_ttl_timers", Help: "Entries in this node's TTL timer heap as leader (0 otherwise): one per TTL check not expired since its last report, plus, until their time comes, those of checks gone or redefined and those armed with a new leader's grace before a report moved the deadline earlier."},
 			func() float64 { return float64(h.Stats().TTLTimers) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "beacon_health_ttl_trackers", Help: "TTL checks holding a tracker on this node as leader (0 otherwise): those whose results hold what the catalog does not yet (a write to retry, a status change inside the flap window, a flapping episode); a calm check holds none."},
+			func() float64 { return float64(h.Stats().TTLTrackers) }),
 		counter("beacon_health_ttl_expiries_total", "TTLs that ran out on this node as leader.", func(s Stats) uint64 { return s.TTLExpiries }),
 		counter("beacon_health_reassignments_total", "Checks given a new owner by this node as leader.", func(s Stats) uint64 { return s.Reassignments }),
 		counter("beacon_health_full_scans_total", "Scans by this node as leader that read every check (on taking office, when the alive servers change, when its feed of changed checks lost track).", func(s Stats) uint64 { return s.FullScans }),

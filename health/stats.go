@@ -25,6 +25,11 @@ type Stats struct {
 	// redefined and those armed with a new leader's grace before a report
 	// moved the deadline earlier.
 	TTLTimers int64
+	// TTLTrackers is how many TTL checks hold a tracker on this node as
+	// leader (0 otherwise): those whose results hold something the catalog
+	// does not yet (a write to retry, a status change inside the flap
+	// window, a flapping episode). A calm check holds none.
+	TTLTrackers int64
 	// MetricsWrites counts instances whose custom metrics were replicated.
 	MetricsWrites uint64
 	// Reassignments counts checks given a new owner by this node as leader.
@@ -40,7 +45,7 @@ type Stats struct {
 }
 
 type counters struct {
-	running, ttlTimers                        atomic.Int64
+	running, ttlTimers, ttlTrackers           atomic.Int64
 	probes, probesFailed                      atomic.Uint64
 	proposals, proposalErrors                 atomic.Uint64
 	flapEpisodes                              atomic.Uint64
@@ -56,7 +61,7 @@ func (c *counters) snapshot() Stats {
 		Probes:        c.probes.Load(), ProbesFailed: c.probesFailed.Load(),
 		Proposals: c.proposals.Load(), ProposalErrors: c.proposalErrors.Load(),
 		FlapEpisodes: c.flapEpisodes.Load(),
-		TTLReports:   c.ttlReports.Load(), TTLExpiries: c.ttlExpiries.Load(), TTLTimers: c.ttlTimers.Load(),
+		TTLReports:   c.ttlReports.Load(), TTLExpiries: c.ttlExpiries.Load(), TTLTimers: c.ttlTimers.Load(), TTLTrackers: c.ttlTrackers.Load(),
 		MetricsWrites: c.metricsWrites.Load(), Reassignments: c.reassignments.Load(),
 		DeregisteredCritical: c.deregisteredCritical.Load(), DeregisteredDrained: c.deregisteredDrained.Load(),
 		FullScans: c.fullScans.Load(), ScannedChecks: c.scannedChecks.Load(),

@@ -152,6 +152,23 @@ func (t *tracker) needsWrite(c *fsm.Check) bool {
 	return !t.flapping && t.status != c.Status
 }
 
+// settled reports whether the TTL tracker t holds nothing beyond the
+// replicated check c, so that newTracker(c, p, false) would decide every
+// later result as t would: c has t's status and output written, neither is
+// flapping or has a flap level, and no status change of t is still inside
+// the flap window. The leader then drops t; a calm check's next report
+// makes one from the check again. Only for trackers without thresholds
+// (the leader's TTL trackers), whose counters decide nothing.
+func (t *tracker) settled(c *fsm.Check, now time.Time) bool {
+	if t.flapping || t.flapUntil != 0 || t.flapLevel != 0 || c.Flapping || c.FlapLevel != 0 {
+		return false
+	}
+	if n := len(t.changes); n > 0 && now.Sub(t.changes[n-1]) <= t.policy.Window {
+		return false
+	}
+	return t.status == c.Status && !t.needsWrite(c)
+}
+
 // update is the CheckUpdate that brings the replicated check to the
 // tracker's state.
 func (t *tracker) update(id string, maxOutput int) fsm.CheckUpdate {
