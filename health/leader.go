@@ -534,6 +534,11 @@ func (c *coordinator) settle(ids []string, now time.Time) {
 	c.h.stats.ttlTrackers.Store(int64(len(c.held)))
 	if len(c.held) == 0 {
 		c.settleAt = time.Time{}
+		if len(ids) > maxBatch {
+			// A map keeps its size: after many checks changed at once
+			// (a mass expiry), let the table go.
+			c.held = map[string]struct{}{}
+		}
 	}
 }
 
