@@ -127,6 +127,10 @@ type Config struct {
 	// (default "dev").
 	Version string
 
+	// compressGossipForTest turns memberlist's message compression back on
+	// (a peer of an older release compresses).
+	compressGossipForTest bool
+
 	// journalDelayForTest replaces journalFlushDelay.
 	journalDelayForTest time.Duration
 	// pipelineForTest turns hashicorp/raft's pipelined replication back on

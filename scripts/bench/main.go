@@ -50,7 +50,8 @@ var (
 	writeTo   = flag.String("write-to", "all", "where registrations go: all (spread over the nodes), leader, or follower")
 	services  = flag.Int("write-services", 100, "registrations (and etcd's puts) go to this many services, bench-0 to bench-(N-1), in turn")
 	ttlCheck  = flag.Bool("write-ttl-check", false, "every registration carries one TTL check (as Consul-API agents register with checks; a TTL check is never probed), and etcd's values the same JSON")
-	reportTTL = flag.Bool("report-ttl", false, "memory phase with -write-ttl-check: then report every TTL check passing once (as its agent would within the TTL) and read the RSS again: the leader then keeps a tracker per check")
+	rssSettle = flag.Duration("rss-settle", 0, "memory phase: after the last RSS reading, wait this long with the cluster idle and read every node's RSS again (0: no)")
+	reportTTL = flag.Bool("report-ttl", false, "memory phase with -write-ttl-check: then report every TTL check passing once (as its agent would within the TTL) and read the RSS again")
 	agentArgs = flag.String("agent-args", "", "extra flags for every beacon agent, space-separated (e.g. --memory-limit=auto)")
 	profDir   = flag.String("profile-dir", "", "save each agent's CPU and allocation profiles of every load phase (PHASE.NODE.cpu.pprof, PHASE.NODE.allocs.pprof) and, after the memory phase, its heap profile in this directory (agents run with --enable-pprof)")
 	// The oneshot-compose phase (oneshot.go).
@@ -847,6 +848,11 @@ func benchMemory(c *cluster) int {
 		report(fmt.Sprintf("beacon one TTL report per check (%d)", *instances), "%8.0f reports/s  (%d ok in %s)  %s",
 			float64(ok)/el.Seconds(), ok, el.Round(time.Millisecond), cpu.perRequest(ok))
 		most = max(most, reportRSS("beacon (then one report per check)", c.procs))
+	}
+	if *rssSettle > 0 {
+		// Not counted in the ratio: the reading 2 s after the load is.
+		time.Sleep(*rssSettle)
+		reportRSS(fmt.Sprintf("beacon (%s idle after that)", *rssSettle), c.procs)
 	}
 	if *profDir != "" {
 		saveHeapProfiles(c)
