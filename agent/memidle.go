@@ -33,9 +33,11 @@ const minMemoryIdleRelease = 10 * time.Millisecond
 // idleMinWaste, of garbage from a trickle). See docs/operations.md.
 const (
 	// idleAllocPerSecond is the allocation rate below which the process
-	// counts as quiet. An idle three-node cluster's agent allocates
-	// ~0.1 MB/s (Raft heartbeats, gossip, a metrics scrape); a node taking
-	// a thousand registrations a second allocates several MB/s.
+	// counts as quiet. An idle three-node cluster's follower allocates
+	// ~0.4 MB/s and its leader ~0.8 MB/s (gossip's receive buffers, the
+	// leader's empty AppendEntries every CommitTimeout; 0.8-1.1 MB/s,
+	// at the threshold, while gossip was compressed); a node taking a
+	// thousand registrations a second allocates several MB/s.
 	idleAllocPerSecond = 1 << 20
 	// idleMinWaste is the least growth of the heap held since the last
 	// release that is worth a collection; idleWasteShare of the live heap
