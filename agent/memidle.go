@@ -43,7 +43,7 @@ const (
 	// release that is worth a collection; idleWasteShare of the live heap
 	// is the other threshold, so a big catalog is not collected for a
 	// little garbage.
-	idleMinWaste   = 8 << 20
+	idleMinWaste   = 4 << 20
 	idleWasteShare = 4 // a quarter of the live heap
 )
 

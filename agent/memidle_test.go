@@ -26,8 +26,9 @@ func TestIdlePolicyDue(t *testing.T) {
 		{"busy: allocating", memSample{allocs: 1003 * mib, live: 60 * mib, held: 120 * mib}, 0, false},
 		{"quiet, grown little since the last release", memSample{allocs: 1000 * mib, live: 60 * mib, held: 74 * mib}, 60 * mib, false},
 		{"quiet, grown a quarter of the live heap since the last release", memSample{allocs: 1000 * mib, live: 60 * mib, held: 76 * mib}, 60 * mib, true},
-		{"quiet, a small heap", memSample{allocs: 1000 * mib, live: 2 * mib, held: 7 * mib}, 0, false},
-		{"quiet, a small heap grown by 8 MiB", memSample{allocs: 1000 * mib, live: 2 * mib, held: 12 * mib}, 4 * mib, true},
+		{"quiet, a small heap", memSample{allocs: 1000 * mib, live: 2 * mib, held: 3 * mib}, 0, false},
+		{"quiet, a small heap grown by less than 4 MiB", memSample{allocs: 1000 * mib, live: 2 * mib, held: 7 * mib}, 4 * mib, false},
+		{"quiet, a small heap grown by 4 MiB", memSample{allocs: 1000 * mib, live: 2 * mib, held: 8 * mib}, 4 * mib, true},
 		{"quiet, a big heap: a quarter of it is the threshold", memSample{allocs: 1000 * mib, live: 400 * mib, held: 490 * mib}, 400 * mib, false},
 		{"quiet, a big heap grown beyond the quarter", memSample{allocs: 1000 * mib, live: 400 * mib, held: 510 * mib}, 400 * mib, true},
 		// A collection that ended with the burst counted its floating
