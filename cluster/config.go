@@ -88,9 +88,15 @@ type Config struct {
 	LogSnapshotBytes, LogTrailingBytes int64
 
 	// Gossip timing. Defaults notice a dead node in under two seconds on a
-	// LAN: 400ms/200ms/2 measured 1.5-1.6s mean, 1.93s worst over 10 kills
-	// of a 3-node cluster (500ms/250ms/2 measured 1.8-2.0s mean, 2.46s
-	// worst): go test ./health -run '^$' -bench NodeKill -benchtime 5x.
+	// LAN: 300ms/200ms/3 measured p50 1.39-1.44s, worst 1.73-1.81s over
+	// 15 kills of a 3-node cluster, against p50 1.51-1.63s, worst
+	// 1.99-2.14s with 400ms/200ms/2 in the same turns (go run
+	// ./scripts/bench -phases detect -trials 15; cluster/DESIGN.md
+	// "Timing"). The suspicion timeout is SuspicionMult probe intervals
+	// (times log10 of the cluster's size past 10 nodes), never stretched by
+	// Lifeguard's confirmations (gossip.go): 900 ms, so a stalled node is
+	// still declared failed only after ~1.2 s (a failed probe plus the
+	// suspicion), as with 400ms/2.
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
 	SuspicionMult int
@@ -157,9 +163,9 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Second,
 		TrailingLogs:       4096,
-		ProbeInterval:      400 * time.Millisecond,
+		ProbeInterval:      300 * time.Millisecond,
 		ProbeTimeout:       200 * time.Millisecond,
-		SuspicionMult:      2,
+		SuspicionMult:      3,
 		LeaderWait:         3 * time.Second,
 		ReconcileInterval:  5 * time.Second,
 		MinQuorum:          3,

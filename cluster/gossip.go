@@ -114,6 +114,15 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 	mc.ProbeInterval = cfg.ProbeInterval
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.SuspicionMult = cfg.SuspicionMult
+	// A suspicion lasts SuspicionMult probe intervals from the start.
+	// memberlist otherwise starts it at SuspicionMaxTimeoutMult (6) times
+	// that and shortens it only as SuspicionMult-2 other members confirm
+	// it: with a multiplier of 3 in a 3-node cluster, the second survivor's
+	// own failed probe, so a dead node would be declared only after both
+	// survivors had probed it (and a lone survivor's suspicion would last
+	// 5.4 s). One multiplier keeps what a multiplier of 2 did (no
+	// confirmations awaited) with a longer interval's worth of suspicion.
+	mc.SuspicionMaxTimeoutMult = 1
 	mc.GossipInterval = 100 * time.Millisecond
 	// No compression. memberlist compresses every message it sends with
 	// LZW, whose writer allocates a 64 KiB table each time: an idle node's
