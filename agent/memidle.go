@@ -34,8 +34,9 @@ const minMemoryIdleRelease = 10 * time.Millisecond
 const (
 	// idleAllocPerSecond is the allocation rate below which the process
 	// counts as quiet. An idle three-node cluster's follower allocates
-	// ~0.4 MB/s and its leader ~0.8 MB/s (gossip's receive buffers, the
-	// leader's empty AppendEntries every CommitTimeout; 0.8-1.1 MB/s,
+	// ~0.55 MB/s and its leader ~0.9 MB/s (gossip's receive buffers, one
+	// per packet and more packets since probes went from 400 to 300 ms;
+	// the leader's empty AppendEntries every CommitTimeout; 0.8-1.1 MB/s,
 	// at the threshold, while gossip was compressed); a node taking a
 	// thousand registrations a second allocates several MB/s.
 	idleAllocPerSecond = 1 << 20
