@@ -218,8 +218,17 @@ func (n *Node) forward(budget context.Context, changed <-chan struct{}, addr str
 		wireOp, wire = wireOp|opWithActor, append(appendActor(make([]byte, 0, actorSize(a)+len(wire)), a), wire...)
 	}
 	// The call also ends when Raft reports another leader (changed): the
-	// request may have been sent, so its outcome is then unknown.
-	resp, err := n.pool.callStop(budget, changed, addr, wireOp, wire, forwardDialTimeout)
+	// request may have been sent, so its outcome is then unknown. A report
+	// that leaves this node following the same leader ends nothing: the
+	// watcher may take Raft's observation of the leader this attempt was
+	// sent to only after the attempt began (the first request after an
+	// election), and that leader will answer.
+	still := func() (<-chan struct{}, bool) {
+		next := n.leaderChanged() // before reading the leader, as in CallLeader
+		cur, _ := n.raft.LeaderWithID()
+		return next, string(cur) == addr && n.raft.State() == raft.Follower
+	}
+	resp, err := n.pool.callStop(budget, changed, still, addr, wireOp, wire, forwardDialTimeout)
 	n.metrics.forwarded.WithLabelValues(opName(op), forwardOutcome(err)).Inc()
 	var re *RemoteError
 	var de errDial

@@ -95,6 +95,57 @@ func TestUnsafeRequestToAFrozenLeaderFailsUnknownOutcomeAtTheLeaderChange(t *tes
 	}
 }
 
+// A report of a leader change that leaves the follower following the same
+// leader ends no request in flight. Raft's observation of a newly elected
+// leader reaches the follower's watcher a moment after Raft's own state
+// names that leader, so the first request after an election could see
+// "the leader changed" for the leader it had just sent to: an operator's
+// request (a leave, a peer removal) then failed with an unknown outcome
+// (seen in TestGossipWithAPeerThatCompresses, about 1 run in 40).
+func TestAReportOfTheSameLeaderEndsNoRequestInFlight(t *testing.T) {
+	tn := newTestNodes(t, 3, nil)
+	l := tn.waitForLeader(30 * time.Second)
+	f := tn.other(l)
+	const opHeld Op = 100
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	tn.nodes[l].HandleRPC(opHeld, func(ctx context.Context, _ []byte) ([]byte, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+			return []byte("done"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := tn.nodes[f].CallLeader(context.Background(), opHeld, nil)
+		done <- result{b, err}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request never reached the leader")
+	}
+	// What the watcher does on Raft's observation, here with the leader
+	// unchanged.
+	tn.nodes[f].signalLeaderChange()
+	tn.nodes[f].signalLeaderChange()
+	close(release)
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.b) != "done" {
+			t.Fatalf("got %q %v, want the leader's answer", r.b, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer")
+	}
+}
+
 // Consistent reads and writes in flight through both followers when the
 // leader freezes all answer within the budget; each succeeds (or, on a
 // machine too loaded to elect in time, fails with a 503-class error).

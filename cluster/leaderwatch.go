@@ -22,10 +22,7 @@ func (n *Node) watchLeader() {
 		for {
 			select {
 			case <-ch:
-				n.leaderMu.Lock()
-				close(n.leaderCh)
-				n.leaderCh = make(chan struct{})
-				n.leaderMu.Unlock()
+				n.signalLeaderChange()
 			case <-n.ctx.Done():
 				return
 			}
@@ -38,4 +35,12 @@ func (n *Node) leaderChanged() <-chan struct{} {
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
 	return n.leaderCh
+}
+
+// signalLeaderChange wakes everything waiting on leaderChanged.
+func (n *Node) signalLeaderChange() {
+	n.leaderMu.Lock()
+	close(n.leaderCh)
+	n.leaderCh = make(chan struct{})
+	n.leaderMu.Unlock()
 }

@@ -421,7 +421,9 @@ func (conn *rpcConn) readLoop() {
 }
 
 // call sends one request and waits for its response, ctx, or stop (nil:
-// never), whichever comes first; after stop it returns errLeaderChanged. A
+// never), whichever comes first; after stop it returns errLeaderChanged,
+// unless still (if not nil), asked then, says the call should go on after
+// all and gives the channel to wait on from then on. A
 // new connection must be made within dialTimeout (and ctx, and before stop);
 // an error before the request was handed to the connection is an errDial
 // (it was not sent).
@@ -429,7 +431,7 @@ func (conn *rpcConn) readLoop() {
 // stop spares a caller that must also give up on another event (forward:
 // Raft reporting a new leader) a derived context and a goroutine per call;
 // the goroutine is made here only when a connection must be dialled.
-func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
+func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, still func() (<-chan struct{}, bool), op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
 	conn := rc.live()
 	if conn == nil {
 		dctx := ctx
@@ -464,32 +466,41 @@ func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, op Op, payl
 		return nil, errDial{errors.New("cluster: rpc connection closed before send")}
 	}
 	// From here the request may have reached the peer.
-	select {
-	case res := <-ch:
-		if res.status != statusOK {
-			code, msg, _ := strings.Cut(string(res.payload), "\x00")
-			return nil, &RemoteError{Code: code, Msg: msg}
-		}
-		return res.payload, nil
-	case <-conn.broken:
-		// The response may have been delivered just before the break.
+	for {
 		select {
 		case res := <-ch:
-			if res.status != statusOK {
-				code, msg, _ := strings.Cut(string(res.payload), "\x00")
-				return nil, &RemoteError{Code: code, Msg: msg}
+			return res.result()
+		case <-conn.broken:
+			// The response may have been delivered just before the break.
+			select {
+			case res := <-ch:
+				return res.result()
+			default:
 			}
-			return res.payload, nil
-		default:
+			return nil, ErrConnLost
+		case <-ctx.Done():
+			conn.forget(id)
+			return nil, ctx.Err()
+		case <-stop:
+			if still != nil {
+				if next, ok := still(); ok {
+					stop = next
+					continue
+				}
+			}
+			conn.forget(id)
+			return nil, errLeaderChanged
 		}
-		return nil, ErrConnLost
-	case <-ctx.Done():
-		conn.forget(id)
-		return nil, ctx.Err()
-	case <-stop:
-		conn.forget(id)
-		return nil, errLeaderChanged
 	}
+}
+
+// result is the response's payload, or the peer's error.
+func (res rpcResult) result() ([]byte, error) {
+	if res.status != statusOK {
+		code, msg, _ := strings.Cut(string(res.payload), "\x00")
+		return nil, &RemoteError{Code: code, Msg: msg}
+	}
+	return res.payload, nil
 }
 
 // forget drops the waiter of request id (its caller gave up on it).
@@ -533,12 +544,13 @@ func (p *rpcPool) client(addr string) *rpcClient {
 }
 
 func (p *rpcPool) call(ctx context.Context, addr string, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
-	return p.client(addr).call(ctx, nil, op, payload, dialTimeout)
+	return p.client(addr).call(ctx, nil, nil, op, payload, dialTimeout)
 }
 
-// callStop is call that also gives up when stop is closed (rpcClient.call).
-func (p *rpcPool) callStop(ctx context.Context, stop <-chan struct{}, addr string, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
-	return p.client(addr).call(ctx, stop, op, payload, dialTimeout)
+// callStop is call that also gives up when stop is closed, unless still
+// says otherwise (rpcClient.call).
+func (p *rpcPool) callStop(ctx context.Context, stop <-chan struct{}, still func() (<-chan struct{}, bool), addr string, op Op, payload []byte, dialTimeout time.Duration) ([]byte, error) {
+	return p.client(addr).call(ctx, stop, still, op, payload, dialTimeout)
 }
 
 func (p *rpcPool) close() {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +80,11 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 	p.rpc.handle(opRemove, func(ctx context.Context, b []byte) ([]byte, error) {
 		<-release
 		return nil, nil
+	})
+	hold := make(chan struct{})
+	p.rpc.handle(opLeaderCommit, func(ctx context.Context, b []byte) ([]byte, error) {
+		<-hold
+		return []byte("answered"), nil
 	})
 	p.rpc.handle(opReadIndex, func(ctx context.Context, b []byte) ([]byte, error) {
 		switch string(b) {
@@ -173,7 +179,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 		stop := make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
-			_, err := p.pool.callStop(ctx, stop, p.addr(), opRemove, nil, 5*time.Second)
+			_, err := p.pool.callStop(ctx, stop, nil, p.addr(), opRemove, nil, 5*time.Second)
 			done <- err
 		}()
 		rc := p.pool.client(p.addr())
@@ -186,6 +192,80 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatal("the call did not end when stop was closed")
+		}
+		if n := pendingCalls(rc); n != 0 {
+			t.Fatalf("%d waiters left on the connection", n)
+		}
+	})
+
+	t.Run("a stop that still holds ends nothing; the next one that does not ends the call", func(t *testing.T) {
+		// still says "go on" while followOn is true: the leader the call
+		// went to still leads (Node.forward).
+		var followOn atomic.Bool
+		followOn.Store(true)
+		var asked atomic.Int32
+		stops := make(chan chan struct{}, 4)
+		stop := make(chan struct{})
+		still := func() (<-chan struct{}, bool) {
+			asked.Add(1)
+			next := make(chan struct{})
+			stops <- next
+			return next, followOn.Load()
+		}
+		type result struct {
+			b   []byte
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			b, err := p.pool.callStop(ctx, stop, still, p.addr(), opLeaderCommit, nil, 5*time.Second)
+			done <- result{b, err}
+		}()
+		rc := p.pool.client(p.addr())
+		wait.Until(t, 30*time.Second, "the call to become pending", func() bool { return pendingCalls(rc) > 0 })
+		close(stop)
+		wait.Until(t, 30*time.Second, "the call to ask still", func() bool { return asked.Load() == 1 })
+		select {
+		case r := <-done:
+			t.Fatalf("the call ended on a stop that still held: %q %v", r.b, r.err)
+		default:
+		}
+		close(hold)
+		select {
+		case r := <-done:
+			if r.err != nil || string(r.b) != "answered" {
+				t.Fatalf("got %q %v, want the answer", r.b, r.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no answer")
+		}
+		<-stops
+
+		// A second call: the first stop holds, the next does not.
+		stop = make(chan struct{})
+		release2 := make(chan struct{})
+		p.rpc.handle(opLeaderCommit, func(ctx context.Context, b []byte) ([]byte, error) {
+			<-release2
+			return []byte("late"), nil
+		})
+		defer close(release2)
+		asked.Store(0)
+		go func() {
+			b, err := p.pool.callStop(ctx, stop, still, p.addr(), opLeaderCommit, nil, 5*time.Second)
+			done <- result{b, err}
+		}()
+		wait.Until(t, 30*time.Second, "the second call to become pending", func() bool { return pendingCalls(rc) > 0 })
+		close(stop)
+		next := <-stops
+		followOn.Store(false)
+		close(next)
+		select {
+		case r := <-done:
+			if !errors.Is(r.err, errLeaderChanged) {
+				t.Fatalf("got %q %v, want errLeaderChanged", r.b, r.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the call did not end when a stop no longer held")
 		}
 		if n := pendingCalls(rc); n != 0 {
 			t.Fatalf("%d waiters left on the connection", n)
@@ -208,7 +288,7 @@ func TestRPCOverTheClusterPort(t *testing.T) {
 		stop := make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
-			_, err := p.pool.callStop(ctx, stop, silent.Addr().String(), opStatus, nil, time.Minute)
+			_, err := p.pool.callStop(ctx, stop, nil, silent.Addr().String(), opStatus, nil, time.Minute)
 			done <- err
 		}()
 		var c net.Conn
