@@ -141,14 +141,19 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 		inner:  logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}),
 		logger: logger,
 	}, "", 0)
+	tr, err := newGossipNet(host, port, logger)
+	if err != nil {
+		return nil, err
+	}
+	mc.Transport = tr
+	mc.BindPort, mc.AdvertisePort = tr.port, tr.port // port 0 asked for: the one bound
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = tr.Shutdown()
 		return nil, fmt.Errorf("cluster: start gossip: %w", err)
 	}
 	g.ml = ml
-	// memberlist.Create writes the port it bound back into mc when it
-	// was asked for port 0.
-	g.bind = net.JoinHostPort(host, strconv.Itoa(mc.BindPort))
+	g.bind = net.JoinHostPort(host, strconv.Itoa(tr.port))
 	return g, nil
 }
 
