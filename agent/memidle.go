@@ -34,10 +34,10 @@ const minMemoryIdleRelease = 10 * time.Millisecond
 const (
 	// idleAllocPerSecond is the allocation rate below which the process
 	// counts as quiet. An idle three-node cluster's follower allocates
-	// ~0.55 MB/s and its leader ~0.9 MB/s (gossip's receive buffers, one
-	// per packet and more packets since probes went from 400 to 300 ms;
-	// the leader's empty AppendEntries every CommitTimeout; 0.8-1.1 MB/s,
-	// at the threshold, while gossip was compressed); a node taking a
+	// ~0.1 MB/s and its leader ~0.5 MB/s (mostly the leader's empty
+	// AppendEntries every CommitTimeout; 0.4-0.55 MB/s per follower while
+	// memberlist's transport took 64 KiB per gossip packet, 0.8-1.1 MB/s,
+	// at the threshold, while gossip was also compressed); a node taking a
 	// thousand registrations a second allocates several MB/s.
 	idleAllocPerSecond = 1 << 20
 	// idleMinWaste is the least growth of the heap held since the last
