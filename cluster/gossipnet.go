@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -51,6 +52,9 @@ const (
 	// gossipBindTries bounds the attempts to find a port free for both TCP
 	// and UDP when port 0 is asked for.
 	gossipBindTries = 10
+	// gossipResolveTimeout bounds the lookup of a gossip address given as a
+	// name.
+	gossipResolveTimeout = 5 * time.Second
 )
 
 // newGossipNet binds TCP and UDP on host:port. With port 0 it picks a port
@@ -62,11 +66,15 @@ func newGossipNet(host string, port int, logger hclog.Logger) (*gossipNet, error
 		ip = net.IPv4zero
 	default:
 		if ip = net.ParseIP(host); ip == nil {
-			a, err := net.ResolveIPAddr("ip", host)
-			if err != nil {
-				return nil, fmt.Errorf("cluster: gossip address %q: %w", host, err)
+			// A name ("localhost"): its first address, looked up within
+			// gossipResolveTimeout.
+			ctx, cancel := context.WithTimeout(context.Background(), gossipResolveTimeout)
+			addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+			cancel()
+			if err != nil || len(addrs) == 0 {
+				return nil, fmt.Errorf("cluster: gossip address %q: not an IP address, and looking it up gave %v (%v)", host, addrs, err)
 			}
-			ip = a.IP
+			ip = addrs[0].IP
 		}
 	}
 	var lastErr error

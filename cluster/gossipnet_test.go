@@ -213,3 +213,16 @@ func TestGossipNetAdvertisesThePrivateIPWhenBoundToAll(t *testing.T) {
 		t.Fatalf("got %s:%d %v, want %s:%d", ip, port, err, want, g.port)
 	}
 }
+
+// TestGossipNetBindsAName: a gossip address given as a name binds its
+// address (localhost: /etc/hosts, no DNS query leaves the machine).
+func TestGossipNetBindsAName(t *testing.T) {
+	g, err := newGossipNet("localhost", 0, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown()
+	if !g.bindIP.IsLoopback() {
+		t.Fatalf("localhost bound %s", g.bindIP)
+	}
+}
