@@ -654,9 +654,13 @@ func TestCurrentInstanceNeverGoesBack(t *testing.T) {
 	f := newFSM(t)
 	s := f.Store()
 	fsmtest.MustApply(t, f, 1, fsmtest.Register(t, "web-0", "web"))
-	var registered, deregistered atomic.Int64 // the last k applied: web-k
+	// registered and deregistered: the last k whose apply returned;
+	// deregistering: the last k whose deregistration began (a read may see
+	// it applied before deregistered says so).
+	var registered, deregistered, deregistering atomic.Int64
 	registered.Store(0)
 	deregistered.Store(-1)
+	deregistering.Store(-1)
 	const n = 2000
 	done := make(chan struct{})
 	go func() {
@@ -676,6 +680,7 @@ func TestCurrentInstanceNeverGoesBack(t *testing.T) {
 			}
 			registered.Store(int64(k))
 			if k >= 2 {
+				deregistering.Store(int64(k - 2))
 				if !apply(fsmtest.Deregister(t, "web", fmt.Sprintf("web-%d", k-2))) {
 					return
 				}
@@ -694,8 +699,8 @@ func TestCurrentInstanceNeverGoesBack(t *testing.T) {
 		}
 		d, r := deregistered.Load(), registered.Load()
 		// web-r may be deregistered during the read: only a miss that
-		// ended before its deregistration is wrong.
-		if inst, _ := s.CurrentInstance("web", fmt.Sprintf("web-%d", r)); inst == nil && deregistered.Load() < r {
+		// ended before its deregistration began is wrong.
+		if inst, _ := s.CurrentInstance("web", fmt.Sprintf("web-%d", r)); inst == nil && deregistering.Load() < r {
 			t.Errorf("web-%d, registered before the read, not found", r)
 			<-done
 			return
