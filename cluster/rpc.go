@@ -465,7 +465,9 @@ func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, still func(
 	if !conn.w.send(id, byte(op), payload) {
 		return nil, errDial{errors.New("cluster: rpc connection closed before send")}
 	}
-	// From here the request may have reached the peer.
+	// From here the request may have reached the peer. (A variable of its
+	// own: the dial's goroutine above may still be reading stop.)
+	wait := stop
 	for {
 		select {
 		case res := <-ch:
@@ -481,10 +483,10 @@ func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, still func(
 		case <-ctx.Done():
 			conn.forget(id)
 			return nil, ctx.Err()
-		case <-stop:
+		case <-wait:
 			if still != nil {
 				if next, ok := still(); ok {
-					stop = next
+					wait = next
 					continue
 				}
 			}
