@@ -1,10 +1,12 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
 )
 
 // MaxJoinAddresses caps the addresses of one join request.
@@ -48,6 +50,12 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	n, err := s.cluster.Join(req.Addresses)
+	if errors.Is(err, fsm.ErrConflict) {
+		// Reached, but members of another cluster: joining would merge
+		// two catalogs (cluster/clusterid.go).
+		writeError(w, err)
+		return
+	}
 	if err != nil {
 		writeError(w, &statusError{http.StatusBadGateway, "join_failed", err.Error()})
 		return

@@ -33,6 +33,9 @@ type Member struct {
 	// LogFormat is the newest Raft log format the member's binary applies
 	// (logFormatGroups: group entries); 0 for binaries before it.
 	LogFormat int `json:"-"`
+	// ClusterID is the cluster the member belongs to ("" until it knows:
+	// clusterid.go).
+	ClusterID string `json:"-"`
 	Status    fsm.NodeStatus
 	// Since is when the member entered Status.
 	Since time.Time
@@ -47,17 +50,23 @@ type memberMeta struct {
 	Version string `json:"v,omitempty"`
 	// LogFormat: see Member.LogFormat.
 	LogFormat int `json:"l,omitempty"`
+	// ID: see Member.ClusterID.
+	ID string `json:"i,omitempty"`
 }
 
 // gossip wraps memberlist: it keeps our own view of every member ever seen
 // (memberlist forgets dead ones), publishes events for the leader loop, and
 // remembers peers' addresses so a restarted node can rejoin by itself.
 type gossip struct {
-	ml     *memberlist.Memberlist
-	bind   string // the address memberlist bound (its port picked when 0 was asked)
-	meta   []byte
-	self   string
-	logger hclog.Logger
+	ml   *memberlist.Memberlist
+	bind string // the address memberlist bound (its port picked when 0 was asked)
+	// meta is what NodeMeta publishes; metaMu guards it and metaVal, the
+	// value it encodes (setClusterID changes it).
+	metaMu  sync.Mutex
+	meta    []byte
+	metaVal memberMeta
+	self    string
+	logger  hclog.Logger
 	// events receives a signal whenever membership changes. Gossip callbacks
 	// only signal; the leader loop does the work.
 	events chan struct{}
@@ -82,7 +91,7 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 		return nil, fmt.Errorf("cluster: gossip metadata too large (%d bytes)", len(metaBytes))
 	}
 	g := &gossip{
-		meta: metaBytes, self: cfg.NodeName, logger: logger,
+		meta: metaBytes, metaVal: meta, self: cfg.NodeName, logger: logger,
 		events:  make(chan struct{}, 1),
 		members: map[string]*Member{},
 		known:   map[string]struct{}{},
@@ -137,6 +146,7 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 	mc.SecretKey = cfg.GossipKey
 	mc.Delegate = g
 	mc.Events = g
+	mc.Merge = g
 	mc.Logger = log.New(&gossipLog{
 		inner:  logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}),
 		logger: logger,
@@ -193,6 +203,7 @@ func (g *gossip) update(n *memberlist.Node, status fsm.NodeStatus) {
 	m.GossipAddr, m.ClusterAddr, m.HTTPAddr = addr, meta.Cluster, meta.HTTP
 	m.Role, m.Expect, m.Version, m.Status = meta.Role, meta.Expect, meta.Version, status
 	m.LogFormat = meta.LogFormat
+	m.ClusterID = meta.ID
 	changed := false
 	if n.Name != g.self {
 		switch status {
@@ -257,7 +268,11 @@ func (g *gossip) announceLeave() {
 }
 
 // NodeMeta implements memberlist.Delegate.
-func (g *gossip) NodeMeta(limit int) []byte { return g.meta }
+func (g *gossip) NodeMeta(limit int) []byte {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
+	return g.meta
+}
 
 // NotifyMsg implements memberlist.Delegate: leave and force-leave
 // announcements.

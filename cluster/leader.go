@@ -143,6 +143,12 @@ func (n *Node) reconcile(ctx context.Context) {
 			if ok && string(srv.Address) == m.ClusterAddr && srv.Suffrage == raft.Voter {
 				continue
 			}
+			if own := n.gossip.clusterID(); !ok && m.ClusterID != "" && own != "" && m.ClusterID != own {
+				// A server of another cluster, let into gossip before IDs
+				// were checked there: adding it would merge two catalogs.
+				n.logger.Warn("not adding server to raft: it belongs to another cluster", "node", m.Name, "their_cluster_id", m.ClusterID, "cluster_id", own)
+				continue
+			}
 			if !ok && m.LogFormat < logFormatGroups && n.groupsAllowed() {
 				// Every server writes and reads group entries, so the log
 				// may hold some: a binary from before them would stop at

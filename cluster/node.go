@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,6 +174,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.legacyLogFormatForTest {
 		meta.LogFormat = 0
 	}
+	if !n.cfg.InMemory {
+		if meta.ID, err = loadClusterID(n.cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	g, err := newGossip(n.cfg, meta, n.logger.Named("gossip"))
 	if err != nil {
 		return err
@@ -186,6 +192,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goLoop(n.nudgeLoop)
 	n.goLoop(n.stallLoop)
 	n.goLoop(n.logBudgetLoop)
+	n.goLoop(n.clusterIDLoop)
 	return nil
 }
 
@@ -516,6 +523,9 @@ func (n *Node) Join(addrs []string) (int, error) {
 		n.gossip.remember(addrs)
 	}
 	if err != nil && count == 0 {
+		if strings.Contains(err.Error(), ErrForeignCluster.Error()) {
+			return 0, fmt.Errorf("cluster: join %v: %w (%w): %s", addrs, ErrForeignCluster, fsm.ErrConflict, err)
+		}
 		if keyMismatch(err.Error()) {
 			return 0, fmt.Errorf("cluster: join %v: %s: %w", addrs, gossipKeyHint, err)
 		}
