@@ -81,13 +81,11 @@ func (p *proxy) serveRouted(c *fastConn, req *fastRequest, svc *service, strip s
 			m, err := c.br.Read(body[n:])
 			n += m
 			if err != nil && n < len(body) {
-				return false
+				return p.fastBodyFailed(c, svc.name, t.mode, err)
 			}
 		}
 	}
-	if c.bw == nil {
-		c.bw = bufio.NewWriterSize(c.nc, fastWriteBufSize)
-	}
+	c.ensureWriter()
 	if c.bw.Buffered() > 0 {
 		// Earlier answers of a pipelining client go out before this
 		// request waits on an instance, as net/http sends each answer.
@@ -114,6 +112,26 @@ func (p *proxy) serveRouted(c *fastConn, req *fastRequest, svc *service, strip s
 		return c.writeError(status, eb, t.mode, req.close)
 	}
 	return keep && !req.close
+}
+
+// fastBodyFailed ends a request whose body the client did not send whole,
+// before anything of it went to an instance: answered as the net/http path
+// answers (classifyBody: 408 for a stall, nothing when the client left).
+// The connection closes: what is left of the body cannot be told from a
+// next request.
+func (p *proxy) fastBodyFailed(c *fastConn, service, mode string, err error) bool {
+	status, body, gone := p.classifyBody(service, err)
+	if !gone {
+		c.ensureWriter()
+		c.writeError(status, body, mode, true)
+	}
+	return false
+}
+
+func (c *fastConn) ensureWriter() {
+	if c.bw == nil {
+		c.bw = bufio.NewWriterSize(c.nc, fastWriteBufSize)
+	}
 }
 
 // fastAttempts tries the instances of st's table as retrier.RoundTrip does

@@ -37,6 +37,8 @@ const (
 	CodeUnreachable   = "upstream_unreachable"
 	CodeTimeout       = "upstream_timeout"
 	CodeShuttingDown  = "shutting_down"
+	CodeBadBody       = "bad_request_body"
+	CodeBodyTimeout   = "request_body_timeout"
 	statusClientGone  = 499 // logged only: the client is not there to read it
 	maxDrainOnRetry   = 64 << 10
 	copyBufferSize    = 32 << 10
@@ -52,6 +54,14 @@ type ErrorBody struct {
 
 // errNoInstance ends a request whose every candidate has been tried.
 var errNoInstance = errors.New("lb: no instance left to try")
+
+// clientBodyError ends a request whose body the client did not send whole
+// (malformed framing, a stall, the client gone): the client's fault, never
+// the instance's, and no other instance would fare better.
+type clientBodyError struct{ err error }
+
+func (e clientBodyError) Error() string { return "lb: reading the request body: " + e.err.Error() }
+func (e clientBodyError) Unwrap() error { return e.err }
 
 // proxy routes requests through the tables with httputil.ReverseProxy: the
 // handler chooses the service, Rewrite shapes the outgoing request, and the
@@ -131,7 +141,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.key = requestKey(r, t.hashKey)
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		st.body = &replayBody{src: r.Body, limit: p.b.cfg.RetryBufferBytes}
+		st.body = &replayBody{src: boundBodyReads(w, r.Body, p.b.cfg.ReadHeaderTimeout), limit: p.b.cfg.RetryBufferBytes}
 		r.Body = st.body
 	}
 	ctx := context.WithValue(r.Context(), ctxKey{}, st)
@@ -254,7 +264,13 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	status, body, gone := p.classify(service, r.Context().Err(), err)
 	if gone {
-		return
+		// Returning would let net/http answer an implicit 200: the
+		// connection is cut instead, as the fast path cuts it.
+		panic(http.ErrAbortHandler)
+	}
+	if errors.As(err, new(clientBodyError)) {
+		// What is left of the body cannot be told from a next request.
+		w.Header().Set("Connection", "close")
 	}
 	writeError(w, status, body)
 }
@@ -265,7 +281,11 @@ func (p *proxy) classify(service string, ctxErr, err error) (status int, body Er
 	body = ErrorBody{Service: service}
 	status = http.StatusBadGateway
 	var ne net.Error
+	var cbe clientBodyError
 	switch {
+	case errors.As(err, &cbe):
+		// Before the context: net/http cancels it on the read error.
+		return p.classifyBody(service, cbe.err)
 	case ctxErr != nil && errors.Is(ctxErr, context.Canceled):
 		p.b.logger.Debug("client went away", "service", service, "status", statusClientGone)
 		return 0, body, true
@@ -280,6 +300,28 @@ func (p *proxy) classify(service string, ctxErr, err error) (status int, body Er
 		body.Error = fmt.Sprintf("no instance of service %q could be reached: %v", service, err)
 	}
 	p.b.logger.Debug("proxy error", "service", service, "status", status, "error", err)
+	return status, body, false
+}
+
+// classifyBody turns the error of a read of the client's request body into
+// the answer: 408 for a stall, nothing for a client that closed or reset
+// its connection before the body's end, 400 for malformed framing
+// (chunked encoding net/http's reader rejects).
+func (p *proxy) classifyBody(service string, err error) (status int, body ErrorBody, gone bool) {
+	body = ErrorBody{Service: service}
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		status, body.Code = http.StatusRequestTimeout, CodeBodyTimeout
+		body.Error = fmt.Sprintf("the request body stalled: no byte for %v", p.b.cfg.ReadHeaderTimeout)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, new(*net.OpError)):
+		p.b.logger.Debug("client went away during its request body", "service", service, "status", statusClientGone, "error", err)
+		return 0, body, true
+	default:
+		status, body.Code = http.StatusBadRequest, CodeBadBody
+		body.Error = "malformed request body: " + err.Error()
+	}
+	p.b.logger.Debug("request body error", "service", service, "status", status, "error", err)
 	return status, body, false
 }
 
@@ -323,6 +365,13 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		e.state.requests.Add(1)
 		start := time.Now()
 		resp, err := rt.p.upstream.roundTrip(&out, false)
+		if err != nil && st.body.clientErr() != nil {
+			// The client's body failed, not the instance: nothing is
+			// counted against it (no attempt, failure or ejection), and
+			// the request ends.
+			e.state.inflight.Add(-1)
+			return nil, clientBodyError{st.body.clientErr()}
+		}
 		if stale := (errStaleConn{}); errors.As(err, &stale) && req.Context().Err() == nil &&
 			(st.idempotent || !stale.written) && st.body.replayable() {
 			// The instance had closed the pooled connection: not its
@@ -421,6 +470,7 @@ type replayBody struct {
 	read     int64
 	eof      bool
 	overflow bool
+	srcErr   error // the error reading src gave, if any: the client's
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
@@ -428,6 +478,9 @@ func (b *replayBody) Read(p []byte) (int, error) {
 	defer b.mu.Unlock()
 	n, err := b.src.Read(p)
 	b.read += int64(n)
+	if err != nil && err != io.EOF && b.srcErr == nil {
+		b.srcErr = err
+	}
 	if !b.overflow {
 		if len(b.buf)+n > b.limit {
 			b.overflow, b.buf = true, nil
@@ -453,6 +506,16 @@ func (b *replayBody) untouched() bool {
 	return b.read == 0
 }
 
+// clientErr returns the error reading the client's body gave, if any.
+func (b *replayBody) clientErr() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.srcErr
+}
+
 // replayable reports whether the body can be sent again in full.
 func (b *replayBody) replayable() bool {
 	if b == nil {
@@ -460,7 +523,41 @@ func (b *replayBody) replayable() bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.read == 0 || (b.eof && !b.overflow)
+	return b.srcErr == nil && (b.read == 0 || (b.eof && !b.overflow))
+}
+
+// boundBodyReads bounds each read of a request body on the net/http path
+// by d (Config.ReadHeaderTimeout), as the fast path bounds its reads: a
+// slow, steady upload passes, a stalled one fails with a timeout.
+// net/http's server offers only ReadTimeout, which would bound the whole
+// request. d 0: no bound.
+func boundBodyReads(w http.ResponseWriter, body io.ReadCloser, d time.Duration) io.ReadCloser {
+	if d <= 0 {
+		return body
+	}
+	return &boundedBody{ReadCloser: body, rc: http.NewResponseController(w), d: d}
+}
+
+type boundedBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.d))
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		// The connection is net/http's again (its read in the background
+		// notices a client that leaves): no deadline.
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil:
+		// What net/http reads of the body before answering (it discards
+		// the rest) must fail at once, not wait for the client.
+		_ = b.rc.SetReadDeadline(aLongTimeAgo)
+	}
+	return n, err
 }
 
 // attempt returns the body to send with the next attempt.
