@@ -272,6 +272,11 @@ func (n *Node) startRaft() error {
 				FreelistType:   bbolt.FreelistMapType,
 			},
 		})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			// bolt waited a second for its file lock: another agent on
+			// this data dir holds raft.db. "timeout" alone said nothing.
+			return fmt.Errorf("cluster: data dir %s is in use by another process (is another agent running with this --data-dir?): raft.db stayed locked: %w", n.cfg.DataDir, err)
+		}
 		if err != nil {
 			return fmt.Errorf("cluster: open raft log %s: %w", n.cfg.DataDir, err)
 		}
