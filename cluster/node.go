@@ -323,6 +323,12 @@ func (n *Node) startRaft() error {
 		MaxRPCsInFlight: inFlight,
 		Logger:          quietClose{n.logger.Named("transport")},
 	})
+	if !n.cfg.InMemory {
+		if err := n.recoverIfAsked(rc, logs, stable, snaps); err != nil {
+			n.transport.Close()
+			return err
+		}
+	}
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {
 		n.transport.Close()
