@@ -233,3 +233,23 @@ func TestWriteWithoutQuorumFailsWith503AndRetryAfter(t *testing.T) {
 		t.Fatal("consistent read without a quorum succeeded")
 	}
 }
+
+// A second agent on a data dir in use says so instead of "timeout".
+func TestASecondAgentOnADataDirInUseSaysSo(t *testing.T) {
+	c := agenttest.New(t, 1)
+	cfg := c.Node(0).Config
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Join = nil
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Start(context.Background())
+	if err == nil {
+		_ = a.Shutdown(context.Background())
+		t.Fatal("a second agent started on a data dir in use")
+	}
+	if !strings.Contains(err.Error(), "is in use by another process") || !strings.Contains(err.Error(), cfg.DataDir) {
+		t.Fatalf("second agent: %v, want the data dir named as in use", err)
+	}
+}

@@ -279,6 +279,11 @@ func (n *Node) startRaft() error {
 				FreelistType:   bbolt.FreelistMapType,
 			},
 		})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			// bolt waited a second for its file lock: another agent on
+			// this data dir holds raft.db. "timeout" alone said nothing.
+			return fmt.Errorf("cluster: data dir %s is in use by another process (is another agent running with this --data-dir?): raft.db stayed locked: %w", n.cfg.DataDir, err)
+		}
 		if err != nil {
 			return fmt.Errorf("cluster: open raft log %s: %w", n.cfg.DataDir, err)
 		}
@@ -339,6 +344,12 @@ func (n *Node) startRaft() error {
 		MaxRPCsInFlight: inFlight,
 		Logger:          quietClose{n.logger.Named("transport")},
 	})
+	if !n.cfg.InMemory {
+		if err := n.recoverIfAsked(rc, logs, stable, snaps); err != nil {
+			n.transport.Close()
+			return err
+		}
+	}
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {
 		n.transport.Close()
