@@ -60,6 +60,8 @@ type memberMeta struct {
 type gossip struct {
 	ml   *memberlist.Memberlist
 	bind string // the address memberlist bound (its port picked when 0 was asked)
+	// advertised is the address memberlist advertises (addr).
+	advertised string
 	// meta is what NodeMeta publishes; metaMu guards it and metaVal, the
 	// value it encodes (setClusterID changes it).
 	metaMu  sync.Mutex
@@ -164,14 +166,16 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 	}
 	g.ml = ml
 	g.bind = net.JoinHostPort(host, strconv.Itoa(tr.port))
+	self := ml.LocalNode()
+	g.advertised = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
 	return g, nil
 }
 
-// addr returns the advertised gossip address.
-func (g *gossip) addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+// addr returns the advertised gossip address: read once, after Create.
+// memberlist's LocalNode is its own record, which UpdateNode (a new
+// cluster ID in the metadata) rewrites under its lock: reading its fields
+// later would race with that.
+func (g *gossip) addr() string { return g.advertised }
 
 func (g *gossip) update(n *memberlist.Node, status fsm.NodeStatus) {
 	var meta memberMeta
