@@ -725,6 +725,14 @@ func droppedTrackersDecideAsKeptOnes(t *testing.T, seed uint64) {
 			if now := h.Stats().TTLTrackers; now < held {
 				drops++
 			}
+			// The leader ends (or extends) a hold-down when it is due,
+			// with no report: so does the model, at the same instants.
+			for ref.flapping && ref.flapUntil <= time.Now().UnixNano() {
+				ref.tick(time.Unix(0, ref.flapUntil))
+				if ref.needsWrite(&model) {
+					apply(&model, ref.update(id, h.cfg.MaxOutput))
+				}
+			}
 			s := statuses[rng.IntN(len(statuses))]
 			out := fmt.Sprintf("r%d", step)
 			if _, err := h.ReportTTL(context.Background(), id, s, out, nil); err != nil {
@@ -751,5 +759,103 @@ func droppedTrackersDecideAsKeptOnes(t *testing.T, seed uint64) {
 			t.Fatalf("trackers dropped between reports %d times, at a report %d times: the test compared too little", drops, settledAtOnce)
 		}
 		t.Logf("600 reports: the tracker dropped between reports %d times, at the report %d times", drops, settledAtOnce)
+	})
+}
+
+// holdDownTestPolicy ends a hold-down at its first end: the changes that
+// started it have left the window by then.
+var holdDownTestPolicy = FlapPolicy{Threshold: 3, Window: 10 * time.Second, HoldDown: 20 * time.Second, MaxHoldDown: 2 * time.Minute}
+
+// flapTTL reports fail, pass, fail to check id: three changes, so it is
+// held flapping (critical). It returns the end of the hold-down.
+func flapTTL(t *testing.T, h *Health, id string) time.Time {
+	t.Helper()
+	for _, s := range []fsm.Health{fsm.Critical, fsm.Passing, fsm.Critical} {
+		if _, err := h.ReportTTL(context.Background(), id, s, string(s), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := h.store.Check(nil, id)
+	if !c.Flapping || c.Status != fsm.Critical {
+		t.Fatalf("three changes did not hold %s flapping: %+v", id, c)
+	}
+	return time.Unix(0, c.FlapUntil)
+}
+
+// A TTL check held flapping takes its latest result at the end of the
+// hold-down, written by the leader with no report needed: the pass
+// reported during the hold-down, or critical if its TTL expired meanwhile.
+// (The leader used to end a hold-down only with the next report or expiry.)
+func TestAHoldDownEndsWithTheLatestTTLResultWithoutAReport(t *testing.T) {
+	t.Run("the last report passed within its TTL", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h, cl := newTestHealth(t, func(c *Config) { c.Flap = holdDownTestPolicy })
+			registerTTL(t, cl, "j1", time.Hour, 0)
+			const id = "jobs:j1:hb"
+			lead(t, h)
+			until := flapTTL(t, h, id)
+			if _, err := h.ReportTTL(context.Background(), id, fsm.Passing, "back", nil); err != nil {
+				t.Fatal(err)
+			}
+			// Held: the pass is kept by the leader, not written yet.
+			if c := h.store.Check(nil, id); !c.Flapping || c.Status != fsm.Critical {
+				t.Fatalf("a pass during the hold-down was written: %+v", c)
+			}
+			time.Sleep(time.Until(until) - time.Millisecond)
+			synctest.Wait()
+			if c := h.store.Check(nil, id); !c.Flapping {
+				t.Fatalf("the hold-down ended before its end %s: %+v", until, c)
+			}
+			time.Sleep(time.Millisecond)
+			synctest.Wait()
+			c := h.store.Check(nil, id)
+			if c.Flapping || c.FlapUntil != 0 || c.Status != fsm.Passing || c.Output != "back" {
+				t.Fatalf("at the end of the hold-down, with no report since the pass: %s flapping=%v until=%d %q; want passing \"back\"",
+					c.Status, c.Flapping, c.FlapUntil, c.Output)
+			}
+			if got := time.Unix(0, c.StatusSince); !got.Equal(until) {
+				t.Fatalf("passing since %s, want the hold-down's end %s", got, until)
+			}
+		})
+	})
+	t.Run("its TTL expired during the hold-down", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h, cl := newTestHealth(t, func(c *Config) { c.Flap = holdDownTestPolicy })
+			registerTTL(t, cl, "j1", 15*time.Second, 0) // expires 5s before the hold-down's end
+			const id = "jobs:j1:hb"
+			lead(t, h)
+			until := flapTTL(t, h, id)
+			if _, err := h.ReportTTL(context.Background(), id, fsm.Passing, "back", nil); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Until(until) + time.Second)
+			synctest.Wait()
+			c := h.store.Check(nil, id)
+			if c.Flapping || c.Status != fsm.Critical || !strings.HasPrefix(c.Output, "TTL expired") {
+				t.Fatalf("after the hold-down, the TTL expired within it: %s flapping=%v %q; want critical, expired", c.Status, c.Flapping, c.Output)
+			}
+		})
+	})
+	t.Run("a new leader ends a hold-down the old one started", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h, cl := newTestHealth(t, func(c *Config) { c.Flap = holdDownTestPolicy })
+			registerTTL(t, cl, "j1", time.Hour, 0)
+			const id = "jobs:j1:hb"
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); h.Lead(ctx) }()
+			synctest.Wait()
+			until := flapTTL(t, h, id)
+			cancel()
+			<-done
+			lead(t, h)
+			time.Sleep(time.Until(until))
+			synctest.Wait()
+			// The new leader knows the results as written (the last,
+			// critical, started the hold-down).
+			if c := h.store.Check(nil, id); c.Flapping || c.Status != fsm.Critical {
+				t.Fatalf("at the end of the hold-down under a new leader: %s flapping=%v; want critical, not flapping", c.Status, c.Flapping)
+			}
+		})
 	})
 }

@@ -32,6 +32,12 @@ type coordinator struct {
 
 	ttl    map[string]*ttlState // by check ID
 	timers ttlHeap
+	// holds are the ends of the TTL checks' flapping hold-downs, at Unix
+	// nanoseconds as the trackers keep them: an entry each time a held
+	// tracker's hold-down starts or is extended (queueHoldDown), none
+	// for a check not flapping. An entry whose tracker is gone or no
+	// longer ends its hold-down then is skipped when popped.
+	holds ttlHeap
 	// held names the TTL checks whose state holds a tracker (every one
 	// that does, and, until the next settle, some that no longer do).
 	// A tracker is dropped once it holds nothing the catalog does not
@@ -131,12 +137,13 @@ type ttlReply struct {
 	err   error
 }
 
-// ttlHeap orders TTL deadlines. An entry whose check is gone or redefined,
+// ttlHeap orders TTL deadlines (and, in coordinator.holds, the ends of
+// hold-downs). An entry whose check is gone or redefined,
 // or that is no longer its state's queued one, is skipped when popped
 // (lazy deletion); one that comes due before its state's deadline (moved by
 // reports since) is queued again at the deadline.
 type ttlEntry struct {
-	at    int64 // mono time
+	at    int64 // mono time (in holds: Unix nanoseconds)
 	check string
 }
 type ttlHeap []ttlEntry
@@ -186,6 +193,7 @@ func (c *coordinator) run() {
 			c.lastScan = now
 		}
 		c.expire(now)
+		c.endHoldDowns(now)
 		c.flushMetrics(now, nil)
 		if !c.retryAt.IsZero() && !now.Before(c.retryAt) {
 			c.retryAt = time.Time{}
@@ -259,6 +267,9 @@ func (c *coordinator) nextWake() time.Time {
 	consider(c.deadline)
 	if len(c.timers) > 0 {
 		consider(c.epoch.Add(time.Duration(c.timers[0].at)))
+	}
+	if len(c.holds) > 0 {
+		consider(time.Unix(0, c.holds[0].at))
 	}
 	for _, m := range c.waiting {
 		consider(m.written.Add(c.h.cfg.MetricsPeriod))
@@ -434,7 +445,9 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 // armTTL creates the timer state of a TTL check the coordinator has not
 // seen yet (or that was redefined). On the first scan after taking office
 // every timer gets Config.TTLGrace on top of its TTL: the new leader does
-// not know when the last reports arrived.
+// not know when the last reports arrived. A check held flapping (by the
+// previous leader) gets a tracker from the catalog at once, so that its
+// hold-down ends on time with no report.
 func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 	if st := c.ttl[ch.ID]; st != nil && st.create == ch.CreateIndex {
 		st.seen = c.scans
@@ -447,6 +460,9 @@ func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 	}
 	c.ttl[ch.ID] = st
 	c.queue(st, ch.ID)
+	if ch.Flapping {
+		c.hold(st, ch)
+	}
 }
 
 // queue gives st an entry in the timer heap at its deadline, unless it has
@@ -488,10 +504,50 @@ func (c *coordinator) expire(now time.Time) {
 		}
 		st.deadline = 0
 		c.h.stats.ttlExpiries.Add(1)
-		out := fmt.Sprintf("TTL expired: no report within %s", st.ttl)
-		if _, started := st.tr.observe(now, Result{Status: fsm.Critical, Output: out}); started {
-			c.h.stats.flapEpisodes.Add(1)
+		c.observe(st, e.check, now, Result{Status: fsm.Critical, Output: fmt.Sprintf("TTL expired: no report within %s", st.ttl)})
+		touched = append(touched, e.check)
+	}
+	if len(touched) > 0 {
+		if _, err := c.writeTTL(touched, now); err == nil {
+			c.settle(touched, now)
 		}
+	}
+}
+
+// observe feeds the result r of TTL check id to st's tracker, and queues
+// the end of a hold-down the result started or extended.
+func (c *coordinator) observe(st *ttlState, id string, now time.Time, r Result) {
+	until := st.tr.flapUntil
+	if _, started := st.tr.observe(now, r); started {
+		c.h.stats.flapEpisodes.Add(1)
+	}
+	c.queueHoldDown(st, id, until)
+}
+
+// queueHoldDown queues the end of the hold-down of st's tracker, if it is
+// flapping and its hold-down no longer ends at before (queued already).
+func (c *coordinator) queueHoldDown(st *ttlState, id string, before int64) {
+	if st.tr.flapping && st.tr.flapUntil != before {
+		heap.Push(&c.holds, ttlEntry{at: st.tr.flapUntil, check: id})
+	}
+}
+
+// endHoldDowns ends the hold-downs due by now (or extends those with too
+// many changes in the last window) and writes the checks: a TTL check held
+// flapping takes its latest result when the hold-down ends, critical if its
+// TTL expired meanwhile (expire ran first), without waiting for a report.
+// Until this, a hold-down ended only with the next report or expiry,
+// minutes late for a check whose last report passed within a long TTL.
+func (c *coordinator) endHoldDowns(now time.Time) {
+	var touched []string
+	for n := now.UnixNano(); len(c.holds) > 0 && c.holds[0].at <= n; {
+		e := heap.Pop(&c.holds).(ttlEntry)
+		st := c.ttl[e.check]
+		if st == nil || st.tr == nil || !st.tr.flapping || st.tr.flapUntil != e.at {
+			continue // gone, or the hold-down ended or moved since
+		}
+		st.tr.tick(now)
+		c.queueHoldDown(st, e.check, e.at)
 		touched = append(touched, e.check)
 	}
 	if len(touched) > 0 {
@@ -505,9 +561,11 @@ func (c *coordinator) expire(now time.Time) {
 // to drop those settled since (a status change has left the flap window).
 const settleEvery = 30 * time.Second
 
-// hold gives st a tracker made from its check ch.
+// hold gives st a tracker made from its check ch (and queues the end of
+// its hold-down if ch is flapping).
 func (c *coordinator) hold(st *ttlState, ch *fsm.Check) {
 	st.tr = newTracker(ch, &c.h.cfg.Flap, false)
+	c.queueHoldDown(st, ch.ID, 0)
 	c.held[ch.ID] = struct{}{}
 	c.h.stats.ttlTrackers.Store(int64(len(c.held)))
 	if c.settleAt.IsZero() {
@@ -641,9 +699,7 @@ func (c *coordinator) handleReports(batch []*ttlRequest) {
 		}
 		st.deadline = c.mono(now.Add(st.ttl))
 		c.queue(st, ch.ID)
-		if _, started := st.tr.observe(now, Result{Status: r.report.Status, Output: r.report.Output}); started {
-			h.stats.flapEpisodes.Add(1)
-		}
+		c.observe(st, ch.ID, now, Result{Status: r.report.Status, Output: r.report.Output})
 		if !touched[ch.ID] {
 			touched[ch.ID] = true
 			ids = append(ids, ch.ID)

@@ -96,14 +96,18 @@ func (h *Health) Run(ctx context.Context) {
 	}
 }
 
-// runCheck probes c until ctx ends and proposes its debounced state.
+// runCheck probes c until ctx ends and proposes its debounced state. While
+// c is held flapping it also wakes when the hold-down ends, between probes
+// or during one (probe), so the check takes its latest result then rather
+// than at the next probe's end, up to an interval later.
 func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 	interval := time.Duration(c.Interval)
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
 	t := newTracker(c, &h.cfg.Flap, true)
-	timer := time.NewTimer(rand.N(interval))
+	next := time.Now().Add(rand.N(interval)) // the next probe
+	timer := time.NewTimer(untilWake(t, next))
 	defer timer.Stop()
 	for {
 		select {
@@ -111,12 +115,19 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 			return
 		case <-timer.C:
 		}
+		if t.flapping && time.Now().UnixNano() >= t.flapUntil {
+			h.endHoldDown(ctx, c, t)
+		}
+		if time.Now().Before(next) {
+			timer.Reset(untilWake(t, next))
+			continue
+		}
 		start := time.Now()
 		addr := ""
 		if inst, _ := h.store.CurrentInstance(c.Service, c.Instance); inst != nil {
 			addr = inst.Address
 		}
-		res := h.prober.ProbeFor(ctx, c, addr)
+		res := h.probe(ctx, c, addr, t)
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result means nothing
 		}
@@ -137,7 +148,55 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		if t.needsWrite(cur) {
 			h.propose(ctx, cur, t, now)
 		}
-		timer.Reset(interval)
+		next = time.Now().Add(interval)
+		timer.Reset(untilWake(t, next))
+	}
+}
+
+// untilWake is how long runCheck sleeps: until the next probe, or the end
+// of t's hold-down if that comes first.
+func untilWake(t *tracker, next time.Time) time.Duration {
+	d := time.Until(next)
+	if t.flapping {
+		d = min(d, time.Until(t.flapUntilTime()))
+	}
+	return max(d, 0)
+}
+
+// probe probes c once. While c is held flapping the probe runs in a
+// goroutine of its own, and a hold-down that ends before the probe does is
+// ended on time with the results before it: a target that hangs would
+// otherwise keep its check held for up to the probe's timeout, and end
+// the hold-down with that probe's result instead of the latest one. The
+// goroutine ends with the probe (ctx cancels it); probe waits for it.
+func (h *Health) probe(ctx context.Context, c *fsm.Check, addr string, t *tracker) Result {
+	if !t.flapping {
+		return h.prober.ProbeFor(ctx, c, addr)
+	}
+	done := make(chan Result, 1)
+	go func() { done <- h.prober.ProbeFor(ctx, c, addr) }()
+	for t.flapping {
+		end := time.NewTimer(time.Until(t.flapUntilTime()))
+		select {
+		case res := <-done:
+			end.Stop()
+			return res
+		case <-end.C:
+			h.endHoldDown(ctx, c, t)
+		}
+	}
+	return <-done
+}
+
+// endHoldDown ends t's hold-down, which is due (or extends it, with too
+// many changes in the last window), and proposes c's new state: the
+// latest result's status, with no probe needed.
+func (h *Health) endHoldDown(ctx context.Context, c *fsm.Check, t *tracker) {
+	now := time.Now()
+	t.tick(now)
+	cur := h.store.Check(nil, c.ID)
+	if cur != nil && cur.Owner == h.cfg.Node && cur.CreateIndex == c.CreateIndex && t.needsWrite(cur) {
+		h.propose(ctx, cur, t, now)
 	}
 }
 
