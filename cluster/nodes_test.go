@@ -37,12 +37,20 @@ func newTestNodesFSM(t *testing.T, n int, mutate func(i int, c *Config), prepare
 		t.Skip("cluster test: skipped with -short")
 	}
 	tn := &testNodes{t: t}
+	// The data dirs are made before the shutdown is registered: cleanups
+	// run last-registered first, so the nodes stop before their files are
+	// removed (a running node writes files, such as its cluster ID, and a
+	// removal racing with that fails the test).
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+	}
 	t.Cleanup(tn.shutdown)
 	var seed string
 	for i := range n {
 		cfg := DefaultConfig()
 		cfg.NodeName = fmt.Sprintf("node%d", i+1)
-		cfg.DataDir = t.TempDir()
+		cfg.DataDir = dirs[i]
 		cfg.ClusterAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0"
 		cfg.ClusterSecret = []byte("nodes-test-secret-0123456789abcdef")
 		cfg.BootstrapExpect = n

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -29,6 +30,8 @@ type Cluster struct {
 	nodes  []*Node
 	secret string
 	logs   *testLog
+	// root holds the agents' data dirs (dataDir); "" for a Cluster not made by New.
+	root   string
 	mutate func(*agent.Config)
 	// clientCfg adjusts the API clients handed out (a token, TLS).
 	clientCfg func(*client.Config)
@@ -70,6 +73,12 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	for _, o := range opts {
 		o(c)
 	}
+	// The agents' data dirs live under one directory made before the
+	// shutdown is registered: cleanups run last-registered first, so the
+	// agents stop before their files are removed (an agent still running
+	// writes files, such as its cluster ID, into a directory being removed,
+	// and the removal fails the test).
+	c.root = t.TempDir()
 	t.Cleanup(c.shutdown)
 	// The first agent binds its gossip port itself; the others join the
 	// address it reports.
@@ -90,13 +99,26 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
+// dataDir makes a fresh data dir for an agent named name: under the
+// cluster's root when New made one, else in t.TempDir().
+func (c *Cluster) dataDir(name string) string {
+	if c.root == "" {
+		return c.t.TempDir()
+	}
+	dir, err := os.MkdirTemp(c.root, name+"-")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return dir
+}
+
 // baseConfig is the agent's documented defaults with loopback addresses on
 // ports the kernel picks, a data dir in t.TempDir(), and a faster rejoin and
 // longer leader wait, which loaded test machines need.
 func (c *Cluster) baseConfig(name string) agent.Config {
 	cfg := agent.DefaultConfig()
 	cfg.Node = name
-	cfg.DataDir = c.t.TempDir()
+	cfg.DataDir = c.dataDir(name)
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.ClusterSecret = c.secret
 	cfg.LogLevel = "debug"
