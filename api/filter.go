@@ -31,12 +31,9 @@ type instanceFilter struct {
 // version, or a semver range such as ">=1.2.0 <2.0.0").
 func parseInstanceFilter(q url.Values) (instanceFilter, error) {
 	var f instanceFilter
-	switch q.Get("healthy") {
-	case "", "false", "0":
-	case "true", "1":
-		f.healthy = true
-	default:
-		return f, invalid("healthy", "must be true or false")
+	var err error
+	if f.healthy, err = boolParam(q, "healthy"); err != nil {
+		return f, err
 	}
 	switch v := fsm.Health(q.Get("status")); v {
 	case "":

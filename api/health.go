@@ -198,7 +198,7 @@ func buildMaintenance(service, id string, b *client.MaintenanceRequest, now time
 		return nil, err
 	}
 	req := &fsm.MaintenanceRequest{Service: service, ID: id, Mode: b.Mode, Reason: b.Reason, Time: now.UnixNano()}
-	if len(b.Reason) > MaxReasonLen || !printable(b.Reason) {
+	if !printableMax(b.Reason, MaxReasonLen) {
 		return nil, invalid("reason", "must be at most %d printable characters", MaxReasonLen)
 	}
 	switch b.Mode {

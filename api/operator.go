@@ -16,21 +16,13 @@ import (
 // write acknowledged before the request; ?stale skips that, so an operator
 // can still save what a node holds while the cluster has no leader.
 func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
-	q := queryOf(r)
-	stale := false
-	if _, ok := q["stale"]; ok {
-		switch q.Get("stale") {
-		case "", "true", "1":
-			stale = true
-		case "false", "0":
-		default:
-			writeError(w, invalid("stale", "must be true or false"))
-			return
-		}
+	stale, err := boolParam(queryOf(r), "stale")
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	idx := s.cluster.Status().AppliedIndex
 	if !stale {
-		var err error
 		if idx, err = s.cluster.ConsistentIndex(r.Context()); err != nil {
 			writeError(w, err)
 			return

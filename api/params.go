@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +44,26 @@ func unknownParam(k string, allowed []string) error {
 		return invalid(k, "unknown query parameter %q: this route takes none", k)
 	}
 	return invalid(k, "unknown query parameter %q (this route takes %s)", k, strings.Join(allowed, ", "))
+}
+
+// boolParam reads the boolean query parameter name. Every boolean
+// parameter of the native API (consistent, healthy, stale) reads the same
+// way: absent is false; present without a value (?healthy) or with an empty
+// one (?healthy=) is true, as are true and 1; false and 0 are false; any
+// other value is refused rather than read as false, so a filter the client
+// asked for is never quietly dropped.
+func boolParam(q url.Values, name string) (bool, error) {
+	vs, ok := q[name]
+	if !ok {
+		return false, nil
+	}
+	switch first(vs) {
+	case "", "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, invalid(name, "must be true, 1, false or 0 (alone or empty means true)")
 }
 
 // page is limit= and cursor= of a list walked in ID order.

@@ -31,14 +31,9 @@ type queryOptions struct {
 
 func (s *Server) parseQuery(q url.Values) (queryOptions, error) {
 	var o queryOptions
-	if _, ok := q["consistent"]; ok {
-		switch q.Get("consistent") {
-		case "", "true", "1":
-			o.consistent = true
-		case "false", "0":
-		default:
-			return o, invalid("consistent", "must be true or false")
-		}
+	var err error
+	if o.consistent, err = boolParam(q, "consistent"); err != nil {
+		return o, err
 	}
 	if v := q.Get("max_stale"); v != "" {
 		d, err := time.ParseDuration(v)

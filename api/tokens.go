@@ -52,7 +52,7 @@ func buildToken(req *client.TokenRequest) (policy string, prefixes []string, des
 	seen := map[string]bool{}
 	for i, p := range req.Prefixes {
 		field := fmt.Sprintf("prefixes[%d]", i)
-		if len(p) > MaxServiceLen {
+		if utf8.RuneCountInString(p) > MaxServiceLen {
 			return "", nil, "", invalid(field, "longer than %d characters", MaxServiceLen)
 		}
 		if !prefixPattern.MatchString(p) {
@@ -63,8 +63,8 @@ func buildToken(req *client.TokenRequest) (policy string, prefixes []string, des
 		}
 		seen[p] = true
 	}
-	if len(req.Description) > MaxTokenDescriptionLen {
-		return "", nil, "", invalid("description", "longer than %d bytes", MaxTokenDescriptionLen)
+	if utf8.RuneCountInString(req.Description) > MaxTokenDescriptionLen {
+		return "", nil, "", invalid("description", "longer than %d characters", MaxTokenDescriptionLen)
 	}
 	// The JSON decoder turns invalid UTF-8 into U+FFFD; refuse it here.
 	if !printable(req.Description) || strings.ContainsRune(req.Description, utf8.RuneError) {

@@ -79,7 +79,7 @@ func validateID(field, v string) error {
 	switch {
 	case v == "":
 		return invalid(field, "is required")
-	case len(v) > MaxIDLen:
+	case utf8.RuneCountInString(v) > MaxIDLen:
 		return invalid(field, "longer than %d characters", MaxIDLen)
 	case !validIDChars(v):
 		return invalid(field, "may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit")
@@ -91,7 +91,7 @@ func validateService(field, v string) error {
 	switch {
 	case v == "":
 		return invalid(field, "is required")
-	case len(v) > MaxServiceLen:
+	case utf8.RuneCountInString(v) > MaxServiceLen:
 		return invalid(field, "longer than %d characters", MaxServiceLen)
 	case !serviceName(v):
 		return invalid(field, "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit")
@@ -112,6 +112,14 @@ func serviceName(v string) bool {
 		}
 	}
 	return true
+}
+
+// printableMax reports whether s is printable and at most n characters.
+// Limits count characters (code points), as docs/api.md states them, not
+// bytes: "é" is one character of two bytes. The 64 KiB body limit is what
+// bounds the bytes a request can hold.
+func printableMax(s string, n int) bool {
+	return utf8.RuneCountInString(s) <= n && printable(s)
 }
 
 // printable reports whether s is valid UTF-8 without control characters,
@@ -144,7 +152,7 @@ func validateHost(field, v string) error {
 	switch {
 	case v == "":
 		return invalid(field, "is required")
-	case len(v) > MaxAddressLen:
+	case utf8.RuneCountInString(v) > MaxAddressLen:
 		return invalid(field, "longer than %d characters", MaxAddressLen)
 	case net.ParseIP(v) != nil:
 		return nil
@@ -243,7 +251,7 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, po
 		return nil, invalid("tags", "more than %d tags", MaxTags)
 	}
 	for i, t := range r.Tags {
-		if t == "" || len(t) > MaxTagLen || !printable(t) {
+		if t == "" || !printableMax(t, MaxTagLen) {
 			return nil, invalid(fmt.Sprintf("tags[%d]", i), "must be 1-%d printable characters", MaxTagLen)
 		}
 	}
@@ -254,7 +262,7 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, po
 		if len(k) > MaxMetaKeyLen || !validMetaKeyChars(k) {
 			return nil, invalid("meta", "key %q: 1-%d letters, digits, '.', '_', '/' or '-'", truncateForError(k), MaxMetaKeyLen)
 		}
-		if len(v) > MaxMetaValueLen || !printable(v) {
+		if !printableMax(v, MaxMetaValueLen) {
 			return nil, invalid("meta."+k, "value must be at most %d printable characters", MaxMetaValueLen)
 		}
 	}
@@ -427,7 +435,7 @@ func buildCheck(field string, c *client.CheckDefinition, i int, deny []netip.Pre
 		if err := checkDenied(field+".http", u.Hostname(), deny); err != nil {
 			return def, err
 		}
-		if len(c.HTTP) > 2048 || !printable(c.HTTP) {
+		if !printableMax(c.HTTP, 2048) {
 			return def, invalid(field+".http", "must be at most 2048 printable characters")
 		}
 		def.Method = strings.ToUpper(c.Method)
@@ -447,7 +455,7 @@ func buildCheck(field string, c *client.CheckDefinition, i int, deny []netip.Pre
 				return def, invalid(field+".header", "bad header name %q", truncateForError(k))
 			}
 			for _, v := range vs {
-				if len(v) > MaxHeaderValueLen || !printable(v) {
+				if !printableMax(v, MaxHeaderValueLen) {
 					return def, invalid(field+".header."+k, "value must be at most %d printable characters", MaxHeaderValueLen)
 				}
 			}
@@ -470,7 +478,7 @@ func buildCheck(field string, c *client.CheckDefinition, i int, deny []netip.Pre
 		if err := checkDeniedHostPort(field+".grpc", c.GRPC, deny); err != nil {
 			return def, err
 		}
-		if len(c.GRPCService) > 256 || !printable(c.GRPCService) {
+		if !printableMax(c.GRPCService, 256) {
 			return def, invalid(field+".grpc_service", "must be at most 256 printable characters")
 		}
 	default:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/spf13/cobra"
 )
 
@@ -263,7 +264,7 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 			break
 		}
 		if opts.limit > 0 && len(all) >= opts.limit {
-			fmt.Fprintf(opts.f.Err, "next cursor: %s\n", page.NextCursor)
+			fmt.Fprintf(opts.f.Err, "next cursor: %s\n", fsm.EscapeControl(page.NextCursor))
 			break
 		}
 		q.Cursor = page.NextCursor

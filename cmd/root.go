@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,8 +13,11 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/spf13/cobra"
 )
 
@@ -53,7 +57,9 @@ func exitCode(stderr io.Writer, err error) int {
 	if err == nil {
 		return exitOK
 	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	// The message may carry what a server said (or whatever answered at
+	// --addr): it is printed escaped, as the tables are.
+	msg := fsm.EscapeControl(strings.ReplaceAll(err.Error(), "\n", " "))
 	fmt.Fprintln(stderr, "Error:", msg)
 	if hint := hintFor(err); hint != "" {
 		fmt.Fprintln(stderr, "Hint:", hint)
@@ -144,15 +150,67 @@ func (f *Factory) Print(v any, table func(w io.Writer)) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(f.Out, string(b))
+		_, err = fmt.Fprintln(f.Out, string(jsonSafe(b)))
 		return err
 	case "table", "":
 		tw := tabwriter.NewWriter(f.Out, 0, 4, 2, ' ', 0)
-		table(tw)
+		table(termSafe{tw})
 		return tw.Flush()
 	}
 	return usageError{fmt.Errorf("unknown output format %q (use table or json)", f.Output)}
 }
+
+// termSafe passes what a table writes to w with every character escaped
+// that could drive a terminal or reorder what it shows (fsm.EscapeControl:
+// control and format characters, U+202E among them), except the tabs and
+// newlines that lay the table out. Tables print what agents (or whatever
+// answered at --addr) sent; escaping here covers every column. Each Write
+// must hold whole characters, as one fmt.Fprintf call does.
+type termSafe struct{ w io.Writer }
+
+func (t termSafe) Write(p []byte) (int, error) {
+	var b strings.Builder
+	for s := string(p); s != ""; {
+		i := strings.IndexAny(s, "\t\n")
+		if i < 0 {
+			b.WriteString(fsm.EscapeControl(s))
+			break
+		}
+		b.WriteString(fsm.EscapeControl(s[:i]))
+		b.WriteByte(s[i])
+		s = s[i+1:]
+	}
+	if _, err := io.WriteString(t.w, b.String()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// jsonSafe returns the JSON text b with the characters fsm.EscapeControl
+// escapes written as JSON escapes (\u202e): the same values for a program
+// reading it, nothing a terminal acts on for a person. encoding/json
+// already escapes C0 in strings (the C0 left, newlines and spaces, lay the
+// text out) and replaces bytes that are not UTF-8.
+func jsonSafe(b []byte) []byte {
+	if !bytes.ContainsFunc(b, jsonEscaped) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+32)
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if jsonEscaped(r) {
+			for _, u := range utf16.AppendRune(nil, r) {
+				out = fmt.Appendf(out, `\u%04x`, u)
+			}
+		} else {
+			out = append(out, b[:size]...)
+		}
+		b = b[size:]
+	}
+	return out
+}
+
+func jsonEscaped(r rune) bool { return r >= 0x7f && fsm.Escaped(r) }
 
 func envOr(getenv func(string) string, key, def string) string {
 	if v := getenv(key); v != "" {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -547,15 +548,21 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 	return c
 }
 
-// EscapeControl returns s with its control characters escaped, so check
-// output cannot drive a terminal or forge lines where it is printed: C0
-// (newline and tab included), DEL and bytes that are not UTF-8 become \xHH,
-// C1 characters (U+0080-U+009F, among them the one-byte CSI) become \u00HH.
-// Printable text, in any script, is kept.
+// EscapeControl returns s with the characters escaped that could drive a
+// terminal or make what is printed differ from what is stored, so check
+// output cannot forge lines, recolour or reorder text where it is printed:
+// C0 (newline and tab included), DEL and bytes that are not UTF-8 become
+// \xHH; C1 characters (U+0080-U+009F, among them the one-byte CSI) become
+// \u00HH; format characters (category Cf: bidirectional embeddings,
+// overrides and isolates such as U+202E, zero-width characters, the byte
+// order mark, the soft hyphen) and the line and paragraph separators
+// U+2028 and U+2029 become \uHHHH (\UHHHHHHHH above U+FFFF). These are the
+// characters the API refuses as not printable in what it stores; printable
+// text, in any script, is kept.
 func EscapeControl(s string) string {
 	clean := true
 	for _, r := range s {
-		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == utf8.RuneError {
+		if r == utf8.RuneError || Escaped(r) {
 			clean = false
 			break
 		}
@@ -574,14 +581,30 @@ func EscapeControl(s string) string {
 			b.WriteString(`\x`)
 			b.WriteByte(hex[c>>4])
 			b.WriteByte(hex[c&0xf])
-		case r >= 0x80 && r <= 0x9f:
-			b.WriteString(`\u00`)
-			b.WriteByte(hex[r>>4])
-			b.WriteByte(hex[r&0xf])
+		case Escaped(r):
+			digits := 4
+			if r > 0xffff {
+				b.WriteString(`\U`)
+				digits = 8
+			} else {
+				b.WriteString(`\u`)
+			}
+			for d := digits - 1; d >= 0; d-- {
+				b.WriteByte(hex[r>>(4*d)&0xf])
+			}
 		default:
 			b.WriteString(s[i : i+size])
 		}
 		i += size
 	}
 	return b.String()
+}
+
+// Escaped reports whether EscapeControl escapes the character r (a byte
+// that is not UTF-8, which decodes as utf8.RuneError, is escaped too).
+func Escaped(r rune) bool {
+	if r < utf8.RuneSelf {
+		return r < 0x20 || r == 0x7f
+	}
+	return r <= 0x9f || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }

@@ -63,9 +63,11 @@ func TestIdenticalReRegistrationChangesNothing(t *testing.T) {
 }
 
 // FuzzEscapeControl: the result is valid UTF-8 without control characters,
-// and text without any is returned as it is.
+// format characters (bidirectional overrides, zero-width characters) or
+// line and paragraph separators, and text without any is returned as it is.
 func FuzzEscapeControl(f *testing.F) {
-	for _, s := range []string{"ok", "\x1b[2J\x07", "a\nb\tc", "\u009bx", "\xff\xfe", "✓ fine"} {
+	for _, s := range []string{"ok", "\x1b[2J\x07", "a\nb\tc", "\u009bx", "\xff\xfe", "✓ fine",
+		"ok\x1b[31mRED\u202eFAKE", "a\u200bb\u202cc\ufeff", "\u2066x\u2069\u2028\u2029", "\u00ad\U000e0001", "\ufffd"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -75,12 +77,12 @@ func FuzzEscapeControl(f *testing.F) {
 		}
 		clean := utf8.ValidString(s)
 		for _, r := range out {
-			if unicode.IsControl(r) {
-				t.Fatalf("%q -> %q keeps control character %U", s, out, r)
+			if unsafeForTerminal(r) {
+				t.Fatalf("%q -> %q keeps %U", s, out, r)
 			}
 		}
 		for _, r := range s {
-			if unicode.IsControl(r) || r == utf8.RuneError {
+			if unsafeForTerminal(r) || r == utf8.RuneError {
 				clean = false
 			}
 		}
@@ -88,4 +90,32 @@ func FuzzEscapeControl(f *testing.F) {
 			t.Fatalf("clean %q changed to %q", s, out)
 		}
 	})
+}
+
+// unsafeForTerminal: control and format characters and the line and
+// paragraph separators, by the Unicode tables rather than EscapeControl's
+// own test.
+func unsafeForTerminal(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029'
+}
+
+// What QA printed raw through beacon checks, and the other format
+// characters, come out escaped and visible.
+func TestEscapeControlEscapesFormatCharacters(t *testing.T) {
+	for in, want := range map[string]string{
+		"ok\x1b[31mRED\u202eFAKE":      `ok\x1b[31mRED\u202eFAKE`,
+		"a\u202ab\u202cc\u202dd":       `a\u202ab\u202cc\u202dd`,
+		"\u2066iso\u2067\u2068\u2069":  `\u2066iso\u2067\u2068\u2069`,
+		"zero\u200bwidth\u200c\u200d":  `zero\u200bwidth\u200c\u200d`,
+		"\u200e\u200f\u061c":           `\u200e\u200f\u061c`,
+		"\ufeffbom":                    `\ufeffbom`,
+		"soft\u00adhyphen\u2060\u2064": `soft\u00adhyphen\u2060\u2064`,
+		"line\u2028para\u2029":         `line\u2028para\u2029`,
+		"tag\U000e0001\U000e0041":      `tag\U000e0001\U000e0041`,
+		"ünïcode ✓ 日本 😀 \ufffd":        "ünïcode ✓ 日本 😀 \ufffd",
+	} {
+		if got := fsm.EscapeControl(in); got != want {
+			t.Errorf("EscapeControl(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package consul
 
 import (
 	"net/url"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-bexpr"
 )
@@ -35,7 +36,7 @@ func parseFilter(q url.Values) (*filter, error) {
 }
 
 func compileFilter(expr string) (*filter, error) {
-	if len(expr) > MaxFilterLen {
+	if utf8.RuneCountInString(expr) > MaxFilterLen {
 		return nil, invalid("filter", "longer than %d characters", MaxFilterLen)
 	}
 	if depth(expr) > MaxFilterDepth {

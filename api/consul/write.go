@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/api/client"
@@ -352,7 +353,7 @@ func (s *Server) handleAgentMaintenance(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	reason := q.Get("reason")
-	if len(reason) > MaxReasonLen || !api.Printable(reason) {
+	if utf8.RuneCountInString(reason) > MaxReasonLen || !api.Printable(reason) {
 		writeError(w, invalid("reason", "must be at most %d printable characters", MaxReasonLen))
 		return
 	}
@@ -614,7 +615,7 @@ func (s *Server) handleNodeMaintenance(w http.ResponseWriter, r *http.Request, q
 		return
 	}
 	reason := q.Get("reason")
-	if len(nodeMaintPrefix)+len(reason) > MaxReasonLen || !api.Printable(reason) {
+	if utf8.RuneCountInString(nodeMaintPrefix+reason) > MaxReasonLen || !api.Printable(reason) {
 		writeError(w, invalid("reason", "must be at most %d printable characters", MaxReasonLen-len(nodeMaintPrefix)))
 		return
 	}
