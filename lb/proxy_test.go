@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -874,5 +875,67 @@ func TestSetForwardedMatchesReverseProxy(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%+v:\n got %v\nwant %v", tc, got, want)
 		}
+	}
+}
+
+// QA found that with rr-0 ejected, rr-1 got 48 % of the requests (its own
+// turns and rr-0's) and rr-2, rr-3 26 % each: round-robin must share an
+// ejected instance's turns among all the others.
+func TestRoundRobinSharesEjectedInstancesTurnsEqually(t *testing.T) {
+	for _, dead := range [][]int{{0}, {0, 1}} {
+		t.Run(fmt.Sprintf("%d of 4 ejected", len(dead)), func(t *testing.T) {
+			cat := newMemCatalog()
+			var bes []*testBackend
+			var recs []Backend
+			for i := 0; i < 4; i++ {
+				tb := startBackend(t, fmt.Sprintf("rr-%d", i))
+				bes, recs = append(bes, tb), append(recs, tb.backend())
+			}
+			for _, i := range dead {
+				bes[i].kill()
+			}
+			idx := cat.Set("web", recs...)
+			b, url := startBalancer(t, cat, func(c *Config) {
+				// Ejected for the whole test, however slow the machine.
+				c.EjectAfter, c.EjectBase, c.EjectMax = 1, time.Hour, time.Hour
+			})
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			ejected := func() bool {
+				ins := b.Status().Services[0].Instances
+				for _, i := range dead {
+					if !ins[i].Ejected {
+						return false
+					}
+				}
+				return true
+			}
+			eventually(t, func() bool {
+				if code, _, _ := get(t, c, url+"/web/"); code != 200 {
+					t.Fatalf("status %d while warming up", code)
+				}
+				return ejected()
+			}, "the dead instances to be ejected")
+			before := make([]int64, 4)
+			for i, tb := range bes {
+				before[i] = tb.hits.Load()
+			}
+			const n = 120
+			for r := 0; r < n; r++ {
+				if code, _, _ := get(t, c, url+"/web/"); code != 200 {
+					t.Fatalf("request %d: status %d", r, code)
+				}
+			}
+			want := int64(n / (4 - len(dead)))
+			var got []int64
+			for i, tb := range bes {
+				got = append(got, tb.hits.Load()-before[i])
+			}
+			for i, h := range got {
+				if !slices.Contains(dead, i) && h != want {
+					t.Fatalf("hits %v over %d requests, want exactly %d on each live instance", got, n, want)
+				}
+			}
+		})
 	}
 }
