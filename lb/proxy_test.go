@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -937,5 +938,106 @@ func TestRoundRobinSharesEjectedInstancesTurnsEqually(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// On shutdown the admin server stays up while the requests in flight
+// drain, answering /readyz 503 and showing shutting_down, and closes last;
+// the proxy's listener closes at once (docs/lb.md, "Draining and
+// shutdown"). QA saw /readyz refuse connections from the first poll.
+func TestShutdownKeepsTheAdminServerUpUntilTheDrainEnds(t *testing.T) {
+	cat := newMemCatalog()
+	tb := startBackend(t, "web-1")
+	started, released := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	tb.handle(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-released
+		fmt.Fprint(w, "done")
+	})
+	idx := cat.Set("web", tb.backend())
+	cfg := DefaultConfig()
+	cfg.AllowLoopback = true
+	srv, err := NewServer(cfg, cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), "127.0.0.1:0", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		release() // a test failing mid-drain must not hang its cleanup
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	waitTable(t, srv.Balancer(), "web", idx)
+	c := newClient(t)
+	res := make(chan string, 1)
+	go func() {
+		resp, err := c.Get("http://" + srv.Addr() + "/web/")
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- string(body)
+	}()
+	<-started
+
+	// A new connection for every probe, as a kubelet makes.
+	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	admin := func(path string) (int, string) {
+		t.Helper()
+		resp, err := probe.Get("http://" + srv.AdminAddr() + path)
+		if err != nil {
+			t.Fatalf("admin %s during the drain: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := admin("/readyz"); code != 200 {
+		t.Fatalf("readyz before shutdown: %d %s", code, body)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	eventually(t, func() bool {
+		code, body := admin("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, CodeShuttingDown)
+	}, "readyz to answer 503 shutting_down")
+	eventually(t, func() bool {
+		conn, err := net.Dial("tcp", srv.Addr())
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	}, "the proxy's listener to close")
+	// The drain goes on: the admin server still answers.
+	code, body := admin("/lb/status")
+	var st Status
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || !st.ShuttingDown {
+		t.Fatalf("status during the drain: %d %s", code, body)
+	}
+	if code, _ := admin("/healthz"); code != 200 {
+		t.Fatalf("healthz during the drain: %d", code)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("shutdown returned (%v) with a request in flight", err)
+	default:
+	}
+	release()
+	if got := <-res; got != "done" {
+		t.Fatalf("in-flight request got %q", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	// Then the admin server is gone too.
+	if conn, err := net.Dial("tcp", srv.AdminAddr()); err == nil {
+		conn.Close()
+		t.Fatal("the admin listener still accepts after Shutdown returned")
 	}
 }
