@@ -615,6 +615,28 @@ func TestRegistryUnreachableKeepsTheLastTable(t *testing.T) {
 	}
 }
 
+// A registry that comes back is reported connected as soon as it answers,
+// not when its next change (or a wait's end) lets a blocking read return:
+// QA saw "disconnected" for 25 s after the restarted cluster had a leader.
+func TestRegistryBackWithoutAChangeIsReportedAtOnce(t *testing.T) {
+	cat := newMemCatalog()
+	_, idx := threeBackends(t, cat)
+	b, _ := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	cat.SetDown(true)
+	eventually(t, func() bool { s := b.Status(); return !s.Registry.Connected && !s.Services[0].Registry.Connected }, "status to show the registry unreachable")
+	reads := cat.reads.Load()
+	// Failed reads go on (with back-off): let some start after this point,
+	// so no blocking read is left over from before the outage.
+	eventually(t, func() bool { return cat.reads.Load() > reads+2 }, "reads to be retried")
+	cat.SetDown(false) // nothing changes in the catalog
+	eventually(t, func() bool { s := b.Status(); return s.Registry.Connected && s.Services[0].Registry.Connected },
+		"status to show the registry reachable again")
+	if got := b.Table("web").Index(); got != idx {
+		t.Fatalf("table index %d, want %d", got, idx)
+	}
+}
+
 func TestWebSocketUpgradesPassThrough(t *testing.T) {
 	cat := newMemCatalog()
 	ws := startBackend(t, "ws")
