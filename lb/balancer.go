@@ -42,7 +42,8 @@ type Balancer struct {
 	wg       sync.WaitGroup
 	started  bool
 	draining atomic.Bool
-	srvs     []stopper
+	srvs     []stopper                  // the proxy's servers
+	admins   []stopper                  // the admin servers, stopped last
 	fast     atomic.Pointer[fastServer] // the last one Serve started (tests)
 }
 
@@ -290,19 +291,19 @@ func (b *Balancer) Serve(ln net.Listener) error {
 	var err error
 	switch {
 	case b.cfg.TLS != nil:
-		if !b.track(srv) {
+		if !b.track(&b.srvs, srv) {
 			return http.ErrServerClosed
 		}
 		err = srv.ServeTLS(ln, "", "")
 	case b.cfg.DisableFastPath:
-		if !b.track(srv) {
+		if !b.track(&b.srvs, srv) {
 			return http.ErrServerClosed
 		}
 		err = srv.Serve(ln)
 	default:
 		fs := newFastServer(b, ln, srv)
 		b.fast.Store(fs)
-		if !b.track(fs) {
+		if !b.track(&b.srvs, fs) {
 			return http.ErrServerClosed
 		}
 		err = fs.serve()
@@ -314,7 +315,8 @@ func (b *Balancer) Serve(ln net.Listener) error {
 }
 
 // ServeAdmin serves the admin handler (status, metrics, health) on ln until
-// Shutdown.
+// Shutdown, which stops it last: /readyz answers 503 and /lb/status shows
+// the shutdown while the requests in flight drain.
 //
 // The admin listener holds at most Config.MaxConnsPerClient connections
 // per client IP (one more is answered 429 and closed) and closes idle
@@ -330,7 +332,7 @@ func (b *Balancer) ServeAdmin(ln net.Listener) error {
 		IdleTimeout:       b.cfg.AdminIdleTimeout,
 		ErrorLog:          b.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
-	if !b.track(srv) {
+	if !b.track(&b.admins, srv) {
 		return http.ErrServerClosed
 	}
 	err := srv.Serve(ln)
@@ -346,25 +348,44 @@ type stopper interface {
 	Close() error
 }
 
-func (b *Balancer) track(srv stopper) bool {
+// track adds srv to list (b.srvs or b.admins) for Shutdown to stop. It
+// reports false once Shutdown has begun: srv must not serve.
+func (b *Balancer) track(list *[]stopper, srv stopper) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.draining.Load() {
 		return false
 	}
-	b.srvs = append(b.srvs, srv)
+	*list = append(*list, srv)
 	return true
 }
 
-// Shutdown stops accepting connections, lets the requests in flight finish
-// (until ctx ends), then stops the followers. Readiness (/readyz on the
-// admin handler) fails from the start of the shutdown.
+// Shutdown stops accepting connections on the proxy's listeners, lets the
+// requests in flight finish (until ctx ends), stops the followers and
+// closes the admin servers last. Readiness (/readyz on the admin handler)
+// fails, and the status shows shutting_down, from the start of the shutdown
+// until the admin servers close, so a load balancer or orchestrator in
+// front can see the drain.
 func (b *Balancer) Shutdown(ctx context.Context) error {
 	b.draining.Store(true)
 	b.mu.Lock()
-	srvs := b.srvs
-	b.srvs = nil
+	srvs, admins := b.srvs, b.admins
+	b.srvs, b.admins = nil, nil
 	b.mu.Unlock()
+	errs := stopAll(ctx, srvs)
+	b.mu.Lock()
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+	b.proxy.close()
+	return errors.Join(append(errs, stopAll(ctx, admins)...)...)
+}
+
+// stopAll shuts the servers down in parallel, closing those that do not
+// finish before ctx ends, and returns their errors.
+func stopAll(ctx context.Context, srvs []stopper) []error {
 	var errs []error
 	var wg sync.WaitGroup
 	var emu sync.Mutex
@@ -381,14 +402,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	b.mu.Lock()
-	if b.cancel != nil {
-		b.cancel()
-	}
-	b.mu.Unlock()
-	b.wg.Wait()
-	b.proxy.close()
-	return errors.Join(errs...)
+	return errs
 }
 
 // routeFor finds the service a request goes to and the prefix to strip.

@@ -30,18 +30,27 @@ type registryState struct {
 // readLoop runs blocking reads until ctx ends: read(index) returns the new
 // index and applies the answer. It backs off between failures, refuses
 // indexes that go backwards for backwardsGrace, and records its
-// connectivity in state.
+// connectivity in state: connected from the moment a read answers. After a
+// failure it reads without waiting (index 0), so that state says connected
+// as soon as a registry node answers again, not once a change or the end
+// of a wait lets a blocking read return.
 func readLoop(ctx context.Context, cfg *Config, logger hclog.Logger, state *atomic.Pointer[registryState],
 	read func(ctx context.Context, index uint64) (uint64, Source, func(), error)) {
 	var index uint64
 	backoff := cfg.RegistryBackoffMin
 	var backwardsSince time.Time
+	failed := false
 	for ctx.Err() == nil {
-		next, src, apply, err := read(ctx, index)
+		at := index
+		if failed {
+			at = 0
+		}
+		next, src, apply, err := read(ctx, at)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			failed = true
 			old := state.Load()
 			st := *old
 			if st.Connected || st.Failures == 0 {
@@ -55,7 +64,7 @@ func readLoop(ctx context.Context, cfg *Config, logger hclog.Logger, state *atom
 			backoff = min(backoff*2, cfg.RegistryBackoffMax)
 			continue
 		}
-		backoff = cfg.RegistryBackoffMin
+		backoff, failed = cfg.RegistryBackoffMin, false
 		if next == 0 {
 			next = 1 // an index of 0 would make the next read return at once
 		}

@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -613,6 +615,28 @@ func TestRegistryUnreachableKeepsTheLastTable(t *testing.T) {
 	}
 }
 
+// A registry that comes back is reported connected as soon as it answers,
+// not when its next change (or a wait's end) lets a blocking read return:
+// QA saw "disconnected" for 25 s after the restarted cluster had a leader.
+func TestRegistryBackWithoutAChangeIsReportedAtOnce(t *testing.T) {
+	cat := newMemCatalog()
+	_, idx := threeBackends(t, cat)
+	b, _ := startBalancer(t, cat, nil)
+	waitTable(t, b, "web", idx)
+	cat.SetDown(true)
+	eventually(t, func() bool { s := b.Status(); return !s.Registry.Connected && !s.Services[0].Registry.Connected }, "status to show the registry unreachable")
+	reads := cat.reads.Load()
+	// Failed reads go on (with back-off): let some start after this point,
+	// so no blocking read is left over from before the outage.
+	eventually(t, func() bool { return cat.reads.Load() > reads+2 }, "reads to be retried")
+	cat.SetDown(false) // nothing changes in the catalog
+	eventually(t, func() bool { s := b.Status(); return s.Registry.Connected && s.Services[0].Registry.Connected },
+		"status to show the registry reachable again")
+	if got := b.Table("web").Index(); got != idx {
+		t.Fatalf("table index %d, want %d", got, idx)
+	}
+}
+
 func TestWebSocketUpgradesPassThrough(t *testing.T) {
 	cat := newMemCatalog()
 	ws := startBackend(t, "ws")
@@ -874,5 +898,168 @@ func TestSetForwardedMatchesReverseProxy(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%+v:\n got %v\nwant %v", tc, got, want)
 		}
+	}
+}
+
+// QA found that with rr-0 ejected, rr-1 got 48 % of the requests (its own
+// turns and rr-0's) and rr-2, rr-3 26 % each: round-robin must share an
+// ejected instance's turns among all the others.
+func TestRoundRobinSharesEjectedInstancesTurnsEqually(t *testing.T) {
+	for _, dead := range [][]int{{0}, {0, 1}} {
+		t.Run(fmt.Sprintf("%d of 4 ejected", len(dead)), func(t *testing.T) {
+			cat := newMemCatalog()
+			var bes []*testBackend
+			var recs []Backend
+			for i := 0; i < 4; i++ {
+				tb := startBackend(t, fmt.Sprintf("rr-%d", i))
+				bes, recs = append(bes, tb), append(recs, tb.backend())
+			}
+			for _, i := range dead {
+				bes[i].kill()
+			}
+			idx := cat.Set("web", recs...)
+			b, url := startBalancer(t, cat, func(c *Config) {
+				// Ejected for the whole test, however slow the machine.
+				c.EjectAfter, c.EjectBase, c.EjectMax = 1, time.Hour, time.Hour
+			})
+			waitTable(t, b, "web", idx)
+			c := newClient(t)
+			ejected := func() bool {
+				ins := b.Status().Services[0].Instances
+				for _, i := range dead {
+					if !ins[i].Ejected {
+						return false
+					}
+				}
+				return true
+			}
+			eventually(t, func() bool {
+				if code, _, _ := get(t, c, url+"/web/"); code != 200 {
+					t.Fatalf("status %d while warming up", code)
+				}
+				return ejected()
+			}, "the dead instances to be ejected")
+			before := make([]int64, 4)
+			for i, tb := range bes {
+				before[i] = tb.hits.Load()
+			}
+			const n = 120
+			for r := 0; r < n; r++ {
+				if code, _, _ := get(t, c, url+"/web/"); code != 200 {
+					t.Fatalf("request %d: status %d", r, code)
+				}
+			}
+			want := int64(n / (4 - len(dead)))
+			var got []int64
+			for i, tb := range bes {
+				got = append(got, tb.hits.Load()-before[i])
+			}
+			for i, h := range got {
+				if !slices.Contains(dead, i) && h != want {
+					t.Fatalf("hits %v over %d requests, want exactly %d on each live instance", got, n, want)
+				}
+			}
+		})
+	}
+}
+
+// On shutdown the admin server stays up while the requests in flight
+// drain, answering /readyz 503 and showing shutting_down, and closes last;
+// the proxy's listener closes at once (docs/lb.md, "Draining and
+// shutdown"). QA saw /readyz refuse connections from the first poll.
+func TestShutdownKeepsTheAdminServerUpUntilTheDrainEnds(t *testing.T) {
+	cat := newMemCatalog()
+	tb := startBackend(t, "web-1")
+	started, released := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	tb.handle(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-released
+		fmt.Fprint(w, "done")
+	})
+	idx := cat.Set("web", tb.backend())
+	cfg := DefaultConfig()
+	cfg.AllowLoopback = true
+	srv, err := NewServer(cfg, cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), "127.0.0.1:0", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		release() // a test failing mid-drain must not hang its cleanup
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	waitTable(t, srv.Balancer(), "web", idx)
+	c := newClient(t)
+	res := make(chan string, 1)
+	go func() {
+		resp, err := c.Get("http://" + srv.Addr() + "/web/")
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- string(body)
+	}()
+	<-started
+
+	// A new connection for every probe, as a kubelet makes.
+	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	admin := func(path string) (int, string) {
+		t.Helper()
+		resp, err := probe.Get("http://" + srv.AdminAddr() + path)
+		if err != nil {
+			t.Fatalf("admin %s during the drain: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := admin("/readyz"); code != 200 {
+		t.Fatalf("readyz before shutdown: %d %s", code, body)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	eventually(t, func() bool {
+		code, body := admin("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, CodeShuttingDown)
+	}, "readyz to answer 503 shutting_down")
+	eventually(t, func() bool {
+		conn, err := net.Dial("tcp", srv.Addr())
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	}, "the proxy's listener to close")
+	// The drain goes on: the admin server still answers.
+	code, body := admin("/lb/status")
+	var st Status
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || !st.ShuttingDown {
+		t.Fatalf("status during the drain: %d %s", code, body)
+	}
+	if code, _ := admin("/healthz"); code != 200 {
+		t.Fatalf("healthz during the drain: %d", code)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("shutdown returned (%v) with a request in flight", err)
+	default:
+	}
+	release()
+	if got := <-res; got != "done" {
+		t.Fatalf("in-flight request got %q", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	// Then the admin server is gone too.
+	if conn, err := net.Dial("tcp", srv.AdminAddr()); err == nil {
+		conn.Close()
+		t.Fatal("the admin listener still accepts after Shutdown returned")
 	}
 }

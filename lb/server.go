@@ -90,8 +90,10 @@ func (s *Server) Balancer() *Balancer { return s.bal }
 // Err delivers errors that stop the server while it runs.
 func (s *Server) Err() <-chan error { return s.errCh }
 
-// Shutdown stops accepting connections, lets requests in flight finish
-// until ctx ends, and stops following the catalog.
+// Shutdown stops accepting connections on the proxy's address, lets
+// requests in flight finish until ctx ends, stops following the catalog and
+// closes the admin address last (Balancer.Shutdown), so /readyz answers 503
+// through the drain.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() {
 		s.err = s.bal.Shutdown(ctx)

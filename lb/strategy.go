@@ -104,14 +104,51 @@ func (p *roundRobin) Pick(_ Key, skip func(int) bool) int {
 	if p.n == 0 {
 		return -1
 	}
-	start := int((p.seq.Add(1) - 1) % uint64(p.n))
-	for j := 0; j < p.n; j++ {
-		i := (start + j) % p.n
-		if skip == nil || !skip(i) {
+	return nextTurn(p.seq, uint64(p.n), nil, skip)
+}
+
+// nextTurn takes the next turn of a rotation of period slots walked with
+// the counter seq: counter value k is slot k mod period, which belongs to
+// candidate schedule[slot], or to candidate slot itself when schedule is
+// nil. It returns -1 when skip rejects every slot's candidate.
+//
+// A slot whose candidate skip rejects (ejected, already tried, ...) is
+// passed over, not handed to a neighbour: the counter moves past it with
+// the pick that lands on it, so the candidates left keep their own turns and
+// nothing more, as if the skipped ones had left the rotation. For one caller
+// picking in turn the shares are exact; concurrent callers claim disjoint
+// slots, except in the rare race noted below.
+func nextTurn(seq *atomic.Uint64, period uint64, schedule []int32, skip func(int) bool) int {
+	owner := func(k uint64) int {
+		if schedule == nil {
+			return int(k % period)
+		}
+		return int(schedule[k%period])
+	}
+	if i := owner(seq.Add(1) - 1); skip == nil || !skip(i) {
+		return i
+	}
+	// The slot taken is a skipped candidate's: claim the slots from the
+	// counter on, up to and including the next one whose candidate is not
+	// skipped. The counter is moved with a compare-and-swap, so a skipped
+	// run is passed over once and its next slot is not picked twice.
+	for try := 0; ; try++ {
+		from := seq.Load()
+		j, i := uint64(0), -1
+		for ; j < period; j++ {
+			if i = owner(from + j); !skip(i) {
+				break
+			}
+		}
+		if j == period {
+			return -1
+		}
+		// After a few lost races under heavy contention, take the slot
+		// anyway rather than spin.
+		if seq.CompareAndSwap(from, from+j+1) || try == 3 {
 			return i
 		}
 	}
-	return -1
 }
 
 // weighted is smooth weighted round-robin. The sequence the algorithm
@@ -193,20 +230,9 @@ func (p *weighted) Pick(_ Key, skip func(int) bool) int {
 	if p.n == 0 {
 		return -1
 	}
-	l := uint64(len(p.schedule))
-	at := p.seq.Add(1) - 1
-	first := int(p.schedule[at%l])
-	if skip == nil || !skip(first) {
-		return first
-	}
-	// Walk on through the schedule; a candidate that is skipped only gives
-	// its turns to the next ones.
-	for j := uint64(1); j < l; j++ {
-		if i := int(p.schedule[(at+j)%l]); !skip(i) {
-			return i
-		}
-	}
-	return -1
+	// A skipped candidate's slots are passed over (nextTurn): the others
+	// keep their smooth interleaving and their shares of each cycle.
+	return nextTurn(p.seq, uint64(len(p.schedule)), p.schedule, skip)
 }
 
 // weightedDraw draws an index with probability proportional to its weight.

@@ -3,6 +3,7 @@ package lb
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sync/atomic"
 	"testing"
 )
@@ -258,4 +259,79 @@ func TestPickersHonourSkip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A skipped candidate (ejected, already tried, draining) is out of the
+// rotation: the others share the turns as if it had left, rather than the
+// candidate after it taking all of its turns.
+func TestRotationsPassOverSkippedCandidates(t *testing.T) {
+	skipping := func(ids ...int) func(int) bool {
+		return func(i int) bool { return slices.Contains(ids, i) }
+	}
+	for _, tc := range []struct {
+		name     string
+		strategy Strategy
+		weights  []float64
+		skipped  []int
+		picks    int
+		want     []int
+	}{
+		{"round-robin with 1 of 4 skipped", RoundRobin, []float64{1, 1, 1, 1}, []int{0}, 30, []int{0, 10, 10, 10}},
+		{"round-robin with 2 of 4 skipped side by side", RoundRobin, []float64{1, 1, 1, 1}, []int{0, 1}, 20, []int{0, 0, 10, 10}},
+		{"round-robin with 2 of 4 skipped apart", RoundRobin, []float64{1, 1, 1, 1}, []int{1, 3}, 20, []int{10, 0, 10, 0}},
+		// A cycle of weights 1,2,3,4 is 10 picks; without the skipped
+		// ones each cycle is their weights' sum.
+		{"weighted with 1 of 4 skipped", Weighted, []float64{1, 2, 3, 4}, []int{2}, 5 * 7, []int{5, 10, 0, 20}},
+		{"weighted with 2 of 4 skipped", Weighted, []float64{1, 2, 3, 4}, []int{1, 3}, 5 * 4, []int{5, 0, 15, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPicker(tc.strategy, cands(tc.weights...), nil)
+			skip := skipping(tc.skipped...)
+			got := make([]int, len(tc.weights))
+			var seq []int
+			for r := 0; r < tc.picks; r++ {
+				i := p.Pick(Key{}, skip)
+				if i < 0 || skip(i) {
+					t.Fatalf("pick %d chose %d (skipped: %v)", r, i, tc.skipped)
+				}
+				got[i]++
+				seq = append(seq, i)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("picks %v, want exactly %v; sequence %v", got, tc.want, seq)
+			}
+			if tc.strategy == RoundRobin {
+				// Strict rotation of the ones left: every window of their
+				// number of picks holds each once.
+				left := len(tc.weights) - len(tc.skipped)
+				for r := left; r < len(seq); r++ {
+					if seq[r] != seq[r-left] {
+						t.Fatalf("sequence %v is not a strict rotation of the %d left", seq, left)
+					}
+				}
+			}
+		})
+	}
+	t.Run("a candidate skipped for one pick (a retry) costs the others no turn", func(t *testing.T) {
+		p := NewPicker(RoundRobin, cands(1, 1, 1), nil)
+		var seq []int
+		for r := 0; r < 6; r++ {
+			if r == 1 {
+				// A retry excluding the instance just tried.
+				seq = append(seq, p.Pick(Key{}, skipping(0)))
+				continue
+			}
+			seq = append(seq, p.Pick(Key{}, nil))
+		}
+		if fmt.Sprint(seq) != "[0 1 2 0 1 2]" {
+			t.Fatalf("sequence %v, want [0 1 2 0 1 2]", seq)
+		}
+	})
+	t.Run("every candidate skipped is -1", func(t *testing.T) {
+		for _, s := range []Strategy{RoundRobin, Weighted} {
+			if i := NewPicker(s, cands(1, 2), nil).Pick(Key{}, skipping(0, 1)); i != -1 {
+				t.Fatalf("%s picked %d with every candidate skipped", s, i)
+			}
+		}
+	})
 }

@@ -33,7 +33,9 @@ type Config struct {
 	// an agent that hangs is not retried elsewhere (failover.go).
 	HTTPClient *http.Client
 	// Timeout bounds a whole call, every attempt included (default 30s).
-	// A blocking query is bounded by its wait plus this timeout.
+	// A blocking query's first attempt is bounded by its wait plus this
+	// timeout; when it fails, the rest of the call is a plain read (no
+	// wait) bounded by this timeout again (failover.go).
 	Timeout time.Duration
 	// AttemptTimeout bounds one attempt on one agent, from connecting to
 	// the response headers (default 2s), when there is more than one agent;
@@ -115,7 +117,9 @@ type QueryOptions struct {
 	Consistent bool
 	// MaxStale bounds how stale a local answer may be.
 	MaxStale time.Duration
-	// WaitIndex blocks until the result's index differs from it, up to WaitTime.
+	// WaitIndex blocks until the result's index differs from it, up to
+	// WaitTime. A read that fails over to another agent answers without
+	// waiting (failover.go), possibly with the same index.
 	WaitIndex uint64
 	WaitTime  time.Duration
 	// Limit and Cursor page through Services, Instances and Checks (the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -30,6 +31,14 @@ import (
 //     leader, or holding too many blocking queries). A read answered by an
 //     agent that knows no leader is returned, and the next call starts
 //     with another agent.
+//   - A blocking query blocks on the first agent only. When that attempt
+//     fails (its agent died mid-wait, say), the next agents are asked
+//     without waiting, as a plain read with a plain read's budget (Timeout
+//     for the rest of the call, AttemptTimeout an attempt): the caller
+//     learns at once that another agent answers, possibly with the index
+//     it already had, as when a wait ends, and blocks there on its next
+//     call. A retry that waited too would start late in the call and be
+//     cut off by the first attempt's deadline, on a healthy agent.
 //   - A write moves to the next agent only when that is safe: it was not
 //     sent (the connection failed, or the agent never asked for the body:
 //     with more than one agent, writes carry "Expect: 100-continue"), or
@@ -111,6 +120,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 // is the agent's answer, which the policy may fail over from.
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, payload []byte, contentType string,
 	handle func(resp *http.Response, addr string) (*QueryMeta, error)) (*QueryMeta, error) {
+	parent := ctx
 	var wait time.Duration
 	if q.Get("index") != "" {
 		wait = 10 * time.Minute // the agent's longest wait
@@ -119,7 +129,7 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 		}
 		wait += wait / 16 // the agent adds jitter up to wait/16
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout+wait)
+	ctx, cancel := context.WithTimeout(parent, c.timeout+wait)
 	defer cancel()
 	attemptTimeout := c.attempt
 	if ctx.Value(longCallKey{}) != nil || len(c.bases) == 1 {
@@ -135,6 +145,16 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 	var tried []Attempt
 	for k := 0; k < n; k++ {
 		i := (start + k) % n
+		if k == 1 && wait > 0 {
+			// The blocking attempt failed: ask the others without waiting.
+			plain := maps.Clone(q)
+			plain.Del("index")
+			plain.Del("wait")
+			a.query, a.timeout = plain.Encode(), attemptTimeout
+			var cancelPlain context.CancelFunc
+			ctx, cancelPlain = context.WithTimeout(parent, c.timeout)
+			defer cancelPlain() // once: k is 1 once
+		}
 		meta, next, err := a.try(ctx, c.bases[i])
 		if !next {
 			if err == nil && meta != nil && !meta.KnownLeader && !a.write && n > 1 {

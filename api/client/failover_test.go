@@ -398,4 +398,41 @@ func TestFailoverPolicy(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+
+	// QA: the agent holding a balancer's blocking read was killed; the
+	// retry on a healthy agent blocked too and, started late in the call,
+	// was cut off by the first attempt's deadline. The next agent is now
+	// asked without waiting, and answers at once.
+	t.Run("a blocking query whose agent dies mid-wait is answered by the next agent at once", func(t *testing.T) {
+		cat := newCatalog()
+		cat.set(5, "w1")
+		dying, ok := newAgent(t, cat), newAgent(t, cat)
+		c := orderedClient(t, answerAttempt, dying.host(), ok.host())
+		type result struct {
+			meta *client.QueryMeta
+			err  error
+		}
+		res := make(chan result, 1)
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel() // a call still waiting must not hold the agents' Close
+		go func() {
+			_, meta, err := c.Instances(cctx, "web", &client.QueryOptions{WaitIndex: 5, WaitTime: 10 * time.Minute})
+			res <- result{meta, err}
+		}()
+		waitUntil(t, func() bool { return dying.blocked.Load() == 1 }, "the blocking read to wait on the first agent")
+		// The process dies: its port refuses, its connections are cut.
+		_ = dying.Listener.Close()
+		dying.CloseClientConnections()
+		select {
+		case r := <-res:
+			if r.err != nil || r.meta.Agent != ok.host() || r.meta.Index != 5 {
+				t.Fatalf("answer %+v, %v: want the second agent's, index 5", r.meta, r.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no answer within 20 s of the first agent's death: the retry waited")
+		}
+		if n := ok.blocked.Load(); n != 0 {
+			t.Fatalf("%d blocking reads held on the second agent", n)
+		}
+	})
 }

@@ -401,6 +401,108 @@ func TestLoadBalancerFollowsAnotherNodeWhenItsRegistryNodeDies(t *testing.T) {
 	}
 }
 
+// QA: with the agent serving the followers' blocking reads killed mid-wait,
+// the status said connected to the dead agent for ~25 s, then (the retry's
+// blocking read on a healthy agent cut off by the first attempt's
+// deadline) disconnected for 30 s more; after the whole cluster restarted,
+// disconnected for ~25 s after it had a leader. The followers must report
+// the agent that answers as soon as one does, and disconnected only while
+// none does.
+func TestFollowersReportTheAgentThatAnswersAtOnce(t *testing.T) {
+	c := agenttest.New(t, 3)
+	c.WaitForVoters(3)
+	addrs := []string{c.Node(0).HTTPAddr(), c.Node(1).HTTPAddr(), c.Node(2).HTTPAddr()}
+	b1 := startBackend(t, "web-1")
+	idx := agenttest.Register(t, c.Client(1), "web", "web-1", b1.reg())
+	l := startLB(t, "lb", addrs, func(cfg *registry.Config) {
+		// A blocking read on a healthy agent answers only on a change (the
+		// agents' longest wait is 10 m): the status cannot move by a wait's end.
+		cfg.RegistryWait = 10 * time.Minute
+	})
+	bal := l.Balancer()
+	waitLB(t, bal, "web", idx)
+	// The service list's follower and each service's (a restarted agent
+	// may answer before it has replayed its log: the service can be gone
+	// for a moment).
+	followers := func(st lb.Status) []lb.RegistryStatus {
+		out := []lb.RegistryStatus{st.Registry}
+		for _, s := range st.Services {
+			out = append(out, s.Registry)
+		}
+		return out
+	}
+	dead := slices.Index(addrs, bal.Status().Services[0].Registry.Node)
+	if dead < 0 {
+		t.Fatalf("following %q, not one of the registry addresses %v", bal.Status().Services[0].Registry.Node, addrs)
+	}
+
+	// From the kill on, no follower may say disconnected: two agents answer.
+	stop, watched := make(chan struct{}), make(chan string, 1)
+	go func() {
+		defer close(watched)
+		for {
+			for _, r := range followers(bal.Status()) {
+				if !r.Connected {
+					watched <- fmt.Sprintf("reported disconnected (node %s, error %q)", r.Node, r.LastError)
+					return
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	c.Stop(dead)
+	agenttest.Eventually(t, 20*time.Second, func() bool {
+		for _, r := range followers(bal.Status()) {
+			if !r.Connected || r.Node == addrs[dead] {
+				return false
+			}
+		}
+		return true
+	}, "both followers to report another agent, connected")
+	other := (dead + 1) % 3
+	b2 := startBackend(t, "web-2")
+	idx = agenttest.Register(t, c.Client(other), "web", "web-2", b2.reg())
+	waitLB(t, bal, "web", idx)
+	close(stop)
+	if msg, bad := <-watched; bad {
+		t.Fatalf("with two agents up, a follower %s", msg)
+	}
+
+	// The whole cluster goes and comes back: disconnected while no agent
+	// answers, connected as soon as one does (no change need wake a read).
+	for i := range addrs {
+		c.Stop(i)
+	}
+	agenttest.Eventually(t, 30*time.Second, func() bool {
+		for _, r := range followers(bal.Status()) {
+			if r.Connected {
+				return false
+			}
+		}
+		return true
+	}, "the followers to report the registry unreachable")
+	for i := range addrs {
+		c.Restart(i)
+	}
+	c.WaitForLeader()
+	agenttest.Eventually(t, 20*time.Second, func() bool {
+		st := bal.Status()
+		if len(st.Services) == 0 {
+			return false
+		}
+		for _, r := range followers(st) {
+			if !r.Connected {
+				return false
+			}
+		}
+		return true
+	}, "the followers to report the restarted registry reachable")
+}
+
 func TestAgentEmbeddedLoadBalancerRoutesAndDrains(t *testing.T) {
 	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
 		cfg.LBAddr, cfg.LBAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
