@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/spf13/cobra"
 )
 
@@ -52,7 +53,7 @@ func newJoinCmd(f *Factory, runF func(context.Context, *joinOptions) error) *cob
 	opts := &joinOptions{f: f}
 	return &cobra.Command{
 		Use:   "join ADDR...",
-		Short: "Ask the agent at --addr to join the cluster through these gossip addresses",
+		Short: "Ask the agent at --addr (the first address) to join the cluster through these gossip addresses",
 		Args:  minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.addrs = args
@@ -85,7 +86,11 @@ func newLeaveCmd(f *Factory, runF func(context.Context, *leaveOptions) error) *c
 	return &cobra.Command{
 		Use:   "leave",
 		Short: "Make the agent at --addr leave the cluster gracefully and shut down",
-		Args:  exactArgs(0),
+		Long: `Make the agent at --addr leave the cluster gracefully and shut down. With
+several addresses (--addr or BEACON_ADDR a,b,c) only the first one leaves: the
+request goes to it alone, never to another agent, and fails if that agent
+cannot be reached.`,
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -100,11 +105,16 @@ func runLeave(ctx context.Context, opts *leaveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := cl.Leave(ctx); err != nil {
-		return err
+	res, err := cl.Leave(ctx)
+	if err != nil {
+		return fmt.Errorf("leave %s (the first address of --addr; no other agent is asked): %w", cl.First(), err)
 	}
-	return opts.f.Print(map[string]bool{"left": true}, func(w io.Writer) {
-		fmt.Fprintln(w, "left the cluster")
+	return opts.f.Print(res, func(w io.Writer) {
+		if res.Node == "" { // an agent older than the node in the answer
+			fmt.Fprintf(w, "the agent at %s left the cluster\n", fsm.EscapeControl(res.Agent))
+			return
+		}
+		fmt.Fprintf(w, "%s (%s) left the cluster\n", fsm.EscapeControl(res.Node), fsm.EscapeControl(res.Agent))
 	})
 }
 
