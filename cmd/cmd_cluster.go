@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/beaconhq/beacon/fsm"
 	"github.com/spf13/cobra"
 )
 
@@ -39,7 +38,7 @@ func runMembers(ctx context.Context, opts *membersOptions) error {
 	return opts.f.Print(ms, func(w io.Writer) {
 		fmt.Fprintln(w, "NAME\tSTATUS\tROLE\tHTTP\tGOSSIP\tCLUSTER")
 		for _, m := range ms {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Status, m.Role, m.HTTPAddr, m.GossipAddr, m.ClusterAddr)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", esc(m.Name), esc(m.Status), esc(m.Role), esc(m.HTTPAddr), esc(m.GossipAddr), esc(m.ClusterAddr))
 		}
 	})
 }
@@ -111,10 +110,10 @@ func runLeave(ctx context.Context, opts *leaveOptions) error {
 	}
 	return opts.f.Print(res, func(w io.Writer) {
 		if res.Node == "" { // an agent older than the node in the answer
-			fmt.Fprintf(w, "the agent at %s left the cluster\n", fsm.EscapeControl(res.Agent))
+			fmt.Fprintf(w, "the agent at %s left the cluster\n", esc(res.Agent))
 			return
 		}
-		fmt.Fprintf(w, "%s (%s) left the cluster\n", fsm.EscapeControl(res.Node), fsm.EscapeControl(res.Agent))
+		fmt.Fprintf(w, "%s (%s) left the cluster\n", esc(res.Node), esc(res.Agent))
 	})
 }
 
@@ -149,15 +148,15 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 		if st.LastContactMS >= 0 {
 			lc = (time.Duration(st.LastContactMS) * time.Millisecond).String()
 		}
-		leader := fmt.Sprintf("%s (%s)", st.Leader, st.LeaderAddr)
+		leader := fmt.Sprintf("%s (%s)", esc(st.Leader), esc(st.LeaderAddr))
 		if st.Leader == "" && st.LeaderAddr == "" {
 			leader = "none yet (no leader elected: a new cluster forms once --bootstrap-expect servers have met)"
 		}
 		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
-			st.Node, st.State, leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
+			esc(st.Node), esc(st.State), leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
 		fmt.Fprintln(w, "PEER\tADDRESS\tSUFFRAGE\tLEADER")
 		for _, p := range st.Peers {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", esc(p.ID), esc(p.Address), esc(p.Suffrage), p.Leader)
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/spf13/cobra"
 )
 
@@ -153,6 +154,13 @@ func (f *Factory) Print(v any, table func(w io.Writer)) error {
 	}
 	return usageError{fmt.Errorf("unknown output format %q (use table or json)", f.Output)}
 }
+
+// esc escapes a server-provided string for a table or line of text as
+// check output is (fsm.EscapeControl): node names, addresses and the like
+// come from gossip peers, registrations and other agents, and a terminal
+// escape or a tab in one would reach the operator's terminal or forge a
+// column.
+func esc(s string) string { return fsm.EscapeControl(s) }
 
 func envOr(getenv func(string) string, key, def string) string {
 	if v := getenv(key); v != "" {
