@@ -1,12 +1,12 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -162,12 +162,13 @@ func DefaultConfig() Config {
 }
 
 // Validate reports the first problem with c that would stop an agent from
-// starting: a missing node name, insecure or invalid security settings,
+// starting: a node name that breaks the rule of node names
+// (fsm.ValidateName), insecure or invalid security settings,
 // unreadable TLS files, bad health or load balancer settings. It reads the
 // TLS files named. Messages never include a secret's value.
 func (c Config) Validate() error {
-	if c.Node == "" {
-		return errors.New("agent: node name is required")
+	if err := fsm.ValidateName(c.Node); err != nil {
+		return fmt.Errorf("agent: node name %q %w", c.Node, err)
 	}
 	if err := c.validateSecurity(); err != nil {
 		return err

@@ -67,11 +67,12 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 // handleLeave: POST /v1/cluster/leave. The node leaves gracefully and then
 // shuts down.
 func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
+	node := s.cluster.Status().Node // named in the answer: which node left
 	if err := s.cluster.Leave(r.Context()); err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, map[string]bool{"left": true})
+	writeJSON(w, client.LeaveResult{Left: true, Node: node})
 }
 
 // handleRemovePeer: DELETE /v1/cluster/peers/{id}.

@@ -24,7 +24,7 @@ import (
 
 // Limits on input. They are part of the public contract (docs/api.md).
 const (
-	MaxIDLen          = 128
+	MaxIDLen          = fsm.MaxNameLen
 	MaxServiceLen     = 63
 	MaxAddressLen     = 255
 	MaxTags           = 64
@@ -54,8 +54,8 @@ var labelPattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9
 // digit, then letters, digits and the class's punctuation. Checked by hand,
 // not by regular expression: a registration checks three of them, and the
 // expressions took ~1 µs of a registration's CPU (FuzzCharClasses holds each
-// to its expression).
-func validIDChars(v string) bool      { return alnumThen(v, "._-") }
+// to its expression). IDs share theirs with node names (fsm.NameChars).
+func validIDChars(v string) bool      { return fsm.NameChars(v) }
 func validMetaKeyChars(v string) bool { return alnumThen(v, "._/-") }
 func validVersionChars(v string) bool { return alnumThen(v, ".+_-") }
 
@@ -75,14 +75,11 @@ func alnumThen(v, punct string) bool {
 
 func alnum(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
 
+// validateID applies the rule of instance IDs and node names, which the
+// agent and the cluster apply too (fsm.ValidateName).
 func validateID(field, v string) error {
-	switch {
-	case v == "":
-		return invalid(field, "is required")
-	case utf8.RuneCountInString(v) > MaxIDLen:
-		return invalid(field, "longer than %d characters", MaxIDLen)
-	case !validIDChars(v):
-		return invalid(field, "may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit")
+	if err := fsm.ValidateName(v); err != nil {
+		return invalid(field, "%s", err)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 		var servers []Member
 		mismatch := false
 		for _, m := range n.gossip.snapshot() {
-			if m.Role != fsm.RoleServer || m.Status != fsm.NodeAlive {
+			if m.Role != fsm.RoleServer || m.Status != fsm.NodeAlive || n.badName(m) {
 				continue
 			}
 			if m.Expect != 0 && m.Expect != expect {

@@ -173,7 +173,7 @@ func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
 		return err == nil && len(insts) == 1
 	}, "the new node to replicate the catalog")
 
-	if err := n4.Client().Leave(ctx); err != nil {
+	if _, err := n4.Client().Leave(ctx); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
 	c.WaitForVoters(3)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -178,8 +179,10 @@ const MinClusterSecretLen = 32
 
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
-	if c.NodeName == "" {
-		return errors.New("cluster: node name is required")
+	// The rule the API applies to node names: a server whose name broke it
+	// could not be removed through the API (fsm.ValidateName).
+	if err := fsm.ValidateName(c.NodeName); err != nil {
+		return fmt.Errorf("cluster: node name %q %w", c.NodeName, err)
 	}
 	if !c.InMemory && c.DataDir == "" {
 		return errors.New("cluster: data dir is required (or in-memory mode)")

@@ -149,6 +149,9 @@ func (n *Node) reconcile(ctx context.Context) {
 				n.logger.Warn("not adding server to raft: it belongs to another cluster", "node", m.Name, "their_cluster_id", m.ClusterID, "cluster_id", own)
 				continue
 			}
+			if !ok && n.badName(m) {
+				continue
+			}
 			if !ok && m.LogFormat < logFormatGroups && n.groupsAllowed() {
 				// Every server writes and reads group entries, so the log
 				// may hold some: a binary from before them would stop at
@@ -188,6 +191,24 @@ func (n *Node) reconcile(ctx context.Context) {
 		}
 	}
 	n.syncCatalogNodes(ctx, members, n.raftServers())
+}
+
+// badName reports whether m's name breaks the rule of node names
+// (fsm.ValidateName). Beacon refuses to start with such a name, but a peer
+// that is not Beacon, or an older release, may still announce one; it is
+// never made a Raft server: the API could not remove it once it failed,
+// and its name would reach operators' terminals. Logged once per name,
+// escaped.
+func (n *Node) badName(m Member) bool {
+	err := fsm.ValidateName(m.Name)
+	if err == nil {
+		return false
+	}
+	if _, seen := n.badNames.LoadOrStore(m.Name, true); !seen {
+		n.logger.Warn("not adding server to raft: its node name breaks the rule of node names", "node", fsm.EscapeControl(m.Name),
+			"error", "node name "+err.Error(), "addr", m.ClusterAddr)
+	}
+	return true
 }
 
 // raftServers returns the IDs in the Raft configuration, or nil when it

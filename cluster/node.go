@@ -61,6 +61,9 @@ type Node struct {
 	leaderSince atomic.Int64
 	tasksMu     sync.Mutex
 	leaderTasks []func(context.Context)
+	// badNames holds the member names already logged as breaking the
+	// rule of node names (badName).
+	badNames sync.Map
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -272,7 +272,7 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 	return opts.f.Print(all, func(w io.Writer) {
 		fmt.Fprintln(w, "SERVICE\tINSTANCES\tPASSING\tWARNING\tCRITICAL\tTAGS")
 		for _, s := range all {
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\n", s.Name, s.Instances, s.Passing, s.Warning, s.Critical, strings.Join(s.Tags, ","))
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\n", esc(s.Name), s.Instances, s.Passing, s.Warning, s.Critical, esc(strings.Join(s.Tags, ",")))
 		}
 	})
 }
@@ -364,7 +364,7 @@ func printInstances(f *Factory, insts []client.Instance) error {
 			case i.Draining != nil:
 				status += " (draining)"
 			}
-			fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", i.ID, i.Address, i.Port, status, i.Healthy, i.Weight, i.Version, strings.Join(i.Tags, ","))
+			fmt.Fprintf(w, "%s\t%s:%d\t%s\t%v\t%d\t%s\t%s\n", esc(i.ID), esc(i.Address), i.Port, esc(status), i.Healthy, i.Weight, esc(i.Version), esc(strings.Join(i.Tags, ",")))
 		}
 	})
 }

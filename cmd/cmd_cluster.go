@@ -38,7 +38,7 @@ func runMembers(ctx context.Context, opts *membersOptions) error {
 	return opts.f.Print(ms, func(w io.Writer) {
 		fmt.Fprintln(w, "NAME\tSTATUS\tROLE\tHTTP\tGOSSIP\tCLUSTER")
 		for _, m := range ms {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Status, m.Role, m.HTTPAddr, m.GossipAddr, m.ClusterAddr)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", esc(m.Name), esc(m.Status), esc(m.Role), esc(m.HTTPAddr), esc(m.GossipAddr), esc(m.ClusterAddr))
 		}
 	})
 }
@@ -52,7 +52,7 @@ func newJoinCmd(f *Factory, runF func(context.Context, *joinOptions) error) *cob
 	opts := &joinOptions{f: f}
 	return &cobra.Command{
 		Use:   "join ADDR...",
-		Short: "Ask the agent at --addr to join the cluster through these gossip addresses",
+		Short: "Ask the agent at --addr (the first address) to join the cluster through these gossip addresses",
 		Args:  minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.addrs = args
@@ -85,7 +85,11 @@ func newLeaveCmd(f *Factory, runF func(context.Context, *leaveOptions) error) *c
 	return &cobra.Command{
 		Use:   "leave",
 		Short: "Make the agent at --addr leave the cluster gracefully and shut down",
-		Args:  exactArgs(0),
+		Long: `Make the agent at --addr leave the cluster gracefully and shut down. With
+several addresses (--addr or BEACON_ADDR a,b,c) only the first one leaves: the
+request goes to it alone, never to another agent, and fails if that agent
+cannot be reached.`,
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -100,11 +104,16 @@ func runLeave(ctx context.Context, opts *leaveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := cl.Leave(ctx); err != nil {
-		return err
+	res, err := cl.Leave(ctx)
+	if err != nil {
+		return fmt.Errorf("leave %s (the first address of --addr; no other agent is asked): %w", cl.First(), err)
 	}
-	return opts.f.Print(map[string]bool{"left": true}, func(w io.Writer) {
-		fmt.Fprintln(w, "left the cluster")
+	return opts.f.Print(res, func(w io.Writer) {
+		if res.Node == "" { // an agent older than the node in the answer
+			fmt.Fprintf(w, "the agent at %s left the cluster\n", esc(res.Agent))
+			return
+		}
+		fmt.Fprintf(w, "%s (%s) left the cluster\n", esc(res.Node), esc(res.Agent))
 	})
 }
 
@@ -139,15 +148,15 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 		if st.LastContactMS >= 0 {
 			lc = (time.Duration(st.LastContactMS) * time.Millisecond).String()
 		}
-		leader := fmt.Sprintf("%s (%s)", st.Leader, st.LeaderAddr)
+		leader := fmt.Sprintf("%s (%s)", esc(st.Leader), esc(st.LeaderAddr))
 		if st.Leader == "" && st.LeaderAddr == "" {
 			leader = "none yet (no leader elected: a new cluster forms once --bootstrap-expect servers have met)"
 		}
 		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
-			st.Node, st.State, leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
+			esc(st.Node), esc(st.State), leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
 		fmt.Fprintln(w, "PEER\tADDRESS\tSUFFRAGE\tLEADER")
 		for _, p := range st.Peers {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", esc(p.ID), esc(p.Address), esc(p.Suffrage), p.Leader)
 		}
 	})
 }

@@ -81,7 +81,7 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 			if owner == "" {
 				owner = "leader" // TTL checks: the leader keeps the timer
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Service, c.Type, status, owner,
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(c.ID), esc(c.Service), esc(c.Type), esc(status), esc(owner),
 				c.StatusSince.Local().Format(time.DateTime), oneLine(c.Output, 60))
 		}
 	})

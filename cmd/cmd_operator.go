@@ -78,7 +78,7 @@ func runListPeers(ctx context.Context, opts *listPeersOptions) error {
 			if p.Leader {
 				state = "leader"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%t\n", p.ID, p.Address, state, p.Suffrage == "Voter")
+			fmt.Fprintf(w, "%s\t%s\t%s\t%t\n", esc(p.ID), esc(p.Address), state, p.Suffrage == "Voter")
 		}
 	})
 }
@@ -124,10 +124,10 @@ func runServers(ctx context.Context, opts *serversOptions) error {
 			}
 			v := sv.View
 			if v == nil {
-				fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", sv.ID, sv.Address, sv.Error)
+				fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", esc(sv.ID), esc(sv.Address), esc(sv.Error))
 				continue
 			}
-			leader := v.Leader
+			leader := esc(v.Leader)
 			if leader == "" {
 				leader = "-"
 			}
@@ -135,7 +135,7 @@ func runServers(ctx context.Context, opts *serversOptions) error {
 			if v.LastContactMS < 0 {
 				contact = "never"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", sv.ID, sv.Address, strings.ToLower(v.State), leader,
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", esc(sv.ID), esc(sv.Address), esc(strings.ToLower(v.State)), leader,
 				v.Term, v.CommitIndex, v.AppliedIndex, v.LastIndex, contact, answer)
 		}
 	})
@@ -381,7 +381,7 @@ func runSnapshotInspect(_ context.Context, opts *snapshotOptions) error {
 	info := snapshotInfo(ar.Info)
 	return opts.f.Print(info, func(w io.Writer) {
 		fmt.Fprintf(w, "format:\t%d\nindex:\t%d\nnode:\t%s\ncreated:\t%s\nsize:\t%d bytes (gzip)\nsha256:\t%s\n",
-			info.Format, info.Index, info.Node, info.Created.Format(time.RFC3339), info.Size, info.SHA256)
+			info.Format, info.Index, esc(info.Node), info.Created.Format(time.RFC3339), info.Size, info.SHA256)
 		fmt.Fprintf(w, "services:\t%d\ninstances:\t%d\nchecks:\t%d\nnodes:\t%d\ntokens:\t%d\n",
 			info.Counts.Services, info.Counts.Instances, info.Counts.Checks, info.Counts.Nodes, info.Counts.Tokens)
 	})

@@ -63,14 +63,14 @@ func runTokenCreate(ctx context.Context, opts *tokenCreateOptions) error {
 		return err
 	}
 	return opts.f.Print(t, func(w io.Writer) {
-		fmt.Fprintf(w, "Accessor:\t%s\n", t.Accessor)
-		fmt.Fprintf(w, "Secret:\t%s\n", t.Secret)
-		fmt.Fprintf(w, "Policy:\t%s\n", t.Policy)
+		fmt.Fprintf(w, "Accessor:\t%s\n", esc(t.Accessor))
+		fmt.Fprintf(w, "Secret:\t%s\n", esc(t.Secret))
+		fmt.Fprintf(w, "Policy:\t%s\n", esc(t.Policy))
 		if len(t.Prefixes) > 0 {
 			fmt.Fprintf(w, "Prefixes:\t%s\n", quotedList(t.Prefixes))
 		}
 		if t.Description != "" {
-			fmt.Fprintf(w, "Description:\t%s\n", t.Description)
+			fmt.Fprintf(w, "Description:\t%s\n", esc(t.Description))
 		}
 		fmt.Fprintln(w, "The secret is shown only now; store it safely.")
 	})
@@ -105,7 +105,7 @@ func runTokenList(ctx context.Context, opts *tokenListOptions) error {
 	return opts.f.Print(ts, func(w io.Writer) {
 		fmt.Fprintln(w, "ACCESSOR\tPOLICY\tPREFIXES\tDESCRIPTION")
 		for _, t := range ts {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Accessor, t.Policy, quotedList(t.Prefixes), t.Description)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", esc(t.Accessor), esc(t.Policy), quotedList(t.Prefixes), esc(t.Description))
 		}
 	})
 }

@@ -212,6 +212,13 @@ func jsonSafe(b []byte) []byte {
 
 func jsonEscaped(r rune) bool { return r >= 0x7f && fsm.Escaped(r) }
 
+// esc escapes a server-provided string for a table or line of text as
+// check output is (fsm.EscapeControl): node names, addresses and the like
+// come from gossip peers, registrations and other agents, and a terminal
+// escape or a tab in one would reach the operator's terminal or forge a
+// column.
+func esc(s string) string { return fsm.EscapeControl(s) }
+
 func envOr(getenv func(string) string, key, def string) string {
 	if v := getenv(key); v != "" {
 		return v

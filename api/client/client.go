@@ -20,7 +20,8 @@ import (
 type Config struct {
 	// Addresses of Beacon agents' HTTP APIs: "host:port" or a URL such as
 	// "https://host:port". The client uses one at a time and moves to the
-	// next when it cannot reach it.
+	// next when it cannot reach it, except for the calls addressed to one
+	// agent (Join, Leave), which go to the first alone.
 	Addresses []string
 	// Token is sent as "Authorization: Bearer" when set.
 	Token string
@@ -297,17 +298,42 @@ func (c *Client) Members(ctx context.Context) ([]Member, error) {
 	return out, err
 }
 
-// Join asks the agent to join the gossip peers at addrs.
+// First returns the address of the client's first agent
+// (Config.Addresses[0]): the one that calls addressed to one agent (Join,
+// Leave) go to.
+func (c *Client) First() string { return c.bases[0].Host }
+
+// first returns a client for the first agent alone, with c's settings. Its
+// calls go to that agent and to no other, whatever happens: for calls
+// addressed to one agent rather than to the cluster, which another agent
+// would carry out on itself.
+func (c *Client) first() *Client {
+	if len(c.bases) == 1 {
+		return c
+	}
+	return &Client{bases: c.bases[:1], hc: c.hc, token: c.token, timeout: c.timeout, attempt: c.attempt}
+}
+
+// Join asks the first agent (First) to join the gossip peers at addrs. It
+// is sent to that agent alone, never to another one.
 func (c *Client) Join(ctx context.Context, addrs []string) (int, error) {
 	var out JoinResult
-	_, err := c.do(longCall(ctx), http.MethodPost, "/v1/cluster/join", url.Values{}, JoinRequest{Addresses: addrs}, &out)
+	_, err := c.first().do(longCall(ctx), http.MethodPost, "/v1/cluster/join", url.Values{}, JoinRequest{Addresses: addrs}, &out)
 	return out.Joined, err
 }
 
-// Leave asks the agent to leave the cluster gracefully and shut down.
-func (c *Client) Leave(ctx context.Context) error {
-	_, err := c.do(longCall(ctx), http.MethodPost, "/v1/cluster/leave", url.Values{}, nil, nil)
-	return err
+// Leave asks the first agent (First) to leave the cluster gracefully and
+// shut down. It is sent to that agent alone: never to another one, not even
+// when the first cannot be reached (the call fails), since another agent
+// would leave in its place and could take the cluster's quorum with it.
+func (c *Client) Leave(ctx context.Context) (*LeaveResult, error) {
+	var out LeaveResult
+	meta, err := c.first().do(longCall(ctx), http.MethodPost, "/v1/cluster/leave", url.Values{}, nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	out.Agent = meta.Agent
+	return &out, nil
 }
 
 // RemovePeer removes a server from the Raft configuration.

@@ -281,6 +281,16 @@ type JoinResult struct {
 	Joined int `json:"joined"`
 }
 
+// LeaveResult is the answer to Leave.
+type LeaveResult struct {
+	Left bool `json:"left"`
+	// Node is the name of the node that left (empty from agents older
+	// than this field).
+	Node string `json:"node,omitempty"`
+	// Agent is the address the leave was sent to (the client's first).
+	Agent string `json:"agent,omitempty"`
+}
+
 // ErrorBody is the JSON body of every error response.
 type ErrorBody struct {
 	Error string `json:"error"`
