@@ -412,3 +412,32 @@ func TestAClickIsNotLostToALiveReload(t *testing.T) {
 		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestRelativeTimesTickOnAQuietCatalog: on a catalog that nothing writes
+// to, an instance page's relative times ("since 3s ago", "deregistered in
+// 10m") still move, without the page being drawn again.
+func TestRelativeTimesTickOnAQuietCatalog(t *testing.T) {
+	c := agenttest.New(t, 1)
+	cl := c.Client(0)
+	register(t, cl, "quiet", "q1", &client.Registration{Address: "127.0.0.1", Port: 8080})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := cl.Maintenance(ctx, "quiet", "q1", &client.MaintenanceRequest{Mode: "drain", Deadline: client.Duration(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/quiet/q1"))
+	b.waitJS(30*time.Second, `document.querySelector('main .badge.draining') !== null`, "the drain shown")
+	// The first text seen is kept on the heading it was read under: a
+	// reload draws a new heading and starts over, so only a change made
+	// without a reload counts.
+	b.waitJS(30*time.Second, `(() => {
+		const h = document.querySelector('main h1');
+		const now = [...document.querySelectorAll('main time')].map((e) => e.textContent).join('|');
+		if (h.dataset.probe === undefined) { h.dataset.probe = now; return false; }
+		return now !== h.dataset.probe;
+	})()`, "a relative time to change without a reload")
+	if errs := b.errors(); len(errs) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}

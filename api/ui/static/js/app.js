@@ -2,7 +2,7 @@
 // header (token, theme), the live watch and the connection banner.
 
 import { api, token, setToken, ApiError, NetworkError } from './api.js';
-import { h, replace } from './dom.js';
+import { h, replace, tick } from './dom.js';
 import { Live, Refresher } from './live.js';
 import { overview } from './views/overview.js';
 import { services } from './views/services.js';
@@ -156,6 +156,9 @@ document.addEventListener('keydown', (e) => {
 // --- start -------------------------------------------------------------------
 
 const live = new Live({ onChange: refreshNow, onConnection });
+// Relative times move without catalog writes: every second, rewrite them
+// from what the page already holds, without a read.
+setInterval(() => tick(main), 1000);
 window.addEventListener('hashchange', () => { show(); main.focus({ preventScroll: true }); });
 await refreshWhoami();
 show();
