@@ -441,3 +441,27 @@ func TestRelativeTimesTickOnAQuietCatalog(t *testing.T) {
 		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestListsSayWhyTheyAreEmptyAndSearchByPort: an empty catalog's services
+// list says nothing is registered; a service page's search finds an
+// instance by the port its Address column shows; a filter that matches
+// none of its instances says so rather than that none is registered.
+func TestListsSayWhyTheyAreEmptyAndSearchByPort(t *testing.T) {
+	c := agenttest.New(t, 1)
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services"))
+	b.waitJS(30*time.Second, `document.querySelector('main table tbody td.muted')?.textContent === 'No services registered.'`, "the empty catalog said so")
+
+	register(t, c.Client(0), "web", "w1", &client.Registration{Address: "127.0.0.1", Port: 43203})
+	register(t, c.Client(0), "web", "w2", &client.Registration{Address: "127.0.0.1", Port: 8080})
+	b.do(10*time.Second, setHash("#/services/web?q=:43203"))
+	b.waitJS(30*time.Second, `(() => {
+		const rows = [...document.querySelectorAll('main tr[data-instance]')].map((r) => r.dataset.instance);
+		return rows.length === 1 && rows[0] === 'w1';
+	})()`, "only w1, found by its port")
+	b.do(10*time.Second, setHash("#/services/web?tag=nope"))
+	b.waitJS(30*time.Second, `document.querySelector('main table tbody td.muted')?.textContent === 'No instance matches the filters.'`, "the filter named as the reason")
+	if errs := b.errors(); len(errs) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}

@@ -53,6 +53,8 @@ async function load(view) {
       ? [`${e.toString()}. `, h('button', { type: 'button', class: 'small', onclick: openToken }, 'Enter a token')]
       : e instanceof NetworkError ? 'The agent cannot be reached; this page shows what it last read.' : `Cannot load: ${e.toString?.() ?? e}`;
     const box = h('p', { class: 'notice load-error', role: 'alert' }, msg);
+    // The token in use was revoked: the header must not keep naming it.
+    if (e instanceof ApiError && e.code === 'invalid_token') refreshWhoami();
     if (old) old.replaceWith(box); else main.prepend(box);
   }
 }
