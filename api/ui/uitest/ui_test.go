@@ -465,3 +465,30 @@ func TestListsSayWhyTheyAreEmptyAndSearchByPort(t *testing.T) {
 		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestLongValuesStayInsideTheWindow: a 128-character instance ID and many
+// long tags (valid values) neither widen the instance page past the
+// window nor push the service table's columns thousands of pixels away.
+func TestLongValuesStayInsideTheWindow(t *testing.T) {
+	c := agenttest.New(t, 1)
+	id := strings.Repeat("w", 128)
+	var tags []string
+	for i := 0; i < 64; i++ {
+		tags = append(tags, fmt.Sprintf("t%02d-%s", i, strings.Repeat("x", 42)))
+	}
+	register(t, c.Client(0), "long", id, &client.Registration{Address: "127.0.0.1", Port: 8080, Tags: tags})
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/long/"+id))
+	b.waitJS(30*time.Second, `document.querySelector('main h1')?.textContent.startsWith('wwww')`, "the instance page")
+	if w := eval[int](b, `document.documentElement.scrollWidth - innerWidth`); w > 0 {
+		t.Fatalf("the instance page is %d px wider than the window", w)
+	}
+	b.do(10*time.Second, setHash("#/services/long"))
+	b.waitJS(30*time.Second, `document.querySelector('main tr[data-instance]') !== null`, "the service page")
+	if w := eval[int](b, `(() => { const t = document.querySelector('main .table-wrap'); return t.scrollWidth - t.clientWidth; })()`); w > 200 {
+		t.Fatalf("the instances table is %d px wider than its box", w)
+	}
+	if !eval[bool](b, `document.querySelector('main .tag').title.startsWith('t00-')`) {
+		t.Fatal("a tag has no title holding its whole text")
+	}
+}

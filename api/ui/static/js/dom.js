@@ -103,12 +103,14 @@ export function table(headers, rows, opts = {}) {
       h('tbody', null, rows.length ? rows : h('tr', null, h('td', { colspan: headers.length, class: 'muted' }, opts.empty ?? 'Nothing here.')))));
 }
 
+// tags and meta draw one .tag each, with its whole text as the title (a
+// long one is cut), and a space between them where a line may break.
 export function tags(list) {
-  return (list ?? []).map((t) => h('span', { class: 'tag' }, t));
+  return (list ?? []).map((t) => [h('span', { class: 'tag', title: t }, t), ' ']);
 }
 
 export function meta(obj) {
-  return Object.entries(obj ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`));
+  return Object.entries(obj ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [h('span', { class: 'tag', title: `${k}=${v}` }, `${k}=${v}`), ' ']);
 }
 
 // ago renders a time as "12s ago" (or "in 1m") with the exact time as a
