@@ -492,3 +492,27 @@ func TestLongValuesStayInsideTheWindow(t *testing.T) {
 		t.Fatal("a tag has no title holding its whole text")
 	}
 }
+
+// TestARevokedTokenLeavesTheHeader: once the token the page uses is
+// revoked, the reads it makes are refused and the header stops naming it.
+func TestARevokedTokenLeavesTheHeader(t *testing.T) {
+	c := agenttest.New(t, 1, agenttest.WithConfig(func(ac *agent.Config) {
+		ac.ManagementToken = managementToken
+		ac.AnonymousRead = true
+	}), agenttest.WithClient(func(cc *client.Config) { cc.Token = managementToken }))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	tok, err := c.Client(0).CreateToken(ctx, &client.TokenRequest{Policy: "write", Prefixes: []string{""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/"),
+		chromedp.Evaluate[chromedp.Void](`sessionStorage.setItem("beacon.token", `+jsString(tok.Secret)+`)`),
+		chromedp.Reload())
+	b.waitJS(30*time.Second, `document.querySelector('#auth-button').textContent.startsWith('Token: write')`, "the token named in the header")
+	if _, err := c.Client(0).DeleteToken(ctx, tok.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS(30*time.Second, `document.querySelector('#auth-button').textContent === 'Token refused'`, "the header to stop naming the revoked token")
+}
