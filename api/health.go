@@ -212,8 +212,11 @@ func buildMaintenance(service, id string, b *client.MaintenanceRequest, now time
 			return nil, invalid("reason", "is only for mode maintenance")
 		}
 		d := time.Duration(b.Deadline)
-		if d < MinDrainDeadline || d > MaxDrainDeadline {
+		if d == 0 {
 			return nil, invalid("deadline", "is required for drain: a duration between %s and %s", MinDrainDeadline, MaxDrainDeadline)
+		}
+		if d < MinDrainDeadline || d > MaxDrainDeadline {
+			return nil, invalid("deadline", "%s is out of range: a duration between %s and %s", d, MinDrainDeadline, MaxDrainDeadline)
 		}
 		req.Deadline = now.Add(d).UnixNano()
 		return req, nil

@@ -44,7 +44,9 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 	rt.patterns = append(rt.patterns, pattern)
 	forwardOnly := forwardOnlyRoutes[pattern]
 	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if st := stateFrom(r.Context()); st != nil {
+		// The catch-all answers what no route took: its requests stay
+		// "unmatched" (docs/metrics.md), as those cleanPath refuses do.
+		if st := stateFrom(r.Context()); st != nil && pattern != catchAll {
 			st.route = pattern
 		}
 		if !forwardOnly && !rt.s.waitAcked(r.Context()) {
@@ -62,6 +64,10 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 		h.ServeHTTP(w, r)
 	}))
 }
+
+// catchAll is the pattern of the handler that answers 404 or 405 for
+// requests no route matched (routes).
+const catchAll = "/"
 
 // forwardOnlyRoutes read nothing of this node's catalog: they encode a write
 // and send it to the leader. Every other route first waits until this node
@@ -416,12 +422,14 @@ func (m *httpMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.duration, m.inflight, m.rateLimited, m.denied}
 }
 
-// newMetricsHandler serves g in the Prometheus exposition formats.
+// newMetricsHandler serves g in the Prometheus exposition formats: text,
+// protobuf or OpenMetrics, as the scraper's Accept header asks (promhttp
+// offers OpenMetrics only when told to).
 func newMetricsHandler(g prometheus.Gatherer) http.Handler {
 	if g == nil {
 		return nil
 	}
-	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true})
 }
 
 // initSecurity builds the server's metrics, rate limiter and audit logger

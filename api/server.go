@@ -387,7 +387,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.securityRoutes(mux) // tokens, /metrics, pprof (middleware.go)
 	s.uiRoutes(mux)       // the web UI and its reads (uiroutes.go)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(catchAll, func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux.mux, r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 			writeError(w, &statusError{http.StatusMethodNotAllowed, "method_not_allowed",

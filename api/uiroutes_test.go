@@ -30,8 +30,12 @@ func TestTheUIIsServedWithSecurityHeaders(t *testing.T) {
 		{"/ui/", "200", "text/html; charset=utf-8", `<script type="module" src="js/app.js">`},
 		{"/ui/js/app.js", "200", "text/javascript; charset=utf-8", "import"},
 		{"/ui/style.css", "200", "text/css; charset=utf-8", "--bg"},
-		{"/ui/services/web", "200", "text/html; charset=utf-8", "<title>Beacon</title>"},
 		{"/ui/missing.js", "404", "", ""},
+		// Pages are routed in the fragment: any other path is no page (its
+		// relative asset links would miss and leave it on "Loading…").
+		{"/ui/services/web", "404", "", ""},
+		{"/ui/js/", "404", "", ""},
+		{"/ui/foo/", "404", "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.path, func(t *testing.T) {

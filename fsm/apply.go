@@ -40,6 +40,9 @@ type writeTxn struct {
 	// checks are the IDs of the checks the batch inserted or deleted, for
 	// the check feeds (published hands them over).
 	checks []string
+	// transitions are the new statuses of the check transitions the batch
+	// recorded (recordTransition), for the metrics.
+	transitions []Health
 }
 
 // serviceTouch follows one service's instance count through a batch.
@@ -67,6 +70,7 @@ func (w *writeTxn) begin(tx *memdb.Txn, st *storeState) {
 	w.replaced = w.replaced[:0]
 	clear(w.checks)
 	w.checks = w.checks[:0]
+	w.transitions = w.transitions[:0]
 }
 
 // published wakes the watchers of the instance versions the batch replaced
@@ -524,6 +528,7 @@ func recordTransition(w *writeTxn, c *Check, from Health, at int64) {
 	n.Transitions = appendTransition(n.Transitions, Transition{Time: at, Check: c.ID, From: from, To: to, Output: c.Output})
 	n.ModifyIndex = w.index
 	w.putInstance(n)
+	w.transitions = append(w.transitions, to)
 }
 
 func appendTransition(ts []Transition, t Transition) []Transition {

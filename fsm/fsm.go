@@ -132,6 +132,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if last > 0 {
 		f.advance(last)
 	}
+	if f.metrics != nil {
+		f.metrics.transitioned(w.transitions)
+	}
 	for _, a := range applied {
 		if f.metrics != nil {
 			f.metrics.count(a)

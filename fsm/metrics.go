@@ -50,12 +50,16 @@ func (m *metrics) count(a Applied) {
 		result = a.Err.Code()
 	}
 	m.applied.WithLabelValues(a.Type.String(), result).Inc()
-	req, ok := a.Cmd.(*CheckUpdateRequest)
-	if a.Err != nil || !ok {
-		return
-	}
-	for _, u := range req.Updates {
-		m.transitions.WithLabelValues(string(u.Status)).Inc()
+}
+
+// transitioned counts the check transitions a batch recorded, by their new
+// status. These are the transitions the instances' histories (and
+// /v1/ui/transitions) list: an update that leaves a check's status as it
+// was (a new check's first probe failing as it starts critical, a new
+// output) is none.
+func (m *metrics) transitioned(to []Health) {
+	for _, s := range to {
+		m.transitions.WithLabelValues(string(s)).Inc()
 	}
 }
 

@@ -234,7 +234,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // metricsHandler serves the balancer's gatherer in the Prometheus
-// exposition format the scraper asks for.
+// exposition format the scraper asks for: text, protobuf or OpenMetrics
+// (which promhttp offers only when told to).
 func (b *Balancer) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(b.cfg.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(b.cfg.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true})
 }

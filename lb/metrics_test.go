@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -182,5 +183,34 @@ func TestMetricsSeriesKeptOnAStateAreRenewedAfterADrop(t *testing.T) {
 	}
 	if got := instanceSeries(t, reg, "web-1"); len(got) != 0 {
 		t.Fatalf("series of web-1 after the next scrape: %v", got)
+	}
+}
+
+// The admin /metrics answers a scraper that asks for OpenMetrics with
+// OpenMetrics, closed by "# EOF".
+func TestAdminMetricsServeOpenMetricsWhenAsked(t *testing.T) {
+	cat := newMemCatalog()
+	b, _ := startBalancer(t, cat, nil)
+	adm := httptest.NewServer(b.AdminHandler())
+	defer adm.Close()
+	req, err := http.NewRequest(http.MethodGet, adm.URL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	resp, err := adm.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("Content-Type %q, want OpenMetrics", ct)
+	}
+	if !strings.HasSuffix(string(body), "# EOF\n") {
+		t.Fatalf("the body does not end with # EOF:\n%s", body)
 	}
 }

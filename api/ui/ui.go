@@ -28,22 +28,23 @@ type asset struct {
 }
 
 // Handler serves the UI's files. It expects the request path to start with
-// /ui/: /ui/ and any path that names no file (a client-side route) get
-// index.html. Every answer carries the security headers (SetHeaders).
+// /ui/: /ui/ gets index.html, a file's path the file, and anything else 404.
+// The pages route on the URL fragment, so no other path is a page; served
+// index.html there, its relative asset links would miss (/ui/js/js/app.js)
+// and leave the page on "Loading…". Every answer carries the security
+// headers (SetHeaders).
 func Handler() http.Handler {
 	assets := load()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		SetHeaders(w.Header())
 		name := strings.TrimPrefix(r.URL.Path, "/ui/")
+		if name == "" {
+			name = "index.html"
+		}
 		a, ok := assets[name]
 		if !ok {
-			if path.Ext(name) != "" {
-				// A missing file is a 404, not the page (which a script tag
-				// would then try to run).
-				http.Error(w, "not found", http.StatusNotFound)
-				return
-			}
-			a = assets["index.html"]
+			http.Error(w, "not found", http.StatusNotFound)
+			return
 		}
 		h := w.Header()
 		h.Set("Content-Type", a.ctype)

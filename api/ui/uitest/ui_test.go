@@ -412,3 +412,107 @@ func TestAClickIsNotLostToALiveReload(t *testing.T) {
 		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestRelativeTimesTickOnAQuietCatalog: on a catalog that nothing writes
+// to, an instance page's relative times ("since 3s ago", "deregistered in
+// 10m") still move, without the page being drawn again.
+func TestRelativeTimesTickOnAQuietCatalog(t *testing.T) {
+	c := agenttest.New(t, 1)
+	cl := c.Client(0)
+	register(t, cl, "quiet", "q1", &client.Registration{Address: "127.0.0.1", Port: 8080})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := cl.Maintenance(ctx, "quiet", "q1", &client.MaintenanceRequest{Mode: "drain", Deadline: client.Duration(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/quiet/q1"))
+	b.waitJS(30*time.Second, `document.querySelector('main .badge.draining') !== null`, "the drain shown")
+	// The first text seen is kept on the heading it was read under: a
+	// reload draws a new heading and starts over, so only a change made
+	// without a reload counts.
+	b.waitJS(30*time.Second, `(() => {
+		const h = document.querySelector('main h1');
+		const now = [...document.querySelectorAll('main time')].map((e) => e.textContent).join('|');
+		if (h.dataset.probe === undefined) { h.dataset.probe = now; return false; }
+		return now !== h.dataset.probe;
+	})()`, "a relative time to change without a reload")
+	if errs := b.errors(); len(errs) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestListsSayWhyTheyAreEmptyAndSearchByPort: an empty catalog's services
+// list says nothing is registered; a service page's search finds an
+// instance by the port its Address column shows; a filter that matches
+// none of its instances says so rather than that none is registered.
+func TestListsSayWhyTheyAreEmptyAndSearchByPort(t *testing.T) {
+	c := agenttest.New(t, 1)
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services"))
+	b.waitJS(30*time.Second, `document.querySelector('main table tbody td.muted')?.textContent === 'No services registered.'`, "the empty catalog said so")
+
+	register(t, c.Client(0), "web", "w1", &client.Registration{Address: "127.0.0.1", Port: 43203})
+	register(t, c.Client(0), "web", "w2", &client.Registration{Address: "127.0.0.1", Port: 8080})
+	b.do(10*time.Second, setHash("#/services/web?q=:43203"))
+	b.waitJS(30*time.Second, `(() => {
+		const rows = [...document.querySelectorAll('main tr[data-instance]')].map((r) => r.dataset.instance);
+		return rows.length === 1 && rows[0] === 'w1';
+	})()`, "only w1, found by its port")
+	b.do(10*time.Second, setHash("#/services/web?tag=nope"))
+	b.waitJS(30*time.Second, `document.querySelector('main table tbody td.muted')?.textContent === 'No instance matches the filters.'`, "the filter named as the reason")
+	if errs := b.errors(); len(errs) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestLongValuesStayInsideTheWindow: a 128-character instance ID and many
+// long tags (valid values) neither widen the instance page past the
+// window nor push the service table's columns thousands of pixels away.
+func TestLongValuesStayInsideTheWindow(t *testing.T) {
+	c := agenttest.New(t, 1)
+	id := strings.Repeat("w", 128)
+	var tags []string
+	for i := 0; i < 64; i++ {
+		tags = append(tags, fmt.Sprintf("t%02d-%s", i, strings.Repeat("x", 42)))
+	}
+	register(t, c.Client(0), "long", id, &client.Registration{Address: "127.0.0.1", Port: 8080, Tags: tags})
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/#/services/long/"+id))
+	b.waitJS(30*time.Second, `document.querySelector('main h1')?.textContent.startsWith('wwww')`, "the instance page")
+	if w := eval[int](b, `document.documentElement.scrollWidth - innerWidth`); w > 0 {
+		t.Fatalf("the instance page is %d px wider than the window", w)
+	}
+	b.do(10*time.Second, setHash("#/services/long"))
+	b.waitJS(30*time.Second, `document.querySelector('main tr[data-instance]') !== null`, "the service page")
+	if w := eval[int](b, `(() => { const t = document.querySelector('main .table-wrap'); return t.scrollWidth - t.clientWidth; })()`); w > 200 {
+		t.Fatalf("the instances table is %d px wider than its box", w)
+	}
+	if !eval[bool](b, `document.querySelector('main .tag').title.startsWith('t00-')`) {
+		t.Fatal("a tag has no title holding its whole text")
+	}
+}
+
+// TestARevokedTokenLeavesTheHeader: once the token the page uses is
+// revoked, the reads it makes are refused and the header stops naming it.
+func TestARevokedTokenLeavesTheHeader(t *testing.T) {
+	c := agenttest.New(t, 1, agenttest.WithConfig(func(ac *agent.Config) {
+		ac.ManagementToken = managementToken
+		ac.AnonymousRead = true
+	}), agenttest.WithClient(func(cc *client.Config) { cc.Token = managementToken }))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	tok, err := c.Client(0).CreateToken(ctx, &client.TokenRequest{Policy: "write", Prefixes: []string{""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, 1280, 800)
+	b.do(30*time.Second, chromedp.Navigate(base(c, 0)+"/ui/"),
+		chromedp.Evaluate[chromedp.Void](`sessionStorage.setItem("beacon.token", `+jsString(tok.Secret)+`)`),
+		chromedp.Reload())
+	b.waitJS(30*time.Second, `document.querySelector('#auth-button').textContent.startsWith('Token: write')`, "the token named in the header")
+	if _, err := c.Client(0).DeleteToken(ctx, tok.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS(30*time.Second, `document.querySelector('#auth-button').textContent === 'Token refused'`, "the header to stop naming the revoked token")
+}

@@ -2,7 +2,7 @@
 // header (token, theme), the live watch and the connection banner.
 
 import { api, token, setToken, ApiError, NetworkError } from './api.js';
-import { h, replace } from './dom.js';
+import { h, replace, tick } from './dom.js';
 import { Live, Refresher } from './live.js';
 import { overview } from './views/overview.js';
 import { services } from './views/services.js';
@@ -53,6 +53,8 @@ async function load(view) {
       ? [`${e.toString()}. `, h('button', { type: 'button', class: 'small', onclick: openToken }, 'Enter a token')]
       : e instanceof NetworkError ? 'The agent cannot be reached; this page shows what it last read.' : `Cannot load: ${e.toString?.() ?? e}`;
     const box = h('p', { class: 'notice load-error', role: 'alert' }, msg);
+    // The token in use was revoked: the header must not keep naming it.
+    if (e instanceof ApiError && e.code === 'invalid_token') refreshWhoami();
     if (old) old.replaceWith(box); else main.prepend(box);
   }
 }
@@ -156,6 +158,9 @@ document.addEventListener('keydown', (e) => {
 // --- start -------------------------------------------------------------------
 
 const live = new Live({ onChange: refreshNow, onConnection });
+// Relative times move without catalog writes: every second, rewrite them
+// from what the page already holds, without a read.
+setInterval(() => tick(main), 1000);
 window.addEventListener('hashchange', () => { show(); main.focus({ preventScroll: true }); });
 await refreshWhoami();
 show();

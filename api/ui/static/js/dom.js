@@ -103,23 +103,41 @@ export function table(headers, rows, opts = {}) {
       h('tbody', null, rows.length ? rows : h('tr', null, h('td', { colspan: headers.length, class: 'muted' }, opts.empty ?? 'Nothing here.')))));
 }
 
+// tags and meta draw one .tag each, with its whole text as the title (a
+// long one is cut), and a space between them where a line may break.
 export function tags(list) {
-  return (list ?? []).map((t) => h('span', { class: 'tag' }, t));
+  return (list ?? []).map((t) => [h('span', { class: 'tag', title: t }, t), ' ']);
 }
 
 export function meta(obj) {
-  return Object.entries(obj ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`));
+  return Object.entries(obj ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [h('span', { class: 'tag', title: `${k}=${v}` }, `${k}=${v}`), ' ']);
 }
 
-// ago renders a time as "12s ago" with the exact time as a tooltip.
+// ago renders a time as "12s ago" (or "in 1m") with the exact time as a
+// tooltip; tick keeps it current.
 export function ago(t) {
   if (!t) return '';
   const d = new Date(t);
   if (Number.isNaN(d.getTime()) || d.getUTCFullYear() < 1971) return '';
+  return h('time', { class: 'ago', datetime: d.toISOString(), title: d.toISOString() }, agoText(d));
+}
+
+function agoText(d) {
   const s = Math.round((Date.now() - d.getTime()) / 1000);
   const abs = Math.abs(s);
   const txt = abs < 60 ? `${abs}s` : abs < 3600 ? `${Math.floor(abs / 60)}m` : abs < 86400 ? `${Math.floor(abs / 3600)}h` : `${Math.floor(abs / 86400)}d`;
-  return h('time', { datetime: d.toISOString(), title: d.toISOString() }, s >= 0 ? `${txt} ago` : `in ${txt}`);
+  return s >= 0 ? `${txt} ago` : `in ${txt}`;
+}
+
+// tick rewrites the relative times under root from their datetime: a quiet
+// catalog brings no reload, and "hold-down ends in 59s" must still count
+// down. Only text that changed is touched, so a tick costs a page of 100
+// rows next to nothing and never replaces an element under the pointer.
+export function tick(root) {
+  for (const el of root.querySelectorAll('time.ago')) {
+    const txt = agoText(new Date(el.dateTime));
+    if (el.textContent !== txt) el.textContent = txt;
+  }
 }
 
 export function num(n) {

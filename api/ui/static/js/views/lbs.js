@@ -18,7 +18,7 @@ export function lbs() {
       if (!data.length) {
         replace(root, h('h1', null, 'Load balancers'),
           h('p', { class: 'notice' }, 'This agent knows no load balancer. Start it with ', h('code', null, '--ui-lb HOST:PORT'),
-            ' (repeatable; env BEACON_UI_LBS) naming the admin address of each ', h('code', null, 'beacon lb'), ', or an embedded one (--lb-admin-addr).'));
+            ' (repeatable; env BEACON_UI_LB) naming the admin address of each ', h('code', null, 'beacon lb'), ', or an embedded one (--lb-admin-addr).'));
         return;
       }
       replace(root, h('h1', null, 'Load balancers'), data.map(lb));

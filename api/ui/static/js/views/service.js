@@ -39,7 +39,8 @@ export function service(name, params) {
 
   function render() {
     const needle = state.text.toLowerCase();
-    const shown = needle ? all.filter((i) => i.id.toLowerCase().includes(needle) || i.address.toLowerCase().includes(needle)) : all;
+    // The address as the Address column shows it, port included.
+    const shown = needle ? all.filter((i) => i.id.toLowerCase().includes(needle) || `${i.address}:${i.port}`.toLowerCase().includes(needle)) : all;
     const pages = Math.max(1, Math.ceil(shown.length / ROWS));
     page = Math.min(page, pages - 1);
     const rows = shown.slice(page * ROWS, (page + 1) * ROWS).map((i) => h('tr', { dataset: { instance: i.id } },
@@ -59,9 +60,12 @@ export function service(name, params) {
       h('button', { type: 'button', disabled: page >= pages - 1, dataset: { key: 'next' }, onclick: () => { page++; render(); } }, 'Next →'));
     replace(results,
       table(['Instance', 'Address', 'Health', 'State', ['Weight', 'num hide-narrow'], ['Effective', 'num hide-narrow'], ['Version', 'hide-narrow'], ['Tags and meta', 'hide-narrow'], ['Node', 'hide-narrow'], 'Actions'],
-        rows, { label: 'Instances', empty: all.length ? 'No instance matches.' : 'No instances registered.' }),
+        rows, { label: 'Instances', empty: filtered() ? 'No instance matches the filters.' : 'No instances registered.' }),
       pager);
   }
+
+  // filtered says whether the list is narrowed, on the page or by the agent.
+  function filtered() { return Boolean(state.text || state.tag || state.meta || state.version || state.health); }
 
   const view = {
     title: name,

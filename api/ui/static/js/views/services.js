@@ -60,7 +60,7 @@ export function services(params) {
         h('span', { class: 'muted' }, `Page ${page + 1}`),
         h('button', { type: 'button', disabled: !next, dataset: { key: 'next' }, onclick: () => { cursors[page + 1] = next; page++; view.refresh(); } }, 'Next →'));
       replace(results,
-        table(['Service', ['Tags', 'hide-narrow'], ['Instances', 'num'], 'Health'], rows, { label: 'Services', empty: 'No service matches.' }),
+        table(['Service', ['Tags', 'hide-narrow'], ['Instances', 'num'], 'Health'], rows, { label: 'Services', empty: state.prefix || state.tag || state.meta || state.health ? 'No service matches.' : 'No services registered.' }),
         pager);
     },
     focusSearch() { form.querySelector('input').focus(); },
