@@ -34,10 +34,6 @@ type logCache struct {
 	// stored, if set, counts every entry stored (the log's byte budget,
 	// logbudget.go).
 	stored *logStored
-	// mark, if set, keeps the commit index on disk (commitmark.go): the
-	// cache is the log store Raft sees, so it is the one that implements
-	// raft.CommitTrackingLogStore.
-	mark *commitMark
 }
 
 // The cache's bounds: what raft.LogCache held before group commit (512
@@ -70,24 +66,6 @@ func (c *logCache) IsMonotonic() bool {
 	return false
 }
 
-// StageCommitIndex notes the commit index Raft stores with its next
-// entries (raft.CommitTrackingLogStore).
-func (c *logCache) StageCommitIndex(idx uint64) error {
-	if c.mark != nil {
-		c.mark.stage(idx)
-	}
-	return nil
-}
-
-// GetCommitIndex is the commit index the last run left on disk, 0 if none
-// (raft.CommitTrackingLogStore); Raft caps it at the log's last index.
-func (c *logCache) GetCommitIndex() (uint64, error) {
-	if c.mark == nil {
-		return 0, nil
-	}
-	return c.mark.get(), nil
-}
-
 func (c *logCache) GetLog(idx uint64, log *raft.Log) error {
 	c.mu.RLock()
 	if c.n > 0 && idx >= c.lo && idx-c.lo < c.n {
@@ -108,12 +86,6 @@ func (c *logCache) StoreLog(log *raft.Log) error { return c.StoreLogs([]*raft.Lo
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return err
-	}
-	if c.mark != nil {
-		// The entries are durable: a mark up to them may be written. A
-		// mark that cannot be written costs only what a restart without a
-		// leader applies early; the entries are stored.
-		_ = c.mark.persist()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -306,14 +306,6 @@ func (n *Node) startRaft() error {
 		n.stored = &logStored{}
 		n.logPath = resolvedPath(filepath.Join(n.cfg.DataDir, "raft.db"))
 		cached.stored = n.stored
-		mark, err := openCommitMark(n.cfg.DataDir, n.fsm.AppliedIndex)
-		if err != nil {
-			return err
-		}
-		// Closed before the journal and bolt (n.closers runs in order),
-		// once Raft is down: its last mark is the catalog's final index.
-		n.closers = append([]io.Closer{mark}, n.closers...)
-		cached.mark = mark
 		logs, stable = cached, bolt
 		fss, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, n.logger.Named("snapshot"))
 		if err != nil {
@@ -325,12 +317,6 @@ func (n *Node) startRaft() error {
 		logs = n.cfg.wrapLogStore(logs)
 	}
 	n.logs = logs
-	// A restarted server applies what it knows was committed before it
-	// hears from a leader (commitmark.go). Only a store that keeps the
-	// mark qualifies: raft refuses to start otherwise.
-	if _, ok := logs.(raft.CommitTrackingLogStore); ok && !n.cfg.InMemory {
-		rc.RestoreCommittedLogs = true
-	}
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return fmt.Errorf("cluster: read raft state: %w", err)
