@@ -303,7 +303,7 @@ func (a *Agent) mountConsul(cl consul.Cluster, ttl consul.TTLReporter, deny []ne
 		return err
 	}
 	for _, p := range consul.Prefixes {
-		a.api.Mount(p, cs.Handler())
+		a.api.MountWithToken(p, cs.Handler(), consul.RequestToken)
 	}
 	return nil
 }

@@ -148,6 +148,11 @@ func (s *Server) identify(r *http.Request, q url.Values) (identity, error) {
 	if err != nil {
 		return identity{}, err
 	}
+	return s.identifyToken(tok)
+}
+
+// identifyToken finds the identity of a token secret ("" for none).
+func (s *Server) identifyToken(tok string) (identity, error) {
 	auth := s.cfg.Auth
 	if !auth.Enabled() {
 		return identity{accessor: AccessorAnonymous, policy: PolicyManagement}, nil

@@ -21,11 +21,24 @@ import (
 // Authorize). Mount must be called before Serve; patterns must not collide
 // with the API's own routes (ServeMux panics if they do).
 func (s *Server) Mount(pattern string, h http.Handler) {
-	s.table.handleOpen(pattern, h)
+	s.table.handleOpen(pattern, h, nil)
 }
 
-// handleOpen registers h for pattern with the open policy.
-func (rt *router) handleOpen(pattern string, h http.Handler) {
+// TokenFunc returns the token secret a request carries ("" for none) where
+// a mounted protocol's clients send it.
+type TokenFunc func(r *http.Request) (string, error)
+
+// MountWithToken is Mount for a protocol whose clients send their token
+// their own way (Consul's X-Consul-Token): the request's identity (the
+// audit log's accessor, the denial log's) is that of the token token
+// returns, the one h authorizes with, rather than of Beacon's headers.
+func (s *Server) MountWithToken(pattern string, h http.Handler, token TokenFunc) {
+	s.table.handleOpen(pattern, h, token)
+}
+
+// handleOpen registers h for pattern with the open policy; a token, if
+// given, identifies the request in place of Beacon's headers.
+func (rt *router) handleOpen(pattern string, h http.Handler, token TokenFunc) {
 	rt.patterns = append(rt.patterns, pattern)
 	rt.mounted = append(rt.mounted, pattern)
 	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -38,8 +51,30 @@ func (rt *router) handleOpen(pattern string, h http.Handler) {
 			writeError(w, errNotCaughtUp)
 			return
 		}
+		if token != nil {
+			rt.s.reidentify(r, token)
+		}
 		h.ServeHTTP(w, r)
 	}))
+}
+
+// reidentify replaces the identity and the actor's accessor the middleware
+// found for r (from Beacon's headers) with those of the token token returns.
+func (s *Server) reidentify(r *http.Request, token TokenFunc) {
+	id := identity{accessor: AccessorAnonymous}
+	tok, err := token(r)
+	if err == nil {
+		id, err = s.identifyToken(tok)
+	}
+	if err != nil {
+		id = identity{err: err, accessor: AccessorAnonymous}
+	}
+	if p, ok := r.Context().Value(identityKey{}).(*identity); ok {
+		*p = id
+	}
+	if a, ok := r.Context().Value(actorKey{}).(*Actor); ok {
+		a.Accessor = id.accessor
+	}
 }
 
 // Access is what a request mounted with Mount needs of its token.
@@ -55,6 +90,11 @@ const (
 	// AccessManagement: the management token.
 	AccessManagement
 )
+
+// ErrTokenRequired is Authorize's error for a request without a token
+// where one is needed. Its message names Beacon's own headers; a mounted
+// protocol may answer with one naming its own.
+var ErrTokenRequired error = errTokenRequired
 
 // Authorize checks a presented token secret ("" for none) against access;
 // service names the service written for AccessServiceWrite. It returns nil

@@ -608,3 +608,32 @@ func Escaped(r rune) bool {
 	}
 	return r <= 0x9f || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }
+
+// EscapeControlMax is EscapeControl(s) cut to at most n bytes between two
+// characters of s, never inside a UTF-8 sequence or an escape (cutting the
+// escaped text by bytes could leave a stray "\x" or a broken character).
+func EscapeControlMax(s string, n int) string {
+	size := 0
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if size += escapedLen(r, w); size > n {
+			return EscapeControl(s[:i])
+		}
+		i += w
+	}
+	return EscapeControl(s)
+}
+
+// escapedLen is how many bytes EscapeControl writes for the rune r, read
+// from w bytes.
+func escapedLen(r rune, w int) int {
+	switch {
+	case r == utf8.RuneError && w <= 1, r < 0x20, r == 0x7f:
+		return len(`\xHH`)
+	case Escaped(r) && r > 0xffff:
+		return len(`\UHHHHHHHH`)
+	case Escaped(r):
+		return len(`\uHHHH`)
+	}
+	return w
+}

@@ -200,7 +200,7 @@ func (p *Prober) Probe(ctx context.Context, c *fsm.Check) Result {
 	default:
 		r = Result{Status: fsm.Critical, Output: fmt.Sprintf("check type %q is not probed", c.Type)}
 	}
-	r.Output = capOutput(fsm.EscapeControl(r.Output), p.maxOutput)
+	r.Output = fsm.EscapeControlMax(r.Output, p.maxOutput)
 	return r
 }
 

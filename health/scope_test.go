@@ -105,3 +105,26 @@ func TestEscapeControl(t *testing.T) {
 		}
 	}
 }
+
+// TestEscapedOutputIsNeverCutInsideAnEscape: output is escaped, then held
+// to the cap; the cut falls between two characters of the original, so it
+// never leaves half an escape ("\x0") or half a character.
+func TestEscapedOutputIsNeverCutInsideAnEscape(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"ab\ncd", 4, `ab`},
+		{"ab\ncd", 6, `ab\x0a`},
+		{"a\u0085", 6, `a`},
+		{"é\xffé", 5, `é`},
+		{"é\xffé", 6, `é\xff`},
+		{strings.Repeat("é", 3), 5, "éé"},
+		{"fits", 4, "fits"},
+	} {
+		if got := fsm.EscapeControlMax(tc.in, tc.n); got != tc.want {
+			t.Errorf("EscapeControlMax(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

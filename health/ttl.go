@@ -50,7 +50,7 @@ func (h *Health) ReportTTL(ctx context.Context, id string, status fsm.Health, ou
 			return 0, &fsm.RejectError{Kind: fsm.ErrInvalid, Msg: fmt.Sprintf("metric %q is not a finite number", k)}
 		}
 	}
-	b, err := json.Marshal(ttlReport{Check: id, Status: status, Output: capOutput(fsm.EscapeControl(output), h.cfg.MaxOutput), Metrics: metrics})
+	b, err := json.Marshal(ttlReport{Check: id, Status: status, Output: fsm.EscapeControlMax(output, h.cfg.MaxOutput), Metrics: metrics})
 	if err != nil {
 		return 0, err
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/fsm"
 )
 
@@ -81,7 +82,7 @@ func (s *Server) handleAgentServices(w http.ResponseWriter, r *http.Request, q u
 		writeError(w, err)
 		return
 	}
-	idx, insts := s.localInstances()
+	idx, insts := s.agentInstances()
 	svcs := make([]*AgentService, 0, len(insts))
 	for _, inst := range insts {
 		svcs = append(svcs, s.serviceView(inst))
@@ -114,7 +115,7 @@ func (s *Server) handleAgentChecks(w http.ResponseWriter, r *http.Request, q url
 		writeError(w, err)
 		return
 	}
-	idx, insts := s.localInstances()
+	idx, insts := s.agentInstances()
 	var hcs []*HealthCheck
 	for _, inst := range insts {
 		_, checks := s.store.CurrentInstance(inst.Service, inst.ID)
@@ -131,22 +132,67 @@ func (s *Server) handleAgentChecks(w http.ResponseWriter, r *http.Request, q url
 	s.simpleRead(w, idx, out)
 }
 
-// findInstance finds the instance a Consul service ID names: one this
-// agent registered, else (a client whose requests reach another agent,
-// e.g. through a load balancer) the only instance in the catalog with that
-// ID.
+// agentInstances are this agent's services as Consul sees them: one
+// instance per service ID, the newest (newer). Consul's service IDs are
+// unique per agent and a registration replaces one of the same ID under
+// another name (handleAgentRegister); an agent may still hold two made
+// before that rule, and every endpoint then takes the same one.
+func (s *Server) agentInstances() (uint64, []*fsm.Instance) {
+	idx, local := s.localInstances()
+	byID := make(map[string]*fsm.Instance, len(local))
+	out := make([]*fsm.Instance, 0, len(local))
+	for _, inst := range local {
+		if prev, ok := byID[inst.ID]; !ok || newer(inst, prev) {
+			byID[inst.ID] = inst
+		}
+	}
+	for _, inst := range local {
+		if byID[inst.ID] == inst {
+			out = append(out, inst)
+		}
+	}
+	return idx, out
+}
+
+// newer reports whether a was registered after b (the same index: members
+// of one group entry, ordered by service name so that the pick is stable).
+func newer(a, b *fsm.Instance) bool {
+	if a.CreateIndex != b.CreateIndex {
+		return a.CreateIndex > b.CreateIndex
+	}
+	return a.Service > b.Service
+}
+
+// localWithID are this agent's instances with the service ID id.
+func (s *Server) localWithID(id string) []*fsm.Instance {
+	_, local := s.localInstances()
+	var out []*fsm.Instance
+	for _, inst := range local {
+		if inst.ID == id {
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
+// findInstance finds the instance a Consul service ID names: this agent's
+// (the one agentInstances lists), else (a client whose requests reach
+// another agent, e.g. through a load balancer) the only instance in the
+// catalog with that ID.
 func (s *Server) findInstance(id string) *fsm.Instance {
 	if id == "" {
 		return nil
 	}
-	_, local := s.localInstances()
-	for _, inst := range local {
-		if inst.ID == id {
-			return inst
+	var found *fsm.Instance
+	for _, inst := range s.localWithID(id) {
+		if found == nil || newer(inst, found) {
+			found = inst
 		}
 	}
+	if found != nil {
+		return found
+	}
 	_, all := s.store.Instances(nil)
-	var found *fsm.Instance
 	for _, inst := range all {
 		if inst.ID == id {
 			if found != nil {
@@ -158,28 +204,56 @@ func (s *Server) findInstance(id string) *fsm.Instance {
 	return found
 }
 
+// errAmbiguousCheck answers a check ID that names checks of several
+// instances, none of them this agent's.
+func errAmbiguousCheck(id string) error {
+	return api.StatusError(http.StatusConflict, "ambiguous_check",
+		"check ID "+quote(id)+" names checks of several instances, none registered through this agent: send the update to the agent that registered it, or use service:<service id>")
+}
+
 // findCheck finds the Beacon check a Consul check ID names: service:<id>
-// and service:<id>:N on the instance <id>; a full Beacon check ID
-// (SERVICE:INSTANCE:NAME); or a check of this agent's instances named id.
-func (s *Server) findCheck(id string) *fsm.Check {
+// and service:<id>:N on the instance <id> (findInstance); a full Beacon
+// check ID (SERVICE:INSTANCE:NAME); or a check named id of this agent's
+// instances, else of the one instance in the catalog that has one (a
+// client behind a load balancer, as for service IDs). It returns nil, nil
+// for none and errAmbiguousCheck for several.
+func (s *Server) findCheck(id string) (*fsm.Check, error) {
 	if rest, ok := strings.CutPrefix(id, defaultCheckPrefix); ok {
 		iid, _, _ := strings.Cut(rest, ":")
 		inst := s.findInstance(iid)
 		if inst == nil {
-			return nil
+			return nil, nil
 		}
 		name, ok := checkName(id, iid)
 		if !ok {
-			return nil
+			return nil, nil
 		}
-		return s.store.Check(nil, fsm.CheckID(inst.Service, inst.ID, name))
+		return s.store.Check(nil, fsm.CheckID(inst.Service, inst.ID, name)), nil
 	}
 	if strings.Count(id, ":") == 2 {
-		return s.store.Check(nil, id)
+		return s.store.Check(nil, id), nil
 	}
-	_, local := s.localInstances()
-	for _, inst := range local {
+	_, local := s.agentInstances()
+	if c := s.checkNamed(local, id); c != nil {
+		return c, nil
+	}
+	_, all := s.store.Instances(nil)
+	var found *fsm.Check
+	for _, inst := range all {
 		if c := s.store.Check(nil, fsm.CheckID(inst.Service, inst.ID, id)); c != nil {
+			if found != nil {
+				return nil, errAmbiguousCheck(id)
+			}
+			found = c
+		}
+	}
+	return found, nil
+}
+
+// checkNamed is the first check named name of insts.
+func (s *Server) checkNamed(insts []*fsm.Instance, name string) *fsm.Check {
+	for _, inst := range insts {
+		if c := s.store.Check(nil, fsm.CheckID(inst.Service, inst.ID, name)); c != nil {
 			return c
 		}
 	}

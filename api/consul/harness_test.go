@@ -67,7 +67,7 @@ func newTestServer(t testing.TB, mutate func(*api.Config, *consul.Config)) *test
 		t.Fatal(err)
 	}
 	for _, p := range consul.Prefixes {
-		srv.Mount(p, cs.Handler())
+		srv.MountWithToken(p, cs.Handler(), consul.RequestToken)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

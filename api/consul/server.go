@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -197,14 +198,59 @@ func (s *Server) routes() *http.ServeMux {
 		{"GET /v1/status/peers", api.AccessRead, s.handleStatusPeers},
 	}
 	mux := http.NewServeMux()
-	for _, r := range rs {
+	patterns := make([]string, len(rs))
+	for i, r := range rs {
 		mux.HandleFunc(r.pattern, s.guard(r.access, r.h))
+		patterns[i] = r.pattern
 	}
-	// Anything else under the Consul prefixes: a clear 404 (or 405).
+	// Anything else under the Consul prefixes: a 405 for a served path
+	// with another method, else a clear 404.
 	for _, p := range Prefixes {
-		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) { s.handleUnsupported(w, r, nil) })
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			if allow := allowed(patterns, r.URL.Path); len(allow) > 0 {
+				w.Header().Set("Allow", strings.Join(allow, ", "))
+				writeError(w, api.StatusError(http.StatusMethodNotAllowed, "method_not_allowed",
+					"method "+r.Method+" not allowed on "+r.URL.Path+": use "+strings.Join(allow, " or ")))
+				return
+			}
+			s.handleUnsupported(w, r, nil)
+		})
 	}
 	return mux
+}
+
+// allowed are the methods of the patterns ("METHOD /path/{wildcard}")
+// whose path matches path most closely (with the fewest wildcards, as the
+// mux would pick: PUT for /v1/agent/service/register, not GET
+// /v1/agent/service/{id}). The mux sends here only requests no pattern
+// matched with their method, so any found are the methods to use instead.
+func allowed(patterns []string, path string) []string {
+	segs := strings.Split(path, "/")
+	var out []string
+	fewest := len(segs) + 1
+	for _, p := range patterns {
+		method, ppath, _ := strings.Cut(p, " ")
+		psegs := strings.Split(ppath, "/")
+		if len(psegs) != len(segs) {
+			continue
+		}
+		match, wild := true, 0
+		for i, ps := range psegs {
+			if strings.HasPrefix(ps, "{") && segs[i] != "" {
+				wild++
+				continue
+			}
+			match = match && ps == segs[i]
+		}
+		switch {
+		case !match || wild > fewest:
+		case wild < fewest:
+			out, fewest = []string{method}, wild
+		case !slices.Contains(out, method):
+			out = append(out, method)
+		}
+	}
+	return out
 }
 
 // guard checks the token, the datacenter and the query before a handler.
@@ -218,7 +264,7 @@ func (s *Server) guard(access api.Access, h handler) http.HandlerFunc {
 		}
 		if s.cfg.Auth != nil {
 			if err := s.cfg.Auth.Authorize(tok, access, ""); err != nil {
-				writeError(w, err)
+				writeError(w, consulAuthError(err))
 				return
 			}
 		}
@@ -240,8 +286,28 @@ func (s *Server) authorizeWrite(r *http.Request, service string) error {
 	if err != nil {
 		return err
 	}
-	return s.cfg.Auth.Authorize(tok, api.AccessServiceWrite, service)
+	return consulAuthError(s.cfg.Auth.Authorize(tok, api.AccessServiceWrite, service))
 }
+
+// errTokenRequired is the 401 of a request without a token, naming the
+// headers the Consul paths read (the API's names X-Beacon-Token, which
+// they do not).
+var errTokenRequired = api.StatusError(http.StatusUnauthorized, "unauthenticated",
+	`a token is required: send it as "X-Consul-Token: TOKEN" or "Authorization: Bearer TOKEN"`)
+
+// consulAuthError is err with the API's 401 replaced by errTokenRequired.
+func consulAuthError(err error) error {
+	if errors.Is(err, api.ErrTokenRequired) {
+		return errTokenRequired
+	}
+	return err
+}
+
+// RequestToken is the token secret a request to the Consul paths carries
+// (requestToken). The agent mounts the Consul handler with it
+// (api.Server.MountWithToken) so that the request is identified, in the
+// audit log too, by the token it was authorized with.
+func RequestToken(r *http.Request) (string, error) { return requestToken(r, api.Query(r)) }
 
 // requestToken is the token a request carries: X-Consul-Token or
 // "Authorization: Bearer". Tokens in the URL (?token=) are refused, as on

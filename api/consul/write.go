@@ -66,8 +66,17 @@ func writeOK(w http.ResponseWriter, idx uint64) {
 }
 
 // handleAgentRegister: PUT /v1/agent/service/register. The instance is
-// registered cluster-wide with this agent as its node.
+// registered cluster-wide with this agent as its node. As in Consul, a
+// service ID is unique on an agent: a registration replaces this agent's
+// instance of that ID under another name (a rename), and keeps the checks
+// of the instance it replaces or updates that it does not list, unless
+// ?replace-existing-checks is set.
 func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q url.Values) {
+	replaceChecks, err := boolParam(q, "replace-existing-checks")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	var reg Registration
 	if err := s.decode(w, r, &reg, false); err != nil {
 		writeError(w, err)
@@ -82,11 +91,35 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q u
 		writeError(w, err)
 		return
 	}
+	replaced := s.replacedBy(req)
+	for _, old := range replaced {
+		if err := s.authorizeWrite(r, old.Service); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if !replaceChecks {
+		s.keepChecks(req, replaced)
+	}
 	// A service re-registering itself unchanged (Spring and most Consul
 	// clients do, periodically) appends nothing and wakes no watcher.
-	if idx, ok := api.UnchangedRegistration(r.Context(), s.store, s.cluster.ConsistentIndex, req); ok {
-		writeOK(w, idx)
-		return
+	if len(replaced) == 0 {
+		if idx, ok := api.UnchangedRegistration(r.Context(), s.store, s.cluster.ConsistentIndex, req); ok {
+			writeOK(w, idx)
+			return
+		}
+	}
+	// The replaced instances go first, each only if unchanged since it
+	// was read (IfIndex): no reader ever sees two instances of one ID on
+	// this agent, and a failure between the writes leaves the old one
+	// gone and the new one not there yet, which the client's retry of
+	// its failed registration mends (docs/consul.md).
+	for _, old := range replaced {
+		dr := &fsm.DeregisterRequest{Service: old.Service, ID: old.ID, IfIndex: old.ModifyIndex, Time: req.Time}
+		if _, err := s.apply(r, fsm.DeregisterType, dr); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	idx, err := s.apply(r, fsm.RegisterType, req)
 	if err != nil {
@@ -94,6 +127,46 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q u
 		return
 	}
 	writeOK(w, idx)
+}
+
+// replacedBy are this agent's instances that the registration req
+// replaces: its ID under another service.
+func (s *Server) replacedBy(req *fsm.RegisterRequest) []*fsm.Instance {
+	var out []*fsm.Instance
+	for _, inst := range s.localWithID(req.ID) {
+		if inst.Service != req.Service {
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
+// keepChecks adds to req the checks it does not name of the instance it
+// updates and of those it replaces, as Consul keeps an agent's checks
+// across a re-registration. A kept check whose definition is unchanged
+// keeps its status (fsm's applyRegister); one moved by a rename starts
+// over. It may probe any host only if this registration may
+// (AnyTarget), so that no token gains through it what it could not
+// register.
+func (s *Server) keepChecks(req *fsm.RegisterRequest, replaced []*fsm.Instance) {
+	named := make(map[string]bool, len(req.Checks))
+	for _, d := range req.Checks {
+		named[d.Name] = true
+	}
+	_, checks := s.store.CurrentInstance(req.Service, req.ID)
+	for _, old := range replaced {
+		_, oc := s.store.CurrentInstance(old.Service, old.ID)
+		checks = append(checks, oc...)
+	}
+	for _, c := range checks {
+		if named[c.Name] {
+			continue
+		}
+		named[c.Name] = true
+		d := c.Definition()
+		d.AnyTarget = d.AnyTarget && req.Trusted
+		req.Checks = append(req.Checks, d)
+	}
 }
 
 // refusedCheckFields are the check kinds Beacon never runs: they would run
@@ -321,22 +394,36 @@ func consulField(err error, checkFields []string) error {
 	return &api.ValidationError{Field: head, Msg: ve.Msg}
 }
 
-// handleAgentDeregister: PUT /v1/agent/service/deregister/:id.
+// handleAgentDeregister: PUT /v1/agent/service/deregister/:id. Every
+// instance of this agent with that ID goes (there is one, unless two were
+// registered before a registration replaced its ID's older instance), else
+// the one instance in the catalog with it (findInstance).
 func (s *Server) handleAgentDeregister(w http.ResponseWriter, r *http.Request, q url.Values) {
 	id := r.PathValue("id")
-	inst := s.findInstance(id)
-	if inst == nil {
+	insts := s.localWithID(id)
+	if len(insts) == 0 {
+		if inst := s.findInstance(id); inst != nil {
+			insts = append(insts, inst)
+		}
+	}
+	if len(insts) == 0 {
 		writeError(w, notFound("Unknown service ID "+quote(id)+". Ensure that the service ID is passed, not the service name."))
 		return
 	}
-	if err := s.authorizeWrite(r, inst.Service); err != nil {
-		writeError(w, err)
-		return
+	for _, inst := range insts {
+		if err := s.authorizeWrite(r, inst.Service); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
-	idx, err := s.apply(r, fsm.DeregisterType, &fsm.DeregisterRequest{Service: inst.Service, ID: inst.ID, Time: time.Now().UnixNano()})
-	if err != nil {
-		writeError(w, err)
-		return
+	var idx uint64
+	for _, inst := range insts {
+		var err error
+		idx, err = s.apply(r, fsm.DeregisterType, &fsm.DeregisterRequest{Service: inst.Service, ID: inst.ID, Time: time.Now().UnixNano()})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	writeOK(w, idx)
 }
@@ -407,9 +494,25 @@ func (s *Server) handleCheckUpdate(w http.ResponseWriter, r *http.Request, q url
 // maxOutput caps a TTL report's output (Consul's default is 4 KiB).
 const maxOutput = 4096
 
+// cutOutput cuts s to at most n bytes on a UTF-8 boundary: a rune cut in
+// half would be stored as an escape (fsm.EscapeControl) of its first bytes.
+func cutOutput(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	return s[:n]
+}
+
 func (s *Server) reportTTL(w http.ResponseWriter, r *http.Request, status fsm.Health, output string) {
 	id := r.PathValue("id")
-	c := s.findCheck(id)
+	c, err := s.findCheck(id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	if c == nil {
 		// Spring Cloud Consul re-registers its service when it sees this.
 		writeError(w, notFound("Unknown check ID "+quote(id)+". Ensure that the check ID is passed, not the check name."))
@@ -427,9 +530,7 @@ func (s *Server) reportTTL(w http.ResponseWriter, r *http.Request, status fsm.He
 		writeError(w, api.StatusError(http.StatusServiceUnavailable, "unavailable", "this agent does not take TTL reports"))
 		return
 	}
-	if len(output) > maxOutput {
-		output = output[:maxOutput]
-	}
+	output = cutOutput(output, maxOutput)
 	idx, err := s.cfg.TTL.ReportTTL(r.Context(), c.ID, status, output, nil)
 	if err != nil {
 		writeError(w, err)
