@@ -273,11 +273,30 @@ func runSnapshotSave(ctx context.Context, opts *snapshotOptions) error {
 	if err := writeFileAtomic(opts.file, buf.Bytes()); err != nil {
 		return err
 	}
+	if opts.stale {
+		warnUnappliedLog(ctx, cl, opts.f.Err, ar.Info.Index)
+	}
 	info := snapshotInfo(ar.Info)
 	return opts.f.Print(info, func(w io.Writer) {
 		fmt.Fprintf(w, "saved snapshot at index %d (%d services, %d instances, %d checks; %d bytes) to %s\n",
 			info.Index, info.Counts.Services, info.Counts.Instances, info.Counts.Checks, buf.Len(), opts.file)
 	})
+}
+
+// warnUnappliedLog says so when the agent that answered a --stale save
+// knows no leader and its log holds entries past what it applied: Raft
+// keeps its commit index in memory, so a server restarted without a quorum
+// applies nothing past its last Raft snapshot, and those entries may be
+// committed writes the archive lacks (docs/operations.md, "Restarts and
+// failures"). Best effort: a status that cannot be read warns nothing.
+func warnUnappliedLog(ctx context.Context, cl *client.Client, w io.Writer, saved uint64) {
+	st, err := cl.Status(ctx)
+	if err != nil || st.Leader != "" || st.LastIndex <= st.AppliedIndex {
+		return
+	}
+	fmt.Fprintf(w, "warning: %s knows no leader and its Raft log holds %d entries past index %d, the last it applied (the archive is at %d): "+
+		"they may be writes that were committed, which this archive lacks. After a lost quorum, recover with recovery.json instead (docs/operations.md, \"Recovering from a lost quorum\").\n",
+		esc(st.Node), st.LastIndex-st.AppliedIndex, st.AppliedIndex, saved)
 }
 
 // writeFileAtomic writes b to path through a synced temporary file.
