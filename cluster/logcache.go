@@ -34,6 +34,9 @@ type logCache struct {
 	// stored, if set, counts every entry stored (the log's byte budget,
 	// logbudget.go).
 	stored *logStored
+	// mark, if set, keeps the catalog's applied index on disk after each
+	// stored batch (commitmark.go).
+	mark *commitMark
 }
 
 // The cache's bounds: what raft.LogCache held before group commit (512
@@ -86,6 +89,11 @@ func (c *logCache) StoreLog(log *raft.Log) error { return c.StoreLogs([]*raft.Lo
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return err
+	}
+	if c.mark != nil {
+		// A mark that cannot be written costs only what a restart without
+		// a leader applies early; the entries are stored.
+		_ = c.mark.persist()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

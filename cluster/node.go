@@ -45,6 +45,7 @@ type Node struct {
 	stall    stallDetector
 	gossip   *gossip
 	closers  []io.Closer
+	mark     *commitMark // the applied index kept on disk (nil in memory)
 	hasState bool
 	// audit logs accepted writes that carry an Actor (see audit.go).
 	audit   hclog.Logger
@@ -306,6 +307,15 @@ func (n *Node) startRaft() error {
 		n.stored = &logStored{}
 		n.logPath = resolvedPath(filepath.Join(n.cfg.DataDir, "raft.db"))
 		cached.stored = n.stored
+		mark, err := openCommitMark(n.cfg.DataDir, n.fsm.AppliedIndex)
+		if err != nil {
+			return err
+		}
+		// Closed before the journal and bolt (n.closers runs in order),
+		// once Raft is down: its last mark is the catalog's final index.
+		n.closers = append([]io.Closer{mark}, n.closers...)
+		cached.mark = mark
+		n.mark = mark
 		logs, stable = cached, bolt
 		fss, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, n.logger.Named("snapshot"))
 		if err != nil {
@@ -337,6 +347,19 @@ func (n *Node) startRaft() error {
 		if err := n.recoverIfAsked(rc, logs, stable, snaps); err != nil {
 			n.transport.Close()
 			return err
+		}
+		// What this server applied before it stopped was committed: Raft
+		// restores it from a snapshot at the mark instead of waiting for a
+		// leader to say so (commitmark.go).
+		if m := n.mark.get(); m > 0 {
+			at, err := catchUpToMark(m, fsm.New(n.logger.Named("catch-up")), logs, snaps, n.transport)
+			if err != nil {
+				n.transport.Close()
+				return fmt.Errorf("cluster: apply the log up to index %d, which this server had applied before it stopped: %w", m, err)
+			}
+			if at > 0 {
+				n.logger.Info("took a raft snapshot at the index this server had applied before it stopped", "index", at)
+			}
 		}
 	}
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
