@@ -55,7 +55,7 @@ func TestLeaveMakesTheFirstAddressLeaveAndNoOther(t *testing.T) {
 	// agent follows the leader and has caught up. (A leave in the first
 	// moments after a restart can meet an election, and a new leader whose
 	// gossip has not yet heard of the leave adds the server back: a known
-	// race, in the closing notes of the sixteenth session.)
+	// race, in the closing note of the fifteenth session.)
 	c.WaitForVoters(3)
 	agenttest.Eventually(t, 30*time.Second, func() bool {
 		st, err := c.Client(first).Status(ctx)
