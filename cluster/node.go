@@ -561,15 +561,34 @@ func (n *Node) Join(addrs []string) (int, error) {
 // peer; the node then asks the leader to remove it from Raft and announces
 // its departure through gossip. The caller shuts the node down afterwards.
 func (n *Node) Leave(ctx context.Context) error {
-	n.left.Store(true)
-	voters := 0
+	voters, aliveAfter := 0, 0
+	var down []string
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				voters++
+			if s.Suffrage != raft.Voter {
+				continue
+			}
+			voters++
+			if string(s.ID) == n.cfg.NodeName {
+				continue
+			}
+			if m, ok := n.gossip.member(string(s.ID)); ok && m.Status == fsm.NodeAlive {
+				aliveAfter++
+			} else {
+				down = append(down, string(s.ID))
 			}
 		}
 	}
+	// Leaving takes this server's vote away. With another voter down, the
+	// voters left may be too few to elect a leader: the cluster would stop
+	// taking writes until the dead one came back (QA took a 3-node cluster
+	// down so, with one server dead and a leave on a healthy one). Refuse;
+	// the operator removes the dead server first (force-leave).
+	if after := voters - 1; after > 0 && aliveAfter < after/2+1 {
+		return fmt.Errorf("cluster: leave refused: without this server the Raft configuration keeps %d voters, of which only %d are alive (down: %s), short of the %d a quorum needs; remove the dead servers first (beacon force-leave NODE) or bring them back: %w",
+			after, aliveAfter, strings.Join(down, ", "), after/2+1, fsm.ErrConflict)
+	}
+	n.left.Store(true)
 	if voters > 1 {
 		if n.IsLeader() {
 			if err := n.await(n.raft.LeadershipTransfer()); err != nil {
