@@ -572,10 +572,13 @@ func (n *Node) Leave(ctx context.Context) error {
 			if string(s.ID) == n.cfg.NodeName {
 				continue
 			}
-			if m, ok := n.gossip.member(string(s.ID)); ok && m.Status == fsm.NodeAlive {
-				aliveAfter++
-			} else {
+			// Down only when gossip says so: a server just restarted has
+			// not heard of every peer yet, and not knowing is no reason to
+			// refuse.
+			if m, ok := n.gossip.member(string(s.ID)); ok && m.Status != fsm.NodeAlive {
 				down = append(down, string(s.ID))
+			} else {
+				aliveAfter++
 			}
 		}
 	}
