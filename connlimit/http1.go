@@ -59,6 +59,40 @@ func PeekHead(br *bufio.Reader, more func()) ([]byte, error) {
 	}
 }
 
+// Preface is the HTTP/2 client connection preface (RFC 9113, section 3.4),
+// the first bytes of a cleartext HTTP/2 connection with prior knowledge.
+const Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// PeekPreface reports whether the connection br reads starts with the
+// HTTP/2 client preface, without consuming anything. It waits for more
+// bytes only while those read so far are a prefix of the preface: a
+// request whose first bytes differ (every HTTP/1 request, however short)
+// is answered false at once with what is buffered. An error is the read's
+// (its deadline passed, the client left part-way through a prefix of the
+// preface). br must hold at least len(Preface) bytes.
+//
+// net/http's server, serving cleartext HTTP/2 (Protocols.UnencryptedHTTP2),
+// instead peeks the preface's first 14 bytes before reading any request:
+// a connection whose whole request is shorter ("GET /\r\n\r\n") waits there
+// for the read header timeout before it is answered. The fast paths sniff
+// with PeekPreface and hand HTTP/1 connections to a server without
+// UnencryptedHTTP2.
+func PeekPreface(br *bufio.Reader) (bool, error) {
+	for {
+		n := min(br.Buffered(), len(Preface))
+		buf, _ := br.Peek(n)
+		if string(buf) != Preface[:n] {
+			return false, nil
+		}
+		if n == len(Preface) {
+			return true, nil
+		}
+		if _, err := br.Peek(n + 1); err != nil {
+			return false, err
+		}
+	}
+}
+
 // NextHeader reads the header line of head starting at pos (head ends in
 // the empty line): its name, its value without surrounding blanks, and
 // where the next line starts. ok is false for a line the fast path does not

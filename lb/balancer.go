@@ -269,39 +269,39 @@ func (b *Balancer) Handler() http.Handler { return b.proxy }
 // Serve serves the proxy on ln until Shutdown: HTTP/1.1 and cleartext
 // HTTP/2 (h2c), or TLS with HTTP/2 when Config.TLS is set. Without TLS the
 // common HTTP/1.1 requests take the fast path (fastServer) unless
-// Config.DisableFastPath.
+// Config.DisableFastPath; either way the fastServer tells h2c connections
+// from HTTP/1 ones and hands them to two net/http servers, one for each.
 func (b *Balancer) Serve(ln net.Listener) error {
 	b.guard.addListener(ln.Addr(), "listen")
-	srv := &http.Server{
-		Handler:           b.proxy,
-		ReadHeaderTimeout: b.cfg.ReadHeaderTimeout,
-		IdleTimeout:       b.cfg.IdleTimeout,
-		MaxHeaderBytes:    1 << 20,
-		ErrorLog:          b.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	newServer := func(protocols ...func(*http.Protocols, bool)) *http.Server {
+		var p http.Protocols
+		for _, set := range protocols {
+			set(&p, true)
+		}
+		return &http.Server{
+			Handler:           b.proxy,
+			ReadHeaderTimeout: b.cfg.ReadHeaderTimeout,
+			IdleTimeout:       b.cfg.IdleTimeout,
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          b.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+			Protocols:         &p,
+		}
 	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	if b.cfg.TLS != nil {
-		p.SetHTTP2(true)
-		srv.TLSConfig = b.cfg.TLS.Clone()
-	} else {
-		p.SetUnencryptedHTTP2(true)
-	}
-	srv.Protocols = &p
 	var err error
-	switch {
-	case b.cfg.TLS != nil:
+	if b.cfg.TLS != nil {
+		srv := newServer((*http.Protocols).SetHTTP1, (*http.Protocols).SetHTTP2)
+		srv.TLSConfig = b.cfg.TLS.Clone()
 		if !b.track(&b.srvs, srv) {
 			return http.ErrServerClosed
 		}
 		err = srv.ServeTLS(ln, "", "")
-	case b.cfg.DisableFastPath:
-		if !b.track(&b.srvs, srv) {
-			return http.ErrServerClosed
-		}
-		err = srv.Serve(ln)
-	default:
-		fs := newFastServer(b, ln, srv)
+	} else {
+		// Not one server with HTTP/1 and UnencryptedHTTP2: it would wait
+		// for 14 bytes of every connection before reading a request
+		// (fastServer).
+		srv := newServer((*http.Protocols).SetHTTP1)
+		h2srv := newServer((*http.Protocols).SetUnencryptedHTTP2)
+		fs := newFastServer(b, ln, srv, h2srv, b.cfg.DisableFastPath)
 		b.fast.Store(fs)
 		if !b.track(&b.srvs, fs) {
 			return http.ErrServerClosed

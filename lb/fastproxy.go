@@ -29,7 +29,7 @@ import (
 func (p *proxy) fastServe(c *fastConn, req *fastRequest) bool {
 	svc, strip, t := p.fastRoute(req)
 	if t == nil {
-		c.handoff()
+		c.handoff(c.s.hand)
 		return false
 	}
 	return p.serveRouted(c, req, svc, strip, t)

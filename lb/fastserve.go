@@ -22,11 +22,26 @@ import (
 // connection, with the bytes already read, to the net/http server that
 // served every request before, and it keeps the connection from then on.
 // docs/lb.md ("The request path") lists the cases.
+//
+// A connection that opens with the HTTP/2 client preface (h2c with prior
+// knowledge) goes to a second server, h2srv, that speaks only cleartext
+// HTTP/2; srv speaks only HTTP/1. One server doing both would look for the
+// preface itself on every connection handed to it and wait for the first
+// 14 bytes to come before reading a request: a shorter request ("GET
+// /\r\n\r\n") would be answered only after the read header timeout.
+// connlimit.PeekPreface waits only while the bytes read are a prefix of
+// the preface.
+//
+// With handAll (Config.DisableFastPath) every connection is handed to one
+// of the two servers once its first bytes tell which.
 type fastServer struct {
-	b    *Balancer
-	ln   net.Listener
-	srv  *http.Server
-	hand *connlimit.Handoff // the net/http server's listener: the connections the fast path hands over
+	b       *Balancer
+	ln      net.Listener
+	srv     *http.Server       // HTTP/1
+	h2srv   *http.Server       // cleartext HTTP/2
+	hand    *connlimit.Handoff // srv's listener: the connections the fast path hands over
+	h2hand  *connlimit.Handoff // h2srv's listener: the connections that opened with the preface
+	handAll bool               // no fast path: hand every connection over
 
 	// served counts requests the fast path answered, handedOff the
 	// connections given to net/http, looped the requests served in the
@@ -48,20 +63,31 @@ const (
 	fastWriteBufSize = 4 << 10
 )
 
-func newFastServer(b *Balancer, ln net.Listener, srv *http.Server) *fastServer {
-	return &fastServer{b: b, ln: ln, srv: srv, hand: connlimit.NewHandoff(ln.Addr()), quit: make(chan struct{})}
+func newFastServer(b *Balancer, ln net.Listener, srv, h2srv *http.Server, handAll bool) *fastServer {
+	return &fastServer{
+		b: b, ln: ln, srv: srv, h2srv: h2srv, handAll: handAll,
+		hand: connlimit.NewHandoff(ln.Addr()), h2hand: connlimit.NewHandoff(ln.Addr()),
+		quit: make(chan struct{}),
+	}
 }
 
-// serve accepts connections until Shutdown or Close; the net/http server
-// serves the handed-off ones meanwhile.
+// serve accepts connections until Shutdown or Close; the net/http servers
+// serve the handed-off ones meanwhile.
 func (s *fastServer) serve() error {
+	h2done := make(chan struct{})
+	go func() {
+		defer close(h2done)
+		_ = s.h2srv.Serve(s.h2hand)
+	}()
 	s.scanning.Add(1)
 	go s.scanWatches()
 	defer func() {
 		// However serve ends (Shutdown, Close, a listener error), the scan
-		// ends with it.
+		// and the HTTP/2 server's Serve end with it.
 		s.stopScan()
 		s.scanning.Wait()
+		_ = s.h2hand.Close()
+		<-h2done
 	}()
 	return connlimit.ServeHandingOff(s.ln, s.srv, s.hand, s.conns.Closing, func(nc net.Conn) {
 		c := s.newConn(nc)
@@ -111,15 +137,17 @@ func (s *fastServer) Shutdown(ctx context.Context) error {
 	s.conns.SetClosing()
 	defer s.stopScan()
 	_ = s.ln.Close()
-	herr := make(chan error, 1)
+	herr := make(chan error, 2)
 	go func() { herr <- s.srv.Shutdown(ctx) }()
+	go func() { herr <- s.h2srv.Shutdown(ctx) }()
 	if err := s.conns.Shutdown(ctx, 50*time.Millisecond, (*fastConn).closeIfIdle, (*fastConn).closeHard); err != nil {
 		// The connections are closed: their I/O fails and they end.
 		s.conns.Wait()
 		<-herr
+		<-herr
 		return err
 	}
-	return <-herr
+	return errors.Join(<-herr, <-herr)
 }
 
 // Close closes the listener and every connection at once.
@@ -129,6 +157,7 @@ func (s *fastServer) Close() error {
 	err := s.ln.Close()
 	s.conns.Each((*fastConn).closeHard)
 	_ = s.srv.Close()
+	_ = s.h2srv.Close()
 	return err
 }
 
@@ -271,9 +300,27 @@ func (c *fastConn) serve() {
 			c.close()
 			return
 		}
+		if first {
+			// h2c or HTTP/1? Decided from the bytes come so far, waiting
+			// (under the first head's deadline) only while they are the
+			// start of the HTTP/2 preface.
+			h2, err := connlimit.PeekPreface(c.br)
+			if err != nil {
+				c.close()
+				return
+			}
+			if h2 {
+				c.handoff(c.s.h2hand)
+				return
+			}
+			if c.s.handAll {
+				c.handoff(c.s.hand)
+				return
+			}
+		}
 		head, err := connlimit.PeekHead(c.br, c.beforeRead)
 		if errors.Is(err, connlimit.ErrNotPlain) {
-			c.handoff()
+			c.handoff(c.s.hand)
 			return
 		}
 		if err != nil {
@@ -284,7 +331,7 @@ func (c *fastConn) serve() {
 		}
 		req := &c.req
 		if !req.parse(head, cfg) {
-			c.handoff()
+			c.handoff(c.s.hand)
 			return
 		}
 		c.lastMethod = req.method
@@ -322,8 +369,9 @@ func (c *fastConn) beforeRead() {
 
 func (c *fastConn) setReadDeadline(d time.Duration) { connlimit.SetReadTimeout(c.nc, d) }
 
-// handoff gives the connection, and what was read of it, to net/http.
-func (c *fastConn) handoff() {
+// handoff gives the connection, and what was read of it, to the net/http
+// server accepting on h (c.s.hand: HTTP/1, c.s.h2hand: HTTP/2).
+func (c *fastConn) handoff(h *connlimit.Handoff) {
 	if c.bw != nil && c.bw.Buffered() > 0 {
 		if err := c.bw.Flush(); err != nil {
 			c.close()
@@ -340,7 +388,7 @@ func (c *fastConn) handoff() {
 		c.close()
 		return
 	}
-	if !c.s.hand.Give(pc) {
+	if !h.Give(pc) {
 		c.close()
 	}
 }
