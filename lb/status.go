@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -178,7 +180,7 @@ func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
 
 // AdminHandler serves GET /lb/status (JSON; ?service=NAME for one table),
 // GET /metrics (Config.Gatherer, when set: metrics.go), GET /healthz and GET /readyz (ready once
-// the service list has been read, until shutdown starts).
+// the service list has been read, or with Config.Services every table, until shutdown starts).
 func (b *Balancer) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /lb/status", func(w http.ResponseWriter, r *http.Request) {
@@ -209,11 +211,12 @@ func (b *Balancer) AdminHandler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		why := b.notReady()
 		switch {
 		case b.draining.Load():
 			writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: "shutting down", Code: CodeShuttingDown})
-		case b.listReg.Load().LastSuccess.IsZero() && len(b.cfg.Services) == 0:
-			writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: "the service list has not been read from the registry yet", Code: CodeNotReady})
+		case why != "":
+			writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: why, Code: CodeNotReady})
 		default:
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
@@ -223,4 +226,28 @@ func (b *Balancer) AdminHandler() http.Handler {
 		writeError(w, http.StatusNotFound, ErrorBody{Error: "no such route", Code: CodeNoRoute})
 	})
 	return mux
+}
+
+// notReady says why the balancer is not ready yet ("": it is): without
+// Config.Services until the service list has been read, with it until
+// every service's table has (a balancer that has never reached the
+// registry answers every request 503 not_ready).
+func (b *Balancer) notReady() string {
+	if len(b.cfg.Services) == 0 {
+		if b.listReg.Load().LastSuccess.IsZero() {
+			return "the service list has not been read from the registry yet"
+		}
+		return ""
+	}
+	var missing []string
+	for name, s := range *b.services.Load() {
+		if s.table.Load() == nil {
+			missing = append(missing, strconv.Quote(name))
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	sort.Strings(missing)
+	return "the routing table of " + strings.Join(missing, ", ") + " has not been read from the registry yet"
 }
