@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -111,8 +112,11 @@ func (n *Node) askRaftView(ctx context.Context, addr string, timeout time.Durati
 	}
 	took := time.Since(start)
 	if err != nil {
-		if cctx.Err() != nil && ctx.Err() == nil {
-			// The bound ran out, whatever step it interrupted.
+		var ne net.Error
+		if (cctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) && ctx.Err() == nil {
+			// The bound ran out, whatever step it interrupted (a dial
+			// to a paused process times out on its own deadline, an
+			// instant before the context's).
 			return RaftView{}, took, fmt.Errorf("no answer within %v", timeout)
 		}
 		if errors.Is(err, ErrConnLost) {

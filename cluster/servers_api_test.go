@@ -8,7 +8,17 @@ import (
 
 	"github.com/beaconhq/beacon/agent/agenttest"
 	"github.com/beaconhq/beacon/api/client"
+	"github.com/beaconhq/beacon/cluster"
 )
+
+// TestTheClientWaitsAsLongAsTheAgentDoesForEachServer: the client grows
+// each attempt of GET /v1/cluster/servers by the agent's own wait for a
+// server, so the two must agree.
+func TestTheClientWaitsAsLongAsTheAgentDoesForEachServer(t *testing.T) {
+	if client.ServersWait != cluster.DefaultServerViewTimeout {
+		t.Fatalf("client.ServersWait %v, cluster.DefaultServerViewTimeout %v", client.ServersWait, cluster.DefaultServerViewTimeout)
+	}
+}
 
 // servers reads GET /v1/cluster/servers through node i.
 func servers(t *testing.T, c *agenttest.Cluster, i int) *client.ClusterServers {

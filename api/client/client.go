@@ -281,11 +281,16 @@ func (c *Client) Status(ctx context.Context) (*ClusterStatus, error) {
 	return &out, nil
 }
 
+// ServersWait is how long an agent waits for each server's answer to
+// GET /v1/cluster/servers (cluster.DefaultServerViewTimeout).
+const ServersWait = 2 * time.Second
+
 // Servers asks the agent for every Raft server's own view of Raft; the
-// agent waits up to 2 s for each.
+// agent waits up to ServersWait for each, so each attempt may take that
+// much longer than AttemptTimeout.
 func (c *Client) Servers(ctx context.Context) (*ClusterServers, error) {
 	var out ClusterServers
-	if _, err := c.do(ctx, http.MethodGet, "/v1/cluster/servers", url.Values{}, nil, &out); err != nil {
+	if _, err := c.do(withWork(ctx, ServersWait), http.MethodGet, "/v1/cluster/servers", url.Values{}, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

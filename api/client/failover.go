@@ -132,6 +132,11 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 	ctx, cancel := context.WithTimeout(parent, c.timeout+wait)
 	defer cancel()
 	attemptTimeout := c.attempt
+	if work, ok := ctx.Value(workKey{}).(time.Duration); ok {
+		// The agent asks others before it answers, each for at most
+		// work: its answer may take that long on top of the attempt.
+		attemptTimeout += work
+	}
 	if ctx.Value(longCallKey{}) != nil || len(c.bases) == 1 {
 		// With one agent there is no other to try: the call's bound is
 		// the attempt's.
@@ -201,6 +206,17 @@ type longCallKey struct{}
 // snapshot): its attempts are bounded by Timeout, not AttemptTimeout.
 func longCall(ctx context.Context) context.Context {
 	return context.WithValue(ctx, longCallKey{}, true)
+}
+
+type workKey struct{}
+
+// withWork marks ctx's call as one whose agent asks others before it
+// answers, waiting at most work for them (GET /v1/cluster/servers): each
+// attempt's bound grows by work, so a healthy agent that waits out a
+// paused peer answers within it, while an agent that does not answer at
+// all still costs a bounded wait.
+func withWork(ctx context.Context, work time.Duration) context.Context {
+	return context.WithValue(ctx, workKey{}, work)
 }
 
 // attempt is one call's request, tried on one agent after another.

@@ -126,6 +126,40 @@ func TestBinaryTwentyCLICommandsWithOneAgentPaused(t *testing.T) {
 	if len(st) != 1 || st[0].Status != "warning" || st[0].Output != "slow" {
 		t.Fatalf("the TTL check after the reports: %+v", st)
 	}
+
+	// Every server's view, asked with the paused agent in the list: the
+	// agent that answers waits out the paused server (2 s), and the CLI
+	// waits for that answer rather than giving up on it at the same
+	// moment (several times, as the client starts with a random agent).
+	for i := 0; i < 3; i++ {
+		out, err := pc.tryEnv([]string{"BEACON_ADDR=" + addrs}, "operator", "raft", "servers", "-o", "json")
+		if err != nil {
+			t.Fatalf("operator raft servers with %s paused: %v\n%s", paused.name, err, out)
+		}
+		var view struct {
+			Servers []struct {
+				ID    string `json:"id"`
+				Error string `json:"error"`
+			} `json:"servers"`
+		}
+		if err := json.Unmarshal([]byte(out), &view); err != nil {
+			t.Fatalf("operator raft servers: %v\n%s", err, out)
+		}
+		found := false
+		for _, sv := range view.Servers {
+			if sv.ID == paused.name {
+				found = true
+				if !strings.Contains(sv.Error, "no answer within") {
+					t.Errorf("the paused %s is listed with %q, want no answer within", sv.ID, sv.Error)
+				}
+			} else if sv.Error != "" {
+				t.Errorf("the live %s is listed with %q", sv.ID, sv.Error)
+			}
+		}
+		if !found || len(view.Servers) != 3 {
+			t.Errorf("operator raft servers lists %+v, want 3 servers with %s", view.Servers, paused.name)
+		}
+	}
 	cont()
 }
 
