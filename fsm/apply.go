@@ -625,7 +625,7 @@ func applyCatalogRegister(w *writeTxn, req *CatalogRegisterRequest) *RejectError
 	if old != nil && old.Role != RoleExternal {
 		return reject(ErrConflict, "catalog register: node %q is a cluster member (role %s): its record comes from gossip", req.Node, old.Role)
 	}
-	if old == nil && req.Address == "" {
+	if req.Address == "" && (old == nil || !req.SkipNodeUpdate) {
 		return reject(ErrInvalid, "catalog register: node %q: an address is required", req.Node)
 	}
 	if req.Service != nil && req.Service.Node != req.Node {

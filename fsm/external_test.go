@@ -94,9 +94,10 @@ func TestCatalogRegisterCreatesAnExternalNodeWithItsInstance(t *testing.T) {
 	})
 	t.Run("a node without an address, a bad name or an instance on another node is refused", func(t *testing.T) {
 		for name, cmd := range map[string][]byte{
-			"no address": catalogRegister(t, "ext-new", "", ""),
-			"bad name":   catalogRegister(t, "ext db", "10.0.0.8", ""),
-			"other node": catalogRegister(t, "ext-x", "10.0.0.8", "x", func(r *fsm.CatalogRegisterRequest) { r.Service.Node = "ext-y" }),
+			"no address":         catalogRegister(t, "ext-new", "", ""),
+			"an address removed": catalogRegister(t, "ext-db", "", ""),
+			"bad name":           catalogRegister(t, "ext db", "10.0.0.8", ""),
+			"other node":         catalogRegister(t, "ext-x", "10.0.0.8", "x", func(r *fsm.CatalogRegisterRequest) { r.Service.Node = "ext-y" }),
 		} {
 			if res := fsmtest.Apply(t, f, 7, cmd); !errors.Is(res.Err, fsm.ErrInvalid) {
 				t.Errorf("%s: err %v, want invalid", name, res.Err)
