@@ -165,5 +165,19 @@ func ValidateService(field, v string) error { return validateService(field, v) }
 // ValidateID: see ValidateService.
 func ValidateID(field, v string) error { return validateID(field, v) }
 
+// ValidateMeta applies the limits of an instance's meta (docs/api.md,
+// Limits) to m; errors name field, or field.KEY for a value.
+func ValidateMeta(field string, m map[string]string) error { return validateMeta(field, m) }
+
+// ValidateHost applies the rule of an instance's address to v: an IP
+// address or a host name, not an unspecified, multicast or broadcast
+// address.
+func ValidateHost(field, v string) error {
+	if err := validateHost(field, v); err != nil {
+		return err
+	}
+	return validateInstanceAddr(field, v)
+}
+
 // Printable reports whether s has no control or format characters.
 func Printable(s string) bool { return printable(s) }

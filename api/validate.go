@@ -252,16 +252,8 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, po
 			return nil, invalid(fmt.Sprintf("tags[%d]", i), "must be 1-%d printable characters", MaxTagLen)
 		}
 	}
-	if len(r.Meta) > MaxMetaKeys {
-		return nil, invalid("meta", "more than %d keys", MaxMetaKeys)
-	}
-	for k, v := range r.Meta {
-		if len(k) > MaxMetaKeyLen || !validMetaKeyChars(k) {
-			return nil, invalid("meta", "key %q: 1-%d letters, digits, '.', '_', '/' or '-'", truncateForError(k), MaxMetaKeyLen)
-		}
-		if !printableMax(v, MaxMetaValueLen) {
-			return nil, invalid("meta."+k, "value must be at most %d printable characters", MaxMetaValueLen)
-		}
+	if err := validateMeta("meta", r.Meta); err != nil {
+		return nil, err
 	}
 	if p, ok := r.Meta[metaRoutePrefix]; ok {
 		if err := validateRoutePrefix(service, p, pol.privileged, pol.registered); err != nil {
@@ -308,6 +300,24 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, po
 		req.Checks = append(req.Checks, def)
 	}
 	return req, nil
+}
+
+// validateMeta applies the limits of an instance's meta to m: at most
+// MaxMetaKeys keys of metadata-key characters, values of printable
+// characters. Errors name field, or field.KEY for a value.
+func validateMeta(field string, m map[string]string) error {
+	if len(m) > MaxMetaKeys {
+		return invalid(field, "more than %d keys", MaxMetaKeys)
+	}
+	for k, v := range m {
+		if len(k) > MaxMetaKeyLen || !validMetaKeyChars(k) {
+			return invalid(field, "key %q: 1-%d letters, digits, '.', '_', '/' or '-'", truncateForError(k), MaxMetaKeyLen)
+		}
+		if !printableMax(v, MaxMetaValueLen) {
+			return invalid(field+"."+k, "value must be at most %d printable characters", MaxMetaValueLen)
+		}
+	}
+	return nil
 }
 
 // metaRoutePrefix is the meta key load balancers read a route prefix from

@@ -272,7 +272,9 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft ma
 	// office: after a grace period, they are taken to have failed.
 	if time.Since(time.Unix(0, n.leaderSince.Load())) > 2*n.cfg.ReconcileInterval {
 		for _, nd := range have {
-			if nd.Status == fsm.NodeAlive {
+			// An external node (the Consul catalog API's) is no member:
+			// gossip never reports it, and it stays as registered.
+			if nd.Status == fsm.NodeAlive && !nd.External() {
 				req.Upserts = append(req.Upserts, fsm.NodeState{Name: nd.Name, Address: nd.Address, Role: nd.Role, Status: fsm.NodeFailed})
 			}
 		}

@@ -256,6 +256,9 @@ func dispatchTable() map[MessageType]handler {
 		MetricsType:      decodeAnd(applyMetrics),
 		TokenSetType:     decodeAnd(applyTokenSet),
 		TokenDeleteType:  decodeAnd(applyTokenDelete),
+
+		CatalogRegisterType:   decodeAnd(applyCatalogRegister),
+		CatalogDeregisterType: decodeAnd(applyCatalogDeregister),
 	}
 }
 
@@ -609,6 +612,106 @@ func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
 	return nil
 }
 
+// applyCatalogRegister upserts an external node and registers the
+// instance of the request, if any, on it. Everything is checked before
+// anything is written (a rejected command leaves no partial write): the
+// node must not be a cluster member's, and the instance is registered
+// first, since applyRegister refuses before it writes.
+func applyCatalogRegister(w *writeTxn, req *CatalogRegisterRequest) *RejectError {
+	if err := ValidateName(req.Node); err != nil {
+		return reject(ErrInvalid, "catalog register: node name %s", err)
+	}
+	old, _ := w.first(tableNodes, "id", req.Node).(*Node)
+	if old != nil && old.Role != RoleExternal {
+		return reject(ErrConflict, "catalog register: node %q is a cluster member (role %s): its record comes from gossip", req.Node, old.Role)
+	}
+	if req.Address == "" && (old == nil || !req.SkipNodeUpdate) {
+		return reject(ErrInvalid, "catalog register: node %q: an address is required", req.Node)
+	}
+	if req.Service != nil && req.Service.Node != req.Node {
+		return reject(ErrInvalid, "catalog register: the instance's node %q is not the node registered, %q", req.Service.Node, req.Node)
+	}
+	if req.Service != nil {
+		if rerr := applyRegister(w, req.Service); rerr != nil {
+			return rerr
+		}
+	}
+	if old != nil && (req.SkipNodeUpdate || old.sameExternal(req)) {
+		if req.Service == nil {
+			w.visibleAt = old.ModifyIndex // nothing changed (see applyRegister)
+		} else if w.visibleAt != 0 {
+			w.visibleAt = max(w.visibleAt, old.ModifyIndex)
+		}
+		return nil
+	}
+	w.visibleAt = 0
+	n := &Node{
+		Name: w.in.str(req.Node), Address: req.Address, Role: RoleExternal, Status: NodeAlive,
+		TaggedAddresses: nilIfEmpty(req.TaggedAddresses), Meta: nilIfEmpty(req.Meta),
+		Since: req.Time, CreateIndex: w.index, ModifyIndex: w.index,
+	}
+	if old != nil {
+		n.CreateIndex, n.Since = old.CreateIndex, old.Since
+	}
+	w.insert(tableNodes, n)
+	return nil
+}
+
+// sameExternal reports whether registering req would leave external node
+// n as it is.
+func (n *Node) sameExternal(req *CatalogRegisterRequest) bool {
+	return n.Address == req.Address && maps.Equal(n.TaggedAddresses, req.TaggedAddresses) && maps.Equal(n.Meta, req.Meta)
+}
+
+func nilIfEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// applyCatalogDeregister removes one check of an instance on the node
+// (Check), or the external node with every instance on it. A node that is
+// a cluster member's is refused (its record comes from gossip); a node the
+// catalog does not know, or a check that is not there, is no error.
+func applyCatalogDeregister(w *writeTxn, req *CatalogDeregisterRequest) *RejectError {
+	if req.Node == "" {
+		return reject(ErrInvalid, "catalog deregister: node is required")
+	}
+	if req.Check != "" {
+		c := w.check(req.Check)
+		if c == nil {
+			return nil
+		}
+		inst := w.instance(c.Service, c.Instance)
+		if inst == nil || inst.Node != req.Node {
+			return nil
+		}
+		w.dropCheck(c)
+		n := inst.Clone()
+		refreshStatus(n, w.checksOf(n.Service, n.ID), req.Time, "deregistration", "check "+c.Name+" deregistered")
+		n.ModifyIndex = w.index
+		w.putInstance(n)
+		w.touch(n.Service, 0)
+		return nil
+	}
+	old, _ := w.first(tableNodes, "id", req.Node).(*Node)
+	if old != nil && old.Role != RoleExternal {
+		return reject(ErrConflict, "catalog deregister: node %q is a cluster member (role %s): it leaves through gossip", req.Node, old.Role)
+	}
+	for _, inst := range w.sets.nodeInstances(req.Node) {
+		for _, c := range w.checksOf(inst.Service, inst.ID) {
+			w.dropCheck(c)
+		}
+		w.removeInstance(inst)
+		w.touch(inst.Service, -1)
+	}
+	if old != nil {
+		w.delete(tableNodes, old)
+	}
+	return nil
+}
+
 func setNodeFailed(w *writeTxn, node string, failed bool, now int64) {
 	for _, inst := range w.sets.nodeInstances(node) {
 		if inst.NodeFailed == failed {
@@ -730,6 +833,12 @@ const RoleServer = "server"
 // cluster port's TLS or secret handshake, or is not added yet): it is
 // listed, and gets no checks.
 const RoleUntrusted = "untrusted"
+
+// RoleExternal is the role of a node registered through the Consul
+// catalog API (CatalogRegisterRequest): a host that runs no Beacon agent,
+// such as a database or a SaaS endpoint. Gossip knows nothing of it: it is
+// always alive, gets no checks to run and is never made a Raft server.
+const RoleExternal = "external"
 
 // PickOwner returns the member of nodes with the highest rendezvous score for
 // check, or "" when nodes is empty.

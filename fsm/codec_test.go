@@ -82,6 +82,19 @@ func goldenCommands() []goldenCommand {
 			CreateIndex: 7, ModifyIndex: 9,
 		}}},
 		{"token_delete", fsm.TokenDeleteType, &fsm.TokenDeleteRequest{Accessor: "acc-1"}},
+		{"catalog_register", fsm.CatalogRegisterType, &fsm.CatalogRegisterRequest{
+			Node: "ext-db", Address: "10.0.0.5",
+			TaggedAddresses: map[string]string{"lan": "10.0.0.5", "wan": "198.51.100.5"},
+			Meta:            map[string]string{"external-node": "true"},
+			Service: &fsm.RegisterRequest{
+				ID: "db-1", Service: "db", Address: "10.0.0.5", Port: 5432, Tags: []string{"primary"},
+				Weight: 1, Node: "ext-db", Time: 1_700_000_000_123_456_789,
+			},
+			Time: 1_700_000_000_123_456_789,
+		}},
+		{"catalog_deregister", fsm.CatalogDeregisterType, &fsm.CatalogDeregisterRequest{
+			Node: "ext-db", Check: "db:db-1:service", Time: 1_700_000_000_123_456_789,
+		}},
 	}
 }
 

@@ -29,6 +29,11 @@ const (
 	// GroupType is a group entry: several clients' commands in one log
 	// entry (group.go).
 	GroupType MessageType = 10
+	// CatalogRegisterType and CatalogDeregisterType write external nodes
+	// (RoleExternal). Not skippable: a node that skipped them would hold
+	// another catalog.
+	CatalogRegisterType   MessageType = 11
+	CatalogDeregisterType MessageType = 12
 
 	// SkipUnknown marks a command an older node may ignore.
 	SkipUnknown MessageType = 0x80
@@ -57,6 +62,10 @@ func (t MessageType) String() string {
 		return "token-delete"
 	case GroupType:
 		return "group"
+	case CatalogRegisterType:
+		return "catalog-register"
+	case CatalogDeregisterType:
+		return "catalog-deregister"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -191,6 +200,33 @@ type NodeUpdateRequest struct {
 	Upserts []NodeState
 	Removes []string
 	Time    int64
+}
+
+// CatalogRegisterRequest is Consul's catalog registration of a node that
+// runs no Beacon agent (an external node, RoleExternal), with at most one
+// instance on it, in one entry. It creates the node or replaces its
+// Address, TaggedAddresses and Meta (unless SkipNodeUpdate and the node
+// exists), then registers Service as a RegisterRequest does; Service.Node
+// must be Node. A node that is a cluster member's is refused
+// (ErrConflict): gossip owns its record.
+type CatalogRegisterRequest struct {
+	Node            string
+	Address         string
+	TaggedAddresses map[string]string `codec:",omitempty"`
+	Meta            map[string]string `codec:",omitempty"`
+	SkipNodeUpdate  bool              `codec:",omitempty"`
+	Service         *RegisterRequest  `codec:",omitempty"`
+	Time            int64
+}
+
+// CatalogDeregisterRequest is Consul's catalog deregistration of a node
+// (Check empty: the external node and every instance on it, with their
+// checks) or of one check (Check, a check ID) of an instance on Node. An
+// instance alone goes with a DeregisterRequest.
+type CatalogDeregisterRequest struct {
+	Node  string
+	Check string `codec:",omitempty"`
+	Time  int64
 }
 
 // Maintenance modes.

@@ -79,3 +79,20 @@ func (r *TokenSetRequest) Describe() []any {
 func (r *TokenDeleteRequest) Describe() []any {
 	return []any{"token", r.Accessor}
 }
+
+// Describe implements Command.
+func (r *CatalogRegisterRequest) Describe() []any {
+	out := []any{"node", r.Node, "address", r.Address}
+	if r.Service != nil {
+		out = append(out, r.Service.Describe()...)
+	}
+	return out
+}
+
+// Describe implements Command.
+func (r *CatalogDeregisterRequest) Describe() []any {
+	if r.Check != "" {
+		return []any{"node", r.Node, "check", r.Check}
+	}
+	return []any{"node", r.Node}
+}

@@ -67,7 +67,7 @@ var (
 	descServices  = prometheus.NewDesc("beacon_catalog_services", "Services in the catalog.", nil, nil)
 	descInstances = prometheus.NewDesc("beacon_catalog_instances", "Instances in the catalog, by health status.", []string{"status"}, nil)
 	descChecks    = prometheus.NewDesc("beacon_catalog_checks", "Checks in the catalog, by status.", []string{"status"}, nil)
-	descNodes     = prometheus.NewDesc("beacon_catalog_nodes", "Nodes in the catalog, by status.", []string{"status"}, nil)
+	descNodes     = prometheus.NewDesc("beacon_catalog_nodes", "Cluster members in the catalog, by status (external nodes, registered through the Consul catalog API, are not members).", []string{"status"}, nil)
 	descTokens    = prometheus.NewDesc("beacon_catalog_tokens", "API tokens in the catalog (the management token is not one).", nil, nil)
 	descIndex     = prometheus.NewDesc("beacon_catalog_index", "The catalog's last modification index.", nil, nil)
 )
@@ -108,7 +108,9 @@ func (c catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	nodes := map[string]int{string(NodeAlive): 0, string(NodeFailed): 0, string(NodeLeft): 0}
 	_, ns := c.store.Nodes(nil)
 	for _, n := range ns {
-		nodes[string(n.Status)]++
+		if !n.External() { // members only: an external node is no member
+			nodes[string(n.Status)]++
+		}
 	}
 	for s, n := range nodes {
 		ch <- prometheus.MustNewConstMetric(descNodes, prometheus.GaugeValue, float64(n), s)

@@ -511,7 +511,9 @@ func (l *List) Encoded(enc func([]*Instance) []byte) []byte {
 	return b
 }
 
-// Node is a cluster member as the catalog sees it.
+// Node is a cluster member as the catalog sees it, or an external node
+// (Role RoleExternal): a host without an agent, registered through the
+// Consul catalog API, whose Address is a host without a port.
 type Node struct {
 	Name    string
 	Address string
@@ -521,7 +523,15 @@ type Node struct {
 	Since       int64
 	CreateIndex uint64
 	ModifyIndex uint64
+	// TaggedAddresses and Meta are an external node's, as registered;
+	// a member's are empty. Left out of a snapshot when empty, so that a
+	// member's record is encoded as it was before they existed.
+	TaggedAddresses map[string]string `codec:",omitempty"`
+	Meta            map[string]string `codec:",omitempty"`
 }
+
+// External reports whether n is an external node (RoleExternal).
+func (n *Node) External() bool { return n.Role == RoleExternal }
 
 // Token is an API token. Only a hash of the secret is stored.
 type Token struct {

@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -100,6 +101,76 @@ func FuzzRegisterBody(f *testing.F) {
 			t.Fatalf("status %d for %q: %s", w.Code, body, w.Body)
 		}
 	})
+}
+
+// FuzzCatalogRegisterBody: whatever the body of PUT /v1/catalog/register,
+// the answer is 200 or a 4xx JSON error; a refused body changes nothing,
+// and every external node in the catalog has a valid name and an address,
+// and never takes the name of this agent (a member).
+func FuzzCatalogRegisterBody(f *testing.F) {
+	for _, s := range []string{
+		`{"Node":"ext-db","Address":"127.0.0.5","Service":{"Service":"db","Port":5432}}`,
+		`{"Node":"ext-db","Address":"127.0.0.5","TaggedAddresses":{"lan":"127.0.0.5","wan":"198.51.100.5"},"NodeMeta":{"external-node":"true"}}`,
+		`{"Node":"ext-db","SkipNodeUpdate":true,"Service":{"ID":"db-2","Service":"db","Port":5433}}`,
+		`{"Node":"ext-db","Address":"127.0.0.5","Service":{"Service":"db","Port":5432},"Checks":[{"CheckID":"c","ServiceID":"db","Definition":{"TCP":"127.0.0.5:5432","Interval":"1h"}}]}`,
+		`{"Node":"n1","Address":"10.0.0.9","Service":{"Service":"db","Port":1}}`, `{"Node":"n1","Service":{"Service":"db","Port":1}}`,
+		`{"Node":"beacon-external","Address":"127.0.0.5"}`, `{"Node":"ext","NodeMeta":{"beacon-role":"server"},"Address":"127.0.0.5"}`,
+		`{"Node":"ext","Address":"0.0.0.0"}`, `{"Node":"a b"}`, `{}`, `[]`, ``, `{"Node":1}`,
+	} {
+		f.Add(s)
+	}
+	cl := apitest.NewCluster(nil)
+	if _, err := cl.Apply(context.Background(), mustEncode(f, fsm.NodeUpdateType, &fsm.NodeUpdateRequest{
+		Upserts: []fsm.NodeState{{Name: "n1", Address: "127.0.0.1:8750", Role: fsm.RoleServer, Status: fsm.NodeAlive}}, Time: 1})); err != nil {
+		f.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.NodeAddress = "n1", "127.0.0.1"
+	s, err := New(cfg, cl.Store(), cl)
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := s.Handler()
+	f.Fuzz(func(t *testing.T, body string) {
+		before := cl.Store().AppliedIndex()
+		req := httptest.NewRequest(http.MethodPut, "/v1/catalog/register", strings.NewReader(body))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		switch {
+		case w.Code == http.StatusOK:
+			if w.Body.String() != "true" {
+				t.Fatalf("answered %q", w.Body)
+			}
+		case w.Code >= 400 && w.Code < 500:
+			var eb struct{ Error, Code string }
+			if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error == "" || eb.Code == "" {
+				t.Fatalf("status %d with body %q", w.Code, w.Body)
+			}
+			if cl.Store().AppliedIndex() != before {
+				t.Fatalf("refused %q (%s) but the catalog changed", body, w.Body)
+			}
+		default:
+			t.Fatalf("status %d for %q: %s", w.Code, body, w.Body)
+		}
+		_, nodes := cl.Store().Nodes(nil)
+		for _, n := range nodes {
+			if n.Name == "n1" && (n.External() || n.Address != "127.0.0.1:8750") {
+				t.Fatalf("the member's node changed: %+v", n)
+			}
+			if n.External() && (fsm.ValidateName(n.Name) != nil || n.Address == "" || n.Name == externalNode) {
+				t.Fatalf("stored external node %+v", n)
+			}
+		}
+	})
+}
+
+func mustEncode(t testing.TB, typ fsm.MessageType, body any) []byte {
+	t.Helper()
+	b, err := fsm.Encode(typ, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestCheckNameRoundTrips: a Consul check ID maps to a Beacon check name

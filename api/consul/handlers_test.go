@@ -379,7 +379,11 @@ func TestDeregisterAndCatalogEndpoints(t *testing.T) {
 	if len(cat) != 0 {
 		t.Fatalf("after catalog deregister: %+v", cat)
 	}
-	assertError(t, ts.do(http.MethodPut, "/v1/catalog/deregister", `{"Node":"ext"}`), 400, "invalid", "ServiceID")
+	// Node alone: the external node goes (the next test covers more).
+	ts.mustOK(http.MethodPut, "/v1/catalog/deregister", `{"Node":"ext"}`)
+	if r := ts.mustOK(http.MethodGet, "/v1/catalog/node/ext", ""); string(r.body) != "null" {
+		t.Fatalf("external node after its deregistration: %s", r)
+	}
 	assertError(t, ts.do(http.MethodGet, "/v1/agent/metrics", ""), 404, "unsupported", "")
 }
 

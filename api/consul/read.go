@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -213,7 +214,7 @@ type entryCache struct {
 func (s *Server) entry(inst *fsm.Instance, checks []*fsm.Check, rd *serviceRead) *ServiceEntry {
 	node := s.nodeOf(inst, rd.node(inst.Node))
 	hcs := make([]*HealthCheck, 0, len(checks)+2)
-	if inst.Node != "" {
+	if hasSerfCheck(inst, rd.node(inst.Node)) {
 		hcs = append(hcs, serfCheck(node.Node, rd.node(inst.Node), inst.NodeFailed))
 	}
 	for _, c := range checks {
@@ -561,8 +562,15 @@ func (s *Server) allChecks(ws memdb.WatchSet, node string) ([]*HealthCheck, uint
 		}
 	}
 	for _, n := range nodes {
-		if node == "" || n.Name == node {
+		if (node == "" || n.Name == node) && !n.External() {
 			out = append(out, serfCheck(n.Name, n, failed[n.Name]))
+			delete(failed, n.Name)
+		}
+	}
+	// Nodes instances were failed on that the catalog no longer lists.
+	for _, name := range slices.Sorted(maps.Keys(failed)) {
+		if node == "" || name == node {
+			out = append(out, serfCheck(name, nil, true))
 		}
 	}
 	for _, inst := range insts {

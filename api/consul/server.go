@@ -279,6 +279,12 @@ func (s *Server) guard(access api.Access, h handler) http.HandlerFunc {
 
 // authorizeWrite checks that the request's token may write service.
 func (s *Server) authorizeWrite(r *http.Request, service string) error {
+	return s.authorize(r, api.AccessServiceWrite, service)
+}
+
+// authorize checks the request's token against access (service: see
+// api.Authorizer).
+func (s *Server) authorize(r *http.Request, access api.Access, service string) error {
 	if s.cfg.Auth == nil {
 		return nil
 	}
@@ -286,7 +292,7 @@ func (s *Server) authorizeWrite(r *http.Request, service string) error {
 	if err != nil {
 		return err
 	}
-	return consulAuthError(s.cfg.Auth.Authorize(tok, api.AccessServiceWrite, service))
+	return consulAuthError(s.cfg.Auth.Authorize(tok, access, service))
 }
 
 // errTokenRequired is the 401 of a request without a token, naming the

@@ -83,8 +83,23 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// nodeView is the Consul node of a Beacon node record.
+// nodeView is the Consul node of a Beacon node record: a member (its
+// HTTP address's host, beacon-role meta) or an external node (as
+// registered).
 func (s *Server) nodeView(n *fsm.Node) *Node {
+	if n.External() {
+		tagged, meta := n.TaggedAddresses, n.Meta
+		if tagged == nil {
+			tagged = map[string]string{}
+		}
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		return &Node{
+			ID: nodeID(n.Name), Node: n.Name, Address: n.Address, Datacenter: s.cfg.Datacenter,
+			TaggedAddresses: tagged, Meta: meta, CreateIndex: n.CreateIndex, ModifyIndex: n.ModifyIndex,
+		}
+	}
 	host := hostOf(n.Address)
 	return &Node{
 		ID: nodeID(n.Name), Node: n.Name, Address: host, Datacenter: s.cfg.Datacenter,
@@ -218,6 +233,14 @@ func syntheticChecks(inst *fsm.Instance) []*HealthCheck {
 		})
 	}
 	return out
+}
+
+// hasSerfCheck reports whether an instance's node shows serfHealth: a
+// cluster member's does (n, its record), and any node an instance was
+// failed on; an external node, or a node the catalog does not know, has
+// no agent for gossip to report on.
+func hasSerfCheck(inst *fsm.Instance, n *fsm.Node) bool {
+	return inst.NodeFailed || (inst.Node != "" && n != nil && !n.External())
 }
 
 // serfCheck is the node check Consul derives from gossip: passing while
