@@ -87,6 +87,12 @@ func TestConsulClientExternalNodes(t *testing.T) {
 	})
 
 	t.Run("Catalog().Node and NodeServiceList show its services", func(t *testing.T) {
+		// The follower may list the node before it has applied the
+		// second registration.
+		waitFor(t, "both of ext-db's services on the follower", func() bool {
+			cn, _, err := r.Catalog().Node("ext-db", nil)
+			return err == nil && cn != nil && len(cn.Services) == 2
+		})
 		cn, _, err := r.Catalog().Node("ext-db", nil)
 		if err != nil || cn == nil || cn.Node == nil {
 			t.Fatalf("catalog node: %+v %v", cn, err)
