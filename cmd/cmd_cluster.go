@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/beaconhq/beacon/api/client"
 	"github.com/spf13/cobra"
 )
 
@@ -150,7 +151,7 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 		}
 		leader := fmt.Sprintf("%s (%s)", esc(st.Leader), esc(st.LeaderAddr))
 		if st.Leader == "" && st.LeaderAddr == "" {
-			leader = "none yet (no leader elected: a new cluster forms once --bootstrap-expect servers have met)"
+			leader = noLeaderHint(st)
 		}
 		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
 			esc(st.Node), esc(st.State), leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
@@ -159,4 +160,25 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", esc(p.ID), esc(p.Address), esc(p.Suffrage), p.Leader)
 		}
 	})
+}
+
+// noLeaderHint explains a status without a leader by what the agent knows:
+// a server that never was in a cluster waits for its peers (or a join); one
+// that was (a term, peers) has lost its leader and needs a quorum back.
+func noLeaderHint(st *client.ClusterStatus) string {
+	voters := 0
+	for _, p := range st.Peers {
+		if p.Suffrage == "" || p.Suffrage == "Voter" {
+			voters++
+		}
+	}
+	if st.Term == 0 && voters <= 1 {
+		return "none yet (not in a cluster yet: a new cluster forms once --bootstrap-expect servers have met; " +
+			"to add this agent to a running cluster, run 'beacon join' with a member's gossip address)"
+	}
+	if voters == 0 {
+		return fmt.Sprintf("none (no leader known in term %d, and this agent knows no servers)", st.Term)
+	}
+	return fmt.Sprintf("none (no leader known in term %d: an election needs %d of the %d voters to reach each other; "+
+		"see 'beacon operator raft servers' and 'beacon members')", st.Term, voters/2+1, voters)
 }

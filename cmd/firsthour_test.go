@@ -159,7 +159,8 @@ func TestStatusBeforeTheClusterFormsSaysNoLeaderYet(t *testing.T) {
 		json.NewEncoder(w).Encode(client.ClusterStatus{Node: "n1", State: "Follower", LastContactMS: -1})
 	})
 	stdout, _, code := runCLI(t, "--addr", a.URL, "status")
-	if code != exitOK || !strings.Contains(stdout, "none yet") || strings.Contains(stdout, "()") {
+	if code != exitOK || !strings.Contains(stdout, "none yet") || strings.Contains(stdout, "()") ||
+		!strings.Contains(stdout, "--bootstrap-expect") || !strings.Contains(stdout, "beacon join") {
 		t.Fatalf("exit %d, stdout %q", code, stdout)
 	}
 }
