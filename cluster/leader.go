@@ -243,10 +243,13 @@ func (n *Node) raftServers() map[string]bool {
 	return out
 }
 
-// trustedRole is the role recorded for a member: a member that says it is
-// a server but is not in the Raft configuration (inRaft) is untrusted.
+// trustedRole is the role recorded for a member: a member alive in gossip
+// that says it is a server but is not in the Raft configuration (inRaft) is
+// untrusted. A server that left or failed keeps its role: a graceful leave,
+// a force-leave or a reaping took it out of Raft, not a refused credential
+// (before, every server that left was listed as untrusted).
 func trustedRole(m Member, inRaft map[string]bool) string {
-	if m.Role == fsm.RoleServer && inRaft != nil && !inRaft[m.Name] {
+	if m.Role == fsm.RoleServer && m.Status == fsm.NodeAlive && inRaft != nil && !inRaft[m.Name] {
 		return fsm.RoleUntrusted
 	}
 	return m.Role
@@ -267,9 +270,10 @@ func reapable(cfg Config, m Member, srv raft.Server, voters int, now time.Time) 
 // syncCatalogNodes writes gossip's view of the members into the catalog,
 // where it drives instance health (an instance on a failed node is critical).
 //
-// Only members in the Raft configuration keep the server role, so only they
-// are given checks: a member gossip let in whose cluster port refused the
-// leader's credentials (or never answered) is recorded as untrusted.
+// Only alive members in the Raft configuration are alive servers, so only
+// they are given checks: an alive member gossip let in whose cluster port
+// refused the leader's credentials (or never answered) is recorded as
+// untrusted; a server that left or failed keeps its role, with that status.
 func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft map[string]bool) {
 	_, nodes := n.fsm.Store().Nodes(nil)
 	have := make(map[string]*fsm.Node, len(nodes))

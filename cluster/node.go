@@ -538,8 +538,9 @@ func (n *Node) KnownLeader() bool {
 func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 
 // Members returns every member gossip has seen, sorted by name.
-// A member that says it is a server but is not in the Raft configuration
-// is listed with the role "untrusted" (fsm.RoleUntrusted). A member whose
+// An alive member that says it is a server but is not in the Raft
+// configuration is listed with the role "untrusted" (fsm.RoleUntrusted);
+// one that left or failed keeps its role. A member whose
 // graceful leave the catalog records (for its current incarnation) is
 // listed as left, even where gossip has not heard of the leave (a server
 // that restarted meanwhile sees it failed) or not yet.

@@ -836,10 +836,11 @@ func pickOwner(w *writeTxn, check string) string {
 // RoleServer is the role of a Beacon agent that takes part in Raft and runs checks.
 const RoleServer = "server"
 
-// RoleUntrusted is the role the leader records for a gossip member that
-// says it is a server but is not in the Raft configuration (it failed the
-// cluster port's TLS or secret handshake, or is not added yet): it is
-// listed, and gets no checks.
+// RoleUntrusted is the role the leader records for a gossip member that is
+// alive and says it is a server but is not in the Raft configuration (it
+// failed the cluster port's TLS or secret handshake, or is not added yet):
+// it is listed, and gets no checks. A server that left or failed keeps the
+// server role.
 const RoleUntrusted = "untrusted"
 
 // RoleExternal is the role of a node registered through the Consul
