@@ -23,7 +23,16 @@ import (
 func TestALeaveSticksAcrossALeaderChange(t *testing.T) {
 	tn := newTestNodes(t, 3, nil)
 	l := tn.waitForLeader(30 * time.Second)
-	eventually(t, 30*time.Second, func() bool { return len(tn.nodes[l].raftServers()) == 3 }, "3 servers in raft")
+	// Every server holds the configuration of three: a server that has not
+	// received it yet leaves gossip without asking for a removal.
+	eventually(t, 30*time.Second, func() bool {
+		for _, n := range tn.nodes {
+			if len(n.raftServers()) != 3 {
+				return false
+			}
+		}
+		return true
+	}, "3 servers in raft, as every server sees it")
 	leaving := tn.other(l)
 	next := tn.other(leaving)
 	name := tn.nodes[leaving].Name()
@@ -57,7 +66,9 @@ func TestALeaveSticksAcrossALeaderChange(t *testing.T) {
 		return leader
 	}
 
+	hooked := false
 	tn.nodes[leaving].leaveRemovedForTest = func() {
+		hooked = true
 		if m, _ := tn.nodes[next].gossip.member(name); m.Status != fsm.NodeAlive {
 			t.Fatalf("the scenario needs %s alive in gossip when leadership moves; it is %s", name, m.Status)
 		}
@@ -70,6 +81,9 @@ func TestALeaveSticksAcrossALeaderChange(t *testing.T) {
 	}
 	if err := tn.nodes[leaving].Leave(context.Background()); err != nil {
 		t.Fatalf("leave: %v", err)
+	}
+	if !hooked {
+		t.Fatal("the leave asked for no removal from raft")
 	}
 	if err := tn.nodes[leaving].Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
