@@ -539,8 +539,8 @@ func (c *clusterAdapter) Servers(ctx context.Context) client.ClusterServers {
 			s.Error = v.Err.Error()
 		} else {
 			s.View = &client.ServerView{State: v.View.State, Leader: v.View.Leader, Term: v.View.Term,
-				CommitIndex: v.View.CommitIndex, AppliedIndex: v.View.AppliedIndex, LastIndex: v.View.LastIndex,
-				LastContactMS: lastContactMS(v.View.LastContact)}
+				CommitIndex: v.View.CommitIndex, AppliedIndex: v.View.AppliedIndex, CatalogIndex: v.View.CatalogIndex,
+				LastIndex: v.View.LastIndex, LastContactMS: lastContactMS(v.View.LastContact)}
 		}
 		out.Servers = append(out.Servers, s)
 	}

@@ -198,6 +198,27 @@ func TestFourthNodeJoinsAndLeavesAndRaftFollows(t *testing.T) {
 		}
 		return false
 	}, "node4 listed as left")
+	// A server that left keeps its role (it was listed as untrusted, the
+	// role of a server whose credentials the leader refused), in every
+	// agent's members and in the catalog.
+	for i := range c.Nodes()[:3] {
+		ms, err := c.Client(i).Members(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Name == "node4" && (m.Role != "server" || m.Status != "left") {
+				t.Errorf("agent %d lists node4 as %s/%s, want server/left", i, m.Role, m.Status)
+			}
+		}
+	}
+	agenttest.Eventually(t, 30*time.Second, func() bool {
+		nd := c.Node(c.Leader()).Agent.Store().Node("node4")
+		return nd != nil && nd.Status == "left"
+	}, "the catalog recording node4 as left")
+	if nd := c.Node(c.Leader()).Agent.Store().Node("node4"); nd.Role != "server" {
+		t.Errorf("the catalog records node4 with role %q, want server", nd.Role)
+	}
 }
 
 func TestWriteWithoutQuorumFailsWith503AndRetryAfter(t *testing.T) {

@@ -36,7 +36,11 @@ type Member struct {
 	// ClusterID is the cluster the member belongs to ("" until it knows:
 	// clusterid.go).
 	ClusterID string `json:"-"`
-	Status    fsm.NodeStatus
+	// Incarnation identifies the member's current run: the time its node
+	// started, in unix nanoseconds; 0 for a release before it. Only ever
+	// compared for equality (a restart gives another).
+	Incarnation uint64 `json:"-"`
+	Status      fsm.NodeStatus
 	// Since is when the member entered Status.
 	Since time.Time
 }
@@ -52,6 +56,8 @@ type memberMeta struct {
 	LogFormat int `json:"l,omitempty"`
 	// ID: see Member.ClusterID.
 	ID string `json:"i,omitempty"`
+	// Incarnation: see Member.Incarnation.
+	Incarnation uint64 `json:"n,omitempty"`
 }
 
 // gossip wraps memberlist: it keeps our own view of every member ever seen
@@ -208,6 +214,7 @@ func (g *gossip) update(n *memberlist.Node, status fsm.NodeStatus) {
 	m.Role, m.Expect, m.Version, m.Status = meta.Role, meta.Expect, meta.Version, status
 	m.LogFormat = meta.LogFormat
 	m.ClusterID = meta.ID
+	m.Incarnation = meta.Incarnation
 	changed := false
 	if n.Name != g.self {
 		switch status {

@@ -119,7 +119,9 @@ func (n *Node) leaderLoop(ctx context.Context) {
 // line with gossip. It reads first and writes only what differs, so running
 // it again is free.
 func (n *Node) reconcile(ctx context.Context) {
+	defer n.reconciled.Add(1)
 	members := n.gossip.snapshot()
+	store := n.fsm.Store()
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		n.logger.Warn("cannot read raft configuration", "error", err)
@@ -138,6 +140,22 @@ func (n *Node) reconcile(ctx context.Context) {
 			continue
 		}
 		srv, ok := inRaft[m.Name]
+		if store.Node(m.Name).DepartedIn(m.Incarnation) {
+			// It left gracefully in this incarnation (Leave recorded it
+			// before asking for its removal): whatever gossip says of it
+			// now, it is never added back, and if the removal did not
+			// happen (a leader change in between), it is finished here.
+			// Started again, it has another incarnation and is added.
+			if ok {
+				n.logger.Info("removing server that left", "node", m.Name, "reason", "its leave is recorded in the catalog")
+				if err := n.await(n.raft.RemoveServer(raft.ServerID(m.Name), 0, 0)); err != nil {
+					n.logger.Warn("cannot remove server", "node", m.Name, "error", err)
+				} else if srv.Suffrage == raft.Voter {
+					voters--
+				}
+			}
+			continue
+		}
 		switch m.Status {
 		case fsm.NodeAlive:
 			if ok && string(srv.Address) == m.ClusterAddr && srv.Suffrage == raft.Voter {
@@ -225,10 +243,13 @@ func (n *Node) raftServers() map[string]bool {
 	return out
 }
 
-// trustedRole is the role recorded for a member: a member that says it is
-// a server but is not in the Raft configuration (inRaft) is untrusted.
+// trustedRole is the role recorded for a member: a member alive in gossip
+// that says it is a server but is not in the Raft configuration (inRaft) is
+// untrusted. A server that left or failed keeps its role: a graceful leave,
+// a force-leave or a reaping took it out of Raft, not a refused credential
+// (before, every server that left was listed as untrusted).
 func trustedRole(m Member, inRaft map[string]bool) string {
-	if m.Role == fsm.RoleServer && inRaft != nil && !inRaft[m.Name] {
+	if m.Role == fsm.RoleServer && m.Status == fsm.NodeAlive && inRaft != nil && !inRaft[m.Name] {
 		return fsm.RoleUntrusted
 	}
 	return m.Role
@@ -249,9 +270,10 @@ func reapable(cfg Config, m Member, srv raft.Server, voters int, now time.Time) 
 // syncCatalogNodes writes gossip's view of the members into the catalog,
 // where it drives instance health (an instance on a failed node is critical).
 //
-// Only members in the Raft configuration keep the server role, so only they
-// are given checks: a member gossip let in whose cluster port refused the
-// leader's credentials (or never answered) is recorded as untrusted.
+// Only alive members in the Raft configuration are alive servers, so only
+// they are given checks: an alive member gossip let in whose cluster port
+// refused the leader's credentials (or never answered) is recorded as
+// untrusted; a server that left or failed keeps its role, with that status.
 func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft map[string]bool) {
 	_, nodes := n.fsm.Store().Nodes(nil)
 	have := make(map[string]*fsm.Node, len(nodes))
@@ -260,10 +282,14 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft ma
 	}
 	var req fsm.NodeUpdateRequest
 	for _, m := range members {
-		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: trustedRole(m, inRaft), Status: m.Status}
+		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: trustedRole(m, inRaft), Status: m.Status, Incarnation: m.Incarnation}
 		cur := have[m.Name]
 		delete(have, m.Name)
-		if cur != nil && cur.Address == want.Address && cur.Role == want.Role && cur.Status == want.Status {
+		if cur.DepartedIn(m.Incarnation) {
+			continue // recorded as left by its leave; the catalog keeps that
+		}
+		if cur != nil && cur.Address == want.Address && cur.Role == want.Role && cur.Status == want.Status &&
+			cur.Incarnation == want.Incarnation && !cur.Departed {
 			continue
 		}
 		req.Upserts = append(req.Upserts, want)

@@ -60,6 +60,8 @@ type Node struct {
 	// are served only in that term (readIndexVouched).
 	readyTerm   atomic.Uint64
 	leaderSince atomic.Int64
+	// reconciled counts the reconcile passes this node has finished.
+	reconciled  atomic.Uint64
 	tasksMu     sync.Mutex
 	leaderTasks []func(context.Context)
 	// badNames holds the member names already logged as breaking the
@@ -78,10 +80,17 @@ type Node struct {
 	group *grouper // group commit of the writes this node leads (group.go)
 	reads readBatcher
 
-	left         atomic.Bool
-	shutdownOnce sync.Once
-	stopStep     atomic.Value // string: what stop is doing
-	shutdownErr  error
+	left atomic.Bool
+	// incarnation identifies this run of the node (Member.Incarnation);
+	// set by Start.
+	incarnation uint64
+	// leaveRemovedForTest, when set, runs in Leave once the Raft
+	// configuration without this node is committed, before gossip hears
+	// of the leave.
+	leaveRemovedForTest func()
+	shutdownOnce        sync.Once
+	stopStep            atomic.Value // string: what stop is doing
+	shutdownErr         error
 }
 
 // New checks cfg and returns a Node that is not yet running.
@@ -158,6 +167,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	n.rpcSrv.ctx = n.ctx
+	n.incarnation = uint64(time.Now().UnixNano())
 	if err := n.startListener(); err != nil {
 		return err
 	}
@@ -174,6 +184,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	meta := memberMeta{
 		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
 		Expect: n.cfg.BootstrapExpect, Version: n.version(), LogFormat: logFormatGroups,
+		Incarnation: n.incarnation,
 	}
 	if n.cfg.legacyLogFormatForTest {
 		meta.LogFormat = 0
@@ -527,12 +538,20 @@ func (n *Node) KnownLeader() bool {
 func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 
 // Members returns every member gossip has seen, sorted by name.
-// A member that says it is a server but is not in the Raft configuration
-// is listed with the role "untrusted" (fsm.RoleUntrusted).
+// An alive member that says it is a server but is not in the Raft
+// configuration is listed with the role "untrusted" (fsm.RoleUntrusted);
+// one that left or failed keeps its role. A member whose
+// graceful leave the catalog records (for its current incarnation) is
+// listed as left, even where gossip has not heard of the leave (a server
+// that restarted meanwhile sees it failed) or not yet.
 func (n *Node) Members() []Member {
 	ms := n.gossip.snapshot()
 	inRaft := n.raftServers()
+	store := n.fsm.Store()
 	for i := range ms {
+		if ms[i].Status != fsm.NodeLeft && store.Node(ms[i].Name).DepartedIn(ms[i].Incarnation) {
+			ms[i].Status = fsm.NodeLeft
+		}
 		ms[i].Role = trustedRole(ms[i], inRaft)
 	}
 	return ms
@@ -598,8 +617,26 @@ func (n *Node) Leave(ctx context.Context) error {
 				n.logger.Warn("leadership transfer before leave failed", "error", err)
 			}
 		}
-		if _, err := n.CallLeader(ctx, opRemove, []byte(n.cfg.NodeName)); err != nil {
+		if n.IsLeader() {
+			// Nothing is changed yet: the leader cannot remove itself.
+			return fmt.Errorf("cluster: leave refused: this server still leads (the leadership transfer to a peer did not happen); try again: %w", fsm.ErrConflict)
+		}
+		// The departure goes into the catalog before the removal: whichever
+		// server leads next, its reconcile reads it there and does not add
+		// this server back while gossip still shows it alive (or failed
+		// rather than left). A restart brings another incarnation, which
+		// the leader adds as it would any server.
+		if err := n.recordDeparture(ctx); err != nil {
+			return fmt.Errorf("cluster: leave: record the departure: %w", err)
+		}
+		if _, err := n.CallLeader(ctx, opRemove, []byte(n.cfg.NodeName)); err != nil && !errors.Is(err, fsm.ErrNotFound) {
+			// ErrNotFound: not a Raft peer any more (a leave tried again
+			// after one that failed past this point, or a leader that
+			// finished it from the departure).
 			return fmt.Errorf("cluster: leave: remove from raft: %w", err)
+		}
+		if n.leaveRemovedForTest != nil {
+			n.leaveRemovedForTest()
 		}
 	}
 	n.gossip.announceLeave()
@@ -608,6 +645,24 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 	n.logger.Info("left the cluster")
 	return nil
+}
+
+// recordDeparture writes this node's graceful leave into the catalog's
+// nodes table, through the leader: left, with this run's incarnation, as a
+// departure (fsm.NodeState.Departed).
+func (n *Node) recordDeparture(ctx context.Context) error {
+	cmd, err := fsm.Encode(fsm.NodeUpdateType, &fsm.NodeUpdateRequest{
+		Upserts: []fsm.NodeState{{
+			Name: n.cfg.NodeName, Address: n.cfg.HTTPAdvertise, Role: fsm.RoleServer, Status: fsm.NodeLeft,
+			Incarnation: n.incarnation, Departed: true,
+		}},
+		Time: time.Now().UnixNano(),
+	})
+	if err != nil {
+		return err
+	}
+	_, err = n.Apply(ctx, cmd)
+	return err
 }
 
 // RemovePeer removes a server from the Raft configuration (through the

@@ -31,10 +31,18 @@ type RaftView struct {
 	Leader string `json:"leader"`
 	Term   uint64 `json:"term"`
 	// CommitIndex is the highest index the server knows to be committed,
-	// AppliedIndex the last its catalog applied, LastIndex the last in
-	// its log (committed or not).
+	// AppliedIndex the last Raft has applied (handed to the catalog: every
+	// kind of entry, the leader's barriers and no-ops and configuration
+	// changes included, so it equals CommitIndex once the server has caught
+	// up), LastIndex the last in its log (committed or not). CatalogIndex
+	// is the index of the catalog's latest change (what reads on the
+	// server report): below AppliedIndex when the latest entries changed
+	// nothing in the catalog, such as the commit nudge's barrier after
+	// every write (nudge.go). Before, AppliedIndex was this index, and an
+	// idle, healthy cluster showed APPLIED one below COMMIT.
 	CommitIndex  uint64 `json:"commit_index"`
 	AppliedIndex uint64 `json:"applied_index"`
+	CatalogIndex uint64 `json:"catalog_index"`
 	LastIndex    uint64 `json:"last_index"`
 	// LastContact is as Node.LastContact: 0 on a leader that holds its
 	// leadership, Never when the server has not caught up with a leader
@@ -64,8 +72,8 @@ func (n *Node) raftView() RaftView {
 	_, id := n.raft.LeaderWithID()
 	return RaftView{
 		State: n.raft.State().String(), Leader: string(id), Term: n.raft.CurrentTerm(),
-		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.fsm.AppliedIndex(), LastIndex: n.raft.LastIndex(),
-		LastContact: n.LastContact(),
+		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), CatalogIndex: n.fsm.AppliedIndex(),
+		LastIndex: n.raft.LastIndex(), LastContact: n.LastContact(),
 	}
 }
 

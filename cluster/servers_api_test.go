@@ -134,3 +134,36 @@ func TestClusterServersGathersEveryServersOwnView(t *testing.T) {
 		t.Fatalf("the stopped %s is missing: %+v", stopped, v.Servers)
 	}
 }
+
+// TestAnIdleClusterShowsEveryServerAppliedAsFarAsCommitted: on a healthy,
+// idle cluster every server's applied index (what `beacon operator raft
+// servers` prints as APPLIED) reaches its commit index. It used to be the
+// catalog's index, which the leader's commit nudge (a barrier after every
+// write, which changes nothing in the catalog) leaves one below the commit
+// index for good: APPLIED one less than COMMIT on every server. The
+// catalog's index is shown apart, at the write.
+func TestAnIdleClusterShowsEveryServerAppliedAsFarAsCommitted(t *testing.T) {
+	c := agenttest.New(t, 3)
+	c.WaitForVoters(3)
+	idx := agenttest.Register(t, c.Client(c.Follower()), "web", "web-1", reg("10.0.0.1", 8080))
+	c.WaitForIndex(idx)
+	var last *client.ClusterServers
+	agenttest.Eventually(t, 30*time.Second, func() bool {
+		last = servers(t, c, 0)
+		if len(last.Servers) != 3 {
+			return false
+		}
+		for _, sv := range last.Servers {
+			v := sv.View
+			if v == nil || v.CatalogIndex < idx || v.AppliedIndex != v.CommitIndex || v.LastIndex != v.CommitIndex {
+				return false
+			}
+		}
+		return true
+	}, "every server applied as far as it committed, idle, after the write")
+	for _, sv := range last.Servers {
+		if v := sv.View; v.CatalogIndex > v.AppliedIndex {
+			t.Errorf("%s: catalog index %d past the applied index %d", sv.ID, v.CatalogIndex, v.AppliedIndex)
+		}
+	}
+}

@@ -53,9 +53,10 @@ func TestLeaveMakesTheFirstAddressLeaveAndNoOther(t *testing.T) {
 	c.Restart(first)
 	// The cluster settles first, as an operator's would: the restarted
 	// agent follows the leader and has caught up. (A leave in the first
-	// moments after a restart can meet an election, and a new leader whose
-	// gossip has not yet heard of the leave adds the server back: a known
-	// race, in the closing note of the fifteenth session.)
+	// moments after a restart can meet an election; a new leader whose
+	// gossip had not yet heard of the leave used to add the server back.
+	// The departure is now recorded in the catalog first:
+	// cluster's TestALeaveSticksAcrossALeaderChange.)
 	c.WaitForVoters(3)
 	agenttest.Eventually(t, 30*time.Second, func() bool {
 		st, err := c.Client(first).Status(ctx)

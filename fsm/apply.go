@@ -589,10 +589,18 @@ func applyNodeUpdate(w *writeTxn, req *NodeUpdateRequest) *RejectError {
 	}
 	for _, u := range req.Upserts {
 		old, _ := w.first(tableNodes, "id", u.Name).(*Node)
-		if old != nil && old.Address == u.Address && old.Role == u.Role && old.Status == u.Status {
+		if old.DepartedIn(u.Incarnation) && !u.Departed {
+			// A leave sticks for the incarnation that left: the leader's
+			// view of gossip may still show it alive (or failed) for a
+			// moment, or an update read before the leave was applied.
 			continue
 		}
-		n := &Node{Name: w.in.str(u.Name), Address: u.Address, Role: u.Role, Status: u.Status, Since: req.Time, CreateIndex: w.index, ModifyIndex: w.index}
+		if old != nil && old.Address == u.Address && old.Role == u.Role && old.Status == u.Status &&
+			old.Incarnation == u.Incarnation && old.Departed == u.Departed {
+			continue
+		}
+		n := &Node{Name: w.in.str(u.Name), Address: u.Address, Role: u.Role, Status: u.Status, Since: req.Time,
+			Incarnation: u.Incarnation, Departed: u.Departed, CreateIndex: w.index, ModifyIndex: w.index}
 		if old != nil {
 			n.CreateIndex = old.CreateIndex
 			if old.Status == u.Status {
@@ -828,10 +836,11 @@ func pickOwner(w *writeTxn, check string) string {
 // RoleServer is the role of a Beacon agent that takes part in Raft and runs checks.
 const RoleServer = "server"
 
-// RoleUntrusted is the role the leader records for a gossip member that
-// says it is a server but is not in the Raft configuration (it failed the
-// cluster port's TLS or secret handshake, or is not added yet): it is
-// listed, and gets no checks.
+// RoleUntrusted is the role the leader records for a gossip member that is
+// alive and says it is a server but is not in the Raft configuration (it
+// failed the cluster port's TLS or secret handshake, or is not added yet):
+// it is listed, and gets no checks. A server that left or failed keeps the
+// server role.
 const RoleUntrusted = "untrusted"
 
 // RoleExternal is the role of a node registered through the Consul

@@ -192,6 +192,13 @@ type NodeState struct {
 	Address string
 	Role    string
 	Status  NodeStatus
+	// Incarnation identifies the member's current run (its process's
+	// start, from its gossip metadata); 0 when unknown (an older release).
+	Incarnation uint64 `codec:",omitempty"`
+	// Departed records a graceful leave of this incarnation: the node is
+	// recorded as left, and no later update of the same incarnation changes
+	// that (see Node.DepartedIn).
+	Departed bool `codec:",omitempty"`
 }
 
 // NodeUpdateRequest upserts nodes in the catalog and removes others. A node

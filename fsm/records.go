@@ -520,7 +520,10 @@ type Node struct {
 	Role    string
 	Status  NodeStatus
 	// Since is when Status was entered (unix nanoseconds, proposer's clock).
-	Since       int64
+	Since int64
+	// Incarnation and Departed: see NodeState.
+	Incarnation uint64 `codec:",omitempty"`
+	Departed    bool   `codec:",omitempty"`
 	CreateIndex uint64
 	ModifyIndex uint64
 	// TaggedAddresses and Meta are an external node's, as registered;
@@ -532,6 +535,13 @@ type Node struct {
 
 // External reports whether n is an external node (RoleExternal).
 func (n *Node) External() bool { return n.Role == RoleExternal }
+
+// DepartedIn reports whether the node left gracefully in incarnation inc
+// (a known one, not 0): a server that did is not made a Raft voter again
+// until it comes back with another incarnation (it was started again).
+func (n *Node) DepartedIn(inc uint64) bool {
+	return n != nil && n.Departed && inc != 0 && n.Incarnation == inc
+}
 
 // Token is an API token. Only a hash of the secret is stored.
 type Token struct {

@@ -182,7 +182,7 @@ func (c *Cluster) Servers(context.Context) client.ClusterServers {
 	return client.ClusterServers{Node: NodeName, Servers: []client.ServerStatus{{
 		ID: NodeName, Address: st.Peers[0].Address, Suffrage: st.Peers[0].Suffrage,
 		View: &client.ServerView{State: st.State, Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex,
-			AppliedIndex: st.AppliedIndex, LastIndex: st.LastIndex, LastContactMS: st.LastContactMS},
+			AppliedIndex: st.AppliedIndex, CatalogIndex: st.AppliedIndex, LastIndex: st.LastIndex, LastContactMS: st.LastContactMS},
 	}}}
 }
 

@@ -261,11 +261,17 @@ type ServerStatus struct {
 
 // ServerView is one server's own view of Raft.
 type ServerView struct {
-	State        string `json:"state"`
-	Leader       string `json:"leader"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
+	State       string `json:"state"`
+	Leader      string `json:"leader"`
+	Term        uint64 `json:"term"`
+	CommitIndex uint64 `json:"commit_index"`
+	// AppliedIndex is the last index Raft applied on the server (every
+	// entry, the leader's barriers and configuration changes included: it
+	// equals CommitIndex once the server has caught up); CatalogIndex the
+	// index of its catalog's latest change (0 from a server of an earlier
+	// release, whose AppliedIndex is that index).
 	AppliedIndex uint64 `json:"applied_index"`
+	CatalogIndex uint64 `json:"catalog_index,omitempty"`
 	LastIndex    uint64 `json:"last_index"`
 	// LastContactMS: as ClusterStatus (0 on the leader, -1 if never).
 	LastContactMS int64 `json:"last_contact_ms"`
