@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the compose cluster (make up builds the binary and the image first),
-# waits for a leader, and prints where to look. Bounded: gives up after 90 s
+# waits for a leader, and prints where to look (the host ports Docker
+# published: a port variable of 0 lets it pick). Bounded: gives up after 90 s
 # without a leader.
 source "$(dirname "$0")/lib.sh"
 need_cli
@@ -8,6 +9,9 @@ need_cli
 log "starting 3 agents, 2 load balancers and 3 demo instances ($COMPOSE_CMD, project $PROJECT; seconds)"
 started=$SECONDS
 "${COMPOSE[@]}" up -d --remove-orphans
+
+# With a port variable of 0, Docker picked the host ports just now.
+resolve_addrs
 
 log "waiting for the agents to elect a leader (about 1 s once all three run; at most 90 s)"
 if ! wait_for 90 "a leader with 3 voters, every agent ready" settled; then
@@ -36,7 +40,9 @@ ${GREEN}Beacon is up.${OFF}
   Web UI              http://$N1/ui/  (on every agent; docs/ui.md)
   Load balancers      LB1 http://$LB1 (status http://$LB1_ADMIN/lb/status)
                       LB2 http://$LB2 (status http://$LB2_ADMIN/lb/status)
-  Agents (DNS)        n1 127.0.0.1:$N1_DNS   n2 127.0.0.1:$N2_DNS   n3 127.0.0.1:$N3_DNS (UDP and TCP)
+  Agents (DNS)        n1 $(dns_addr 1)
+                      n2 $(dns_addr 2)
+                      n3 $(dns_addr 3)
   Demo service        web: instances web-1, web-2, web-3 (beacon demo)
 
 Try:
