@@ -18,9 +18,10 @@ COPY bin/beacon /beacon
 # Not root: 65532 is the conventional "nonroot" user of distroless images.
 USER 65532:65532
 
-# HTTP API, cluster (Raft and RPC), gossip (TCP and UDP), load balancer and
+# HTTP API, cluster (Raft and RPC), gossip (TCP and UDP), DNS (TCP and UDP,
+# when --dns-addr turns it on, as docker-compose.yml does), load balancer and
 # its admin port.
-EXPOSE 8750 8751 8752 8752/udp 8080 8081
+EXPOSE 8750 8751 8752 8752/udp 8753 8753/udp 8080 8081
 VOLUME ["/data"]
 
 # The binary is its own health check (there is no shell in this image, so
@@ -29,5 +30,8 @@ VOLUME ["/data"]
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/beacon", "health", "--addr", "127.0.0.1:8750"]
 
+# The default command is a server waiting for its peers (docker-compose.yml
+# adds --bootstrap-expect and --join). One node on its own (docs/compose.md):
+#   docker run -p 127.0.0.1:8500:8750 beacon:local agent --dev --http-addr 0.0.0.0:8750
 ENTRYPOINT ["/beacon"]
 CMD ["agent", "--data-dir", "/data", "--http-addr", "0.0.0.0:8750"]

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,8 +76,9 @@ type Agent struct {
 // New checks cfg (with Dev, after turning it into a single in-memory node
 // on loopback) and builds an agent that is not running yet.
 func New(cfg Config) (*Agent, error) {
+	var exposed []string
 	if cfg.Dev {
-		cfg.applyDev()
+		exposed = cfg.applyDev()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -85,25 +87,75 @@ func New(cfg Config) (*Agent, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	if len(exposed) > 0 {
+		if cfg.ManagementToken == "" {
+			logger.Warn("dev mode: listening beyond loopback, as asked: a dev agent has no authentication (no --management-token), so anyone who can reach it can read and change its catalog",
+				"addresses", strings.Join(exposed, " "))
+		} else {
+			logger.Warn("dev mode: listening beyond loopback, as asked (requests need a token)", "addresses", strings.Join(exposed, " "))
+		}
+	}
 	return &Agent{cfg: cfg, logger: logger, ready: make(chan struct{}), stopping: make(chan struct{}), errCh: make(chan error, 4)}, nil
 }
 
-// applyDev turns the config into a single in-memory node on loopback.
-func (c *Config) applyDev() {
+// applyDev turns the config into a single in-memory node. Raft and gossip
+// bind 127.0.0.1 (keeping the port given). The HTTP API and DNS (when on)
+// do too, unless their address names a host that is not loopback: such an
+// address was asked for (the defaults are loopback), as `--http-addr
+// 0.0.0.0:8750` in a container, and is kept, as Consul's -dev keeps its
+// -client. applyDev returns those, for a warning ("http=0.0.0.0:8750").
+func (c *Config) applyDev() (exposed []string) {
 	if c.Node == "" || c.Node == DefaultConfig().Node {
 		c.Node = "dev"
 	}
 	c.BootstrapExpect = 1
 	c.Join = nil
-	c.HTTPAddr = loopback(c.HTTPAddr, "8750")
+	var beyond bool
+	if c.HTTPAddr, beyond = devAddr(c.HTTPAddr, "8750"); beyond {
+		exposed = append(exposed, "http="+c.HTTPAddr)
+	}
 	c.RaftAddr = loopback(c.RaftAddr, "8751")
 	c.GossipAddr = loopback(c.GossipAddr, "8752")
 	if c.DNSAddr != "" {
-		c.DNSAddr = loopback(c.DNSAddr, dns.DefaultPort)
+		if c.DNSAddr, beyond = devAddr(c.DNSAddr, dns.DefaultPort); beyond {
+			exposed = append(exposed, "dns="+c.DNSAddr)
+		}
 	}
 	if c.ClusterSecret == "" {
 		c.ClusterSecret = rand.Text() + rand.Text() // 52 characters, 260 random bits
 	}
+	return exposed
+}
+
+// devAddr is addr (defPort if it has no port) when it names a host other
+// than loopback, and reports so (beyond); else addr's port on 127.0.0.1. An
+// empty host (":8750") binds every interface, so it counts as beyond; an
+// empty addr is the loopback default.
+func devAddr(addr, defPort string) (_ string, beyond bool) {
+	if addr == "" {
+		return loopback(addr, defPort), false
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, port = addr, "" // a bare host: "0.0.0.0"
+	}
+	if port == "" {
+		port = defPort
+	}
+	if isLoopbackHost(host) {
+		return net.JoinHostPort("127.0.0.1", port), false
+	}
+	return net.JoinHostPort(host, port), true
+}
+
+// isLoopbackHost: localhost (or *.localhost) or a loopback IP.
+func isLoopbackHost(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // loopback keeps addr's port but binds it to 127.0.0.1.

@@ -27,6 +27,7 @@ and takes part in gossip. Settings come from defaults, then --config FILE (JSON)
 then BEACON_* environment variables, then flags.
 
   beacon agent --dev                                  # one in-memory node on 127.0.0.1:8750
+  beacon agent --dev --http-addr 0.0.0.0:8750         # the same, reachable from the network (in a container); no authentication
   beacon agent --node n1 --data-dir /var/lib/beacon --bootstrap-expect 3 --join 10.0.0.2:8752`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,10 @@ next one when one fails), and deregisters when it gets SIGTERM or SIGINT.
   GET  /          a page naming the instance that answered
   GET  /healthz   200 while healthy, 503 after POST /-/fail (POST /-/pass heals)
 
+'beacon demo fail' and 'beacon demo pass' send those POSTs to an instance
+(127.0.0.1:8080 unless --instance says otherwise), for instance inside its
+container: docker-compose -p beacon exec web2 /beacon demo pass
+
 Every --sync-interval it checks that its registration is still there and
 registers again if not (after a snapshot restore, say).
 
@@ -77,6 +82,49 @@ registers again if not (after a snapshot restore, say).
 	fl.StringVar(&opts.version, "version", "", "version to register")
 	fl.DurationVar(&opts.checkInterval, "check-interval", 2*time.Second, "interval of the registered HTTP check")
 	fl.DurationVar(&opts.syncInterval, "sync-interval", 10*time.Second, "how often to verify the registration is still there")
+	c.AddCommand(newDemoSwitchCmd(f, "fail"), newDemoSwitchCmd(f, "pass"))
+	return c
+}
+
+// newDemoSwitchCmd is `beacon demo fail` or `beacon demo pass`: POST /-/fail
+// or /-/pass to one demo instance. Once an instance fails, the load
+// balancers stop sending it requests, so the POST that heals it cannot go
+// through them; this command, run in the instance's container (the image
+// has no shell or curl), reaches it on loopback.
+func newDemoSwitchCmd(f *Factory, verb string) *cobra.Command {
+	what := map[string]string{"fail": "make a demo instance's health check fail", "pass": "make a failed demo instance's health check pass again"}[verb]
+	var instance string
+	c := &cobra.Command{
+		Use:   verb,
+		Short: strings.ToUpper(what[:1]) + what[1:],
+		Long: fmt.Sprintf(`%s%s: POST /-/%s to the instance at --instance (default
+127.0.0.1:8080, what the compose demo services listen on). In docker compose,
+run it inside the instance's container:
+
+  docker-compose -p beacon exec web2 /beacon demo %s`, strings.ToUpper(what[:1]), what[1:], verb, verb),
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
+			defer cancel()
+			url := "http://" + instance + "/-/" + verb
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+			if err != nil {
+				return usageError{err}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("demo %s: %w (is a 'beacon demo' listening at %s?)", verb, err, instance)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("demo %s: POST %s answered %s: %s", verb, url, resp.Status, strings.TrimSpace(string(body)))
+			}
+			fmt.Fprintf(f.Out, "%s: %s\n", instance, strings.TrimSpace(string(body)))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&instance, "instance", "127.0.0.1:8080", "host:port of the demo instance (its --listen address)")
 	return c
 }
 

@@ -29,7 +29,7 @@ var agentSettings = []option{
 	{"advertise", "", "BEACON_ADVERTISE", "IP address advertised to peers when binding 0.0.0.0", func(c *agent.Config) any { return &c.Advertise }},
 	{"bootstrap-expect", "", "BEACON_BOOTSTRAP_EXPECT", "form a new cluster once this many servers have met", func(c *agent.Config) any { return &c.BootstrapExpect }},
 	{"join", "", "BEACON_JOIN", "gossip address to join (repeatable; retried, then rejoined periodically)", func(c *agent.Config) any { return &c.Join }},
-	{"dev", "", "BEACON_DEV", "run a single in-memory node on loopback for quick tries", func(c *agent.Config) any { return &c.Dev }},
+	{"dev", "", "BEACON_DEV", "run a single in-memory node on loopback for quick tries (an --http-addr or --dns-addr naming another address is kept, with a warning)", func(c *agent.Config) any { return &c.Dev }},
 	{"cluster-secret", "", "BEACON_CLUSTER_SECRET", "shared secret authenticating node-to-node RPC", func(c *agent.Config) any { return &c.ClusterSecret }},
 	{"log-level", "", "BEACON_LOG_LEVEL", "trace, debug, info, warn or error", func(c *agent.Config) any { return &c.LogLevel }},
 	{"log-json", "", "BEACON_LOG_JSON", "log JSON lines", func(c *agent.Config) any { return &c.LogJSON }},

@@ -217,6 +217,26 @@ func TestDemoRegistersItselfServesKeepsItsRegistrationAndDeregistersOnStop(t *te
 	} else {
 		resp.Body.Close()
 	}
+	// `beacon demo pass` and `demo fail` reach one instance directly (in
+	// compose: exec in its container), not through a balancer that no
+	// longer routes to it.
+	instance := "127.0.0.1:" + strconv.Itoa(inst.Port)
+	for _, step := range []struct {
+		verb string
+		code int
+	}{{"pass", 200}, {"fail", 503}, {"pass", 200}} {
+		if out, err := cli(context.Background(), t, node, "demo", step.verb, "--instance", instance); err != nil || !strings.Contains(out, instance) {
+			t.Fatalf("demo %s --instance %s: %v %q", step.verb, instance, err, out)
+		}
+		if resp, err := http.Get(base + "/healthz"); err != nil || resp.StatusCode != step.code {
+			t.Fatalf("/healthz after demo %s: %v %v, want %d", step.verb, err, resp, step.code)
+		} else {
+			resp.Body.Close()
+		}
+	}
+	if _, err := cli(context.Background(), t, node, "demo", "pass", "--instance", "127.0.0.1:1"); err == nil {
+		t.Fatal("demo pass with no instance listening succeeded")
+	}
 
 	// Deregistered behind its back, it registers again.
 	if _, err := cl.Deregister(context.Background(), "web", "web-1"); err != nil {

@@ -76,6 +76,8 @@ writer() {
       echo "chaos-$i" >>"$acked"
     else
       echo "chaos-$i" >>"$failed"
+      # A restarted agent whose port variable is 0 got another host port.
+      resolve_addrs; agents=("$N1" "$N2" "$N3")
     fi
     sleep 0.2
   done
@@ -100,11 +102,13 @@ while ((SECONDS < end)); do
       docker network connect --ip "${IP[$svc]}" --alias "$svc" "$NET" "$id" ;;
   esac
   faults=$((faults + 1))
+  resolve_addrs # with a port variable of 0, a restarted agent has another host port
   wait_for 60 "every agent ready after healing $svc" settled || die "the cluster did not recover from $kind $svc"
 done
 kill "$writer_pid" 2>/dev/null; wait "$writer_pid" 2>/dev/null || true
 writer_pid=""
 heal
+resolve_addrs
 
 log "healed; waiting for the agents to converge"
 wait_for 60 "every agent ready, 3 voters" settled || die "the cluster did not settle after healing"

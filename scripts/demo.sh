@@ -36,7 +36,8 @@ step "1. Start the cluster: 3 agents, 2 load balancers, 3 demo instances"
 if [[ -x $BEACON ]] && has_leader 3 2>/dev/null; then
   note "already running (make down removes it)"
 else
-  run make -C "$ROOT" up
+  run make -C "$ROOT" up COMPOSE_PROJECT="$PROJECT" COMPOSE="$COMPOSE_CMD"
+  resolve_addrs # with a port variable of 0, Docker picked the ports just now
 fi
 need_cli
 
@@ -94,7 +95,7 @@ wait_for 30 "web-3 registered again" listed web-3 && note "started again, web-3 
 step "9. Clean up"
 run "$BEACON" --addr "$N2" deregister db db-1
 if ((down)); then
-  run make -C "$ROOT" down
+  run make -C "$ROOT" down COMPOSE_PROJECT="$PROJECT" COMPOSE="$COMPOSE_CMD"
 else
   note "the cluster is still running: scripts/smoke.sh checks it, scripts/chaos.sh shakes it, make down removes it"
 fi

@@ -10,6 +10,9 @@
 #   BEACON_LB1_PORT, BEACON_LB2_PORT              LB ports (18080 28080)
 #   BEACON_LB1_ADMIN_PORT, BEACON_LB2_ADMIN_PORT  LB admin (18081 28081)
 #   BEACON_N1_DNS_PORT..N4  agents' DNS ports (UDP+TCP)    (18753 28753 38753 48753)
+# A port variable of 0 lets Docker pick a free port; the scripts then ask
+# Docker which one it published (resolve_addrs below), as `$COMPOSE -p
+# PROJECT port n1 8750` would.
 
 set -euo pipefail
 
@@ -23,18 +26,68 @@ read -r -a COMPOSE <<<"$COMPOSE"
 COMPOSE+=(-p "$PROJECT" -f "$ROOT/docker-compose.yml")
 BEACON=${BEACON_BIN:-$ROOT/bin/beacon}
 
-N1=127.0.0.1:${BEACON_N1_PORT:-18750}
-N2=127.0.0.1:${BEACON_N2_PORT:-28750}
-N3=127.0.0.1:${BEACON_N3_PORT:-38750}
-N4=127.0.0.1:${BEACON_N4_PORT:-48750}
-LB1=127.0.0.1:${BEACON_LB1_PORT:-18080}
-LB2=127.0.0.1:${BEACON_LB2_PORT:-28080}
-LB1_ADMIN=127.0.0.1:${BEACON_LB1_ADMIN_PORT:-18081}
-LB2_ADMIN=127.0.0.1:${BEACON_LB2_ADMIN_PORT:-28081}
-AGENTS="$N1,$N2,$N3"
-N1_DNS=${BEACON_N1_DNS_PORT:-18753}
-N2_DNS=${BEACON_N2_DNS_PORT:-28753}
-N3_DNS=${BEACON_N3_DNS_PORT:-38753}
+# The label value compose gives our containers: the project name lowercased,
+# without the characters compose drops (docker-compose 1.x and v2 alike).
+PROJECT_LABEL=$(printf '%s' "${PROJECT,,}" | tr -cd 'a-z0-9_-')
+
+# containers prints "SERVICE ID STATUS EXITCODE" for each container of our
+# project, running or not (two docker calls; compose itself takes a second
+# per call). Compose v1 and v2 label their containers the same way.
+containers() {
+  local ids
+  ids=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT_LABEL" 2>/dev/null) || return 0
+  [[ -n $ids ]] || return 0
+  # shellcheck disable=SC2086 # one argument per ID
+  docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.State.ExitCode}}' $ids 2>/dev/null || true
+}
+
+# port_map prints "SERVICE PORT/PROTO HOSTPORT" for every port Docker
+# published for our project's running containers: what
+# `$COMPOSE -p PROJECT port SERVICE PORT` says, for all of them at once.
+port_map() {
+  local ids
+  ids=$(docker ps -q --filter "label=com.docker.compose.project=$PROJECT_LABEL" 2>/dev/null) || return 0
+  [[ -n $ids ]] || return 0
+  # shellcheck disable=SC2086 # one argument per ID
+  docker inspect -f '{{$s := index .Config.Labels "com.docker.compose.service"}}{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{$s}} {{$p}} {{.HostPort}}{{println}}{{end}}{{end}}' $ids 2>/dev/null || true
+}
+
+# resolve_addrs sets the host addresses below (N1, LB1, N1_DNS, ...) from the
+# ports Docker actually published, so that a port variable of 0 (Docker picks
+# a free port) works. A service with no running container keeps the
+# configured port. Call it again after starting or restarting containers: with
+# 0, Docker picks another port at each start.
+resolve_addrs() {
+  local map
+  map=$(port_map)
+  _pub() {
+    local p
+    p=$(awk -v s="$1" -v c="$2" '$1 == s && $2 == c && $3 != "" {print $3; exit}' <<<"$map")
+    printf '%s' "${p:-$3}"
+  }
+  N1=127.0.0.1:$(_pub n1 8750/tcp "${BEACON_N1_PORT:-18750}")
+  N2=127.0.0.1:$(_pub n2 8750/tcp "${BEACON_N2_PORT:-28750}")
+  N3=127.0.0.1:$(_pub n3 8750/tcp "${BEACON_N3_PORT:-38750}")
+  N4=127.0.0.1:$(_pub n4 8750/tcp "${BEACON_N4_PORT:-48750}")
+  LB1=127.0.0.1:$(_pub lb1 8080/tcp "${BEACON_LB1_PORT:-18080}")
+  LB2=127.0.0.1:$(_pub lb2 8080/tcp "${BEACON_LB2_PORT:-28080}")
+  LB1_ADMIN=127.0.0.1:$(_pub lb1 8081/tcp "${BEACON_LB1_ADMIN_PORT:-18081}")
+  LB2_ADMIN=127.0.0.1:$(_pub lb2 8081/tcp "${BEACON_LB2_ADMIN_PORT:-28081}")
+  AGENTS="$N1,$N2,$N3"
+  # DNS ports: UDP (what dig asks first) and TCP; with 0 they differ.
+  N1_DNS=$(_pub n1 8753/udp "${BEACON_N1_DNS_PORT:-18753}") N1_DNS_TCP=$(_pub n1 8753/tcp "${BEACON_N1_DNS_PORT:-18753}")
+  N2_DNS=$(_pub n2 8753/udp "${BEACON_N2_DNS_PORT:-28753}") N2_DNS_TCP=$(_pub n2 8753/tcp "${BEACON_N2_DNS_PORT:-28753}")
+  N3_DNS=$(_pub n3 8753/udp "${BEACON_N3_DNS_PORT:-38753}") N3_DNS_TCP=$(_pub n3 8753/tcp "${BEACON_N3_DNS_PORT:-38753}")
+}
+resolve_addrs
+
+# dns_addr N: "127.0.0.1:P (UDP and TCP)", or both ports when they differ.
+dns_addr() {
+  local u t
+  u=N${1}_DNS t=N${1}_DNS_TCP
+  if [[ ${!u} == "${!t}" ]]; then printf '127.0.0.1:%s (UDP and TCP)' "${!u}"
+  else printf '127.0.0.1:%s (UDP), 127.0.0.1:%s (TCP)' "${!u}" "${!t}"; fi
+}
 DOMAIN=service.beacon
 
 if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RED=$'\033[31m' GREEN=$'\033[32m' OFF=$'\033[0m'

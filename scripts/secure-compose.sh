@@ -13,16 +13,21 @@
 #   scripts/secure-compose.sh env    print the exports that point the CLI at the cluster
 #   scripts/secure-compose.sh down   stop and remove containers and volumes
 #
-# Needs bin/beacon (make build) and the image (make image).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# Needs bin/beacon (make build) and the image (make image). Compose as for the
+# other scripts (scripts/lib.sh): `docker compose` where it is installed, else
+# docker-compose; COMPOSE=... overrides; BEACON_PROJECT names the project.
+cli_bin=${BEACON:-${BEACON_BIN:-bin/beacon}}
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
 
-BEACON=${BEACON:-bin/beacon}
+BEACON=$cli_bin
 DIR=${BEACON_SECURE_DIR:-.secure}
 NET=${BEACON_NET:-10.87.50}
-PORT=${BEACON_N1_PORT:-18750}
+# n1's API port on the host, as Docker published it (a port variable of 0
+# lets Docker pick; lib.sh's resolve_addrs asks which).
+PORT=${N1##*:}
 compose() {
-  docker-compose -p "${BEACON_PROJECT:-beacon}" -f docker-compose.yml -f docker-compose.secure.yml --env-file "$DIR/env" "$@"
+  "${COMPOSE[@]}" -f docker-compose.secure.yml --env-file "$DIR/env" "$@"
 }
 
 init() {
@@ -82,6 +87,8 @@ secret_of() { sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p'; }
 up() {
   init
   compose up -d n1 n2 n3
+  resolve_addrs
+  PORT=${N1##*:}
   echo "secure-compose: waiting for a leader"
   for _ in $(seq 1 90); do
     cli status -o json 2>/dev/null | grep -q '"leader": *"[^"]' && break
@@ -99,9 +106,11 @@ up() {
 }
 
 env_exports() {
+  local abs=$DIR
+  [[ $abs == /* ]] || abs=$PWD/$DIR
   echo "# Point the CLI at the secure cluster:"
-  echo "export BEACON_ADDR=https://127.0.0.1:$PORT BEACON_CACERT=$PWD/$DIR/tls/beacon-ca.pem"
-  echo "export BEACON_TOKEN=\$(sed -n 's/^BEACON_MANAGEMENT_TOKEN=//p' $PWD/$DIR/env)"
+  echo "export BEACON_ADDR=https://127.0.0.1:$PORT BEACON_CACERT=$abs/tls/beacon-ca.pem"
+  echo "export BEACON_TOKEN=\$(sed -n 's/^BEACON_MANAGEMENT_TOKEN=//p' $abs/env)"
 }
 
 case ${1:-} in
@@ -110,7 +119,7 @@ up) up ;;
 env) env_exports ;;
 down) compose down -v ;;
 *)
-  sed -n '2,16p' "$0"
+  sed -n '2,18p' "$0"
   exit 2
   ;;
 esac

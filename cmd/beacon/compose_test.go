@@ -63,6 +63,21 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 		})
 	}
 
+	// The operator's scripts find the ports Docker picked (every port
+	// variable is 0 here): smoke.sh passes against this project.
+	if _, err := exec.LookPath("bash"); err == nil {
+		sctx, cancel := context.WithTimeout(ctx, 4*time.Minute) // smoke.sh bounds itself to ~2 min
+		defer cancel()
+		smoke := exec.CommandContext(sctx, "bash", filepath.Join(dc.root, "scripts", "smoke.sh"))
+		smoke.Env = append(append([]string{}, dc.env...),
+			"BEACON_PROJECT="+dc.project, "COMPOSE=docker-compose", "BEACON_BIN="+beaconBin)
+		out, err := smoke.CombinedOutput()
+		if err != nil {
+			t.Fatalf("scripts/smoke.sh with Docker-picked ports: %v\n%s", err, out)
+		}
+		t.Logf("scripts/smoke.sh with Docker-picked ports:\n%s", out)
+	}
+
 	// Kill the leader; writes keep going through the survivors.
 	killed := leader
 	dc.docker("kill", dc.container(killed))
@@ -237,7 +252,7 @@ func startCompose(t *testing.T) *composeCluster {
 		"BEACON_CLUSTER_SECRET=e2e-cluster-secret-"+randomID()+randomID(),
 		"BEACON_LOG_LEVEL=debug",
 	)
-	for _, v := range []string{"N1", "N2", "N3", "N4", "LB1", "LB2", "LB1_ADMIN", "LB2_ADMIN"} {
+	for _, v := range []string{"N1", "N2", "N3", "N4", "LB1", "LB2", "LB1_ADMIN", "LB2_ADMIN", "N1_DNS", "N2_DNS", "N3_DNS", "N4_DNS"} {
 		env = append(env, "BEACON_"+v+"_PORT=0") // Docker picks free host ports
 	}
 	// A subnet no other Docker network uses; another run may take the same
