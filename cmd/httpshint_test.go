@@ -67,4 +67,10 @@ func TestTheCLISaysWhenTheAgentSpeaksHTTPS(t *testing.T) {
 	if _, stderr, code := runCLI(t, "--addr", host, "--ca-cert", ca, "--client-cert", cert, "--client-key", key, "health"); code != exitOK {
 		t.Fatalf("health with every TLS option: %s", stderr)
 	}
+	// An agent's own server certificate is a client certificate too: the
+	// secure compose file's agents present theirs to their health checks.
+	cert, key = filepath.Join(dir, "node1.pem"), filepath.Join(dir, "node1-key.pem")
+	if _, stderr, code := runCLI(t, "--addr", host, "--ca-cert", ca, "--client-cert", cert, "--client-key", key, "health"); code != exitOK {
+		t.Fatalf("health with the agent's own certificate as the client's: %s", stderr)
+	}
 }

@@ -65,7 +65,8 @@ cli() {
   # shellcheck disable=SC1090
   (set -a; . "$DIR/env"; set +a
     BEACON_ADDR="https://127.0.0.1:$PORT" BEACON_TOKEN="$BEACON_MANAGEMENT_TOKEN" \
-      BEACON_CACERT="$DIR/tls/beacon-ca.pem" "$BEACON" "$@")
+      BEACON_CACERT="$DIR/tls/beacon-ca.pem" BEACON_CLIENT_CERT="$DIR/tls/ops.pem" \
+      BEACON_CLIENT_KEY="$DIR/tls/ops-key.pem" "$BEACON" "$@")
 }
 
 set_env() { # set_env KEY VALUE in $DIR/env
@@ -101,6 +102,7 @@ up() {
 env_exports() {
   echo "# Point the CLI at the secure cluster:"
   echo "export BEACON_ADDR=https://127.0.0.1:$PORT BEACON_CACERT=$PWD/$DIR/tls/beacon-ca.pem"
+  echo "export BEACON_CLIENT_CERT=$PWD/$DIR/tls/ops.pem BEACON_CLIENT_KEY=$PWD/$DIR/tls/ops-key.pem"
   echo "export BEACON_TOKEN=\$(sed -n 's/^BEACON_MANAGEMENT_TOKEN=//p' $PWD/$DIR/env)"
 }
 
