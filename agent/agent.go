@@ -200,7 +200,6 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("agent: listen on %s: %w", a.cfg.HTTPAddr, err)
 	}
 	a.httpLn = ln
-	ln = secureListener(ln, tlsc)
 	httpAdv, err := advertised(ln.Addr().(*net.TCPAddr), a.cfg.Advertise)
 	if err != nil {
 		return err

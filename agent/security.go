@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -92,14 +91,9 @@ func (a *Agent) secureAPI(ac *api.Config, t agentTLS) {
 	ac.Gatherer = a.metrics
 	ac.EnablePprof = a.cfg.EnablePprof
 	ac.AuditLogger = a.logger.Named("audit")
-}
-
-// secureListener wraps the API listener in TLS when configured.
-func secureListener(ln net.Listener, t agentTLS) net.Listener {
-	if t.http == nil {
-		return ln
-	}
-	return tls.NewListener(ln, t.http)
+	// The API serves HTTPS itself (api.Config.TLS), above its per-client
+	// connection cap, so that net/http sees each TLS connection.
+	ac.TLS = t.http
 }
 
 func loopbackAddr(addr string) bool {

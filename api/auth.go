@@ -100,6 +100,50 @@ func denied(msg string) error {
 	return &statusError{http.StatusForbidden, "permission_denied", "permission denied: " + msg}
 }
 
+// BearerToken returns the token of h's "Authorization: Bearer TOKEN"
+// headers, or "" when there is none. A header of another form is a 401; a
+// request with two Authorization headers naming different tokens is a 400
+// (which one would count is a matter of which reader one asks), as is one
+// whose Authorization and X-Beacon-Token disagree.
+func BearerToken(h http.Header) (string, error) {
+	var bearer string
+	for _, v := range h.Values("Authorization") {
+		if v == "" {
+			continue
+		}
+		scheme, tok, ok := strings.Cut(v, " ")
+		tok = strings.TrimSpace(tok)
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return "", errBadAuthHeader
+		}
+		if bearer != "" && subtle.ConstantTimeCompare([]byte(bearer), []byte(tok)) != 1 {
+			return "", errTwoHeaders("Authorization")
+		}
+		bearer = tok
+	}
+	return bearer, nil
+}
+
+// HeaderToken returns the token of h's name headers (X-Beacon-Token,
+// X-Consul-Token), or ""; two of them naming different tokens are a 400.
+func HeaderToken(h http.Header, name string) (string, error) {
+	var tok string
+	for _, v := range h.Values(name) {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		if tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(v)) != 1 {
+			return "", errTwoHeaders(name)
+		}
+		tok = v
+	}
+	return tok, nil
+}
+
+func errTwoHeaders(name string) error {
+	return &statusError{http.StatusBadRequest, "invalid", "the request carries two " + name + " headers with different tokens"}
+}
+
 // requestToken extracts the token a request carries, or "".
 func requestToken(r *http.Request, q url.Values) (string, error) {
 	for _, k := range []string{"token", "access_token"} {
@@ -107,16 +151,14 @@ func requestToken(r *http.Request, q url.Values) (string, error) {
 			return "", errTokenInURL
 		}
 	}
-	var bearer string
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, tok, ok := strings.Cut(h, " ")
-		tok = strings.TrimSpace(tok)
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-			return "", errBadAuthHeader
-		}
-		bearer = tok
+	bearer, err := BearerToken(r.Header)
+	if err != nil {
+		return "", err
 	}
-	x := strings.TrimSpace(r.Header.Get("X-Beacon-Token"))
+	x, err := HeaderToken(r.Header, "X-Beacon-Token")
+	if err != nil {
+		return "", err
+	}
 	if bearer != "" && x != "" && subtle.ConstantTimeCompare([]byte(bearer), []byte(x)) != 1 {
 		return "", errTwoTokens
 	}

@@ -106,6 +106,11 @@ func writeError(w http.ResponseWriter, err error) {
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		h.Set("Retry-After", "1")
 	}
+	if status == http.StatusUnauthorized {
+		// Every 401 says how to authenticate (RFC 9110), the Consul
+		// paths' too (they write through WriteError).
+		h.Set("WWW-Authenticate", `Bearer realm="beacon"`)
+	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(client.ErrorBody{Error: msg, Code: code, Field: field})
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -357,19 +356,7 @@ func (c *fastConn) handoff() {
 }
 
 // isTLS reports whether c, under its wrappers, is a TLS connection.
-func isTLS(c net.Conn) bool {
-	for range 8 {
-		switch v := c.(type) {
-		case *tls.Conn:
-			return true
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return false
-		}
-	}
-	return false
-}
+func isTLS(c net.Conn) bool { return tlsConnOf(c) != nil }
 
 // fastRoute reports whether a GET of path may take the fast path: the
 // API's reads, not the snapshot (it streams an archive of any size).

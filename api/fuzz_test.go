@@ -33,6 +33,9 @@ func fuzzServer(t testing.TB) (http.Handler, *apitest.Cluster) {
 	cl := apitest.NewCluster(nil)
 	cfg := DefaultConfig()
 	cfg.DefaultWait, cfg.MaxWait = time.Millisecond, time.Millisecond
+	// serve sends Host "beacon": with auth off the site guard admits only
+	// the agent's own names, and would answer every request 403.
+	cfg.Site.AllowedHosts = []string{"beacon"}
 	for _, req := range []*fsm.RegisterRequest{
 		{ID: "web-1", Service: "web", Address: "10.0.0.1", Port: 8080, Tags: []string{"v1"}, Meta: map[string]string{"zone": "eu"}, Version: "1.2.0", Weight: 1,
 			Checks: []fsm.CheckDefinition{
@@ -128,6 +131,9 @@ func FuzzRegister(f *testing.F) {
 		map[string]any{"name": "hb", "ttl": "10s", "deregister_critical_after": "1m"}, map[string]any{"tcp": "db.internal:5432", "interval": "1s", "timeout": "1s"},
 		map[string]any{"grpc": "[::1]:50051", "grpc_service": "x", "failures_before_critical": 3})))
 	f.Add("db", "db-1", []byte(`{"address":"::1","port":1,"tags":[],"meta":{},"weight":0,"version":"1.0.0+build","node":"n1"}`))
+	for _, p := range []string{"/web/v2", "/web/../api", "/web/%2e%2e/api", "/web/.%2E", "/web/./x", "/web//x", "web%2F..%2Fapi", "/web/%zz", "/web/v1.2..3"} {
+		f.Add("web", "web-3", []byte(`{"address":"10.0.0.3","port":80,"meta":{"route_prefix":"`+p+`"}}`))
+	}
 	f.Fuzz(func(t *testing.T, service, id string, in []byte) {
 		h, cl := fuzzServer(t)
 		before := snapshotCatalog(cl.Store())
@@ -216,6 +222,15 @@ func assertWithinLimits(t *testing.T, i *client.Instance) {
 	for k, v := range i.Meta {
 		if !docMetaKey.MatchString(k) || !docPrintable(v, 512) {
 			bad = append(bad, "meta "+strconv.Quote(k))
+		}
+	}
+	if p, ok := i.Meta["route_prefix"]; ok {
+		// docs/security.md, "Route prefixes": no ".", ".." or empty
+		// segments, also once decoded, and no escaped "/".
+		for _, seg := range strings.Split(strings.Trim(p, "/"), "/") {
+			if d, err := url.PathUnescape(seg); err != nil || d == "" || d == "." || d == ".." || strings.Contains(d, "/") {
+				bad = append(bad, "meta route_prefix "+strconv.Quote(p))
+			}
 		}
 	}
 	if !docVersion.MatchString(i.Version) {

@@ -332,11 +332,8 @@ func codeOf(err error) string {
 // deny answers a request refused by authentication or authorization. The
 // token is never logged.
 func (s *Server) deny(w http.ResponseWriter, r *http.Request, err error) {
-	status, code, _ := statusOf(err)
+	_, code, _ := statusOf(err)
 	s.metrics.denied.WithLabelValues(code).Inc()
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="beacon"`)
-	}
 	s.logger.Debug("request denied", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr,
 		"accessor", identityFrom(r.Context()).accessor, "code", code)
 	writeError(w, err)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -145,6 +146,13 @@ type Config struct {
 	// writes (gossip joins); Raft writes are logged by the cluster's leader.
 	AuditLogger hclog.Logger
 
+	// TLS, when set, makes Serve serve HTTPS with it on the plain TCP
+	// listener it is given. The TLS layer sits above the per-client
+	// connection cap, so net/http sees each *tls.Conn: it handshakes,
+	// fills Request.TLS (the agent's own origin is https://, site.go), and
+	// a plain HTTP request gets a 400 (plainHTTPAnswer) instead of silence.
+	TLS *tls.Config
+
 	// DisableFastPath serves every request through net/http's server
 	// (fastserve.go: the same answers; the fast path costs less CPU per
 	// read; docs/api.md, "The request path").
@@ -256,6 +264,9 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 		// Every answer says it comes from a Beacon agent, so that a client
 		// pointed at something else can tell (client.NotAgentError).
 		w.Header().Set(client.HeaderAgent, "1")
+		if s.cfg.TLS != nil {
+			withTLSState(r)
+		}
 		if s.arrival != nil {
 			s.arrival(r)
 		}
@@ -270,7 +281,8 @@ func New(cfg Config, store *fsm.Store, cl Cluster) *Server {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves the API on ln until Shutdown, with at most
-// Config.MaxConnsPerClient connections per client IP. Blocking queries that
+// Config.MaxConnsPerClient connections per client IP, over TLS when
+// Config.TLS is set (ln is then the plain TCP listener). Blocking queries that
 // wait are parked out of net/http while they do (park.go). Serve may be
 // called once.
 func (s *Server) Serve(ln net.Listener) error {
@@ -282,7 +294,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	resumedDone := make(chan error, 1)
 	go func() { resumedDone <- s.resumed.Serve(lot.resumed) }()
-	lim := connlimit.Wrap(ln, s.cfg.MaxConnsPerClient)
+	var lim net.Listener
+	if s.cfg.TLS != nil {
+		lim = connlimit.WrapTLS(ln, s.cfg.MaxConnsPerClient, s.cfg.TLS, plainHTTPAnswer)
+	} else {
+		lim = connlimit.Wrap(ln, s.cfg.MaxConnsPerClient)
+	}
 	var err error
 	if s.cfg.DisableFastPath {
 		err = s.srv.Serve(lim)
@@ -340,6 +357,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) newHTTPServer() *http.Server {
 	return &http.Server{
 		BaseContext:       func(net.Listener) context.Context { return s.base },
+		ConnContext:       connContext,
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,

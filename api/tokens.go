@@ -145,7 +145,8 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleTokenDelete: DELETE /v1/tokens/{accessor} (management). Deleting a
-// token that does not exist is not an error (a retry is harmless).
+// token that does not exist is 404 not_found (the FSM decides, at apply):
+// nothing was revoked, and nothing is audited.
 func (s *Server) handleTokenDelete(w http.ResponseWriter, r *http.Request) {
 	if !s.cfg.Auth.Enabled() {
 		writeError(w, errAuthDisabled)

@@ -348,6 +348,10 @@ func validateRoutePrefix(service, p string, privileged bool, registered func(str
 	if n == "/" {
 		return invalid("meta."+metaRoutePrefix, "must name a path below /, e.g. /%s/v2", service)
 	}
+	if !canonicalPath(n) {
+		// As the API's own paths (routes): /web/../api is not below /web.
+		return invalid("meta."+metaRoutePrefix, "must not hold \".\", \"..\" or empty segments, nor escapes that decode to them or to \"/\"")
+	}
 	first, _, _ := strings.Cut(n[1:], "/")
 	if first == service {
 		return nil
@@ -363,6 +367,20 @@ func validateRoutePrefix(service, p string, privileged bool, registered func(str
 		return invalid("meta."+metaRoutePrefix, "%q would shadow the path of service %q", truncateForError(p), first)
 	}
 	return nil
+}
+
+// canonicalPath reports whether the absolute path p has no ".", ".." or
+// empty segment, as written or once its escapes are decoded (%2e%2e), no
+// escaped "/" (%2F, which would make one segment two after decoding), and
+// no malformed escape.
+func canonicalPath(p string) bool {
+	for _, seg := range strings.Split(p[1:], "/") {
+		d, err := url.PathUnescape(seg)
+		if err != nil || d == "" || d == "." || d == ".." || strings.Contains(d, "/") {
+			return false
+		}
+	}
+	return true
 }
 
 // checkTargetScope keeps an unprivileged check on its own instance: an IP

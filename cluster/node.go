@@ -565,6 +565,7 @@ func (n *Node) Join(addrs []string) (int, error) {
 		n.gossip.remember(addrs)
 	}
 	if err != nil && count == 0 {
+		err = flattenJoinError(err)
 		if strings.Contains(err.Error(), ErrForeignCluster.Error()) {
 			return 0, fmt.Errorf("cluster: join %v: %w (%w): %s", addrs, ErrForeignCluster, fsm.ErrConflict, err)
 		}

@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -469,6 +470,12 @@ func runHealth(ctx context.Context, opts *healthOptions) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode/100 != 2 {
+		var eb client.ErrorBody
+		if resp.Header.Get(client.HeaderAgent) != "" && json.Unmarshal(body, &eb) == nil && eb.Code != "" {
+			// An agent's error (https_required: the agent speaks HTTPS),
+			// which hintFor reads.
+			return fmt.Errorf("not healthy: %s answered: %w", req.URL, &client.Error{Status: resp.StatusCode, ErrorBody: eb})
+		}
 		return fmt.Errorf("not healthy: %s answered %d: %s", req.URL, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	_, err = fmt.Fprintf(opts.f.Out, "healthy: %s answered %d\n", req.URL, resp.StatusCode)

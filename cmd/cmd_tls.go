@@ -79,8 +79,12 @@ type tlsCertOptions struct {
 	client bool
 	ca     string
 	caKey  string
-	dir    string
-	days   int
+	// caAlias is --ca, the older name of --ca-cert; caSet says whether
+	// --ca-cert was given.
+	caAlias string
+	caSet   bool
+	dir     string
+	days    int
 }
 
 func newTLSCertCreateCmd(f *Factory, runF func(*tlsCertOptions) error) *cobra.Command {
@@ -90,6 +94,7 @@ func newTLSCertCreateCmd(f *Factory, runF func(*tlsCertOptions) error) *cobra.Co
 		Short: "Create a certificate signed by the CA: NODE.pem and NODE-key.pem",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
+			opts.caSet = c.Flags().Changed("ca-cert")
 			if runF != nil {
 				return runF(opts)
 			}
@@ -101,7 +106,10 @@ func newTLSCertCreateCmd(f *Factory, runF func(*tlsCertOptions) error) *cobra.Co
 	fl.StringArrayVar(&opts.ips, "ip", nil, "IP address to include (repeatable)")
 	fl.StringArrayVar(&opts.dns, "dns", nil, "DNS name to include (repeatable)")
 	fl.BoolVar(&opts.client, "client", false, "a client certificate (for the CLI or beacon lb), not a server's")
-	fl.StringVar(&opts.ca, "ca", "beacon-ca.pem", "CA certificate")
+	// --ca-cert, as the CLI's client flag for the same file (this local
+	// flag takes its place here); --ca, its first name, still works.
+	fl.StringVar(&opts.ca, "ca-cert", "beacon-ca.pem", "CA certificate that signs the new one")
+	fl.StringVar(&opts.caAlias, "ca", "", "alias of --ca-cert")
 	fl.StringVar(&opts.caKey, "ca-key", "beacon-ca-key.pem", "CA private key")
 	fl.StringVar(&opts.dir, "dir", ".", "directory to write the files to")
 	fl.IntVar(&opts.days, "days", 365, "validity in days")
@@ -109,6 +117,12 @@ func newTLSCertCreateCmd(f *Factory, runF func(*tlsCertOptions) error) *cobra.Co
 }
 
 func runTLSCertCreate(opts *tlsCertOptions) error {
+	if opts.caAlias != "" {
+		if opts.caSet && opts.caAlias != opts.ca {
+			return usageError{errors.New("--ca is an alias of --ca-cert: give one of them")}
+		}
+		opts.ca = opts.caAlias
+	}
 	if opts.node == "" {
 		return usageError{errors.New("--node is required")}
 	}

@@ -148,3 +148,34 @@ func TestCLITalksHTTPSWithCACertAndClientCertificate(t *testing.T) {
 		t.Fatalf("the CLI trusted an unknown CA: %s", out)
 	}
 }
+
+// TestTLSCertCreateTakesTheCAAsCACert: `tls cert create` names its CA
+// --ca-cert, as the client flag does (it used to be the global client flag
+// there, ignored, so the default ./beacon-ca.pem was read); --ca is an alias,
+// and the two naming different files are refused.
+func TestTLSCertCreateTakesTheCAAsCACert(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := beaconCLI(t, nil, "tls", "ca", "create", "--dir", dir); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	ca, caKey := filepath.Join(dir, "beacon-ca.pem"), filepath.Join(dir, "beacon-ca-key.pem")
+	if out, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "n1", "--dir", dir, "--ca-cert", ca, "--ca-key", caKey); err != nil {
+		t.Fatalf("--ca-cert: %v %s", err, out)
+	}
+	if out, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "n2", "--dir", dir, "--ca", ca, "--ca-key", caKey); err != nil {
+		t.Fatalf("--ca: %v %s", err, out)
+	}
+	if out, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "n3", "--dir", dir, "--ca", ca, "--ca-cert", ca, "--ca-key", caKey); err != nil {
+		t.Fatalf("--ca and --ca-cert naming the same file: %v %s", err, out)
+	}
+	if _, err := beaconCLI(t, nil, "tls", "cert", "create", "--node", "n4", "--dir", dir, "--ca", ca, "--ca-cert", filepath.Join(dir, "other.pem"), "--ca-key", caKey); err == nil || !strings.Contains(err.Error(), "alias") {
+		t.Fatalf("--ca and --ca-cert naming different files: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(parseCert(t, ca))
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if _, err := parseCert(t, filepath.Join(dir, n+".pem")).Verify(x509.VerifyOptions{Roots: roots, DNSName: n}); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+}

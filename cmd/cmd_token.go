@@ -137,6 +137,9 @@ func runTokenDelete(ctx context.Context, opts *tokenDeleteOptions) error {
 		return err
 	}
 	idx, err := cl.DeleteToken(ctx, opts.accessor)
+	if client.IsNotFound(err) {
+		return fmt.Errorf("no such token %s (nothing deleted): check the accessor with 'beacon token list'", opts.accessor)
+	}
 	if err != nil {
 		return err
 	}

@@ -3,10 +3,13 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -75,14 +78,79 @@ func exitCode(stderr io.Writer, err error) int {
 func hintFor(err error) string {
 	var ue *client.UnreachableError
 	var na *client.NotAgentError
+	if h := tlsHint(err); h != "" {
+		return h
+	}
 	switch {
 	case errors.As(err, &ue):
 		return "is an agent running there? Point --addr or BEACON_ADDR at agents' HTTP addresses (default 127.0.0.1:8750). " +
 			"Start one with 'beacon agent --dev', or the compose cluster with 'make up', then " +
-			"export BEACON_ADDR=127.0.0.1:18750,127.0.0.1:28750,127.0.0.1:38750"
+			"export BEACON_ADDR=127.0.0.1:18750,127.0.0.1:28750,127.0.0.1:38750. " +
+			"If the agent serves HTTPS, give its CA with --ca-cert FILE (BEACON_CACERT) or write https://HOST:PORT"
 	case errors.As(err, &na):
 		return "point --addr or BEACON_ADDR at an agent's HTTP API (port 8750 by default; in the compose cluster " +
 			"127.0.0.1:18750, :28750 and :38750; 18080 and 28080 are its load balancers)"
+	}
+	return ""
+}
+
+// Hints about HTTPS: the agent speaks it and the client did not, or the
+// handshake failed.
+const (
+	hintHTTPS = "the agent serves HTTPS: give the CA that signed its certificate with --ca-cert FILE (BEACON_CACERT), " +
+		"which makes an address without a scheme https://, or write the address as https://HOST:PORT"
+	hintVerify = "the agent's HTTPS certificate could not be verified: give the CA that signed it with --ca-cert FILE " +
+		"(BEACON_CACERT; 'beacon tls ca create' wrote beacon-ca.pem), and --tls-server-name if the certificate names the agent otherwise"
+	hintClientCert = "the agent refused the TLS handshake: it requires a client certificate its CA signed " +
+		"(--client-cert FILE --client-key FILE, or BEACON_CLIENT_CERT and BEACON_CLIENT_KEY; 'beacon tls cert create --client' makes one)"
+	hintPlain = "the agent serves plain HTTP: write http://HOST:PORT, or leave out --ca-cert (BEACON_CACERT) and the other TLS options"
+)
+
+// tlsHint returns the hint of an HTTPS mismatch in err: the agent
+// answered a plain request with its https_required 400, or an address
+// failed with a TLS error. "" when there is none.
+func tlsHint(err error) string {
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code == "https_required" {
+		return hintHTTPS
+	}
+	errs := []error{err}
+	var ue *client.UnreachableError
+	if errors.As(err, &ue) {
+		errs = ue.Errs
+	}
+	var ae *client.AttemptsError
+	if errors.As(err, &ae) {
+		errs = errs[:0]
+		for _, a := range ae.Attempts {
+			errs = append(errs, a.Err)
+		}
+	}
+	for _, e := range errs {
+		if h := tlsErrorHint(e); h != "" {
+			return h
+		}
+	}
+	return ""
+}
+
+func tlsErrorHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var cie x509.CertificateInvalidError
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
+		return hintVerify
+	case errors.As(err, &oe) && oe.Op == "remote error" && strings.Contains(oe.Err.Error(), "tls:"):
+		// An alert from the agent: it wants a (valid) client certificate.
+		return hintClientCert
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return hintPlain
 	}
 	return ""
 }

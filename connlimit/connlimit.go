@@ -31,6 +31,9 @@ const DefaultMaxPerClient = 200
 type Listener struct {
 	net.Listener
 	max int
+	// closeOnly: the connections are TLS beneath (WrapTLS), so one over
+	// the cap is closed without an answer.
+	closeOnly bool
 
 	mu    sync.Mutex
 	conns map[netip.Addr]int
@@ -69,7 +72,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if l.max > 0 && l.conns[key] >= l.max {
 			l.mu.Unlock()
 			l.rejected.Add(1)
-			go refuse(c, l.max)
+			go refuse(c, l.max, l.closeOnly)
 			continue
 		}
 		l.conns[key]++
@@ -89,10 +92,11 @@ func (l *Listener) release(key netip.Addr) {
 }
 
 // refuse answers a connection over the cap and closes it. On a TLS
-// connection nothing can be said before the handshake: it is closed.
-func refuse(c net.Conn, max int) {
+// connection (closeOnly, or a listener beneath that gives *tls.Conn)
+// nothing can be said before the handshake: it is closed.
+func refuse(c net.Conn, max int, closeOnly bool) {
 	defer c.Close()
-	if _, isTLS := c.(*tls.Conn); isTLS {
+	if _, isTLS := c.(*tls.Conn); isTLS || closeOnly {
 		return
 	}
 	body := `{"error":"too many connections from this client (at most ` + strconv.Itoa(max) + `)","code":"too_many_connections"}` + "\n"

@@ -799,10 +799,17 @@ func applyTokenSet(w *writeTxn, req *TokenSetRequest) *RejectError {
 	return nil
 }
 
+// applyTokenDelete deletes a token. Deleting one that does not exist is
+// refused (ErrNotFound): an operator revoking a leaked token by a mistyped
+// accessor must learn that nothing was revoked. It is decided here, at
+// apply, so that of two deletes of the same token, the second learns it
+// found nothing.
 func applyTokenDelete(w *writeTxn, req *TokenDeleteRequest) *RejectError {
-	if t, _ := w.first(tableTokens, "id", req.Accessor).(*Token); t != nil {
-		w.delete(tableTokens, t)
+	t, _ := w.first(tableTokens, "id", req.Accessor).(*Token)
+	if t == nil {
+		return reject(ErrNotFound, "no such token %q (nothing deleted)", req.Accessor)
 	}
+	w.delete(tableTokens, t)
 	return nil
 }
 

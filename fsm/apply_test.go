@@ -1361,9 +1361,10 @@ func TestTokens(t *testing.T) {
 			},
 		},
 		{
-			name:      "deleting a missing token is harmless",
+			name:      "deleting a missing token is not found, and changes nothing",
 			setup:     with(tokA),
 			cmd:       func(t testing.TB) []byte { return fsmtest.TokenDelete(t, "z") },
+			wantErr:   fsm.ErrNotFound,
 			unchanged: true,
 		},
 	})

@@ -70,7 +70,8 @@ cli() {
   # shellcheck disable=SC1090
   (set -a; . "$DIR/env"; set +a
     BEACON_ADDR="https://127.0.0.1:$PORT" BEACON_TOKEN="$BEACON_MANAGEMENT_TOKEN" \
-      BEACON_CACERT="$DIR/tls/beacon-ca.pem" "$BEACON" "$@")
+      BEACON_CACERT="$DIR/tls/beacon-ca.pem" BEACON_CLIENT_CERT="$DIR/tls/ops.pem" \
+      BEACON_CLIENT_KEY="$DIR/tls/ops-key.pem" "$BEACON" "$@")
 }
 
 set_env() { # set_env KEY VALUE in $DIR/env
@@ -110,6 +111,7 @@ env_exports() {
   [[ $abs == /* ]] || abs=$PWD/$DIR
   echo "# Point the CLI at the secure cluster:"
   echo "export BEACON_ADDR=https://127.0.0.1:$PORT BEACON_CACERT=$abs/tls/beacon-ca.pem"
+  echo "export BEACON_CLIENT_CERT=$abs/tls/ops.pem BEACON_CLIENT_KEY=$abs/tls/ops-key.pem"
   echo "export BEACON_TOKEN=\$(sed -n 's/^BEACON_MANAGEMENT_TOKEN=//p' $abs/env)"
 }
 

@@ -55,7 +55,8 @@ func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
 }
 
 // DeleteToken deletes the token with this accessor (management token only).
-// Deleting a token that does not exist is not an error.
+// Deleting a token that does not exist is an *Error with status 404 (code
+// not_found; IsNotFound): nothing was deleted.
 func (c *Client) DeleteToken(ctx context.Context, accessor string) (uint64, error) {
 	var res WriteResult
 	// "{}": see RemovePeer.

@@ -323,15 +323,13 @@ func requestToken(r *http.Request, q url.Values) (string, error) {
 		return "", api.StatusError(http.StatusBadRequest, "token_in_url",
 			"tokens are never accepted in the URL (they end up in logs); send the X-Consul-Token header")
 	}
-	x := strings.TrimSpace(r.Header.Get("X-Consul-Token"))
-	var bearer string
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, tok, ok := strings.Cut(h, " ")
-		tok = strings.TrimSpace(tok)
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-			return "", api.StatusError(http.StatusUnauthorized, "unauthenticated", `the Authorization header must be "Bearer TOKEN"`)
-		}
-		bearer = tok
+	x, err := api.HeaderToken(r.Header, "X-Consul-Token")
+	if err != nil {
+		return "", err
+	}
+	bearer, err := api.BearerToken(r.Header)
+	if err != nil {
+		return "", err
 	}
 	if x != "" && bearer != "" && x != bearer {
 		return "", api.StatusError(http.StatusBadRequest, "invalid", "the Authorization and X-Consul-Token headers carry different tokens")

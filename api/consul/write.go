@@ -94,7 +94,12 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q u
 	replaced := s.replacedBy(req)
 	for _, old := range replaced {
 		if err := s.authorizeWrite(r, old.Service); err != nil {
-			writeError(w, err)
+			// The token may write reg.Name (checked above): what it may
+			// not is take the ID from the instance that has it.
+			writeError(w, api.StatusError(http.StatusForbidden, "permission_denied", fmt.Sprintf(
+				"permission denied: service ID %s is taken on this agent by an instance of service %s, which this token cannot write "+
+					"(on the Consul API a service ID is unique per agent, and registering it would replace that instance): choose another ID",
+				quote(old.ID), quote(old.Service))))
 			return
 		}
 	}

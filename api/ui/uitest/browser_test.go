@@ -48,7 +48,7 @@ type browser struct {
 // newBrowser starts a headless Chromium with a window of w x h pixels; it
 // stops when the test ends. The browser returned is its first tab (newTab
 // opens more).
-func newBrowser(t *testing.T, w, h int) *browser {
+func newBrowser(t *testing.T, w, h int, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
@@ -57,6 +57,7 @@ func newBrowser(t *testing.T, w, h int) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-gpu", true),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	// The first action starts the browser. Headless windows are at least
