@@ -146,6 +146,9 @@ type Config struct {
 	// legacyLogFormatForTest makes the node advertise no log format in
 	// gossip, as a binary from before group entries does.
 	legacyLogFormatForTest bool
+	// groupsOnlyLogFormatForTest makes the node advertise logFormatGroups,
+	// as a binary from before external nodes' entries does.
+	groupsOnlyLogFormatForTest bool
 	// wrapLogStore, when set (tests), wraps the Raft log store.
 	wrapLogStore func(raft.LogStore) raft.LogStore
 }

@@ -319,6 +319,9 @@ func (n *Node) applyOnceLocal(ctx context.Context, id []byte, term, low uint64, 
 	if len(id) != 16 {
 		return 0, errors.New("cluster: a request id is 16 bytes")
 	}
+	if err := n.admit(cmd); err != nil {
+		return 0, err
+	}
 	// An earlier attempt of the same request still being applied here is
 	// not in the log yet: wait for its answer (see onceCalls).
 	key := [16]byte(id)
@@ -453,6 +456,9 @@ func (n *Node) ApplyLeader(ctx context.Context, cmd []byte) (uint64, error) {
 // applyLocal runs cmd through this node's Raft (it must lead) and, when ctx
 // carries an Actor, writes the audit line of the accepted write.
 func (n *Node) applyLocal(ctx context.Context, cmd []byte) (uint64, error) {
+	if err := n.admit(cmd); err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	return n.answerPlain(ctx, cmd, n.raft.ApplyLog(raft.Log{Data: cmd}, n.cfg.LeaderWait), start)
 }

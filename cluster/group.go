@@ -59,6 +59,33 @@ const (
 // applies group entries.
 const logFormatGroups = 1
 
+// logFormatExternal is the log format of a binary that also applies the
+// entries of external nodes (Consul's catalog register and deregister:
+// fsm.CatalogRegisterType, fsm.CatalogDeregisterType). A node advertises
+// the newest format it applies.
+const logFormatExternal = 2
+
+// errFormatPending refuses a command some server in the configuration
+// could not apply (admit).
+var errFormatPending = &fsm.RejectError{Kind: fsm.ErrConflict,
+	Msg: "not every server's release applies external nodes' entries yet (a server would stop at one): upgrade every server, then retry"}
+
+// admit refuses, on the leader, a command whose log format some server in
+// the configuration does not advertise: that server would stop at the
+// entry (docs/operations.md, rolling upgrades).
+func (n *Node) admit(cmd []byte) error {
+	if len(cmd) == 0 {
+		return nil
+	}
+	switch fsm.MessageType(cmd[0]) {
+	case fsm.CatalogRegisterType, fsm.CatalogDeregisterType:
+		if !n.formatAllowed(logFormatExternal) {
+			return errFormatPending
+		}
+	}
+	return nil
+}
+
 type groupMember struct {
 	ctx  context.Context
 	id   [fsm.GroupIDLen]byte
@@ -274,18 +301,22 @@ func (n *Node) applied(f raft.ApplyFuture, start time.Time) (any, error) {
 
 // groupsAllowed reports whether every server in the latest Raft
 // configuration reads group entries, by its gossip metadata.
-func (n *Node) groupsAllowed() bool {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
+func (n *Node) groupsAllowed() bool { return n.formatAllowed(logFormatGroups) }
+
+// formatAllowed reports whether every server in the latest Raft
+// configuration advertises log format f or newer in its gossip metadata.
+func (n *Node) formatAllowed(f int) bool {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
 		return false
 	}
-	servers := f.Configuration().Servers
+	servers := cf.Configuration().Servers
 	if len(servers) == 0 {
 		return false
 	}
 	for _, s := range servers {
 		m, ok := n.gossip.member(string(s.ID))
-		if !ok || m.LogFormat < logFormatGroups {
+		if !ok || m.LogFormat < f {
 			return false
 		}
 	}

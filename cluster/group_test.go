@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,9 +372,19 @@ func TestAQueuedWriteOfAnotherTermIsNotRun(t *testing.T) {
 // cluster whose servers all write them (so its log may hold some), is not
 // made a Raft server: it would stop at the first group it replays.
 func TestAServerFromBeforeGroupCommitIsNotAddedOnceEveryServerWritesGroups(t *testing.T) {
+	testAnOlderServerIsNotAdded(t, func(c *Config) { c.legacyLogFormatForTest = true })
+}
+
+// TestAServerFromBeforeExternalNodesIsNotAdded: the same for a release that
+// writes groups but not external nodes' entries.
+func TestAServerFromBeforeExternalNodesIsNotAdded(t *testing.T) {
+	testAnOlderServerIsNotAdded(t, func(c *Config) { c.groupsOnlyLogFormatForTest = true })
+}
+
+func testAnOlderServerIsNotAdded(t *testing.T, older func(*Config)) {
 	tn := newTestNodes(t, 3, nil)
 	n := tn.nodes[tn.waitForLeader(30*time.Second)]
-	eventually(t, 10*time.Second, n.groupsAllowed, "every server advertises group entries")
+	eventually(t, 10*time.Second, func() bool { return n.formatAllowed(logFormatExternal) }, "every server advertises the newest log format")
 
 	cfg := DefaultConfig()
 	cfg.NodeName = "old4"
@@ -381,7 +393,7 @@ func TestAServerFromBeforeGroupCommitIsNotAddedOnceEveryServerWritesGroups(t *te
 	cfg.ClusterSecret = []byte("nodes-test-secret-0123456789abcdef")
 	cfg.Join = []string{tn.nodes[0].GossipAddr()}
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: hclog.Info, Output: testWriter{t}})
-	cfg.legacyLogFormatForTest = true
+	older(&cfg)
 	old, err := New(cfg, fsm.New(cfg.Logger.Named("fsm")))
 	if err != nil {
 		t.Fatal(err)
@@ -408,8 +420,44 @@ func TestAServerFromBeforeGroupCommitIsNotAddedOnceEveryServerWritesGroups(t *te
 			t.Fatalf("old4 was added to the Raft configuration: %+v", f.Configuration().Servers)
 		}
 	}
-	if !n.groupsAllowed() {
-		t.Error("groups stopped: the old server was let in")
+	if !n.formatAllowed(logFormatExternal) {
+		t.Error("the newest log format stopped: the old server was let in")
+	}
+}
+
+// TestExternalNodesWaitForEveryServersRelease: with a server whose gossip
+// metadata says it predates external nodes' entries, a catalog register
+// sent through any node is refused (409) before it reaches the log; once
+// every server advertises them, it is applied.
+func TestExternalNodesWaitForEveryServersRelease(t *testing.T) {
+	tn := newTestNodes(t, 3, func(i int, c *Config) { c.groupsOnlyLogFormatForTest = i == 2 })
+	leader := tn.waitForLeader(30 * time.Second)
+	n := tn.nodes[leader]
+	eventually(t, 10*time.Second, func() bool {
+		m, ok := n.gossip.member(tn.nodes[2].Name())
+		return ok && len(n.gossip.snapshot()) == 3 && m.LogFormat == logFormatGroups
+	}, "gossip knows every member")
+	cmd, err := fsm.Encode(fsm.CatalogRegisterType, &fsm.CatalogRegisterRequest{Node: "ext-db", Address: "127.0.0.5", Time: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := n.raft.LastIndex()
+	for i, nd := range tn.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := nd.Apply(ctx, cmd)
+		cancel()
+		if !errors.Is(err, fsm.ErrConflict) || !strings.Contains(err.Error(), "upgrade every server") {
+			t.Errorf("through node %d (leader %d): %v, want a conflict asking for the upgrade", i, leader, err)
+		}
+	}
+	for idx := last + 1; idx <= n.raft.LastIndex(); idx++ {
+		var l raft.Log
+		if err := n.logs.GetLog(idx, &l); err == nil && bytes.Contains(l.Data, []byte("ext-db")) {
+			t.Fatalf("the refused command is in the log at %d", idx)
+		}
+	}
+	if n.fsm.Store().Node("ext-db") != nil {
+		t.Fatal("ext-db was applied")
 	}
 }
 

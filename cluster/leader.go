@@ -177,6 +177,11 @@ func (n *Node) reconcile(ctx context.Context) {
 				n.logger.Warn("not adding server to raft: its release predates group commit, whose entries this cluster's log may hold; upgrade it", "node", m.Name, "version", m.Version)
 				continue
 			}
+			if !ok && m.LogFormat < logFormatExternal && n.formatAllowed(logFormatExternal) {
+				// The same for external nodes' entries (admit).
+				n.logger.Warn("not adding server to raft: its release predates external nodes' entries, which this cluster's log may hold; upgrade it", "node", m.Name, "version", m.Version)
+				continue
+			}
 			if err := n.probePeer(ctx, m.ClusterAddr); err != nil {
 				// Gossip let it in, but it cannot pass the cluster port's TLS
 				// or secret handshake: a voter we cannot reach would only

@@ -183,11 +183,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.mux.serve(n.rpcSrv.serveConn)
 	meta := memberMeta{
 		Role: fsm.RoleServer, Cluster: n.ClusterAddr(), HTTP: n.cfg.HTTPAdvertise,
-		Expect: n.cfg.BootstrapExpect, Version: n.version(), LogFormat: logFormatGroups,
+		Expect: n.cfg.BootstrapExpect, Version: n.version(), LogFormat: logFormatExternal,
 		Incarnation: n.incarnation,
 	}
 	if n.cfg.legacyLogFormatForTest {
 		meta.LogFormat = 0
+	}
+	if n.cfg.groupsOnlyLogFormatForTest {
+		meta.LogFormat = logFormatGroups
 	}
 	if !n.cfg.InMemory {
 		if meta.ID, err = loadClusterID(n.cfg.DataDir); err != nil {
