@@ -219,7 +219,13 @@ func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) err
 		Short: "List services with their instance counts by health",
 		Long: `List services with their instance counts by health. Filters keep the services
 with at least one matching instance; pages are fetched until the list ends, or
-until --limit services (then the cursor of the next page goes to stderr):
+until --limit services (then the cursor of the next page goes to stderr).
+
+PASSING, WARNING and CRITICAL count the instances by health status, as the API
+does; UNAVAILABLE counts those in maintenance or draining, whatever their
+status. Those get no traffic: the routable instances are the passing ones not
+unavailable (beacon discover SERVICE --healthy lists them).
+
 
   beacon services --prefix pay --tag v2 --meta zone=eu-1a
   beacon services --limit 100                 # first page; prints "next cursor: NAME"
@@ -270,9 +276,9 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 		q.Cursor = page.NextCursor
 	}
 	return opts.f.Print(all, func(w io.Writer) {
-		fmt.Fprintln(w, "SERVICE\tINSTANCES\tPASSING\tWARNING\tCRITICAL\tTAGS")
+		fmt.Fprintln(w, "SERVICE\tINSTANCES\tPASSING\tWARNING\tCRITICAL\tUNAVAILABLE\tTAGS")
 		for _, s := range all {
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\n", esc(s.Name), s.Instances, s.Passing, s.Warning, s.Critical, esc(strings.Join(s.Tags, ",")))
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", esc(s.Name), s.Instances, s.Passing, s.Warning, s.Critical, s.Unavailable, esc(strings.Join(s.Tags, ",")))
 		}
 	})
 }

@@ -186,7 +186,23 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 	})
 	t.Run("beacon services prints counts by health", func(t *testing.T) {
 		out, _, err := beacon(ctx, addr, "services", "--prefix", "shop")
-		if err != nil || !strings.Contains(out, "PASSING") || !regexpLine(out, `shop\s+4\s+3\s+0\s+1`) {
+		if err != nil || !strings.Contains(out, "UNAVAILABLE") || !regexpLine(out, `shop\s+4\s+3\s+0\s+1\s+0\s`) {
+			t.Errorf("%v\n%s", err, out)
+		}
+	})
+	t.Run("beacon services counts instances in maintenance or draining as unavailable, as the API does", func(t *testing.T) {
+		var idx uint64
+		agenttest.Retry503(t, "maintenance", func() (err error) {
+			idx, err = c.Client(0).Maintenance(ctx, "shop", "shop-1", &client.MaintenanceRequest{Mode: "maintenance", Reason: "test"})
+			return err
+		})
+		agenttest.Retry503(t, "drain", func() (err error) {
+			idx, err = c.Client(0).Maintenance(ctx, "shop", "shop-2", &client.MaintenanceRequest{Mode: "drain", Deadline: client.Duration(time.Hour)})
+			return err
+		})
+		c.WaitForIndex(idx)
+		out, _, err := beacon(ctx, addr, "services", "--prefix", "shop")
+		if err != nil || !regexpLine(out, `shop\s+4\s+3\s+0\s+1\s+2\s`) {
 			t.Errorf("%v\n%s", err, out)
 		}
 	})
