@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -103,6 +105,38 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 		out, _, err := beacon(ctx, addr, "discover", "shop", "--healthy")
 		if err != nil || !strings.Contains(out, "ID") || !strings.Contains(out, "10.0.0.2:80") || strings.Contains(out, "shop-3") {
 			t.Errorf("%v\n%s", err, out)
+		}
+	})
+	t.Run("beacon discover prints the index on stderr, and --index with it waits for the next change", func(t *testing.T) {
+		out, errOut, err := beacon(ctx, addr, "-o", "json", "discover", "ship")
+		var insts []client.Instance
+		if err != nil || json.Unmarshal([]byte(out), &insts) != nil || len(insts) != 1 {
+			t.Fatalf("%v: stdout %q is not the JSON array of ship's instance", err, out)
+		}
+		var idx uint64
+		if _, err := fmt.Sscanf(errOut, "index: %d\n", &idx); err != nil || idx == 0 {
+			t.Fatalf("stderr %q: want index: N (%v)", errOut, err)
+		}
+		type result struct {
+			out, errOut string
+			err         error
+		}
+		done := make(chan result, 1)
+		go func() {
+			out, errOut, err := beacon(ctx, addr, "discover", "ship", "--index", strconv.FormatUint(idx, 10), "--wait", "30s")
+			done <- result{out, errOut, err}
+		}()
+		agenttest.Register(t, c.Client(0), "ship", "ship-2", &client.Registration{Address: "10.0.1.4", Port: 80})
+		r := <-done
+		var next uint64
+		if _, err := fmt.Sscanf(r.errOut, "index: %d\n", &next); r.err != nil || err != nil || next <= idx || !strings.Contains(r.out, "ship-2") {
+			t.Fatalf("blocking discover past %d: %v, stdout %q, stderr %q; want ship-2 and a later index", idx, r.err, r.out, r.errOut)
+		}
+	})
+	t.Run("beacon discover --wait without --index is refused", func(t *testing.T) {
+		_, _, err := beacon(ctx, addr, "discover", "ship", "--wait", "5s")
+		if err == nil || !strings.Contains(err.Error(), "--wait needs --index") {
+			t.Fatalf("err = %v, want a usage error naming --index", err)
 		}
 	})
 	t.Run("beacon discover with a bad version range fails", func(t *testing.T) {
