@@ -133,6 +133,17 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 			t.Fatalf("blocking discover past %d: %v, stdout %q, stderr %q; want ship-2 and a later index", idx, r.err, r.out, r.errOut)
 		}
 	})
+	t.Run("beacon checks shows a TTL check's owner as (leader), which --owner matches", func(t *testing.T) {
+		out, _, err := beacon(ctx, addr, "checks", "--service", "shop")
+		if err != nil || !regexpLine(out, `shop:shop-3:\S+\s+shop\s+ttl\s+critical\s+\(leader\)\s`) {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		out, _, err = beacon(ctx, addr, "-o", "json", "checks", "--owner", "(leader)")
+		var checks []client.Check
+		if err != nil || json.Unmarshal([]byte(out), &checks) != nil || len(checks) != 1 || !strings.HasPrefix(checks[0].ID, "shop:shop-3:") {
+			t.Fatalf("checks --owner (leader): %v, %s; want shop-3's TTL check", err, out)
+		}
+	})
 	t.Run("beacon discover --wait without --index is refused", func(t *testing.T) {
 		_, _, err := beacon(ctx, addr, "discover", "ship", "--wait", "5s")
 		if err == nil || !strings.Contains(err.Error(), "--wait needs --index") {
