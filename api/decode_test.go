@@ -106,6 +106,8 @@ func TestDecodeJSON(t *testing.T) {
 		{"a bad duration names the field", `{"checks":[{"ttl":"soon"}]}`, "invalid", "checks.ttl", "duration"},
 		{"a number for a duration names the field", `{"checks":[{"ttl":10}]}`, "invalid", "checks.ttl", "duration"},
 		{"an unknown field is named", `{"address":"x","portt":1}`, "invalid", "portt", "unknown field"},
+		{"an unknown field in a check is named with its path", `{"checks":[{"ttl":"5s","bogus":1}]}`, "invalid", "checks[0].bogus", "unknown field"},
+		{"the first unknown field in document order is named", `{"checks":[{"ttl":"5s"},{"TTL":"5s","x":{"y":1}}],"zz":1}`, "invalid", "checks[1].x", "unknown field"},
 		{"null is not an object", `null`, "bad_json", "", "JSON object"},
 		{"an array is not an object", `[]`, "bad_json", "", "JSON object"},
 		{"a byte order mark is not an object", "\ufeff{}", "bad_json", "", "JSON object"},

@@ -214,6 +214,7 @@ var fastWriteCases = []fastCase{
 	{"register, lower-case length", "PUT /v1/services/web/instances/web-9 HTTP/1.1\r\nHost: HOST\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n" + `{"address":"127.0.0.1","port":9090     }`, true},
 	{"register, bad JSON", put("/v1/services/web/instances/web-8", "", `{"address":`), true},
 	{"register, unknown field", put("/v1/services/web/instances/web-8", "", `{"address":"127.0.0.1","port":1,"bogus":1}`), true},
+	{"register, unknown field in a check", put("/v1/services/web/instances/web-8", "", `{"address":"127.0.0.1","port":1,"checks":[{"ttl":"5s","bogus":1}]}`), true},
 	{"register, bad port", put("/v1/services/web/instances/web-8", "", `{"address":"127.0.0.1","port":70000}`), true},
 	{"register, bad name", put("/v1/services/-bad-/instances/web-8", "", `{"address":"127.0.0.1","port":1}`), true},
 	{"register, no body", "PUT /v1/services/web/instances/web-8 HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\n\r\n", true},

@@ -42,3 +42,27 @@ func TestAFlappingCheckReadsCriticalWithItsResultBeside(t *testing.T) {
 		t.Fatalf("after flapping: %+v", c)
 	}
 }
+
+// ?owner=(leader) lists the TTL checks, which have no owner and which
+// beacon checks shows with owner (leader); a node's name lists the checks
+// it probes (the h7 review: the table showed "leader", which ?owner=leader
+// did not match).
+func TestOwnerLeaderFilterListsTheTTLChecks(t *testing.T) {
+	ts := newTestServer(t)
+	ts.register("web", "web-1", client.Registration{Address: "10.0.0.1", Port: 80, Checks: []client.CheckDefinition{
+		{Name: "hb", TTL: client.Duration(10 * time.Second)},
+		{Name: "http", HTTP: "http://10.0.0.1:80/health"},
+	}})
+	ts.applyCmd(fsm.AssignChecksType, &fsm.AssignChecksRequest{Assignments: []fsm.Assignment{{Check: "web:web-1:http", Owner: "n1"}}})
+	for _, tc := range []struct{ owner, want string }{
+		{"%28leader%29", "web:web-1:hb"},
+		{"(leader)", "web:web-1:hb"},
+		{"n1", "web:web-1:http"},
+	} {
+		var checks []client.Check
+		decodeStrict(t, ts.do(http.MethodGet, "/v1/checks?owner="+tc.owner, nil).body, &checks)
+		if len(checks) != 1 || checks[0].ID != tc.want {
+			t.Errorf("?owner=%s listed %+v, want only %s", tc.owner, checks, tc.want)
+		}
+	}
+}

@@ -112,6 +112,16 @@ func (s *Server) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v an
 	return decodeJSON(body, v)
 }
 
+// ownedBy reports whether check c matches the owner filter: the node that
+// runs it, or client.OwnerLeader for a TTL check (no owner: the leader keeps
+// its timer), which beacon checks shows so.
+func ownedBy(c *fsm.Check, owner string) bool {
+	if owner == client.OwnerLeader {
+		return c.Type == fsm.CheckTTL
+	}
+	return c.Owner == owner
+}
+
 // handleChecks: GET /v1/checks?service=&status=&owner=&instance=.
 func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 	q := queryOf(r)
@@ -139,7 +149,7 @@ func (s *Server) handleChecks(w http.ResponseWriter, r *http.Request) {
 		idx, checks := s.store.Checks(ws, service)
 		matched = nil
 		for _, c := range checks {
-			if (owner != "" && c.Owner != owner) || (instance != "" && c.Instance != instance) {
+			if (owner != "" && !ownedBy(c, owner)) || (instance != "" && c.Instance != instance) {
 				continue
 			}
 			switch status {

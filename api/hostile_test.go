@@ -123,7 +123,9 @@ var hostileCases = []hostileCase{
 	invalidCase("a duplicate key in meta is refused", `{"address":"10.0.0.9","port":9090,"meta":{"zone":"a","zone":"b"}}`, "meta.zone"),
 	invalidCase("a duplicate key in a check is refused", `{"address":"10.0.0.9","port":9090,"checks":[{"ttl":"10s"},{"http":"http://a/","http":"http://b/"}]}`, "checks[1].http"),
 	invalidCase("an unknown field is refused", body(map[string]any{"adress": "10.0.0.9"}), "adress"),
-	invalidCase("an unknown field in a check is refused", withChecks(map[string]any{"ttl": "10s", "script": "rm -rf /"}), "script"),
+	invalidCase("an unknown field in a check is refused with its path", withChecks(map[string]any{"ttl": "10s", "script": "rm -rf /"}), "checks[0].script"),
+	invalidCase("an unknown field in the second check is named with its index", `{"address":"10.0.0.9","port":9090,"checks":[{"ttl":"10s"},{"ttl":"5s","bogus":1}]}`, "checks[1].bogus"),
+	invalidCase("a header name is no unknown field, a key beside the header map is", `{"address":"10.0.0.9","port":9090,"checks":[{"http":"http://10.0.0.9:9090/","header":{"X-A":["b"]},"Bogus":{"x":1}}]}`, "checks[0].Bogus"),
 
 	// Types.
 	invalidCase("a port given as a string is refused", body(map[string]any{"port": "9090"}), "port"),

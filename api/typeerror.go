@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -236,4 +237,69 @@ func jsonField(t reflect.Type, key string) (structField, bool) {
 		return *folded, true
 	}
 	return structField{}, false
+}
+
+// locateUnknownField returns the path of the first key of body, in
+// document order, that no field of the Go type t takes (as encoding/json
+// matches keys: tag or field name, case-insensitively): `bogus`,
+// `checks[0].bogus`, with array indexes as docs/api.md's field paths have
+// them (encoding/json names the key alone). "" when it finds none.
+func locateUnknownField(body []byte, t reflect.Type) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	w := typeWalker{dec: dec}
+	return w.unknownField(t, "")
+}
+
+// unknownField walks the next value of the document against t and returns
+// the path of the first unknown key in it ("" if none).
+func (w *typeWalker) unknownField(t reflect.Type, path string) string {
+	tok := w.token()
+	if w.broken {
+		return ""
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return ""
+	}
+	switch {
+	case d == '{' && t.Kind() == reflect.Struct && t != durationType:
+		for w.dec.More() {
+			key, _ := w.token().(string)
+			if w.broken {
+				return ""
+			}
+			f, ok := jsonField(t, key)
+			if !ok {
+				return join(path, key)
+			}
+			if p := w.unknownField(f.typ, join(path, f.name)); p != "" || w.broken {
+				return p
+			}
+		}
+	case d == '{' && t.Kind() == reflect.Map:
+		for w.dec.More() {
+			key, _ := w.token().(string)
+			if w.broken {
+				return ""
+			}
+			if p := w.unknownField(t.Elem(), join(path, key)); p != "" || w.broken {
+				return p
+			}
+		}
+	case d == '[' && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for i := 0; w.dec.More(); i++ {
+			if p := w.unknownField(t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" || w.broken {
+				return p
+			}
+		}
+	default:
+		w.skip(d)
+		return ""
+	}
+	w.token() // } or ]
+	return ""
 }

@@ -690,7 +690,12 @@ func decodeJSON(body []byte, v any) error {
 			}
 			return invalid(ute.Field, "must be %s, not %s", want, truncateForError(ute.Value))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			// encoding/json names the key alone; the error's field is its
+			// path (checks[0].bogus, docs/api.md).
+			f := locateUnknownField(body, reflect.TypeOf(v))
+			if f == "" {
+				f = strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			}
 			return invalid(f, "unknown field")
 		}
 		return &statusError{http.StatusBadRequest, "bad_json", "invalid JSON: " + err.Error()}

@@ -55,6 +55,13 @@ type mux struct {
 	// closed them yet.
 	raftHandlers sync.WaitGroup
 
+	// handshakeLogged is when a handshake closed by the peer was last
+	// logged at WARN, handshakeSuppressed how many went to DEBUG since
+	// (logHandshakeFailure).
+	handshakeLogMu      sync.Mutex
+	handshakeLogged     time.Time
+	handshakeSuppressed int
+
 	// paused, when set (tests: pauseForTest), holds every read, write,
 	// accept and dial on the cluster port until it is closed: to its peers
 	// the node looks like a paused process (connections open, no answers).
@@ -102,6 +109,52 @@ func (c pausableConn) Read(b []byte) (int, error) {
 func (c pausableConn) Write(b []byte) (int, error) {
 	c.m.waitPaused()
 	return c.Conn.Write(b)
+}
+
+// handshakeLogEvery is how often a cluster connection closed during the
+// secret handshake, which may or may not be a peer with another secret, is
+// logged at WARN; the others in between are counted into the next line.
+const handshakeLogEvery = time.Minute
+
+// logHandshakeFailure logs and counts a failed cluster-secret handshake by
+// what it says. A wrong proof (ErrAuth) is a secret mismatch: WARN. A peer
+// that closed the connection after our proof refused it (another
+// --cluster-secret: it logs "rpc authentication failed" itself) or gave up
+// (its dial timed out): one WARN per handshakeLogEvery says both, the rest
+// go to DEBUG. A connection closed or silent before that (a peer that gave
+// up, a stale connection accepted after a stall, a port scan) is churn:
+// DEBUG, and not counted as a rejection. After a node was paused for 30 s
+// its peers logged 20-30 "cluster secret handshake failed (is
+// --cluster-secret the same on every server?) error=EOF" WARN lines with
+// no secret configured anywhere (h7 review, L6).
+func (m *mux) logHandshakeFailure(remote string, err error) {
+	closed := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+	switch {
+	case errors.Is(err, ErrAuth):
+		m.metrics.connRejected.WithLabelValues("secret").Inc()
+		m.logger.Warn("rejected cluster connection: its cluster secret proof is wrong (is --cluster-secret the same on every server?)",
+			"remote", remote, "error", err)
+	case errors.Is(err, errAfterProof) && closed:
+		m.metrics.connRejected.WithLabelValues("secret").Inc()
+		m.handshakeLogMu.Lock()
+		now := time.Now()
+		due := now.Sub(m.handshakeLogged) >= handshakeLogEvery
+		suppressed := m.handshakeSuppressed
+		if due {
+			m.handshakeLogged, m.handshakeSuppressed = now, 0
+		} else {
+			m.handshakeSuppressed++
+		}
+		m.handshakeLogMu.Unlock()
+		const msg = "cluster connection closed during the secret handshake: the peer refused our proof (a different --cluster-secret; it logs \"rpc authentication failed\") or gave up (a timeout after a stall or restart)"
+		if due {
+			m.logger.Warn(msg, "remote", remote, "error", err, "since_last_logged", suppressed)
+		} else {
+			m.logger.Debug(msg, "remote", remote, "error", err)
+		}
+	default:
+		m.logger.Debug("cluster connection closed before its secret handshake completed", "remote", remote, "error", err)
+	}
 }
 
 func newMux(ln net.Listener, advertise net.Addr, tlsIn, tlsOut *tls.Config, secret []byte, logger hclog.Logger, m *metrics) *mux {
@@ -175,9 +228,7 @@ func (m *mux) route(c net.Conn) {
 		return
 	}
 	if err := serverHandshake(c, m.secret); err != nil {
-		m.metrics.connRejected.WithLabelValues("secret").Inc()
-		m.logger.Warn("rejected cluster connection: cluster secret handshake failed (is --cluster-secret the same on every server?)",
-			"remote", c.RemoteAddr().String(), "error", err)
+		m.logHandshakeFailure(c.RemoteAddr().String(), err)
 		c.Close()
 		return
 	}

@@ -58,6 +58,12 @@ const (
 // ErrAuth is returned when a peer fails the cluster-secret handshake.
 var ErrAuth = errors.New("cluster: rpc authentication failed")
 
+// errAfterProof wraps a server handshake's failure to read the client's
+// proof, after the server sent its own: a client that refused it (another
+// --cluster-secret) closes the connection there, and so does one that gave
+// up (its dial timed out).
+var errAfterProof = errors.New("cluster: no proof from the peer after ours")
+
 // ErrConnLost means the connection broke before a response arrived, so the
 // outcome of the request is unknown.
 var ErrConnLost = errors.New("cluster: rpc connection lost")
@@ -186,7 +192,7 @@ func serverHandshake(c net.Conn, secret []byte) error {
 	}
 	got := make([]byte, sha256.Size)
 	if _, err := io.ReadFull(c, got); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errAfterProof, err)
 	}
 	if !hmac.Equal(got, mac(secret, 'c', cn, sn)) {
 		return ErrAuth

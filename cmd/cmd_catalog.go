@@ -219,7 +219,13 @@ func newServicesCmd(f *Factory, runF func(context.Context, *servicesOptions) err
 		Short: "List services with their instance counts by health",
 		Long: `List services with their instance counts by health. Filters keep the services
 with at least one matching instance; pages are fetched until the list ends, or
-until --limit services (then the cursor of the next page goes to stderr):
+until --limit services (then the cursor of the next page goes to stderr).
+
+PASSING, WARNING and CRITICAL count the instances by health status, as the API
+does; UNAVAILABLE counts those in maintenance or draining, whatever their
+status. Those get no traffic: the routable instances are the passing ones not
+unavailable (beacon discover SERVICE --healthy lists them).
+
 
   beacon services --prefix pay --tag v2 --meta zone=eu-1a
   beacon services --limit 100                 # first page; prints "next cursor: NAME"
@@ -270,9 +276,9 @@ func runServices(ctx context.Context, opts *servicesOptions) error {
 		q.Cursor = page.NextCursor
 	}
 	return opts.f.Print(all, func(w io.Writer) {
-		fmt.Fprintln(w, "SERVICE\tINSTANCES\tPASSING\tWARNING\tCRITICAL\tTAGS")
+		fmt.Fprintln(w, "SERVICE\tINSTANCES\tPASSING\tWARNING\tCRITICAL\tUNAVAILABLE\tTAGS")
 		for _, s := range all {
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\n", esc(s.Name), s.Instances, s.Passing, s.Warning, s.Critical, esc(strings.Join(s.Tags, ",")))
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", esc(s.Name), s.Instances, s.Passing, s.Warning, s.Critical, s.Unavailable, esc(strings.Join(s.Tags, ",")))
 		}
 	})
 }
@@ -299,11 +305,18 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
   beacon discover web --index 42 --wait 30s   # one blocking query: wait for a change past 42
   beacon discover web --watch                 # print the list again at every change (Ctrl-C ends)
 
---watch follows the service with blocking queries and moves to the next agent of
---addr (comma-separated) when one fails.`,
+Each answer's index goes to stderr ("index: N"; stdout keeps the table or the
+JSON array): pass it to --index to wait for the next change. --wait needs
+--index (or --watch). --watch follows the service with blocking queries and
+moves to the next agent of --addr (comma-separated) when one fails.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.service = args[0]
+			if opts.wait != 0 && opts.index == 0 && !opts.watch {
+				// Without an index the agent answers at once: the wait
+				// would be ignored without a word.
+				return usageError{fmt.Errorf("--wait needs --index N (N > 0, the index of an earlier answer, printed on stderr as \"index: N\"), or --watch")}
+			}
 			if runF != nil {
 				return runF(c.Context(), opts)
 			}
@@ -312,8 +325,8 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
 	}
 	opts.qf.register(c, true)
 	c.Flags().BoolVarP(&opts.watch, "watch", "w", false, "keep watching and print each change")
-	c.Flags().Uint64Var(&opts.index, "index", 0, "block until the result's index passes this one (a blocking query)")
-	c.Flags().DurationVar(&opts.wait, "wait", 0, "longest wait of a blocking query (default 5m on the agent, at most 10m)")
+	c.Flags().Uint64Var(&opts.index, "index", 0, "block until the result's index passes this one (a blocking query; each answer's index is printed on stderr)")
+	c.Flags().DurationVar(&opts.wait, "wait", 0, "longest wait of a blocking query, with --index or --watch (default 5m on the agent, at most 10m)")
 	return c
 }
 
@@ -329,11 +342,15 @@ func runDiscover(ctx context.Context, opts *discoverOptions) error {
 	q.WaitTime = opts.wait
 	if !opts.watch {
 		q.WaitIndex = opts.index
-		insts, _, err := cl.Instances(ctx, opts.service, q)
+		insts, meta, err := cl.Instances(ctx, opts.service, q)
 		if err != nil {
 			return err
 		}
-		return printInstances(opts.f, insts)
+		if err := printInstances(opts.f, insts); err != nil {
+			return err
+		}
+		fmt.Fprintf(opts.f.Err, "index: %d\n", meta.Index)
+		return nil
 	}
 	updates, err := cl.Watch(ctx, opts.service, q)
 	if err != nil {
@@ -345,6 +362,8 @@ func runDiscover(ctx context.Context, opts *discoverOptions) error {
 		}
 		if opts.f.Output != "json" {
 			fmt.Fprintf(opts.f.Out, "--- index %d from %s ---\n", u.Meta.Index, u.Meta.Agent)
+		} else {
+			fmt.Fprintf(opts.f.Err, "index: %d\n", u.Meta.Index)
 		}
 	}
 	return nil // interrupted

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -105,6 +107,49 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 			t.Errorf("%v\n%s", err, out)
 		}
 	})
+	t.Run("beacon discover prints the index on stderr, and --index with it waits for the next change", func(t *testing.T) {
+		out, errOut, err := beacon(ctx, addr, "-o", "json", "discover", "ship")
+		var insts []client.Instance
+		if err != nil || json.Unmarshal([]byte(out), &insts) != nil || len(insts) != 1 {
+			t.Fatalf("%v: stdout %q is not the JSON array of ship's instance", err, out)
+		}
+		var idx uint64
+		if _, err := fmt.Sscanf(errOut, "index: %d\n", &idx); err != nil || idx == 0 {
+			t.Fatalf("stderr %q: want index: N (%v)", errOut, err)
+		}
+		type result struct {
+			out, errOut string
+			err         error
+		}
+		done := make(chan result, 1)
+		go func() {
+			out, errOut, err := beacon(ctx, addr, "discover", "ship", "--index", strconv.FormatUint(idx, 10), "--wait", "30s")
+			done <- result{out, errOut, err}
+		}()
+		agenttest.Register(t, c.Client(0), "ship", "ship-2", &client.Registration{Address: "10.0.1.4", Port: 80})
+		r := <-done
+		var next uint64
+		if _, err := fmt.Sscanf(r.errOut, "index: %d\n", &next); r.err != nil || err != nil || next <= idx || !strings.Contains(r.out, "ship-2") {
+			t.Fatalf("blocking discover past %d: %v, stdout %q, stderr %q; want ship-2 and a later index", idx, r.err, r.out, r.errOut)
+		}
+	})
+	t.Run("beacon checks shows a TTL check's owner as (leader), which --owner matches", func(t *testing.T) {
+		out, _, err := beacon(ctx, addr, "checks", "--service", "shop")
+		if err != nil || !regexpLine(out, `shop:shop-3:\S+\s+shop\s+ttl\s+critical\s+\(leader\)\s`) {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		out, _, err = beacon(ctx, addr, "-o", "json", "checks", "--owner", "(leader)")
+		var checks []client.Check
+		if err != nil || json.Unmarshal([]byte(out), &checks) != nil || len(checks) != 1 || !strings.HasPrefix(checks[0].ID, "shop:shop-3:") {
+			t.Fatalf("checks --owner (leader): %v, %s; want shop-3's TTL check", err, out)
+		}
+	})
+	t.Run("beacon discover --wait without --index is refused", func(t *testing.T) {
+		_, _, err := beacon(ctx, addr, "discover", "ship", "--wait", "5s")
+		if err == nil || !strings.Contains(err.Error(), "--wait needs --index") {
+			t.Fatalf("err = %v, want a usage error naming --index", err)
+		}
+	})
 	t.Run("beacon discover with a bad version range fails", func(t *testing.T) {
 		if _, _, err := beacon(ctx, addr, "discover", "shop", "--version", ">=1 <<2"); err == nil || !strings.Contains(err.Error(), "version") {
 			t.Errorf("err = %v", err)
@@ -186,7 +231,23 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 	})
 	t.Run("beacon services prints counts by health", func(t *testing.T) {
 		out, _, err := beacon(ctx, addr, "services", "--prefix", "shop")
-		if err != nil || !strings.Contains(out, "PASSING") || !regexpLine(out, `shop\s+4\s+3\s+0\s+1`) {
+		if err != nil || !strings.Contains(out, "UNAVAILABLE") || !regexpLine(out, `shop\s+4\s+3\s+0\s+1\s+0\s`) {
+			t.Errorf("%v\n%s", err, out)
+		}
+	})
+	t.Run("beacon services counts instances in maintenance or draining as unavailable, as the API does", func(t *testing.T) {
+		var idx uint64
+		agenttest.Retry503(t, "maintenance", func() (err error) {
+			idx, err = c.Client(0).Maintenance(ctx, "shop", "shop-1", &client.MaintenanceRequest{Mode: "maintenance", Reason: "test"})
+			return err
+		})
+		agenttest.Retry503(t, "drain", func() (err error) {
+			idx, err = c.Client(0).Maintenance(ctx, "shop", "shop-2", &client.MaintenanceRequest{Mode: "drain", Deadline: client.Duration(time.Hour)})
+			return err
+		})
+		c.WaitForIndex(idx)
+		out, _, err := beacon(ctx, addr, "services", "--prefix", "shop")
+		if err != nil || !regexpLine(out, `shop\s+4\s+3\s+0\s+1\s+2\s`) {
 			t.Errorf("%v\n%s", err, out)
 		}
 	})

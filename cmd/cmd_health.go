@@ -29,7 +29,9 @@ func newChecksCmd(f *Factory, runF func(context.Context, *checksOptions) error) 
 
   beacon checks                              # every check
   beacon checks --service web --status critical
-  beacon checks --status flapping`,
+  beacon checks --status flapping
+  beacon checks --owner n2                   # the checks node n2 probes
+  beacon checks --owner '(leader)'           # the TTL checks (the leader keeps their timers)`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			switch opts.filter.Status {
@@ -47,7 +49,7 @@ func newChecksCmd(f *Factory, runF func(context.Context, *checksOptions) error) 
 	fl := c.Flags()
 	fl.StringVar(&opts.filter.Service, "service", "", "only checks of this service")
 	fl.StringVar(&opts.filter.Instance, "instance", "", "only checks of this instance")
-	fl.StringVar(&opts.filter.Owner, "owner", "", "only checks run by this node")
+	fl.StringVar(&opts.filter.Owner, "owner", "", "only checks run by this node; '(leader)': the TTL checks, whose timers the leader keeps")
 	fl.StringVar(&opts.filter.Status, "status", "", "only checks with this status: passing, warning, critical (flapping included) or flapping")
 	return c
 }
@@ -78,8 +80,11 @@ func runChecks(ctx context.Context, opts *checksOptions) error {
 				status += " (flapping; results " + c.ResultStatus + ")"
 			}
 			owner := c.Owner
-			if owner == "" {
-				owner = "leader" // TTL checks: the leader keeps the timer
+			switch {
+			case c.Type == "ttl":
+				owner = client.OwnerLeader // the leader keeps the timer; --owner matches it
+			case owner == "":
+				owner = "-" // not assigned yet (no alive server)
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(c.ID), esc(c.Service), esc(c.Type), esc(status), esc(owner),
 				c.StatusSince.Local().Format(time.DateTime), oneLine(c.Output, 60))

@@ -374,8 +374,14 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 	}
 	inst.ModifyIndex = w.index
 
-	// Replace the checks: unchanged definitions keep their state. A new
-	// instance has none (deregistering deletes an instance's checks with it).
+	// Replace the checks. A check whose definition is unchanged is kept as
+	// it is. A check redefined with the same probe target (Check.SameTarget:
+	// type, target, gRPC service) keeps its state (status, output, since,
+	// owner, flapping, CreateIndex) under its new definition: changing an
+	// interval, timeout, threshold or TTL must not pull a healthy instance
+	// out of discovery until the next probe. Only a new check, or one whose
+	// target changed, starts from its initial status. A new instance has
+	// none (deregistering deletes an instance's checks with it).
 	existing := map[string]*Check{}
 	if old != nil {
 		for _, c := range w.checksOf(req.Service, req.ID) {
@@ -389,6 +395,14 @@ func applyRegister(w *writeTxn, req *RegisterRequest) *RejectError {
 		if c := existing[id]; c != nil && c.SameDefinition(&def) {
 			delete(existing, id)
 			checks = append(checks, c)
+			continue
+		} else if c != nil && c.SameTarget(&def) {
+			delete(existing, id)
+			n := c.Clone()
+			n.CheckDefinition = w.in.definition(&def)
+			n.ModifyIndex = w.index
+			w.putCheck(n)
+			checks = append(checks, n)
 			continue
 		}
 		delete(existing, id)

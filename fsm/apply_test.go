@@ -196,7 +196,42 @@ func TestRegister(t *testing.T) {
 			},
 		},
 		{
-			name: "re-registering with a changed check resets it to its initial status",
+			name: "re-registering with a changed setting keeps the check's state under the new definition",
+			setup: func(t testing.TB) [][]byte {
+				return cmds(
+					fsmtest.NodeUpdate(t, t0, fsmtest.Server("s1", fsm.NodeAlive)),
+					fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0), fsmtest.WithChecks(fsmtest.HTTPCheck("http", "http://10.0.0.1/h", ""))),
+					fsmtest.CheckUpdate(t, "s1", t0+1, fsm.CheckUpdate{Check: "web:web-1:http", Status: fsm.Passing, Output: "ok",
+						Flapping: true, FlapUntil: t0 + 99, FlapLevel: 2}),
+					fsmtest.CheckUpdate(t, "s1", t0+2, fsm.CheckUpdate{Check: "web:web-1:http", Status: fsm.Passing, Output: "ok"}),
+				)
+			},
+			cmd: func(t testing.TB) []byte {
+				def := fsmtest.HTTPCheck("http", "http://10.0.0.1/h", fsm.Warning)
+				def.Interval, def.Timeout, def.FailuresBeforeCritical, def.SuccessesBeforePassing = 30e9, 5e9, 3, 2
+				def.Method, def.Header = "HEAD", map[string][]string{"X-A": {"1"}}
+				return fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0+3), fsmtest.WithChecks(def))
+			},
+			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
+				c := check(t, f, "web:web-1:http")
+				if c.Status != fsm.Passing || c.Output != "ok" || c.StatusSince != t0+1 || c.Owner != "s1" || c.CreateIndex != 2 || c.ModifyIndex != res.Index {
+					t.Errorf("check = %+v, want the passing check of index 2 at modify index %d", *c, res.Index)
+				}
+				if c.Interval != 30e9 || c.Timeout != 5e9 || c.FailuresBeforeCritical != 3 || c.SuccessesBeforePassing != 2 ||
+					c.Method != "HEAD" || c.InitialStatus != fsm.Warning || c.Target != "http://10.0.0.1/h" {
+					t.Errorf("check definition = %+v, want the new one", c.Definition())
+				}
+				inst, _ := instance(t, f, "web", "web-1")
+				if inst.Status != fsm.Passing || inst.HealthySince != t0+2 {
+					t.Errorf("instance status %s since %d, want passing since %d", inst.Status, inst.HealthySince, t0+2)
+				}
+				if got := lastTransition(t, inst); got.Check == "registration" {
+					t.Errorf("the re-registration recorded a transition: %+v", got)
+				}
+			},
+		},
+		{
+			name: "re-registering with a changed ttl keeps the status and takes the new ttl",
 			setup: func(t testing.TB) [][]byte {
 				return cmds(
 					fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", ""))),
@@ -204,10 +239,33 @@ func TestRegister(t *testing.T) {
 				)
 			},
 			cmd: func(t testing.TB) []byte {
-				return fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0+2), fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Warning)))
+				def := fsmtest.TTLCheck("ttl", "")
+				def.TTL = 60e9
+				return fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0+2), fsmtest.WithChecks(def))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
 				c := check(t, f, "web:web-1:ttl")
+				if c.Status != fsm.Passing || c.Output != "ok" || c.StatusSince != t0+1 || c.TTL != 60e9 || c.CreateIndex != 1 {
+					t.Errorf("check = %+v, want the passing check of index 1 with the new TTL", *c)
+				}
+				if inst, _ := instance(t, f, "web", "web-1"); inst.Status != fsm.Passing || len(inst.Transitions) != 1 {
+					t.Errorf("instance status = %s, transitions %+v; want passing, and only the report's transition", inst.Status, inst.Transitions)
+				}
+			},
+		},
+		{
+			name: "re-registering with a changed target starts the check anew from its initial status",
+			setup: func(t testing.TB) [][]byte {
+				return cmds(
+					fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0), fsmtest.WithChecks(fsmtest.HTTPCheck("http", "http://10.0.0.1/h", ""))),
+					fsmtest.CheckUpdate(t, "", t0+1, fsm.CheckUpdate{Check: "web:web-1:http", Status: fsm.Passing, Output: "ok"}),
+				)
+			},
+			cmd: func(t testing.TB) []byte {
+				return fsmtest.Register(t, "web-1", "web", fsmtest.WithTime(t0+2), fsmtest.WithChecks(fsmtest.HTTPCheck("http", "http://10.0.0.1/other", fsm.Warning)))
+			},
+			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
+				c := check(t, f, "web:web-1:http")
 				if c.Status != fsm.Warning || c.Output != "" || c.StatusSince != t0+2 || c.CreateIndex != res.Index || c.ModifyIndex != res.Index {
 					t.Errorf("check = %+v, want a new warning check at index %d", *c, res.Index)
 				}
@@ -222,20 +280,19 @@ func TestRegister(t *testing.T) {
 			},
 		},
 		{
-			name: "a changed check without an initial status starts critical",
+			name: "a check redefined as another type starts critical without an initial status",
 			setup: func(t testing.TB) [][]byte {
 				return cmds(
-					fsmtest.Register(t, "web-1", "web", fsmtest.WithChecks(fsmtest.TTLCheck("ttl", fsm.Passing))),
+					fsmtest.Register(t, "web-1", "web", fsmtest.WithChecks(fsmtest.TTLCheck("c", fsm.Passing))),
 				)
 			},
 			cmd: func(t testing.TB) []byte {
-				def := fsmtest.TTLCheck("ttl", "")
-				def.TTL = 60e9
+				def := fsmtest.HTTPCheck("c", "http://10.0.0.1/h", "")
 				return fsmtest.Register(t, "web-1", "web", fsmtest.WithChecks(def))
 			},
 			check: func(t *testing.T, f *fsm.FSM, res fsm.ApplyResult) {
-				if c := check(t, f, "web:web-1:ttl"); c.Status != fsm.Critical || c.TTL != 60e9 {
-					t.Errorf("check = %+v, want critical with the new TTL", *c)
+				if c := check(t, f, "web:web-1:c"); c.Status != fsm.Critical || c.Type != fsm.CheckHTTP {
+					t.Errorf("check = %+v, want a critical http check", *c)
 				}
 				if inst, _ := instance(t, f, "web", "web-1"); inst.Status != fsm.Critical {
 					t.Errorf("instance status = %s, want critical", inst.Status)

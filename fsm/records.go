@@ -439,6 +439,17 @@ func (c *Check) Definition() CheckDefinition {
 	return d
 }
 
+// SameTarget reports whether d probes what the check probes: the same
+// type, the same target (an HTTP check's URL, a TCP or gRPC check's
+// host:port, a TTL check's empty one) and the same gRPC service. A
+// re-registration that changes anything else (interval, timeout, thresholds,
+// TTL, initial status, method, headers, TLS verification,
+// deregister_critical_after) keeps the check's state; one that changes the
+// target makes a new check (docs/health.md, "Re-registering").
+func (c *Check) SameTarget(d *CheckDefinition) bool {
+	return c.CheckDefinition != nil && c.Type == checkType(d.Type) && c.Target == d.Target && c.GRPCService == d.GRPCService
+}
+
 // SameDefinition reports whether d is the check's definition (Equal).
 func (c *Check) SameDefinition(d *CheckDefinition) bool {
 	return c.CheckDefinition != nil && c.Target == d.Target && c.CheckDefinition.equalProbe(d)

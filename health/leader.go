@@ -448,9 +448,21 @@ func (c *coordinator) scan(now time.Time) memdb.WatchSet {
 // not know when the last reports arrived. A check held flapping (by the
 // previous leader) gets a tracker from the catalog at once, so that its
 // hold-down ends on time with no report.
+//
+// A check whose TTL changed in place (re-registered with another ttl: the
+// same CreateIndex, its status kept) keeps its state and tracker, and its
+// timer is re-armed with the new TTL from now, unless it has expired
+// already (then its next report arms it).
 func (c *coordinator) armTTL(ch *fsm.Check, now time.Time) {
 	if st := c.ttl[ch.ID]; st != nil && st.create == ch.CreateIndex {
 		st.seen = c.scans
+		if ttl := time.Duration(ch.TTL); ttl != st.ttl {
+			st.ttl = ttl
+			if st.deadline != 0 {
+				st.deadline = c.mono(now.Add(ttl))
+				c.queue(st, ch.ID)
+			}
+		}
 		return
 	}
 	ttl := time.Duration(ch.TTL)

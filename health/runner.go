@@ -18,8 +18,12 @@ import (
 func (h *Health) Run(ctx context.Context) {
 	type running struct {
 		create uint64
+		def    *fsm.CheckDefinition // without its target
 		cancel context.CancelFunc
 		done   chan struct{}
+		// redef hands the goroutine the check redefined in place (same
+		// CreateIndex: its state kept), latest first.
+		redef chan *fsm.Check
 	}
 	checks := map[string]*running{}
 	stop := func(id string) {
@@ -37,21 +41,33 @@ func (h *Health) Run(ctx context.Context) {
 			stop(id)
 		}
 	}()
-	// start runs c unless it runs already with the same definition.
+	// start runs c unless it runs already. A check redefined with its
+	// state kept (the same CreateIndex: a re-registration that changed a
+	// setting but not the target, fsm.Check.SameTarget) goes on with its
+	// tracker and takes the new definition; a new check (a new
+	// CreateIndex: a changed target) starts anew.
 	start := func(c *fsm.Check) {
 		if r := checks[c.ID]; r != nil {
 			if r.create == c.CreateIndex {
+				if !sameDefinition(r.def, c.CheckDefinition) {
+					r.def = c.CheckDefinition
+					select {
+					case <-r.redef: // superseded
+					default:
+					}
+					r.redef <- c
+				}
 				return
 			}
-			stop(c.ID) // redefined: restart with the new definition
+			stop(c.ID) // a new check under the same ID
 		}
 		cctx, cancel := context.WithCancel(ctx)
-		r := &running{create: c.CreateIndex, cancel: cancel, done: make(chan struct{})}
+		r := &running{create: c.CreateIndex, def: c.CheckDefinition, cancel: cancel, done: make(chan struct{}), redef: make(chan *fsm.Check, 1)}
 		checks[c.ID] = r
 		h.stats.running.Add(1)
 		go func(c *fsm.Check) {
 			defer close(r.done)
-			h.runCheck(cctx, c)
+			h.runCheck(cctx, c, r.redef)
 		}(c)
 	}
 	feed := h.store.WatchChecks()
@@ -100,11 +116,14 @@ func (h *Health) Run(ctx context.Context) {
 // c is held flapping it also wakes when the hold-down ends, between probes
 // or during one (probe), so the check takes its latest result then rather
 // than at the next probe's end, up to an interval later.
-func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
-	interval := time.Duration(c.Interval)
-	if interval <= 0 {
-		interval = 10 * time.Second
-	}
+//
+// A definition received on redef (the check re-registered with another
+// interval, timeout, thresholds...: its state kept) applies from then on:
+// the tracker keeps its status, counters and flap state and judges the
+// next results by the new thresholds, and the probe already scheduled is
+// kept unless the new interval brings it sooner.
+func (h *Health) runCheck(ctx context.Context, c *fsm.Check, redef <-chan *fsm.Check) {
+	interval := checkInterval(c)
 	t := newTracker(c, &h.cfg.Flap, true)
 	next := time.Now().Add(rand.N(interval)) // the next probe
 	timer := time.NewTimer(untilWake(t, next))
@@ -113,6 +132,15 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		select {
 		case <-ctx.Done():
 			return
+		case n := <-redef:
+			c = n
+			t.redefine(c)
+			interval = checkInterval(c)
+			if soonest := time.Now().Add(interval); soonest.Before(next) {
+				next = soonest
+			}
+			timer.Reset(untilWake(t, next))
+			continue
 		case <-timer.C:
 		}
 		if t.flapping && time.Now().UnixNano() >= t.flapUntil {
@@ -151,6 +179,20 @@ func (h *Health) runCheck(ctx context.Context, c *fsm.Check) {
 		next = time.Now().Add(interval)
 		timer.Reset(untilWake(t, next))
 	}
+}
+
+// sameDefinition reports whether two checks' definitions (shared, without
+// their targets) are equal.
+func sameDefinition(a, b *fsm.CheckDefinition) bool {
+	return a == b || (a != nil && b != nil && a.Equal(b))
+}
+
+// checkInterval is c's probe interval (10 s when it has none).
+func checkInterval(c *fsm.Check) time.Duration {
+	if c.Interval <= 0 {
+		return 10 * time.Second
+	}
+	return time.Duration(c.Interval)
 }
 
 // untilWake is how long runCheck sleeps: until the next probe, or the end

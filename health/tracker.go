@@ -61,6 +61,17 @@ func newTracker(c *fsm.Check, p *FlapPolicy, thresholds bool) *tracker {
 	return t
 }
 
+// redefine takes the thresholds of c, the tracker's check redefined in
+// place (a re-registration that kept its target). The status, counters and
+// flap state are kept: the counts of results in a row so far stand, and
+// the next result is judged by the new thresholds (a check at 2 failures in
+// a row whose failures_before_critical drops from 3 to 2 turns critical at
+// its next failure, not at the redefinition).
+func (t *tracker) redefine(c *fsm.Check) {
+	t.failuresBeforeCritical = int32(max(1, min(c.FailuresBeforeCritical, 1<<30)))
+	t.successesBeforePassing = int32(max(1, min(c.SuccessesBeforePassing, 1<<30)))
+}
+
 // observe records one result seen at now. It reports whether the debounced
 // status changed and whether the check started flapping.
 func (t *tracker) observe(now time.Time, r Result) (changed, startedFlapping bool) {

@@ -217,3 +217,22 @@ func TestTrackerIsSmall(t *testing.T) {
 		t.Fatalf("tracker is %d bytes, want at most 112 (the size class it is kept in)", s)
 	}
 }
+
+// A check redefined in place keeps its tracker's status and counts; the
+// next result is judged by the new thresholds, none at the redefinition.
+func TestRedefineKeepsCountsAndTakesNewThresholds(t *testing.T) {
+	fail := Result{fsm.Critical, "down"}
+	tr := newTracker(check(fsm.Passing, 3, 1), &FlapPolicy{}, true)
+	for i := range 2 {
+		if changed, _ := tr.observe(t0.Add(time.Duration(i)*time.Second), fail); changed {
+			t.Fatalf("changed after %d failures with failures_before_critical 3", i+1)
+		}
+	}
+	tr.redefine(check(fsm.Passing, 2, 1))
+	if tr.status != fsm.Passing || tr.failures != 2 {
+		t.Fatalf("after the redefinition: status %s, %d failures; want passing, 2", tr.status, tr.failures)
+	}
+	if changed, _ := tr.observe(t0.Add(3*time.Second), fail); !changed || tr.status != fsm.Critical {
+		t.Fatalf("third failure: changed %t, status %s; want critical by the new threshold", changed, tr.status)
+	}
+}

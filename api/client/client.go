@@ -350,11 +350,17 @@ func (c *Client) RemovePeer(ctx context.Context, id string) error {
 	return err
 }
 
+// OwnerLeader is the Owner filter that selects the TTL checks, which have no
+// owner (the leader keeps their timers); beacon checks shows their owner so.
+// It cannot be a node name.
+const OwnerLeader = "(leader)"
+
 // CheckFilter selects checks in Checks. Empty fields match everything.
 type CheckFilter struct {
 	Service  string
 	Instance string
-	Owner    string
+	// Owner is a node name, or OwnerLeader for the TTL checks.
+	Owner string
 	// Status is passing, warning, critical (a flapping check counts as
 	// critical) or flapping.
 	Status string
