@@ -393,7 +393,10 @@ func clientHandshake(c net.Conn, secret []byte) error {
 	}
 	buf := make([]byte, rpcNonceSize+sha256.Size)
 	if _, err := io.ReadFull(c, buf); err != nil {
-		return fmt.Errorf("%w: %v", ErrAuth, err)
+		// The server sends its proof before it checks ours, whatever its
+		// secret: a connection that ends before the proof was closed (a
+		// peer shutting down, a stale queued connection), not refused.
+		return fmt.Errorf("cluster: the peer closed the connection before proving the cluster secret: %w", err)
 	}
 	sn, smac := buf[:rpcNonceSize], buf[rpcNonceSize:]
 	if !hmac.Equal(smac, mac(secret, 's', cn, sn)) {

@@ -348,6 +348,37 @@ func pendingCalls(rc *rpcClient) int {
 	return len(conn.pending)
 }
 
+// TestAConnectionClosedBeforeTheProofIsNotAnAuthFailure: a peer that
+// closes the connection before sending its proof (shutting down, or a
+// stale connection it had queued) has refused nothing: the dialer must not
+// take it for a secret mismatch (which marks a member untrusted).
+func TestAConnectionClosedBeforeTheProofIsNotAnAuthFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	err = clientHandshake(c, []byte("secret"))
+	if err == nil || errors.Is(err, ErrAuth) || refusedCredentials(err) {
+		t.Fatalf("handshake with a peer that closed at once: %v; want an error that is not an authentication failure", err)
+	}
+}
+
 func TestClusterPortRefusesWhoLacksTheSecret(t *testing.T) {
 	p := newPort(t, "secret", "another-secret")
 	p.rpc.handle(opStatus, func(ctx context.Context, b []byte) ([]byte, error) { return []byte("never"), nil })
