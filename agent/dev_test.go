@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,5 +81,23 @@ func TestDevBeyondLoopbackWarns(t *testing.T) {
 	}
 	if out := newDev("127.0.0.1:8750", ""); strings.Contains(out, "beyond loopback") {
 		t.Errorf("--dev on loopback logged %q", out)
+	}
+}
+
+// TestAnEmptyHostBindsAndAcceptsEveryInterface: --http-addr :8750 binds
+// every interface, as 0.0.0.0:8750 does, so a request's Host may name any
+// of their addresses (auth off: the DNS-rebinding rule).
+func TestAnEmptyHostBindsAndAcceptsEveryInterface(t *testing.T) {
+	ifas := interfaceAddrs()
+	if len(ifas) == 0 {
+		t.Skip("no interface addresses here")
+	}
+	for _, addr := range []string{":8750", "0.0.0.0:8750", "[::]:8750"} {
+		own := (&Config{Node: "n1", HTTPAddr: addr}).ownHosts()
+		for _, ia := range ifas {
+			if !slices.Contains(own, ia) {
+				t.Errorf("--http-addr %s: %s is not among the agent's own hosts %v", addr, ia, own)
+			}
+		}
 	}
 }

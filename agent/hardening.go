@@ -29,7 +29,7 @@ func (a *Agent) hardenAPI(ac *api.Config, hc health.Config) error {
 // ownHosts are the names and addresses a request's Host may carry to reach
 // this agent with auth off: its node name, the machine's host name, and
 // the addresses it binds and advertises (every interface's when it binds
-// 0.0.0.0 or ::).
+// 0.0.0.0 or ::, or an empty host as in ":8750", which binds them all too).
 func (c *Config) ownHosts() []string {
 	out := []string{c.Node}
 	if h, err := os.Hostname(); err == nil {
@@ -39,7 +39,7 @@ func (c *Config) ownHosts() []string {
 		out = append(out, c.Advertise)
 	}
 	if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil {
-		if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+		if a, err := netip.ParseAddr(host); host == "" || err == nil && a.IsUnspecified() {
 			out = append(out, interfaceAddrs()...)
 		} else if host != "" {
 			out = append(out, host)
