@@ -30,10 +30,15 @@ func catalogDeregister(t testing.TB, node, check string) []byte {
 }
 
 // populateExternal is populate with an external node that has tagged
-// addresses and meta, and an instance on it.
+// addresses and meta, and an instance on it, and a server that departed
+// (left gracefully) in its incarnation: the node fields populate's
+// fixtures predate.
 func populateExternal(t testing.TB) *fsm.FSM {
 	t.Helper()
 	f := populate(t)
+	departed := fsmtest.Server("s3", fsm.NodeLeft)
+	departed.Incarnation, departed.Departed = 9, true
+	fsmtest.MustApply(t, f, f.AppliedIndex()+1, fsmtest.NodeUpdate(t, t0+8, departed))
 	fsmtest.MustApply(t, f, f.AppliedIndex()+1, catalogRegister(t, "ext-db", "10.0.0.5", "db", func(r *fsm.CatalogRegisterRequest) {
 		r.TaggedAddresses = map[string]string{"lan": "10.0.0.5", "wan": "198.51.100.5"}
 		r.Meta = map[string]string{"external-node": "true"}

@@ -120,7 +120,7 @@ func TestPopulateSetsEveryField(t *testing.T) {
 	assertEveryFieldSet(t, d.Checks)
 	assertEveryFieldSet(t, d.Services)
 	// populate's fixtures (snapshot-v1.bin, the archive) predate external
-	// nodes, whose fields only they set: see populateExternal.
+	// nodes and departures, whose fields only they set: see populateExternal.
 	assertEveryFieldSet(t, dumpStore(populateExternal(t).Store()).Nodes)
 	assertEveryFieldSet(t, d.Tokens)
 }
