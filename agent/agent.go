@@ -507,6 +507,12 @@ func (c Config) healthConfig() (hc health.Config, err error) {
 	if hc.AllowCIDRs, err = parseCIDRs("check allow", c.CheckAllowCIDR); err != nil {
 		return hc, err
 	}
+	if c.ManagementToken != "" {
+		hc.SafeMethodsOnly = true
+		if !c.CheckAllowLoopback {
+			hc.LocalCIDRs = c.hostCIDRs()
+		}
+	}
 	if c.MetricsPeriod > 0 {
 		hc.MetricsPeriod = c.MetricsPeriod
 	}

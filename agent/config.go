@@ -101,7 +101,14 @@ type Config struct {
 	EnablePprof             bool   `json:"enable_pprof"`
 
 	// Hardening (docs/security.md, issue 15).
-	CheckAllowCIDR         []string `json:"check_allow_cidr"`
+	CheckAllowCIDR []string `json:"check_allow_cidr"`
+	// CheckAllowLoopback, with auth on, lets a registration without the
+	// management token aim health checks at the servers' own host
+	// (loopback, the unspecified addresses, their own addresses)
+	// (docs/security.md, "Health-check targets"). Methods other than GET,
+	// HEAD and OPTIONS still need the management token. Auth off needs no
+	// switch.
+	CheckAllowLoopback     bool     `json:"check_allow_loopback"`
 	TrustOpenRegistrations bool     `json:"trust_open_registrations"`
 	HTTPAllowedHost        []string `json:"http_allowed_host"`
 	HTTPAllowedOrigin      []string `json:"http_allowed_origin"`

@@ -78,6 +78,7 @@ var agentSettings = []option{
 	{"enable-pprof", "", "BEACON_ENABLE_PPROF", "serve net/http/pprof under /debug/pprof/ (management token required when auth is on)", func(c *agent.Config) any { return &c.EnablePprof }},
 	// Hardening (docs/security.md).
 	{"check-allow-cidr", "", "BEACON_CHECK_ALLOW_CIDR", "CIDR any registrant's health checks may target besides the instance's own address (repeatable)", func(c *agent.Config) any { return &c.CheckAllowCIDR }},
+	{"check-allow-loopback", "", "BEACON_CHECK_ALLOW_LOOPBACK", "with auth on, let any write token's health checks probe the servers' own host (loopback, their own addresses); off, only the management token may", func(c *agent.Config) any { return &c.CheckAllowLoopback }},
 	{"trust-open-registrations", "", "BEACON_TRUST_OPEN_REGISTRATIONS", "with auth off, let every registration do what needs the management token with auth on: route prefixes outside /SERVICE, checks aimed at any host (trusted labs only)", func(c *agent.Config) any { return &c.TrustOpenRegistrations }},
 	{"http-allowed-host", "", "BEACON_HTTP_ALLOWED_HOST", "with auth off, a further name the API's Host header may carry besides loopback and the agent's own names and addresses (repeatable; \"*\": any)", func(c *agent.Config) any { return &c.HTTPAllowedHost }},
 	{"http-allowed-origin", "", "BEACON_HTTP_ALLOWED_ORIGIN", "an origin (scheme://host:port) whose browser requests the API accepts (repeatable)", func(c *agent.Config) any { return &c.HTTPAllowedOrigin }},
