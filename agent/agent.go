@@ -305,6 +305,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			dc.MaxStale = a.cfg.DNSMaxStale
 		}
 		dc.Logger = a.logger.Named("dns")
+		dc.Authorize = a.dnsAuthorize()
 		ds, err := dns.New(dc, a.fsm.Store(), node)
 		if err != nil {
 			return err

@@ -62,6 +62,11 @@ type Config struct {
 	DNSTTL        time.Duration `json:"dns_ttl"`
 	DNSMaxStale   time.Duration `json:"dns_max_stale"`
 	DNSAllowStale bool          `json:"dns_allow_stale"`
+	// DNSToken is the token whose read rights DNS answers with when auth
+	// is on (as Consul's DNS token): without one, DNS has an anonymous
+	// client's rights, so with AnonymousRead off every service query is
+	// REFUSED. A token that is deleted stops DNS at once.
+	DNSToken string `json:"dns_token"`
 	// ConsulDatacenter is the datacenter name the Consul API presents
 	// (docs/consul.md).
 	ConsulDatacenter string `json:"consul_datacenter"`
