@@ -305,6 +305,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			dc.MaxStale = a.cfg.DNSMaxStale
 		}
 		dc.Logger = a.logger.Named("dns")
+		dc.Authorize = a.dnsAuthorize()
 		ds, err := dns.New(dc, a.fsm.Store(), node)
 		if err != nil {
 			return err
@@ -506,6 +507,12 @@ func (c Config) healthConfig() (hc health.Config, err error) {
 	hc.TTLGrace = c.TTLGrace
 	if hc.AllowCIDRs, err = parseCIDRs("check allow", c.CheckAllowCIDR); err != nil {
 		return hc, err
+	}
+	if c.ManagementToken != "" {
+		hc.SafeMethodsOnly = true
+		if !c.CheckAllowLoopback {
+			hc.LocalCIDRs = c.hostCIDRs()
+		}
 	}
 	if c.MetricsPeriod > 0 {
 		hc.MetricsPeriod = c.MetricsPeriod

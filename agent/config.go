@@ -62,6 +62,11 @@ type Config struct {
 	DNSTTL        time.Duration `json:"dns_ttl"`
 	DNSMaxStale   time.Duration `json:"dns_max_stale"`
 	DNSAllowStale bool          `json:"dns_allow_stale"`
+	// DNSToken is the token whose read rights DNS answers with when auth
+	// is on (as Consul's DNS token): without one, DNS has an anonymous
+	// client's rights, so with AnonymousRead off every service query is
+	// REFUSED. A token that is deleted stops DNS at once.
+	DNSToken string `json:"dns_token"`
 	// ConsulDatacenter is the datacenter name the Consul API presents
 	// (docs/consul.md).
 	ConsulDatacenter string `json:"consul_datacenter"`
@@ -101,7 +106,14 @@ type Config struct {
 	EnablePprof             bool   `json:"enable_pprof"`
 
 	// Hardening (docs/security.md, issue 15).
-	CheckAllowCIDR         []string `json:"check_allow_cidr"`
+	CheckAllowCIDR []string `json:"check_allow_cidr"`
+	// CheckAllowLoopback, with auth on, lets a registration without the
+	// management token aim health checks at the servers' own host
+	// (loopback, the unspecified addresses, their own addresses)
+	// (docs/security.md, "Health-check targets"). Methods other than GET,
+	// HEAD and OPTIONS still need the management token. Auth off needs no
+	// switch.
+	CheckAllowLoopback     bool     `json:"check_allow_loopback"`
 	TrustOpenRegistrations bool     `json:"trust_open_registrations"`
 	HTTPAllowedHost        []string `json:"http_allowed_host"`
 	HTTPAllowedOrigin      []string `json:"http_allowed_origin"`

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/beaconhq/beacon/api"
 	"github.com/beaconhq/beacon/health"
@@ -15,6 +16,7 @@ import (
 // proxy targets", "Limits") into the API configuration.
 func (a *Agent) hardenAPI(ac *api.Config, hc health.Config) error {
 	ac.CheckAllowCIDRs = hc.AllowCIDRs
+	ac.CheckLocalCIDRs = hc.LocalCIDRs
 	ac.TrustOpenRegistrations = a.cfg.TrustOpenRegistrations
 	ac.MaxConnsPerClient = a.cfg.HTTPMaxConnsPerClient
 	ac.DisableFastPath = a.cfg.HTTPNoFastPath
@@ -54,6 +56,31 @@ func interfaceAddrs() []string {
 	for _, ia := range ifas {
 		if pn, ok := ia.(*net.IPNet); ok {
 			out = append(out, pn.IP.String())
+		}
+	}
+	return out
+}
+
+// hostCIDRs are the addresses that reach this host, which a check
+// registered without the management token may not probe when auth is on
+// (health.Config.LocalCIDRs, api.Config.CheckLocalCIDRs): loopback (the
+// balancer's list), the unspecified addresses (a dial to 0.0.0.0 reaches
+// this host), every interface's address (read once, at start) and the
+// advertise address.
+func (c *Config) hostCIDRs() []netip.Prefix {
+	out := append(lb.LoopbackCIDRs(), netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("::/128"))
+	addrs := interfaceAddrs()
+	if c.Advertise != "" {
+		addrs = append(addrs, c.Advertise)
+	}
+	for _, s := range addrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		a = a.Unmap().WithZone("")
+		if p := netip.PrefixFrom(a, a.BitLen()); !a.IsLoopback() && !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -96,6 +96,28 @@ func (a *Agent) secureAPI(ac *api.Config, t agentTLS) {
 	ac.TLS = t.http
 }
 
+// dnsAuthorize is the DNS server's read check: the API's rule for a read
+// with the DNS token (none: an anonymous read), asked per query so that a
+// deleted token stops DNS as soon as this agent has applied the deletion.
+// Nil (every service answered) with auth off, or with anonymous reads on
+// and no DNS token.
+func (a *Agent) dnsAuthorize() func(string) error {
+	if a.cfg.ManagementToken == "" {
+		if a.cfg.DNSToken != "" {
+			a.logger.Warn("--dns-token is set but auth is off (no --management-token): DNS answers every service")
+		}
+		return nil
+	}
+	secret := a.cfg.DNSToken
+	if secret == "" {
+		if a.cfg.AnonymousRead {
+			return nil
+		}
+		a.logger.Info("anonymous reads are off and no --dns-token is set: DNS refuses every service query")
+	}
+	return func(service string) error { return a.api.Authorize(secret, api.AccessRead, service) }
+}
+
 func loopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/beaconhq/beacon/fsm"
 )
 
 // AuthConfig turns token authentication on and says what anonymous clients
@@ -55,9 +57,23 @@ type identity struct {
 	// anonymous request.
 	policy   string
 	prefixes []string
+	// hash is a stored token's SHA-256 (hex), and tokens the catalog it
+	// was found in, so that a request that outlives its authentication (a
+	// blocking query) can ask whether the token still exists (revoked).
+	// Empty for the management token and anonymous clients.
+	hash   string
+	tokens *fsm.Store
 }
 
 func (id identity) anonymous() bool { return id.policy == "" }
+
+// revoked reports whether the identity's token has been deleted since the
+// request was authenticated. The management token (a setting) and
+// anonymous clients are never revoked; tokens cannot be edited, only
+// deleted, so a token still found grants what it granted.
+func (id identity) revoked() bool {
+	return id.hash != "" && id.tokens != nil && id.tokens.TokenBySecretHash(id.hash) == nil
+}
 
 // canWrite reports whether the identity may write to service.
 func (id identity) canWrite(service string) bool {
@@ -225,7 +241,7 @@ func (s *Server) identifySecret(tok string) (identity, error) {
 	}
 	switch t.Policy {
 	case PolicyRead, PolicyWrite:
-		return identity{accessor: t.Accessor, policy: t.Policy, prefixes: t.Prefixes}, nil
+		return identity{accessor: t.Accessor, policy: t.Policy, prefixes: t.Prefixes, hash: hexHash, tokens: s.store}, nil
 	}
 	// A policy this version does not know grants nothing.
 	return identity{}, errInvalidToken

@@ -38,15 +38,23 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 
 // registerPolicy says what the request's identity may register.
 func (s *Server) registerPolicy(r *http.Request) registerPolicy {
-	privileged := s.cfg.TrustOpenRegistrations
-	if s.cfg.Auth.Enabled() {
-		privileged = identityFrom(r.Context()).policy == PolicyManagement
-	}
-	return registerPolicy{privileged: privileged, deny: s.cfg.CheckDenyCIDRs, allow: s.cfg.CheckAllowCIDRs,
+	return s.registerPolicyOf(identityFrom(r.Context()))
+}
+
+// registerPolicyOf says what id may register.
+func (s *Server) registerPolicyOf(id identity) registerPolicy {
+	pol := registerPolicy{privileged: s.cfg.TrustOpenRegistrations, deny: s.cfg.CheckDenyCIDRs, allow: s.cfg.CheckAllowCIDRs,
 		registered: func(name string) bool {
 			_, l := s.store.ServiceList(nil, name)
 			return l != nil && len(l.Instances) > 0
 		}}
+	if s.cfg.Auth.Enabled() {
+		pol.privileged = id.policy == PolicyManagement
+		if !pol.privileged {
+			pol.local, pol.safeMethodsOnly = s.cfg.CheckLocalCIDRs, true
+		}
+	}
+	return pol
 }
 
 // unchangedRegistration reports whether req would change nothing, and the

@@ -158,6 +158,35 @@ func BuildRegister(service, id string, r *client.Registration, now time.Time, de
 	return buildRegister(service, id, r, now, registerPolicy{deny: deny, allow: allow})
 }
 
+// RegisterRules are what a registration may do beyond the rules every
+// registration follows, as the API decides them for the token that makes
+// it (Server.RegisterRulesFor).
+type RegisterRules struct{ pol registerPolicy }
+
+// RegisterRulesFor returns the rules PUT /v1/services/{service}/instances/{id}
+// applies to a registration made with the token secret ("" for none): with
+// auth on, the management token may route other paths and aim checks at
+// any host the deny list allows, at this host included; any other token
+// keeps its checks on the instance's address, off the servers' own host
+// (Config.CheckLocalCIDRs) and to GET, HEAD and OPTIONS. With auth off,
+// every registration gets Config.TrustOpenRegistrations' rules. A token
+// that is not valid gets an anonymous client's rules (its write is refused
+// before they matter).
+func (s *Server) RegisterRulesFor(secret string) RegisterRules {
+	var id identity
+	if s.cfg.Auth.Enabled() && secret != "" {
+		if x, err := s.identifySecret(secret); err == nil {
+			id = x
+		}
+	}
+	return RegisterRules{s.registerPolicyOf(id)}
+}
+
+// BuildRegisterWith is BuildRegister under rules (RegisterRulesFor).
+func BuildRegisterWith(service, id string, r *client.Registration, now time.Time, rules RegisterRules) (*fsm.RegisterRequest, error) {
+	return buildRegister(service, id, r, now, rules.pol)
+}
+
 // ValidateService and ValidateID apply the native API's rules to a service
 // name and an instance ID; field names the input in errors.
 func ValidateService(field, v string) error { return validateService(field, v) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"reflect"
@@ -163,8 +164,10 @@ func (l *parkLot) sweep() {
 
 // Next is a blocking query's step after a wait: err is nil when a channel
 // of the watch set fired, context.DeadlineExceeded when the query's wait
-// ended, and another error when the client went away or the server shuts
-// down. Next either writes the answer to w and returns nil, or returns the
+// ended, and another error when the client went away, the server shuts
+// down, or the request's token was deleted while it waited (a 403
+// invalid_token error, to be written as the answer: no data read after the
+// deletion reaches the client). Next either writes the answer to w and returns nil, or returns the
 // watch set to wait on next (after running the query again and finding its
 // result unchanged). It must use only what its closure holds: it may run in
 // another goroutine than the handler's, with another ResponseWriter.
@@ -181,6 +184,7 @@ type Next func(w http.ResponseWriter, err error) memdb.WatchSet
 // ending early if r's context ends. Either way the handler must not touch
 // w after Block returns.
 func Block(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.WatchSet, next Next) {
+	next = recheckToken(identityFrom(r.Context()), next)
 	if park(w, r, deadline, ws, next) {
 		return
 	}
@@ -188,6 +192,24 @@ func Block(w http.ResponseWriter, r *http.Request, deadline time.Time, ws memdb.
 	defer cancel()
 	for ws != nil {
 		ws = next(w, ws.WatchCtx(ctx))
+	}
+}
+
+// recheckToken makes next ask, at every wake, whether the request's token
+// still exists: a blocking query authorized with a token that is deleted
+// while it waits answers 403 invalid_token when it wakes (a change, or
+// its wait's end), as a new request with that token would, rather than
+// the data written after the deletion. Only stored tokens can be deleted:
+// next is returned as it is for the others.
+func recheckToken(id identity, next Next) Next {
+	if id.hash == "" {
+		return next
+	}
+	return func(w http.ResponseWriter, err error) memdb.WatchSet {
+		if (err == nil || errors.Is(err, context.DeadlineExceeded)) && id.revoked() {
+			err = errInvalidToken
+		}
+		return next(w, err)
 	}
 }
 

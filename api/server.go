@@ -108,6 +108,16 @@ type Config struct {
 	// resolves to it when the check runs) unless the registration is
 	// privileged (see TrustOpenRegistrations).
 	CheckAllowCIDRs []netip.Prefix
+	// CheckLocalCIDRs, with auth on, are the addresses of the servers'
+	// own host (loopback, unspecified, the agent's own addresses; the
+	// agent sets them unless --check-allow-loopback): a registration
+	// without the management token whose active check targets one of them
+	// (as an IP literal or the name localhost), or whose instance is
+	// registered at one and has an active check, gets 403 unless the
+	// address lies in CheckAllowCIDRs. The health checker refuses resolved
+	// addresses in them at connect time too. With auth on, such a
+	// registration's HTTP checks may also only use GET, HEAD or OPTIONS.
+	CheckLocalCIDRs []netip.Prefix
 	// TrustOpenRegistrations, with auth off, gives every registration what
 	// only the management token gets with auth on: route prefixes outside
 	// /SERVICE and checks aimed at any host. Off by default; for a trusted

@@ -223,6 +223,13 @@ type registerPolicy struct {
 	// deny are the ranges no check may target; allow the ranges any check
 	// may target besides the instance's own address.
 	deny, allow []netip.Prefix
+	// local (auth on, not privileged): the addresses of the servers' own
+	// host (Config.CheckLocalCIDRs); no active check may be aimed there,
+	// neither by its target nor by its instance's address.
+	local []netip.Prefix
+	// safeMethodsOnly (auth on, not privileged): HTTP checks may only
+	// use GET, HEAD or OPTIONS.
+	safeMethodsOnly bool
 	// registered reports whether a service of that name is in the catalog.
 	registered func(service string) bool
 }
@@ -287,6 +294,9 @@ func buildRegister(service, id string, r *client.Registration, now time.Time, po
 	for i := range r.Checks {
 		def, err := buildCheck(fmt.Sprintf("checks[%d]", i), &r.Checks[i], i, pol.deny)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkHostRule(fmt.Sprintf("checks[%d]", i), &def, r.Address, pol); err != nil {
 			return nil, err
 		}
 		if err := checkTargetScope(fmt.Sprintf("checks[%d]", i), &def, r.Address, pol); err != nil {
@@ -392,15 +402,9 @@ func checkTargetScope(field string, def *fsm.CheckDefinition, instAddr string, p
 	if pol.privileged || def.Type == fsm.CheckTTL {
 		return nil
 	}
-	host := def.Target
-	if def.Type == fsm.CheckHTTP {
-		u, err := url.Parse(def.Target)
-		if err != nil {
-			return invalid(field+".http", "must be a URL")
-		}
-		host = u.Hostname()
-	} else if h, _, err := net.SplitHostPort(def.Target); err == nil {
-		host = h
+	host, err := checkTargetHost(field, def)
+	if err != nil {
+		return err
 	}
 	target, err := netip.ParseAddr(host)
 	if err != nil {
@@ -418,6 +422,86 @@ func checkTargetScope(field string, def *fsm.CheckDefinition, instAddr string, p
 	}
 	return &statusError{http.StatusForbidden, "permission_denied",
 		fmt.Sprintf("permission denied: %s targets %s, not the instance's address %s; only the management token (or --check-allow-cidr) lets a check probe another host", field, target, instAddr)}
+}
+
+// checkTargetHost returns the host an active check's target names.
+func checkTargetHost(field string, def *fsm.CheckDefinition) (string, error) {
+	if def.Type == fsm.CheckHTTP {
+		u, err := url.Parse(def.Target)
+		if err != nil {
+			return "", invalid(field+".http", "must be a URL")
+		}
+		return u.Hostname(), nil
+	}
+	if h, _, err := net.SplitHostPort(def.Target); err == nil {
+		return h, nil
+	}
+	return def.Target, nil
+}
+
+// checkHostRule keeps the active checks of a registration without the
+// management token (with auth on) off the host of the server that runs
+// them: neither the check's target nor its instance's address (which the
+// check is bound to) may be one of pol.local (loopback, unspecified, the
+// agent's own addresses) unless it lies in an allowed range, nor the name
+// localhost; and an HTTP check may only read (GET, HEAD, OPTIONS). The
+// prober applies the same rules when the check runs, on the resolved
+// address, so a host name cannot lead around them (health.Config.LocalCIDRs).
+func checkHostRule(field string, def *fsm.CheckDefinition, instAddr string, pol registerPolicy) error {
+	if pol.privileged || def.Type == fsm.CheckTTL {
+		return nil
+	}
+	if pol.safeMethodsOnly && def.Type == fsm.CheckHTTP && !safeMethod(def.Method) {
+		return &statusError{http.StatusForbidden, "permission_denied",
+			fmt.Sprintf("permission denied: %s.method %s: with auth on, only the management token may register a check that sends another method than GET, HEAD or OPTIONS", field, def.Method)}
+	}
+	if len(pol.local) == 0 {
+		return nil
+	}
+	target, err := checkTargetHost(field, def)
+	if err != nil {
+		return err
+	}
+	for _, h := range [...]struct{ what, host string }{{"its instance's address", instAddr}, {"its target", target}} {
+		if why, ok := localHost(h.host, pol.local, pol.allow); ok {
+			return &statusError{http.StatusForbidden, "permission_denied",
+				fmt.Sprintf("permission denied: %s would probe %s (%s), the host of the Beacon server that runs it (%s); with auth on, only the management token may aim a check there (or run the agents with --check-allow-loopback)", field, truncateForError(h.host), h.what, why)}
+		}
+	}
+	return nil
+}
+
+// localHost reports whether host, an IP literal or a name, is one of the
+// local ranges (and not in allow), or the name localhost (RFC 6761), and
+// why.
+func localHost(host string, local, allow []netip.Prefix) (string, bool) {
+	if n := strings.TrimSuffix(strings.ToLower(host), "."); n == "localhost" || strings.HasSuffix(n, ".localhost") {
+		return "localhost is loopback", true
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", false
+	}
+	a = a.Unmap().WithZone("")
+	for _, p := range allow {
+		if p.Contains(a) {
+			return "", false
+		}
+	}
+	for _, p := range local {
+		if p.Contains(a) {
+			if a.IsLoopback() {
+				return "loopback", true
+			}
+			return "an address of this host, " + p.String(), true
+		}
+	}
+	return "", false
+}
+
+// safeMethod reports whether an HTTP check's method only reads.
+func safeMethod(m string) bool {
+	return m == "" || m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
 func truncateForError(s string) string {

@@ -64,7 +64,8 @@ var agentSettings = []option{
 	{"metrics-period", "", "BEACON_METRICS_PERIOD", "custom health metrics are replicated at most once per instance per period", func(c *agent.Config) any { return &c.MetricsPeriod }},
 	// Security and observability (docs/security.md).
 	{"management-token", "", "BEACON_MANAGEMENT_TOKEN", "management token; setting it turns token auth on (same value on every agent; needs --cluster-secret)", func(c *agent.Config) any { return &c.ManagementToken }},
-	{"anonymous-read", "", "BEACON_ANONYMOUS_READ", "with auth on, let requests without a token read (false: they get 401)", func(c *agent.Config) any { return &c.AnonymousRead }},
+	{"anonymous-read", "", "BEACON_ANONYMOUS_READ", "with auth on, let requests without a token read (false: they get 401, and DNS service queries REFUSED unless --dns-token)", func(c *agent.Config) any { return &c.AnonymousRead }},
+	{"dns-token", "", "BEACON_DNS_TOKEN", "with auth on, the token whose read rights DNS answers with (needed with --anonymous-read=false; a deleted token stops DNS)", func(c *agent.Config) any { return &c.DNSToken }},
 	{"gossip-key", "", "BEACON_GOSSIP_KEY", "base64 AES key (16, 24 or 32 bytes) encrypting gossip; 'beacon keygen' makes one", func(c *agent.Config) any { return &c.GossipKey }},
 	{"tls-cert-file", "", "BEACON_TLS_CERT_FILE", "PEM certificate of this node: serves HTTPS and TLS on the cluster port", func(c *agent.Config) any { return &c.TLSCertFile }},
 	{"tls-key-file", "", "BEACON_TLS_KEY_FILE", "PEM private key of --tls-cert-file", func(c *agent.Config) any { return &c.TLSKeyFile }},
@@ -78,6 +79,7 @@ var agentSettings = []option{
 	{"enable-pprof", "", "BEACON_ENABLE_PPROF", "serve net/http/pprof under /debug/pprof/ (management token required when auth is on)", func(c *agent.Config) any { return &c.EnablePprof }},
 	// Hardening (docs/security.md).
 	{"check-allow-cidr", "", "BEACON_CHECK_ALLOW_CIDR", "CIDR any registrant's health checks may target besides the instance's own address (repeatable)", func(c *agent.Config) any { return &c.CheckAllowCIDR }},
+	{"check-allow-loopback", "", "BEACON_CHECK_ALLOW_LOOPBACK", "with auth on, let any write token's health checks probe the servers' own host (loopback, their own addresses); off, only the management token may", func(c *agent.Config) any { return &c.CheckAllowLoopback }},
 	{"trust-open-registrations", "", "BEACON_TRUST_OPEN_REGISTRATIONS", "with auth off, let every registration do what needs the management token with auth on: route prefixes outside /SERVICE, checks aimed at any host (trusted labs only)", func(c *agent.Config) any { return &c.TrustOpenRegistrations }},
 	{"http-allowed-host", "", "BEACON_HTTP_ALLOWED_HOST", "with auth off, a further name the API's Host header may carry besides loopback and the agent's own names and addresses (repeatable; \"*\": any)", func(c *agent.Config) any { return &c.HTTPAllowedHost }},
 	{"http-allowed-origin", "", "BEACON_HTTP_ALLOWED_ORIGIN", "an origin (scheme://host:port) whose browser requests the API accepts (repeatable)", func(c *agent.Config) any { return &c.HTTPAllowedOrigin }},
@@ -89,7 +91,7 @@ var agentSettings = []option{
 
 // secretSettings are the options whose values never appear in an error
 // message or a log line.
-var secretSettings = map[string]bool{"cluster-secret": true, "management-token": true, "gossip-key": true}
+var secretSettings = map[string]bool{"cluster-secret": true, "management-token": true, "gossip-key": true, "dns-token": true}
 
 // registerAgentFlags defines every option as a flag writing into target.
 func registerAgentFlags(fs *pflag.FlagSet, target *agent.Config) {

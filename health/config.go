@@ -61,6 +61,19 @@ type Config struct {
 	// other check only to the address its instance is registered at (a host
 	// name resolved when the check runs).
 	AllowCIDRs []netip.Prefix
+	// LocalCIDRs are the addresses that reach the host running the probe:
+	// loopback, the unspecified addresses and the host's own addresses.
+	// A check not registered with the management token
+	// (fsm.CheckDefinition.AnyTarget) never connects to them, unless they
+	// lie in AllowCIDRs; every resolved address is checked at connect time,
+	// so neither its instance's address nor a host name leads there. The
+	// agent sets them when auth is on (without --check-allow-loopback);
+	// nil: no such rule.
+	LocalCIDRs []netip.Prefix
+	// SafeMethodsOnly: an HTTP check not registered with the management
+	// token is probed only with GET, HEAD or OPTIONS; another method makes
+	// it critical without connecting. The agent sets it when auth is on.
+	SafeMethodsOnly bool
 	// Flap is the flapping policy of every check.
 	Flap FlapPolicy
 	// TTLGrace is added to every TTL when a new leader re-arms the timers,

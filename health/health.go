@@ -59,7 +59,7 @@ func New(cfg Config, f *fsm.FSM, cl Cluster) (*Health, error) {
 	}
 	h := &Health{
 		cfg: cfg, logger: logger, fsm: f, store: f.Store(), cl: cl,
-		prober:  NewScopedProber(cfg.DenyCIDRs, cfg.AllowCIDRs, cfg.MaxOutput),
+		prober:  NewScopedProber(cfg.DenyCIDRs, cfg.AllowCIDRs, cfg.MaxOutput).restrict(cfg.LocalCIDRs, cfg.SafeMethodsOnly),
 		metrics: newMetrics(),
 	}
 	if cfg.Metrics != nil {

@@ -40,6 +40,8 @@ const maxGRPCResponse = 16 << 10
 type Prober struct {
 	deny      []netip.Prefix
 	allow     []netip.Prefix
+	local     []netip.Prefix // Config.LocalCIDRs
+	safeOnly  bool           // Config.SafeMethodsOnly
 	maxOutput int
 	dialer    *net.Dialer
 	http      *http.Client
@@ -101,10 +103,18 @@ func NewScopedProber(deny, allow []netip.Prefix, maxOutput int) *Prober {
 	return p
 }
 
+// restrict sets the rules of checks not registered with the management
+// token (Config.LocalCIDRs, Config.SafeMethodsOnly); it returns p.
+func (p *Prober) restrict(local []netip.Prefix, safeMethodsOnly bool) *Prober {
+	p.local, p.safeOnly = local, safeMethodsOnly
+	return p
+}
+
 // control runs after name resolution and before connect: the address is an
 // IP literal here, whatever the check's target said. Besides the deny list,
-// a probe with a scope (ProbeFor) may connect only to its instance's
-// addresses or to an allowed range.
+// a probe with a scope (ProbeFor) may connect neither to this host (the
+// local ranges; an allowed range excepted) nor anywhere but its instance's
+// addresses or an allowed range.
 func (p *Prober) control(ctx context.Context, network, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
@@ -113,10 +123,35 @@ func (p *Prober) control(ctx context.Context, network, address string, _ syscall
 	if pfx, bad := Denied(p.deny, ap.Addr()); bad {
 		return &DeniedError{Addr: ap.Addr(), Prefix: pfx}
 	}
-	if sc, ok := ctx.Value(scopeKey{}).(*scope); ok && !sc.allows(ap.Addr(), p.allow) {
-		return &ScopeError{Addr: ap.Addr().Unmap(), Instance: sc.instance}
+	if sc, ok := ctx.Value(scopeKey{}).(*scope); ok {
+		// The host rule comes first: the instance's own address may be
+		// 127.0.0.1, which the scope alone would let through.
+		if pfx, local := Denied(p.local, ap.Addr()); local {
+			if _, allowed := Denied(p.allow, ap.Addr()); !allowed {
+				return &LocalError{Addr: ap.Addr().Unmap(), Prefix: pfx}
+			}
+		}
+		if !sc.allows(ap.Addr(), p.allow) {
+			return &ScopeError{Addr: ap.Addr().Unmap(), Instance: sc.instance}
+		}
 	}
 	return nil
+}
+
+// LocalError is returned when a check not registered with the management
+// token would connect to the host that runs it (Config.LocalCIDRs).
+type LocalError struct {
+	Addr   netip.Addr
+	Prefix netip.Prefix
+}
+
+func (e *LocalError) Error() string {
+	return fmt.Sprintf("health: target address %s is this server's own (loopback or one of its addresses, %s); only checks registered with the management token (or agents with --check-allow-loopback) may probe it", e.Addr, e.Prefix)
+}
+
+// safeMethod reports whether an HTTP check's method only reads.
+func safeMethod(m string) bool {
+	return m == "" || m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
 // ScopeError is returned when a check would connect to an address that is
@@ -157,11 +192,16 @@ func (sc *scope) allows(a netip.Addr, allow []netip.Prefix) bool {
 // the check may target any host (fsm.CheckDefinition.AnyTarget, set for
 // management-token registrations), the probe connects only to the
 // addresses instanceAddr stands for (a host name is resolved now, at probe
-// time) or to the prober's allowed ranges; anything else is refused before
-// connecting, and the check is critical.
+// time) or to the prober's allowed ranges, never to this host's own
+// addresses (Config.LocalCIDRs), and sends only GET, HEAD or OPTIONS when
+// Config.SafeMethodsOnly; anything else is refused before connecting, and
+// the check is critical.
 func (p *Prober) ProbeFor(ctx context.Context, c *fsm.Check, instanceAddr string) Result {
 	if c.AnyTarget || c.Type == fsm.CheckTTL {
 		return p.Probe(ctx, c)
+	}
+	if p.safeOnly && c.Type == fsm.CheckHTTP && !safeMethod(c.Method) {
+		return Result{fsm.Critical, fmt.Sprintf("health: method %s is refused: only checks registered with the management token may send other methods than GET, HEAD or OPTIONS", c.Method)}
 	}
 	sc := &scope{instance: instanceAddr}
 	if a, err := netip.ParseAddr(instanceAddr); err == nil {

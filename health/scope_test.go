@@ -69,6 +69,62 @@ func TestChecksProbeOnlyTheirInstanceUnlessAllowed(t *testing.T) {
 	})
 }
 
+// TestChecksWithoutTheManagementTokenNeverProbeThisHost: with the host
+// rule on (auth on: Config.LocalCIDRs, Config.SafeMethodsOnly), a check not
+// registered with the management token connects to no address of the host
+// running it, even when its instance is registered there or at a name that
+// resolves there, and sends no method but GET, HEAD or OPTIONS; the
+// refusal happens before connecting.
+func TestChecksWithoutTheManagementTokenNeverProbeThisHost(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte("loopback-only page"))
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	local := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("0.0.0.0/32")}
+	p := NewScopedProber(nil, nil, 4096).restrict(local, true)
+	allowing := NewScopedProber(nil, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, 4096).restrict(local, true)
+	cases := []struct {
+		name     string
+		p        *Prober
+		target   string
+		method   string
+		instance string
+		any      bool
+		pass     bool
+		says     string
+	}{
+		{"an instance at 127.0.0.1 is refused", p, "127.0.0.1", "GET", "127.0.0.1", false, false, "this server's own"},
+		{"a name that resolves to loopback is refused", p, "localhost", "GET", "localhost", false, false, "this server's own"},
+		{"a POST is refused before connecting", p, "127.0.0.1", "POST", "127.0.0.1", false, false, "method POST is refused"},
+		{"a management check (AnyTarget) probes this host", p, "127.0.0.1", "POST", "127.0.0.1", true, true, ""},
+		{"an allowed range is probed", allowing, "127.0.0.1", "HEAD", "127.0.0.1", false, true, ""},
+		{"without the rule, the instance's loopback address is probed", NewScopedProber(nil, nil, 4096), "127.0.0.1", "PUT", "127.0.0.1", false, true, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := hits.Load()
+			c := httpCheck("http://" + net.JoinHostPort(tc.target, port) + "/")
+			c.Method, c.AnyTarget = tc.method, tc.any
+			r := tc.p.ProbeFor(context.Background(), c, tc.instance)
+			if tc.pass != (r.Status == fsm.Passing) {
+				t.Fatalf("got %s %q", r.Status, r.Output)
+			}
+			if !tc.pass && (hits.Load() != before || !strings.Contains(r.Output, tc.says)) {
+				t.Fatalf("refused probe: %d hits, output %q (want it to say %q)", hits.Load()-before, r.Output, tc.says)
+			}
+		})
+	}
+	t.Run("a TCP check to this host is refused too", func(t *testing.T) {
+		c := &fsm.Check{Target: srv.Listener.Addr().String(), CheckDefinition: &fsm.CheckDefinition{Type: fsm.CheckTCP, Timeout: int64(time.Second)}}
+		if r := p.ProbeFor(context.Background(), c, "127.0.0.1"); r.Status != fsm.Critical || !strings.Contains(r.Output, "this server's own") {
+			t.Fatalf("got %s %q", r.Status, r.Output)
+		}
+	})
+}
+
 // TestHTTPCheckOutputIsAShortEscapedExcerpt: the output keeps the status
 // line and at most MaxHTTPExcerpt bytes of the body, with control
 // characters (terminal escapes, newlines) escaped.

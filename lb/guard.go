@@ -25,8 +25,13 @@ const CodeLoop = "loop_detected"
 // DefaultMaxHops is the default of Config.MaxHops.
 const DefaultMaxHops = 5
 
-// loopback ranges, refused unless Config.AllowLoopback.
-var loopbackPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+// LoopbackCIDRs returns the loopback ranges, 127.0.0.0/8 and ::1/128: the
+// addresses the balancer refuses unless Config.AllowLoopback (netip's
+// IsLoopback, as prefixes). The agent's rule for health checks
+// (--check-allow-loopback) starts from the same list.
+func LoopbackCIDRs() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+}
 
 // broadcast is the IPv4 limited broadcast address.
 var broadcast = netip.MustParseAddr("255.255.255.255")

@@ -135,7 +135,7 @@ func (s *Server) handleCatalogRegister(w http.ResponseWriter, r *http.Request, q
 		if reg.Address == "" {
 			reg.Address = creq.Address
 		}
-		if creq.Service, err = s.buildRegister(reg, cr.Node, now); err != nil {
+		if creq.Service, err = s.buildRegister(r, reg, cr.Node, now); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -284,7 +284,7 @@ func (s *Server) registerOnMember(w http.ResponseWriter, r *http.Request, cr *Ca
 	if reg.Address == "" {
 		reg.Address = host
 	}
-	req, err := s.buildRegister(reg, cr.Node, time.Now())
+	req, err := s.buildRegister(r, reg, cr.Node, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return

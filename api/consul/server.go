@@ -49,6 +49,9 @@ type TTLReporter interface {
 // Authorizer checks a token against what a request needs (api.Server).
 type Authorizer interface {
 	Authorize(secret string, access api.Access, service string) error
+	// RegisterRulesFor returns the rules a registration made with the
+	// token secret follows (the native API's: api.Server.RegisterRulesFor).
+	RegisterRulesFor(secret string) api.RegisterRules
 }
 
 // Config is the Consul endpoints' configuration.
@@ -70,7 +73,9 @@ type Config struct {
 	// MaxBlockingQueries caps the Consul blocking queries this node holds
 	// at once (apart from the native API's own cap); one more gets a 429.
 	MaxBlockingQueries int
-	// CheckDenyCIDRs are address ranges checks may not target (as api.Config).
+	// CheckDenyCIDRs are address ranges checks may not target (as
+	// api.Config), when Auth is nil; with Auth, the API's rules apply
+	// (Authorizer.RegisterRulesFor).
 	CheckDenyCIDRs []netip.Prefix
 	// TTL takes TTL reports; without it the check update routes answer 503.
 	TTL TTLReporter

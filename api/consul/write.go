@@ -86,7 +86,7 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request, q u
 		writeError(w, err)
 		return
 	}
-	req, err := s.buildRegister(&reg, s.cfg.NodeName, time.Now())
+	req, err := s.buildRegister(r, &reg, s.cfg.NodeName, time.Now())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -212,9 +212,10 @@ func refusedCheckField(c *CheckRegistration) string {
 }
 
 // buildRegister turns a Consul registration into Beacon's, validated with
-// the native API's rules (api.BuildRegister), with errors naming the
-// Consul fields.
-func (s *Server) buildRegister(reg *Registration, node string, now time.Time) (*fsm.RegisterRequest, error) {
+// the native API's rules for the request's token (api.RegisterRulesFor;
+// without an Authorizer, those of a client without the management token),
+// with errors naming the Consul fields.
+func (s *Server) buildRegister(r *http.Request, reg *Registration, node string, now time.Time) (*fsm.RegisterRequest, error) {
 	switch {
 	case reg.Kind != "" && reg.Kind != "typical":
 		return nil, invalid("Kind", "service kind %q is not supported: Beacon has no Connect proxies or gateways", reg.Kind)
@@ -268,7 +269,14 @@ func (s *Server) buildRegister(reg *Registration, node string, now time.Time) (*
 		}
 		body.Checks = append(body.Checks, def)
 	}
-	req, err := api.BuildRegister(reg.Name, id, &body, now, s.cfg.CheckDenyCIDRs)
+	var req *fsm.RegisterRequest
+	var err error
+	if s.cfg.Auth != nil {
+		tok, _ := requestToken(r, nil) // authorizeWrite has refused a bad one
+		req, err = api.BuildRegisterWith(reg.Name, id, &body, now, s.cfg.Auth.RegisterRulesFor(tok))
+	} else {
+		req, err = api.BuildRegister(reg.Name, id, &body, now, s.cfg.CheckDenyCIDRs)
+	}
 	if err != nil {
 		return nil, consulField(err, fields)
 	}

@@ -82,6 +82,13 @@ func (s *Server) answer(req *dns.Msg) *dns.Msg {
 			s.nxdomain(m)
 			return m
 		}
+		if s.cfg.Authorize != nil {
+			if err := s.cfg.Authorize(svc); err != nil {
+				s.logger.Debug("dns refusing a service query", "service", svc, "error", err)
+				m.SetRcode(req, dns.RcodeRefused)
+				return m
+			}
+		}
 		if !s.cfg.AllowStale {
 			if lc := s.fresh.LastContact(); lc > s.cfg.MaxStale {
 				s.logger.Debug("dns refusing a stale answer", "last_contact", lc, "max_stale", s.cfg.MaxStale)

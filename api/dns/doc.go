@@ -18,6 +18,11 @@
 // EDNS0 size it advertises, up to Config.MaxUDPSize) keeps the records that
 // fit and sets the TC bit; the same question over TCP gets every record.
 //
+// With Config.Authorize set, a service query it refuses is REFUSED (the
+// agent's token rules: with anonymous reads off, only a configured DNS
+// token opens service queries); HEX.addr names and the apex carry no
+// catalog data and are always answered.
+//
 // A node that has not heard from the Raft leader for longer than
 // Config.MaxStale answers SERVFAIL rather than possibly stale records,
 // unless Config.AllowStale is set.

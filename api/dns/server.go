@@ -41,6 +41,13 @@ type Config struct {
 	AllowStale bool
 	// MaxUDPSize caps the EDNS0 buffer size honoured for UDP answers.
 	MaxUDPSize int
+	// Authorize, when set, is asked for every service query (with the
+	// service's name): an error makes the answer REFUSED, without saying
+	// whether the service exists. The agent asks the API's token rules
+	// with the DNS token (--dns-token; none: an anonymous client's
+	// rights, so anonymous reads off refuse every service query). Nil
+	// answers every service. It must be safe for concurrent use.
+	Authorize func(service string) error
 
 	Logger hclog.Logger
 }
