@@ -527,6 +527,18 @@ func (s *Server) reportTTL(w http.ResponseWriter, r *http.Request, status fsm.He
 		return
 	}
 	if c == nil {
+		// This agent may not have applied a registration another agent
+		// just accepted: before the 404, catch up with the leader's
+		// commit (one read index) and look again, so a check registered
+		// through any agent can be reported through any other at once.
+		if _, cerr := s.cluster.ConsistentIndex(r.Context()); cerr == nil {
+			if c, err = s.findCheck(id); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+	}
+	if c == nil {
 		// Spring Cloud Consul re-registers its service when it sees this.
 		writeError(w, notFound("Unknown check ID "+quote(id)+". Ensure that the check ID is passed, not the check name."))
 		return

@@ -2,6 +2,7 @@ package compattest
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -100,6 +101,22 @@ func TestConsulClientRenameTTLAndAuditAcrossAgents(t *testing.T) {
 			if s := statusOf(t, other, "cttl", "c-1-ttl"); s != consulapi.HealthPassing {
 				t.Fatalf("after a pass through node%d: %q", i+1, s)
 			}
+		}
+	})
+
+	t.Run("a TTL check registered through one agent is reported through another at once", func(t *testing.T) {
+		// The other agent may not have applied the registration when the
+		// report reaches it: it catches up with the leader before a 404.
+		for i := range 10 {
+			id := fmt.Sprintf("q-%d", i)
+			if err := cl.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{ID: id, Name: "quick", Port: 40990 + i, Address: "127.0.0.1",
+				Checks: consulapi.AgentServiceChecks{{CheckID: id + "-ttl", TTL: "60s"}}}); err != nil {
+				t.Fatal(err)
+			}
+			other := clients[1+i%2]
+			agenttest.Retry503(t, "TTL update", func() error {
+				return other.Agent().UpdateTTL(id+"-ttl", "up", consulapi.HealthPassing)
+			})
 		}
 	})
 
