@@ -236,7 +236,7 @@ func (ts *testServer) getCtx(ctx context.Context, path string) (response, error)
 // it as a blocking query; the answer arrives on the returned channel.
 func (ts *testServer) blocked(t testing.TB, path string) <-chan response {
 	t.Helper()
-	before := ts.srv.BlockingStats().Active
+	before := ts.srv.BlockingStats()
 	ch := make(chan response, 1)
 	go func() {
 		r, err := ts.getCtx(context.Background(), path)
@@ -245,7 +245,14 @@ func (ts *testServer) blocked(t testing.TB, path string) <-chan response {
 		}
 		ch <- r
 	}()
-	waitFor(t, func() bool { return ts.srv.BlockingStats().Active > before }, "the query to block")
+	// Parked, not only counted as blocking: a query is counted before its
+	// first run, and a change applied in between would be seen by that
+	// run rather than wake it (a test waiting for a wake-up then waits in
+	// vain; seen on a loaded machine).
+	waitFor(t, func() bool {
+		st := ts.srv.BlockingStats()
+		return st.Active > before.Active && st.Parked > before.Parked
+	}, "the query to block")
 	return ch
 }
 
