@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -362,14 +363,20 @@ func (dc *composeCluster) down() {
 	dc.downed = true
 }
 
-// try runs a command with the run's environment and returns its output.
+// try runs a command with the run's environment and returns its standard
+// output, and its standard error too when it fails (what a command says
+// on stderr, such as discover's "index: N", is no part of its JSON).
 func (dc *composeCluster) try(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = dc.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String() + errb.String(), err
+	}
+	return out.String(), nil
 }
 
 func (dc *composeCluster) mustRun(name string, args ...string) string {
