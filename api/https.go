@@ -60,18 +60,3 @@ func withTLSState(r *http.Request) {
 		r.TLS = &st
 	}
 }
-
-// tlsConnOf returns the TLS connection under c's wrappers, or nil.
-func tlsConnOf(c net.Conn) *tls.Conn {
-	for range 8 {
-		switch v := c.(type) {
-		case *tls.Conn:
-			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
-	return nil
-}

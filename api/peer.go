@@ -1,19 +1,29 @@
 package api
 
-import "net"
+import (
+	"crypto/tls"
+	"net"
+)
 
-// tcpConnOf finds the TCP connection under c's wrappers (connlimit,
-// crypto/tls, prefixConn: each has NetConn), or nil.
-func tcpConnOf(c net.Conn) *net.TCPConn {
+// connOf finds the connection of type T under c's wrappers (connlimit,
+// crypto/tls, prefixConn: each has NetConn), or T's zero value.
+func connOf[T net.Conn](c net.Conn) T {
 	for range 8 {
-		switch v := c.(type) {
-		case *net.TCPConn:
+		if v, ok := c.(T); ok {
 			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
 		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
-	return nil
+	var zero T
+	return zero
 }
+
+// tcpConnOf finds the TCP connection under c's wrappers, or nil.
+func tcpConnOf(c net.Conn) *net.TCPConn { return connOf[*net.TCPConn](c) }
+
+// tlsConnOf returns the TLS connection under c's wrappers, or nil.
+func tlsConnOf(c net.Conn) *tls.Conn { return connOf[*tls.Conn](c) }
