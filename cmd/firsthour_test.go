@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -198,5 +199,14 @@ func TestAgentHelpShowsEachFlagOnce(t *testing.T) {
 	}
 	if found != 2 {
 		t.Fatalf("--node and --gossip-key not both in the help:\n%s", stdout)
+	}
+}
+
+// TestAnAgentThatDoesNotAnswerGetsAHint: a paused or stuck agent (the
+// connection accepted, no answer) is named as such, not left without a word.
+func TestAnAgentThatDoesNotAnswerGetsAHint(t *testing.T) {
+	err := &client.AttemptsError{Attempts: []client.Attempt{{Agent: "127.0.0.1:8750", Err: fmt.Errorf("%w (30s)", client.ErrAttemptTimeout)}}}
+	if h := hintFor(err); !strings.Contains(h, "did not answer in time") {
+		t.Fatalf("hint %q", h)
 	}
 }

@@ -87,6 +87,10 @@ func hintFor(err error) string {
 			"Start one with 'beacon agent --dev', or the compose cluster with 'make up', then " +
 			"export BEACON_ADDR=127.0.0.1:18750,127.0.0.1:28750,127.0.0.1:38750. " +
 			"If the agent serves HTTPS, give its CA with --ca-cert FILE (BEACON_CACERT) or write https://HOST:PORT"
+	case errors.Is(err, client.ErrAttemptTimeout):
+		return "an agent accepted the connection but did not answer in time: it may be paused, overloaded or stuck " +
+			"(its log; 'beacon operator raft servers' through another agent shows each server's state). " +
+			"List several agents in --addr or BEACON_ADDR to move past one that does not answer"
 	case errors.As(err, &na):
 		return "point --addr or BEACON_ADDR at an agent's HTTP API (port 8750 by default; in the compose cluster " +
 			"127.0.0.1:18750, :28750 and :38750; 18080 and 28080 are its load balancers)"

@@ -56,6 +56,10 @@ const DefaultAttemptTimeout = 2 * time.Second
 // headers within the attempt timeout.
 var ErrAttemptTimeout = errors.New("no response within the attempt timeout")
 
+// errCallBound is the cause of a call's context when the call's own
+// Timeout ran out (not the caller's deadline).
+var errCallBound = errors.New("client: the call's timeout ran out")
+
 // NewTransport returns the HTTP transport the client uses when it is given
 // no HTTPClient: HTTPS with tc when tc is set, up to 64 idle connections per
 // agent, and a "100 Continue" wait as long as attemptTimeout, so a write's
@@ -129,7 +133,7 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 		}
 		wait += wait / 16 // the agent adds jitter up to wait/16
 	}
-	ctx, cancel := context.WithTimeout(parent, c.timeout+wait)
+	ctx, cancel := context.WithTimeoutCause(parent, c.timeout+wait, errCallBound)
 	defer cancel()
 	attemptTimeout := c.attempt
 	if work, ok := ctx.Value(workKey{}).(time.Duration); ok {
@@ -157,7 +161,7 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, pa
 			plain.Del("wait")
 			a.query, a.timeout = plain.Encode(), attemptTimeout
 			var cancelPlain context.CancelFunc
-			ctx, cancelPlain = context.WithTimeout(parent, c.timeout)
+			ctx, cancelPlain = context.WithTimeoutCause(parent, c.timeout, errCallBound)
 			defer cancelPlain() // once: k is 1 once
 		}
 		meta, next, err := a.try(ctx, c.bases[i])
@@ -270,12 +274,18 @@ func (a *attempt) try(ctx context.Context, base *url.URL) (meta *QueryMeta, next
 	if a.c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.c.token)
 	}
+	start := time.Now()
 	resp, err := a.c.hc.Do(req)
 	timer.Stop()
 	if err != nil {
 		switch {
-		case ctx.Err() != nil:
+		case ctx.Err() != nil && !timedOut.Load() && context.Cause(ctx) != errCallBound:
 			return nil, false, err // the caller's deadline or cancellation
+		case ctx.Err() != nil:
+			// The call's own bound ran out with the attempt's (with one
+			// agent they are as long): no answer in time, whichever timer
+			// fired first, and no time left for another agent.
+			return nil, false, fmt.Errorf("%w (%s)", ErrAttemptTimeout, time.Since(start).Round(time.Second))
 		case timedOut.Load():
 			err = fmt.Errorf("%w (%s)", ErrAttemptTimeout, a.timeout)
 		}

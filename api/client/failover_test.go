@@ -186,6 +186,24 @@ func TestFailoverPolicy(t *testing.T) {
 	ctx := context.Background()
 	reg := &client.Registration{Address: "127.0.0.1", Port: 8080}
 
+	t.Run("a lone hung agent is a timeout, not a cancellation", func(t *testing.T) {
+		// With one agent the call's bound and the attempt's are the same
+		// length; whichever timer fires first, the error says the agent
+		// did not answer in time (it said "context canceled" when the
+		// attempt's fired first).
+		hung := newHungAgent(t, false)
+		for range 3 {
+			c, err := client.New(client.Config{Addresses: []string{hung.addr()}, Timeout: testAttempt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = c.Instances(ctx, "web", nil)
+			if !errors.Is(err, client.ErrAttemptTimeout) || errors.Is(err, context.Canceled) {
+				t.Fatalf("a lone hung agent: %v; want a timeout", err)
+			}
+		}
+	})
+
 	t.Run("a read moves past a hung agent after one attempt timeout", func(t *testing.T) {
 		hung, ok := newHungAgent(t, false), newRecordingAgent(t)
 		c := orderedClient(t, testAttempt, hung.addr(), ok.addr())
