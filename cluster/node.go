@@ -167,7 +167,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	n.rpcSrv.ctx = n.ctx
-	n.incarnation = uint64(time.Now().UnixNano())
+	dir := n.cfg.DataDir
+	if n.cfg.InMemory {
+		dir = ""
+	}
+	if n.incarnation, err = nextIncarnation(dir); err != nil {
+		return err
+	}
 	if err := n.startListener(); err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 // A graceful leave recorded for a node's incarnation sticks: an update of
-// the same incarnation that says otherwise (the leader's gossip view, which
+// the same incarnation, or of an earlier one, that says otherwise (the leader's gossip view, which
 // may still show the node alive, or failed) changes nothing, while another
 // incarnation (the node started again) replaces the record as any update
 // does.
@@ -28,9 +28,14 @@ func TestADepartureSticksForItsIncarnation(t *testing.T) {
 	apply(2, 200, departed)
 
 	apply(3, 300, alive)
+	// A view of an earlier run (gossip that has not heard of the restart
+	// whose run then left) changes nothing either.
+	stale := alive
+	stale.Incarnation = 6
+	apply(4, 350, stale)
 	failed := alive
 	failed.Status = fsm.NodeFailed
-	apply(4, 400, failed)
+	apply(5, 400, failed)
 	n := f.Store().Node("s1")
 	if n.Status != fsm.NodeLeft || !n.Departed || n.ModifyIndex != 2 || n.Since != 200 || !n.DepartedIn(7) {
 		t.Fatalf("after updates of the departed incarnation: %+v, want left as recorded at index 2", *n)
@@ -38,9 +43,9 @@ func TestADepartureSticksForItsIncarnation(t *testing.T) {
 
 	again := alive
 	again.Incarnation = 8
-	apply(5, 500, again)
+	apply(6, 500, again)
 	n = f.Store().Node("s1")
-	if n.Status != fsm.NodeAlive || n.Departed || n.Incarnation != 8 || n.ModifyIndex != 5 || n.DepartedIn(8) {
+	if n.Status != fsm.NodeAlive || n.Departed || n.Incarnation != 8 || n.ModifyIndex != 6 || n.DepartedIn(8) {
 		t.Fatalf("after the node came back with another incarnation: %+v, want alive", *n)
 	}
 

@@ -548,10 +548,13 @@ type Node struct {
 func (n *Node) External() bool { return n.Role == RoleExternal }
 
 // DepartedIn reports whether the node left gracefully in incarnation inc
-// (a known one, not 0): a server that did is not made a Raft voter again
-// until it comes back with another incarnation (it was started again).
+// or an earlier one (inc known, not 0): a server that did is not made a
+// Raft voter again until it comes back with a later incarnation (it was
+// started again). An earlier one is a stale view of the node: gossip that
+// has not yet heard of the run that left (the node had just restarted).
+// Incarnations are start times, so a later run has a larger one.
 func (n *Node) DepartedIn(inc uint64) bool {
-	return n != nil && n.Departed && inc != 0 && n.Incarnation == inc
+	return n != nil && n.Departed && inc != 0 && inc <= n.Incarnation
 }
 
 // Token is an API token. Only a hash of the secret is stored.
