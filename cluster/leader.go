@@ -252,9 +252,15 @@ func (n *Node) raftServers() map[string]bool {
 // that says it is a server but is not in the Raft configuration (inRaft) is
 // untrusted. A server that left or failed keeps its role: a graceful leave,
 // a force-leave or a reaping took it out of Raft, not a refused credential
-// (before, every server that left was listed as untrusted).
-func trustedRole(m Member, inRaft map[string]bool) string {
-	if m.Role == fsm.RoleServer && m.Status == fsm.NodeAlive && inRaft != nil && !inRaft[m.Name] {
+// (before, every server that left was listed as untrusted) — unless the
+// catalog's record (prev) already says this run of it was untrusted: a
+// refused member that stops was never a server.
+func trustedRole(m Member, inRaft map[string]bool, prev *fsm.Node) string {
+	if m.Role != fsm.RoleServer || inRaft == nil || inRaft[m.Name] {
+		return m.Role
+	}
+	if m.Status == fsm.NodeAlive ||
+		(prev != nil && prev.Role == fsm.RoleUntrusted && prev.Incarnation == m.Incarnation) {
 		return fsm.RoleUntrusted
 	}
 	return m.Role
@@ -287,8 +293,8 @@ func (n *Node) syncCatalogNodes(ctx context.Context, members []Member, inRaft ma
 	}
 	var req fsm.NodeUpdateRequest
 	for _, m := range members {
-		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: trustedRole(m, inRaft), Status: m.Status, Incarnation: m.Incarnation}
 		cur := have[m.Name]
+		want := fsm.NodeState{Name: m.Name, Address: m.HTTPAddr, Role: trustedRole(m, inRaft, cur), Status: m.Status, Incarnation: m.Incarnation}
 		delete(have, m.Name)
 		if cur.DepartedIn(m.Incarnation) {
 			continue // recorded as left by its leave; the catalog keeps that

@@ -549,7 +549,8 @@ func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 // Members returns every member gossip has seen, sorted by name.
 // An alive member that says it is a server but is not in the Raft
 // configuration is listed with the role "untrusted" (fsm.RoleUntrusted);
-// one that left or failed keeps its role. A member whose
+// one that left or failed keeps its role, unless the catalog recorded this
+// run of it as untrusted. A member whose
 // graceful leave the catalog records (for its current incarnation) is
 // listed as left, even where gossip has not heard of the leave (a server
 // that restarted meanwhile sees it failed) or not yet.
@@ -558,10 +559,11 @@ func (n *Node) Members() []Member {
 	inRaft := n.raftServers()
 	store := n.fsm.Store()
 	for i := range ms {
-		if ms[i].Status != fsm.NodeLeft && store.Node(ms[i].Name).DepartedIn(ms[i].Incarnation) {
+		rec := store.Node(ms[i].Name)
+		if ms[i].Status != fsm.NodeLeft && rec.DepartedIn(ms[i].Incarnation) {
 			ms[i].Status = fsm.NodeLeft
 		}
-		ms[i].Role = trustedRole(ms[i], inRaft)
+		ms[i].Role = trustedRole(ms[i], inRaft, rec)
 	}
 	return ms
 }
