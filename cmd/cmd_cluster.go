@@ -153,7 +153,7 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 		if st.Leader == "" && st.LeaderAddr == "" {
 			leader = noLeaderHint(st)
 		}
-		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s\nterm:\t%d\ncommit index:\t%d\napplied index:\t%d\nlast contact:\t%s\n\n",
+		fmt.Fprintf(w, "node:\t%s\nstate:\t%s\nleader:\t%s\nterm:\t%d\ncommit index:\t%d\ncatalog index:\t%d\nlast contact:\t%s\n\n",
 			esc(st.Node), esc(st.State), leader, st.Term, st.CommitIndex, st.AppliedIndex, lc)
 		fmt.Fprintln(w, "PEER\tADDRESS\tSUFFRAGE\tLEADER")
 		for _, p := range st.Peers {
