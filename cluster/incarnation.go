@@ -23,6 +23,9 @@ func nextIncarnation(dir string) (uint64, error) {
 	if dir == "" {
 		return inc, nil
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("cluster: data dir: %w", err)
+	}
 	path := filepath.Join(dir, incarnationFile)
 	b, err := os.ReadFile(path)
 	switch {

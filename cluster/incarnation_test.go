@@ -13,7 +13,7 @@ import (
 // incarnation is above the last run's, kept in the data dir, whatever the
 // clock says; a file that is not an incarnation stops the start.
 func TestIncarnationsGrowAcrossRestartsEvenIfTheClockStepsBack(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data") // a fresh server's: not made yet
 	first, err := nextIncarnation(dir)
 	if err != nil || first == 0 {
 		t.Fatalf("first run: %d %v", first, err)
