@@ -90,9 +90,12 @@ up() {
   compose up -d n1 n2 n3
   resolve_addrs
   PORT=${N1##*:}
-  echo "secure-compose: waiting for a leader"
-  for _ in $(seq 1 90); do
+  echo "secure-compose: waiting for a leader (at most 90 s)"
+  for i in $(seq 1 90); do
     cli status -o json 2>/dev/null | grep -q '"leader": *"[^"]' && break
+    if ((i % 10 == 0)); then
+      echo "secure-compose: no leader yet after ${i}s ($(compose ps -q n1 n2 n3 2>/dev/null | wc -l) of 3 agent containers exist)"
+    fi
     sleep 1
   done
   cli status

@@ -60,6 +60,9 @@ if command -v dig >/dev/null 2>&1; then
   dns_srv() { [[ $(dig @127.0.0.1 -p "$1" +short +time=2 +tries=1 web.service.beacon SRV | wc -l) -eq 3 ]]; }
   check "n1's DNS answers web.service.beacon SRV with 3 instances" wait_for 10 "DNS on n1" dns_srv "$N1_DNS"
   check "n3's DNS answers too" dns_srv "$N3_DNS"
+else
+  log "DNS"
+  echo "SKIP DNS checks: dig is not installed (apt-get install dnsutils, or bind-utils)"
 fi
 
 log "operations"
