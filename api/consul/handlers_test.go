@@ -3,6 +3,7 @@ package consul_test
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -269,6 +270,36 @@ func TestEmptyListsAreArraysAndHeadersAreSet(t *testing.T) {
 	ts.mustOK(http.MethodPut, "/v1/agent/service/register", `{"Name":"web","Port":80}`)
 	if r := ts.mustOK(http.MethodGet, "/v1/health/service/web", ""); !strings.Contains(string(r.body), `"Tags":[]`) {
 		t.Errorf("no empty tags: %s", r.body)
+	}
+}
+
+// TestLastContactOfANodeThatNeverCaughtUp: an agent that has not caught up
+// with a leader since it started (restarted while there is no quorum, or
+// before the leader's replication reaches it) serves ?stale reads from
+// its old catalog. Its X-Consul-LastContact must say so, as Consul's does
+// (time.Since of a zero time: the largest duration, in milliseconds), for
+// consul-template's max_stale (default 2s) and every client that bounds
+// staleness by it to fall back to a consistent read. It said 0, "fresh":
+// consul-template rendered services deregistered while the agent was down.
+func TestLastContactOfANodeThatNeverCaughtUp(t *testing.T) {
+	ts := newTestServer(t, nil)
+	for _, c := range []struct {
+		known bool
+		lc    time.Duration
+		want  string
+	}{
+		{true, 0, "0"},
+		{true, 1500 * time.Millisecond, "1500"},
+		{false, 1<<63 - 1, "9223372036854"},
+	} {
+		ts.cl.SetLeader(c.known, c.lc)
+		r := ts.mustOK(http.MethodGet, "/v1/catalog/services?stale", "")
+		if got := r.header.Get("X-Consul-LastContact"); got != c.want {
+			t.Errorf("last contact %v: X-Consul-LastContact %q, want %q", c.lc, got, c.want)
+		}
+		if got := r.header.Get("X-Consul-KnownLeader"); got != strconv.FormatBool(c.known) {
+			t.Errorf("known leader %v: X-Consul-KnownLeader %q", c.known, got)
+		}
 	}
 }
 

@@ -237,9 +237,15 @@ func (s *Server) setReadHeaders(w http.ResponseWriter, idx uint64) {
 	} else {
 		h[HeaderKnownLeader] = valFalse
 	}
+	// A node that has not caught up with a leader since it started reports
+	// "never" (the largest duration), as Consul does (time.Since of a zero
+	// time): its largest millisecond count, 9223372036854. It must not say
+	// 0, which reads as "current": clients that bound staleness
+	// (consul-template's max_stale, the Consul client's LastContact) would
+	// take its old catalog as fresh.
 	lc := s.cluster.LastContact()
-	if lc <= 0 || lc == time.Duration(1<<63-1) {
-		h[HeaderLastContact] = valZero // on the leader, or never heard: the header is unsigned
+	if lc <= 0 {
+		h[HeaderLastContact] = valZero // on the leader: the header is unsigned
 		return
 	}
 	h[HeaderLastContact] = []string{strconv.FormatInt(lc.Milliseconds(), 10)}

@@ -144,7 +144,7 @@ func New(cfg Config, store *fsm.Store, cl Cluster) (*Server, error) {
 // Prefixes are the path prefixes the Consul endpoints occupy; the agent
 // mounts Handler on each (api.Server.Mount). None collides with Beacon's
 // own routes.
-var Prefixes = []string{"/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/"}
+var Prefixes = []string{"/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/", "/v1/kv/"}
 
 // Handler returns the http.Handler of the Consul endpoints.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -201,6 +201,11 @@ func (s *Server) routes() *http.ServeMux {
 		// Status.
 		{"GET /v1/status/leader", api.AccessRead, s.handleStatusLeader},
 		{"GET /v1/status/peers", api.AccessRead, s.handleStatusPeers},
+		// KV: Beacon has none. Reads answer as Consul does for an absent
+		// key; writes are refused (kv.go).
+		{"GET /v1/kv/{key...}", api.AccessRead, s.handleKVRead},
+		{"PUT /v1/kv/{key...}", api.AccessRead, s.handleKVWrite},
+		{"DELETE /v1/kv/{key...}", api.AccessRead, s.handleKVWrite},
 	}
 	mux := http.NewServeMux()
 	patterns := make([]string, len(rs))
