@@ -144,7 +144,16 @@ func New(cfg Config, store *fsm.Store, cl Cluster) (*Server, error) {
 // Prefixes are the path prefixes the Consul endpoints occupy; the agent
 // mounts Handler on each (api.Server.Mount). None collides with Beacon's
 // own routes.
-var Prefixes = []string{"/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/"}
+var Prefixes = []string{"/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/", kvPrefix}
+
+// kvPrefix is Consul's KV store, which Beacon does not have. Its paths
+// answer 501 rather than the 404 of another unknown path: to the Consul
+// client (and every KV library on it) a 404 from /v1/kv/ means "no such
+// key", and a missing key's X-Consul-Index is the index to block on; with
+// none (0) their watches ask again at once, forever. Traefik's KV provider
+// (providers.consul) sent about 1,800 requests a second so, and logged
+// nothing. A 501 is an error to them: they report it and back off.
+const kvPrefix = "/v1/kv/"
 
 // Handler returns the http.Handler of the Consul endpoints.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -211,6 +220,10 @@ func (s *Server) routes() *http.ServeMux {
 	// Anything else under the Consul prefixes: a 405 for a served path
 	// with another method, else a clear 404.
 	for _, p := range Prefixes {
+		if p == kvPrefix {
+			mux.HandleFunc(p, s.handleNoKV)
+			continue
+		}
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			if allow := allowed(patterns, r.URL.Path); len(allow) > 0 {
 				w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -276,6 +289,10 @@ func (s *Server) guard(access api.Access, h handler) http.HandlerFunc {
 		if dc := q.Get("dc"); dc != "" && dc != s.cfg.Datacenter {
 			writeError(w, api.StatusError(http.StatusBadRequest, "unknown_datacenter",
 				"No path to datacenter: this cluster is datacenter "+quote(s.cfg.Datacenter)+", not "+quote(dc)))
+			return
+		}
+		if err := tenancy(r, q); err != nil {
+			writeError(w, err)
 			return
 		}
 		h(w, r, q)
@@ -350,6 +367,13 @@ func (s *Server) handleUnsupported(w http.ResponseWriter, r *http.Request, q url
 		"this Consul endpoint is not served by Beacon (see docs/consul.md): "+r.Method+" "+r.URL.Path))
 }
 
+// handleNoKV answers every request under /v1/kv/ (kvPrefix), whatever its
+// method or token: there is nothing to authorize.
+func (s *Server) handleNoKV(w http.ResponseWriter, r *http.Request) {
+	writeError(w, api.StatusError(http.StatusNotImplemented, "unsupported",
+		"Beacon has no KV store, only Consul's catalog, health, agent and status endpoints (see docs/consul.md): "+r.Method+" "+r.URL.Path))
+}
+
 func writeError(w http.ResponseWriter, err error) { api.WriteError(w, err) }
 
 func invalid(field, format string, args ...any) error { return api.Invalid(field, format, args...) }
@@ -361,4 +385,37 @@ func quote(s string) string {
 		s = s[:64] + "..."
 	}
 	return `"` + s + `"`
+}
+
+// tenancy refuses a request for a namespace or an admin partition other
+// than "default", by query (?ns=, ?partition=, as the Consul client sends
+// its Namespace and Partition) or by header (X-Consul-Namespace,
+// X-Consul-Partition). Beacon has one of each, so such a read would
+// otherwise answer the default namespace's catalog as if it were the one
+// asked for: Traefik's consulCatalog provider with `namespaces` set built
+// one copy of every route per namespace listed. Consul CE refuses any
+// namespace or partition with a 400 as well; Beacon accepts "default",
+// as it does in registration bodies.
+func tenancy(r *http.Request, q url.Values) error {
+	for _, p := range [...]struct{ param, header, what string }{
+		{"ns", "X-Consul-Namespace", "namespace"},
+		{"partition", "X-Consul-Partition", "partition"},
+	} {
+		if err := onlyDefault(p.param, q[p.param], p.what); err != nil {
+			return err
+		}
+		if err := onlyDefault(p.header, r.Header.Values(p.header), p.what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func onlyDefault(field string, vals []string, what string) error {
+	for _, v := range vals {
+		if v != "" && v != "default" {
+			return invalid(field, "Beacon has one %s, \"default\", not %s", what, quote(v))
+		}
+	}
+	return nil
 }
