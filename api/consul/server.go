@@ -283,6 +283,10 @@ func (s *Server) guard(access api.Access, h handler) http.HandlerFunc {
 				"No path to datacenter: this cluster is datacenter "+quote(s.cfg.Datacenter)+", not "+quote(dc)))
 			return
 		}
+		if err := tenancy(r, q); err != nil {
+			writeError(w, err)
+			return
+		}
 		h(w, r, q)
 	}
 }
@@ -366,4 +370,37 @@ func quote(s string) string {
 		s = s[:64] + "..."
 	}
 	return `"` + s + `"`
+}
+
+// tenancy refuses a request for a namespace or an admin partition other
+// than "default", by query (?ns=, ?partition=, as the Consul client sends
+// its Namespace and Partition) or by header (X-Consul-Namespace,
+// X-Consul-Partition). Beacon has one of each, so such a read would
+// otherwise answer the default namespace's catalog as if it were the one
+// asked for: Traefik's consulCatalog provider with `namespaces` set built
+// one copy of every route per namespace listed. Consul CE refuses any
+// namespace or partition with a 400 as well; Beacon accepts "default",
+// as it does in registration bodies.
+func tenancy(r *http.Request, q url.Values) error {
+	for _, p := range [...]struct{ param, header, what string }{
+		{"ns", "X-Consul-Namespace", "namespace"},
+		{"partition", "X-Consul-Partition", "partition"},
+	} {
+		if err := onlyDefault(p.param, q[p.param], p.what); err != nil {
+			return err
+		}
+		if err := onlyDefault(p.header, r.Header.Values(p.header), p.what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func onlyDefault(field string, vals []string, what string) error {
+	for _, v := range vals {
+		if v != "" && v != "default" {
+			return invalid(field, "Beacon has one %s, \"default\", not %s", what, quote(v))
+		}
+	}
+	return nil
 }
