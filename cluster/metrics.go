@@ -107,7 +107,7 @@ func opName(op Op) string {
 		return "read_index"
 	case opStatus:
 		return "status"
-	case opRemove:
+	case opRemove, opRemoveAddr:
 		return "remove_peer"
 	case opRestore:
 		return "restore"
