@@ -22,7 +22,14 @@ USER 65532:65532
 # when --dns-addr turns it on, as docker-compose.yml does), load balancer and
 # its admin port.
 EXPOSE 8750 8751 8752 8752/udp 8753 8753/udp 8080 8081
-VOLUME ["/data"]
+
+# No VOLUME for /data: docker-compose.yml mounts a named volume there for each
+# agent, and `docker run -v NAME:/data` does the same (the empty, owned /data
+# above is copied into a new volume, so it is writable). A VOLUME gave every
+# other container (load balancers, demo instances) an anonymous volume that
+# Compose carries over by name when it recreates a container, after which
+# `docker-compose down --volumes` no longer removes it: `make down` left them
+# behind.
 
 # The binary is its own health check (there is no shell in this image, so
 # the exec form): exit 0 when the agent's /readyz says it has a recent

@@ -54,9 +54,26 @@ image: build
 up: image
 	BEACON_PROJECT=$(COMPOSE_PROJECT) BEACON_IMAGE=$(IMAGE) COMPOSE="$(COMPOSE)" ./scripts/up.sh
 
-## down: remove the compose cluster's containers, network and volumes
+# The label value compose gives the project's containers (as scripts/lib.sh).
+COMPOSE_LABEL = $(shell printf '%s' '$(COMPOSE_PROJECT)' | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_-')
+
+## down: remove the compose cluster's containers, network and volumes. Compose
+## removes the named volumes and the anonymous volumes Docker created with a
+## container, but not an anonymous volume it carried over by name into a
+## recreated container (images built before the Dockerfile dropped VOLUME gave
+## every container one): those of the project's containers (64 hex digits, the
+## only names Docker gives anonymous volumes) are removed after it.
 down:
-	BEACON_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) --profile join-demo down --volumes --remove-orphans --timeout 10
+	@ids=$$(docker ps -aq --filter label=com.docker.compose.project=$(COMPOSE_LABEL) 2>/dev/null); \
+	anon=$$( [ -z "$$ids" ] || docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{println .Name}}{{end}}{{end}}' $$ids 2>/dev/null | grep -E '^[0-9a-f]{64}$$' | sort -u); \
+	echo "BEACON_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) --profile join-demo down --volumes --remove-orphans --timeout 10"; \
+	BEACON_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) --profile join-demo down --volumes --remove-orphans --timeout 10 || exit 1; \
+	for v in $$anon; do \
+	  if docker volume inspect $$v >/dev/null 2>&1; then \
+	    if docker volume rm $$v >/dev/null; then echo "Removing anonymous volume $$v"; \
+	    else echo "warning: anonymous volume $$v of the project is left (in use?)" >&2; fi; \
+	  fi; \
+	done
 
 ## test: lint, then every test with the race detector (includes one short
 ## chaos run, about 2-3 minutes, against the freshly built bin/beacon)

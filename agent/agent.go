@@ -567,6 +567,9 @@ func (c *clusterAdapter) Leave(ctx context.Context) error { return c.leave(withC
 func (c *clusterAdapter) RemovePeer(ctx context.Context, id string) error {
 	return c.node.RemovePeer(withClusterActor(ctx), id)
 }
+func (c *clusterAdapter) RemovePeerByAddress(ctx context.Context, addr string) (string, error) {
+	return c.node.RemovePeerByAddress(withClusterActor(ctx), addr)
+}
 
 func (c *clusterAdapter) Restore(ctx context.Context, archive []byte) (uint64, error) {
 	return c.node.Restore(withClusterActor(ctx), archive)

@@ -244,3 +244,55 @@ func TestMetricsSeriesMoveWithTheCluster(t *testing.T) {
 
 // termOf returns the Raft term a node's series report.
 func termOf(s series) float64 { return s.sum("beacon_raft_term") }
+
+// TestRaftAndCatalogIndexMetricsMatchOperatorRaftServers: each node's
+// beacon_raft_applied_index is Raft's applied index, the APPLIED column of
+// `beacon operator raft servers` (applied_index), and beacon_catalog_index
+// the catalog's, its catalog_index. They differ at rest: the leader's
+// barrier after the last write reaches Raft's applied index, not the
+// catalog. (beacon_raft_applied_index used to report the catalog's.)
+func TestRaftAndCatalogIndexMetricsMatchOperatorRaftServers(t *testing.T) {
+	c := agenttest.New(t, 3)
+	c.WaitForVoters(3)
+	ctx := context.Background()
+	f := c.Follower()
+	var last uint64
+	for i := 0; i < 3; i++ {
+		last = agenttest.Register(t, c.Client(f), "web", fmt.Sprintf("web-%d", i), reg("10.0.0.1", 8000+i))
+	}
+	c.WaitForIndex(last)
+	for i := range c.Nodes() {
+		// This node's own view, as the agent reports it to the CLI.
+		own := func() *client.ServerView {
+			ss, err := c.Client(i).Servers(ctx)
+			if err != nil {
+				t.Fatalf("servers through node %d: %v", i, err)
+			}
+			for _, s := range ss.Servers {
+				if s.ID == c.Node(i).Name {
+					return s.View
+				}
+			}
+			t.Fatalf("node %d is not among its own servers: %+v", i, ss.Servers)
+			return nil
+		}
+		var v *client.ServerView
+		var s series
+		// Compared once the indexes held still across the scrape (writes of
+		// the cluster itself, node updates, may still be landing).
+		agenttest.Eventually(t, 30*time.Second, func() bool {
+			v = own()
+			s = scrape(t, c.Node(i).HTTPAddr())
+			after := own()
+			return v != nil && after != nil && v.AppliedIndex == after.AppliedIndex && v.CatalogIndex == after.CatalogIndex &&
+				v.AppliedIndex == v.CommitIndex &&
+				s.sum("beacon_raft_applied_index") == float64(v.AppliedIndex) &&
+				s.sum("beacon_catalog_index") == float64(v.CatalogIndex)
+		}, fmt.Sprintf("node %d's index metrics equal to its operator raft servers view", i))
+		if v.CatalogIndex < last || v.CatalogIndex > v.AppliedIndex {
+			t.Errorf("node %d: catalog index %d, applied %d, last write %d", i, v.CatalogIndex, v.AppliedIndex, last)
+		}
+		t.Logf("node %d: beacon_raft_applied_index %v (applied_index %d), beacon_catalog_index %v (catalog_index %d)",
+			i, s.sum("beacon_raft_applied_index"), v.AppliedIndex, s.sum("beacon_catalog_index"), v.CatalogIndex)
+	}
+}

@@ -75,10 +75,14 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, client.LeaveResult{Left: true, Node: node})
 }
 
-// handleRemovePeer: DELETE /v1/cluster/peers/{id}.
+// handleRemovePeer: DELETE /v1/cluster/peers/{id}. The ID is taken as it
+// is, not held to the rule of node names: a server named before the rule
+// (or by an older release) must still be removable by hand. Only its length
+// and its characters are checked (validatePeerRef); a server whose ID holds
+// control characters is removed by its address (handleRemovePeerByAddress).
 func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := validateID("id", id); err != nil {
+	if err := validatePeerRef("id", id); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -92,7 +96,33 @@ func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, map[string]bool{"removed": true})
+	writeJSON(w, client.RemovePeerResult{Removed: true, ID: id})
+}
+
+// handleRemovePeerByAddress: DELETE /v1/cluster/peers?address=ADDR removes
+// the server whose cluster address is ADDR, whatever its ID, and names it in
+// the answer (JSON escapes its control characters).
+func (s *Server) handleRemovePeerByAddress(w http.ResponseWriter, r *http.Request) {
+	q := queryOf(r)
+	if _, ok := q["address"]; !ok {
+		writeError(w, invalid("address", "is required (DELETE /v1/cluster/peers?address=HOST:PORT, or /v1/cluster/peers/ID)"))
+		return
+	}
+	addr := q.Get("address")
+	if err := validatePeerRef("address", addr); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.decodeOptionalBody(w, r, &struct{}{}); err != nil {
+		writeError(w, err)
+		return
+	}
+	id, err := s.cluster.RemovePeerByAddress(r.Context(), addr)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, client.RemovePeerResult{Removed: true, ID: id, Address: addr})
 }
 
 // handleHealthz: GET /healthz, liveness: the process serves HTTP.

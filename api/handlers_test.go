@@ -550,6 +550,18 @@ func TestClusterRoutes(t *testing.T) {
 	if r := ts.do(http.MethodDelete, "/v1/cluster/peers/n3", nil); r.status != http.StatusOK || !slices.Equal(ts.cl.Removed(), []string{"n3"}) {
 		t.Fatalf("remove peer: %s; removed %v", r, ts.cl.Removed())
 	}
+	// An ID that breaks the rule of node names (a server named by an older
+	// release) is taken as it is, and a server is removed by its address.
+	if r := ts.do(http.MethodDelete, "/v1/cluster/peers/my%20node", nil); r.status != http.StatusOK || !slices.Equal(ts.cl.Removed(), []string{"n3", "my node"}) {
+		t.Fatalf("remove peer 'my node': %s; removed %v", r, ts.cl.Removed())
+	}
+	r = ts.do(http.MethodDelete, "/v1/cluster/peers?address=10.0.0.9:8751", nil)
+	var rr client.RemovePeerResult
+	decodeStrict(t, r.body, &rr)
+	if r.status != http.StatusOK || rr != (client.RemovePeerResult{Removed: true, ID: "10.0.0.9:8751", Address: "10.0.0.9:8751"}) ||
+		!slices.Equal(ts.cl.Removed(), []string{"n3", "my node", "address=10.0.0.9:8751"}) {
+		t.Fatalf("remove peer by address: %s; removed %v", r, ts.cl.Removed())
+	}
 	if r := ts.do(http.MethodPost, "/v1/cluster/leave", nil); r.status != http.StatusOK || ts.cl.Left() != 1 {
 		t.Fatalf("leave: %s; left %d times", r, ts.cl.Left())
 	}

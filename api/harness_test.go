@@ -124,6 +124,9 @@ func (c *fakeCluster) Servers(context.Context) client.ClusterServers {
 func (c *fakeCluster) Join([]string) (int, error)                     { return 0, errors.New("not here") }
 func (c *fakeCluster) Leave(context.Context) error                    { return errors.New("not here") }
 func (c *fakeCluster) RemovePeer(ctx context.Context, _ string) error { return errors.New("not here") }
+func (c *fakeCluster) RemovePeerByAddress(ctx context.Context, _ string) (string, error) {
+	return "", errors.New("not here")
+}
 func (c *fakeCluster) ForceLeave(ctx context.Context, _ string) error { return errors.New("not here") }
 func (c *fakeCluster) Restore(ctx context.Context, _ []byte) (uint64, error) {
 	return 0, errors.New("not here")

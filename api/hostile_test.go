@@ -296,7 +296,12 @@ var hostileCases = []hostileCase{
 	badJoinCase("a join address given as a string is refused", `{"addresses":"10.0.0.1:8752"}`, "addresses"),
 	badJoinCase("a join with an unknown field is refused", `{"addresses":["10.0.0.1:8752"],"token":"x"}`, "token"),
 	{name: "a join without a body is refused", method: http.MethodPost, target: "/v1/cluster/join", status: http.StatusBadRequest, code: "bad_json"},
-	{name: "removing a peer with a bad id is refused", method: http.MethodDelete, target: "/v1/cluster/peers/..%2Fx", status: http.StatusBadRequest, code: "invalid", field: "id"},
+	{name: "removing a peer with a control character in its id is refused", method: http.MethodDelete, target: "/v1/cluster/peers/r%1B%5B2Jogue", status: http.StatusBadRequest, code: "invalid", field: "id"},
+	{name: "removing a peer with an id over 1024 bytes is refused", method: http.MethodDelete, target: "/v1/cluster/peers/" + strings.Repeat("n", 1025), status: http.StatusBadRequest, code: "invalid", field: "id"},
+	{name: "removing a peer by an address with a control character is refused", method: http.MethodDelete, target: "/v1/cluster/peers?address=10.0.0.1%0A:8751", status: http.StatusBadRequest, code: "invalid", field: "address"},
+	{name: "removing a peer by an empty address is refused", method: http.MethodDelete, target: "/v1/cluster/peers?address=", status: http.StatusBadRequest, code: "invalid", field: "address"},
+	{name: "removing a peer without an id or address is refused", method: http.MethodDelete, target: "/v1/cluster/peers", status: http.StatusBadRequest, code: "invalid", field: "address"},
+	{name: "removing a peer with an unknown parameter is refused", method: http.MethodDelete, target: "/v1/cluster/peers?id=n1", status: http.StatusBadRequest, code: "invalid", field: "id"},
 
 	// Routes and methods.
 	{name: "an unknown route is not found", method: http.MethodGet, target: "/v1/nope", status: http.StatusNotFound, code: "no_route"},

@@ -50,7 +50,11 @@ type Membership interface {
 	Join(addrs []string) (int, error)
 	// Leave leaves the cluster gracefully; the agent then shuts down.
 	Leave(ctx context.Context) error
+	// RemovePeer removes server id from the Raft configuration.
 	RemovePeer(ctx context.Context, id string) error
+	// RemovePeerByAddress removes the server whose cluster address is addr
+	// and returns its ID.
+	RemovePeerByAddress(ctx context.Context, addr string) (string, error)
 }
 
 // Operator is what operators do to the whole cluster through any node.
@@ -406,6 +410,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/cluster/join", params(s.handleJoin))
 	mux.HandleFunc("POST /v1/cluster/leave", params(s.handleLeave))
 	mux.HandleFunc("DELETE /v1/cluster/peers/{id}", params(s.handleRemovePeer))
+	mux.HandleFunc("DELETE /v1/cluster/peers", params(s.handleRemovePeerByAddress, []string{"address"}))
 	mux.HandleFunc("POST /v1/cluster/force-leave/{node}", params(s.handleForceLeave))
 
 	mux.HandleFunc("GET /v1/snapshot", params(s.handleSnapshotSave, []string{"stale"}))

@@ -75,6 +75,32 @@ func alnumThen(v, punct string) bool {
 
 func alnum(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
 
+// MaxPeerRefLen is the longest Raft server ID or cluster address that
+// remove-peer takes, in bytes. Server IDs are node names, held to MaxIDLen
+// now; a server named before that rule may have a longer one.
+const MaxPeerRefLen = 1024
+
+// validatePeerRef checks the ID or cluster address of a Raft server to
+// remove. It is not held to the rule of node names (fsm.ValidateName): a
+// server named before the rule existed must still be removable. It must be
+// 1-MaxPeerRefLen bytes of printable UTF-8: no control characters, nor the
+// invisible ones fsm.EscapeControl escapes. A server whose ID holds them is
+// removed by its address.
+func validatePeerRef(field, v string) error {
+	switch {
+	case v == "":
+		return invalid(field, "is required")
+	case len(v) > MaxPeerRefLen:
+		return invalid(field, "longer than %d bytes", MaxPeerRefLen)
+	case fsm.EscapeControl(v) != v:
+		if field == "id" {
+			return invalid(field, "holds control or invisible characters; remove such a server by its address (DELETE /v1/cluster/peers?address=HOST:PORT, beacon operator raft remove-peer --address)")
+		}
+		return invalid(field, "holds control or invisible characters")
+	}
+	return nil
+}
+
 // validateID applies the rule of instance IDs and node names, which the
 // agent and the cluster apply too (fsm.ValidateName).
 func validateID(field, v string) error {

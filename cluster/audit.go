@@ -129,7 +129,7 @@ func (n *Node) auditWrite(ctx context.Context, cmd []byte, res fsm.ApplyResult) 
 // auditRemove logs the removal of a server from Raft (remove-peer, or a
 // node's graceful leave), asked for by the Actor in ctx.
 func (n *Node) auditRemove(ctx context.Context, id string, index uint64) {
-	n.auditEvent(ctx, "remove-peer", index, "node", id)
+	n.auditEvent(ctx, "remove-peer", index, "node", fsm.EscapeControl(id))
 }
 
 // auditEvent logs an accepted change that is not an FSM command (a Raft

@@ -3,7 +3,6 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"os"
@@ -155,10 +154,7 @@ func newGossip(cfg Config, meta memberMeta, logger hclog.Logger) (*gossip, error
 	mc.Delegate = g
 	mc.Events = g
 	mc.Merge = g
-	mc.Logger = log.New(&gossipLog{
-		inner:  logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}),
-		logger: logger,
-	}, "", 0)
+	mc.Logger = log.New(&gossipLog{logger: logger}, "", 0)
 	tr, err := newGossipNet(host, port, logger)
 	if err != nil {
 		return nil, err
@@ -466,21 +462,55 @@ func keyMismatch(msg string) bool {
 // gossipKeyHint is what an operator reads when gossip keys differ.
 const gossipKeyHint = "gossip encryption key mismatch: a peer uses another --gossip-key (or none); every node needs the same key"
 
-// gossipLog receives memberlist's log lines. A line that shows a gossip
-// key mismatch becomes one clear error line; every other line goes to the
-// hclog adapter, which infers its level from memberlist's [ERR]/[WARN]/...
-// prefix.
+// gossipLog receives memberlist's log lines, each with memberlist's level
+// in front ("[DEBUG] memberlist: ..."), and logs each at that level with
+// the prefix taken off. A line that shows a gossip key mismatch becomes one
+// clear line, at the line's level: an error for what the node that refused
+// a peer logs ("[ERR] memberlist: failed to receive: no installed keys could
+// decrypt ..."), debug for a failed join, which memberlist returns to the
+// caller too (the joiner logs "join refused" itself). Before, the hint was
+// logged as an error whatever the line's level, with memberlist's prefix
+// kept in its detail ("[ERROR] ... detail=\"[DEBUG] memberlist: ...\"").
 type gossipLog struct {
-	inner  io.Writer
 	logger hclog.Logger
 }
 
 func (g *gossipLog) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	if keyMismatch(line) {
+	level, msg := memberlistLevel(strings.TrimSpace(string(p)))
+	if keyMismatch(msg) {
 		// memberlist ends its lines with "from=ADDR" or the connection.
-		g.logger.Error(gossipKeyHint, "detail", strings.TrimPrefix(strings.TrimPrefix(line, "[ERR] "), "memberlist: "))
+		g.logger.Log(level, gossipKeyHint, "detail", strings.TrimPrefix(msg, "memberlist: "))
 		return len(p), nil
 	}
-	return g.inner.Write(p)
+	g.logger.Log(level, msg)
+	return len(p), nil
+}
+
+// memberlistLevel splits a memberlist log line into its level, from the
+// "[LEVEL]" that starts it ([TRACE], [DEBUG], [INFO], [WARN], [ERR] or
+// [ERROR]), and the rest. A line without one is logged at info.
+func memberlistLevel(line string) (hclog.Level, string) {
+	if !strings.HasPrefix(line, "[") {
+		return hclog.Info, line
+	}
+	tag, rest, ok := strings.Cut(line[1:], "]")
+	if !ok {
+		return hclog.Info, line
+	}
+	var level hclog.Level
+	switch tag {
+	case "TRACE":
+		level = hclog.Trace
+	case "DEBUG":
+		level = hclog.Debug
+	case "INFO":
+		level = hclog.Info
+	case "WARN":
+		level = hclog.Warn
+	case "ERR", "ERROR":
+		level = hclog.Error
+	default:
+		return hclog.Info, line
+	}
+	return level, strings.TrimSpace(rest)
 }

@@ -107,7 +107,7 @@ func opName(op Op) string {
 		return "read_index"
 	case opStatus:
 		return "status"
-	case opRemove:
+	case opRemove, opRemoveAddr:
 		return "remove_peer"
 	case opRestore:
 		return "restore"
@@ -147,7 +147,7 @@ var (
 	descRaftCommit = prometheus.NewDesc("beacon_raft_commit_index",
 		"The highest log index this node knows to be committed.", nil, nil)
 	descRaftApplied = prometheus.NewDesc("beacon_raft_applied_index",
-		"The last log index this node's catalog has applied.", nil, nil)
+		"The last log index Raft has applied on this node (every kind of entry: equals the commit index once caught up; beacon_catalog_index is the catalog's).", nil, nil)
 	descRaftLast = prometheus.NewDesc("beacon_raft_last_index",
 		"The last index in this node's Raft log.", nil, nil)
 	descRaftContact = prometheus.NewDesc("beacon_raft_last_contact_seconds",
@@ -188,7 +188,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(st.Term))
 	ch <- prometheus.MustNewConstMetric(descRaftCommit, prometheus.GaugeValue, float64(st.CommitIndex))
-	ch <- prometheus.MustNewConstMetric(descRaftApplied, prometheus.GaugeValue, float64(st.AppliedIndex))
+	// Raft's applied index, as `operator raft servers` shows it (RaftView):
+	// st.AppliedIndex is the catalog's, beacon_catalog_index.
+	ch <- prometheus.MustNewConstMetric(descRaftApplied, prometheus.GaugeValue, float64(n.raft.AppliedIndex()))
 	ch <- prometheus.MustNewConstMetric(descRaftLast, prometheus.GaugeValue, float64(st.LastIndex))
 	lc := st.LastContact.Seconds()
 	if st.LastContact == time.Duration(1<<63-1) {

@@ -678,10 +678,72 @@ func (n *Node) recordDeparture(ctx context.Context) error {
 }
 
 // RemovePeer removes a server from the Raft configuration (through the
-// leader). Use it for a server that is gone for good.
+// leader). Use it for a server that is gone for good. id is taken as it is:
+// a server whose name breaks the rule of node names (an older release's, or
+// one added before the rule) can still be removed.
 func (n *Node) RemovePeer(ctx context.Context, id string) error {
 	_, err := n.CallLeader(ctx, opRemove, []byte(id))
 	return err
+}
+
+// opRemoveAddr removes the server that has a cluster address.
+const opRemoveAddr Op = 10
+
+// RemovePeerByAddress removes the server whose cluster address is addr from
+// the Raft configuration (through the leader) and returns its ID, as Raft
+// holds it. It is how an operator removes a server whose ID cannot be typed
+// (one with control characters, from before the rule of node names). A
+// leader of an older release answers "unknown rpc op".
+func (n *Node) RemovePeerByAddress(ctx context.Context, addr string) (string, error) {
+	resp, err := n.CallLeader(ctx, opRemoveAddr, []byte(addr))
+	if err != nil {
+		return "", err
+	}
+	return string(resp), nil
+}
+
+// removePeerLocal removes server id from the Raft configuration, on the
+// leader.
+func (n *Node) removePeerLocal(ctx context.Context, id raft.ServerID) error {
+	if id == raft.ServerID(n.cfg.NodeName) {
+		return errors.New("cluster: the leader cannot remove itself; transfer leadership first")
+	}
+	f := n.raft.RemoveServer(id, 0, 0)
+	if err := n.await(f); err != nil {
+		return err
+	}
+	// The ID is escaped: it may be a name from before the rule of node
+	// names, with terminal escapes in it.
+	n.logger.Info("removed server from raft", "node", fsm.EscapeControl(string(id)))
+	n.auditRemove(ctx, string(id), f.Index())
+	return nil
+}
+
+// peerByAddress returns the ID of the server whose address is addr.
+func (n *Node) peerByAddress(addr raft.ServerAddress) (raft.ServerID, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return "", err
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Address == addr { // Raft refuses two servers with one address
+			return s.ID, nil
+		}
+	}
+	return "", &fsm.RejectError{Kind: fsm.ErrNotFound,
+		Msg: fmt.Sprintf("cluster: no Raft peer has the address %q (beacon operator raft list-peers shows them)", string(addr))}
+}
+
+// AddVoterForTest adds a voter to the Raft configuration as it is, id and
+// address unchecked, on the leader: how tests outside this package put in a
+// server that a release from before the rule of node names could have added
+// (the leader adds only members whose name follows it). Never used outside
+// tests.
+func (n *Node) AddVoterForTest(id, addr string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	return n.await(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0))
 }
 
 // isPeer reports whether id is in the Raft configuration.
@@ -732,21 +794,25 @@ func (n *Node) registerRPCs() {
 			return nil, ErrNotLeader
 		}
 		id := raft.ServerID(p)
-		if id == raft.ServerID(n.cfg.NodeName) {
-			return nil, errors.New("cluster: the leader cannot remove itself; transfer leadership first")
-		}
-		if !n.isPeer(id) {
+		if id != raft.ServerID(n.cfg.NodeName) && !n.isPeer(id) {
 			// Raft would append a configuration that changes nothing and
 			// report success; an operator who typed a wrong ID must hear it.
 			return nil, &fsm.RejectError{Kind: fsm.ErrNotFound, Msg: fmt.Sprintf("cluster: %q is not a Raft peer (beacon operator raft list-peers shows them)", id)}
 		}
-		f := n.raft.RemoveServer(id, 0, 0)
-		if err := n.await(f); err != nil {
+		return nil, n.removePeerLocal(ctx, id)
+	})
+	n.rpcSrv.handle(opRemoveAddr, func(ctx context.Context, p []byte) ([]byte, error) {
+		if !n.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		id, err := n.peerByAddress(raft.ServerAddress(p))
+		if err != nil {
 			return nil, err
 		}
-		n.logger.Info("removed server from raft", "node", string(id))
-		n.auditRemove(ctx, string(id), f.Index())
-		return nil, nil
+		if err := n.removePeerLocal(ctx, id); err != nil {
+			return nil, err
+		}
+		return []byte(id), nil
 	})
 	n.rpcSrv.handle(opRaftView, n.serveRaftView)
 	n.rpcSrv.handle(opRestore, n.restoreLocal)

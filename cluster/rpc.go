@@ -43,7 +43,7 @@ const (
 	// opRestore 5 and opForceLeave 6: operator.go.
 	opApplyOnce    Op = 7
 	opLeaderCommit Op = 8
-	// opRaftView 9: servers.go.
+	// opRaftView 9: servers.go; opRemoveAddr 10: node.go.
 )
 
 const (

@@ -290,6 +290,7 @@ type discoverOptions struct {
 	watch   bool
 	index   uint64
 	wait    time.Duration
+	quiet   bool
 }
 
 func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) error) *cobra.Command {
@@ -306,8 +307,8 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
   beacon discover web --watch                 # print the list again at every change (Ctrl-C ends)
 
 Each answer's index goes to stderr ("index: N"; stdout keeps the table or the
-JSON array): pass it to --index to wait for the next change. --wait needs
---index (or --watch). --watch follows the service with blocking queries and
+JSON array): pass it to --index to wait for the next change; --quiet (-q)
+leaves it out (errors are still printed). --wait needs --index (or --watch). --watch follows the service with blocking queries and
 moves to the next agent of --addr (comma-separated) when one fails.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -327,6 +328,7 @@ moves to the next agent of --addr (comma-separated) when one fails.`,
 	c.Flags().BoolVarP(&opts.watch, "watch", "w", false, "keep watching and print each change")
 	c.Flags().Uint64Var(&opts.index, "index", 0, "block until the result's index passes this one (a blocking query; each answer's index is printed on stderr)")
 	c.Flags().DurationVar(&opts.wait, "wait", 0, "longest wait of a blocking query, with --index or --watch (default 5m on the agent, at most 10m)")
+	c.Flags().BoolVarP(&opts.quiet, "quiet", "q", false, `do not print each answer's index on stderr ("index: N"); errors are still printed`)
 	return c
 }
 
@@ -349,7 +351,9 @@ func runDiscover(ctx context.Context, opts *discoverOptions) error {
 		if err := printInstances(opts.f, insts); err != nil {
 			return err
 		}
-		fmt.Fprintf(opts.f.Err, "index: %d\n", meta.Index)
+		if !opts.quiet {
+			fmt.Fprintf(opts.f.Err, "index: %d\n", meta.Index)
+		}
 		return nil
 	}
 	updates, err := cl.Watch(ctx, opts.service, q)
@@ -362,7 +366,7 @@ func runDiscover(ctx context.Context, opts *discoverOptions) error {
 		}
 		if opts.f.Output != "json" {
 			fmt.Fprintf(opts.f.Out, "--- index %d from %s ---\n", u.Meta.Index, u.Meta.Agent)
-		} else {
+		} else if !opts.quiet {
 			fmt.Fprintf(opts.f.Err, "index: %d\n", u.Meta.Index)
 		}
 	}

@@ -133,6 +133,17 @@ func TestCLIDiscoverAndServices(t *testing.T) {
 			t.Fatalf("blocking discover past %d: %v, stdout %q, stderr %q; want ship-2 and a later index", idx, r.err, r.out, r.errOut)
 		}
 	})
+	t.Run("beacon discover --quiet leaves the index out and keeps errors", func(t *testing.T) {
+		for _, q := range []string{"--quiet", "-q"} {
+			out, errOut, err := beacon(ctx, addr, "discover", "shop", q)
+			if err != nil || !strings.Contains(out, "shop-1") || errOut != "" {
+				t.Errorf("discover shop %s: %v, stdout %q, stderr %q; want the table and nothing on stderr", q, err, out, errOut)
+			}
+		}
+		if _, _, err := beacon(ctx, addr, "discover", "Not_A_Service", "-q"); err == nil || !strings.Contains(err.Error(), "service") {
+			t.Errorf("discover of a bad service name with -q: %v, want the error", err)
+		}
+	})
 	t.Run("beacon checks shows a TTL check's owner as (leader), which --owner matches", func(t *testing.T) {
 		out, _, err := beacon(ctx, addr, "checks", "--service", "shop")
 		if err != nil || !regexpLine(out, `shop:shop-3:\S+\s+shop\s+ttl\s+critical\s+\(leader\)\s`) {

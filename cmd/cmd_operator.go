@@ -143,27 +143,46 @@ func runServers(ctx context.Context, opts *serversOptions) error {
 }
 
 type removePeerOptions struct {
-	f  *Factory
-	id string
+	f       *Factory
+	id      string
+	address string
 }
 
 func newRemovePeerCmd(f *Factory, runF func(context.Context, *removePeerOptions) error) *cobra.Command {
 	opts := &removePeerOptions{f: f}
-	return &cobra.Command{
-		Use:   "remove-peer ID",
+	c := &cobra.Command{
+		Use:   "remove-peer ID | --address HOST:PORT",
 		Short: "Remove a server that is gone for good from the Raft configuration",
 		Long: `Remove a server from the Raft configuration, through the leader
-(DELETE /v1/cluster/peers/ID). Use it for a server that died and will not
-come back; a server that is still running should leave instead (beacon leave).`,
-		Args: exactArgs(1),
+(DELETE /v1/cluster/peers/ID, or DELETE /v1/cluster/peers?address=HOST:PORT
+with --address). Use it for a server that died and will not come back; a
+server that is still running should leave instead (beacon leave).
+
+The ID is taken as it is, even one that breaks the rule of node names (a
+server named by an older release). A server whose ID holds control
+characters (list-peers shows them escaped, as \x1b) is removed by the
+cluster address list-peers shows for it: --address.`,
+		Args: func(c *cobra.Command, args []string) error {
+			switch {
+			case opts.address != "" && len(args) > 0:
+				return usageError{errors.New("give an ID or --address, not both")}
+			case opts.address != "":
+				return nil
+			}
+			return exactArgs(1)(c, args)
+		},
 		RunE: func(c *cobra.Command, args []string) error {
-			opts.id = args[0]
+			if len(args) > 0 {
+				opts.id = args[0]
+			}
 			if runF != nil {
 				return runF(c.Context(), opts)
 			}
 			return runRemovePeer(c.Context(), opts)
 		},
 	}
+	c.Flags().StringVar(&opts.address, "address", "", "remove the server with this cluster address (as list-peers shows it) instead of naming its ID")
+	return c
 }
 
 func runRemovePeer(ctx context.Context, opts *removePeerOptions) error {
@@ -171,11 +190,25 @@ func runRemovePeer(ctx context.Context, opts *removePeerOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := cl.RemovePeer(ctx, opts.id); err != nil {
+	res := &client.RemovePeerResult{Removed: true, ID: opts.id}
+	if opts.address != "" {
+		if res, err = cl.RemovePeerByAddress(ctx, opts.address); err != nil {
+			return err
+		}
+	} else if err := cl.RemovePeer(ctx, opts.id); err != nil {
 		return err
 	}
-	return opts.f.Print(map[string]string{"removed": opts.id}, func(w io.Writer) {
-		fmt.Fprintf(w, "removed %s from the raft configuration\n", opts.id)
+	out := map[string]string{"removed": res.ID}
+	if res.Address != "" {
+		out["address"] = res.Address
+	}
+	// JSON escapes control characters itself; the text goes to a terminal.
+	return opts.f.Print(out, func(w io.Writer) {
+		if res.Address != "" {
+			fmt.Fprintf(w, "removed %s (%s) from the raft configuration\n", esc(res.ID), esc(res.Address))
+			return
+		}
+		fmt.Fprintf(w, "removed %s from the raft configuration\n", esc(res.ID))
 	})
 }
 

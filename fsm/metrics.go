@@ -69,7 +69,7 @@ var (
 	descChecks    = prometheus.NewDesc("beacon_catalog_checks", "Checks in the catalog, by status.", []string{"status"}, nil)
 	descNodes     = prometheus.NewDesc("beacon_catalog_nodes", "Cluster members in the catalog, by status (external nodes, registered through the Consul catalog API, are not members).", []string{"status"}, nil)
 	descTokens    = prometheus.NewDesc("beacon_catalog_tokens", "API tokens in the catalog (the management token is not one).", nil, nil)
-	descIndex     = prometheus.NewDesc("beacon_catalog_index", "The catalog's last modification index.", nil, nil)
+	descIndex     = prometheus.NewDesc("beacon_catalog_index", "The last log index this node's catalog has applied (catalog_index of `beacon operator raft servers`; beacon_raft_applied_index also counts entries that never reach the catalog).", nil, nil)
 )
 
 // catalogCollector counts the catalog at scrape time.
@@ -117,5 +117,8 @@ func (c catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	_, ts := c.store.Tokens(nil)
 	ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(len(ts)))
-	ch <- prometheus.MustNewConstMetric(descIndex, prometheus.GaugeValue, float64(c.store.LastIndex()))
+	// What the FSM reports as its applied index (FSM.AppliedIndex), which
+	// `operator raft servers` shows as catalog_index and `status` as the
+	// catalog index.
+	ch <- prometheus.MustNewConstMetric(descIndex, prometheus.GaugeValue, float64(c.store.applied.Load()))
 }

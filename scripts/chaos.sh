@@ -117,9 +117,9 @@ n_acked=$(wc -l <"$acked") n_failed=$(wc -l <"$failed")
 lost=0
 for a in "$N1" "$N2" "$N3"; do
   have=$work/have
-  wait_for 30 "agent $a to answer a consistent read" "$BEACON" --addr "$a" discover chaos --consistent ||
+  wait_for 30 "agent $a to answer a consistent read" "$BEACON" --addr "$a" discover -q chaos --consistent ||
     die "agent $a does not answer"
-  "$BEACON" --addr "$a" discover chaos --consistent -o json | grep -o '"id": "chaos-[0-9]*"' | cut -d'"' -f4 | sort >"$have"
+  "$BEACON" --addr "$a" discover -q chaos --consistent -o json | grep -o '"id": "chaos-[0-9]*"' | cut -d'"' -f4 | sort >"$have"
   missing=$(sort "$acked" | comm -23 - "$have" | wc -l)
   ((missing == 0)) || { printf '%s  %d acknowledged writes missing on %s%s\n' "$RED" "$missing" "$a" "$OFF"; lost=1; }
 done

@@ -28,8 +28,8 @@ routed_by() {
   done | sort | uniq -c | awk '{printf "%s x%s  ", $2, $1} END {print ""}'
 }
 not_routed() { ! routed_by "$LB1" 12 | grep -q "$1 "; }
-not_healthy() { ! beacon discover web --healthy | awk 'NR > 1 {print $1}' | grep -qx "$1"; }
-listed() { beacon discover web | awk 'NR > 1 {print $1}' | grep -qx "$1"; }
+not_healthy() { ! beacon discover -q web --healthy | awk 'NR > 1 {print $1}' | grep -qx "$1"; }
+listed() { beacon discover -q web | awk 'NR > 1 {print $1}' | grep -qx "$1"; }
 unlisted() { ! listed "$1"; }
 
 step "1. Start the cluster: 3 agents, 2 load balancers, 3 demo instances"
@@ -48,13 +48,13 @@ run "$BEACON" --addr "$N1" operator raft list-peers
 step "3. Register an instance through n1 ..."
 run "$BEACON" --addr "$N1" register db db-1 --address 10.0.0.5 --port 5432 --tag primary --meta zone=a
 step "   ... and discover it through n3 (any node answers; --consistent asks the leader first)"
-wait_for 10 "db-1 on n3" sh -c "'$BEACON' --addr '$N3' discover db | grep -q db-1"
-run "$BEACON" --addr "$N3" discover db
-run "$BEACON" --addr "$N3" discover db --consistent -o json
+wait_for 10 "db-1 on n3" sh -c "'$BEACON' --addr '$N3' discover -q db | grep -q db-1"
+run "$BEACON" --addr "$N3" discover -q db
+run "$BEACON" --addr "$N3" discover -q db --consistent -o json
 
 step "4. The demo service registered itself, with an HTTP health check"
 wait_for 45 "3 healthy web instances" healthy_is web 3 || note "not all healthy yet"
-run "$BEACON" --addr "$N2" discover web
+run "$BEACON" --addr "$N2" discover -q web
 
 step "5. Route through the load balancers: LB1 by path, LB2 by Host header"
 run curl -sS --max-time 3 "http://$LB1/web/" || note "LB1 does not answer (is 'beacon lb' in this build?)"
@@ -75,7 +75,7 @@ start=$SECONDS
 run docker kill "$(ctr web2)" >/dev/null
 wait_for 60 "web-2 to leave the healthy set" not_healthy web-2 &&
   note "discovery: web-2 is no longer healthy after $((SECONDS - start))s (its check failed)"
-run "$BEACON" --addr "$N1" discover web
+run "$BEACON" --addr "$N1" discover -q web
 wait_for 30 "LB1 to stop routing to web-2" not_routed web-2 &&
   note "routing: LB1 no longer sends requests to web-2 ($((SECONDS - start))s): $(routed_by "$LB1" 12)"
 
@@ -83,12 +83,12 @@ step "7. Start web-2 again: its check passes and it is back"
 start=$SECONDS
 run docker start "$(ctr web2)" >/dev/null
 wait_for 60 "web-2 healthy again" healthy_is web 3 && note "web-2 is healthy again $((SECONDS - start))s after its start"
-run "$BEACON" --addr "$N1" discover web
+run "$BEACON" --addr "$N1" discover -q web
 
 step "8. Stop web-3 gracefully (docker stop: SIGTERM): it deregisters itself"
 run docker stop "$(ctr web3)" >/dev/null
 wait_for 20 "web-3 deregistered" unlisted web-3 && note "web-3 is no longer registered at all"
-run "$BEACON" --addr "$N1" discover web
+run "$BEACON" --addr "$N1" discover -q web
 run docker start "$(ctr web3)" >/dev/null
 wait_for 30 "web-3 registered again" listed web-3 && note "started again, web-3 registered itself again"
 

@@ -20,7 +20,7 @@ same_leader() {
 }
 alive_members() { [[ $("$BEACON" --addr "$N1" members | awk 'NR > 1 && $2 == "alive" && $3 == "server"' | wc -l) -ge 3 ]]; }
 # sees ADDR SERVICE ID [discover flags...]
-sees() { "$BEACON" --addr "$1" discover "$2" "${@:4}" | awk 'NR > 1 {print $1}' | grep -qx "$3"; }
+sees() { "$BEACON" --addr "$1" discover -q "$2" "${@:4}" | awk 'NR > 1 {print $1}' | grep -qx "$3"; }
 gone() { ! sees "$@"; }
 routes_host() { lb_get "$1" / "web.$DOMAIN" | grep -q 'instance web-'; }
 lb_status() { curl -fsS --max-time 3 "http://$1/lb/status" >/dev/null; }

@@ -243,7 +243,17 @@ func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
 	return nil
 }
 
-// Removed returns the ids RemovePeer was called with, in order.
+// RemovePeerByAddress records "address=" and addr among the removals and
+// returns addr as the server's ID; it never fails.
+func (c *Cluster) RemovePeerByAddress(ctx context.Context, addr string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removed = append(c.removed, "address="+addr)
+	return addr, nil
+}
+
+// Removed returns the ids RemovePeer was called with, in order (and the
+// addresses RemovePeerByAddress was called with, as "address=ADDR").
 func (c *Cluster) Removed() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -341,13 +341,27 @@ func (c *Client) Leave(ctx context.Context) (*LeaveResult, error) {
 	return &out, nil
 }
 
-// RemovePeer removes a server from the Raft configuration.
+// RemovePeer removes a server from the Raft configuration by its ID, taken
+// as it is (a name that breaks the rule of node names is accepted, unless
+// it holds control characters: see RemovePeerByAddress).
 func (c *Client) RemovePeer(ctx context.Context, id string) error {
 	// "{}" so that, with several agents, the request carries "Expect:
 	// 100-continue" and a hung agent that never asked for the body is
 	// known to have done nothing (as Deregister).
 	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/peers/"+url.PathEscape(id), url.Values{}, struct{}{}, nil)
 	return err
+}
+
+// RemovePeerByAddress removes the server whose cluster address (as
+// list-peers shows it) is addr from the Raft configuration; the answer names
+// the server removed.
+func (c *Client) RemovePeerByAddress(ctx context.Context, addr string) (*RemovePeerResult, error) {
+	var out RemovePeerResult
+	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/peers", url.Values{"address": {addr}}, struct{}{}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // OwnerLeader is the Owner filter that selects the TTL checks, which have no

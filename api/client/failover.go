@@ -238,7 +238,15 @@ type attempt struct {
 // call move on to another agent.
 func (a *attempt) try(ctx context.Context, base *url.URL) (meta *QueryMeta, next bool, err error) {
 	u := *base
-	u.Path = strings.TrimSuffix(base.Path, "/") + a.path
+	// a.path is escaped already (url.PathEscape of each name in it): set as
+	// u.Path, its '%' would be escaped again, and the agent would read
+	// "my%20node" for the node "my node".
+	raw := strings.TrimSuffix(base.EscapedPath(), "/") + a.path
+	p, err := url.PathUnescape(raw)
+	if err != nil {
+		return nil, false, err
+	}
+	u.Path, u.RawPath = p, raw
 	u.RawQuery = a.query
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()

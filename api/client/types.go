@@ -297,6 +297,18 @@ type LeaveResult struct {
 	Agent string `json:"agent,omitempty"`
 }
 
+// RemovePeerResult is the answer to RemovePeer and RemovePeerByAddress.
+type RemovePeerResult struct {
+	Removed bool `json:"removed"`
+	// ID is the removed server's ID as Raft held it: the one asked for, or
+	// the one found at Address. It may hold any character (a name from
+	// before the rule of node names): escape it before printing it
+	// (fsm.EscapeControl). Empty from agents older than this field.
+	ID string `json:"id,omitempty"`
+	// Address is the cluster address asked for (RemovePeerByAddress only).
+	Address string `json:"address,omitempty"`
+}
+
 // ErrorBody is the JSON body of every error response.
 type ErrorBody struct {
 	Error string `json:"error"`

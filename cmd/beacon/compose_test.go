@@ -179,6 +179,16 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 		return false
 	})
 
+	// A recreated container (as compose recreates one whose image or
+	// configuration changed between two `make up`s): compose carries an
+	// anonymous volume over to it by name, and down -v then leaves it (the
+	// image used to declare VOLUME /data, which gave lb1 one).
+	dc.compose("up", "-d", "--no-deps", "--force-recreate", "lb1")
+	// Every volume the project's containers mount. Anonymous volumes carry
+	// no compose label: the label filter below would not see them.
+	ids := strings.Fields(dc.docker("ps", "-aq", "--filter", "label=com.docker.compose.project="+dc.project))
+	mounted := strings.Fields(dc.docker(append([]string{"inspect", "-f", `{{range .Mounts}}{{if eq .Type "volume"}}{{println .Name}}{{end}}{{end}}`}, ids...)...))
+
 	// Down: nothing of this project is left behind.
 	dc.down()
 	for _, what := range [][]string{
@@ -187,6 +197,12 @@ func TestComposeClusterEndToEnd(t *testing.T) {
 		args := append(what, "--filter", "label=com.docker.compose.project="+dc.project)
 		if out := strings.TrimSpace(dc.mustRun("docker", args...)); out != "" {
 			t.Errorf("docker %s after down: %s", strings.Join(what, " "), out)
+		}
+	}
+	for _, v := range mounted {
+		if _, err := dc.try("docker", "volume", "inspect", v); err == nil {
+			t.Errorf("volume %s, mounted by a container of the project, is left after down", v)
+			dc.try("docker", "volume", "rm", v)
 		}
 	}
 }
