@@ -146,6 +146,15 @@ func (n *Node) CallLeader(ctx context.Context, op Op, payload []byte) ([]byte, e
 				h := n.rpcSrv.handlers[op]
 				n.rpcSrv.mu.RUnlock()
 				resp, err = h(budget, payload)
+				if err != nil && !errors.Is(err, ErrUnknownOutcome) && (errors.Is(err, raft.ErrLeadershipLost) ||
+					errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown)) {
+					// What errorCode makes of it when a follower forwarded
+					// the call: an operator call (force-leave, remove-peer)
+					// whose Raft change the leader lost its leadership over
+					// may or may not be committed. The API answered this
+					// node's own with 500 internal.
+					err = fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+				}
 			}
 		case addr != "":
 			resp, err = n.forward(budget, changed, string(addr), op, payload, req)

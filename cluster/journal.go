@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,7 +58,8 @@ import (
 //
 // Errors: a journal write or sync that fails makes every later store fail
 // (after a failed fsync the kernel may have dropped the data: Raft must
-// not count it stored). A flush that bolt refuses (a full disk) leaves its
+// not count it stored), except a write the file system refused for want of
+// space (noSpace), which fails that store alone. A flush that bolt refuses (a full disk) leaves its
 // turn in memory and in its file, which is not written over; the flusher
 // tries again every journalRetry, stores keep going to the active file
 // (until journalFlushBytes are pending: then they wait for a flush, and
@@ -85,6 +87,7 @@ type journalStore struct {
 	flushingBytes int
 	last          uint64 // the log's last index
 	err           error  // latched: a journal or bolt write failed; the store is unusable
+	refusedWrite  bool   // the last journal write was refused for want of space (logged once)
 
 	flushFile int  // the file whose turn flushing holds (flushMu)
 	failing   bool // the last flush failed (flushMu): logged once
@@ -421,7 +424,20 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 	f := j.files[j.active]
 	if _, err := f.WriteAt(rec, j.sizes[j.active]); err != nil {
 		j.fileMu.Unlock()
-		return j.fail(fmt.Errorf("cluster: write raft journal: %w", err))
+		err = fmt.Errorf("cluster: write raft journal: %w", err)
+		if noSpace(err) {
+			// The file system refused the space (a full disk, a quota, a
+			// file size limit): nothing before this record changed, and
+			// the next store writes over what part of it went in, at the
+			// same offset, then syncs. Failing this store alone lets the
+			// server take stores again once space is freed; latched, it
+			// refused every store until a restart, and a cluster whose
+			// followers' disks had filled stayed without writes after
+			// they were emptied.
+			j.noteRefusedWrite(err)
+			return err
+		}
+		return j.fail(err)
 	}
 	if err := fdatasync(f); err != nil {
 		j.fileMu.Unlock()
@@ -441,8 +457,13 @@ func (j *journalStore) StoreLogs(logs []*raft.Log) error {
 	}
 	j.pendingBytes += size
 	j.last = logs[len(logs)-1].Index
+	refused := j.refusedWrite
+	j.refusedWrite = false
 	j.mu.Unlock()
 	j.fileMu.Unlock()
+	if refused && j.logger != nil {
+		j.logger.Info("raft journal takes writes again")
+	}
 	select {
 	case j.kick <- struct{}{}:
 	default:
@@ -481,6 +502,24 @@ func (j *journalStore) refreshLastLocked() error {
 	j.last = last
 	j.mu.Unlock()
 	return nil
+}
+
+// noteRefusedWrite logs the first of a run of journal writes the file
+// system refused for want of space.
+func (j *journalStore) noteRefusedWrite(err error) {
+	j.mu.Lock()
+	first := !j.refusedWrite
+	j.refusedWrite = true
+	j.mu.Unlock()
+	if first && j.logger != nil {
+		j.logger.Error("raft journal: the file system refused a write; this server stores no raft entries until it has space", "error", err)
+	}
+}
+
+// noSpace reports whether err is a write the file system refused for want
+// of space: ENOSPC, EDQUOT, or EFBIG (a file size limit, ulimit -f).
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG)
 }
 
 func (j *journalStore) fail(err error) error {

@@ -295,6 +295,9 @@ func (n *Node) startRaft() error {
 		if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("cluster: data dir: %w", err)
 		}
+		if err := checkBoltFile(filepath.Join(n.cfg.DataDir, "raft.db")); err != nil {
+			return err
+		}
 		bolt, err := raftboltdb.New(raftboltdb.Options{
 			Path: filepath.Join(n.cfg.DataDir, "raft.db"),
 			BoltOptions: &bbolt.Options{

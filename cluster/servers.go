@@ -27,6 +27,9 @@ const DefaultServerViewTimeout = 2 * time.Second
 
 // RaftView is one server's view of Raft as it reports it itself.
 type RaftView struct {
+	// Node is the answering server's own name (its Raft ID); empty from a
+	// release before it was sent.
+	Node   string `json:"node,omitempty"`
 	State  string `json:"state"`
 	Leader string `json:"leader"`
 	Term   uint64 `json:"term"`
@@ -71,6 +74,7 @@ type ServerView struct {
 func (n *Node) raftView() RaftView {
 	_, id := n.raft.LeaderWithID()
 	return RaftView{
+		Node:  n.cfg.NodeName,
 		State: n.raft.State().String(), Leader: string(id), Term: n.raft.CurrentTerm(),
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), CatalogIndex: n.fsm.AppliedIndex(),
 		LastIndex: n.raft.LastIndex(), LastContact: n.LastContact(),
@@ -100,6 +104,15 @@ func (n *Node) Servers(ctx context.Context, timeout time.Duration) []ServerView 
 		go func() {
 			defer wg.Done()
 			out[i].View, out[i].Took, out[i].Err = n.askRaftView(ctx, p.Address, timeout)
+			if v := out[i].View; out[i].Err == nil && v.Node != "" && v.Node != p.ID {
+				// Another server answers at this one's address (the server
+				// it replaced, started again there): Raft reaches servers by
+				// address, so that one takes this one's place in Raft
+				// unseen, and its view is not this server's.
+				out[i].View = RaftView{}
+				out[i].Err = fmt.Errorf("the server at %s is %s, not %s: Raft sends %s's traffic to it (stop it, or remove %s with force-leave)",
+					p.Address, v.Node, p.ID, p.ID, p.ID)
+			}
 		}()
 	}
 	wg.Wait()

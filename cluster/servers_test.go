@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -65,4 +66,45 @@ func TestServersBoundsAServerThatDoesNotAnswer(t *testing.T) {
 			t.Errorf("a cancelled call reports %v for the paused server", v.Err)
 		}
 	}
+}
+
+// TestServersSaysWhenAnotherServerAnswersAtAnAddress: when the server at a
+// peer's cluster address is another one (the server a replacement took the
+// address of, started again there while the replacement is down), Raft
+// sends the peer's traffic to it and it follows the leader as that peer;
+// `beacon operator raft servers` listed its view as the peer's, a follower
+// in good health. It now says which server answered instead. Here the
+// follower's answer is made to name another node, as that server's would.
+func TestServersSaysWhenAnotherServerAnswersAtAnAddress(t *testing.T) {
+	tn := newTestNodes(t, 3, nil)
+	leader := tn.waitForLeader(30 * time.Second)
+	other := tn.other(leader)
+	tn.nodes[other].rpcSrv.handle(opRaftView, func(context.Context, []byte) ([]byte, error) {
+		b, err := json.Marshal(tn.nodes[other].raftView())
+		if err != nil {
+			return nil, err
+		}
+		var v map[string]any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return nil, err
+		}
+		v["node"] = "node9"
+		return json.Marshal(v)
+	})
+	want := "is node9, not " + tn.nodes[other].Name()
+	eventually(t, 30*time.Second, func() bool {
+		views := tn.nodes[leader].Servers(context.Background(), 2*time.Second)
+		if len(views) != 3 {
+			return false
+		}
+		ok := true
+		for _, v := range views {
+			if v.ID == tn.nodes[other].Name() {
+				ok = ok && v.Err != nil && strings.Contains(v.Err.Error(), want)
+			} else {
+				ok = ok && v.Err == nil
+			}
+		}
+		return ok
+	}, "the impostor reported by name, the others' views as they are")
 }
