@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"os"
 )
 
@@ -89,9 +88,7 @@ const (
 // readBoltMeta reads and checks the meta page at off.
 func readBoltMeta(f *os.File, off int64) (boltMeta, bool) {
 	var b [boltPageHeader + boltMetaSize]byte
-	if _, err := f.ReadAt(b[:], off); err != nil && !errors.Is(err, io.EOF) {
-		return boltMeta{}, false
-	} else if err != nil {
+	if _, err := f.ReadAt(b[:], off); err != nil { // io.EOF too: a file cut inside the page
 		return boltMeta{}, false
 	}
 	meta := b[boltPageHeader:]

@@ -25,6 +25,9 @@ func TestJournalTakesStoresAgainOnceTheFileSystemHasSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The journal file may grow by 10 bytes: the next record does not fit.
+	// The limit is the process's, so it is held only around the one store
+	// below; no test of this package runs in parallel (none calls
+	// t.Parallel), and Go ignores the SIGXFSZ it raises.
 	j.fileMu.Lock()
 	limit := uint64(j.sizes[j.active]) + 10
 	j.fileMu.Unlock()

@@ -308,8 +308,9 @@ func newDiscoverCmd(f *Factory, runF func(context.Context, *discoverOptions) err
 
 Each answer's index goes to stderr ("index: N"; stdout keeps the table or the
 JSON array): pass it to --index to wait for the next change; --quiet (-q)
-leaves it out (errors are still printed). --wait needs --index (or --watch). --watch follows the service with blocking queries and
-moves to the next agent of --addr (comma-separated) when one fails.`,
+leaves it out (errors are still printed). --wait needs --index (or --watch).
+--watch follows the service with blocking queries and moves to the next agent
+of --addr (comma-separated) when one fails.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.service = args[0]
