@@ -558,6 +558,7 @@ func (c *clusterAdapter) KnownLeader() bool { return c.node.KnownLeader() }
 func (c *clusterAdapter) ReplicationStalled() (bool, string) {
 	return c.node.ReplicationStalled()
 }
+func (c *clusterAdapter) Diverged() bool             { return c.node.Diverged() }
 func (c *clusterAdapter) LastContact() time.Duration { return c.node.LastContact() }
 func (c *clusterAdapter) LastIndex() uint64          { return c.node.LastIndex() }
 func (c *clusterAdapter) Join(a []string) (int, error) {

@@ -634,3 +634,31 @@ func TestSameIDInTwoServices(t *testing.T) {
 		t.Fatalf("deregister api/web-1 again: %s", r)
 	}
 }
+
+// TestADivergedServerRefusesCatalogReadsOnly: a server that applied entries
+// the cluster never committed (cluster.Node.Diverged) answers catalog reads
+// 503 diverged, and still its cluster status, members and servers (an
+// operator looks at it), its liveness, and writes (forwarded to the leader).
+func TestADivergedServerRefusesCatalogReadsOnly(t *testing.T) {
+	ts := newTestServer(t)
+	populate(ts)
+	ts.cl.SetDiverged(true)
+	for _, route := range []string{"/v1/services", "/v1/services/web/instances", "/v1/services/web/instances/web-1", "/v1/checks", "/v1/snapshot", "/v1/ui/summary"} {
+		assertError(t, ts.do(http.MethodGet, route, nil), http.StatusServiceUnavailable, "diverged", "")
+		if r := ts.do(http.MethodHead, route, nil); r.status != http.StatusServiceUnavailable {
+			t.Errorf("HEAD %s on a diverged server: %s", route, r)
+		}
+	}
+	for _, route := range []string{"/v1/cluster/status", "/v1/cluster/members", "/v1/cluster/servers", "/healthz"} {
+		if r := ts.do(http.MethodGet, route, nil); r.status != http.StatusOK {
+			t.Errorf("GET %s on a diverged server: %s", route, r)
+		}
+	}
+	if r := ts.do(http.MethodPut, "/v1/services/web/instances/web-9", []byte(`{"address":"127.0.0.1","port":80}`)); r.status != http.StatusOK {
+		t.Errorf("a registration through a diverged server: %s", r)
+	}
+	ts.cl.SetDiverged(false)
+	if r := ts.do(http.MethodGet, "/v1/services/web/instances", nil); r.status != http.StatusOK {
+		t.Errorf("once no longer diverged: %s", r)
+	}
+}

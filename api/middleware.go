@@ -49,6 +49,10 @@ func (rt *router) Handle(pattern string, h http.Handler) {
 		if st := stateFrom(r.Context()); st != nil && pattern != catchAll {
 			st.route = pattern
 		}
+		if catalogReads[pattern] && rt.s.diverged() {
+			writeError(w, errDiverged)
+			return
+		}
 		if !forwardOnly && !rt.s.waitAcked(r.Context()) {
 			writeError(w, errNotCaughtUp)
 			return
@@ -89,6 +93,31 @@ var errNotCaughtUp = &statusError{http.StatusServiceUnavailable, "not_caught_up"
 // acknowledged once the leader had committed it (cluster.Node.ApplyAcked)
 // may not be applied here yet, and a request after it must see it. It
 // reports whether the node has applied every write it acknowledged.
+// catalogReads answer from this node's catalog: a diverged server refuses
+// them (the cluster's status, members and servers stay readable, so that an
+// operator can look at it).
+var catalogReads = map[string]bool{
+	"GET /v1/services":                          true,
+	"GET /v1/services/{service}/instances":      true,
+	"GET /v1/services/{service}/instances/{id}": true,
+	"GET /v1/checks":                            true,
+	"GET /v1/snapshot":                          true,
+	"GET /v1/ui/watch":                          true,
+	"GET /v1/ui/summary":                        true,
+	"GET /v1/ui/transitions":                    true,
+	"GET /v1/ui/lbs":                            true,
+}
+
+var errDiverged = &statusError{http.StatusServiceUnavailable, "diverged",
+	"this server applied entries the cluster never committed and cannot serve the catalog (its /readyz and log say more); ask another node"}
+
+// diverged reports whether the cluster says this server diverged
+// (DivergenceReporter).
+func (s *Server) diverged() bool {
+	d, ok := s.cluster.(DivergenceReporter)
+	return ok && d.Diverged()
+}
+
 func (s *Server) waitAcked(ctx context.Context) bool {
 	return s.store == nil || s.store.WaitAcked(ctx, ackedWaitMax)
 }

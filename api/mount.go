@@ -45,8 +45,12 @@ func (rt *router) handleOpen(pattern string, h http.Handler, token TokenFunc) {
 		if st := stateFrom(r.Context()); st != nil {
 			st.route = pattern
 		}
-		// Mounted protocols read the catalog: read-your-writes as on the
-		// API's own routes (waitAcked).
+		// Mounted protocols read the catalog: refused on a diverged server,
+		// and read-your-writes as on the API's own routes (waitAcked).
+		if rt.s.diverged() {
+			writeError(w, errDiverged)
+			return
+		}
 		if !rt.s.waitAcked(r.Context()) {
 			writeError(w, errNotCaughtUp)
 			return

@@ -74,6 +74,14 @@ type StallReporter interface {
 	ReplicationStalled() (bool, string)
 }
 
+// DivergenceReporter is optionally implemented by the Cluster: a server
+// that applied entries the cluster never committed (a restore whose leader
+// lost its leadership before any follower received it) reports it, and
+// catalog reads on it answer 503 diverged (ReplicationStalled says why).
+type DivergenceReporter interface {
+	Diverged() bool
+}
+
 // Cluster is everything the API needs from the cluster.
 type Cluster interface {
 	Writer

@@ -151,6 +151,10 @@ type Config struct {
 	groupsOnlyLogFormatForTest bool
 	// wrapLogStore, when set (tests), wraps the Raft log store.
 	wrapLogStore func(raft.LogStore) raft.LogStore
+	// sendFilterForTest, when set, may refuse an AppendEntries or an
+	// InstallSnapshot (*raft.AppendEntriesRequest, *raft.InstallSnapshotRequest)
+	// this node is about to send (the error is what Raft's replication sees).
+	sendFilterForTest func(target raft.ServerAddress, req any) error
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.

@@ -33,6 +33,8 @@ type Node struct {
 	rpcSrv    *rpcServer
 	pool      *rpcPool
 	transport *raft.NetworkTransport
+	raftTrans *gapTransport // what Raft sees: transport, through the snapshot gap's bridge
+	gap       *snapGap
 	raft      *raft.Raft
 	logs      raft.LogStore // for findRequest
 	stored    *logStored    // what the log store stored, for its byte budget (nil in memory)
@@ -385,12 +387,18 @@ func (n *Node) startRaft() error {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
+	// Raft sees the log store and the transport through the snapshot gap's
+	// bridge (snapgap.go).
+	gap := newSnapGap(logs, snaps, n.logger.Named("raft"))
+	n.gap = gap
+	n.raftTrans = newGapTransport(n.transport, gap, n.cfg.sendFilterForTest)
+	r, err := raft.NewRaft(rc, n.fsm, snapGapStore{LogStore: logs, g: gap}, stable, snaps, n.raftTrans)
 	if err != nil {
-		n.transport.Close()
+		n.raftTrans.Close()
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft = r
+	gap.raft.Store(r)
 	n.watchLeader()
 	if n.cfg.BootstrapExpect == 1 && !has {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
@@ -474,7 +482,9 @@ func (n *Node) stop() error {
 	if n.rpcSrv != nil {
 		n.rpcSrv.closeAll()
 	}
-	if n.transport != nil {
+	if n.raftTrans != nil {
+		n.raftTrans.Close()
+	} else if n.transport != nil {
 		n.transport.Close()
 	} else if n.mux != nil {
 		n.mux.close()

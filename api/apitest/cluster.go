@@ -41,6 +41,7 @@ type Cluster struct {
 	forced      []string
 	forceErr    error
 	stalled     string
+	diverged    bool
 }
 
 // NewCluster returns a cluster with an empty catalog that knows its leader
@@ -147,6 +148,20 @@ func (c *Cluster) SetStalled(msg string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stalled = msg
+}
+
+// SetDiverged makes Diverged report d (api.DivergenceReporter).
+func (c *Cluster) SetDiverged(d bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.diverged = d
+}
+
+// Diverged reports what SetDiverged set (api.DivergenceReporter).
+func (c *Cluster) Diverged() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.diverged
 }
 
 // ReplicationStalled reports what SetStalled set (api.StallReporter).

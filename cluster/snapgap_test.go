@@ -1,0 +1,362 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/beaconhq/beacon/fsm"
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+)
+
+func instanceIDs(f *fsm.FSM, service string) []string {
+	_, insts := f.Store().ServiceInstances(nil, service)
+	var out []string
+	for _, in := range insts {
+		out = append(out, in.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader is the
+// stranded server of docs/operations.md (until 2026-12-07 a known issue):
+// the leader restores an archive, the followers install the restore's
+// snapshot, but the entry the leader appends after it (Raft's no-op) never
+// reaches them, and the leader loses its leadership. The next leader holds
+// the snapshot and a no-op of its own after it; the old leader holds the
+// snapshot, no entry at its index, and its own no-op after it. With
+// hashicorp/raft alone the new leader's AppendEntries (previous entry: the
+// snapshot's index) was refused for want of that entry, the snapshot sent
+// again, refused again, for ever. Now the old leader answers that look-up
+// from its snapshot (snapgap.go), drops its conflicting suffix and follows.
+// Real Raft over TCP, real raft-boltdb files and journal.
+func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) {
+	var holdEntries atomic.Bool
+	tn := newTestNodes(t, 3, func(i int, c *Config) {
+		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
+			if ae, ok := req.(*raft.AppendEntriesRequest); ok && holdEntries.Load() && len(ae.Entries) > 0 {
+				return errors.New("test: entries held back")
+			}
+			return nil
+		}
+	})
+	old := tn.waitForLeader(30 * time.Second)
+	ln := tn.nodes[old]
+	apply := func(n *Node, id, service string) uint64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
+		if err != nil {
+			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
+		}
+		return idx
+	}
+	apply(ln, "web-1", "web")
+	idx := apply(ln, "web-2", "web")
+	tn.waitCaughtUp(t, 30*time.Second, idx)
+	var archive bytes.Buffer
+	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	idx = apply(ln, "api-1", "api")
+	tn.waitCaughtUp(t, 30*time.Second, idx)
+
+	// The restore: the followers get its snapshot (InstallSnapshot is not
+	// held back), never the no-op after it.
+	before := ln.LastIndex()
+	holdEntries.Store(true)
+	restored := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		_, err := ln.Restore(ctx, archive.Bytes())
+		restored <- err
+	}()
+	eventually(t, 30*time.Second, func() bool {
+		for i, n := range tn.nodes {
+			if n.raft.AppliedIndex() <= before+1 {
+				return false
+			}
+			if i != old && n.raft.LastIndex() != n.raft.AppliedIndex() {
+				return false
+			}
+		}
+		return true
+	}, "every node holding the restore's snapshot")
+	snapIndex := tn.nodes[tn.other(old)].raft.AppliedIndex()
+	if li := ln.LastIndex(); li <= snapIndex {
+		t.Fatalf("the leader's last index %d, the restore's %d: want the leader's no-op after it", li, snapIndex)
+	}
+
+	// The leader loses its leadership with that no-op unreplicated.
+	resume := tn.pause(old)
+	holdEntries.Store(false)
+	leader := tn.waitForLeader(30 * time.Second)
+	if leader == old {
+		t.Fatal("the paused leader still leads")
+	}
+	select {
+	case err := <-restored:
+		if err == nil {
+			t.Fatal("the restore succeeded though its no-op never reached a follower")
+		}
+		t.Logf("the restore answered: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("the restore did not answer within a minute of losing its leadership")
+	}
+	after := apply(tn.nodes[leader], "api-2", "api")
+	resume()
+
+	// The old leader follows: it applies the new leader's entries and
+	// holds the restored catalog with the write made after it.
+	eventually(t, 30*time.Second, func() bool {
+		return ln.raft.AppliedIndex() >= after && ln.raft.State() == raft.Follower
+	}, fmt.Sprintf("%s applying index %d (snapshot at %d)", ln.Name(), after, snapIndex))
+	tn.waitCaughtUp(t, 30*time.Second, after)
+	for i, f := range tn.fsms {
+		if got := instanceIDs(f, "web"); !slices.Equal(got, []string{"web-1", "web-2"}) {
+			t.Errorf("web on %s: %v", tn.nodes[i].Name(), got)
+		}
+		if got := instanceIDs(f, "api"); !slices.Equal(got, []string{"api-2"}) {
+			t.Errorf("api on %s: %v", tn.nodes[i].Name(), got)
+		}
+	}
+	if n := ln.gap.bridged.Load(); n == 0 {
+		t.Errorf("the old leader caught up without the snapshot's entry being answered: the test no longer makes the gap")
+	}
+	for i, n := range tn.nodes {
+		if i != old && n.gap.bridged.Load() != 0 {
+			t.Errorf("%s answered a look-up from its snapshot; only the old leader had the gap", n.Name())
+		}
+	}
+	// Its log agrees with the new leader's from the snapshot on.
+	var mine, theirs raft.Log
+	for i := snapIndex + 1; i <= after; i++ {
+		if err := ln.logs.GetLog(i, &mine); err != nil {
+			t.Fatalf("entry %d on %s: %v", i, ln.Name(), err)
+		}
+		if err := tn.nodes[leader].logs.GetLog(i, &theirs); err != nil {
+			t.Fatalf("entry %d on the leader: %v", i, err)
+		}
+		if mine.Term != theirs.Term || !bytes.Equal(mine.Data, theirs.Data) || mine.Type != theirs.Type {
+			t.Errorf("entry %d: %s has term %d type %v, the leader term %d type %v", i, ln.Name(), mine.Term, mine.Type, theirs.Term, theirs.Type)
+		}
+	}
+}
+
+// TestTheSynthesizedEntryIsNeverSentAndOnlyReadWhileArmed: the entry the
+// snapshot gap answers with is refused by the transport (a replication
+// goroutine of a lost leadership could read it while it is armed), and the
+// log store answers with it only while it is armed and only for its index.
+func TestTheSynthesizedEntryIsNeverSentAndOnlyReadWhileArmed(t *testing.T) {
+	logs := raft.NewInmemStore()
+	if err := logs.StoreLogs([]*raft.Log{{Index: 5, Term: 1, Type: raft.LogCommand, Data: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	g := newSnapGap(logs, raft.NewInmemSnapshotStore(), nil)
+	store := snapGapStore{LogStore: logs, g: g}
+	var l raft.Log
+	if err := store.GetLog(4, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("unarmed: GetLog(4) = %v, want ErrLogNotFound", err)
+	}
+	entry := &raft.Log{Index: 4, Term: 1, Type: raft.LogNoop, Extensions: snapGapMarker}
+	g.armed.Store(entry)
+	if err := store.GetLog(4, &l); err != nil || !isSynthesized(&l) || l.Term != 1 {
+		t.Fatalf("armed: GetLog(4) = %+v, %v; want the synthesized entry", l, err)
+	}
+	if err := store.GetLog(3, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("armed for 4: GetLog(3) = %v, want ErrLogNotFound", err)
+	}
+	if err := store.GetLog(5, &l); err != nil || isSynthesized(&l) || string(l.Data) != "x" {
+		t.Fatalf("armed for 4: GetLog(5) = %+v, %v; want the stored entry", l, err)
+	}
+	g.armed.Store(nil)
+	if err := store.GetLog(4, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("disarmed: GetLog(4) = %v, want ErrLogNotFound", err)
+	}
+
+	// The transport refuses before it sends: the peer would have received
+	// it.
+	nt, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	gt := newGapTransport(nt, g, nil)
+	defer gt.Close()
+	got := make(chan raft.RPC, 1)
+	go func() {
+		select {
+		case rpc := <-peer.Consumer():
+			got <- rpc
+			rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+		case <-time.After(10 * time.Second):
+		}
+	}()
+	req := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 3, PrevLogTerm: 1, Entries: []*raft.Log{{Index: 4, Term: 1, Type: raft.LogNoop, Extensions: snapGapMarker}}}
+	var resp raft.AppendEntriesResponse
+	if err := gt.AppendEntries("peer", peer.LocalAddr(), req, &resp); !errors.Is(err, errSynthesizedEntry) {
+		t.Fatalf("sending the synthesized entry: %v, want errSynthesizedEntry", err)
+	}
+	select {
+	case rpc := <-got:
+		t.Fatalf("the peer received %+v", rpc.Command)
+	default:
+	}
+	// An ordinary entry goes through.
+	req.Entries = []*raft.Log{{Index: 4, Term: 2, Type: raft.LogCommand, Data: []byte("y")}}
+	if err := gt.AppendEntries("peer", peer.LocalAddr(), req, &resp); err != nil || !resp.Success {
+		t.Fatalf("sending an ordinary entry: %+v, %v", resp, err)
+	}
+}
+
+// TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged: the other
+// way a restore can lose its leadership: the leader loses it before any
+// follower has received the restore's snapshot. The restore was never
+// committed; the next leader goes on from the catalog before it. The old
+// leader applied it alone, and Raft cannot take back an applied entry: it
+// gets no synthesized entry (the new leader's entries differ from its
+// snapshot's), it reports itself diverged (/readyz, and the API refuses
+// catalog reads on it), and the rest of the cluster is unaffected.
+func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T) {
+	var hold atomic.Bool
+	tn := newTestNodes(t, 3, func(i int, c *Config) {
+		c.StallAfter = time.Second
+		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
+			if !hold.Load() {
+				return nil
+			}
+			switch r := req.(type) {
+			case *raft.AppendEntriesRequest:
+				if len(r.Entries) > 0 {
+					return errors.New("test: entries held back")
+				}
+			case *raft.InstallSnapshotRequest:
+				return errors.New("test: snapshot held back")
+			}
+			return nil
+		}
+	})
+	old := tn.waitForLeader(30 * time.Second)
+	ln := tn.nodes[old]
+	apply := func(n *Node, id, service string) uint64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
+		if err != nil {
+			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
+		}
+		return idx
+	}
+	idx := apply(ln, "web-1", "web")
+	var archive bytes.Buffer
+	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	idx = apply(ln, "api-1", "api")
+	tn.waitCaughtUp(t, 30*time.Second, idx)
+
+	before := ln.LastIndex()
+	hold.Store(true)
+	restored := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		_, err := ln.Restore(ctx, archive.Bytes())
+		restored <- err
+	}()
+	eventually(t, 30*time.Second, func() bool { return ln.raft.AppliedIndex() > before+1 }, "the leader applying its restore")
+	resume := tn.pause(old)
+	hold.Store(false)
+	leader := tn.waitForLeader(30 * time.Second)
+	select {
+	case err := <-restored:
+		if err == nil {
+			t.Fatal("the restore succeeded though no follower received it")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the restore did not answer within a minute of losing its leadership")
+	}
+	after := apply(tn.nodes[leader], "api-2", "api")
+	resume()
+
+	eventually(t, 30*time.Second, ln.Diverged, ln.Name()+" reporting itself diverged")
+	if stalled, msg := ln.ReplicationStalled(); !stalled || !strings.Contains(msg, "diverged") {
+		t.Fatalf("ReplicationStalled on the diverged server: %v %q", stalled, msg)
+	} else {
+		t.Log(msg)
+	}
+	if n := ln.gap.bridged.Load(); n != 0 {
+		t.Fatalf("the old leader matched the new leader's log against a snapshot the cluster never committed (%d look-ups)", n)
+	}
+	for i, n := range tn.nodes {
+		if i == old {
+			continue
+		}
+		if n.Diverged() {
+			t.Errorf("%s reports itself diverged", n.Name())
+		}
+		if n.raft.AppliedIndex() < after {
+			continue // the other follower may still be applying; the leader has
+		}
+		if got := instanceIDs(tn.fsms[i], "api"); !slices.Equal(got, []string{"api-1", "api-2"}) {
+			t.Errorf("api on %s: %v; want the catalog from before the restore and the write after it", n.Name(), got)
+		}
+	}
+}
+
+// TestStallDetectorTellsAnAppliedIndexAboveTheLeadersCommit: the detector's
+// two reports from its observations alone.
+func TestStallDetectorTellsAnAppliedIndexAboveTheLeadersCommit(t *testing.T) {
+	var s stallDetector
+	t0 := time.Unix(1000, 0)
+	after := 5 * time.Second
+	// A new leader's commit index briefly below what followers applied.
+	s.observe(t0, 10, 12, after)
+	s.observe(t0.Add(time.Second), 13, 13, after)
+	if stalled, _ := s.ReplicationStalled(); stalled || s.divergedNow.Load() {
+		t.Fatal("a commit index that caught up within a second reported")
+	}
+	s.observe(t0.Add(2*time.Second), 15, 1033, after)
+	s.observe(t0.Add(6*time.Second), 20, 1033, after)
+	if s.divergedNow.Load() {
+		t.Fatal("diverged after 4 s, StallAfter 5 s")
+	}
+	if !s.observe(t0.Add(8*time.Second), 25, 1033, after) || !s.divergedNow.Load() {
+		t.Fatal("applied above the commit index for 6 s, StallAfter 5 s: not diverged")
+	}
+	if stalled, msg := s.ReplicationStalled(); !stalled || !strings.Contains(msg, "diverged") || !strings.Contains(msg, "1033") {
+		t.Fatalf("report: %v %q", stalled, msg)
+	}
+	// The commit index passes the applied one, which stays: still
+	// diverged (what it applied did not become committed).
+	s.observe(t0.Add(9*time.Second), 2000, 1033, after)
+	s.observe(t0.Add(15*time.Second), 2010, 1033, after)
+	if stalled, msg := s.ReplicationStalled(); !stalled || !s.divergedNow.Load() || !strings.Contains(msg, "diverged") {
+		t.Fatalf("once the commit index passed: %v %q", stalled, msg)
+	}
+	if !s.reset() || s.divergedNow.Load() {
+		t.Fatal("reset")
+	}
+	// A stall alone.
+	s.observe(t0.Add(20*time.Second), 3000, 2500, after)
+	s.observe(t0.Add(26*time.Second), 3000, 2600, after)
+	if stalled, msg := s.ReplicationStalled(); !stalled || s.divergedNow.Load() || !strings.Contains(msg, "stalled") {
+		t.Fatalf("applied index below the commit for 6 s: %v %q", stalled, msg)
+	}
+}
