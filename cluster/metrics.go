@@ -21,6 +21,7 @@ type metrics struct {
 	nudges       prometheus.Counter
 	stalled      prometheus.Gauge
 	stalls       prometheus.Counter
+	diverged     prometheus.Gauge
 	// readIndexBatches counts read index requests; with
 	// beacon_http_requests_total it shows how many reads share one.
 	readIndexBatches prometheus.Counter
@@ -78,6 +79,10 @@ func newMetrics() *metrics {
 			Name: "beacon_raft_replication_stalls_total",
 			Help: "Replication stalls this follower detected (see beacon_raft_replication_stalled).",
 		}),
+		diverged: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "beacon_raft_diverged",
+			Help: "1 while this server holds a restore the cluster never committed (its leader lost its leadership before any follower received it): its catalog is not the cluster's; replace its data dir.",
+		}),
 	}
 	// Series that alerts watch exist from the start, at zero.
 	m.connRejected.WithLabelValues("tls")
@@ -91,7 +96,7 @@ func newMetrics() *metrics {
 // register exports m and the node's state collector through reg.
 func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 	m := n.metrics
-	for _, c := range []prometheus.Collector{m.raftApply, m.groupSize, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.readIndexBatches, m.readIndexServed, nodeCollector{n}} {
+	for _, c := range []prometheus.Collector{m.raftApply, m.groupSize, m.writeLatency, m.forwarded, m.connRejected, m.nudges, m.stalled, m.stalls, m.diverged, m.readIndexBatches, m.readIndexServed, nodeCollector{n}} {
 		if err := reg.Register(c); err != nil {
 			return errors.Join(errors.New("cluster: register metrics"), err)
 		}
@@ -115,6 +120,8 @@ func opName(op Op) string {
 		return "force_leave"
 	case opLeaderCommit:
 		return "leader_commit"
+	case opTermAt:
+		return "term_at"
 	}
 	return "agent"
 }

@@ -35,6 +35,7 @@ type Node struct {
 	transport *raft.NetworkTransport
 	raftTrans *gapTransport // what Raft sees: transport, through the snapshot gap's bridge
 	gap       *snapGap
+	snaps     raft.SnapshotStore
 	raft      *raft.Raft
 	logs      raft.LogStore // for findRequest
 	stored    *logStored    // what the log store stored, for its byte budget (nil in memory)
@@ -45,6 +46,7 @@ type Node struct {
 	leaderMu sync.Mutex
 	leaderCh chan struct{}
 	stall    stallDetector
+	restore  restoreState // a restore whose outcome is unknown (restoremark.go)
 	gossip   *gossip
 	closers  []io.Closer
 	mark     *commitMark // the applied index kept on disk (nil in memory)
@@ -352,6 +354,17 @@ func (n *Node) startRaft() error {
 		logs = n.cfg.wrapLogStore(logs)
 	}
 	n.logs = logs
+	n.snaps = snaps
+	if !n.cfg.InMemory {
+		idx, err := readRestoreMark(n.cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("%w (remove the file if you know the restore's outcome)", err)
+		}
+		if idx > 0 {
+			n.logger.Warn("a restore's outcome is not known yet: this server asks the leader whether it was committed", "restore_index", idx)
+		}
+		n.restore.pending = idx
+	}
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return fmt.Errorf("cluster: read raft state: %w", err)
@@ -785,6 +798,9 @@ func (n *Node) registerRPCs() {
 		}
 		idx, err := n.applyOnceLocal(ctx, id, term, low, resend, cmd)
 		return appendIndex(nil, idx), err
+	})
+	n.rpcSrv.handle(opTermAt, func(ctx context.Context, p []byte) ([]byte, error) {
+		return n.termAtLocal(p)
 	})
 	n.rpcSrv.handle(opLeaderCommit, func(ctx context.Context, _ []byte) ([]byte, error) {
 		if n.raft.State() != raft.Leader {

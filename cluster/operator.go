@@ -71,15 +71,27 @@ func (n *Node) restoreLocal(ctx context.Context, archive []byte) ([]byte, error)
 		return nil, fmt.Errorf("cluster: restore: %w", err)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: target - 1, Size: int64(stream.Len())}
+	// Recorded first, so that a restore whose outcome this server never
+	// learns (leadership lost, a crash) is judged against the next leader's
+	// log, here or after a restart (restoremark.go).
+	if err := n.markRestore(target); err != nil {
+		return nil, err
+	}
 	if err := n.raft.Restore(meta, &stream, restoreTimeout); err != nil {
+		unknown := errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown)
+		if !unknown && n.raft.AppliedIndex() != target {
+			n.settleRestore("the restore failed before this server applied it")
+		}
 		if errors.Is(err, raft.ErrNotLeader) {
 			return nil, ErrNotLeader
 		}
-		if errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+		if unknown {
 			return nil, fmt.Errorf("%w: restore: %v", ErrUnknownOutcome, err)
 		}
 		return nil, fmt.Errorf("cluster: restore: %w", err)
 	}
+	// raft.Restore returns once a no-op after the restore committed.
+	n.settleRestore("committed")
 	counts, _ := ar.Counts()
 	n.logger.Info("restored snapshot", "index", target, "archive_index", ar.Info.Index,
 		"archive_node", ar.Info.Node, "services", counts.Services, "instances", counts.Instances)

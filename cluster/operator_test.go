@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -125,6 +126,10 @@ func TestSnapshotRestoreThroughAFollowerReplacesTheCatalogOfEveryNode(t *testing
 		}
 		if ai := c.Node(i).Agent.Node().Status().AppliedIndex; ai != res.Index {
 			t.Errorf("%s applied index %d, want the restore's %d", c.Node(i).Name, ai, res.Index)
+		}
+		// A committed restore leaves no mark of an unknown outcome.
+		if _, err := os.Stat(filepath.Join(c.Node(i).Config.DataDir, "restore-outcome-unknown")); !errors.Is(err, os.ErrNotExist) || c.Node(i).Agent.Node().Diverged() {
+			t.Errorf("%s: restore mark: %v; diverged %v", c.Node(i).Name, err, c.Node(i).Agent.Node().Diverged())
 		}
 	}
 	select {

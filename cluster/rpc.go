@@ -44,6 +44,7 @@ const (
 	opApplyOnce    Op = 7
 	opLeaderCommit Op = 8
 	// opRaftView 9: servers.go; opRemoveAddr 10: node.go.
+	opTermAt Op = 11 // restoremark.go
 )
 
 const (

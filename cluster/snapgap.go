@@ -85,10 +85,13 @@ func isSynthesized(l *raft.Log) bool {
 // case the type comment describes, returns the entry to answer with.
 func (g *snapGap) arm(req *raft.AppendEntriesRequest) *raft.Log {
 	r := g.raft.Load()
-	if r == nil || req.PrevLogEntry == 0 || req.Term < r.CurrentTerm() || r.LastIndex() <= req.PrevLogEntry {
+	if r == nil || req.PrevLogEntry == 0 || req.Term < r.CurrentTerm() || r.LastIndex() <= req.PrevLogEntry ||
+		r.AppliedIndex() < req.PrevLogEntry {
 		// Raft refuses a stale leader before it looks at the log, and
 		// matches the previous entry against its last entry (or has no
-		// entry there at all): nothing to answer.
+		// entry there at all): nothing to answer. And the snapshot must be
+		// in the FSM (a snapshot file whose restore failed is not), so that
+		// nothing ever applies the synthesized entry.
 		return nil
 	}
 	var l raft.Log

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -134,6 +135,16 @@ func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) 
 	if n := ln.gap.bridged.Load(); n == 0 {
 		t.Errorf("the old leader caught up without the snapshot's entry being answered: the test no longer makes the gap")
 	}
+	// The restore's outcome is settled (committed) and nobody is diverged.
+	eventually(t, 30*time.Second, func() bool {
+		idx, err := readRestoreMark(ln.cfg.DataDir)
+		return idx == 0 && err == nil
+	}, "the old leader settling its restore mark")
+	for _, n := range tn.nodes {
+		if n.Diverged() {
+			t.Errorf("%s reports itself diverged", n.Name())
+		}
+	}
 	for i, n := range tn.nodes {
 		if i != old && n.gap.bridged.Load() != 0 {
 			t.Errorf("%s answered a look-up from its snapshot; only the old leader had the gap", n.Name())
@@ -235,7 +246,6 @@ func TestTheSynthesizedEntryIsNeverSentAndOnlyReadWhileArmed(t *testing.T) {
 func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T) {
 	var hold atomic.Bool
 	tn := newTestNodes(t, 3, func(i int, c *Config) {
-		c.StallAfter = time.Second
 		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
 			if !hold.Load() {
 				return nil
@@ -281,6 +291,7 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 		restored <- err
 	}()
 	eventually(t, 30*time.Second, func() bool { return ln.raft.AppliedIndex() > before+1 }, "the leader applying its restore")
+	restoreIdx := ln.raft.AppliedIndex()
 	resume := tn.pause(old)
 	hold.Store(false)
 	leader := tn.waitForLeader(30 * time.Second)
@@ -292,11 +303,22 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 	case <-time.After(time.Minute):
 		t.Fatal("the restore did not answer within a minute of losing its leadership")
 	}
-	after := apply(tn.nodes[leader], "api-2", "api")
+	if idx, err := readRestoreMark(ln.cfg.DataDir); idx != restoreIdx || err != nil {
+		t.Fatalf("restore mark on the old leader: %d, %v; want %d", idx, err, restoreIdx)
+	}
+	// The cluster moves past the restore's index before the old leader is
+	// heard again (a busy cluster, or a long pause).
+	nl := tn.nodes[leader]
+	for nl.raft.CommitIndex() <= restoreIdx+5 {
+		if err := nl.raft.Barrier(10 * time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := apply(nl, "api-2", "api")
 	resume()
 
 	eventually(t, 30*time.Second, ln.Diverged, ln.Name()+" reporting itself diverged")
-	if stalled, msg := ln.ReplicationStalled(); !stalled || !strings.Contains(msg, "diverged") {
+	if stalled, msg := ln.ReplicationStalled(); !stalled || !strings.Contains(msg, "diverged") || !strings.Contains(msg, fmt.Sprint(restoreIdx)) {
 		t.Fatalf("ReplicationStalled on the diverged server: %v %q", stalled, msg)
 	} else {
 		t.Log(msg)
@@ -320,43 +342,110 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 	}
 }
 
-// TestStallDetectorTellsAnAppliedIndexAboveTheLeadersCommit: the detector's
-// two reports from its observations alone.
-func TestStallDetectorTellsAnAppliedIndexAboveTheLeadersCommit(t *testing.T) {
-	var s stallDetector
-	t0 := time.Unix(1000, 0)
-	after := 5 * time.Second
-	// A new leader's commit index briefly below what followers applied.
-	s.observe(t0, 10, 12, after)
-	s.observe(t0.Add(time.Second), 13, 13, after)
-	if stalled, _ := s.ReplicationStalled(); stalled || s.divergedNow.Load() {
-		t.Fatal("a commit index that caught up within a second reported")
+// TestRestoreMarkRoundTripsAndRefusesWhatItDidNotWrite: the mark a restore
+// leaves in the data dir reads back, is gone once removed, and a file that
+// is not a mark stops the read with the file's name.
+func TestRestoreMarkRoundTripsAndRefusesWhatItDidNotWrite(t *testing.T) {
+	dir := t.TempDir()
+	if idx, err := readRestoreMark(dir); idx != 0 || err != nil {
+		t.Fatalf("no mark: %d, %v", idx, err)
 	}
-	s.observe(t0.Add(2*time.Second), 15, 1033, after)
-	s.observe(t0.Add(6*time.Second), 20, 1033, after)
-	if s.divergedNow.Load() {
-		t.Fatal("diverged after 4 s, StallAfter 5 s")
+	if err := writeRestoreMark(dir, 1033); err != nil {
+		t.Fatal(err)
 	}
-	if !s.observe(t0.Add(8*time.Second), 25, 1033, after) || !s.divergedNow.Load() {
-		t.Fatal("applied above the commit index for 6 s, StallAfter 5 s: not diverged")
+	if idx, err := readRestoreMark(dir); idx != 1033 || err != nil {
+		t.Fatalf("mark: %d, %v", idx, err)
 	}
-	if stalled, msg := s.ReplicationStalled(); !stalled || !strings.Contains(msg, "diverged") || !strings.Contains(msg, "1033") {
-		t.Fatalf("report: %v %q", stalled, msg)
+	if err := removeRestoreMark(dir); err != nil {
+		t.Fatal(err)
 	}
-	// The commit index passes the applied one, which stays: still
-	// diverged (what it applied did not become committed).
-	s.observe(t0.Add(9*time.Second), 2000, 1033, after)
-	s.observe(t0.Add(15*time.Second), 2010, 1033, after)
-	if stalled, msg := s.ReplicationStalled(); !stalled || !s.divergedNow.Load() || !strings.Contains(msg, "diverged") {
-		t.Fatalf("once the commit index passed: %v %q", stalled, msg)
+	if idx, err := readRestoreMark(dir); idx != 0 || err != nil {
+		t.Fatalf("removed mark: %d, %v", idx, err)
 	}
-	if !s.reset() || s.divergedNow.Load() {
-		t.Fatal("reset")
+	for _, bad := range []string{"", "beacon restore v1\n", "beacon restore v1 0\n", "beacon restore v2 5\n", "beacon restore v1 -5\n", "\x00\x01"} {
+		if err := os.WriteFile(restoreMarkPath(dir), []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readRestoreMark(dir); err == nil || !strings.Contains(err.Error(), restoreMarkFile) {
+			t.Errorf("mark %q: %v, want an error naming the file", bad, err)
+		}
 	}
-	// A stall alone.
-	s.observe(t0.Add(20*time.Second), 3000, 2500, after)
-	s.observe(t0.Add(26*time.Second), 3000, 2600, after)
-	if stalled, msg := s.ReplicationStalled(); !stalled || s.divergedNow.Load() || !strings.Contains(msg, "stalled") {
-		t.Fatalf("applied index below the commit for 6 s: %v %q", stalled, msg)
+}
+
+// TestAnOldLeaderAheadOfItsSuccessorsCommitIsNotDiverged: no restore, no
+// divergence. The followers learn the commit index late (as they always do:
+// on the next AppendEntries), the leader is lost, and the new leader needs
+// longer than StallAfter to commit its first entry (its entries held back,
+// as a slow follower disk would; heartbeats flow): the old leader, a healthy
+// follower whose log is a prefix of the new leader's, has applied past its
+// successor's commit index for seconds. A first version of the divergence
+// check compared those two indexes and reported it diverged for good (found
+// by review); only a restore's mark is judged now.
+func TestAnOldLeaderAheadOfItsSuccessorsCommitIsNotDiverged(t *testing.T) {
+	var frozen atomic.Uint64
+	var hold atomic.Bool
+	tn := newTestNodes(t, 3, func(i int, c *Config) {
+		c.StallAfter = time.Second
+		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
+			if ae, ok := req.(*raft.AppendEntriesRequest); ok {
+				if f := frozen.Load(); f > 0 && ae.LeaderCommitIndex > f {
+					ae.LeaderCommitIndex = f // the followers hear of the commit later
+				}
+				if hold.Load() && len(ae.Entries) > 0 {
+					return errors.New("test: entries slow")
+				}
+			}
+			return nil
+		}
+	})
+	old := tn.waitForLeader(30 * time.Second)
+	ln := tn.nodes[old]
+	apply := func(n *Node, id, service string) uint64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
+		if err != nil {
+			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
+		}
+		return idx
+	}
+	idx := apply(ln, "web-1", "web")
+	tn.waitCaughtUp(t, 30*time.Second, idx)
+	frozen.Store(ln.raft.CommitIndex())
+	idx = apply(ln, "web-2", "web")
+	eventually(t, 10*time.Second, func() bool { return ln.raft.AppliedIndex() >= idx }, "old leader applying")
+	hold.Store(true)
+	resume := tn.pause(old)
+	leader := tn.waitForLeader(30 * time.Second)
+	frozen.Store(0)
+	t.Logf("new leader %s commit %d; old leader applied %d", tn.nodes[leader].Name(), tn.nodes[leader].raft.CommitIndex(), ln.raft.AppliedIndex())
+	resume()
+	// Ahead of the new leader's commit index for longer than StallAfter.
+	eventually(t, 15*time.Second, func() bool {
+		lc := ln.raft.LastContact()
+		return ln.raft.State() == raft.Follower && !lc.IsZero() && time.Since(lc) < time.Second
+	}, "the old leader following the new one")
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if ln.Diverged() {
+			t.Fatalf("%s reported diverged while its successor had not committed yet", ln.Name())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	hold.Store(false)
+	after := apply(tn.nodes[leader], "web-3", "web")
+	tn.waitCaughtUp(t, 30*time.Second, after)
+	for i, f := range tn.fsms {
+		if got := instanceIDs(f, "web"); !slices.Equal(got, []string{"web-1", "web-2", "web-3"}) {
+			t.Fatalf("web on %s: %v", tn.nodes[i].Name(), got)
+		}
+	}
+	_, msg := ln.ReplicationStalled()
+	t.Logf("old leader: applied %d, leader commit %d, state %v, Diverged()=%v: %q", ln.raft.AppliedIndex(), tn.nodes[leader].raft.CommitIndex(), ln.raft.State(), ln.Diverged(), msg)
+	for _, n := range tn.nodes {
+		if n.Diverged() {
+			t.Errorf("%s reported diverged", n.Name())
+		}
 	}
 }

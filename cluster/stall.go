@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,28 +24,13 @@ const defaultStallAfter = 5 * time.Second
 // the leader for it (opLeaderCommit) once a second, remembers the first
 // index it had not applied and when it saw it, and reports a stall once that
 // index is still not applied StallAfter later.
-//
-// The same check finds the opposite: a follower whose applied index stays
-// above the leader's commit index. A follower applies only what a leader
-// committed, and a leader's commit index covers everything committed once
-// it has committed an entry of its own term (milliseconds after its
-// election), so an applied index above it for StallAfter means this server
-// applied what the cluster never committed: a restore whose leader lost its
-// leadership before any follower received it (docs/operations.md). Raft
-// cannot take back an applied entry; the server is reported diverged until
-// an operator replaces its data (or, as for a stall, until it leads or hears
-// no leader: the check starts again then).
 type stallDetector struct {
-	mu       sync.Mutex
-	target   uint64    // a leader commit index not applied here when seen
-	since    time.Time // when target was seen
-	stalled  bool
-	ahead    time.Time // since when the applied index is above the leader's commit index
-	diverged bool
-	// divergedNow mirrors diverged for the API's read path (no lock).
-	divergedNow atomic.Bool
-	applied     uint64 // this node's applied index at the last check
-	commit      uint64 // the leader's commit index at the last check
+	mu      sync.Mutex
+	target  uint64    // a leader commit index not applied here when seen
+	since   time.Time // when target was seen
+	stalled bool
+	applied uint64 // this node's applied index at the last check
+	commit  uint64 // the leader's commit index at the last check
 }
 
 // observe records one check and reports whether the stall state changed.
@@ -54,7 +38,7 @@ func (s *stallDetector) observe(now time.Time, commit, applied uint64, after tim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.applied, s.commit = applied, commit
-	was, wasDiverged := s.stalled, s.diverged
+	was := s.stalled
 	if s.target != 0 && applied >= s.target {
 		s.target, s.stalled = 0, false
 	}
@@ -64,19 +48,7 @@ func (s *stallDetector) observe(now time.Time, commit, applied uint64, after tim
 	if s.target != 0 && now.Sub(s.since) > after {
 		s.stalled = true
 	}
-	switch {
-	case s.diverged:
-		// Latched until reset: the commit index passing the applied one
-		// later does not make what this server applied committed.
-	case applied <= commit:
-		s.ahead = time.Time{}
-	case s.ahead.IsZero():
-		s.ahead = now
-	case now.Sub(s.ahead) > after:
-		s.diverged = true
-	}
-	s.divergedNow.Store(s.diverged)
-	return s.stalled != was || s.diverged != wasDiverged
+	return s.stalled != was
 }
 
 // reset forgets the state (this node leads, or hears no leader: not a
@@ -84,30 +56,26 @@ func (s *stallDetector) observe(now time.Time, commit, applied uint64, after tim
 func (s *stallDetector) reset() (changed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	was := s.stalled || s.diverged
+	was := s.stalled
 	s.target, s.stalled = 0, false
-	s.ahead, s.diverged = time.Time{}, false
-	s.divergedNow.Store(false)
 	return was
 }
 
-// Diverged reports whether this follower has applied entries the cluster
-// never committed (stallDetector): the API refuses catalog reads on it.
-func (n *Node) Diverged() bool { return n.stall.divergedNow.Load() }
-
 // ReplicationStalled reports whether this follower hears the leader but has
 // not applied an index the leader committed more than Config.StallAfter
-// ago, with a description for operators.
-func (n *Node) ReplicationStalled() (bool, string) { return n.stall.ReplicationStalled() }
+// ago, or holds a restore the cluster never committed (Diverged), with a
+// description for operators.
+func (n *Node) ReplicationStalled() (bool, string) {
+	if d, msg := n.divergedReport(); d {
+		return true, msg
+	}
+	return n.stall.report()
+}
 
-// ReplicationStalled is Node.ReplicationStalled.
-func (s *stallDetector) ReplicationStalled() (bool, string) {
+// report is the stall half of ReplicationStalled.
+func (s *stallDetector) report() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.diverged {
-		return true, fmt.Sprintf("replication diverged: applied index %d is above the leader's commit index %d (for at least %s while its heartbeats arrive): this server applied entries the cluster never committed (a restore whose leader lost its leadership before any follower received it); stop it, move its data dir away and start it with an empty one",
-			s.applied, s.commit, time.Since(s.ahead).Round(time.Millisecond))
-	}
 	if !s.stalled {
 		return false, ""
 	}
@@ -132,7 +100,13 @@ func (n *Node) stallLoop(ctx context.Context) {
 		}
 		addr, _ := n.raft.LeaderWithID()
 		lc := n.raft.LastContact()
-		if n.raft.State() != raft.Follower || addr == "" || lc.IsZero() || time.Since(lc) > n.cfg.HeartbeatTimeout {
+		hears := n.raft.State() == raft.Follower && addr != "" && !lc.IsZero() && time.Since(lc) <= n.cfg.HeartbeatTimeout
+		if hears {
+			n.checkRestore(ctx, false, string(addr), every)
+		} else {
+			n.checkRestore(ctx, n.raft.State() == raft.Leader, "", every)
+		}
+		if !hears {
 			if n.stall.reset() {
 				n.metrics.stalled.Set(0)
 				n.logger.Info("replication stall over (this node leads or hears no leader)")
@@ -150,7 +124,7 @@ func (n *Node) stallLoop(ctx context.Context) {
 			continue
 		}
 		if n.stall.observe(time.Now(), commit, n.raft.AppliedIndex(), after) {
-			if stalled, msg := n.ReplicationStalled(); stalled {
+			if stalled, msg := n.stall.report(); stalled {
 				n.metrics.stalled.Set(1)
 				n.metrics.stalls.Inc()
 				n.logger.Error(msg, "leader", string(addr))
