@@ -89,6 +89,12 @@ func (s *Server) answer(req *dns.Msg) *dns.Msg {
 				return m
 			}
 		}
+		if d, ok := s.fresh.(diverger); ok && d.Diverged() {
+			// This server holds a catalog the cluster never committed
+			// (cluster.Node.Diverged): no answer, stale or not.
+			m.SetRcode(req, dns.RcodeServerFailure)
+			return m
+		}
 		if !s.cfg.AllowStale {
 			if lc := s.fresh.LastContact(); lc > s.cfg.MaxStale {
 				s.logger.Debug("dns refusing a stale answer", "last_contact", lc, "max_stale", s.cfg.MaxStale)

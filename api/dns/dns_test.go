@@ -22,10 +22,14 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fresh is a settable Freshness.
-type fresh struct{ lc atomic.Int64 }
+// fresh is a settable Freshness (and diverger).
+type fresh struct {
+	lc       atomic.Int64
+	diverged atomic.Bool
+}
 
 func (f *fresh) LastContact() time.Duration { return time.Duration(f.lc.Load()) }
+func (f *fresh) Diverged() bool             { return f.diverged.Load() }
 
 type env struct {
 	t     *testing.T
@@ -312,12 +316,15 @@ func TestStaleness(t *testing.T) {
 		{"a node out of contact longer than max_stale answers SERVFAIL", false, 6 * time.Second, dns.RcodeServerFailure},
 		{"a node that never heard from a leader answers SERVFAIL", false, time.Duration(1<<63 - 1), dns.RcodeServerFailure},
 		{"with allow_stale a stale node answers", true, time.Hour, dns.RcodeSuccess},
+		{"a diverged node answers SERVFAIL", false, 0, dns.RcodeServerFailure},
+		{"a diverged node answers SERVFAIL even with allow_stale", true, 0, dns.RcodeServerFailure},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *beacondns.Config) { c.MaxStale, c.AllowStale = 5*time.Second, tc.allowStale })
 			e.register("w1", "web", "10.0.0.1", 80, 1, "")
 			e.fresh.lc.Store(int64(tc.lastContact))
+			e.fresh.diverged.Store(strings.Contains(tc.name, "diverged"))
 			for _, transport := range []string{"udp", "tcp"} {
 				if r := e.query("web.service.beacon.", dns.TypeA, transport, 0); r.Rcode != tc.rcode {
 					t.Errorf("%s: rcode %s, want %s", transport, dns.RcodeToString[r.Rcode], dns.RcodeToString[tc.rcode])

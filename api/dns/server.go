@@ -25,6 +25,13 @@ type Freshness interface {
 	LastContact() time.Duration
 }
 
+// diverger is optionally implemented by the Freshness (cluster.Node): a
+// server that applied what the cluster never committed answers every
+// service query SERVFAIL.
+type diverger interface {
+	Diverged() bool
+}
+
 // Config configures the DNS server.
 type Config struct {
 	// Addr is the host:port to serve on, over both UDP and TCP. A host
