@@ -36,12 +36,14 @@ type Node struct {
 	raftTrans *gapTransport // what Raft sees: transport, through the snapshot gap's bridge
 	gap       *snapGap
 	snaps     raft.SnapshotStore
-	raft      *raft.Raft
-	logs      raft.LogStore // for findRequest
-	stored    *logStored    // what the log store stored, for its byte budget (nil in memory)
-	logPath   string        // raft.db as /proc/self/maps names it ("" in memory)
-	once      onceCalls     // forwarded writes being applied here, by request id
-	leaderObs *raft.Observer
+	// trackedSnaps is snaps, with the newest snapshot known (snapgap.go).
+	trackedSnaps *trackedSnaps
+	raft         *raft.Raft
+	logs         raft.LogStore // for findRequest
+	stored       *logStored    // what the log store stored, for its byte budget (nil in memory)
+	logPath      string        // raft.db as /proc/self/maps names it ("" in memory)
+	once         onceCalls     // forwarded writes being applied here, by request id
+	leaderObs    *raft.Observer
 	// leaderCh is closed (and replaced) at every leader change Raft reports.
 	leaderMu sync.Mutex
 	leaderCh chan struct{}
@@ -354,16 +356,18 @@ func (n *Node) startRaft() error {
 		logs = n.cfg.wrapLogStore(logs)
 	}
 	n.logs = logs
+	n.trackedSnaps = newTrackedSnaps(snaps)
+	snaps = n.trackedSnaps
 	n.snaps = snaps
 	if !n.cfg.InMemory {
-		idx, err := readRestoreMark(n.cfg.DataDir)
+		idx, term, err := readRestoreMark(n.cfg.DataDir)
 		if err != nil {
-			return fmt.Errorf("%w (remove the file if you know the restore's outcome)", err)
+			return fmt.Errorf("%w (it records a restore of unknown outcome: if this server's catalog may hold a restore the cluster did not commit, move the data dir away; else remove the file)", err)
 		}
 		if idx > 0 {
 			n.logger.Warn("a restore's outcome is not known yet: this server asks the leader whether it was committed", "restore_index", idx)
 		}
-		n.restore.pending = idx
+		n.restore.pending, n.restore.term = idx, term
 	}
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
@@ -403,6 +407,7 @@ func (n *Node) startRaft() error {
 	// Raft sees the log store and the transport through the snapshot gap's
 	// bridge (snapgap.go).
 	gap := newSnapGap(logs, snaps, n.logger.Named("raft"))
+	gap.tracked, gap.onConflict = n.trackedSnaps, n.divergeFromConflict
 	n.gap = gap
 	n.raftTrans = newGapTransport(n.transport, gap, n.cfg.sendFilterForTest)
 	r, err := raft.NewRaft(rc, n.fsm, snapGapStore{LogStore: logs, g: gap}, stable, snaps, n.raftTrans)

@@ -78,15 +78,16 @@ func (n *Node) restoreLocal(ctx context.Context, archive []byte) ([]byte, error)
 		return nil, err
 	}
 	if err := n.raft.Restore(meta, &stream, restoreTimeout); err != nil {
-		unknown := errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown)
-		if !unknown && n.raft.AppliedIndex() != target {
-			n.settleRestore("the restore failed before this server applied it")
+		// Unknown: the leadership was lost or Raft stopped, or anything
+		// failed once the restore was applied here (raft.Restore then
+		// waits for a no-op: ErrNotLeader or a timeout can come after).
+		if _, applied := n.snapshotTermAt(target); applied || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			n.keepRestore(target)
+			return nil, fmt.Errorf("%w: restore: %v", ErrUnknownOutcome, err)
 		}
+		n.settleRestore("the restore failed before this server applied it")
 		if errors.Is(err, raft.ErrNotLeader) {
 			return nil, ErrNotLeader
-		}
-		if unknown {
-			return nil, fmt.Errorf("%w: restore: %v", ErrUnknownOutcome, err)
 		}
 		return nil, fmt.Errorf("cluster: restore: %w", err)
 	}

@@ -64,6 +64,11 @@ type snapGap struct {
 	logger hclog.Logger
 
 	bridged atomic.Uint64 // look-ups the synthesized entry answered (tests)
+
+	// tracked, if set, knows the newest snapshot; onConflict is told of an
+	// AppendEntries refused by conflictsWithSnapshot.
+	tracked    *trackedSnaps
+	onConflict func(index, mine, theirs uint64)
 }
 
 // snapGapMarker marks a synthesized entry in its Extensions.
@@ -187,6 +192,31 @@ func (t *gapTransport) forward() {
 		}
 		var entry *raft.Log
 		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+			// Raft's rule: a follower commits up to the leader's commit
+			// index or its last new entry, whichever is lower.
+			// hashicorp/raft 1.8.0 takes its own last index instead, which
+			// after a restore's hole can be an entry of its own the leader
+			// never had (found by review): the entry would be applied.
+			if last := req.PrevLogEntry + uint64(len(req.Entries)); req.LeaderCommitIndex > last {
+				req.LeaderCommitIndex = last
+			}
+			if s, mine, theirs, bad := t.g.conflictsWithSnapshot(req); bad {
+				// Refused before Raft sees it; the leader backs off and
+				// tries lower, and sends its snapshot once it lacks the
+				// entries (which replaces this catalog).
+				if t.g.onConflict != nil {
+					t.g.onConflict(s, mine, theirs)
+				}
+				var cur, last uint64
+				if r := t.g.raft.Load(); r != nil {
+					cur, last = r.CurrentTerm(), r.LastIndex()
+				}
+				rpc.Respond(&raft.AppendEntriesResponse{
+					RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax},
+					Term:      cur, LastLog: last, Success: false,
+				}, nil)
+				continue
+			}
 			entry = t.g.arm(req)
 		}
 		if entry == nil {
@@ -284,4 +314,84 @@ func (t *gapTransport) Close() error {
 	t.closed.Do(func() { close(t.stop) })
 	<-t.done
 	return t.NetworkTransport.Close()
+}
+
+// trackedSnaps is the snapshot store with the newest snapshot's index and
+// term kept in memory (every snapshot Raft makes, installs or restores goes
+// through Create), for the check of each AppendEntries in forward.
+type trackedSnaps struct {
+	raft.SnapshotStore
+	newest atomic.Pointer[[2]uint64]
+}
+
+func newTrackedSnaps(s raft.SnapshotStore) *trackedSnaps {
+	t := &trackedSnaps{SnapshotStore: s}
+	if metas, err := s.List(); err == nil && len(metas) > 0 {
+		t.newest.Store(&[2]uint64{metas[0].Index, metas[0].Term})
+	}
+	return t
+}
+
+// latest returns the newest snapshot's index and term (0, 0 for none).
+func (t *trackedSnaps) latest() (uint64, uint64) {
+	if p := t.newest.Load(); p != nil {
+		return p[0], p[1]
+	}
+	return 0, 0
+}
+
+func (t *trackedSnaps) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := t.SnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
+	if err != nil {
+		return nil, err
+	}
+	return &trackedSink{SnapshotSink: sink, t: t, index: index, term: term}, nil
+}
+
+type trackedSink struct {
+	raft.SnapshotSink
+	t           *trackedSnaps
+	index, term uint64
+}
+
+func (s *trackedSink) Close() error {
+	if err := s.SnapshotSink.Close(); err != nil {
+		return err
+	}
+	for {
+		old := s.t.newest.Load()
+		if old != nil && old[0] > s.index {
+			return nil
+		}
+		if s.t.newest.CompareAndSwap(old, &[2]uint64{s.index, s.term}) {
+			return nil
+		}
+	}
+}
+
+// conflictsWithSnapshot reports whether req carries an entry at the index
+// of the newest snapshot this server has applied, with another term: the
+// leader's history differs from what this server's catalog holds at that
+// index. A snapshot of committed entries cannot differ from a leader's log
+// (Raft keeps committed entries); one that does is a restore the cluster
+// never committed, installed here or run here (finding of the second
+// review): accepting the leader's entries would apply them on top of it.
+func (g *snapGap) conflictsWithSnapshot(req *raft.AppendEntriesRequest) (s, mine, theirs uint64, conflict bool) {
+	if g.tracked == nil || len(req.Entries) == 0 {
+		return 0, 0, 0, false
+	}
+	s, mine = g.tracked.latest()
+	if s == 0 || s <= req.PrevLogEntry || s > req.PrevLogEntry+uint64(len(req.Entries)) {
+		return 0, 0, 0, false
+	}
+	e := req.Entries[s-req.PrevLogEntry-1]
+	if e.Index != s || e.Term == mine {
+		return 0, 0, 0, false
+	}
+	r := g.raft.Load()
+	if r == nil || r.AppliedIndex() < s || req.Term < r.CurrentTerm() {
+		return 0, 0, 0, false
+	}
+	return s, mine, e.Term, true
 }

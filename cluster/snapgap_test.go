@@ -137,7 +137,7 @@ func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) 
 	}
 	// The restore's outcome is settled (committed) and nobody is diverged.
 	eventually(t, 30*time.Second, func() bool {
-		idx, err := readRestoreMark(ln.cfg.DataDir)
+		idx, _, err := readRestoreMark(ln.cfg.DataDir)
 		return idx == 0 && err == nil
 	}, "the old leader settling its restore mark")
 	for _, n := range tn.nodes {
@@ -303,8 +303,8 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 	case <-time.After(time.Minute):
 		t.Fatal("the restore did not answer within a minute of losing its leadership")
 	}
-	if idx, err := readRestoreMark(ln.cfg.DataDir); idx != restoreIdx || err != nil {
-		t.Fatalf("restore mark on the old leader: %d, %v; want %d", idx, err, restoreIdx)
+	if idx, term, err := readRestoreMark(ln.cfg.DataDir); idx != restoreIdx || term == 0 || err != nil {
+		t.Fatalf("restore mark on the old leader: %d (term %d), %v; want %d and its term", idx, term, err, restoreIdx)
 	}
 	// The cluster moves past the restore's index before the old leader is
 	// heard again (a busy cluster, or a long pause).
@@ -347,26 +347,28 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 // is not a mark stops the read with the file's name.
 func TestRestoreMarkRoundTripsAndRefusesWhatItDidNotWrite(t *testing.T) {
 	dir := t.TempDir()
-	if idx, err := readRestoreMark(dir); idx != 0 || err != nil {
-		t.Fatalf("no mark: %d, %v", idx, err)
+	if idx, term, err := readRestoreMark(dir); idx != 0 || term != 0 || err != nil {
+		t.Fatalf("no mark: %d %d, %v", idx, term, err)
 	}
-	if err := writeRestoreMark(dir, 1033); err != nil {
-		t.Fatal(err)
-	}
-	if idx, err := readRestoreMark(dir); idx != 1033 || err != nil {
-		t.Fatalf("mark: %d, %v", idx, err)
+	for _, want := range [][2]uint64{{1033, 0}, {1033, 7}} {
+		if err := writeRestoreMark(dir, want[0], want[1]); err != nil {
+			t.Fatal(err)
+		}
+		if idx, term, err := readRestoreMark(dir); idx != want[0] || term != want[1] || err != nil {
+			t.Fatalf("mark %v: %d %d, %v", want, idx, term, err)
+		}
 	}
 	if err := removeRestoreMark(dir); err != nil {
 		t.Fatal(err)
 	}
-	if idx, err := readRestoreMark(dir); idx != 0 || err != nil {
+	if idx, _, err := readRestoreMark(dir); idx != 0 || err != nil {
 		t.Fatalf("removed mark: %d, %v", idx, err)
 	}
-	for _, bad := range []string{"", "beacon restore v1\n", "beacon restore v1 0\n", "beacon restore v2 5\n", "beacon restore v1 -5\n", "\x00\x01"} {
+	for _, bad := range []string{"", "beacon restore v1 5\n", "beacon restore v1 0 3\n", "beacon restore v2 5 3\n", "beacon restore v1 -5 3\n", "beacon restore v1 5 x\n", "\x00\x01"} {
 		if err := os.WriteFile(restoreMarkPath(dir), []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := readRestoreMark(dir); err == nil || !strings.Contains(err.Error(), restoreMarkFile) {
+		if _, _, err := readRestoreMark(dir); err == nil || !strings.Contains(err.Error(), restoreMarkFile) {
 			t.Errorf("mark %q: %v, want an error naming the file", bad, err)
 		}
 	}

@@ -101,6 +101,7 @@ func (n *Node) stallLoop(ctx context.Context) {
 		addr, _ := n.raft.LeaderWithID()
 		lc := n.raft.LastContact()
 		hears := n.raft.State() == raft.Follower && addr != "" && !lc.IsZero() && time.Since(lc) <= n.cfg.HeartbeatTimeout
+		n.clearConflict()
 		if hears {
 			n.checkRestore(ctx, false, string(addr), every)
 		} else {
