@@ -78,16 +78,7 @@ func review2OldLeader(t *testing.T, inflight bool, maxAppend int) {
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
-	apply := func(n *Node, id, service string) uint64 {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
-		if err != nil {
-			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
-		}
-		return idx
-	}
+	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
 	var archive bytes.Buffer
 	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
@@ -206,16 +197,7 @@ func TestAFollowerThatInstalledAnUncommittedRestoreIsReportedDiverged(t *testing
 	ln := tn.nodes[old]
 	m := (old + 1) % len(tn.nodes)
 	mn := tn.nodes[m]
-	apply := func(n *Node, id, service string) uint64 {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
-		if err != nil {
-			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
-		}
-		return idx
-	}
+	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
 	var archive bytes.Buffer
 	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {

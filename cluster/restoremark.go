@@ -159,7 +159,10 @@ func (n *Node) clearConflict() {
 	if at == 0 || n.trackedSnaps == nil {
 		return
 	}
-	if idx, _ := n.trackedSnaps.latest(); idx != at && n.restore.conflictAt.CompareAndSwap(at, 0) {
+	// A newer snapshot, or an applied index below the one that conflicted
+	// (the leader's snapshot installed over it).
+	idx, _ := n.trackedSnaps.latest()
+	if (idx != at || n.raft.AppliedIndex() < at) && n.restore.conflictAt.CompareAndSwap(at, 0) {
 		n.logger.Info("no longer diverged: a newer snapshot replaced the one that conflicted with the leader's log", "snapshot_index", idx)
 		if !n.restore.diverged.Load() {
 			n.metrics.diverged.Set(0)

@@ -359,9 +359,12 @@ func (s *trackedSink) Close() error {
 	if err := s.SnapshotSink.Close(); err != nil {
 		return err
 	}
+	// Newer as raft's file store orders snapshots: by term, then index. A
+	// leader's snapshot installed over a longer uncommitted log (after an
+	// outage recovery, say) is newer at a lower index (third review).
 	for {
 		old := s.t.newest.Load()
-		if old != nil && old[0] > s.index {
+		if old != nil && (old[1] > s.term || old[1] == s.term && old[0] > s.index) {
 			return nil
 		}
 		if s.t.newest.CompareAndSwap(old, &[2]uint64{s.index, s.term}) {

@@ -18,6 +18,18 @@ import (
 	"github.com/beaconhq/beacon/fsm/fsmtest"
 )
 
+// registerThrough registers id in service through n, within 30 s.
+func registerThrough(t *testing.T, n *Node, id, service string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
+	if err != nil {
+		t.Fatalf("register %s through %s: %v", id, n.Name(), err)
+	}
+	return idx
+}
+
 func instanceIDs(f *fsm.FSM, service string) []string {
 	_, insts := f.Store().ServiceInstances(nil, service)
 	var out []string
@@ -52,16 +64,7 @@ func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) 
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
-	apply := func(n *Node, id, service string) uint64 {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
-		if err != nil {
-			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
-		}
-		return idx
-	}
+	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	apply(ln, "web-1", "web")
 	idx := apply(ln, "web-2", "web")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
@@ -263,16 +266,7 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
-	apply := func(n *Node, id, service string) uint64 {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
-		if err != nil {
-			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
-		}
-		return idx
-	}
+	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
 	var archive bytes.Buffer
 	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
@@ -402,16 +396,7 @@ func TestAnOldLeaderAheadOfItsSuccessorsCommitIsNotDiverged(t *testing.T) {
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
-	apply := func(n *Node, id, service string) uint64 {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		idx, err := n.Apply(ctx, fsmtest.Register(t, id, service))
-		if err != nil {
-			t.Fatalf("register %s through %s: %v", id, n.Name(), err)
-		}
-		return idx
-	}
+	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 	frozen.Store(ln.raft.CommitIndex())
@@ -449,5 +434,50 @@ func TestAnOldLeaderAheadOfItsSuccessorsCommitIsNotDiverged(t *testing.T) {
 		if n.Diverged() {
 			t.Errorf("%s reported diverged", n.Name())
 		}
+	}
+}
+
+// TestTrackedSnapshotsOrderAsRaftsFileStore: the newest snapshot is the one
+// with the highest term, then index (as raft's file store lists them): a
+// leader's snapshot installed over a longer log of an older term replaces
+// the local one though its index is lower (third review).
+func TestTrackedSnapshotsOrderAsRaftsFileStore(t *testing.T) {
+	fss, err := raft.NewFileSnapshotStoreWithLogger(t.TempDir(), 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, trans := raft.NewInmemTransport("")
+	ts := newTrackedSnaps(fss)
+	create := func(index, term uint64) {
+		t.Helper()
+		sink, err := ts.Create(raft.SnapshotVersionMax, index, term, raft.Configuration{}, 1, trans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sink.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ index, term, wantIndex, wantTerm uint64 }{
+		{102, 5, 102, 5},
+		{101, 6, 101, 6}, // a higher term at a lower index
+		{100, 6, 101, 6}, // same term, lower index: older
+		{150, 5, 101, 6}, // lower term: older
+		{120, 6, 120, 6},
+	} {
+		create(c.index, c.term)
+		if idx, term := ts.latest(); idx != c.wantIndex || term != c.wantTerm {
+			t.Fatalf("after (%d, %d): newest (%d, %d), want (%d, %d)", c.index, c.term, idx, term, c.wantIndex, c.wantTerm)
+		}
+	}
+	metas, err := fss.List()
+	if err != nil || len(metas) == 0 || metas[0].Index != 120 || metas[0].Term != 6 {
+		t.Fatalf("the file store's newest: %+v, %v", metas, err)
+	}
+	if idx, term := newTrackedSnaps(fss).latest(); idx != 120 || term != 6 {
+		t.Fatalf("a store opened again: newest (%d, %d)", idx, term)
 	}
 }
