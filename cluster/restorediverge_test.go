@@ -30,13 +30,13 @@ import (
 //
 // Found by a review of the first restore-mark version, which let this pass
 // silently (the text above says how). Now the leader's entries that conflict
-// with the snapshot are refused (snapGap.conflictsWithSnapshot), commits are
-// capped at the last new entry, and the server reports itself diverged.
+// with the snapshot are refused (snapGap.conflictsWithSnapshot) and the
+// server reports itself diverged (its restore mark, or the refusal).
 func TestAnOldLeaderWithAnUncommittedEntryBeforeItsRestoreIsReportedDiverged(t *testing.T) {
 	review2OldLeader(t, true, 0)
 }
 
-// TestAnOldLeaderDoesNotApplyItsOwnUncommittedSuffixAfterARestore: no in-flight write.
+// TestAnOldLeaderThatAppliesItsOwnUncommittedSuffixIsReportedDiverged: no in-flight write.
 // The new leader walks its nextIndex for the old leader down through the
 // restore's hole; each AppendEntries whose entries reach the hole is refused
 // (without NoRetryBackoff, so with Raft's growing backoff), and the first one
@@ -49,9 +49,9 @@ func TestAnOldLeaderWithAnUncommittedEntryBeforeItsRestoreIsReportedDiverged(t *
 //
 // Found by a review of the first restore-mark version, which let this pass
 // silently (the text above says how). Now the leader's entries that conflict
-// with the snapshot are refused (snapGap.conflictsWithSnapshot), commits are
-// capped at the last new entry, and the server reports itself diverged.
-func TestAnOldLeaderDoesNotApplyItsOwnUncommittedSuffixAfterARestore(t *testing.T) {
+// with the snapshot are refused (snapGap.conflictsWithSnapshot) and the
+// server reports itself diverged (its restore mark, or the refusal).
+func TestAnOldLeaderThatAppliesItsOwnUncommittedSuffixIsReportedDiverged(t *testing.T) {
 	review2OldLeader(t, false, 2)
 }
 
@@ -169,8 +169,8 @@ func review2OldLeader(t *testing.T, inflight bool, maxAppend int) {
 //
 // Found by a review of the first restore-mark version, which let this pass
 // silently (the text above says how). Now the leader's entries that conflict
-// with the snapshot are refused (snapGap.conflictsWithSnapshot), commits are
-// capped at the last new entry, and the server reports itself diverged.
+// with the snapshot are refused (snapGap.conflictsWithSnapshot) and the
+// server reports itself diverged (its restore mark, or the refusal).
 func TestAFollowerThatInstalledAnUncommittedRestoreIsReportedDiverged(t *testing.T) {
 	var hold atomic.Bool
 	var snapTo atomic.Value // raft.ServerAddress allowed to receive snapshots while held

@@ -192,14 +192,6 @@ func (t *gapTransport) forward() {
 		}
 		var entry *raft.Log
 		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
-			// Raft's rule: a follower commits up to the leader's commit
-			// index or its last new entry, whichever is lower.
-			// hashicorp/raft 1.8.0 takes its own last index instead, which
-			// after a restore's hole can be an entry of its own the leader
-			// never had (found by review): the entry would be applied.
-			if last := req.PrevLogEntry + uint64(len(req.Entries)); req.LeaderCommitIndex > last {
-				req.LeaderCommitIndex = last
-			}
 			if s, mine, theirs, bad := t.g.conflictsWithSnapshot(req); bad {
 				// Refused before Raft sees it; the leader backs off and
 				// tries lower, and sends its snapshot once it lacks the
