@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/beaconhq/beacon/fsm"
 	"github.com/beaconhq/beacon/fsm/fsmtest"
 )
 
@@ -61,29 +59,13 @@ func review2OldLeader(t *testing.T, inflight bool, maxAppend int) {
 		if maxAppend > 0 {
 			c.MaxAppendEntries = maxAppend
 		}
-		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
-			if !hold.Load() {
-				return nil
-			}
-			switch r := req.(type) {
-			case *raft.AppendEntriesRequest:
-				if len(r.Entries) > 0 {
-					return errors.New("test: entries held back")
-				}
-			case *raft.InstallSnapshotRequest:
-				return errors.New("test: snapshot held back")
-			}
-			return nil
-		}
+		c.sendFilterForTest = holdBack(&hold, true)
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
 	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
-	var archive bytes.Buffer
-	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	archive := archiveOf(t, tn, old, idx)
 	idx = apply(ln, "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 
@@ -199,10 +181,7 @@ func TestAFollowerThatInstalledAnUncommittedRestoreIsReportedDiverged(t *testing
 	mn := tn.nodes[m]
 	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
-	var archive bytes.Buffer
-	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	archive := archiveOf(t, tn, old, idx)
 	idx = apply(ln, "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 

@@ -18,6 +18,52 @@ import (
 	"github.com/beaconhq/beacon/fsm/fsmtest"
 )
 
+// holdBack is a send filter that, while hold is set, refuses every
+// AppendEntries that carries entries (heartbeats and commit notices go
+// through) and, with snapshots, every InstallSnapshot.
+func holdBack(hold *atomic.Bool, snapshots bool) func(raft.ServerAddress, any) error {
+	return func(_ raft.ServerAddress, req any) error {
+		if !hold.Load() {
+			return nil
+		}
+		switch r := req.(type) {
+		case *raft.AppendEntriesRequest:
+			if len(r.Entries) > 0 {
+				return errors.New("test: entries held back")
+			}
+		case *raft.InstallSnapshotRequest:
+			if snapshots {
+				return errors.New("test: snapshot held back")
+			}
+		}
+		return nil
+	}
+}
+
+// archiveOf is a snapshot archive of node i's catalog, which has applied idx.
+func archiveOf(t *testing.T, tn *testNodes, i int, idx uint64) *bytes.Buffer {
+	t.Helper()
+	var b bytes.Buffer
+	if _, err := tn.fsms[i].Store().WriteArchive(&b, fsm.ArchiveMeta{Index: idx, Node: tn.nodes[i].Name(), Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return &b
+}
+
+// waitCatalogs waits until every node's catalog has applied index: Raft
+// counts an entry applied once it has handed it to the FSM.
+func waitCatalogs(t *testing.T, tn *testNodes, index uint64) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() bool {
+		for _, f := range tn.fsms {
+			if f.AppliedIndex() < index {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("every catalog applying index %d", index))
+}
+
 // registerThrough registers id in service through n, within 30 s.
 func registerThrough(t *testing.T, n *Node, id, service string) uint64 {
 	t.Helper()
@@ -55,12 +101,7 @@ func instanceIDs(f *fsm.FSM, service string) []string {
 func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) {
 	var holdEntries atomic.Bool
 	tn := newTestNodes(t, 3, func(i int, c *Config) {
-		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
-			if ae, ok := req.(*raft.AppendEntriesRequest); ok && holdEntries.Load() && len(ae.Entries) > 0 {
-				return errors.New("test: entries held back")
-			}
-			return nil
-		}
+		c.sendFilterForTest = holdBack(&holdEntries, false)
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
@@ -68,10 +109,7 @@ func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) 
 	apply(ln, "web-1", "web")
 	idx := apply(ln, "web-2", "web")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
-	var archive bytes.Buffer
-	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	archive := archiveOf(t, tn, old, idx)
 	idx = apply(ln, "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 
@@ -127,6 +165,7 @@ func TestAServerWhoseRestoreLostItsLeadershipFollowsTheNextLeader(t *testing.T) 
 		return ln.raft.AppliedIndex() >= after && ln.raft.State() == raft.Follower
 	}, fmt.Sprintf("%s applying index %d (snapshot at %d)", ln.Name(), after, snapIndex))
 	tn.waitCaughtUp(t, 30*time.Second, after)
+	waitCatalogs(t, tn, after)
 	for i, f := range tn.fsms {
 		if got := instanceIDs(f, "web"); !slices.Equal(got, []string{"web-1", "web-2"}) {
 			t.Errorf("web on %s: %v", tn.nodes[i].Name(), got)
@@ -249,29 +288,13 @@ func TestTheSynthesizedEntryIsNeverSentAndOnlyReadWhileArmed(t *testing.T) {
 func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T) {
 	var hold atomic.Bool
 	tn := newTestNodes(t, 3, func(i int, c *Config) {
-		c.sendFilterForTest = func(_ raft.ServerAddress, req any) error {
-			if !hold.Load() {
-				return nil
-			}
-			switch r := req.(type) {
-			case *raft.AppendEntriesRequest:
-				if len(r.Entries) > 0 {
-					return errors.New("test: entries held back")
-				}
-			case *raft.InstallSnapshotRequest:
-				return errors.New("test: snapshot held back")
-			}
-			return nil
-		}
+		c.sendFilterForTest = holdBack(&hold, true)
 	})
 	old := tn.waitForLeader(30 * time.Second)
 	ln := tn.nodes[old]
 	apply := func(n *Node, id, service string) uint64 { t.Helper(); return registerThrough(t, n, id, service) }
 	idx := apply(ln, "web-1", "web")
-	var archive bytes.Buffer
-	if _, err := tn.fsms[old].Store().WriteArchive(&archive, fsm.ArchiveMeta{Index: idx, Node: ln.Name(), Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	archive := archiveOf(t, tn, old, idx)
 	idx = apply(ln, "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 
@@ -327,7 +350,7 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 		if n.Diverged() {
 			t.Errorf("%s reports itself diverged", n.Name())
 		}
-		if n.raft.AppliedIndex() < after {
+		if tn.fsms[i].AppliedIndex() < after {
 			continue // the other follower may still be applying; the leader has
 		}
 		if got := instanceIDs(tn.fsms[i], "api"); !slices.Equal(got, []string{"api-1", "api-2"}) {
@@ -423,6 +446,7 @@ func TestAnOldLeaderAheadOfItsSuccessorsCommitIsNotDiverged(t *testing.T) {
 	hold.Store(false)
 	after := apply(tn.nodes[leader], "web-3", "web")
 	tn.waitCaughtUp(t, 30*time.Second, after)
+	waitCatalogs(t, tn, after)
 	for i, f := range tn.fsms {
 		if got := instanceIDs(f, "web"); !slices.Equal(got, []string{"web-1", "web-2", "web-3"}) {
 			t.Fatalf("web on %s: %v", tn.nodes[i].Name(), got)
