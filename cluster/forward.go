@@ -418,7 +418,10 @@ func (n *Node) waitLeaderReady(ctx context.Context) error {
 // Apply commits cmd (an fsm-encoded command) through the leader and returns
 // its log index once this node's own catalog has applied it, so a client
 // reads its write on the node it wrote to. A command the FSM rejected returns
-// its *fsm.RejectError.
+// its *fsm.RejectError. The wait for this node's own apply is bounded by
+// the leader-wait as well: a server cut off from the leader right after the
+// commit answers an error saying the write is committed, not a wait
+// without end.
 func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	start := time.Now()
 	resp, err := n.CallLeader(ctx, opApply, cmd)
@@ -426,7 +429,12 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (uint64, error) {
 	if err != nil {
 		return idx, err
 	}
-	if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
+	defer cancel()
+	if err := n.fsm.WaitForIndex(wctx, idx); err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("cluster: committed at index %d, which this server has not applied within the leader-wait (%s): %w", idx, n.cfg.LeaderWait, err)
+		}
 		return idx, err
 	}
 	n.metrics.writeLatency.Observe(time.Since(start).Seconds())

@@ -704,7 +704,9 @@ func (n *Node) recordDeparture(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = n.Apply(ctx, cmd)
+	// Committed by the leader is what the leave needs (the removal that
+	// follows runs there); this server's own apply is not waited for.
+	_, err = n.ApplyAcked(ctx, cmd)
 	return err
 }
 

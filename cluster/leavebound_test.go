@@ -1,0 +1,128 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/beaconhq/beacon/fsm/fsmtest"
+)
+
+// cutOff refuses every AppendEntries carrying entries, and every snapshot,
+// sent to the server whose cluster address *to holds: the leader commits
+// with the other follower, and this one never receives what it commits.
+func cutOff(to *atomic.Value) func(raft.ServerAddress, any) error {
+	return func(target raft.ServerAddress, req any) error {
+		if target != to.Load().(raft.ServerAddress) {
+			return nil
+		}
+		switch r := req.(type) {
+		case *raft.AppendEntriesRequest:
+			if len(r.Entries) > 0 {
+				return errors.New("test: entries held back")
+			}
+		case *raft.InstallSnapshotRequest:
+			return errors.New("test: snapshot held back")
+		}
+		return nil
+	}
+}
+
+// TestAWriteOnAServerCutOffAfterTheCommitEnds: a write through a follower
+// that the leader commits without it, and never sends it, answers once the
+// leader-wait has passed, with an error that says the write is committed.
+// Until 2026-12-08 Node.Apply waited for the follower's own apply with the
+// caller's context alone: a health check's proposal, or a leave, could wait
+// for ever.
+func TestAWriteOnAServerCutOffAfterTheCommitEnds(t *testing.T) {
+	var to atomic.Value
+	to.Store(raft.ServerAddress(""))
+	tn := newTestNodes(t, 3, func(_ int, c *Config) {
+		c.LeaderWait = 2 * time.Second
+		c.sendFilterForTest = cutOff(&to)
+	})
+	l := tn.waitForLeader(30 * time.Second)
+	f := tn.other(l)
+	tn.waitCaughtUp(t, 30*time.Second, registerThrough(t, tn.nodes[l], "web-0", "web"))
+	to.Store(raft.ServerAddress(tn.nodes[f].ClusterAddr()))
+
+	done := make(chan error, 1)
+	var idx uint64
+	go func() {
+		var err error
+		idx, err = tn.nodes[f].Apply(context.Background(), fsmtest.Register(t, "web-1", "web"))
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a write through a server cut off from the leader's entries still waits after 2 minutes")
+	}
+	if err == nil || !strings.Contains(err.Error(), "committed at index") {
+		t.Fatalf("write through the cut-off server: %v, want an error saying it is committed", err)
+	}
+	// It is committed: the leader has it.
+	eventually(t, 30*time.Second, func() bool { return tn.fsms[l].AppliedIndex() >= idx }, "the leader applying the write")
+	if got := instanceIDs(tn.fsms[l], "web"); len(got) != 2 {
+		t.Fatalf("leader's web instances %v, want web-0 and web-1", got)
+	}
+	if tn.fsms[f].AppliedIndex() >= idx {
+		t.Fatalf("the cut-off server applied index %d: the test did not cut it off", idx)
+	}
+}
+
+// TestALeaveOfAServerCutOffFromTheLeaderEnds: a follower that receives no
+// entries from the leader still leaves: its departure is committed by the
+// leader and the other server, and the leave does not wait for its own
+// apply of it (it never comes). Before 2026-12-08 this leave never
+// returned.
+func TestALeaveOfAServerCutOffFromTheLeaderEnds(t *testing.T) {
+	var to atomic.Value
+	to.Store(raft.ServerAddress(""))
+	tn := newTestNodes(t, 3, func(_ int, c *Config) {
+		c.LeaderWait = 2 * time.Second
+		c.sendFilterForTest = cutOff(&to)
+	})
+	l := tn.waitForLeader(30 * time.Second)
+	eventually(t, 30*time.Second, func() bool {
+		for _, n := range tn.nodes {
+			if len(n.raftServers()) != 3 {
+				return false
+			}
+		}
+		return true
+	}, "3 servers in raft, as every server sees it")
+	f := tn.other(l)
+	name := tn.nodes[f].Name()
+	to.Store(raft.ServerAddress(tn.nodes[f].ClusterAddr()))
+
+	done := make(chan error, 1)
+	go func() { done <- tn.nodes[f].Leave(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("leave: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the leave still waits after 2 minutes")
+	}
+	// Whoever leads now (a leadership change is allowed) has it out of
+	// the configuration, recorded as departed.
+	eventually(t, 30*time.Second, func() bool {
+		for i, n := range tn.nodes {
+			if i == f || !n.IsLeader() {
+				continue
+			}
+			s := n.raftServers()
+			nd := tn.fsms[i].Store().Node(name)
+			return !s[name] && len(s) == 2 && nd != nil && nd.Departed
+		}
+		return false
+	}, "a leader without "+name+" in its configuration and with its departure in the catalog")
+}
