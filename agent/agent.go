@@ -237,6 +237,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err := a.secureCluster(&cc, tlsc); err != nil {
 		return err
 	}
+	if a.cfg.ClusterForTest != nil {
+		a.cfg.ClusterForTest(&cc)
+	}
 	node, err := cluster.New(cc, a.fsm)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/beaconhq/beacon/api"
+	"github.com/beaconhq/beacon/cluster"
 	"github.com/beaconhq/beacon/fsm"
 	"github.com/hashicorp/go-hclog"
 )
@@ -127,6 +128,9 @@ type Config struct {
 	Version string `json:"-"`
 	// Logger receives the agent's log lines (none when nil).
 	Logger hclog.Logger `json:"-"`
+	// ClusterForTest, when set (tests only), adjusts the cluster node's
+	// configuration just before the node is made.
+	ClusterForTest func(*cluster.Config) `json:"-"`
 }
 
 // DefaultConfig returns the defaults documented in docs/operations.md.

@@ -157,6 +157,16 @@ type Config struct {
 	sendFilterForTest func(target raft.ServerAddress, req any) error
 }
 
+// SetSendFilterForTest sets the filter of the AppendEntries and
+// InstallSnapshot requests (*raft.AppendEntriesRequest,
+// *raft.InstallSnapshotRequest) a node sends: an error refuses the request,
+// and Raft's replication sees that error. Tests outside this package use it
+// (through agent.Config.ClusterForTest) to cut a server off the leader's
+// entries; never used outside tests.
+func SetSendFilterForTest(c *Config, f func(target string, req any) error) {
+	c.sendFilterForTest = func(target raft.ServerAddress, req any) error { return f(string(target), req) }
+}
+
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.
 func DefaultConfig() Config {
 	return Config{

@@ -126,3 +126,54 @@ func TestALeaveOfAServerCutOffFromTheLeaderEnds(t *testing.T) {
 		return false
 	}, "a leader without "+name+" in its configuration and with its departure in the catalog")
 }
+
+// TestARestoreThroughAServerCutOffFromTheLeaderEnds: a restore sent through
+// a follower the leader stops replicating to (entries and snapshots) is
+// restored by the leader and the other server, and the follower answers it
+// once it has waited restoreApplyWaits leader-waits for its own install
+// (which never comes), not for ever.
+func TestARestoreThroughAServerCutOffFromTheLeaderEnds(t *testing.T) {
+	var to atomic.Value
+	to.Store(raft.ServerAddress(""))
+	tn := newTestNodes(t, 3, func(_ int, c *Config) {
+		c.LeaderWait = 2 * time.Second
+		c.sendFilterForTest = cutOff(&to)
+	})
+	l := tn.waitForLeader(30 * time.Second)
+	f := tn.other(l)
+	idx := registerThrough(t, tn.nodes[l], "web-1", "web")
+	archive := archiveOf(t, tn, l, idx)
+	idx = registerThrough(t, tn.nodes[l], "api-1", "api")
+	tn.waitCaughtUp(t, 30*time.Second, idx)
+	to.Store(raft.ServerAddress(tn.nodes[f].ClusterAddr()))
+
+	done := make(chan error, 1)
+	var restored uint64
+	go func() {
+		var err error
+		restored, err = tn.nodes[f].Restore(context.Background(), archive.Bytes())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("restore through the cut-off server: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a restore through a server cut off from the leader still waits after 2 minutes")
+	}
+	eventually(t, 30*time.Second, func() bool {
+		for i, n := range tn.nodes {
+			if i != f && n.IsLeader() {
+				return tn.fsms[i].AppliedIndex() >= restored && len(instanceIDs(tn.fsms[i], "api")) == 0 && len(instanceIDs(tn.fsms[i], "web")) == 1
+			}
+		}
+		return false
+	}, "a leader with the restored catalog (web-1, no api-1)")
+	if tn.fsms[f].AppliedIndex() >= restored {
+		t.Fatalf("the cut-off server applied the restore (index %d): the test did not cut it off", restored)
+	}
+	if got := tn.fsms[f].Store().WaitAcked(context.Background(), 10*time.Millisecond); got {
+		t.Fatal("the cut-off server's reads do not wait for the restore it answered")
+	}
+}

@@ -35,8 +35,9 @@ const restoreTimeout = time.Minute
 // snapshot archive (see fsm.ReadArchive): the leader checks it again, turns
 // it into a Raft snapshot stream and restores it through Raft, which installs
 // it on every follower as it would any snapshot. It returns the index the
-// catalog has after the restore, once this node has applied it (so a read
-// on this node sees the restored catalog). Writes in flight on the leader
+// catalog has after the restore, once this node has applied it or after
+// restoreApplyWaits leader-waits (a read on this node sees the restored
+// catalog either way: it waits for it, or answers 503). Writes in flight on the leader
 // when the restore happens fail with ErrUnknownOutcome.
 func (n *Node) Restore(ctx context.Context, archive []byte) (uint64, error) {
 	resp, err := n.CallLeader(ctx, opRestore, archive)
@@ -47,11 +48,24 @@ func (n *Node) Restore(ctx context.Context, archive []byte) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cluster: restore: %w from the leader", err)
 	}
-	if err := n.fsm.WaitForIndex(ctx, idx); err != nil {
+	// Committed: reads on this node wait for it (NoteAcked). The answer
+	// waits for this node's own install of the restore at most
+	// restoreApplyWaits leader-waits: a server cut off from the leader
+	// right after the restore answers it done, which it is, and its reads
+	// answer 503 not_caught_up until it has the restore.
+	n.fsm.Store().NoteAcked(idx)
+	wctx, cancel := context.WithTimeout(ctx, restoreApplyWaits*n.cfg.LeaderWait)
+	defer cancel()
+	if err := n.fsm.WaitForIndex(wctx, idx); err != nil && ctx.Err() != nil {
 		return idx, err
 	}
 	return idx, nil
 }
+
+// restoreApplyWaits is how many leader-waits a restore sent through a
+// follower waits for that follower to install it (a snapshot of the whole
+// catalog) before it is answered.
+const restoreApplyWaits = 10
 
 // restoreLocal runs a restore on the leader.
 func (n *Node) restoreLocal(ctx context.Context, archive []byte) ([]byte, error) {

@@ -34,8 +34,9 @@ type ttlAnswer struct {
 
 // ReportTTL delivers a TTL report (pass, warn or fail, with optional output
 // and custom metrics) for check id to the leader, from any node. It returns
-// an index this node has applied, so a read on this node afterwards sees the
-// report's effect. A report that changes nothing writes nothing. Errors:
+// the report's index once this node has applied it (at most ttlApplyWait
+// after the leader's commit; reads on this node wait for it either way), so
+// a read on this node afterwards sees the report's effect. A report that changes nothing writes nothing. Errors:
 // *fsm.RejectError with fsm.ErrNotFound (no such check) or fsm.ErrInvalid
 // (not a TTL check, bad status or metrics), or the cluster's errors.
 func (h *Health) ReportTTL(ctx context.Context, id string, status fsm.Health, output string, metrics map[string]float64) (uint64, error) {
@@ -62,11 +63,22 @@ func (h *Health) ReportTTL(ctx context.Context, id string, status fsm.Health, ou
 	if err := json.Unmarshal(resp, &a); err != nil {
 		return 0, fmt.Errorf("health: bad answer from leader: %w", err)
 	}
-	if err := h.fsm.WaitForIndex(ctx, a.Index); err != nil {
+	// Committed: reads on this node wait for it (NoteAcked), so the answer
+	// waits for this node's own apply only so long. A node cut off from the
+	// leader right after the commit answers the report as accepted, which
+	// it is, rather than holding the request for ever.
+	h.fsm.Store().NoteAcked(a.Index)
+	wctx, cancel := context.WithTimeout(ctx, ttlApplyWait)
+	defer cancel()
+	if err := h.fsm.WaitForIndex(wctx, a.Index); err != nil && ctx.Err() != nil {
 		return a.Index, err
 	}
 	return a.Index, nil
 }
+
+// ttlApplyWait bounds how long a TTL report waits for this node to apply
+// the leader's commit of it (see ReportTTL).
+const ttlApplyWait = 5 * time.Second
 
 // ServeRPC handles the health RPC on the leader (register it with the
 // cluster's internal RPC). It answers ErrNotLeader when this node does not
