@@ -430,11 +430,20 @@ func (a *Agent) leaveAndStop(ctx context.Context) error {
 		return err
 	}
 	go func() {
-		_ = a.Shutdown(context.Background())
+		// Bounded as a signal's shutdown is (cmd): a proxied stream on
+		// the agent's balancer would otherwise hold it for ever, and the
+		// signal's own shutdown waits behind this one.
+		sctx, cancel := context.WithTimeout(context.Background(), leaveShutdownTimeout)
+		defer cancel()
+		_ = a.Shutdown(sctx)
 		a.errCh <- ErrLeft
 	}()
 	return nil
 }
+
+// leaveShutdownTimeout bounds the shutdown that follows a leave: past it,
+// what is still open is closed.
+const leaveShutdownTimeout = 30 * time.Second
 
 // ErrLeft is delivered on Err after the agent left the cluster on request.
 var ErrLeft = errors.New("agent: left the cluster")

@@ -13,7 +13,9 @@ import (
 // adapts *cluster.Node to it.
 type Cluster interface {
 	// Apply commits an encoded fsm command through the leader and returns
-	// its index once this node's catalog has applied it.
+	// its index once this node's catalog has applied it, or, on a node
+	// that has not within the leader-wait after the commit, once that has
+	// passed (its reads then wait for the index).
 	Apply(ctx context.Context, cmd []byte) (uint64, error)
 	// ApplyLeader commits cmd only if this node is the leader; it never
 	// forwards, so a deposed leader's decisions are dropped.

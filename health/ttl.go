@@ -34,7 +34,7 @@ type ttlAnswer struct {
 
 // ReportTTL delivers a TTL report (pass, warn or fail, with optional output
 // and custom metrics) for check id to the leader, from any node. It returns
-// the report's index once this node has applied it (at most ttlApplyWait
+// the report's index once this node has applied it (at most ttlApplyWait, 1 s,
 // after the leader's commit; reads on this node wait for it either way), so
 // a read on this node afterwards sees the report's effect. A report that changes nothing writes nothing. Errors:
 // *fsm.RejectError with fsm.ErrNotFound (no such check) or fsm.ErrInvalid
@@ -67,6 +67,9 @@ func (h *Health) ReportTTL(ctx context.Context, id string, status fsm.Health, ou
 	// waits for this node's own apply only so long. A node cut off from the
 	// leader right after the commit answers the report as accepted, which
 	// it is, rather than holding the request for ever.
+	if h.fsm.AppliedIndex() >= a.Index {
+		return a.Index, nil
+	}
 	h.fsm.Store().NoteAcked(a.Index)
 	wctx, cancel := context.WithTimeout(ctx, ttlApplyWait)
 	defer cancel()
@@ -77,8 +80,9 @@ func (h *Health) ReportTTL(ctx context.Context, id string, status fsm.Health, ou
 }
 
 // ttlApplyWait bounds how long a TTL report waits for this node to apply
-// the leader's commit of it (see ReportTTL).
-const ttlApplyWait = 5 * time.Second
+// the leader's commit of it (see ReportTTL): under the Go client's 2 s
+// attempt timeout, and a node that applies later still has its reads wait.
+const ttlApplyWait = time.Second
 
 // ServeRPC handles the health RPC on the leader (register it with the
 // cluster's internal RPC). It answers ErrNotLeader when this node does not
