@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +56,21 @@ const (
 	statusError   = 1
 	handshakeSalt = "beacon-rpc-v1"
 )
+
+// rpcWriteTimeout bounds one batch of frames' write to a peer (a restore's
+// 32 MiB frame at 1 MB/s or more).
+const rpcWriteTimeout = 30 * time.Second
+
+// rpcWriteTimeoutForTest, when not 0, replaces rpcWriteTimeout (tests;
+// atomic, as nodes of earlier tests may still be writing).
+var rpcWriteTimeoutForTest atomic.Int64
+
+func writeTimeout() time.Duration {
+	if d := rpcWriteTimeoutForTest.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return rpcWriteTimeout
+}
 
 // ErrAuth is returned when a peer fails the cluster-secret handshake.
 var ErrAuth = errors.New("cluster: rpc authentication failed")
@@ -164,10 +180,10 @@ func (s *rpcServer) serveConn(c net.Conn) {
 			}
 			if herr != nil {
 				code, msg := errorCode(herr)
-				w.send(id, statusError, []byte(code+"\x00"+msg))
+				w.send(id, statusError, []byte(code+"\x00"+msg), nil)
 				return
 			}
-			w.send(id, statusOK, resp)
+			w.send(id, statusOK, resp, nil)
 		}()
 	}
 }
@@ -254,6 +270,15 @@ func (w *frameWriter) loop() {
 		case <-w.done:
 			return
 		}
+		// A peer that stopped reading (frozen, or its host gone without a
+		// reset) fills the socket's buffers and the write blocks: past
+		// rpcWriteTimeout the connection is closed, its callers get
+		// ErrConnLost, and senders are released (drain).
+		if err := w.c.SetWriteDeadline(time.Now().Add(writeTimeout())); err != nil {
+			w.c.Close()
+			w.drain()
+			return
+		}
 		for yielded := false; ; {
 			if _, err := bw.Write(f); err != nil {
 				w.c.Close()
@@ -301,8 +326,10 @@ func (w *frameWriter) drain() {
 	}
 }
 
-// send queues a frame; it reports false if the writer has closed.
-func (w *frameWriter) send(id uint64, kind byte, payload []byte) bool {
+// send queues a frame; it reports false if the writer has closed. A
+// caller's give-up (a nil channel for none) ends the wait for room in the
+// queue too, with false: the frame was not queued.
+func (w *frameWriter) send(id uint64, kind byte, payload []byte, giveUp <-chan struct{}) bool {
 	f := make([]byte, 13+len(payload))
 	binary.BigEndian.PutUint32(f[:4], uint32(9+len(payload)))
 	binary.BigEndian.PutUint64(f[4:12], id)
@@ -311,7 +338,14 @@ func (w *frameWriter) send(id uint64, kind byte, payload []byte) bool {
 	select {
 	case w.ch <- f:
 		return true
+	default:
+	}
+	select {
+	case w.ch <- f:
+		return true
 	case <-w.done:
+		return false
+	case <-giveUp:
 		return false
 	}
 }
@@ -472,7 +506,12 @@ func (rc *rpcClient) call(ctx context.Context, stop <-chan struct{}, still func(
 	id := conn.nextID
 	conn.pending[id] = ch
 	conn.mu.Unlock()
-	if !conn.w.send(id, byte(op), payload) {
+	if !conn.w.send(id, byte(op), payload, ctx.Done()) {
+		// Not queued, so certainly not sent.
+		conn.forget(id)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		return nil, errDial{errors.New("cluster: rpc connection closed before send")}
 	}
 	// From here the request may have reached the peer. (A variable of its
