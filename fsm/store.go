@@ -28,8 +28,13 @@ type Store struct {
 	notifyMu sync.Mutex
 	notify   chan struct{}
 	// waiters wait for a given index (WaitForIndex): advance wakes only
-	// those it reached, not every writer waiting on this node.
+	// those it reached, not every writer waiting on this node. Waiters of
+	// one index share its channel (waiting): a waiter that gives up leaves
+	// its channel behind until the index is reached, and on a node cut off
+	// from its leader every read waits for the same acknowledged index
+	// (WaitAcked), so the heap holds one entry per index, not one per read.
 	waiters waiterHeap
+	waiting map[uint64]chan struct{}
 	// publishing is odd from just before a batch's commit until its
 	// service records are in the generation's map (rowCache.committed): a
 	// reader that sees it odd may have seen the commit through go-memdb
@@ -67,16 +72,26 @@ func (h *waiterHeap) Pop() any {
 // appliedWaitCh returns a channel that closes once the store has applied
 // index (at once if it has).
 func (s *Store) appliedWaitCh(index uint64) <-chan struct{} {
-	ch := make(chan struct{})
 	s.notifyMu.Lock()
 	defer s.notifyMu.Unlock()
 	if s.applied.Load() >= index {
-		close(ch)
+		return closedCh
+	}
+	if ch, ok := s.waiting[index]; ok {
 		return ch
 	}
+	ch := make(chan struct{})
+	if s.waiting == nil {
+		s.waiting = map[uint64]chan struct{}{}
+	}
+	s.waiting[index] = ch
 	heap.Push(&s.waiters, indexWaiter{index: index, ch: ch})
 	return ch
 }
+
+// closedCh is a closed channel: what a wait for an index already applied
+// returns.
+var closedCh = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
 // storeState is one generation of the store; Restore replaces it whole.
 type storeState struct {
@@ -121,7 +136,9 @@ func (s *Store) advance(index uint64) {
 	close(s.notify)
 	s.notify = make(chan struct{})
 	for len(s.waiters) > 0 && s.waiters[0].index <= index {
-		close(heap.Pop(&s.waiters).(indexWaiter).ch)
+		w := heap.Pop(&s.waiters).(indexWaiter)
+		delete(s.waiting, w.index)
+		close(w.ch)
 	}
 	s.notifyMu.Unlock()
 }
