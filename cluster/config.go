@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/beaconhq/beacon/fsm"
@@ -165,6 +166,28 @@ type Config struct {
 // entries; never used outside tests.
 func SetSendFilterForTest(c *Config, f func(target string, req any) error) {
 	c.sendFilterForTest = func(target raft.ServerAddress, req any) error { return f(string(target), req) }
+}
+
+// CutOffForTest is a send filter (SetSendFilterForTest) that refuses every
+// AppendEntries carrying entries, and every snapshot, sent to the server
+// whose cluster address to holds (a string; "" or unset: none). The leader
+// then commits without that server, which never receives what it commits.
+// Never used outside tests.
+func CutOffForTest(to *atomic.Value) func(target string, req any) error {
+	return func(target string, req any) error {
+		if addr, _ := to.Load().(string); addr == "" || target != addr {
+			return nil
+		}
+		switch r := req.(type) {
+		case *raft.AppendEntriesRequest:
+			if len(r.Entries) > 0 {
+				return errors.New("test: entries held back")
+			}
+		case *raft.InstallSnapshotRequest:
+			return errors.New("test: snapshot held back")
+		}
+		return nil
+	}
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,22 +11,23 @@ import (
 	"github.com/beaconhq/beacon/fsm/fsmtest"
 )
 
-// cutOff refuses every AppendEntries carrying entries, and every snapshot,
-// sent to the server whose cluster address *to holds: the leader commits
-// with the other follower, and this one never receives what it commits.
+// cutOff is CutOffForTest as this package's tests set it.
 func cutOff(to *atomic.Value) func(raft.ServerAddress, any) error {
-	return func(target raft.ServerAddress, req any) error {
-		if target != to.Load().(raft.ServerAddress) {
-			return nil
-		}
-		switch r := req.(type) {
-		case *raft.AppendEntriesRequest:
-			if len(r.Entries) > 0 {
-				return errors.New("test: entries held back")
-			}
-		case *raft.InstallSnapshotRequest:
-			return errors.New("test: snapshot held back")
-		}
+	f := CutOffForTest(to)
+	return func(target raft.ServerAddress, req any) error { return f(string(target), req) }
+}
+
+// within runs fn and returns its error, failing the test if fn has not
+// returned after two minutes.
+func within(t *testing.T, what string, fn func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("%s still waits after 2 minutes", what)
 		return nil
 	}
 }
@@ -41,7 +41,6 @@ func cutOff(to *atomic.Value) func(raft.ServerAddress, any) error {
 // for ever.
 func TestAWriteOnAServerCutOffAfterTheCommitEnds(t *testing.T) {
 	var to atomic.Value
-	to.Store(raft.ServerAddress(""))
 	tn := newTestNodes(t, 3, func(_ int, c *Config) {
 		c.LeaderWait = 2 * time.Second
 		c.sendFilterForTest = cutOff(&to)
@@ -49,21 +48,14 @@ func TestAWriteOnAServerCutOffAfterTheCommitEnds(t *testing.T) {
 	l := tn.waitForLeader(30 * time.Second)
 	f := tn.other(l)
 	tn.waitCaughtUp(t, 30*time.Second, registerThrough(t, tn.nodes[l], "web-0", "web"))
-	to.Store(raft.ServerAddress(tn.nodes[f].ClusterAddr()))
+	to.Store(tn.nodes[f].ClusterAddr())
 
-	done := make(chan error, 1)
 	var idx uint64
-	go func() {
-		var err error
-		idx, err = tn.nodes[f].Apply(context.Background(), fsmtest.Register(t, "web-1", "web"))
-		done <- err
-	}()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("a write through a server cut off from the leader's entries still waits after 2 minutes")
-	}
+	cmd := fsmtest.Register(t, "web-1", "web")
+	err := within(t, "a write through a server cut off from the leader's entries", func() (err error) {
+		idx, err = tn.nodes[f].Apply(context.Background(), cmd)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("write through the cut-off server: %v", err)
 	}
@@ -87,33 +79,18 @@ func TestAWriteOnAServerCutOffAfterTheCommitEnds(t *testing.T) {
 // returned.
 func TestALeaveOfAServerCutOffFromTheLeaderEnds(t *testing.T) {
 	var to atomic.Value
-	to.Store(raft.ServerAddress(""))
 	tn := newTestNodes(t, 3, func(_ int, c *Config) {
 		c.LeaderWait = 2 * time.Second
 		c.sendFilterForTest = cutOff(&to)
 	})
 	l := tn.waitForLeader(30 * time.Second)
-	eventually(t, 30*time.Second, func() bool {
-		for _, n := range tn.nodes {
-			if len(n.raftServers()) != 3 {
-				return false
-			}
-		}
-		return true
-	}, "3 servers in raft, as every server sees it")
+	tn.waitRaftServers(t, 3)
 	f := tn.other(l)
 	name := tn.nodes[f].Name()
-	to.Store(raft.ServerAddress(tn.nodes[f].ClusterAddr()))
+	to.Store(tn.nodes[f].ClusterAddr())
 
-	done := make(chan error, 1)
-	go func() { done <- tn.nodes[f].Leave(context.Background()) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("leave: %v", err)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("the leave still waits after 2 minutes")
+	if err := within(t, "the leave", func() error { return tn.nodes[f].Leave(context.Background()) }); err != nil {
+		t.Fatalf("leave: %v", err)
 	}
 	// Whoever leads now (a leadership change is allowed) has it out of
 	// the configuration, recorded as departed.
@@ -140,7 +117,6 @@ func TestALeaveOfAServerCutOffFromTheLeaderEnds(t *testing.T) {
 // (which never comes), not for ever.
 func TestARestoreThroughAServerCutOffFromTheLeaderEnds(t *testing.T) {
 	var to atomic.Value
-	to.Store(raft.ServerAddress(""))
 	tn := newTestNodes(t, 3, func(_ int, c *Config) {
 		c.LeaderWait = 2 * time.Second
 		c.sendFilterForTest = cutOff(&to)
@@ -151,22 +127,14 @@ func TestARestoreThroughAServerCutOffFromTheLeaderEnds(t *testing.T) {
 	archive := archiveOf(t, tn, l, idx)
 	idx = registerThrough(t, tn.nodes[l], "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
-	to.Store(raft.ServerAddress(tn.nodes[f].ClusterAddr()))
+	to.Store(tn.nodes[f].ClusterAddr())
 
-	done := make(chan error, 1)
 	var restored uint64
-	go func() {
-		var err error
+	if err := within(t, "a restore through a server cut off from the leader", func() (err error) {
 		restored, err = tn.nodes[f].Restore(context.Background(), archive.Bytes())
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("restore through the cut-off server: %v", err)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("a restore through a server cut off from the leader still waits after 2 minutes")
+		return err
+	}); err != nil {
+		t.Fatalf("restore through the cut-off server: %v", err)
 	}
 	eventually(t, 30*time.Second, func() bool {
 		for i, n := range tn.nodes {

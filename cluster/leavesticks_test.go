@@ -25,14 +25,7 @@ func TestALeaveSticksAcrossALeaderChange(t *testing.T) {
 	l := tn.waitForLeader(30 * time.Second)
 	// Every server holds the configuration of three: a server that has not
 	// received it yet leaves gossip without asking for a removal.
-	eventually(t, 30*time.Second, func() bool {
-		for _, n := range tn.nodes {
-			if len(n.raftServers()) != 3 {
-				return false
-			}
-		}
-		return true
-	}, "3 servers in raft, as every server sees it")
+	tn.waitRaftServers(t, 3)
 	leaving := tn.other(l)
 	next := tn.other(leaving)
 	name := tn.nodes[leaving].Name()

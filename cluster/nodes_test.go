@@ -127,6 +127,20 @@ func (tn *testNodes) waitForLeader(timeout time.Duration) int {
 // follower returns a node that is not i.
 func (tn *testNodes) other(i int) int { return (i + 1) % len(tn.nodes) }
 
+// waitRaftServers waits until every node's Raft configuration holds n
+// servers.
+func (tn *testNodes) waitRaftServers(t testing.TB, n int) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() bool {
+		for _, nd := range tn.nodes {
+			if len(nd.raftServers()) != n {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("%d servers in raft, as every server sees it", n))
+}
+
 // pause freezes node i's cluster traffic until resume (or the test's end).
 func (tn *testNodes) pause(i int) (resume func()) {
 	r := tn.nodes[i].mux.pauseForTest()

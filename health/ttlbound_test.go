@@ -2,12 +2,9 @@ package health_test
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/beaconhq/beacon/agent"
 	"github.com/beaconhq/beacon/agent/agenttest"
@@ -22,25 +19,9 @@ import (
 // follower's own apply with the request's context alone: the request hung
 // for as long as the client waited.
 func TestATTLReportOnAServerCutOffFromTheLeaderIsAnswered(t *testing.T) {
-	var to atomic.Value // the cluster address cut off, or ""
-	to.Store("")
+	var to atomic.Value // the cluster address cut off
 	c := agenttest.New(t, 3, agenttest.WithConfig(func(cfg *agent.Config) {
-		cfg.ClusterForTest = func(cc *cluster.Config) {
-			cluster.SetSendFilterForTest(cc, func(target string, req any) error {
-				if target != to.Load().(string) {
-					return nil
-				}
-				switch r := req.(type) {
-				case *raft.AppendEntriesRequest:
-					if len(r.Entries) > 0 {
-						return errors.New("test: entries held back")
-					}
-				case *raft.InstallSnapshotRequest:
-					return errors.New("test: snapshot held back")
-				}
-				return nil
-			})
-		}
+		cfg.ClusterForTest = func(cc *cluster.Config) { cluster.SetSendFilterForTest(cc, cluster.CutOffForTest(&to)) }
 	}))
 	l := c.WaitForLeader()
 	f := c.Follower()
