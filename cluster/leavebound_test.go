@@ -11,10 +11,17 @@ import (
 	"github.com/beaconhq/beacon/fsm/fsmtest"
 )
 
-// cutOff is CutOffForTest as this package's tests set it.
-func cutOff(to *atomic.Value) func(raft.ServerAddress, any) error {
+// newCutOffNodes starts three nodes with a leader-wait of 2 s whose leader
+// sends nothing but heartbeats to the server whose cluster address the
+// returned value is set to (CutOffForTest).
+func newCutOffNodes(t *testing.T) (*testNodes, *atomic.Value) {
+	to := new(atomic.Value)
 	f := CutOffForTest(to)
-	return func(target raft.ServerAddress, req any) error { return f(string(target), req) }
+	tn := newTestNodes(t, 3, func(_ int, c *Config) {
+		c.LeaderWait = 2 * time.Second
+		c.sendFilterForTest = func(target raft.ServerAddress, req any) error { return f(string(target), req) }
+	})
+	return tn, to
 }
 
 // within runs fn and returns its error, failing the test if fn has not
@@ -40,11 +47,7 @@ func within(t *testing.T, what string, fn func() error) error {
 // caller's context alone: a health check's proposal, or a leave, could wait
 // for ever.
 func TestAWriteOnAServerCutOffAfterTheCommitEnds(t *testing.T) {
-	var to atomic.Value
-	tn := newTestNodes(t, 3, func(_ int, c *Config) {
-		c.LeaderWait = 2 * time.Second
-		c.sendFilterForTest = cutOff(&to)
-	})
+	tn, to := newCutOffNodes(t)
 	l := tn.waitForLeader(30 * time.Second)
 	f := tn.other(l)
 	tn.waitCaughtUp(t, 30*time.Second, registerThrough(t, tn.nodes[l], "web-0", "web"))
@@ -78,11 +81,7 @@ func TestAWriteOnAServerCutOffAfterTheCommitEnds(t *testing.T) {
 // apply of it (it never comes). Before 2026-12-08 this leave never
 // returned.
 func TestALeaveOfAServerCutOffFromTheLeaderEnds(t *testing.T) {
-	var to atomic.Value
-	tn := newTestNodes(t, 3, func(_ int, c *Config) {
-		c.LeaderWait = 2 * time.Second
-		c.sendFilterForTest = cutOff(&to)
-	})
+	tn, to := newCutOffNodes(t)
 	l := tn.waitForLeader(30 * time.Second)
 	tn.waitRaftServers(t, 3)
 	f := tn.other(l)
@@ -116,11 +115,7 @@ func TestALeaveOfAServerCutOffFromTheLeaderEnds(t *testing.T) {
 // once it has waited restoreApplyWaits leader-waits for its own install
 // (which never comes), not for ever.
 func TestARestoreThroughAServerCutOffFromTheLeaderEnds(t *testing.T) {
-	var to atomic.Value
-	tn := newTestNodes(t, 3, func(_ int, c *Config) {
-		c.LeaderWait = 2 * time.Second
-		c.sendFilterForTest = cutOff(&to)
-	})
+	tn, to := newCutOffNodes(t)
 	l := tn.waitForLeader(30 * time.Second)
 	f := tn.other(l)
 	idx := registerThrough(t, tn.nodes[l], "web-1", "web")
