@@ -178,16 +178,25 @@ func CutOffForTest(to *atomic.Value) func(target string, req any) error {
 		if addr, _ := to.Load().(string); addr == "" || target != addr {
 			return nil
 		}
-		switch r := req.(type) {
-		case *raft.AppendEntriesRequest:
-			if len(r.Entries) > 0 {
-				return errors.New("test: entries held back")
-			}
-		case *raft.InstallSnapshotRequest:
+		return holdBackRequest(req, true)
+	}
+}
+
+// holdBackRequest is what the tests' send filters refuse: an AppendEntries
+// that carries entries (heartbeats and commit notices go through) and, with
+// snapshots, an InstallSnapshot.
+func holdBackRequest(req any, snapshots bool) error {
+	switch r := req.(type) {
+	case *raft.AppendEntriesRequest:
+		if len(r.Entries) > 0 {
+			return errors.New("test: entries held back")
+		}
+	case *raft.InstallSnapshotRequest:
+		if snapshots {
 			return errors.New("test: snapshot held back")
 		}
-		return nil
 	}
+	return nil
 }
 
 // DefaultConfig returns a configuration for a LAN cluster on the default ports.

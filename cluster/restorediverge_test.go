@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -82,27 +81,11 @@ func review2OldLeader(t *testing.T, inflight bool, maxAppend int) {
 		eventually(t, 10*time.Second, func() bool { return ln.LastIndex() > last }, "the in-flight write appended on the leader")
 	}
 
-	before := ln.LastIndex()
-	restored := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		_, err := ln.Restore(ctx, archive.Bytes())
-		restored <- err
-	}()
-	eventually(t, 30*time.Second, func() bool { return ln.raft.AppliedIndex() > before+1 }, "the leader applying its restore")
-	restoreIdx := ln.raft.AppliedIndex()
+	restored, restoreIdx := restoreInBackground(t, ln, archive.Bytes())
 	resume := tn.pause(old)
 	hold.Store(false)
 	leader := tn.waitForLeader(30 * time.Second)
-	select {
-	case err := <-restored:
-		if err == nil {
-			t.Fatal("the restore succeeded though no follower received it")
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the restore did not answer within a minute of losing its leadership")
-	}
+	wantRestoreFailed(t, restored)
 	if idx, _, err := readRestoreMark(ln.cfg.DataDir); idx != restoreIdx || err != nil {
 		t.Fatalf("restore mark on the old leader: %d, %v; want %d", idx, err, restoreIdx)
 	}
@@ -162,17 +145,8 @@ func TestAFollowerThatInstalledAnUncommittedRestoreIsReportedDiverged(t *testing
 			if !hold.Load() {
 				return nil
 			}
-			switch r := req.(type) {
-			case *raft.AppendEntriesRequest:
-				if len(r.Entries) > 0 {
-					return errors.New("test: entries held back")
-				}
-			case *raft.InstallSnapshotRequest:
-				if target != snapTo.Load().(raft.ServerAddress) {
-					return errors.New("test: snapshot held back")
-				}
-			}
-			return nil
+			// Snapshots go to snapTo alone.
+			return holdBackRequest(req, target != snapTo.Load().(raft.ServerAddress))
 		}
 	})
 	old := tn.waitForLeader(30 * time.Second)
@@ -185,18 +159,9 @@ func TestAFollowerThatInstalledAnUncommittedRestoreIsReportedDiverged(t *testing
 	idx = apply(ln, "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 
-	before := ln.LastIndex()
 	snapTo.Store(raft.ServerAddress(mn.ClusterAddr()))
 	hold.Store(true)
-	restored := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		_, err := ln.Restore(ctx, archive.Bytes())
-		restored <- err
-	}()
-	eventually(t, 30*time.Second, func() bool { return ln.raft.AppliedIndex() > before+1 }, "the leader applying its restore")
-	restoreIdx := ln.raft.AppliedIndex()
+	restored, restoreIdx := restoreInBackground(t, ln, archive.Bytes())
 	eventually(t, 30*time.Second, func() bool { return mn.raft.AppliedIndex() == restoreIdx }, mn.Name()+" installing the restore's snapshot")
 	resumeOld := tn.pause(old)
 	resumeM := tn.pause(m)

@@ -26,17 +26,38 @@ func holdBack(hold *atomic.Bool, snapshots bool) func(raft.ServerAddress, any) e
 		if !hold.Load() {
 			return nil
 		}
-		switch r := req.(type) {
-		case *raft.AppendEntriesRequest:
-			if len(r.Entries) > 0 {
-				return errors.New("test: entries held back")
-			}
-		case *raft.InstallSnapshotRequest:
-			if snapshots {
-				return errors.New("test: snapshot held back")
-			}
+		return holdBackRequest(req, snapshots)
+	}
+}
+
+// restoreInBackground starts a restore of archive on the leader ln (a
+// goroutine, answering on the returned channel within 2 minutes) and waits
+// until ln has applied it; it returns the channel and the restore's index.
+func restoreInBackground(t *testing.T, ln *Node, archive []byte) (<-chan error, uint64) {
+	t.Helper()
+	before := ln.LastIndex()
+	restored := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		_, err := ln.Restore(ctx, archive)
+		restored <- err
+	}()
+	eventually(t, 30*time.Second, func() bool { return ln.raft.AppliedIndex() > before+1 }, "the leader applying its restore")
+	return restored, ln.raft.AppliedIndex()
+}
+
+// wantRestoreFailed waits for the answer of a restore whose leader lost its
+// leadership before a follower received it: an error, within a minute.
+func wantRestoreFailed(t *testing.T, restored <-chan error) {
+	t.Helper()
+	select {
+	case err := <-restored:
+		if err == nil {
+			t.Fatal("the restore succeeded though no follower received it")
 		}
-		return nil
+	case <-time.After(time.Minute):
+		t.Fatal("the restore did not answer within a minute of losing its leadership")
 	}
 }
 
@@ -298,28 +319,12 @@ func TestARestoreNoFollowerReceivedLeavesItsLeaderReportedDiverged(t *testing.T)
 	idx = apply(ln, "api-1", "api")
 	tn.waitCaughtUp(t, 30*time.Second, idx)
 
-	before := ln.LastIndex()
 	hold.Store(true)
-	restored := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		_, err := ln.Restore(ctx, archive.Bytes())
-		restored <- err
-	}()
-	eventually(t, 30*time.Second, func() bool { return ln.raft.AppliedIndex() > before+1 }, "the leader applying its restore")
-	restoreIdx := ln.raft.AppliedIndex()
+	restored, restoreIdx := restoreInBackground(t, ln, archive.Bytes())
 	resume := tn.pause(old)
 	hold.Store(false)
 	leader := tn.waitForLeader(30 * time.Second)
-	select {
-	case err := <-restored:
-		if err == nil {
-			t.Fatal("the restore succeeded though no follower received it")
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the restore did not answer within a minute of losing its leadership")
-	}
+	wantRestoreFailed(t, restored)
 	if idx, term, err := readRestoreMark(ln.cfg.DataDir); idx != restoreIdx || term == 0 || err != nil {
 		t.Fatalf("restore mark on the old leader: %d (term %d), %v; want %d and its term", idx, term, err, restoreIdx)
 	}
